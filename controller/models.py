@@ -1,0 +1,81 @@
+"""Telemetry tables written by the ingest in batches."""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from loa.db import Base
+
+
+class NodeTransition(Base):
+    """Every change of a node's state, with time and cause: availability over any window is
+    computed from these rows alone (no re-reading of raw heartbeats)."""
+
+    __tablename__ = "node_transition"
+    __table_args__ = (Index("ix_transition_node_at", "node_id", "at_ms"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    node_id: Mapped[str] = mapped_column(String(64))
+    at_ms: Mapped[int] = mapped_column(index=True)
+    from_state: Mapped[str] = mapped_column(String(10))
+    to_state: Mapped[str] = mapped_column(String(10))
+    # Audible for indicator 8.3: online/degraded with amp ok and >=1 speaker ok.
+    available: Mapped[bool]
+    cause: Mapped[str] = mapped_column(String(64))
+
+
+class NodeLive(Base):
+    """Latest known state per node, upserted by the ingest so any process can read it."""
+
+    __tablename__ = "node_live"
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(10), index=True)
+    available: Mapped[bool] = mapped_column(default=False)
+    since_ms: Mapped[int]
+    reasons: Mapped[str] = mapped_column(String(200), default="")
+    status_online: Mapped[bool] = mapped_column(default=False)
+    last_heartbeat_ms: Mapped[int | None]
+    boot_id: Mapped[str | None] = mapped_column(String(64))
+    fw: Mapped[str | None] = mapped_column(String(32))
+    heartbeat: Mapped[dict | None] = mapped_column(JSON)
+    clock_skew_ms: Mapped[int | None]
+
+
+class HeartbeatSample(Base):
+    """Downsampled heartbeat history (one sample per node per ``history_sample_s``)."""
+
+    __tablename__ = "heartbeat_sample"
+    __table_args__ = (Index("ix_hb_sample_node_at", "node_id", "at_ms"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    node_id: Mapped[str] = mapped_column(String(64))
+    at_ms: Mapped[int]
+    rssi_dbm: Mapped[int | None]
+    temp_c: Mapped[float | None]
+    battery_v: Mapped[float | None]
+    volume: Mapped[int | None]
+    amp: Mapped[str | None] = mapped_column(String(8))
+    speakers_ok: Mapped[int | None]
+    speakers_total: Mapped[int | None]
+    power: Mapped[str | None] = mapped_column(String(8))
+
+
+class NodeEventLog(Base):
+    """Faults, self-tests and command acks, as received."""
+
+    __tablename__ = "node_event"
+    __table_args__ = (Index("ix_node_event_node_at", "node_id", "at_ms"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    node_id: Mapped[str] = mapped_column(String(64))
+    at_ms: Mapped[int]
+    type: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict] = mapped_column(JSON)
+
+
+class RejectedCount(Base):
+    """Rejected uplink messages by reason, summed over every controller process."""
+
+    __tablename__ = "rejected_count"
+    reason: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(default=0)
+    last_detail: Mapped[str] = mapped_column(String(300), default="")
+    last_ms: Mapped[int] = mapped_column(default=0)

@@ -1,0 +1,1 @@
+"""Province -> optional district -> commune -> village -> node, with history."""

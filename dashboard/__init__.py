@@ -1,0 +1,1 @@
+"""FastAPI REST API and web UI over the domain packages. Routes stay thin."""

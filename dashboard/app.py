@@ -1,0 +1,46 @@
+"""The FastAPI application.
+
+Each package contributes its routers from a module listed in ``ROUTER_MODULES``; a module
+that does not exist yet is skipped, so the app grows as packages land without this file
+becoming a merge point."""
+
+from __future__ import annotations
+
+import importlib
+
+from fastapi import FastAPI
+
+from dashboard.context import AppContext
+
+ROUTER_MODULES = (
+    "dashboard.routes.health",
+    "dashboard.routes.nodes",
+    "dashboard.routes.communes",
+    "dashboard.routes.registry",
+    "dashboard.routes.auth",
+    "dashboard.routes.content",
+    "dashboard.routes.tts",
+    "dashboard.routes.broadcasts",
+    "dashboard.routes.indicators",
+    "dashboard.routes.alarms",
+    "dashboard.routes.live",
+    "dashboard.routes.ui",
+)
+
+
+def create_app(ctx: AppContext) -> FastAPI:
+    app = FastAPI(title="Loa", version="0.1.0",
+                  description="Điều khiển và giám sát hệ thống đài truyền thanh IP cấp xã")
+    app.state.ctx = ctx
+    for name in ROUTER_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        app.include_router(module.router)
+        setup = getattr(module, "setup", None)
+        if setup is not None:
+            setup(app)
+    return app

@@ -1,0 +1,25 @@
+"""FastAPI dependencies shared by every router."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import Request
+from sqlalchemy.orm import Session
+
+from dashboard.context import AppContext
+from loa.settings import Settings
+
+
+def get_ctx(request: Request) -> AppContext:
+    return request.app.state.ctx
+
+
+def get_settings(request: Request) -> Settings:
+    return get_ctx(request).settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One database session per request, committed when the route returns normally."""
+    with get_ctx(request).db.session() as s:
+        yield s

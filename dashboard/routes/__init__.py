@@ -1,0 +1,1 @@
+"""API and UI routers, one module per area."""

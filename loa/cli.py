@@ -1,0 +1,59 @@
+"""The ``loa`` command.
+
+Each package adds its subcommands from a module listed in ``COMMAND_MODULES`` that defines
+``register(subparsers)``; each registered parser sets ``func(args) -> int``. Bad arguments
+exit 2 with argparse's message; domain errors exit 1 with a Vietnamese message on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = (
+    "loa.commands",
+    "controller.registry.cli",
+    "firmware_sim.cli",
+    "broadcasts.cli",
+    "scheduler.cli",
+    "controller.indicator.cli",
+    "dashboard.cli",
+)
+
+
+class UserError(Exception):
+    """An error the user can fix; printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loa", description="Loa — điều khiển và giám sát đài truyền thanh IP cấp xã")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"Lỗi: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

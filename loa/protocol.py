@@ -1,0 +1,334 @@
+"""Loa node protocol v1 (docs/protocol.md): topics, payload models and state rules.
+
+This is the single place that knows the wire format. The controller decodes with it and
+``firmware_sim`` encodes with it, so a change here is a change to both sides at once.
+Validation errors name the field, because a technician reading a rejection log must be able
+to tell a vendor what their firmware got wrong.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+PROTOCOL_VERSION = 1
+MAX_PAYLOAD_BYTES = 64 * 1024
+NODE_ID_PATTERN = r"[A-Za-z0-9_-]{3,64}"
+NODE_ID_RE = re.compile(rf"^{NODE_ID_PATTERN}$")
+
+
+# --------------------------------------------------------------------------- topics
+
+
+class Channel(enum.StrEnum):
+    STATUS = "status"
+    HEARTBEAT = "heartbeat"
+    EVENTS = "events"
+    CMD = "cmd"
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names under a configurable root (default ``loa/v1``)."""
+
+    root: str = "loa/v1"
+
+    def node(self, node_id: str, channel: Channel) -> str:
+        return f"{self.root}/nodes/{node_id}/{channel}"
+
+    def status(self, node_id: str) -> str:
+        return self.node(node_id, Channel.STATUS)
+
+    def heartbeat(self, node_id: str) -> str:
+        return self.node(node_id, Channel.HEARTBEAT)
+
+    def events(self, node_id: str) -> str:
+        return self.node(node_id, Channel.EVENTS)
+
+    def cmd(self, node_id: str) -> str:
+        return self.node(node_id, Channel.CMD)
+
+    def uplink_filters(self, share_group: str = "") -> list[str]:
+        """Subscriptions the controller needs; ``$share/group/`` splits them across controllers."""
+        prefix = f"$share/{share_group}/" if share_group else ""
+        return [f"{prefix}{self.root}/nodes/+/{c}" for c in
+                (Channel.STATUS, Channel.HEARTBEAT, Channel.EVENTS)]
+
+    def parse(self, topic: str) -> tuple[str, Channel] | None:
+        """``loa/v1/nodes/{id}/{channel}`` -> (id, channel); None when it is not a node topic."""
+        head = f"{self.root}/nodes/"
+        if not topic.startswith(head):
+            return None
+        rest = topic[len(head):]
+        node_id, sep, channel = rest.partition("/")
+        if not sep or "/" in channel:
+            return None
+        try:
+            return node_id, Channel(channel)
+        except ValueError:
+            return None
+
+
+# --------------------------------------------------------------------------- payloads
+
+Epoch = Annotated[int, Field(ge=0, description="Unix epoch milliseconds, UTC")]
+
+
+class _Msg(BaseModel):
+    # Unknown fields are kept, not rejected (protocol: additive extension).
+    model_config = ConfigDict(extra="allow", strict=False)
+
+
+class Status(_Msg):
+    online: bool
+    fw: str | None = None
+    boot_id: str | None = None
+    ts: Epoch | None = None
+    reason: Literal["lost", "shutdown"] | str | None = None
+
+
+class Heartbeat(_Msg):
+    seq: Annotated[int, Field(ge=0)]
+    ts: Epoch
+    uptime_s: Annotated[int, Field(ge=0)]
+    volume: Annotated[int, Field(ge=0, le=100)]
+    amp: Literal["ok", "fault", "off"]
+    speakers_ok: Annotated[int, Field(ge=0, le=16)]
+    speakers_total: Annotated[int, Field(ge=0, le=16)]
+    power: Literal["mains", "battery", "solar"]
+    net: Literal["4g", "3g", "eth", "wifi"]
+    rssi_dbm: int | None
+    playing: str | None
+    battery_v: float | None = None
+    temp_c: float | None = None
+    ntp_offset_ms: int | None = None
+    cache_free_mb: float | None = None
+    fw: str | None = None
+
+
+class CmdAck(_Msg):
+    type: Literal["cmd_ack"]
+    ts: Epoch
+    cmd_id: str
+    ok: bool
+    error: str | None = None
+
+
+PlaybackPhase = Literal["fetched", "started", "finished", "preempted", "failed"]
+
+
+class PlaybackEvent(_Msg):
+    type: Literal["playback"]
+    ts: Epoch
+    broadcast_id: str
+    phase: PlaybackPhase
+    at: Epoch
+    error: str | None = None
+
+
+FaultCode = Literal["amp_fault", "speaker_line", "power_lost", "power_restored", "tamper",
+                    "storage"]
+
+
+class FaultEvent(_Msg):
+    type: Literal["fault"]
+    ts: Epoch
+    code: FaultCode
+    detail: str | None = None
+
+
+class SelftestEvent(_Msg):
+    type: Literal["selftest"]
+    ts: Epoch
+    ok: bool
+    speakers_ok: int
+    speakers_total: int
+    detail: str | None = None
+
+
+Event = Annotated[CmdAck | PlaybackEvent | FaultEvent | SelftestEvent,
+                  Field(discriminator="type")]
+_event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
+
+Priority = Literal["normal", "priority", "emergency"]
+PRIORITY_RANK: dict[str, int] = {"normal": 0, "priority": 1, "emergency": 2}
+
+
+class _Cmd(_Msg):
+    cmd_id: Annotated[str, Field(min_length=1, max_length=128)]
+    issued_at: Epoch
+    expires_at: Epoch | None = None
+
+
+class PlayCmd(_Cmd):
+    type: Literal["play"] = "play"
+    broadcast_id: str
+    url: str
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    bytes: Annotated[int, Field(ge=0)]
+    duration_ms: Annotated[int, Field(ge=0)]
+    start_at: Epoch = 0
+    priority: Priority = "normal"
+    volume: Annotated[int, Field(ge=0, le=100)] | None = None
+    repeat: Annotated[int, Field(ge=1)] = 1
+    gap_ms: Annotated[int, Field(ge=0)] = 0
+
+
+class StreamCmd(_Cmd):
+    type: Literal["stream"] = "stream"
+    broadcast_id: str
+    url: str
+    priority: Priority = "normal"
+    start_at: Epoch = 0
+    volume: Annotated[int, Field(ge=0, le=100)] | None = None
+
+
+class StopCmd(_Cmd):
+    type: Literal["stop"] = "stop"
+    broadcast_id: str | None = None
+
+
+class VolumeCmd(_Cmd):
+    type: Literal["volume"] = "volume"
+    level: Annotated[int, Field(ge=0, le=100)]
+
+
+class ConfigCmd(_Cmd):
+    type: Literal["config"] = "config"
+    heartbeat_s: Annotated[int, Field(ge=5, le=3600)] | None = None
+    default_volume: Annotated[int, Field(ge=0, le=100)] | None = None
+
+
+class SelftestCmd(_Cmd):
+    type: Literal["selftest"] = "selftest"
+
+
+Command = Annotated[PlayCmd | StreamCmd | StopCmd | VolumeCmd | ConfigCmd | SelftestCmd,
+                    Field(discriminator="type")]
+_command_adapter: TypeAdapter[Command] = TypeAdapter(Command)
+
+
+def encode(msg: BaseModel) -> bytes:
+    return msg.model_dump_json(exclude_none=True).encode()
+
+
+def lost_will() -> bytes:
+    return b'{"online":false,"reason":"lost"}'
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+class Rejection(Exception):
+    """A node message the controller refuses, with a stable ``reason`` used as counter key."""
+
+    def __init__(self, reason: str, detail: str = "", node_id: str | None = None) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        self.node_id = node_id
+
+
+def _describe(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors()[:3]:
+        loc = ".".join(str(p) for p in e["loc"]) or "(payload)"
+        parts.append(f"{loc}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def _load_json_object(payload: bytes) -> dict[str, Any]:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise Rejection("oversized", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise Rejection("not_json", str(exc)[:120]) from None
+    if not isinstance(data, dict):
+        raise Rejection("not_object", f"top level is {type(data).__name__}, expected object")
+    return data
+
+
+def _validation_reason(err: ValidationError) -> str:
+    kinds = {e["type"] for e in err.errors()}
+    return "missing_field" if kinds == {"missing"} else "invalid_field"
+
+
+def decode_status(payload: bytes) -> Status:
+    data = _load_json_object(payload)
+    try:
+        return Status.model_validate(data)
+    except ValidationError as exc:
+        raise Rejection(_validation_reason(exc), _describe(exc)) from None
+
+
+def decode_heartbeat(payload: bytes) -> Heartbeat:
+    data = _load_json_object(payload)
+    try:
+        hb = Heartbeat.model_validate(data)
+    except ValidationError as exc:
+        raise Rejection(_validation_reason(exc), _describe(exc)) from None
+    if hb.speakers_ok > hb.speakers_total:
+        raise Rejection("invalid_field", "speakers_ok: greater than speakers_total")
+    return hb
+
+
+def decode_event(payload: bytes) -> CmdAck | PlaybackEvent | FaultEvent | SelftestEvent:
+    data = _load_json_object(payload)
+    try:
+        return _event_adapter.validate_python(data)
+    except ValidationError as exc:
+        raise Rejection(_validation_reason(exc), _describe(exc)) from None
+
+
+def decode_command(payload: bytes) -> PlayCmd | StreamCmd | StopCmd | VolumeCmd | ConfigCmd | SelftestCmd:
+    data = _load_json_object(payload)
+    try:
+        return _command_adapter.validate_python(data)
+    except ValidationError as exc:
+        raise Rejection(_validation_reason(exc), _describe(exc)) from None
+
+
+# --------------------------------------------------------------------------- state rules
+
+
+class NodeState(enum.StrEnum):
+    UNKNOWN = "unknown"
+    ONLINE = "online"
+    DEGRADED = "degraded"
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthThresholds:
+    battery_low_v: float = 11.5
+    weak_signal_dbm: int = -105
+
+
+def degradation_reasons(hb: Heartbeat, th: HealthThresholds) -> list[str]:
+    """Why an online node is ``degraded`` (empty list = healthy)."""
+    reasons = []
+    if hb.amp != "ok":
+        reasons.append(f"amp_{hb.amp}")
+    if hb.speakers_ok < hb.speakers_total:
+        reasons.append("speaker_line")
+    if hb.power == "battery" and hb.battery_v is not None and hb.battery_v < th.battery_low_v:
+        reasons.append("battery_low")
+    if hb.rssi_dbm is not None and hb.rssi_dbm < th.weak_signal_dbm:
+        reasons.append("weak_signal")
+    return reasons
+
+
+def is_audible(hb: Heartbeat) -> bool:
+    """Indicator 8.3's "available": amplifier ok and at least one speaker ok (while online)."""
+    return hb.amp == "ok" and hb.speakers_ok >= 1
+
+
+def heartbeat_timeout_ms(heartbeat_s: int) -> int:
+    """A node with no heartbeat for 3 x heartbeat_s is offline (protocol: derived state)."""
+    return 3 * heartbeat_s * 1000

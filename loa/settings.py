@@ -1,0 +1,67 @@
+"""Runtime settings, read from the environment (prefix ``LOA_``) so one binary serves the
+embedded demo, the test suite and a docker-compose deployment without code changes."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOA_", env_file=None, extra="ignore")
+
+    data_dir: Path = Field(default=Path("var"), description="Where SQLite, audio and logs live")
+    database_url: str = ""
+
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    topic_root: str = "loa/v1"
+    controller_client_id: str = "loa-controller"
+    # `$share/<group>/` prefix for several controllers splitting ingest; empty = plain.
+    shared_subscription_group: str = ""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    public_base_url: str = ""
+
+    heartbeat_s: int = 30
+    keepalive_s: int = 60
+    flush_interval_s: float = 1.0
+    history_sample_s: int = 300
+    history_retention_days: int = 120
+    battery_low_v: float = 11.5
+    weak_signal_dbm: int = -105
+    max_clock_skew_s: int = 300
+
+    # Signs per-node content tokens and UI sessions. Generated into data_dir when unset.
+    secret_key: str = ""
+    language: str = "vi"
+
+    def resolved_secret_key(self) -> str:
+        if self.secret_key:
+            return self.secret_key
+        import secrets
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        self.secret_key = path.read_text().strip()
+        return self.secret_key
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{(self.data_dir / 'loa.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""When and where broadcasts play: broadcasts, recurrences, airings and proof of play."""
