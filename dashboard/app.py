@@ -36,7 +36,7 @@ def create_app(ctx: AppContext) -> FastAPI:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name == name:
+            if exc.name and name.startswith(exc.name):
                 continue
             raise
         app.include_router(module.router)
