@@ -8,12 +8,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import BigInteger, Engine, create_engine, event
+from sqlalchemy import BigInteger, Engine, Integer, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 
+# Epoch milliseconds need 64 bits on PostgreSQL; SQLite's INTEGER is already 64-bit and only
+# an INTEGER PRIMARY KEY autoincrements there.
+BigInt = BigInteger().with_variant(Integer(), "sqlite")
+
+
 class Base(DeclarativeBase):
-    type_annotation_map = {int: BigInteger}
+    type_annotation_map = {int: BigInt}
 
 
 def make_engine(url: str) -> Engine:

@@ -1,0 +1,270 @@
+"""Uplink ingest: every status, heartbeat and event a node publishes.
+
+``handle()`` is synchronous and pure in-memory so that it is fast and easy to test; the
+service around it feeds it MQTT messages, runs the sweeper (heartbeat time-outs) and hands
+a batch to the ``TelemetryWriter`` once per flush interval. A bad message is counted by
+reason and never stops the next good one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+
+from controller.fleet_state import FleetState, NodeRuntime, Transition
+from controller.registry.models import Node
+from controller.telemetry_writer import MAX_BACKLOG_SAMPLES, Batch, PendingSighting, TelemetryWriter, live_row
+from loa.db import Database
+from loa.protocol import (
+    NODE_ID_RE,
+    Channel,
+    CmdAck,
+    FaultEvent,
+    HealthThresholds,
+    Heartbeat,
+    NodeState,
+    PlaybackEvent,
+    Rejection,
+    SelftestEvent,
+    Topics,
+    decode_event,
+    decode_heartbeat,
+    decode_status,
+)
+from loa.settings import Settings
+from loa.timeutil import now_ms
+
+log = logging.getLogger("loa.ingest")
+
+EventListener = Callable[[str, CmdAck | PlaybackEvent | FaultEvent | SelftestEvent, int], None]
+StateListener = Callable[[str, str, str, int, str], None]
+
+
+class Ingest:
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self.topics = Topics(settings.topic_root)
+        self.fleet = FleetState(HealthThresholds(settings.battery_low_v, settings.weak_signal_dbm))
+        self.writer = TelemetryWriter(db)
+        self.batch = Batch()
+        self.rejected: Counter[str] = Counter()
+        self.accepted: Counter[str] = Counter()
+        self.last_rejections: list[dict[str, Any]] = []
+        self._event_listeners: list[EventListener] = []
+        self._state_listeners: list[StateListener] = []
+        self._dirty: set[str] = set()
+        self._flush_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ listeners
+
+    def add_event_listener(self, fn: EventListener) -> None:
+        self._event_listeners.append(fn)
+
+    def add_state_listener(self, fn: StateListener) -> None:
+        self._state_listeners.append(fn)
+
+    # ------------------------------------------------------------------ registry
+
+    def load_registry(self) -> None:
+        """(Re)load registered nodes; keeps runtime state of nodes already known and restores
+        the last stored state of the others, so a restart does not invent transitions."""
+        with self.db.session() as s:
+            rows = s.execute(select(Node.id, Node.heartbeat_s).where(
+                Node.retired_ms.is_(None))).all()
+        live = self.writer.load_live() if not self.fleet.nodes else {}
+        now = now_ms()
+        registered = {node_id for node_id, _ in rows}
+        for node_id, hb_s in rows:
+            rt = self.fleet.nodes.get(node_id)
+            if rt is None:
+                rt = NodeRuntime(node_id=node_id, heartbeat_s=hb_s or self.settings.heartbeat_s)
+                stored = live.get(node_id)
+                if stored is not None:
+                    rt.state = NodeState(stored.state)
+                    rt.available = stored.available
+                    rt.since_ms = stored.since_ms
+                    rt.boot_id, rt.fw = stored.boot_id, stored.fw
+                    if stored.heartbeat:
+                        try:
+                            rt.heartbeat = Heartbeat.model_validate(stored.heartbeat)
+                        except ValueError:
+                            rt.heartbeat = None
+                    if rt.state in (NodeState.ONLINE, NodeState.DEGRADED):
+                        # Restarted controller: give the node 3 x heartbeat_s to be heard
+                        # again instead of inventing an outage or trusting it forever.
+                        rt.last_heard_ms = now
+                        rt.last_heartbeat_ms = stored.last_heartbeat_ms
+                self.fleet.nodes[node_id] = rt
+            else:
+                rt.heartbeat_s = hb_s or self.settings.heartbeat_s
+        for gone in set(self.fleet.nodes) - registered:
+            del self.fleet.nodes[gone]
+
+    # ------------------------------------------------------------------ messages
+
+    def handle(self, topic: str, payload: bytes, received_ms: int | None = None) -> bool:
+        """Apply one uplink message. Returns False when it was rejected (and counted)."""
+        now = received_ms if received_ms is not None else now_ms()
+        parsed = self.topics.parse(topic)
+        if parsed is None:
+            self._reject("bad_topic", topic[:120], None, now)
+            return False
+        node_id, channel = parsed
+        rt = self.fleet.nodes.get(node_id)
+        if rt is None:
+            self._sight_pending(node_id, channel, payload, now)
+            self._reject("unknown_node", node_id[:64], node_id, now)
+            return False
+        try:
+            if channel is Channel.HEARTBEAT:
+                self._on_heartbeat(rt, payload, now)
+            elif channel is Channel.STATUS:
+                self._on_status(rt, payload, now)
+            elif channel is Channel.EVENTS:
+                self._on_event(rt, payload, now)
+            else:  # a node publishing on a cmd topic: not ours to apply
+                raise Rejection("bad_topic", f"node published on {channel}")
+        except Rejection as rej:
+            self._reject(rej.reason, rej.detail, node_id, now)
+            return False
+        self.accepted[channel] += 1
+        return True
+
+    def _on_heartbeat(self, rt: NodeRuntime, payload: bytes, now: int) -> None:
+        hb = decode_heartbeat(payload)
+        skew = hb.ts - now
+        if skew > self.settings.max_clock_skew_s * 1000:
+            raise Rejection("future_timestamp",
+                            f"ts is {skew // 1000} s ahead of the controller clock")
+        rt.clock_skew_ms = skew
+        rt.heartbeat = hb
+        rt.last_heard_ms = rt.last_heartbeat_ms = now
+        if rt.status_online is None:
+            # A client that never published a status but heartbeats is evidently connected.
+            rt.status_online = True
+        if hb.fw:
+            rt.fw = hb.fw
+        self._update(rt, now, "heartbeat")
+        self._dirty.add(rt.node_id)
+        if now - rt.last_sample_ms >= self.settings.history_sample_s * 1000:
+            rt.last_sample_ms = now
+            if len(self.batch.samples) < MAX_BACKLOG_SAMPLES:
+                self.batch.samples.append({
+                    "node_id": rt.node_id, "at_ms": now, "rssi_dbm": hb.rssi_dbm,
+                    "temp_c": hb.temp_c, "battery_v": hb.battery_v, "volume": hb.volume,
+                    "amp": hb.amp, "speakers_ok": hb.speakers_ok,
+                    "speakers_total": hb.speakers_total, "power": hb.power})
+            else:
+                self.writer.dropped_samples += 1
+
+    def _on_status(self, rt: NodeRuntime, payload: bytes, now: int) -> None:
+        st = decode_status(payload)
+        rt.status_online = st.online
+        if st.online:
+            rt.last_heard_ms = now  # grace: first heartbeat due within 3 x heartbeat_s
+            rt.boot_id = st.boot_id or rt.boot_id
+            rt.fw = st.fw or rt.fw
+            rt.offline_cause = ""
+            cause = "status_online"
+        else:
+            rt.offline_cause = "will_lost" if st.reason == "lost" else f"status_{st.reason or 'offline'}"
+            cause = rt.offline_cause
+        self._update(rt, now, cause)
+        self._dirty.add(rt.node_id)
+
+    def _on_event(self, rt: NodeRuntime, payload: bytes, now: int) -> None:
+        ev = decode_event(payload)
+        self.batch.events.append({"node_id": rt.node_id, "at_ms": now, "type": ev.type,
+                                  "payload": ev.model_dump(mode="json")})
+        for fn in self._event_listeners:
+            try:
+                fn(rt.node_id, ev, now)
+            except Exception:  # a listener bug must not stop ingest
+                log.exception("event listener failed for %s", rt.node_id)
+
+    def _update(self, rt: NodeRuntime, now: int, cause: str) -> None:
+        tr = self.fleet.apply(rt, now, cause)
+        if tr is not None:
+            self._record(tr)
+
+    def _record(self, tr: Transition) -> None:
+        self.batch.transitions.append(tr)
+        self._dirty.add(tr.node_id)
+        for fn in self._state_listeners:
+            try:
+                fn(tr.node_id, tr.from_state, tr.to_state, tr.at_ms, tr.cause)
+            except Exception:
+                log.exception("state listener failed for %s", tr.node_id)
+
+    def _reject(self, reason: str, detail: str, node_id: str | None, now: int) -> None:
+        self.rejected[reason] += 1
+        entry = self.batch.rejected.setdefault(reason, [0, detail, now])
+        entry[0] += 1
+        entry[1], entry[2] = detail, now
+        self.last_rejections.append({"reason": reason, "detail": detail, "node_id": node_id,
+                                     "at_ms": now})
+        if len(self.last_rejections) > 200:
+            del self.last_rejections[:100]
+        log.debug("rejected %s from %s: %s", reason, node_id, detail)
+
+    def _sight_pending(self, node_id: str, channel: Channel, payload: bytes, now: int) -> None:
+        if not NODE_ID_RE.match(node_id):
+            return
+        p = self.batch.pending.get(node_id)
+        text = payload[:2000].decode("utf-8", errors="replace")
+        if p is None:
+            self.batch.pending[node_id] = PendingSighting(now, now, 1, str(channel), text)
+        else:
+            p.last_seen_ms, p.messages, p.channel, p.payload = now, p.messages + 1, str(channel), text
+
+    # ------------------------------------------------------------------ sweeper and flush
+
+    def sweep(self, now: int | None = None) -> int:
+        """Turn silent nodes offline (no heartbeat for 3 x heartbeat_s). Returns how many."""
+        now = now if now is not None else now_ms()
+        changed = 0
+        for rt in self.fleet.nodes.values():
+            if rt.state in (NodeState.ONLINE, NodeState.DEGRADED):
+                tr = self.fleet.apply(rt, now, "heartbeat_timeout")
+                if tr is not None:
+                    self._record(tr)
+                    changed += 1
+        return changed
+
+    def take_batch(self) -> Batch:
+        for node_id in self._dirty:
+            rt = self.fleet.nodes.get(node_id)
+            if rt is not None:
+                self.batch.live[node_id] = live_row(rt)
+        self._dirty.clear()
+        batch, self.batch = self.batch, Batch()
+        return batch
+
+    async def flush(self) -> bool:
+        """Write what accumulated; on failure keep it for the next flush. True on success."""
+        async with self._flush_lock:
+            batch = self.take_batch()
+            if batch.empty():
+                return True
+            try:
+                await asyncio.to_thread(self.writer.write, batch)
+                return True
+            except Exception as exc:
+                self.writer.flush_errors += 1
+                self.writer.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.error("Không ghi được dữ liệu đo (sẽ thử lại): %s", self.writer.last_error)
+                self.batch.merge_older(batch)
+                return False
+
+    def counts(self) -> dict[str, int]:
+        out = {s.value: 0 for s in NodeState}
+        for rt in self.fleet.nodes.values():
+            out[rt.state.value] += 1
+        out["total"] = len(self.fleet.nodes)
+        return out

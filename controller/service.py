@@ -1,0 +1,119 @@
+"""The controller process: one MQTT connection feeding the ingest, the sweeper, the batch
+flusher, and the command publisher, with reconnects that lose nothing.
+
+The MQTT session is persistent (``clean_session=False``, fixed client id), so QoS 1 events
+published while the controller reconnects are queued by the broker and delivered after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import aiomqtt
+
+from controller.commands import CommandPublisher
+from controller.ingest import Ingest
+from loa.db import Database
+from loa.settings import Settings
+
+log = logging.getLogger("loa.controller")
+
+
+class ControllerService:
+    def __init__(self, settings: Settings, db: Database, *, client_id: str | None = None) -> None:
+        self.settings = settings
+        self.db = db
+        self.ingest = Ingest(settings, db)
+        self.commands = CommandPublisher(self.ingest.topics)
+        self.client_id = client_id or settings.controller_client_id
+        self.connected = asyncio.Event()
+        self.started_at = time.time()
+        self.reconnects = 0
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = asyncio.Event()
+        self.extra_tasks: list[Any] = []  # coroutines other packages attach (dispatch, alarms)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.ingest.load_registry)
+        self._tasks = [
+            asyncio.create_task(self._mqtt_loop(), name="loa-mqtt"),
+            asyncio.create_task(self._periodic(self._sweep_once, 0.5), name="loa-sweeper"),
+            asyncio.create_task(self._periodic(self.ingest.flush, self.settings.flush_interval_s),
+                                name="loa-flusher"),
+            asyncio.create_task(self._periodic(self._reload_registry, 10.0), name="loa-registry"),
+        ]
+        self._tasks += [asyncio.create_task(c) for c in self.extra_tasks]
+
+    async def wait_connected(self, timeout_s: float = 15.0) -> None:
+        await asyncio.wait_for(self.connected.wait(), timeout_s)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks = []
+        await self.ingest.flush()
+
+    async def _sweep_once(self) -> None:
+        self.ingest.sweep()
+
+    async def _reload_registry(self) -> None:
+        await asyncio.to_thread(self.ingest.load_registry)
+
+    async def reload_registry(self) -> None:
+        """Call after registry changes so new nodes are accepted at once."""
+        await self._reload_registry()
+
+    async def _periodic(self, fn, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await fn()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
+
+    def _client(self) -> aiomqtt.Client:
+        s = self.settings
+        return aiomqtt.Client(
+            s.mqtt_host, s.mqtt_port, identifier=self.client_id, username=s.mqtt_username,
+            password=s.mqtt_password, clean_session=False, keepalive=s.keepalive_s,
+            max_queued_incoming_messages=0, max_inflight_messages=100)
+
+    async def _mqtt_loop(self) -> None:
+        backoff = 0.5
+        handle = self.ingest.handle
+        while not self._stopping.is_set():
+            try:
+                async with self._client() as client:
+                    for topic in self.ingest.topics.uplink_filters(
+                            self.settings.shared_subscription_group):
+                        await client.subscribe(topic, qos=1)
+                    self.commands.attach(client)
+                    self.connected.set()
+                    backoff = 0.5
+                    log.info("Đã kết nối broker %s:%s", self.settings.mqtt_host,
+                             self.settings.mqtt_port)
+                    async for message in client.messages:
+                        payload = message.payload
+                        if not isinstance(payload, bytes | bytearray):
+                            payload = str(payload).encode()
+                        handle(message.topic.value, payload)
+            except aiomqtt.MqttError as exc:
+                if self._stopping.is_set():
+                    break
+                self.reconnects += 1
+                log.warning("Mất kết nối broker (%s); thử lại sau %.1f s", exc, backoff)
+            finally:
+                self.commands.attach(None)
+                self.connected.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)

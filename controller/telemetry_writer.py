@@ -1,0 +1,146 @@
+"""Batched, retried writes of what the ingest observed.
+
+One flush per interval writes every transition, the latest state of changed nodes, the
+downsampled heartbeat samples, events, rejection counts and pending nodes in one
+transaction. If the database refuses (locked, disk full), the batch is kept and merged into
+the next one — transitions are never dropped; heartbeat samples are dropped first (counted)
+when the backlog grows past its bound.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from controller.fleet_state import NodeRuntime, Transition
+from controller.models import HeartbeatSample, NodeEventLog, NodeLive, NodeTransition, RejectedCount
+from controller.registry.models import PendingNode
+from loa.db import Database
+
+log = logging.getLogger("loa.ingest")
+
+MAX_BACKLOG_SAMPLES = 200_000
+
+
+@dataclass
+class PendingSighting:
+    first_seen_ms: int
+    last_seen_ms: int
+    messages: int
+    channel: str
+    payload: str
+
+
+@dataclass
+class Batch:
+    transitions: list[Transition] = field(default_factory=list)
+    live: dict[str, dict[str, Any]] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    rejected: dict[str, list] = field(default_factory=dict)  # reason -> [count, detail, ms]
+    pending: dict[str, PendingSighting] = field(default_factory=dict)
+
+    def empty(self) -> bool:
+        return not (self.transitions or self.live or self.samples or self.events
+                    or self.rejected or self.pending)
+
+    def merge_older(self, older: Batch) -> None:
+        """Put a failed earlier batch in front of this one, keeping order and newest state."""
+        self.transitions[:0] = older.transitions
+        for node_id, row in older.live.items():
+            self.live.setdefault(node_id, row)
+        self.samples[:0] = older.samples
+        self.events[:0] = older.events
+        for reason, (count, detail, ms) in older.rejected.items():
+            cur = self.rejected.setdefault(reason, [0, detail, ms])
+            cur[0] += count
+        for node_id, p in older.pending.items():
+            cur = self.pending.get(node_id)
+            if cur is None:
+                self.pending[node_id] = p
+            else:
+                cur.first_seen_ms = min(cur.first_seen_ms, p.first_seen_ms)
+                cur.messages += p.messages
+
+
+def live_row(rt: NodeRuntime) -> dict[str, Any]:
+    return {
+        "node_id": rt.node_id, "state": str(rt.state), "available": rt.available,
+        "since_ms": rt.since_ms, "reasons": ",".join(rt.reasons)[:200],
+        "status_online": bool(rt.status_online), "last_heartbeat_ms": rt.last_heartbeat_ms,
+        "boot_id": rt.boot_id, "fw": rt.fw,
+        "heartbeat": rt.heartbeat.model_dump(mode="json") if rt.heartbeat else None,
+        "clock_skew_ms": rt.clock_skew_ms,
+    }
+
+
+class TelemetryWriter:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.flushes = 0
+        self.flush_errors = 0
+        self.dropped_samples = 0
+        self.last_error = ""
+
+    def write(self, batch: Batch) -> None:
+        """Write one batch atomically; raises on failure (the caller keeps the batch)."""
+        with self.db.session() as s:
+            if batch.transitions:
+                s.execute(insert(NodeTransition), [
+                    {"node_id": t.node_id, "at_ms": t.at_ms, "from_state": t.from_state,
+                     "to_state": t.to_state, "available": t.available, "cause": t.cause[:64]}
+                    for t in batch.transitions])
+            if batch.live:
+                self._upsert_live(s, list(batch.live.values()))
+            if batch.samples:
+                s.execute(insert(HeartbeatSample), batch.samples)
+            if batch.events:
+                s.execute(insert(NodeEventLog), batch.events)
+            for reason, (count, detail, ms) in batch.rejected.items():
+                self._add_rejected(s, reason, count, detail, ms)
+            for node_id, p in batch.pending.items():
+                self._upsert_pending(s, node_id, p)
+        self.flushes += 1
+
+    def _upsert_live(self, s: Session, rows: list[dict[str, Any]]) -> None:
+        dialect = s.get_bind().dialect.name
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        elif dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:  # pragma: no cover - other databases are not supported targets
+            for row in rows:
+                s.merge(NodeLive(**row))
+            return
+        stmt = dialect_insert(NodeLive)
+        cols = {c: getattr(stmt.excluded, c) for c in rows[0] if c != "node_id"}
+        s.execute(stmt.on_conflict_do_update(index_elements=["node_id"], set_=cols), rows)
+
+    @staticmethod
+    def _add_rejected(s: Session, reason: str, count: int, detail: str, ms: int) -> None:
+        res = s.execute(update(RejectedCount).where(RejectedCount.reason == reason).values(
+            count=RejectedCount.count + count, last_detail=detail[:300], last_ms=ms))
+        if res.rowcount == 0:
+            s.add(RejectedCount(reason=reason, count=count, last_detail=detail[:300], last_ms=ms))
+            s.flush()
+
+    @staticmethod
+    def _upsert_pending(s: Session, node_id: str, p: PendingSighting) -> None:
+        row = s.get(PendingNode, node_id)
+        if row is None:
+            s.add(PendingNode(id=node_id, first_seen_ms=p.first_seen_ms,
+                              last_seen_ms=p.last_seen_ms, messages=p.messages,
+                              last_channel=p.channel, last_payload=p.payload[:2000]))
+        else:
+            row.last_seen_ms = max(row.last_seen_ms, p.last_seen_ms)
+            row.messages += p.messages
+            row.last_channel = p.channel
+            row.last_payload = p.payload[:2000]
+
+    def load_live(self) -> dict[str, NodeLive]:
+        with self.db.session() as s:
+            return {r.node_id: r for r in s.scalars(select(NodeLive))}

@@ -1,0 +1,64 @@
+"""Nodes: list with filters and paging, and one node's detail."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from sqlalchemy.orm import Session
+
+from controller import fleet_queries
+from controller.fleet_queries import NodeFilter, NodeNotFound
+from dashboard.deps import get_session
+from dashboard.schemas import NodeDetail, NodeItem, Page, TransitionItem
+from loa.protocol import NodeState
+from loa.timeutil import format_datetime
+
+router = APIRouter(prefix="/api/v1", tags=["nodes"])
+
+
+def _item(node, live, village, commune) -> dict:
+    return {
+        "id": node.id, "state": live.state if live else NodeState.UNKNOWN.value,
+        "available": bool(live and live.available),
+        "reasons": [r for r in (live.reasons.split(",") if live and live.reasons else []) if r],
+        "since": format_datetime(live.since_ms) if live and live.since_ms else None,
+        "last_heartbeat": (format_datetime(live.last_heartbeat_ms)
+                           if live and live.last_heartbeat_ms else None),
+        "label": node.label, "village_id": village.id if village else None,
+        "village": village.name if village else None,
+        "commune_id": commune.id if commune else None,
+        "commune": commune.name if commune else None, "simulated": node.simulated,
+    }
+
+
+@router.get("/nodes", response_model=Page[NodeItem])
+def list_nodes(
+    state: NodeState | None = None,
+    commune: int | None = Query(None, description="commune id"),
+    village: int | None = Query(None, description="village id"),
+    q: str | None = Query(None, max_length=100, description="tìm không dấu: 'doi can'"),
+    limit: int = Query(50, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+    s: Session = Depends(get_session),
+):
+    rows, total = fleet_queries.list_nodes(
+        s, NodeFilter(state=state.value if state else None, commune_id=commune,
+                      village_id=village, q=q), limit=limit, offset=offset)
+    return {"items": [_item(*r) for r in rows], "total": total, "limit": limit,
+            "offset": offset}
+
+
+@router.get("/nodes/{node_id}", response_model=NodeDetail)
+def node_detail(node_id: str, s: Session = Depends(get_session)):
+    try:
+        node, live, village, commune = fleet_queries.get_node(s, node_id)
+    except NodeNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    transitions = [TransitionItem(at=format_datetime(t.at_ms), at_ms=t.at_ms,
+                                  from_state=t.from_state, to_state=t.to_state,
+                                  available=t.available, cause=t.cause)
+                   for t in fleet_queries.recent_transitions(s, node_id)]
+    return {**_item(node, live, village, commune),
+            "heartbeat": live.heartbeat if live else None,
+            "clock_skew_ms": live.clock_skew_ms if live else None,
+            "fw": live.fw if live else None, "heartbeat_s": node.heartbeat_s,
+            "transitions": transitions}

@@ -1,0 +1,183 @@
+"""The embedded MQTT broker: Debian's mosquitto when installed, else amqtt (pure Python).
+
+Either way it is real MQTT on a TCP port, loopback only, run as a child process so the
+broker never competes with the controller for the GIL. Message size: the protocol allows
+64 KiB payloads; the broker caps whole packets at 64 KiB plus 1 KiB for topic and headers,
+so a payload a little over 64 KiB still reaches the controller, which counts it as
+``oversized`` instead of letting it vanish unseen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loa.protocol import MAX_PAYLOAD_BYTES
+
+MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + 1024
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mosquitto_binary() -> str | None:
+    for candidate in ("mosquitto", "/usr/sbin/mosquitto"):
+        found = shutil.which(candidate)
+        if found:
+            return found
+    return None
+
+
+def mosquitto_config(port: int, host: str, data_dir: Path, *, password_file: Path | None = None,
+                     acl_file: Path | None = None) -> str:
+    lines = [
+        f"listener {port} {host}",
+        f"max_packet_size {MAX_PACKET_BYTES}",
+        # Persistence keeps queued QoS 1 commands for absent nodes across a broker restart.
+        "persistence true",
+        f"persistence_location {data_dir}/",
+        "autosave_interval 10",
+        "max_queued_messages 10000",
+        "log_dest stderr",
+        "log_type error",
+        "log_type warning",
+    ]
+    if password_file:
+        lines += ["allow_anonymous false", f"password_file {password_file}"]
+    else:
+        lines.append("allow_anonymous true")
+    if acl_file:
+        lines.append(f"acl_file {acl_file}")
+    return "\n".join(lines) + "\n"
+
+
+def _wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise BrokerError(f"Broker thoát ngay khi khởi động (mã {proc.returncode}): {err}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
+            return
+        time.sleep(0.05)
+    raise BrokerError(f"Broker không mở cổng {host}:{port} sau {timeout_s:.0f} giây")
+
+
+@dataclass
+class EmbeddedBroker:
+    """A broker child process. ``kind`` is "auto" (mosquitto if installed), "mosquitto" or
+    "amqtt". Loopback only: listening beyond loopback needs credentials (see docs)."""
+
+    port: int = 0
+    host: str = "127.0.0.1"
+    kind: str = "auto"
+    data_dir: Path | None = None
+    password_file: Path | None = None
+    acl_file: Path | None = None
+    proc: subprocess.Popen | None = field(default=None, init=False)
+    _tmp: tempfile.TemporaryDirectory | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.kind == "auto":
+            self.kind = "mosquitto" if mosquitto_binary() else "amqtt"
+        if self.kind not in ("mosquitto", "amqtt"):
+            raise BrokerError(f"Loại broker không hỗ trợ: {self.kind}")
+        if not self.port:
+            self.port = free_port()
+
+    def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
+        if self.data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="loa-broker-")
+            self.data_dir = Path(self._tmp.name)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.kind == "mosquitto":
+            binary = mosquitto_binary()
+            if not binary:
+                raise BrokerError("Chưa cài mosquitto (apt-get install mosquitto)")
+            conf = self.data_dir / "mosquitto.conf"
+            conf.write_text(mosquitto_config(self.port, self.host, self.data_dir,
+                                             password_file=self.password_file,
+                                             acl_file=self.acl_file))
+            cmd = [binary, "-c", str(conf)]
+        else:
+            cmd = [sys.executable, "-m", "loa.broker", "--host", self.host,
+                   "--port", str(self.port)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _wait_for_port(self.host, self.port, self.proc, timeout_s)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._tmp:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+async def run_amqtt(host: str, port: int) -> None:
+    """Serve MQTT with amqtt until cancelled (used when mosquitto is not installed)."""
+    from amqtt.broker import Broker
+
+    config = {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+        "plugins": {
+            "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+        },
+    }
+    broker = Broker(config)
+    await broker.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await broker.shutdown()
+
+
+def _main() -> None:
+    import argparse
+    import logging
+
+    parser = argparse.ArgumentParser(description="amqtt broker child process for Loa")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_amqtt(args.host, args.port))
+
+
+if __name__ == "__main__":
+    _main()
