@@ -18,7 +18,13 @@ from sqlalchemy import select
 
 from controller.fleet_state import FleetState, NodeRuntime, Transition
 from controller.registry.models import Node
-from controller.telemetry_writer import MAX_BACKLOG_SAMPLES, Batch, PendingSighting, TelemetryWriter, live_row
+from controller.telemetry_writer import (
+    MAX_BACKLOG_SAMPLES,
+    Batch,
+    PendingSighting,
+    TelemetryWriter,
+    live_row,
+)
 from loa.db import Database
 from loa.protocol import (
     NODE_ID_RE,
@@ -173,7 +179,8 @@ class Ingest:
             rt.offline_cause = ""
             cause = "status_online"
         else:
-            rt.offline_cause = "will_lost" if st.reason == "lost" else f"status_{st.reason or 'offline'}"
+            rt.offline_cause = ("will_lost" if st.reason == "lost"
+                                else f"status_{st.reason or 'offline'}")
             cause = rt.offline_cause
         self._update(rt, now, cause)
         self._dirty.add(rt.node_id)
@@ -221,7 +228,8 @@ class Ingest:
         if p is None:
             self.batch.pending[node_id] = PendingSighting(now, now, 1, str(channel), text)
         else:
-            p.last_seen_ms, p.messages, p.channel, p.payload = now, p.messages + 1, str(channel), text
+            p.last_seen_ms, p.messages = now, p.messages + 1
+            p.channel, p.payload = str(channel), text
 
     # ------------------------------------------------------------------ sweeper and flush
 

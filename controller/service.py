@@ -17,6 +17,7 @@ import aiomqtt
 
 from controller.commands import CommandPublisher
 from controller.ingest import Ingest
+from controller.mqtt_transport import direct_delivery, use_buffered_reads
 from loa.db import Database
 from loa.settings import Settings
 
@@ -83,14 +84,19 @@ class ControllerService:
 
     def _client(self) -> aiomqtt.Client:
         s = self.settings
-        return aiomqtt.Client(
+        return use_buffered_reads(aiomqtt.Client(
             s.mqtt_host, s.mqtt_port, identifier=self.client_id, username=s.mqtt_username,
             password=s.mqtt_password, clean_session=False, keepalive=s.keepalive_s,
-            max_queued_incoming_messages=0, max_inflight_messages=100)
+            queue_type=direct_delivery(self._on_message), max_inflight_messages=100))
+
+    def _on_message(self, message: aiomqtt.Message) -> None:
+        payload = message.payload
+        if not isinstance(payload, bytes | bytearray):
+            payload = str(payload).encode()
+        self.ingest.handle(message.topic.value, payload)
 
     async def _mqtt_loop(self) -> None:
         backoff = 0.5
-        handle = self.ingest.handle
         while not self._stopping.is_set():
             try:
                 async with self._client() as client:
@@ -102,11 +108,10 @@ class ControllerService:
                     backoff = 0.5
                     log.info("Đã kết nối broker %s:%s", self.settings.mqtt_host,
                              self.settings.mqtt_port)
-                    async for message in client.messages:
-                        payload = message.payload
-                        if not isinstance(payload, bytes | bytearray):
-                            payload = str(payload).encode()
-                        handle(message.topic.value, payload)
+                    # Messages go to the ingest as they are decoded (DirectDelivery); this
+                    # only returns, by MqttError, when the connection is lost.
+                    async for _ in client.messages:
+                        pass
             except aiomqtt.MqttError as exc:
                 if self._stopping.is_set():
                     break

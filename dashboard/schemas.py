@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
+
+T = TypeVar("T")
 
 
 class NodeCounts(BaseModel):
@@ -38,7 +40,7 @@ class NodeItem(BaseModel):
     simulated: bool
 
 
-class Page[T](BaseModel):
+class Page(BaseModel, Generic[T]):
     items: list[T]
     total: int
     limit: int

@@ -44,7 +44,7 @@ def mosquitto_binary() -> str | None:
 
 
 def mosquitto_config(port: int, host: str, data_dir: Path, *, password_file: Path | None = None,
-                     acl_file: Path | None = None) -> str:
+                     acl_file: Path | None = None, extra: str = "") -> str:
     lines = [
         f"listener {port} {host}",
         f"max_packet_size {MAX_PACKET_BYTES}",
@@ -63,7 +63,7 @@ def mosquitto_config(port: int, host: str, data_dir: Path, *, password_file: Pat
         lines.append("allow_anonymous true")
     if acl_file:
         lines.append(f"acl_file {acl_file}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + extra
 
 
 def _wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout_s: float) -> None:
@@ -89,6 +89,7 @@ class EmbeddedBroker:
     data_dir: Path | None = None
     password_file: Path | None = None
     acl_file: Path | None = None
+    extra_config: str = ""
     proc: subprocess.Popen | None = field(default=None, init=False)
     _tmp: tempfile.TemporaryDirectory | None = field(default=None, init=False)
 
@@ -112,7 +113,8 @@ class EmbeddedBroker:
             conf = self.data_dir / "mosquitto.conf"
             conf.write_text(mosquitto_config(self.port, self.host, self.data_dir,
                                              password_file=self.password_file,
-                                             acl_file=self.acl_file))
+                                             acl_file=self.acl_file,
+                                             extra=self.extra_config))
             cmd = [binary, "-c", str(conf)]
         else:
             cmd = [sys.executable, "-m", "loa.broker", "--host", self.host,

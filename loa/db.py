@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from sqlalchemy import BigInteger, Engine, Integer, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-
 # Epoch milliseconds need 64 bits on PostgreSQL; SQLite's INTEGER is already 64-bit and only
 # an INTEGER PRIMARY KEY autoincrements there.
 BigInt = BigInteger().with_variant(Integer(), "sqlite")

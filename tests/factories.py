@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from controller.registry.models import Commune, Node, NodePlacement, Province, Village, VillageMembership
+from controller.registry.models import (
+    Commune,
+    Node,
+    NodePlacement,
+    Province,
+    Village,
+    VillageMembership,
+)
 from loa.db import Database
 from loa.text import fold
 

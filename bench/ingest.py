@@ -1,0 +1,149 @@
+"""Ingest throughput: heartbeats per second the controller sustains, against a bare aiomqtt
+receive loop measured in the same run on the same broker.
+
+Method (so that the consumer, not the publisher, is what is measured on a 2-core machine):
+each consumer first opens its persistent session and goes away; the publisher then puts N
+heartbeats for K registered nodes into the broker (mosquitto queues them for the absent
+session); the consumer reconnects and the clock runs from its connect until the N-th
+heartbeat has been received (bare loop) or validated and applied to fleet state (controller,
+with its sweeper and batched database flushes running as in production).
+
+    .venv/bin/python bench/ingest.py [--messages 100000] [--nodes 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiomqtt
+import paho.mqtt.client as paho
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from controller.service import ControllerService  # noqa: E402
+from loa.broker import EmbeddedBroker  # noqa: E402
+from loa.db import Database  # noqa: E402
+from loa.protocol import Topics  # noqa: E402
+from loa.settings import Settings  # noqa: E402
+from loa.timeutil import now_ms  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+QUEUE_CONFIG = "max_queued_messages 2000000\nqueue_qos0_messages true\nmax_queued_bytes 0\n"
+
+
+def node_ids(k: int) -> list[str]:
+    return [f"bench-{i:05d}" for i in range(k)]
+
+
+def publish_heartbeats(port: int, ids: list[str], n: int) -> float:
+    """Publish n QoS 0 heartbeats round-robin over ids with paho; returns seconds taken."""
+    topics = Topics()
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-publisher")
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port, keepalive=60)
+    client.loop_start()
+    t0 = time.perf_counter()
+    ts = now_ms()
+    for i in range(n):
+        node = ids[i % len(ids)]
+        body = {"seq": i // len(ids), "ts": ts, "uptime_s": 100, "volume": 70, "amp": "ok",
+                "speakers_ok": 2, "speakers_total": 2, "power": "mains", "net": "4g",
+                "rssi_dbm": -80 - (i % 20), "playing": None, "temp_c": 31.5}
+        info = client.publish(topics.heartbeat(node), json.dumps(body), qos=0)
+        if i % 5000 == 0:
+            info.wait_for_publish(30)
+    info.wait_for_publish(60)
+    # A final QoS 1 round trip proves the broker has accepted everything before we go on.
+    client.publish("bench/fence", b"1", qos=1).wait_for_publish(60)
+    elapsed = time.perf_counter() - t0
+    client.loop_stop()
+    client.disconnect()
+    return elapsed
+
+
+async def prime_session(port: int, client_id: str, topic: str) -> None:
+    async with aiomqtt.Client("127.0.0.1", port, identifier=client_id,
+                              clean_session=False) as c:
+        await c.subscribe(topic, qos=0)
+
+
+async def bare_loop(port: int, n: int) -> float:
+    topic = "loa/v1/nodes/+/heartbeat"
+    await prime_session(port, "bench-bare", topic)
+    publish_heartbeats(port, node_ids(ARGS.nodes), n)
+    received = 0
+    t0 = time.perf_counter()
+    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-bare", clean_session=False,
+                              max_queued_incoming_messages=0) as c:
+        async for _m in c.messages:
+            received += 1
+            if received >= n:
+                break
+    return time.perf_counter() - t0
+
+
+async def controller_loop(port: int, n: int, db: Database, data_dir: Path) -> tuple[float, dict]:
+    settings = Settings(data_dir=data_dir, database_url=db.url, mqtt_port=port,
+                        flush_interval_s=1.0, history_sample_s=300)
+    svc = ControllerService(settings, db, client_id="bench-controller")
+    await svc.start()
+    await svc.wait_connected()
+    await svc.stop()
+    publish_heartbeats(port, node_ids(ARGS.nodes), n)
+    svc = ControllerService(settings, db, client_id="bench-controller")
+    t0 = time.perf_counter()
+    await svc.start()
+    while svc.ingest.accepted["heartbeat"] < n:
+        await asyncio.sleep(0.005)
+    elapsed = time.perf_counter() - t0
+    await svc.stop()
+    return elapsed, {"rejected": dict(svc.ingest.rejected), "flushes": svc.ingest.writer.flushes,
+                     "flush_errors": svc.ingest.writer.flush_errors}
+
+
+def register_nodes(db: Database, k: int) -> None:
+    from tests.factories import make_registry
+
+    make_registry(db, communes={"Bench": {"Thôn": node_ids(k)}})
+
+
+async def main() -> dict:
+    n = ARGS.messages
+    with tempfile.TemporaryDirectory(prefix="loa-bench-") as tmp:
+        tmpdir = Path(tmp)
+        db = Database(f"sqlite:///{tmpdir / 'bench.db'}")
+        db.create_all()
+        register_nodes(db, ARGS.nodes)
+        with EmbeddedBroker(kind="mosquitto", data_dir=tmpdir / "broker",
+                            extra_config=QUEUE_CONFIG) as broker:
+            bare_s = await bare_loop(broker.port, n)
+            ctl_s, ctl_info = await controller_loop(broker.port, n, db, tmpdir / "data")
+        db.dispose()
+    bare_rate, ctl_rate = n / bare_s, n / ctl_s
+    result = {
+        "benchmark": "ingest", "messages": n, "nodes": ARGS.nodes, "cpus": os.cpu_count(),
+        "bare_aiomqtt_per_s": round(bare_rate), "controller_per_s": round(ctl_rate),
+        "ratio": round(ctl_rate / bare_rate, 3), "target_per_s": 10_000, "target_ratio": 0.6,
+        "controller": ctl_info, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--nodes", type=int, default=5_000)
+    ARGS = parser.parse_args()
+    res = asyncio.run(main())
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ingest.json").write_text(json.dumps(res, indent=2) + "\n")
+    print(f"bare aiomqtt loop : {res['bare_aiomqtt_per_s']:>8,} heartbeats/s")
+    print(f"Loa controller    : {res['controller_per_s']:>8,} heartbeats/s "
+          f"({res['ratio']:.0%} of bare; targets >= 10,000/s and >= 60%)")

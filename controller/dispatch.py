@@ -1,0 +1,632 @@
+"""Dispatch: turn one slot of a broadcast into commands to its nodes, and follow what each node
+does with it (proof of play).
+
+Per docs/protocol.md: ``play`` goes out a lead time ahead with ``start_at`` and
+``expires_at``, so every node fetches the file first and starts on its own clock together
+with the others; live broadcasts get ``stream``; cancelling sends ``stop``.
+
+Idempotence: the slot becomes an ``Airing`` row (unique on broadcast and slot) and one
+``AiringTarget`` per node with its own ``cmd_id``, committed *before* anything is published.
+A second dispatch of the same slot (a restart, a second process, a retried job) finds the row
+and only re-sends what was never sent, with the same ``cmd_id`` (a node ignores a command id
+it has seen), so a slot never plays twice.
+
+Events arrive synchronously from the ingest (``on_event``); they update in-memory state of
+the active airings at once (O(1) dictionary work) and are written to the database in batches
+by ``flush``. After a slot ends (+ a margin) the airing is judged: targets that never
+acknowledged become ``never_acked``, and the airing is aired / partly_aired / missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from controller.commands import CommandPublisher, NotConnected, new_cmd_id
+from loa.db import Database
+from loa.protocol import (
+    CmdAck,
+    FaultEvent,
+    PlaybackEvent,
+    PlayCmd,
+    SelftestCmd,
+    SelftestEvent,
+    StopCmd,
+    StreamCmd,
+    VolumeCmd,
+)
+from loa.settings import Settings
+from loa.timeutil import now_ms
+from scheduler.config import SchedulerSettings
+from scheduler.content import ContentGateway
+from scheduler.lifecycle import refresh_broadcast_status
+from scheduler.models import Airing, AiringTarget, Broadcast
+from scheduler.outcomes import PHASE_RANK, TERMINAL_PHASES, airing_status
+from scheduler.targets import resolve_nodes
+
+log = logging.getLogger("loa.dispatch")
+
+ONLINE_STATES = ("online", "degraded")
+WIRE_ID_RE = re.compile(r"^b(\d+)-a(\d+)$")
+MSG_NEVER_ACKED = "Cụm loa không phản hồi lệnh phát"
+MSG_NOT_STARTED = "Cụm loa nhận lệnh nhưng không bắt đầu phát trong khung giờ"
+MSG_CONTENT_GONE = "Nội dung âm thanh không còn trong kho"
+
+
+def wire_broadcast_id(broadcast_id: int, airing_id: int) -> str:
+    """The ``broadcast_id`` a node sees and reports back: one per airing, so a playback event
+    maps to exactly one slot even for a recurring broadcast."""
+    return f"b{broadcast_id}-a{airing_id}"
+
+
+@dataclass(slots=True)
+class TargetState:
+    id: int
+    airing_id: int
+    node_id: str
+    cmd_id: str
+    phase: str = "pending"
+    started_at_ms: int | None = None
+    finished_at_ms: int | None = None
+    lateness_ms: int | None = None
+    error: str | None = None
+    events: list = field(default_factory=list)
+    cmd: Any = None
+    sends: int = 0
+
+
+@dataclass(slots=True)
+class ActiveAiring:
+    id: int
+    broadcast_id: int
+    wire_id: str
+    priority: str
+    start_at_ms: int  # reference for lateness (the dispatch time for "at once")
+    ends_ms: int
+    is_stream: bool
+    targets: dict[str, TargetState] = field(default_factory=dict)  # by node id
+    stop_sent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchResult:
+    airing_id: int | None
+    nodes: int
+    published: int
+    created: bool
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, db: Database, commands: CommandPublisher, *,
+                 content: ContentGateway | None = None, sched: SchedulerSettings | None = None,
+                 live: Any = None, base_url: str | None = None,
+                 clock: Callable[[], int] = now_ms) -> None:
+        self.settings = settings
+        self.db = db
+        self.commands = commands
+        self.content = content
+        self.sched = sched or SchedulerSettings()
+        self.live = live
+        self.base_url = (base_url or settings.public_base_url
+                         or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")
+        self.clock = clock
+        self._airings: dict[int, ActiveAiring] = {}
+        self._by_cmd: dict[str, TargetState] = {}
+        self._by_wire: dict[tuple[str, str], TargetState] = {}
+        self._dirty: dict[int, TargetState] = {}
+        self._node_waiters: dict[str, asyncio.Future] = {}
+        self._flush_lock = asyncio.Lock()
+        self._dispatch_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()
+        self._runner: asyncio.Task | None = None
+        self.stats = {"published": 0, "resent": 0, "events": 0, "unmatched_events": 0}
+
+    # ------------------------------------------------------------------ wiring
+
+    def attach(self, ingest: Any) -> None:
+        """Listen to an ``Ingest`` for events and node state changes."""
+        ingest.add_event_listener(self.on_event)
+        ingest.add_state_listener(self.on_state)
+
+    def start(self) -> None:
+        """Background flush/finalise loop (call from the event loop)."""
+        if self._runner is None:
+            self._runner = asyncio.create_task(self.run(), name="loa-dispatch")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await self.flush()
+
+    async def run(self) -> None:
+        """Flush often; judge ended airings and close streams at the housekeeping pace."""
+        flush_s = self.sched.dispatch_flush_s
+        house_every = max(1, round(self.sched.housekeeping_s / flush_s))
+        tick = 0
+        while True:
+            await asyncio.sleep(flush_s)
+            tick += 1
+            try:
+                await self.flush()
+                if tick % house_every == 0:
+                    await self.housekeeping()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("dispatch housekeeping failed")
+
+    async def housekeeping(self) -> None:
+        now = self.clock()
+        await self._close_streams(now)
+        await self._retry_unsent(now)
+        await self.finalize_due(now)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ dispatch
+
+    async def dispatch(self, broadcast_id: int, slot_ms: int) -> DispatchResult:
+        """Send one slot of a scheduled broadcast to its nodes (idempotent on the slot)."""
+        async with self._dispatch_lock:
+            return await self._dispatch(broadcast_id, slot_ms)
+
+    async def _dispatch(self, broadcast_id: int, slot_ms: int) -> DispatchResult:
+        now = self.clock()
+        try:
+            created = await asyncio.to_thread(self._create_airing, broadcast_id, slot_ms, now)
+        except IntegrityError:
+            created = None  # another dispatcher made it first: resume below
+        if created is None:
+            airing_id = await asyncio.to_thread(self._find_airing, broadcast_id, slot_ms)
+            if airing_id is None:
+                return DispatchResult(None, 0, 0, False)
+            if airing_id not in self._airings:
+                await asyncio.to_thread(self._load_active, [airing_id])
+            active = self._airings.get(airing_id)
+            if active is None:
+                return DispatchResult(airing_id, 0, 0, False)
+            unsent = [t for t in active.targets.values() if t.phase == "pending"]
+            published = await self._publish(unsent)
+            return DispatchResult(airing_id, len(active.targets), published, False)
+        active = created
+        self._register(active)
+        published = await self._publish(list(active.targets.values()))
+        log.info("Đã gửi lệnh phát %s tới %d/%d cụm loa", active.wire_id, published,
+                 len(active.targets))
+        return DispatchResult(active.id, len(active.targets), published, True)
+
+    def _find_airing(self, broadcast_id: int, slot_ms: int) -> int | None:
+        with self.db.session() as s:
+            return s.scalar(select(Airing.id).where(Airing.broadcast_id == broadcast_id,
+                                                    Airing.slot_ms == slot_ms))
+
+    def _create_airing(self, broadcast_id: int, slot_ms: int, now: int) -> ActiveAiring | None:
+        with self.db.session() as s:
+            b = s.get(Broadcast, broadcast_id)
+            if b is None or b.status != "scheduled":
+                return None
+            if s.scalar(select(Airing.id).where(Airing.broadcast_id == broadcast_id,
+                                                Airing.slot_ms == slot_ms)) is not None:
+                return None
+            meta = None
+            if not b.stream_url:
+                meta = self.content.get(b.content_id) if (self.content and b.content_id) else None
+            immediate = b.priority == "emergency"
+            if immediate:
+                start_at, ref = 0, now
+                ends = now + b.duration_ms + int(self.sched.emergency_fetch_allowance_s * 1000)
+            else:
+                late_start = now + int(self.sched.late_start_delay_s * 1000)
+                start_at = slot_ms if slot_ms >= now else late_start
+                ref, ends = start_at, start_at + b.duration_ms
+            airing = Airing(broadcast_id=b.id, slot_ms=slot_ms, duration_ms=b.duration_ms,
+                            language=b.language, priority=b.priority, status="dispatched",
+                            dispatched_ms=now, start_at_ms=ref, ends_ms=ends)
+            s.add(airing)
+            s.flush()
+            nodes = resolve_nodes(s, b.targets)
+            wire = wire_broadcast_id(b.id, airing.id)
+            phase, error = "pending", None
+            if not b.stream_url and meta is None:
+                phase, error = "failed", MSG_CONTENT_GONE
+            if nodes:
+                s.execute(insert(AiringTarget), [
+                    {"airing_id": airing.id, "node_id": n.node_id, "village_id": n.village_id,
+                     "commune_id": n.commune_id, "cmd_id": new_cmd_id(), "phase": phase,
+                     "error": error, "updated_ms": now, "events": []} for n in nodes])
+            active = ActiveAiring(id=airing.id, broadcast_id=b.id, wire_id=wire,
+                                  priority=b.priority, start_at_ms=ref, ends_ms=ends,
+                                  is_stream=bool(b.stream_url))
+            rows = s.execute(select(AiringTarget.id, AiringTarget.node_id, AiringTarget.cmd_id)
+                             .where(AiringTarget.airing_id == airing.id)).all()
+            urls = self._urls(b, meta, [r[1] for r in rows]) if phase == "pending" else {}
+            for tid, node_id, cmd_id in rows:
+                ts = TargetState(id=tid, airing_id=airing.id, node_id=node_id, cmd_id=cmd_id,
+                                 phase=phase, error=error)
+                if phase == "pending":
+                    ts.cmd = self._command(b, meta, wire, urls[node_id], cmd_id, start_at, ends,
+                                           now)
+                active.targets[node_id] = ts
+            if phase == "failed" or not nodes:
+                airing.status = "missed"
+                airing.finalized_ms = now
+                refresh_broadcast_status(s, b, now, self.sched)
+                return None
+            return active
+
+    def _urls(self, b: Broadcast, meta: Any, node_ids: list[str]) -> dict[str, str]:
+        if b.stream_url:
+            url = b.stream_url
+            if b.stream_mount and self.live is not None:
+                url = self.live.listen_url(b.stream_mount)
+            return dict.fromkeys(node_ids, url)
+        return self.content.node_urls(meta.id, node_ids, self.base_url)
+
+    def _command(self, b: Broadcast, meta: Any, wire: str, url: str, cmd_id: str,
+                 start_at: int, expires_at: int, now: int) -> PlayCmd | StreamCmd:
+        volume = self.sched.emergency_volume if b.priority == "emergency" else b.volume
+        if b.stream_url:
+            return StreamCmd(cmd_id=cmd_id, issued_at=now, expires_at=expires_at,
+                             broadcast_id=wire, url=url, priority=b.priority,
+                             start_at=start_at, volume=volume)
+        return PlayCmd(cmd_id=cmd_id, issued_at=now, expires_at=expires_at, broadcast_id=wire,
+                       url=url,
+                       sha256=meta.sha256, bytes=meta.bytes, duration_ms=meta.duration_ms,
+                       start_at=start_at, priority=b.priority, volume=volume,
+                       repeat=max(1, b.repeat), gap_ms=int(self.sched.repeat_gap_s * 1000))
+
+    def _register(self, active: ActiveAiring) -> None:
+        self._airings[active.id] = active
+        for ts in active.targets.values():
+            self._by_cmd[ts.cmd_id] = ts
+            self._by_wire[(ts.node_id, active.wire_id)] = ts
+
+    def _unregister(self, active: ActiveAiring) -> None:
+        self._airings.pop(active.id, None)
+        for ts in active.targets.values():
+            self._by_cmd.pop(ts.cmd_id, None)
+            self._by_wire.pop((ts.node_id, active.wire_id), None)
+
+    async def _publish(self, targets: list[TargetState]) -> int:
+        """Publish each target's command, in parallel (bounded). Returns how many went out."""
+        if not targets:
+            return 0
+        sem = asyncio.Semaphore(self.sched.publish_concurrency)
+        sent = 0
+
+        async def one(ts: TargetState) -> None:
+            nonlocal sent
+            if ts.cmd is None:
+                return
+            async with sem:
+                try:
+                    await self.commands.send(ts.node_id, ts.cmd)
+                except (NotConnected, Exception) as exc:  # retried by housekeeping
+                    log.warning("Không gửi được lệnh tới %s: %s", ts.node_id, exc)
+                    return
+            sent += 1
+            ts.sends += 1
+            if ts.phase == "pending":
+                ts.phase = "sent"
+                self._dirty[ts.id] = ts
+
+        await asyncio.gather(*(one(t) for t in targets))
+        self.stats["published"] += sent
+        return sent
+
+    # ------------------------------------------------------------------ events
+
+    def on_event(self, node_id: str, event: CmdAck | PlaybackEvent | FaultEvent | SelftestEvent,
+                 received_ms: int) -> None:
+        """Ingest listener: cheap, synchronous, in the event loop."""
+        if isinstance(event, CmdAck):
+            waiter = self._node_waiters.pop(event.cmd_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(event)
+            ts = self._by_cmd.get(event.cmd_id)
+            if ts is None or ts.node_id != node_id:
+                return
+            self._apply_ack(ts, event, received_ms)
+        elif isinstance(event, PlaybackEvent):
+            ts = self._by_wire.get((node_id, event.broadcast_id))
+            if ts is None:
+                self.stats["unmatched_events"] += 1
+                return
+            self._apply_playback(ts, event, received_ms)
+        elif isinstance(event, SelftestEvent):
+            waiter = self._node_waiters.pop(f"selftest:{node_id}", None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(event)
+            return
+        else:
+            return
+        self.stats["events"] += 1
+
+    def _apply_ack(self, ts: TargetState, ack: CmdAck, rx: int) -> None:
+        ts.events.append({"type": "cmd_ack", "ok": ack.ok, "error": ack.error, "ts": ack.ts,
+                          "rx": rx})
+        if ack.ok:
+            if PHASE_RANK[ts.phase] < PHASE_RANK["acked"]:
+                ts.phase = "acked"
+        elif PHASE_RANK[ts.phase] < PHASE_RANK["acked"]:
+            ts.phase = "failed"
+            ts.error = (ack.error or "refused")[:300]
+        self._dirty[ts.id] = ts
+
+    def _apply_playback(self, ts: TargetState, ev: PlaybackEvent, rx: int) -> None:
+        record = {"type": "playback", "phase": ev.phase, "at": ev.at, "error": ev.error,
+                  "rx": rx}
+        extra = {k: v for k, v in (ev.model_extra or {}).items() if isinstance(
+            v, str | int | float | bool)}
+        if extra:
+            record["extra"] = extra
+        ts.events.append(record)
+        self._dirty[ts.id] = ts
+        if ev.phase == "started":
+            ts.started_at_ms = ev.at
+            active = self._airings.get(ts.airing_id)
+            if active is not None:
+                ts.lateness_ms = ev.at - active.start_at_ms
+        if ev.phase in ("finished", "preempted"):
+            ts.finished_at_ms = ev.at
+        if ev.phase == "failed":
+            ts.error = (ev.error or "failed")[:300]
+        if ev.phase == "preempted" and ts.error is None:
+            ts.error = "Bị ngắt bởi bản tin ưu tiên cao hơn"
+        if PHASE_RANK[ev.phase] > PHASE_RANK[ts.phase] or (
+                ts.phase == "started" and ev.phase in ("finished", "preempted", "failed")):
+            ts.phase = ev.phase
+
+    def on_state(self, node_id: str, old: str, new: str, at_ms: int, cause: str) -> None:
+        """Ingest listener: a node that comes back gets what it has not acknowledged."""
+        if new in ONLINE_STATES and old not in ONLINE_STATES:
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.sched.resend_delay_s,
+                            lambda: self._spawn(self.resend_to(node_id)))
+
+    async def resend_to(self, node_id: str) -> int:
+        now = self.clock()
+        due = [a.targets[node_id] for a in self._airings.values()
+               if node_id in a.targets and now < a.ends_ms
+               and a.targets[node_id].phase in ("pending", "sent")]
+        sent = await self._publish(due)
+        if sent:
+            self.stats["resent"] += sent
+            log.info("Gửi lại %d lệnh phát cho %s khi trực tuyến trở lại", sent, node_id)
+        return sent
+
+    async def _retry_unsent(self, now: int) -> None:
+        due = [t for a in self._airings.values() if now < a.ends_ms
+               for t in a.targets.values() if t.phase == "pending" and t.cmd is not None]
+        if due:
+            await self._publish(due)
+
+    # ------------------------------------------------------------------ persistence
+
+    async def flush(self) -> int:
+        async with self._flush_lock:
+            if not self._dirty:
+                return 0
+            batch, self._dirty = self._dirty, {}
+            now = self.clock()
+            rows = [{"id": t.id, "phase": t.phase, "started_at_ms": t.started_at_ms,
+                     "finished_at_ms": t.finished_at_ms, "lateness_ms": t.lateness_ms,
+                     "error": t.error, "updated_ms": now, "events": list(t.events)}
+                    for t in batch.values()]
+            try:
+                await asyncio.to_thread(self._write_rows, rows)
+            except Exception:
+                # Keep them for the next flush: nothing is lost on a busy database.
+                for tid, t in batch.items():
+                    self._dirty.setdefault(tid, t)
+                raise
+            return len(rows)
+
+    def _write_rows(self, rows: list[dict]) -> None:
+        with self.db.session() as s:
+            s.execute(update(AiringTarget), rows)
+
+    async def finalize_due(self, now: int | None = None) -> list[int]:
+        """Judge every airing whose slot ended more than the margin ago."""
+        now = self.clock() if now is None else now
+        margin = int(self.sched.ack_margin_s * 1000)
+        due = [a for a in self._airings.values()
+               if now >= a.ends_ms + margin or self._all_done(a)]
+        if not due:
+            return []
+        for a in due:
+            for ts in a.targets.values():
+                if ts.phase in ("pending", "sent"):
+                    ts.phase = "never_acked"
+                    ts.error = ts.error or MSG_NEVER_ACKED
+                    self._dirty[ts.id] = ts
+                elif ts.phase in ("acked", "fetched") and ts.error is None:
+                    ts.error = MSG_NOT_STARTED
+                    self._dirty[ts.id] = ts
+        await self.flush()
+        await asyncio.to_thread(self._write_final, due, now, None)
+        for a in due:
+            self._unregister(a)
+        return [a.id for a in due]
+
+    @staticmethod
+    def _all_done(a: ActiveAiring) -> bool:
+        """Every node has told how it ended: nothing more to wait for."""
+        return bool(a.targets) and all(t.phase in TERMINAL_PHASES for t in a.targets.values())
+
+    def _write_final(self, airings: list[ActiveAiring], now: int, status: str | None) -> None:
+        with self.db.session() as s:
+            touched: set[int] = set()
+            for a in airings:
+                row = s.get(Airing, a.id)
+                if row is None:
+                    continue
+                row.status = status or airing_status(t.phase for t in a.targets.values())
+                row.finalized_ms = now
+                touched.add(a.broadcast_id)
+            s.flush()
+            for bid in touched:
+                b = s.get(Broadcast, bid)
+                if b is not None:
+                    refresh_broadcast_status(s, b, now, self.sched)
+
+    async def recover(self) -> int:
+        """After a restart: take back the airings still running and send what never went."""
+        ids = await asyncio.to_thread(self._unfinished_airings)
+        fresh = [i for i in ids if i not in self._airings]
+        if fresh:
+            await asyncio.to_thread(self._load_active, fresh)
+        now = self.clock()
+        pending = [t for i in fresh if (a := self._airings.get(i)) and now < a.ends_ms
+                   for t in a.targets.values() if t.phase == "pending"]
+        await self._publish(pending)
+        return len(fresh)
+
+    def _unfinished_airings(self) -> list[int]:
+        with self.db.session() as s:
+            return list(s.scalars(select(Airing.id).where(Airing.status == "dispatched",
+                                                          Airing.finalized_ms.is_(None))))
+
+    def _load_active(self, airing_ids: list[int]) -> None:
+        with self.db.session() as s:
+            for aid in airing_ids:
+                a = s.get(Airing, aid)
+                if a is None or a.status != "dispatched" or a.finalized_ms is not None:
+                    continue
+                b = s.get(Broadcast, a.broadcast_id)
+                if b is None:
+                    continue
+                wire = wire_broadcast_id(b.id, a.id)
+                meta = None
+                if not b.stream_url and self.content is not None and b.content_id:
+                    meta = self.content.get(b.content_id)
+                start_at = 0 if b.priority == "emergency" else (a.start_at_ms or a.slot_ms)
+                active = ActiveAiring(id=a.id, broadcast_id=b.id, wire_id=wire,
+                                      priority=b.priority,
+                                      start_at_ms=a.start_at_ms or a.slot_ms,
+                                      ends_ms=a.ends_ms or a.slot_ms + b.duration_ms,
+                                      is_stream=bool(b.stream_url))
+                rows = s.scalars(select(AiringTarget).where(AiringTarget.airing_id == a.id)).all()
+                urls = (self._urls(b, meta, [t.node_id for t in rows])
+                        if meta is not None or b.stream_url else {})
+                for t in rows:
+                    ts = TargetState(id=t.id, airing_id=a.id, node_id=t.node_id,
+                                     cmd_id=t.cmd_id or new_cmd_id(), phase=t.phase,
+                                     started_at_ms=t.started_at_ms,
+                                     finished_at_ms=t.finished_at_ms,
+                                     lateness_ms=t.lateness_ms, error=t.error,
+                                     events=list(t.events or []))
+                    if t.node_id in urls:
+                        ts.cmd = self._command(b, meta, wire, urls[t.node_id], ts.cmd_id,
+                                               start_at, active.ends_ms,
+                                               a.dispatched_ms or self.clock())
+                    active.targets[t.node_id] = ts
+                self._register(active)
+
+    # ------------------------------------------------------------------ stop, streams
+
+    async def cancel_broadcast(self, broadcast_id: int) -> int:
+        """Stop a cancelled broadcast on every node that has it, and close its airings."""
+        active = [a for a in self._airings.values() if a.broadcast_id == broadcast_id]
+        stopped = 0
+        for a in active:
+            stopped += await self._send_stop(a)
+        await self.flush()
+        if active:
+            await asyncio.to_thread(self._write_final, active, self.clock(), "cancelled")
+            for a in active:
+                self._unregister(a)
+        return stopped
+
+    async def _send_stop(self, a: ActiveAiring) -> int:
+        now = self.clock()
+        a.stop_sent = True
+        targets = [t for t in a.targets.values() if t.phase not in ("pending", "failed")]
+        sem = asyncio.Semaphore(self.sched.publish_concurrency)
+        sent = 0
+
+        async def one(ts: TargetState) -> None:
+            nonlocal sent
+            async with sem:
+                try:
+                    await self.commands.send(ts.node_id, StopCmd(
+                        cmd_id=new_cmd_id(), issued_at=now, broadcast_id=a.wire_id))
+                    sent += 1
+                except Exception as exc:
+                    log.warning("Không gửi được lệnh dừng tới %s: %s", ts.node_id, exc)
+
+        await asyncio.gather(*(one(t) for t in targets))
+        return sent
+
+    async def _close_streams(self, now: int) -> None:
+        """A live slot ends at its planned length: nodes are told to stop listening."""
+        for a in list(self._airings.values()):
+            if a.is_stream and not a.stop_sent and now >= a.ends_ms:
+                await self._send_stop(a)
+
+    # ------------------------------------------------------------------ node commands
+
+    async def node_command(self, node_id: str, kind: str, *, level: int | None = None,
+                           broadcast_id: str | None = None, wait_s: float = 5.0
+                           ) -> dict[str, Any]:
+        """``volume`` / ``selftest`` / ``stop`` on one node; waits briefly for its answer so a
+        technician sees at once whether the node took it."""
+        now = self.clock()
+        cmd_id = new_cmd_id()
+        if kind == "volume":
+            cmd: Any = VolumeCmd(cmd_id=cmd_id, issued_at=now, level=level)
+        elif kind == "selftest":
+            cmd = SelftestCmd(cmd_id=cmd_id, issued_at=now)
+        elif kind == "stop":
+            cmd = StopCmd(cmd_id=cmd_id, issued_at=now, broadcast_id=broadcast_id)
+        else:
+            raise ValueError(kind)
+        loop = asyncio.get_running_loop()
+        ack_future = loop.create_future()
+        self._node_waiters[cmd_id] = ack_future
+        selftest_future = None
+        if kind == "selftest":
+            selftest_future = loop.create_future()
+            self._node_waiters[f"selftest:{node_id}"] = selftest_future
+        try:
+            await self.commands.send(node_id, cmd, wait_s=min(wait_s, 10.0))
+            result: dict[str, Any] = {"cmd_id": cmd_id, "sent": True, "acked": None}
+            try:
+                ack = await asyncio.wait_for(ack_future, wait_s)
+                result.update(acked=ack.ok, error=ack.error)
+                if selftest_future is not None:
+                    st = await asyncio.wait_for(selftest_future, wait_s)
+                    result["selftest"] = {"ok": st.ok, "speakers_ok": st.speakers_ok,
+                                          "speakers_total": st.speakers_total,
+                                          "detail": st.detail}
+            except TimeoutError:
+                pass
+            return result
+        finally:
+            self._node_waiters.pop(cmd_id, None)
+            if selftest_future is not None:
+                self._node_waiters.pop(f"selftest:{node_id}", None)
+
+    # ------------------------------------------------------------------ introspection
+
+    def active_airings(self) -> list[ActiveAiring]:
+        return list(self._airings.values())

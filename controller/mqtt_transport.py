@@ -1,0 +1,85 @@
+"""Buffered reads under aiomqtt/paho for the controller's high-volume subscription.
+
+paho reads each MQTT packet with two or three tiny ``recv`` calls (command byte, length
+bytes, body), so at province scale the controller spends its time in system calls and event
+loop turns rather than in Loa. Wrapping the socket so that one ``recv`` fetches up to 256 KiB
+and later small reads are served from memory removes that cost. aiomqtt already keeps
+calling ``loop_read`` while the socket reports ``pending()`` bytes (its TLS path), so the
+buffered bytes are drained without waiting for the socket to become readable again.
+
+This touches paho's ``_create_socket`` hook (a private method): ``tests/controller`` run the
+controller through it against real brokers, so a paho change that breaks it fails there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import aiomqtt
+
+log = logging.getLogger("loa.ingest")
+
+READ_CHUNK = 256 * 1024
+
+
+class BufferedSocket:
+    __slots__ = ("_sock", "_buf", "_pos")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buf = b""
+        self._pos = 0
+
+    def recv(self, n: int) -> bytes:
+        if self._pos >= len(self._buf):
+            data = self._sock.recv(max(n, READ_CHUNK))  # raises BlockingIOError when empty
+            if len(data) <= n:
+                self._buf, self._pos = b"", 0
+                return data
+            self._buf, self._pos = data, 0
+        end = self._pos + n
+        out = self._buf[self._pos:end]
+        self._pos = min(end, len(self._buf))
+        return out
+
+    def pending(self) -> int:
+        inner = getattr(self._sock, "pending", None)
+        return (len(self._buf) - self._pos) + (inner() if inner else 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def use_buffered_reads(client: aiomqtt.Client) -> aiomqtt.Client:
+    paho_client = client._client  # noqa: SLF001 - see module docstring
+    create = paho_client._create_socket  # noqa: SLF001
+
+    def create_buffered() -> BufferedSocket:
+        return BufferedSocket(create())
+
+    paho_client._create_socket = create_buffered  # noqa: SLF001
+    return client
+
+
+class DirectDelivery(asyncio.Queue):
+    """An aiomqtt ``queue_type`` that hands each message to a handler as paho decodes it.
+
+    aiomqtt's ``async for message in client.messages`` costs a task and an ``asyncio.wait``
+    per message; the ingest handler is synchronous and never blocks, so calling it straight
+    from ``put_nowait`` (which aiomqtt calls on the event loop thread) removes that overhead.
+    Iterating ``client.messages`` then only waits for a disconnection."""
+
+    handler: Callable[[aiomqtt.Message], None]
+
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        try:
+            self.handler(item)
+        except Exception:  # the ingest counts bad input itself; this is a bug guard
+            log.exception("ingest handler failed on %s", item.topic)
+
+
+def direct_delivery(handler: Callable[[aiomqtt.Message], None]) -> type[asyncio.Queue]:
+    return type("IngestDelivery", (DirectDelivery,), {"handler": staticmethod(handler)})

@@ -1,0 +1,249 @@
+"""Process-level commands: ``loa broker``, ``loa controller``, ``loa serve``, ``loa demo``.
+
+``loa demo`` is the embedded default in one command: broker, controller, API and web UI,
+and a simulated commune fleet, on loopback, with no internet and no Docker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from loa.broker import BrokerError, EmbeddedBroker
+from loa.db import Database
+from loa.settings import Settings
+
+log = logging.getLogger("loa")
+
+
+def _optional(module: str, attr: str) -> Any | None:
+    """A hook from a package that may not be installed in this build."""
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ModuleNotFoundError, AttributeError):
+        return None
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name in ("data_dir", "database_url", "mqtt_host", "mqtt_port", "http_port", "http_host"):
+        value = getattr(args, name, None)
+        if value not in (None, ""):
+            overrides[name] = Path(value) if name == "data_dir" else value
+    return Settings(**overrides)
+
+
+def _add_common(p: argparse.ArgumentParser, *, http: bool = False, mqtt: bool = True) -> None:
+    p.add_argument("--data-dir", help="thư mục dữ liệu (mặc định ./var)")
+    p.add_argument("--database-url", help="sqlite:///… hoặc postgresql+psycopg://…")
+    if mqtt:
+        p.add_argument("--mqtt-host")
+        p.add_argument("--mqtt-port", type=int)
+    if http:
+        p.add_argument("--http-host")
+        p.add_argument("--http-port", type=int)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("broker", help="chạy broker MQTT nhúng (mosquitto hoặc amqtt)")
+    p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--kind", choices=["auto", "mosquitto", "amqtt"], default="auto")
+    p.add_argument("--data-dir", default="var/broker")
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("controller", help="chạy bộ điều khiển (ingest, sức khỏe, điều phối)")
+    _add_common(p)
+    p.set_defaults(func=cmd_controller)
+
+    p = sub.add_parser("serve", help="chạy bộ điều khiển và giao diện web/API")
+    _add_common(p, http=True)
+    p.add_argument("--no-controller", action="store_true", help="chỉ chạy API")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", help="chạy toàn bộ hệ thống mẫu trên một máy")
+    _add_common(p, http=True, mqtt=False)
+    p.add_argument("--mqtt-port", type=int, default=0, help="cổng MQTT (mặc định: tự chọn)")
+    p.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto")
+    p.add_argument("--no-sim", action="store_true", help="không chạy đội cụm loa mô phỏng")
+    p.add_argument("--history-days", type=int, default=90)
+    p.set_defaults(func=cmd_demo)
+
+
+def _logging() -> None:
+    logging.basicConfig(level=os.environ.get("LOA_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    _logging()
+    broker = EmbeddedBroker(port=args.port, kind=args.kind, data_dir=Path(args.data_dir))
+    broker.start()
+    print(f"Broker {broker.kind} đang chạy tại mqtt://{broker.host}:{broker.port} (Ctrl-C để dừng)")
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        broker.stop()
+    return 0
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def open_database(settings: Settings) -> Database:
+    db = Database(settings.resolved_database_url())
+    db.create_all()
+    return db
+
+
+def build_services(settings: Settings, db: Database) -> dict[str, Any]:
+    """The in-process controller plus whatever domain services other packages attach."""
+    from controller.service import ControllerService
+
+    controller = ControllerService(settings, db)
+    services: dict[str, Any] = {"controller": controller, "commands": controller.commands,
+                                "ingest": controller.ingest}
+    for module in ("scheduler.service", "controller.alarms", "broadcasts.service"):
+        attach = _optional(module, "attach")
+        if attach is not None:
+            attach(services, settings, db)
+    return services
+
+
+async def _run(settings: Settings, *, http: bool, controller: bool,
+               on_ready=None) -> None:
+    db = open_database(settings)
+    services = build_services(settings, db) if controller else {}
+    tasks: list[asyncio.Task] = []
+    if controller:
+        await services["controller"].start()
+    server = None
+    if http:
+        import uvicorn
+
+        from dashboard.app import create_app
+        from dashboard.context import AppContext
+
+        app = create_app(AppContext(settings=settings, db=db, services=services))
+        config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
+                                log_level="warning", lifespan="on")
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        tasks.append(asyncio.create_task(server.serve()))
+        while not server.started:
+            if tasks[-1].done():
+                tasks[-1].result()
+            await asyncio.sleep(0.05)
+    if on_ready is not None:
+        await on_ready(db, services)
+    try:
+        await _until_signal()
+    finally:
+        print("\nĐang dừng…", flush=True)
+        if server is not None:
+            server.should_exit = True
+        for t in tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(t, 10)
+        for svc in services.values():
+            stop = getattr(svc, "stop", None)
+            if stop is not None and asyncio.iscoroutinefunction(stop):
+                with contextlib.suppress(Exception):
+                    await stop()
+        db.dispose()
+
+
+def cmd_controller(args: argparse.Namespace) -> int:
+    _logging()
+    asyncio.run(_run(_settings(args), http=False, controller=True))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _logging()
+    settings = _settings(args)
+    print(f"Loa: http://{settings.http_host}:{settings.http_port}/")
+    asyncio.run(_run(settings, http=True, controller=not args.no_controller))
+    return 0
+
+
+def _seed_demo(db: Database, settings: Settings, history_days: int) -> list[str]:
+    """Load the demo province, its history and accounts; return lines to print."""
+    lines = []
+    load_province = _optional("controller.registry.demo", "load_demo_province")
+    if load_province is None:
+        raise BrokerError("Thiếu dữ liệu tỉnh mẫu (controller.registry.demo)")
+    summary = load_province(db)
+    lines.append(f"Tỉnh mẫu: {summary}")
+    seed_history = _optional("controller.indicator.demo_history", "seed_history")
+    if seed_history is not None and history_days > 0:
+        from loa.timeutil import now_ms
+
+        seeded = seed_history(db, days=history_days, now_ms=now_ms())
+        lines.append(f"Lịch sử mẫu: {seeded}")
+    accounts = _optional("dashboard.security", "ensure_demo_accounts")
+    if accounts is not None:
+        accounts(db)
+        lines.append("Tài khoản mẫu (mật khẩu: demo): province (tỉnh), technician (kỹ thuật "
+                     "viên), commune (cán bộ văn hóa xã)")
+    return lines
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _logging()
+    logging.getLogger("loa.ingest").setLevel(logging.WARNING)
+    settings = _settings(args)
+    if not args.data_dir:
+        settings.data_dir = Path("var/demo")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    broker = EmbeddedBroker(port=args.mqtt_port or 0, kind=args.broker,
+                            data_dir=settings.data_dir / "broker")
+    broker.start()
+    settings.mqtt_port = broker.port
+    settings.public_base_url = settings.public_base_url or (
+        f"http://{settings.http_host}:{settings.http_port}")
+    db = open_database(settings)
+    for line in _seed_demo(db, settings, args.history_days):
+        print(line, flush=True)
+    db.dispose()
+    sim: subprocess.Popen | None = None
+
+    async def ready(_db: Database, _services: dict[str, Any]) -> None:
+        nonlocal sim
+        if not args.no_sim:
+            sim = subprocess.Popen(
+                [sys.executable, "-m", "loa.cli", "sim", "--from-registry",
+                 "--db", settings.resolved_database_url(), "--mqtt-host", settings.mqtt_host,
+                 "--mqtt-port", str(broker.port)],
+                stdout=sys.stdout, stderr=sys.stderr)
+        base = f"http://{settings.http_host}:{settings.http_port}"
+        print(f"\nLoa đang chạy.\n  Bảng điều khiển: {base}/\n  API: {base}/docs\n"
+              f"  MQTT: mqtt://{broker.host}:{broker.port} (broker {broker.kind})\n"
+              "  Đăng nhập: province / technician / commune, mật khẩu: demo\n"
+              "Nhấn Ctrl-C để dừng.", flush=True)
+
+    try:
+        asyncio.run(_run(settings, http=True, controller=True, on_ready=ready))
+    finally:
+        if sim is not None and sim.poll() is None:
+            sim.send_signal(signal.SIGTERM)
+            try:
+                sim.wait(15)
+            except subprocess.TimeoutExpired:
+                sim.kill()
+        broker.cleanup()
+        print("Đã dừng.", flush=True)
+    return 0
