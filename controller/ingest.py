@@ -49,6 +49,7 @@ log = logging.getLogger("loa.ingest")
 
 EventListener = Callable[[str, CmdAck | PlaybackEvent | FaultEvent | SelftestEvent, int], None]
 StateListener = Callable[[str, str, str, int, str], None]
+HeartbeatListener = Callable[[str, Heartbeat, int], None]
 
 
 class Ingest:
@@ -64,6 +65,7 @@ class Ingest:
         self.last_rejections: list[dict[str, Any]] = []
         self._event_listeners: list[EventListener] = []
         self._state_listeners: list[StateListener] = []
+        self._heartbeat_listeners: list[HeartbeatListener] = []
         self._dirty: set[str] = set()
         self._flush_lock = asyncio.Lock()
 
@@ -74,6 +76,10 @@ class Ingest:
 
     def add_state_listener(self, fn: StateListener) -> None:
         self._state_listeners.append(fn)
+
+    def add_heartbeat_listener(self, fn: HeartbeatListener) -> None:
+        """Every accepted heartbeat (e.g. the InfluxDB sink). Must not block: queue work."""
+        self._heartbeat_listeners.append(fn)
 
     # ------------------------------------------------------------------ registry
 
@@ -158,6 +164,11 @@ class Ingest:
             rt.fw = hb.fw
         self._update(rt, now, "heartbeat")
         self._dirty.add(rt.node_id)
+        for fn in self._heartbeat_listeners:
+            try:
+                fn(rt.node_id, hb, now)
+            except Exception:
+                log.exception("heartbeat listener failed for %s", rt.node_id)
         if now - rt.last_sample_ms >= self.settings.history_sample_s * 1000:
             rt.last_sample_ms = now
             if len(self.batch.samples) < MAX_BACKLOG_SAMPLES:

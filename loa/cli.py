@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "scheduler.cli",
     "controller.indicator.cli",
     "dashboard.cli",
+    "controller.provision",
 )
 
 
