@@ -119,7 +119,9 @@ class EmbeddedBroker:
         else:
             cmd = [sys.executable, "-m", "loa.broker", "--host", self.host,
                    "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Own session: a Ctrl-C in the terminal reaches Loa, which stops the broker last.
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True)
         _wait_for_port(self.host, self.port, self.proc, timeout_s)
         return self
 

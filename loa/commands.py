@@ -124,7 +124,7 @@ def build_services(settings: Settings, db: Database) -> dict[str, Any]:
 
 
 async def _run(settings: Settings, *, http: bool, controller: bool,
-               on_ready=None) -> None:
+               on_ready=None, on_stop=None) -> None:
     db = open_database(settings)
     services = build_services(settings, db) if controller else {}
     tasks: list[asyncio.Task] = []
@@ -153,6 +153,8 @@ async def _run(settings: Settings, *, http: bool, controller: bool,
         await _until_signal()
     finally:
         print("\nĐang dừng…", flush=True)
+        if on_stop is not None:
+            await asyncio.to_thread(on_stop)
         if server is not None:
             server.should_exit = True
         for t in tasks:
@@ -228,22 +230,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 [sys.executable, "-m", "loa.cli", "sim", "--from-registry",
                  "--db", settings.resolved_database_url(), "--mqtt-host", settings.mqtt_host,
                  "--mqtt-port", str(broker.port)],
-                stdout=sys.stdout, stderr=sys.stderr)
+                stdout=sys.stdout, stderr=sys.stderr, start_new_session=True)
         base = f"http://{settings.http_host}:{settings.http_port}"
         print(f"\nLoa đang chạy.\n  Bảng điều khiển: {base}/\n  API: {base}/docs\n"
               f"  MQTT: mqtt://{broker.host}:{broker.port} (broker {broker.kind})\n"
               "  Đăng nhập: province / technician / commune, mật khẩu: demo\n"
               "Nhấn Ctrl-C để dừng.", flush=True)
 
-    try:
-        asyncio.run(_run(settings, http=True, controller=True, on_ready=ready))
-    finally:
+    def stop_sim() -> None:
+        """Nodes shut down cleanly (status "shutdown") while broker and controller still run."""
         if sim is not None and sim.poll() is None:
             sim.send_signal(signal.SIGTERM)
             try:
                 sim.wait(15)
             except subprocess.TimeoutExpired:
                 sim.kill()
+
+    try:
+        asyncio.run(_run(settings, http=True, controller=True, on_ready=ready,
+                         on_stop=stop_sim))
+    finally:
+        stop_sim()
         broker.cleanup()
         print("Đã dừng.", flush=True)
     return 0
