@@ -30,6 +30,7 @@ class NodeItem(BaseModel):
     state: str
     available: bool
     reasons: list[str]
+    flags: list[str] = []
     since: str | None
     last_heartbeat: str | None
     label: str

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -56,6 +57,7 @@ def mosquitto_config(port: int, host: str, data_dir: Path, *, password_file: Pat
         "log_dest stderr",
         "log_type error",
         "log_type warning",
+        "log_type notice",
     ]
     if password_file:
         lines += ["allow_anonymous false", f"password_file {password_file}"]
@@ -66,11 +68,33 @@ def mosquitto_config(port: int, host: str, data_dir: Path, *, password_file: Pat
     return "\n".join(lines) + "\n" + extra
 
 
-def _wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout_s: float) -> None:
+def _mosquitto_user(data_dir: Path) -> str | None:
+    """Started as root, mosquitto drops to the ``mosquitto`` user, and then silently fails to
+    save its persistence file (queued QoS 1 commands) where that user cannot write. Give it
+    the data directory; when a parent directory is closed to it (pytest's 0700 temp dirs),
+    keep running as root instead. Returns the ``user`` config value, or None for the default.
+    """
+    if os.geteuid() != 0:
+        return None
+    try:
+        import pwd
+
+        pw = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return None
+    os.chown(data_dir, pw.pw_uid, pw.pw_gid)
+    for parent in data_dir.resolve().parents:
+        if not parent.stat().st_mode & 0o001:
+            return "root"
+    return None
+
+
+def _wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout_s: float,
+                   log_path: Path) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            err = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
             raise BrokerError(f"Broker thoát ngay khi khởi động (mã {proc.returncode}): {err}")
         with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
             return
@@ -91,6 +115,7 @@ class EmbeddedBroker:
     acl_file: Path | None = None
     extra_config: str = ""
     proc: subprocess.Popen | None = field(default=None, init=False)
+    log_path: Path | None = field(default=None, init=False)
     _tmp: tempfile.TemporaryDirectory | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -110,19 +135,24 @@ class EmbeddedBroker:
             binary = mosquitto_binary()
             if not binary:
                 raise BrokerError("Chưa cài mosquitto (apt-get install mosquitto)")
+            user = _mosquitto_user(self.data_dir)
             conf = self.data_dir / "mosquitto.conf"
             conf.write_text(mosquitto_config(self.port, self.host, self.data_dir,
                                              password_file=self.password_file,
                                              acl_file=self.acl_file,
-                                             extra=self.extra_config))
+                                             extra=self.extra_config
+                                             + (f"user {user}\n" if user else "")))
             cmd = [binary, "-c", str(conf)]
         else:
             cmd = [sys.executable, "-m", "loa.broker", "--host", self.host,
                    "--port", str(self.port)]
         # Own session: a Ctrl-C in the terminal reaches Loa, which stops the broker last.
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     start_new_session=True)
-        _wait_for_port(self.host, self.port, self.proc, timeout_s)
+        # The log goes to a file: an undrained pipe would block the broker once full.
+        self.log_path = self.data_dir / "broker.log"
+        with open(self.log_path, "ab") as log_file:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log_file,
+                                         start_new_session=True)
+        _wait_for_port(self.host, self.port, self.proc, timeout_s, self.log_path)
         return self
 
     def stop(self) -> None:

@@ -36,7 +36,10 @@ class Settings(BaseSettings):
     history_retention_days: int = 120
     battery_low_v: float = 11.5
     weak_signal_dbm: int = -105
-    max_clock_skew_s: int = 300
+    # A heartbeat further ahead than this is refused; any skew over clock_skew_warn_ms is
+    # flagged on the node (a +-5 min clock is flagged, not refused).
+    max_clock_skew_s: int = 900
+    clock_skew_warn_ms: int = 2000
 
     # Signs per-node content tokens and UI sessions. Generated into data_dir when unset.
     secret_key: str = ""

@@ -7,16 +7,26 @@ from sqlalchemy.orm import Session
 
 from controller import fleet_queries
 from controller.fleet_queries import NodeFilter, NodeNotFound
-from dashboard.deps import get_session
+from dashboard.deps import get_session, get_settings
 from dashboard.schemas import NodeDetail, NodeItem, Page, TransitionItem
 from loa.protocol import NodeState
+from loa.settings import Settings
 from loa.timeutil import format_datetime
 
 router = APIRouter(prefix="/api/v1", tags=["nodes"])
 
 
-def _item(node, live, village, commune) -> dict:
+def _flags(live, skew_warn_ms: int) -> list[str]:
+    """Facts a technician should see that do not change the node's state."""
+    flags = []
+    if live and live.clock_skew_ms is not None and abs(live.clock_skew_ms) > skew_warn_ms:
+        flags.append("clock_skew")
+    return flags
+
+
+def _item(node, live, village, commune, skew_warn_ms: int = 2000) -> dict:
     return {
+        "flags": _flags(live, skew_warn_ms),
         "id": node.id, "state": live.state if live else NodeState.UNKNOWN.value,
         "available": bool(live and live.available),
         "reasons": [r for r in (live.reasons.split(",") if live and live.reasons else []) if r],
@@ -39,16 +49,18 @@ def list_nodes(
     limit: int = Query(50, ge=1, le=1000),
     offset: int = Query(0, ge=0),
     s: Session = Depends(get_session),
+    settings: Settings = Depends(get_settings),
 ):
     rows, total = fleet_queries.list_nodes(
         s, NodeFilter(state=state.value if state else None, commune_id=commune,
                       village_id=village, q=q), limit=limit, offset=offset)
-    return {"items": [_item(*r) for r in rows], "total": total, "limit": limit,
-            "offset": offset}
+    items = [_item(*r, settings.clock_skew_warn_ms) for r in rows]
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
 @router.get("/nodes/{node_id}", response_model=NodeDetail)
-def node_detail(node_id: str, s: Session = Depends(get_session)):
+def node_detail(node_id: str, s: Session = Depends(get_session),
+                settings: Settings = Depends(get_settings)):
     try:
         node, live, village, commune = fleet_queries.get_node(s, node_id)
     except NodeNotFound as exc:
@@ -57,7 +69,7 @@ def node_detail(node_id: str, s: Session = Depends(get_session)):
                                   from_state=t.from_state, to_state=t.to_state,
                                   available=t.available, cause=t.cause)
                    for t in fleet_queries.recent_transitions(s, node_id)]
-    return {**_item(node, live, village, commune),
+    return {**_item(node, live, village, commune, settings.clock_skew_warn_ms),
             "heartbeat": live.heartbeat if live else None,
             "clock_skew_ms": live.clock_skew_ms if live else None,
             "fw": live.fw if live else None, "heartbeat_s": node.heartbeat_s,
