@@ -1,0 +1,117 @@
+"""Registry API: search, pending clusters and their approval, import and export.
+
+Thin: parse the request, call ``controller.registry``, let the registry's domain errors
+become 4xx answers with their Vietnamese message (``install_error_handler``)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, FastAPI, File, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.orm import Session
+
+from controller.registry import importer, queries, service
+from controller.registry.errors import ImportFailed, InvalidInputError, RegistryError
+from controller.registry.formats import MAX_FILE_BYTES, decode_bytes, detect_format
+from controller.registry.schemas import ApproveRequest, PendingNodeOut, SearchResult
+from dashboard.deps import get_session
+from dashboard.models import User
+from dashboard.security import (
+    audit,
+    current_user,
+    require_commune_access,
+    require_role,
+    scope_commune_ids,
+)
+from loa.timeutil import ms_to_dt, now_ms
+
+router = APIRouter(prefix="/api/v1", tags=["registry"])
+
+MEDIA_TYPES = {"yaml": "application/yaml; charset=utf-8", "csv": "text/csv; charset=utf-8"}
+
+
+def registry_error_response(exc: RegistryError) -> JSONResponse:
+    body: dict[str, object] = {"detail": exc.message}
+    if isinstance(exc, ImportFailed):
+        body["errors"] = [issue.as_dict() for issue in exc.issues]
+    return JSONResponse(status_code=exc.status, content=body)
+
+
+async def _on_registry_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RegistryError)
+    return registry_error_response(exc)
+
+
+def install_error_handler(app: FastAPI) -> None:
+    """Domain errors -> 404/409/422 with Vietnamese ``detail`` (import errors also get
+    ``errors``: one entry per bad line). Idempotent: both registry routers call it."""
+    if RegistryError not in app.exception_handlers:
+        app.add_exception_handler(RegistryError, _on_registry_error)
+
+
+setup = install_error_handler
+
+
+@router.get("/search", response_model=SearchResult)
+def search(q: str = Query(..., description="chữ cần tìm, không cần dấu: 'doi can'"),
+           limit: int = Query(20, ge=1, le=100),
+           user: User = Depends(current_user), s: Session = Depends(get_session)):
+    return queries.search(s, q, limit, scope=scope_commune_ids(user))
+
+
+@router.get("/pending-nodes", response_model=list[PendingNodeOut])
+def pending_nodes(_: User = Depends(require_role("technician", "province")),
+                  s: Session = Depends(get_session)):
+    return queries.list_pending(s)
+
+
+@router.post("/pending-nodes/{node_id}/approve")
+def approve_pending_node(node_id: str, body: ApproveRequest, request: Request,
+                         user: User = Depends(require_role("technician", "province")),
+                         s: Session = Depends(get_session)) -> dict[str, object]:
+    village = service.get_village(s, body.village_id)
+    require_commune_access(user, village.commune_id)
+    node = service.approve_pending(s, node_id, village.id, label=body.label,
+                                   speakers=body.speakers)
+    audit(s, "registry.approve_node", user=user, target=node.id, request=request,
+          status_code=200, detail={"village_id": village.id, "village_code": village.code})
+    return {"id": node.id, "village_id": village.id, "village": village.name,
+            "commune_id": village.commune_id, "simulated": node.simulated,
+            "registered_ms": node.registered_ms}
+
+
+@router.post("/registry/import")
+def import_registry(request: Request, file: UploadFile = File(...),
+                    format: str | None = Query(None, description="yaml | csv (mặc định: theo "
+                                                                 "đuôi tên tệp)"),
+                    user: User = Depends(require_role("province")),
+                    s: Session = Depends(get_session)) -> dict[str, object]:
+    """Upload a YAML or CSV register. Any error: 422 with every bad line, nothing written."""
+    fmt = _format(format) if format else detect_format(file.filename or "")
+    data = file.file.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        return JSONResponse(status_code=413, content={
+            "detail": f"Tệp lớn quá {MAX_FILE_BYTES // (1024 * 1024)} MB."})
+    summary = importer.import_text(s, decode_bytes(data), fmt)
+    audit(s, "registry.import", user=user, target=file.filename or "", request=request,
+          status_code=200, detail=summary.as_dict())
+    return {"message": summary.text(), **summary.as_dict()}
+
+
+def _format(value: str) -> str:
+    fmt = value.strip().lower()
+    if fmt not in MEDIA_TYPES:
+        raise InvalidInputError(f"Định dạng '{value}' không hỗ trợ: dùng yaml hoặc csv.")
+    return fmt
+
+
+@router.get("/registry/export")
+def export_registry(format: str = Query("yaml", description="yaml | csv"),
+                    _: User = Depends(require_role("province")),
+                    s: Session = Depends(get_session)) -> Response:
+    fmt = _format(format)
+    text = importer.export_text(s, fmt)
+    # CSV gets a BOM so spreadsheet programs read the diacritics as UTF-8.
+    body = ("\ufeff" + text) if fmt == "csv" else text
+    filename = f"loa-so-dang-ky-{ms_to_dt(now_ms()).strftime('%d-%m-%Y')}.{fmt}"
+    return Response(content=body.encode("utf-8"), media_type=MEDIA_TYPES[fmt],
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
