@@ -67,6 +67,7 @@ class Ingest:
         self._state_listeners: list[StateListener] = []
         self._heartbeat_listeners: list[HeartbeatListener] = []
         self._dirty: set[str] = set()
+        self.unknown_seen = False
         self._flush_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ listeners
@@ -130,6 +131,7 @@ class Ingest:
         node_id, channel = parsed
         rt = self.fleet.nodes.get(node_id)
         if rt is None:
+            self.unknown_seen = True  # the registry may have just approved it: re-read soon
             self._sight_pending(node_id, channel, payload, now)
             self._reject("unknown_node", node_id[:64], node_id, now)
             return False

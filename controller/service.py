@@ -34,6 +34,7 @@ class ControllerService:
         self.connected = asyncio.Event()
         self.started_at = time.time()
         self.reconnects = 0
+        self._last_reload = time.monotonic()
         self._tasks: list[asyncio.Task] = []
         self._stopping = asyncio.Event()
         self.extra_tasks: list[Any] = []  # coroutines other packages attach (dispatch, alarms)
@@ -45,7 +46,8 @@ class ControllerService:
             asyncio.create_task(self._periodic(self._sweep_once, 0.5), name="loa-sweeper"),
             asyncio.create_task(self._periodic(self.ingest.flush, self.settings.flush_interval_s),
                                 name="loa-flusher"),
-            asyncio.create_task(self._periodic(self._reload_registry, 10.0), name="loa-registry"),
+            asyncio.create_task(self._periodic(self._maybe_reload_registry, 2.0),
+                                name="loa-registry"),
         ]
         self._tasks += [asyncio.create_task(c) for c in self.extra_tasks]
 
@@ -66,7 +68,15 @@ class ControllerService:
         self.ingest.sweep()
 
     async def _reload_registry(self) -> None:
+        self.ingest.unknown_seen = False
+        self._last_reload = time.monotonic()
         await asyncio.to_thread(self.ingest.load_registry)
+
+    async def _maybe_reload_registry(self) -> None:
+        """Every 30 s, or within 2 s of hearing an id we do not know (just approved or
+        imported elsewhere), re-read the registry."""
+        if self.ingest.unknown_seen or time.monotonic() - self._last_reload > 30:
+            await self._reload_registry()
 
     async def reload_registry(self) -> None:
         """Call after registry changes so new nodes are accepted at once."""
