@@ -50,6 +50,8 @@ class NodeFilter:
     commune_id: int | None = None
     village_id: int | None = None
     q: str | None = None
+    # None = no restriction (province scope); otherwise only nodes in these communes.
+    commune_scope: frozenset[int] | None = None
 
 
 def _node_query(f: NodeFilter):
@@ -65,6 +67,8 @@ def _node_query(f: NodeFilter):
         q = q.where(Village.commune_id == f.commune_id)
     if f.village_id is not None:
         q = q.where(Node.village_id == f.village_id)
+    if f.commune_scope is not None:
+        q = q.where(Village.commune_id.in_(f.commune_scope))
     if f.q:
         key = f"%{fold(f.q)}%"
         q = q.where(or_(func.lower(Node.id).like(key), Village.name_folded.like(key),

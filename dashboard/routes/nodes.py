@@ -8,7 +8,9 @@ from sqlalchemy.orm import Session
 from controller import fleet_queries
 from controller.fleet_queries import NodeFilter, NodeNotFound
 from dashboard.deps import get_session, get_settings
+from dashboard.models import User
 from dashboard.schemas import NodeDetail, NodeItem, Page, TransitionItem
+from dashboard.security import current_user, require_commune_access, scope_commune_ids
 from loa.protocol import NodeState
 from loa.settings import Settings
 from loa.timeutil import format_datetime
@@ -50,21 +52,25 @@ def list_nodes(
     offset: int = Query(0, ge=0),
     s: Session = Depends(get_session),
     settings: Settings = Depends(get_settings),
+    user: User = Depends(current_user),
 ):
     rows, total = fleet_queries.list_nodes(
         s, NodeFilter(state=state.value if state else None, commune_id=commune,
-                      village_id=village, q=q), limit=limit, offset=offset)
+                      village_id=village, q=q, commune_scope=scope_commune_ids(user)),
+        limit=limit, offset=offset)
     items = [_item(*r, settings.clock_skew_warn_ms) for r in rows]
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
 @router.get("/nodes/{node_id}", response_model=NodeDetail)
 def node_detail(node_id: str, s: Session = Depends(get_session),
-                settings: Settings = Depends(get_settings)):
+                settings: Settings = Depends(get_settings),
+                user: User = Depends(current_user)):
     try:
         node, live, village, commune = fleet_queries.get_node(s, node_id)
     except NodeNotFound as exc:
         raise HTTPException(404, str(exc)) from None
+    require_commune_access(user, commune.id if commune else None)
     transitions = [TransitionItem(at=format_datetime(t.at_ms), at_ms=t.at_ms,
                                   from_state=t.from_state, to_state=t.to_state,
                                   available=t.available, cause=t.cause)
