@@ -1,0 +1,78 @@
+"""API shapes for content and TTS (kept apart from the SQLAlchemy model)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from broadcasts.audio import vi_duration
+from broadcasts.store import ContentDetails
+from loa.timeutil import format_datetime
+
+
+class ContentOut(BaseModel):
+    id: str
+    title: str
+    sha256: str
+    bytes: int
+    duration_ms: int
+    duration: str = Field(description="Vietnamese, e.g. '1 phút 5 giây'")
+    mime: str
+    language: str
+    source: str
+    creator: str
+    created_ms: int
+    created: str = Field(description="dd/mm/yyyy HH:MM:SS, Asia/Ho_Chi_Minh")
+    channels: int
+    sample_rate: int
+    loudness_lufs: float
+    true_peak_dbtp: float
+    original_filename: str
+    source_format: str
+    source_duration_ms: int
+    spoken_text: str | None = None
+    tts_engine: str | None = None
+    tts_voice: str | None = None
+    tts_note: str | None = None
+    audio_url: str = Field(description="for logged-in users; nodes use /media with a token")
+
+    @classmethod
+    def of(cls, d: ContentDetails) -> ContentOut:
+        data = d.to_dict()
+        return cls(**data, duration=vi_duration(d.meta.duration_ms / 1000),
+                   created=format_datetime(d.meta.created_ms),
+                   audio_url=f"/api/v1/content/{d.meta.id}/audio")
+
+
+class ContentPage(BaseModel):
+    items: list[ContentOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class TtsContentIn(BaseModel):
+    text: str = Field(max_length=200_000)
+    title: str = Field(max_length=300)
+    language: str = "vi"
+    engine: str | None = None
+    voice: str | None = None
+
+
+class TextIn(BaseModel):
+    text: str = Field(max_length=200_000)
+    engine: str | None = None
+    voice: str | None = None
+
+
+class NormalizeOut(BaseModel):
+    spoken: str
+
+
+class PreviewOut(BaseModel):
+    spoken: str
+    engine: str
+    voice: str
+    fallback_reason: str | None
+    duration_ms: int
+    audio_url: str
+    mime: str

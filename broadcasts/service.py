@@ -1,0 +1,104 @@
+"""Use cases across the content package: typed bulletins become stored audio; previews.
+
+The scheduler calls ``synthesize_bulletin`` when an officer schedules typed text; the API
+calls ``preview`` so the officer hears the bulletin (and reads its spoken form) first."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from broadcasts import ffmpeg
+from broadcasts.audio import MIME, SUFFIX
+from broadcasts.errors import TtsError
+from broadcasts.store import ContentMeta, ContentStore, TtsOrigin
+from broadcasts.tts import Speech
+from loa.db import Database
+from loa.settings import Settings
+
+_PREVIEW_KEY_CHARS = 32
+
+
+def _check_language(language: str, engine: str | None, store: ContentStore) -> None:
+    """Offline and Google voices speak Vietnamese only; reading Tày, Nùng or Dao text with
+    them would mislead listeners, so those bulletins must be recorded (or read by a Piper
+    voice the operator supplied for that language)."""
+    chosen = engine or store.cfg.tts_engine
+    if language != "vi" and chosen != "piper":
+        raise TtsError("no_voice_for_language",
+                       f"Chưa có giọng đọc máy cho ngôn ngữ '{language}'. Hãy ghi âm bản tin "
+                       "và tải tệp lên, hoặc cấu hình giọng Piper cho ngôn ngữ này.",
+                       f"No synthetic voice for language '{language}': upload a recording.",
+                       http_status=422)
+
+
+def synthesize_bulletin(store: ContentStore, text: str, *, title: str, language: str = "vi",
+                        engine: str | None = None, voice: str | None = None,
+                        creator: str = "") -> ContentMeta:
+    """Speak ``text`` and store it as broadcast content (source "tts"), through the same
+    pipeline as uploads: trimmed, levelled, chimed, encoded once."""
+    _check_language(language, engine, store)
+    store.tmp_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=store.tmp_dir, prefix="tts-") as tmp:
+        speech = store.tts.speak(text, Path(tmp) / "bulletin.wav", engine=engine, voice=voice)
+        origin = TtsOrigin(spoken_text=speech.spoken, engine=speech.engine, voice=speech.voice,
+                           note=speech.fallback_reason)
+        return store.add_speech(speech.path, title=title, language=language, creator=creator,
+                                origin=origin)
+
+
+@dataclass(frozen=True)
+class Preview:
+    key: str
+    spoken: str
+    engine: str
+    voice: str
+    fallback_reason: str | None
+    duration_ms: int
+    path: Path
+    mime: str
+
+
+def preview_path(store: ContentStore, key: str) -> Path | None:
+    """The preview file for ``key`` if it exists (keys are hex, so no path tricks)."""
+    if len(key) != _PREVIEW_KEY_CHARS or any(c not in "0123456789abcdef" for c in key):
+        return None
+    path = store.previews_dir / f"{key}{SUFFIX[store.cfg.delivery_format]}"
+    return path if path.exists() else None
+
+
+def preview(store: ContentStore, text: str, *, engine: str | None = None,
+            voice: str | None = None) -> Preview:
+    """Spoken form and a playable rendering (levelled like the real thing, no chime)."""
+    store.tmp_dir.mkdir(parents=True, exist_ok=True)
+    store.previews_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=store.tmp_dir, prefix="preview-") as tmp:
+        speech: Speech = store.tts.speak(text, Path(tmp) / "preview.wav", engine=engine,
+                                         voice=voice)
+        key = hashlib.sha256("\x1f".join(
+            (speech.engine, speech.voice, str(store.cfg.tts_rate_wpm), speech.spoken)
+        ).encode("utf-8")).hexdigest()[:_PREVIEW_KEY_CHARS]
+        target = store.previews_dir / f"{key}{SUFFIX[store.cfg.delivery_format]}"
+        mime = MIME[store.cfg.delivery_format]
+        if target.exists():
+            info = ffmpeg.probe(target)
+            duration_ms = int(round((info.duration_s or 0) * 1000))
+        else:
+            processed = store.pipeline.process(speech.path, "preview.wav", store.tmp_dir,
+                                               chime=False)
+            os.replace(processed.path, target)
+            duration_ms = processed.duration_ms
+        return Preview(key=key, spoken=speech.spoken, engine=speech.engine, voice=speech.voice,
+                       fallback_reason=speech.fallback_reason, duration_ms=duration_ms,
+                       path=target, mime=mime)
+
+
+def attach(services: dict[str, Any], settings: Settings, db: Database) -> None:
+    """Called by ``loa serve``/``loa demo`` (``loa.commands.build_services``): one content
+    store for the whole process, shared by the API routes (``get_store``) and whoever else
+    looks in ``services``."""
+    services.setdefault("content_store", ContentStore(settings, db))

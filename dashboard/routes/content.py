@@ -1,0 +1,193 @@
+"""Content API: upload recordings, make TTS bulletins, list and read them; and the
+node-facing download route.
+
+    POST /api/v1/content            multipart: file, title, language[, chime=0]   -> 201
+    POST /api/v1/content/tts        JSON {text, title, language, engine, voice}   -> 201
+    GET  /api/v1/content            ?offset&limit&language&source&q -> {items, total, ...}
+    GET  /api/v1/content/{id}       metadata
+    GET  /api/v1/content/{id}/audio the processed audio, for a logged-in user's player
+    GET  /media/{id}[.mp3]?node=&token=   what a node downloads (Range, ETag)
+
+Refusals from the content package (``ContentError``) are answered by one handler: its HTTP
+status, ``detail`` in Vietnamese, ``code`` for programs, ``detail_en``."""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response
+from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
+
+from broadcasts.audio import check_filename
+from broadcasts.errors import ContentError, ContentNotFound
+from broadcasts.models import CONTENT_LANGUAGES, CONTENT_SOURCES
+from broadcasts.schemas import ContentOut, ContentPage, TtsContentIn
+from broadcasts.service import synthesize_bulletin
+from broadcasts.store import ContentStore
+from broadcasts.tokens import CONTENT_ID_LENGTH
+from broadcasts.upload import Upload, receive_upload, too_large
+from controller.registry.models import Node
+from dashboard.context import AppContext
+from dashboard.deps import get_ctx, get_session
+from dashboard.models import User
+from dashboard.security import current_user
+
+router = APIRouter(tags=["content"])
+
+_MULTIPART_OVERHEAD = 256 * 1024  # headers and small fields around the file
+
+
+def get_store(ctx: AppContext = Depends(get_ctx)) -> ContentStore:
+    """One store per app (it caches the TTS service and its normaliser)."""
+    store = ctx.services.get("content_store")
+    if store is None:
+        store = ContentStore(ctx.settings, ctx.db)
+        ctx.services["content_store"] = store
+    return store
+
+
+def content_error_response(_request: Request, exc: ContentError) -> JSONResponse:
+    return JSONResponse({"detail": exc.message, "code": exc.code, "detail_en": exc.message_en},
+                        status_code=exc.http_status)
+
+
+def setup(app: FastAPI) -> None:
+    app.add_exception_handler(ContentError, content_error_response)
+
+
+def reject_oversized(request: Request, store: ContentStore = Depends(get_store)) -> None:
+    """Refuse by Content-Length before reading a byte (and before authentication parses
+    anything), when the client says how big the body is."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and \
+            int(declared) > store.cfg.max_upload_bytes + _MULTIPART_OVERHEAD:
+        raise too_large(store.cfg.max_upload_bytes)
+
+
+def _flag(value: str | None) -> bool | None:
+    if value is None or value == "":
+        return None
+    return value.strip().lower() not in {"0", "false", "no", "off", "không"}
+
+
+async def _read_upload(request: Request, store: ContentStore) -> Upload:
+    try:
+        return await receive_upload(request.stream(), request.headers.get("content-type", ""),
+                                    store.tmp_dir, max_file_bytes=store.cfg.max_upload_bytes)
+    except RuntimeError:
+        # The body was already parsed as a form (a browser session without the CSRF
+        # header makes the auth layer read the form). Use that copy, with the same checks.
+        form = await request.form()
+        return await _upload_from_form(form, store)
+
+
+async def _upload_from_form(form: FormData, store: ContentStore) -> Upload:
+    item = form.get("file")
+    if item is None or isinstance(item, str):
+        raise ContentError("missing_file", "Chưa chọn tệp âm thanh (trường 'file').",
+                           "No file in field 'file'.")
+    filename = check_filename(item.filename or "")
+    store.tmp_dir.mkdir(parents=True, exist_ok=True)
+    path = store.tmp_dir / f".upload-{os.getpid()}-{os.urandom(8).hex()}"
+    size = 0
+    with path.open("wb") as fh:
+        while block := await item.read(1 << 20):
+            size += len(block)
+            if size > store.cfg.max_upload_bytes:
+                fh.close()
+                path.unlink(missing_ok=True)
+                raise too_large(store.cfg.max_upload_bytes)
+            fh.write(block)
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    return Upload(path=path, filename=filename, size=size, fields=fields)
+
+
+@router.post("/api/v1/content", status_code=201, response_model=ContentOut,
+             dependencies=[Depends(reject_oversized)])
+async def upload_content(request: Request, user: User = Depends(current_user),
+                         store: ContentStore = Depends(get_store)):
+    upload = await _read_upload(request, store)
+    try:
+        fields = upload.fields
+        title = fields.get("title") or upload.filename.rsplit(".", 1)[0]
+        source = "province" if user.role == "province" else "upload"
+        meta = await run_in_threadpool(
+            store.add_file, upload.path, filename=upload.filename, title=title,
+            language=fields.get("language") or "vi", source=source, creator=user.username,
+            chime=_flag(fields.get("chime")))
+    finally:
+        upload.path.unlink(missing_ok=True)
+    return ContentOut.of(await run_in_threadpool(store.details, meta.id))
+
+
+@router.post("/api/v1/content/tts", status_code=201, response_model=ContentOut)
+async def create_tts_content(body: TtsContentIn, user: User = Depends(current_user),
+                             store: ContentStore = Depends(get_store)):
+    meta = await run_in_threadpool(synthesize_bulletin, store, body.text, title=body.title,
+                                   language=body.language, engine=body.engine,
+                                   voice=body.voice, creator=user.username)
+    return ContentOut.of(await run_in_threadpool(store.details, meta.id))
+
+
+@router.get("/api/v1/content", response_model=ContentPage)
+def list_content(
+    offset: int = Query(0, ge=0),
+    limit: int = Query(50, ge=1, le=500),
+    language: str | None = Query(None, pattern="^(" + "|".join(CONTENT_LANGUAGES) + ")$"),
+    source: str | None = Query(None, pattern="^(" + "|".join(CONTENT_SOURCES) + ")$"),
+    q: str | None = Query(None, max_length=100, description="tìm theo tiêu đề, không dấu"),
+    _user: User = Depends(current_user),
+    store: ContentStore = Depends(get_store),
+):
+    items, total = store.list(offset=offset, limit=limit, language=language, source=source, q=q)
+    return {"items": [ContentOut.of(d) for d in items], "total": total, "limit": limit,
+            "offset": offset}
+
+
+@router.get("/api/v1/content/{content_id}", response_model=ContentOut)
+def get_content(content_id: str, _user: User = Depends(current_user),
+                store: ContentStore = Depends(get_store)):
+    return ContentOut.of(store.details(content_id))
+
+
+def _audio_response(request: Request, store: ContentStore, content_id: str,
+                    cache: str) -> Response:
+    meta = store.get(content_id)
+    path = store.path(content_id)
+    etag = f'"{meta.sha256}"'
+    headers = {"etag": etag, "cache-control": cache, "x-content-sha256": meta.sha256}
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    # Starlette's FileResponse answers Range (206, multipart ranges, 416) and HEAD itself.
+    return FileResponse(path, media_type=meta.mime, headers=headers)
+
+
+@router.get("/api/v1/content/{content_id}/audio")
+def content_audio(content_id: str, request: Request, _user: User = Depends(current_user),
+                  store: ContentStore = Depends(get_store)):
+    return _audio_response(request, store, content_id, "private, max-age=3600")
+
+
+@router.api_route("/media/{name}", methods=["GET", "HEAD"], include_in_schema=True,
+                  summary="Node download (Range, ETag); needs ?node=&token=")
+def node_media(name: str, request: Request, node: str | None = Query(None, max_length=64),
+               token: str | None = Query(None, max_length=128),
+               s: Session = Depends(get_session), store: ContentStore = Depends(get_store)):
+    content_id = name[:CONTENT_ID_LENGTH] if "." in name else name
+    if not node or not token:
+        raise HTTPException(401, "Thiếu mã truy cập của cụm loa (tham số node và token).",
+                            headers={"WWW-Authenticate": 'Token realm="loa-media"'})
+    row = s.get(Node, node)
+    if row is None or row.retired_ms is not None:
+        raise HTTPException(403, f"Cụm loa '{node}' không có trong danh sách đang hoạt động.")
+    if not store.token_ok(content_id, node, token):
+        raise HTTPException(403, "Mã truy cập không hợp lệ cho cụm loa và nội dung này.")
+    try:
+        # Content is immutable under its id: nodes may cache it for good.
+        return _audio_response(request, store, content_id, "private, max-age=31536000, "
+                               "immutable")
+    except ContentNotFound:
+        raise HTTPException(404, f"Không tìm thấy nội dung '{content_id}'.") from None

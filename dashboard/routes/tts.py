@@ -1,0 +1,53 @@
+"""Text-to-speech API for the officer composing a bulletin.
+
+    POST /api/v1/tts/normalize   {text}                 -> {spoken}
+    POST /api/v1/tts/preview     {text, engine, voice}  -> {spoken, audio_url, ...}
+    GET  /api/v1/tts/preview/{key}.mp3                  -> the preview audio
+
+The preview answers JSON with an ``audio_url`` rather than audio bytes: on a phone over 3G
+the officer sees at once how the machine will read the text (numbers, dates,
+abbreviations) and downloads the few tens of KB of audio only when pressing play; audio
+inside JSON would need base64 (+33%). The preview is levelled like the real bulletin but
+has no chime; it is kept a week."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+
+from broadcasts.schemas import NormalizeOut, PreviewOut, TextIn
+from broadcasts.service import preview, preview_path
+from broadcasts.store import ContentStore
+from dashboard.models import User
+from dashboard.routes.content import get_store
+from dashboard.security import current_user
+
+router = APIRouter(prefix="/api/v1/tts", tags=["tts"])
+
+
+@router.post("/normalize", response_model=NormalizeOut)
+def normalize_text(body: TextIn, _user: User = Depends(current_user),
+                   store: ContentStore = Depends(get_store)):
+    return {"spoken": store.tts.normalize(body.text)}
+
+
+@router.post("/preview", response_model=PreviewOut)
+async def preview_speech(body: TextIn, _user: User = Depends(current_user),
+                         store: ContentStore = Depends(get_store)):
+    result = await run_in_threadpool(preview, store, body.text, engine=body.engine,
+                                     voice=body.voice)
+    return {"spoken": result.spoken, "engine": result.engine, "voice": result.voice,
+            "fallback_reason": result.fallback_reason, "duration_ms": result.duration_ms,
+            "audio_url": f"/api/v1/tts/preview/{result.key}{result.path.suffix}",
+            "mime": result.mime}
+
+
+@router.get("/preview/{name}")
+def preview_audio(name: str, _user: User = Depends(current_user),
+                  store: ContentStore = Depends(get_store)):
+    path = preview_path(store, name.split(".", 1)[0])
+    if path is None:
+        raise HTTPException(404, "Bản nghe thử không còn; hãy bấm nghe thử lại.")
+    return FileResponse(path, media_type="audio/mpeg" if path.suffix == ".mp3" else "audio/ogg",
+                        headers={"cache-control": "private, max-age=3600"})
