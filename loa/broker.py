@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import shutil
 import socket
@@ -66,6 +67,15 @@ def mosquitto_config(port: int, host: str, data_dir: Path, *, password_file: Pat
     if acl_file:
         lines.append(f"acl_file {acl_file}")
     return "\n".join(lines) + "\n" + extra
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a hostname or "0.0.0.0"/"" reaches beyond loopback
 
 
 def _mosquitto_user(data_dir: Path) -> str | None:
@@ -125,6 +135,14 @@ class EmbeddedBroker:
             raise BrokerError(f"Loại broker không hỗ trợ: {self.kind}")
         if not self.port:
             self.port = free_port()
+        if not is_loopback(self.host) and (
+                self.kind != "mosquitto" or not (self.password_file and self.acl_file)):
+            # Beyond loopback anyone on the network could publish as any node or send
+            # commands: only with per-node passwords and the ACL (`loa nodes provision`).
+            raise BrokerError(
+                f"Broker nhúng chỉ nghe trên {self.host} khi có mật khẩu và ACL "
+                "(mosquitto với password_file và acl_file, tạo bằng 'loa nodes provision'); "
+                "nếu không, chỉ nghe trên 127.0.0.1.")
 
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         if self.data_dir is None:

@@ -116,7 +116,8 @@ def build_services(settings: Settings, db: Database) -> dict[str, Any]:
     controller = ControllerService(settings, db)
     services: dict[str, Any] = {"controller": controller, "commands": controller.commands,
                                 "ingest": controller.ingest}
-    for module in ("scheduler.service", "controller.alarms", "broadcasts.service"):
+    for module in ("scheduler.service", "controller.alarms", "broadcasts.service",
+                   "controller.influx_sink"):
         attach = _optional(module, "attach")
         if attach is not None:
             attach(services, settings, db)
@@ -139,7 +140,9 @@ async def _run(settings: Settings, *, http: bool, controller: bool,
 
         app = create_app(AppContext(settings=settings, db=db, services=services))
         config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
-                                log_level="warning", lifespan="on")
+                                log_level="warning", lifespan="on",
+                                # An open live-stream tab must not hold up Ctrl-C.
+                                timeout_graceful_shutdown=3)
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         tasks.append(asyncio.create_task(server.serve()))
@@ -227,7 +230,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         nonlocal sim
         if not args.no_sim:
             sim = subprocess.Popen(
-                [sys.executable, "-m", "loa.cli", "sim", "--from-registry",
+                [sys.executable, "-m", "loa", "sim", "--from-registry",
                  "--db", settings.resolved_database_url(), "--mqtt-host", settings.mqtt_host,
                  "--mqtt-port", str(broker.port)],
                 stdout=sys.stdout, stderr=sys.stderr, start_new_session=True)

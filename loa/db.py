@@ -42,7 +42,7 @@ def import_all_models() -> None:
     import controller.registry.models  # noqa: F401
 
     for optional in ("broadcasts.models", "scheduler.models", "dashboard.models",
-                     "controller.indicator.models"):
+                     "controller.indicator.models", "controller.alarms"):
         try:
             __import__(optional)
         except ModuleNotFoundError as exc:

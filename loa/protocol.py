@@ -213,7 +213,11 @@ _command_adapter: TypeAdapter[Command] = TypeAdapter(Command)
 
 
 def encode(msg: BaseModel) -> bytes:
-    return msg.model_dump_json(exclude_none=True).encode()
+    """JSON for the wire. None is left out only for optional fields: a required nullable
+    field (``rssi_dbm``, ``playing``) must be sent as null."""
+    fields = type(msg).model_fields
+    omit = {n for n, f in fields.items() if not f.is_required() and getattr(msg, n) is None}
+    return msg.model_dump_json(exclude=omit).encode()
 
 
 def lost_will() -> bytes:

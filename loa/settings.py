@@ -41,6 +41,17 @@ class Settings(BaseSettings):
     max_clock_skew_s: int = 900
     clock_skew_warn_ms: int = 2000
 
+    # InfluxDB 2 telemetry sink (production); empty URL = off.
+    influx_url: str = ""
+    influx_token: str = ""
+    influx_org: str = "loa"
+    influx_bucket: str = "telemetry"
+
+    # Alarms: a condition must hold this long to raise, and be gone this long to clear.
+    alarm_raise_after_s: float = 30
+    alarm_clear_after_s: float = 120
+    alarm_interval_s: float = 2
+
     # Signs per-node content tokens and UI sessions. Generated into data_dir when unset.
     secret_key: str = ""
     language: str = "vi"

@@ -18,7 +18,6 @@ import os
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
-from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from broadcasts.audio import check_filename
@@ -31,7 +30,7 @@ from broadcasts.tokens import CONTENT_ID_LENGTH
 from broadcasts.upload import Upload, receive_upload, too_large
 from controller.registry.models import Node
 from dashboard.context import AppContext
-from dashboard.deps import get_ctx, get_session
+from dashboard.deps import DbSession, get_ctx
 from dashboard.models import User
 from dashboard.security import current_user
 
@@ -173,9 +172,9 @@ def content_audio(content_id: str, request: Request, _user: User = Depends(curre
 
 @router.api_route("/media/{name}", methods=["GET", "HEAD"], include_in_schema=True,
                   summary="Node download (Range, ETag); needs ?node=&token=")
-def node_media(name: str, request: Request, node: str | None = Query(None, max_length=64),
+def node_media(*, name: str, request: Request, node: str | None = Query(None, max_length=64),
                token: str | None = Query(None, max_length=128),
-               s: Session = Depends(get_session), store: ContentStore = Depends(get_store)):
+               s: DbSession, store: ContentStore = Depends(get_store)):
     content_id = name[:CONTENT_ID_LENGTH] if "." in name else name
     if not node or not token:
         raise HTTPException(401, "Thiếu mã truy cập của cụm loa (tham số node và token).",

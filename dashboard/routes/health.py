@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from sqlalchemy.orm import Session
 
 from controller import fleet_queries
 from dashboard.context import AppContext
-from dashboard.deps import get_ctx, get_session
+from dashboard.deps import DbSession, get_ctx
 from dashboard.schemas import HealthSummary, NodeCounts
 from loa.timeutil import format_datetime, now_ms
 
@@ -15,7 +14,7 @@ router = APIRouter(prefix="/api/v1", tags=["health"])
 
 
 @router.get("/health/summary", response_model=HealthSummary)
-def health_summary(s: Session = Depends(get_session), ctx: AppContext = Depends(get_ctx)):
+def health_summary(s: DbSession, ctx: AppContext = Depends(get_ctx)):
     return HealthSummary(
         nodes=NodeCounts(**fleet_queries.state_counts(s)),
         rejected_messages=fleet_queries.rejected_counts(s),

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from sqlalchemy.orm import Session
 
 from controller import fleet_queries
 from controller.fleet_queries import NodeFilter, NodeNotFound
-from dashboard.deps import get_session, get_settings
+from dashboard.deps import DbSession, get_settings
 from dashboard.models import User
 from dashboard.schemas import NodeDetail, NodeItem, Page, TransitionItem
 from dashboard.security import current_user, require_commune_access, scope_commune_ids
@@ -43,14 +42,14 @@ def _item(node, live, village, commune, skew_warn_ms: int = 2000) -> dict:
 
 
 @router.get("/nodes", response_model=Page[NodeItem])
-def list_nodes(
+def list_nodes(*, 
     state: NodeState | None = None,
     commune: int | None = Query(None, description="commune id"),
     village: int | None = Query(None, description="village id"),
     q: str | None = Query(None, max_length=100, description="tìm không dấu: 'doi can'"),
     limit: int = Query(50, ge=1, le=1000),
     offset: int = Query(0, ge=0),
-    s: Session = Depends(get_session),
+    s: DbSession,
     settings: Settings = Depends(get_settings),
     user: User = Depends(current_user),
 ):
@@ -63,7 +62,7 @@ def list_nodes(
 
 
 @router.get("/nodes/{node_id}", response_model=NodeDetail)
-def node_detail(node_id: str, s: Session = Depends(get_session),
+def node_detail(node_id: str, s: DbSession,
                 settings: Settings = Depends(get_settings),
                 user: User = Depends(current_user)):
     try:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.orm import Session
 
 from controller.registry import importer, queries, service
 from controller.registry.errors import ImportFailed, InvalidInputError, RegistryError
 from controller.registry.formats import MAX_FILE_BYTES, decode_bytes, detect_format
 from controller.registry.schemas import ApproveRequest, PendingNodeOut, SearchResult
-from dashboard.deps import get_session
+from dashboard.deps import DbSession
 from dashboard.models import User
 from dashboard.security import (
     audit,
@@ -52,22 +51,22 @@ setup = install_error_handler
 
 
 @router.get("/search", response_model=SearchResult)
-def search(q: str = Query(..., description="chữ cần tìm, không cần dấu: 'doi can'"),
+def search(*, q: str = Query(..., description="chữ cần tìm, không cần dấu: 'doi can'"),
            limit: int = Query(20, ge=1, le=100),
-           user: User = Depends(current_user), s: Session = Depends(get_session)):
+           user: User = Depends(current_user), s: DbSession):
     return queries.search(s, q, limit, scope=scope_commune_ids(user))
 
 
 @router.get("/pending-nodes", response_model=list[PendingNodeOut])
-def pending_nodes(_: User = Depends(require_role("technician", "province")),
-                  s: Session = Depends(get_session)):
+def pending_nodes(*, _: User = Depends(require_role("technician", "province")),
+                  s: DbSession):
     return queries.list_pending(s)
 
 
 @router.post("/pending-nodes/{node_id}/approve")
-def approve_pending_node(node_id: str, body: ApproveRequest, request: Request,
+def approve_pending_node(*, node_id: str, body: ApproveRequest, request: Request,
                          user: User = Depends(require_role("technician", "province")),
-                         s: Session = Depends(get_session)) -> dict[str, object]:
+                         s: DbSession) -> dict[str, object]:
     village = service.get_village(s, body.village_id)
     require_commune_access(user, village.commune_id)
     node = service.approve_pending(s, node_id, village.id, label=body.label,
@@ -80,11 +79,11 @@ def approve_pending_node(node_id: str, body: ApproveRequest, request: Request,
 
 
 @router.post("/registry/import")
-def import_registry(request: Request, file: UploadFile = File(...),
+def import_registry(*, request: Request, file: UploadFile = File(...),
                     format: str | None = Query(None, description="yaml | csv (mặc định: theo "
                                                                  "đuôi tên tệp)"),
                     user: User = Depends(require_role("province")),
-                    s: Session = Depends(get_session)) -> dict[str, object]:
+                    s: DbSession) -> dict[str, object]:
     """Upload a YAML or CSV register. Any error: 422 with every bad line, nothing written."""
     fmt = _format(format) if format else detect_format(file.filename or "")
     data = file.file.read(MAX_FILE_BYTES + 1)
@@ -105,9 +104,9 @@ def _format(value: str) -> str:
 
 
 @router.get("/registry/export")
-def export_registry(format: str = Query("yaml", description="yaml | csv"),
+def export_registry(*, format: str = Query("yaml", description="yaml | csv"),
                     _: User = Depends(require_role("province")),
-                    s: Session = Depends(get_session)) -> Response:
+                    s: DbSession) -> Response:
     fmt = _format(format)
     text = importer.export_text(s, fmt)
     # CSV gets a BOM so spreadsheet programs read the diacritics as UTF-8.

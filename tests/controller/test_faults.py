@@ -93,7 +93,7 @@ def _controller_process(settings, client_id: str) -> subprocess.Popen:
            "LOA_MQTT_PORT": str(settings.mqtt_port), "LOA_DATA_DIR": str(settings.data_dir),
            "LOA_CONTROLLER_CLIENT_ID": client_id, "LOA_FLUSH_INTERVAL_S": "0.2",
            "LOA_LOG_LEVEL": "WARNING"}
-    return subprocess.Popen([sys.executable, "-m", "loa.cli", "controller"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "loa", "controller"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

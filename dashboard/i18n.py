@@ -1,0 +1,204 @@
+"""Vietnamese first, English on request.
+
+The Vietnamese text is the message id (as with gettext's msgid), so templates read naturally
+and a missing English entry falls back to correct Vietnamese rather than a key. A test checks
+that every string the templates and scripts ask for has an English entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Request
+
+from loa.timeutil import format_date, format_datetime, ms_to_dt
+
+LANG_COOKIE = "loa_lang"
+LANGUAGES = ("vi", "en")
+DEFAULT_LANGUAGE = "vi"
+
+STATE_LABELS = {"online": "Hoạt động", "degraded": "Suy giảm", "offline": "Mất kết nối",
+                "unknown": "Chưa rõ"}
+REASON_LABELS = {"amp_fault": "Lỗi bộ khuếch đại", "amp_off": "Bộ khuếch đại tắt",
+                 "speaker_line": "Lỗi đường dây loa", "battery_low": "Pin yếu",
+                 "weak_signal": "Sóng yếu", "heartbeat_timeout": "Quá hạn nhịp tim",
+                 "will_lost": "Mất kết nối đột ngột", "status_shutdown": "Tắt máy",
+                 "status_offline": "Báo ngoại tuyến", "status_online": "Kết nối lại",
+                 "heartbeat": "Nhịp tim", "offline": "Mất kết nối", "recovered": "Phục hồi"}
+ROLE_LABELS = {"commune": "Cán bộ xã", "technician": "Kỹ thuật viên",
+               "province": "Quản trị tỉnh"}
+
+EN: dict[str, str] = {
+    # layout and navigation
+    "Loa — Đài truyền thanh IP": "Loa — IP radio network",
+    "Kỹ thuật": "Technician", "Xã": "Commune", "Tỉnh": "Province", "Tài khoản": "Accounts",
+    "Cảnh báo": "Alarms", "Đăng xuất": "Log out", "Ngôn ngữ": "Language",
+    "Chuyển ngôn ngữ": "Switch language", "Bỏ qua tới nội dung": "Skip to content",
+    # login
+    "Đăng nhập": "Log in", "Tên đăng nhập": "Username", "Mật khẩu": "Password",
+    "Sai tên đăng nhập hoặc mật khẩu": "Wrong username or password",
+    "Tài khoản đã bị khóa. Hãy liên hệ quản trị tỉnh.":
+        "This account is disabled. Contact the province administrator.",
+    "Đăng nhập sai quá nhiều lần. Vui lòng thử lại sau {minutes} phút.":
+        "Too many failed logins. Try again in {minutes} minutes.",
+    "Phiên đăng nhập đã hết hạn, hãy tải lại trang.":
+        "The login form expired; reload the page.",
+    "Hãy nhập tên đăng nhập và mật khẩu": "Enter your username and password",
+    "Điều khiển và giám sát đài truyền thanh IP cấp xã":
+        "Control and monitoring of commune IP radio stations",
+    # states and reasons
+    "Hoạt động": "Online", "Suy giảm": "Degraded", "Mất kết nối": "Offline",
+    "Chưa rõ": "Unknown", "Tổng": "Total", "Lỗi bộ khuếch đại": "Amplifier fault",
+    "Bộ khuếch đại tắt": "Amplifier off", "Lỗi đường dây loa": "Speaker line fault",
+    "Pin yếu": "Battery low", "Sóng yếu": "Weak signal", "Đang chạy pin": "On battery",
+    "Quá hạn nhịp tim": "Heartbeat overdue", "Mất kết nối đột ngột": "Connection lost (will)",
+    "Tắt máy": "Shut down", "Báo ngoại tuyến": "Reported offline",
+    "Kết nối lại": "Reconnected", "Nhịp tim": "Heartbeat", "Phục hồi": "Recovered",
+    # technician page
+    "Giám sát cụm loa": "Cluster monitoring", "Tìm kiếm": "Search",
+    "Tìm theo mã, thôn, xã (không cần dấu)": "Search by id, village, commune (no accents needed)",
+    "Trạng thái": "State", "Tất cả": "All", "Tất cả các xã": "All communes", "Lọc": "Filter",
+    "Mã cụm": "Cluster id", "Tên": "Name", "Thôn": "Village", "Lý do": "Reason",
+    "Tin nhắn cuối": "Last heartbeat", "Từ lúc": "Since", "Trang trước": "Previous page",
+    "Trang sau": "Next page", "Không có cụm loa nào khớp.": "No cluster matches.",
+    "Trực tiếp": "Live", "Mất kết nối trực tiếp, đang thử lại…": "Live link lost, retrying…",
+    "Đang tải…": "Loading…", "Cảnh báo đang mở": "Open alarms",
+    "Không có cảnh báo nào.": "No alarms.", "Xác nhận": "Acknowledge",
+    "Đã xác nhận": "Acknowledged", "Loại": "Kind", "Cụm loa": "Cluster", "Chi tiết": "Detail",
+    "Thời điểm": "Time", "Đã hết": "Cleared", "Người xác nhận": "Acknowledged by",
+    "Dao động": "Flaps", "Cụm lạ chờ duyệt": "Unknown clusters awaiting approval",
+    "Không có cụm lạ nào.": "No unknown clusters.", "Duyệt": "Approve",
+    "Lần đầu": "First seen", "Lần cuối": "Last seen", "Số tin": "Messages",
+    "Chọn thôn": "Choose a village", "Đã duyệt": "Approved",
+    "Xem tất cả cảnh báo": "See all alarms", "Đang mở": "Open", "Lỗi": "Error",
+    "Trang {page}/{pages}": "Page {page}/{pages}", "{n} cụm": "{n} clusters",
+    # node page
+    "Cụm loa {id}": "Cluster {id}", "Thông tin": "Information", "Phiên bản": "Firmware",
+    "Âm lượng": "Volume", "Nguồn": "Power", "Mạng": "Network", "Tín hiệu": "Signal",
+    "Nhiệt độ": "Temperature", "Pin": "Battery", "Loa": "Speakers",
+    "Bộ khuếch đại": "Amplifier", "Thao tác": "Actions", "Đặt âm lượng": "Set volume",
+    "Tự kiểm tra": "Self-test", "Dừng phát": "Stop playback",
+    "Đã gửi lệnh tới cụm loa.": "Command sent to the cluster.",
+    "Độ sẵn sàng": "Availability", "Lịch sử trạng thái": "State history",
+    "Cường độ tín hiệu (dBm)": "Signal strength (dBm)", "Nhiệt độ (°C)": "Temperature (°C)",
+    "Điện áp pin (V)": "Battery voltage (V)", "Chưa có dữ liệu.": "No data yet.",
+    "24 giờ": "24 hours", "7 ngày": "7 days", "30 ngày": "30 days",
+    "Sẵn sàng {pct}% thời gian": "Available {pct}% of the time", "Từ": "From", "Đến": "To",
+    "Nguyên nhân": "Cause", "Sự kiện gần đây": "Recent events", "Quay lại": "Back",
+    "Lệch đồng hồ": "Clock skew", "Chu kỳ nhịp tim": "Heartbeat interval",
+    "Không tìm thấy cụm loa": "Cluster not found", "Khoảng thời gian": "Period",
+    # admin
+    "Quản lý tài khoản": "User accounts", "Tạo tài khoản": "Create account",
+    "Vai trò": "Role", "Các xã": "Communes", "Tên hiển thị": "Display name",
+    "Đang dùng": "Active", "Đã khóa": "Disabled", "Khóa": "Disable", "Mở khóa": "Enable",
+    "Đặt lại mật khẩu": "Reset password", "Mật khẩu mới": "New password", "Lưu": "Save",
+    "Cán bộ xã": "Commune officer", "Kỹ thuật viên": "Technician",
+    "Quản trị tỉnh": "Province admin", "Toàn tỉnh": "Whole province",
+    "Mã xã, cách nhau bởi dấu phẩy": "Commune codes, comma separated",
+    "Đã lưu.": "Saved.", "Nhật ký thao tác": "Audit log", "Người dùng": "User",
+    "Hành động": "Action", "Đối tượng": "Target", "Địa chỉ IP": "IP address", "Kết quả": "Result",
+    "Đổi vai trò và xã": "Change role and communes", "Ngày tạo": "Created",
+    # commune officer
+    "Đài truyền thanh xã": "Commune station", "Lịch phát hôm nay": "Today's schedule",
+    "Lịch phát trong tuần": "This week's schedule", "Soạn bản tin": "Compose a bulletin",
+    "Tiêu đề": "Title", "Nội dung": "Text", "Nghe thử": "Listen", "Cách đọc": "Spoken form",
+    "Phát tới": "Play to", "Toàn xã": "Whole commune", "Giờ phát": "Start time",
+    "Lặp lại": "Repeat", "Không lặp": "Once", "Hằng ngày": "Daily",
+    "Các ngày trong tuần (T2-T6)": "Weekdays (Mon-Fri)", "Gửi": "Submit",
+    "Tải âm thanh lên": "Upload audio", "Chọn tệp": "Choose a file", "Tải lên": "Upload",
+    "Đã tải lên": "Uploaded", "Hộp thư của tỉnh": "Province inbox",
+    "Không có bản tin nào.": "No bulletins.", "Phát trực tiếp": "Live broadcast",
+    "Bắt đầu phát trực tiếp": "Start live broadcast", "Kết quả phát": "Broadcast results",
+    "Đã phát": "Played", "Không phát": "Not played", "Chưa tới giờ": "Not yet due",
+    "Mức ưu tiên": "Priority", "Thường": "Normal", "Ưu tiên": "Priority",
+    "Khẩn cấp": "Emergency", "Ngôn ngữ phát": "Broadcast language",
+    "Tiếng Việt": "Vietnamese", "Tày": "Tày", "Nùng": "Nùng", "Dao": "Dao",
+    "Chức năng này chưa sẵn sàng trên máy chủ.": "This feature is not available on the server yet.",
+    "Đã gửi.": "Submitted.", "Lên lịch": "Schedule", "Dùng bản tin": "Use bulletin",
+    "Luồng phát (URL)": "Stream URL", "Trạng thái bản tin": "Status",
+    "Không có lịch phát.": "Nothing scheduled.", "Lý do không phát": "Why not played",
+    "Thời lượng": "Duration",
+    # province
+    "Chỉ tiêu 8.3 theo xã": "Indicator 8.3 by commune", "Đạt": "Pass",
+    "Không đạt": "Fail", "Thủ công": "Manual", "Bản đồ": "Map",
+    "Tải báo cáo": "Download reports", "Phát khẩn cấp": "Emergency broadcast",
+    "Bạn chắc chắn muốn phát khẩn cấp tới toàn bộ các cụm loa đã chọn?":
+        "Really broadcast an emergency message to every selected cluster?",
+    "Phát khẩn cấp ngay": "Broadcast emergency now", "Kỳ báo cáo": "Reporting period",
+    "Số thôn": "Villages", "Thôn đạt": "Villages reached", "Xã đạt": "Communes passing",
+    "Không có tọa độ": "No coordinates",
+    "Toàn tỉnh (mọi cụm loa)": "Whole province (every cluster)",
+    "Chọn xã": "Choose communes", "Hủy": "Cancel", "30 ngày qua": "Last 30 days",
+    "Quý {q}/{y}": "Quarter {q}/{y}", "6 tháng đầu năm {y}": "First half of {y}",
+    "6 tháng cuối năm {y}": "Second half of {y}", "Năm {y}": "Year {y}",
+    "Xem": "View", "Bỏ qua": "Dismiss", "Nhận lúc": "Received", "Giờ đề xuất": "Suggested time",
+    "Địa chỉ gửi âm thanh (nguồn phát)": "Audio source address (push here)",
+    "Đang phát trực tiếp": "Live now", "Cụm loa đã phát": "Clusters that played",
+    "Cụm loa chưa phát": "Clusters that did not play", "Tỉ lệ phát": "Aired ratio",
+    "Lượt phát": "Airing", "Hôm nay": "Today", "Đang gửi…": "Sending…",
+    "Chưa chọn nơi phát": "Choose where to play",
+    "Đã lên lịch": "Scheduled", "Thời gian": "Time",
+    # errors
+    "Không có quyền": "Forbidden", "Chưa đăng nhập": "Not logged in",
+    "Trang không tồn tại": "Page not found", "Về trang chính": "Go to the main page",
+    "Có lỗi, hãy thử lại.": "Something went wrong; try again.",
+}
+
+
+def get_lang(request: Request) -> str:
+    lang = request.cookies.get(LANG_COOKIE, "")
+    if lang in LANGUAGES:
+        return lang
+    ctx = getattr(request.app.state, "ctx", None)
+    configured = getattr(getattr(ctx, "settings", None), "language", DEFAULT_LANGUAGE)
+    return configured if configured in LANGUAGES else DEFAULT_LANGUAGE
+
+
+def translate(lang: str, message: str, **values: object) -> str:
+    text = EN.get(message, message) if lang == "en" else message
+    return text.format(**values) if values else text
+
+
+def translator(lang: str) -> Callable[..., str]:
+    def _(message: str, **values: object) -> str:
+        return translate(lang, message, **values)
+
+    return _
+
+
+# Strings the browser scripts need, handed to them as JSON in each page.
+JS_STRINGS = (
+    "Hoạt động", "Suy giảm", "Mất kết nối", "Chưa rõ", "Lỗi bộ khuếch đại", "Bộ khuếch đại tắt",
+    "Lỗi đường dây loa", "Pin yếu", "Sóng yếu", "Đang chạy pin", "Không có cụm loa nào khớp.",
+    "Trực tiếp", "Mất kết nối trực tiếp, đang thử lại…", "Đang tải…", "Xác nhận",
+    "Đã xác nhận", "Không có cảnh báo nào.", "Trang {page}/{pages}", "{n} cụm",
+    "Đã gửi lệnh tới cụm loa.", "Có lỗi, hãy thử lại.", "Không có cụm lạ nào.", "Duyệt",
+    "Đã duyệt", "Chức năng này chưa sẵn sàng trên máy chủ.", "Đã gửi.", "Đã tải lên",
+    "Bạn chắc chắn muốn phát khẩn cấp tới toàn bộ các cụm loa đã chọn?", "Không có bản tin nào.",
+    "Không có lịch phát.", "Đạt", "Không đạt", "Thủ công", "Chưa đăng nhập", "Không có quyền",
+    "Mất kết nối", "Đã phát", "Không phát", "Chưa tới giờ", "Quá hạn nhịp tim",
+    "Mất kết nối đột ngột", "Tắt máy", "Báo ngoại tuyến",
+    # commune officer and province pages
+    "Bản đồ", "Bỏ qua", "Chưa chọn nơi phát", "Cụm loa", "Cụm loa chưa phát", "Cụm loa đã phát",
+    "Giờ phát", "Giờ đề xuất", "Hôm nay", "Không có tọa độ", "Kết quả", "Lên lịch",
+    "Lý do không phát", "Mức ưu tiên", "Nhận lúc", "Phát trực tiếp", "Thời gian", "Tiêu đề",
+    "Trạng thái", "Trạng thái bản tin", "Tỉ lệ phát", "Xem", "Đang gửi…", "Đang phát trực tiếp",
+    "Địa chỉ gửi âm thanh (nguồn phát)", "Thường", "Ưu tiên", "Khẩn cấp",
+)
+
+
+def js_catalogue(lang: str) -> dict[str, str]:
+    return {m: translate(lang, m) for m in JS_STRINGS}
+
+
+def template_globals(lang: str) -> dict[str, object]:
+    """What every template gets: ``_``, the language, and people-facing formatters
+    (dd/mm/yyyy, Asia/Ho_Chi_Minh)."""
+    return {
+        "_": translator(lang), "lang": lang, "fmt_date": lambda ms: format_date(ms) if ms else "",
+        "fmt_dt": lambda ms: format_datetime(ms) if ms else "",
+        "fmt_hm": lambda ms: ms_to_dt(ms).strftime("%H:%M") if ms else "",
+        "state_label": lambda st: translate(lang, STATE_LABELS.get(st, st)),
+        "reason_label": lambda r: translate(lang, REASON_LABELS.get(r, r)),
+        "role_label": lambda r: translate(lang, ROLE_LABELS.get(r, r)),
+    }

@@ -1,0 +1,72 @@
+"""The technician's live view against the whole running system: a real broker (Debian
+mosquitto), the controller service, the alarm engine and a simulated fleet
+(``firmware_sim.Fleet``), watched in headless Chromium."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.dashboard.conftest import LiveStack, login, screenshot
+
+
+@pytest.fixture
+def page(browser_context):
+    p = browser_context.new_page()
+    dialogs: list[str] = []
+    p.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    yield p
+    assert dialogs == [], f"a page opened a dialog: {dialogs}"
+
+
+@pytest.fixture
+def live_stack(tmp_path, mosquitto_broker):
+    nodes = ["dc-001", "dc-002", "dc-003", "hvt-001", "hvt-002", "xss-001"]
+    s = LiveStack(tmp_path, heartbeat_s=2, broker=mosquitto_broker, fleet_nodes=nodes,
+                  alarm_raise_s=1.0, alarm_clear_s=10.0).start()
+    yield s
+    s.stop()
+
+
+def test_technician_sees_a_killed_node_turn_red_without_reload(live_stack, page):
+    stack = live_stack
+    login(page, stack.base_url, "technician")
+    page.wait_for_url("**/tech")
+    page.wait_for_selector("#live-status.on")
+    # The simulated fleet comes online on the page as its heartbeats arrive.
+    page.wait_for_function("document.getElementById('count-online').textContent"
+                           " === '6'", timeout=20_000)
+    page.wait_for_selector("tr[data-node-id='dc-002'][data-state='online']")
+    page.evaluate("window.__sameDocument = 'yes'")
+
+    stack.run(stack.fleet.kill("dc-002", "silent"))  # no goodbye, no will: heartbeats stop
+    offline_limit_ms = 3 * stack.heartbeat_s * 1000
+    page.wait_for_selector("tr[data-node-id='dc-002'][data-state='offline']",
+                           timeout=offline_limit_ms + 5_000)
+    assert page.evaluate("window.__sameDocument") == "yes"  # updated live, not reloaded
+    red = page.eval_on_selector("tr[data-node-id='dc-002'] td",
+                                "td => getComputedStyle(td).backgroundColor")
+    assert red == "rgb(255, 205, 210)"
+    assert page.inner_text("tr[data-node-id='dc-002'] .state") == "Mất kết nối"
+    assert page.inner_text("#count-offline") == "1"
+    assert page.get_attribute("tr[data-node-id='dc-001']", "data-state") == "online"
+    # The debounced offline alarm shows up in the panel, and the technician acknowledges it.
+    alarm = page.wait_for_selector("#alarm-list li[data-node='dc-002']", timeout=15_000)
+    assert "Mất kết nối" in alarm.inner_text()
+    screenshot(page, "technician-live-offline")
+    alarm.query_selector("button.ack").click()
+    page.wait_for_selector("#alarm-list li[data-node='dc-002']:has-text('Đã xác nhận')")
+
+    # Node page: a self-test reaches the simulated node, which answers with an event.
+    page.goto(f"{stack.base_url}/tech/nodes/dc-001")
+    page.click("form:has(input[value=selftest]) button")
+    page.wait_for_url("**/tech/nodes/dc-001?ok=sent")
+    assert page.inner_text(".flash.ok") == "Đã gửi lệnh tới cụm loa."
+    page.wait_for_function("() => fetch('/api/v1/nodes/dc-001').then(r => r.ok)",
+                           timeout=5_000)
+    for _ in range(20):
+        page.reload()
+        if "selftest" in page.inner_text("main"):
+            break
+        page.wait_for_timeout(500)
+    assert "selftest" in page.inner_text("main")
+    screenshot(page, "technician-node-live")
