@@ -13,7 +13,7 @@ fi
 
 # Debian packages the runtime and the test suite use.
 APT_PACKAGES=(mosquitto mosquitto-clients ffmpeg espeak-ng icecast2 chromium poppler-utils
-              fonts-dejavu-core)
+              fonts-dejavu-core postgresql victoria-metrics openssl)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -30,7 +30,7 @@ if ((${#missing[@]})); then
   fi
 fi
 # Debian starts system services on install where it can; Loa starts its own instances.
-for svc in mosquitto icecast2 postgresql; do
+for svc in mosquitto icecast2 postgresql victoria-metrics; do
   command -v service >/dev/null && service "$svc" stop >/dev/null 2>&1 || true
 done
 
