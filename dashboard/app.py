@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from dashboard.context import AppContext
 
@@ -32,6 +33,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app = FastAPI(title="Loa", version="0.1.0",
                   description="Điều khiển và giám sát hệ thống đài truyền thanh IP cấp xã")
     app.state.ctx = ctx
+    app.add_exception_handler(OverflowError, _number_too_large)
     for name in ROUTER_MODULES:
         try:
             module = importlib.import_module(name)
@@ -44,3 +46,8 @@ def create_app(ctx: AppContext) -> FastAPI:
         if setup is not None:
             setup(app)
     return app
+
+
+async def _number_too_large(_request: Request, _exc: Exception) -> JSONResponse:
+    """An id or number beyond 64 bits can name nothing stored: say so instead of a 500."""
+    return JSONResponse({"detail": "Giá trị số quá lớn (vượt quá 64 bit)"}, status_code=422)
