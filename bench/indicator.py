@@ -1,0 +1,261 @@
+"""Benchmark: indicator 8.3 for a whole generated province.
+
+Province: 200 communes x 10 villages x 2 clusters = 4,000 clusters, 90 days of state
+transitions (by default 0.5 outages per cluster per day, i.e. about one transition per
+cluster per day; ``--outages-per-day 1.5`` is the stress case of very flaky 3G links) and the
+bulletins of every commune twice a day with one proof-of-play row per cluster, written by
+the demo history generator on a real SQLite file.
+
+Measured in the same run:
+* baseline: reading the window's transitions (and, separately, its airing targets) with
+  the bare sqlite3 module, nothing computed: the floor any evaluation pays;
+* ``evaluate`` for the whole province over the 90 days (target: under 2 s), and for one
+  commune; peak Python memory of the province evaluation (tracemalloc, in a separate run
+  so tracing does not slow the timed ones) and the process's peak RSS;
+* rendering the quarterly report as XLSX and PDF from that evaluation.
+
+Run: ``.venv/bin/python bench/indicator.py`` (writes bench/results/indicator.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+from sqlalchemy import func, insert, select
+
+from controller.indicator.demo_history import seed_history
+from controller.indicator.evaluate import evaluate
+from controller.indicator.periods import day_range
+from controller.indicator.reports import build_report, render_pdf, render_xlsx
+from controller.models import NodeTransition
+from controller.registry.models import (
+    Commune,
+    District,
+    Node,
+    NodePlacement,
+    Province,
+    Village,
+    VillageMembership,
+)
+from loa.db import Database
+from loa.text import fold
+from loa.timeutil import ms_to_dt
+from scheduler.models import Airing, AiringTarget
+
+RESULTS = Path(__file__).resolve().parent / "results" / "indicator.json"
+NOW_MS = 1_795_208_400_000  # 21/11/2026 00:00 ICT: a fixed clock makes runs comparable
+DAY_MS = 86_400_000
+TARGET_S = 2.0
+
+
+def build_province(db: Database, communes: int, villages: int, nodes: int) -> None:
+    """The register, in bulk: districts of 10 communes each, memberships and placements
+    valid since long before the window."""
+    since = NOW_MS - 400 * DAY_MS
+    with db.session() as s:
+        s.add(Province(id=1, code="BENCH", name="Lạng Sơn"))
+        s.flush()
+        s.execute(insert(District), [dict(id=d + 1, code=f"d{d:03d}", province_id=1,
+                                          name=f"Huyện {d + 1}")
+                                     for d in range((communes + 9) // 10)])
+        s.execute(insert(Commune), [dict(id=c + 1, code=f"c{c:04d}", province_id=1,
+                                         district_id=c // 10 + 1, name=f"Xã Số {c + 1}",
+                                         name_folded=fold(f"Xã Số {c + 1}"), station_kind="ip",
+                                         created_ms=since) for c in range(communes)])
+        vrows, mrows, nrows, prows = [], [], [], []
+        for c in range(communes):
+            for v in range(villages):
+                vid = c * villages + v + 1
+                vrows.append(dict(id=vid, code=f"c{c:04d}-v{v:02d}", name=f"Thôn {v + 1}",
+                                  name_folded=f"thon {v + 1}", commune_id=c + 1,
+                                  created_ms=since))
+                mrows.append(dict(village_id=vid, commune_id=c + 1, valid_from_ms=since,
+                                  valid_to_ms=None))
+                for n in range(nodes):
+                    node = f"c{c:04d}-v{v:02d}-n{n}"
+                    nrows.append(dict(id=node, village_id=vid, registered_ms=since,
+                                      simulated=True))
+                    prows.append(dict(node_id=node, village_id=vid, valid_from_ms=since,
+                                      valid_to_ms=None))
+        for model, rows in ((Village, vrows), (VillageMembership, mrows), (Node, nrows),
+                            (NodePlacement, prows)):
+            s.execute(insert(model), rows)
+
+
+def timed(fn, repeat: int) -> tuple[float, list[float], object]:
+    times, result = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times, result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--communes", type=int, default=200)
+    parser.add_argument("--villages", type=int, default=10, help="per commune")
+    parser.add_argument("--nodes", type=int, default=2, help="per village")
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--outages-per-day", type=float, default=0.5,
+                        help="mean outages per cluster per day (1.5 = stress)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--db", metavar="PATH",
+                        help="keep the generated province in PATH and reuse it on later runs "
+                             "(default: a temporary file, deleted)")
+    args = parser.parse_args()
+
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    keep = args.db is not None
+    db_path = Path(args.db) if keep else Path(tempfile.mkdtemp(prefix="loa-bench-")) / "b.db"
+    reuse = keep and db_path.exists()
+    db = Database(f"sqlite:///{db_path}")
+    db.create_all()
+    t0 = time.perf_counter()
+    if not reuse:
+        build_province(db, args.communes, args.villages, args.nodes)
+        seed_history(db, days=args.days, now_ms=NOW_MS, seed=8_3,
+                     outages_per_day=args.outages_per_day, cover_previous_quarter=False,
+                     attest=False)
+    generate_s = time.perf_counter() - t0
+    with db.session() as s:
+        n_transitions = s.scalar(select(func.count()).select_from(NodeTransition))
+        n_targets = s.scalar(select(func.count()).select_from(AiringTarget))
+        n_airings = s.scalar(select(func.count()).select_from(Airing))
+    print(f"generated {args.communes} communes, {args.communes * args.villages} villages, "
+          f"{args.communes * args.villages * args.nodes} clusters, {n_transitions:,} "
+          f"transitions, {n_airings:,} airings, {n_targets:,} targets in "
+          f"{generate_s:.1f} s{' (reused)' if reuse else ''} "
+          f"({db_path.stat().st_size / 1e6:.0f} MB)")
+
+    first_day = ms_to_dt(NOW_MS - args.days * DAY_MS).date()
+    last_day = ms_to_dt(NOW_MS - 1).date()
+    period = day_range(first_day, last_day)  # the 90 days, midnight to midnight ICT
+    start, end = period.start_ms, period.end_ms
+
+    def read_transitions() -> int:
+        """The floor: the window's transitions into Python, best plan, nothing computed."""
+        con = sqlite3.connect(db_path)
+        rows = con.execute("SELECT n.id, t.at_ms, t.available FROM node n CROSS JOIN "
+                           "node_transition t ON t.node_id = n.id AND t.at_ms >= ? AND "
+                           "t.at_ms < ? ORDER BY n.id, t.at_ms, t.id", (start, end)).fetchall()
+        con.close()
+        return len(rows)
+
+    def read_targets() -> int:
+        """The window's proof-of-play rows into Python, nothing computed."""
+        con = sqlite3.connect(db_path)
+        rows = con.execute("SELECT t.airing_id, t.commune_id, t.village_id, t.phase, "
+                           "t.started_at_ms FROM airing a CROSS JOIN airing_target t "
+                           "ON t.airing_id = a.id WHERE a.slot_ms >= ? AND a.slot_ms < ?",
+                           (start, end)).fetchall()
+        con.close()
+        return len(rows)
+
+    def evaluate_province():
+        with db.session() as s:
+            return evaluate(s, period, now=NOW_MS)
+
+    def evaluate_commune():
+        with db.session() as s:
+            return evaluate(s, period, now=NOW_MS, scope="commune:c0007")
+
+    read_transitions()  # warm the page cache so the baseline and the evaluation are fair
+    base_tr_s, base_tr_all, n_read = timed(read_transitions, args.repeat)
+    base_tg_s, base_tg_all, n_tg = timed(read_targets, args.repeat)
+    eval_s, eval_all, evaluation = timed(evaluate_province, args.repeat)
+    commune_s, _, _ = timed(evaluate_commune, args.repeat)
+
+    tracemalloc.start()
+    evaluate_province()
+    _, peak_bytes = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    with db.session() as s:
+        t = time.perf_counter()
+        report = build_report(s, period, now=NOW_MS)
+        build_s = time.perf_counter() - t
+    t = time.perf_counter()
+    xlsx = render_xlsx(report)
+    xlsx_s = time.perf_counter() - t
+    t = time.perf_counter()
+    pdf = render_pdf(report)
+    pdf_s = time.perf_counter() - t
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    s = evaluation.summary
+    results = {
+        "benchmark": "indicator_8_3",
+        "command": "python bench/indicator.py " + " ".join(sys.argv[1:]),
+        "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                    "sqlite": sqlite3.sqlite_version, "cpus": os.cpu_count(),
+                    # the machine is shared: load above the CPU count inflates every figure
+                    "load_average_at_start": load_at_start,
+                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "outages_per_day": args.outages_per_day,
+        "province": {"communes": args.communes, "villages": args.communes * args.villages,
+                     "clusters": args.communes * args.villages * args.nodes,
+                     "days": args.days, "transitions": n_transitions,
+                     "transitions_in_window": n_read, "airings": n_airings,
+                     "airing_targets": n_targets, "targets_in_window": n_tg,
+                     "generate_s": None if reuse else round(generate_s, 2),
+                     "db_mb": round(db_path.stat().st_size / 1e6, 1)},
+        "baseline": {
+            "read_transitions_s": round(base_tr_s, 3),
+            "read_airing_targets_s": round(base_tg_s, 3),
+            "read_both_s": round(base_tr_s + base_tg_s, 3),
+            "runs_s": [round(x, 3) for x in base_tr_all + base_tg_all],
+        },
+        "evaluate_province_s": round(eval_s, 3),
+        "evaluate_province_runs_s": [round(x, 3) for x in eval_all],
+        "evaluate_vs_reading_both": round(eval_s / (base_tr_s + base_tg_s), 2),
+        "evaluate_one_commune_s": round(commune_s, 3),
+        "target_s": TARGET_S,
+        "meets_target": eval_s < TARGET_S,
+        "evaluate_peak_python_mb": round(peak_bytes / 1e6, 1),
+        "process_peak_rss_mb": round(rss_mb, 1),
+        "report": {"build_s": round(build_s, 3), "xlsx_s": round(xlsx_s, 3),
+                   "xlsx_kb": len(xlsx) // 1024, "pdf_s": round(pdf_s, 3),
+                   "pdf_kb": len(pdf) // 1024},
+        "result": {"summary": s.text, "failed": s.failed},
+    }
+    print(json.dumps(results, ensure_ascii=False, indent=2))
+    print(f"\nevaluate province: {eval_s:.3f} s (target < {TARGET_S} s: "
+          f"{'ok' if eval_s < TARGET_S else 'MISSED'}); baseline read transitions "
+          f"{base_tr_s:.3f} s + targets {base_tg_s:.3f} s; peak Python memory "
+          f"{peak_bytes / 1e6:.1f} MB; peak RSS {rss_mb:.0f} MB")
+    if not args.no_write:
+        # One file, one entry per transition density, so the realistic and the stress run
+        # can both be shown; "latest" is this run.
+        runs = {}
+        if RESULTS.exists():
+            try:
+                runs = json.loads(RESULTS.read_text()).get("runs", {})
+            except ValueError:
+                runs = {}
+        runs[f"outages_per_day={args.outages_per_day}"] = results
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps({"latest": results, "runs": runs}, ensure_ascii=False,
+                                      indent=2) + "\n")
+        print(f"wrote {RESULTS}")
+    db.dispose()
+    if not keep:
+        for p in db_path.parent.glob(db_path.name + "*"):
+            p.unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Tables of indicator 8.3: the province's thresholds and manual attestations.
+
+Verdicts are never stored: they are recomputed from the telemetry and the register each
+time, so a change of threshold re-evaluates every period and rewrites nothing. The
+thresholds themselves are append-only (one row per change) so a report can say which
+figures it applied and who set them.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import Date, Float, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from loa.db import Base
+
+
+class ProvinceIndicatorSettings(Base):
+    """One version of the thresholds; the row with the highest id is in force."""
+
+    __tablename__ = "indicator_settings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # A village passes when one of its clusters was available this share of the period...
+    availability_threshold: Mapped[float] = mapped_column(Float, default=0.90)
+    # ...and played this share of the broadcasts aimed at it.
+    aired_threshold: Mapped[float] = mapped_column(Float, default=0.80)
+    # The station operates when every week of the period has at least this many airings.
+    broadcasts_per_week_min: Mapped[int] = mapped_column(default=1)
+    default_period: Mapped[str] = mapped_column(String(40), default="last30")
+    changed_ms: Mapped[int] = mapped_column(default=0)
+    changed_by: Mapped[str] = mapped_column(String(64), default="")
+
+
+class ManualAttestation(Base):
+    """An inspector's record that a wired or FM station (no telemetry) works and reaches
+    the villages; it holds from ``attested_on`` to ``valid_until`` (calendar days, ICT)."""
+
+    __tablename__ = "manual_attestation"
+    __table_args__ = (Index("ix_attestation_commune_until", "commune_id", "valid_until"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    commune_id: Mapped[int] = mapped_column(ForeignKey("commune.id"))
+    attested_on: Mapped[date] = mapped_column(Date)
+    valid_until: Mapped[date] = mapped_column(Date)
+    inspector: Mapped[str] = mapped_column(String(200))
+    note: Mapped[str] = mapped_column(String(2000), default="")
+    station_kind: Mapped[str] = mapped_column(String(8))  # "fm" | "wired"
+    created_ms: Mapped[int] = mapped_column(default=0)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
