@@ -60,3 +60,31 @@ def settings_for(base: Settings, broker: EmbeddedBroker, **overrides) -> Setting
     """``base`` pointed at ``broker``."""
     return base.model_copy(update={"mqtt_host": broker.host, "mqtt_port": broker.port,
                                    **overrides})
+
+
+# --------------------------------------------------------------------------- reliability
+
+_OUTCOMES: dict[str, tuple[str, float]] = {}
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        base = report.nodeid.split("[")[0]
+        prev = _OUTCOMES.get(base)
+        outcome = report.outcome if prev is None or prev[0] == "passed" else prev[0]
+        _OUTCOMES[base] = (outcome, (prev[1] if prev else 0.0) + report.duration)
+
+
+def pytest_sessionfinish(session):
+    """Write the outcome of every test docs/reliability.md cites (tests/artifacts/)."""
+    from tests.test_reliability_doc import cited_tests
+
+    rows = [(f"{p}::{n}", *_OUTCOMES[f"{p}::{n}"]) for p, n in cited_tests()
+            if f"{p}::{n}" in _OUTCOMES]
+    if not rows:
+        return
+    out = REPO / "tests" / "artifacts" / "reliability.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["| test | outcome | seconds |", "|---|---|---|"]
+    lines += [f"| `{t}` | {o} | {d:.1f} |" for t, o, d in rows]
+    out.write_text("\n".join(lines) + "\n")
