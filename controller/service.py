@@ -44,8 +44,7 @@ class ControllerService:
         self._tasks = [
             asyncio.create_task(self._mqtt_loop(), name="loa-mqtt"),
             asyncio.create_task(self._periodic(self._sweep_once, 0.5), name="loa-sweeper"),
-            asyncio.create_task(self._periodic(self.ingest.flush, self.settings.flush_interval_s),
-                                name="loa-flusher"),
+            asyncio.create_task(self._flush_loop(), name="loa-flusher"),
             asyncio.create_task(self._periodic(self._maybe_reload_registry, 2.0),
                                 name="loa-registry"),
         ]
@@ -55,14 +54,27 @@ class ControllerService:
         await asyncio.wait_for(self.connected.wait(), timeout_s)
 
     async def stop(self) -> None:
+        """Stop receiving, then let the flusher finish its write and flush the rest: a
+        write is never cut off half-way."""
         self._stopping.set()
+        flusher = [t for t in self._tasks if t.get_name() == "loa-flusher"]
         for t in self._tasks:
-            t.cancel()
+            if t not in flusher:
+                t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks = []
         await self.ingest.flush()
+
+    async def _flush_loop(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.flush_interval_s)
+            try:
+                await self.ingest.flush()
+            except Exception:
+                log.exception("flush failed")
 
     async def _sweep_once(self) -> None:
         self.ingest.sweep()
