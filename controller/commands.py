@@ -42,10 +42,11 @@ class CommandPublisher:
 
     async def send(self, node_id: str, cmd: Command, *, wait_s: float = 10.0) -> None:
         payload = encode(cmd)
-        try:
-            await asyncio.wait_for(self._connected.wait(), wait_s)
-        except TimeoutError:
-            raise NotConnected("Mất kết nối tới broker MQTT") from None
+        if self._client is None:
+            try:
+                await asyncio.wait_for(self._connected.wait(), wait_s)
+            except TimeoutError:
+                raise NotConnected("Mất kết nối tới broker MQTT") from None
         assert self._client is not None
         await self._client.publish(self.topics.cmd(node_id), payload, qos=1, retain=False)
         self.sent += 1

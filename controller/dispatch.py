@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from controller.commands import CommandPublisher, NotConnected, new_cmd_id
+from controller.commands import CommandPublisher, new_cmd_id
 from loa.db import Database
 from loa.protocol import (
     CmdAck,
@@ -55,7 +55,7 @@ from scheduler.targets import resolve_nodes
 log = logging.getLogger("loa.dispatch")
 
 ONLINE_STATES = ("online", "degraded")
-WIRE_ID_RE = re.compile(r"^b(\d+)-a(\d+)$")
+EARLY_EVENTS_MAX = 200_000
 MSG_NEVER_ACKED = "Cụm loa không phản hồi lệnh phát"
 MSG_NOT_STARTED = "Cụm loa nhận lệnh nhưng không bắt đầu phát trong khung giờ"
 MSG_CONTENT_GONE = "Nội dung âm thanh không còn trong kho"
@@ -81,6 +81,7 @@ class TargetState:
     events: list = field(default_factory=list)
     cmd: Any = None
     sends: int = 0
+    last_sent_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -94,6 +95,7 @@ class ActiveAiring:
     is_stream: bool
     targets: dict[str, TargetState] = field(default_factory=dict)  # by node id
     stop_sent: bool = False
+    cancelled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +126,14 @@ class Dispatcher:
         self._dirty: dict[int, TargetState] = {}
         self._node_waiters: dict[str, asyncio.Future] = {}
         self._flush_lock = asyncio.Lock()
-        self._dispatch_lock = asyncio.Lock()
+        self._slot_locks: dict[tuple[int, int], asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
         self._runner: asyncio.Task | None = None
+        self._ingest: Any = None
+        # Events that arrive before ``recover`` ran (see ``on_event``).
+        self._ready = False
+        self._early: deque = deque(maxlen=EARLY_EVENTS_MAX)
+        self.last_dispatch: dict[str, int] = {}
         self.stats = {"published": 0, "resent": 0, "events": 0, "unmatched_events": 0}
 
     # ------------------------------------------------------------------ wiring
@@ -135,6 +142,7 @@ class Dispatcher:
         """Listen to an ``Ingest`` for events and node state changes."""
         ingest.add_event_listener(self.on_event)
         ingest.add_state_listener(self.on_state)
+        self._ingest = ingest
 
     def start(self) -> None:
         """Background flush/finalise loop (call from the event loop)."""
@@ -175,6 +183,7 @@ class Dispatcher:
         now = self.clock()
         await self._close_streams(now)
         await self._retry_unsent(now)
+        await self._retry_unacked(now)
         await self.finalize_due(now)
 
     def _spawn(self, coro) -> None:
@@ -186,8 +195,16 @@ class Dispatcher:
 
     async def dispatch(self, broadcast_id: int, slot_ms: int) -> DispatchResult:
         """Send one slot of a scheduled broadcast to its nodes (idempotent on the slot)."""
-        async with self._dispatch_lock:
-            return await self._dispatch(broadcast_id, slot_ms)
+        # One lock per slot: the database makes a slot unique; the lock only spares a second
+        # in-process attempt the work. A fleet-wide dispatch never holds up an emergency.
+        key = (broadcast_id, slot_ms)
+        lock = self._slot_locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._dispatch(broadcast_id, slot_ms)
+        finally:
+            if not lock.locked() and self._slot_locks.get(key) is lock:
+                del self._slot_locks[key]
 
     async def _dispatch(self, broadcast_id: int, slot_ms: int) -> DispatchResult:
         now = self.clock()
@@ -208,10 +225,15 @@ class Dispatcher:
             published = await self._publish(unsent)
             return DispatchResult(airing_id, len(active.targets), published, False)
         active = created
+        prepared = self.clock()
         self._register(active)
         published = await self._publish(list(active.targets.values()))
-        log.info("Đã gửi lệnh phát %s tới %d/%d cụm loa", active.wire_id, published,
-                 len(active.targets))
+        done = self.clock()
+        self.last_dispatch = {"airing_id": active.id, "nodes": len(active.targets),
+                              "prepare_ms": prepared - now, "publish_ms": done - prepared}
+        log.info("Đã gửi lệnh phát %s tới %d/%d cụm loa (chuẩn bị %d ms, gửi %d ms)",
+                 active.wire_id, published, len(active.targets), prepared - now,
+                 done - prepared)
         return DispatchResult(active.id, len(active.targets), published, True)
 
     def _find_airing(self, broadcast_id: int, slot_ms: int) -> int | None:
@@ -249,7 +271,7 @@ class Dispatcher:
             if not b.stream_url and meta is None:
                 phase, error = "failed", MSG_CONTENT_GONE
             if nodes:
-                s.execute(insert(AiringTarget), [
+                s.execute(insert(AiringTarget.__table__), [
                     {"airing_id": airing.id, "node_id": n.node_id, "village_id": n.village_id,
                      "commune_id": n.commune_id, "cmd_id": new_cmd_id(), "phase": phase,
                      "error": error, "updated_ms": now, "events": []} for n in nodes])
@@ -259,12 +281,12 @@ class Dispatcher:
             rows = s.execute(select(AiringTarget.id, AiringTarget.node_id, AiringTarget.cmd_id)
                              .where(AiringTarget.airing_id == airing.id)).all()
             urls = self._urls(b, meta, [r[1] for r in rows]) if phase == "pending" else {}
+            template = self._template(b, meta, wire, start_at, ends, now) if urls else None
             for tid, node_id, cmd_id in rows:
                 ts = TargetState(id=tid, airing_id=airing.id, node_id=node_id, cmd_id=cmd_id,
                                  phase=phase, error=error)
-                if phase == "pending":
-                    ts.cmd = self._command(b, meta, wire, urls[node_id], cmd_id, start_at, ends,
-                                           now)
+                if template is not None:
+                    ts.cmd = self._command(template, urls[node_id], cmd_id)
                 active.targets[node_id] = ts
             if phase == "failed" or not nodes:
                 airing.status = "missed"
@@ -281,18 +303,24 @@ class Dispatcher:
             return dict.fromkeys(node_ids, url)
         return self.content.node_urls(meta.id, node_ids, self.base_url)
 
-    def _command(self, b: Broadcast, meta: Any, wire: str, url: str, cmd_id: str,
-                 start_at: int, expires_at: int, now: int) -> PlayCmd | StreamCmd:
+    def _template(self, b: Broadcast, meta: Any, wire: str, start_at: int, expires_at: int,
+                  now: int) -> PlayCmd | StreamCmd:
+        """The airing's command, validated once; each node gets a copy with its own
+        ``cmd_id`` and signed URL (validating thousands of identical commands is waste)."""
         volume = self.sched.emergency_volume if b.priority == "emergency" else b.volume
         if b.stream_url:
-            return StreamCmd(cmd_id=cmd_id, issued_at=now, expires_at=expires_at,
-                             broadcast_id=wire, url=url, priority=b.priority,
+            return StreamCmd(cmd_id="-", issued_at=now, expires_at=expires_at,
+                             broadcast_id=wire, url="-", priority=b.priority,
                              start_at=start_at, volume=volume)
-        return PlayCmd(cmd_id=cmd_id, issued_at=now, expires_at=expires_at, broadcast_id=wire,
-                       url=url,
-                       sha256=meta.sha256, bytes=meta.bytes, duration_ms=meta.duration_ms,
-                       start_at=start_at, priority=b.priority, volume=volume,
-                       repeat=max(1, b.repeat), gap_ms=int(self.sched.repeat_gap_s * 1000))
+        return PlayCmd(cmd_id="-", issued_at=now, expires_at=expires_at, broadcast_id=wire,
+                       url="-", sha256=meta.sha256, bytes=meta.bytes,
+                       duration_ms=meta.duration_ms, start_at=start_at, priority=b.priority,
+                       volume=volume, repeat=max(1, b.repeat),
+                       gap_ms=int(self.sched.repeat_gap_s * 1000))
+
+    @staticmethod
+    def _command(template: PlayCmd | StreamCmd, url: str, cmd_id: str) -> PlayCmd | StreamCmd:
+        return template.model_copy(update={"cmd_id": cmd_id, "url": url})
 
     def _register(self, active: ActiveAiring) -> None:
         self._airings[active.id] = active
@@ -320,11 +348,12 @@ class Dispatcher:
             async with sem:
                 try:
                     await self.commands.send(ts.node_id, ts.cmd)
-                except (NotConnected, Exception) as exc:  # retried by housekeeping
+                except Exception as exc:  # NotConnected, MqttError: retried by housekeeping
                     log.warning("Không gửi được lệnh tới %s: %s", ts.node_id, exc)
                     return
             sent += 1
             ts.sends += 1
+            ts.last_sent_ms = self.clock()
             if ts.phase == "pending":
                 ts.phase = "sent"
                 self._dirty[ts.id] = ts
@@ -337,7 +366,18 @@ class Dispatcher:
 
     def on_event(self, node_id: str, event: CmdAck | PlaybackEvent | FaultEvent | SelftestEvent,
                  received_ms: int) -> None:
-        """Ingest listener: cheap, synchronous, in the event loop."""
+        """Ingest listener: cheap, synchronous, in the event loop.
+
+        Until ``recover`` has reloaded the airings that were running before a restart, events
+        are held back: the broker delivers what nodes said while the controller was down as
+        soon as it reconnects, and those are exactly the events proof of play needs."""
+        if not self._ready:
+            if isinstance(event, CmdAck | PlaybackEvent):
+                self._early.append((node_id, event, received_ms))
+            return
+        self._apply_event(node_id, event, received_ms)
+
+    def _apply_event(self, node_id: str, event: Any, received_ms: int) -> None:
         if isinstance(event, CmdAck):
             waiter = self._node_waiters.pop(event.cmd_id, None)
             if waiter is not None and not waiter.done():
@@ -414,6 +454,26 @@ class Dispatcher:
             log.info("Gửi lại %d lệnh phát cho %s khi trực tuyến trở lại", sent, node_id)
         return sent
 
+    def _is_online(self, node_id: str) -> bool:
+        if self._ingest is None:
+            return False
+        rt = self._ingest.fleet.nodes.get(node_id)
+        return rt is not None and str(getattr(rt.state, "value", rt.state)) in ONLINE_STATES
+
+    async def _retry_unacked(self, now: int) -> None:
+        """An online node that has not acknowledged gets the same command again (same
+        ``cmd_id``, so a node that did get it ignores the copy). This covers a node that
+        announced itself online a moment before it subscribed to its command topic, and a
+        command lost with a broker restart."""
+        every = int(self.sched.ack_retry_s * 1000)
+        due = [t for a in self._airings.values() if now < a.ends_ms and not a.cancelled
+               for t in a.targets.values()
+               if t.phase == "sent" and t.cmd is not None and t.sends < self.sched.max_sends
+               and now - t.last_sent_ms >= every and self._is_online(t.node_id)]
+        if due:
+            sent = await self._publish(due)
+            self.stats["resent"] += sent
+
     async def _retry_unsent(self, now: int) -> None:
         due = [t for a in self._airings.values() if now < a.ends_ms
                for t in a.targets.values() if t.phase == "pending" and t.cmd is not None]
@@ -463,7 +523,7 @@ class Dispatcher:
                     ts.error = MSG_NOT_STARTED
                     self._dirty[ts.id] = ts
         await self.flush()
-        await asyncio.to_thread(self._write_final, due, now, None)
+        await asyncio.to_thread(self._write_final, due, now)
         for a in due:
             self._unregister(a)
         return [a.id for a in due]
@@ -473,14 +533,15 @@ class Dispatcher:
         """Every node has told how it ended: nothing more to wait for."""
         return bool(a.targets) and all(t.phase in TERMINAL_PHASES for t in a.targets.values())
 
-    def _write_final(self, airings: list[ActiveAiring], now: int, status: str | None) -> None:
+    def _write_final(self, airings: list[ActiveAiring], now: int) -> None:
         with self.db.session() as s:
             touched: set[int] = set()
             for a in airings:
                 row = s.get(Airing, a.id)
                 if row is None:
                     continue
-                row.status = status or airing_status(t.phase for t in a.targets.values())
+                row.status = ("cancelled" if a.cancelled
+                              else airing_status(t.phase for t in a.targets.values()))
                 row.finalized_ms = now
                 touched.add(a.broadcast_id)
             s.flush()
@@ -495,6 +556,10 @@ class Dispatcher:
         fresh = [i for i in ids if i not in self._airings]
         if fresh:
             await asyncio.to_thread(self._load_active, fresh)
+        self._ready = True
+        early, self._early = self._early, deque(maxlen=EARLY_EVENTS_MAX)
+        for node_id, event, received_ms in early:
+            self._apply_event(node_id, event, received_ms)
         now = self.clock()
         pending = [t for i in fresh if (a := self._airings.get(i)) and now < a.ends_ms
                    for t in a.targets.values() if t.phase == "pending"]
@@ -528,6 +593,8 @@ class Dispatcher:
                 rows = s.scalars(select(AiringTarget).where(AiringTarget.airing_id == a.id)).all()
                 urls = (self._urls(b, meta, [t.node_id for t in rows])
                         if meta is not None or b.stream_url else {})
+                template = (self._template(b, meta, wire, start_at, active.ends_ms,
+                                           a.dispatched_ms or self.clock()) if urls else None)
                 for t in rows:
                     ts = TargetState(id=t.id, airing_id=a.id, node_id=t.node_id,
                                      cmd_id=t.cmd_id or new_cmd_id(), phase=t.phase,
@@ -535,26 +602,24 @@ class Dispatcher:
                                      finished_at_ms=t.finished_at_ms,
                                      lateness_ms=t.lateness_ms, error=t.error,
                                      events=list(t.events or []))
-                    if t.node_id in urls:
-                        ts.cmd = self._command(b, meta, wire, urls[t.node_id], ts.cmd_id,
-                                               start_at, active.ends_ms,
-                                               a.dispatched_ms or self.clock())
+                    if template is not None:
+                        ts.cmd = self._command(template, urls[t.node_id], ts.cmd_id)
                     active.targets[t.node_id] = ts
                 self._register(active)
 
     # ------------------------------------------------------------------ stop, streams
 
     async def cancel_broadcast(self, broadcast_id: int) -> int:
-        """Stop a cancelled broadcast on every node that has it, and close its airings."""
+        """Stop a cancelled broadcast on every node that has it. Its airings stay followed
+        until the nodes confirm (or the margin passes), so the record shows who had already
+        played what, and are then closed as ``cancelled``."""
         active = [a for a in self._airings.values() if a.broadcast_id == broadcast_id]
         stopped = 0
+        now = self.clock()
         for a in active:
+            a.cancelled = True
+            a.ends_ms = min(a.ends_ms, now)
             stopped += await self._send_stop(a)
-        await self.flush()
-        if active:
-            await asyncio.to_thread(self._write_final, active, self.clock(), "cancelled")
-            for a in active:
-                self._unregister(a)
         return stopped
 
     async def _send_stop(self, a: ActiveAiring) -> int:

@@ -106,10 +106,14 @@ class ControllerService:
 
     def _client(self) -> aiomqtt.Client:
         s = self.settings
-        return use_buffered_reads(aiomqtt.Client(
+        client = use_buffered_reads(aiomqtt.Client(
             s.mqtt_host, s.mqtt_port, identifier=self.client_id, username=s.mqtt_username,
             password=s.mqtt_password, clean_session=False, keepalive=s.keepalive_s,
             queue_type=direct_delivery(self._on_message), max_inflight_messages=100))
+        # A province-wide dispatch has thousands of publishes in flight; aiomqtt warns
+        # above its default of 10.
+        client.pending_calls_threshold = 10_000
+        return client
 
     def _on_message(self, message: aiomqtt.Message) -> None:
         payload = message.payload

@@ -304,9 +304,11 @@ class SimNode:
             log.warning("%s: clean shutdown incomplete: %s", self.node_id, exc)
 
     async def _session(self, client: aiomqtt.Client) -> None:
+        # Subscribe before announcing "online": a command sent the moment the controller
+        # sees the status must find the subscription in place (first connect).
+        await client.subscribe(self._cmd_topic, qos=1)
         status = Status(online=True, fw=self.fw, boot_id=self.boot_id, ts=self.now_ms())
         await client.publish(self._status_topic, encode(status), qos=1, retain=True)
-        await client.subscribe(self._cmd_topic, qos=1)
         self.stats.connects += 1
         self.connected.set()
         while self._outbox:

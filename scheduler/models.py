@@ -17,6 +17,7 @@ from loa.db import Base
 # Workflow of a broadcast (issue: draft -> submitted -> approved -> scheduled -> terminal).
 BROADCAST_STATUSES = ("draft", "submitted", "approved", "scheduled", "aired", "partly_aired",
                       "missed", "cancelled")
+AIRING_STATUSES = ("scheduled", "dispatched", "aired", "partly_aired", "missed", "cancelled")
 # Phase of one node for one airing. "pending" = not yet sent; "sent" = command published.
 TARGET_PHASES = ("pending", "sent", "acked", "fetched", "started", "finished", "preempted",
                  "failed", "never_acked")
@@ -44,6 +45,18 @@ class Broadcast(Base):
     created_by: Mapped[str] = mapped_column(String(64), default="")
     approved_by: Mapped[str | None] = mapped_column(String(64))
     created_ms: Mapped[int] = mapped_column(default=0)
+    # --- added by the scheduler (issue 4); all optional so older rows stay valid.
+    # Airtime of one slot: content duration x repeat + gaps (a stream: its planned length).
+    duration_ms: Mapped[int] = mapped_column(default=0)
+    # Recurrence bounds and exceptions (local dates "YYYY-MM-DD" in Asia/Ho_Chi_Minh).
+    recurrence_until_ms: Mapped[int | None]
+    recurrence_exdates: Mapped[list | None] = mapped_column(JSON)
+    # When it entered the schedule: earlier occurrences of a recurrence are not "missed".
+    scheduled_ms: Mapped[int | None]
+    # A commune's copy of a province bulletin taken from its inbox points at the original.
+    source_broadcast_id: Mapped[int | None] = mapped_column(ForeignKey("broadcast.id"))
+    stream_mount: Mapped[str | None] = mapped_column(String(80))
+    updated_ms: Mapped[int] = mapped_column(default=0)
 
 
 class Airing(Base):
@@ -57,8 +70,17 @@ class Airing(Base):
     duration_ms: Mapped[int] = mapped_column(default=0)
     language: Mapped[str] = mapped_column(String(8), default="vi")
     priority: Mapped[str] = mapped_column(String(10), default="normal")
+    # scheduled -> dispatched -> aired | partly_aired | missed | cancelled
     status: Mapped[str] = mapped_column(String(16), default="scheduled")
     dispatched_ms: Mapped[int | None]
+    # --- added by the scheduler (issue 4).
+    # The start_at actually sent: the slot itself, or a little later when a slot missed while
+    # the controller was down is played late within its grace window. For an emergency
+    # (start_at 0 = "at once" on the wire) the dispatch time, against which lateness counts.
+    start_at_ms: Mapped[int | None]
+    # When the slot's airtime ends (start + duration); targets are judged after this + margin.
+    ends_ms: Mapped[int | None]
+    finalized_ms: Mapped[int | None]
 
 
 class AiringTarget(Base):
@@ -83,3 +105,37 @@ class AiringTarget(Base):
     error: Mapped[str | None] = mapped_column(String(300))
     updated_ms: Mapped[int] = mapped_column(default=0)
     events: Mapped[list | None] = mapped_column(JSON)
+
+
+class SavedGroup(Base):
+    """A named set of targets (communes, villages, nodes) an officer reuses; it is resolved to
+    nodes at dispatch time like any other target, so registry changes apply."""
+
+    __tablename__ = "saved_group"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # None = a province group; else the commune whose officers own it.
+    owner_commune_id: Mapped[int | None] = mapped_column(ForeignKey("commune.id"), index=True)
+    targets: Mapped[dict] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_ms: Mapped[int] = mapped_column(default=0)
+
+
+INBOX_STATES = ("new", "scheduled", "dismissed")
+
+
+class InboxItem(Base):
+    """A province bulletin at *normal* level waiting in one commune's inbox (TT 39/2020): the
+    commune officer decides whether and when to schedule it."""
+
+    __tablename__ = "inbox_item"
+    __table_args__ = (UniqueConstraint("broadcast_id", "commune_id", name="uq_inbox_commune"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    broadcast_id: Mapped[int] = mapped_column(ForeignKey("broadcast.id"), index=True)
+    commune_id: Mapped[int] = mapped_column(ForeignKey("commune.id"), index=True)
+    state: Mapped[str] = mapped_column(String(12), default="new")
+    created_ms: Mapped[int] = mapped_column(default=0)
+    handled_ms: Mapped[int | None]
+    handled_by: Mapped[str | None] = mapped_column(String(64))
+    # The commune's own broadcast made from it, once scheduled.
+    scheduled_broadcast_id: Mapped[int | None] = mapped_column(ForeignKey("broadcast.id"))

@@ -1,0 +1,334 @@
+"""Broadcasts API: compose, approve, schedule, cancel; commune inbox; calendar; proof of play;
+node commands (volume, self-test, stop); saved target groups.
+
+Routes are thin: they turn the logged-in user into a scheduling ``Actor``, call
+``scheduler.service.BroadcastService`` and map its Vietnamese domain errors to 4xx. When the
+API runs beside the controller (demo, one-machine install), ``setup`` starts the dispatcher,
+the APScheduler runtime and the Icecast live server with the app.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+
+from dashboard.context import AppContext
+from dashboard.deps import DbSession, get_ctx
+from dashboard.models import User
+from dashboard.security import audit, current_user, require_role
+from loa.timeutil import ICT, now_ms
+from scheduler.config import SchedulerSettings
+from scheduler.errors import ScheduleError
+from scheduler.recurrence import parse_instant, parse_local_date
+from scheduler.service import BroadcastService
+from scheduler.targets import Actor, check_node_access
+
+log = logging.getLogger("loa.api.broadcasts")
+
+router = APIRouter(prefix="/api/v1", tags=["broadcasts"])
+
+MAX_ID = 2**63 - 1
+
+
+def id_param() -> Any:
+    """A positive database id in the path (a fresh object each time: FastAPI binds a
+    parameter object to the first name it is used for)."""
+    return Path(..., ge=1, le=MAX_ID)
+
+
+HTTP_FOR_KIND = {"invalid": 422, "forbidden": 403, "not_found": 404, "conflict": 409,
+                 "unavailable": 503}
+
+
+class DomainFailure(Exception):
+    def __init__(self, err: ScheduleError) -> None:
+        self.err = err
+
+
+def actor_of(user: User) -> Actor:
+    return Actor(role=user.role, commune_ids=user.scope_commune_ids(), username=user.username)
+
+
+def get_service(ctx: AppContext = Depends(get_ctx)) -> BroadcastService:
+    """The in-process service (with the running scheduler) or, when the API runs on its own,
+    one that only writes rows for the scheduler process to pick up."""
+    svc = ctx.services.get("broadcasts")
+    if svc is None:
+        from scheduler.wiring import default_content
+
+        svc = BroadcastService(ctx.db, SchedulerSettings(),
+                               content=default_content(ctx.settings, ctx.db),
+                               live=ctx.services.get("icecast"))
+        ctx.services["broadcasts"] = svc
+    return svc
+
+
+def _error_response(err: ScheduleError) -> JSONResponse:
+    body: dict[str, Any] = {"detail": err.message}
+    if err.details:
+        body["conflicts" if err.kind == "conflict" else "details"] = err.details
+    return JSONResponse(body, status_code=HTTP_FOR_KIND.get(err.kind, 400))
+
+
+async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a blocking domain call in the thread pool; domain errors become 4xx."""
+    try:
+        return await run_in_threadpool(fn, *args, **kwargs)
+    except ScheduleError as err:
+        raise DomainFailure(err) from None
+
+
+def _audit(request: Request, user: User, action: str, target: Any, status: int,
+           detail: dict | None = None) -> None:
+    ctx: AppContext = request.app.state.ctx
+    with ctx.db.session() as s:
+        audit(s, action, user=user, target=str(target), request=request, status_code=status,
+              detail=detail)
+
+
+# --------------------------------------------------------------------------- broadcasts
+
+
+@router.post("/broadcasts", status_code=201)
+async def create_broadcast(request: Request, payload: Any = Body(..., examples=[{
+        "title": "Thông báo tiêm chủng", "tts_text": "Sáng mai tiêm chủng tại trạm y tế xã.",
+        "targets": {"communes": [1]}, "start_at": "2025-03-01T06:00:00+07:00",
+        "priority": "normal", "volume": 80, "repeat": 2}]),
+        user: User = Depends(current_user), svc: BroadcastService = Depends(get_service)):
+    out = await _call(svc.create, actor_of(user), payload)
+    _audit(request, user, "broadcast.create", out["id"], 201,
+           {"priority": out["priority"], "status": out["status"]})
+    return out
+
+
+@router.get("/broadcasts")
+async def list_broadcasts(status: str | None = Query(None, max_length=16),
+                          limit: int = Query(50, ge=1, le=500),
+                          offset: int = Query(0, ge=0, le=10**9),
+                          user: User = Depends(current_user),
+                          svc: BroadcastService = Depends(get_service)):
+    return await _call(svc.list, actor_of(user), status=status, limit=limit, offset=offset)
+
+
+@router.get("/broadcasts/{broadcast_id}")
+async def get_broadcast(broadcast_id: int = id_param(),
+                        airing_id: int | None = Query(None, ge=1, le=MAX_ID),
+                        user: User = Depends(current_user),
+                        svc: BroadcastService = Depends(get_service)):
+    return await _call(svc.get, actor_of(user), broadcast_id, airing_id)
+
+
+def _transition(name: str):
+    async def route(request: Request, broadcast_id: int = id_param(),
+                    user: User = Depends(current_user),
+                    svc: BroadcastService = Depends(get_service)):
+        out = await _call(getattr(svc, name), actor_of(user), broadcast_id)
+        _audit(request, user, f"broadcast.{name}", broadcast_id, 200, {"status": out["status"]})
+        return out
+    route.__name__ = f"{name}_broadcast"
+    return route
+
+
+router.post("/broadcasts/{broadcast_id}/submit")(_transition("submit"))
+router.post("/broadcasts/{broadcast_id}/approve")(_transition("approve"))
+router.post("/broadcasts/{broadcast_id}/cancel")(_transition("cancel"))
+
+
+# --------------------------------------------------------------------------- inbox
+
+
+@router.get("/inbox")
+async def inbox(state: str | None = Query("new", max_length=12),
+                user: User = Depends(current_user), svc: BroadcastService = Depends(get_service)):
+    items = await _call(svc.inbox, actor_of(user), state or None)
+    return {"items": items, "total": len(items)}
+
+
+@router.post("/inbox/{item_id}/schedule", status_code=201)
+async def schedule_inbox_item(request: Request, item_id: int = id_param(),
+                              payload: Any = Body(None), user: User = Depends(current_user),
+                              svc: BroadcastService = Depends(get_service)):
+    out = await _call(svc.schedule_from_inbox, actor_of(user), item_id, payload)
+    _audit(request, user, "inbox.schedule", item_id, 201, {"broadcast_id": out["id"]})
+    return out
+
+
+@router.post("/inbox/{item_id}/dismiss")
+async def dismiss_inbox_item(item_id: int = id_param(), user: User = Depends(current_user),
+                             svc: BroadcastService = Depends(get_service)):
+    return await _call(svc.dismiss_inbox, actor_of(user), item_id)
+
+
+# --------------------------------------------------------------------------- calendar
+
+
+def _bound(value: str | None, default_ms: int, *, end: bool) -> int:
+    if not value:
+        return default_ms
+    text = value.strip()
+    if len(text) == 10:  # a date: the whole local day
+        d = parse_local_date(text)
+        if end:
+            d += timedelta(days=1)
+        return int(datetime(d.year, d.month, d.day, tzinfo=ICT).timestamp() * 1000)
+    return parse_instant(text)
+
+
+@router.get("/schedule")
+async def schedule(from_: str | None = Query(None, alias="from",
+                                             description="ISO date/time or dd/mm/yyyy"),
+                   to: str | None = Query(None, description="ISO date/time or dd/mm/yyyy"),
+                   user: User = Depends(current_user),
+                   svc: BroadcastService = Depends(get_service)):
+    today = datetime.now(ICT).replace(hour=0, minute=0, second=0, microsecond=0)
+    try:
+        start = _bound(from_, int(today.timestamp() * 1000), end=False)
+        stop = _bound(to, int((today + timedelta(days=7)).timestamp() * 1000), end=True)
+    except ScheduleError as err:
+        raise DomainFailure(err) from None
+    items = await _call(svc.occurrences, actor_of(user), start, stop)
+    return {"from": datetime.fromtimestamp(start / 1000, ICT).isoformat(),
+            "to": datetime.fromtimestamp(stop / 1000, ICT).isoformat(),
+            "items": items, "total": len(items)}
+
+
+# --------------------------------------------------------------------------- groups
+
+
+@router.get("/groups")
+async def list_groups(user: User = Depends(current_user),
+                      svc: BroadcastService = Depends(get_service)):
+    items = await _call(svc.list_groups, actor_of(user))
+    return {"items": items, "total": len(items)}
+
+
+@router.post("/groups", status_code=201)
+async def create_group(payload: Any = Body(...), user: User = Depends(current_user),
+                       svc: BroadcastService = Depends(get_service)):
+    if not isinstance(payload, dict):
+        raise HTTPException(422, "Yêu cầu phải là một đối tượng JSON {name, targets}.")
+    return await _call(svc.create_group, actor_of(user), payload.get("name"),
+                       payload.get("targets"))
+
+
+@router.delete("/groups/{group_id}", status_code=204)
+async def delete_group(group_id: int = id_param(), user: User = Depends(current_user),
+                       svc: BroadcastService = Depends(get_service)):
+    await _call(svc.delete_group, actor_of(user), group_id)
+
+
+# --------------------------------------------------------------------------- node commands
+
+
+def _dispatcher(ctx: AppContext):
+    dispatcher = ctx.services.get("dispatcher")
+    if dispatcher is None:
+        raise HTTPException(503, "Bộ điều khiển không chạy cùng máy chủ web; "
+                                 "không gửi được lệnh tới cụm loa.")
+    return dispatcher
+
+
+async def _node_command(node_id: str, kind: str, request: Request, user: User,
+                        s: Session, **kw: Any) -> dict[str, Any]:
+    ctx: AppContext = request.app.state.ctx
+    try:
+        await run_in_threadpool(check_node_access, s, actor_of(user), node_id)
+    except ScheduleError as err:
+        raise DomainFailure(err) from None
+    dispatcher = _dispatcher(ctx)
+    try:
+        result = await dispatcher.node_command(node_id, kind, **kw)
+    except Exception as exc:  # broker down: a clear 503, not a stack trace
+        log.warning("node command %s to %s failed: %s", kind, node_id, exc)
+        raise HTTPException(503, "Không gửi được lệnh: mất kết nối tới broker MQTT.") from None
+    audit(s, f"node.{kind}", user=user, target=node_id, request=request, status_code=200,
+          detail={k: v for k, v in kw.items() if v is not None})
+    return {"node_id": node_id, "command": kind, **result}
+
+
+@router.post("/nodes/{node_id}/volume")
+async def node_volume(*, node_id: str, request: Request, payload: Any = Body(...),
+                      user: User = Depends(require_role("technician", "province", "commune")),
+                      s: DbSession):
+    level = payload.get("level") if isinstance(payload, dict) else None
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 100:
+        raise HTTPException(422, "Âm lượng («level») phải là số nguyên từ 0 đến 100.")
+    return await _node_command(node_id, "volume", request, user, s, level=level)
+
+
+@router.post("/nodes/{node_id}/selftest")
+async def node_selftest(*, node_id: str, request: Request,
+                        user: User = Depends(require_role("technician", "province", "commune")),
+                        s: DbSession):
+    return await _node_command(node_id, "selftest", request, user, s)
+
+
+@router.post("/nodes/{node_id}/stop")
+async def node_stop(*, node_id: str, request: Request, payload: Any = Body(None),
+                    user: User = Depends(require_role("technician", "province", "commune")),
+                    s: DbSession):
+    broadcast_id = payload.get("broadcast_id") if isinstance(payload, dict) else None
+    if broadcast_id is not None and not isinstance(broadcast_id, str):
+        raise HTTPException(422, "«broadcast_id» phải là chuỗi (mã phát trên cụm loa).")
+    return await _node_command(node_id, "stop", request, user, s, broadcast_id=broadcast_id)
+
+
+# --------------------------------------------------------------------------- live
+
+
+@router.get("/live/server")
+async def live_server(request: Request, user: User = Depends(current_user)):
+    """Whether live broadcasting is available, and which mounts are on air."""
+    live = request.app.state.ctx.services.get("icecast")
+    if live is None or not live.running:
+        reason = "Máy chủ phát trực tiếp (Icecast) chưa chạy."
+        if live is not None and live.executable() is None:
+            from scheduler.live import MSG_MISSING
+            reason = MSG_MISSING
+        return {"available": False, "reason": reason}
+    mounts = await run_in_threadpool(live.live_mounts)
+    return {"available": True, "url": live.base_url, "on_air": sorted(mounts)}
+
+
+# --------------------------------------------------------------------------- app wiring
+
+
+def setup(app: FastAPI) -> None:
+    @app.exception_handler(DomainFailure)
+    async def _domain_failure(_request: Request, exc: DomainFailure) -> JSONResponse:
+        return _error_response(exc.err)
+
+    original = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(a: FastAPI) -> AsyncIterator[object]:
+        async with original(a) as state:
+            ctx: AppContext = a.state.ctx
+            scheduling = None
+            if "controller" in ctx.services and "dispatcher" not in ctx.services:
+                # Nobody attached scheduling to this in-process controller: do it here.
+                from scheduler.wiring import start_scheduling
+
+                scheduling = await start_scheduling(ctx.settings, ctx.db,
+                                                    ctx.services["controller"], start_live=True)
+                ctx.services.update(scheduling.services())
+            try:
+                yield state
+            finally:
+                if scheduling is not None:
+                    await scheduling.stop()
+                    for key in scheduling.services():
+                        ctx.services.pop(key, None)
+
+    app.router.lifespan_context = lifespan
+
+
+__all__ = ["router", "setup", "actor_of", "now_ms"]

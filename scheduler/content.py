@@ -1,0 +1,94 @@
+"""The scheduler's view of the content package: look up audio, synthesise speech, and build
+each node's download URL. Content errors (Vietnamese already) become scheduling errors so the
+API answers them with the right 4xx."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from scheduler.errors import InvalidBroadcast, ScheduleError, Unavailable
+
+
+class ContentMetaLike(Protocol):
+    id: str
+    title: str
+    sha256: str
+    bytes: int
+    duration_ms: int
+    mime: str
+    language: str
+
+
+def _translate(exc: Exception) -> ScheduleError:
+    message = getattr(exc, "message", None) or str(exc)
+    status = getattr(exc, "http_status", 422)
+    if status == 503:
+        return Unavailable(message)
+    return InvalidBroadcast(message)
+
+
+@dataclass
+class ContentGateway:
+    """``store`` is a ``broadcasts.store.ContentStore``; ``synthesize`` defaults to
+    ``broadcasts.service.synthesize_bulletin``."""
+
+    store: Any
+    synthesize_fn: Any = None
+
+    def get(self, content_id: str) -> ContentMetaLike | None:
+        try:
+            from broadcasts.errors import ContentError, ContentNotFound
+        except ModuleNotFoundError:  # pragma: no cover - content package always present
+            ContentError = ContentNotFound = LookupError  # noqa: N806
+        try:
+            meta = self.store.get(content_id)
+        except ContentNotFound:
+            return None
+        except (KeyError, LookupError, FileNotFoundError):
+            return None
+        except ContentError as exc:
+            raise _translate(exc) from None
+        return meta
+
+    def require(self, content_id: str) -> ContentMetaLike:
+        meta = self.get(content_id)
+        if meta is None:
+            raise InvalidBroadcast(f"Không tìm thấy nội dung «{content_id}» trong kho âm thanh.")
+        return meta
+
+    def synthesize(self, text: str, *, title: str, language: str, voice: str | None,
+                   engine: str | None, creator: str) -> ContentMetaLike:
+        fn = self.synthesize_fn
+        if fn is None:
+            from broadcasts.service import synthesize_bulletin as fn
+        try:
+            from broadcasts.errors import ContentError
+        except ModuleNotFoundError:  # pragma: no cover
+            ContentError = RuntimeError  # noqa: N806
+        try:
+            return fn(self.store, text, title=title, language=language, engine=engine,
+                      voice=voice, creator=creator)
+        except ContentError as exc:
+            raise _translate(exc) from None
+
+    def node_url(self, content_id: str, node_id: str, base_url: str) -> str:
+        return self.store.node_url(content_id, node_id, base_url)
+
+    def node_urls(self, content_id: str, node_ids: list[str], base_url: str) -> dict[str, str]:
+        """Every node's download URL. The store's ``node_url`` reads the item each time; for a
+        fleet-wide airing the URL of the first node is used as a template and only the node
+        and its token (an HMAC, no database) change. Falls back to ``node_url`` per node if
+        the template does not look as expected."""
+        if not node_ids:
+            return {}
+        first = node_ids[0]
+        url = self.store.node_url(content_id, first, base_url)
+        token_fn = getattr(self.store, "node_token", None)
+        marker = f"node={quote(first, safe='')}&token="
+        if token_fn is None or marker not in url or not url.endswith(token_fn(content_id, first)):
+            return {n: self.store.node_url(content_id, n, base_url) for n in node_ids}
+        head = url[:url.index(marker)]
+        return {n: f"{head}node={quote(n, safe='')}&token={token_fn(content_id, n)}"
+                for n in node_ids}

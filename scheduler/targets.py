@@ -1,0 +1,239 @@
+"""Who may aim a broadcast where, and which loudspeakers a target means right now.
+
+Targets are stored as the officer chose them (the province, communes, villages, single
+clusters, saved groups) and turned into nodes only when a slot is dispatched, so a village
+that gained a cluster or moved to another commune since scheduling is served as it is today.
+A commune or village merged away by decree is followed to what it was merged into.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controller.registry.models import Commune, Node, Village
+from scheduler.errors import Forbidden, InvalidBroadcast, NotFound
+from scheduler.models import SavedGroup
+
+ROLES = ("province", "technician", "commune")
+TARGET_KEYS = ("province", "communes", "villages", "nodes", "groups")
+MAX_ID = 2**63 - 1  # database integer keys; larger numbers are refused, not overflowed
+MAX_TARGET_ITEMS = 10_000
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The person acting, as far as scheduling cares: a role (province / technician / commune)
+    and the communes they answer for (None = the whole province). Routes build it from the
+    logged-in user, the CLI from its arguments."""
+
+    role: str
+    commune_ids: frozenset[int] | None = None
+    username: str = ""
+
+    @property
+    def is_province(self) -> bool:
+        return self.role == "province"
+
+    @property
+    def whole_province(self) -> bool:
+        return self.is_province or self.commune_ids is None
+
+    def covers_commune(self, commune_id: int | None) -> bool:
+        if self.whole_province:
+            return True
+        return commune_id is not None and commune_id in (self.commune_ids or ())
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTarget:
+    node_id: str
+    village_id: int | None
+    commune_id: int | None
+
+
+def _id_list(raw: Any, key: str, kind: type) -> list:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InvalidBroadcast(f"«targets.{key}» phải là một danh sách.")
+    if len(raw) > MAX_TARGET_ITEMS:
+        raise InvalidBroadcast(f"«targets.{key}» có quá {MAX_TARGET_ITEMS} mục.")
+    out = []
+    for item in raw:
+        if kind is int:
+            if isinstance(item, bool) or not isinstance(item, int | str):
+                raise InvalidBroadcast(f"Mã không hợp lệ trong «targets.{key}»: {item!r}.")
+            try:
+                value = int(item)
+            except ValueError:
+                raise InvalidBroadcast(
+                    f"Mã không hợp lệ trong «targets.{key}»: {item!r}.") from None
+            if not 0 < value <= MAX_ID:
+                raise InvalidBroadcast(f"Mã không hợp lệ trong «targets.{key}»: {item!r}.")
+            out.append(value)
+        else:
+            if not isinstance(item, str) or not item.strip() or len(item) > 64:
+                raise InvalidBroadcast(f"Mã cụm loa không hợp lệ: {item!r}.")
+            out.append(item.strip())
+    return sorted(set(out), key=str)
+
+
+def normalize_targets(raw: Any) -> dict[str, Any]:
+    """Validate the shape of ``targets``; an empty selection is refused."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InvalidBroadcast("«targets» phải là một đối tượng {communes, villages, nodes}.")
+    unknown = sorted(set(raw) - set(TARGET_KEYS))
+    if unknown:
+        raise InvalidBroadcast(f"Loại nơi phát không rõ: {', '.join(unknown)}.")
+    province = raw.get("province", False)
+    if not isinstance(province, bool):
+        raise InvalidBroadcast("«targets.province» phải là true hoặc false.")
+    targets = {
+        "province": province,
+        "communes": _id_list(raw.get("communes"), "communes", int),
+        "villages": _id_list(raw.get("villages"), "villages", int),
+        "nodes": _id_list(raw.get("nodes"), "nodes", str),
+        "groups": _id_list(raw.get("groups"), "groups", int),
+    }
+    if not (province or any(targets[k] for k in TARGET_KEYS[1:])):
+        raise InvalidBroadcast("Chưa chọn nơi phát: hãy chọn ít nhất một xã, thôn hoặc cụm loa.")
+    return targets
+
+
+def _current_commune(session: Session, commune_id: int) -> Commune | None:
+    seen: set[int] = set()
+    commune = session.get(Commune, commune_id)
+    while commune is not None and commune.merged_into_id and commune.id not in seen:
+        seen.add(commune.id)
+        commune = session.get(Commune, commune.merged_into_id)
+    return commune
+
+
+def _current_village(session: Session, village_id: int) -> Village | None:
+    seen: set[int] = set()
+    village = session.get(Village, village_id)
+    while village is not None and village.merged_into_id and village.id not in seen:
+        seen.add(village.id)
+        village = session.get(Village, village.merged_into_id)
+    return village
+
+
+def _node_commune(session: Session, node: Node) -> tuple[int | None, int | None]:
+    if node.village_id is None:
+        return None, None
+    village = session.get(Village, node.village_id)
+    return node.village_id, (village.commune_id if village else None)
+
+
+def check_targets(session: Session, targets: dict[str, Any], actor: Actor) -> None:
+    """Every id must exist, and a commune officer may aim only inside their own communes."""
+    if targets["province"] and not actor.whole_province:
+        raise Forbidden("Chỉ cán bộ cấp tỉnh được phát cho toàn tỉnh.")
+    for cid in targets["communes"]:
+        commune = session.get(Commune, cid)
+        if commune is None:
+            raise InvalidBroadcast(f"Không tìm thấy xã có mã {cid}.")
+        if not actor.covers_commune(cid):
+            raise Forbidden(f"Xã «{commune.name}» không thuộc phạm vi quản lý của bạn.")
+    for vid in targets["villages"]:
+        village = session.get(Village, vid)
+        if village is None:
+            raise InvalidBroadcast(f"Không tìm thấy thôn có mã {vid}.")
+        if not actor.covers_commune(village.commune_id):
+            raise Forbidden(f"Thôn «{village.name}» không thuộc xã bạn quản lý.")
+    for nid in targets["nodes"]:
+        node = session.get(Node, nid)
+        if node is None or node.retired_ms is not None:
+            raise InvalidBroadcast(f"Không tìm thấy cụm loa «{nid}».")
+        _, commune_id = _node_commune(session, node)
+        if not actor.covers_commune(commune_id):
+            raise Forbidden(f"Cụm loa «{nid}» không thuộc xã bạn quản lý.")
+    for gid in targets["groups"]:
+        group = session.get(SavedGroup, gid)
+        if group is None:
+            raise InvalidBroadcast(f"Không tìm thấy nhóm nơi phát có mã {gid}.")
+        if not actor.is_province and not (group.owner_commune_id is not None
+                                          and actor.covers_commune(group.owner_commune_id)):
+            raise Forbidden(f"Nhóm «{group.name}» không thuộc xã bạn quản lý.")
+        inner = normalize_targets(group.targets)
+        if inner["groups"]:
+            raise InvalidBroadcast("Nhóm nơi phát không được chứa nhóm khác.")
+        check_targets(session, inner, actor)
+
+
+def live_nodes(session: Session) -> list[NodeTarget]:
+    """Every registered, not retired cluster with its current village and commune."""
+    rows = session.execute(
+        select(Node.id, Node.village_id, Village.commune_id)
+        .join(Village, Village.id == Node.village_id, isouter=True)
+        .where(Node.retired_ms.is_(None))
+    ).all()
+    return [NodeTarget(r[0], r[1], r[2]) for r in rows]
+
+
+def resolve_nodes(session: Session, targets: dict[str, Any], *,
+                  nodes_now: list[NodeTarget] | None = None) -> list[NodeTarget]:
+    """The clusters a target selection means now, each with its current village and commune.
+
+    ``nodes_now`` lets a caller resolving many selections (conflict checks) load the registry
+    once."""
+    targets = normalize_targets(targets)
+    group_parts = [normalize_targets(g.targets) for gid in targets["groups"]
+                   if (g := session.get(SavedGroup, gid)) is not None]
+    province = targets["province"] or any(g["province"] for g in group_parts)
+    communes: set[int] = set()
+    villages: set[int] = set()
+    nodes: set[str] = set()
+    for part in [targets, *group_parts]:
+        for cid in part["communes"]:
+            if (c := _current_commune(session, cid)) is not None:
+                communes.add(c.id)
+        for vid in part["villages"]:
+            if (v := _current_village(session, vid)) is not None:
+                villages.add(v.id)
+        nodes.update(part["nodes"])
+
+    chosen = [t for t in (nodes_now if nodes_now is not None else live_nodes(session))
+              if province or t.node_id in nodes or t.village_id in villages
+              or (t.commune_id is not None and t.commune_id in communes)]
+    return sorted(chosen, key=lambda t: t.node_id)
+
+
+def target_communes(session: Session, targets: dict[str, Any]) -> set[int]:
+    """The communes a selection touches: whole communes named, and the communes of the villages
+    and clusters named (for inboxes and ownership)."""
+    targets = normalize_targets(targets)
+    if targets["province"]:
+        return set(session.scalars(select(Commune.id).where(Commune.retired_ms.is_(None))))
+    out = {c.id for cid in targets["communes"]
+           if (c := _current_commune(session, cid)) is not None}
+    for vid in targets["villages"]:
+        if (v := _current_village(session, vid)) is not None:
+            out.add(v.commune_id)
+    for gid in targets["groups"]:
+        if (g := session.get(SavedGroup, gid)) is not None:
+            out |= target_communes(session, g.targets)
+    if targets["nodes"]:
+        out |= {t.commune_id for t in resolve_nodes(session, {"nodes": targets["nodes"]})
+                if t.commune_id is not None}
+    return out
+
+
+def node_commune_id(session: Session, node_id: str) -> int | None:
+    return session.scalar(select(Village.commune_id).join(Node, Node.village_id == Village.id)
+                          .where(Node.id == node_id))
+
+
+def check_node_access(session: Session, actor: Actor, node_id: str) -> None:
+    """A node command (volume, self-test, stop) only on a node in the actor's scope."""
+    node = session.get(Node, node_id)
+    if node is None or node.retired_ms is not None:
+        raise NotFound(f"Không tìm thấy cụm loa «{node_id}».")
+    if not actor.covers_commune(node_commune_id(session, node_id)):
+        raise Forbidden(f"Cụm loa «{node_id}» không thuộc phạm vi quản lý của bạn.")

@@ -1,0 +1,129 @@
+"""One call that puts scheduling next to a running controller: dispatcher (listening to the
+ingest), scheduler runtime (APScheduler on the database), workflow service, and optionally the
+Icecast live server. Used by the app's lifespan, the demo and the tests, so all three wire it
+the same way."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from controller.dispatch import Dispatcher
+from loa.db import Database
+from loa.settings import Settings
+from scheduler.config import SchedulerSettings
+from scheduler.content import ContentGateway
+from scheduler.errors import Unavailable
+from scheduler.live import IcecastServer
+from scheduler.runtime import SchedulerRuntime
+from scheduler.service import BroadcastService
+
+log = logging.getLogger("loa.scheduler")
+
+
+def default_content(settings: Settings, db: Database) -> ContentGateway | None:
+    """The content package's store, when it is installed."""
+    try:
+        from broadcasts.store import ContentStore
+    except ModuleNotFoundError:
+        return None
+    return ContentGateway(ContentStore(settings, db))
+
+
+@dataclass
+class Scheduling:
+    dispatcher: Dispatcher
+    runtime: SchedulerRuntime
+    broadcasts: BroadcastService
+    live: IcecastServer | None = None
+    owns_live: bool = False
+    started: bool = False
+
+    def services(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"dispatcher": self.dispatcher, "scheduler": self.runtime,
+                               "broadcasts": self.broadcasts, "scheduling": self}
+        if self.live is not None:
+            out["icecast"] = self.live
+        return out
+
+    async def start(self) -> None:
+        """Start the live server (if we own one), the dispatch loop and the scheduler."""
+        if self.started:
+            return
+        self.started = True
+        if self.live is not None and self.owns_live and not self.live.running:
+            try:
+                await asyncio.to_thread(self.live.start)
+            except Unavailable as exc:
+                # Live broadcasts answer with this reason; everything else works.
+                log.warning("%s", exc.message)
+        self.dispatcher.start()
+        await self.runtime.start()
+
+    async def stop(self) -> None:
+        """Idempotent: the app lifespan and the service loop may both call it."""
+        if not self.started:
+            return
+        self.started = False
+        await self.runtime.stop()
+        await self.dispatcher.stop()
+        if self.live is not None and self.owns_live:
+            await asyncio.to_thread(self.live.stop)
+
+
+def build_scheduling(settings: Settings, db: Database, controller: Any, *,
+                     content: ContentGateway | None = None,
+                     sched: SchedulerSettings | None = None,
+                     live: IcecastServer | None = None, with_live: bool = False,
+                     base_url: str | None = None) -> Scheduling:
+    """Objects only (nothing started): ``controller`` is a ``ControllerService`` whose ingest
+    and command publisher the dispatcher uses. With ``with_live`` an Icecast server in
+    ``data_dir`` is started by ``Scheduling.start`` when icecast2 is installed; a missing
+    icecast2 only disables live broadcasts, with a clear message."""
+    sched = sched or SchedulerSettings()
+    content = content if content is not None else default_content(settings, db)
+    owns_live = False
+    if live is None and with_live:
+        live = IcecastServer(settings.data_dir, host=sched.icecast_host, port=sched.icecast_port,
+                             binary=sched.icecast_binary, public_url=sched.icecast_public_url)
+        owns_live = True
+    dispatcher = Dispatcher(settings, db, controller.commands, content=content, sched=sched,
+                            live=live, base_url=base_url)
+    dispatcher.attach(controller.ingest)
+    runtime = SchedulerRuntime(db, sched, dispatcher)
+    service = BroadcastService(db, sched, content=content, live=live, runtime=runtime)
+    return Scheduling(dispatcher, runtime, service, live, owns_live)
+
+
+async def start_scheduling(settings: Settings, db: Database, controller: Any, *,
+                           content: ContentGateway | None = None,
+                           sched: SchedulerSettings | None = None,
+                           live: IcecastServer | None = None, start_live: bool = False,
+                           base_url: str | None = None) -> Scheduling:
+    """``build_scheduling`` + ``start`` (the controller must be running)."""
+    scheduling = build_scheduling(settings, db, controller, content=content, sched=sched,
+                                  live=live, with_live=start_live, base_url=base_url)
+    await scheduling.start()
+    return scheduling
+
+
+def attach(services: dict[str, Any], settings: Settings, db: Database) -> Scheduling | None:
+    """For ``loa controller`` / ``loa serve`` / ``loa demo``: adds dispatcher, scheduler,
+    broadcast service and live server to the in-process services; they start with the
+    controller (its ``extra_tasks``) and stop with the other services."""
+    controller = services.get("controller")
+    if controller is None or "dispatcher" in services:
+        return None
+    scheduling = build_scheduling(settings, db, controller, with_live=True)
+    services.update(scheduling.services())
+
+    async def _start() -> None:
+        try:
+            await scheduling.start()
+        except Exception:
+            log.exception("Không khởi động được bộ lập lịch phát thanh")
+
+    controller.extra_tasks.append(_start())
+    return scheduling

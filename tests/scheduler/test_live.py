@@ -1,0 +1,71 @@
+"""Live broadcasts: the officer's audio goes through a real Icecast 2 server (Debian's
+icecast2, configured and started by Loa) to simulated nodes that received ``stream``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from scheduler.errors import Unavailable
+from scheduler.live import MSG_MISSING, IcecastServer
+
+
+async def test_live_stream_from_a_source_client_reaches_the_nodes(network, tmp_path):
+    net = network
+    server = IcecastServer(tmp_path / "live")
+    await asyncio.to_thread(server.start)
+    source = None
+    try:
+        net.scheduling.broadcasts.live = server
+        net.scheduling.dispatcher.live = server
+        nodes = ["dc-01", "dc-02"]
+        await net.fleet.start(nodes)
+        await net.online(nodes)
+        out = await asyncio.to_thread(net.service.create, net.officer(), {
+            "title": "Trực tiếp: họp khẩn thôn", "stream": True, "duration_s": 20,
+            "targets": {"villages": [net.ids["Thôn Đồng Tâm"]]}})
+        assert out["status"] == "scheduled"
+        assert out["source_url"].startswith("icecast://source:")
+        assert out["stream_url"].startswith(server.base_url)
+        # The officer goes on air with any Icecast source client; here ffmpeg, 9 s of tone.
+        source = await asyncio.create_subprocess_exec(
+            "ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
+            "sine=frequency=440:duration=9", "-c:a", "libmp3lame", "-b:a", "64k",
+            "-content_type", "audio/mpeg", "-f", "mp3", out["source_url"])
+        airing = await net.wait_final(out["id"], timeout=45)
+        targets = net.targets(airing.id)
+        assert sorted(targets) == nodes
+        for t in targets.values():
+            assert t.started_at_ms is not None, (t.node_id, t.phase, t.error)
+            assert t.phase == "finished"  # the stream ended when the officer went off air
+            assert abs(t.lateness_ms) <= 1_000
+        for n in nodes:  # real MP3 bytes went through Icecast to every node
+            assert net.fleet.node(n).player.stream_bytes_total > 16_000
+        assert airing.status == "aired"
+        assert await source.wait() == 0
+    finally:
+        if source is not None and source.returncode is None:
+            source.kill()
+            with contextlib.suppress(Exception):
+                await source.wait()
+        await asyncio.to_thread(server.stop)
+
+
+def test_missing_icecast_is_a_clear_vietnamese_error(tmp_path, db):
+    from scheduler.config import SchedulerSettings
+    from scheduler.service import BroadcastService
+    from scheduler.targets import Actor
+    from tests.factories import make_registry
+
+    server = IcecastServer(tmp_path, binary="icecast2-khong-co")
+    with pytest.raises(Unavailable) as err:
+        server.start()
+    assert err.value.message == MSG_MISSING and "icecast2" in MSG_MISSING
+    ids = make_registry(db, communes={"Đội Cấn": {"Thôn 1": ["dc-1"]}})
+    svc = BroadcastService(db, SchedulerSettings(), live=server)
+    with pytest.raises(Unavailable) as err:
+        svc.create(Actor("province", None, "so"), {
+            "title": "Trực tiếp", "stream": True, "targets": {"communes": [ids["Đội Cấn"]]}})
+    assert "icecast2" in err.value.message
