@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 00:09:13.816584
+Create Date: 2026-11-22 01:19:34.776182
 """
 
 from __future__ import annotations
@@ -236,7 +236,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("node_transition", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_node_transition_at_ms"), ["at_ms"], unique=False)
-        batch_op.create_index("ix_transition_node_at", ["node_id", "at_ms"], unique=False)
         batch_op.create_index(
             "ix_transition_node_at_available", ["node_id", "at_ms", "available"], unique=False
         )
@@ -847,7 +846,6 @@ def downgrade() -> None:
     op.drop_table("pending_node")
     with op.batch_alter_table("node_transition", schema=None) as batch_op:
         batch_op.drop_index("ix_transition_node_at_available")
-        batch_op.drop_index("ix_transition_node_at")
         batch_op.drop_index(batch_op.f("ix_node_transition_at_ms"))
 
     op.drop_table("node_transition")
