@@ -26,8 +26,12 @@ from tests.factories import make_registry
 NODES = [f"fault-{i:02d}" for i in range(12)]
 
 
+UP = {"online", "degraded"}
+
+
 def all_online(svc: ControllerService, nodes=NODES) -> bool:
-    return all(svc.ingest.fleet.nodes[n].state == "online" for n in nodes)
+    """Every node up (online, or degraded by a simulated weak signal)."""
+    return all(svc.ingest.fleet.nodes[n].state in UP for n in nodes)
 
 
 @pytest.fixture
@@ -73,7 +77,7 @@ async def test_flapping_node_gives_one_transition_per_real_change(broker, settin
     async with Fleet(broker.host, broker.port, heartbeat_s=1, keepalive_s=5) as fleet:
         for _ in range(4):
             await fleet.start([node])
-            await wait_for(lambda: svc.ingest.fleet.nodes[node].state == "online", 10)
+            await wait_for(lambda: svc.ingest.fleet.nodes[node].state in UP, 10)
             await fleet.kill(node)
             await wait_for(lambda: svc.ingest.fleet.nodes[node].state == "offline", 10)
     await svc.stop()
@@ -110,7 +114,8 @@ async def test_controller_kill_9_and_restart_rebuilds_state_without_false_outage
         async with Fleet(mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=1,
                          keepalive_s=5) as fleet:
             await fleet.start(NODES)
-            await wait_for(lambda: set(_live_states(db).values()) == {"online"}
+            # Up = online or degraded (a simulated signal may dip below the threshold).
+            await wait_for(lambda: set(_live_states(db).values()) <= UP
                            and len(_live_states(db)) == len(NODES), 30, step=0.3)
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
@@ -122,7 +127,7 @@ async def test_controller_kill_9_and_restart_rebuilds_state_without_false_outage
                 outages = s.scalar(select(func.count()).select_from(NodeTransition).where(
                     NodeTransition.to_state == "offline", NodeTransition.at_ms >= killed_at))
             assert outages == 0
-            assert set(_live_states(db).values()) == {"online"}
+            assert set(_live_states(db).values()) <= UP
             # And the restarted controller still sees a real outage.
             await fleet.kill(NODES[2])
             await wait_for(lambda: _live_states(db)[NODES[2]] == "offline", 10, step=0.2)
@@ -163,7 +168,7 @@ async def test_database_refusing_writes_keeps_everything_until_it_accepts_again(
             NodeTransition.node_id.in_(NODES[:4]))).all()
     # Each node: online on status, audible on first heartbeat, offline on clean stop.
     assert sorted({t.node_id for t in written}) == NODES[:4]
-    assert all(any(t.to_state == "online" and t.available for t in written if t.node_id == n)
+    assert all(any(t.to_state in UP and t.available for t in written if t.node_id == n)
                for n in NODES[:4])
 
 
@@ -177,7 +182,7 @@ async def test_node_clock_five_minutes_off_is_flagged_not_refused(
     async with Fleet(mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=1,
                      clock_offset_ms=offset_ms) as fleet:
         await fleet.start(NODES[:1])
-        await wait_for(lambda: svc.ingest.fleet.nodes[NODES[0]].state == "online", 10)
+        await wait_for(lambda: svc.ingest.fleet.nodes[NODES[0]].state in UP, 10)
     skew = svc.ingest.fleet.nodes[NODES[0]].clock_skew_ms
     assert abs(skew - offset_ms) < 2_000
     assert svc.ingest.rejected["future_timestamp"] == 0
