@@ -6,12 +6,11 @@ becoming a merge point."""
 
 from __future__ import annotations
 
-import importlib
-
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from dashboard.context import AppContext
+from loa.modules import import_optional
 
 ROUTER_MODULES = (
     "dashboard.routes.health",
@@ -35,12 +34,9 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.state.ctx = ctx
     app.add_exception_handler(OverflowError, _number_too_large)
     for name in ROUTER_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):
-                continue
-            raise
+        module = import_optional(name)
+        if module is None:
+            continue
         app.include_router(module.router)
         setup = getattr(module, "setup", None)
         if setup is not None:

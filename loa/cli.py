@@ -7,8 +7,9 @@ exit 2 with argparse's message; domain errors exit 1 with a Vietnamese message o
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+
+from loa.modules import import_optional
 
 COMMAND_MODULES = (
     "loa.commands",
@@ -31,13 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="loa", description="Loa — điều khiển và giám sát đài truyền thanh IP cấp xã")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):
-                continue
-            raise
-        module.register(sub)
+        module = import_optional(name)
+        if module is not None:
+            module.register(sub)
     return parser
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import signal
@@ -20,17 +19,16 @@ from typing import Any
 
 from loa.broker import BrokerError, EmbeddedBroker
 from loa.db import Database
+from loa.modules import import_optional
 from loa.settings import Settings
 
 log = logging.getLogger("loa")
 
 
 def _optional(module: str, attr: str) -> Any | None:
-    """A hook from a package that may not be installed in this build."""
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ModuleNotFoundError, AttributeError):
-        return None
+    """A hook from a package that may not be part of this build."""
+    found = import_optional(module)
+    return getattr(found, attr, None) if found is not None else None
 
 
 def _settings(args: argparse.Namespace) -> Settings:

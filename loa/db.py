@@ -40,15 +40,11 @@ def import_all_models() -> None:
     """Import every package's models so ``Base.metadata`` knows all tables."""
     import controller.models  # noqa: F401
     import controller.registry.models  # noqa: F401
+    from loa.modules import import_optional
 
     for optional in ("broadcasts.models", "scheduler.models", "dashboard.models",
                      "controller.indicator.models", "controller.alarms"):
-        try:
-            __import__(optional)
-        except ModuleNotFoundError as exc:
-            # A package that has not landed yet is fine; a broken import inside one is not.
-            if not (exc.name and optional.startswith(exc.name)):
-                raise
+        import_optional(optional)
 
 
 class Database:
