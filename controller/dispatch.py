@@ -82,6 +82,9 @@ class TargetState:
     cmd: Any = None
     sends: int = 0
     last_sent_ms: int = 0
+    # Node clock minus controller clock when the command was sent: start_at goes out in the
+    # node's clock, and its playback times come back in it.
+    skew_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -345,9 +348,15 @@ class Dispatcher:
             nonlocal sent
             if ts.cmd is None:
                 return
+            ts.skew_ms = self._clock_skew(ts.node_id)
+            cmd = ts.cmd
+            if ts.skew_ms and getattr(cmd, "start_at", 0):
+                cmd = cmd.model_copy(update={
+                    "start_at": cmd.start_at + ts.skew_ms,
+                    "expires_at": (cmd.expires_at + ts.skew_ms) if cmd.expires_at else None})
             async with sem:
                 try:
-                    await self.commands.send(ts.node_id, ts.cmd)
+                    await self.commands.send(ts.node_id, cmd)
                 except Exception as exc:  # NotConnected, MqttError: retried by housekeeping
                     log.warning("Không gửi được lệnh tới %s: %s", ts.node_id, exc)
                     return
@@ -421,13 +430,14 @@ class Dispatcher:
             record["extra"] = extra
         ts.events.append(record)
         self._dirty[ts.id] = ts
+        at = ev.at - ts.skew_ms  # the node's clock, brought back to the controller's
         if ev.phase == "started":
-            ts.started_at_ms = ev.at
+            ts.started_at_ms = at
             active = self._airings.get(ts.airing_id)
             if active is not None:
-                ts.lateness_ms = ev.at - active.start_at_ms
+                ts.lateness_ms = at - active.start_at_ms
         if ev.phase in ("finished", "preempted"):
-            ts.finished_at_ms = ev.at
+            ts.finished_at_ms = at
         if ev.phase == "failed":
             ts.error = (ev.error or "failed")[:300]
         if ev.phase == "preempted" and ts.error is None:
@@ -453,6 +463,13 @@ class Dispatcher:
             self.stats["resent"] += sent
             log.info("Gửi lại %d lệnh phát cho %s khi trực tuyến trở lại", sent, node_id)
         return sent
+
+    def _clock_skew(self, node_id: str) -> int:
+        """A node's measured clock skew when it is large enough to matter (the ingest flags
+        it above ``clock_skew_warn_ms``), else 0: small offsets are network delay."""
+        rt = self._ingest.fleet.nodes.get(node_id) if self._ingest is not None else None
+        skew = rt.clock_skew_ms if rt is not None and rt.clock_skew_ms is not None else 0
+        return skew if abs(skew) > self.settings.clock_skew_warn_ms else 0
 
     def _is_online(self, node_id: str) -> bool:
         if self._ingest is None:

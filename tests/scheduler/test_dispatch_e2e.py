@@ -185,3 +185,56 @@ async def test_cancelling_a_playing_broadcast_stops_it_on_its_nodes(network):
         last = t.events[-1]
         assert last["phase"] == "finished" and last.get("extra", {}).get("reason") == "stopped"
     assert out["id"] not in net.scheduling.runtime.job_ids()
+
+
+async def test_node_with_a_clock_five_minutes_fast_still_starts_on_time(network):
+    """The controller measures each node's clock skew from its heartbeats and sends
+    ``start_at`` in the node's own clock, so a skewed node starts with the others."""
+    from firmware_sim.fleet import Fleet
+
+    net = network
+    await net.fleet.start(["dc-01"])
+    fast = Fleet(net.broker.host, net.broker.port, heartbeat_s=10, seed=3,
+                 clock_offset_ms=5 * 60_000)
+    try:
+        await fast.start(["dc-02"])
+        await net.online(["dc-01", "dc-02"])
+        await wait_for(lambda: (net.controller.ingest.fleet.nodes["dc-02"].clock_skew_ms or 0)
+                       > 4 * 60_000, 15, "the skew to be measured")
+        out = await asyncio.to_thread(net.service.create, net.officer(), {
+            "title": "Giờ phát thống nhất", "tts_text": SHORT,
+            "targets": {"nodes": ["dc-01", "dc-02"]}, "start_at": iso_in(10)})
+        airing = await net.wait_final(out["id"])
+        targets = net.targets(airing.id)
+        for node_id in ("dc-01", "dc-02"):
+            t = targets[node_id]
+            assert t.phase == "finished", (node_id, t.phase, t.error)
+            assert abs(t.started_at_ms - airing.slot_ms) <= 300, (node_id, t.lateness_ms)
+        # What the fast node itself reported is five minutes ahead.
+        started = next(e for e in targets["dc-02"].events if e.get("phase") == "started")
+        assert started["at"] - airing.slot_ms > 4 * 60_000
+    finally:
+        await fast.stop()
+
+
+async def test_broker_restart_during_a_dispatch_loses_no_broadcast(network):
+    """The broker goes down after the play commands went out and comes back before the
+    slot ends: every node still plays it once and its proof of play reaches the controller."""
+    net = network
+    nodes = ["dc-01", "dc-02", "dc-03"]
+    await net.fleet.start(nodes)
+    await net.online(nodes)
+    out = await asyncio.to_thread(net.service.create, net.officer(), {
+        "title": "Thông báo mất điện", "tts_text": BULLETIN,
+        "targets": {"nodes": nodes}, "start_at": iso_in(8)})
+    airing = (await wait_for(lambda: net.airings(out["id"]), 15, "the slot to be dispatched"))[0]
+    await wait_for(lambda: all(t.phase in ("acked", "fetched") for t in
+                               net.targets(airing.id).values()), 15, "the nodes to ack")
+    await asyncio.to_thread(net.broker.restart)
+    airing = await net.wait_final(out["id"], timeout=60)
+    targets = net.targets(airing.id)
+    for node_id in nodes:
+        t = targets[node_id]
+        assert t.phase == "finished", (node_id, t.phase, t.error)
+        assert started_events(t) == 1
+    assert airing.status == "aired"
