@@ -28,25 +28,33 @@ from controller.registry.models import Node
 _CHUNK = 900
 
 
-def _initial_flags(session: Session, start_ms: int,
-                   node_ids: Sequence[str] | None) -> dict[str, bool]:
-    """The ``available`` flag of each node's last transition before ``start`` (one indexed
-    lookup per node through ``ix_transition_node_at_available``, portable to PostgreSQL)."""
+def _last_transition_value(session: Session, column, before,
+                           node_ids: Sequence[str] | None) -> list:
+    """(node id, ``column`` of that node's last transition matching ``before``) for every
+    node or the given ones: one indexed lookup per node, in chunks of ids."""
     t = NodeTransition
-    last = (select(t.available)
-            .where(t.node_id == Node.id, t.at_ms < start_ms)
+    last = (select(column)
+            .where(t.node_id == Node.id, before)
             .order_by(t.at_ms.desc(), t.id.desc())
             .limit(1)
             .correlate(Node)
             .scalar_subquery())
     stmt = select(Node.id, last)
-    rows: list = []
     if node_ids is None:
-        rows = list(session.execute(stmt))
-    else:
-        ids = list(dict.fromkeys(node_ids))
-        for i in range(0, len(ids), _CHUNK):
-            rows.extend(session.execute(stmt.where(Node.id.in_(ids[i:i + _CHUNK]))))
+        return list(session.execute(stmt))
+    rows: list = []
+    ids = list(dict.fromkeys(node_ids))
+    for i in range(0, len(ids), _CHUNK):
+        rows.extend(session.execute(stmt.where(Node.id.in_(ids[i:i + _CHUNK]))))
+    return rows
+
+
+def _initial_flags(session: Session, start_ms: int,
+                   node_ids: Sequence[str] | None) -> dict[str, bool]:
+    """The ``available`` flag of each node's last transition before ``start`` (one indexed
+    lookup per node through ``ix_transition_node_at_available``, portable to PostgreSQL)."""
+    t = NodeTransition
+    rows = _last_transition_value(session, t.available, t.at_ms < start_ms, node_ids)
     return {node: bool(flag) for node, flag in rows}
 
 
@@ -129,18 +137,5 @@ def states_at(session: Session, at_ms: int,
     """Each node's state at an instant ("unknown" before its first transition), for the
     report's "clusters by state" at the end of a period."""
     t = NodeTransition
-    last = (select(t.to_state)
-            .where(t.node_id == Node.id, t.at_ms <= at_ms)
-            .order_by(t.at_ms.desc(), t.id.desc())
-            .limit(1)
-            .correlate(Node)
-            .scalar_subquery())
-    stmt = select(Node.id, last)
-    rows: list = []
-    if node_ids is None:
-        rows = list(session.execute(stmt))
-    else:
-        ids = list(dict.fromkeys(node_ids))
-        for i in range(0, len(ids), _CHUNK):
-            rows.extend(session.execute(stmt.where(Node.id.in_(ids[i:i + _CHUNK]))))
+    rows = _last_transition_value(session, t.to_state, t.at_ms <= at_ms, node_ids)
     return {node: state or "unknown" for node, state in rows}
