@@ -282,10 +282,3 @@ class Ingest:
                 log.error("Không ghi được dữ liệu đo (sẽ thử lại): %s", self.writer.last_error)
                 self.batch.merge_older(batch)
                 return False
-
-    def counts(self) -> dict[str, int]:
-        out = {s.value: 0 for s in NodeState}
-        for rt in self.fleet.nodes.values():
-            out[rt.state.value] += 1
-        out["total"] = len(self.fleet.nodes)
-        return out

@@ -99,8 +99,9 @@ def _mosquitto_user(data_dir: Path) -> str | None:
     return None
 
 
-def _wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout_s: float,
-                   log_path: Path) -> None:
+def wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout_s: float,
+                  log_path: Path) -> None:
+    """Until ``port`` accepts TCP; a broker that exits first fails with its log."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -170,7 +171,7 @@ class EmbeddedBroker:
         with open(self.log_path, "ab") as log_file:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log_file,
                                          start_new_session=True)
-        _wait_for_port(self.host, self.port, self.proc, timeout_s, self.log_path)
+        wait_for_port(self.host, self.port, self.proc, timeout_s, self.log_path)
         return self
 
     def stop(self) -> None:

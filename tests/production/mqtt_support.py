@@ -9,17 +9,13 @@ production.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import queue
 import shutil
-import socket
 import ssl
-import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,19 +57,6 @@ def hand_to_broker(config_dir: Path, data_dir: Path, *extra: Path) -> None:
     chown_broker_files(config_dir, f"{owner[0]}:{owner[1]}")
     for path in (data_dir, *extra):
         os.chown(path, *owner)
-
-
-def wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout_s: float = 15) -> None:
-    """Until ``port`` accepts TCP, failing with the broker's output if it exits first."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            raise RuntimeError(f"mosquitto exited ({proc.returncode}): {out}")
-        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"mosquitto did not open {host}:{port}")
 
 
 def logins(result: ProvisionResult) -> dict[str, str]:

@@ -34,7 +34,7 @@ from controller.provision import (
 )
 from controller.registry.models import Node
 from controller.service import ControllerService
-from loa.broker import EmbeddedBroker, free_port
+from loa.broker import EmbeddedBroker, free_port, wait_for_port
 from loa.cli import main as loa_main
 from loa.protocol import SelftestCmd, decode_command
 from loa.timeutil import now_ms
@@ -45,7 +45,6 @@ from tests.production.mqtt_support import (
     broker_dir,
     hand_to_broker,
     logins,
-    wait_for_port,
 )
 
 ROOT = "loa/v1/nodes"
@@ -320,12 +319,14 @@ def test_generated_mosquitto_conf_with_tls_listener_and_python_hashes(db):
         assert result.hasher.startswith("Python")
         certs.chmod(0o711)
         hand_to_broker(config_dir, data_dir, cert, key)
-        proc = subprocess.Popen(["mosquitto", "-c", str(config_dir / "mosquitto.conf")],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        log_path = data_dir / "mosquitto.log"
+        with open(log_path, "ab") as log_file:
+            proc = subprocess.Popen(["mosquitto", "-c", str(config_dir / "mosquitto.conf")],
+                                    stdout=log_file, stderr=subprocess.STDOUT)
         clients: list[Mqtt] = []
         try:
-            wait_for_port("127.0.0.1", tls_port, proc)
-            wait_for_port("127.0.0.1", plain_port, proc)
+            wait_for_port("127.0.0.1", tls_port, proc, 15, log_path)
+            wait_for_port("127.0.0.1", plain_port, proc, 15, log_path)
             pw = logins(result)
 
             def client(user, port, **kw) -> Mqtt:
