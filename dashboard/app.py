@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from dashboard.context import AppContext
+from loa.errors import DomainError
 from loa.modules import import_optional
 
 ROUTER_MODULES = (
@@ -33,6 +34,7 @@ def create_app(ctx: AppContext) -> FastAPI:
                   description="Điều khiển và giám sát hệ thống đài truyền thanh IP cấp xã")
     app.state.ctx = ctx
     app.add_exception_handler(OverflowError, _number_too_large)
+    app.add_exception_handler(DomainError, _domain_error)
     for name in ROUTER_MODULES:
         module = import_optional(name)
         if module is None:
@@ -47,3 +49,9 @@ def create_app(ctx: AppContext) -> FastAPI:
 async def _number_too_large(_request: Request, _exc: Exception) -> JSONResponse:
     """An id or number beyond 64 bits can name nothing stored: say so instead of a 500."""
     return JSONResponse({"detail": "Giá trị số quá lớn (vượt quá 64 bit)"}, status_code=422)
+
+
+async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
+    """A refusal of the registry or the indicator: its status and Vietnamese message."""
+    assert isinstance(exc, DomainError)
+    return JSONResponse({"detail": exc.message, **exc.extra()}, status_code=exc.status)

@@ -4,13 +4,11 @@
 
 from __future__ import annotations
 
+from loa.errors import DomainError
 
-class IndicatorError(Exception):
-    status = 400
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+class IndicatorError(DomainError):
+    pass
 
 
 class PeriodError(IndicatorError):

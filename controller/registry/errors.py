@@ -7,15 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from loa.errors import DomainError
 
-class RegistryError(Exception):
+
+class RegistryError(DomainError):
     """Base class: a request the registry refuses. ``status`` is the HTTP code routes use."""
-
-    status = 400
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class NotFoundError(RegistryError):
@@ -50,3 +46,6 @@ class ImportFailed(InvalidInputError):
     def __init__(self, issues: list[ImportIssue]) -> None:
         self.issues = sorted(issues, key=lambda i: (i.line, i.field))
         super().__init__(f"Tệp nhập có {len(self.issues)} lỗi; chưa ghi gì vào sổ đăng ký.")
+
+    def extra(self) -> dict[str, object]:
+        return {"errors": [issue.as_dict() for issue in self.issues]}

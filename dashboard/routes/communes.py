@@ -9,11 +9,9 @@ from controller.registry import queries
 from controller.registry.schemas import CommuneDetail, CommunePage
 from dashboard.deps import DbSession
 from dashboard.models import User
-from dashboard.routes.registry import install_error_handler
 from dashboard.security import current_user, require_commune_access, scope_commune_ids
 
 router = APIRouter(prefix="/api/v1", tags=["communes"])
-setup = install_error_handler
 
 
 @router.get("/communes", response_model=CommunePage)

@@ -13,11 +13,11 @@ import json
 from datetime import date
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from controller.indicator.errors import IndicatorError, InvalidInputError, PeriodError
+from controller.indicator.errors import InvalidInputError, PeriodError
 from controller.indicator.evaluate import evaluate, evaluation_as_dict
 from controller.indicator.periods import Period, parse_day, parse_period
 from controller.indicator.reports import MEDIA_TYPES, build_report, render
@@ -42,13 +42,6 @@ SETTINGS_FIELDS = {"availability_threshold": "availability", "aired_threshold": 
 ATTESTATION_FIELDS = {"inspector", "valid_until", "attested_on", "note", "station_kind"}
 
 
-async def _on_indicator_error(_request: Request, exc: IndicatorError) -> JSONResponse:
-    return JSONResponse({"detail": exc.message}, status_code=exc.status)
-
-
-def setup(app: FastAPI) -> None:
-    if IndicatorError not in app.exception_handlers:
-        app.add_exception_handler(IndicatorError, _on_indicator_error)
 
 
 def _period(s: Session, text: str | None, at_ms: int) -> Period:

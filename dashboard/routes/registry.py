@@ -1,15 +1,15 @@
 """Registry API: search, pending clusters and their approval, import and export.
 
 Thin: parse the request, call ``controller.registry``, let the registry's domain errors
-become 4xx answers with their Vietnamese message (``install_error_handler``)."""
+become 4xx answers with their Vietnamese message (``dashboard.app``'s domain-error handler)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, FastAPI, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from controller.registry import importer, queries, service
-from controller.registry.errors import ImportFailed, InvalidInputError, RegistryError
+from controller.registry.errors import InvalidInputError
 from controller.registry.formats import MAX_FILE_BYTES, decode_bytes, detect_format
 from controller.registry.schemas import ApproveRequest, PendingNodeOut, SearchResult
 from dashboard.deps import DbSession
@@ -28,26 +28,6 @@ router = APIRouter(prefix="/api/v1", tags=["registry"])
 MEDIA_TYPES = {"yaml": "application/yaml; charset=utf-8", "csv": "text/csv; charset=utf-8"}
 
 
-def registry_error_response(exc: RegistryError) -> JSONResponse:
-    body: dict[str, object] = {"detail": exc.message}
-    if isinstance(exc, ImportFailed):
-        body["errors"] = [issue.as_dict() for issue in exc.issues]
-    return JSONResponse(status_code=exc.status, content=body)
-
-
-async def _on_registry_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RegistryError)
-    return registry_error_response(exc)
-
-
-def install_error_handler(app: FastAPI) -> None:
-    """Domain errors -> 404/409/422 with Vietnamese ``detail`` (import errors also get
-    ``errors``: one entry per bad line). Idempotent: both registry routers call it."""
-    if RegistryError not in app.exception_handlers:
-        app.add_exception_handler(RegistryError, _on_registry_error)
-
-
-setup = install_error_handler
 
 
 @router.get("/search", response_model=SearchResult)
