@@ -254,12 +254,16 @@ class AlarmService:
 
 def attach(services: dict, settings: object, db: Database) -> None:
     """Wire the alarm engine into an in-process controller (``loa.commands`` calls this for
-    ``loa controller``, ``loa serve`` and ``loa demo``): it runs as one of the controller's
-    tasks, so exactly one engine runs per controller process and stops with it."""
+    ``loa controller``, ``loa serve`` and ``loa demo``): it runs while the controller leads,
+    so exactly one engine runs per fleet and stops with its controller."""
     if "alarms" in services:
         return
     service = AlarmService.from_settings(db, settings)
     services["alarms"] = service
     controller = services.get("controller")
     if controller is not None:
-        controller.extra_tasks.append(service.run())
+        # One engine per fleet, on the leading controller: two would raise every alarm twice.
+        async def _start() -> None:
+            service.start()
+
+        controller.add_leader_role("cảnh báo", _start, service.stop)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -31,17 +32,20 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from controller.commands import CommandPublisher, new_cmd_id
+from controller.models import NodeEventLog
 from loa.db import Database
 from loa.protocol import (
     CmdAck,
     FaultEvent,
     PlaybackEvent,
     PlayCmd,
+    Rejection,
     SelftestCmd,
     SelftestEvent,
     StopCmd,
     StreamCmd,
     VolumeCmd,
+    decode_event,
 )
 from loa.settings import Settings
 from loa.timeutil import now_ms
@@ -164,6 +168,15 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         await self.flush()
+
+    def forget(self) -> None:
+        """Drop the airings held in memory: another controller leads now, and when this one
+        leads again ``recover`` reloads what is still running from the database."""
+        self._airings.clear()
+        self._by_cmd.clear()
+        self._by_wire.clear()
+        self._ready = False
+        self._early.clear()
 
     async def run(self) -> None:
         """Flush often; judge ended airings and close streams at the housekeeping pace."""
@@ -411,8 +424,10 @@ class Dispatcher:
         self.stats["events"] += 1
 
     def _apply_ack(self, ts: TargetState, ack: CmdAck, rx: int) -> None:
-        ts.events.append({"type": "cmd_ack", "ok": ack.ok, "error": ack.error, "ts": ack.ts,
-                          "rx": rx})
+        record = {"type": "cmd_ack", "ok": ack.ok, "error": ack.error, "ts": ack.ts, "rx": rx}
+        if record in ts.events:  # replayed from the database after a takeover: known
+            return
+        ts.events.append(record)
         if ack.ok:
             if PHASE_RANK[ts.phase] < PHASE_RANK["acked"]:
                 ts.phase = "acked"
@@ -428,6 +443,8 @@ class Dispatcher:
             v, str | int | float | bool)}
         if extra:
             record["extra"] = extra
+        if record in ts.events:  # replayed from the database after a takeover: known
+            return
         ts.events.append(record)
         self._dirty[ts.id] = ts
         at = ev.at - ts.skew_ms  # the node's clock, brought back to the controller's
@@ -573,6 +590,10 @@ class Dispatcher:
         fresh = [i for i in ids if i not in self._airings]
         if fresh:
             await asyncio.to_thread(self._load_active, fresh)
+        if fresh:
+            for node_id, event, received_ms in await asyncio.to_thread(
+                    self._stored_events, fresh):
+                self._apply_event(node_id, event, received_ms)
         self._ready = True
         early, self._early = self._early, deque(maxlen=EARLY_EVENTS_MAX)
         for node_id, event, received_ms in early:
@@ -582,6 +603,33 @@ class Dispatcher:
                    for t in a.targets.values() if t.phase == "pending"]
         await self._publish(pending)
         return len(fresh)
+
+    def _stored_events(self, airing_ids: list[int]) -> list[tuple[str, Any, int]]:
+        """Acks and playback events the ingest stored for these airings' nodes since they
+        were dispatched. With several controllers, what nodes said while no controller led
+        was stored by whichever took it; the new leader completes proof of play from here.
+        Applying one twice changes nothing (``_apply_ack`` / ``_apply_playback``)."""
+        airings = [a for i in airing_ids if (a := self._airings.get(i)) is not None]
+        if not airings:
+            return []
+        nodes = sorted({n for a in airings for n in a.targets})
+        with self.db.session() as s:
+            since = min(s.scalar(select(Airing.dispatched_ms).where(Airing.id == a.id)) or 0
+                        for a in airings)
+            rows = []
+            for i in range(0, len(nodes), 900):  # SQLite's bound-parameter limit
+                rows += s.execute(select(NodeEventLog.node_id, NodeEventLog.at_ms,
+                                         NodeEventLog.payload)
+                                  .where(NodeEventLog.node_id.in_(nodes[i:i + 900]),
+                                         NodeEventLog.at_ms >= since,
+                                         NodeEventLog.type.in_(("cmd_ack", "playback")))).all()
+        out = []
+        for node_id, at_ms, payload in sorted(rows, key=lambda r: r[1]):
+            try:
+                out.append((node_id, decode_event(json.dumps(payload).encode()), at_ms))
+            except Rejection:  # not a valid event (stored by an older version): skip it
+                continue
+        return out
 
     def _unfinished_airings(self) -> list[int]:
         with self.db.session() as s:

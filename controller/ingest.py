@@ -17,7 +17,9 @@ from typing import Any
 from sqlalchemy import select
 
 from controller.fleet_state import FleetState, NodeRuntime, Transition
+from controller.models import NodeLive
 from controller.registry.models import Node
+from controller.stats import LagHistogram
 from controller.telemetry_writer import (
     MAX_BACKLOG_SAMPLES,
     Batch,
@@ -69,6 +71,11 @@ class Ingest:
         self._dirty: set[str] = set()
         self.unknown_seen = False
         self._flush_lock = asyncio.Lock()
+        # Processing time minus the heartbeat's own ``ts``: how far behind the fleet we are.
+        self.heartbeat_lag = LagHistogram()
+        # Which nodes this process keeps state for: all of them, unless several controllers
+        # share the fleet (controller.cluster), where each sweeps only the nodes it owns.
+        self.owns: Callable[[str], bool] = lambda _node_id: True
 
     # ------------------------------------------------------------------ listeners
 
@@ -99,25 +106,54 @@ class Ingest:
                 rt = NodeRuntime(node_id=node_id, heartbeat_s=hb_s or self.settings.heartbeat_s)
                 stored = live.get(node_id)
                 if stored is not None:
-                    rt.state = NodeState(stored.state)
-                    rt.available = stored.available
-                    rt.since_ms = stored.since_ms
-                    rt.boot_id, rt.fw = stored.boot_id, stored.fw
-                    if stored.heartbeat:
-                        try:
-                            rt.heartbeat = Heartbeat.model_validate(stored.heartbeat)
-                        except ValueError:
-                            rt.heartbeat = None
-                    if rt.state in (NodeState.ONLINE, NodeState.DEGRADED):
-                        # Restarted controller: give the node 3 x heartbeat_s to be heard
-                        # again instead of inventing an outage or trusting it forever.
-                        rt.last_heard_ms = now
-                        rt.last_heartbeat_ms = stored.last_heartbeat_ms
+                    self._restore(rt, stored, now)
                 self.fleet.nodes[node_id] = rt
             else:
                 rt.heartbeat_s = hb_s or self.settings.heartbeat_s
         for gone in set(self.fleet.nodes) - registered:
             del self.fleet.nodes[gone]
+
+    @staticmethod
+    def _restore(rt: NodeRuntime, stored: NodeLive, now: int) -> None:
+        """Take a node's last stored state (a restart, or a node handed over by another
+        controller) without inventing a transition."""
+        rt.state = NodeState(stored.state)
+        rt.available = stored.available
+        rt.since_ms = stored.since_ms
+        rt.boot_id, rt.fw = stored.boot_id, stored.fw
+        rt.clock_skew_ms = stored.clock_skew_ms
+        if stored.heartbeat:
+            try:
+                rt.heartbeat = Heartbeat.model_validate(stored.heartbeat)
+            except ValueError:
+                rt.heartbeat = None
+        if rt.state in (NodeState.ONLINE, NodeState.DEGRADED):
+            # Give the node 3 x heartbeat_s to be heard again instead of inventing an outage
+            # or trusting it forever.
+            rt.last_heard_ms = now
+            rt.last_heartbeat_ms = stored.last_heartbeat_ms
+
+    def adopt(self, stored: dict[str, NodeLive], now: int | None = None) -> int:
+        """Nodes this controller has just come to own: take their state as their previous
+        owner last wrote it, unless we have heard from them since. Returns how many."""
+        now = now if now is not None else now_ms()
+        taken = 0
+        for node_id, row in stored.items():
+            rt = self.fleet.nodes.get(node_id)
+            if rt is None or (rt.last_heartbeat_ms or 0) > (row.last_heartbeat_ms or 0):
+                continue
+            self._restore(rt, row, now)
+            rt.status_online = row.status_online if rt.state != NodeState.UNKNOWN else None
+            taken += 1
+        return taken
+
+    def mirror(self, rows: list[tuple[str, str, bool, int | None]]) -> None:
+        """State of nodes another controller owns, as it last wrote it (node, state,
+        available, clock skew): what the scheduler needs to know about every node."""
+        for node_id, state, available, skew in rows:
+            rt = self.fleet.nodes.get(node_id)
+            if rt is not None and not self.owns(node_id):
+                rt.state, rt.available, rt.clock_skew_ms = NodeState(state), available, skew
 
     # ------------------------------------------------------------------ messages
 
@@ -157,6 +193,7 @@ class Ingest:
             raise Rejection("future_timestamp",
                             f"ts is {skew // 1000} s ahead of the controller clock")
         rt.clock_skew_ms = skew
+        self.heartbeat_lag.observe(now - hb.ts)
         rt.heartbeat = hb
         rt.last_heard_ms = rt.last_heartbeat_ms = now
         if rt.status_online is None:
@@ -250,8 +287,9 @@ class Ingest:
         """Turn silent nodes offline (no heartbeat for 3 x heartbeat_s). Returns how many."""
         now = now if now is not None else now_ms()
         changed = 0
+        owns = self.owns
         for rt in self.fleet.nodes.values():
-            if rt.state in (NodeState.ONLINE, NodeState.DEGRADED):
+            if rt.state in (NodeState.ONLINE, NodeState.DEGRADED) and owns(rt.node_id):
                 tr = self.fleet.apply(rt, now, "heartbeat_timeout")
                 if tr is not None:
                     self._record(tr)

@@ -81,3 +81,18 @@ class RejectedCount(Base):
     count: Mapped[int] = mapped_column(default=0)
     last_detail: Mapped[str] = mapped_column(String(300), default="")
     last_ms: Mapped[int] = mapped_column(default=0)
+
+
+class ControllerLease(Base):
+    """Who holds a fleet-wide role (the scheduler) among several controllers, until when.
+
+    A row, not a PostgreSQL advisory lock, so the same rule holds on SQLite and PostgreSQL
+    and an operator can see the holder with one SELECT; ``term`` grows at every takeover so
+    logs tell the leaders apart."""
+
+    __tablename__ = "controller_lease"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_ms: Mapped[int]
+    acquired_ms: Mapped[int]
+    term: Mapped[int] = mapped_column(default=1)

@@ -162,9 +162,12 @@ def acl_text(topic_root: str, controller_user: str) -> str:
 # anything not granted here is refused.
 
 # The controller reads every node's uplink and is the only client that publishes commands.
+# Several controllers also announce themselves and hand each other messages under
+# {root}/controllers/ (docs/protocol.md, "Controller cluster topics").
 user {controller_user}
 topic read {root}/#
 topic write {root}/nodes/+/cmd
+topic write {root}/controllers/#
 
 # Every node (MQTT username = node id): its own status, heartbeat and events, and only
 # its own command topic.
@@ -182,7 +185,8 @@ def emqx_acl_text(topic_root: str, controller_user: str) -> str:
 %% `loa nodes provision`. Same rules as the Mosquitto `acl` file. Set
 %% `authorization.no_match = deny` so that anything not granted here is refused.
 {{allow, {{username, "{controller_user}"}}, subscribe, ["{root}/#"]}}.
-{{allow, {{username, "{controller_user}"}}, publish, ["{root}/nodes/+/cmd"]}}.
+{{allow, {{username, "{controller_user}"}}, publish, ["{root}/nodes/+/cmd",
+                                                       "{root}/controllers/#"]}}.
 {{deny, {{username, "{controller_user}"}}, all, ["#"]}}.
 {{allow, all, publish, ["{root}/nodes/${{username}}/status",
                       "{root}/nodes/${{username}}/heartbeat",

@@ -10,6 +10,7 @@ when the backlog grows past its bound.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +142,19 @@ class TelemetryWriter:
             row.last_channel = p.channel
             row.last_payload = p.payload[:2000]
 
-    def load_live(self) -> dict[str, NodeLive]:
+    def load_live(self, node_ids: Collection[str] | None = None) -> dict[str, NodeLive]:
+        """Stored live rows, of every node or of the ones asked for."""
         with self.db.session() as s:
-            return {r.node_id: r for r in s.scalars(select(NodeLive))}
+            if node_ids is None:
+                return {r.node_id: r for r in s.scalars(select(NodeLive))}
+            ids, out = list(node_ids), {}
+            for i in range(0, len(ids), 900):  # SQLite's bound-parameter limit
+                out.update((r.node_id, r) for r in s.scalars(
+                    select(NodeLive).where(NodeLive.node_id.in_(ids[i:i + 900]))))
+            return out
+
+    def load_states(self) -> list[tuple[str, str, bool, int | None]]:
+        """(node, state, available, clock skew) of every node: cheap, no heartbeat documents."""
+        with self.db.session() as s:
+            return [tuple(r) for r in s.execute(select(
+                NodeLive.node_id, NodeLive.state, NodeLive.available, NodeLive.clock_skew_ms))]

@@ -53,10 +53,12 @@ class Topics:
         return self.node(node_id, Channel.CMD)
 
     def uplink_filters(self, share_group: str = "") -> list[str]:
-        """Subscriptions the controller needs; ``$share/group/`` splits them across controllers."""
+        """Subscriptions the controller needs; ``$share/group/`` splits heartbeats and events
+        across controllers. Statuses stay plain: they are retained, and a broker never
+        delivers retained messages to a shared subscription."""
         prefix = f"$share/{share_group}/" if share_group else ""
-        return [f"{prefix}{self.root}/nodes/+/{c}" for c in
-                (Channel.STATUS, Channel.HEARTBEAT, Channel.EVENTS)]
+        return [f"{self.root}/nodes/+/{Channel.STATUS}",
+                *(f"{prefix}{self.root}/nodes/+/{c}" for c in (Channel.HEARTBEAT, Channel.EVENTS))]
 
     def parse(self, topic: str) -> tuple[str, Channel] | None:
         """``loa/v1/nodes/{id}/{channel}`` -> (id, channel); None when it is not a node topic."""

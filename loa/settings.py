@@ -22,8 +22,21 @@ class Settings(BaseSettings):
     mqtt_password: str | None = None
     topic_root: str = "loa/v1"
     controller_client_id: str = "loa-controller"
-    # `$share/<group>/` prefix for several controllers splitting ingest; empty = plain.
+    # Several controllers (controller.cluster): a non-empty group splits ingest through
+    # `$share/<group>/` subscriptions; every controller then needs its own client id. Empty =
+    # one controller, which does everything itself.
     shared_subscription_group: str = ""
+    # Controllers announce themselves this often; one silent for 3 x this is taken as gone.
+    controller_presence_s: float = Field(default=5.0, gt=0)
+    # The scheduler runs on the holder of a database lease of this length, renewed (and
+    # tried for by the others) every leader_renew_s: a dead leader is replaced within
+    # leader_lease_s + leader_renew_s.
+    leader_lease_s: float = Field(default=15.0, gt=0)
+    leader_renew_s: float = Field(default=3.0, gt=0)
+    # A JSON snapshot of the controller's figures (ingest lag, messages, leadership),
+    # rewritten every controller_stats_interval_s; empty = none.
+    controller_stats_file: str = ""
+    controller_stats_interval_s: float = Field(default=5.0, gt=0)
 
     http_host: str = "127.0.0.1"
     http_port: int = 8080

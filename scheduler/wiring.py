@@ -69,6 +69,7 @@ class Scheduling:
         self.started = False
         await self.runtime.stop()
         await self.dispatcher.stop()
+        self.dispatcher.forget()
         if self.live is not None and self.owns_live:
             await asyncio.to_thread(self.live.stop)
 
@@ -112,7 +113,7 @@ async def start_scheduling(settings: Settings, db: Database, controller: Any, *,
 def attach(services: dict[str, Any], settings: Settings, db: Database) -> Scheduling | None:
     """For ``loa controller`` / ``loa serve`` / ``loa demo``: adds dispatcher, scheduler,
     broadcast service and live server to the in-process services; they start with the
-    controller (its ``extra_tasks``) and stop with the other services."""
+    controller while it leads (``add_leader_role``) and stop with the other services."""
     controller = services.get("controller")
     if controller is None or "dispatcher" in services:
         return None
@@ -125,5 +126,7 @@ def attach(services: dict[str, Any], settings: Settings, db: Database) -> Schedu
         except Exception:
             log.exception("Không khởi động được bộ lập lịch phát thanh")
 
-    controller.extra_tasks.append(_start())
+    # Exactly one scheduler per fleet: it runs on the controller that leads (the only one
+    # when a controller runs alone).
+    controller.add_leader_role("bộ lập lịch phát thanh", _start, scheduling.stop)
     return scheduling

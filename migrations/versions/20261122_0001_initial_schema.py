@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 01:19:34.776182
+Create Date: 2026-11-22 02:21:34.950698
 """
 
 from __future__ import annotations
@@ -102,6 +102,19 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_content_sha256"), ["sha256"], unique=False)
         batch_op.create_index(batch_op.f("ix_content_title_folded"), ["title_folded"], unique=False)
 
+    op.create_table(
+        "controller_lease",
+        sa.Column("name", sa.String(length=32), nullable=False),
+        sa.Column("holder", sa.String(length=128), nullable=False),
+        sa.Column(
+            "expires_ms", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column(
+            "acquired_ms", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("term", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.PrimaryKeyConstraint("name"),
+    )
     op.create_table(
         "heartbeat_sample",
         sa.Column(
@@ -870,6 +883,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_hb_sample_node_at")
 
     op.drop_table("heartbeat_sample")
+    op.drop_table("controller_lease")
     with op.batch_alter_table("content", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_content_title_folded"))
         batch_op.drop_index(batch_op.f("ix_content_sha256"))

@@ -143,7 +143,7 @@ def test_alarm_api_scope_and_ack(stack):
         assert page["open"] == 2 and page["open_unacked"] == 1
 
 
-async def test_attach_runs_the_engine_as_a_controller_task(db, settings):
+async def test_attach_runs_the_engine_while_the_controller_leads(db, settings):
     import asyncio
 
     from controller.alarms import AlarmService, attach
@@ -154,18 +154,19 @@ async def test_attach_runs_the_engine_as_a_controller_task(db, settings):
     services = {"controller": controller}
     attach(services, settings, db)
     assert isinstance(services["alarms"], AlarmService)
-    assert len(controller.extra_tasks) == 1
+    assert [r.name for r in controller.leader_roles] == ["cảnh báo"]
     attach(services, settings, db)  # idempotent
-    assert len(controller.extra_tasks) == 1
+    assert len(controller.leader_roles) == 1
     services["alarms"].engine.raise_after_ms = 0
     services["alarms"].interval_s = 0.05
     set_live(db, "n1", "offline", T0)
-    task = asyncio.create_task(controller.extra_tasks.pop())
+    role = controller.leader_roles[0]
+    await role.start()
     try:
         for _ in range(100):
             if alarms(db):
                 break
             await asyncio.sleep(0.05)
     finally:
-        task.cancel()
+        await role.stop()
     assert [a.kind for a in alarms(db)] == ["offline"]
