@@ -47,6 +47,7 @@ class NodeRuntime:
     clock_skew_ms: int | None = None
     last_sample_ms: int = 0
     offline_cause: str = ""
+    sweep_queued: bool = False  # has an entry in the ingest's deadline queue
 
 
 @dataclass

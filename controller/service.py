@@ -33,7 +33,11 @@ from controller.cluster import CLIENT_ID_RE, ClusterRouter, Membership, presence
 from controller.commands import CommandPublisher
 from controller.ingest import Ingest
 from controller.lease import Lease
-from controller.mqtt_transport import direct_delivery, use_buffered_reads
+from controller.mqtt_transport import (
+    direct_delivery,
+    skip_topic_callbacks,
+    use_buffered_reads,
+)
 from controller.stats import write_stats_file
 from loa.db import Database
 from loa.settings import Settings
@@ -70,22 +74,31 @@ class ControllerService:
         self.started_at = time.time()
         self.reconnects = 0
         self._last_reload = time.monotonic()
+        self._registry_fingerprint: tuple | None = None
         self._tasks: list[asyncio.Task] = []
         self._stopping = asyncio.Event()
         self.extra_tasks: list[Any] = []  # coroutines other packages attach (dispatch, ...)
         self.leader_roles: list[LeaderRole] = []
+        # Whether the leader's roles need other controllers' node states right now (the
+        # dispatcher does while airings run); reading 100,000 rows for nothing is waste.
+        self.mirror_needed: Callable[[], bool] = lambda: True
         self.is_leader = False
         self.leader_term = 0
         self._client_ref: aiomqtt.Client | None = None
         self.membership: Membership | None = None
         self.router: ClusterRouter | None = None
+        self._owned: set[str] = set()  # nodes owned after the last membership change
         self.lease: Lease | None = None
         if self.clustered:
             if not CLIENT_ID_RE.match(self.client_id):
                 raise ValueError(f"Mã bộ điều khiển không hợp lệ: {self.client_id!r} "
                                  "(chỉ chữ, số, '.', '_', '-')")
-            self.membership = Membership(self.client_id,
-                                         int(settings.controller_presence_s * 3000))
+            # A controller is gone when the broker publishes its will: at once for a dead
+            # connection, after 1.5 x keepalive for a frozen process. Silence alone counts
+            # only beyond that, so a controller slowed by a burst is not dropped (dropping it
+            # would move its nodes back and forth).
+            self.membership = Membership(self.client_id, int(
+                (1.5 * settings.keepalive_s + 2 * settings.controller_presence_s) * 1000))
             self.router = ClusterRouter(self.ingest.topics, self.membership, self.ingest.handle,
                                         self._publish_raw, self._on_membership_change)
             self.ingest.owns = self.membership.owns
@@ -99,7 +112,10 @@ class ControllerService:
         self.leader_roles.append(LeaderRole(name, start, stop))
 
     async def start(self) -> None:
+        self._registry_fingerprint = await asyncio.to_thread(self.ingest.registry_fingerprint)
         await asyncio.to_thread(self.ingest.load_registry)
+        if self.membership is not None:  # alone until others are heard: every node is ours
+            self._owned = set(self.ingest.fleet.nodes)
         self._tasks = [
             asyncio.create_task(self._mqtt_loop(), name="loa-mqtt"),
             asyncio.create_task(self._periodic(self._sweep_once, 0.5), name="loa-sweeper"),
@@ -255,7 +271,8 @@ class ControllerService:
         assert self.membership is not None
         log.info("Các bộ điều khiển: %s; điều phối: %s", ", ".join(self.membership.members),
                  self.membership.leader() or "chưa có")
-        gained = [n for n in self.ingest.fleet.nodes if self.membership.owns(n)]
+        owned = {n for n in self.ingest.fleet.nodes if self.membership.owns(n)}
+        gained, self._owned = list(owned - self._owned), owned
         with contextlib.suppress(RuntimeError):
             task = asyncio.get_running_loop().create_task(self._adopt(gained))
             task.add_done_callback(lambda t: t.cancelled() or t.exception() and log.error(
@@ -271,7 +288,7 @@ class ControllerService:
     async def _mirror_states(self) -> None:
         """The leader's scheduler asks whether any node is online and how skewed its clock
         is; for nodes other controllers own, their last written state answers."""
-        if self.is_leader:
+        if self.is_leader and self.mirror_needed():
             self.ingest.mirror(await asyncio.to_thread(self.ingest.writer.load_states))
 
     # ------------------------------------------------------------------ periodic work
@@ -291,13 +308,19 @@ class ControllerService:
     async def _reload_registry(self) -> None:
         self.ingest.unknown_seen = False
         self._last_reload = time.monotonic()
+        self._registry_fingerprint = await asyncio.to_thread(self.ingest.registry_fingerprint)
         await asyncio.to_thread(self.ingest.load_registry)
 
     async def _maybe_reload_registry(self) -> None:
-        """Every 30 s, or within 2 s of hearing an id we do not know (just approved or
-        imported elsewhere), re-read the registry."""
-        if self.ingest.unknown_seen or time.monotonic() - self._last_reload > 30:
+        """Within 2 s of hearing an id we do not know (just approved or imported
+        elsewhere), re-read the registry; otherwise every 30 s, when it changed."""
+        if self.ingest.unknown_seen:
             await self._reload_registry()
+        elif time.monotonic() - self._last_reload > 30:
+            self._last_reload = time.monotonic()
+            if await asyncio.to_thread(self.ingest.registry_fingerprint) != \
+                    self._registry_fingerprint:
+                await self._reload_registry()
 
     async def reload_registry(self) -> None:
         """Call after registry changes so new nodes are accepted at once."""
@@ -351,10 +374,11 @@ class ControllerService:
             # the connection is dead.
             will = aiomqtt.Will(self.router.cluster_topics.presence(self.client_id), b"",
                                 qos=1, retain=True)
-        client = use_buffered_reads(aiomqtt.Client(
+        client = skip_topic_callbacks(use_buffered_reads(aiomqtt.Client(
             s.mqtt_host, s.mqtt_port, identifier=self.client_id, username=s.mqtt_username,
             password=s.mqtt_password, clean_session=self.clustered, keepalive=s.keepalive_s,
-            will=will, queue_type=direct_delivery(self._on_message), max_inflight_messages=100))
+            will=will, queue_type=direct_delivery(self._on_message),
+            max_inflight_messages=100)))
         # A province-wide dispatch has thousands of publishes in flight; aiomqtt warns
         # above its default of 10.
         client.pending_calls_threshold = 10_000

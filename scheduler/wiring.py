@@ -129,4 +129,5 @@ def attach(services: dict[str, Any], settings: Settings, db: Database) -> Schedu
     # Exactly one scheduler per fleet: it runs on the controller that leads (the only one
     # when a controller runs alone).
     controller.add_leader_role("bộ lập lịch phát thanh", _start, scheduling.stop)
+    controller.mirror_needed = lambda: bool(scheduling.dispatcher.active_airings())
     return scheduling

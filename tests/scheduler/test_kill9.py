@@ -28,7 +28,9 @@ def serve(db_url: str, data_dir, mqtt_port: int, http_port: int) -> subprocess.P
     env = {**os.environ, "LOA_DATABASE_URL": db_url, "LOA_DATA_DIR": str(data_dir),
            "LOA_MQTT_PORT": str(mqtt_port), "LOA_HTTP_PORT": str(http_port),
            "LOA_PUBLIC_BASE_URL": f"http://127.0.0.1:{http_port}", "LOA_SECRET_KEY": "k9",
-           "LOA_DISPATCH_LEAD_S": "4", "LOA_LOG_LEVEL": "WARNING"}
+           "LOA_DISPATCH_LEAD_S": "4", "LOA_LOG_LEVEL": "WARNING",
+           # A SIGKILLed process cannot stop its Icecast child: leave live streaming out.
+           "LOA_ICECAST_BINARY": "/nonexistent/icecast2"}
     return subprocess.Popen([sys.executable, "-m", "loa", "serve"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
