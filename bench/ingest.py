@@ -27,6 +27,7 @@ import paho.mqtt.client as paho
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._common import bulk_register  # noqa: E402
 from controller.service import ControllerService  # noqa: E402
 from loa.broker import EmbeddedBroker  # noqa: E402
 from loa.db import Database  # noqa: E402
@@ -109,9 +110,7 @@ async def controller_loop(port: int, n: int, db: Database, data_dir: Path) -> tu
 
 
 def register_nodes(db: Database, k: int) -> None:
-    from tests.factories import make_registry
-
-    make_registry(db, communes={"Bench": {"Thôn": node_ids(k)}})
+    bulk_register(db, node_ids(k))
 
 
 async def main() -> dict:

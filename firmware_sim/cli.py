@@ -5,6 +5,10 @@ Examples::
     loa sim --nodes 1000 --mqtt-port 1883
     loa sim --from-registry --kill-after sim-0003:60 --clock-offset-ms 4000
     loa sim --nodes 20 --fault sim-0004:amp_fault sim-0007:speaker_line=1
+    loa sim --virtual 100000 --connections 40 --heartbeat-s 30 --prefix v
+
+``--virtual`` is the multiplexed ingest-load mode (``firmware_sim.multiplex``): many virtual
+nodes share a few connections, so they have no per-node Last Will and take no commands.
 """
 
 from __future__ import annotations
@@ -19,10 +23,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from firmware_sim.faults import FaultSpec, parse_fault
-from firmware_sim.fleet import Fleet, NodeSpec, generate_node_ids, specs_from_registry
+from firmware_sim.fleet import Fleet, NodeSpec, _n, generate_node_ids, specs_from_registry
+from firmware_sim.multiplex import (
+    DEFAULT_ANNOUNCE_RATE,
+    DEFAULT_CONNECTIONS,
+    VirtualFleet,
+    VirtualFleetStats,
+)
 from loa.protocol import NODE_ID_RE, Topics
 
 DEFAULT_NODES = 10
+DEFAULT_CONNECT_RATE = 200.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"số cụm loa tự sinh mã (mặc định {DEFAULT_NODES})")
     source.add_argument("--from-registry", action="store_true",
                         help="lấy các cụm có simulated=True trong sổ đăng ký")
+    source.add_argument("--virtual", type=_positive_int, metavar="N",
+                        help="chế độ tải ingest: N cụm loa ảo dùng chung vài kết nối MQTT "
+                             "(--connections); không có di chúc riêng từng cụm, không nhận lệnh")
     p.add_argument("--db", metavar="URL", help="CSDL của sổ đăng ký (mặc định LOA_DATABASE_URL)")
     p.add_argument("--mqtt-host", metavar="H", help="máy chủ MQTT (mặc định LOA_MQTT_HOST)")
     p.add_argument("--mqtt-port", type=_port, metavar="P",
@@ -52,8 +66,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "hỏng], power_cut, weak_signal[=dBm], clock_offset[=ms]")
     p.add_argument("--clock-offset-ms", type=int, default=0, metavar="N",
                    help="lệch đồng hồ của mọi cụm, mili giây (mô phỏng lỗi NTP)")
-    p.add_argument("--connect-rate", type=_positive_float, default=200.0, metavar="R",
-                   help="số cụm kết nối mỗi giây khi khởi động (mặc định 200)")
+    p.add_argument("--connect-rate", type=_positive_float, metavar="R",
+                   help=f"số cụm kết nối mỗi giây khi khởi động (mặc định "
+                        f"{DEFAULT_CONNECT_RATE:g}; với --virtual: số cụm ảo báo trực tuyến "
+                        f"mỗi giây, mặc định "
+                        f"{DEFAULT_ANNOUNCE_RATE:g})")
+    p.add_argument("--connections", type=_positive_int, metavar="C",
+                   help=f"với --virtual: số kết nối MQTT chở các cụm ảo (mặc định "
+                        f"{DEFAULT_CONNECTIONS})")
+    p.add_argument("--stats-file", metavar="PATH",
+                   help="với --virtual: ghi số liệu (nhịp tim đã gửi, tốc độ, độ trễ so với lịch) "
+                        "ra tệp JSON này mỗi giây và khi dừng")
     p.add_argument("--mqtt-version", choices=["3.1.1", "5"], default="3.1.1")
     p.add_argument("--prefix", default="sim", help="tiền tố mã cụm tự sinh (mặc định 'sim')")
     p.add_argument("--shard", type=_shard, metavar="K/N",
@@ -208,6 +231,12 @@ def run(args: argparse.Namespace) -> int:
     from loa.settings import get_settings
 
     settings = get_settings()
+    if args.virtual:
+        return run_virtual(args, settings)
+    if args.connections or args.stats_file:
+        from loa.cli import UserError
+
+        raise UserError("--connections và --stats-file chỉ dùng với --virtual N")
     specs = take_shard(_load_specs(args, settings), args.shard)
     if not specs:
         from loa.cli import UserError
@@ -223,7 +252,8 @@ def run(args: argparse.Namespace) -> int:
     fleet = Fleet(host, port, topics=Topics(settings.topic_root),
                   heartbeat_s=args.heartbeat_s or settings.heartbeat_s,
                   keepalive_s=args.keepalive_s or settings.keepalive_s,
-                  connect_rate=args.connect_rate, clock_offset_ms=args.clock_offset_ms,
+                  connect_rate=args.connect_rate or DEFAULT_CONNECT_RATE,
+                  clock_offset_ms=args.clock_offset_ms,
                   mqtt_version=5 if args.mqtt_version == "5" else 4, passwords=passwords)
     summary = asyncio.run(_serve(fleet, specs, kills, faults, args.run_for, f"{host}:{port}"))
     print(summary, flush=True)
@@ -266,3 +296,92 @@ async def _serve(fleet: Fleet, specs: list[NodeSpec], kills: list[tuple[str, flo
     before_stop = fleet.summary()
     await fleet.stop()
     return before_stop.vietnamese(stopped=True)
+
+
+# ---------------------------------------------------------------------- --virtual (multiplex)
+
+
+def run_virtual(args: argparse.Namespace, settings) -> int:
+    """``loa sim --virtual N``: the multiplexed ingest-load mode (see firmware_sim.multiplex)."""
+    from loa.cli import UserError
+
+    refused = [flag for flag, given in (("--kill-after", args.kill_after), ("--fault", args.fault),
+                                        ("--credentials", args.credentials)) if given]
+    if refused:
+        raise UserError(f"{', '.join(refused)} không dùng được với --virtual: cụm loa ảo dùng "
+                        f"chung kết nối nên không có di chúc, lỗi phần cứng hay mật khẩu riêng. "
+                        f"Hãy dùng --nodes N.")
+    ids = generate_node_ids(args.virtual, args.prefix)
+    if args.shard is not None:
+        k, n = args.shard
+        ids = ids[k::n]
+        if not ids:
+            raise UserError(f"Phần {k}/{n} không có cụm loa ảo nào")
+    bad = [i for i in ids[:1] if not NODE_ID_RE.match(i)]
+    if bad:
+        raise UserError(f"--prefix '{args.prefix}' cho mã cụm không hợp lệ ({bad[0]}): "
+                        f"chỉ dùng A-Z a-z 0-9 _ -")
+    host = args.mqtt_host or settings.mqtt_host
+    port = args.mqtt_port or settings.mqtt_port
+    _check_broker(host, port)
+    fleet = VirtualFleet(host, port, ids, connections=args.connections or DEFAULT_CONNECTIONS,
+                         heartbeat_s=args.heartbeat_s or settings.heartbeat_s,
+                         topics=Topics(settings.topic_root),
+                         keepalive_s=args.keepalive_s or settings.keepalive_s,
+                         announce_rate=args.connect_rate or DEFAULT_ANNOUNCE_RATE,
+                         mqtt_version=5 if args.mqtt_version == "5" else 4,
+                         clock_offset_ms=args.clock_offset_ms, client_prefix=args.prefix)
+    stats_file = Path(args.stats_file) if args.stats_file else None
+    stats, failure = asyncio.run(_serve_virtual(fleet, args.run_for, stats_file,
+                                                f"{host}:{port}"))
+    print(stats.vietnamese(), flush=True)
+    if failure is not None:
+        raise UserError(f"Không khởi động được đội cụm loa ảo: {failure}")
+    return 0
+
+
+async def _serve_virtual(fleet: VirtualFleet, run_for: float | None, stats_file: Path | None,
+                         where: str) -> tuple[VirtualFleetStats, BaseException | None]:
+    """Run until a signal or ``run_for``; the final figures, and why start-up failed if it
+    did (the nodes already announced are still shut down cleanly)."""
+    # The controller's atomic writer: a reader polling the file never sees half of it.
+    from controller.stats import write_stats_file
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+
+    async def report() -> None:
+        while True:
+            write_stats_file(stats_file, fleet.stats().as_dict())
+            await asyncio.sleep(1.0)
+
+    reporter = asyncio.create_task(report()) if stats_file else None
+    starting = asyncio.create_task(fleet.start())
+    done, _ = await asyncio.wait({starting, asyncio.create_task(stop.wait())},
+                                 return_when=asyncio.FIRST_COMPLETED)
+    failure = starting.exception() if starting in done else None
+    if failure is not None:
+        stop.set()
+    elif starting in done:
+        s = fleet.stats()
+        print(f"Đang chạy {_n(s.nodes)} cụm loa ảo trên {s.connections} kết nối tới broker "
+              f"{where} ({_n(s.announced)} đã báo trực tuyến); nhấn Ctrl-C để dừng.",
+              file=sys.stderr, flush=True)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(run_for):
+            await stop.wait()
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await starting
+    await fleet.stop()
+    if reporter is not None:
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+    final = fleet.stats()
+    if stats_file is not None:
+        write_stats_file(stats_file, final.as_dict())
+    return final, failure
