@@ -68,12 +68,34 @@ class Batch:
                 cur.messages += p.messages
 
 
+def storable(column: Any, text: str | None) -> str | None:
+    """Text from a node as ``column`` can hold it on every backend. PostgreSQL refuses a NUL
+    character and a string longer than the column, both of which SQLite keeps; one refused
+    value would fail the whole batch, and every retry of it, so it is fixed here instead."""
+    if text is None:
+        return None
+    return text.replace("\x00", "\ufffd")[:_length(column)]
+
+
+_LENGTHS: dict[tuple[type, str], int] = {}
+
+
+def _length(column: Any) -> int:
+    # ``column.type`` goes through the ORM attribute's proxy, which costs more than the rest
+    # of a live row: look it up once per column.
+    key = (column.class_, column.key)
+    length = _LENGTHS.get(key)
+    if length is None:
+        length = _LENGTHS[key] = column.type.length
+    return length
+
+
 def live_row(rt: NodeRuntime) -> dict[str, Any]:
     return {
         "node_id": rt.node_id, "state": str(rt.state), "available": rt.available,
         "since_ms": rt.since_ms, "reasons": ",".join(rt.reasons)[:200],
         "status_online": bool(rt.status_online), "last_heartbeat_ms": rt.last_heartbeat_ms,
-        "boot_id": rt.boot_id, "fw": rt.fw,
+        "boot_id": storable(NodeLive.boot_id, rt.boot_id), "fw": storable(NodeLive.fw, rt.fw),
         "heartbeat": rt.heartbeat.model_dump(mode="json") if rt.heartbeat else None,
         "clock_skew_ms": rt.clock_skew_ms,
     }
@@ -91,16 +113,18 @@ class TelemetryWriter:
         """Write one batch atomically; raises on failure (the caller keeps the batch)."""
         with self.db.session() as s:
             if batch.transitions:
-                s.execute(insert(NodeTransition), [
+                # Core inserts on the tables: the ORM's bulk path costs several times more per
+                # row, and these rows have no ORM behaviour to run.
+                s.execute(insert(NodeTransition.__table__), [
                     {"node_id": t.node_id, "at_ms": t.at_ms, "from_state": t.from_state,
                      "to_state": t.to_state, "available": t.available, "cause": t.cause[:64]}
                     for t in batch.transitions])
             if batch.live:
                 self._upsert_live(s, list(batch.live.values()))
             if batch.samples:
-                s.execute(insert(HeartbeatSample), batch.samples)
+                s.execute(insert(HeartbeatSample.__table__), batch.samples)
             if batch.events:
-                s.execute(insert(NodeEventLog), batch.events)
+                s.execute(insert(NodeEventLog.__table__), batch.events)
             for reason, (count, detail, ms) in batch.rejected.items():
                 self._add_rejected(s, reason, count, detail, ms)
             for node_id, p in batch.pending.items():
@@ -123,24 +147,26 @@ class TelemetryWriter:
 
     @staticmethod
     def _add_rejected(s: Session, reason: str, count: int, detail: str, ms: int) -> None:
+        detail = storable(RejectedCount.last_detail, detail)
         res = s.execute(update(RejectedCount).where(RejectedCount.reason == reason).values(
-            count=RejectedCount.count + count, last_detail=detail[:300], last_ms=ms))
+            count=RejectedCount.count + count, last_detail=detail, last_ms=ms))
         if res.rowcount == 0:
-            s.add(RejectedCount(reason=reason, count=count, last_detail=detail[:300], last_ms=ms))
+            s.add(RejectedCount(reason=reason, count=count, last_detail=detail, last_ms=ms))
             s.flush()
 
     @staticmethod
     def _upsert_pending(s: Session, node_id: str, p: PendingSighting) -> None:
         row = s.get(PendingNode, node_id)
+        payload = storable(PendingNode.last_payload, p.payload)
         if row is None:
             s.add(PendingNode(id=node_id, first_seen_ms=p.first_seen_ms,
                               last_seen_ms=p.last_seen_ms, messages=p.messages,
-                              last_channel=p.channel, last_payload=p.payload[:2000]))
+                              last_channel=p.channel, last_payload=payload))
         else:
             row.last_seen_ms = max(row.last_seen_ms, p.last_seen_ms)
             row.messages += p.messages
             row.last_channel = p.channel
-            row.last_payload = p.payload[:2000]
+            row.last_payload = payload
 
     def load_live(self, node_ids: Collection[str] | None = None) -> dict[str, NodeLive]:
         """Stored live rows, of every node or of the ones asked for."""

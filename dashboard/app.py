@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 
 from dashboard.context import AppContext
 from loa.errors import DomainError
@@ -29,11 +30,15 @@ ROUTER_MODULES = (
 )
 
 
+_TOO_LARGE = "Giá trị số quá lớn (vượt quá 64 bit)"
+
+
 def create_app(ctx: AppContext) -> FastAPI:
     app = FastAPI(title="Loa", version="0.1.0",
                   description="Điều khiển và giám sát hệ thống đài truyền thanh IP cấp xã")
     app.state.ctx = ctx
     app.add_exception_handler(OverflowError, _number_too_large)
+    app.add_exception_handler(DataError, _value_the_database_refuses)
     app.add_exception_handler(DomainError, _domain_error)
     for name in ROUTER_MODULES:
         module = import_optional(name)
@@ -48,7 +53,31 @@ def create_app(ctx: AppContext) -> FastAPI:
 
 async def _number_too_large(_request: Request, _exc: Exception) -> JSONResponse:
     """An id or number beyond 64 bits can name nothing stored: say so instead of a 500."""
-    return JSONResponse({"detail": "Giá trị số quá lớn (vượt quá 64 bit)"}, status_code=422)
+    return JSONResponse({"detail": _TOO_LARGE}, status_code=422)
+
+
+# What PostgreSQL refuses and SQLite raises differently (OverflowError) or stores, by SQLSTATE.
+_REFUSED_VALUES = {
+    "22003": _TOO_LARGE,  # numeric_value_out_of_range
+    "22001": "Giá trị quá dài so với giới hạn lưu trữ",  # string_data_right_truncation
+}
+_NUL = "Văn bản không được chứa ký tự NUL (0x00)"
+
+
+def _refusal(exc: Exception) -> str | None:
+    orig = getattr(exc, "orig", None)
+    if "NUL (0x00)" in str(orig):  # psycopg refuses it before sending: no SQLSTATE
+        return _NUL
+    return _REFUSED_VALUES.get(getattr(orig, "sqlstate", None) or "")
+
+
+async def _value_the_database_refuses(_request: Request, exc: Exception) -> JSONResponse:
+    """PostgreSQL's side of ``_number_too_large``: a value no column can hold is the caller's
+    mistake (422), not a server failure. Any other data error stays a 500."""
+    detail = _refusal(exc)
+    if detail is None:
+        raise exc
+    return JSONResponse({"detail": detail}, status_code=422)
 
 
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:

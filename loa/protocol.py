@@ -77,7 +77,9 @@ class Topics:
 
 # --------------------------------------------------------------------------- payloads
 
-Epoch = Annotated[int, Field(ge=0, description="Unix epoch milliseconds, UTC")]
+# Upper bound: 31/12/9999. A larger number is no time, and would overflow 64-bit storage.
+Epoch = Annotated[int, Field(ge=0, le=253_402_300_799_999,
+                             description="Unix epoch milliseconds, UTC")]
 
 
 class _Msg(BaseModel):
@@ -103,7 +105,9 @@ class Heartbeat(_Msg):
     speakers_total: Annotated[int, Field(ge=0, le=16)]
     power: Literal["mains", "battery", "solar"]
     net: Literal["4g", "3g", "eth", "wifi"]
-    rssi_dbm: int | None
+    # Any radio reports within these; a value beyond would only be a firmware bug, and one
+    # too large for 64-bit storage would hold up every later telemetry write.
+    rssi_dbm: Annotated[int, Field(ge=-200, le=50)] | None
     playing: str | None
     battery_v: float | None = None
     temp_c: float | None = None

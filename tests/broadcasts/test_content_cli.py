@@ -20,6 +20,18 @@ def env(tmp_path, monkeypatch):
     get_settings.cache_clear()
 
 
+@pytest.fixture
+def content_env(env, monkeypatch, databases):
+    """``env`` with the run's database, empty (the CLI creates its tables), for the
+    commands that store content."""
+    database = databases.create(env / "content.db", schema=False)
+    monkeypatch.setenv("LOA_DATABASE_URL", database.url)
+    get_settings.cache_clear()
+    yield env
+    get_settings.cache_clear()
+    databases.drop(database)
+
+
 def test_tts_normalize_prints_the_spoken_form(env, capsys):
     assert cli.main(["tts", "normalize", "UBND xã: 09/13 thôn đạt 100% lúc 17h30"]) == 0
     assert capsys.readouterr().out.strip() == (
@@ -39,7 +51,8 @@ def test_tts_say_writes_a_playable_file(env, capsys):
     assert "trống" in capsys.readouterr().err
 
 
-def test_content_add_and_list(env, capsys):
+def test_content_add_and_list(content_env, capsys):
+    env = content_env
     src = make_tone(env / "Họp thôn.flac", 1.5)
     assert cli.main(["content", "add", str(src), "--title", "Họp thôn Nà Pàn",
                      "--language", "tay"]) == 0

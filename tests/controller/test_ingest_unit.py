@@ -135,3 +135,27 @@ def test_failed_flush_keeps_the_batch_for_the_next_one(settings, db):
     assert asyncio.run(ing.flush()) is True
     with db.session() as s:
         assert len(s.scalars(select(NodeTransition)).all()) == 2
+
+
+def test_odd_text_from_a_node_is_stored_without_failing_the_flush(settings, db):
+    """A firmware string longer than its column, a NUL in a status field or in an unknown
+    client's payload: SQLite keeps them all, PostgreSQL refuses each, and one refused value
+    would fail the whole batch and every retry of it. The flush stores them cut and cleaned."""
+    ing = make(settings, db)
+    long_fw, long_boot = "2.1.0-" + "x" * 60, "b" * 100
+    assert ing.handle(topic("node-a", "status"), json.dumps(
+        {"online": True, "fw": long_fw, "boot_id": long_boot}).encode(), T0)
+    assert ing.handle(topic("node-b", "status"), json.dumps(
+        {"online": True, "fw": "2.1\u00000"}).encode(), T0)
+    assert not ing.handle(topic("ghost-9", "heartbeat"), "\x00\x01 firmware lạ".encode(), T0 + 1)
+    assert not ing.handle(topic("node-a", "heartbeat"), b'{"seq": "\x00"}', T0 + 2)
+    assert asyncio.run(ing.flush()) is True
+    assert ing.writer.flush_errors == 0
+    with db.session() as s:
+        a, b = s.get(NodeLive, "node-a"), s.get(NodeLive, "node-b")
+        pending = s.get(PendingNode, "ghost-9")
+        rejected = {r.reason: r.count for r in s.scalars(select(RejectedCount))}
+    assert (a.fw, a.boot_id) == (long_fw[:32], long_boot[:64])
+    assert b.fw == "2.1\ufffd0"
+    assert pending.last_payload == "\ufffd\x01 firmware lạ"
+    assert rejected == {"unknown_node": 1, "not_json": 1}

@@ -1,7 +1,8 @@
-"""A running Loa stack for dashboard tests: uvicorn on a random loopback port over a real
-SQLite file, optionally with a real broker, the controller service and a simulated fleet, all
-on one event loop in a background thread (as ``loa demo`` runs them). Browser tests drive it
-with Playwright and Debian's Chromium; Playwright's own browser download is never used."""
+"""A running Loa stack for dashboard tests: uvicorn on a random loopback port over the run's
+real database (the ``db`` fixture: SQLite, or PostgreSQL in that pass), optionally with a real
+broker, the controller service and a simulated fleet, all on one event loop in a background
+thread (as ``loa demo`` runs them). Browser tests drive it with Playwright and Debian's
+Chromium; Playwright's own browser download is never used."""
 
 from __future__ import annotations
 
@@ -43,12 +44,11 @@ REGISTRY = {
 class LiveStack:
     """The API (and, when asked, broker + controller + fleet) on one loop in a thread."""
 
-    def __init__(self, tmp_path: Path, *, heartbeat_s: int = 30, broker: Any = None,
-                 fleet_nodes: list[str] | None = None, alarm_raise_s: float = 1.0,
-                 alarm_clear_s: float = 5.0) -> None:
+    def __init__(self, tmp_path: Path, db: Database, *, heartbeat_s: int = 30,
+                 broker: Any = None, fleet_nodes: list[str] | None = None,
+                 alarm_raise_s: float = 1.0, alarm_clear_s: float = 5.0) -> None:
         self.tmp = tmp_path
-        self.db = Database(f"sqlite:///{tmp_path / 'loa-ui.db'}")
-        self.db.create_all()
+        self.db = db
         self.ids = make_registry(self.db, communes=REGISTRY, heartbeat_s=heartbeat_s)
         self.accounts = ensure_demo_accounts(self.db)
         self.port = free_port()
@@ -153,8 +153,8 @@ class LiveStack:
 
 
 @pytest.fixture
-def stack(tmp_path) -> Iterator[LiveStack]:
-    s = LiveStack(tmp_path).start()
+def stack(tmp_path, db) -> Iterator[LiveStack]:
+    s = LiveStack(tmp_path, db).start()
     yield s
     s.stop()
 

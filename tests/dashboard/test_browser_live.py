@@ -19,9 +19,9 @@ def page(browser_context):
 
 
 @pytest.fixture
-def live_stack(tmp_path, mosquitto_broker):
+def live_stack(tmp_path, db, mosquitto_broker):
     nodes = ["dc-001", "dc-002", "dc-003", "hvt-001", "hvt-002", "xss-001"]
-    s = LiveStack(tmp_path, heartbeat_s=2, broker=mosquitto_broker, fleet_nodes=nodes,
+    s = LiveStack(tmp_path, db, heartbeat_s=2, broker=mosquitto_broker, fleet_nodes=nodes,
                   alarm_raise_s=1.0, alarm_clear_s=10.0).start()
     yield s
     s.stop()

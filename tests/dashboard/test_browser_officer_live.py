@@ -10,9 +10,9 @@ from tests.dashboard.conftest import LiveStack, login, screenshot
 
 
 @pytest.fixture
-def officer_stack(tmp_path, mosquitto_broker, monkeypatch):
+def officer_stack(tmp_path, db, mosquitto_broker, monkeypatch):
     monkeypatch.setenv("LOA_DISPATCH_LEAD_S", "5")  # prefetch window; the default is 2 min
-    s = LiveStack(tmp_path, heartbeat_s=2, broker=mosquitto_broker,
+    s = LiveStack(tmp_path, db, heartbeat_s=2, broker=mosquitto_broker,
                   fleet_nodes=["dc-001", "dc-002", "dc-003"]).start()
     yield s
     s.stop()

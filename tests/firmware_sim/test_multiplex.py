@@ -103,9 +103,14 @@ async def test_the_controller_accepts_every_virtual_node(mosquitto_broker, setti
             await asyncio.sleep(0.1)
         assert {nodes[i].state for i in ids} <= {NodeState.ONLINE, NodeState.DEGRADED}
         assert all(nodes[i].available for i in ids)
+        for _ in range(100):  # at least a second round for every node
+            if fleet.stats().heartbeats > 200:
+                break
+            await asyncio.sleep(0.1)
         await fleet.stop()
-        for _ in range(50):
-            if svc.ingest.accepted["heartbeat"] == fleet.stats().heartbeats:
+        for _ in range(100):
+            if (svc.ingest.accepted["heartbeat"] == fleet.stats().heartbeats
+                    and svc.ingest.accepted["status"] == 400):
                 break
             await asyncio.sleep(0.1)
         # each heartbeat processed exactly once, nothing rejected

@@ -1,10 +1,9 @@
-"""Indicator 8.3 over HTTP: FastAPI's TestClient on a real SQLite file holding the demo
-province and its seeded history, real accounts and bearer tokens."""
+"""Indicator 8.3 over HTTP: FastAPI's TestClient on a real database (SQLite, or PostgreSQL in
+that pass) holding the demo province and its seeded history, real accounts and bearer tokens."""
 
 from __future__ import annotations
 
 import io
-import shutil
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,7 +18,6 @@ from dashboard.app import create_app
 from dashboard.context import AppContext
 from dashboard.models import AuditLog
 from dashboard.security import create_user, issue_token
-from loa.db import Database
 from loa.settings import Settings
 from loa.timeutil import now_ms
 
@@ -29,11 +27,9 @@ ROUTERS = ("dashboard.routes.auth", "dashboard.routes.indicators")
 
 
 @pytest.fixture(scope="module")
-def seeded_file(tmp_path_factory):
+def seeded(tmp_path_factory, databases):
     """The demo province with 35 days of history, built once and copied for each test."""
-    path = tmp_path_factory.mktemp("seeded") / "loa.db"
-    db = Database(f"sqlite:///{path}")
-    db.create_all()
+    db = databases.create(tmp_path_factory.mktemp("seeded") / "loa.db")
     load_demo_province(db)
     seed_history(db, days=35, now_ms=now_ms(), cover_previous_quarter=False)
     tokens = {}
@@ -41,28 +37,24 @@ def seeded_file(tmp_path_factory):
         doican = s.scalar(select(Commune.id).where(Commune.code == "ls-doican"))
         for name, role, communes in (("tinh", "province", []), ("xa", "commune", [doican])):
             user = create_user(s, name, PASSWORD, role, communes)
-            secret, _row = issue_token(s, user, "api")  # copied with the file to every test
+            secret, _row = issue_token(s, user, "api")  # copied with the data to every test
             tokens[name] = {"Authorization": f"Bearer {secret}"}
-    with db.engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.dispose()
-    return path, tokens
+    yield db, tokens
+    databases.drop(db)
 
 
 @pytest.fixture
-def api(seeded_file, tmp_path, monkeypatch):
+def api(seeded, databases, tmp_path, monkeypatch):
     monkeypatch.setattr(dashboard.app, "ROUTER_MODULES", ROUTERS)
-    source, tokens = seeded_file
-    path = tmp_path / "loa.db"
-    shutil.copy(source, path)
-    db = Database(f"sqlite:///{path}")
+    source, tokens = seeded
+    db = databases.clone(source, tmp_path / "loa.db")
     settings = Settings(data_dir=tmp_path / "data", database_url=db.url,
                         secret_key="test-secret")
     with TestClient(create_app(AppContext(settings=settings, db=db))) as client:
         client.tokens = tokens
         client.db = db
         yield client
-    db.dispose()
+    databases.drop(db)
 
 
 def test_verdicts_need_a_login(api):

@@ -162,21 +162,40 @@ def test_indicator_evaluation_on_postgresql_gives_the_sqlite_verdicts(pg_db, db)
 # --------------------------------------------------------------------------- suite support
 
 
-def test_a_migrated_database_emptied_between_tests_starts_clean(pg_cluster):
-    """What the suite-wide ``LOA_TEST_DATABASE=postgresql`` mode relies on (see
-    ``pg_support.truncate_all``): one migrated database, emptied between tests."""
-    from tests.pg_support import migrated_database, truncate_all
+def test_test_databases_are_independent_copies_of_the_migrated_template(pg_cluster, tmp_path):
+    """What ``LOA_TEST_DATABASE=postgresql`` relies on (``Databases`` in tests/conftest.py):
+    copies of one migrated template have the whole schema and no rows, do not see each
+    other's writes, number ids alike (as each SQLite file does), a clone carries its source's
+    rows, and a copy is dropped even while a test left a connection open to it."""
+    from sqlalchemy import text
 
-    url = migrated_database(pg_cluster, "suite_probe")
-    database = Database(url)
+    from tests.conftest import Databases
+    from tests.pg_support import migrated_database
+
+    template_url = migrated_database(pg_cluster, "suite_probe")
+    maker = Databases(pg_cluster, "suite_probe")
+    first, second = maker.create(tmp_path / "a.db"), maker.create(tmp_path / "b.db")
+    communes = {"Đội Cấn": {"Thôn Nà Pàn": ["pg-a", "pg-b"]}}
+    made = [first, second]
     try:
-        first = make_registry(database, communes={"Đội Cấn": {"Thôn Nà Pàn": ["pg-a"]}})
-        truncate_all(database)
-        with database.session() as s:
+        ids = make_registry(first, communes=communes)
+        with second.session() as s:
             assert s.scalar(select(func.count(Node.id))) == 0
-            assert s.scalar(select(func.count(Commune.id))) == 0
-        again = make_registry(database, communes={"Đội Cấn": {"Thôn Nà Pàn": ["pg-a"]}})
-        assert again == first  # ids restart: tests see the same numbering as on SQLite
+        assert make_registry(second, communes=communes) == ids
+        clone = maker.clone(first, tmp_path / "c.db")
+        made.append(clone)
+        with clone.session() as s:
+            assert s.scalar(select(func.count(Node.id))) == 2
+
+        left_open = first.engine.connect()  # a test that forgot to close its connection
+        maker.drop(first)
+        with pg_cluster.admin_connection() as admin:
+            names = {row[0] for row in admin.execute("SELECT datname FROM pg_database")}
+        assert first.url.rsplit("/", 1)[1] not in names
+        left_open.invalidate()
+        with second.engine.connect() as conn:  # the template's migration history came along
+            assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
     finally:
-        database.dispose()
-        pg_cluster.drop_database(url)
+        for database in made:
+            maker.drop(database)
+        pg_cluster.drop_database(template_url)

@@ -1,5 +1,5 @@
-"""Registry and communes API with FastAPI's TestClient over a real SQLite file, real accounts
-and bearer tokens (``dashboard.security``)."""
+"""Registry and communes API with FastAPI's TestClient over a real database (SQLite, or
+PostgreSQL in that pass), real accounts and bearer tokens (``dashboard.security``)."""
 
 from __future__ import annotations
 
@@ -59,15 +59,14 @@ def _client(db: Database, settings: Settings):
 
 
 @pytest.fixture(scope="module")
-def reader(tmp_path_factory):
+def reader(tmp_path_factory, databases):
     """One app for the tests that only read (argon2 logins are slow on purpose)."""
     path = tmp_path_factory.mktemp("registry-api")
-    db = Database(f"sqlite:///{path / 'loa.db'}")
-    db.create_all()
+    db = databases.create(path / "loa.db")
     settings = Settings(data_dir=path / "data", database_url=db.url, secret_key="test-secret")
     with _client(db, settings) as client:
         yield client
-    db.dispose()
+    databases.drop(db)
 
 
 @pytest.fixture
@@ -146,6 +145,28 @@ def test_commune_detail_and_404(reader):
     r = reader.get("/api/v1/communes/999999", headers=auth)
     assert r.status_code == 404
     assert r.json()["detail"] == "Không tìm thấy xã có mã số 999999."
+
+
+def test_ids_beyond_64_bits_are_refused_not_a_server_error(reader):
+    """SQLite raises OverflowError for such a number and PostgreSQL "bigint out of range":
+    on both the caller hears it is too large (422), never a 500."""
+    auth = reader.tokens["tinh"]
+    r = reader.get(f"/api/v1/communes/{2**63}", headers=auth)
+    assert (r.status_code, r.json()["detail"]) == (422, "Giá trị số quá lớn (vượt quá 64 bit)")
+    r = reader.post("/api/v1/pending-nodes/vendor-x-0001/approve", headers=auth,
+                    json={"village_id": 2**63})
+    assert (r.status_code, r.json()["detail"]) == (422, "Giá trị số quá lớn (vượt quá 64 bit)")
+
+
+def test_a_nul_character_in_text_is_never_a_server_error(reader):
+    """PostgreSQL cannot store or even compare text holding NUL (SQLite can): there the
+    caller is told so (422) instead of getting a 500."""
+    r = reader.get("/api/v1/search", params={"q": "Đội\x00"}, headers=reader.tokens["tinh"])
+    if reader.db.engine.dialect.name == "postgresql":
+        assert (r.status_code, r.json()["detail"]) == (
+            422, "Văn bản không được chứa ký tự NUL (0x00)")
+    else:
+        assert r.status_code == 200
 
 
 def test_commune_officer_sees_only_their_commune(reader):

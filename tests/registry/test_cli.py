@@ -1,9 +1,11 @@
-"""``loa registry ...`` end to end through ``loa.cli.main`` on a real SQLite file."""
+"""``loa registry ...`` end to end through ``loa.cli.main`` on a real database that starts
+empty, as on an operator's first run (a SQLite file, or PostgreSQL in that pass)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from controller.registry.demo import demo_yaml
@@ -12,14 +14,21 @@ from loa.cli import main
 from loa.db import Database
 
 
+@pytest.fixture
+def url(tmp_path: Path, databases):
+    """URL of an empty database: the CLI must create its tables itself."""
+    database = databases.create(tmp_path / "cli.db", schema=False)
+    yield database.url
+    databases.drop(database)
+
+
 def _loa(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out = capsys.readouterr()
     return code, out.out, out.err
 
 
-def test_import_export_search_merge_rename(tmp_path: Path, capsys):
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
+def test_import_export_search_merge_rename(tmp_path: Path, capsys, url: str):
     source = tmp_path / "tinh.yaml"
     source.write_text(demo_yaml(), encoding="utf-8")
 
@@ -54,8 +63,7 @@ def test_import_export_search_merge_rename(tmp_path: Path, capsys):
     db.dispose()
 
 
-def test_user_errors_are_vietnamese_and_exit_1(tmp_path: Path, capsys):
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
+def test_user_errors_are_vietnamese_and_exit_1(tmp_path: Path, capsys, url: str):
     bad = tmp_path / "xau.csv"
     bad.write_text("province,district,commune_code,commune,village_code,village,node_id,label,"
                    "speakers,simulated,lat,lon,station_kind\n"
@@ -76,8 +84,7 @@ def test_user_errors_are_vietnamese_and_exit_1(tmp_path: Path, capsys):
     assert code == 1 and "Không đọc được tệp" in err
 
 
-def test_pending_and_approve(tmp_path: Path, capsys):
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
+def test_pending_and_approve(capsys, url: str):
     code, out, _ = _loa(capsys, "registry", "load-demo", "--db", url)
     assert code == 0 and "3 chờ thiết bị thật" in out
     code, out, _ = _loa(capsys, "registry", "pending", "--db", url)

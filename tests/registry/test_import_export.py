@@ -38,10 +38,18 @@ def _counts(db: Database) -> dict[str, int]:
         return {m.__name__: s.scalar(select(func.count()).select_from(m)) for m in MODELS}
 
 
-def _fresh_db(tmp_path, name: str) -> Database:
-    database = Database(f"sqlite:///{tmp_path / name}")
-    database.create_all()
-    return database
+@pytest.fixture
+def fresh_db(tmp_path, databases):
+    """Makes more databases (schema, no rows) for a test; each is dropped after it."""
+    made: list[Database] = []
+
+    def make(name: str) -> Database:
+        made.append(databases.create(tmp_path / name))
+        return made[-1]
+
+    yield make
+    for database in made:
+        databases.drop(database)
 
 
 def _import(db: Database, text: str, fmt: str, at_ms: int | None = None):
@@ -54,20 +62,20 @@ def _export(db: Database, fmt: str) -> str:
         return importer.export_text(s, fmt)
 
 
-def test_yaml_and_csv_round_trip(db, tmp_path):
+def test_yaml_and_csv_round_trip(db, fresh_db):
     _import(db, demo_yaml(), "yaml")
     yaml_text = _export(db, "yaml")
     csv_text = _export(db, "csv")
     assert "name: Đội Cấn" in yaml_text and "ls-doican-t01-a" in csv_text
 
     # YAML: everything (districts, coordinates, station kinds, flags) survives a round trip.
-    other = _fresh_db(tmp_path, "yaml-copy.db")
+    other = fresh_db("yaml-copy.db")
     _import(other, yaml_text, "yaml")
     assert _export(other, "yaml") == yaml_text
     assert _counts(other) == _counts(db)
 
     # CSV: one row per cluster; villages without clusters (FM/wired communes) survive too.
-    third = _fresh_db(tmp_path, "csv-copy.db")
+    third = fresh_db("csv-copy.db")
     _import(third, csv_text, "csv")
     assert _export(third, "csv") == csv_text
     with third.session() as s:
@@ -265,13 +273,13 @@ def test_importing_a_pending_node_registers_it(db):
         assert s.get(PendingNode, "ls-doican-t01-a") is None
 
 
-def test_csv_keeps_provinces_and_districts_without_communes(db, tmp_path):
+def test_csv_keeps_provinces_and_districts_without_communes(db, fresh_db):
     with db.session() as s:
         svc.add_province(s, "CB", "Cao Bằng")
         svc.add_province(s, "LS", "Lạng Sơn")
         svc.add_district(s, "LS", "ls-binhgia", "Bình Gia")
     text = _export(db, "csv")
-    other = _fresh_db(tmp_path, "empty-units.db")
+    other = fresh_db("empty-units.db")
     _import(other, text, "csv")
     assert _export(other, "csv") == text
     with other.session() as s:

@@ -21,15 +21,14 @@ MODELS = (Commune, Village, VillageMembership, Node, NodePlacement)
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory):
-    db = Database(f"sqlite:///{tmp_path_factory.mktemp('fuzz-reg') / 'reg.db'}")
-    db.create_all()
+def seeded(tmp_path_factory, databases):
+    db = databases.create(tmp_path_factory.mktemp("fuzz-reg") / "reg.db")
     with db.session() as s:
         importer.import_text(s, demo_yaml(), "yaml")
     with db.session() as s:
         valid_csv = importer.export_text(s, "csv")
     yield db, valid_csv
-    db.dispose()
+    databases.drop(db)
 
 
 def counts(db: Database) -> dict[str, int]:

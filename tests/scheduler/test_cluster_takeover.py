@@ -9,7 +9,6 @@ audio from the API's /media route (all processes share the data directory and se
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
