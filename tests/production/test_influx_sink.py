@@ -95,7 +95,7 @@ def vm():
 def _hb(seq: int, ts: int, **over) -> bytes:
     body = {"seq": seq, "ts": ts, "uptime_s": 100 + seq, "volume": 60, "amp": "ok",
             "speakers_ok": 2, "speakers_total": 2, "power": "mains", "net": "4g",
-            "rssi_dbm": -70 - seq, "playing": None}
+            "rssi_dbm": -70 - seq % 100, "playing": None}
     body.update(over)
     return json.dumps(body).encode()
 
