@@ -112,8 +112,7 @@ class ControllerService:
         self.leader_roles.append(LeaderRole(name, start, stop))
 
     async def start(self) -> None:
-        self._registry_fingerprint = await asyncio.to_thread(self.ingest.registry_fingerprint)
-        await asyncio.to_thread(self.ingest.load_registry)
+        await self._reload_registry()
         if self.membership is not None:  # alone until others are heard: every node is ours
             self._owned = set(self.ingest.fleet.nodes)
         self._tasks = [
