@@ -104,6 +104,11 @@ class ControllerService:
             self.ingest.owns = self.membership.owns
             self.lease = Lease(db, LEADER_LEASE, self.client_id,
                                int(settings.leader_lease_s * 1000))
+            if db.engine.dialect.name == "sqlite":
+                # Works (the tests do it), but writes and lease renewals queue for one file
+                # lock; docs/deploy.md section 6.3 asks for PostgreSQL here.
+                log.warning("Nhiều bộ điều khiển dùng chung một tệp SQLite sẽ phải chờ nhau "
+                            "khi ghi; khi chạy nhiều bộ điều khiển hãy dùng PostgreSQL")
 
     def add_leader_role(self, name: str, start: Callable[[], Awaitable[Any]],
                         stop: Callable[[], Awaitable[Any]]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.dispatch import Dispatcher
 from loa.db import Database
@@ -19,6 +19,9 @@ from scheduler.errors import Unavailable
 from scheduler.live import IcecastServer
 from scheduler.runtime import SchedulerRuntime
 from scheduler.service import BroadcastService
+
+if TYPE_CHECKING:
+    from controller.service import ControllerService
 
 log = logging.getLogger("loa.scheduler")
 
@@ -74,7 +77,7 @@ class Scheduling:
             await asyncio.to_thread(self.live.stop)
 
 
-def build_scheduling(settings: Settings, db: Database, controller: Any, *,
+def build_scheduling(settings: Settings, db: Database, controller: ControllerService, *,
                      content: ContentGateway | None = None,
                      sched: SchedulerSettings | None = None,
                      live: IcecastServer | None = None, with_live: bool = False,
@@ -93,12 +96,15 @@ def build_scheduling(settings: Settings, db: Database, controller: Any, *,
     dispatcher = Dispatcher(settings, db, controller.commands, content=content, sched=sched,
                             live=live, base_url=base_url)
     dispatcher.attach(controller.ingest)
+    # Several controllers: one that does not lead finds its commands' answers in the log.
+    dispatcher.answers_elsewhere = lambda: controller.clustered and not controller.is_leader
     runtime = SchedulerRuntime(db, sched, dispatcher)
     service = BroadcastService(db, sched, content=content, live=live, runtime=runtime)
     return Scheduling(dispatcher, runtime, service, live, owns_live)
 
 
-async def start_scheduling(settings: Settings, db: Database, controller: Any, *,
+async def start_scheduling(settings: Settings, db: Database, controller: ControllerService,
+                           *,
                            content: ContentGateway | None = None,
                            sched: SchedulerSettings | None = None,
                            live: IcecastServer | None = None, start_live: bool = False,

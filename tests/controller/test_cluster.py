@@ -261,3 +261,53 @@ async def test_a_clean_stop_hands_nodes_and_leadership_over_at_once(
         if pub is not None:
             pub.close()
         stop_all(procs.values())
+
+
+async def test_a_controller_that_does_not_lead_gets_the_answers_to_its_commands(
+        tmp_path, mosquitto_broker, db, settings):
+    """A technician's self-test sent through a controller that does not lead: the node's
+    answer goes to the leader (events follow the leader), and the sender still reports it,
+    read from the event log the leader writes."""
+    from controller.service import ControllerService
+    from firmware_sim.fleet import Fleet
+    from loa.protocol import Channel
+    from scheduler.wiring import build_scheduling
+    from tests.conftest import settings_for
+
+    node = "ans-01"
+    make_registry(db, communes={"Xã Tân Lập": {"Thôn Đồng Tâm": [node]}}, heartbeat_s=1)
+    leader = start_controller("ctl-lead", db.url, mosquitto_broker.port, tmp_path, lease_s=30)
+    fleet = Fleet(mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=1, keepalive_s=3,
+                  connect_rate=500, seed=7)
+    service = None
+    try:
+        await wait_for(lambda: read_stats(tmp_path, "ctl-lead").get("leader"), 30,
+                       "the process controller to lead", interval=0.2)
+        local = settings_for(settings, mosquitto_broker, shared_subscription_group="loa",
+                             controller_client_id="ctl-api", controller_presence_s=1,
+                             leader_lease_s=30, leader_renew_s=1)
+        service = ControllerService(local, db)
+        dispatcher = build_scheduling(local, db, service, with_live=False).dispatcher
+        await service.start()
+        await service.wait_connected()
+        await wait_for(lambda: len(service.membership.members) == 2, 15,
+                       "the two controllers to see each other", interval=0.1)
+        await fleet.start([node])
+        await wait_for(lambda: read_stats(tmp_path, "ctl-lead").get("accepted", {})
+                       .get("heartbeat", 0) + service.ingest.accepted[Channel.HEARTBEAT] >= 2,
+                       15, "the node's heartbeats", interval=0.2)
+        assert not service.is_leader and dispatcher.answers_elsewhere()
+
+        result = await dispatcher.node_command(node, "selftest", wait_s=8)
+
+        assert result["sent"] is True and result["acked"] is True, result
+        assert result["selftest"] is not None and result["selftest"]["speakers_total"] >= 1
+        # Applied where the leader is, not here: the answer came from the event log.
+        assert service.ingest.accepted[Channel.EVENTS] == 0
+        volume = await dispatcher.node_command(node, "volume", level=40, wait_s=8)
+        assert volume["acked"] is True, volume
+    finally:
+        await fleet.stop()
+        if service is not None:
+            await service.stop()
+        stop_all([leader])
