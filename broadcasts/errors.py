@@ -2,12 +2,15 @@
 
 Every refusal carries a stable ``code`` (for programs and tests), a Vietnamese ``message``
 (for the officer) and an English one; the CLI prints the message, the API maps the error
-to its ``http_status`` with the message as ``detail``."""
+to its ``http_status`` with the message as ``detail``, through the one ``DomainError``
+handler."""
 
 from __future__ import annotations
 
+from loa.errors import DomainError
 
-class ContentError(Exception):
+
+class ContentError(DomainError):
     code = "content_error"
     http_status = 400
 
@@ -15,10 +18,16 @@ class ContentError(Exception):
                  http_status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
-        self.message = message
         self.message_en = message_en or message
         if http_status is not None:
             self.http_status = http_status
+
+    @property
+    def status(self) -> int:  # type: ignore[override]
+        return self.http_status
+
+    def extra(self) -> dict[str, object]:
+        return {"code": self.code, "detail_en": self.message_en}
 
     def to_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message, "message_en": self.message_en}

@@ -81,6 +81,7 @@ async def _value_the_database_refuses(_request: Request, exc: Exception) -> JSON
 
 
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
-    """A refusal of the registry or the indicator: its status and Vietnamese message."""
+    """A refusal of the domain (registry, indicator, scheduling, content): its status and
+    Vietnamese message."""
     assert isinstance(exc, DomainError)
     return JSONResponse({"detail": exc.message, **exc.extra()}, status_code=exc.status)

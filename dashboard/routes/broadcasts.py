@@ -17,7 +17,6 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from dashboard.context import AppContext
@@ -26,7 +25,6 @@ from dashboard.models import User
 from dashboard.security import audit, current_user, require_role
 from loa.timeutil import ICT, now_ms
 from scheduler.config import SchedulerSettings
-from scheduler.errors import ScheduleError
 from scheduler.recurrence import parse_instant, parse_local_date
 from scheduler.service import BroadcastService
 from scheduler.targets import Actor, check_node_access
@@ -42,15 +40,6 @@ def id_param() -> Any:
     """A positive database id in the path (a fresh object each time: FastAPI binds a
     parameter object to the first name it is used for)."""
     return Path(..., ge=1, le=MAX_ID)
-
-
-HTTP_FOR_KIND = {"invalid": 422, "forbidden": 403, "not_found": 404, "conflict": 409,
-                 "unavailable": 503}
-
-
-class DomainFailure(Exception):
-    def __init__(self, err: ScheduleError) -> None:
-        self.err = err
 
 
 def actor_of(user: User) -> Actor:
@@ -71,19 +60,10 @@ def get_service(ctx: AppContext = Depends(get_ctx)) -> BroadcastService:
     return svc
 
 
-def _error_response(err: ScheduleError) -> JSONResponse:
-    body: dict[str, Any] = {"detail": err.message}
-    if err.details:
-        body["conflicts" if err.kind == "conflict" else "details"] = err.details
-    return JSONResponse(body, status_code=HTTP_FOR_KIND.get(err.kind, 400))
-
-
 async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a blocking domain call in the thread pool; domain errors become 4xx."""
-    try:
-        return await run_in_threadpool(fn, *args, **kwargs)
-    except ScheduleError as err:
-        raise DomainFailure(err) from None
+    """Run a blocking domain call in the thread pool; its domain errors reach the one
+    ``DomainError`` handler (``dashboard.app``) as 4xx."""
+    return await run_in_threadpool(fn, *args, **kwargs)
 
 
 def _audit(request: Request, user: User, action: str, target: Any, status: int,
@@ -189,11 +169,8 @@ async def schedule(from_: str | None = Query(None, alias="from",
                    user: User = Depends(current_user),
                    svc: BroadcastService = Depends(get_service)):
     today = datetime.now(ICT).replace(hour=0, minute=0, second=0, microsecond=0)
-    try:
-        start = _bound(from_, int(today.timestamp() * 1000), end=False)
-        stop = _bound(to, int((today + timedelta(days=7)).timestamp() * 1000), end=True)
-    except ScheduleError as err:
-        raise DomainFailure(err) from None
+    start = _bound(from_, int(today.timestamp() * 1000), end=False)
+    stop = _bound(to, int((today + timedelta(days=7)).timestamp() * 1000), end=True)
     items = await _call(svc.occurrences, actor_of(user), start, stop)
     return {"from": datetime.fromtimestamp(start / 1000, ICT).isoformat(),
             "to": datetime.fromtimestamp(stop / 1000, ICT).isoformat(),
@@ -239,10 +216,7 @@ def _dispatcher(ctx: AppContext):
 async def _node_command(node_id: str, kind: str, request: Request, user: User,
                         s: Session, **kw: Any) -> dict[str, Any]:
     ctx: AppContext = request.app.state.ctx
-    try:
-        await run_in_threadpool(check_node_access, s, actor_of(user), node_id)
-    except ScheduleError as err:
-        raise DomainFailure(err) from None
+    await run_in_threadpool(check_node_access, s, actor_of(user), node_id)
     dispatcher = _dispatcher(ctx)
     try:
         result = await dispatcher.node_command(node_id, kind, **kw)
@@ -302,10 +276,6 @@ async def live_server(request: Request, user: User = Depends(current_user)):
 
 
 def setup(app: FastAPI) -> None:
-    @app.exception_handler(DomainFailure)
-    async def _domain_failure(_request: Request, exc: DomainFailure) -> JSONResponse:
-        return _error_response(exc.err)
-
     original = app.router.lifespan_context
 
     @contextlib.asynccontextmanager

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, Response
 from starlette.datastructures import FormData
 
 from broadcasts.audio import check_filename
@@ -46,15 +46,6 @@ def get_store(ctx: AppContext = Depends(get_ctx)) -> ContentStore:
         store = ContentStore(ctx.settings, ctx.db)
         ctx.services["content_store"] = store
     return store
-
-
-def content_error_response(_request: Request, exc: ContentError) -> JSONResponse:
-    return JSONResponse({"detail": exc.message, "code": exc.code, "detail_en": exc.message_en},
-                        status_code=exc.http_status)
-
-
-def setup(app: FastAPI) -> None:
-    app.add_exception_handler(ContentError, content_error_response)
 
 
 def reject_oversized(request: Request, store: ContentStore = Depends(get_store)) -> None:
