@@ -190,13 +190,13 @@ def _seed_demo(db: Database, settings: Settings, history_days: int) -> list[str]
     if load_province is None:
         raise BrokerError("Thiếu dữ liệu tỉnh mẫu (controller.registry.demo)")
     summary = load_province(db)
-    lines.append(f"Tỉnh mẫu: {summary}")
+    lines.append(f"Tỉnh mẫu: {summary.text()}")
     seed_history = _optional("controller.indicator.demo_history", "seed_history")
     if seed_history is not None and history_days > 0:
         from loa.timeutil import now_ms
 
         seeded = seed_history(db, days=history_days, now_ms=now_ms())
-        lines.append(f"Lịch sử mẫu: {seeded}")
+        lines.append(seeded.text())
     accounts = _optional("dashboard.security", "ensure_demo_accounts")
     if accounts is not None:
         accounts(db)

@@ -50,5 +50,9 @@ def test_demo_brings_every_simulated_node_online_and_stops_cleanly(tmp_path):
             out, _ = proc.communicate()
     assert proc.returncode == 0, out
     assert "http://127.0.0.1:" in out and "province" in out and "demo" in out
+    # What was seeded reads as a sentence, not a Python object's repr.
+    assert "Tỉnh mẫu: " in out and " xã, " in out
+    assert "Lịch sử mẫu " in out and "chuyển trạng thái" in out
+    assert "Summary(" not in out, out
     assert "Đã dừng." in out
     assert "Traceback" not in out, out
