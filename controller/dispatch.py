@@ -40,11 +40,9 @@ from loa.protocol import (
     PlaybackEvent,
     PlayCmd,
     Rejection,
-    SelftestCmd,
     SelftestEvent,
     StopCmd,
     StreamCmd,
-    VolumeCmd,
     decode_event,
 )
 from loa.settings import Settings
@@ -60,7 +58,6 @@ log = logging.getLogger("loa.dispatch")
 
 ONLINE_STATES = ("online", "degraded")
 EARLY_EVENTS_MAX = 200_000
-ANSWER_POLL_S = 0.25  # how often a controller that does not lead looks for an answer
 MSG_NEVER_ACKED = "Cụm loa không phản hồi lệnh phát"
 MSG_NOT_STARTED = "Cụm loa nhận lệnh nhưng không bắt đầu phát trong khung giờ"
 MSG_CONTENT_GONE = "Nội dung âm thanh không còn trong kho"
@@ -132,10 +129,6 @@ class Dispatcher:
         self._by_cmd: dict[str, TargetState] = {}
         self._by_wire: dict[tuple[str, str], TargetState] = {}
         self._dirty: dict[int, TargetState] = {}
-        self._node_waiters: dict[str, asyncio.Future] = {}
-        # Whether nodes' answers to commands reach another process (several controllers,
-        # this one not leading): then ``node_command`` also looks in the event log.
-        self.answers_elsewhere: Callable[[], bool] = lambda: False
         self._flush_lock = asyncio.Lock()
         self._slot_locks: dict[tuple[int, int], asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -405,9 +398,6 @@ class Dispatcher:
 
     def _apply_event(self, node_id: str, event: Any, received_ms: int) -> None:
         if isinstance(event, CmdAck):
-            waiter = self._node_waiters.pop(event.cmd_id, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(event)
             ts = self._by_cmd.get(event.cmd_id)
             if ts is None or ts.node_id != node_id:
                 return
@@ -418,11 +408,6 @@ class Dispatcher:
                 self.stats["unmatched_events"] += 1
                 return
             self._apply_playback(ts, event, received_ms)
-        elif isinstance(event, SelftestEvent):
-            waiter = self._node_waiters.pop(f"selftest:{node_id}", None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(event)
-            return
         else:
             return
         self.stats["events"] += 1
@@ -716,93 +701,6 @@ class Dispatcher:
         for a in list(self._airings.values()):
             if a.is_stream and not a.stop_sent and now >= a.ends_ms:
                 await self._send_stop(a)
-
-    # ------------------------------------------------------------------ node commands
-
-    async def node_command(self, node_id: str, kind: str, *, level: int | None = None,
-                           broadcast_id: str | None = None, wait_s: float = 5.0
-                           ) -> dict[str, Any]:
-        """``volume`` / ``selftest`` / ``stop`` on one node; waits briefly for its answer so a
-        technician sees at once whether the node took it."""
-        now = self.clock()
-        cmd_id = new_cmd_id()
-        if kind == "volume":
-            cmd: Any = VolumeCmd(cmd_id=cmd_id, issued_at=now, level=level)
-        elif kind == "selftest":
-            cmd = SelftestCmd(cmd_id=cmd_id, issued_at=now)
-        elif kind == "stop":
-            cmd = StopCmd(cmd_id=cmd_id, issued_at=now, broadcast_id=broadcast_id)
-        else:
-            raise ValueError(kind)
-        loop = asyncio.get_running_loop()
-        ack_future = loop.create_future()
-        self._node_waiters[cmd_id] = ack_future
-        selftest_future = None
-        if kind == "selftest":
-            selftest_future = loop.create_future()
-            self._node_waiters[f"selftest:{node_id}"] = selftest_future
-        try:
-            # Receive time on the controller clock, as the event log stores it; a little
-            # earlier, so an answer written by another controller with its clock is not missed.
-            since = now_ms() - 1000
-            await self.commands.send(node_id, cmd, wait_s=min(wait_s, 10.0))
-            result: dict[str, Any] = {"cmd_id": cmd_id, "sent": True, "acked": None}
-            try:
-                ack = await self._answer(ack_future, node_id, "cmd_ack", since, wait_s,
-                                         cmd_id=cmd_id)
-                result.update(acked=ack.ok, error=ack.error)
-                if selftest_future is not None:
-                    st = await self._answer(selftest_future, node_id, "selftest", since,
-                                            wait_s)
-                    result["selftest"] = {"ok": st.ok, "speakers_ok": st.speakers_ok,
-                                          "speakers_total": st.speakers_total,
-                                          "detail": st.detail}
-            except TimeoutError:
-                pass
-            return result
-        finally:
-            self._node_waiters.pop(cmd_id, None)
-            if selftest_future is not None:
-                self._node_waiters.pop(f"selftest:{node_id}", None)
-
-    async def _answer(self, future: asyncio.Future, node_id: str, event_type: str,
-                      since_ms: int, wait_s: float, *, cmd_id: str | None = None) -> Any:
-        """A node's answer to a command from this process, as its ingest hands it over.
-
-        With several controllers, a node's events go to the leader, so a controller that
-        does not lead never hears the answer to a command it sent itself; it reads it from
-        the event log the leader writes each flush instead. Raises ``TimeoutError``."""
-        if not self.answers_elsewhere():
-            return await asyncio.wait_for(future, wait_s)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        while True:
-            remaining = deadline - loop.time()
-            try:
-                return await asyncio.wait_for(asyncio.shield(future),
-                                              max(0.0, min(ANSWER_POLL_S, remaining)))
-            except TimeoutError:
-                stored = await asyncio.to_thread(self._stored_answer, node_id, event_type,
-                                                 since_ms, cmd_id)
-                if stored is not None:
-                    return stored
-                if loop.time() >= deadline:
-                    raise
-
-    def _stored_answer(self, node_id: str, event_type: str, since_ms: int,
-                       cmd_id: str | None) -> Any:
-        with self.db.session() as s:
-            rows = s.scalars(select(NodeEventLog.payload).where(
-                NodeEventLog.node_id == node_id, NodeEventLog.at_ms >= since_ms,
-                NodeEventLog.type == event_type).order_by(NodeEventLog.at_ms)).all()
-        for payload in rows:
-            if cmd_id is not None and payload.get("cmd_id") != cmd_id:
-                continue
-            try:
-                return decode_event(json.dumps(payload).encode())
-            except Rejection:
-                continue
-        return None
 
     # ------------------------------------------------------------------ introspection
 

@@ -38,6 +38,7 @@ from controller.mqtt_transport import (
     skip_topic_callbacks,
     use_buffered_reads,
 )
+from controller.node_commands import NodeCommands, stay_connected
 from controller.stats import write_stats_file
 from loa.db import Database
 from loa.settings import Settings
@@ -64,6 +65,10 @@ class ControllerService:
         self.db = db
         self.ingest = Ingest(settings, db)
         self.commands = CommandPublisher(self.ingest.topics)
+        # A node's events reach only the leader of several controllers.
+        self.node_commands = NodeCommands(
+            db, self.commands, answers_elsewhere=lambda: self.clustered and not self.is_leader)
+        self.node_commands.attach(self.ingest)
         self.client_id = client_id or settings.controller_client_id
         self.clustered = bool(settings.shared_subscription_group)
         if self.clustered and client_id is None and self.client_id == DEFAULT_CLIENT_ID:
@@ -109,6 +114,11 @@ class ControllerService:
                 # lock; docs/deploy.md section 6.3 asks for PostgreSQL here.
                 log.warning("Nhiều bộ điều khiển dùng chung một tệp SQLite sẽ phải chờ nhau "
                             "khi ghi; khi chạy nhiều bộ điều khiển hãy dùng PostgreSQL")
+
+    def services(self) -> dict[str, Any]:
+        """What the controller lends the other packages in one process (dispatch, the API)."""
+        return {"controller": self, "commands": self.commands, "ingest": self.ingest,
+                "node_commands": self.node_commands}
 
     def add_leader_role(self, name: str, start: Callable[[], Awaitable[Any]],
                         stop: Callable[[], Awaitable[Any]]) -> None:
@@ -410,29 +420,21 @@ class ControllerService:
             await client.subscribe(topic, qos=1)
 
     async def _mqtt_loop(self) -> None:
-        backoff = 0.5
-        while not self._stopping.is_set():
-            try:
-                async with self._client() as client:
-                    self._client_ref = client
-                    await self._subscribe(client)
-                    self.commands.attach(client)
-                    self.connected.set()
-                    backoff = 0.5
-                    log.info("Đã kết nối broker %s:%s", self.settings.mqtt_host,
-                             self.settings.mqtt_port)
-                    # Messages go to the ingest as they are decoded (DirectDelivery); this
-                    # only returns, by MqttError, when the connection is lost.
-                    async for _ in client.messages:
-                        pass
-            except aiomqtt.MqttError as exc:
-                if self._stopping.is_set():
-                    break
-                self.reconnects += 1
-                log.warning("Mất kết nối broker (%s); thử lại sau %.1f s", exc, backoff)
-            finally:
-                self._client_ref = None
-                self.commands.attach(None)
-                self.connected.clear()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
+        await stay_connected(self._client, self._connected_to, self._disconnected,
+                             self._stopping, on_lost=self._lost)
+
+    async def _connected_to(self, client: aiomqtt.Client) -> None:
+        self._client_ref = client
+        await self._subscribe(client)
+        self.commands.attach(client)
+        self.connected.set()
+        log.info("Đã kết nối broker %s:%s", self.settings.mqtt_host, self.settings.mqtt_port)
+
+    def _disconnected(self) -> None:
+        self._client_ref = None
+        self.commands.attach(None)
+        self.connected.clear()
+
+    def _lost(self, exc: Exception) -> None:
+        self.reconnects += 1
+        log.warning("Mất kết nối broker (%s); đang thử lại", exc)

@@ -79,6 +79,16 @@ EN: dict[str, str] = {
     "Bộ khuếch đại": "Amplifier", "Thao tác": "Actions", "Đặt âm lượng": "Set volume",
     "Tự kiểm tra": "Self-test", "Dừng phát": "Stop playback",
     "Đã gửi lệnh tới cụm loa.": "Command sent to the cluster.",
+    "Cụm loa đã nhận và thực hiện lệnh.": "The cluster took the command and carried it out.",
+    "Đã gửi lệnh nhưng cụm loa chưa phản hồi. Broker giữ lệnh và giao khi cụm loa kết nối lại.":
+        "Command sent, but the cluster has not answered. The broker keeps the command and "
+        "delivers it when the cluster reconnects.",
+    "Cụm loa từ chối lệnh; xem lý do trong mục Sự kiện gần đây.":
+        "The cluster refused the command; see the reason under Recent events.",
+    "Tự kiểm tra đạt: {ok}/{total} loa hoạt động.":
+        "Self-test passed: {ok}/{total} speakers working.",
+    "Tự kiểm tra không đạt: {ok}/{total} loa hoạt động.":
+        "Self-test failed: {ok}/{total} speakers working.",
     "Độ sẵn sàng": "Availability", "Lịch sử trạng thái": "State history",
     "Cường độ tín hiệu (dBm)": "Signal strength (dBm)", "Nhiệt độ (°C)": "Temperature (°C)",
     "Điện áp pin (V)": "Battery voltage (V)", "Chưa có dữ liệu.": "No data yet.",

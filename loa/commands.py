@@ -112,8 +112,7 @@ def build_services(settings: Settings, db: Database) -> dict[str, Any]:
     from controller.service import ControllerService
 
     controller = ControllerService(settings, db)
-    services: dict[str, Any] = {"controller": controller, "commands": controller.commands,
-                                "ingest": controller.ingest}
+    services = controller.services()
     for module in ("scheduler.service", "controller.alarms", "broadcasts.service",
                    "controller.influx_sink"):
         attach = _optional(module, "attach")
@@ -129,6 +128,13 @@ async def _run(settings: Settings, *, http: bool, controller: bool,
     tasks: list[asyncio.Task] = []
     if controller:
         await services["controller"].start()
+    elif http:
+        # API only: technicians' node commands go out through a connection of its own.
+        from controller.node_commands import CommandLink
+
+        link = CommandLink(settings, db)
+        link.start()
+        services.update(command_link=link, node_commands=link.node_commands)
     server = None
     if http:
         import uvicorn

@@ -96,8 +96,6 @@ def build_scheduling(settings: Settings, db: Database, controller: ControllerSer
     dispatcher = Dispatcher(settings, db, controller.commands, content=content, sched=sched,
                             live=live, base_url=base_url)
     dispatcher.attach(controller.ingest)
-    # Several controllers: one that does not lead finds its commands' answers in the log.
-    dispatcher.answers_elsewhere = lambda: controller.clustered and not controller.is_leader
     runtime = SchedulerRuntime(db, sched, dispatcher)
     service = BroadcastService(db, sched, content=content, live=live, runtime=runtime)
     return Scheduling(dispatcher, runtime, service, live, owns_live)

@@ -205,21 +205,24 @@ async def delete_group(group_id: int = id_param(), user: User = Depends(current_
 # --------------------------------------------------------------------------- node commands
 
 
-def _dispatcher(ctx: AppContext):
-    dispatcher = ctx.services.get("dispatcher")
-    if dispatcher is None:
-        raise HTTPException(503, "Bộ điều khiển không chạy cùng máy chủ web; "
-                                 "không gửi được lệnh tới cụm loa.")
-    return dispatcher
+def _node_commands(ctx: AppContext):
+    """The in-process controller's, or the command link of an API-only ``loa serve``."""
+    node_commands = ctx.services.get("node_commands")
+    if node_commands is None:
+        raise HTTPException(503, "Máy chủ web chưa có đường gửi lệnh tới cụm loa.")
+    return node_commands
 
 
-async def _node_command(node_id: str, kind: str, request: Request, user: User,
-                        s: Session, **kw: Any) -> dict[str, Any]:
+async def send_node_command(node_id: str, kind: str, request: Request, user: User,
+                            s: Session, **kw: Any) -> dict[str, Any]:
+    """``volume`` / ``selftest`` / ``stop`` for the API and the node page alike: scope check,
+    the dispatcher's send-and-wait, an audit row. What the node answered is in the result
+    (``acked``: true, false, or None when it did not answer in time; ``selftest``)."""
     ctx: AppContext = request.app.state.ctx
     await run_in_threadpool(check_node_access, s, actor_of(user), node_id)
-    dispatcher = _dispatcher(ctx)
+    node_commands = _node_commands(ctx)
     try:
-        result = await dispatcher.node_command(node_id, kind, **kw)
+        result = await node_commands.send(node_id, kind, **kw)
     except Exception as exc:  # broker down: a clear 503, not a stack trace
         log.warning("node command %s to %s failed: %s", kind, node_id, exc)
         raise HTTPException(503, "Không gửi được lệnh: mất kết nối tới broker MQTT.") from None
@@ -235,14 +238,14 @@ async def node_volume(*, node_id: str, request: Request, payload: Any = Body(...
     level = payload.get("level") if isinstance(payload, dict) else None
     if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 100:
         raise HTTPException(422, "Âm lượng («level») phải là số nguyên từ 0 đến 100.")
-    return await _node_command(node_id, "volume", request, user, s, level=level)
+    return await send_node_command(node_id, "volume", request, user, s, level=level)
 
 
 @router.post("/nodes/{node_id}/selftest")
 async def node_selftest(*, node_id: str, request: Request,
                         user: User = Depends(require_role("technician", "province", "commune")),
                         s: DbSession):
-    return await _node_command(node_id, "selftest", request, user, s)
+    return await send_node_command(node_id, "selftest", request, user, s)
 
 
 @router.post("/nodes/{node_id}/stop")
@@ -252,7 +255,7 @@ async def node_stop(*, node_id: str, request: Request, payload: Any = Body(None)
     broadcast_id = payload.get("broadcast_id") if isinstance(payload, dict) else None
     if broadcast_id is not None and not isinstance(broadcast_id, str):
         raise HTTPException(422, "«broadcast_id» phải là chuỗi (mã phát trên cụm loa).")
-    return await _node_command(node_id, "stop", request, user, s, broadcast_id=broadcast_id)
+    return await send_node_command(node_id, "stop", request, user, s, broadcast_id=broadcast_id)
 
 
 # --------------------------------------------------------------------------- live

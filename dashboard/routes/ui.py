@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -27,7 +27,14 @@ from controller.alarms import ALARM_LABELS_VI
 from controller.models import HeartbeatSample, NodeEventLog, NodeLive, NodeTransition
 from controller.registry.models import Commune, Node, PendingNode, Village
 from dashboard.deps import DbSession, get_ctx
-from dashboard.i18n import LANG_COOKIE, LANGUAGES, get_lang, js_catalogue, template_globals
+from dashboard.i18n import (
+    LANG_COOKIE,
+    LANGUAGES,
+    get_lang,
+    js_catalogue,
+    template_globals,
+    translate,
+)
 from dashboard.models import ROLES, AuditLog, User
 from dashboard.routes.alarms import list_alarms
 from dashboard.security import (
@@ -50,7 +57,6 @@ from dashboard.security import (
     sign_session,
     update_user,
 )
-from loa.protocol import SelftestCmd, StopCmd, VolumeCmd
 from loa.timeutil import ms_to_dt, now_ms
 
 HERE = Path(__file__).resolve().parent.parent
@@ -62,8 +68,34 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
        "form-action 'self'; frame-ancestors 'none'")
 HOME_BY_ROLE = {"technician": "/tech", "commune": "/commune", "province": "/province"}
 RANGES = {"24h": 24 * 3600_000, "7d": 7 * 24 * 3600_000, "30d": 30 * 24 * 3600_000}
-# Messages a redirect may ask a page to show; a key, never free text from the URL.
-FLASH = {"sent": "Đã gửi lệnh tới cụm loa.", "saved": "Đã lưu.", "acked": "Đã xác nhận"}
+NODE_ACTIONS = ("volume", "selftest", "stop")
+# Messages a redirect may ask a page to show: a key, never free text from the URL; the only
+# values taken from it are the speaker counts of a self-test, as small integers. The second
+# item is the style ("ok" or "error").
+FLASH = {"saved": ("Đã lưu.", "ok"), "acked": ("Đã xác nhận", "ok"),
+         "cmd_done": ("Cụm loa đã nhận và thực hiện lệnh.", "ok"),
+         "cmd_pending": ("Đã gửi lệnh nhưng cụm loa chưa phản hồi. Broker giữ lệnh và giao khi "
+                         "cụm loa kết nối lại.", "error"),
+         "cmd_refused": ("Cụm loa từ chối lệnh; xem lý do trong mục Sự kiện gần đây.", "error"),
+         "selftest_pass": ("Tự kiểm tra đạt: {ok}/{total} loa hoạt động.", "ok"),
+         "selftest_fail": ("Tự kiểm tra không đạt: {ok}/{total} loa hoạt động.", "error")}
+FLASH_COUNTS = {"ok": "sp", "total": "st"}  # placeholder -> query parameter
+
+
+def flash_message(request: Request, lang: str) -> tuple[str, str] | None:
+    """The translated message and style a redirect asked for, or None."""
+    entry = FLASH.get(request.query_params.get("ok", ""))
+    if entry is None:
+        return None
+    message, kind = entry
+    values = {}
+    for name, param in FLASH_COUNTS.items():
+        if "{" + name + "}" in message:
+            raw = request.query_params.get(param, "")
+            if not (raw.isdigit() and len(raw) <= 3):
+                return None
+            values[name] = int(raw)
+    return translate(lang, message, **values), kind
 
 
 class LoginRequired(Exception):
@@ -109,12 +141,14 @@ def security_headers(response: Response) -> Response:
 def render(request: Request, name: str, user: User | None, status_code: int = 200,
            **context: Any) -> HTMLResponse:
     lang = get_lang(request)
-    flash = FLASH.get(request.query_params.get("ok", ""))
+    flash = flash_message(request, lang)
     page = {"lang": lang, "csrf": getattr(request.state, "loa_csrf", ""),
             "strings": js_catalogue(lang)}
     page.update(context.pop("page", {}))
     response = templates.TemplateResponse(
-        request, name, {**template_globals(lang), "user": user, "flash": flash,
+        request, name, {**template_globals(lang), "user": user,
+                        "flash": flash[0] if flash else None,
+                        "flash_kind": flash[1] if flash else None,
                         "csrf_token": page["csrf"], "csrf_field": CSRF_FIELD,
                         "page": page, "path": request.url.path,
                         "path_qs": request.url.path + (f"?{request.url.query}"
@@ -375,36 +409,33 @@ def node_page(*, node_id: str, request: Request, range: str = "24h",
 @router.post("/tech/nodes/{node_id}/action")
 async def node_action(*, node_id: str, request: Request, action: str = Form(...),
                       level: int | None = Form(None), user: User = Depends(page_user),
-                      s: DbSession, ctx=Depends(get_ctx)):
-    """Volume, self-test and stop from the node page. Published by the in-process
-    controller's ``CommandPublisher`` (the API and controller share one event loop)."""
+                      s: DbSession):
+    """Volume, self-test and stop from the node page: the API's send-and-wait, so the page
+    that follows says what the node answered, not only that something was sent."""
     if user.role not in ("technician", "province"):
         raise HTTPException(403, MSG_FORBIDDEN)
     _node_or_error(s, user, node_id)
-    from controller.commands import NotConnected, new_cmd_id
-
-    common = {"cmd_id": new_cmd_id(), "issued_at": now_ms()}
-    if action == "volume":
-        if level is None or not 0 <= level <= 100:
-            raise HTTPException(422, "Âm lượng phải từ 0 đến 100")
-        cmd: Any = VolumeCmd(level=level, **common)
-    elif action == "selftest":
-        cmd = SelftestCmd(**common)
-    elif action == "stop":
-        cmd = StopCmd(**common)
-    else:
+    if action not in NODE_ACTIONS:
         raise HTTPException(422, "Thao tác không hợp lệ")
-    publisher = ctx.services.get("commands")
-    if publisher is None:
-        raise HTTPException(503, "Bộ điều khiển không chạy cùng máy chủ web; không gửi được lệnh")
-    try:
-        await publisher.send(node_id, cmd)
-    except NotConnected as exc:
-        raise HTTPException(503, str(exc)) from None
-    audit(s, f"node.{action}", user=user, target=node_id, request=request, status_code=303,
-          detail={"cmd_id": cmd.cmd_id, **({"level": level} if action == "volume" else {})})
-    s.commit()
-    return RedirectResponse(f"/tech/nodes/{quote(node_id)}?ok=sent", 303)
+    if action == "volume" and (level is None or not 0 <= level <= 100):
+        raise HTTPException(422, "Âm lượng phải từ 0 đến 100")
+    from dashboard.routes.broadcasts import send_node_command
+
+    result = await send_node_command(node_id, action, request, user, s,
+                                     **({"level": level} if action == "volume" else {}))
+    return RedirectResponse(f"/tech/nodes/{quote(node_id)}?{command_outcome(result)}", 303)
+
+
+def command_outcome(result: dict[str, Any]) -> str:
+    """The flash key (and speaker counts) of a node's answer, for the redirect's query."""
+    selftest = result.get("selftest")
+    if result.get("acked") and selftest:
+        key = "selftest_pass" if selftest["ok"] else "selftest_fail"
+        return urlencode({"ok": key, "sp": selftest["speakers_ok"],
+                          "st": selftest["speakers_total"]})
+    if result.get("acked"):
+        return "ok=cmd_done"
+    return "ok=cmd_refused" if result.get("acked") is False else "ok=cmd_pending"
 
 
 @router.get("/tech/alarms")

@@ -294,6 +294,17 @@
 
   function initNode() {
     var badge = document.getElementById("node-state");
+    // A command waits for the node's answer (up to ~10 s for a self-test): say so, and
+    // keep a second tap from sending it twice.
+    Array.prototype.forEach.call(document.querySelectorAll("form.node-action"), function (form) {
+      form.addEventListener("submit", function () {
+        var btn = form.querySelector("button[type=submit]");
+        if (!btn) return;
+        btn.disabled = true;
+        btn.textContent = _("Đang gửi…");
+        form.setAttribute("aria-busy", "true");
+      });
+    });
     openLive("", {
       nodes: function (list) {
         list.forEach(function (n) {

@@ -271,7 +271,6 @@ async def test_a_controller_that_does_not_lead_gets_the_answers_to_its_commands(
     from controller.service import ControllerService
     from firmware_sim.fleet import Fleet
     from loa.protocol import Channel
-    from scheduler.wiring import build_scheduling
     from tests.conftest import settings_for
 
     node = "ans-01"
@@ -287,7 +286,6 @@ async def test_a_controller_that_does_not_lead_gets_the_answers_to_its_commands(
                              controller_client_id="ctl-api", controller_presence_s=1,
                              leader_lease_s=30, leader_renew_s=1)
         service = ControllerService(local, db)
-        dispatcher = build_scheduling(local, db, service, with_live=False).dispatcher
         await service.start()
         await service.wait_connected()
         await wait_for(lambda: len(service.membership.members) == 2, 15,
@@ -296,18 +294,85 @@ async def test_a_controller_that_does_not_lead_gets_the_answers_to_its_commands(
         await wait_for(lambda: read_stats(tmp_path, "ctl-lead").get("accepted", {})
                        .get("heartbeat", 0) + service.ingest.accepted[Channel.HEARTBEAT] >= 2,
                        15, "the node's heartbeats", interval=0.2)
-        assert not service.is_leader and dispatcher.answers_elsewhere()
+        assert not service.is_leader and service.node_commands.answers_elsewhere()
 
-        result = await dispatcher.node_command(node, "selftest", wait_s=8)
+        result = await service.node_commands.send(node, "selftest", wait_s=8)
 
         assert result["sent"] is True and result["acked"] is True, result
         assert result["selftest"] is not None and result["selftest"]["speakers_total"] >= 1
         # Applied where the leader is, not here: the answer came from the event log.
         assert service.ingest.accepted[Channel.EVENTS] == 0
-        volume = await dispatcher.node_command(node, "volume", level=40, wait_s=8)
+        volume = await service.node_commands.send(node, "volume", level=40, wait_s=8)
         assert volume["acked"] is True, volume
     finally:
         await fleet.stop()
         if service is not None:
             await service.stop()
         stop_all([leader])
+
+
+async def test_an_api_only_process_sends_node_commands_and_reports_the_answers(
+        tmp_path, mosquitto_broker, db):
+    """As docker-compose runs it: the dashboard is `loa serve --no-controller` beside two
+    controllers. A technician's self-test and volume go out through the API process's own
+    MQTT link, and the answers come back from the event log the leader writes; a node that
+    is away is reported as not answering, not as done."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    from dashboard.security import ensure_demo_accounts
+    from firmware_sim.fleet import Fleet
+    from loa.broker import free_port
+    from tests.scheduler.test_kill9 import up
+
+    make_registry(db, communes={"Xã Tân Lập": {"Thôn Đồng Tâm": ["api-01", "api-02"]}},
+                  heartbeat_s=1)
+    ensure_demo_accounts(db)
+    http_port = free_port()
+    api = subprocess.Popen(
+        [sys.executable, "-m", "loa", "serve", "--no-controller"],
+        env={**os.environ, "LOA_DATABASE_URL": db.url, "LOA_DATA_DIR": str(tmp_path / "api"),
+             "LOA_MQTT_PORT": str(mosquitto_broker.port), "LOA_HTTP_PORT": str(http_port),
+             "LOA_LOG_LEVEL": "WARNING"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    procs = [api] + [start_controller(name, db.url, mosquitto_broker.port, tmp_path,
+                                      lease_s=30) for name in ("ctl-a", "ctl-b")]
+    fleet = Fleet(mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=1, keepalive_s=3,
+                  connect_rate=500, seed=7)
+    try:
+        await up(http_port)
+        await wait_for(lambda: any(read_stats(tmp_path, n).get("leader")
+                                   for n in ("ctl-a", "ctl-b")), 30, "a controller to lead",
+                       interval=0.2)
+        await fleet.start(["api-01"])  # api-02 stays away
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}",
+                                     timeout=30) as c:
+            token = (await c.post("/api/v1/auth/token", data={
+                "username": "technician", "password": "demo"})).json()["access_token"]
+            auth = {"Authorization": f"Bearer {token}"}
+
+
+            async def online() -> bool:
+                r = await c.get("/api/v1/nodes/api-01", headers=auth)
+                return r.status_code == 200 and r.json()["state"] in ("online", "degraded")
+
+            await wait_for(online, 20, "api-01 online", interval=0.3)
+
+            st = await c.post("/api/v1/nodes/api-01/selftest", headers=auth)
+            assert st.status_code == 200, st.text
+            body = st.json()
+            assert body["acked"] is True, body
+            assert body["selftest"]["speakers_total"] >= 1
+            vol = await c.post("/api/v1/nodes/api-01/volume", json={"level": 40}, headers=auth)
+            assert vol.status_code == 200 and vol.json()["acked"] is True, vol.text
+
+            away = await c.post("/api/v1/nodes/api-02/selftest", headers=auth)
+            assert away.status_code == 200, away.text
+            assert away.json()["sent"] is True and away.json()["acked"] is None
+    finally:
+        await fleet.stop()
+        stop_all(procs)
+    assert b"Traceback" not in api.stderr.read()

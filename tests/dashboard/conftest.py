@@ -86,8 +86,7 @@ class LiveStack:
                                                 client_id=f"ui-test-{self.port}")
             await self.controller.start()
             await self.controller.wait_connected(60)
-            services["controller"] = self.controller
-            services["commands"] = self.controller.commands
+            services.update(self.controller.services())
         raise_s, clear_s = self.alarm_timing
         self.alarms = AlarmService(self.db, interval_s=0.5, raise_after_s=raise_s,
                                    clear_after_s=clear_s)

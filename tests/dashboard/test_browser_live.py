@@ -4,6 +4,8 @@ mosquitto), the controller service, the alarm engine and a simulated fleet
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.dashboard.conftest import LiveStack, login, screenshot
@@ -56,17 +58,28 @@ def test_technician_sees_a_killed_node_turn_red_without_reload(live_stack, page)
     alarm.query_selector("button.ack").click()
     page.wait_for_selector("#alarm-list li[data-node='dc-002']:has-text('Đã xác nhận')")
 
-    # Node page: a self-test reaches the simulated node, which answers with an event.
+    # Node page: a self-test reaches the simulated node, and the page that follows says what
+    # it answered (the button says it is sending meanwhile).
     page.goto(f"{stack.base_url}/tech/nodes/dc-001")
     page.click("form:has(input[value=selftest]) button")
-    page.wait_for_url("**/tech/nodes/dc-001?ok=sent")
-    assert page.inner_text(".flash.ok") == "Đã gửi lệnh tới cụm loa."
-    page.wait_for_function("() => fetch('/api/v1/nodes/dc-001').then(r => r.ok)",
-                           timeout=5_000)
-    for _ in range(20):
-        page.reload()
-        if "selftest" in page.inner_text("main"):
+    page.wait_for_url("**/tech/nodes/dc-001?ok=selftest_pass*", timeout=15_000)
+    flash = page.inner_text(".flash.ok")
+    assert re.fullmatch(r"Tự kiểm tra đạt: (\d)/\1 loa hoạt động\.", flash), flash
+    page.fill("form:has(input[value=volume]) input[name=level]", "35")
+    page.click("form:has(input[value=volume]) button")
+    page.wait_for_url("**/tech/nodes/dc-001?ok=cmd_done", timeout=15_000)
+    assert page.inner_text(".flash.ok") == "Cụm loa đã nhận và thực hiện lệnh."
+    for _ in range(20):  # the node's answers reach the event list with the next flush
+        if "selftest" in page.inner_text("main") and "cmd_ack" in page.inner_text("main"):
             break
         page.wait_for_timeout(500)
+        page.reload()
     assert "selftest" in page.inner_text("main")
     screenshot(page, "technician-node-live")
+
+    # The killed node cannot answer: the technician is told so, not that all went well.
+    page.goto(f"{stack.base_url}/tech/nodes/dc-002")
+    page.click("form:has(input[value=selftest]) button", no_wait_after=True)
+    assert page.inner_text("form:has(input[value=selftest]) button") == "Đang gửi…"
+    page.wait_for_url("**/tech/nodes/dc-002?ok=cmd_pending", timeout=20_000)
+    assert "chưa phản hồi" in page.inner_text(".flash.error")

@@ -57,3 +57,31 @@ def test_language_cookie_switches_pages(stack):
         assert "Log in" in page and 'lang="en"' in page
         # Only same-site paths are followed after switching.
         assert c.get("/lang/vi?next=https://evil.example").headers["location"] == "/"
+
+
+def test_every_flash_message_has_english():
+    from dashboard.routes.ui import FLASH
+
+    assert sorted(m for m, _kind in FLASH.values() if m not in EN) == []
+
+
+def test_a_flash_takes_only_small_counts_from_the_url():
+    """A redirect may name a message and, for a self-test, two speaker counts; anything else
+    in the URL (text, a huge or negative number) shows no message at all."""
+    from starlette.requests import Request
+
+    from dashboard.routes.ui import flash_message
+
+    def flash(query: str, lang: str = "vi"):
+        return flash_message(Request({"type": "http", "query_string": query.encode(),
+                                      "headers": []}), lang)
+
+    assert flash("ok=selftest_pass&sp=2&st=2") == (
+        "Tự kiểm tra đạt: 2/2 loa hoạt động.", "ok")
+    assert flash("ok=selftest_fail&sp=1&st=2", "en") == (
+        "Self-test failed: 1/2 speakers working.", "error")
+    assert flash("ok=cmd_pending")[1] == "error"
+    for bad in ("ok=selftest_pass", "ok=selftest_pass&sp=x&st=2",
+                "ok=selftest_pass&sp=-1&st=2", "ok=selftest_pass&sp=2&st=99999",
+                "ok=Bạn đã bị hack", "ok="):
+        assert flash(bad) is None, bad

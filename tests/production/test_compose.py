@@ -256,6 +256,8 @@ def test_every_command_the_containers_run_exists():
         invocations[name] = loa_invocation(argv_of(SERVICES[name]))
     assert invocations["controller"][:2] == ["loa", "controller"]
     assert invocations["dashboard"] == ["loa", "serve", "--no-controller"]
+    # ...which publishes node commands itself, so it logs in as the controller does.
+    assert SERVICES["dashboard"]["env_file"] == SERVICES["controller"]["env_file"]
     assert invocations["sim"][:3] == ["loa", "sim", "--from-registry"]
     assert invocations["migrate"] == ["alembic", "upgrade", "head"]
 

@@ -90,9 +90,7 @@ class Network:
         await self.controller.wait_connected()
         await self.scheduling.start()
         self.services.clear()
-        self.services.update({"controller": self.controller,
-                              "commands": self.controller.commands,
-                              "ingest": self.controller.ingest, **self.scheduling.services()})
+        self.services.update({**self.controller.services(), **self.scheduling.services()})
 
     async def kill_controller(self) -> None:
         """Stop controller and scheduler as a crash would leave them: nothing is cleaned up
