@@ -345,11 +345,12 @@ class DbLagSampler:
             upto = min(upto, self.end)
         if upto <= self.cut:
             return
-        from sqlalchemy import select
+        from sqlalchemy import BigInteger, cast, select
 
         from controller.models import NodeLive
 
-        lag = NodeLive.last_heartbeat_ms - NodeLive.heartbeat["ts"].as_integer()
+        # Epoch milliseconds: beyond a 32-bit INTEGER, which as_integer() casts to on PostgreSQL.
+        lag = NodeLive.last_heartbeat_ms - cast(NodeLive.heartbeat["ts"].as_string(), BigInteger)
         with self.db.session() as s:
             self.lags.extend(int(v) for v in s.scalars(select(lag).where(
                 NodeLive.last_heartbeat_ms > self.cut, NodeLive.last_heartbeat_ms <= upto))
@@ -953,7 +954,10 @@ def main() -> None:
         if args.real:
             parts["real"] = {"command": command, **run_real(args, Path(tmp))}
         if args.virtual:
-            parts["virtual"] = {"command": command, **run_virtual(args, Path(tmp))}
+            # One key per database backend, so a PostgreSQL run sits beside the SQLite one.
+            backend = (args.database_url or "sqlite").split(":", 1)[0].split("+", 1)[0]
+            key = "virtual" if backend == "sqlite" else f"virtual_{backend}"
+            parts[key] = {"command": command, **run_virtual(args, Path(tmp))}
     path = write_result("fleet", {"benchmark": "fleet", **parts}, merge=True)
     print(f"\nwritten {path.relative_to(REPO)}")
 
