@@ -27,6 +27,14 @@ REASON_LABELS = {"amp_fault": "Lỗi bộ khuếch đại", "amp_off": "Bộ khu
                  "heartbeat": "Nhịp tim", "offline": "Mất kết nối", "recovered": "Phục hồi"}
 ROLE_LABELS = {"commune": "Cán bộ xã", "technician": "Kỹ thuật viên",
                "province": "Quản trị tỉnh"}
+# A node's events (docs/protocol.md), as a technician reads them on the node page.
+EVENT_LABELS = {"cmd_ack": "Xác nhận lệnh", "playback": "Phát bản tin", "fault": "Sự cố",
+                "selftest": "Tự kiểm tra"}
+PHASE_LABELS = {"fetched": "Đã tải về", "started": "Bắt đầu phát", "finished": "Phát xong",
+                "preempted": "Nhường bản tin ưu tiên hơn", "failed": "Phát lỗi"}
+FAULT_LABELS = {"amp_fault": "Lỗi bộ khuếch đại", "speaker_line": "Lỗi đường dây loa",
+                "power_lost": "Mất điện lưới", "power_restored": "Có điện lưới trở lại",
+                "tamper": "Thiết bị bị mở vỏ", "storage": "Lỗi bộ nhớ"}
 
 EN: dict[str, str] = {
     # layout and navigation
@@ -79,6 +87,16 @@ EN: dict[str, str] = {
     "Bộ khuếch đại": "Amplifier", "Thao tác": "Actions", "Đặt âm lượng": "Set volume",
     "Tự kiểm tra": "Self-test", "Dừng phát": "Stop playback",
     "Đã gửi lệnh tới cụm loa.": "Command sent to the cluster.",
+    # node events
+    "Xác nhận lệnh": "Command answer", "Phát bản tin": "Playback", "Sự cố": "Fault",
+    "Đã tải về": "Downloaded", "Bắt đầu phát": "Started",
+    "Phát xong": "Finished", "Nhường bản tin ưu tiên hơn": "Pre-empted by a higher priority",
+    "Phát lỗi": "Playback failed", "Mất điện lưới": "Mains power lost",
+    "Có điện lưới trở lại": "Mains power restored", "Thiết bị bị mở vỏ": "Enclosure opened",
+    "Lỗi bộ nhớ": "Storage fault", "Đã thực hiện lệnh": "Command carried out",
+    "Từ chối lệnh: {error}": "Command refused: {error}",
+    "Đạt: {ok}/{total} loa hoạt động": "Passed: {ok}/{total} speakers working",
+    "Không đạt: {ok}/{total} loa hoạt động": "Failed: {ok}/{total} speakers working",
     "Cụm loa đã nhận và thực hiện lệnh.": "The cluster took the command and carried it out.",
     "Đã gửi lệnh nhưng cụm loa chưa phản hồi. Broker giữ lệnh và giao khi cụm loa kết nối lại.":
         "Command sent, but the cluster has not answered. The broker keeps the command and "
@@ -201,6 +219,36 @@ def js_catalogue(lang: str) -> dict[str, str]:
     return {m: translate(lang, m) for m in JS_STRINGS}
 
 
+def describe_event(lang: str, payload: dict) -> str:
+    """One line for a stored node event. What the node wrote itself (an error, a detail, a
+    broadcast id) is quoted as it is; an unknown type keeps its raw fields."""
+    def _(message: str, **values: object) -> str:
+        return translate(lang, message, **values)
+
+    kind = payload.get("type")
+    detail = payload.get("detail")
+    if kind == "cmd_ack":
+        line = (_("Đã thực hiện lệnh") if payload.get("ok")
+                else _("Từ chối lệnh: {error}", error=payload.get("error") or "–"))
+        return f"{line} ({str(payload.get('cmd_id', ''))[:8]})"
+    if kind == "selftest":
+        counts = {"ok": payload.get("speakers_ok", "–"),
+                  "total": payload.get("speakers_total", "–")}
+        line = (_("Đạt: {ok}/{total} loa hoạt động", **counts) if payload.get("ok")
+                else _("Không đạt: {ok}/{total} loa hoạt động", **counts))
+        return f"{line} — {detail}" if detail else line
+    if kind == "playback":
+        phase = payload.get("phase", "")
+        line = f"{_(PHASE_LABELS.get(phase, phase))} «{payload.get('broadcast_id', '')}»"
+        return f"{line}: {payload['error']}" if payload.get("error") else line
+    if kind == "fault":
+        code = payload.get("code", "")
+        line = _(FAULT_LABELS.get(code, code))
+        return f"{line} — {detail}" if detail else line
+    return " · ".join(f"{k}: {v}" for k, v in payload.items()
+                      if k not in ("type", "ts") and v is not None)
+
+
 def template_globals(lang: str) -> dict[str, object]:
     """What every template gets: ``_``, the language, and people-facing formatters
     (dd/mm/yyyy, Asia/Ho_Chi_Minh)."""
@@ -211,4 +259,6 @@ def template_globals(lang: str) -> dict[str, object]:
         "state_label": lambda st: translate(lang, STATE_LABELS.get(st, st)),
         "reason_label": lambda r: translate(lang, REASON_LABELS.get(r, r)),
         "role_label": lambda r: translate(lang, ROLE_LABELS.get(r, r)),
+        "event_label": lambda t: translate(lang, EVENT_LABELS.get(t, t)),
+        "describe_event": lambda payload: describe_event(lang, payload),
     }

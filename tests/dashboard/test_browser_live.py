@@ -70,11 +70,14 @@ def test_technician_sees_a_killed_node_turn_red_without_reload(live_stack, page)
     page.wait_for_url("**/tech/nodes/dc-001?ok=cmd_done", timeout=15_000)
     assert page.inner_text(".flash.ok") == "Cụm loa đã nhận và thực hiện lệnh."
     for _ in range(20):  # the node's answers reach the event list with the next flush
-        if "selftest" in page.inner_text("main") and "cmd_ack" in page.inner_text("main"):
+        if page.query_selector("#events tr[data-type=selftest]") and page.query_selector(
+                "#events tr[data-type=cmd_ack]"):
             break
         page.wait_for_timeout(500)
         page.reload()
-    assert "selftest" in page.inner_text("main")
+    selftest = page.inner_text("#events tr[data-type=selftest]")
+    assert "Tự kiểm tra" in selftest and re.search(r"Đạt: (\d)/\1 loa hoạt động", selftest)
+    assert "Đã thực hiện lệnh" in page.inner_text("#events tr[data-type=cmd_ack]")
     screenshot(page, "technician-node-live")
 
     # The killed node cannot answer: the technician is told so, not that all went well.

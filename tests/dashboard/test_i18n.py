@@ -85,3 +85,23 @@ def test_a_flash_takes_only_small_counts_from_the_url():
                 "ok=selftest_pass&sp=-1&st=2", "ok=selftest_pass&sp=2&st=99999",
                 "ok=Bạn đã bị hack", "ok="):
         assert flash(bad) is None, bad
+
+
+def test_node_events_read_as_sentences_in_both_languages():
+    from dashboard.i18n import EVENT_LABELS, FAULT_LABELS, PHASE_LABELS, describe_event
+
+    for labels in (EVENT_LABELS, FAULT_LABELS, PHASE_LABELS):
+        assert sorted(m for m in labels.values() if m not in EN) == []
+    ack = {"type": "cmd_ack", "ts": 1, "cmd_id": "8fc9a91d8d17", "ok": True}
+    assert describe_event("vi", ack) == "Đã thực hiện lệnh (8fc9a91d)"
+    refused = {**ack, "ok": False, "error": "expired"}
+    assert describe_event("en", refused) == "Command refused: expired (8fc9a91d)"
+    st = {"type": "selftest", "ok": False, "speakers_ok": 1, "speakers_total": 2,
+          "detail": "loa 2 hở mạch"}
+    assert describe_event("vi", st) == "Không đạt: 1/2 loa hoạt động — loa 2 hở mạch"
+    failed = {"type": "playback", "broadcast_id": "b-12", "phase": "failed",
+              "error": "sha256 mismatch"}
+    assert describe_event("vi", failed) == "Phát lỗi «b-12»: sha256 mismatch"
+    assert describe_event("en", {"type": "fault", "code": "power_lost"}) == "Mains power lost"
+    # A type this version does not know keeps its fields rather than vanishing.
+    assert describe_event("vi", {"type": "x_vendor", "ts": 1, "temp": 71}) == "temp: 71"
