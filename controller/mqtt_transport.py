@@ -1,4 +1,6 @@
-"""Buffered reads under aiomqtt/paho for the controller's high-volume subscription.
+"""MQTT transport under aiomqtt/paho: buffered reads for the controller's high-volume
+subscription, and ``stay_connected``, the reconnect loop of the controller's long-lived
+clients (the controller's own and an API-only process's command link).
 
 paho reads each MQTT packet with two or three tiny ``recv`` calls (command byte, length
 bytes, body), so at province scale the controller spends its time in system calls and event
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiomqtt
@@ -103,3 +105,29 @@ class DirectDelivery(asyncio.Queue):
 
 def direct_delivery(handler: Callable[[aiomqtt.Message], None]) -> type[asyncio.Queue]:
     return type("IngestDelivery", (DirectDelivery,), {"handler": staticmethod(handler)})
+
+
+async def stay_connected(make_client: Callable[[], aiomqtt.Client],
+                         on_up: Callable[[aiomqtt.Client], Awaitable[None]],
+                         on_down: Callable[[], None], stopping: asyncio.Event, *,
+                         on_lost: Callable[[Exception], None] | None = None) -> None:
+    """Hold one MQTT connection until ``stopping`` is set: connect, ``on_up``, wait for the
+    connection to drop, ``on_down``, then try again after 0.5 s, doubling to 10 s."""
+    backoff = 0.5
+    while not stopping.is_set():
+        try:
+            async with make_client() as client:
+                await on_up(client)
+                backoff = 0.5
+                # Returns only (by MqttError) when the connection is lost.
+                async for _ in client.messages:
+                    pass
+        except aiomqtt.MqttError as exc:
+            if stopping.is_set():
+                break
+            if on_lost is not None:
+                on_lost(exc)
+        finally:
+            on_down()
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 10.0)

@@ -14,17 +14,16 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import re
-import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
 from sqlalchemy import select
 
+from controller.cluster import process_client_id
 from controller.commands import CommandPublisher, new_cmd_id
 from controller.models import NodeEventLog
+from controller.mqtt_transport import stay_connected
 from loa.db import Database
 from loa.protocol import (
     CmdAck,
@@ -42,20 +41,18 @@ from loa.timeutil import now_ms
 log = logging.getLogger("loa.commands")
 
 ANSWER_POLL_S = 0.25  # how often a process that does not hear the events reads the log
-KINDS = ("volume", "selftest", "stop")
+KINDS = ("volume", "selftest", "stop")  # what ``send`` takes
 
 
 class NodeCommands:
     """``send`` publishes one command and waits up to ``wait_s`` for each answer."""
 
     def __init__(self, db: Database, commands: CommandPublisher, *,
-                 answers_elsewhere: Callable[[], bool] = lambda: False,
-                 clock: Callable[[], int] = now_ms) -> None:
+                 answers_elsewhere: Callable[[], bool] = lambda: False) -> None:
         self.db = db
         self.commands = commands
         # True while the node's events reach another process (see the module docstring).
         self.answers_elsewhere = answers_elsewhere
-        self.clock = clock
         self._waiters: dict[str, asyncio.Future] = {}
 
     def attach(self, ingest: Any) -> None:
@@ -78,7 +75,7 @@ class NodeCommands:
         """``{"cmd_id", "sent", "acked"}``: ``acked`` is the node's ``ok``, or None when it
         did not answer in time (the broker keeps the command for its persistent session);
         ``error`` with it, and ``selftest`` for a self-test that reported."""
-        now = self.clock()
+        now = now_ms()
         cmd_id = new_cmd_id()
         if kind == "volume":
             cmd: Any = VolumeCmd(cmd_id=cmd_id, issued_at=now, level=level)
@@ -98,7 +95,7 @@ class NodeCommands:
         try:
             # The event log stores receive times on the receiving controller's clock; a
             # second earlier, so an answer stamped by another machine's clock is not missed.
-            since = now_ms() - 1000
+            since = now - 1000
             await self.commands.send(node_id, cmd, wait_s=min(wait_s, 10.0))
             result: dict[str, Any] = {"cmd_id": cmd_id, "sent": True, "acked": None}
             try:
@@ -156,32 +153,6 @@ class NodeCommands:
         return None
 
 
-async def stay_connected(make_client: Callable[[], aiomqtt.Client],
-                         on_up: Callable[[aiomqtt.Client], Awaitable[None]],
-                         on_down: Callable[[], None], stopping: asyncio.Event, *,
-                         on_lost: Callable[[Exception], None] | None = None) -> None:
-    """Hold one MQTT connection until ``stopping`` is set: connect, ``on_up``, wait for the
-    connection to drop, ``on_down``, then try again after 0.5 s, doubling to 10 s."""
-    backoff = 0.5
-    while not stopping.is_set():
-        try:
-            async with make_client() as client:
-                await on_up(client)
-                backoff = 0.5
-                # Returns only (by MqttError) when the connection is lost.
-                async for _ in client.messages:
-                    pass
-        except aiomqtt.MqttError as exc:
-            if stopping.is_set():
-                break
-            if on_lost is not None:
-                on_lost(exc)
-        finally:
-            on_down()
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, 10.0)
-
-
 class CommandLink:
     """An API-only process's own MQTT connection, for node commands only: it subscribes to
     nothing, so it takes no share of the fleet's messages. It logs in as the controller
@@ -192,8 +163,7 @@ class CommandLink:
         self.settings = settings
         self.commands = CommandPublisher(Topics(settings.topic_root))
         self.node_commands = NodeCommands(db, self.commands, answers_elsewhere=lambda: True)
-        self.client_id = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{settings.controller_client_id}"
-                                f"-api-{socket.gethostname()}-{os.getpid()}")[:100]
+        self.client_id = process_client_id(f"{settings.controller_client_id}-api")
         self._stopping = asyncio.Event()
         self._task: asyncio.Task | None = None
 

@@ -18,9 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import re
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,16 +26,23 @@ from typing import Any
 
 import aiomqtt
 
-from controller.cluster import CLIENT_ID_RE, ClusterRouter, Membership, presence_payload
+from controller.cluster import (
+    CLIENT_ID_RE,
+    ClusterRouter,
+    Membership,
+    presence_payload,
+    process_client_id,
+)
 from controller.commands import CommandPublisher
 from controller.ingest import Ingest
 from controller.lease import Lease
 from controller.mqtt_transport import (
     direct_delivery,
     skip_topic_callbacks,
+    stay_connected,
     use_buffered_reads,
 )
-from controller.node_commands import NodeCommands, stay_connected
+from controller.node_commands import NodeCommands
 from controller.stats import write_stats_file
 from loa.db import Database
 from loa.settings import Settings
@@ -73,8 +77,7 @@ class ControllerService:
         self.clustered = bool(settings.shared_subscription_group)
         if self.clustered and client_id is None and self.client_id == DEFAULT_CLIENT_ID:
             # Two replicas under one client id would knock each other off the broker.
-            self.client_id = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{DEFAULT_CLIENT_ID}-"
-                                    f"{socket.gethostname()}-{os.getpid()}")[:100]
+            self.client_id = process_client_id(DEFAULT_CLIENT_ID)
         self.connected = asyncio.Event()
         self.started_at = time.time()
         self.reconnects = 0

@@ -101,8 +101,8 @@ def build_scheduling(settings: Settings, db: Database, controller: ControllerSer
     return Scheduling(dispatcher, runtime, service, live, owns_live)
 
 
-async def start_scheduling(settings: Settings, db: Database, controller: ControllerService,
-                           *,
+async def start_scheduling(settings: Settings, db: Database,
+                           controller: ControllerService, *,
                            content: ContentGateway | None = None,
                            sched: SchedulerSettings | None = None,
                            live: IcecastServer | None = None, start_live: bool = False,

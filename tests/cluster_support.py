@@ -27,6 +27,18 @@ def start_controller(name: str, db_url: str, port: int, tmp: Path, *, lease_s: f
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def start_api(db_url: str, port: int, http_port: int, data_dir: Path,
+              **env: str) -> subprocess.Popen:
+    """``loa serve --no-controller`` (the compose file's dashboard) on ``http_port``, with
+    the controllers' secret key; ``env`` adds LOA_ settings as for ``start_controller``."""
+    full = {**os.environ, "LOA_DATABASE_URL": db_url, "LOA_DATA_DIR": str(data_dir),
+            "LOA_MQTT_PORT": str(port), "LOA_HTTP_PORT": str(http_port),
+            "LOA_SECRET_KEY": "cluster-test", "LOA_LOG_LEVEL": "WARNING",
+            **{f"LOA_{k}": v for k, v in env.items()}}
+    return subprocess.Popen([sys.executable, "-m", "loa", "serve", "--no-controller"],
+                            env=full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
 def read_stats(tmp: Path, name: str) -> dict:
     """The controller's last stats file ({} until it wrote one)."""
     try:

@@ -216,8 +216,9 @@ def _node_commands(ctx: AppContext):
 async def send_node_command(node_id: str, kind: str, request: Request, user: User,
                             s: Session, **kw: Any) -> dict[str, Any]:
     """``volume`` / ``selftest`` / ``stop`` for the API and the node page alike: scope check,
-    the dispatcher's send-and-wait, an audit row. What the node answered is in the result
-    (``acked``: true, false, or None when it did not answer in time; ``selftest``)."""
+    ``NodeCommands.send`` (publish, then wait for the answer), an audit row. What the node
+    answered is in the result (``acked``: true, false, or None when it did not answer in
+    time; ``selftest``)."""
     ctx: AppContext = request.app.state.ctx
     await run_in_threadpool(check_node_access, s, actor_of(user), node_id)
     node_commands = _node_commands(ctx)

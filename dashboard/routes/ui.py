@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controller.alarms import ALARM_LABELS_VI
 from controller.models import HeartbeatSample, NodeEventLog, NodeLive, NodeTransition
+from controller.node_commands import KINDS as NODE_COMMAND_KINDS
 from controller.registry.models import Commune, Node, PendingNode, Village
 from dashboard.deps import DbSession, get_ctx
 from dashboard.i18n import (
@@ -68,7 +69,6 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
        "form-action 'self'; frame-ancestors 'none'")
 HOME_BY_ROLE = {"technician": "/tech", "commune": "/commune", "province": "/province"}
 RANGES = {"24h": 24 * 3600_000, "7d": 7 * 24 * 3600_000, "30d": 30 * 24 * 3600_000}
-NODE_ACTIONS = ("volume", "selftest", "stop")
 # Messages a redirect may ask a page to show: a key, never free text from the URL; the only
 # values taken from it are the speaker counts of a self-test, as small integers. The second
 # item is the style ("ok" or "error").
@@ -415,7 +415,7 @@ async def node_action(*, node_id: str, request: Request, action: str = Form(...)
     if user.role not in ("technician", "province"):
         raise HTTPException(403, MSG_FORBIDDEN)
     _node_or_error(s, user, node_id)
-    if action not in NODE_ACTIONS:
+    if action not in NODE_COMMAND_KINDS:
         raise HTTPException(422, "Thao tác không hợp lệ")
     if action == "volume" and (level is None or not 0 <= level <= 100):
         raise HTTPException(422, "Âm lượng phải từ 0 đến 100")

@@ -20,7 +20,7 @@ from controller.models import NodeLive, NodeTransition
 from controller.stats import quantile_ms
 from loa.protocol import Heartbeat, Status, Topics, encode
 from loa.timeutil import now_ms
-from tests.cluster_support import read_stats, start_controller, stop_all
+from tests.cluster_support import read_stats, start_api, start_controller, stop_all
 from tests.factories import make_registry
 from tests.scheduler.conftest import wait_for
 
@@ -317,10 +317,6 @@ async def test_an_api_only_process_sends_node_commands_and_reports_the_answers(
     controllers. A technician's self-test and volume go out through the API process's own
     MQTT link, and the answers come back from the event log the leader writes; a node that
     is away is reported as not answering, not as done."""
-    import os
-    import subprocess
-    import sys
-
     import httpx
 
     from dashboard.security import ensure_demo_accounts
@@ -332,12 +328,7 @@ async def test_an_api_only_process_sends_node_commands_and_reports_the_answers(
                   heartbeat_s=1)
     ensure_demo_accounts(db)
     http_port = free_port()
-    api = subprocess.Popen(
-        [sys.executable, "-m", "loa", "serve", "--no-controller"],
-        env={**os.environ, "LOA_DATABASE_URL": db.url, "LOA_DATA_DIR": str(tmp_path / "api"),
-             "LOA_MQTT_PORT": str(mosquitto_broker.port), "LOA_HTTP_PORT": str(http_port),
-             "LOA_LOG_LEVEL": "WARNING"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    api = start_api(db.url, mosquitto_broker.port, http_port, tmp_path / "api")
     procs = [api] + [start_controller(name, db.url, mosquitto_broker.port, tmp_path,
                                       lease_s=30) for name in ("ctl-a", "ctl-b")]
     fleet = Fleet(mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=1, keepalive_s=3,
@@ -353,7 +344,6 @@ async def test_an_api_only_process_sends_node_commands_and_reports_the_answers(
             token = (await c.post("/api/v1/auth/token", data={
                 "username": "technician", "password": "demo"})).json()["access_token"]
             auth = {"Authorization": f"Bearer {token}"}
-
 
             async def online() -> bool:
                 r = await c.get("/api/v1/nodes/api-01", headers=auth)

@@ -9,10 +9,8 @@ audio from the API's /media route (all processes share the data directory and se
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from datetime import datetime
 
 import httpx
@@ -26,7 +24,7 @@ from loa.broker import free_port
 from loa.timeutil import ICT, now_ms
 from scheduler.models import Airing, AiringTarget
 from scheduler.outcomes import PHASE_RANK
-from tests.cluster_support import start_controller, stop_all
+from tests.cluster_support import start_api, start_controller, stop_all
 from tests.factories import make_registry
 from tests.scheduler.conftest import wait_for
 from tests.scheduler.test_kill9 import up
@@ -50,13 +48,7 @@ async def test_scheduler_moves_to_a_standby_and_plays_exactly_once(
     common = {"PUBLIC_BASE_URL": f"http://127.0.0.1:{http_port}", "DISPATCH_LEAD_S": "8",
               "ICECAST_BINARY": "/nonexistent/icecast2", "HOUSEKEEPING_S": "0.5",
               "ACK_MARGIN_S": "3", "ACK_RETRY_S": "2"}
-    api = subprocess.Popen(
-        [sys.executable, "-m", "loa", "serve", "--no-controller"],
-        env={**os.environ, "LOA_DATABASE_URL": db.url, "LOA_DATA_DIR": str(shared),
-             "LOA_MQTT_PORT": str(mosquitto_broker.port), "LOA_HTTP_PORT": str(http_port),
-             "LOA_SECRET_KEY": "cluster-test", "LOA_LOG_LEVEL": "WARNING",
-             **{f"LOA_{k}": v for k, v in common.items()}},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    api = start_api(db.url, mosquitto_broker.port, http_port, shared, **common)
 
     def controller(name: str) -> subprocess.Popen:
         return start_controller(name, db.url, mosquitto_broker.port, tmp_path,
