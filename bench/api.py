@@ -39,6 +39,7 @@ import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 from sqlalchemy import insert, update  # noqa: E402
 
+from bench._common import RESULTS  # noqa: E402
 from controller.alarms import AlarmEngine  # noqa: E402
 from controller.models import HeartbeatSample, NodeLive, NodeTransition  # noqa: E402
 from controller.registry.models import (  # noqa: E402
@@ -321,10 +322,10 @@ def main() -> None:
     print(f"Một lượt tính cảnh báo ({len(node_ids)} cụm): {alarm_first_ms:.0f} ms; "
           f"một lượt đọc trạng thái trực tiếp: {out['live_fleet_poll_ms']['p50']} ms")
     print(f"Ghi nền trong lúc đo: {writer.flushes} lần, {writer.rows} dòng")
-    dest = ROOT / "bench" / "results" / "api.json"
+    dest = RESULTS / "api.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, ensure_ascii=False, indent=2) + "\n")
-    print(f"Đã ghi {dest.relative_to(ROOT)}")
+    print(f"Đã ghi {dest}")
 
 
 if __name__ == "__main__":

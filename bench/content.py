@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import RESULTS  # noqa: E402
 from broadcasts.audio import AudioPipeline  # noqa: E402
 from broadcasts.settings import ContentSettings  # noqa: E402
 from broadcasts.tts import TtsService  # noqa: E402
@@ -148,7 +149,7 @@ def main() -> int:
                     "load_avg_after": [round(x, 2) for x in os.getloadavg()]},
         "speech": speech, "upload": upload,
     }
-    out = ROOT / "bench" / "results" / "content.json"
+    out = RESULTS / "content.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     s, u = speech, upload
@@ -168,7 +169,7 @@ def main() -> int:
           f"{u['pipeline_vs_decode_cpu']}x CPU")
     print(f"load average before/after: {results['machine']['load_avg_before']} / "
           f"{results['machine']['load_avg_after']}")
-    print(f"-> {out.relative_to(ROOT)}")
+    print(f"-> {out}")
     return 0
 
 

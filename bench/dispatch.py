@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import insert  # noqa: E402
 
+from bench._common import RESULTS  # noqa: E402
 from controller.registry.models import Commune, Node, Province, Village  # noqa: E402
 from controller.service import ControllerService  # noqa: E402
 from firmware_sim.fleet import generate_node_ids  # noqa: E402
@@ -52,7 +53,6 @@ from loa.settings import Settings  # noqa: E402
 from loa.text import fold  # noqa: E402
 from loa.timeutil import now_ms  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "bn"
 TEXT = "Thông báo của Ủy ban nhân dân xã về lịch tiêm chủng tuần này."
@@ -124,7 +124,6 @@ def content_worker(db_url: str, data_dir: str, port: int, secret: str) -> None:
     app = FastAPI()
     app.state.ctx = AppContext(settings=settings, db=db)
     app.include_router(content.router)
-    content.setup(app)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

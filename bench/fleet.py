@@ -959,7 +959,7 @@ def main() -> None:
             key = "virtual" if backend == "sqlite" else f"virtual_{backend}"
             parts[key] = {"command": command, **run_virtual(args, Path(tmp))}
     path = write_result("fleet", {"benchmark": "fleet", **parts}, merge=True)
-    print(f"\nwritten {path.relative_to(REPO)}")
+    print(f"\nwritten {path}")
 
 
 if __name__ == "__main__":

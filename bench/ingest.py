@@ -27,7 +27,7 @@ import paho.mqtt.client as paho
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import bulk_register  # noqa: E402
+from bench._common import RESULTS, bulk_register  # noqa: E402
 from controller.service import ControllerService  # noqa: E402
 from loa.broker import EmbeddedBroker  # noqa: E402
 from loa.db import Database  # noqa: E402
@@ -35,7 +35,6 @@ from loa.protocol import Topics  # noqa: E402
 from loa.settings import Settings  # noqa: E402
 from loa.timeutil import now_ms  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 QUEUE_CONFIG = "max_queued_messages 2000000\nqueue_qos0_messages true\nmax_queued_bytes 0\n"
 
 

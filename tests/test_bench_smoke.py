@@ -1,0 +1,103 @@
+"""Every benchmark runs at a seconds-long size in the suite, so no refactor can silently
+break one (``bench/dispatch.py`` once died on a removed ``setup`` hook and nobody noticed).
+
+Each run writes its figures to a temporary folder (``LOA_BENCH_RESULTS``), never over the
+measured results that the README quotes, and the test reads back the figures the full run
+reports: a smoke run that exits 0 without measuring anything fails here. No figure is
+compared with a target: speed is the benchmarks' business, not the suite's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def _api(d: dict) -> bool:
+    return all(_positive(e["p50_ms"]) for e in d["endpoints"].values())
+
+
+def _content(d: dict) -> bool:
+    return (_positive(d["speech"]["cold_cache"]["speech_s_per_cpu_s"])
+            and _positive(d["speech"]["baseline_bare_espeak"]["speech_s_per_cpu_s"])
+            and _positive(d["upload"]["output_duration_s"]))
+
+
+def _dispatch(d: dict) -> bool:
+    run = d["runs"][0]
+    return run["nodes"] == 20 and _positive(run["ack_99pct_ratio"])
+
+
+def _fleet_real(d: dict) -> bool:
+    real = d["real"]
+    return (_positive(real["loa"]["all_online_s"])
+            and _positive(real["baseline_bare_mqtt"]["all_connected_s"]))
+
+
+def _fleet_virtual(d: dict) -> bool:
+    run = d["virtual"]["runs"][0]
+    return (run["min_online_during_hold"] == 500 and run["total"]["each_processed_once"]
+            and _positive(run["window"]["processed"]) and run["flush_errors"] == 0)
+
+
+def _indicator(d: dict) -> bool:
+    latest = d["latest"]
+    return (_positive(latest["evaluate_province_s"])
+            and latest["province"]["communes"] == 3
+            and _positive(latest["baseline"]["read_both_s"]))
+
+
+def _ingest(d: dict) -> bool:
+    return (_positive(d["bare_aiomqtt_per_s"]) and _positive(d["controller_per_s"])
+            and d["controller"]["flush_errors"] == 0)
+
+
+# (name, arguments, results file, check of its figures)
+SMOKE: list[tuple[str, list[str], str, Callable[[dict], bool]]] = [
+    ("api", ["bench/api.py", "--nodes", "30", "--requests", "10"], "api.json", _api),
+    ("content", ["bench/content.py", "--minutes", "0.2"], "content.json", _content),
+    ("dispatch", ["bench/dispatch.py", "--nodes", "20", "--lead-s", "3"], "dispatch.json",
+     _dispatch),
+    ("fleet-real", ["bench/fleet.py", "--real", "50", "--hold-s", "3"], "fleet.json",
+     _fleet_real),
+    ("fleet-virtual", ["bench/fleet.py", "--virtual", "500", "--duration", "5",
+                       "--baseline-s", "3", "--settle-s", "1", "--heartbeat-s", "5",
+                       "--connections", "2"], "fleet.json", _fleet_virtual),
+    ("indicator", ["bench/indicator.py", "--communes", "3", "--villages", "2", "--nodes", "1",
+                   "--days", "7", "--repeat", "1"], "indicator.json", _indicator),
+    ("ingest", ["bench/ingest.py", "--messages", "2000", "--nodes", "100"], "ingest.json",
+     _ingest),
+]
+
+
+@pytest.mark.parametrize(("args", "result", "check"), [s[1:] for s in SMOKE],
+                         ids=[s[0] for s in SMOKE])
+def test_benchmark_runs_at_its_smoke_size(tmp_path, args, result, check):
+    results = tmp_path / "results"
+    quoted = REPO / "bench" / "results" / result
+    quoted_before = quoted.stat().st_mtime_ns if quoted.exists() else None
+    env = {**os.environ, "LOA_BENCH_RESULTS": str(results)}
+    if args[0] == "bench/dispatch.py":  # it takes its output file as an argument
+        args = [*args, "--out", str(results / result)]
+        results.mkdir()
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    written = results / result
+    assert written.exists(), f"{args[0]} wrote no {result}: {proc.stdout[-2000:]}"
+    assert check(json.loads(written.read_text())), written.read_text()[:3000]
+    # The figures the README quotes were left alone.
+    assert (quoted.stat().st_mtime_ns if quoted.exists() else None) == quoted_before
