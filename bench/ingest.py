@@ -80,12 +80,17 @@ async def bare_loop(port: int, n: int) -> float:
     publish_heartbeats(port, node_ids(ARGS.nodes), n)
     received = 0
     t0 = time.perf_counter()
-    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-bare", clean_session=False,
-                              max_queued_incoming_messages=0) as c:
-        async for _m in c.messages:
-            received += 1
-            if received >= n:
-                break
+    try:
+        async with asyncio.timeout(ARGS.timeout_s), aiomqtt.Client(
+                "127.0.0.1", port, identifier="bench-bare", clean_session=False,
+                max_queued_incoming_messages=0) as c:
+            async for _m in c.messages:
+                received += 1
+                if received >= n:
+                    break
+    except TimeoutError:
+        raise SystemExit(f"bare loop: {received} of {n} heartbeats in {ARGS.timeout_s} s; "
+                         "the broker dropped or never delivered the rest") from None
     return time.perf_counter() - t0
 
 
@@ -100,7 +105,14 @@ async def controller_loop(port: int, n: int, db: Database, data_dir: Path) -> tu
     svc = ControllerService(settings, db, client_id="bench-controller")
     t0 = time.perf_counter()
     await svc.start()
-    while svc.ingest.accepted["heartbeat"] < n:
+    deadline = t0 + ARGS.timeout_s
+    # Rejected heartbeats count as handled: waiting for them to be accepted would never end.
+    while svc.ingest.accepted["heartbeat"] + sum(svc.ingest.rejected.values()) < n:
+        if time.perf_counter() > deadline:
+            await svc.stop()
+            raise SystemExit(f"controller: {svc.ingest.accepted['heartbeat']} of {n} heartbeats "
+                             f"accepted, rejected {dict(svc.ingest.rejected)}, after "
+                             f"{ARGS.timeout_s} s")
         await asyncio.sleep(0.005)
     elapsed = time.perf_counter() - t0
     await svc.stop()
@@ -138,6 +150,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--nodes", type=int, default=5_000)
+    parser.add_argument("--timeout-s", type=float, default=300.0,
+                        help="give up (exit non-zero, with the counts) after this long")
     ARGS = parser.parse_args()
     res = asyncio.run(main())
     RESULTS.mkdir(exist_ok=True)

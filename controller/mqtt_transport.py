@@ -107,6 +107,30 @@ def direct_delivery(handler: Callable[[aiomqtt.Message], None]) -> type[asyncio.
     return type("IngestDelivery", (DirectDelivery,), {"handler": staticmethod(handler)})
 
 
+async def _until_lost_or_stopping(client: aiomqtt.Client, stopping: asyncio.Event) -> None:
+    """Return when ``stopping`` is set; raise ``MqttError`` when the connection is lost.
+
+    A stop must not rely on cancelling this task alone: on Python 3.11 ``asyncio.wait_for``
+    (which aiomqtt's ``subscribe`` uses) swallows a cancellation that arrives as its future
+    completes, and the task then went on to wait for messages for ever (seen: ``bench/ingest.py``
+    hung in ``ControllerService.stop`` about one run in five when the stop came while the
+    controller was still subscribing)."""
+
+    async def drain() -> None:
+        async for _ in client.messages:  # ends only by MqttError, when the connection is lost
+            pass
+
+    lost = asyncio.ensure_future(drain())
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({lost, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        lost.cancel()
+        stop.cancel()
+    if lost.done() and not lost.cancelled() and lost.exception() is not None:
+        raise lost.exception()  # type: ignore[misc]
+
+
 async def stay_connected(make_client: Callable[[], aiomqtt.Client],
                          on_up: Callable[[aiomqtt.Client], Awaitable[None]],
                          on_down: Callable[[], None], stopping: asyncio.Event, *,
@@ -119,9 +143,7 @@ async def stay_connected(make_client: Callable[[], aiomqtt.Client],
             async with make_client() as client:
                 await on_up(client)
                 backoff = 0.5
-                # Returns only (by MqttError) when the connection is lost.
-                async for _ in client.messages:
-                    pass
+                await _until_lost_or_stopping(client, stopping)
         except aiomqtt.MqttError as exc:
             if stopping.is_set():
                 break

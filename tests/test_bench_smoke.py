@@ -78,8 +78,8 @@ SMOKE: list[tuple[str, list[str], str, Callable[[dict], bool]]] = [
                        "--connections", "2"], "fleet.json", _fleet_virtual),
     ("indicator", ["bench/indicator.py", "--communes", "3", "--villages", "2", "--nodes", "1",
                    "--days", "7", "--repeat", "1"], "indicator.json", _indicator),
-    ("ingest", ["bench/ingest.py", "--messages", "2000", "--nodes", "100"], "ingest.json",
-     _ingest),
+    ("ingest", ["bench/ingest.py", "--messages", "2000", "--nodes", "100", "--timeout-s", "120"],
+     "ingest.json", _ingest),
 ]
 
 
