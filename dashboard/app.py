@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
+from dashboard.body_limit import BodyLimitMiddleware
 from dashboard.context import AppContext
 from loa.errors import DomainError
 from loa.modules import import_optional
@@ -48,6 +49,8 @@ def create_app(ctx: AppContext) -> FastAPI:
         setup = getattr(module, "setup", None)
         if setup is not None:
             setup(app)
+    # Added last, so outermost: bodies are capped before authentication and parsing.
+    app.add_middleware(BodyLimitMiddleware)
     return app
 
 

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     public_base_url: str = ""
+    # Largest request body of any route but uploads (JSON, forms), refused while streaming
+    # (dashboard.body_limit); uploads have their own limits.
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
 
     heartbeat_s: int = 30
     keepalive_s: int = 60
