@@ -137,7 +137,7 @@ class BroadcastService:
             if not req.draft and not to_inboxes and not resolve_nodes(s, req.targets):
                 raise InvalidBroadcast("Nơi phát đã chọn chưa có cụm loa nào đang hoạt động.")
 
-        meta, stream_url, mount, content_ms = self._prepare_content(actor, req)
+        meta, stream_url, mount, content_ms = self._prepare_content(actor, req, owner)
         gap_ms = int(self.settings.repeat_gap_s * 1000)
         duration = airtime_ms(content_ms, req.repeat, gap_ms) if not req.stream else content_ms
         start_ms = req.start_at_ms
@@ -196,8 +196,11 @@ class BroadcastService:
             return touched[0]
         return min(actor.commune_ids) if actor.commune_ids else None
 
-    def _prepare_content(self, actor: Actor, req: BroadcastRequest):
-        """(meta, stream_url, mount, content duration ms)."""
+    def _prepare_content(self, actor: Actor, req: BroadcastRequest,
+                         owner: int | None = None):
+        """(meta, stream_url, mount, content duration ms). Content of another commune is
+        answered as not found (content is scoped like everything else); speech made for the
+        broadcast belongs to its owner commune (None: the province's)."""
         if req.stream:
             duration = (req.duration_s or self.settings.stream_default_duration_s) * 1000
             if req.stream_url:
@@ -211,10 +214,15 @@ class BroadcastService:
             raise Unavailable("Kho nội dung âm thanh chưa sẵn sàng.")
         if req.content_id is not None:
             meta = self.content.require(req.content_id)
+            content_owner = getattr(meta, "owner_commune_id", None)
+            if content_owner is not None and not actor.covers_commune(content_owner):
+                raise InvalidBroadcast(
+                    f"Không tìm thấy nội dung «{req.content_id}» trong kho âm thanh.")
         else:
             meta = self.content.synthesize(req.tts_text or "", title=req.title,
                                            language=req.language, voice=req.voice,
-                                           engine=req.engine, creator=actor.username)
+                                           engine=req.engine, creator=actor.username,
+                                           owner_commune_id=owner)
         if not meta.duration_ms or meta.duration_ms <= 0:
             raise InvalidBroadcast(f"Nội dung «{meta.id}» không có thời lượng hợp lệ.")
         return meta, None, None, int(meta.duration_ms)
