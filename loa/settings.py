@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     # A heartbeat further ahead than this is refused; any skew over clock_skew_warn_ms is
     # flagged on the node (a +-5 min clock is flagged, not refused).
     max_clock_skew_s: int = 900
+    # Per-node event limit in ingest (controller.ingest.NodeEventGuard): sustained rate and
+    # burst; a node over it has its events counted as "rate_limited" and dropped.
+    node_event_rate_per_s: float = Field(default=2.0, gt=0)
+    node_event_burst: int = Field(default=60, ge=1)
     clock_skew_warn_ms: int = 2000
 
     # InfluxDB 2 telemetry sink (production); empty URL = off.
