@@ -205,9 +205,8 @@ def node_media(*, name: str, request: Request, node: str | None = Query(None, ma
         raise HTTPException(401, "Thiếu mã truy cập của cụm loa (tham số node và token).",
                             headers={"WWW-Authenticate": 'Token realm="loa-media"'})
     row = s.get(Node, node)
-    if row is None or row.retired_ms is not None:
-        raise HTTPException(403, f"Cụm loa '{node}' không có trong danh sách đang hoạt động.")
-    if not store.token_ok(content_id, node, token):
+    # One answer for an unknown node and a wrong token: node ids are not enumerable.
+    if row is None or row.retired_ms is not None or not store.token_ok(content_id, node, token):
         raise HTTPException(403, "Mã truy cập không hợp lệ cho cụm loa và nội dung này.")
     try:
         # Content is immutable under its id: nodes may cache it for good.
