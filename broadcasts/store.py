@@ -24,7 +24,13 @@ from broadcasts.errors import ContentError, ContentNotFound
 from broadcasts.models import CONTENT_LANGUAGES, CONTENT_SOURCES, Content
 from broadcasts.normalize import normalizer_for
 from broadcasts.settings import ContentSettings
-from broadcasts.tokens import CONTENT_ID_PREFIX, CONTENT_ID_RE, node_token, token_ok
+from broadcasts.tokens import (
+    CONTENT_ID_PREFIX,
+    CONTENT_ID_RE,
+    node_token,
+    token_expiry,
+    token_status,
+)
 from broadcasts.tts import TtsService
 from loa.db import Database
 from loa.settings import Settings
@@ -290,11 +296,20 @@ class ContentStore:
 
     # -- node access -----------------------------------------------------------------------
 
-    def node_token(self, content_id: str, node_id: str) -> str:
-        return node_token(self.settings.resolved_secret_key(), node_id, content_id)
+    def node_token(self, content_id: str, node_id: str, now_s: float | None = None) -> str:
+        """A token valid for ``cfg.media_token_ttl_s`` from now (see ``broadcasts.tokens``)."""
+        now_s = time.time() if now_s is None else now_s
+        return node_token(self.settings.resolved_secret_key(), node_id, content_id,
+                          token_expiry(now_s, self.cfg.media_token_ttl_s))
+
+    def token_status(self, content_id: str, node_id: str, token: str,
+                     now_s: float | None = None) -> str:
+        """"ok", "expired" or "bad"."""
+        return token_status(self.settings.resolved_secret_key(), node_id, content_id, token,
+                            time.time() if now_s is None else now_s)
 
     def token_ok(self, content_id: str, node_id: str, token: str) -> bool:
-        return token_ok(self.settings.resolved_secret_key(), node_id, content_id, token)
+        return self.token_status(content_id, node_id, token) == "ok"
 
     def node_url(self, content_id: str, node_id: str, base_url: str) -> str:
         """The URL ``node_id`` downloads ``content_id`` from (Range-capable, token-bound)."""

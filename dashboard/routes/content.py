@@ -205,9 +205,13 @@ def node_media(*, name: str, request: Request, node: str | None = Query(None, ma
         raise HTTPException(401, "Thiếu mã truy cập của cụm loa (tham số node và token).",
                             headers={"WWW-Authenticate": 'Token realm="loa-media"'})
     row = s.get(Node, node)
+    verdict = store.token_status(content_id, node, token)
     # One answer for an unknown node and a wrong token: node ids are not enumerable.
-    if row is None or row.retired_ms is not None or not store.token_ok(content_id, node, token):
+    if row is None or row.retired_ms is not None or verdict == "bad":
         raise HTTPException(403, "Mã truy cập không hợp lệ cho cụm loa và nội dung này.")
+    if verdict == "expired":
+        raise HTTPException(403, "Mã truy cập đã hết hạn; cụm loa sẽ nhận địa chỉ mới ở lệnh "
+                                 "phát sau.")
     try:
         # Content is immutable under its id: nodes may cache it for good.
         return _audio_response(request, store, content_id, "private, max-age=31536000, "
