@@ -83,6 +83,7 @@ class Ingest:
         self._deadlines: list[tuple[int, str]] = []
         self.event_guard = NodeEventGuard(settings.node_event_rate_per_s,
                                           settings.node_event_burst)
+        self.writer.max_pending = settings.max_pending_nodes
 
     # ------------------------------------------------------------------ listeners
 
@@ -305,6 +306,9 @@ class Ingest:
         if not NODE_ID_RE.match(node_id):
             return
         p = self.batch.pending.get(node_id)
+        if p is None and len(self.batch.pending) >= self.writer.max_pending:
+            self.writer.dropped_pending += 1  # an open broker: ids invented without bound
+            return
         text = payload[:2000].decode("utf-8", errors="replace")
         if p is None:
             self.batch.pending[node_id] = PendingSighting(now, now, 1, str(channel), text)

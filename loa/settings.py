@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # burst; a node over it has its events counted as "rate_limited" and dropped.
     node_event_rate_per_s: float = Field(default=2.0, gt=0)
     node_event_burst: int = Field(default=60, ge=1)
+    # At most this many unknown node ids are kept as pending nodes (an open broker lets anyone
+    # invent ids); sightings beyond it are counted (controller stats: dropped_pending_nodes).
+    max_pending_nodes: int = Field(default=1000, ge=1)
     clock_skew_warn_ms: int = 2000
 
     # InfluxDB 2 telemetry sink (production); empty URL = off.
