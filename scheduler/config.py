@@ -67,3 +67,6 @@ class SchedulerSettings(BaseSettings):
     # Proof of play must be plausible (controller.dispatch): a ``started`` more than this
     # before start_at or after the slot's end is kept as evidence, flagged, and not counted.
     proof_tolerance_s: float = Field(default=10.0, ge=0)
+    # Private networks a stream_url may point to besides public addresses and our own
+    # Icecast, e.g. the province's VPN: "10.8.0.0/16, 2001:db8::/32" (scheduler.stream_urls).
+    stream_allowed_networks: str = ""

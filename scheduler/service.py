@@ -40,6 +40,7 @@ from scheduler.request import (
     parse_when,
 )
 from scheduler.slots import airtime_ms, next_slot_at_or_after, recurrence_of, slots_between
+from scheduler.stream_urls import check_stream_url, parse_networks
 from scheduler.targets import (
     Actor,
     check_targets,
@@ -204,6 +205,8 @@ class BroadcastService:
         if req.stream:
             duration = (req.duration_s or self.settings.stream_default_duration_s) * 1000
             if req.stream_url:
+                check_stream_url(req.stream_url, self._own_stream_bases(),
+                                 parse_networks(self.settings.stream_allowed_networks))
                 return None, req.stream_url, None, duration
             if self.live is None:
                 raise Unavailable("Máy chủ phát trực tiếp (Icecast) chưa được bật trên hệ thống.")
@@ -226,6 +229,15 @@ class BroadcastService:
         if not meta.duration_ms or meta.duration_ms <= 0:
             raise InvalidBroadcast(f"Nội dung «{meta.id}» không có thời lượng hợp lệ.")
         return meta, None, None, int(meta.duration_ms)
+
+    def _own_stream_bases(self) -> list[str]:
+        """Where the system's own Icecast server is reached: always a fit stream source."""
+        s = self.settings
+        bases = [getattr(self.live, "base_url", "") if self.live is not None else "",
+                 s.icecast_public_url]
+        if s.icecast_port:
+            bases.append(f"http://{s.icecast_host}:{s.icecast_port}")
+        return [b for b in bases if b]
 
     # ------------------------------------------------------------------ workflow
 
