@@ -41,6 +41,9 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.add_exception_handler(OverflowError, _number_too_large)
     app.add_exception_handler(DataError, _value_the_database_refuses)
     app.add_exception_handler(DomainError, _domain_error)
+    # Added before the routers' own middlewares, so just inside them: bodies are capped
+    # before authentication and parsing, and the audit middleware still records refusals.
+    app.add_middleware(BodyLimitMiddleware)
     for name in ROUTER_MODULES:
         module = import_optional(name)
         if module is None:
@@ -49,8 +52,6 @@ def create_app(ctx: AppContext) -> FastAPI:
         setup = getattr(module, "setup", None)
         if setup is not None:
             setup(app)
-    # Added last, so outermost: bodies are capped before authentication and parsing.
-    app.add_middleware(BodyLimitMiddleware)
     return app
 
 

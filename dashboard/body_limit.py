@@ -10,7 +10,10 @@ refuse a 300 MB body until it has been read, and an anonymous caller's body is r
 - a chunked body is counted message by message and answered 413 the moment it passes the
   limit; nothing after that is read (the connection is closed);
 - the routes that take large bodies (content upload, registry import) check the caller's
-  credentials first: an anonymous or expired caller gets 401 before the body is read.
+  credentials first: an anonymous or expired caller gets 401 before the body is read;
+- any other unsafe API request (POST/PUT/PATCH/DELETE under ``/api/v1/``, except asking for
+  a token) that carries no credential at all (no ``Authorization``, no session cookie) gets
+  401 before the body is read; one that carries one is checked by the route as before.
 
 Limits per route: ``Settings.max_body_bytes`` (1 MiB: JSON and forms) for everything, the
 content store's upload limit for ``POST /api/v1/content`` and the registry's file limit for
@@ -29,6 +32,9 @@ from controller.registry.formats import MAX_FILE_BYTES as REGISTRY_MAX_FILE_BYTE
 MULTIPART_OVERHEAD = 256 * 1024  # part headers and small fields around the file
 CONTENT_UPLOAD_PATH = "/api/v1/content"
 REGISTRY_IMPORT_PATH = "/api/v1/registry/import"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Unsafe API requests an anonymous caller may make.
+PUBLIC_UNSAFE = frozenset({("POST", "/api/v1/auth/token")})
 
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
@@ -71,6 +77,20 @@ def limit_for(app: Any, method: str, path: str) -> tuple[int, bool]:
     return app.state.ctx.settings.max_body_bytes, False
 
 
+def _carries_credentials(scope: dict) -> bool:
+    """An ``Authorization`` header or a session cookie, valid or not (no database)."""
+    from dashboard.security import SESSION_COOKIE
+
+    request = Request(scope)
+    return bool(request.headers.get("authorization")) or SESSION_COOKIE in request.cookies
+
+
+def _anonymous_api_write(scope: dict) -> bool:
+    method, path = scope["method"], scope["path"].rstrip("/")
+    return (method in UNSAFE_METHODS and path.startswith("/api/v1/")
+            and (method, path) not in PUBLIC_UNSAFE and not _carries_credentials(scope))
+
+
 def _logged_in(app: Any, scope: dict) -> bool:
     """Whether the request carries a valid session or API token (no body is read)."""
     from dashboard.security import _authenticate_request
@@ -93,7 +113,8 @@ async def _answer(send: Send, status: int, body: dict[str, Any],
 
 
 class BodyLimitMiddleware:
-    """See the module docstring. Outermost of the app's middlewares (added last)."""
+    """See the module docstring. Inside the audit middleware (which records its refusals),
+    outside everything that reads a body."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -107,7 +128,8 @@ class BodyLimitMiddleware:
         if declared is not None and declared > limit:
             await _answer(send, 413, too_large_body(limit))
             return
-        if needs_login and not await run_in_threadpool(_logged_in, scope["app"], scope):
+        if _anonymous_api_write(scope) or (
+                needs_login and not await run_in_threadpool(_logged_in, scope["app"], scope)):
             from dashboard.security import MSG_NOT_LOGGED_IN
 
             await _answer(send, 401, {"detail": MSG_NOT_LOGGED_IN},

@@ -163,10 +163,17 @@ def _multipart_head(boundary: str, fields: dict[str, str], filename: str) -> byt
 def test_anonymous_huge_json_body_is_refused_while_streaming(server):
     status, body, sent, growth = flood(server, "/api/v1/broadcasts",
                                        {"Content-Type": "application/json"}, b'{"title": "')
-    assert status == 413, body
-    assert body["code"] == "too_large" and "quá lớn" in body["detail"]
+    # No credential at all: refused before the body is read.
+    assert status == 401 and body["detail"] == "Chưa đăng nhập", body
     assert sent < 64 * MB, f"{sent / MB:.0f} MB were taken before the answer"
     assert growth < 64 * MB, f"server RSS grew {growth / MB:.0f} MB"
+    # A forged bearer token gets the body counted, and refused at the JSON limit (1 MiB).
+    status, body, sent, growth = flood(
+        server, "/api/v1/broadcasts",
+        {"Content-Type": "application/json", "Authorization": "Bearer forged"}, b'{"title": "')
+    assert status == 413, body
+    assert body["code"] == "too_large" and "quá lớn" in body["detail"]
+    assert sent < 64 * MB and growth < 64 * MB
     # The service goes on: a small, well-formed request is still answered.
     assert httpx.get(f"{server.base}/api/v1/health/live").status_code == 200
 
