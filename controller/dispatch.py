@@ -474,8 +474,8 @@ class Dispatcher:
         if reason is not None:
             # Evidence, not proof: the target's phase and times are left as they were.
             self.stats["implausible_events"] += 1
-            log.warning("implausible playback from %s for %s: %s (%s)", ts.node_id,
-                        ev.broadcast_id, ev.phase, reason)
+            log.warning("Sự kiện phát không hợp lý từ %s cho %s: %s (%s: %s)", ts.node_id,
+                        ev.broadcast_id, ev.phase, reason, IMPLAUSIBLE[reason])
             return
         if ev.phase == "started":
             ts.started_at_ms = at
