@@ -25,6 +25,9 @@ class Content(Base):
     language: Mapped[str] = mapped_column(String(8), default="vi")
     source: Mapped[str] = mapped_column(String(12), default="upload")
     creator: Mapped[str] = mapped_column(String(64), default="")
+    # The commune the item belongs to (its officers see and broadcast it); None = the
+    # province's, shared down to every commune. Migration 0005.
+    owner_commune_id: Mapped[int | None] = mapped_column(index=True, default=None)
     created_ms: Mapped[int]
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     bytes: Mapped[int]

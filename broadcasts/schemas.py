@@ -34,10 +34,17 @@ class ContentOut(BaseModel):
     tts_voice: str | None = None
     tts_note: str | None = None
     audio_url: str = Field(description="for logged-in users; nodes use /media with a token")
+    owner_commune_id: int | None = Field(
+        None, description="the commune the item belongs to; null = the province's, shared down")
 
     @classmethod
-    def of(cls, d: ContentDetails) -> ContentOut:
+    def of(cls, d: ContentDetails, viewer_scope: frozenset[int] | None = None) -> ContentOut:
+        """``viewer_scope``: the viewer's communes (None = whole province). Who made an item
+        outside the viewer's own communes (a province item shared down) is not shown: user
+        names are login names."""
         data = d.to_dict()
+        if viewer_scope is not None and d.meta.owner_commune_id not in viewer_scope:
+            data["creator"] = ""
         return cls(**data, duration=vi_duration(d.meta.duration_ms / 1000),
                    created=format_datetime(d.meta.created_ms),
                    audio_url=f"/api/v1/content/{d.meta.id}/audio")
@@ -56,6 +63,10 @@ class TtsContentIn(BaseModel):
     language: str = "vi"
     engine: str | None = None
     voice: str | None = None
+    commune_id: int | None = Field(
+        None, ge=1, le=2**31 - 1,
+        description="the commune it belongs to (an officer of several communes); default: "
+                    "the officer's first commune, or the province's for province staff")
 
 
 class TextIn(BaseModel):

@@ -38,7 +38,8 @@ def _check_language(language: str, engine: str | None, store: ContentStore) -> N
 
 def synthesize_bulletin(store: ContentStore, text: str, *, title: str, language: str = "vi",
                         engine: str | None = None, voice: str | None = None,
-                        creator: str = "") -> ContentMeta:
+                        creator: str = "", owner_commune_id: int | None = None
+                        ) -> ContentMeta:
     """Speak ``text`` and store it as broadcast content (source "tts"), through the same
     pipeline as uploads: trimmed, levelled, chimed, encoded once."""
     _check_language(language, engine, store)
@@ -48,7 +49,7 @@ def synthesize_bulletin(store: ContentStore, text: str, *, title: str, language:
         origin = TtsOrigin(spoken_text=speech.spoken, engine=speech.engine, voice=speech.voice,
                            note=speech.fallback_reason)
         return store.add_speech(speech.path, title=title, language=language, creator=creator,
-                                origin=origin)
+                                origin=origin, owner_commune_id=owner_commune_id)
 
 
 @dataclass(frozen=True)

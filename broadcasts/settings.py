@@ -51,6 +51,10 @@ class ContentSettings(BaseSettings):
 
     # --- retention
     retention_days: int = Field(365, ge=1)
+    # Lifetime of a node's /media download token from when the play command is built
+    # (dispatch_lead_s before start_at): must cover the lead, the longest content and the
+    # slot grace. broadcasts.tokens.
+    media_token_ttl_s: int = Field(6 * 3600, ge=60)
 
     # --- text to speech
     tts_engine: Literal["espeak", "gtts", "piper"] = "espeak"

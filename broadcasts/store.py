@@ -17,14 +17,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from broadcasts.audio import AudioPipeline, ProcessedAudio
 from broadcasts.errors import ContentError, ContentNotFound
 from broadcasts.models import CONTENT_LANGUAGES, CONTENT_SOURCES, Content
 from broadcasts.normalize import normalizer_for
 from broadcasts.settings import ContentSettings
-from broadcasts.tokens import CONTENT_ID_PREFIX, CONTENT_ID_RE, node_token, token_ok
+from broadcasts.tokens import (
+    CONTENT_ID_PREFIX,
+    CONTENT_ID_RE,
+    node_token,
+    token_expiry,
+    token_status,
+)
 from broadcasts.tts import TtsService
 from loa.db import Database
 from loa.settings import Settings
@@ -49,6 +55,13 @@ class ContentMeta:
     source: str
     creator: str
     created_ms: int
+    # The owning commune; None = the province's, shared down (see ``visible_to``).
+    owner_commune_id: int | None = None
+
+    def visible_to(self, scope: frozenset[int] | None) -> bool:
+        """Whether a user whose communes are ``scope`` (None = whole province) may see,
+        download and broadcast this item: their own communes' items and the province's."""
+        return scope is None or self.owner_commune_id is None or self.owner_commune_id in scope
 
 
 @dataclass(frozen=True)
@@ -94,7 +107,8 @@ class PurgeReport:
 def _meta(row: Content) -> ContentMeta:
     return ContentMeta(id=row.id, title=row.title, sha256=row.sha256, bytes=row.bytes,
                        duration_ms=row.duration_ms, mime=row.mime, language=row.language,
-                       source=row.source, creator=row.creator, created_ms=row.created_ms)
+                       source=row.source, creator=row.creator, created_ms=row.created_ms,
+                       owner_commune_id=row.owner_commune_id)
 
 
 def _details(row: Content) -> ContentDetails:
@@ -174,26 +188,30 @@ class ContentStore:
         return clean
 
     def add_file(self, path: Path, *, filename: str, title: str, language: str = "vi",
-                 source: str = "upload", creator: str = "", chime: bool | None = None
-                 ) -> ContentMeta:
+                 source: str = "upload", creator: str = "", chime: bool | None = None,
+                 owner_commune_id: int | None = None) -> ContentMeta:
         """Run the audio pipeline on ``path`` and store the result. ``path`` is not
         modified or removed. Refusals raise ``ContentError`` and leave nothing behind."""
         return self._add(Path(path), filename=filename, title=title, language=language,
-                         source=source, creator=creator, chime=chime, origin=None)
+                         source=source, creator=creator, chime=chime, origin=None,
+                         owner_commune_id=owner_commune_id)
 
     def add_speech(self, path: Path, *, title: str, language: str, creator: str,
-                   origin: TtsOrigin) -> ContentMeta:
+                   origin: TtsOrigin, owner_commune_id: int | None = None) -> ContentMeta:
         """Store synthesised speech (a WAV from ``TtsService.speak``) with how it was made."""
         return self._add(Path(path), filename="bulletin.wav", title=title, language=language,
-                         source="tts", creator=creator, chime=None, origin=origin)
+                         source="tts", creator=creator, chime=None, origin=origin,
+                         owner_commune_id=owner_commune_id)
 
     def _add(self, path: Path, *, filename: str, title: str, language: str, source: str,
-             creator: str, chime: bool | None, origin: TtsOrigin | None) -> ContentMeta:
+             creator: str, chime: bool | None, origin: TtsOrigin | None,
+             owner_commune_id: int | None = None) -> ContentMeta:
         clean_title = self._check_fields(title, language, source, creator)
         processed = self.pipeline.process(path, filename, self.tmp_dir, chime=chime)
         final = self._file_for(processed.sha256, processed.mime)
         try:
             row = self._row(processed, filename, clean_title, language, source, creator, origin)
+            row.owner_commune_id = owner_commune_id
             # Row first, file second: a concurrent purge that sees no row for this sha
             # leaves young files alone (grace period), and nobody knows the id yet.
             with self.db.session() as s:
@@ -246,10 +264,14 @@ class ContentStore:
         return _details(self._load(content_id))
 
     def list(self, *, offset: int = 0, limit: int = 50, language: str | None = None,
-             source: str | None = None, q: str | None = None
-             ) -> tuple[list[ContentDetails], int]:
-        """Newest first, with the total for paging."""
+             source: str | None = None, q: str | None = None,
+             scope: frozenset[int] | None = None) -> tuple[list[ContentDetails], int]:
+        """Newest first, with the total for paging. ``scope``: the viewer's communes (None =
+        whole province); only their own items and the province's are listed."""
         query = select(Content)
+        if scope is not None:
+            query = query.where(or_(Content.owner_commune_id.is_(None),
+                                    Content.owner_commune_id.in_(sorted(scope))))
         if language:
             query = query.where(Content.language == language)
         if source:
@@ -274,11 +296,20 @@ class ContentStore:
 
     # -- node access -----------------------------------------------------------------------
 
-    def node_token(self, content_id: str, node_id: str) -> str:
-        return node_token(self.settings.resolved_secret_key(), node_id, content_id)
+    def node_token(self, content_id: str, node_id: str, now_s: float | None = None) -> str:
+        """A token valid for ``cfg.media_token_ttl_s`` from now (see ``broadcasts.tokens``)."""
+        now_s = time.time() if now_s is None else now_s
+        return node_token(self.settings.resolved_secret_key(), node_id, content_id,
+                          token_expiry(now_s, self.cfg.media_token_ttl_s))
+
+    def token_status(self, content_id: str, node_id: str, token: str,
+                     now_s: float | None = None) -> str:
+        """"ok", "expired" or "bad"."""
+        return token_status(self.settings.resolved_secret_key(), node_id, content_id, token,
+                            time.time() if now_s is None else now_s)
 
     def token_ok(self, content_id: str, node_id: str, token: str) -> bool:
-        return token_ok(self.settings.resolved_secret_key(), node_id, content_id, token)
+        return self.token_status(content_id, node_id, token) == "ok"
 
     def node_url(self, content_id: str, node_id: str, base_url: str) -> str:
         """The URL ``node_id`` downloads ``content_id`` from (Range-capable, token-bound)."""

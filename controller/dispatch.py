@@ -69,6 +69,23 @@ def wire_broadcast_id(broadcast_id: int, airing_id: int) -> str:
     return f"b{broadcast_id}-a{airing_id}"
 
 
+def _event_key(record: dict) -> tuple:
+    """What a target's event record is evidence of (see ``Dispatcher._known``). A flagged
+    (implausible) record does not hide a plausible one that comes later."""
+    if record.get("type") == "cmd_ack":
+        return ("cmd_ack", bool(record.get("ok")))
+    return ("playback", record.get("phase"), bool(record.get("implausible")))
+
+
+# Why a playback event is not taken as proof of play (kept on the target, flagged).
+IMPLAUSIBLE = {
+    "no_fetch": "bắt đầu phát khi chưa tải nội dung (không có 'fetched' hay bản lưu sẵn)",
+    "off_schedule": "thời điểm bắt đầu phát quá xa giờ phát đã định",
+    "not_started": "báo phát xong khi chưa bắt đầu phát",
+    "before_start": "báo phát xong trước lúc bắt đầu phát",
+}
+
+
 @dataclass(slots=True)
 class TargetState:
     id: int
@@ -138,7 +155,8 @@ class Dispatcher:
         self._ready = False
         self._early: deque = deque(maxlen=EARLY_EVENTS_MAX)
         self.last_dispatch: dict[str, int] = {}
-        self.stats = {"published": 0, "resent": 0, "events": 0, "unmatched_events": 0}
+        self.stats = {"published": 0, "resent": 0, "events": 0, "unmatched_events": 0,
+                      "duplicate_events": 0, "implausible_events": 0}
 
     # ------------------------------------------------------------------ wiring
 
@@ -412,9 +430,22 @@ class Dispatcher:
             return
         self.stats["events"] += 1
 
+    def _known(self, ts: TargetState, record: dict) -> bool:
+        """Keyed de-duplication: a target keeps one record per kind of event (an ack ok or
+        not, each playback phase), the first one received. A repeat, whether replayed from
+        the database after a takeover or sent 20,000 times by a node with a new ``at`` each
+        time, is counted and changes nothing, so ``events`` stays a handful of records and
+        the target is not rewritten at each flush. The keys are read from ``events`` itself,
+        which holds at most ``len(PHASE_RANK) + 2`` records."""
+        key = _event_key(record)
+        if any(_event_key(r) == key for r in ts.events):
+            self.stats["duplicate_events"] += 1
+            return True
+        return False
+
     def _apply_ack(self, ts: TargetState, ack: CmdAck, rx: int) -> None:
         record = {"type": "cmd_ack", "ok": ack.ok, "error": ack.error, "ts": ack.ts, "rx": rx}
-        if record in ts.events:  # replayed from the database after a takeover: known
+        if self._known(ts, record):
             return
         ts.events.append(record)
         if ack.ok:
@@ -432,11 +463,20 @@ class Dispatcher:
             v, str | int | float | bool)}
         if extra:
             record["extra"] = extra
-        if record in ts.events:  # replayed from the database after a takeover: known
+        at = ev.at - ts.skew_ms  # the node's clock, brought back to the controller's
+        reason = self._implausible(ts, ev, at)
+        if reason is not None:
+            record["implausible"] = reason
+        if self._known(ts, record):
             return
         ts.events.append(record)
         self._dirty[ts.id] = ts
-        at = ev.at - ts.skew_ms  # the node's clock, brought back to the controller's
+        if reason is not None:
+            # Evidence, not proof: the target's phase and times are left as they were.
+            self.stats["implausible_events"] += 1
+            log.warning("Sự kiện phát không hợp lý từ %s cho %s: %s (%s: %s)", ts.node_id,
+                        ev.broadcast_id, ev.phase, reason, IMPLAUSIBLE[reason])
+            return
         if ev.phase == "started":
             ts.started_at_ms = at
             active = self._airings.get(ts.airing_id)
@@ -451,6 +491,29 @@ class Dispatcher:
         if PHASE_RANK[ev.phase] > PHASE_RANK[ts.phase] or (
                 ts.phase == "started" and ev.phase in ("finished", "preempted", "failed")):
             ts.phase = ev.phase
+
+    def _implausible(self, ts: TargetState, ev: PlaybackEvent, at: int) -> str | None:
+        """Proof of play must hang together: a ``started`` needs the media fetched first
+        (``fetched``, or ``cached: true`` on the event for a copy the node already had; a live
+        stream needs none) and a time near start_at (``proof_tolerance_s`` early, up to the
+        slot's end); a ``finished`` needs a plausible ``started`` before it."""
+        tolerance = int(self.sched.proof_tolerance_s * 1000)
+        active = self._airings.get(ts.airing_id)
+        if ev.phase == "started":
+            fetched = any(r.get("phase") == "fetched" and not r.get("implausible")
+                          for r in ts.events)
+            cached = (ev.model_extra or {}).get("cached") is True
+            if active is not None and not active.is_stream and not (fetched or cached):
+                return "no_fetch"
+            if active is not None and not (active.start_at_ms - tolerance <= at
+                                           <= active.ends_ms + tolerance):
+                return "off_schedule"
+        elif ev.phase == "finished":
+            if ts.started_at_ms is None:
+                return "not_started"
+            if at < ts.started_at_ms - tolerance:
+                return "before_start"
+        return None
 
     def on_state(self, node_id: str, old: str, new: str, at_ms: int, cause: str) -> None:
         """Ingest listener: a node that comes back gets what it has not acknowledged."""

@@ -105,4 +105,5 @@ def controller_stats(services: dict[str, Any]) -> dict[str, Any] | None:
     return {"connected": svc.connected.is_set(), "reconnects": svc.reconnects,
             "accepted_messages": dict(ing.accepted), "flushes": ing.writer.flushes,
             "flush_errors": ing.writer.flush_errors, "last_flush_error": ing.writer.last_error,
-            "dropped_samples": ing.writer.dropped_samples}
+            "dropped_samples": ing.writer.dropped_samples,
+            "dropped_pending_nodes": ing.writer.dropped_pending}

@@ -81,6 +81,9 @@ class Ingest:
         # (first instant the node counts as silent, node): at most one entry per node, so
         # the sweeper looks only at nodes that may be due instead of at the whole fleet.
         self._deadlines: list[tuple[int, str]] = []
+        self.event_guard = NodeEventGuard(settings.node_event_rate_per_s,
+                                          settings.node_event_burst)
+        self.writer.max_pending = settings.max_pending_nodes
 
     # ------------------------------------------------------------------ listeners
 
@@ -193,6 +196,9 @@ class Ingest:
             self._sight_pending(node_id, channel, payload, now)
             self._reject("unknown_node", node_id[:64], node_id, now)
             return False
+        if channel is Channel.EVENTS and not self.event_guard.allow(node_id, now):
+            self._reject("rate_limited", "events faster than the node's limit", node_id, now)
+            return False
         try:
             if channel is Channel.HEARTBEAT:
                 self._on_heartbeat(rt, payload, now)
@@ -261,6 +267,8 @@ class Ingest:
 
     def _on_event(self, rt: NodeRuntime, payload: bytes, now: int) -> None:
         ev = decode_event(payload)
+        if self.event_guard.seen_before(rt.node_id, ev):
+            raise Rejection("duplicate_event", f"{ev.type} already received from this node")
         self.batch.events.append({"node_id": rt.node_id, "at_ms": now, "type": ev.type,
                                   "payload": ev.model_dump(mode="json")})
         for fn in self._event_listeners:
@@ -298,6 +306,9 @@ class Ingest:
         if not NODE_ID_RE.match(node_id):
             return
         p = self.batch.pending.get(node_id)
+        if p is None and len(self.batch.pending) >= self.writer.max_pending:
+            self.writer.dropped_pending += 1  # an open broker: ids invented without bound
+            return
         text = payload[:2000].decode("utf-8", errors="replace")
         if p is None:
             self.batch.pending[node_id] = PendingSighting(now, now, 1, str(channel), text)
@@ -357,3 +368,48 @@ class Ingest:
                 log.error("Không ghi được dữ liệu đo (sẽ thử lại): %s", self.writer.last_error)
                 self.batch.merge_older(batch)
                 return False
+
+
+class NodeEventGuard:
+    """Per-node limits on events, the one uplink whose cost grows with its volume (each is
+    stored in the event log and handed to the dispatcher): a token bucket (``rate_per_s``
+    sustained, ``burst`` at once) and a bounded memory of the last ``keep`` event keys, so a
+    node repeating "started" for one broadcast 20,000 times (distinct only by ``at``) is
+    counted and dropped instead of stalling the controller. Heartbeats and status overwrite
+    the node's state and are not limited here."""
+
+    def __init__(self, rate_per_s: float, burst: int, keep: int = 64) -> None:
+        self.rate_per_ms = rate_per_s / 1000
+        self.burst = float(burst)
+        self.keep = keep
+        self._buckets: dict[str, tuple[float, int]] = {}
+        self._keys: dict[str, dict[tuple, None]] = {}
+
+    def allow(self, node_id: str, now: int) -> bool:
+        tokens, last = self._buckets.get(node_id, (self.burst, now))
+        tokens = min(self.burst, tokens + max(0, now - last) * self.rate_per_ms)
+        ok = tokens >= 1
+        self._buckets[node_id] = (tokens - 1 if ok else tokens, now)
+        return ok
+
+    @staticmethod
+    def key(ev: Any) -> tuple | None:
+        """What makes an event new: a playback phase of a broadcast, an answer to a command.
+        Faults and self-tests may repeat and are only rate-limited."""
+        if isinstance(ev, PlaybackEvent):
+            return ("playback", ev.broadcast_id, ev.phase)
+        if isinstance(ev, CmdAck):
+            return ("cmd_ack", ev.cmd_id, ev.ok)
+        return None
+
+    def seen_before(self, node_id: str, ev: Any) -> bool:
+        key = self.key(ev)
+        if key is None:
+            return False
+        keys = self._keys.setdefault(node_id, {})
+        if key in keys:
+            return True
+        keys[key] = None
+        if len(keys) > self.keep:
+            del keys[next(iter(keys))]  # oldest first (dicts keep insertion order)
+        return False

@@ -42,6 +42,7 @@ from loa.broker import MAX_PACKET_BYTES
 from loa.db import Database
 from loa.protocol import NODE_ID_RE
 from loa.settings import Settings
+from loa.text import spreadsheet_safe
 from loa.timeutil import format_date, now_ms
 
 CREDENTIALS_FILE = "credentials.csv"
@@ -320,7 +321,8 @@ def credentials_csv(nodes: list[NodeCredential], controller_user: str) -> str:
     w = csv.writer(out, lineterminator="\n")
     w.writerow(CREDENTIAL_COLUMNS)
     for n in nodes:
-        w.writerow([n.node_id, n.node_id, n.password, n.commune, n.village, n.label])
+        w.writerow([n.node_id, n.node_id, n.password, *(spreadsheet_safe(v) for v in (
+            n.commune, n.village, n.label))])
     return out.getvalue()
 
 

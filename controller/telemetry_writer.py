@@ -14,7 +14,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from controller.fleet_state import NodeRuntime, Transition
@@ -108,6 +108,9 @@ class TelemetryWriter:
         self.flush_errors = 0
         self.dropped_samples = 0
         self.last_error = ""
+        # Cap on pending_node rows (Settings.max_pending_nodes) and what it turned away.
+        self.max_pending = 1000
+        self.dropped_pending = 0
 
     def write(self, batch: Batch) -> None:
         """Write one batch atomically; raises on failure (the caller keeps the batch)."""
@@ -127,8 +130,16 @@ class TelemetryWriter:
                 s.execute(insert(NodeEventLog.__table__), batch.events)
             for reason, (count, detail, ms) in batch.rejected.items():
                 self._add_rejected(s, reason, count, detail, ms)
-            for node_id, p in batch.pending.items():
-                self._upsert_pending(s, node_id, p)
+            if batch.pending:
+                room = self.max_pending - (s.scalar(
+                    select(func.count()).select_from(PendingNode)) or 0)
+                for node_id, p in batch.pending.items():
+                    if s.get(PendingNode, node_id) is None:
+                        if room <= 0:
+                            self.dropped_pending += 1
+                            continue
+                        room -= 1
+                    self._upsert_pending(s, node_id, p)
         self.flushes += 1
 
     def _upsert_live(self, s: Session, rows: list[dict[str, Any]]) -> None:

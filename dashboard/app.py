@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
+from dashboard.body_limit import BodyLimitMiddleware
 from dashboard.context import AppContext
 from loa.errors import DomainError
 from loa.modules import import_optional
@@ -40,6 +41,9 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.add_exception_handler(OverflowError, _number_too_large)
     app.add_exception_handler(DataError, _value_the_database_refuses)
     app.add_exception_handler(DomainError, _domain_error)
+    # Added before the routers' own middlewares, so just inside them: bodies are capped
+    # before authentication and parsing, and the audit middleware still records refusals.
+    app.add_middleware(BodyLimitMiddleware)
     for name in ROUTER_MODULES:
         module = import_optional(name)
         if module is None:

@@ -5,10 +5,12 @@ timeout so the API can read while the ingest flushes a batch."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from sqlalchemy import BigInteger, Engine, Integer, create_engine, event
+from sqlalchemy import BigInteger, Engine, Integer, create_engine, event, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 # Epoch milliseconds need 64 bits on PostgreSQL; SQLite's INTEGER is already 64-bit and only
@@ -20,8 +22,28 @@ class Base(DeclarativeBase):
     type_annotation_map = {int: BigInt}
 
 
+def private_sqlite_file(url: str) -> None:
+    """The SQLite file holds password hashes, session digests and the audit log: it is
+    created 0600 (SQLite gives its -wal and -shm files the database file's mode), and an
+    existing file left readable by others (0644, as Loa used to create it) is tightened."""
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    db_file = Path(path)
+    if not db_file.exists() and db_file.parent.is_dir():
+        os.close(os.open(db_file, os.O_CREAT | os.O_WRONLY, 0o600))
+    for f in (db_file, db_file.with_name(db_file.name + "-wal"),
+              db_file.with_name(db_file.name + "-shm")):
+        try:
+            if f.stat().st_mode & 0o077 and f.stat().st_uid == os.getuid():
+                f.chmod(0o600)
+        except FileNotFoundError:
+            pass
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
+        private_sqlite_file(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     public_base_url: str = ""
+    # Largest request body of any route but uploads (JSON, forms), refused while streaming
+    # (dashboard.body_limit); uploads have their own limits.
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
 
     heartbeat_s: int = 30
     keepalive_s: int = 60
@@ -52,6 +55,13 @@ class Settings(BaseSettings):
     # A heartbeat further ahead than this is refused; any skew over clock_skew_warn_ms is
     # flagged on the node (a +-5 min clock is flagged, not refused).
     max_clock_skew_s: int = 900
+    # Per-node event limit in ingest (controller.ingest.NodeEventGuard): sustained rate and
+    # burst; a node over it has its events counted as "rate_limited" and dropped.
+    node_event_rate_per_s: float = Field(default=2.0, gt=0)
+    node_event_burst: int = Field(default=60, ge=1)
+    # At most this many unknown node ids are kept as pending nodes (an open broker lets anyone
+    # invent ids); sightings beyond it are counted (controller stats: dropped_pending_nodes).
+    max_pending_nodes: int = Field(default=1000, ge=1)
     clock_skew_warn_ms: int = 2000
 
     # InfluxDB 2 telemetry sink (production); empty URL = off.

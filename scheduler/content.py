@@ -59,7 +59,8 @@ class ContentGateway:
         return meta
 
     def synthesize(self, text: str, *, title: str, language: str, voice: str | None,
-                   engine: str | None, creator: str) -> ContentMetaLike:
+                   engine: str | None, creator: str,
+                   owner_commune_id: int | None = None) -> ContentMetaLike:
         fn = self.synthesize_fn
         if fn is None:
             from broadcasts.service import synthesize_bulletin as fn
@@ -69,7 +70,7 @@ class ContentGateway:
             ContentError = RuntimeError  # noqa: N806
         try:
             return fn(self.store, text, title=title, language=language, engine=engine,
-                      voice=voice, creator=creator)
+                      voice=voice, creator=creator, owner_commune_id=owner_commune_id)
         except ContentError as exc:
             raise _translate(exc) from None
 

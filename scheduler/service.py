@@ -40,6 +40,7 @@ from scheduler.request import (
     parse_when,
 )
 from scheduler.slots import airtime_ms, next_slot_at_or_after, recurrence_of, slots_between
+from scheduler.stream_urls import check_stream_url, parse_networks
 from scheduler.targets import (
     Actor,
     check_targets,
@@ -137,7 +138,7 @@ class BroadcastService:
             if not req.draft and not to_inboxes and not resolve_nodes(s, req.targets):
                 raise InvalidBroadcast("Nơi phát đã chọn chưa có cụm loa nào đang hoạt động.")
 
-        meta, stream_url, mount, content_ms = self._prepare_content(actor, req)
+        meta, stream_url, mount, content_ms = self._prepare_content(actor, req, owner)
         gap_ms = int(self.settings.repeat_gap_s * 1000)
         duration = airtime_ms(content_ms, req.repeat, gap_ms) if not req.stream else content_ms
         start_ms = req.start_at_ms
@@ -196,11 +197,16 @@ class BroadcastService:
             return touched[0]
         return min(actor.commune_ids) if actor.commune_ids else None
 
-    def _prepare_content(self, actor: Actor, req: BroadcastRequest):
-        """(meta, stream_url, mount, content duration ms)."""
+    def _prepare_content(self, actor: Actor, req: BroadcastRequest,
+                         owner: int | None = None):
+        """(meta, stream_url, mount, content duration ms). Content of another commune is
+        answered as not found (content is scoped like everything else); speech made for the
+        broadcast belongs to its owner commune (None: the province's)."""
         if req.stream:
             duration = (req.duration_s or self.settings.stream_default_duration_s) * 1000
             if req.stream_url:
+                check_stream_url(req.stream_url, self._own_stream_bases(),
+                                 parse_networks(self.settings.stream_allowed_networks))
                 return None, req.stream_url, None, duration
             if self.live is None:
                 raise Unavailable("Máy chủ phát trực tiếp (Icecast) chưa được bật trên hệ thống.")
@@ -211,13 +217,27 @@ class BroadcastService:
             raise Unavailable("Kho nội dung âm thanh chưa sẵn sàng.")
         if req.content_id is not None:
             meta = self.content.require(req.content_id)
+            content_owner = getattr(meta, "owner_commune_id", None)
+            if content_owner is not None and not actor.covers_commune(content_owner):
+                raise InvalidBroadcast(
+                    f"Không tìm thấy nội dung «{req.content_id}» trong kho âm thanh.")
         else:
             meta = self.content.synthesize(req.tts_text or "", title=req.title,
                                            language=req.language, voice=req.voice,
-                                           engine=req.engine, creator=actor.username)
+                                           engine=req.engine, creator=actor.username,
+                                           owner_commune_id=owner)
         if not meta.duration_ms or meta.duration_ms <= 0:
             raise InvalidBroadcast(f"Nội dung «{meta.id}» không có thời lượng hợp lệ.")
         return meta, None, None, int(meta.duration_ms)
+
+    def _own_stream_bases(self) -> list[str]:
+        """Where the system's own Icecast server is reached: always a fit stream source."""
+        s = self.settings
+        bases = [getattr(self.live, "base_url", "") if self.live is not None else "",
+                 s.icecast_public_url]
+        if s.icecast_port:
+            bases.append(f"http://{s.icecast_host}:{s.icecast_port}")
+        return [b for b in bases if b]
 
     # ------------------------------------------------------------------ workflow
 

@@ -149,11 +149,10 @@ def check_targets(session: Session, targets: dict[str, Any], actor: Actor) -> No
             raise Forbidden(f"Thôn «{village.name}» không thuộc xã bạn quản lý.")
     for nid in targets["nodes"]:
         node = session.get(Node, nid)
-        if node is None or node.retired_ms is not None:
+        # Out of scope answers as not found: node ids are not enumerable.
+        if node is None or node.retired_ms is not None or not actor.covers_commune(
+                _node_commune(session, node)[1]):
             raise InvalidBroadcast(f"Không tìm thấy cụm loa «{nid}».")
-        _, commune_id = _node_commune(session, node)
-        if not actor.covers_commune(commune_id):
-            raise Forbidden(f"Cụm loa «{nid}» không thuộc xã bạn quản lý.")
     for gid in targets["groups"]:
         group = session.get(SavedGroup, gid)
         if group is None:
@@ -233,7 +232,8 @@ def node_commune_id(session: Session, node_id: str) -> int | None:
 def check_node_access(session: Session, actor: Actor, node_id: str) -> None:
     """A node command (volume, self-test, stop) only on a node in the actor's scope."""
     node = session.get(Node, node_id)
-    if node is None or node.retired_ms is not None:
+    # A node outside the actor's scope gets the answer of one that does not exist, so node
+    # ids cannot be enumerated (403 vs 404).
+    if (node is None or node.retired_ms is not None
+            or not actor.covers_commune(node_commune_id(session, node_id))):
         raise NotFound(f"Không tìm thấy cụm loa «{node_id}».")
-    if not actor.covers_commune(node_commune_id(session, node_id)):
-        raise Forbidden(f"Cụm loa «{node_id}» không thuộc phạm vi quản lý của bạn.")

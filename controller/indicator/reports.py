@@ -40,6 +40,7 @@ from controller.indicator.vn import (
     province_place,
     village_title,
 )
+from loa.text import spreadsheet_safe
 from loa.timeutil import format_date, format_datetime, now_ms
 
 FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/dejavu"))
@@ -360,7 +361,7 @@ def render_xlsx(report: Report) -> bytes:
         cell.font = bold
         cell.alignment = Alignment(wrap_text=True, vertical="top")
     for row in report.commune_rows:
-        ws.append([row[k] for k, _ in COMMUNE_COLUMNS])
+        ws.append([spreadsheet_safe(row[k]) for k, _ in COMMUNE_COLUMNS])
         r = ws.max_row
         for key in ("min_availability", "min_aired"):
             ws.cell(r, [k for k, _ in COMMUNE_COLUMNS].index(key) + 1).number_format = "0.0%"
@@ -380,7 +381,7 @@ def render_xlsx(report: Report) -> bytes:
     for cell in vs[1]:
         cell.font = bold
     for row in report.village_rows:
-        vs.append([row[k] for k, _ in vcols])
+        vs.append([spreadsheet_safe(row[k]) for k, _ in vcols])
         vs.cell(vs.max_row, 4).number_format = "0.0%"
         vs.cell(vs.max_row, 7).number_format = "0.0%"
     vs.freeze_panes = "A2"
@@ -430,7 +431,7 @@ def render_csv(report: Report) -> bytes:
                 v = round(v * 100, 2)
             elif key == "hours":
                 v = round(v, 2)
-            values.append("" if v is None else v)
+            values.append("" if v is None else spreadsheet_safe(v))
         writer.writerow(values)
     return ("\ufeff" + out.getvalue()).encode("utf-8")
 

@@ -41,7 +41,7 @@ import yaml
 
 from controller.registry import validate as v
 from controller.registry.errors import ImportIssue, InvalidInputError
-from loa.text import fold
+from loa.text import fold, spreadsheet_safe, spreadsheet_text
 
 FORMAT_TAG = "loa-registry/1"
 MAX_FILE_BYTES = 5 * 1024 * 1024
@@ -445,7 +445,7 @@ class _CsvReader:
                 self.issues.add(reader.line_num, "",
                                 f"dòng có {len(row)} ô, nhiều hơn {len(columns)} cột tiêu đề")
                 continue
-            cells = {col: (row[i].strip() if i < len(row) else "")
+            cells = {col: (spreadsheet_text(row[i].strip()) if i < len(row) else "")
                      for i, col in enumerate(columns)}
             self._row(reader.line_num, cells)
         return self.doc
@@ -670,6 +670,8 @@ def _fmt(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        return str(spreadsheet_safe(value))  # names stored before the input guard was widened
     return str(value)
 
 

@@ -331,8 +331,15 @@ def name_at(s: Session, entity: str, entity_id: int, at_ms: int) -> str | None:
 # --------------------------------------------------------------------------- pending
 
 
-def list_pending(s: Session) -> list[PendingNodeOut]:
-    rows = s.scalars(select(PendingNode).order_by(PendingNode.last_seen_ms.desc()))
+def count_pending(s: Session) -> int:
+    return s.scalar(select(func.count()).select_from(PendingNode)) or 0
+
+
+def list_pending(s: Session, limit: int = 100, offset: int = 0) -> list[PendingNodeOut]:
+    """Most recently seen first, one page (an open broker can fill the table)."""
+    rows = s.scalars(select(PendingNode).order_by(PendingNode.last_seen_ms.desc(),
+                                                  PendingNode.id)
+                     .limit(limit).offset(offset))
     return [PendingNodeOut(id=p.id, first_seen_ms=p.first_seen_ms, last_seen_ms=p.last_seen_ms,
                            first_seen=format_datetime(p.first_seen_ms),
                            last_seen=format_datetime(p.last_seen_ms), messages=p.messages,

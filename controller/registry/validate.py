@@ -11,6 +11,7 @@ import unicodedata
 
 from controller.registry.errors import InvalidInputError
 from loa.protocol import NODE_ID_RE
+from loa.text import is_formula_like
 
 # Noun used in messages ("mã xã", "tên thôn") for each kind of unit.
 KIND_NOUN = {
@@ -38,7 +39,6 @@ STATION_KINDS = ("ip", "fm", "wired")
 MAX_NAME = 200
 MAX_LABEL = 200
 MAX_SPEAKERS = 4  # a cluster drives 1-4 loudspeakers (see Node)
-FORMULA_STARTS = ("=", "+", "@")
 _SPACES = re.compile(r"\s+")
 
 
@@ -63,10 +63,12 @@ def clean_text(value: str) -> str:
 
 
 def _no_formula(text: str, what: str) -> str:
-    """Names end up in exported CSV files opened in spreadsheets, where a leading = + @ would
-    run as a formula; no real place name starts that way."""
-    if text[:1] in FORMULA_STARTS:
-        raise InvalidInputError(f"{what} không được bắt đầu bằng = + hoặc @")
+    """Names end up in exported CSV files opened in spreadsheets, where a leading = + - @ (or
+    a tab, a carriage return) would run as a formula; no real place name starts that way.
+    Exports are guarded as well (``loa.text.spreadsheet_safe``), for names stored before."""
+    if is_formula_like(text):
+        raise InvalidInputError(
+            f"{what} không được bắt đầu bằng dấu =, +, -, @ hoặc ký tự tab/xuống dòng")
     return text
 
 

@@ -57,6 +57,31 @@ def reject_oversized(request: Request, store: ContentStore = Depends(get_store))
         raise too_large(store.cfg.max_upload_bytes)
 
 
+def owner_for(user: User, requested: str | int | None) -> int | None:
+    """The commune a new item belongs to: the one asked for (it must be the user's), else the
+    user's first commune; None (the province's, shared down) for staff of the whole
+    province."""
+    scope = user.scope_commune_ids()
+    if requested not in (None, ""):
+        text = str(requested).strip()
+        if not text.isdigit() or int(text) > 2**31 - 1:
+            raise ContentError("bad_commune", "Mã xã không hợp lệ.", "Invalid commune id.")
+        if not user.can_access_commune(int(text)):
+            raise HTTPException(403, "Không có quyền")
+        return int(text)
+    if scope is None:
+        return None
+    if not scope:
+        raise HTTPException(403, "Không có quyền")
+    return min(scope)
+
+
+def _visible(store: ContentStore, content_id: str, user: User) -> None:
+    """Another commune's item is answered as not found, like one that does not exist."""
+    if not store.get(content_id).visible_to(user.scope_commune_ids()):
+        raise ContentNotFound(content_id)
+
+
 def _flag(value: str | None) -> bool | None:
     if value is None or value == "":
         return None
@@ -103,23 +128,28 @@ async def upload_content(request: Request, user: User = Depends(current_user),
     try:
         fields = upload.fields
         title = fields.get("title") or upload.filename.rsplit(".", 1)[0]
+        owner = owner_for(user, fields.get("commune_id"))
         source = "province" if user.role == "province" else "upload"
         meta = await run_in_threadpool(
             store.add_file, upload.path, filename=upload.filename, title=title,
             language=fields.get("language") or "vi", source=source, creator=user.username,
-            chime=_flag(fields.get("chime")))
+            chime=_flag(fields.get("chime")), owner_commune_id=owner)
     finally:
         upload.path.unlink(missing_ok=True)
-    return ContentOut.of(await run_in_threadpool(store.details, meta.id))
+    return ContentOut.of(await run_in_threadpool(store.details, meta.id),
+                         user.scope_commune_ids())
 
 
 @router.post("/api/v1/content/tts", status_code=201, response_model=ContentOut)
 async def create_tts_content(body: TtsContentIn, user: User = Depends(current_user),
                              store: ContentStore = Depends(get_store)):
+    owner = owner_for(user, body.commune_id)
     meta = await run_in_threadpool(synthesize_bulletin, store, body.text, title=body.title,
                                    language=body.language, engine=body.engine,
-                                   voice=body.voice, creator=user.username)
-    return ContentOut.of(await run_in_threadpool(store.details, meta.id))
+                                   voice=body.voice, creator=user.username,
+                                   owner_commune_id=owner)
+    return ContentOut.of(await run_in_threadpool(store.details, meta.id),
+                         user.scope_commune_ids())
 
 
 @router.get("/api/v1/content", response_model=ContentPage)
@@ -129,18 +159,21 @@ def list_content(
     language: str | None = Query(None, pattern="^(" + "|".join(CONTENT_LANGUAGES) + ")$"),
     source: str | None = Query(None, pattern="^(" + "|".join(CONTENT_SOURCES) + ")$"),
     q: str | None = Query(None, max_length=100, description="tìm theo tiêu đề, không dấu"),
-    _user: User = Depends(current_user),
+    user: User = Depends(current_user),
     store: ContentStore = Depends(get_store),
 ):
-    items, total = store.list(offset=offset, limit=limit, language=language, source=source, q=q)
-    return {"items": [ContentOut.of(d) for d in items], "total": total, "limit": limit,
+    scope = user.scope_commune_ids()
+    items, total = store.list(offset=offset, limit=limit, language=language, source=source, q=q,
+                              scope=scope)
+    return {"items": [ContentOut.of(d, scope) for d in items], "total": total, "limit": limit,
             "offset": offset}
 
 
 @router.get("/api/v1/content/{content_id}", response_model=ContentOut)
-def get_content(content_id: str, _user: User = Depends(current_user),
+def get_content(content_id: str, user: User = Depends(current_user),
                 store: ContentStore = Depends(get_store)):
-    return ContentOut.of(store.details(content_id))
+    _visible(store, content_id, user)
+    return ContentOut.of(store.details(content_id), user.scope_commune_ids())
 
 
 def _audio_response(request: Request, store: ContentStore, content_id: str,
@@ -156,8 +189,9 @@ def _audio_response(request: Request, store: ContentStore, content_id: str,
 
 
 @router.get("/api/v1/content/{content_id}/audio")
-def content_audio(content_id: str, request: Request, _user: User = Depends(current_user),
+def content_audio(content_id: str, request: Request, user: User = Depends(current_user),
                   store: ContentStore = Depends(get_store)):
+    _visible(store, content_id, user)
     return _audio_response(request, store, content_id, "private, max-age=3600")
 
 
@@ -171,10 +205,13 @@ def node_media(*, name: str, request: Request, node: str | None = Query(None, ma
         raise HTTPException(401, "Thiếu mã truy cập của cụm loa (tham số node và token).",
                             headers={"WWW-Authenticate": 'Token realm="loa-media"'})
     row = s.get(Node, node)
-    if row is None or row.retired_ms is not None:
-        raise HTTPException(403, f"Cụm loa '{node}' không có trong danh sách đang hoạt động.")
-    if not store.token_ok(content_id, node, token):
+    verdict = store.token_status(content_id, node, token)
+    # One answer for an unknown node and a wrong token: node ids are not enumerable.
+    if row is None or row.retired_ms is not None or verdict == "bad":
         raise HTTPException(403, "Mã truy cập không hợp lệ cho cụm loa và nội dung này.")
+    if verdict == "expired":
+        raise HTTPException(403, "Mã truy cập đã hết hạn; cụm loa sẽ nhận địa chỉ mới ở lệnh "
+                                 "phát sau.")
     try:
         # Content is immutable under its id: nodes may cache it for good.
         return _audio_response(request, store, content_id, "private, max-age=31536000, "

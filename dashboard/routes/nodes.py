@@ -9,7 +9,7 @@ from controller.fleet_queries import NodeFilter, NodeNotFound
 from dashboard.deps import DbSession, get_settings
 from dashboard.models import User
 from dashboard.schemas import NodeDetail, NodeItem, Page, TransitionItem
-from dashboard.security import current_user, require_commune_access, scope_commune_ids
+from dashboard.security import current_user, scope_commune_ids
 from loa.protocol import NodeState
 from loa.settings import Settings
 from loa.timeutil import format_datetime
@@ -69,7 +69,9 @@ def node_detail(node_id: str, s: DbSession,
         node, live, village, commune = fleet_queries.get_node(s, node_id)
     except NodeNotFound as exc:
         raise HTTPException(404, str(exc)) from None
-    require_commune_access(user, commune.id if commune else None)
+    if not user.can_access_commune(commune.id if commune else None):
+        # The same answer as for an id that does not exist: node ids are not enumerable.
+        raise HTTPException(404, str(NodeNotFound(node_id)))
     transitions = [TransitionItem(at=format_datetime(t.at_ms), at_ms=t.at_ms,
                                   from_state=t.from_state, to_state=t.to_state,
                                   available=t.available, cause=t.cause)

@@ -38,9 +38,13 @@ def search(*, q: str = Query(..., description="chữ cần tìm, không cần d�
 
 
 @router.get("/pending-nodes", response_model=list[PendingNodeOut])
-def pending_nodes(*, _: User = Depends(require_role("technician", "province")),
+def pending_nodes(*, response: Response, limit: int = Query(100, ge=1, le=500),
+                  offset: int = Query(0, ge=0, le=2**31 - 1),
+                  _: User = Depends(require_role("technician", "province")),
                   s: DbSession):
-    return queries.list_pending(s)
+    """One page, most recently seen first; ``X-Total-Count`` tells how many there are."""
+    response.headers["X-Total-Count"] = str(queries.count_pending(s))
+    return queries.list_pending(s, limit=limit, offset=offset)
 
 
 @router.post("/pending-nodes/{node_id}/approve")

@@ -362,10 +362,9 @@ def tech_page(*, request: Request, user: User = Depends(page_user),
 def _node_or_error(s: Session, user: User, node_id: str) -> tuple[Node, Village | None,
                                                                   Commune | None]:
     node = s.get(Node, node_id)
-    if node is None:
+    if node is None or not can_access_node(s, user, node_id):
+        # The same answer either way: node ids are not enumerable.
         raise HTTPException(404, "Không tìm thấy cụm loa")
-    if not can_access_node(s, user, node_id):
-        raise HTTPException(403, MSG_FORBIDDEN)
     village = s.get(Village, node.village_id) if node.village_id else None
     commune = s.get(Commune, village.commune_id) if village else None
     return node, village, commune

@@ -104,7 +104,9 @@ def test_node_url_carries_a_token_bound_to_node_and_content(store, stored, setti
     assert parsed.path == f"/media/{stored.id}.mp3"
     qs = parse_qs(parsed.query)
     assert qs["node"] == ["lso-dc-001"]
-    assert qs["token"] == [node_token(settings.resolved_secret_key(), "lso-dc-001", stored.id)]
+    expires = int(qs["token"][0].split(".")[0])
+    assert qs["token"] == [node_token(settings.resolved_secret_key(), "lso-dc-001", stored.id,
+                                      expires)]
     assert store.token_ok(stored.id, "lso-dc-001", qs["token"][0])
     assert not store.token_ok(stored.id, "lso-dc-002", qs["token"][0])
     with pytest.raises(ContentNotFound):

@@ -59,7 +59,12 @@ def test_nodes_need_a_login_and_a_commune_officer_sees_only_their_commune(api):
     officer = login("commune")  # scoped to Đội Cấn
     mine = client.get("/api/v1/nodes", headers=officer).json()
     assert sorted(n["id"] for n in mine["items"]) == ["dc-01", "dc-02"]
-    assert client.get("/api/v1/nodes/hl-01", headers=officer).status_code == 403
+    # Outside the officer's scope: the answer of a node that does not exist (not enumerable).
+    outside = client.get("/api/v1/nodes/hl-01", headers=officer)
+    missing = client.get("/api/v1/nodes/hl-99", headers=officer)
+    assert outside.status_code == missing.status_code == 404
+    assert outside.json()["detail"].replace("hl-01", "X") == \
+        missing.json()["detail"].replace("hl-99", "X")
     detail = client.get("/api/v1/nodes/dc-01", headers=officer).json()
     assert detail["state"] == "degraded"
     assert detail["reasons"] == ["amp_fault", "speaker_line"]

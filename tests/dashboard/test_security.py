@@ -84,10 +84,13 @@ def test_role_and_scope_enforced(stack):
         assert c.get("/api/v1/users", headers=bearer(stack.token("province"))).status_code == 200
         # A commune officer cannot acknowledge alarms (technician role).
         assert c.post("/api/v1/alarms/1/ack", headers=bearer(officer)).status_code == 403
-        # Out-of-scope node page: 403; own commune's node: 200.
+        # Out-of-scope node page: 404 like a node that does not exist (ids are not
+        # enumerable); own commune's node: 200.
         oc, _ = stack.login_client("commune")
         with closing(oc):
-            assert oc.get(f"/tech/nodes/{other_commune_node}").status_code == 403
+            outside = oc.get(f"/tech/nodes/{other_commune_node}")
+            missing = oc.get("/tech/nodes/khong-ton-tai")
+            assert outside.status_code == missing.status_code == 404
             assert oc.get(f"/tech/nodes/{own_node}").status_code == 200
             assert oc.get("/admin/users").status_code == 403
         # Another router that uses the same dependency: commune detail out of scope.

@@ -49,6 +49,9 @@ async def test_bad_requests_get_clear_vietnamese_refusals(api):
         ("officer", {**good, "targets": {}}, 422, "Chưa chọn nơi phát"),
         ("officer", {**good, "targets": {"communes": [net.ids["Tân Trào"]]}}, 403,
          "không thuộc phạm vi"),
+        # Another commune's cluster answers as one that does not exist (ids not enumerable).
+        ("officer", {**good, "targets": {"nodes": ["tt-01"]}}, 422, "Không tìm thấy cụm loa"),
+        ("officer", {**good, "targets": {"nodes": ["khong-co"]}}, 422, "Không tìm thấy cụm loa"),
         ("officer", {**{k: v for k, v in good.items() if k != "tts_text"},
                      "content_id": "c_000000000000000000000000"}, 422, "Không tìm thấy nội dung"),
         ("province", {**good, "priority": "emergency", "start_at": None}, 422, "xác nhận"),
@@ -120,7 +123,12 @@ async def test_schedule_play_and_read_proof_of_play_over_http(api):
     assert bad.status_code == 422 and "0 đến 100" in bad.json()["detail"]
     outside = await client.post("/api/v1/nodes/tt-01/volume", json={"level": 10},
                                 headers=as_("officer"))
-    assert outside.status_code == 403
+    missing = await client.post("/api/v1/nodes/khong-co/volume", json={"level": 10},
+                                headers=as_("officer"))
+    # Outside the officer's scope answers exactly as a node that does not exist.
+    assert outside.status_code == missing.status_code == 404
+    assert outside.json()["detail"].replace("tt-01", "X") == \
+        missing.json()["detail"].replace("khong-co", "X")
     missing = await client.post("/api/v1/nodes/khong-co/selftest", headers=as_("technician"))
     assert missing.status_code == 404
 
