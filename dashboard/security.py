@@ -57,7 +57,6 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MSG_NOT_LOGGED_IN = "Chưa đăng nhập"
 MSG_FORBIDDEN = "Không có quyền"
 MSG_BAD_LOGIN = "Sai tên đăng nhập hoặc mật khẩu"
-MSG_DISABLED = "Tài khoản đã bị khóa. Hãy liên hệ quản trị tỉnh."
 MSG_CSRF = "Phiên làm việc không hợp lệ (thiếu mã CSRF). Hãy tải lại trang rồi thử lại."
 
 _hasher = PasswordHasher()
