@@ -75,18 +75,30 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     """One database session per request, committed when the route returns normally.
 
     Use as ``Depends(get_session, scope="function")``: FastAPI otherwise ends a ``yield``
-    dependency after the response is sent, so a failed commit would follow a 200 (and the
-    connection would be held while the response is serialised and sent)."""
+    dependency after the response is sent, so a failed commit would follow a 200 and a slow
+    client would hold the connection. Here the session ends once the route's answer is built
+    (FastAPI serialises a response model inside this scope, where lazy loads still work), and
+    before a byte of it is sent."""
     async with _slots(request.app):
         s = get_ctx(request).db.sessionmaker()
         try:
             yield s
-            await _in_thread(s.commit)
         except BaseException:
-            await _in_thread(s.rollback)
+            await _in_thread(_end, s, False)
             raise
-        finally:
-            await _in_thread(s.close)
+        await _in_thread(_end, s, True)
+
+
+def _end(s: Session, commit: bool) -> None:
+    """Commit (or roll back) and close in one trip to a thread; the connection goes back to
+    the pool before the response is sent."""
+    try:
+        if commit:
+            s.commit()
+        else:
+            s.rollback()
+    finally:
+        s.close()
 
 
 # The one way routes take a database session (committed before the response is sent).
