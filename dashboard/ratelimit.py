@@ -23,7 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-EXEMPT_PREFIXES = ("/static/", "/api/v1/health/live")
+# Node downloads are exempt: nodes behind one carrier NAT share an address, a province-wide
+# dispatch fetches from all of them at once, and a node does not retry a 4xx. Each download
+# needs its node's HMAC token, and its database work still waits for a slot (dashboard.deps).
+EXEMPT_PREFIXES = ("/static/", "/api/v1/health/live", "/media/")
 MAX_CLIENTS = 50_000
 MSG_TOO_MANY = "Quá nhiều yêu cầu từ máy này. Vui lòng thử lại sau {seconds} giây."
 MSG_TOO_MANY_EN = "Too many requests from this client. Try again in {seconds} s."

@@ -244,6 +244,10 @@ async def test_per_client_rate_limits_answer_429_with_retry_after(tmp_path, seed
         assert refused.json()["detail"].startswith("Quá nhiều yêu cầu từ máy này")
         assert refused.json()["retry_after"] == int(refused.headers["retry-after"])
         assert all(r.status_code == 200 for r in other), "another client is not affected"
+        # Node downloads are not counted (nodes behind one carrier NAT share an address):
+        # the spent address still gets the download route's own answer.
+        media = await many("127.0.0.51", 3, path="/media/abc.mp3")
+        assert [r.status_code for r in media] == [401] * 3
 
         # A logged-in officer has a budget of their own, larger than an address's.
         async with httpx.AsyncClient(base_url=base, timeout=30,
