@@ -84,9 +84,16 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         try:
             yield s
         except BaseException:
-            await _in_thread(_end, s, False)
+            await _end_session(s, False)
             raise
-        await _in_thread(_end, s, True)
+        await _end_session(s, True)
+
+
+async def _end_session(s: Session, commit: bool) -> None:
+    if s.in_transaction():
+        await _in_thread(_end, s, commit)
+    else:  # never touched the database (an anonymous page): nothing to send, no thread
+        s.close()
 
 
 def _end(s: Session, commit: bool) -> None:

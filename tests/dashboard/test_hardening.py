@@ -269,3 +269,34 @@ async def test_per_client_rate_limits_answer_429_with_retry_after(tmp_path, seed
                     "Authorization": f"Bearer {secrets.token_urlsafe(32)}"})
                 codes[r.status_code] += 1
         assert codes == {401: burst, 429: burst}, codes
+
+
+def test_the_rate_limiter_refills_and_forgets_idle_clients(monkeypatch):
+    """The buckets' arithmetic, and a bounded table: a scan from many addresses cannot grow
+    it without limit (idle clients, back at their burst, are forgotten first)."""
+    from dashboard import ratelimit
+
+    now = [0.0]
+    limiter = ratelimit.RateLimiter(ratelimit.Rate(3, 1.0), ratelimit.Rate(10, 5.0),
+                                    clock=lambda: now[0])
+    assert [limiter.check("10.0.0.1", None) for _ in range(3)] == [0, 0, 0]
+    assert limiter.check("10.0.0.1", None) == pytest.approx(1.0)
+    now[0] += 0.5
+    assert limiter.check("10.0.0.1", None) == pytest.approx(0.5)
+    now[0] += 0.5
+    assert limiter.check("10.0.0.1", None) == 0
+    # A credential earns its own, larger budget only once the API accepted it.
+    assert limiter.check("10.0.0.1", "tok") > 0
+    limiter.outcome("tok", accepted=True)
+    assert all(limiter.check("10.0.0.1", "tok") == 0 for _ in range(10))
+    limiter.outcome("tok", accepted=False)  # revoked: back to its address's budget
+    assert limiter.check("10.0.0.1", "tok") > 0
+
+    monkeypatch.setattr(ratelimit, "MAX_CLIENTS", 100)
+    for i in range(1000):
+        now[0] += 10  # each scanner address is idle (full again) when the next one comes
+        limiter.check(f"10.1.{i // 256}.{i % 256}", None)
+    assert len(limiter.buckets) <= 100
+    for i in range(1000):  # busy clients: the oldest are dropped
+        limiter.check(f"10.2.{i // 256}.{i % 256}", None)
+    assert len(limiter.buckets) <= 100
