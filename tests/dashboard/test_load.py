@@ -166,3 +166,55 @@ async def test_two_hundred_concurrent_requests_get_answers_and_no_write_is_lost(
             proc.kill()
             _, err = proc.communicate()
     assert b"QueuePool limit" not in err, err.decode(errors="replace")[-2000:]
+
+
+async def test_a_pool_of_two_connections_serves_a_burst_without_deadlock(tmp_path, db):
+    """The invariant behind the fix, at its tightest: two pooled connections, 40 worker
+    threads, 120 concurrent requests, some of which open a second session of their own (the
+    broadcast list goes through the scheduling service). The API takes one database slot
+    (half the pool), so a request holding a connection always finds a thread and a thread
+    always finds a connection; before, this froze until the pool's 30 s timeout and 500s."""
+    import threading
+
+    import uvicorn
+
+    from dashboard.app import create_app
+    from dashboard.context import AppContext
+    from loa.db import Database
+    from loa.settings import Settings
+
+    make_registry(db, communes={"Đội Cấn": {"Thôn Nà Pàn": NODES[:6]}})
+    ensure_demo_accounts(db)
+    tight = Database(db.url, pool_size=2, max_overflow=0)
+    port = free_port()
+    settings = Settings(data_dir=tmp_path / "data", database_url=db.url, http_port=port,
+                        secret_key="tight-pool-secret")
+    server = uvicorn.Server(uvicorn.Config(create_app(AppContext(settings, tight, {})),
+                                           host="127.0.0.1", port=port, log_level="warning",
+                                           **settings.proxy_options()))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_up(base)
+        async with httpx.AsyncClient(base_url=base, timeout=60) as c:
+            r = await c.post("/api/v1/auth/token", data={"username": "commune",
+                                                        "password": "demo"})
+            auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
+            assert (await c.get("/api/v1/auth/me", headers=auth)).status_code == 200
+        limits = httpx.Limits(max_connections=120, max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as c:
+            paths = ["/api/v1/nodes", "/api/v1/broadcasts", "/api/v1/health/summary"]
+
+            async def one(i: int) -> int:
+                try:
+                    return (await c.get(paths[i % 3], headers=auth)).status_code
+                except httpx.TimeoutException:
+                    return 0
+
+            codes = Counter(await asyncio.gather(*(one(i) for i in range(120))))
+        assert codes == {200: 120}, codes
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        tight.dispose()
