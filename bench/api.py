@@ -14,6 +14,15 @@ that does nothing". Also timed: one alarm-engine pass and one live-fleet poll ov
 3,000 nodes, and the time to the first event of the live fleet stream.
 
     .venv/bin/python bench/api.py [--nodes 3000] [--requests 200]
+    .venv/bin/python bench/api.py --scenario concurrency [--concurrency 200] [--rounds 5]
+    .venv/bin/python bench/api.py --nodes 300 --requests 20 --concurrency 60 --rounds 2  # smoke
+
+Scenario ``concurrency`` (issue 17): bursts of ``--concurrency`` requests sent at once, half
+anonymous (health summary, login page, from 50 loopback addresses as 50 browsers would be)
+and half logged in (node list and health summary as a technician and a commune officer), each
+timed from its send to its answer by a client in another process; baseline in the same run:
+the same burst on ``/api/v1/health/live``. The API runs on its own engine sized as
+``loa serve`` sizes it.
 
 Prints the figures and writes ``bench/results/api.json``.
 """
@@ -23,6 +32,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
+import os
 import platform
 import random
 import statistics
@@ -30,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +67,7 @@ from dashboard.context import AppContext  # noqa: E402
 from dashboard.routes.live import FleetWatcher  # noqa: E402
 from dashboard.security import ensure_demo_accounts  # noqa: E402
 from loa.broker import free_port  # noqa: E402
+from loa.commands import api_database  # noqa: E402
 from loa.db import Database  # noqa: E402
 from loa.settings import Settings  # noqa: E402
 from loa.text import fold  # noqa: E402
@@ -215,10 +228,72 @@ def time_to_first_event(base: str, headers: dict, n: int) -> dict:
             "p95_ms": round(percentile(times, 0.95), 2)}
 
 
+async def _burst(base: str, plan: list[tuple[str, str, dict]],
+                 clients: dict[str, httpx.AsyncClient]) -> list[tuple[float, int]]:
+    async def one(address: str, path: str, headers: dict) -> tuple[float, int]:
+        t0 = time.perf_counter()
+        try:
+            r = await clients[address].get(path, headers=headers)
+            code = r.status_code
+        except httpx.TimeoutException:
+            code = 0
+        return (time.perf_counter() - t0) * 1000, code
+
+    return await asyncio.gather(*(one(*p) for p in plan))
+
+
+def concurrency(base: str, tokens: dict[str, str], size: int, rounds: int) -> dict:
+    """p50/p95/max of ``size`` simultaneous requests, ``rounds`` times, and their statuses."""
+    addresses = [f"127.0.0.{10 + i}" for i in range(50)]
+    auth = {who: {"Authorization": f"Bearer {tok}"} for who, tok in tokens.items()}
+    mixed = []
+    for i in range(size):
+        kind = i % 4
+        mixed.append({0: (addresses[i % 50], "/api/v1/health/summary", {}),
+                      1: (addresses[i % 50], "/login", {}),
+                      2: ("127.0.0.1", "/api/v1/nodes?limit=50", auth["technician"]),
+                      3: ("127.0.0.1", "/api/v1/health/summary", auth["commune"])}[kind])
+    baseline = [(addresses[i % 50], "/api/v1/health/live", {}) for i in range(size)]
+
+    async def run(plan: list[tuple[str, str, dict]]) -> dict:
+        # A new connection per request, as from that many browsers (and no keep-alive race
+        # with uvicorn's 5 s idle timeout between bursts).
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=0)
+        clients = {a: httpx.AsyncClient(base_url=base, timeout=120, limits=limits,
+                                        transport=httpx.AsyncHTTPTransport(local_address=a,
+                                                                           limits=limits))
+                   for a in {p[0] for p in plan}}
+        times: list[float] = []
+        codes: dict[str, int] = {}
+        try:
+            for _ in range(rounds):
+                for ms, code in await _burst(base, plan, clients):
+                    times.append(ms)
+                    codes[str(code)] = codes.get(str(code), 0) + 1
+                await asyncio.sleep(1.0)  # between bursts, as between page loads
+        finally:
+            for c in clients.values():
+                await c.aclose()
+        return {"requests": len(times), "p50_ms": round(percentile(times, 0.5), 1),
+                "p95_ms": round(percentile(times, 0.95), 1), "max_ms": round(max(times), 1),
+                "statuses": codes}
+
+    base_run = asyncio.run(run(baseline))
+    mixed_run = asyncio.run(run(mixed))
+    mixed_run["x_baseline_p95"] = round(mixed_run["p95_ms"] / base_run["p95_ms"], 1) \
+        if base_run["p95_ms"] else None
+    return {"size": size, "rounds": rounds,
+            "baseline: burst of GET /api/v1/health/live": base_run,
+            "mixed burst (half anonymous, half logged in)": mixed_run}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nodes", type=int, default=3000)
     ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--scenario", choices=["all", "sequential", "concurrency"], default="all")
+    ap.add_argument("--concurrency", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     rng = random.Random(42)
     tmp = Path(tempfile.mkdtemp(prefix="loa-bench-api-"))
@@ -249,7 +324,8 @@ def main() -> None:
     port = free_port()
     settings = Settings(data_dir=tmp / "data", database_url=db.url, secret_key="bench",
                         http_port=port)
-    app = create_app(AppContext(settings, db, {}))
+    # The API's own engine, as `loa serve` makes it; the writer thread keeps `db`.
+    app = create_app(AppContext(settings, api_database(settings), {}))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            timeout_graceful_shutdown=1))
     loop = asyncio.new_event_loop()
@@ -285,6 +361,8 @@ def main() -> None:
                 ("GET /tech/nodes/{id} (page, 24 h charts)", f"/tech/nodes/{sample_node}", auth,
                  n),
             ]
+            if args.scenario == "concurrency":
+                endpoints = [e for e in endpoints if e[0] == BASELINE]
             for label, path, headers, count in endpoints:
                 try:
                     results[label] = measure(c, path, count, headers)
@@ -293,8 +371,24 @@ def main() -> None:
                 r = results[label]
                 print(f"  {label:<52} " + (f"p50 {r['p50_ms']:8.2f} ms  p95 {r['p95_ms']:8.2f} ms"
                                            if "p50_ms" in r else r["error"]))
+            tokens = {"technician": token, "commune": c.post("/api/v1/auth/token", data={
+                "username": "commune", "password": "demo"}).json()["access_token"]}
+            for tok in tokens.values():  # one accepted request: the logged-in budget
+                c.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {tok}"})
         results["SSE /api/v1/live/fleet: time to first event"] = time_to_first_event(
             base, auth, 10)
+        burst_results = None
+        if args.scenario in ("all", "concurrency"):
+            # The bursts come from another process: a client sharing the server's interpreter
+            # (and its GIL) would measure itself.
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+                burst_results = pool.submit(concurrency, base, tokens, args.concurrency,
+                                            args.rounds).result()
+            for label, r in burst_results.items():
+                if isinstance(r, dict):
+                    print(f"  {label:<52} p50 {r['p50_ms']:8.1f} ms  p95 {r['p95_ms']:8.1f} ms"
+                          f"  max {r['max_ms']:8.1f} ms  {r['statuses']}")
     finally:
         writer.stop_flag.set()
         writer.join(5)
@@ -307,7 +401,7 @@ def main() -> None:
     out = {
         "bench": "api", "nodes": len(node_ids), "requests_per_endpoint": n,
         "heartbeat_samples": len(node_ids) * HISTORY_MS // SAMPLE_EVERY_MS,
-        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "background_writes": {"flushes": writer.flushes, "rows": writer.rows},
         "endpoints": results,
         "alarm_engine_pass_ms": {"first": round(alarm_first_ms, 1),
@@ -316,13 +410,19 @@ def main() -> None:
                                "max": round(max(poll_times), 1)},
         "measured_at_ms": now_ms(),
     }
+    dest = RESULTS / "api.json"
+    if burst_results is not None:
+        out["concurrency"] = {"nodes": len(node_ids), **burst_results,
+                              "load_avg_1m": round(os.getloadavg()[0], 2)}
+    if args.scenario == "concurrency" and dest.exists():
+        # Only the burst figures are new: keep the sequential ones of the last full run.
+        out = {**json.loads(dest.read_text()), "concurrency": out["concurrency"]}
     sse = results["SSE /api/v1/live/fleet: time to first event"]
     print(f"  {'SSE /api/v1/live/fleet: time to first event':<52} p50 {sse['p50_ms']:8.2f} ms  "
           f"p95 {sse['p95_ms']:8.2f} ms")
     print(f"Một lượt tính cảnh báo ({len(node_ids)} cụm): {alarm_first_ms:.0f} ms; "
           f"một lượt đọc trạng thái trực tiếp: {out['live_fleet_poll_ms']['p50']} ms")
     print(f"Ghi nền trong lúc đo: {writer.flushes} lần, {writer.rows} dòng")
-    dest = RESULTS / "api.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, ensure_ascii=False, indent=2) + "\n")
     print(f"Đã ghi {dest}")

@@ -52,6 +52,12 @@ def create_app(ctx: AppContext) -> FastAPI:
         setup = getattr(module, "setup", None)
         if setup is not None:
             setup(app)
+    # Load (issue 17): database slots below the pool, then per-client rate limits outermost.
+    from dashboard import ratelimit
+    from dashboard.deps import install_db_slots
+
+    install_db_slots(app, ctx.db, ctx.settings.api_db_concurrency)
+    ratelimit.install(app, ctx.settings)
     return app
 
 

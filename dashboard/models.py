@@ -88,10 +88,12 @@ class AuthToken(Base):
 
 
 class LoginAttempt(Base):
-    """Every password check, for the rate limit (failures per user and address)."""
+    """Every password check, for the rate limits (per user and address, per user, per
+    address)."""
 
     __tablename__ = "login_attempt"
-    __table_args__ = (Index("ix_login_attempt_key_at", "username_key", "ip", "at_ms"),)
+    __table_args__ = (Index("ix_login_attempt_key_at", "username_key", "ip", "at_ms"),
+                      Index("ix_login_attempt_ip_at", "ip", "at_ms"))
     id: Mapped[int] = mapped_column(primary_key=True)
     at_ms: Mapped[int]
     username_key: Mapped[str] = mapped_column(String(64))

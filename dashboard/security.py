@@ -48,6 +48,8 @@ SESSION_TTL_MS = 12 * 3600 * 1000
 API_TOKEN_TTL_MS = 24 * 3600 * 1000
 MAX_API_TOKEN_TTL_MS = 30 * 24 * 3600 * 1000
 LOGIN_MAX_FAILURES = 5
+LOGIN_MAX_FAILURES_ACCOUNT = 20
+LOGIN_MAX_FAILURES_ADDRESS = 20
 LOGIN_WINDOW_MS = 5 * 60 * 1000
 MIN_PASSWORD_LEN = 8
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -55,7 +57,6 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MSG_NOT_LOGGED_IN = "Chưa đăng nhập"
 MSG_FORBIDDEN = "Không có quyền"
 MSG_BAD_LOGIN = "Sai tên đăng nhập hoặc mật khẩu"
-MSG_DISABLED = "Tài khoản đã bị khóa. Hãy liên hệ quản trị tỉnh."
 MSG_CSRF = "Phiên làm việc không hợp lệ (thiếu mã CSRF). Hãy tải lại trang rồi thử lại."
 
 _hasher = PasswordHasher()
@@ -165,31 +166,51 @@ def revoke_user_tokens(s: Session, user_id: int) -> None:
 # --------------------------------------------------------------------------- login
 
 
-def authenticate(s: Session, username: str, password: str, ip: str) -> User:
-    """Check a password, with a per-user-and-address limit on failures.
+def _failures_since(s: Session, since_ms: int, *conditions: Any) -> tuple[int, int | None]:
+    count, first = s.execute(select(func.count(), func.min(LoginAttempt.at_ms)).where(
+        LoginAttempt.ok.is_(False), LoginAttempt.at_ms >= since_ms, *conditions)).one()
+    return count, first
 
-    Raises ``LoginError`` (401 wrong password, 403 disabled, 429 too many failures). Every
-    check is recorded in ``LoginAttempt``; the caller commits."""
+
+def authenticate(s: Session, username: str, password: str, ip: str) -> User:
+    """Check a password, with three limits on failures in ``LOGIN_WINDOW_MS``:
+    - per account and address (``LOGIN_MAX_FAILURES``), reset by a success from there;
+    - per account from all addresses (``LOGIN_MAX_FAILURES_ACCOUNT``): guessing one password
+      from many addresses;
+    - per address over all accounts (``LOGIN_MAX_FAILURES_ADDRESS``): one password sprayed
+      across many accounts. Not reset by a success: an attacker with an account of their own
+      must not clear their address by logging in.
+
+    Raises ``LoginError`` (401 wrong password or disabled account, 429 too many failures).
+    A disabled account answers exactly as a wrong password does, after the same hash check,
+    so neither the answer nor its time tells an attacker that the password was right.
+    Every check is recorded in ``LoginAttempt``; the caller commits."""
     key = username_key(username)[:64]
+    ip = ip[:64]
     now = now_ms()
+    window = now - LOGIN_WINDOW_MS
     last_ok = s.scalar(select(func.max(LoginAttempt.at_ms)).where(
         LoginAttempt.username_key == key, LoginAttempt.ip == ip, LoginAttempt.ok.is_(True)))
-    window_start = max(now - LOGIN_WINDOW_MS, (last_ok or 0) + 1)
-    failures = s.execute(select(func.count(), func.min(LoginAttempt.at_ms)).where(
-        LoginAttempt.username_key == key, LoginAttempt.ip == ip, LoginAttempt.ok.is_(False),
-        LoginAttempt.at_ms >= window_start)).one()
-    if failures[0] >= LOGIN_MAX_FAILURES:
-        wait_s = max(1, (failures[1] + LOGIN_WINDOW_MS - now) // 1000)
-        minutes = max(1, -(-wait_s // 60))
-        raise LoginError("Đăng nhập sai quá nhiều lần. Vui lòng thử lại sau {minutes} phút.",
-                         status.HTTP_429_TOO_MANY_REQUESTS, minutes=minutes)
+    last_ok_any = s.scalar(select(func.max(LoginAttempt.at_ms)).where(
+        LoginAttempt.username_key == key, LoginAttempt.ok.is_(True)))
+    for count, first, limit in (
+            (*_failures_since(s, max(window, (last_ok or 0) + 1),
+                              LoginAttempt.username_key == key, LoginAttempt.ip == ip),
+             LOGIN_MAX_FAILURES),
+            (*_failures_since(s, max(window, (last_ok_any or 0) + 1),
+                              LoginAttempt.username_key == key), LOGIN_MAX_FAILURES_ACCOUNT),
+            (*_failures_since(s, window, LoginAttempt.ip == ip), LOGIN_MAX_FAILURES_ADDRESS)):
+        if count >= limit:
+            wait_s = max(1, ((first or now) + LOGIN_WINDOW_MS - now) // 1000)
+            minutes = max(1, -(-wait_s // 60))
+            raise LoginError("Đăng nhập sai quá nhiều lần. Vui lòng thử lại sau {minutes} phút.",
+                             status.HTTP_429_TOO_MANY_REQUESTS, minutes=minutes)
     user = s.scalar(select(User).where(User.username_key == key)) if key else None
     ok = verify_password(user.password_hash if user else _DUMMY_HASH, password)
-    s.add(LoginAttempt(at_ms=now, username_key=key, ip=ip[:64], ok=bool(ok and user)))
+    ok = bool(ok and user is not None and user.active)
+    s.add(LoginAttempt(at_ms=now, username_key=key, ip=ip, ok=ok))
     if not ok or user is None:
         raise LoginError(MSG_BAD_LOGIN)
-    if not user.active:
-        raise LoginError(MSG_DISABLED, status.HTTP_403_FORBIDDEN)
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     return user

@@ -121,9 +121,18 @@ def build_services(settings: Settings, db: Database) -> dict[str, Any]:
     return services
 
 
+def api_database(settings: Settings) -> Database:
+    """The API's own engine, its pool above the API's database slots (``dashboard.deps``)."""
+    return Database(settings.resolved_database_url(),
+                    pool_size=2 * settings.api_db_concurrency + 2, max_overflow=10)
+
+
 async def _run(settings: Settings, *, http: bool, controller: bool,
                on_ready=None, on_stop=None) -> None:
     db = open_database(settings)
+    # Ingest, dispatch and the scheduler write through an engine of their own, so a flood of
+    # API requests cannot take the connections their writes need (issue 17, finding 2).
+    api_db = api_database(settings) if http else db
     services = build_services(settings, db) if controller else {}
     tasks: list[asyncio.Task] = []
     if controller:
@@ -142,9 +151,10 @@ async def _run(settings: Settings, *, http: bool, controller: bool,
         from dashboard.app import create_app
         from dashboard.context import AppContext
 
-        app = create_app(AppContext(settings=settings, db=db, services=services))
+        app = create_app(AppContext(settings=settings, db=api_db, services=services))
         config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
                                 log_level="warning", lifespan="on",
+                                **settings.proxy_options(),  # type: ignore[arg-type]
                                 # An open live-stream tab must not hold up Ctrl-C.
                                 timeout_graceful_shutdown=3)
         server = uvicorn.Server(config)
@@ -173,17 +183,37 @@ async def _run(settings: Settings, *, http: bool, controller: bool,
                 with contextlib.suppress(Exception):
                     await stop()
         db.dispose()
+        if api_db is not db:
+            api_db.dispose()
+
+
+def _secret_is_safe(settings: Settings) -> bool:
+    """False (and the reason on stderr) when the secret is a published example; the demo,
+    which never leaves loopback, does not ask."""
+    from loa.settings import InsecureSettingError
+
+    try:
+        settings.check_secret_key()
+    except InsecureSettingError as exc:
+        print(f"Lỗi: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def cmd_controller(args: argparse.Namespace) -> int:
     _logging()
-    asyncio.run(_run(_settings(args), http=False, controller=True))
+    settings = _settings(args)
+    if not _secret_is_safe(settings):
+        return 1
+    asyncio.run(_run(settings, http=False, controller=True))
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _logging()
     settings = _settings(args)
+    if not _secret_is_safe(settings):
+        return 1
     print(f"Loa: http://{settings.http_host}:{settings.http_port}/")
     asyncio.run(_run(settings, http=True, controller=not args.no_controller))
     return 0

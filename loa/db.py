@@ -41,10 +41,16 @@ def private_sqlite_file(url: str) -> None:
             pass
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pool_size: int | None = None, max_overflow: int = 10) -> Engine:
+    """``pool_size`` None keeps each backend's default; callers that bound their concurrent
+    database users (the API, see ``dashboard.deps``) size the pool above that bound."""
+    sized = {} if pool_size is None else {"pool_size": pool_size, "max_overflow": max_overflow}
     if url.startswith("sqlite"):
         private_sqlite_file(url)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        if ":memory:" in url or url in ("sqlite://", "sqlite+pysqlite://"):
+            sized = {}  # one shared in-memory connection (SingletonThreadPool): no sizes
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               **sized)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - trivial
@@ -55,7 +61,8 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True,
+                         **(sized or {"pool_size": 10, "max_overflow": 20}))
 
 
 def import_all_models() -> None:
@@ -72,9 +79,9 @@ def import_all_models() -> None:
 class Database:
     """Engine plus session factory; ``create_all`` is idempotent (migrations come with Alembic)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int | None = None, max_overflow: int = 10) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, pool_size=pool_size, max_overflow=max_overflow)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_all(self) -> None:

@@ -9,6 +9,15 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Secrets published as examples (``.env.example``, docs): never accepted outside the demo.
+KNOWN_EXAMPLE_SECRETS = frozenset({"change-me", "changeme", "change_me", "change-this",
+                                   "secret", "secret-key", "secret_key", "password",
+                                   "your-secret-key", "loa"})
+
+
+class InsecureSettingError(ValueError):
+    """A setting that would make the deployment unsafe; the message is Vietnamese first."""
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOA_", env_file=None, extra="ignore")
@@ -78,6 +87,44 @@ class Settings(BaseSettings):
     # Signs per-node content tokens and UI sessions. Generated into data_dir when unset.
     secret_key: str = ""
     language: str = "vi"
+
+    # API under load (issue 17). At most api_db_concurrency requests hold a database session
+    # at once; the others wait on the event loop, holding neither a thread nor a connection.
+    # The API's pool is sized above it, so a pool and worker-thread deadlock cannot happen.
+    api_db_concurrency: int = Field(default=8, ge=1, le=32)
+    # Requests per client: a token bucket of `burst` refilled at `per_s`; beyond it 429 with
+    # Retry-After. Anonymous clients are counted per address, logged-in ones per credential.
+    rate_anon_burst: int = Field(default=240, ge=1)
+    rate_anon_per_s: float = Field(default=20.0, gt=0)
+    rate_user_burst: int = Field(default=600, ge=1)
+    rate_user_per_s: float = Field(default=60.0, gt=0)
+    # Reverse proxies whose X-Forwarded-For is believed (comma-separated addresses or
+    # networks). Empty = none: the client address is the TCP peer, so a spoofed header cannot
+    # buy fresh login tries.
+    trusted_proxies: str = ""
+
+    def proxy_options(self) -> dict[str, object]:
+        """uvicorn's proxy settings: X-Forwarded-For believed only from ``trusted_proxies``
+        (uvicorn's own default believes loopback, which every local process can reach)."""
+        trusted = [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
+        if not trusted:
+            return {"proxy_headers": False, "forwarded_allow_ips": []}
+        return {"proxy_headers": True, "forwarded_allow_ips": trusted}
+
+    def check_secret_key(self) -> None:
+        """Refuse a secret anyone can read in our own files (``.env.example``) or an explicitly
+        empty one: it would let anyone forge session cookies and node download tokens. Unset is
+        fine (a random key is generated into data_dir); the demo does not call this."""
+        if "secret_key" not in self.model_fields_set and not self.secret_key:
+            return
+        value = self.secret_key.strip()
+        if not value or value.lower() in KNOWN_EXAMPLE_SECRETS:
+            raise InsecureSettingError(
+                f"LOA_SECRET_KEY đang là giá trị mẫu hoặc rỗng ({value or 'rỗng'!r}): ai cũng "
+                "giả được phiên đăng nhập và mã tải âm thanh. Hãy đặt một chuỗi ngẫu nhiên, ví "
+                "dụ: python3 -c \"import secrets; print(secrets.token_urlsafe(32))\", hoặc bỏ "
+                "trống biến này để Loa tự tạo khóa trong thư mục dữ liệu. / LOA_SECRET_KEY is "
+                "an example or empty value; set a long random secret.")
 
     def resolved_secret_key(self) -> str:
         if self.secret_key:

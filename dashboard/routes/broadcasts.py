@@ -66,12 +66,18 @@ async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await run_in_threadpool(fn, *args, **kwargs)
 
 
-def _audit(request: Request, user: User, action: str, target: Any, status: int,
-           detail: dict | None = None) -> None:
+async def _audit(request: Request, user: User, action: str, target: Any, status: int,
+                 detail: dict | None = None) -> None:
+    """In a worker thread: a write on the event loop would stall every request (and the
+    ingest beside it) while the database is busy."""
     ctx: AppContext = request.app.state.ctx
-    with ctx.db.session() as s:
-        audit(s, action, user=user, target=str(target), request=request, status_code=status,
-              detail=detail)
+
+    def write() -> None:
+        with ctx.db.session() as s:
+            audit(s, action, user=user, target=str(target), request=request,
+                  status_code=status, detail=detail)
+
+    await run_in_threadpool(write)
 
 
 # --------------------------------------------------------------------------- broadcasts
@@ -84,7 +90,7 @@ async def create_broadcast(request: Request, payload: Any = Body(..., examples=[
         "priority": "normal", "volume": 80, "repeat": 2}]),
         user: User = Depends(current_user), svc: BroadcastService = Depends(get_service)):
     out = await _call(svc.create, actor_of(user), payload)
-    _audit(request, user, "broadcast.create", out["id"], 201,
+    await _audit(request, user, "broadcast.create", out["id"], 201,
            {"priority": out["priority"], "status": out["status"]})
     return out
 
@@ -111,7 +117,8 @@ def _transition(name: str):
                     user: User = Depends(current_user),
                     svc: BroadcastService = Depends(get_service)):
         out = await _call(getattr(svc, name), actor_of(user), broadcast_id)
-        _audit(request, user, f"broadcast.{name}", broadcast_id, 200, {"status": out["status"]})
+        await _audit(request, user, f"broadcast.{name}", broadcast_id, 200,
+                     {"status": out["status"]})
         return out
     route.__name__ = f"{name}_broadcast"
     return route
@@ -137,7 +144,7 @@ async def schedule_inbox_item(request: Request, item_id: int = id_param(),
                               payload: Any = Body(None), user: User = Depends(current_user),
                               svc: BroadcastService = Depends(get_service)):
     out = await _call(svc.schedule_from_inbox, actor_of(user), item_id, payload)
-    _audit(request, user, "inbox.schedule", item_id, 201, {"broadcast_id": out["id"]})
+    await _audit(request, user, "inbox.schedule", item_id, 201, {"broadcast_id": out["id"]})
     return out
 
 

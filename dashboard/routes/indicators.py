@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
@@ -163,12 +164,17 @@ async def put_settings(*, request: Request, user: User = Depends(require_role("p
     if not body:
         raise InvalidInputError("Không có thay đổi nào (availability_threshold, "
                                 "aired_threshold, broadcasts_per_week_min, default_period).")
-    before = _settings_doc(s)
-    update_thresholds(s, by=user.username, **{SETTINGS_FIELDS[k]: v for k, v in body.items()})
-    after = _settings_doc(s)
-    audit(s, "indicator.settings.update", user=user, target="8.3", request=request,
-          status_code=200, detail={"before": before, "after": after})
-    return after
+
+    def write() -> dict[str, Any]:  # database work off the event loop
+        before = _settings_doc(s)
+        update_thresholds(s, by=user.username,
+                          **{SETTINGS_FIELDS[k]: v for k, v in body.items()})
+        after = _settings_doc(s)
+        audit(s, "indicator.settings.update", user=user, target="8.3", request=request,
+              status_code=200, detail={"before": before, "after": after})
+        return after
+
+    return await run_in_threadpool(write)
 
 
 # --------------------------------------------------------------------------- attestations
@@ -188,13 +194,17 @@ async def post_attestation(*, commune_ref: str, request: Request,
                            user: User = Depends(require_role("province")),
                            s: DbSession):
     body = await _json_object(request, ATTESTATION_FIELDS)
-    row = add_attestation(
-        s, commune_ref, inspector=_text(body, "inspector"),
-        valid_until=_day(body, "valid_until", "Ngày hết hiệu lực", True),
-        attested_on=_day(body, "attested_on", "Ngày kiểm tra", False),
-        note=_text(body, "note"), station_kind=_text(body, "station_kind") or None,
-        by=user.username)
-    doc = attestation_as_dict(row)
-    audit(s, "indicator.attestation.create", user=user, target=f"commune:{row.commune_id}",
-          request=request, status_code=201, detail=doc)
-    return doc
+
+    def write() -> dict[str, Any]:  # database work off the event loop
+        row = add_attestation(
+            s, commune_ref, inspector=_text(body, "inspector"),
+            valid_until=_day(body, "valid_until", "Ngày hết hiệu lực", True),
+            attested_on=_day(body, "attested_on", "Ngày kiểm tra", False),
+            note=_text(body, "note"), station_kind=_text(body, "station_kind") or None,
+            by=user.username)
+        doc = attestation_as_dict(row)
+        audit(s, "indicator.attestation.create", user=user, target=f"commune:{row.commune_id}",
+              request=request, status_code=201, detail=doc)
+        return doc
+
+    return await run_in_threadpool(write)

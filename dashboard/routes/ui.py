@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -413,7 +414,7 @@ async def node_action(*, node_id: str, request: Request, action: str = Form(...)
     that follows says what the node answered, not only that something was sent."""
     if user.role not in ("technician", "province"):
         raise HTTPException(403, MSG_FORBIDDEN)
-    _node_or_error(s, user, node_id)
+    await run_in_threadpool(_node_or_error, s, user, node_id)  # off the event loop
     if action not in NODE_COMMAND_KINDS:
         raise HTTPException(422, "Thao tác không hợp lệ")
     if action == "volume" and (level is None or not 0 <= level <= 100):

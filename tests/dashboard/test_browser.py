@@ -150,10 +150,11 @@ def test_province_admin_creates_and_disables_a_user(stack, page):
     screenshot(page, "province-users")
     page.goto(f"{stack.base_url}/admin/audit")
     assert "user.update" in page.inner_text("#audit")
-    # The disabled officer cannot log in, and is told so in Vietnamese.
+    # The disabled officer cannot log in; the answer is the one to a wrong password, so it
+    # does not confirm the password to whoever tries it (issue 17, finding 10).
     page.click("form[action='/logout'] button")
     login(page, stack.base_url, "canbo.doican", "mat-khau-tot")
-    assert page.inner_text("#login-error") == "Tài khoản đã bị khóa. Hãy liên hệ quản trị tỉnh."
+    assert page.inner_text("#login-error") == "Sai tên đăng nhập hoặc mật khẩu"
 
 
 def test_pages_send_a_strict_content_security_policy(stack):

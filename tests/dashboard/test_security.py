@@ -181,7 +181,8 @@ def test_admin_manages_users_and_every_action_is_audited(stack):
         assert c.get("/api/v1/auth/me", headers=bearer(officer)).status_code == 401
         r = c.post("/api/v1/auth/token", data={"username": "canbo.hvt",
                                                 "password": "matkhau-dai"})
-        assert r.status_code == 403 and "bị khóa" in r.json()["detail"]
+        # The same answer as a wrong password (issue 17, finding 10): no oracle.
+        assert r.status_code == 401 and r.json()["detail"] == "Sai tên đăng nhập hoặc mật khẩu"
         assert c.patch(f"/api/v1/users/{uid}", headers=admin,
                        json={"active": True, "role": "technician",
                              "communes": []}).status_code == 200
