@@ -33,3 +33,145 @@ def test_a_play_is_heard_at_start_at_with_every_event(rig):
     hb = rig.heartbeats("dc-01")[-1]
     assert hb["fw"].startswith("loa-node") and hb["uptime_s"] > 0 and hb["ntp_offset_ms"] == 0
     assert node.proc.poll() is None
+
+
+def test_volume_stop_and_emergency_preemption_are_audible(rig):
+    make_audio(rig.media.root / "long.mp3", seconds=8.0, freq=440)
+    make_audio(rig.media.root / "alarm.mp3", seconds=1.0, freq=1200)
+    rig.node("dc-01", default_volume=100).start()
+    rig.listen()
+    rec = rig.record("dc-01")
+    rig.wait_online("dc-01")
+
+    normal = rig.play("dc-01", "long.mp3", start_in=1.5, duration_ms=8000)
+    begun = rig.wait_event("dc-01", phase="started", broadcast_id=normal["broadcast_id"])["at"]
+    t = begun / 1000
+    wait_until(lambda: now_ms() > begun + 1200, 5, "a second of sound")
+    loud = rec.level(t + 0.3, t + 1.0)
+    rig.simple("dc-01", "volume", level=50)
+    rig.wait_event("dc-01", type="cmd_ack", ok=True)
+    changed = now_ms()
+    wait_until(lambda: now_ms() > changed + 1000, 5, "a second at the new volume")
+    quiet = rec.level(changed / 1000 + 0.3, changed / 1000 + 0.9)
+    # gain(50) = 0.25: about -12 dB, heard in the samples.
+    assert 0.18 < quiet / loud < 0.33, (loud, quiet)
+    hb = wait_until(lambda: [h for h in rig.heartbeats("dc-01") if h["volume"] == 50], 10,
+                    "a heartbeat with the new volume")
+    assert hb[-1]["playing"] == normal["broadcast_id"]
+
+    emergency = rig.play("dc-01", "alarm.mp3", start_in=1.0, priority="emergency",
+                         volume=100)
+    e_started = rig.wait_event("dc-01", phase="started", broadcast_id=emergency["broadcast_id"])
+    pre = rig.wait_event("dc-01", phase="preempted", broadcast_id=normal["broadcast_id"])
+    assert pre["at"] <= e_started["at"] + 100
+    rig.wait_event("dc-01", phase="finished", broadcast_id=emergency["broadcast_id"])
+    es = e_started["at"] / 1000
+    # The alarm is heard at full volume, the normal bulletin not after it.
+    assert rec.level(es + 0.2, es + 0.8) > 2.5 * quiet
+    assert rec.silent_from(es) is not None
+    assert rec.silent_from(es) < es + 1.3
+    assert not rig.events("dc-01", phase="finished", broadcast_id=normal["broadcast_id"])
+
+    # stop cuts a playing bulletin at once.
+    third = rig.play("dc-01", "long.mp3", start_in=1.0, bid="b-stop", duration_ms=8000)
+    s = rig.wait_event("dc-01", phase="started", broadcast_id="b-stop")["at"]
+    wait_until(lambda: now_ms() > s + 800, 5, "sound")
+    stop = rig.simple("dc-01", "stop", broadcast_id=third["broadcast_id"])
+    sent = now_ms() / 1000
+    fin = rig.wait_event("dc-01", phase="finished", broadcast_id="b-stop")
+    assert fin["reason"] == "stopped"
+    assert rig.wait_event("dc-01", type="cmd_ack", cmd_id=stop["cmd_id"])["ok"]
+    wait_until(lambda: now_ms() / 1000 > sent + 1.0, 5, "a quiet second")
+    silent = rec.silent_from(sent - 0.5)
+    assert silent is not None and silent - sent < 0.3, silent - sent
+
+
+def test_listening_selftest_fails_when_muted_and_passes_when_heard(rig):
+    rig.node("dc-02").start()
+    rig.listen()
+    rig.wait_online("dc-02")
+    ok = rig.simple("dc-02", "selftest")
+    rig.wait_event("dc-02", type="cmd_ack", cmd_id=ok["cmd_id"])
+    passed = rig.wait_event("dc-02", type="selftest")
+    assert passed["ok"] is True and passed["speakers_ok"] == passed["speakers_total"] == 1
+    assert "Nghe thấy" in passed["detail"]
+
+    rig.pulse.mute("n2", True)
+    rig.simple("dc-02", "selftest")
+    failed = wait_until(lambda: [e for e in rig.events("dc-02", type="selftest")
+                                 if not e["ok"]], 15, "the muted self-test")[-1]
+    assert failed["speakers_ok"] == 0 and "Không nghe thấy" in failed["detail"]
+    fault = rig.wait_event("dc-02", type="fault", code="speaker_line")
+    assert "không nghe thấy" in fault["detail"]
+    # The heartbeat now says the speaker is not working (the controller shows it degraded).
+    wait_until(lambda: any(h["speakers_ok"] == 0 for h in rig.heartbeats("dc-02")), 10,
+               "a heartbeat with speakers_ok 0")
+
+
+def test_without_a_capture_device_the_selftest_says_what_it_could_not_check(rig):
+    rig.node("dc-03", capture="").start()
+    rig.listen()
+    rig.wait_online("dc-03")
+    rig.simple("dc-03", "selftest")
+    ev = rig.wait_event("dc-03", type="selftest")
+    assert ev["ok"] is True and "không kiểm" in ev["detail"]
+
+
+def test_bad_commands_get_failed_acks_and_nothing_is_played(rig):
+    make_audio(rig.media.root / "ok.mp3", seconds=0.5)
+    (rig.media.root / "noise.mp3").write_bytes(b"this is not audio at all " * 400)
+    rig.node("dc-01").start()
+    rig.listen()
+    rec = rig.record("dc-01")
+    rig.wait_online("dc-01")
+    t0 = now_ms() / 1000
+
+    rig.send("dc-01", b"{not json")
+    assert "not_json" in rig.wait_event("dc-01", type="cmd_ack", cmd_id="")["error"]
+    rig.send("dc-01", json.dumps({"cmd_id": "m1", "type": "play", "issued_at": now_ms()}
+                                 ).encode())
+    assert rig.wait_event("dc-01", cmd_id="m1")["error"].startswith("missing_field")
+    # Over 64 KiB, under the broker's 64 KiB + 1 KiB packet limit (docs/protocol.md).
+    big = json.dumps({"cmd_id": "big", "type": "volume", "issued_at": now_ms(), "level": 5,
+                      "pad": "x" * 65_700}).encode()
+    assert 64 * 1024 < len(big) < 65 * 1024
+    rig.send("dc-01", big)
+    wait_until(lambda: [e for e in rig.events("dc-01", type="cmd_ack")
+                        if "oversized" in (e.get("error") or "")], 10, "oversized ack")
+    expired = rig.simple("dc-01", "volume", level=10, expires_at=now_ms() - 1000)
+    assert rig.wait_event("dc-01", cmd_id=expired["cmd_id"])["error"] == "expired"
+    foreign = rig.play("dc-01", "ok.mp3", url="http://evil.example/ok.mp3")
+    assert rig.wait_event("dc-01", cmd_id=foreign["cmd_id"])["error"].startswith(
+        "url_refused")
+    wrong = rig.play("dc-01", "ok.mp3", sha256="0" * 64)
+    assert rig.wait_event("dc-01", cmd_id=wrong["cmd_id"])["ok"] is True
+    failed = rig.wait_event("dc-01", phase="failed", broadcast_id=wrong["broadcast_id"])
+    assert failed["error"] == "checksum"
+    noise = rig.play("dc-01", "noise.mp3")
+    failed = rig.wait_event("dc-01", phase="failed", broadcast_id=noise["broadcast_id"])
+    assert failed["error"] == "not_audio" and failed["detail"]
+    # A repeated cmd_id is acknowledged once only.
+    rig.send("dc-01", expired)
+    vol = rig.simple("dc-01", "volume", level=30)
+    rig.wait_event("dc-01", cmd_id=vol["cmd_id"])
+    assert len(rig.events("dc-01", cmd_id=expired["cmd_id"])) == 1
+    # Nothing reached the speaker, and nothing bad is left in the cache.
+    assert rec.onsets(after=t0) == []
+    cache = rig.nodes[0].dir / "cache"
+    assert list(cache.glob("*.audio")) == [] and list((cache / "partial").glob("*")) == []
+
+
+def test_a_clock_five_seconds_off_is_reported_as_a_fault(rig):
+    node = rig.node("dc-03")
+    node.clock_file.write_text("System time     : 5.012000000 seconds slow of NTP time\n"
+                               "Leap status     : Normal\n")
+    node.start()
+    rig.listen()
+    fault = rig.wait_event("dc-03", type="fault", code="clock", timeout=20)
+    assert "-5012 ms" in fault["detail"]
+    hb = wait_until(lambda: rig.heartbeats("dc-03"), 15, "a heartbeat")[-1]
+    assert hb["ntp_offset_ms"] == -5012
+    node.clock_file.write_text("Leap status     : Not synchronised\n")
+    unsynced = wait_until(lambda: [e for e in rig.events("dc-03", type="fault", code="clock")
+                                   if "chưa đồng bộ" in e["detail"]], 15, "unsynchronised")
+    assert unsynced
