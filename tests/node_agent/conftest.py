@@ -50,11 +50,12 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def make_audio(path: Path, *, seconds: float, freq: int = 440, volume: float = 4.0) -> Path:
+def make_audio(path: Path, *, seconds: float, freq: int = 440, volume: float = 4.0,
+               bitrate: str = "96k") -> Path:
     """An MP3 tone; lavfi's sine is at 1/8 of full scale, so volume 4 makes it half."""
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
                     f"sine=frequency={freq}:duration={seconds}:sample_rate=48000", "-af",
-                    f"volume={volume}", "-ac", "1", "-b:a", "96k", str(path)], check=True)
+                    f"volume={volume}", "-ac", "1", "-b:a", bitrate, str(path)], check=True)
     return path
 
 
@@ -149,8 +150,10 @@ class Rig:
 
     def listen(self) -> Mqtt:
         if self.listener is None:
+            # A persistent session: what nodes send while a broker restarts is queued for it.
             c = Mqtt(self.broker.host, self.broker.port, self.controller_user,
-                     self.controller_password, client_id=f"test-{uuid.uuid4().hex[:6]}")
+                     self.controller_password, client_id=f"test-{uuid.uuid4().hex[:6]}",
+                     clean_session=False)
             assert c.connect().ok
             c.subscribe("loa/v1/nodes/+/events")
             c.subscribe("loa/v1/nodes/+/heartbeat")
