@@ -38,7 +38,6 @@ async def commune(rig, settings, db):
                        heartbeat_s=10, mqtt_username=env["LOA_MQTT_USERNAME"],
                        mqtt_password=env["LOA_MQTT_PASSWORD"])
 
-
     with db.session() as s:  # the rig made the registry
         ids = {c.name: c.id for c in s.scalars(select(Commune))}
         ids |= {v.name: v.id for v in s.scalars(select(Village))}
