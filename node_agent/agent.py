@@ -508,10 +508,8 @@ class Agent:
             job.playout.cut()
             raise
         finally:
-            proc = getattr(source, "proc", None)
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            if isinstance(source, LiveSource):
+                source.close()
         if outcome.startswith("error:"):
             detail = outcome[6:]
             if not job.started:
@@ -555,35 +553,9 @@ class Agent:
 
     # ================================================================== streams
 
-    async def _open_stream(self, url: str) -> Any:
-        """ffmpeg reads the live stream (reconnecting on short breaks) and hands PCM over a
-        pipe. Raises FetchError("stream") when nothing comes within 10 s."""
-        proc = subprocess.Popen(
-            ["ffmpeg", "-nostdin", "-v", "error", "-reconnect", "1", "-reconnect_streamed", "1",
-             "-reconnect_on_network_error", "1", "-reconnect_delay_max", "8", "-rw_timeout",
-             "10000000", "-i", url, "-vn", "-f", "s16le", "-ac", "1", "-ar", str(audio.RATE),
-             "-"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert proc.stdout is not None
-        chunk = audio.CHUNK_FRAMES * audio.FRAME
-        first = await asyncio.to_thread(proc.stdout.read, chunk)
-        if not first:
-            err = proc.stderr.read().decode("utf-8", "replace").strip() if proc.stderr else ""
-            proc.wait()
-            raise FetchError("stream", f"không mở được luồng: {err[-200:]}")
-        pending = [first]
-
-        def source() -> bytes:
-            if pending:
-                return pending.pop()
-            assert proc.stdout is not None
-            data = proc.stdout.read(chunk)
-            if not data:
-                # ffmpeg gave up reconnecting (error) or the source ended the stream (0).
-                source.reason = "end" if proc.wait() == 0 else "stream_lost"  # type: ignore
-            return data
-
-        source.reason = ""  # type: ignore[attr-defined]
-        source.proc = proc  # type: ignore[attr-defined]
+    async def _open_stream(self, url: str) -> LiveSource:
+        source = LiveSource(url, self.cfg.stream_reconnect_s)
+        await asyncio.to_thread(source.open)
         return source
 
     # ================================================================== amplifier
@@ -662,6 +634,79 @@ class Agent:
                        f"{SELFTEST_MIN_LEVEL:.0f})")
         return SelftestEvent(type="selftest", ts=now_ms(), ok=heard,
                              speakers_ok=self.speakers_ok, speakers_total=total, detail=detail)
+
+
+class LiveSource:
+    """A live HTTP/Icecast stream as PCM chunks for ``Playout``. ffmpeg decodes (and rides
+    out short network stalls itself); when the connection ends, the source is asked again
+    for up to ``reconnect_s``: Icecast answers 404 once the studio stopped sending (the
+    stream ended, ``reason = "end"``); anything else that lasts is ``"stream_lost"``."""
+
+    def __init__(self, url: str, reconnect_s: int) -> None:
+        self.url, self.reconnect_s = url, reconnect_s
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.reason = ""
+        self.closed = False
+        self._pending: list[bytes] = []
+        self._chunk = audio.CHUNK_FRAMES * audio.FRAME
+
+    def _spawn(self) -> tuple[bytes, str]:
+        self.proc = subprocess.Popen(
+            ["ffmpeg", "-nostdin", "-v", "error", "-reconnect", "1", "-reconnect_streamed",
+             "1", "-reconnect_delay_max", "2", "-rw_timeout", "10000000", "-i", self.url,
+             "-vn", "-f", "s16le", "-ac", "1", "-ar", str(audio.RATE), "-"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.read(self._chunk)
+        if first:
+            return first, ""
+        return b"", self._finish()
+
+    def _finish(self) -> str:
+        proc = self.proc
+        if proc is None:
+            return ""
+        err = proc.stderr.read().decode("utf-8", "replace").strip() if proc.stderr else ""
+        proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe:
+                pipe.close()
+        self.proc = None
+        return err
+
+    def open(self) -> None:
+        first, err = self._spawn()
+        if not first:
+            raise FetchError("stream", f"không mở được luồng: {err[-200:]}")
+        self._pending.append(first)
+
+    def __call__(self) -> bytes:
+        if self._pending:
+            return self._pending.pop()
+        if self.proc is not None and self.proc.stdout is not None:
+            data = self.proc.stdout.read(self._chunk)
+            if data:
+                return data
+            self._finish()
+        deadline = time.monotonic() + self.reconnect_s
+        while not self.closed and time.monotonic() < deadline:
+            first, err = self._spawn()
+            if first:
+                log.info("luồng %s nối lại được", self.url)
+                return first
+            if "404" in err:
+                self.reason = "end"
+                return b""
+            time.sleep(0.5)
+        self.reason = "" if self.closed else "stream_lost"
+        return b""
+
+    def close(self) -> None:
+        self.closed = True
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 class Recorder:

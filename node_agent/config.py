@@ -39,6 +39,7 @@ class NodeConfig:
     heartbeat_s: int = 30
     content_base: str = ""
     stream_base: str = ""
+    stream_reconnect_s: int = 8
     output: str = "pulse:@DEFAULT_SINK@"
     output_latency_ms: int = 40
     capture: str = ""
@@ -112,7 +113,8 @@ class NodeConfig:
                              ("default_volume", 0, 100), ("speakers_total", 0, 16),
                              ("cache_max_mb", 8, 1_000_000), ("output_latency_ms", 5, 2000),
                              ("amp_warmup_ms", 0, 60_000), ("clock_max_offset_ms", 1, 3_600_000),
-                             ("max_command_age_s", 0, 30 * 86400)):
+                             ("max_command_age_s", 0, 30 * 86400),
+                             ("stream_reconnect_s", 0, 600)):
             value = getattr(self, name)
             if not lo <= value <= hi:
                 raise ConfigError(f"{name}: phải trong khoảng {lo}-{hi} (nhận {value})")

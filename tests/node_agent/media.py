@@ -17,6 +17,7 @@ class MediaServer:
         self.root = Path(root)
         self.rate_bps = rate_bps
         self.requests: list[tuple[str, str | None]] = []
+        self.broken = False  # True: connections are cut and new ones refused (a lost link)
         self.port = free_port()
         server = self
 
@@ -27,6 +28,9 @@ class MediaServer:
             def do_GET(self) -> None:  # noqa: N802
                 rng = self.headers.get("Range")
                 server.requests.append((self.path, rng))
+                if server.broken:
+                    self.send_error(503)
+                    return
                 path = server.root / self.path.split("?")[0].lstrip("/")
                 if not path.is_file():
                     self.send_error(404)
@@ -48,6 +52,9 @@ class MediaServer:
                 sent = 0
                 try:
                     for i in range(0, len(body), step):
+                        if server.broken:
+                            self.close_connection = True
+                            return
                         self.wfile.write(body[i:i + step])
                         sent += len(body[i:i + step])
                         if server.rate_bps:
