@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from node_agent import telemetry
 from tests.node_agent.conftest import make_audio, now_ms, wait_until
 
 
@@ -32,6 +33,10 @@ def test_a_play_is_heard_at_start_at_with_every_event(rig):
     assert rec.level(onsets[0] + 0.1, onsets[0] + 0.9) > 3000
     hb = rig.heartbeats("dc-01")[-1]
     assert hb["fw"].startswith("loa-node") and hb["uptime_s"] > 0 and hb["ntp_offset_ms"] == 0
+    # Read from this machine; what it cannot know is left out, never invented.
+    assert ("temp_c" in hb) == (telemetry.cpu_temp_c() is not None)
+    assert ("battery_v" in hb) == (telemetry.power().battery_v is not None)
+    assert hb["net"] == telemetry.network().kind and hb["cache_free_mb"] > 0
     assert node.proc.poll() is None
 
 
