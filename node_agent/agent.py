@@ -437,6 +437,10 @@ class Agent:
         except FetchError as exc:
             log.warning("bản tin %s lỗi: %s", job.broadcast_id, exc)
             self._end(job, "failed", error=exc.error, detail=exc.detail)
+        except OSError as exc:  # the cache's disk: full, read-only, failing card
+            detail = f"bộ nhớ đệm {self.cfg.cache_dir}: {exc.strerror or exc}"
+            self.emit(FaultEvent(type="fault", ts=now_ms(), code="storage", detail=detail))
+            self._end(job, "failed", error="storage", detail=detail)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

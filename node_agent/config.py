@@ -40,7 +40,7 @@ class NodeConfig:
     content_base: str = ""
     stream_base: str = ""
     stream_reconnect_s: int = 8
-    output: str = "pulse:@DEFAULT_SINK@"
+    output: str = "alsa:default"
     output_latency_ms: int = 40
     capture: str = ""
     speakers_total: int = 1

@@ -144,3 +144,16 @@ def test_telemetry_comes_from_sys_and_unknowns_stay_none(tmp_path):
     assert (gpio / "direction").read_text() == "out"
     assert relay.set(False) and relay.state() is False
     assert telemetry.uptime_s() > 0
+
+
+def test_the_systemd_unit_runs_the_agent_as_its_own_user_and_restarts_it():
+    import configparser
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment]
+    unit.read(REPO / "node_agent" / "loa-node.service", encoding="utf-8")
+    service = unit["Service"]
+    assert service["User"] == "loa-node" and service["Restart"] == "on-failure"
+    assert service["ExecStart"].endswith("loa node run --config /etc/loa-node/node.toml")
+    assert {"StateDirectory", "CacheDirectory"} <= set(service)
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
