@@ -57,8 +57,11 @@ from node_agent.store import Store
 
 log = logging.getLogger("loa.node")
 
-PREPARE_S = 0.6  # turn is taken this long before start_at (sink opened, silence primed)
+# The turn is taken this long before start_at: enough to spawn the sink and prime it with
+# silence (tens of ms), short enough that a bulletin just ending is not in the way.
+PREPARE_S = 0.3
 LATE_LIMIT_S = 120  # a bulletin recovered after a restart more than this late is not played
+DECODE_AHEAD_S = 8.0  # decode this long before start_at (a 5-minute MP3 takes ~1 s on a Pi)
 SELFTEST_FREQ = 1000.0
 SELFTEST_S = 1.0
 SELFTEST_MIN_LEVEL = 300.0  # Goertzel amplitude (~ -40 dBFS): heard
@@ -113,6 +116,8 @@ class Agent:
         self.relay = telemetry.AmpRelay(cfg.gpio_amp) if cfg.gpio_amp else None
         self.http: httpx.AsyncClient | None = None
         self._selftest_lock = asyncio.Lock()
+        self._pcm: dict[str, list[Any]] = {}  # sha256 -> [pcm, jobs using it]
+        self._decode_locks: dict[str, asyncio.Lock] = {}
 
     # ================================================================== lifecycle
 
@@ -415,14 +420,15 @@ class Agent:
                 assert self.http is not None
                 path, _ = await self.cache.fetch(self.http, cmd.url, cmd.sha256, cmd.bytes)
                 self.cache.in_use.add(cmd.sha256)
-                try:
-                    pcm = await asyncio.to_thread(audio.decode, path)
-                except audio.AudioError as exc:
-                    raise FetchError("not_audio", str(exc)) from None
                 self.store.set_phase(job.broadcast_id, "fetched")
                 self._event(job.broadcast_id, "fetched")
-                gap = bytes(int(cmd.gap_ms * audio.RATE / 1000) * audio.FRAME)
-                source: Any = (pcm + gap) * (cmd.repeat - 1) + pcm
+                # Decoded PCM is large (5.8 MB a minute): made shortly before the slot, and
+                # shared by the jobs that play the same file, not held for every queued job.
+                await self._sleep_until(cmd.start_at / 1000 - DECODE_AHEAD_S
+                                        if cmd.start_at else 0)
+                pcm = await self._decoded(cmd.sha256, path)
+                gap = int(cmd.gap_ms * audio.RATE / 1000) * audio.FRAME
+                source: Any = RepeatSource(pcm, cmd.repeat, gap)
             else:
                 source = None
             await self._sleep_until(cmd.start_at / 1000 - PREPARE_S if cmd.start_at else 0)
@@ -430,7 +436,8 @@ class Agent:
             await self._amp_on()
             if source is None:
                 source = await self._open_stream(cmd.url)
-            start_at = max(cmd.start_at / 1000, time.time() + PREPARE_S * 0.5)
+            start_at = max(cmd.start_at / 1000,
+                           time.time() + self.cfg.output_latency_ms / 1000 + 0.1)
             if victim is not None:
                 self._preempt(victim)
             await self._play(job, source, start_at)
@@ -451,12 +458,35 @@ class Agent:
             if job in self.waiting:
                 self.waiting.remove(job)
             if isinstance(cmd, PlayCmd):
-                self.cache.in_use.discard(cmd.sha256)
+                self._release_pcm(cmd.sha256)
+                if not any(isinstance(j.cmd, PlayCmd) and j.cmd.sha256 == cmd.sha256
+                           for j in self.jobs):
+                    self.cache.in_use.discard(cmd.sha256)
             if self.current is job:
                 self.current = None
                 self._next()
             if self.current is None and not self.waiting:
                 await self._amp_off()
+
+    async def _decoded(self, sha256: str, path: Any) -> bytes:
+        lock = self._decode_locks.setdefault(sha256, asyncio.Lock())
+        async with lock:
+            entry = self._pcm.get(sha256)
+            if entry is None:
+                try:
+                    pcm = await asyncio.to_thread(audio.decode, path)
+                except audio.AudioError as exc:
+                    raise FetchError("not_audio", str(exc)) from None
+                entry = self._pcm[sha256] = [pcm, 0]
+            entry[1] += 1
+            return entry[0]
+
+    def _release_pcm(self, sha256: str) -> None:
+        entry = self._pcm.get(sha256)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del self._pcm[sha256]
 
     async def _sleep_until(self, at: float) -> None:
         while (left := at - time.time()) > 0:
@@ -638,6 +668,33 @@ class Agent:
                        f"{SELFTEST_MIN_LEVEL:.0f})")
         return SelftestEvent(type="selftest", ts=now_ms(), ok=heard,
                              speakers_ok=self.speakers_ok, speakers_total=total, detail=detail)
+
+
+class RepeatSource:
+    """``repeat`` times the PCM with ``gap`` bytes of silence between, chunk by chunk, without
+    copying it ``repeat`` times."""
+
+    def __init__(self, pcm: bytes, repeat: int, gap: int) -> None:
+        self.view = memoryview(pcm)
+        self.repeat, self.gap = repeat, gap
+        self.round, self.pos, self.in_gap = 0, 0, False
+        self.chunk = audio.CHUNK_FRAMES * audio.FRAME
+
+    def __call__(self) -> bytes:
+        while self.round < self.repeat:
+            limit = self.gap if self.in_gap else len(self.view)
+            if self.pos < limit:
+                n = min(self.chunk, limit - self.pos)
+                data = bytes(n) if self.in_gap else bytes(self.view[self.pos:self.pos + n])
+                self.pos += n
+                return data
+            self.pos = 0
+            if self.in_gap or self.round == self.repeat - 1:
+                self.in_gap = False
+                self.round += 1
+            else:
+                self.in_gap = True
+        return b""
 
 
 class LiveSource:
