@@ -184,9 +184,10 @@ def alsa_sink(device: str, latency_ms: int) -> ProcessSink:
 
 
 class FileSink(Sink):
-    """A WAV whose sample position is wall-clock time since ``epoch`` (the agent's start):
-    silence between plays is a sparse hole, so the file can be analysed like a recording
-    of the speaker. Header sizes are rewritten after each write."""
+    """A WAV whose sample position is wall-clock time since its epoch (the Unix time in
+    ``PATH.epoch``, written when the file is created): silence between plays is a sparse
+    hole, so the file can be analysed like a recording of the speaker. Header sizes are
+    rewritten after each play."""
 
     def __init__(self, path: str, epoch: float) -> None:
         self.path = Path(path)
@@ -197,7 +198,18 @@ class FileSink(Sink):
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists() or self.path.stat().st_size < 44
-        self.fh = self.path.open("r+b" if not new else "w+b")
+        sidecar = Path(f"{self.path}.epoch")
+        if new:
+            sidecar.write_text(f"{self.epoch:.6f}\n")
+        else:
+            try:
+                self.epoch = float(sidecar.read_text())
+            except (OSError, ValueError):
+                raise AudioError(f"thiếu {sidecar}: xóa {self.path} để tạo lại") from None
+        try:
+            self.fh = self.path.open("r+b" if not new else "w+b")
+        except OSError as exc:
+            raise AudioError(f"không ghi được {self.path}: {exc.strerror}") from None
         if new:
             with wave.open(str(self.path) + ".hdr", "wb") as w:
                 w.setnchannels(1)

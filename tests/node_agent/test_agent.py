@@ -180,3 +180,25 @@ def test_a_clock_five_seconds_off_is_reported_as_a_fault(rig):
     unsynced = wait_until(lambda: [e for e in rig.events("dc-03", type="fault", code="clock")
                                    if "chưa đồng bộ" in e["detail"]], 15, "unsynchronised")
     assert unsynced
+
+
+def test_file_output_is_a_wav_written_in_real_time(rig):
+    import array
+    import wave
+
+    make_audio(rig.media.root / "tone.mp3", seconds=0.5)
+    out = rig.tmp / "out" / "speaker.wav"
+    rig.node("dc-03", output=f"file:{out}", capture="").start()
+    rig.listen()
+    rig.wait_online("dc-03")
+    cmd = rig.play("dc-03", "tone.mp3", start_in=1.5, volume=100)
+    rig.wait_event("dc-03", phase="finished", broadcast_id=cmd["broadcast_id"])
+    epoch = float((out.parent / "speaker.wav.epoch").read_text())
+    with wave.open(str(out)) as w:
+        assert (w.getnchannels(), w.getframerate(), w.getsampwidth()) == (1, 48000, 2)
+        frames = array.array("h", w.readframes(w.getnframes()))
+    first = next(i for i, x in enumerate(frames) if abs(x) > 1000)
+    onset_ms = (epoch + first / 48000) * 1000
+    assert abs(onset_ms - cmd["start_at"]) < 5, onset_ms - cmd["start_at"]
+    last = max(i for i, x in enumerate(frames) if abs(x) > 1000)
+    assert abs((last - first) / 48000 - 0.5) < 0.03  # the half second, once
