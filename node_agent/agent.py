@@ -97,9 +97,10 @@ class Agent:
         self.cache = ContentCache(cfg.cache_dir, cfg.cache_max_mb * 1_048_576)
         self.boot_id = uuid.uuid4().hex[:12]
         self.epoch = time.time()
-        self.volume = cfg.default_volume
-        self.default_volume = cfg.default_volume
-        self.heartbeat_s = cfg.heartbeat_s
+        saved = self.store.settings()  # from config commands, newer than the file
+        self.default_volume = saved.get("default_volume", cfg.default_volume)
+        self.heartbeat_s = saved.get("heartbeat_s", cfg.heartbeat_s)
+        self.volume = self.default_volume  # a reboot returns to the default volume
         self.seq = 0
         self.current: Job | None = None
         self.waiting: list[Job] = []
@@ -235,7 +236,8 @@ class Agent:
         pw = telemetry.power()
         net = telemetry.network()
         hb = Heartbeat(
-            seq=self.seq, ts=now_ms(), uptime_s=telemetry.uptime_s(), volume=self.volume,
+            seq=self.seq, ts=now_ms(), uptime_s=telemetry.uptime_s(),
+            volume=self.current_volume(),
             amp=self.amp_state(), speakers_ok=min(self.speakers_ok, self.cfg.speakers_total),
             speakers_total=self.cfg.speakers_total, power=pw.source, net=net.kind,
             rssi_dbm=net.rssi_dbm, playing=self.playing_id, battery_v=pw.battery_v,
@@ -246,6 +248,13 @@ class Agent:
             fw=FW_VERSION)
         self.seq += 1
         return hb
+
+    def current_volume(self) -> int:
+        """What is heard now: a playing bulletin's own volume, else the node's."""
+        cur = self.current
+        if cur is not None and cur.started:
+            return self.effective_volume(cur)
+        return self.volume
 
     def amp_state(self) -> str:
         if self.audio_fault:
@@ -353,8 +362,10 @@ class Agent:
         elif isinstance(cmd, ConfigCmd):
             if cmd.default_volume is not None:
                 self.default_volume = cmd.default_volume
+                self.store.set_setting("default_volume", cmd.default_volume)
             if cmd.heartbeat_s is not None:
                 self.heartbeat_s = cmd.heartbeat_s
+                self.store.set_setting("heartbeat_s", cmd.heartbeat_s)
                 self._beat_now.set()
         elif isinstance(cmd, SelftestCmd):
             asyncio.get_running_loop().create_task(self._selftest())

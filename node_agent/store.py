@@ -22,6 +22,7 @@ SEEN_KEEP = 5000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS seen (cmd_id TEXT PRIMARY KEY, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (broadcast_id TEXT PRIMARY KEY, cmd TEXT NOT NULL,
                                  phase TEXT NOT NULL, at REAL NOT NULL);
 """
@@ -72,6 +73,17 @@ class Store:
                 self._db.execute("DELETE FROM seen WHERE cmd_id NOT IN (SELECT cmd_id FROM "
                                  "seen ORDER BY at DESC LIMIT ?)", (SEEN_KEEP,))
             return bool(cur.rowcount)
+
+    # ------------------------------------------------------------------ settings
+
+    def set_setting(self, key: str, value: int) -> None:
+        """What a ``config`` command changed, so it outlives a reboot."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, value))
+
+    def settings(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._db.execute("SELECT key, value FROM settings"))
 
     # ------------------------------------------------------------------ jobs
 

@@ -37,7 +37,16 @@ def test_a_play_is_heard_at_start_at_with_every_event(rig):
     assert ("temp_c" in hb) == (telemetry.cpu_temp_c() is not None)
     assert ("battery_v" in hb) == (telemetry.power().battery_v is not None)
     assert hb["net"] == telemetry.network().kind and hb["cache_free_mb"] > 0
-    assert node.proc.poll() is None
+    # config outlives a restart; a clean stop says goodbye on the retained status.
+    rig.simple("dc-01", "config", default_volume=35, heartbeat_s=7)
+    rig.wait_event("dc-01", type="cmd_ack", ok=True, timeout=5)
+    wait_until(lambda: len(rig.events("dc-01", type="cmd_ack")) == 2, 5, "config ack")
+    assert node.stop() == 0
+    bye = [e for t, e in rig.collect() if t == "dc-01/status"][-1]
+    assert bye == {**bye, "online": False, "reason": "shutdown"}
+    node.start()
+    wait_until(lambda: any(h["seq"] == 0 and h["volume"] == 35 for h in rig.heartbeats("dc-01")),
+               15, "a heartbeat after the restart at the configured default volume")
 
 
 def test_volume_stop_and_emergency_preemption_are_audible(rig):
