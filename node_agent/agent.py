@@ -20,6 +20,7 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -114,7 +115,8 @@ class Agent:
         self.clock: ClockState | None = None
         self.clock_fault: str | None = None
         self.speakers_ok = cfg.speakers_total
-        self.relay = telemetry.AmpRelay(cfg.gpio_amp) if cfg.gpio_amp else None
+        self.sys_root = Path(cfg.sysfs_root)
+        self.relay = telemetry.AmpRelay(cfg.gpio_amp, self.sys_root) if cfg.gpio_amp else None
         self.http: httpx.AsyncClient | None = None
         self._selftest_lock = asyncio.Lock()
         self._pcm: dict[str, list[Any]] = {}  # sha256 -> [pcm, jobs using it]
@@ -233,15 +235,15 @@ class Agent:
 
     def heartbeat(self) -> Heartbeat:
         self._check_clock()
-        pw = telemetry.power()
-        net = telemetry.network()
+        pw = telemetry.power(self.sys_root)
+        net = telemetry.network(self.sys_root)
         hb = Heartbeat(
             seq=self.seq, ts=now_ms(), uptime_s=telemetry.uptime_s(),
             volume=self.current_volume(),
             amp=self.amp_state(), speakers_ok=min(self.speakers_ok, self.cfg.speakers_total),
             speakers_total=self.cfg.speakers_total, power=pw.source, net=net.kind,
             rssi_dbm=net.rssi_dbm, playing=self.playing_id, battery_v=pw.battery_v,
-            temp_c=telemetry.cpu_temp_c(),
+            temp_c=telemetry.cpu_temp_c(self.sys_root),
             ntp_offset_ms=self.clock.offset_ms if self.clock else None,
             cache_free_mb=min(self.cache.free_mb(),
                               telemetry.disk_free_mb(self.cfg.cache_dir) or 0.0),
@@ -442,6 +444,11 @@ class Agent:
                 source: Any = RepeatSource(pcm, cmd.repeat, gap)
             else:
                 source = None
+            if self.relay is not None and cmd.start_at:
+                # Switch the amplifier on early enough that its warm-up ends at the slot.
+                await self._sleep_until(cmd.start_at / 1000 - PREPARE_S
+                                        - self.cfg.amp_warmup_ms / 1000)
+                await self._amp_on()
             await self._sleep_until(cmd.start_at / 1000 - PREPARE_S if cmd.start_at else 0)
             victim = await self._take_turn(job)
             await self._amp_on()

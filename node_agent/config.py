@@ -49,6 +49,7 @@ class NodeConfig:
     cache_max_mb: int = 512
     state_dir: str = "/var/lib/loa-node"
     gpio_amp: str = ""
+    sysfs_root: str = "/sys"  # where /sys is: tests and chroots point it elsewhere
     amp_warmup_ms: int = 0
     clock_source: str = "auto"
     clock_max_offset_ms: int = 1000

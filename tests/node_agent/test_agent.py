@@ -4,6 +4,7 @@ timing, stop, volume, pre-emption, self-test that listens, bad input, clock faul
 from __future__ import annotations
 
 import json
+import time
 
 from node_agent import telemetry
 from tests.node_agent.conftest import make_audio, now_ms, wait_until
@@ -211,3 +212,34 @@ def test_file_output_is_a_wav_written_in_real_time(rig):
     assert abs(onset_ms - cmd["start_at"]) < 5, onset_ms - cmd["start_at"]
     last = max(i for i, x in enumerate(frames) if abs(x) > 1000)
     assert abs((last - first) / 48000 - 0.5) < 0.03  # the half second, once
+
+
+def test_the_amplifier_relay_is_on_only_around_a_bulletin_and_telemetry_is_read(rig):
+    sys_root = rig.tmp / "sys"
+    gpio = sys_root / "class" / "gpio" / "gpio17"
+    gpio.mkdir(parents=True)
+    (sys_root / "class" / "gpio" / "export").write_text("")
+    (gpio / "value").write_text("0")
+    zone = sys_root / "class" / "thermal" / "thermal_zone0"
+    zone.mkdir(parents=True)
+    (zone / "type").write_text("cpu-thermal\n")
+    (zone / "temp").write_text("47800\n")
+    make_audio(rig.media.root / "tone.mp3", seconds=1.0)
+    rig.node("dc-01", gpio_amp="sysfs:17", amp_warmup_ms=400, sysfs_root=str(sys_root)).start()
+    rig.listen()
+    rig.wait_online("dc-01")
+    hb = rig.heartbeats("dc-01")[-1]
+    assert (hb["amp"], hb["temp_c"], hb["power"]) == ("off", 47.8, "mains")
+    assert "battery_v" not in hb
+    cmd = rig.play("dc-01", "tone.mp3", start_in=2.0)
+    on_at = wait_until(lambda: (gpio / "value").read_text() == "1" and time.time(), 10,
+                       "the relay to switch on")
+    # Switched on ahead of the slot by at least the warm-up time.
+    assert cmd["start_at"] / 1000 - on_at > 0.35
+    started = rig.wait_event("dc-01", phase="started", broadcast_id=cmd["broadcast_id"])
+    assert abs(started["at"] - cmd["start_at"]) < 50
+    playing = wait_until(lambda: [h for h in rig.heartbeats("dc-01") if h["playing"]], 5,
+                         "a heartbeat while playing")
+    assert playing[-1]["amp"] == "ok"
+    rig.wait_event("dc-01", phase="finished", broadcast_id=cmd["broadcast_id"])
+    wait_until(lambda: (gpio / "value").read_text() == "0", 5, "the relay to switch off")
