@@ -227,6 +227,9 @@ class Agent:
     async def _heartbeats(self, client: aiomqtt.Client) -> None:
         topic = self.topics.heartbeat(self.node_id)
         while True:
+            # Reading the clock runs chronyc/timedatectl: off the loop. The fault, if any, is
+            # emitted on the loop (the outbox signal is an asyncio.Event).
+            self._apply_clock(await asyncio.to_thread(read_clock, self.cfg.clock_source))
             hb = await asyncio.to_thread(self.heartbeat)
             await client.publish(topic, encode(hb), qos=0)
             self._beat_now.clear()
@@ -234,7 +237,6 @@ class Agent:
                 await asyncio.wait_for(self._beat_now.wait(), self.heartbeat_s)
 
     def heartbeat(self) -> Heartbeat:
-        self._check_clock()
         pw = telemetry.power(self.sys_root)
         net = telemetry.network(self.sys_root)
         hb = Heartbeat(
@@ -268,7 +270,10 @@ class Agent:
         return "ok"
 
     def _check_clock(self) -> None:
-        self.clock = read_clock(self.cfg.clock_source)
+        self._apply_clock(read_clock(self.cfg.clock_source))
+
+    def _apply_clock(self, state: ClockState) -> None:
+        self.clock = state
         fault = self.clock.fault(self.cfg.clock_max_offset_ms)
         if fault and fault != self.clock_fault:
             log.warning("%s", fault)
