@@ -324,7 +324,7 @@ class Playout:
             if written >= target:
                 self._stop.wait(min(0.005, written - target))
                 continue
-            heard_at = t0 + written + (0 if is_file else 0.0)
+            heard_at = t0 + written  # when the next sample written will be heard
             if heard_at + 1e-4 < self.start_at:
                 frames = min(CHUNK_FRAMES, max(1, round((self.start_at - heard_at) * RATE)))
                 sink.write(silence[: frames * FRAME])
