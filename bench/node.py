@@ -64,8 +64,9 @@ def make(path: Path, args: list[str]) -> Path:
 
 
 class Bench:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, latency_ms: int = 40) -> None:
         self.tmp = tmp
+        self.latency_ms = latency_ms
         self.pulse = PulseServer(tmp / "pulse", ["b1", "b2", "b3"])
         self.broker = EmbeddedBroker(kind="mosquitto", data_dir=tmp / "broker")
         self.media = MediaServer(tmp / "media")
@@ -94,7 +95,8 @@ class Bench:
                  f"mqtt://{self.broker.host}:{self.broker.port}", "--content-base",
                  self.media.base, "--output", f"pulse:{sink}", "--cache-dir", str(d / "c"),
                  "--state-dir", str(d / "s"), "--clock-source", f"file:{clock}",
-                 "--heartbeat-s", "30", "--log-level", "WARNING"],
+                 "--heartbeat-s", "30", "--output-latency-ms", str(self.latency_ms),
+                 "--log-level", "WARNING"],
                 cwd=ROOT, env=env, stdout=(d / "log").open("wb"), stderr=subprocess.STDOUT))
         self.wait(lambda: len({t for _, t, _ in self.events}) >= 0, 1)
         time.sleep(2.5)  # connected (the first heartbeat is not subscribed to here)
@@ -230,16 +232,19 @@ def main() -> None:
     ap.add_argument("--plays", type=int)
     ap.add_argument("--idle-s", type=float)
     ap.add_argument("--mp3-s", type=int)
+    ap.add_argument("--latency-ms", type=int, default=100,
+                    help="the agents' output_latency_ms (sink queue kept ahead)")
     args = ap.parse_args()
     plays = args.plays or (5 if args.smoke else 50)
     idle_s = args.idle_s or (10 if args.smoke else 600)
     mp3_s = args.mp3_s or (20 if args.smoke else 300)
     with tempfile.TemporaryDirectory(prefix="loa-bench-node-") as tmp:
-        b = Bench(Path(tmp))
+        b = Bench(Path(tmp), args.latency_ms)
         b.start()
         try:
             t0 = time.monotonic()
             result = {"size": "smoke" if args.smoke else "full", "machine": machine(),
+                      "output_latency_ms": args.latency_ms,
                       "accuracy": accuracy(b, plays, spacing_s=1.0),
                       "idle": idle(b, idle_s),
                       "download": download(b, mp3_s, 1_000_000)}

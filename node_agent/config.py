@@ -41,7 +41,7 @@ class NodeConfig:
     stream_base: str = ""
     stream_reconnect_s: int = 8
     output: str = "alsa:default"
-    output_latency_ms: int = 40
+    output_latency_ms: int = 100
     capture: str = ""
     speakers_total: int = 1
     default_volume: int = 80
