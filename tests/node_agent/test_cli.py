@@ -154,6 +154,7 @@ def test_the_systemd_unit_runs_the_agent_as_its_own_user_and_restarts_it():
     unit.read(REPO / "node_agent" / "loa-node.service", encoding="utf-8")
     service = unit["Service"]
     assert service["User"] == "loa-node" and service["Restart"] == "on-failure"
+    assert int(service["Nice"]) < 0
     assert service["ExecStart"].endswith("loa node run --config /etc/loa-node/node.toml")
     assert {"StateDirectory", "CacheDirectory"} <= set(service)
     assert unit["Install"]["WantedBy"] == "multi-user.target"
