@@ -34,7 +34,8 @@ PHASE_LABELS = {"fetched": "Đã tải về", "started": "Bắt đầu phát", "
                 "preempted": "Nhường bản tin ưu tiên hơn", "failed": "Phát lỗi"}
 FAULT_LABELS = {"amp_fault": "Lỗi bộ khuếch đại", "speaker_line": "Lỗi đường dây loa",
                 "power_lost": "Mất điện lưới", "power_restored": "Có điện lưới trở lại",
-                "tamper": "Thiết bị bị mở vỏ", "storage": "Lỗi bộ nhớ"}
+                "tamper": "Thiết bị bị mở vỏ", "storage": "Lỗi bộ nhớ",
+                "clock": "Đồng hồ chưa đồng bộ", "audio_output": "Lỗi đầu ra âm thanh"}
 
 EN: dict[str, str] = {
     # layout and navigation
@@ -94,6 +95,8 @@ EN: dict[str, str] = {
     "Phát lỗi": "Playback failed", "Mất điện lưới": "Mains power lost",
     "Có điện lưới trở lại": "Mains power restored", "Thiết bị bị mở vỏ": "Enclosure opened",
     "Lỗi bộ nhớ": "Storage fault", "Đã thực hiện lệnh": "Command carried out",
+    "Đồng hồ chưa đồng bộ": "Clock not synchronised",
+    "Lỗi đầu ra âm thanh": "Audio output fault",
     "Từ chối lệnh: {error}": "Command refused: {error}",
     "Đạt: {ok}/{total} loa hoạt động": "Passed: {ok}/{total} speakers working",
     "Không đạt: {ok}/{total} loa hoạt động": "Failed: {ok}/{total} speakers working",

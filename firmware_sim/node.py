@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import uuid
@@ -51,6 +50,7 @@ from loa.protocol import (
     VolumeCmd,
     decode_command,
     encode,
+    guess_cmd_id,
     lost_will,
 )
 from loa.timeutil import now_ms as real_now_ms
@@ -392,7 +392,7 @@ class SimNode:
         try:
             cmd = decode_command(payload)
         except Rejection as exc:
-            cmd_id = _guess_cmd_id(payload)
+            cmd_id = guess_cmd_id(payload)
             if cmd_id and self._already_seen(cmd_id):
                 return
             self._ack(cmd_id, False, f"{exc.reason}: {exc.detail}" if exc.detail else exc.reason)
@@ -492,12 +492,3 @@ class SimNode:
     def _fault_event(self, code: str, detail: str) -> None:
         self.emit(FaultEvent(type="fault", ts=self.now_ms(), code=code, detail=detail))
 
-
-def _guess_cmd_id(payload: bytes) -> str:
-    """Best-effort cmd_id of a command that failed validation, so its ack can be matched."""
-    try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return ""
-    cmd_id = data.get("cmd_id") if isinstance(data, dict) else None
-    return cmd_id if isinstance(cmd_id, str) and 0 < len(cmd_id) <= 128 else ""

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "controller.indicator.cli",
     "dashboard.cli",
     "controller.provision",
+    "node_agent.cli",
 )
 
 
@@ -39,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["node"]:
+        # A loudspeaker board has only the node agent's libraries: do not import the
+        # controller's modules (and their server dependencies) to parse its command line.
+        node_cli = import_optional("node_agent.cli")
+        if node_cli is not None:
+            return int(node_cli.main(argv[1:]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

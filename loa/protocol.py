@@ -9,6 +9,7 @@ to tell a vendor what their firmware got wrong.
 from __future__ import annotations
 
 import enum
+import json
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -136,8 +137,10 @@ class PlaybackEvent(_Msg):
     error: str | None = None
 
 
+# "clock" and "audio_output" were added for the real node agent (docs/protocol.md, additive
+# extensions): an unsynchronised clock and a sound output that does not open.
 FaultCode = Literal["amp_fault", "speaker_line", "power_lost", "power_restored", "tamper",
-                    "storage"]
+                    "storage", "clock", "audio_output"]
 
 
 class FaultEvent(_Msg):
@@ -289,6 +292,17 @@ def decode_heartbeat(payload: bytes) -> Heartbeat:
 
 def decode_event(payload: bytes) -> CmdAck | PlaybackEvent | FaultEvent | SelftestEvent:
     return _validate_json(_event_adapter, payload)
+
+
+def guess_cmd_id(payload: bytes) -> str:
+    """Best-effort cmd_id of a command that failed validation, so its failed ``cmd_ack`` can
+    be matched (protocol: unreadable -> ``""``). Shared by every node implementation."""
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    cmd_id = data.get("cmd_id") if isinstance(data, dict) else None
+    return cmd_id if isinstance(cmd_id, str) and 0 < len(cmd_id) <= 128 else ""
 
 
 def decode_command(
