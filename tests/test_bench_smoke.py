@@ -65,6 +65,14 @@ def _ingest(d: dict) -> bool:
             and d["controller"]["flush_errors"] == 0)
 
 
+def _node(d: dict) -> bool:
+    acc = d["accuracy"]
+    return (d["size"] == "smoke" and acc["agent_a"]["n"] > 0
+            and isinstance(acc["agent_a"]["p99_ms"], int | float)
+            and _positive(d["idle"]["agent_a"]["rss_mean_mb"])
+            and _positive(d["download"]["play_to_fetched_s"]))
+
+
 # (name, arguments, results file, check of its figures)
 SMOKE: list[tuple[str, list[str], str, Callable[[dict], bool]]] = [
     ("api", ["bench/api.py", "--nodes", "30", "--requests", "10"], "api.json", _api),
@@ -78,6 +86,7 @@ SMOKE: list[tuple[str, list[str], str, Callable[[dict], bool]]] = [
                        "--connections", "2"], "fleet.json", _fleet_virtual),
     ("indicator", ["bench/indicator.py", "--communes", "3", "--villages", "2", "--nodes", "1",
                    "--days", "7", "--repeat", "1"], "indicator.json", _indicator),
+    ("node", ["bench/node.py", "--smoke"], "node.json", _node),
     ("ingest", ["bench/ingest.py", "--messages", "2000", "--nodes", "100", "--timeout-s", "120"],
      "ingest.json", _ingest),
 ]
