@@ -40,7 +40,7 @@ from alerts.signature import has_signature, load_certificates, verify
 from loa.db import Database
 from loa.timeutil import now_ms
 from scheduler.errors import ScheduleError
-from scheduler.models import Airing, AiringTarget
+from scheduler.models import Airing, AiringTarget, Broadcast
 from scheduler.service import iso
 from scheduler.targets import Actor, resolve_nodes
 
@@ -330,7 +330,9 @@ class AlertService:
                     "targets": row.targets}
             text = row.text
         try:
-            content_id = self._tone_content(text, title, username)
+            # A repeat plays the audio made the first time: no second synthesis.
+            content_id = self._first_content(alert_id) or \
+                self._tone_content(text, title, username)
             if content_id:
                 body["content_id"] = content_id
             else:
@@ -357,6 +359,14 @@ class AlertService:
             self._step(s, alert_id, "aired" if first else "repeated", username,
                        {"broadcast_id": out["id"], "clusters": len(row.node_ids)})
         return out["id"]
+
+    def _first_content(self, alert_id: int) -> str | None:
+        with self.db.session() as s:
+            bids = s.get(CapAlert, alert_id).broadcast_ids or []
+            if not bids:
+                return None
+            b = s.get(Broadcast, bids[0])
+            return b.content_id if b is not None else None
 
     def _tone_content(self, text: str, title: str, username: str) -> str | None:
         """With a tone pattern set: tones + speech as one stored item; else None (the
