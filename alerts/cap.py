@@ -154,6 +154,12 @@ def _parser() -> etree.XMLParser:
                            collect_ids=False)
 
 
+def _doctype_refusal() -> CapRefused:
+    return refuse("doctype", "Tài liệu có khai báo DOCTYPE/ENTITY; CAP không dùng DOCTYPE và "
+                  "nó bị từ chối để chống tấn công XXE và «billion laughs».",
+                  "DOCTYPE declarations are refused (XXE / entity expansion protection).")
+
+
 def parse_xml(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etree._Element:
     """The root element of a well-formed document with no DTD, or a refusal."""
     if not isinstance(raw, bytes | bytearray):
@@ -166,6 +172,8 @@ def parse_xml(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etree._Eleme
                      f"CAP document too large ({len(raw)} bytes; at most {max_bytes}).", 413)
     if not raw.strip():
         raise refuse("empty", "Tài liệu CAP trống.", "Empty CAP document.", 400)
+    if b"<!DOCTYPE" in raw[:4096] or b"<!ENTITY" in raw:
+        raise _doctype_refusal()
     try:
         root = etree.fromstring(bytes(raw), _parser())
     except etree.XMLSyntaxError as exc:
@@ -181,9 +189,7 @@ def parse_xml(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etree._Eleme
                      f"Malformed XML: {exc}") from None
     tree = root.getroottree()
     if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
-        raise refuse("doctype", "Tài liệu có khai báo DOCTYPE/ENTITY; CAP không dùng DOCTYPE và "
-                     "nó bị từ chối để chống tấn công XXE và «billion laughs».",
-                     "DOCTYPE declarations are refused (XXE / entity expansion protection).")
+        raise _doctype_refusal()
     for el in root.iter(etree.Entity):
         raise refuse("entities", "Tài liệu có tham chiếu thực thể XML không được phép "
                      f"({el!s}).", "Entity references are not accepted.")
