@@ -213,3 +213,33 @@ def test_refused_document_is_stored_with_its_reason_and_nothing_airs(env):
         assert rows[0].raw == bad and "Real" in rows[0].reason
         assert s.scalar(select(AlertStep.id)) is None
     assert env.broadcasts_all() == []
+
+
+def test_warning_tones_are_generated_before_the_speech(db, settings):
+    """Three 1-second blasts, 0.5 s apart, then the speech: one stored item, decoded back."""
+    import subprocess
+
+    env = make_env(db, settings, tone_pattern="3x1/0.5", tone_hz=1000)
+    store = env.alerts.content.store
+    out = env.alerts.receive(d.flood(communes=["c0"]), source="api", trusted_source=True)
+    b = env.broadcast(out["broadcast_ids"][0])
+    assert b.content_id and b.tts_text is None
+    meta = store.get(b.content_id)
+    path = store.path(b.content_id)
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration",
+                            "-of", "csv=p=0", str(path)], capture_output=True, text=True,
+                           check=True)
+    # 3 x 1 s tones + 2 x 0.5 s gaps + 1 s pause = 5 s before a few seconds of speech.
+    assert meta.duration_ms > 6_000
+    assert abs(float(probe.stdout) * 1000 - meta.duration_ms) < 300
+    from pydub import AudioSegment
+
+    audio = AudioSegment.from_file(path)
+    blast, gap = audio[200:800], audio[1150:1350]
+    assert blast.dBFS > -30 and gap.dBFS < blast.dBFS - 30, (blast.dBFS, gap.dBFS)
+    from alerts.errors import AlertError
+    from alerts.speech import parse_tone_pattern
+
+    assert parse_tone_pattern("3x20/10") == (3, 20.0, 10.0)
+    with pytest.raises(AlertError):
+        parse_tone_pattern("ba hồi")
