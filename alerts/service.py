@@ -439,6 +439,41 @@ class AlertService:
         with contextlib.suppress(ScheduleError):  # already over: nothing to stop
             self.broadcasts.cancel(self._actor(AUTO_ACTOR), broadcast_id)
 
+    # ------------------------------------------------------------------ preview
+
+    def preview(self, raw: bytes) -> dict[str, Any]:
+        """What a document would do, without storing or airing anything: the clusters it
+        selects (by village, with coordinates for the map), the text, the decision."""
+        root, alert = capmod.load(bytes(raw), max_bytes=self.settings.max_bytes)
+        if has_signature(root):
+            alert = capmod.read_alert(verify(root, self.certificates).root)
+            alert.signed = True
+        info = alert.info_for()
+        with self.db.session() as s:
+            clusters = load_clusters(s)
+            selection = select_clusters(s, alert, self.settings, clusters)
+            template = self._template(s, info)
+        drill = alert.status in ("Exercise", "Test")
+        villages: dict[tuple[str, str], list[dict]] = {}
+        for c in selection.clusters:
+            villages.setdefault((c.commune_name, c.village_name), []).append(c.as_dict())
+        automatic = (alert.sender in self.settings.auto_senders
+                     and alert.max_severity() in self.settings.auto_severities)
+        text = speech.compose(alert, info, template, drill=drill) if info else ""
+        return {
+            "sender": alert.sender, "identifier": alert.identifier, "sent": alert.sent,
+            "msg_type": alert.msg_type, "status": alert.status, "signed": alert.signed,
+            "severity": alert.max_severity(), "expires_at": iso(alert.expires_ms()),
+            "event": info.event if info else "", "headline": info.headline if info else None,
+            "decision": "auto" if automatic else "approval", "drill": drill,
+            "clusters": len(selection.clusters),
+            "by_village": [{"commune": k[0], "village": k[1], "clusters": v}
+                           for k, v in sorted(villages.items())],
+            "empty_areas": selection.empty_areas,
+            "unknown_geocodes": selection.unknown_geocodes,
+            "text": text, "spoken": self._spoken(text) if text else "",
+        }
+
     # ------------------------------------------------------------------ people
 
     def _check_scope(self, row: CapAlert, actor: Actor) -> None:

@@ -2,6 +2,8 @@
 
     POST /api/v1/alerts/cap              body: the CAP XML (application/xml)   -> 202 / 200 dup
     POST /api/v1/alerts/upload           multipart: file (an officer's upload) -> as above
+    POST /api/v1/alerts/preview          body: the CAP XML -> clusters by village, text; no
+                                         storing, no airing
     GET  /api/v1/alerts                  received alerts, newest first
     GET  /api/v1/alerts/messages         every document received, refused ones with why
     GET  /api/v1/alerts/messages/{id}/raw  the stored document, byte for byte
@@ -104,6 +106,18 @@ async def upload_cap(request: Request, user: User = Depends(require_role("provin
         truncated = file.size or len(raw)
         raw = raw[:limit]
     return await _receive(request, user, svc, raw, truncated, "upload")
+
+
+@router.post("/preview")
+async def preview_cap(request: Request,
+                      user: User = Depends(require_role("province", "commune")),
+                      svc: AlertService = Depends(get_alerts)):
+    """Which clusters (by village, with coordinates) and what text, before anything airs."""
+    raw, truncated = await _body(request, svc.settings.max_bytes)
+    if truncated is not None:
+        raise HTTPException(413, f"Tài liệu CAP quá lớn (tối đa {svc.settings.max_bytes} byte).")
+    request.state.audited = True  # reads only
+    return await run_in_threadpool(svc.preview, raw)
 
 
 @router.get("")

@@ -243,3 +243,15 @@ def test_warning_tones_are_generated_before_the_speech(db, settings):
     assert parse_tone_pattern("3x20/10") == (3, 20.0, 10.0)
     with pytest.raises(AlertError):
         parse_tone_pattern("ba hồi")
+
+
+def test_preview_shows_clusters_by_village_and_changes_nothing(env):
+    out = env.alerts.preview(d.flood(communes=["c0", "c1"]))
+    assert out["clusters"] == 5 and out["decision"] == "auto"
+    assert [(v["commune"], v["village"]) for v in out["by_village"]] == [
+        ("Hoàng Văn Thụ", "Khối 1"), ("Hoàng Văn Thụ", "Khối 2"), ("Mai Pha", "Thôn Nà Chuông")]
+    assert out["by_village"][0]["clusters"][0]["lat"] == 21.848
+    assert out["text"].startswith("Thông báo khẩn cấp về Lũ quét.")
+    assert env.alerts.list(env.province)["total"] == 0 and env.broadcasts_all() == []
+    with pytest.raises(CapRefused):
+        env.alerts.preview(b"<alert/>")
