@@ -38,7 +38,7 @@ from alerts.errors import AlertConflict, AlertError, AlertForbidden, AlertNotFou
 from alerts.models import AlertStep, AlertTemplate, CapAlert, CapMessage
 from alerts.signature import has_signature, load_certificates, verify
 from loa.db import Database
-from loa.timeutil import now_ms
+from loa.timeutil import format_datetime, now_ms
 from scheduler.errors import ScheduleError
 from scheduler.models import Airing, AiringTarget, Broadcast
 from scheduler.service import iso
@@ -53,6 +53,17 @@ STATE_LABELS_VI = {
     "info": "Chỉ lưu (không phát)",
 }
 ACTIVE = ("pending_approval", "escalated", "airing")
+STEP_LABELS_VI = {
+    "received": "Nhận tài liệu", "duplicate": "Nhận lại (trùng, bỏ qua)",
+    "area_matched": "Xác định cụm loa trong vùng", "awaiting_approval": "Chờ duyệt",
+    "approved": "Đã duyệt", "aired": "Đã phát", "repeated": "Phát lặp lại",
+    "repeat_failed": "Phát lặp lại không được", "not_aired": "Không phát",
+    "expired": "Hết hiệu lực", "escalated": "Chuyển lên cấp tỉnh",
+    "approval_timeout": "Quá thời gian chờ duyệt", "rejected": "Từ chối phát",
+    "cancelled": "Đã hủy", "superseded": "Được cập nhật", "cancel_applied": "Áp dụng lệnh hủy",
+    "all_clear": "Lên lịch thông báo bãi bỏ", "all_clear_failed": "Không phát được bãi bỏ",
+    "stop_requested": "Yêu cầu dừng",
+}
 AUTO_ACTOR = "cap-tu-dong"
 # audit(session, action, username, target, detail): installed by the composition (the
 # dashboard writes the shared audit log); alert_step keeps the alert's own timeline anyway.
@@ -626,7 +637,8 @@ class AlertService:
             "state_reason": row.state_reason, "drill": row.drill, "text": row.text,
             "spoken": row.spoken, "clusters": len(row.node_ids or []),
             "targets": row.targets, "approved_by": row.approved_by,
-            "approved_at": iso(row.approved_ms), "escalated_at": iso(row.escalated_ms),
+            "approved_at": iso(row.approved_ms), "approved_ms": row.approved_ms,
+            "escalated_at": iso(row.escalated_ms), "expires_ms": row.expires_ms,
             "broadcast_ids": list(row.broadcast_ids or []),
             "next_repeat_at": iso(row.next_repeat_ms), "closed_by_id": row.closed_by_id,
             "closed_at": iso(row.closed_ms),
@@ -649,7 +661,8 @@ class AlertService:
         """Received documents, refused ones first in mind: what came, when, and why not."""
         with self.db.session() as s:
             rows = s.scalars(select(CapMessage).order_by(CapMessage.id.desc()).limit(limit))
-            return [{"id": m.id, "received_at": iso(m.received_ms), "source": m.source,
+            return [{"id": m.id, "received_at": iso(m.received_ms),
+                     "received_at_local": format_datetime(m.received_ms), "source": m.source,
                      "source_ref": m.source_ref, "outcome": m.outcome,
                      "reason_code": m.reason_code, "reason": m.reason, "size": m.size,
                      "sha256": m.sha256, "signed": m.signed, "sender": m.sender,
@@ -680,6 +693,7 @@ class AlertService:
             steps = s.scalars(select(AlertStep).where(AlertStep.alert_id == alert_id)
                               .order_by(AlertStep.at_ms, AlertStep.id)).all()
             out["steps"] = [{"at": iso(st.at_ms), "at_ms": st.at_ms, "action": st.action,
+                             "label": STEP_LABELS_VI.get(st.action, st.action),
                              "actor": st.actor, "detail": st.detail} for st in steps]
             out["airings"] = [self._airing_proof(s, bid, row, clusters)
                               for bid in (row.broadcast_ids or [])]
@@ -724,6 +738,7 @@ class AlertService:
             "broadcast_id": broadcast_id, "dispatched_at": iso(dispatched),
             "targeted": n, "started": len(started),
             "first_started_at": iso(first), "p50_at": iso(p50), "p99_at": iso(p99),
+            "first_started_ms": first, "p50_ms": p50, "p99_ms": p99,
             "first_started_s": round((first - base) / 1000, 3) if first else None,
             "p50_s": round((p50 - base) / 1000, 3) if p50 else None,
             "p99_s": round((p99 - base) / 1000, 3) if p99 else None,

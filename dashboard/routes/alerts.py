@@ -21,18 +21,21 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
+from alerts.errors import CapRefused
 from alerts.service import AlertService
 from dashboard.context import AppContext
 from dashboard.deps import get_ctx
 from dashboard.models import User
 from dashboard.routes.broadcasts import actor_of
 from dashboard.routes.broadcasts import get_service as get_broadcasts
+from dashboard.routes.ui import page_role, render
 from dashboard.security import audit, current_user, require_role
 
-router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+api = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+pages = APIRouter(include_in_schema=False)
 
 XML_TYPES = ("application/xml", "text/xml", "application/cap+xml")
 MAX_ID = 2**63 - 1
@@ -81,7 +84,7 @@ async def _receive(request: Request, user: User, svc: AlertService, raw: bytes,
     return _answer(out)
 
 
-@router.post("/cap", status_code=202)
+@api.post("/cap", status_code=202)
 async def post_cap(request: Request, user: User = Depends(require_role("province")),
                    svc: AlertService = Depends(get_alerts)):
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -92,7 +95,7 @@ async def post_cap(request: Request, user: User = Depends(require_role("province
     return await _receive(request, user, svc, raw, truncated, "api")
 
 
-@router.post("/upload", status_code=202)
+@api.post("/upload", status_code=202)
 async def upload_cap(request: Request, user: User = Depends(require_role("province")),
                      svc: AlertService = Depends(get_alerts)):
     form = await request.form(max_files=1, max_fields=4)
@@ -108,7 +111,7 @@ async def upload_cap(request: Request, user: User = Depends(require_role("provin
     return await _receive(request, user, svc, raw, truncated, "upload")
 
 
-@router.post("/preview")
+@api.post("/preview")
 async def preview_cap(request: Request,
                       user: User = Depends(require_role("province", "commune")),
                       svc: AlertService = Depends(get_alerts)):
@@ -120,21 +123,21 @@ async def preview_cap(request: Request,
     return await run_in_threadpool(svc.preview, raw)
 
 
-@router.get("")
+@api.get("")
 async def list_alerts(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
                       user: User = Depends(current_user),
                       svc: AlertService = Depends(get_alerts)):
     return await run_in_threadpool(svc.list, actor_of(user), limit=limit, offset=offset)
 
 
-@router.get("/messages")
+@api.get("/messages")
 async def list_messages(limit: int = Query(50, ge=1, le=500),
                         user: User = Depends(require_role("province", "technician")),
                         svc: AlertService = Depends(get_alerts)):
     return await run_in_threadpool(svc.messages, limit=limit)
 
 
-@router.get("/messages/{message_id}/raw")
+@api.get("/messages/{message_id}/raw")
 async def raw_message(message_id: int = Path(..., ge=1, le=MAX_ID),
                       user: User = Depends(require_role("province", "technician")),
                       svc: AlertService = Depends(get_alerts)):
@@ -145,13 +148,13 @@ async def raw_message(message_id: int = Path(..., ge=1, le=MAX_ID),
                              f'attachment; filename="cap-{message_id}.xml"'})
 
 
-@router.get("/templates")
+@api.get("/templates")
 async def templates(user: User = Depends(current_user),
                     svc: AlertService = Depends(get_alerts)):
     return await run_in_threadpool(svc.templates)
 
 
-@router.put("/templates")
+@api.put("/templates")
 async def set_template(request: Request, payload: dict = Body(..., examples=[{
         "event": "Lũ quét", "template": "Thông báo khẩn cấp về {su_kien}.\n{huong_dan}"}]),
         user: User = Depends(require_role("province")),
@@ -164,7 +167,7 @@ async def set_template(request: Request, payload: dict = Body(..., examples=[{
     return await run_in_threadpool(svc.set_template, actor_of(user), event, template)
 
 
-@router.get("/{alert_id}")
+@api.get("/{alert_id}")
 async def get_alert(alert_id: int = Path(..., ge=1, le=MAX_ID),
                     user: User = Depends(current_user),
                     svc: AlertService = Depends(get_alerts)):
@@ -186,9 +189,75 @@ def _decision(name: str):
     return route
 
 
-router.post("/{alert_id}/approve")(_decision("approve"))
-router.post("/{alert_id}/reject")(_decision("reject"))
-router.post("/{alert_id}/stop")(_decision("stop"))
+api.post("/{alert_id}/approve")(_decision("approve"))
+api.post("/{alert_id}/reject")(_decision("reject"))
+api.post("/{alert_id}/stop")(_decision("stop"))
+
+
+# --------------------------------------------------------------------------- pages
+
+
+@pages.get("/alerts")
+async def alerts_page(request: Request, user: User = Depends(page_role("province", "commune")),
+                      svc: AlertService = Depends(get_alerts)):
+    data = await run_in_threadpool(svc.list, actor_of(user), limit=100)
+    messages = (await run_in_threadpool(svc.messages, limit=30)
+                if user.role == "province" else [])
+    return render(request, "alerts.html", user, alerts=data["items"], messages=messages,
+                  page={"view": "alerts"})
+
+
+@pages.post("/alerts/upload")
+async def alerts_upload_page(request: Request,
+                             user: User = Depends(page_role("province")),
+                             svc: AlertService = Depends(get_alerts)):
+    """The web upload: the alert's page on success; the list with the reason on refusal."""
+    form = await request.form(max_files=1, max_fields=4)
+    file = form.get("file")
+    error = None
+    if file is None or isinstance(file, str):
+        error = "Chưa chọn tệp CAP."
+    else:
+        limit = svc.settings.max_bytes
+        raw = await file.read(limit + 1)
+        truncated = (file.size or len(raw)) if len(raw) > limit else None
+        request.state.audited = True  # the service writes its own audit rows
+        try:
+            out = await run_in_threadpool(svc.receive, raw[:limit], source="upload",
+                                          source_ref=user.username, trusted_source=True,
+                                          truncated_from=truncated)
+        except CapRefused as exc:
+            error = exc.message
+        else:
+            return RedirectResponse(f"/alerts/{out.get('alert_id') or out['id']}", 303)
+    data = await run_in_threadpool(svc.list, actor_of(user), limit=100)
+    messages = await run_in_threadpool(svc.messages, limit=30)
+    return render(request, "alerts.html", user, 422, alerts=data["items"], messages=messages,
+                  upload_error=error, page={"view": "alerts"})
+
+
+@pages.get("/alerts/{alert_id}")
+async def alert_page(request: Request, alert_id: int = Path(..., ge=1, le=MAX_ID),
+                     user: User = Depends(page_role("province", "commune")),
+                     svc: AlertService = Depends(get_alerts)):
+    report = await run_in_threadpool(svc.report, actor_of(user), alert_id)
+    return render(request, "alert.html", user, a=report, page={"view": "alert"})
+
+
+@pages.post("/alerts/{alert_id}/{action}")
+async def alert_action_page(request: Request, alert_id: int = Path(..., ge=1, le=MAX_ID),
+                            action: str = Path(..., pattern="^(approve|reject|stop)$"),
+                            user: User = Depends(page_role("province", "commune")),
+                            svc: AlertService = Depends(get_alerts)):
+    request.state.audited = True
+    fn = getattr(svc, action)
+    await run_in_threadpool(fn, actor_of(user), alert_id)
+    return RedirectResponse(f"/alerts/{alert_id}?ok=saved", 303)
+
+
+router = APIRouter()
+router.include_router(api)
+router.include_router(pages)
 
 
 def setup(app: FastAPI) -> None:

@@ -1,0 +1,70 @@
+"""The alert pages in headless Chromium: the province uploads a CAP file, sees why a bad one
+is refused, and approves an alert that waits for a person; the commune officer sees it.
+Real content store and offline TTS behind the approval (the broadcast is synthesised)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from scheduler.models import Broadcast
+from tests.alerts import capdocs as d
+from tests.dashboard.conftest import (  # noqa: F401 - fixtures
+    browser_context,
+    chromium,
+    login,
+    screenshot,
+    stack,
+)
+
+
+@pytest.fixture
+def page(browser_context):  # noqa: F811
+    p = browser_context.new_page()
+    yield p
+
+
+def test_province_uploads_refused_and_good_alerts_and_approves(stack, page, tmp_path):  # noqa: F811
+    bad = tmp_path / "xxe.xml"
+    bad.write_bytes(b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+                    b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">&x;</alert>')
+    good = tmp_path / "lu-quet.xml"
+    # Not from an automatic sender: it waits for the officer's decision.
+    good.write_bytes(d.flood("WEB-1", communes=["c0"], sender="ubnd@langson.gov.vn"))
+
+    login(page, stack.base_url, "province")
+    page.wait_for_url("**/province")
+    page.click("nav >> text=Cảnh báo khẩn cấp")
+    page.wait_for_url("**/alerts")
+    page.set_input_files("#cap-upload input[name=file]", str(bad))
+    page.click("#cap-upload button[type=submit]")
+    page.wait_for_selector("#upload-error")
+    assert "DOCTYPE" in page.inner_text("#upload-error")
+    assert "refused" in page.inner_text("#cap-messages")
+
+    page.set_input_files("#cap-upload input[name=file]", str(good))
+    page.click("#cap-upload button[type=submit]")
+    page.wait_for_url("**/alerts/*")
+    assert page.get_attribute("#alert-state", "data-state") == "pending_approval"
+    assert "Thông báo khẩn cấp về Lũ quét" in page.inner_text("#alert-facts + p")
+    page.click("#approve")
+    page.wait_for_selector("#alert-state[data-state=airing]", timeout=60_000)
+    assert "province" in page.inner_text("#alert-facts")
+    steps = [page.get_attribute(f"#alert-steps li:nth-child({i}) span", "data-action")
+             for i in range(1, 6)]
+    assert steps == ["received", "area_matched", "awaiting_approval", "approved", "aired"]
+    assert "Nhận tài liệu" in page.inner_text("#alert-steps")
+    assert "Bằng chứng phát" in page.content()
+    screenshot(page, "alert-approved")
+    with stack.db.session() as s:
+        b = s.scalar(select(Broadcast).where(Broadcast.priority == "emergency"))
+        assert b is not None and b.status == "scheduled" and b.content_id
+        assert b.targets["villages"] or b.targets["nodes"]
+
+    # The commune officer of the commune sees the alert in the list.
+    page.context.clear_cookies()
+    login(page, stack.base_url, "commune")
+    page.wait_for_url("**/commune")
+    page.goto(f"{stack.base_url}/alerts")
+    assert page.locator("#alerts tr[data-alert-id]").count() == 1
+    assert page.locator("#cap-upload").count() == 0  # upload is the province's
