@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "controller.indicator.cli",
     "dashboard.cli",
     "controller.provision",
+    "alerts.cli",  # CAP emergency alerts (issue 19)
 )
 
 

@@ -1,4 +1,4 @@
-"""cap emergency alerts
+"""CAP emergency alerts (issue 19): received documents, alerts, their steps, templates, feeds
 
 Revision ID: 0008
 Revises: 0002
