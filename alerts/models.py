@@ -98,6 +98,9 @@ class AlertTemplate(Base):
     # Folded event name ("lu quet"), or "*" for every other event.
     event_key: Mapped[str] = mapped_column(String(200), primary_key=True)
     template: Mapped[str] = mapped_column(Text)
+    # Pre-recorded messages in ethnic languages (content ids: Tày, Nùng, Dao...), aired right
+    # after the Vietnamese speech on the same clusters.
+    recordings: Mapped[list | None] = mapped_column(JSON)
     updated_by: Mapped[str] = mapped_column(String(64), default="")
     updated_ms: Mapped[int] = mapped_column(default=0)
 

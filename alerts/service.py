@@ -62,7 +62,7 @@ STEP_LABELS_VI = {
     "approval_timeout": "Quá thời gian chờ duyệt", "rejected": "Từ chối phát",
     "cancelled": "Đã hủy", "superseded": "Được cập nhật", "cancel_applied": "Áp dụng lệnh hủy",
     "all_clear": "Lên lịch thông báo bãi bỏ", "all_clear_failed": "Không phát được bãi bỏ",
-    "stop_requested": "Yêu cầu dừng",
+    "stop_requested": "Yêu cầu dừng", "recording_failed": "Không phát được bản ghi âm",
 }
 AUTO_ACTOR = "cap-tu-dong"
 # audit(session, action, username, target, detail): installed by the composition (the
@@ -304,14 +304,22 @@ class AlertService:
                     out.append(found)
         return out
 
-    def _template(self, s: Session, info: capmod.Info | None) -> str:
+    def _template_row(self, s: Session, info: capmod.Info | None) -> AlertTemplate | None:
         keys = [speech.event_key(info.event)] if info else []
         keys += [speech.event_key(v) for _, v in (info.event_codes if info else [])]
         for key in [*keys, "*"]:
             t = s.get(AlertTemplate, key)
             if t is not None:
-                return t.template
-        return speech.DEFAULT_TEMPLATE
+                return t
+        return None
+
+    def _template(self, s: Session, info: capmod.Info | None) -> str:
+        t = self._template_row(s, info)
+        return t.template if t is not None else speech.DEFAULT_TEMPLATE
+
+    def _recordings(self, s: Session, event: str) -> list[str]:
+        t = s.get(AlertTemplate, speech.event_key(event)) or s.get(AlertTemplate, "*")
+        return list(t.recordings or []) if t is not None else []
 
     def _spoken(self, text: str) -> str:
         store = getattr(self.content, "store", None)
@@ -358,11 +366,12 @@ class AlertService:
                     self._step(s, alert_id, "repeat_failed", username,
                                {"reason": exc.message})
             return None
+        extra = self._air_recordings(alert_id, username, title, body["targets"])
         now = self.clock()
         every = self.settings.repeat_every_min
         with self.db.session() as s:
             row = s.get(CapAlert, alert_id)
-            row.broadcast_ids = [*row.broadcast_ids, out["id"]]
+            row.broadcast_ids = [*row.broadcast_ids, out["id"], *extra]
             row.next_repeat_ms = (now + int(every * 60_000)) if every > 0 else None
             if first:
                 row.state = "airing"
@@ -370,6 +379,29 @@ class AlertService:
             self._step(s, alert_id, "aired" if first else "repeated", username,
                        {"broadcast_id": out["id"], "clusters": len(row.node_ids)})
         return out["id"]
+
+    def _air_recordings(self, alert_id: int, username: str, title: str,
+                        targets: dict) -> list[int]:
+        """The province's pre-recorded messages for this event (Tày, Nùng, Dao...): each an
+        emergency broadcast on the same clusters; at the same level a node plays them after
+        the Vietnamese one, in turn (docs/protocol.md, behaviour 2)."""
+        with self.db.session() as s:
+            row = s.get(CapAlert, alert_id)
+            # A recording cannot say "this is a drill": drills are spoken in Vietnamese only.
+            ids = [] if row.drill else self._recordings(s, row.event)
+        out = []
+        for content_id in ids:
+            try:
+                b = self.broadcasts.create(self._actor(username), {
+                    "title": f"{title} ({content_id})"[:300], "content_id": content_id,
+                    "priority": "emergency", "confirm": True, "targets": targets})
+            except ScheduleError as exc:
+                with self.db.session() as s:
+                    self._step(s, alert_id, "recording_failed", username,
+                               {"content_id": content_id, "reason": exc.message})
+                continue
+            out.append(b["id"])
+        return out
 
     def _first_content(self, alert_id: int) -> str | None:
         with self.db.session() as s:
@@ -588,13 +620,15 @@ class AlertService:
         with self.db.session() as s:
             rows = s.scalars(select(AlertTemplate).order_by(AlertTemplate.event_key)).all()
             out = [{"event_key": t.event_key, "template": t.template,
+                    "recordings": list(t.recordings or []),
                     "updated_by": t.updated_by, "updated_at": iso(t.updated_ms)} for t in rows]
         if not any(t["event_key"] == "*" for t in out):
             out.append({"event_key": "*", "template": speech.DEFAULT_TEMPLATE,
                         "updated_by": "", "updated_at": None})
         return out
 
-    def set_template(self, actor: Actor, event: str, template: str) -> dict[str, Any]:
+    def set_template(self, actor: Actor, event: str, template: str,
+                     recordings: list[str] | None = None) -> dict[str, Any]:
         if not actor.is_province:
             raise AlertForbidden("forbidden", "Chỉ cán bộ cấp tỉnh được sửa mẫu lời đọc.",
                                  "Only the province may edit templates.")
@@ -603,17 +637,32 @@ class AlertService:
             raise AlertError("bad_template", "Tên loại sự kiện không hợp lệ.",
                              "Invalid event type.")
         template = speech.check_template(template)
+        recordings = self._check_recordings(recordings or [])
         with self.db.session() as s:
             row = s.get(AlertTemplate, key)
             if row is None:
                 row = AlertTemplate(event_key=key, template=template)
                 s.add(row)
             row.template = template
+            row.recordings = recordings or None
             row.updated_by = actor.username
             row.updated_ms = self.clock()
             self._step(s, None, "template_saved", actor.username, {"event_key": key},
                        target=f"alert_template:{key}")
-        return {"event_key": key, "template": template}
+        return {"event_key": key, "template": template, "recordings": recordings}
+
+    def _check_recordings(self, recordings: list) -> list[str]:
+        if not isinstance(recordings, list) or len(recordings) > 5:
+            raise AlertError("bad_recordings", "«recordings» là danh sách tối đa 5 mã nội dung.",
+                             "'recordings' is a list of at most 5 content ids.")
+        out = []
+        for cid in recordings:
+            meta = self.content.get(cid) if (self.content and isinstance(cid, str)) else None
+            if meta is None:
+                raise AlertError("bad_recordings", f"Không tìm thấy bản ghi âm «{cid}» trong "
+                                 "kho nội dung.", f"Recording {cid!r} not found.")
+            out.append(cid)
+        return out
 
     # ------------------------------------------------------------------ reading
 

@@ -164,7 +164,8 @@ async def set_template(request: Request, payload: dict = Body(..., examples=[{
     if not isinstance(event, str) or not isinstance(template, str):
         raise HTTPException(422, "Cần «event» (loại sự kiện, hoặc *) và «template» (mẫu lời "
                                  "đọc).")
-    return await run_in_threadpool(svc.set_template, actor_of(user), event, template)
+    return await run_in_threadpool(svc.set_template, actor_of(user), event, template,
+                                   payload.get("recordings"))
 
 
 @api.get("/{alert_id}")

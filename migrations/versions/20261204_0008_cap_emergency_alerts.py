@@ -35,6 +35,7 @@ def upgrade() -> None:
         "alert_template",
         sa.Column("event_key", sa.String(length=200), nullable=False),
         sa.Column("template", sa.Text(), nullable=False),
+        sa.Column("recordings", sa.JSON(), nullable=True),
         sa.Column("updated_by", sa.String(length=64), nullable=False),
         sa.Column(
             "updated_ms", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False

@@ -255,3 +255,22 @@ def test_preview_shows_clusters_by_village_and_changes_nothing(env):
     assert env.alerts.list(env.province)["total"] == 0 and env.broadcasts_all() == []
     with pytest.raises(CapRefused):
         env.alerts.preview(b"<alert/>")
+
+
+def test_prerecorded_ethnic_language_messages_follow_the_vietnamese(env):
+    from alerts.errors import AlertError
+    from tests.alerts.conftest import tone_speech
+
+    store = env.alerts.content.store
+    tay = tone_speech(store, "", title="Cảnh báo lũ quét tiếng Tày", language="tay")
+    dao = tone_speech(store, "", title="Cảnh báo lũ quét tiếng Dao", language="dao")
+    with pytest.raises(AlertError) as err:
+        env.alerts.set_template(env.province, "Lũ quét", "{tieu_de}", ["c_khong_co"])
+    assert err.value.code == "bad_recordings"
+    env.alerts.set_template(env.province, "Lũ quét", "{tieu_de}", [tay.id, dao.id])
+    out = env.alerts.receive(d.flood(communes=["c0"]), source="api", trusted_source=True)
+    speech_id, tay_id, dao_id = out["broadcast_ids"]
+    assert env.broadcast(speech_id).tts_text == "Cảnh báo lũ quét, sạt lở đất cấp 3."
+    assert [env.broadcast(b).content_id for b in (tay_id, dao_id)] == [tay.id, dao.id]
+    assert all(env.broadcast(b).priority == "emergency" for b in (tay_id, dao_id))
+    assert env.nodes_of(tay_id) == env.nodes_of(speech_id)
