@@ -32,6 +32,10 @@ def test_province_uploads_refused_and_good_alerts_and_approves(stack, page, tmp_
     # Not from an automatic sender: it waits for the officer's decision.
     good.write_bytes(d.flood("WEB-1", communes=["c0"], sender="ubnd@langson.gov.vn"))
 
+    from tests.alerts.conftest import place_clusters
+
+    place_clusters(stack.db, {"dc-001": (22.28, 106.48), "dc-002": (22.29, 106.48),
+                              "dc-003": (22.32, 106.49)})
     login(page, stack.base_url, "province")
     page.wait_for_url("**/province")
     page.click("nav >> text=Cảnh báo khẩn cấp")
@@ -55,6 +59,9 @@ def test_province_uploads_refused_and_good_alerts_and_approves(stack, page, tmp_
     assert steps == ["received", "area_matched", "awaiting_approval", "approved", "aired"]
     assert "Nhận tài liệu" in page.inner_text("#alert-steps")
     assert "Bằng chứng phát" in page.content()
+    # The targeted clusters on the map; none has started (no fleet here): all red.
+    states = page.eval_on_selector_all("#alert-map circle", "cs => cs.map(c => c.dataset.state)")
+    assert states == ["missing"] * 3
     screenshot(page, "alert-approved")
     with stack.db.session() as s:
         b = s.scalar(select(Broadcast).where(Broadcast.priority == "emergency"))
