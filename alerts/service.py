@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from alerts import cap as capmod
@@ -134,7 +135,12 @@ class AlertService:
         except CapRefused as exc:
             self._store_refusal(raw, source, source_ref, now, exc)
             raise
-        return self._accept(raw, alert, source, source_ref, now)
+        try:
+            return self._accept(raw, alert, source, source_ref, now)
+        except IntegrityError:
+            # The same alert arrived twice at once (API and feed): the other one won; this
+            # one is a duplicate like any other.
+            return self._accept(raw, alert, source, source_ref, now)
 
     def _store_refusal(self, raw: bytes, source: str, source_ref: str, now: int,
                        exc: CapRefused) -> None:

@@ -274,3 +274,16 @@ def test_prerecorded_ethnic_language_messages_follow_the_vietnamese(env):
     assert [env.broadcast(b).content_id for b in (tay_id, dao_id)] == [tay.id, dao.id]
     assert all(env.broadcast(b).priority == "emergency" for b in (tay_id, dao_id))
     assert env.nodes_of(tay_id) == env.nodes_of(speech_id)
+
+
+def test_the_same_alert_arriving_twice_at_once_airs_once(env):
+    from concurrent.futures import ThreadPoolExecutor
+
+    doc = d.flood("RACE-1", communes=["c0"])
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda src: env.alerts.receive(doc, source=src,
+                                                               trusted_source=True),
+                                ["api", "feed", "upload", "api"]))
+    assert sorted(r["result"] for r in results) == ["accepted", "duplicate", "duplicate",
+                                                    "duplicate"]
+    assert len(env.broadcasts_all()) == 1
