@@ -122,3 +122,31 @@ async def test_rss_and_bare_cap_and_untrusted_feed(db, settings, server):
                     for m in s.scalars(select(CapMessage).order_by(CapMessage.id))]
     assert outcomes == [("refused", "unsigned", server.base + "/a.xml"),
                         ("accepted", None, server.base + "/b.xml")]
+
+
+async def test_runtime_ticks_and_polls_while_running(db, settings, server):
+    """The leader's loop: escalation happens on its own, the configured feed is polled."""
+    import asyncio
+
+    from alerts.runtime import AlertRuntime
+    from loa.commands import build_services
+
+    env = make_env(db, settings, tick_s=0.05, approval_timeout_s=0.2, feed_trusted=True,
+                   feed_interval_s=5, feed_urls=[server.base + "/cap.xml"])
+    server.files["/cap.xml"] = (d.flood("RT-1", communes=["c0"], sender="x@y.vn"),
+                                "application/cap+xml")
+    runtime = AlertRuntime(env.alerts)
+    await runtime.start()
+    try:
+        for _ in range(100):
+            page = env.alerts.list(env.province)
+            if page["items"] and page["items"][0]["state"] == "escalated":
+                break
+            await asyncio.sleep(0.05)
+        assert page["items"][0]["state"] == "escalated"
+    finally:
+        await runtime.stop()
+    # ``loa serve`` composes it beside the scheduler, as a role of the leading controller.
+    services = build_services(settings, db)
+    assert services["alerts"].broadcasts is services["broadcasts"]
+    assert any(r.name == "cảnh báo CAP" for r in services["controller"].leader_roles)
