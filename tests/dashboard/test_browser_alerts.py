@@ -1,5 +1,6 @@
-"""The alert pages in headless Chromium: the province uploads a CAP file, sees why a bad one
-is refused, and approves an alert that waits for a person; the commune officer sees it.
+"""The emergency alert pages (issue 19) in headless Chromium: the province uploads a CAP
+file, sees why a bad one is refused, and approves an alert that waits for a person; the
+commune officer sees it.
 Real content store and offline TTS behind the approval (the broadcast is synthesised)."""
 
 from __future__ import annotations
@@ -9,22 +10,16 @@ from sqlalchemy import select
 
 from scheduler.models import Broadcast
 from tests.alerts import capdocs as d
-from tests.dashboard.conftest import (  # noqa: F401 - fixtures
-    browser_context,
-    chromium,
-    login,
-    screenshot,
-    stack,
-)
+from tests.dashboard.conftest import login, screenshot
 
 
 @pytest.fixture
-def page(browser_context):  # noqa: F811
+def page(browser_context):
     p = browser_context.new_page()
     yield p
 
 
-def test_province_uploads_refused_and_good_alerts_and_approves(stack, page, tmp_path):  # noqa: F811
+def test_province_uploads_refused_and_good_alerts_and_approves(stack, page, tmp_path):
     bad = tmp_path / "xxe.xml"
     bad.write_bytes(b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
                     b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">&x;</alert>')
