@@ -164,7 +164,7 @@ async def baseline(settings: Settings, gateway, meta, ids: list[str]) -> dict:
         await asyncio.gather(*(one(n) for n in ids))
         publish_ms = now_ms() - t0
         need = math.ceil(0.99 * len(ids))
-        await dispatch.wait_until(lambda: len(started) >= need, 300, "baseline started",
+        await dispatch.wait_until(lambda: len(started) >= need, 1200, "baseline started",
                                   progress=lambda: f"{len(started)} started")
         figure = p99([v - t0 for v in started.values()], len(ids))
 
@@ -236,7 +236,7 @@ async def through_alert(settings: Settings, db: Database, controller, gateway, i
         def starts() -> list[int]:
             return [t.started_at_ms - t0 for t in airing.targets.values()
                     if t.started_at_ms is not None]
-        await dispatch.wait_until(lambda: len(starts()) >= need, 300, "alert started",
+        await dispatch.wait_until(lambda: len(starts()) >= need, 1200, "alert started",
                                   interval=0.25, progress=lambda: f"{len(starts())} started")
         values = starts()
         result = {"post_answered_ms": answered_ms, "clusters": out["clusters"],
