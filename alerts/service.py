@@ -197,7 +197,12 @@ class AlertService:
             self._step(s, alert_id, "received", source_ref or source,
                        {"message_id": msg.id, "source": source, "msg_type": alert.msg_type,
                         "status": alert.status, "signed": alert.signed})
-        self._handle(alert_id, alert)
+        try:
+            self._handle(alert_id, alert)
+        except Exception as exc:  # stored already: say on its page why it did not air
+            log.exception("CAP alert %s could not be handled", alert_id)
+            self._set(alert_id, AUTO_ACTOR, "not_aired", "not_aired",
+                      f"Lỗi khi xử lý cảnh báo, chưa phát: {type(exc).__name__}: {exc}"[:1000])
         return self.summary(alert_id) | {"result": "accepted"}
 
     # ------------------------------------------------------------------ decisions
