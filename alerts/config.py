@@ -26,6 +26,8 @@ class AlertSettings(BaseSettings):
     # Senders (CAP <sender>) whose alerts at these severities air at once, without approval.
     auto_senders: list[str] = Field(default_factory=list)
     auto_severities: list[str] = Field(default_factory=lambda: ["Extreme", "Severe"])
+    # Per sender, when it differs: {"canhbao@kttv.gov.vn": ["Extreme", "Severe", "Moderate"]}.
+    auto_rules: dict[str, list[str]] = Field(default_factory=dict)
     # CAP <status> values that air on the ordinary loudspeakers.
     air_statuses: list[str] = Field(default_factory=lambda: ["Actual"])
     # Saved target groups (scheduler) marked for drills: Exercise/Test alerts air only there.
@@ -58,3 +60,9 @@ class AlertSettings(BaseSettings):
     feed_interval_s: float = Field(default=60.0, ge=5)
     # How often due repeats, expiries and escalations are looked at.
     tick_s: float = Field(default=5.0, gt=0)
+
+    def automatic(self, sender: str, severity: str) -> bool:
+        """Whether an alert from ``sender`` at ``severity`` airs without a person deciding."""
+        if sender in self.auto_rules:
+            return severity in self.auto_rules[sender]
+        return sender in self.auto_senders and severity in self.auto_severities

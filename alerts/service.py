@@ -286,9 +286,7 @@ class AlertService:
             self._set(alert_id, AUTO_ACTOR, "not_aired", "not_aired", why)
             return self._close_if_update(alert, alert_id)
 
-        automatic = (alert.sender in self.settings.auto_senders
-                     and alert.max_severity() in self.settings.auto_severities)
-        if automatic:
+        if self.settings.automatic(alert.sender, alert.max_severity()):
             with self.db.session() as s:
                 s.get(CapAlert, alert_id).decision = "auto"
             self._close_if_update(alert, alert_id)
@@ -511,8 +509,7 @@ class AlertService:
         villages: dict[tuple[str, str], list[dict]] = {}
         for c in selection.clusters:
             villages.setdefault((c.commune_name, c.village_name), []).append(c.as_dict())
-        automatic = (alert.sender in self.settings.auto_senders
-                     and alert.max_severity() in self.settings.auto_severities)
+        automatic = self.settings.automatic(alert.sender, alert.max_severity())
         text = speech.compose(alert, info, template, drill=drill) if info else ""
         return {
             "sender": alert.sender, "identifier": alert.identifier, "sent": alert.sent,

@@ -11,7 +11,7 @@ from alerts.errors import AlertForbidden, CapRefused
 from alerts.models import AlertStep, CapMessage
 from scheduler.models import SavedGroup
 from tests.alerts import capdocs as d
-from tests.alerts.conftest import TWO_COMMUNES, make_env
+from tests.alerts.conftest import TRUSTED, TWO_COMMUNES, make_env
 
 
 def test_trusted_extreme_flood_for_two_communes_airs_at_once_on_exactly_their_clusters(env):
@@ -287,3 +287,15 @@ def test_the_same_alert_arriving_twice_at_once_airs_once(env):
     assert sorted(r["result"] for r in results) == ["accepted", "duplicate", "duplicate",
                                                     "duplicate"]
     assert len(env.broadcasts_all()) == 1
+
+
+def test_per_sender_rules(db, settings):
+    env = make_env(db, settings, auto_rules={"dieuhanh@langson.gov.vn": ["Moderate"],
+                                             TRUSTED: []})
+    out = env.alerts.receive(d.flood("R-1", communes=["c0"], sender="dieuhanh@langson.gov.vn",
+                                     severity="Moderate"), source="api", trusted_source=True)
+    assert out["decision"] == "auto" and out["state"] == "airing"
+    # The rule for the hydro-met sender overrides the general list: everything is approved.
+    out = env.alerts.receive(d.flood("R-2", communes=["c0"]), source="api",
+                             trusted_source=True)
+    assert out["state"] == "pending_approval"
