@@ -39,6 +39,9 @@ DRILL_PREFIX = "Đây là tin diễn tập, không phải cảnh báo thật."
 SEVERITY_VI = {"Extreme": "đặc biệt nguy hiểm", "Severe": "nguy hiểm", "Moderate": "trung bình",
                "Minor": "nhẹ", "Unknown": ""}
 MAX_TEMPLATE = 4000
+# A long list of areas is read up to this many names, then "and N other areas": a
+# loudspeaker listener needs to know their own place is named, not a minute of names.
+MAX_SPOKEN_AREAS = 6
 
 
 def event_key(event: str) -> str:
@@ -75,10 +78,13 @@ def values(alert: CapAlert, info: Info) -> dict[str, str]:
     areas = [a.desc for i in alert.infos if i is info for a in i.areas] or \
         [a.desc for a in alert.areas()]
     areas = list(dict.fromkeys(a for a in areas if a))
+    area_text = ", ".join(areas[:MAX_SPOKEN_AREAS])
+    if len(areas) > MAX_SPOKEN_AREAS:
+        area_text += f" và {len(areas) - MAX_SPOKEN_AREAS} khu vực khác"
     expires = info.expires_ms
     return {
         "su_kien": info.event.strip(), "tieu_de": (info.headline or "").strip().rstrip("."),
-        "khu_vuc": ", ".join(areas), "huong_dan": (info.instruction or "").strip(),
+        "khu_vuc": area_text, "huong_dan": (info.instruction or "").strip(),
         "mo_ta": (info.description or "").strip(),
         "het_han": spoken_time(expires) if expires else "",
         "muc_do": SEVERITY_VI.get(info.severity, ""),

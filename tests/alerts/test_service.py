@@ -299,3 +299,12 @@ def test_per_sender_rules(db, settings):
     out = env.alerts.receive(d.flood("R-2", communes=["c0"]), source="api",
                              trusted_source=True)
     assert out["state"] == "pending_approval"
+
+
+def test_a_long_list_of_areas_is_read_short():
+    from alerts import cap, speech
+
+    _, a = cap.load(d.flood(communes=[f"c{i}" for i in range(9)]))
+    text = speech.compose(a, a.info_for(), speech.DEFAULT_TEMPLATE, drill=False)
+    assert "Khu vực ảnh hưởng: Xã c0, Xã c1, Xã c2, Xã c3, Xã c4, Xã c5 và 3 khu vực khác." \
+        in text
