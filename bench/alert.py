@@ -351,6 +351,7 @@ def main() -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, nargs="+", default=[200])
+    parser.add_argument("--name", default="alert", help="bench/results/NAME.json")
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip the unrecorded first baseline (long at 5,000 nodes)")
     args = parser.parse_args()
@@ -362,7 +363,7 @@ def main() -> int:
     for n in args.nodes:  # written after each size: a long run interrupted keeps the others
         runs.append(asyncio.run(run_size(n, not args.no_warmup)))
         result = {"benchmark": "alert", **machine(), "runs": runs, "command": command}
-        path = write_result("alert", result)
+        path = write_result(args.name, result)
     print(json.dumps(result, indent=2, ensure_ascii=False))
     print(f"-> {path}")
     return 0
