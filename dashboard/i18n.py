@@ -194,6 +194,9 @@ EN.update({
     "Đang phát": "On air", "Đã hết hiệu lực": "Expired", "Đã hủy": "Cancelled",
     "Đã được cập nhật": "Superseded by an update", "Bị từ chối phát": "Rejected",
     "Chỉ lưu (không phát)": "Stored only (not aired)",
+    "Mẫu lời đọc theo loại sự kiện": "Spoken templates by event type",
+    "Chỗ trống dùng được": "Placeholders", "Mẫu lời đọc": "Spoken template",
+    "Loại sự kiện (hoặc * cho mọi loại)": "Event type (or * for every type)",
 })
 
 

@@ -24,7 +24,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from alerts.errors import CapRefused
+from alerts.errors import AlertError, CapRefused
 from alerts.service import AlertService
 from dashboard.context import AppContext
 from dashboard.deps import get_ctx
@@ -204,8 +204,34 @@ async def alerts_page(request: Request, user: User = Depends(page_role("province
     data = await run_in_threadpool(svc.list, actor_of(user), limit=100)
     messages = (await run_in_threadpool(svc.messages, limit=30)
                 if user.role == "province" else [])
+    templates = await run_in_threadpool(svc.templates) if user.role == "province" else []
     return render(request, "alerts.html", user, alerts=data["items"], messages=messages,
-                  page={"view": "alerts"})
+                  templates=templates, page={"view": "alerts"})
+
+
+@pages.post("/alerts/templates")
+async def alerts_template_page(request: Request, user: User = Depends(page_role("province")),
+                               svc: AlertService = Depends(get_alerts)):
+    """The province edits the spoken template of an event type from the alerts page."""
+    form = await request.form(max_fields=5)
+    event, template = form.get("event"), form.get("template")
+    request.state.audited = True
+    try:
+        if not isinstance(event, str) or not isinstance(template, str):
+            raise AlertError("bad_template", "Cần loại sự kiện và mẫu lời đọc.",
+                             "Event and template are required.")
+        await run_in_threadpool(svc.set_template, actor_of(user), event, template)
+    except AlertError as exc:
+        return await _list_page(request, user, svc, template_error=exc.message)
+    return RedirectResponse("/alerts?ok=saved", 303)
+
+
+async def _list_page(request: Request, user: User, svc: AlertService, **extra: Any):
+    data = await run_in_threadpool(svc.list, actor_of(user), limit=100)
+    messages = await run_in_threadpool(svc.messages, limit=30)
+    templates = await run_in_threadpool(svc.templates)
+    return render(request, "alerts.html", user, 422, alerts=data["items"], messages=messages,
+                  templates=templates, page={"view": "alerts"}, **extra)
 
 
 @pages.post("/alerts/upload")
@@ -231,10 +257,7 @@ async def alerts_upload_page(request: Request,
             error = exc.message
         else:
             return RedirectResponse(f"/alerts/{out.get('alert_id') or out['id']}", 303)
-    data = await run_in_threadpool(svc.list, actor_of(user), limit=100)
-    messages = await run_in_threadpool(svc.messages, limit=30)
-    return render(request, "alerts.html", user, 422, alerts=data["items"], messages=messages,
-                  upload_error=error, page={"view": "alerts"})
+    return await _list_page(request, user, svc, upload_error=error)
 
 
 @pages.get("/alerts/{alert_id}")

@@ -41,11 +41,25 @@ def test_province_uploads_refused_and_good_alerts_and_approves(stack, page, tmp_
     assert "DOCTYPE" in page.inner_text("#upload-error")
     assert "refused" in page.inner_text("#cap-messages")
 
+    # The province words the warning for flash floods; a wrong placeholder is refused.
+    page.fill("#template-form input[name=event]", "Lũ quét")
+    page.fill("#template-form textarea[name=template]", "Khẩn cấp: {tieu_de}\n{sai_ten}")
+    page.click("#template-form button[type=submit]")
+    page.wait_for_selector("#template-error")
+    assert "sai_ten" in page.inner_text("#template-error")
+    page.fill("#template-form input[name=event]", "Lũ quét")
+    page.fill("#template-form textarea[name=template]",
+              "Khẩn cấp: {tieu_de}\nHướng dẫn: {huong_dan}")
+    page.click("#template-form button[type=submit]")
+    page.wait_for_url("**/alerts?ok=saved")
+    assert "lu quet" in page.inner_text("#template-form >> xpath=..")
+
     page.set_input_files("#cap-upload input[name=file]", str(good))
     page.click("#cap-upload button[type=submit]")
     page.wait_for_url("**/alerts/*")
     assert page.get_attribute("#alert-state", "data-state") == "pending_approval"
-    assert "Thông báo khẩn cấp về Lũ quét" in page.inner_text("#alert-facts + p")
+    assert page.inner_text("#alert-facts + p").startswith(
+        "Lời đọc: Khẩn cấp: Cảnh báo lũ quét, sạt lở đất cấp 3. Hướng dẫn: Bà con")
     page.click("#approve")
     page.wait_for_selector("#alert-state[data-state=airing]", timeout=60_000)
     assert "province" in page.inner_text("#alert-facts")
