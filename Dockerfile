@@ -21,6 +21,7 @@ COPY firmware_sim ./firmware_sim
 COPY broadcasts ./broadcasts
 COPY scheduler ./scheduler
 COPY dashboard ./dashboard
+COPY alerts ./alerts
 RUN pip install -c requirements.lock ".[postgres]"
 # Schema migrations: `alembic upgrade head` runs from /app (the compose `migrate` service).
 COPY alembic.ini ./

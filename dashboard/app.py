@@ -28,6 +28,7 @@ ROUTER_MODULES = (
     "dashboard.routes.alarms",
     "dashboard.routes.live",
     "dashboard.routes.ui",
+    "dashboard.routes.alerts",  # CAP emergency alerts (issue 19)
 )
 
 

@@ -176,6 +176,33 @@ EN: dict[str, str] = {
 }
 
 
+# CAP emergency alerts (issue 19): alerts.html, alert.html and the alert states.
+EN.update({
+    "Cảnh báo khẩn cấp": "Emergency alerts",
+    "Cảnh báo theo chuẩn CAP 1.2 nhận từ hệ thống của tỉnh, nguồn tin tự động hoặc tải lên.":
+        "CAP 1.2 alerts received from the province's system, from feeds, or uploaded.",
+    "Tải lên tài liệu CAP": "Upload a CAP document", "Tệp CAP (XML)": "CAP file (XML)",
+    "Tài liệu bị từ chối": "Document refused", "Nguồn tin": "Source",
+    "Tài liệu đã nhận": "Documents received",
+    "Chưa nhận cảnh báo nào.": "No alert received yet.", "Sự kiện": "Event",
+    "Mức độ": "Severity", "Nơi gửi": "Sender", "Loại tin": "Message type", "Khu vực": "Area",
+    "Duyệt lúc": "Approved at", "Hết hiệu lực": "Expires", "Lời đọc": "Spoken text",
+    "Duyệt và phát ngay": "Approve and air now", "Dừng cảnh báo": "Stop the alert",
+    "Bằng chứng phát": "Proof of play", "Cụm loa nhắm tới": "Targeted clusters",
+    "Cụm loa đầu tiên phát": "First cluster playing",
+    "50% cụm loa đã phát": "50% of clusters playing",
+    "99% cụm loa đã phát": "99% of clusters playing", "Diễn biến": "Timeline",
+    "diễn tập": "drill", "tự động": "automatic", "Chờ duyệt": "Awaiting approval",
+    "Chờ duyệt (đã chuyển lên tỉnh)": "Awaiting approval (escalated to the province)",
+    "Đang phát": "On air", "Đã hết hiệu lực": "Expired", "Đã hủy": "Cancelled",
+    "Đã được cập nhật": "Superseded by an update", "Bị từ chối phát": "Rejected",
+    "Chỉ lưu (không phát)": "Stored only (not aired)",
+    "Mẫu lời đọc theo loại sự kiện": "Spoken templates by event type",
+    "Chỗ trống dùng được": "Placeholders", "Mẫu lời đọc": "Spoken template",
+    "Loại sự kiện (hoặc * cho mọi loại)": "Event type (or * for every type)",
+})
+
+
 def get_lang(request: Request) -> str:
     lang = request.cookies.get(LANG_COOKIE, "")
     if lang in LANGUAGES:

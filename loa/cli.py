@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "dashboard.cli",
     "controller.provision",
     "node_agent.cli",
+    "alerts.cli",  # CAP emergency alerts (issue 19)
 )
 
 

@@ -118,6 +118,10 @@ def build_services(settings: Settings, db: Database) -> dict[str, Any]:
         attach = _optional(module, "attach")
         if attach is not None:
             attach(services, settings, db)
+    # CAP emergency alerts (issue 19), beside the scheduler they air through.
+    attach = _optional("alerts.service", "attach")
+    if attach is not None:
+        attach(services, settings, db)
     return services
 
 

@@ -74,6 +74,7 @@ def import_all_models() -> None:
     for optional in ("broadcasts.models", "scheduler.models", "dashboard.models",
                      "controller.indicator.models", "controller.alarms"):
         import_optional(optional)
+    import_optional("alerts.models")  # CAP emergency alerts (issue 19)
 
 
 class Database:

@@ -1,0 +1,373 @@
+"""Emergency alert: from the CAP POST to 99 % of the targeted clusters `started`, against the
+bare publish of the same commands, in the same run.
+
+Processes as in bench/dispatch.py (whose workers this reuses): this one (Debian mosquitto as
+a child, controller, dispatcher + scheduler, the dashboard app under uvicorn with the alert
+route, alert service in automatic mode), a content server (the ``/media`` route) and a fleet
+worker (``firmware_sim.Fleet``, one MQTT client per node). Every node is in one of the
+alert's communes (geocodes, 250 clusters each).
+
+1. *baseline*: a bare aiomqtt client publishes the `play` commands the alert will need (the
+   same text already synthesised, emergency priority, ``start_at`` 0, per-node URLs) and the
+   clock runs from the first publish to the 99th-percentile `started` reported by the nodes;
+   then stops them;
+2. *alert*: the clock runs from the moment the HTTP POST of the CAP document is sent; the
+   document is parsed and validated, the area matched, the text composed and synthesised
+   (offline TTS: that is inside the figure), the emergency broadcast created and dispatched,
+   and the nodes fetch and start; the figure is the 99th-percentile node-reported start.
+
+    .venv/bin/python bench/alert.py --nodes 200          # smoke, seconds
+    .venv/bin/python bench/alert.py --nodes 5000         # the issue's figure
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import math
+import resource
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import aiomqtt
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import machine, write_result  # noqa: E402
+from loa.broker import EmbeddedBroker, free_port  # noqa: E402
+from loa.db import Database  # noqa: E402
+from loa.protocol import PlayCmd, StopCmd, Topics, decode_event, encode  # noqa: E402
+from loa.settings import Settings  # noqa: E402
+from loa.timeutil import now_ms  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("bench_dispatch",
+                                               Path(__file__).with_name("dispatch.py"))
+dispatch = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(dispatch)  # type: ignore[union-attr]
+
+TRUSTED = "canhbao@kttv.gov.vn"
+PER_COMMUNE = dispatch.NODES_PER_VILLAGE * dispatch.VILLAGES_PER_COMMUNE
+log = dispatch.log
+
+
+def cap_document(identifier: str, communes: list[str]) -> bytes:
+    from datetime import datetime, timedelta
+
+    from loa.timeutil import ICT
+
+    now = datetime.now(tz=ICT).replace(microsecond=0)
+    areas = "".join(f"<area><areaDesc>{c}</areaDesc><geocode><valueName>MA_XA</valueName>"
+                    f"<value>{c}</value></geocode></area>" for c in communes)
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>{identifier}</identifier><sender>{TRUSTED}</sender>
+  <sent>{now.isoformat()}</sent><status>Actual</status><msgType>Alert</msgType>
+  <scope>Public</scope>
+  <info><language>vi-VN</language><category>Met</category><event>Lũ quét</event>
+    <urgency>Immediate</urgency><severity>Extreme</severity><certainty>Likely</certainty>
+    <expires>{(now + timedelta(hours=2)).isoformat()}</expires>
+    <headline>Cảnh báo lũ quét cấp 3</headline>
+    <instruction>Bà con di chuyển lên chỗ cao.</instruction>{areas}</info>
+</alert>""".encode()
+
+
+def content_worker(db_url: str, data_dir: str, port: int, secret: str) -> None:
+    """The node-facing ``/media`` route on its own, as in production behind the dashboard.
+    (bench/dispatch.py has its own; this one does not rely on a ``setup`` hook.)"""
+    dispatch._exit_with_parent()
+    import uvicorn
+    from fastapi import FastAPI
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import sessionmaker
+
+    from dashboard.context import AppContext
+    from dashboard.routes import content
+
+    settings = Settings(data_dir=Path(data_dir), database_url=db_url, secret_key=secret)
+    db = Database(db_url)
+    db.engine.dispose()  # a pool as large as the download concurrency (see bench/dispatch)
+    db.engine = create_engine(db_url, connect_args={"check_same_thread": False, "timeout": 30},
+                              pool_size=80, max_overflow=80)
+    db.sessionmaker = sessionmaker(db.engine, expire_on_commit=False)
+    app = FastAPI()
+    app.state.ctx = AppContext(settings=settings, db=db)
+    app.include_router(content.router)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def spawn(*args: str):
+    import subprocess
+    import threading
+
+    proc = subprocess.Popen([sys.executable, __file__, *args], cwd=dispatch.ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc.lines = []  # type: ignore[attr-defined]
+
+    def drain() -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            proc.lines.append(line.rstrip())  # type: ignore[attr-defined]
+
+    threading.Thread(target=drain, daemon=True).start()
+    return proc
+
+
+def p99(values: list[int], n: int) -> int | None:
+    need = max(1, math.ceil(0.99 * n))
+    s = sorted(values)
+    return s[need - 1] if len(s) >= need else None
+
+
+async def baseline(settings: Settings, gateway, meta, ids: list[str]) -> dict:
+    """Bare aiomqtt: the same emergency play to every node, 99 % `started` timed."""
+    topics = Topics(settings.topic_root)
+    urls = gateway.node_urls(meta.id, ids, settings.public_base_url)
+    issued = now_ms()
+    bid = f"bench-alert-baseline-{issued}"
+    cmds = {n: PlayCmd(cmd_id=f"ab-{n}-{issued}", issued_at=issued,
+                       expires_at=issued + 300_000, broadcast_id=bid, url=urls[n],
+                       sha256=meta.sha256, bytes=meta.bytes, duration_ms=meta.duration_ms,
+                       start_at=0, priority="emergency", volume=100)
+            for n in ids}
+    started: dict[str, int] = {}
+    ended: set[str] = set()
+    async with aiomqtt.Client(settings.mqtt_host, settings.mqtt_port,
+                              identifier="bench-alert-baseline", keepalive=600,
+                              max_queued_incoming_messages=0) as client:
+        await client.subscribe(f"{topics.root}/nodes/+/events", qos=1)
+
+        async def read() -> None:
+            async for msg in client.messages:
+                parsed = topics.parse(msg.topic.value)
+                try:
+                    ev = decode_event(bytes(msg.payload))
+                except Exception:
+                    continue
+                if parsed is None or ev.type != "playback" or ev.broadcast_id != bid:
+                    continue
+                if ev.phase == "started":
+                    started.setdefault(parsed[0], ev.at)
+                elif ev.phase in ("finished", "failed", "preempted"):
+                    ended.add(parsed[0])
+
+        task = asyncio.create_task(read())
+        sem = asyncio.Semaphore(256)
+        t0 = now_ms()
+
+        async def one(n: str) -> None:
+            async with sem:
+                await client.publish(topics.cmd(n), encode(cmds[n]), qos=1)
+
+        await asyncio.gather(*(one(n) for n in ids))
+        publish_ms = now_ms() - t0
+        need = math.ceil(0.99 * len(ids))
+        await dispatch.wait_until(lambda: len(started) >= need, 1200, "baseline started",
+                                  progress=lambda: f"{len(started)} started")
+        figure = p99([v - t0 for v in started.values()], len(ids))
+
+        async def stop_one(n: str) -> None:
+            async with sem:
+                await client.publish(topics.cmd(n), encode(StopCmd(
+                    cmd_id=f"as-{n}-{issued}", issued_at=now_ms(), broadcast_id=bid)), qos=1)
+
+        await asyncio.gather(*(stop_one(n) for n in ids))
+        with contextlib.suppress(RuntimeError):
+            await dispatch.wait_until(lambda: len(ended) >= len(ids), 60, "baseline to end")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return {"publish_ms": publish_ms, "started_99pct_ms": figure, "started": len(started)}
+
+
+async def through_alert(settings: Settings, db: Database, controller, gateway, ids: list[str],
+                        communes: list[str], run: int) -> dict:
+    import httpx
+    import uvicorn
+
+    from alerts.config import AlertSettings
+    from alerts.service import AlertService
+    from dashboard.app import create_app
+    from dashboard.context import AppContext
+    from dashboard.security import create_user, issue_token
+    from scheduler.config import SchedulerSettings
+    from scheduler.wiring import start_scheduling
+
+    sched = SchedulerSettings(ack_margin_s=5, housekeeping_s=1, dispatch_flush_s=1.0,
+                              slot_grace_s=60)
+    scheduling = await start_scheduling(settings, db, controller, content=gateway, sched=sched,
+                                        base_url=settings.public_base_url)
+    alerts = AlertService(db, scheduling.broadcasts, AlertSettings(auto_senders=[TRUSTED]),
+                          content=gateway)
+    services = {**controller.services(), **scheduling.services(), "alerts": alerts}
+    app_port = free_port()  # chosen now: other programs on the machine take ports too
+    app = create_app(AppContext(settings=settings, db=db, services=services))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=app_port,
+                                           log_level="warning", lifespan="on",
+                                           access_log=False))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    serving = asyncio.create_task(server.serve())
+    with db.session() as s:
+        user = create_user(s, f"tinh-{run}", "mat-khau-dai-du", "province", [])
+        token, _ = issue_token(s, user, "api")
+    try:
+        await dispatch.wait_until(lambda: server.started, 20, "the app to serve")
+        doc = cap_document(f"BENCH-{run}-{now_ms()}", communes)
+        async with httpx.AsyncClient(timeout=120) as client:
+            t0 = now_ms()
+            resp = await client.post(f"http://127.0.0.1:{app_port}/api/v1/alerts/cap",
+                                     content=doc,
+                                     headers={"Authorization": f"Bearer {token}",
+                                              "Content-Type": "application/xml"})
+            answered_ms = now_ms() - t0
+        out = resp.json()
+        if resp.status_code != 202 or out.get("state") != "airing":
+            raise RuntimeError(f"alert not aired: {resp.status_code} {out}")
+        bid = out["broadcast_ids"][0]
+        dispatcher = scheduling.dispatcher
+
+        def active():
+            return next((a for a in dispatcher.active_airings() if a.broadcast_id == bid), None)
+        airing = await dispatch.wait_until(active, 60, "the dispatch")
+        need = math.ceil(0.99 * len(ids))
+
+        def starts() -> list[int]:
+            return [t.started_at_ms - t0 for t in airing.targets.values()
+                    if t.started_at_ms is not None]
+        def done() -> bool:
+            # 99 % started, or the airing is closed (the emergency's window is over: a node
+            # that has not started by then never will, see the proof's "not started").
+            return len(starts()) >= need or airing.id not in {
+                a.id for a in dispatcher.active_airings()}
+        await dispatch.wait_until(done, 1200, "alert started", interval=0.25,
+                                  progress=lambda: f"{len(starts())} started")
+        values = starts()
+        phases: dict[str, int] = {}
+        for t in airing.targets.values():
+            phases[t.phase] = phases.get(t.phase, 0) + 1
+        result = {"post_answered_ms": answered_ms, "clusters": out["clusters"],
+                  "started_first_ms": min(values),
+                  "started_50pct_ms": (sorted(values)[math.ceil(0.5 * len(ids)) - 1]
+                             if len(values) >= math.ceil(0.5 * len(ids)) else None),
+                  "started_99pct_ms": p99(values, len(ids)), "started": len(values),
+                  "phases": phases,
+                  "dispatch_prepare_ms": dispatcher.last_dispatch.get("prepare_ms"),
+                  "dispatch_publish_ms": dispatcher.last_dispatch.get("publish_ms")}
+        # Let it end (stop it) so the next size starts from a quiet fleet.
+        await asyncio.to_thread(alerts.stop, alerts._actor("bench"), out["id"])
+        return result
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(serving, 10)
+        await scheduling.stop()
+
+
+async def run_size(count: int, warmup: bool) -> dict:
+    from broadcasts.service import synthesize_bulletin
+    from broadcasts.store import ContentStore
+    from controller.service import ControllerService
+    from firmware_sim.fleet import generate_node_ids
+    from scheduler.content import ContentGateway
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"loa-bench-alert-{count}-"))
+    broker = EmbeddedBroker(kind="mosquitto", data_dir=tmp / "broker",
+                            extra_config="max_queued_messages 100000\n")
+    broker.start()
+    db = Database(f"sqlite:///{tmp / 'loa.db'}")
+    db.create_all()
+    ids = generate_node_ids(count, dispatch.PREFIX)
+    dispatch.build_registry(db, ids)
+    communes = [f"bc{ci}" for ci in range(0, count, PER_COMMUNE)]
+    http_port = free_port()
+    settings = Settings(data_dir=tmp / "data", database_url=db.url, mqtt_host=broker.host,
+                        mqtt_port=broker.port, http_port=http_port,
+                        public_base_url=f"http://127.0.0.1:{http_port}", heartbeat_s=600,
+                        flush_interval_s=1.0, secret_key="bench-secret")
+    store = ContentStore(settings, db)
+    gateway = ContentGateway(store)
+    content_proc = spawn("--content-worker", db.url, str(settings.data_dir),
+                                  str(http_port), "bench-secret")
+    fleet_proc = None
+    controller = ControllerService(settings, db)
+    try:
+        try:
+            dispatch.wait_port(http_port)
+        except RuntimeError:
+            raise RuntimeError("content server: " + "\n".join(content_proc.lines)) from None
+        await controller.start()
+        await controller.wait_connected()
+        fleet_proc = spawn("--fleet-worker", broker.host, str(broker.port), str(count))
+        nodes = controller.ingest.fleet.nodes
+        await dispatch.wait_until(lambda: any(x.startswith("connected")
+                                              for x in fleet_proc.lines),
+                                  count / 100 + 60, "the fleet to connect")
+        await dispatch.wait_until(lambda: sum(nodes[n].state.value in ("online", "degraded")
+                                              for n in ids) == count,
+                                  count / 100 + 60, "every node online")
+        await asyncio.sleep(2)
+        # The baseline plays the same spoken text the alert will make (synthesised here,
+        # outside its clock: the bare publish has no text to speak).
+        from alerts import cap, speech
+
+        _, parsed = cap.load(cap_document("X", communes))
+        text = speech.compose(parsed, parsed.info_for(), speech.DEFAULT_TEMPLATE, drill=False)
+        meta = await asyncio.to_thread(synthesize_bulletin, store, text, title="Đo kiểm")
+        log(f"{count} nodes online; content {meta.bytes} bytes, {meta.duration_ms} ms")
+        if warmup:
+            await baseline(settings, gateway, meta, ids)  # warm-up: not recorded
+        base = await baseline(settings, gateway, meta, ids)
+        log(f"baseline: 99% started in {base['started_99pct_ms']} ms")
+        alert = await through_alert(settings, db, controller, gateway, ids, communes, 1)
+        log(f"alert: POST answered in {alert['post_answered_ms']} ms, 99% started in "
+            f"{alert['started_99pct_ms']} ms ({alert['started']}/{count} started)")
+        return {"nodes": count, "communes": len(communes), "content_ms": meta.duration_ms,
+                "content_bytes": meta.bytes, "baseline_bare_publish": base, "alert": alert,
+                "ratio_99pct": (round(alert["started_99pct_ms"]
+                                      / max(1, base["started_99pct_ms"]), 2)
+                                if alert["started_99pct_ms"] else None)}
+    finally:
+        await controller.stop()
+        if fleet_proc is not None:
+            dispatch.stop_proc(fleet_proc)
+        dispatch.stop_proc(content_proc)
+        broker.cleanup()
+        db.dispose()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> int:
+    import json
+    import logging
+
+    logging.getLogger("mqtt").setLevel(logging.ERROR)
+    if len(sys.argv) > 1 and sys.argv[1] == "--fleet-worker":
+        dispatch.fleet_worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "--content-worker":
+        content_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[200])
+    parser.add_argument("--name", default="alert", help="bench/results/NAME.json")
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="skip the unrecorded first baseline (long at 5,000 nodes)")
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    runs = []
+    command = ("python bench/alert.py --nodes " + " ".join(map(str, args.nodes))
+               + (" --no-warmup" if args.no_warmup else ""))
+    for n in args.nodes:  # written after each size: a long run interrupted keeps the others
+        runs.append(asyncio.run(run_size(n, not args.no_warmup)))
+        result = {"benchmark": "alert", **machine(), "runs": runs, "command": command}
+        path = write_result(args.name, result)
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    print(f"-> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""Emergency alerts API (CAP 1.2). Thin: the work is in ``alerts.service``.
+
+    POST /api/v1/alerts/cap              body: the CAP XML (application/xml)   -> 202 / 200 dup
+    POST /api/v1/alerts/upload           multipart: file (an officer's upload) -> as above
+    POST /api/v1/alerts/preview          body: the CAP XML -> clusters by village, text; no
+                                         storing, no airing
+    GET  /api/v1/alerts                  received alerts, newest first
+    GET  /api/v1/alerts/messages         every document received, refused ones with why
+    GET  /api/v1/alerts/messages/{id}/raw  the stored document, byte for byte
+    GET  /api/v1/alerts/{id}             the alert with its proof of play and timeline
+    POST /api/v1/alerts/{id}/approve | /reject | /stop
+    GET  /api/v1/alerts/templates        PUT /api/v1/alerts/templates  {event, template}
+
+A refused document answers 4xx with ``detail`` (Vietnamese), ``detail_en`` and ``code``; it is
+stored with that reason all the same (``/messages``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
+
+from alerts.errors import AlertError, CapRefused
+from alerts.service import AlertService
+from dashboard.context import AppContext
+from dashboard.deps import get_ctx
+from dashboard.models import User
+from dashboard.routes.broadcasts import actor_of
+from dashboard.routes.broadcasts import get_service as get_broadcasts
+from dashboard.routes.ui import page_role, render
+from dashboard.security import audit, current_user, require_role
+
+api = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+pages = APIRouter(include_in_schema=False)
+
+XML_TYPES = ("application/xml", "text/xml", "application/cap+xml")
+MAX_ID = 2**63 - 1
+
+
+def _audit_hook(ip: str = "") -> Any:
+    def hook(s: Session, action: str, username: str, target: str, detail: dict) -> None:
+        audit(s, action, username=username or "cap", target=target, ip=ip or "alerts",
+              detail=detail)
+    return hook
+
+
+def get_alerts(ctx: AppContext = Depends(get_ctx)) -> AlertService:
+    svc = ctx.services.get("alerts")
+    if svc is None:
+        broadcasts = get_broadcasts(ctx)
+        svc = AlertService(ctx.db, broadcasts, content=getattr(broadcasts, "content", None))
+        ctx.services["alerts"] = svc
+    if svc.audit is None:
+        svc.audit = _audit_hook()
+    return svc
+
+
+async def _body(request: Request, limit: int) -> tuple[bytes, int | None]:
+    """At most ``limit`` + 1 bytes of the body: a huge document is refused without being
+    read whole (the first bytes are kept with the refusal)."""
+    declared = request.headers.get("content-length")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            total = int(declared) if declared and declared.isdigit() else len(data)
+            return bytes(data[:limit]), total
+    return bytes(data), None
+
+
+def _answer(out: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(out, status_code=200 if out.get("result") == "duplicate" else 202)
+
+
+async def _receive(request: Request, user: User, svc: AlertService, raw: bytes,
+                   truncated: int | None, source: str) -> JSONResponse:
+    request.state.audited = True  # the service writes its own audit rows (see the hook)
+    out = await run_in_threadpool(svc.receive, raw, source=source, source_ref=user.username,
+                                  trusted_source=True, truncated_from=truncated)
+    return _answer(out)
+
+
+@api.post("/cap", status_code=202)
+async def post_cap(request: Request, user: User = Depends(require_role("province")),
+                   svc: AlertService = Depends(get_alerts)):
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in XML_TYPES:
+        raise HTTPException(415, "Nội dung phải là tài liệu CAP 1.2 dạng XML "
+                                 "(Content-Type: application/xml).")
+    raw, truncated = await _body(request, svc.settings.max_bytes)
+    return await _receive(request, user, svc, raw, truncated, "api")
+
+
+@api.post("/upload", status_code=202)
+async def upload_cap(request: Request, user: User = Depends(require_role("province")),
+                     svc: AlertService = Depends(get_alerts)):
+    form = await request.form(max_files=1, max_fields=4)
+    file = form.get("file")
+    if file is None or isinstance(file, str):
+        raise HTTPException(422, "Chưa chọn tệp CAP (trường «file»).")
+    limit = svc.settings.max_bytes
+    raw = await file.read(limit + 1)
+    truncated = None
+    if len(raw) > limit:
+        truncated = file.size or len(raw)
+        raw = raw[:limit]
+    return await _receive(request, user, svc, raw, truncated, "upload")
+
+
+@api.post("/preview")
+async def preview_cap(request: Request,
+                      user: User = Depends(require_role("province", "commune")),
+                      svc: AlertService = Depends(get_alerts)):
+    """Which clusters (by village, with coordinates) and what text, before anything airs."""
+    raw, truncated = await _body(request, svc.settings.max_bytes)
+    if truncated is not None:
+        raise HTTPException(413, f"Tài liệu CAP quá lớn (tối đa {svc.settings.max_bytes} byte).")
+    request.state.audited = True  # reads only
+    return await run_in_threadpool(svc.preview, raw)
+
+
+@api.get("")
+async def list_alerts(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
+                      user: User = Depends(current_user),
+                      svc: AlertService = Depends(get_alerts)):
+    return await run_in_threadpool(svc.list, actor_of(user), limit=limit, offset=offset)
+
+
+@api.get("/messages")
+async def list_messages(limit: int = Query(50, ge=1, le=500),
+                        user: User = Depends(require_role("province", "technician")),
+                        svc: AlertService = Depends(get_alerts)):
+    return await run_in_threadpool(svc.messages, limit=limit)
+
+
+@api.get("/messages/{message_id}/raw")
+async def raw_message(message_id: int = Path(..., ge=1, le=MAX_ID),
+                      user: User = Depends(require_role("province", "technician")),
+                      svc: AlertService = Depends(get_alerts)):
+    raw = await run_in_threadpool(svc.raw, message_id)
+    # Served as an attachment of a neutral type: never rendered by the browser.
+    return Response(raw, media_type="application/octet-stream",
+                    headers={"Content-Disposition":
+                             f'attachment; filename="cap-{message_id}.xml"'})
+
+
+@api.get("/templates")
+async def templates(user: User = Depends(current_user),
+                    svc: AlertService = Depends(get_alerts)):
+    return await run_in_threadpool(svc.templates)
+
+
+@api.put("/templates")
+async def set_template(request: Request, payload: dict = Body(..., examples=[{
+        "event": "Lũ quét", "template": "Thông báo khẩn cấp về {su_kien}.\n{huong_dan}"}]),
+        user: User = Depends(require_role("province")),
+        svc: AlertService = Depends(get_alerts)):
+    request.state.audited = True
+    event, template = payload.get("event"), payload.get("template")
+    if not isinstance(event, str) or not isinstance(template, str):
+        raise HTTPException(422, "Cần «event» (loại sự kiện, hoặc *) và «template» (mẫu lời "
+                                 "đọc).")
+    return await run_in_threadpool(svc.set_template, actor_of(user), event, template,
+                                   payload.get("recordings"))
+
+
+@api.get("/{alert_id}")
+async def get_alert(alert_id: int = Path(..., ge=1, le=MAX_ID),
+                    user: User = Depends(current_user),
+                    svc: AlertService = Depends(get_alerts)):
+    return await run_in_threadpool(svc.report, actor_of(user), alert_id)
+
+
+def _decision(name: str):
+    async def route(request: Request, alert_id: int = Path(..., ge=1, le=MAX_ID),
+                    payload: dict | None = Body(None),
+                    user: User = Depends(require_role("province", "commune")),
+                    svc: AlertService = Depends(get_alerts)):
+        request.state.audited = True
+        fn = getattr(svc, name)
+        if name == "reject":
+            reason = (payload or {}).get("reason") or ""
+            return await run_in_threadpool(fn, actor_of(user), alert_id, str(reason))
+        return await run_in_threadpool(fn, actor_of(user), alert_id)
+    route.__name__ = f"{name}_alert"
+    return route
+
+
+api.post("/{alert_id}/approve")(_decision("approve"))
+api.post("/{alert_id}/reject")(_decision("reject"))
+api.post("/{alert_id}/stop")(_decision("stop"))
+
+
+# --------------------------------------------------------------------------- pages
+
+
+@pages.get("/alerts")
+async def alerts_page(request: Request, user: User = Depends(page_role("province", "commune")),
+                      svc: AlertService = Depends(get_alerts)):
+    data = await run_in_threadpool(svc.list, actor_of(user), limit=100)
+    messages = (await run_in_threadpool(svc.messages, limit=30)
+                if user.role == "province" else [])
+    templates = await run_in_threadpool(svc.templates) if user.role == "province" else []
+    return render(request, "alerts.html", user, alerts=data["items"], messages=messages,
+                  templates=templates, page={"view": "alerts"})
+
+
+@pages.post("/alerts/templates")
+async def alerts_template_page(request: Request, user: User = Depends(page_role("province")),
+                               svc: AlertService = Depends(get_alerts)):
+    """The province edits the spoken template of an event type from the alerts page."""
+    form = await request.form(max_fields=5)
+    event, template = form.get("event"), form.get("template")
+    request.state.audited = True
+    try:
+        if not isinstance(event, str) or not isinstance(template, str):
+            raise AlertError("bad_template", "Cần loại sự kiện và mẫu lời đọc.",
+                             "Event and template are required.")
+        await run_in_threadpool(svc.set_template, actor_of(user), event, template)
+    except AlertError as exc:
+        return await _list_page(request, user, svc, template_error=exc.message)
+    return RedirectResponse("/alerts?ok=saved", 303)
+
+
+async def _list_page(request: Request, user: User, svc: AlertService, **extra: Any):
+    data = await run_in_threadpool(svc.list, actor_of(user), limit=100)
+    messages = await run_in_threadpool(svc.messages, limit=30)
+    templates = await run_in_threadpool(svc.templates)
+    return render(request, "alerts.html", user, 422, alerts=data["items"], messages=messages,
+                  templates=templates, page={"view": "alerts"}, **extra)
+
+
+@pages.post("/alerts/upload")
+async def alerts_upload_page(request: Request,
+                             user: User = Depends(page_role("province")),
+                             svc: AlertService = Depends(get_alerts)):
+    """The web upload: the alert's page on success; the list with the reason on refusal."""
+    form = await request.form(max_files=1, max_fields=4)
+    file = form.get("file")
+    error = None
+    if file is None or isinstance(file, str):
+        error = "Chưa chọn tệp CAP."
+    else:
+        limit = svc.settings.max_bytes
+        raw = await file.read(limit + 1)
+        truncated = (file.size or len(raw)) if len(raw) > limit else None
+        request.state.audited = True  # the service writes its own audit rows
+        try:
+            out = await run_in_threadpool(svc.receive, raw[:limit], source="upload",
+                                          source_ref=user.username, trusted_source=True,
+                                          truncated_from=truncated)
+        except CapRefused as exc:
+            error = exc.message
+        else:
+            return RedirectResponse(f"/alerts/{out.get('alert_id') or out['id']}", 303)
+    return await _list_page(request, user, svc, upload_error=error)
+
+
+@pages.get("/alerts/{alert_id}")
+async def alert_page(request: Request, alert_id: int = Path(..., ge=1, le=MAX_ID),
+                     user: User = Depends(page_role("province", "commune")),
+                     svc: AlertService = Depends(get_alerts)):
+    report = await run_in_threadpool(svc.report, actor_of(user), alert_id)
+    return render(request, "alert.html", user, a=report, map=cluster_map(report),
+                  page={"view": "alert"})
+
+
+def cluster_map(report: dict[str, Any], w: int = 640, h: int = 320) -> dict | None:
+    """Where the targeted clusters are, as SVG points (equirectangular, fine over a province),
+    green when they started the first airing, red when not."""
+    pts = [c for c in report.get("clusters_detail", []) if c["lat"] is not None]
+    if not pts:
+        return None
+    missing = {m["node_id"] for m in (report.get("proof") or {}).get("not_started", [])}
+    aired = report.get("proof") is not None
+    lats = [c["lat"] for c in pts]
+    lons = [c["lon"] for c in pts]
+    lo_lat, hi_lat = min(lats), max(lats)
+    lo_lon, hi_lon = min(lons), max(lons)
+    span = max(hi_lat - lo_lat, hi_lon - lo_lon, 0.01)
+    pad = 16
+    scale = min((w - 2 * pad) / span, (h - 2 * pad) / span)
+    out = []
+    for c in pts:
+        state = "pending" if not aired else ("missing" if c["node_id"] in missing else "started")
+        out.append({"x": round(pad + (c["lon"] - lo_lon) * scale, 1),
+                    "y": round(h - pad - (c["lat"] - lo_lat) * scale, 1), "state": state,
+                    "fill": {"started": "#2e7d32", "missing": "#c62828"}.get(state, "#757575"),
+                    "title": f"{c['node_id']} · {c['village']} · {c['commune']}"})
+    return {"w": w, "h": h, "points": out}
+
+
+@pages.post("/alerts/{alert_id}/{action}")
+async def alert_action_page(request: Request, alert_id: int = Path(..., ge=1, le=MAX_ID),
+                            action: str = Path(..., pattern="^(approve|reject|stop)$"),
+                            user: User = Depends(page_role("province", "commune")),
+                            svc: AlertService = Depends(get_alerts)):
+    request.state.audited = True
+    fn = getattr(svc, action)
+    await run_in_threadpool(fn, actor_of(user), alert_id)
+    return RedirectResponse(f"/alerts/{alert_id}?ok=saved", 303)
+
+
+router = APIRouter()
+router.include_router(api)
+router.include_router(pages)
+
+
+def setup(app: FastAPI) -> None:
+    """Give an in-process alert service (``loa serve``) the shared audit log."""
+    ctx: AppContext = app.state.ctx
+    svc = ctx.services.get("alerts")
+    if svc is not None and getattr(svc, "audit", None) is None:
+        svc.audit = _audit_hook()
+
+
+__all__ = ["router", "setup"]
