@@ -120,7 +120,18 @@ class EspeakEngine(Engine):
     def synthesize(self, sentence: str, voice: str, out: Path) -> None:
         cmd = [self._binary(), "-v", voice, "-s", str(self.cfg.tts_rate_wpm), "-b", "1",
                "-w", str(out), "--stdin"]
-        _run(cmd, sentence, self.cfg.tts_timeout_s, "espeak-ng")
+        try:
+            _run(cmd, sentence, self.cfg.tts_timeout_s, "espeak-ng")
+        except TtsError as exc:
+            # A voice the caller named that espeak-ng does not have is the caller's mistake,
+            # not a server failure.
+            if "voice does not exist" not in exc.message_en:
+                raise
+            raise TtsError("unknown_voice",
+                           f"Không có giọng đọc '{voice}'. Giọng tiếng Việt: vi (miền Bắc), "
+                           "vi-vn-x-central (miền Trung), vi-vn-x-south (miền Nam).",
+                           f"No voice '{voice}'. Vietnamese voices: vi, vi-vn-x-central, "
+                           "vi-vn-x-south.", http_status=422) from exc
 
 
 class GttsEngine(Engine):

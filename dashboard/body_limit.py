@@ -169,5 +169,5 @@ def _declared_length(scope: dict) -> int | None:
     for name, value in scope.get("headers") or ():
         if name == b"content-length":
             text = value.decode("latin-1").strip()
-            return int(text) if text.isdigit() else None
+            return int(text) if text.isdecimal() else None
     return None

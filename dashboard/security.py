@@ -398,7 +398,7 @@ def resolve_communes(s: Session, refs: Iterable[str | int]) -> list[int]:
         if not text:
             continue
         commune = None
-        if text.isdigit():
+        if text.isdecimal():
             commune = s.get(Commune, int(text))
         if commune is None:
             commune = s.scalar(select(Commune).where(Commune.code == text))

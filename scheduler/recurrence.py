@@ -272,7 +272,7 @@ def build_recurrence(rule: str, dtstart_ms: int, *, until: str | int | None = No
 
     _check_parts(parts)
     for key, top in (("INTERVAL", MAX_INTERVAL), ("COUNT", MAX_COUNT)):
-        if key in parts and not (parts[key].isdigit() and 1 <= int(parts[key]) <= top):
+        if key in parts and not (parts[key].isdecimal() and 1 <= int(parts[key]) <= top):
             raise InvalidBroadcast(f"{key} phải là số nguyên từ 1 đến {top}.")
     count = int(parts.pop("COUNT")) if "COUNT" in parts else None
     if count is not None:

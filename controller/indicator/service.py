@@ -95,7 +95,7 @@ def update_thresholds(session: Session, *, availability: float | None = None,
 def find_commune(session: Session, ref: int | str) -> Commune:
     """A commune by numeric id or by code, or a 404 naming what was asked."""
     commune = None
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdecimal()):
         commune = session.get(Commune, int(ref))
     if commune is None and isinstance(ref, str):
         commune = session.scalars(select(Commune).where(Commune.code == ref)).first()

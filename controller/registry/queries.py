@@ -99,7 +99,7 @@ def village_counts_by_commune(s: Session, commune_ids: list[int]) -> dict[int, i
 def _resolve_filter(s: Session, model: type[Province] | type[District], value: str,
                     noun: str) -> int:
     row = s.scalar(select(model).where(model.code == value))
-    if row is None and value.isdigit():
+    if row is None and value.isdecimal():
         row = s.get(model, int(value))
     if row is None:
         raise InvalidInputError(f"Không có {noun} '{value}'.")

@@ -67,7 +67,7 @@ async def _body(request: Request, limit: int) -> tuple[bytes, int | None]:
     async for chunk in request.stream():
         data += chunk
         if len(data) > limit:
-            total = int(declared) if declared and declared.isdigit() else len(data)
+            total = int(declared) if declared and declared.isdecimal() else len(data)
             return bytes(data[:limit]), total
     return bytes(data), None
 

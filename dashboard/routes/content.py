@@ -52,7 +52,7 @@ def reject_oversized(request: Request, store: ContentStore = Depends(get_store))
     """Refuse by Content-Length before reading a byte (and before authentication parses
     anything), when the client says how big the body is."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and \
+    if declared and declared.isdecimal() and \
             int(declared) > store.cfg.max_upload_bytes + _MULTIPART_OVERHEAD:
         raise too_large(store.cfg.max_upload_bytes)
 
@@ -64,7 +64,7 @@ def owner_for(user: User, requested: str | int | None) -> int | None:
     scope = user.scope_commune_ids()
     if requested not in (None, ""):
         text = str(requested).strip()
-        if not text.isdigit() or int(text) > 2**31 - 1:
+        if not text.isdecimal() or int(text) > 2**31 - 1:
             raise ContentError("bad_commune", "Mã xã không hợp lệ.", "Invalid commune id.")
         if not user.can_access_commune(int(text)):
             raise HTTPException(403, "Không có quyền")

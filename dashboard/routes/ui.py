@@ -93,7 +93,7 @@ def flash_message(request: Request, lang: str) -> tuple[str, str] | None:
     for name, param in FLASH_COUNTS.items():
         if "{" + name + "}" in message:
             raw = request.query_params.get(param, "")
-            if not (raw.isdigit() and len(raw) <= 3):
+            if not (raw.isdecimal() and len(raw) <= 3):
                 return None
             values[name] = int(raw)
     return translate(lang, message, **values), kind

@@ -93,6 +93,11 @@ def test_unknown_engine_and_hostile_voice_are_refused(tmp_path, tts):
     with pytest.raises(TtsError) as info:
         tts.speak("Xin chào.", tmp_path / "o.wav", voice="vi --path=/etc")
     assert info.value.code == "bad_voice"
+    # A well-formed name espeak-ng does not have (the API fuzzer found it answered 500).
+    with pytest.raises(TtsError) as info:
+        tts.speak("Xin chào.", tmp_path / "o.wav", voice="0")
+    assert info.value.code == "unknown_voice" and info.value.http_status == 422
+    assert "vi-vn-x-south" in str(info.value)
 
 
 def test_long_text_is_split_into_sentences_no_longer_than_the_limit():
