@@ -69,3 +69,41 @@ def test_missing_icecast_is_a_clear_vietnamese_error(tmp_path, db):
         svc.create(Actor("province", None, "so"), {
             "title": "Trực tiếp", "stream": True, "targets": {"communes": [ids["Đội Cấn"]]}})
     assert "icecast2" in err.value.message
+
+
+async def test_live_broadcast_whose_stream_fails_is_closed_and_frees_its_slot(network, tmp_path):
+    """Issue 18: Icecast down (here: stopped after the broadcast was made), the clusters
+    that are up report ``stream`` and one is off line (it would never answer): the broadcast
+    ends as not aired at once, not after its 30 minutes, and the same clusters can take
+    another live broadcast."""
+    from controller.dispatch import MSG_LIVE_DOWN
+    from scheduler.models import Broadcast
+
+    net = network
+    server = IcecastServer(tmp_path / "live")
+    await asyncio.to_thread(server.start)
+    try:
+        net.scheduling.broadcasts.live = server
+        net.scheduling.dispatcher.live = server
+        up = ["dc-01", "dc-02", "dc-03"]  # dc-04 never comes up
+        await net.fleet.start(up)
+        await net.online(up)
+        spec = {"title": "Trực tiếp", "stream": True, "duration_s": 1800,
+                "targets": {"villages": [net.ids["Thôn Đồng Tâm"], net.ids["Thôn Tân Lập"]]}}
+        out = await asyncio.to_thread(net.service.create, net.officer(), spec)
+        assert out["status"] == "scheduled"
+        await asyncio.to_thread(server.stop)  # the server dies before anyone goes on air
+        airing = await net.wait_final(out["id"], timeout=30)
+        assert airing.status == "missed"
+        targets = net.targets(airing.id)
+        assert sorted(targets) == ["dc-01", "dc-02", "dc-03", "dc-04"]
+        assert {t.phase for t in targets.values()} == {"failed"}, targets
+        assert targets["dc-04"].error == MSG_LIVE_DOWN
+        with net.db.session() as s:
+            assert s.get(Broadcast, out["id"]).status == "missed"
+        # The slot is free: a new live broadcast to the same clusters is accepted.
+        await asyncio.to_thread(server.start)
+        again = await asyncio.to_thread(net.service.create, net.officer(), spec)
+        assert again["status"] == "scheduled"
+    finally:
+        await asyncio.to_thread(server.stop)
