@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import grp
 import hashlib
 import hmac
@@ -128,17 +129,20 @@ def _child_setup(owner: tuple[str, str] | None):
         pw = pwd.getpwnam(owner[0])
         uid, gid = pw.pw_uid, pw.pw_gid
     parent = os.getpid()
+    # Looked up here, in the parent: an ``import ctypes`` in the forked child failed silently
+    # (imports after fork are unsafe), and the server then outlived a killed Loa.
+    prctl = None
+    with contextlib.suppress(OSError, AttributeError):
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    pr_set_pdeathsig = 1
 
     def setup() -> None:
         if uid is not None:
             os.setgroups([])
             os.setgid(gid)
             os.setuid(uid)
-        with contextlib.suppress(Exception):
-            import ctypes
-
-            pr_set_pdeathsig = 1
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if prctl is not None:
+            prctl(pr_set_pdeathsig, signal.SIGTERM)
         if os.getppid() != parent:  # the parent died before the request was made
             os._exit(1)
 

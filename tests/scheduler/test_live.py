@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes  # noqa: F401 - as in `loa serve`, see test_icecast_outlives_the_thread…
+import threading
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -107,3 +112,34 @@ async def test_live_broadcast_whose_stream_fails_is_closed_and_frees_its_slot(ne
         assert again["status"] == "scheduled"
     finally:
         await asyncio.to_thread(server.stop)
+
+
+def test_icecast_outlives_the_thread_that_started_it(tmp_path):
+    """Issue 18: the parent-death signal fires when the *thread* that forked the child exits
+    (prctl(2)); Loa starts Icecast from worker threads (``asyncio.to_thread``), and the
+    server died with them. Started from a thread that then ends, it keeps serving.
+    ``ctypes`` is imported at the top as it is in ``loa serve`` (its libraries import it):
+    the old child set-up imported it after fork, which armed the signal only then."""
+    server = IcecastServer(tmp_path / "live")
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            server.start()
+        except BaseException as exc:
+            errors.append(exc)
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    starter.join()
+    try:
+        assert not errors and server.running
+        time.sleep(2.5)  # Icecast takes a moment to shut down on SIGTERM
+        assert server.running
+        # Still serving, and its statistics only for the admin login Loa keeps to itself.
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/admin/stats")  # noqa: S310
+        assert denied.value.code == 401
+        assert server.live_mounts() == set()
+    finally:
+        server.stop()
