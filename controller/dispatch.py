@@ -52,6 +52,7 @@ from scheduler.content import ContentGateway
 from scheduler.lifecycle import refresh_broadcast_status
 from scheduler.models import Airing, AiringTarget, Broadcast
 from scheduler.outcomes import PHASE_RANK, TERMINAL_PHASES, airing_status
+from scheduler.service import OPEN_STATUSES
 from scheduler.targets import resolve_nodes
 
 log = logging.getLogger("loa.dispatch")
@@ -101,7 +102,7 @@ class ActiveAiring:
     is_stream: bool
     # Streams from this process's Icecast (not an outside stream_url): when that server is
     # down nothing can play, so the airing is closed at once instead of held to its end.
-    live_mount: bool = False
+    live_mount: str | None = None
     targets: dict[str, TargetState] = field(default_factory=dict)  # by node id
     stop_sent: bool = False
     cancelled: bool = False
@@ -317,7 +318,7 @@ class Dispatcher:
             active = ActiveAiring(id=airing.id, broadcast_id=b.id, wire_id=wire,
                                   priority=b.priority, start_at_ms=ref, ends_ms=ends,
                                   is_stream=bool(b.stream_url),
-                                  live_mount=bool(b.stream_mount and self.live is not None))
+                                  live_mount=b.stream_mount if self.live is not None else None)
             rows = s.execute(select(AiringTarget.id, AiringTarget.node_id, AiringTarget.cmd_id)
                              .where(AiringTarget.airing_id == airing.id)).all()
             urls = self._urls(b, meta, [r[1] for r in rows]) if phase == "pending" else {}
@@ -573,7 +574,13 @@ class Dispatcher:
                     ts.error = MSG_NOT_STARTED
                     self._dirty[ts.id] = ts
         await self.flush()
-        await asyncio.to_thread(self._write_final, due, now)
+        ended_mounts = await asyncio.to_thread(self._write_final, due, now)
+        if ended_mounts and hasattr(self.live, "retire_mount"):
+            for mount in ended_mounts:
+                try:
+                    await asyncio.to_thread(self.live.retire_mount, mount)
+                except Exception as exc:  # the server is down: nothing to retire there
+                    log.warning("Không gỡ được điểm phát %s khỏi Icecast: %s", mount, exc)
         for a in due:
             self._unregister(a)
         return [a.id for a in due]
@@ -583,7 +590,10 @@ class Dispatcher:
         """Every node has told how it ended: nothing more to wait for."""
         return bool(a.targets) and all(t.phase in TERMINAL_PHASES for t in a.targets.values())
 
-    def _write_final(self, airings: list[ActiveAiring], now: int) -> None:
+    def _write_final(self, airings: list[ActiveAiring], now: int) -> list[str]:
+        """Judge the airings; returns the live mounts whose broadcast is now over (their
+        source password is withdrawn from Icecast: nobody may go on air there any more)."""
+        ended: list[str] = []
         with self.db.session() as s:
             touched: set[int] = set()
             for a in airings:
@@ -599,6 +609,9 @@ class Dispatcher:
                 b = s.get(Broadcast, bid)
                 if b is not None:
                     refresh_broadcast_status(s, b, now, self.sched)
+                    if b.stream_mount and b.status not in OPEN_STATUSES:
+                        ended.append(b.stream_mount)
+        return ended
 
     async def recover(self) -> int:
         """After a restart: take back the airings still running and send what never went."""
@@ -671,7 +684,7 @@ class Dispatcher:
                                       start_at_ms=a.start_at_ms or a.slot_ms,
                                       ends_ms=a.ends_ms or a.slot_ms + b.duration_ms,
                                       is_stream=bool(b.stream_url),
-                                      live_mount=bool(b.stream_mount and self.live is not None))
+                                      live_mount=b.stream_mount if self.live is not None else None)
                 rows = s.scalars(select(AiringTarget).where(AiringTarget.airing_id == a.id)).all()
                 urls = (self._urls(b, meta, [t.node_id for t in rows])
                         if meta is not None or b.stream_url else {})

@@ -49,6 +49,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
@@ -268,6 +269,18 @@ class IcecastServer:
             self.mounts |= fresh
             if self.running:
                 self.reload()
+
+    def retire_mount(self, mount: str) -> None:
+        """The broadcast is over: its source is cut and its password withdrawn (the mount
+        falls back to the global source password, which nobody outside Loa knows)."""
+        with self._config_lock:
+            if mount not in self.mounts:
+                return
+            self.mounts.discard(mount)
+            if not self.running:
+                return
+            self.reload()
+            self._admin_get(f"/admin/killsource?mount={urllib.parse.quote(mount)}")
 
     # ------------------------------------------------------------------ config
 

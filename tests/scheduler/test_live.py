@@ -50,6 +50,20 @@ async def test_live_stream_from_a_source_client_reaches_the_nodes(network, tmp_p
             assert net.fleet.node(n).player.stream_bytes_total > 16_000
         assert airing.status == "aired"
         assert await source.wait() == 0
+        # The broadcast is over: its mount's password is withdrawn, the owner cannot go on
+        # air there again (nobody listens any more).
+        mount = out["stream_url"].removeprefix(server.base_url)
+        for _ in range(50):
+            if mount not in server.mounts:
+                break
+            await asyncio.sleep(0.1)
+        assert mount not in server.mounts
+        late = await asyncio.create_subprocess_exec(
+            "ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+            "sine=duration=2", "-c:a", "libmp3lame", "-f", "mp3", out["source_url"],
+            stderr=asyncio.subprocess.PIPE)
+        _, err = await late.communicate()
+        assert late.returncode != 0 and b"401" in err, err
     finally:
         if source is not None and source.returncode is None:
             source.kill()

@@ -133,18 +133,22 @@ def serve(tmp_path, db, mosquitto_broker):
            "LOA_SECRET_KEY": "live-security-test-key", "LOA_LOG_LEVEL": "WARNING",
            "LOA_ICECAST_PORT": str(icecast_port)}
     env.pop("LOA_ICECAST_BINARY", None)
-    proc = subprocess.Popen([sys.executable, "-m", "loa", "serve"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "loa", "serve"], env=env,
+                                stdout=log_file, stderr=subprocess.STDOUT)
     server = Serve(proc, f"http://127.0.0.1:{http_port}", icecast_port, ids)
     try:
         def ready():
+            assert proc.poll() is None, log_path.read_text(errors="replace")[-2000:]
             with contextlib.suppress(httpx.HTTPError):
                 return httpx.get(f"{server.base}/api/v1/health/live", timeout=2).status_code == 200
             return False
-        wait_until(ready, 60, "loa serve to answer")
+        # Generous: a busy 2-core CI machine with PostgreSQL starts it in 5-30 s.
+        wait_until(ready, 120, "loa serve to answer")
         tok = server.token("province", "demo")
-        wait_until(lambda: httpx.get(f"{server.base}/api/v1/live/server", timeout=5, headers={
-            "Authorization": f"Bearer {tok}"}).json().get("available"), 30, "Icecast up")
+        wait_until(lambda: httpx.get(f"{server.base}/api/v1/live/server", timeout=10, headers={
+            "Authorization": f"Bearer {tok}"}).json().get("available"), 60, "Icecast up")
         yield server
     finally:
         if proc.poll() is None:
