@@ -184,3 +184,68 @@ def test_provision_gives_every_process_its_own_login(db, tmp_path):
         provision(db, out, controller_replicas=0)
     with pytest.raises(ProvisionError, match="trùng mã một cụm"):
         provision(db, out, api_user="node-a")
+
+
+async def test_two_controllers_need_two_logins_on_the_provisioned_broker(db, settings):
+    """Several controllers (shared subscription) under ``use_username_as_clientid``: with a
+    login each (``--controller-replicas``) they stay connected side by side and split the
+    fleet; a second process under the *same* login knocks the first off, which is why
+    every process gets its own."""
+    make_registry(db, communes={"Đội Cấn": {"Thôn Nà Pàn": ["node-c"]}})
+    with broker_dir() as root:
+        port = free_port()
+        config_dir, data_dir = root / "mqtt", root / "data"
+        result = provision(db, config_dir, broker_data_dir=str(data_dir), port=port,
+                           bind="127.0.0.1", controller_replicas=2)
+        hand_to_broker(config_dir, data_dir)
+        log_path = data_dir / "mosquitto.log"
+        with open(log_path, "ab") as log_file:
+            proc = subprocess.Popen(["mosquitto", "-c", str(config_dir / "mosquitto.conf")],
+                                    stdout=log_file, stderr=subprocess.STDOUT)
+        broker = type("Address", (), {"host": "127.0.0.1", "port": port})()
+        services: list[ControllerService] = []
+        node = None
+        try:
+            wait_for_port("127.0.0.1", port, proc, 15, log_path)
+
+            def controller(user: str, cluster_id: str) -> ControllerService:
+                cfg = settings_for(settings, broker, mqtt_username=user,
+                                   mqtt_password=result.process_logins[user][1],
+                                   shared_subscription_group="loa",
+                                   controller_client_id=cluster_id, heartbeat_s=30)
+                services.append(ControllerService(cfg, db))
+                return services[-1]
+
+            one = controller("loa-controller", "loa-ctl-1")
+            two = controller("loa-controller-2", "loa-ctl-2")
+            for svc in (one, two):
+                await svc.start()
+                await svc.wait_connected()
+            node = Mqtt("127.0.0.1", port, "node-c", logins(result)["node-c"])
+            assert node.connect().ok
+            for i in range(10):
+                await asyncio.to_thread(node.publish, f"{ROOT}/node-c/heartbeat", heartbeat(i))
+            for _ in range(100):
+                if sum(s.ingest.accepted[Channel.HEARTBEAT] for s in (one, two)) >= 10:
+                    break
+                await asyncio.sleep(0.05)
+            assert sum(s.ingest.accepted[Channel.HEARTBEAT] for s in (one, two)) == 10
+            assert (one.reconnects, two.reconnects) == (0, 0)
+
+            # A third process reusing the first one's login: the broker gives it the same
+            # client id, and the first is knocked off.
+            clash = controller("loa-controller", "loa-ctl-3")
+            await clash.start()
+            for _ in range(100):
+                if one.reconnects or clash.reconnects:
+                    break
+                await asyncio.sleep(0.05)
+            assert one.reconnects or clash.reconnects
+            assert two.reconnects == 0
+        finally:
+            if node is not None:
+                node.close()
+            for svc in reversed(services):
+                await svc.stop()
+            proc.terminate()
+            proc.wait(10)
