@@ -332,9 +332,22 @@ class BroadcastService:
                 item.handled_ms = now
                 item.handled_by = actor.username
             out = self._summary(s, b)
+            mount = b.stream_mount
         if was_scheduled and self.runtime is not None:
             self.runtime.on_cancelled(broadcast_id)
+        if mount:
+            self._retire_mount(mount)
         return out
+
+    def _retire_mount(self, mount: str) -> None:
+        """A cancelled live broadcast: its source is cut and its password withdrawn."""
+        retire = getattr(self.live, "retire_mount", None)
+        if retire is None:
+            return
+        try:
+            retire(mount)
+        except Unavailable as exc:  # the server is down: nothing left to withdraw there
+            log.warning("%s", exc.message)
 
     def _notify_scheduled(self, broadcast_id: int) -> None:
         if self.runtime is not None:

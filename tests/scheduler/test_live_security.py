@@ -231,6 +231,15 @@ def test_an_officer_cannot_hijack_or_kill_another_live_broadcast(serve):
             assert http_status(f"{icecast}{path}") == 401, path
             assert http_status(f"{icecast}{path}", b_user, b_pass) == 401, path
             assert http_status(f"{icecast}{path}", "source", global_pass) == 401, path
+
+        # The province cancels its broadcast: its source is cut and its password withdrawn.
+        r = c.post(f"/api/v1/broadcasts/{prov['id']}/cancel", headers=auth["province"])
+        assert r.status_code == 200, r.text
+        assert owner.wait(10) != 0
+        assert set(on_air("province")["on_air"]) == {a_mount}
+        late = ffmpeg_source(prov["source_url"], 2)
+        _, err = late.communicate(timeout=30)
+        assert late.returncode != 0 and b"401" in err, err
     finally:
         for p in (owner, b_source, a_source):
             if p.poll() is None:
