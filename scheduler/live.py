@@ -270,6 +270,12 @@ class IcecastServer:
             if self.running:
                 self.reload()
 
+    def configured_mounts(self) -> set[str]:
+        """Mounts with a password of their own, as the running server has them (waits for a
+        change under way to reach the server)."""
+        with self._config_lock:
+            return set(self.mounts)
+
     def retire_mount(self, mount: str) -> None:
         """The broadcast is over: its source is cut and its password withdrawn (the mount
         falls back to the global source password, which nobody outside Loa knows)."""

@@ -54,10 +54,10 @@ async def test_live_stream_from_a_source_client_reaches_the_nodes(network, tmp_p
         # air there again (nobody listens any more).
         mount = out["stream_url"].removeprefix(server.base_url)
         for _ in range(50):
-            if mount not in server.mounts:
+            if mount not in await asyncio.to_thread(server.configured_mounts):
                 break
             await asyncio.sleep(0.1)
-        assert mount not in server.mounts
+        assert mount not in await asyncio.to_thread(server.configured_mounts)
         late = await asyncio.create_subprocess_exec(
             "ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
             "sine=duration=2", "-c:a", "libmp3lame", "-f", "mp3", out["source_url"],
