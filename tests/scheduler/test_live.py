@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes  # noqa: F401 - as in `loa serve`, see test_icecast_outlives_the_thread…
+import subprocess
 import threading
 import time
 import urllib.error
@@ -157,3 +158,33 @@ def test_icecast_outlives_the_thread_that_started_it(tmp_path):
         assert server.live_mounts() == set()
     finally:
         server.stop()
+
+
+def test_a_restarted_server_keeps_the_owners_source_address(tmp_path):
+    """Loa restarted while a live broadcast is open: the mount is restored from the
+    database (``open_live_mounts``) and its password is the same (HMAC under the key kept in
+    the data directory), so the owner's address still works, and only there."""
+    first = IcecastServer(tmp_path / "live")
+    first.start()
+    try:
+        mount = first.new_mount()
+        address = first.source_url(mount)
+    finally:
+        first.stop()
+    again = IcecastServer(tmp_path / "live")
+    again.restore_mounts([mount])
+    again.start()
+    try:
+        url = address.replace(f":{first.port}/", f":{again.port}/")
+        assert url == again.source_url(mount)
+        ok = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+                             "sine=duration=1", "-c:a", "libmp3lame", "-f", "mp3", url],
+                            capture_output=True, timeout=30)
+        assert ok.returncode == 0, ok.stderr
+        wrong = url.replace(again.mount_password(mount), again.source_password)
+        refused = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi",
+                                  "-i", "sine=duration=1", "-c:a", "libmp3lame", "-f", "mp3",
+                                  wrong], capture_output=True, timeout=30)
+        assert refused.returncode != 0 and b"401" in refused.stderr
+    finally:
+        again.stop()
