@@ -52,6 +52,7 @@ from scheduler.content import ContentGateway
 from scheduler.lifecycle import refresh_broadcast_status
 from scheduler.models import Airing, AiringTarget, Broadcast
 from scheduler.outcomes import PHASE_RANK, TERMINAL_PHASES, airing_status
+from scheduler.service import OPEN_STATUSES
 from scheduler.targets import resolve_nodes
 
 log = logging.getLogger("loa.dispatch")
@@ -61,6 +62,7 @@ EARLY_EVENTS_MAX = 200_000
 MSG_NEVER_ACKED = "Cụm loa không phản hồi lệnh phát"
 MSG_NOT_STARTED = "Cụm loa nhận lệnh nhưng không bắt đầu phát trong khung giờ"
 MSG_CONTENT_GONE = "Nội dung âm thanh không còn trong kho"
+MSG_LIVE_DOWN = "Máy chủ phát trực tiếp (Icecast) không chạy; không có âm thanh để phát"
 
 
 def wire_broadcast_id(broadcast_id: int, airing_id: int) -> str:
@@ -115,6 +117,9 @@ class ActiveAiring:
     start_at_ms: int  # reference for lateness (the dispatch time for "at once")
     ends_ms: int
     is_stream: bool
+    # Streams from this process's Icecast (not an outside stream_url): when that server is
+    # down nothing can play, so the airing is closed at once instead of held to its end.
+    live_mount: str | None = None
     targets: dict[str, TargetState] = field(default_factory=dict)  # by node id
     stop_sent: bool = False
     cancelled: bool = False
@@ -212,6 +217,7 @@ class Dispatcher:
 
     async def housekeeping(self) -> None:
         now = self.clock()
+        self._fail_dead_live()
         await self._close_streams(now)
         await self._retry_unsent(now)
         await self._retry_unacked(now)
@@ -267,6 +273,25 @@ class Dispatcher:
                  done - prepared)
         return DispatchResult(active.id, len(active.targets), published, True)
 
+    def _live_down(self, b: Broadcast) -> bool:
+        return bool(b.stream_mount and self.live is not None
+                    and not getattr(self.live, "running", True))
+
+    def _fail_dead_live(self) -> None:
+        """Issue 18: the live server is down, so no cluster that has not started can play;
+        they are failed now (and the airing judged at once, ``_all_done``), which frees the
+        slot, rather than waited for until the planned end (30 minutes by default)."""
+        if self.live is None or getattr(self.live, "running", True):
+            return
+        for a in self._airings.values():
+            if not a.live_mount:
+                continue
+            for ts in a.targets.values():
+                if PHASE_RANK[ts.phase] < PHASE_RANK["started"]:
+                    ts.phase = "failed"
+                    ts.error = ts.error or MSG_LIVE_DOWN
+                    self._dirty[ts.id] = ts
+
     def _find_airing(self, broadcast_id: int, slot_ms: int) -> int | None:
         with self.db.session() as s:
             return s.scalar(select(Airing.id).where(Airing.broadcast_id == broadcast_id,
@@ -301,6 +326,8 @@ class Dispatcher:
             phase, error = "pending", None
             if not b.stream_url and meta is None:
                 phase, error = "failed", MSG_CONTENT_GONE
+            elif self._live_down(b):
+                phase, error = "failed", MSG_LIVE_DOWN
             if nodes:
                 s.execute(insert(AiringTarget.__table__), [
                     {"airing_id": airing.id, "node_id": n.node_id, "village_id": n.village_id,
@@ -308,7 +335,8 @@ class Dispatcher:
                      "error": error, "updated_ms": now, "events": []} for n in nodes])
             active = ActiveAiring(id=airing.id, broadcast_id=b.id, wire_id=wire,
                                   priority=b.priority, start_at_ms=ref, ends_ms=ends,
-                                  is_stream=bool(b.stream_url))
+                                  is_stream=bool(b.stream_url),
+                                  live_mount=b.stream_mount if self.live is not None else None)
             rows = s.execute(select(AiringTarget.id, AiringTarget.node_id, AiringTarget.cmd_id)
                              .where(AiringTarget.airing_id == airing.id)).all()
             urls = self._urls(b, meta, [r[1] for r in rows]) if phase == "pending" else {}
@@ -609,7 +637,13 @@ class Dispatcher:
                     ts.error = MSG_NOT_STARTED
                     self._dirty[ts.id] = ts
         await self.flush()
-        await asyncio.to_thread(self._write_final, due, now)
+        ended_mounts = await asyncio.to_thread(self._write_final, due, now)
+        if ended_mounts and hasattr(self.live, "retire_mount"):
+            for mount in ended_mounts:
+                try:
+                    await asyncio.to_thread(self.live.retire_mount, mount)
+                except Exception as exc:  # the server is down: nothing to retire there
+                    log.warning("Không gỡ được điểm phát %s khỏi Icecast: %s", mount, exc)
         for a in due:
             self._unregister(a)
         return [a.id for a in due]
@@ -619,7 +653,10 @@ class Dispatcher:
         """Every node has told how it ended: nothing more to wait for."""
         return bool(a.targets) and all(t.phase in TERMINAL_PHASES for t in a.targets.values())
 
-    def _write_final(self, airings: list[ActiveAiring], now: int) -> None:
+    def _write_final(self, airings: list[ActiveAiring], now: int) -> list[str]:
+        """Judge the airings; returns the live mounts whose broadcast is now over (their
+        source password is withdrawn from Icecast: nobody may go on air there any more)."""
+        ended: list[str] = []
         with self.db.session() as s:
             touched: set[int] = set()
             for a in airings:
@@ -635,6 +672,9 @@ class Dispatcher:
                 b = s.get(Broadcast, bid)
                 if b is not None:
                     refresh_broadcast_status(s, b, now, self.sched)
+                    if b.stream_mount and b.status not in OPEN_STATUSES:
+                        ended.append(b.stream_mount)
+        return ended
 
     async def recover(self) -> int:
         """After a restart: take back the airings still running and send what never went."""
@@ -706,7 +746,8 @@ class Dispatcher:
                                       priority=b.priority,
                                       start_at_ms=a.start_at_ms or a.slot_ms,
                                       ends_ms=a.ends_ms or a.slot_ms + b.duration_ms,
-                                      is_stream=bool(b.stream_url))
+                                      is_stream=bool(b.stream_url),
+                                      live_mount=b.stream_mount if self.live is not None else None)
                 rows = s.scalars(select(AiringTarget).where(AiringTarget.airing_id == a.id)).all()
                 urls = (self._urls(b, meta, [t.node_id for t in rows])
                         if meta is not None or b.stream_url else {})

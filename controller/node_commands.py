@@ -155,9 +155,13 @@ class NodeCommands:
 
 class CommandLink:
     """An API-only process's own MQTT connection, for node commands only: it subscribes to
-    nothing, so it takes no share of the fleet's messages. It logs in as the controller
-    (``LOA_MQTT_USERNAME``/``LOA_MQTT_PASSWORD``), whose ACL may publish commands, under a
-    client id of its own so it never knocks a controller off the broker."""
+    nothing, so it takes no share of the fleet's messages. It logs in with a login of its
+    own (``LOA_MQTT_USERNAME``/``LOA_MQTT_PASSWORD`` from ``api.env``, written by ``loa nodes
+    provision``), whose ACL may publish commands only. The provisioned broker replaces every
+    client id by the user name (``use_username_as_clientid``), so sharing a controller's
+    login would knock that controller off the broker. The client id it asks for stays one of
+    its own, so that an older broker set-up where it still shares the controller's login
+    keeps working."""
 
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings

@@ -78,6 +78,11 @@ class ControllerService:
         if self.clustered and client_id is None and self.client_id == DEFAULT_CLIENT_ID:
             # Two replicas under one client id would knock each other off the broker.
             self.client_id = process_client_id(DEFAULT_CLIENT_ID)
+        elif client_id is None and self.client_id == DEFAULT_CLIENT_ID and settings.mqtt_username:
+            # The provisioned broker makes the user name the client id
+            # (use_username_as_clientid): use it ourselves, so the persistent session has the
+            # same name with and without that option.
+            self.client_id = settings.mqtt_username
         self.connected = asyncio.Event()
         self.started_at = time.time()
         self.reconnects = 0

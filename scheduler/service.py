@@ -15,7 +15,6 @@ after commit; otherwise it picks the change up on its next housekeeping pass.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
@@ -70,6 +69,8 @@ class RuntimeHook(Protocol):
 
 class LiveLike(Protocol):
     def require_running(self) -> None: ...
+
+    def new_mount(self) -> str: ...
 
     def listen_url(self, mount: str) -> str: ...
 
@@ -210,8 +211,8 @@ class BroadcastService:
                 return None, req.stream_url, None, duration
             if self.live is None:
                 raise Unavailable("Máy chủ phát trực tiếp (Icecast) chưa được bật trên hệ thống.")
-            self.live.require_running()
-            mount = f"/loa-{secrets.token_hex(6)}"
+            # A mount of its own, with a source password valid on it alone (finding 1).
+            mount = self.live.new_mount()
             return None, self.live.listen_url(mount), mount, duration
         if self.content is None:
             raise Unavailable("Kho nội dung âm thanh chưa sẵn sàng.")
@@ -351,9 +352,22 @@ class BroadcastService:
                 item.handled_ms = now
                 item.handled_by = actor.username
             out = self._summary(s, b)
+            mount = b.stream_mount
         if was_scheduled and self.runtime is not None:
             self.runtime.on_cancelled(broadcast_id)
+        if mount:
+            self._retire_mount(mount)
         return out
+
+    def _retire_mount(self, mount: str) -> None:
+        """A cancelled live broadcast: its source is cut and its password withdrawn."""
+        retire = getattr(self.live, "retire_mount", None)
+        if retire is None:
+            return
+        try:
+            retire(mount)
+        except Unavailable as exc:  # the server is down: nothing left to withdraw there
+            log.warning("%s", exc.message)
 
     def _notify_scheduled(self, broadcast_id: int) -> None:
         if self.runtime is not None:
@@ -471,6 +485,39 @@ class BroadcastService:
             "created_at": iso(b.created_ms),
         }
 
+    def open_live_mounts(self) -> list[str]:
+        """Mounts of live broadcasts that may still go on air (restored into a restarted
+        Icecast so their owners' source addresses keep working)."""
+        with self.db.session() as s:
+            return [m for m in s.scalars(select(Broadcast.stream_mount).where(
+                Broadcast.stream_mount.is_not(None),
+                Broadcast.status.in_(OPEN_STATUSES))) if m]
+
+    def _source_for_owner(self, actor: Actor, b: Broadcast) -> dict[str, str]:
+        """The live source address carries the mount's password: only the officer who
+        created the broadcast gets it, and only while it can still go on air."""
+        if (b.stream_mount and self.live is not None and b.status in OPEN_STATUSES
+                and actor.username and actor.username == b.created_by):
+            return {"source_url": self.live.source_url(b.stream_mount)}
+        return {}
+
+    def live_on_air(self, actor: Actor, listeners: dict[str, int]) -> list[dict[str, Any]]:
+        """Live broadcasts on air now that this user may see (``listeners``: mount ->
+        clusters hearing it, from the Icecast server); others' mounts are not named."""
+        if not listeners:
+            return []
+        out = []
+        with self.db.session() as s:
+            rows = s.scalars(select(Broadcast).where(
+                Broadcast.stream_mount.in_(sorted(listeners)))).all()
+            for b in rows:
+                if not self._may_see(s, actor, b):
+                    continue
+                out.append({"broadcast_id": b.id, "title": b.title, "mount": b.stream_mount,
+                            "listeners": listeners.get(b.stream_mount or "", 0),
+                            "mine": bool(actor.username) and actor.username == b.created_by})
+        return sorted(out, key=lambda x: x["broadcast_id"])
+
     def get(self, actor: Actor, broadcast_id: int, airing_id: int | None = None
             ) -> dict[str, Any]:
         """The broadcast with proof of play: one row per node of the chosen airing (default the
@@ -478,6 +525,7 @@ class BroadcastService:
         with self.db.session() as s:
             b = self._load(s, actor, broadcast_id)
             out = self._summary(s, b)
+            out.update(self._source_for_owner(actor, b))
             airings = s.scalars(select(Airing).where(Airing.broadcast_id == b.id)
                                 .order_by(Airing.slot_ms)).all()
             scope = None if actor.whole_province else set(actor.commune_ids or ())

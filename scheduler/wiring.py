@@ -58,6 +58,13 @@ class Scheduling:
         self.started = True
         if self.live is not None and self.owns_live and not self.live.running:
             try:
+                self.live.restore_mounts(
+                    await asyncio.to_thread(self.broadcasts.open_live_mounts))
+            except Exception:  # the owners of open live broadcasts must make new ones
+                log.exception("Không nạp lại được các điểm phát trực tiếp đang mở")
+            try:
+                # Forked by the process-lifetime spawner thread whatever thread calls it
+                # (scheduler.live._Spawner): it lives as long as Loa, and no longer.
                 await asyncio.to_thread(self.live.start)
             except Unavailable as exc:
                 # Live broadcasts answer with this reason; everything else works.

@@ -270,7 +270,8 @@ async def node_stop(*, node_id: str, request: Request, payload: Any = Body(None)
 
 
 @router.get("/live/server")
-async def live_server(request: Request, user: User = Depends(current_user)):
+async def live_server(request: Request, user: User = Depends(current_user),
+                      svc: BroadcastService = Depends(get_service)):
     """Whether live broadcasting is available, and which mounts are on air."""
     live = request.app.state.ctx.services.get("icecast")
     if live is None or not live.running:
@@ -279,8 +280,11 @@ async def live_server(request: Request, user: User = Depends(current_user)):
             from scheduler.live import MSG_MISSING
             reason = MSG_MISSING
         return {"available": False, "reason": reason}
-    mounts = await run_in_threadpool(live.live_mounts)
-    return {"available": True, "url": live.base_url, "on_air": sorted(mounts)}
+    # Scoped (finding 1): only live broadcasts this user may see, never every mount.
+    listeners = await run_in_threadpool(live.listeners)
+    on_air = await run_in_threadpool(svc.live_on_air, actor_of(user), listeners)
+    return {"available": True, "url": live.base_url,
+            "on_air": [b["mount"] for b in on_air], "broadcasts": on_air}
 
 
 # --------------------------------------------------------------------------- app wiring

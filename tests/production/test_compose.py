@@ -256,8 +256,12 @@ def test_every_command_the_containers_run_exists():
         invocations[name] = loa_invocation(argv_of(SERVICES[name]))
     assert invocations["controller"][:2] == ["loa", "controller"]
     assert invocations["dashboard"] == ["loa", "serve", "--no-controller"]
-    # ...which publishes node commands itself, so it logs in as the controller does.
-    assert SERVICES["dashboard"]["env_file"] == SERVICES["controller"]["env_file"]
+    # ...which publishes node commands itself, under its own login (issue 17 finding 3: the
+    # broker uses the user name as client id, so sharing the controller's would knock it off).
+    assert SERVICES["dashboard"]["env_file"] == [{"path": "./deploy/mqtt/api.env",
+                                                  "required": False}]
+    assert SERVICES["controller"]["env_file"] == [{"path": "./deploy/mqtt/controller.env",
+                                                   "required": False}]
     assert invocations["sim"][:3] == ["loa", "sim", "--from-registry"]
     assert invocations["migrate"] == ["alembic", "upgrade", "head"]
 
