@@ -28,6 +28,10 @@ class ProvinceIndicatorSettings(Base):
     # The station operates when every week of the period has at least this many airings.
     broadcasts_per_week_min: Mapped[int] = mapped_column(default=1)
     default_period: Mapped[str] = mapped_column(String(40), default="last30")
+    # A verdict needs Loa to have observed at least this share of the in-service time;
+    # below it the answer is "không đủ dữ liệu", never pass or fail.
+    coverage_threshold: Mapped[float] = mapped_column(Float, default=0.90,
+                                                      server_default="0.9")
     changed_ms: Mapped[int] = mapped_column(default=0)
     changed_by: Mapped[str] = mapped_column(String(64), default="")
 

@@ -218,8 +218,16 @@ def test_a_cluster_placed_mid_quarter_counts_only_from_its_placement(world, db):
     with db.session() as s:
         c = evaluate(s, parse_period("2026-Q3", now_ms=AFTER_Q3), now=AFTER_Q3).communes[0]
     villages = {v.name: v for v in c.villages}
-    assert villages["Nà Pàn"].availability == pytest.approx((Q3_END - placed) / Q3_MS)
+    # Nà Pàn is in service from 15/08: the weeks before are "chưa đưa vào sử dụng", not
+    # failure (issue 16: they used to count as 0%). Bản Chúc lost its only cluster on 15/08
+    # and was not reached afterwards: that is a failure.
+    assert villages["Nà Pàn"].availability == 1.0
+    assert villages["Nà Pàn"].in_service_ms == Q3_END - placed
+    assert villages["Nà Pàn"].verdict == "pass"
+    assert "Thôn Nà Pàn: đưa vào sử dụng từ 15/08/2026" in " ".join(
+        r.text for r in villages["Nà Pàn"].reasons)
     assert villages["Bản Chúc"].availability == pytest.approx((placed - Q3_START) / Q3_MS)
+    assert villages["Bản Chúc"].verdict == "fail"
     # bulletins count for the village the cluster stood in at the slot
     assert villages["Nà Pàn"].aimed + villages["Bản Chúc"].aimed == 184
     assert not c.passed
