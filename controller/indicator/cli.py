@@ -56,7 +56,7 @@ def _format(args: argparse.Namespace) -> str:
 
 
 def _report(args: argparse.Namespace, db: Database) -> int:
-    from controller.indicator.evaluate import evaluate
+    from controller.indicator.evaluate import evaluate, split_text
     from controller.indicator.periods import parse_period
     from controller.indicator.reports import build_report, render
     from controller.indicator.service import current_thresholds
@@ -70,7 +70,12 @@ def _report(args: argparse.Namespace, db: Database) -> int:
                               default=current_thresholds(s).default_period)
         if fmt == "text":
             e = evaluate(s, period, now=at, scope=args.scope)
-            print(f"Chỉ tiêu 8.3 — {period.label}: {e.summary.text}")
+            label = e.criteria.label if e.criteria else "chỉ tiêu 8.3"
+            print(f"{label[0].upper()}{label[1:]} — {period.label}: {e.summary.text}")
+            if e.criteria is not None:
+                print(f"  Căn cứ: {e.criteria.name} ({e.criteria.legal_basis})")
+            if e.parts:
+                print(f"  {split_text(e)}")
             for d in e.districts:
                 print(f"  {d.text}")
             for c in e.communes:

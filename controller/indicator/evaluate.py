@@ -50,9 +50,10 @@ from sqlalchemy.orm import Session
 from controller.indicator import intervals as iv
 from controller.indicator.availability import available_intervals, states_at
 from controller.indicator.coverage import continuity, watched
+from controller.indicator.criteria import Criteria, sets_for
 from controller.indicator.errors import NotFoundError
 from controller.indicator.models import ManualAttestation
-from controller.indicator.periods import Period, week_index, weeks
+from controller.indicator.periods import Period, _midnight_ms, week_index, weeks
 from controller.indicator.service import MANUAL_KINDS, Thresholds, current_thresholds
 from controller.indicator.sqlstream import ordered_join, stream_rows
 from controller.indicator.vn import (
@@ -75,6 +76,8 @@ from controller.registry.models import (
 from loa.timeutil import format_date, format_datetime, ms_to_dt, now_ms
 
 SETTLE_MS = 15 * 60_000
+# Two-level local government from 01/07/2025 (no districts).
+DISTRICTS_ABOLISHED_MS = _midnight_ms(date(2025, 7, 1))
 PLAYED_PHASES = ("finished",)
 PLAYED_IF_STARTED = ("preempted",)
 
@@ -214,6 +217,9 @@ class Evaluation:
     aired_ms_by_language: dict[str, int]
     clusters_by_state: dict[str, int]
     unobserved: list[tuple[int, int]] = field(default_factory=list)  # watch gaps
+    criteria: Criteria | None = None  # the set that judged this period (or part)
+    parts: list[Evaluation] = field(default_factory=list)  # split at a change of set
+    whole: Period | None = None  # the period asked for, when split into parts
 
 
 # --------------------------------------------------------------------------- helpers
@@ -517,15 +523,32 @@ def evaluate(session: Session, period: Period, *, now: int | None = None,
     """Judge every commune of the scope over the period (so far), in a fixed number of
     queries whatever the number of communes. ``allowed_commune_ids`` narrows the answer to
     the communes a user may see (a commune officer's roll-up counts only their own)."""
-    with _cyclic_gc_paused():
-        return _evaluate(session, period, now, scope, thresholds, allowed_commune_ids)
-
-
-def _evaluate(session: Session, period: Period, now: int | None, scope: str | None,
-              thresholds: Thresholds | None,
-              allowed_commune_ids: Collection[int] | None) -> Evaluation:
     evaluated_ms = now_ms() if now is None else now
-    th = thresholds or current_thresholds(session)
+    start_ms, end_ms = period.evaluation_window(evaluated_ms)
+    province = current_thresholds(session) if thresholds is None else None
+    with _cyclic_gc_paused():
+        parts = sets_for(session, start_ms, end_ms)
+        evaluations = []
+        for lo, hi, criteria in parts:
+            part = period if len(parts) == 1 else Period(
+                period.key, period.kind, lo, hi,
+                f"{period.label}, phần từ {format_date(lo)} đến {format_date(hi - 1)}",
+                f"{period.title} (phần từ {format_date(lo)} đến {format_date(hi - 1)})")
+            th = thresholds or criteria.thresholds(province)
+            e = _evaluate(session, part, evaluated_ms, scope, th, allowed_commune_ids,
+                          criteria)
+            e.criteria = criteria
+            evaluations.append(e)
+    last = evaluations[-1]
+    if len(evaluations) > 1:
+        # The set in force at the period's end answers at the top; each part keeps its own.
+        last.parts, last.whole = evaluations, period
+    return last
+
+
+def _evaluate(session: Session, period: Period, evaluated_ms: int, scope: str | None,
+              th: Thresholds, allowed_commune_ids: Collection[int] | None,
+              criteria: Criteria) -> Evaluation:
     start_ms, end_ms = period.evaluation_window(evaluated_ms)
     communes, scope = _select_communes(session, scope, start_ms, end_ms)
     if allowed_commune_ids is not None:
@@ -592,8 +615,12 @@ def _evaluate(session: Session, period: Period, now: int | None, scope: str | No
     return Evaluation(
         period, start_ms, end_ms, evaluated_ms, th, province.name if province else "",
         scope, verdicts,
-        summarize(verdicts, observed=iv.total(facts.observed) / (end_ms - start_ms)),
-        district_rollups(verdicts),
+        summarize(verdicts, criteria.label,
+                  observed=iv.total(facts.observed) / (end_ms - start_ms)),
+        # Since 01/07/2025 there are no districts: a period reaching past it groups by
+        # commune only (the old district stays a column, "Huyện (cũ)").
+        district_rollups(verdicts, criteria.label) if end_ms <= DISTRICTS_ABOLISHED_MS
+        else [],
         len(province_played), sum(d for d, _ in province_played.values()),
         totals_by_language, states_total, unobserved=facts.unobserved)
 
@@ -788,7 +815,8 @@ def summarize(verdicts: list[CommuneVerdict], label: str = "chỉ tiêu 8.3",
                    insufficient, idle, observed)
 
 
-def district_rollups(verdicts: list[CommuneVerdict]) -> list[DistrictRollup]:
+def district_rollups(verdicts: list[CommuneVerdict],
+                     label: str = "chỉ tiêu 8.3") -> list[DistrictRollup]:
     groups: dict[int, list[CommuneVerdict]] = defaultdict(list)
     for v in verdicts:
         if v.district_id is not None:
@@ -798,7 +826,7 @@ def district_rollups(verdicts: list[CommuneVerdict]) -> list[DistrictRollup]:
         n = sum(1 for v in members if v.passed)
         name = members[0].district_name or str(did)
         out.append(DistrictRollup(did, name, len(members), n,
-                                  f"{name}: {n}/{len(members)} xã đạt chỉ tiêu 8.3"))
+                                  f"{name}: {n}/{len(members)} xã đạt {label}"))
     return sorted(out, key=lambda d: d.name)
 
 
@@ -841,12 +869,36 @@ def commune_as_dict(v: CommuneVerdict) -> dict:
             "villages": [village_as_dict(x) for x in v.villages]}
 
 
+def split_text(e: Evaluation) -> str | None:
+    """The sentence that says a period was judged in parts, by which sets."""
+    if not e.parts:
+        return None
+    pieces = [f"từ {format_date(p.start_ms)} đến {format_date(p.end_ms - 1)} theo "
+              f"{p.criteria.name} ({p.criteria.legal_basis}): {p.summary.text}"
+              for p in e.parts if p.criteria is not None]
+    return (f"Kỳ báo cáo được chia làm {len(e.parts)} phần theo bộ tiêu chí có hiệu lực: "
+            + "; ".join(pieces) + ".")
+
+
+def _part_as_dict(e: Evaluation) -> dict:
+    doc = evaluation_as_dict(e)
+    doc.pop("split", None)
+    return doc
+
+
 def evaluation_as_dict(e: Evaluation) -> dict:
+    whole = e.whole or e.period
+    start = e.parts[0].start_ms if e.parts else e.start_ms
     return {
-        "period": {"key": e.period.key, "label": e.period.label,
-                   "from": format_date(e.start_ms), "to": format_date(e.end_ms - 1),
-                   "start_ms": e.start_ms, "end_ms": e.end_ms,
-                   "complete": e.end_ms == e.period.end_ms},
+        "period": {"key": whole.key, "label": whole.label,
+                   "from": format_date(start), "to": format_date(e.end_ms - 1),
+                   "start_ms": start, "end_ms": e.end_ms,
+                   "complete": e.end_ms == whole.end_ms},
+        "criteria": e.criteria.as_dict() if e.criteria else None,
+        # A period spanning two criteria sets: the top level is the part judged by the set
+        # in force at its end; "split" says so and carries every part in full.
+        "split": {"text": split_text(e), "parts": [_part_as_dict(p) for p in e.parts]}
+        if e.parts else None,
         "scope": e.scope,
         "province": e.province_name,
         "evaluated_ms": e.evaluated_ms,

@@ -51,3 +51,24 @@ class ManualAttestation(Base):
     station_kind: Mapped[str] = mapped_column(String(8))  # "fm" | "wired"
     created_ms: Mapped[int] = mapped_column(default=0)
     created_by: Mapped[str] = mapped_column(String(64), default="")
+
+
+class CriteriaSet(Base):
+    """A national criteria set as the province applies it: its legal basis, the code and
+    wording of the radio indicator in it, the dates it is in force, and (optionally) its
+    own thresholds; None falls back to the province's thresholds. Rows override the sets
+    Loa ships (``controller.indicator.criteria.BUILT_IN``) key by key."""
+
+    __tablename__ = "indicator_criteria"
+    key: Mapped[str] = mapped_column(String(16), primary_key=True)  # "2026-2030"
+    name: Mapped[str] = mapped_column(String(300))
+    legal_basis: Mapped[str] = mapped_column(String(500))
+    indicator_code: Mapped[str] = mapped_column(String(32), default="")
+    indicator_text: Mapped[str] = mapped_column(String(500), default="")
+    valid_from: Mapped[date] = mapped_column(Date)
+    valid_to: Mapped[date | None] = mapped_column(Date)
+    availability_threshold: Mapped[float | None] = mapped_column(Float)
+    aired_threshold: Mapped[float | None] = mapped_column(Float)
+    broadcasts_per_week_min: Mapped[int | None]
+    changed_ms: Mapped[int] = mapped_column(default=0)
+    changed_by: Mapped[str] = mapped_column(String(64), default="")

@@ -26,7 +26,13 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy.orm import Session
 
 from controller.indicator.errors import IndicatorError
-from controller.indicator.evaluate import CommuneVerdict, Evaluation, evaluate
+from controller.indicator.evaluate import (
+    VERDICT_TEXT,
+    CommuneVerdict,
+    Evaluation,
+    evaluate,
+    split_text,
+)
 from controller.indicator.periods import Period
 from controller.indicator.vn import (
     LANGUAGE_NAMES,
@@ -89,9 +95,30 @@ class Report:
     def period(self) -> Period:
         return self.evaluation.period
 
+    @property
+    def criteria(self):
+        return self.evaluation.criteria
+
+    @property
+    def indicator_text(self) -> str:
+        c = self.criteria
+        return c.indicator_text if c is not None else "Xã có đài truyền thanh và hệ thống " \
+            "loa đến các thôn"
+
+    @property
+    def basis_line(self) -> str:
+        c = self.criteria
+        return f"Căn cứ: {c.name} ({c.legal_basis})." if c is not None else ""
+
+    @property
+    def label(self) -> str:
+        return self.criteria.label if self.criteria is not None else "chỉ tiêu 8.3"
+
     def filename(self, fmt: str) -> str:
-        key = self.period.key.replace("..", "_")
-        return f"bao-cao-chi-tieu-8.3-{key}.{fmt}"
+        key = (self.evaluation.whole or self.period).key.replace("..", "_")
+        code = self.criteria.indicator_code if self.criteria is not None else "8.3"
+        stem = f"chi-tieu-{code}" if code else "truyen-thanh-co-so"
+        return f"bao-cao-{stem}-{key}.{fmt}"
 
 
 # --------------------------------------------------------------------------- rows
@@ -100,20 +127,21 @@ class Report:
 def _result_text(c: CommuneVerdict) -> str:
     if c.passed:
         return "Đạt (xác nhận thủ công)" if c.manual else "Đạt"
-    return "Không đạt"
+    return VERDICT_TEXT.get(c.verdict, "Không đạt")
 
 
 def _evidence(c: CommuneVerdict) -> str:
     """For a failing commune, its reasons; for a passing one, the figures that carried it."""
     if not c.passed or c.manual:
-        return "; ".join(r.text for r in c.reasons)
+        return "; ".join(r.text for r in c.reasons if r.level != "info" or c.manual
+                         or c.verdict == "not_in_service")
     worst_av = min((v.availability for v in c.villages if v.availability is not None),
                    default=None)
     worst_aired = min((v.aired_ratio for v in c.villages if v.aired_ratio is not None),
                       default=None)
     return (f"Cả {len(c.villages)} thôn đạt; khả dụng thấp nhất {percent(worst_av)}; "
             f"tỉ lệ phát thấp nhất {percent(worst_aired)}; có buổi phát mọi tuần "
-            f"({c.airings} buổi)")
+            f"({c.airings} buổi); đã giám sát {percent(c.coverage)} thời gian")
 
 
 def _commune_row(i: int, c: CommuneVerdict) -> dict:
@@ -124,7 +152,9 @@ def _commune_row(i: int, c: CommuneVerdict) -> dict:
         "villages": len(c.villages),
         "villages_passed": sum(1 for v in measured if v.passed) if not c.manual else None,
         "clusters": c.clusters,
-        "min_availability": min((v.availability for v in measured), default=None),
+        "min_availability": min((v.availability for v in measured
+                                 if v.availability is not None), default=None),
+        "coverage": c.coverage,
         "min_aired": min((v.aired_ratio for v in measured if v.aired_ratio is not None),
                          default=None),
         "airings": c.airings, "hours": c.aired_ms / 3_600_000,
@@ -136,13 +166,14 @@ def _commune_row(i: int, c: CommuneVerdict) -> dict:
 def _village_rows(c: CommuneVerdict) -> list[dict]:
     rows = []
     for v in c.villages:
-        if v.passed is None:
+        if c.manual or c.station_kind in ("fm", "wired"):
             result = "Không đo (đài FM/hữu tuyến)"
         else:
-            result = "Đạt" if v.passed else "Không đạt"
+            result = VERDICT_TEXT.get(v.verdict, "Không đạt")
         rows.append({"commune": c.name, "commune_code": c.code,
                      "village": village_title(v.name),
                      "clusters": len(v.clusters), "availability": v.availability,
+                     "coverage": v.coverage,
                      "aired": f"{v.played}/{v.aimed}" if v.passed is not None else "",
                      "aimed": v.aimed, "played": v.played, "aired_ratio": v.aired_ratio,
                      "result": result, "passed": v.passed,
@@ -160,13 +191,21 @@ def build_report(session: Session, period: Period, *, now: int | None = None,
     s = e.summary
     lines = [f"{s.text} ({s.manual} xã đạt theo xác nhận thủ công)." if s.manual
              else f"{s.text}."]
+    if e.parts:
+        lines.append(split_text(e))
+    if s.observed is not None:
+        gaps = len(e.unobserved)
+        lines.append(f"Hệ thống đã giám sát {percent(s.observed)} thời gian kỳ báo cáo"
+                     + (f" ({gaps} khoảng mất giám sát, không tính vào khả dụng)." if gaps
+                        else "."))
     if e.end_ms < period.end_ms:
         lines.append(f"Kỳ báo cáo chưa kết thúc: số liệu tính đến {format_datetime(e.end_ms)}.")
     th = e.thresholds
     lines.append(
         f"Tiêu chí áp dụng: mỗi thôn có cụm loa khả dụng từ {percent(th.availability)} thời "
         f"gian và phát từ {percent(th.aired)} số buổi phát tới thôn; đài phát ít nhất "
-        f"{th.broadcasts_per_week_min} buổi mỗi tuần.")
+        f"{th.broadcasts_per_week_min} buổi mỗi tuần; chỉ tính thời gian hệ thống giám sát, "
+        f"cần giám sát từ {percent(th.coverage)} thời gian sử dụng để kết luận.")
     lines.append(
         f"Tổng số buổi phát: {number(e.airings, 0)}; tổng thời lượng: {hours(e.aired_ms)} giờ.")
     total_ms = e.aired_ms or 1
@@ -174,7 +213,8 @@ def build_report(session: Session, period: Period, *, now: int | None = None,
         evaluation=e, generated_ms=generated, heading=province_heading(province),
         date_line=admin_date_line(province_place(province), generated),
         kind_title=KIND_TITLES.get(period.kind, "Báo cáo"),
-        title=f"Kết quả thực hiện chỉ tiêu 8.3 {period.title}", summary_lines=lines,
+        title=f"Kết quả thực hiện {e.criteria.label if e.criteria else 'chỉ tiêu 8.3'} "
+              f"{(e.whole or period).title}", summary_lines=lines,
         commune_rows=[_commune_row(i, c) for i, c in enumerate(e.communes, 1)],
         village_rows=[r for c in e.communes for r in _village_rows(c)],
         language_rows=[(LANGUAGE_NAMES[k], hours(ms), percent(ms / total_ms))
@@ -263,7 +303,9 @@ def render_pdf(report: Report) -> bytes:
     pdf.ln(6)
     text(0, 7, "BÁO CÁO", "B", 14, "C")
     text(0, 6.5, report.title, "B", 12.5, "C")
-    text(0, 6, "(Xã có đài truyền thanh và hệ thống loa đến các thôn)", "I", 11, "C")
+    text(0, 6, f"({report.indicator_text})", "I", 11, "C")
+    if report.basis_line:
+        text(0, 6, report.basis_line, "I", 10.5, "C")
     text(0, 6, f"Kỳ báo cáo: {e.period.label}, từ ngày {format_date(e.start_ms)} "
                f"đến ngày {format_date(e.end_ms - 1)}.", "", 11, "C")
     pdf.ln(3)
@@ -294,7 +336,7 @@ def render_pdf(report: Report) -> bytes:
           [60, 30, 30])
 
     pdf.add_page(orientation="L")
-    section("IV. KẾT QUẢ CHỈ TIÊU 8.3 THEO XÃ")
+    section(f"IV. KẾT QUẢ {report.label.upper()} THEO XÃ")
     keys = ["stt", "name", "station", "villages", "clusters", "min_availability", "min_aired",
             "airings", "hours", "result", "evidence"]
     heads = dict(COMMUNE_COLUMNS)

@@ -136,7 +136,7 @@ async def test_controller_stopped_while_a_node_died_and_another_rebooted(
         assert "không đủ dữ liệu" in village["reasons"][0]["text"]
         assert village["coverage_text"].startswith("đã giám sát ")
     summary = verdicts["_"]["summary"]
-    assert summary["text"] == "1/3 xã đạt chỉ tiêu 8.3; 2 xã không đủ dữ liệu"
+    assert summary["text"] == "1/3 xã đạt chỉ tiêu truyền thanh cơ sở; 2 xã không đủ dữ liệu"
     assert summary["failed"] == 0 and summary["insufficient_data"] == 2
     assert len(verdicts["_"]["watch_gaps"]) == 1
 
@@ -198,5 +198,5 @@ async def test_broker_outage_longer_than_three_heartbeats_is_a_watch_gap_not_out
         assert verdicts[name]["verdict"] == "pass", verdicts[name]["reasons"]
         assert verdicts[name]["coverage"] == 1.0
         assert verdicts[name]["villages"][0]["continuity"]
-    assert verdicts["_"]["summary"]["text"] == "3/3 xã đạt chỉ tiêu 8.3"
+    assert verdicts["_"]["summary"]["text"] == "3/3 xã đạt chỉ tiêu truyền thanh cơ sở"
     assert verdicts["_"]["observed"] < 0.9  # the controller itself watched less

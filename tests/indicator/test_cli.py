@@ -22,7 +22,8 @@ def test_report_in_every_format(world, db, tmp_path, capsys):
     small_province(world, ict(2026, 7, 1), ict(2026, 10, 1))
     code, out, _ = _loa(capsys, "report", "8.3", "--period", "2026-Q3", "--db", db.url)
     assert code == 0
-    assert out.splitlines()[0] == "Chỉ tiêu 8.3 — Quý 3/2026: 2/3 xã đạt chỉ tiêu 8.3"
+    assert out.splitlines()[0] == ("Chỉ tiêu truyền thanh cơ sở — Quý 3/2026: 2/3 xã đạt "
+                                   "chỉ tiêu truyền thanh cơ sở")
     assert "- ls-quockhanh\tQuốc Khánh\tKHÔNG ĐẠT" in out
     assert "    Thôn Bản Cắm: khả dụng 83,6% < 90%" in out
     assert "- ls-vule\tVũ Lễ\tĐẠT (thủ công)" in out

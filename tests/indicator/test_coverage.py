@@ -142,5 +142,5 @@ def test_commune_whose_first_cluster_comes_after_the_period_is_not_in_service(wo
     assert (c.verdict, c.passed) == ("not_in_service", False)
     assert c.reasons[0].text == ("Đài IP của xã chưa đưa vào sử dụng trong kỳ (cụm loa đầu "
                                  "tiên từ 02/11/2026)")
-    assert e.summary.text == "1/2 xã đạt chỉ tiêu 8.3; 1 xã chưa đưa vào sử dụng"
+    assert e.summary.text == "1/2 xã đạt chỉ tiêu truyền thanh cơ sở; 1 xã chưa đưa vào sử dụng"
     assert e.summary.failed == 0 and e.summary.not_in_service == 1

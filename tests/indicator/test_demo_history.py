@@ -32,7 +32,7 @@ def test_seeded_demo_province(db):
     for key in ("last30", "2026-Q3"):
         with db.session() as s:
             e = evaluate(s, parse_period(key, now_ms=NOW), now=NOW)
-        assert e.summary.text == "10/13 xã đạt chỉ tiêu 8.3", key
+        assert e.summary.text == "10/13 xã đạt chỉ tiêu truyền thanh cơ sở", key
         failing = {f["code"]: f["reasons"] for f in e.summary.failing}
         assert set(failing) == {"ls-doican", "ls-hoacu", "ls-vule"}
         assert failing["ls-doican"][0].startswith("Thôn Nà Pàn: khả dụng ")

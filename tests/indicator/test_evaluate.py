@@ -118,7 +118,7 @@ def test_merged_commune_past_quarter_is_judged_on_its_old_villages_and_names(wor
     assert not q2c["OLD"].passed
     assert q2c["OLD"].reasons[0].text.startswith("Thôn Pò Cại: khả dụng 78")
     assert q2c["KEEP"].passed
-    assert q2.summary.text == "1/2 xã đạt chỉ tiêu 8.3"
+    assert q2.summary.text == "1/2 xã đạt chỉ tiêu truyền thanh cơ sở"
     q3c = _by_code(q3)
     assert set(q3c) == {"KEEP"}
     assert q3c["KEEP"].name == "Xã Văn Lang"
@@ -281,6 +281,10 @@ def test_attestation_input_is_checked(world, db):
 
 
 def test_rollups_read_like_the_province_reports(world, db):
+    """Before 01/07/2025 the province reported by district, under indicator 8.3; a period
+    after it groups by commune only and names the 2026-2030 set (issue 16: a Q3/2026 report
+    still had district subtotals and the 8.3 title)."""
+    q1_start, q1_end = ict(2025, 1, 1), ict(2025, 4, 1)
     north = world.district("HL", "Huyện Hữu Lũng")
     south = world.district("CL", "Huyện Chi Lăng")
     for i, (district, ok) in enumerate([(north, True), (north, True), (north, False),
@@ -288,12 +292,14 @@ def test_rollups_read_like_the_province_reports(world, db):
         cid = world.commune(f"R{i}", f"Xã R{i}", district_id=district)
         vid = world.village(f"R{i}-1", f"Thôn {i}", cid)
         world.node(f"n-r{i}", vid)
-        world.transitions(f"n-r{i}", [(Q3_START - DAY, True)] if ok else [])
+        world.transitions(f"n-r{i}", [(q1_start - DAY, True)] if ok else [])
+        world.daily_airings(q1_start, q1_end, [f"n-r{i}"])
         world.daily_airings(Q3_START, Q3_END, [f"n-r{i}"])
     with db.session() as s:
-        e = evaluate(s, parse_period("2026-Q3", now_ms=AFTER_Q3), now=AFTER_Q3)
-        one = evaluate(s, parse_period("2026-Q3", now_ms=AFTER_Q3), now=AFTER_Q3,
+        e = evaluate(s, parse_period("2025-Q1", now_ms=AFTER_Q3), now=AFTER_Q3)
+        one = evaluate(s, parse_period("2025-Q1", now_ms=AFTER_Q3), now=AFTER_Q3,
                        scope="district:CL")
+        later = evaluate(s, parse_period("2026-Q3", now_ms=AFTER_Q3), now=AFTER_Q3)
     assert e.summary.text == "3/5 xã đạt chỉ tiêu 8.3"
     assert [(d.text) for d in e.districts] == ["Huyện Chi Lăng: 1/2 xã đạt chỉ tiêu 8.3",
                                               "Huyện Hữu Lũng: 2/3 xã đạt chỉ tiêu 8.3"]
@@ -302,7 +308,11 @@ def test_rollups_read_like_the_province_reports(world, db):
     assert one.summary.text == "1/2 xã đạt chỉ tiêu 8.3"
     doc = evaluation_as_dict(e)
     assert doc["summary"]["text"] == "3/5 xã đạt chỉ tiêu 8.3"
+    assert doc["criteria"]["code"] == "8.3" and doc["criteria"]["valid_to"] == "14/02/2026"
     assert doc["communes"][2]["villages"][0]["availability"] == 0.0
+    assert later.summary.text == "3/5 xã đạt chỉ tiêu truyền thanh cơ sở"
+    assert later.districts == []
+    assert evaluation_as_dict(later)["summary"]["districts"] == []
 
 
 def test_ongoing_period_is_judged_so_far_and_future_one_is_refused(world, db):
@@ -332,4 +342,4 @@ def test_in_memory_database_runs_sequentially_with_the_same_verdicts(db):
                 evaluate(s, parse_period("2026-Q3", now_ms=AFTER_Q3), now=AFTER_Q3)))
     memory.dispose()
     assert docs[0] == docs[1]
-    assert docs[0]["summary"]["text"] == "2/3 xã đạt chỉ tiêu 8.3"
+    assert docs[0]["summary"]["text"] == "2/3 xã đạt chỉ tiêu truyền thanh cơ sở"
