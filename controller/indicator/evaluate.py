@@ -40,7 +40,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from fractions import Fraction
 
@@ -881,9 +881,7 @@ def split_text(e: Evaluation) -> str | None:
 
 
 def _part_as_dict(e: Evaluation) -> dict:
-    doc = evaluation_as_dict(e)
-    doc.pop("split", None)
-    return doc
+    return evaluation_as_dict(replace(e, parts=[], whole=None))
 
 
 def evaluation_as_dict(e: Evaluation) -> dict:

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from controller.indicator.criteria import all_sets, get_set, update_set
 from controller.indicator.errors import InvalidInputError, PeriodError
 from controller.indicator.evaluate import evaluate, evaluation_as_dict
 from controller.indicator.periods import Period, parse_day, parse_period
@@ -38,7 +39,9 @@ router = APIRouter(prefix="/api/v1", tags=["indicators"])
 MAX_BODY = 16_384
 SETTINGS_FIELDS = {"availability_threshold": "availability", "aired_threshold": "aired",
                    "broadcasts_per_week_min": "broadcasts_per_week_min",
-                   "default_period": "default_period"}
+                   "default_period": "default_period", "coverage_threshold": "coverage"}
+CRITERIA_FIELDS = ("indicator_code", "indicator_text", "name", "legal_basis",
+                   "availability_threshold", "aired_threshold", "broadcasts_per_week_min")
 ATTESTATION_FIELDS = {"inspector", "valid_until", "attested_on", "note", "station_kind"}
 
 
@@ -102,6 +105,7 @@ def _text(body: dict, key: str) -> str:
 # --------------------------------------------------------------------------- verdicts
 
 
+@router.get("/indicators/radio")
 @router.get("/indicators/8.3")
 def indicator_8_3(*, 
     period: str | None = Query(None, max_length=60,
@@ -118,6 +122,7 @@ def indicator_8_3(*,
     return evaluation_as_dict(result)
 
 
+@router.get("/indicators/radio/report")
 @router.get("/indicators/8.3/report")
 def indicator_8_3_report(*, 
     period: str | None = Query(None, max_length=60),
@@ -145,7 +150,7 @@ def _settings_doc(s: Session) -> dict:
     th = current_thresholds(s)
     return {"availability_threshold": th.availability, "aired_threshold": th.aired,
             "broadcasts_per_week_min": th.broadcasts_per_week_min,
-            "default_period": th.default_period,
+            "default_period": th.default_period, "coverage_threshold": th.coverage,
             "changed_at": format_datetime(th.changed_ms) if th.changed_ms else None,
             "changed_by": th.changed_by or None}
 
@@ -162,11 +167,35 @@ async def put_settings(*, request: Request, user: User = Depends(require_role("p
     body = await _json_object(request, set(SETTINGS_FIELDS))
     if not body:
         raise InvalidInputError("Không có thay đổi nào (availability_threshold, "
-                                "aired_threshold, broadcasts_per_week_min, default_period).")
+                                "aired_threshold, broadcasts_per_week_min, default_period, "
+                                "coverage_threshold).")
     before = _settings_doc(s)
     update_thresholds(s, by=user.username, **{SETTINGS_FIELDS[k]: v for k, v in body.items()})
     after = _settings_doc(s)
     audit(s, "indicator.settings.update", user=user, target="8.3", request=request,
+          status_code=200, detail={"before": before, "after": after})
+    return after
+
+
+# --------------------------------------------------------------------------- criteria sets
+
+
+@router.get("/indicators/criteria")
+def get_criteria(*, user: User = Depends(current_user), s: DbSession):
+    """Every criteria set with the dates it is in force (the 2026-2030 set's code, wording
+    and thresholds are the province's to enter)."""
+    return {"items": [c.as_dict() for c in all_sets(s)]}
+
+
+@router.put("/indicators/criteria/{key}")
+async def put_criteria(*, key: str, request: Request,
+                       user: User = Depends(require_role("province")), s: DbSession):
+    before = get_set(s, key).as_dict()
+    body = await _json_object(request, set(CRITERIA_FIELDS))
+    if not body:
+        raise InvalidInputError(f"Không có thay đổi nào ({', '.join(CRITERIA_FIELDS)}).")
+    after = update_set(s, key, body, by=user.username).as_dict()
+    audit(s, "indicator.criteria.update", user=user, target=key, request=request,
           status_code=200, detail={"before": before, "after": after})
     return after
 
