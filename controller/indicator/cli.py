@@ -119,11 +119,35 @@ def _settings(args: argparse.Namespace, db: Database) -> int:
         changes = {k: v for k, v in (("availability", args.availability),
                                      ("aired", args.aired),
                                      ("broadcasts_per_week_min", args.per_week),
-                                     ("default_period", args.default_period)) if v is not None}
+                                     ("default_period", args.default_period),
+                                     ("coverage", args.coverage)) if v is not None}
         th = update_thresholds(s, by="cli", **changes) if changes else current_thresholds(s)
         print(f"Ngưỡng khả dụng: {th.availability}\nNgưỡng tỉ lệ phát: {th.aired}\n"
               f"Số buổi phát tối thiểu/tuần: {th.broadcasts_per_week_min}\n"
-              f"Kỳ mặc định: {th.default_period}")
+              f"Kỳ mặc định: {th.default_period}\n"
+              f"Ngưỡng thời gian giám sát: {th.coverage}")
+    return 0
+
+
+def _criteria(args: argparse.Namespace, db: Database) -> int:
+    from controller.indicator.criteria import all_sets, update_set
+
+    changes = {k: v for k, v in (("indicator_code", args.code),
+                                 ("indicator_text", args.text),
+                                 ("legal_basis", args.legal_basis),
+                                 ("availability_threshold", args.availability),
+                                 ("aired_threshold", args.aired),
+                                 ("broadcasts_per_week_min", args.per_week)) if v is not None}
+    with db.session() as s:
+        if changes:
+            if not args.set:
+                raise _user_error("Cần --set KHÓA (ví dụ 2026-2030) để sửa một bộ tiêu chí.")
+            update_set(s, args.set, changes, by="cli")
+        for c in all_sets(s):
+            until = c.valid_to.strftime("%d/%m/%Y") if c.valid_to else "nay"
+            code = c.indicator_code or "(chưa nhập mã)"
+            print(f"{c.key}: {c.name}\n  Căn cứ: {c.legal_basis}\n  Hiệu lực: "
+                  f"{c.valid_from:%d/%m/%Y} – {until}\n  Chỉ tiêu: {code} — {c.indicator_text}")
     return 0
 
 
@@ -166,7 +190,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--aired", type=float, metavar="0-1")
     s.add_argument("--per-week", type=int, metavar="N")
     s.add_argument("--default-period", metavar="KỲ")
+    s.add_argument("--coverage", type=float, metavar="0-1",
+                   help="thời gian giám sát tối thiểu để kết luận (mặc định 0.9)")
     s.set_defaults(func=_run(_settings))
+    s = sub.add_parser("criteria", parents=[common],
+                       help="xem hoặc sửa bộ tiêu chí (mã, nội dung, ngưỡng của chỉ tiêu)")
+    s.add_argument("--set", metavar="KHÓA", help="bộ cần sửa: 2021-2025 hoặc 2026-2030")
+    s.add_argument("--code", metavar="MÃ", help="mã chỉ tiêu, ví dụ 6.2")
+    s.add_argument("--text", metavar="NỘI_DUNG", help="nội dung chỉ tiêu")
+    s.add_argument("--legal-basis", metavar="CĂN_CỨ")
+    s.add_argument("--availability", type=float, metavar="0-1")
+    s.add_argument("--aired", type=float, metavar="0-1")
+    s.add_argument("--per-week", type=int, metavar="N")
+    s.set_defaults(func=_run(_criteria))
     s = sub.add_parser("seed-history", parents=[common],
                        help="ghi lịch sử mẫu (trạng thái, buổi phát) cho các cụm đã đăng ký")
     s.add_argument("--days", type=int, default=90)

@@ -80,3 +80,15 @@ def test_attest_and_settings(world, db, capsys):
     assert code == 0 and "Ngưỡng khả dụng: 0.95" in out
     code, _, err = _loa(capsys, "indicator", "settings", "--aired", "80", "--db", db.url)
     assert code == 1 and "không quá 1" in err
+
+
+def test_criteria_from_the_shell(capsys, db):
+    code, out, _ = _loa(capsys, "indicator", "criteria", "--db", db.url, "--set", "2026-2030",
+                        "--code", "6.2")
+    assert code == 0
+    assert "  Chỉ tiêu: 6.2 — Xã có đài truyền thanh và hệ thống loa đến các thôn" in out
+    assert "  Hiệu lực: 15/02/2026 – 31/12/2030" in out
+    code, _, err = _loa(capsys, "indicator", "criteria", "--db", db.url, "--set", "2026-2030",
+                        "--availability", "2")
+    assert code != 0
+    assert "Ngưỡng khả dụng phải lớn hơn 0 và không quá 1" in err
