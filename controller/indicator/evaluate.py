@@ -168,6 +168,7 @@ class CommuneVerdict:
     observed_ms: int = 0
     in_service_from_ms: int | None = None
     first_cluster_after_ms: int | None = None  # no cluster yet: when the first one came
+    predecessors: list[dict] = field(default_factory=list)  # communes merged into this one
 
     @property
     def failed_villages(self) -> list[VillageVerdict]:
@@ -401,6 +402,8 @@ class _Facts:
     unobserved: list[iv.Interval] = field(default_factory=list)  # the rest of the window
     bridges: dict[str, list[iv.Interval]] = field(default_factory=dict)  # node continuity
     first_cluster_after: dict[int, int] = field(default_factory=dict)  # commune -> ms
+    members: dict[int, list[int]] = field(default_factory=dict)  # commune -> itself + folded
+    predecessors: dict[int, list[dict]] = field(default_factory=dict)
 
 
 def _village_verdict(village: Village, name: str, window: list[iv.Interval],
@@ -555,13 +558,17 @@ def _evaluate(session: Session, period: Period, evaluated_ms: int, scope: str | 
         allowed = set(allowed_commune_ids)
         communes = [c for c in communes if c.id in allowed]
     province_wide = scope == "province" and allowed_commune_ids is None
-    commune_ids = [c.id for c in communes]
+    communes, folded = _fold_merged(session, communes, start_ms, end_ms, province_wide)
+    commune_ids = [c.id for c in communes] + sorted(folded)
     ids_filter = None if province_wide else commune_ids
     airing_evidence = _airing_evidence_async(session, start_ms, end_ms, evaluated_ms,
                                              ids_filter)
     name_at = end_ms - 1
     commune_names = history.names_at(session, "commune", commune_ids, name_at)
     windows = {c.id: _commune_window(c, start_ms, end_ms) for c in communes}
+    for old, (new, old_window) in folded.items():  # a merged commune's days count for
+        windows[old] = old_window  # its successor, which starts with the earliest of them
+        windows[new] = (min(windows[new][0], old_window[0]), windows[new][1])
 
     # Villages of each commune in the period, each with the part of it they belonged.
     village_windows: dict[int, dict[int, list[iv.Interval]]] = defaultdict(dict)
@@ -570,7 +577,8 @@ def _evaluate(session: Session, period: Period, evaluated_ms: int, scope: str | 
             continue
         part = iv.clip([(span.start_ms, span.end_ms)], *windows[span.owner_id])
         if part:
-            vw = village_windows[span.owner_id]
+            owner = folded[span.owner_id][0] if span.owner_id in folded else span.owner_id
+            vw = village_windows[owner]
             vw[span.member_id] = iv.union(vw.get(span.member_id, []), part)
     village_ids = sorted({v for vw in village_windows.values() for v in vw})
     villages: dict[int, Village] = {}
@@ -590,6 +598,10 @@ def _evaluate(session: Session, period: Period, evaluated_ms: int, scope: str | 
         states_at(session, end_ms - 1, None if province_wide else node_ids),
         airing_evidence(), attestations,
         {d.id: d for d in session.scalars(select(District))}, ms_to_dt(end_ms - 1).date())
+    facts.members = {c.id: [c.id] for c in communes}
+    for old, (new, _w) in folded.items():
+        facts.members[new].append(old)
+    facts.predecessors = _predecessors(session, [c.id for c in communes], end_ms)
     facts.observed = watched(session, start_ms, end_ms)
     facts.unobserved = _complement(facts.observed, start_ms, end_ms)
     if facts.unobserved:
@@ -632,12 +644,17 @@ def _judge_commune(c: Commune, name: str, f: _Facts) -> CommuneVerdict:
     for vid, vwindow in sorted(f.village_windows.get(c.id, {}).items(),
                                key=lambda kv: f.villages[kv[0]].code):
         village = f.villages[vid]
+        counts = [f.evidence.aimed_played[(m, vid)] for m in f.members.get(c.id, [c.id])
+                  if (m, vid) in f.evidence.aimed_played]
         vv = _village_verdict(village, f.village_names.get(vid, village.name), vwindow,
                               f.spans_by_village.get(vid, []), f,
-                              f.evidence.aimed_played.get((c.id, vid)))
+                              (sum(a for a, _ in counts), sum(p for _, p in counts))
+                              if counts else None)
         commune_nodes.update(ce.node_id for ce in vv.clusters)
         vverdicts.append(vv)
-    heard = [p for p in f.evidence.heard.get(c.id, ()) if lo <= p[1] < hi]
+    heard = list({p[0]: p for m in f.members.get(c.id, [c.id])
+                  for p in f.evidence.heard.get(m, ()) if lo <= p[1] < hi}.values())
+    heard.sort(key=lambda p: p[1])
     measured = [v for v in vverdicts if v.in_service_from_ms is not None]
     service_from = min((v.in_service_from_ms for v in measured), default=None)
     # Weeks are counted from the station's first cluster in service.
@@ -660,6 +677,7 @@ def _judge_commune(c: Commune, name: str, f: _Facts) -> CommuneVerdict:
         c.station_kind, station, lo, hi, False, False, [], vverdicts, len(commune_nodes),
         [(a, b, n) for (a, b), n in zip(week_bounds, week_counts, strict=True)],
         len(heard), sum(p[2] for p in heard), by_language, cluster_states, heard=heard)
+    verdict.predecessors = f.predecessors.get(c.id, [])
     verdict.in_service_from_ms = service_from
     verdict.in_service_ms = sum(v.in_service_ms for v in measured)
     verdict.observed_ms = sum(v.observed_ms for v in measured)
@@ -684,6 +702,44 @@ def _judge_commune(c: Commune, name: str, f: _Facts) -> CommuneVerdict:
                        if verdict.verdict in ("insufficient_data", "not_in_service")
                        else "fail")
     return verdict
+
+
+def _fold_merged(session: Session, communes: list[Commune], start_ms: int, end_ms: int,
+                 province_wide: bool) -> tuple[list[Commune], dict]:
+    """Communes merged during the window into one that is answered for: judged as part of
+    their successor (its name, their villages on the days they had them), not as a line of
+    their own. Returns the communes to judge and {merged id: (successor id, its window)}."""
+    ids = {c.id for c in communes}
+    pool = communes if province_wide else history.communes_existing(session, start_ms, end_ms)
+    by_id = {c.id: c for c in pool}
+    folded: dict[int, tuple[int, tuple[int, int]]] = {}
+    for c in pool:
+        if c.retired_ms is None or not start_ms < c.retired_ms < end_ms:
+            continue
+        target, hops = c.merged_into_id, 0
+        while target is not None and target not in ids and hops < 8:
+            nxt = by_id.get(target)
+            target, hops = (nxt.merged_into_id if nxt else None), hops + 1
+        if target in ids:
+            folded[c.id] = (target, _commune_window(c, start_ms, end_ms))
+    return [c for c in communes if c.id not in folded], folded
+
+
+def _predecessors(session: Session, commune_ids: list[int], end_ms: int) -> dict:
+    """commune -> the communes merged into it up to ``end_ms``, with the date."""
+    if not commune_ids:
+        return {}
+    out: dict[int, list[dict]] = defaultdict(list)
+    rows = []
+    for i in range(0, len(commune_ids), 900):
+        rows += list(session.scalars(select(Commune).where(
+            Commune.merged_into_id.in_(commune_ids[i:i + 900]), Commune.retired_ms <= end_ms)))
+    for r in sorted(rows, key=lambda r: (r.retired_ms, r.code)):
+        # the name it bore on its last day (a handful of rows: one lookup each)
+        name = history.name_at(session, "commune", r.id, r.retired_ms - 1) or r.name
+        out[r.merged_into_id].append({"id": r.id, "code": r.code, "name": name,
+                                      "merged_on": format_date(r.retired_ms)})
+    return out
 
 
 def _complement(ivs: list[iv.Interval], lo: int, hi: int) -> list[iv.Interval]:
@@ -852,6 +908,7 @@ def village_as_dict(v: VillageVerdict) -> dict:
 def commune_as_dict(v: CommuneVerdict) -> dict:
     return {"id": v.id, "code": v.code, "name": v.name, "district": v.district_name,
             "station_kind": v.station_kind, "station": v.station, "passed": v.passed,
+            "predecessors": v.predecessors,
             "verdict": v.verdict, "verdict_text": VERDICT_TEXT.get(v.verdict, ""),
             "coverage": v.coverage,
             "coverage_text": (f"đã giám sát {percent(v.coverage)} thời gian kỳ báo cáo"

@@ -147,7 +147,11 @@ def _evidence(c: CommuneVerdict) -> str:
 def _commune_row(i: int, c: CommuneVerdict) -> dict:
     measured = [v for v in c.villages if v.passed is not None]
     return {
-        "stt": i, "code": c.code, "name": c.name, "district": c.district_name or "",
+        "stt": i, "code": c.code, "name": c.name + (
+            " (hợp nhất từ " + ", ".join(f"{p['name']} ngày {p['merged_on']}"
+                                         for p in c.predecessors) + ")"
+            if c.predecessors else ""),
+        "district": c.district_name or "",
         "station": STATION_NAMES.get(c.station, c.station),
         "villages": len(c.villages),
         "villages_passed": sum(1 for v in measured if v.passed) if not c.manual else None,

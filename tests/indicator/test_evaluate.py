@@ -343,3 +343,37 @@ def test_in_memory_database_runs_sequentially_with_the_same_verdicts(db):
     memory.dispose()
     assert docs[0] == docs[1]
     assert docs[0]["summary"]["text"] == "2/3 xã đạt chỉ tiêu truyền thanh cơ sở"
+
+
+def test_period_spanning_a_merge_shows_the_new_commune_with_its_predecessor(world, db):
+    """Bắc La merged into Tân Đoàn (renamed Văn Lang) on 01/08/2026. The quarter is judged
+    on the register as it stood each day: Bắc La's villages count for Văn Lang over the
+    whole quarter (before the merge under Bắc La, after under Văn Lang), one line, the new
+    name, the predecessor listed."""
+    merge_at = ict(2026, 8, 1)
+    old = world.commune("OLD", "Xã Bắc La", created_ms=0)
+    keep = world.commune("KEEP", "Xã Tân Đoàn", created_ms=0)
+    x1 = world.village("OLD-1", "Pò Cại", old)
+    y1 = world.village("KEEP-1", "Còn Pheo", keep)
+    world.node("n-x1", x1)
+    world.node("n-y1", y1)
+    world.transitions("n-x1", [(Q3_START - DAY, True), (Q3_START + 5 * DAY, False),
+                               (Q3_START + 20 * DAY, True)])  # down 15 days, before merge
+    world.transitions("n-y1", [(Q3_START - DAY, True)])
+    world.move_village(x1, keep, merge_at)
+    world.retire_commune(old, keep, merge_at)
+    world.rename("commune", keep, "Xã Văn Lang", merge_at)
+    world.daily_airings(Q3_START, Q3_END, ["n-x1", "n-y1"], record=True)
+    with db.session() as s:
+        e = evaluate(s, parse_period("2026-Q3", now_ms=AFTER_Q3), now=AFTER_Q3)
+    doc = evaluation_as_dict(e)
+    assert [c["name"] for c in doc["communes"]] == ["Xã Văn Lang"]
+    c = doc["communes"][0]
+    assert c["predecessors"] == [{"id": old, "code": "OLD", "name": "Xã Bắc La",
+                                  "merged_on": "01/08/2026"}]
+    villages = {v["name"]: v for v in c["villages"]}
+    assert set(villages) == {"Pò Cại", "Còn Pheo"}
+    assert villages["Pò Cại"]["aimed"] == 184  # its bulletins under both communes
+    assert villages["Pò Cại"]["availability"] == pytest.approx(1 - 15 / 92)
+    assert c["verdict"] == "fail"
+    assert doc["summary"]["text"] == "0/1 xã đạt chỉ tiêu truyền thanh cơ sở"
