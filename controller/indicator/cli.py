@@ -19,8 +19,10 @@ from loa.db import Database
 from loa.settings import get_settings
 from loa.timeutil import now_ms
 
-FORMATS = ("html", "pdf", "xlsx", "csv", "text")
-BINARY = ("pdf", "xlsx")
+FORMATS = ("html", "pdf", "docx", "xlsx", "csv", "text")
+BINARY = ("pdf", "docx", "xlsx")
+LETTERHEAD_FLAGS = ("issuer", "superior", "number_symbol", "place", "signer_authority",
+                    "signer_title", "signer_name", "recipients")
 
 
 def _user_error(message: str) -> Exception:
@@ -84,7 +86,11 @@ def _report(args: argparse.Namespace, db: Database) -> int:
                 for r in c.reasons:
                     print(f"    {r.text}")
             return 0
-        report = build_report(s, period, now=at, scope=args.scope)
+        overrides = {k: getattr(args, k) for k in LETTERHEAD_FLAGS
+                     if getattr(args, k) is not None}
+        if args.recipients is not None:
+            overrides["recipients"] = args.recipients.replace(";", "\n")
+        report = build_report(s, period, now=at, scope=args.scope, letterhead=overrides)
     data = render(report, fmt)
     if not args.output or args.output == "-":
         sys.stdout.write(data.decode("utf-8"))
@@ -170,6 +176,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=FORMATS, help="mặc định theo đuôi tệp, hoặc text")
     p.add_argument("--scope", metavar="PHẠM_VI", help="province, district:MÃ, commune:MÃ")
     p.add_argument("-o", "--output", metavar="TỆP", help="tệp đích (- = màn hình)")
+    for flag in LETTERHEAD_FLAGS:  # this report only; the province's defaults are settings
+        p.add_argument(f"--{flag.replace('_', '-')}", metavar="…",
+                       help="nơi nhận, phân cách bằng ';'" if flag == "recipients" else None)
     p.set_defaults(func=_run(_report))
 
     p = subparsers.add_parser("attest", parents=[common],

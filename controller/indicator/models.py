@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import Date, Float, ForeignKey, Index, String
+from sqlalchemy import JSON, Date, Float, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from loa.db import Base
@@ -70,5 +70,17 @@ class CriteriaSet(Base):
     availability_threshold: Mapped[float | None] = mapped_column(Float)
     aired_threshold: Mapped[float | None] = mapped_column(Float)
     broadcasts_per_week_min: Mapped[int | None]
+    changed_ms: Mapped[int] = mapped_column(default=0)
+    changed_by: Mapped[str] = mapped_column(String(64), default="")
+
+
+class ReportSettings(Base):
+    """One version of the province's letterhead for filed reports (issuing body, superior,
+    number symbol, place, signer, recipients), as JSON; the row with the highest id is in
+    force, older rows stay for the record."""
+
+    __tablename__ = "report_settings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    doc: Mapped[dict] = mapped_column(JSON)
     changed_ms: Mapped[int] = mapped_column(default=0)
     changed_by: Mapped[str] = mapped_column(String(64), default="")

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from controller.indicator import letterhead as letterheads
 from controller.indicator.criteria import all_sets, get_set, update_set
 from controller.indicator.errors import InvalidInputError, PeriodError
 from controller.indicator.evaluate import evaluate, evaluation_as_dict
@@ -126,17 +127,30 @@ def indicator_8_3(*,
 @router.get("/indicators/8.3/report")
 def indicator_8_3_report(*, 
     period: str | None = Query(None, max_length=60),
-    format: str = Query("pdf", description="html, pdf, xlsx, csv"),
+    format: str = Query("pdf", description="html, pdf, docx, xlsx, csv"),
     scope: str | None = Query(None, max_length=80),
+    number_symbol: str | None = Query(None, max_length=300),
+    signer_authority: str | None = Query(None, max_length=300),
+    signer_title: str | None = Query(None, max_length=300),
+    signer_name: str | None = Query(None, max_length=300),
+    recipients: str | None = Query(None, max_length=2000,
+                                   description="một nơi nhận mỗi dòng"),
     user: User = Depends(current_user),
     s: DbSession,
 ):
     fmt = format.lower()
     if fmt not in MEDIA_TYPES:
-        raise InvalidInputError(f"Định dạng '{format}' không hỗ trợ (html, pdf, xlsx, csv).")
+        raise InvalidInputError(f"Định dạng '{format}' không hỗ trợ "
+                                "(html, pdf, docx, xlsx, csv).")
     at = now_ms()
+    overrides = {k: v for k, v in (("number_symbol", number_symbol),
+                                   ("signer_authority", signer_authority),
+                                   ("signer_title", signer_title),
+                                   ("signer_name", signer_name),
+                                   ("recipients", recipients)) if v is not None}
     report = build_report(s, _period(s, period, at), now=at, scope=scope,
-                          allowed_commune_ids=_visible(s, user, scope))
+                          allowed_commune_ids=_visible(s, user, scope),
+                          letterhead=overrides)
     content = render(report, fmt)
     disposition = "inline" if fmt == "html" else "attachment"
     return Response(content, media_type=MEDIA_TYPES[fmt], headers={
@@ -174,6 +188,28 @@ async def put_settings(*, request: Request, user: User = Depends(require_role("p
     after = _settings_doc(s)
     audit(s, "indicator.settings.update", user=user, target="8.3", request=request,
           status_code=200, detail={"before": before, "after": after})
+    return after
+
+
+# --------------------------------------------------------------------------- letterhead
+
+
+@router.get("/indicators/report-settings")
+def get_report_settings(*, user: User = Depends(current_user), s: DbSession):
+    """The province's letterhead for filed reports (Nghị định 30/2020/NĐ-CP)."""
+    return letterheads.current(s).as_dict()
+
+
+@router.put("/indicators/report-settings")
+async def put_report_settings(*, request: Request,
+                              user: User = Depends(require_role("province")), s: DbSession):
+    body = await _json_object(request, set(letterheads.FIELDS))
+    if not body:
+        raise InvalidInputError(f"Không có thay đổi nào ({', '.join(letterheads.FIELDS)}).")
+    before = letterheads.current(s).as_dict()
+    after = letterheads.update(s, body, by=user.username).as_dict()
+    audit(s, "indicator.report_settings.update", user=user, target="letterhead",
+          request=request, status_code=200, detail={"before": before, "after": after})
     return after
 
 

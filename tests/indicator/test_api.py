@@ -123,7 +123,7 @@ def test_report_downloads(api):
     assert r.status_code == 200 and r.content.startswith(b"%PDF-")
     r = api.get("/api/v1/indicators/8.3/report?format=html", headers=auth)
     assert r.status_code == 200 and "UBND TỈNH LẠNG SƠN" in r.text
-    r = api.get("/api/v1/indicators/8.3/report?format=docx", headers=auth)
+    r = api.get("/api/v1/indicators/8.3/report?format=odt", headers=auth)
     assert r.status_code == 422 and "không hỗ trợ" in r.json()["detail"]
 
 

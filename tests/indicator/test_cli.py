@@ -53,7 +53,7 @@ def test_report_errors(db, tmp_path, capsys):
     assert code == 1 and err.startswith("Lỗi: Không hiểu kỳ báo cáo '2026-Q7'")
     code, _, err = _loa(capsys, "report", "8.3", "--format", "pdf", "--db", db.url)
     assert code == 1 and "cần tệp đích" in err
-    code, _, err = _loa(capsys, "report", "8.3", "-o", str(tmp_path / "x.docx"), "--db", db.url)
+    code, _, err = _loa(capsys, "report", "8.3", "-o", str(tmp_path / "x.odt"), "--db", db.url)
     assert code == 1 and "Không đoán được định dạng" in err
     code, _, err = _loa(capsys, "report", "8.3", "-o", str(tmp_path / "no" / "dir.csv"),
                         "--db", db.url)

@@ -147,4 +147,4 @@ def test_unknown_format_is_refused(report):
     from controller.indicator.errors import IndicatorError
 
     with pytest.raises(IndicatorError, match="không hỗ trợ"):
-        render(report, "docx")
+        render(report, "odt")
