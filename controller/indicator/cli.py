@@ -63,6 +63,9 @@ def _report(args: argparse.Namespace, db: Database) -> int:
     from controller.indicator.reports import build_report, render
     from controller.indicator.service import current_thresholds
 
+    if args.folder:
+        raise _user_error(f"Thừa tham số '{args.folder}' (thư mục chỉ dùng với "
+                          "'loa report verify THƯ_MỤC').")
     fmt = _format(args)
     if fmt in BINARY and not args.output:
         raise _user_error(f"Báo cáo {fmt.upper()} cần tệp đích: thêm -o TỆP.")
@@ -70,6 +73,20 @@ def _report(args: argparse.Namespace, db: Database) -> int:
     with db.session() as s:
         period = parse_period(args.period, now_ms=at,
                               default=current_thresholds(s).default_period)
+        if args.evidence:
+            from controller.indicator.evidence import write_evidence
+
+            e = evaluate(s, period, now=at, scope=args.scope)
+            folder = Path(args.evidence)
+            try:
+                files = write_evidence(s, e, folder)
+            except OSError as exc:
+                raise _user_error(f"Không ghi được bằng chứng vào '{folder}': "
+                                  f"{exc.strerror}.") from None
+            print(f"Đã ghi {len(files)} tệp bằng chứng ({e.summary.text}) và MANIFEST.sha256 "
+                  f"vào {folder}; kiểm tra lại bằng: loa report verify {folder}")
+            if fmt == "text":
+                return 0
         if fmt == "text":
             e = evaluate(s, period, now=at, scope=args.scope)
             label = e.criteria.label if e.criteria else "chỉ tiêu 8.3"
@@ -102,6 +119,26 @@ def _report(args: argparse.Namespace, db: Database) -> int:
         raise _user_error(f"Không ghi được tệp '{path}': {exc.strerror}.") from None
     print(f"Đã ghi báo cáo {period.label} ({report.evaluation.summary.text}) vào {path}")
     return 0
+
+
+def _report_or_verify(args: argparse.Namespace) -> int:
+    """``loa report verify DIR`` reads the folder alone: no database is opened."""
+    if args.indicator != "verify":
+        return _run(_report)(args)
+    try:
+        return _verify(args)
+    except IndicatorError as exc:
+        raise _user_error(exc.message) from exc
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from controller.indicator.evidence import verify_evidence
+
+    if not args.folder:
+        raise _user_error("Thiếu thư mục bằng chứng: loa report verify THƯ_MỤC.")
+    result = verify_evidence(Path(args.folder))
+    print(result.text())
+    return 0 if result.ok else 3
 
 
 def _attest(args: argparse.Namespace, db: Database) -> int:
@@ -170,7 +207,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument("--db", metavar="URL", help="CSDL (mặc định theo cấu hình LOA_)")
 
     p = subparsers.add_parser("report", parents=[common], help="báo cáo chỉ tiêu 8.3")
-    p.add_argument("indicator", choices=("8.3",), help="chỉ tiêu (8.3)")
+    p.add_argument("indicator", choices=("8.3", "radio", "verify"),
+                   help="chỉ tiêu (8.3 hoặc radio: như nhau, theo bộ tiêu chí có hiệu lực), "
+                        "hoặc verify THƯ_MỤC để kiểm tra một thư mục bằng chứng")
+    p.add_argument("folder", nargs="?", metavar="THƯ_MỤC", help="với verify")
+    p.add_argument("--evidence", metavar="THƯ_MỤC",
+                   help="ghi dữ liệu gốc (CSV) và MANIFEST.sha256 để người khác tính lại")
     p.add_argument("--period", metavar="KỲ",
                    help="2026-Q3, 2026-H1, 2026, 2026-07, last30 hoặc 01/07/2026-30/09/2026")
     p.add_argument("--format", choices=FORMATS, help="mặc định theo đuôi tệp, hoặc text")
@@ -179,7 +221,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for flag in LETTERHEAD_FLAGS:  # this report only; the province's defaults are settings
         p.add_argument(f"--{flag.replace('_', '-')}", metavar="…",
                        help="nơi nhận, phân cách bằng ';'" if flag == "recipients" else None)
-    p.set_defaults(func=_run(_report))
+    p.set_defaults(func=_report_or_verify)
 
     p = subparsers.add_parser("attest", parents=[common],
                               help="xác nhận thủ công đài FM/hữu tuyến của một xã")

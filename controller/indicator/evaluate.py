@@ -221,6 +221,7 @@ class Evaluation:
     criteria: Criteria | None = None  # the set that judged this period (or part)
     parts: list[Evaluation] = field(default_factory=list)  # split at a change of set
     whole: Period | None = None  # the period asked for, when split into parts
+    facts: _Facts | None = field(default=None, repr=False)  # what it was judged on
 
 
 # --------------------------------------------------------------------------- helpers
@@ -293,6 +294,10 @@ _TARGETS_CTE = (
     "{resolved}) ")
 # A village counts an airing once however many of its clusters got it, and has played it
 # when any of them did.
+# The attributed targets themselves, for the evidence folder (``evidence.py``).
+TARGET_ROWS_SQL = (_TARGETS_CTE + "SELECT tt.c, tt.v, tt.airing_id, tt.p, a.slot_ms, "
+                   "a.duration_ms, a.language FROM tt JOIN airing a ON a.id = tt.airing_id "
+                   "ORDER BY tt.c, tt.v, tt.airing_id")
 _PER_VILLAGE_SQL = (_TARGETS_CTE + "SELECT c, v, COUNT(DISTINCT airing_id), "
                     "COUNT(DISTINCT CASE WHEN p = 1 THEN airing_id END) FROM tt GROUP BY c, v")
 _HEARD_SQL = (_TARGETS_CTE + "SELECT g.c, a.id, a.slot_ms, a.duration_ms, a.language FROM "
@@ -634,7 +639,7 @@ def _evaluate(session: Session, period: Period, evaluated_ms: int, scope: str | 
         district_rollups(verdicts, criteria.label) if end_ms <= DISTRICTS_ABOLISHED_MS
         else [],
         len(province_played), sum(d for d, _ in province_played.values()),
-        totals_by_language, states_total, unobserved=facts.unobserved)
+        totals_by_language, states_total, unobserved=facts.unobserved, facts=facts)
 
 
 def _judge_commune(c: Commune, name: str, f: _Facts) -> CommuneVerdict:
