@@ -71,7 +71,7 @@ class ControllerService:
         self.ingest = Ingest(settings, db)
         # See Ingest.will_hold_ms: a broker's own shutdown closes our connection right after
         # the wills it sends on the same TCP stream, well within this.
-        self.ingest.will_hold_ms = 250
+        self.ingest.will_hold_ms = 200
         self.commands = CommandPublisher(self.ingest.topics)
         # A node's events reach only the leader of several controllers.
         self.node_commands = NodeCommands(
@@ -146,7 +146,7 @@ class ControllerService:
             asyncio.create_task(self._flush_loop(), name="loa-flusher"),
             asyncio.create_task(self._periodic(self._maybe_reload_registry, 2.0),
                                 name="loa-registry"),
-            asyncio.create_task(self._periodic(self._release_wills, 0.1),
+            asyncio.create_task(self._periodic(self._release_wills, 0.05),
                                 name="loa-wills"),
             asyncio.create_task(self._periodic(self._extend_watch,
                                                self.settings.watch_extend_s),
