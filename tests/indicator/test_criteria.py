@@ -112,3 +112,19 @@ def test_criteria_over_the_api_named_in_every_answer_and_audited(api):  # noqa: 
         row = s.scalars(select(AuditLog).where(
             AuditLog.action == "indicator.criteria.update")).one()
     assert row.target == "2026-2030"
+
+
+def test_evidence_of_a_split_period_has_a_folder_per_part_and_verifies(world, db, tmp_path):
+    from controller.indicator.evidence import verify_evidence, write_evidence
+
+    _station(world, ict(2026, 3, 10), (Q1_END - SWITCH) * 6 // 100)
+    with db.session() as s:
+        update_set(s, "2026-2030", {"availability_threshold": 0.95})
+        e = evaluate(s, parse_period("2026-Q1", now_ms=AFTER_Q1), now=AFTER_Q1)
+        write_evidence(s, e, tmp_path / "ev")
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == [
+        "MANIFEST.sha256", "part-1", "part-2"]
+    result = verify_evidence(tmp_path / "ev")
+    assert result.ok and result.communes == 2, result.text()
+    criteria = (tmp_path / "ev" / "part-2" / "criteria.csv").read_text()
+    assert "Quyết định số 51/2025/QĐ-TTg" in criteria and "0.95" in criteria
