@@ -408,6 +408,14 @@ class _Facts:
     bridges: dict[str, list[iv.Interval]] = field(default_factory=dict)  # node continuity
     first_cluster_after: dict[int, int] = field(default_factory=dict)  # commune -> ms
     members: dict[int, list[int]] = field(default_factory=dict)  # commune -> itself + folded
+    _watched_in: dict[tuple[int, int], list[iv.Interval]] = field(default_factory=dict)
+
+    def watched_in(self, window: iv.Interval) -> list[iv.Interval]:
+        """The watch clipped to one window (villages mostly share the period's window)."""
+        got = self._watched_in.get(window)
+        if got is None:
+            got = self._watched_in[window] = iv.clip(self.observed, *window)
+        return got
     predecessors: dict[int, list[dict]] = field(default_factory=dict)
 
 
@@ -426,18 +434,33 @@ def _village_verdict(village: Village, name: str, window: list[iv.Interval],
     by_node: dict[str, list[iv.Interval]] = defaultdict(list)
     for span in spans:
         by_node[span.member_id].append((span.start_ms, span.end_ms))
+    watched_all = not f.unobserved  # the usual case: the controller watched throughout
     for node, placed in sorted(by_node.items()):
-        placed = iv.intersect(window, iv.union(placed))
-        if not placed:
-            continue
-        bridge = iv.intersect(f.bridges.get(node, []), placed)
-        seen = iv.intersect(placed, iv.union(f.observed, bridge) if bridge else f.observed)
-        up = iv.intersect(f.available.get(node, []), seen)
+        up = f.available.get(node, [])
+        if (len(window) == 1 and len(placed) == 1 and placed[0] == window[0]
+                and node not in f.bridges):
+            # Placed for the whole window, and the node's intervals were computed over the
+            # period, which contains the window: only the edges can differ.
+            seen, bridge = placed, []
+            if up and (up[0][0] < window[0][0] or up[-1][1] > window[0][1]):
+                up = iv.clip(up, *window[0])
+            if not watched_all:
+                seen = f.watched_in(window[0])
+                up = iv.intersect(up, seen)
+        else:
+            placed = iv.intersect(window, iv.union(placed))
+            if not placed:
+                continue
+            bridge = iv.intersect(f.bridges.get(node, []), placed) if f.bridges else []
+            seen = placed if watched_all else iv.intersect(
+                placed, iv.union(f.observed, bridge) if bridge else f.observed)
+            up = iv.intersect(up, seen)
         placed_all.append(placed)
         observed_parts.append(bridge)
         covered.append(up)
         up_ms, seen_ms = iv.total(up), iv.total(seen)
-        bridged = iv.total(iv.intersect(bridge, iv.intersect(placed, f.unobserved)))
+        bridged = iv.total(iv.intersect(bridge, iv.intersect(placed, f.unobserved))) \
+            if bridge else 0
         clusters.append(ClusterEvidence(node, iv.total(placed), up_ms,
                                         up_ms / seen_ms if seen_ms else 0.0, seen_ms, bridged))
         if bridged:
@@ -465,7 +488,8 @@ def _village_verdict(village: Village, name: str, window: list[iv.Interval],
     in_service = iv.clip(window, first, window[-1][1])
     service_ms = iv.total(in_service)
     # Observed: the watch over the in-service time, plus gaps a cluster proved it ran.
-    observed = iv.union(iv.intersect(in_service, f.observed), *observed_parts)
+    observed = in_service if watched_all else iv.union(
+        iv.intersect(in_service, f.observed), *observed_parts)
     observed_ms = iv.total(observed)
     covered_ms = iv.total(iv.union(*covered))
     coverage = observed_ms / service_ms if service_ms else 0.0
