@@ -92,7 +92,7 @@ def _read(n: int, style: NumberStyle, full: bool) -> list[str]:
 
 def read_digits(text: str) -> str:
     """Digit by digit: phone numbers, codes, long decimals ("0912" = "không chín một hai")."""
-    return " ".join(DIGITS[int(c)] for c in text if c.isdigit())
+    return " ".join(DIGITS[int(c)] for c in text if c.isdecimal())
 
 
 def read_decimal(int_part: str, frac_part: str, style: NumberStyle = NORTH) -> str:

@@ -48,6 +48,18 @@ class NodeRuntime:
     last_sample_ms: int = 0
     offline_cause: str = ""
     sweep_queued: bool = False  # has an entry in the ingest's deadline queue
+    # After a watch gap (restart, broker outage): a fresh grace from when watching resumed,
+    # so the node gets 3 x heartbeat_s to be heard before it counts as silent, and what it
+    # was before the gap (its last heartbeat, its boot) to recognise continuity.
+    grace_ms: int | None = None
+    gap_from_ms: int | None = None
+    gap_boot_id: str | None = None
+
+    def heard_ms(self) -> int | None:
+        """The instant the heartbeat time-out counts from: last heard, or the grace."""
+        if self.grace_ms is None:
+            return self.last_heard_ms
+        return max(self.last_heard_ms or 0, self.grace_ms)
 
 
 @dataclass
@@ -63,8 +75,8 @@ class FleetState:
             return NodeState.OFFLINE, False, (rt.offline_cause or "offline",)
         if rt.status_online is None and rt.last_heard_ms is None:
             return rt.state, rt.available, rt.reasons
-        if rt.last_heard_ms is None or now_ms - rt.last_heard_ms > heartbeat_timeout_ms(
-                rt.heartbeat_s):
+        heard = rt.heard_ms()
+        if heard is None or now_ms - heard > heartbeat_timeout_ms(rt.heartbeat_s):
             return NodeState.OFFLINE, False, ("heartbeat_timeout",)
         hb = rt.heartbeat
         if hb is None:
@@ -79,6 +91,15 @@ class FleetState:
         rt.reasons = reasons
         if state == rt.state and available == rt.available:
             return None
-        tr = Transition(rt.node_id, now_ms, str(rt.state), str(state), available, cause)
-        rt.state, rt.available, rt.since_ms = state, available, now_ms
+        at = now_ms
+        if (state == NodeState.OFFLINE and rt.state in (NodeState.ONLINE, NodeState.DEGRADED)
+                and rt.last_heard_ms is not None):
+            # Nothing proves the node audible after last heard + time-out: a silence found
+            # late (the sweeper's tick, a restart, a will delivered after a gap) is dated
+            # when it became one, not when it was noticed.
+            due = rt.last_heard_ms + heartbeat_timeout_ms(rt.heartbeat_s)
+            if due < now_ms:
+                at = max(rt.since_ms, due)
+        tr = Transition(rt.node_id, at, str(rt.state), str(state), available, cause)
+        rt.state, rt.available, rt.since_ms = state, available, at
         return tr

@@ -40,11 +40,13 @@ from loa.protocol import (
     PlaybackEvent,
     Rejection,
     SelftestEvent,
+    Status,
     Topics,
     decode_event,
     decode_heartbeat,
     decode_status,
     heartbeat_timeout_ms,
+    is_audible,
 )
 from loa.settings import Settings
 from loa.timeutil import now_ms
@@ -84,6 +86,18 @@ class Ingest:
         self.event_guard = NodeEventGuard(settings.node_event_rate_per_s,
                                           settings.node_event_burst)
         self.writer.max_pending = settings.max_pending_nodes
+        # False while the controller is not connected to the broker (controller.watch): a
+        # node's silence then proves nothing, so the sweeper waits for ``resume``.
+        self.watching = True
+        # A broker that shuts down publishes every node's will just before it drops the
+        # controller too: applied at once, each would be an outage no loudspeaker had. With
+        # a hold, a will is applied (dated when received) only if the controller is still
+        # connected this much later; a disconnection in between discards it (pause()).
+        # A will delivered while the node is in its grace after a gap (typically the
+        # retained one the broker kept) says nothing about when the node was lost: it is
+        # held until the grace ends, and dropped if the node comes back first.
+        self.will_hold_ms = 0
+        self._held_wills: dict[str, tuple[int, int | None, bytes]] = {}  # due, dated, will
 
     # ------------------------------------------------------------------ listeners
 
@@ -133,10 +147,11 @@ class Ingest:
     def _expect(self, rt: NodeRuntime) -> None:
         """Queue the node for the sweeper after it was heard (once: a later heartbeat only
         moves its deadline, which the sweeper reads when the queued one comes up)."""
-        if not rt.sweep_queued and rt.last_heard_ms is not None:
+        heard = rt.heard_ms()
+        if not rt.sweep_queued and heard is not None:
             rt.sweep_queued = True
             heapq.heappush(self._deadlines, (
-                rt.last_heard_ms + heartbeat_timeout_ms(rt.heartbeat_s) + 1, rt.node_id))
+                heard + heartbeat_timeout_ms(rt.heartbeat_s) + 1, rt.node_id))
 
     def _restore(self, rt: NodeRuntime, stored: NodeLive, now: int) -> None:
         """Take a node's last stored state (a restart, or a node handed over by another
@@ -152,11 +167,46 @@ class Ingest:
             except ValueError:
                 rt.heartbeat = None
         if rt.state in (NodeState.ONLINE, NodeState.DEGRADED):
-            # Give the node 3 x heartbeat_s to be heard again instead of inventing an outage
-            # or trusting it forever.
-            rt.last_heard_ms = now
+            # Last heard is what was stored, not now: a node that fell silent while no
+            # controller watched goes offline at last heard + time-out. It still gets
+            # 3 x heartbeat_s from now to be heard (the grace) before that is decided.
             rt.last_heartbeat_ms = stored.last_heartbeat_ms
-            self._expect(rt)
+            rt.last_heard_ms = stored.last_heartbeat_ms or stored.since_ms
+            self._open_gap(rt, now)
+
+    def _open_gap(self, rt: NodeRuntime, now: int) -> None:
+        rt.grace_ms = now
+        if rt.gap_from_ms is None:
+            rt.gap_from_ms, rt.gap_boot_id = rt.last_heartbeat_ms, rt.boot_id
+        self._expect(rt)
+
+    def pause(self) -> None:
+        """The controller lost the broker: stop judging silence (see ``watching``)."""
+        self.watching = False
+        self._held_wills.clear()
+
+    def resume(self, now: int | None = None) -> None:
+        """Connected (again): every node that was online gets a fresh grace from ``now``,
+        so the time the controller could not hear anyone is not taken as node outages."""
+        now = now if now is not None else now_ms()
+        for rt in self.fleet.nodes.values():
+            if rt.state in (NodeState.ONLINE, NodeState.DEGRADED) and self.owns(rt.node_id):
+                self._open_gap(rt, now)
+        self.watching = True
+
+    def _close_gap(self, rt: NodeRuntime, hb: Heartbeat, now: int) -> None:
+        """First heartbeat after a watch gap. Same boot as before it, an uptime reaching
+        back to the last heartbeat before it, audible on both sides: the node ran through
+        the gap, which is recorded (``NodeContinuity``) for the indicator to count."""
+        gap_from, boot = rt.gap_from_ms, rt.gap_boot_id
+        rt.grace_ms = rt.gap_from_ms = rt.gap_boot_id = None
+        if gap_from is None or not boot or rt.boot_id != boot or not rt.available:
+            return
+        booted_by = now - (hb.uptime_s + 1) * 1000  # uptime_s is whole seconds
+        if booted_by <= gap_from < now and is_audible(hb):
+            self.batch.continuity.append({"node_id": rt.node_id, "from_ms": gap_from,
+                                          "to_ms": now, "boot_id": boot[:64],
+                                          "uptime_s": hb.uptime_s})
 
     def adopt(self, stored: dict[str, NodeLive], now: int | None = None) -> int:
         """Nodes this controller has just come to own: take their state as their previous
@@ -222,6 +272,8 @@ class Ingest:
                             f"ts is {skew // 1000} s ahead of the controller clock")
         rt.clock_skew_ms = skew
         self.heartbeat_lag.observe(now - hb.ts)
+        if rt.grace_ms is not None:
+            self._close_gap(rt, hb, now)
         rt.heartbeat = hb
         rt.last_heard_ms = rt.last_heartbeat_ms = now
         self._expect(rt)
@@ -250,6 +302,33 @@ class Ingest:
 
     def _on_status(self, rt: NodeRuntime, payload: bytes, now: int) -> None:
         st = decode_status(payload)
+        self._held_wills.pop(rt.node_id, None)  # a newer status replaces a held will
+        if not st.online and st.reason == "lost":
+            if rt.grace_ms is not None and rt.state in (NodeState.ONLINE, NodeState.DEGRADED):
+                due = rt.grace_ms + heartbeat_timeout_ms(rt.heartbeat_s)
+                self._held_wills[rt.node_id] = (due, None, payload)
+                return
+            if self.will_hold_ms > 0:
+                self._held_wills[rt.node_id] = (now + self.will_hold_ms, now, payload)
+                return
+        self._apply_status(rt, st, now)
+
+    def release_wills(self, now: int | None = None) -> None:
+        """Apply held wills whose hold has passed while the controller stayed connected."""
+        if not self._held_wills or not self.watching:
+            return
+        now = now if now is not None else now_ms()
+        due = [(n, at, p) for n, (when, at, p) in self._held_wills.items() if when <= now]
+        for node_id, at, payload in due:
+            del self._held_wills[node_id]
+            rt = self.fleet.nodes.get(node_id)
+            if rt is not None:
+                # Dated when received; a will held through a grace is dated by the
+                # time-out rule instead (last heard + 3 x heartbeat_s, FleetState.apply).
+                self._apply_status(rt, decode_status(payload),
+                                   max(now if at is None else at, rt.since_ms))
+
+    def _apply_status(self, rt: NodeRuntime, st: Status, now: int) -> None:
         rt.status_online = st.online
         if st.online:
             rt.last_heard_ms = now  # grace: first heartbeat due within 3 x heartbeat_s
@@ -325,6 +404,9 @@ class Ingest:
         the whole fleet every 0.5 s would cost a third of a core."""
         now = now if now is not None else now_ms()
         changed = 0
+        if not self.watching:
+            return 0
+        self.release_wills(now)
         heap, owns, nodes = self._deadlines, self.owns, self.fleet.nodes
         while heap and heap[0][0] <= now:
             _, node_id = heapq.heappop(heap)
@@ -334,8 +416,8 @@ class Ingest:
             rt.sweep_queued = False
             if rt.state not in (NodeState.ONLINE, NodeState.DEGRADED) or not owns(node_id):
                 continue  # queued again when it is next heard (or handed to us)
-            if rt.last_heard_ms is not None and (
-                    rt.last_heard_ms + heartbeat_timeout_ms(rt.heartbeat_s) >= now):
+            heard = rt.heard_ms()
+            if heard is not None and heard + heartbeat_timeout_ms(rt.heartbeat_s) >= now:
                 self._expect(rt)  # heard since it was queued: wait for its new deadline
                 continue
             tr = self.fleet.apply(rt, now, "heartbeat_timeout")

@@ -96,3 +96,36 @@ class ControllerLease(Base):
     expires_ms: Mapped[int]
     acquired_ms: Mapped[int]
     term: Mapped[int] = mapped_column(default=1)
+
+
+class ControllerWatch(Base):
+    """One span during which a controller process ran *and* was connected to the broker:
+    the only time Loa observed the fleet. Opened at connection, its ``end_ms`` extended every
+    ``watch_extend_s`` while connected and set at disconnection or stop; a crash leaves the
+    last extension as the end, so the record never claims more than was watched. Time
+    outside every span is unobserved: neither available nor unavailable for any node."""
+
+    __tablename__ = "controller_watch"
+    __table_args__ = (Index("ix_controller_watch_span", "start_ms", "end_ms"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    controller_id: Mapped[str] = mapped_column(String(128))
+    start_ms: Mapped[int]
+    end_ms: Mapped[int]
+    # "" while open (or after a crash), else why it closed: "stop" | "broker_lost".
+    end_cause: Mapped[str] = mapped_column(String(32), default="")
+
+
+class NodeContinuity(Base):
+    """A stretch of unobserved time a node proved it ran through: after a watch gap its
+    first heartbeat came with the same ``boot_id`` and an ``uptime_s`` reaching back before
+    its last heartbeat ahead of the gap, and it was available on both sides. The indicator
+    counts ``[from_ms, to_ms)`` as observed and available for this node, and says so."""
+
+    __tablename__ = "node_continuity"
+    __table_args__ = (Index("ix_node_continuity_node_from", "node_id", "from_ms"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    node_id: Mapped[str] = mapped_column(String(64))
+    from_ms: Mapped[int]  # last heartbeat before the gap
+    to_ms: Mapped[int]  # first heartbeat after it
+    boot_id: Mapped[str] = mapped_column(String(64))
+    uptime_s: Mapped[int]

@@ -44,6 +44,7 @@ from controller.mqtt_transport import (
 )
 from controller.node_commands import NodeCommands
 from controller.stats import write_stats_file
+from controller.watch import WatchRecorder
 from loa.db import Database
 from loa.settings import Settings
 from loa.timeutil import now_ms
@@ -68,6 +69,9 @@ class ControllerService:
         self.settings = settings
         self.db = db
         self.ingest = Ingest(settings, db)
+        # See Ingest.will_hold_ms: a broker's own shutdown closes our connection right after
+        # the wills it sends on the same TCP stream, well within this.
+        self.ingest.will_hold_ms = 200
         self.commands = CommandPublisher(self.ingest.topics)
         # A node's events reach only the leader of several controllers.
         self.node_commands = NodeCommands(
@@ -102,6 +106,8 @@ class ControllerService:
         self.router: ClusterRouter | None = None
         self._owned: set[str] = set()  # nodes owned after the last membership change
         self.lease: Lease | None = None
+        # When this process observed the fleet (running and connected): controller.watch.
+        self.watch = WatchRecorder(db, self.client_id)
         if self.clustered:
             if not CLIENT_ID_RE.match(self.client_id):
                 raise ValueError(f"Mã bộ điều khiển không hợp lệ: {self.client_id!r} "
@@ -135,6 +141,7 @@ class ControllerService:
         self.leader_roles.append(LeaderRole(name, start, stop))
 
     async def start(self) -> None:
+        self.ingest.pause()  # nothing is observed until the broker connection is up
         await self._reload_registry()
         if self.membership is not None:  # alone until others are heard: every node is ours
             self._owned = set(self.ingest.fleet.nodes)
@@ -144,6 +151,11 @@ class ControllerService:
             asyncio.create_task(self._flush_loop(), name="loa-flusher"),
             asyncio.create_task(self._periodic(self._maybe_reload_registry, 2.0),
                                 name="loa-registry"),
+            asyncio.create_task(self._periodic(self._release_wills, 0.05),
+                                name="loa-wills"),
+            asyncio.create_task(self._periodic(self._extend_watch,
+                                               self.settings.watch_extend_s),
+                                name="loa-watch"),
         ]
         if self.settings.controller_stats_file:
             self._tasks.append(asyncio.create_task(self._periodic(
@@ -180,6 +192,7 @@ class ControllerService:
                 await t
         self._tasks = []
         await self._step_down()
+        await asyncio.to_thread(self.watch.close, now_ms(), "stop")
         await self.ingest.flush()
         if self.lease is not None:
             with contextlib.suppress(Exception):
@@ -324,6 +337,13 @@ class ControllerService:
             except Exception:
                 log.exception("flush failed")
 
+    async def _release_wills(self) -> None:
+        self.ingest.release_wills()
+
+    async def _extend_watch(self) -> None:
+        if self.connected.is_set():
+            await asyncio.to_thread(self.watch.extend, now_ms())
+
     async def _sweep_once(self) -> None:
         self.ingest.sweep()
 
@@ -433,12 +453,21 @@ class ControllerService:
 
     async def _connected_to(self, client: aiomqtt.Client) -> None:
         self._client_ref = client
+        now = now_ms()
+        # Before subscribing: retained statuses arrive during the subscription and must
+        # find every node already in its fresh grace.
+        self.ingest.resume(now)
+        await asyncio.to_thread(self.watch.open, now)
         await self._subscribe(client)
         self.commands.attach(client)
         self.connected.set()
         log.info("Đã kết nối broker %s:%s", self.settings.mqtt_host, self.settings.mqtt_port)
 
     def _disconnected(self) -> None:
+        self.ingest.pause()
+        # One single-row UPDATE, synchronous on purpose: the span must end before any
+        # reconnection opens the next one.
+        self.watch.close(now_ms(), "stop" if self._stopping.is_set() else "broker_lost")
         self._client_ref = None
         self.commands.attach(None)
         self.connected.clear()

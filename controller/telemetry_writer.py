@@ -18,7 +18,14 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from controller.fleet_state import NodeRuntime, Transition
-from controller.models import HeartbeatSample, NodeEventLog, NodeLive, NodeTransition, RejectedCount
+from controller.models import (
+    HeartbeatSample,
+    NodeContinuity,
+    NodeEventLog,
+    NodeLive,
+    NodeTransition,
+    RejectedCount,
+)
 from controller.registry.models import PendingNode
 from loa.db import Database
 
@@ -44,10 +51,11 @@ class Batch:
     events: list[dict[str, Any]] = field(default_factory=list)
     rejected: dict[str, list] = field(default_factory=dict)  # reason -> [count, detail, ms]
     pending: dict[str, PendingSighting] = field(default_factory=dict)
+    continuity: list[dict[str, Any]] = field(default_factory=list)  # NodeContinuity rows
 
     def empty(self) -> bool:
         return not (self.transitions or self.live or self.samples or self.events
-                    or self.rejected or self.pending)
+                    or self.rejected or self.pending or self.continuity)
 
     def merge_older(self, older: Batch) -> None:
         """Put a failed earlier batch in front of this one, keeping order and newest state."""
@@ -56,6 +64,7 @@ class Batch:
             self.live.setdefault(node_id, row)
         self.samples[:0] = older.samples
         self.events[:0] = older.events
+        self.continuity[:0] = older.continuity
         for reason, (count, detail, ms) in older.rejected.items():
             cur = self.rejected.setdefault(reason, [0, detail, ms])
             cur[0] += count
@@ -140,6 +149,8 @@ class TelemetryWriter:
                             continue
                         room -= 1
                     self._upsert_pending(s, node_id, p)
+            if batch.continuity:
+                s.execute(insert(NodeContinuity.__table__), batch.continuity)
         self.flushes += 1
 
     def _upsert_live(self, s: Session, rows: list[dict[str, Any]]) -> None:

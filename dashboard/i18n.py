@@ -151,6 +151,9 @@ EN: dict[str, str] = {
     "Thời lượng": "Duration",
     # province
     "Chỉ tiêu 8.3 theo xã": "Indicator 8.3 by commune", "Đạt": "Pass",
+    "Đài truyền thanh và loa đến thôn, theo xã": "Radio station and loudspeakers to every "
+                                                 "village, by commune",
+    "Không đủ dữ liệu": "Not enough data", "Chưa đưa vào sử dụng": "Not yet in service",
     "Không đạt": "Fail", "Thủ công": "Manual", "Bản đồ": "Map",
     "Tải báo cáo": "Download reports", "Phát khẩn cấp": "Emergency broadcast",
     "Bạn chắc chắn muốn phát khẩn cấp tới toàn bộ các cụm loa đã chọn?":
@@ -233,7 +236,8 @@ JS_STRINGS = (
     "Đã gửi lệnh tới cụm loa.", "Có lỗi, hãy thử lại.", "Không có cụm lạ nào.", "Duyệt",
     "Đã duyệt", "Chức năng này chưa sẵn sàng trên máy chủ.", "Đã gửi.", "Đã tải lên",
     "Bạn chắc chắn muốn phát khẩn cấp tới toàn bộ các cụm loa đã chọn?", "Không có bản tin nào.",
-    "Không có lịch phát.", "Đạt", "Không đạt", "Thủ công", "Chưa đăng nhập", "Không có quyền",
+    "Không có lịch phát.", "Đạt", "Không đạt", "Thủ công", "Không đủ dữ liệu",
+    "Chưa đưa vào sử dụng", "Chưa đăng nhập", "Không có quyền",
     "Mất kết nối", "Đã phát", "Không phát", "Chưa tới giờ", "Quá hạn nhịp tim",
     "Mất kết nối đột ngột", "Tắt máy", "Báo ngoại tuyến",
     # commune officer and province pages

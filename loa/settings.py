@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     heartbeat_s: int = 30
     keepalive_s: int = 60
     flush_interval_s: float = 1.0
+    # The controller's record of when it watched (controller.watch) is extended this often
+    # while connected; a crash loses at most this much observed time, never adds any.
+    watch_extend_s: float = Field(default=5.0, gt=0)
     history_sample_s: int = 300
     history_retention_days: int = 120
     battery_low_v: float = 11.5

@@ -63,7 +63,7 @@ def power(sys_root: Path = SYS) -> Power:
             if (read("status") or "").lower() == "discharging":
                 discharging = True
             raw = read("voltage_now")
-            if raw and raw.lstrip("-").isdigit():
+            if raw and raw.lstrip("-").isdecimal():
                 volts = round(int(raw) / 1_000_000, 2)
         elif kind in ("mains", "usb", "usb_pd", "usb_c") and read("online") == "1":
             mains_online = True

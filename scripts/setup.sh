@@ -13,7 +13,7 @@ fi
 
 # Debian packages the runtime and the test suite use.
 APT_PACKAGES=(mosquitto mosquitto-clients ffmpeg espeak-ng icecast2 chromium poppler-utils
-              fonts-dejavu-core postgresql victoria-metrics openssl
+              fonts-dejavu-core fonts-liberation2 postgresql victoria-metrics openssl
               pulseaudio pulseaudio-utils)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

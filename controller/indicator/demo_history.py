@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from controller.indicator.errors import InvalidInputError
 from controller.indicator.models import ManualAttestation
 from controller.indicator.periods import DAY_MS, quarter
-from controller.models import NodeTransition
+from controller.models import ControllerWatch, NodeTransition
 from controller.registry import history
 from controller.registry.models import Commune, Node, Village
 from loa.db import Database
@@ -68,6 +68,7 @@ class SeedSummary:
     low_aired: tuple[str, str] | None = None
     attested: str | None = None
     notes: list[str] = field(default_factory=list)
+    watch_gaps: int = 0
 
     def text(self) -> str:
         if self.skipped:
@@ -86,6 +87,11 @@ class _NodeHistory:
     def available_at(self, t: int) -> bool:
         i = bisect.bisect_right(self.starts, t) - 1
         return i < 0 or not (self.down[i][0] <= t < self.down[i][1])
+
+
+def day_start(t: int) -> int:
+    """Midnight ICT on or before ``t``."""
+    return t - (t + 7 * HOUR_MS) % DAY_MS
 
 
 def _already_seeded(s: Session) -> bool:
@@ -222,6 +228,16 @@ def _seed(s: Session, start: int, end: int, rng: random.Random, per_day: float,
     if rows:
         s.execute(NodeTransition.__table__.insert(), rows)
     summary.transitions, summary.nodes = len(rows), len(node_hist)
+
+    # ---- the controller's watch: running and connected all along, except one two-hour
+    # maintenance stop (02:00-04:00 ICT) three weeks in, which is unobserved time.
+    maintenance = day_start(start + 21 * DAY_MS) + 2 * HOUR_MS
+    spans = [(start, end)]
+    if start < maintenance and maintenance + 2 * HOUR_MS < end:
+        spans = [(start, maintenance), (maintenance + 2 * HOUR_MS, end)]
+    s.execute(ControllerWatch.__table__.insert(), [
+        dict(controller_id=MARKER, start_ms=a, end_ms=b, end_cause="stop") for a, b in spans])
+    summary.watch_gaps = len(spans) - 1
 
     # ---- broadcasts, airings, targets
     next_airing = (s.scalar(select(func.max(Airing.id))) or 0) + 1

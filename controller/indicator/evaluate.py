@@ -40,7 +40,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from fractions import Fraction
 
@@ -49,9 +49,11 @@ from sqlalchemy.orm import Session
 
 from controller.indicator import intervals as iv
 from controller.indicator.availability import available_intervals, states_at
+from controller.indicator.coverage import continuity, watched
+from controller.indicator.criteria import Criteria, sets_for
 from controller.indicator.errors import NotFoundError
 from controller.indicator.models import ManualAttestation
-from controller.indicator.periods import Period, week_index, weeks
+from controller.indicator.periods import Period, _midnight_ms, week_index, weeks
 from controller.indicator.service import MANUAL_KINDS, Thresholds, current_thresholds
 from controller.indicator.sqlstream import ordered_join, stream_rows
 from controller.indicator.vn import (
@@ -63,10 +65,19 @@ from controller.indicator.vn import (
     village_title,
 )
 from controller.registry import history
-from controller.registry.models import Commune, District, Province, Village
-from loa.timeutil import format_date, ms_to_dt, now_ms
+from controller.registry.models import (
+    Commune,
+    District,
+    NodePlacement,
+    Province,
+    Village,
+    VillageMembership,
+)
+from loa.timeutil import format_date, format_datetime, ms_to_dt, now_ms
 
 SETTLE_MS = 15 * 60_000
+# Two-level local government from 01/07/2025 (no districts).
+DISTRICTS_ABOLISHED_MS = _midnight_ms(date(2025, 7, 1))
 PLAYED_PHASES = ("finished",)
 PLAYED_IF_STARTED = ("preempted",)
 
@@ -91,8 +102,15 @@ class Reason:
 class ClusterEvidence:
     node_id: str
     placed_ms: int  # time placed in the village within the village's window
-    available_ms: int  # available time while placed there
-    availability: float  # available_ms / village window
+    available_ms: int  # observed available time while placed there
+    availability: float  # available_ms / observed_ms (0 when nothing was observed)
+    observed_ms: int = 0  # observed time while placed there (watch + proven continuity)
+    bridged_ms: int = 0  # of which proven by the node's own continuity across a gap
+
+
+VERDICTS = ("pass", "fail", "insufficient_data", "not_in_service")
+VERDICT_TEXT = {"pass": "Đạt", "fail": "Không đạt", "insufficient_data": "Không đủ dữ liệu",
+                "not_in_service": "Chưa đưa vào sử dụng"}
 
 
 @dataclass
@@ -108,6 +126,12 @@ class VillageVerdict:
     played: int
     clusters: list[ClusterEvidence]
     reasons: list[Reason]
+    verdict: str = "fail"  # one of VERDICTS ("" for villages of a manual commune)
+    coverage: float | None = None  # observed share of the in-service time
+    in_service_ms: int = 0
+    observed_ms: int = 0
+    in_service_from_ms: int | None = None
+    continuity: list[dict] = field(default_factory=list)  # gaps bridged by a node
 
     @property
     def title(self) -> str:
@@ -136,7 +160,15 @@ class CommuneVerdict:
     aired_ms_by_language: dict[str, int]
     clusters_by_state: dict[str, int]
     attestation: dict | None = None
+    skipped_weeks: int = 0  # weeks observed below the coverage threshold, not judged
     heard: list[tuple[int, int, int, str]] = field(default_factory=list, repr=False)
+    verdict: str = "fail"  # one of VERDICTS
+    coverage: float | None = None  # observed share of the in-service time (None: manual)
+    in_service_ms: int = 0
+    observed_ms: int = 0
+    in_service_from_ms: int | None = None
+    first_cluster_after_ms: int | None = None  # no cluster yet: when the first one came
+    predecessors: list[dict] = field(default_factory=list)  # communes merged into this one
 
     @property
     def failed_villages(self) -> list[VillageVerdict]:
@@ -152,6 +184,9 @@ class Summary:
     text: str
     stations: dict[str, int]
     failing: list[dict]
+    insufficient_data: int = 0
+    not_in_service: int = 0
+    observed: float | None = None  # share of the period the controller watched
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -182,6 +217,11 @@ class Evaluation:
     aired_ms: int
     aired_ms_by_language: dict[str, int]
     clusters_by_state: dict[str, int]
+    unobserved: list[tuple[int, int]] = field(default_factory=list)  # watch gaps
+    criteria: Criteria | None = None  # the set that judged this period (or part)
+    parts: list[Evaluation] = field(default_factory=list)  # split at a change of set
+    whole: Period | None = None  # the period asked for, when split into parts
+    facts: _Facts | None = field(default=None, repr=False)  # what it was judged on
 
 
 # --------------------------------------------------------------------------- helpers
@@ -214,7 +254,7 @@ def _select_communes(session: Session, scope: str | None, start_ms: int,
         raise NotFoundError(
             f"Phạm vi '{scope}' không hợp lệ (province, district:MÃ hoặc commune:MÃ).")
     model = {"province": Province, "district": District, "commune": Commune}[kind]
-    cond = model.code == ref if not ref.isdigit() else or_(model.code == ref,
+    cond = model.code == ref if not ref.isdecimal() else or_(model.code == ref,
                                                            model.id == int(ref))
     target = session.scalars(select(model).where(cond)).first()
     noun = {"province": "tỉnh", "district": "huyện", "commune": "xã"}[kind]
@@ -254,6 +294,10 @@ _TARGETS_CTE = (
     "{resolved}) ")
 # A village counts an airing once however many of its clusters got it, and has played it
 # when any of them did.
+# The attributed targets themselves, for the evidence folder (``evidence.py``).
+TARGET_ROWS_SQL = (_TARGETS_CTE + "SELECT tt.c, tt.v, tt.airing_id, tt.p, a.slot_ms, "
+                   "a.duration_ms, a.language FROM tt JOIN airing a ON a.id = tt.airing_id "
+                   "ORDER BY tt.c, tt.v, tt.airing_id")
 _PER_VILLAGE_SQL = (_TARGETS_CTE + "SELECT c, v, COUNT(DISTINCT airing_id), "
                     "COUNT(DISTINCT CASE WHEN p = 1 THEN airing_id END) FROM tt GROUP BY c, v")
 _HEARD_SQL = (_TARGETS_CTE + "SELECT g.c, a.id, a.slot_ms, a.duration_ms, a.language FROM "
@@ -343,59 +387,6 @@ def _covering_attestation(rows: list[ManualAttestation], last_day: date):
 # --------------------------------------------------------------------------- verdicts
 
 
-def _village_verdict(village: Village, name: str, window: list[iv.Interval],
-                     spans: list[history.Span], av: dict[str, list[iv.Interval]],
-                     aimed_played: tuple[int, int] | None, th: Thresholds) -> VillageVerdict:
-    window_ms = iv.total(window)
-    title = village_title(name)
-    clusters, covered = [], []
-    by_node: dict[str, list[iv.Interval]] = defaultdict(list)
-    for span in spans:
-        by_node[span.member_id].append((span.start_ms, span.end_ms))
-    for node, placed in sorted(by_node.items()):
-        up = av.get(node, [])
-        if len(window) == 1 and len(placed) == 1 and placed[0] == window[0]:
-            # The usual case: placed for the whole window, and the node's intervals were
-            # computed over the period, which contains the window: only the edges can differ.
-            if up and (up[0][0] < window[0][0] or up[-1][1] > window[0][1]):
-                up = iv.clip(up, *window[0])
-        else:
-            placed = iv.intersect(window, iv.union(placed))
-            if not placed:
-                continue
-            up = iv.intersect(up, placed)
-        covered.append(up)
-        up_ms = iv.total(up)
-        clusters.append(ClusterEvidence(node, iv.total(placed), up_ms, up_ms / window_ms))
-    reasons: list[Reason] = []
-    aimed, played = aimed_played or (0, 0)
-    covered_ms = iv.total(iv.union(*covered)) if clusters else 0
-    availability = covered_ms / window_ms
-    aired_ratio = played / aimed if aimed else None
-    if not clusters:
-        reasons.append(Reason("no_cluster", f"{title}: không có cụm loa nào trong kỳ",
-                              village_id=village.id, value=0.0,
-                              threshold=th.availability))
-    elif not _at_least(covered_ms, window_ms, th.availability):
-        reasons.append(Reason(
-            "availability_low",
-            f"{title}: khả dụng {percent(availability)} < {percent(th.availability)}",
-            village_id=village.id, value=availability, threshold=th.availability))
-    if clusters and aimed == 0:
-        reasons.append(Reason("nothing_aimed",
-                              f"{title}: không có buổi phát nào tới thôn trong kỳ",
-                              village_id=village.id, value=None, threshold=th.aired))
-    elif aimed and not _at_least(played, aimed, th.aired):
-        reasons.append(Reason(
-            "aired_low",
-            f"{title}: phát {played}/{aimed} buổi ({percent(aired_ratio)}) "
-            f"< {percent(th.aired)}",
-            village_id=village.id, value=aired_ratio, threshold=th.aired,
-            detail={"aimed": aimed, "played": played}))
-    return VillageVerdict(village.id, village.code, name, window_ms, not reasons,
-                          availability, aired_ratio, aimed, played, clusters, reasons)
-
-
 @dataclass
 class _Facts:
     """Everything read for one evaluation, gathered before any commune is judged."""
@@ -412,6 +403,135 @@ class _Facts:
     attestations: dict[int, list[ManualAttestation]]
     districts: dict[int, District]
     last_day: date
+    observed: list[iv.Interval] = field(default_factory=list)  # the watch, in the window
+    unobserved: list[iv.Interval] = field(default_factory=list)  # the rest of the window
+    bridges: dict[str, list[iv.Interval]] = field(default_factory=dict)  # node continuity
+    first_cluster_after: dict[int, int] = field(default_factory=dict)  # commune -> ms
+    members: dict[int, list[int]] = field(default_factory=dict)  # commune -> itself + folded
+    _watched_in: dict[tuple[int, int], list[iv.Interval]] = field(default_factory=dict)
+
+    def watched_in(self, window: iv.Interval) -> list[iv.Interval]:
+        """The watch clipped to one window (villages mostly share the period's window)."""
+        got = self._watched_in.get(window)
+        if got is None:
+            got = self._watched_in[window] = iv.clip(self.observed, *window)
+        return got
+    predecessors: dict[int, list[dict]] = field(default_factory=dict)
+
+
+def _village_verdict(village: Village, name: str, window: list[iv.Interval],
+                     spans: list[history.Span], f: _Facts,
+                     aimed_played: tuple[int, int] | None) -> VillageVerdict:
+    """One village over its window. In service from its first cluster's placement (before
+    that: "chưa đưa vào sử dụng", not counted); of the in-service time only what Loa
+    observed counts (the watch, plus gaps a cluster proved it ran through); availability
+    is the observed time at least one cluster was available over the observed time."""
+    th = f.thresholds
+    window_ms = iv.total(window)
+    title = village_title(name)
+    clusters: list[ClusterEvidence] = []
+    covered, observed_parts, placed_all, continuity = [], [], [], []
+    by_node: dict[str, list[iv.Interval]] = defaultdict(list)
+    for span in spans:
+        by_node[span.member_id].append((span.start_ms, span.end_ms))
+    watched_all = not f.unobserved  # the usual case: the controller watched throughout
+    for node, placed in sorted(by_node.items()):
+        up = f.available.get(node, [])
+        if (len(window) == 1 and len(placed) == 1 and placed[0] == window[0]
+                and node not in f.bridges):
+            # Placed for the whole window, and the node's intervals were computed over the
+            # period, which contains the window: only the edges can differ.
+            seen, bridge = placed, []
+            if up and (up[0][0] < window[0][0] or up[-1][1] > window[0][1]):
+                up = iv.clip(up, *window[0])
+            if not watched_all:
+                seen = f.watched_in(window[0])
+                up = iv.intersect(up, seen)
+        else:
+            placed = iv.intersect(window, iv.union(placed))
+            if not placed:
+                continue
+            bridge = iv.intersect(f.bridges.get(node, []), placed) if f.bridges else []
+            seen = placed if watched_all else iv.intersect(
+                placed, iv.union(f.observed, bridge) if bridge else f.observed)
+            up = iv.intersect(up, seen)
+        placed_all.append(placed)
+        observed_parts.append(bridge)
+        covered.append(up)
+        up_ms, seen_ms = iv.total(up), iv.total(seen)
+        bridged = iv.total(iv.intersect(bridge, iv.intersect(placed, f.unobserved))) \
+            if bridge else 0
+        clusters.append(ClusterEvidence(node, iv.total(placed), up_ms,
+                                        up_ms / seen_ms if seen_ms else 0.0, seen_ms, bridged))
+        if bridged:
+            continuity.extend({"node_id": node, "from_ms": a, "to_ms": b,
+                               "text": f"Cụm {node} chứng minh hoạt động liên tục "
+                                       f"{format_datetime(a)}–{format_datetime(b)} "
+                                       "(cùng boot_id, thời gian chạy bao trùm khoảng mất "
+                                       "giám sát)"}
+                              for a, b in iv.intersect(bridge, f.unobserved))
+    reasons: list[Reason] = []
+    aimed, played = aimed_played or (0, 0)
+    aired_ratio = played / aimed if aimed else None
+    if not clusters:
+        reasons.append(Reason("no_cluster", f"{title}: không có cụm loa nào trong kỳ",
+                              village_id=village.id, value=0.0,
+                              threshold=th.availability))
+        seen_window = iv.intersect(window, f.observed)
+        coverage = iv.total(seen_window) / window_ms if window_ms else None
+        return VillageVerdict(village.id, village.code, name, window_ms, False, 0.0,
+                              aired_ratio, aimed, played, clusters, reasons, "fail",
+                              coverage, window_ms, iv.total(seen_window), None)
+    # In service from the first placement to the end of the window: a cluster taken away
+    # and not replaced leaves the village unreached, which is a failure.
+    first = min(p[0][0] for p in placed_all)
+    in_service = iv.clip(window, first, window[-1][1])
+    service_ms = iv.total(in_service)
+    # Observed: the watch over the in-service time, plus gaps a cluster proved it ran.
+    observed = in_service if watched_all else iv.union(
+        iv.intersect(in_service, f.observed), *observed_parts)
+    observed_ms = iv.total(observed)
+    covered_ms = iv.total(iv.union(*covered))
+    coverage = observed_ms / service_ms if service_ms else 0.0
+    availability = covered_ms / observed_ms if observed_ms else None
+    verdict = "pass"
+    if not _at_least(observed_ms, service_ms, th.coverage):
+        verdict = "insufficient_data"
+        reasons.append(Reason(
+            "insufficient_data",
+            f"{title}: chỉ giám sát được {percent(coverage)} thời gian sử dụng trong kỳ "
+            f"(cần {percent(th.coverage)}): không đủ dữ liệu",
+            level="insufficient", village_id=village.id, value=coverage,
+            threshold=th.coverage))
+    elif not _at_least(covered_ms, observed_ms, th.availability):
+        verdict = "fail"
+        reasons.append(Reason(
+            "availability_low",
+            f"{title}: khả dụng {percent(availability)} < {percent(th.availability)}",
+            village_id=village.id, value=availability, threshold=th.availability,
+            detail={"observed_ms": observed_ms, "available_ms": covered_ms}))
+    if aimed == 0:
+        verdict = "fail"
+        reasons.append(Reason("nothing_aimed",
+                              f"{title}: không có buổi phát nào tới thôn trong kỳ",
+                              village_id=village.id, value=None, threshold=th.aired))
+    elif not _at_least(played, aimed, th.aired):
+        verdict = "fail"
+        reasons.append(Reason(
+            "aired_low",
+            f"{title}: phát {played}/{aimed} buổi ({percent(aired_ratio)}) "
+            f"< {percent(th.aired)}",
+            village_id=village.id, value=aired_ratio, threshold=th.aired,
+            detail={"aimed": aimed, "played": played}))
+    if first > window[0][0]:
+        reasons.append(Reason(
+            "in_service_from",
+            f"{title}: đưa vào sử dụng từ {format_date(first)}; thời gian trước đó chưa "
+            "đưa vào sử dụng, không tính", level="info", village_id=village.id))
+    passed = {"pass": True, "fail": False}.get(verdict)
+    return VillageVerdict(village.id, village.code, name, window_ms, passed,
+                          availability, aired_ratio, aimed, played, clusters, reasons,
+                          verdict, coverage, service_ms, observed_ms, first, continuity)
 
 
 @contextmanager
@@ -435,28 +555,49 @@ def evaluate(session: Session, period: Period, *, now: int | None = None,
     """Judge every commune of the scope over the period (so far), in a fixed number of
     queries whatever the number of communes. ``allowed_commune_ids`` narrows the answer to
     the communes a user may see (a commune officer's roll-up counts only their own)."""
-    with _cyclic_gc_paused():
-        return _evaluate(session, period, now, scope, thresholds, allowed_commune_ids)
-
-
-def _evaluate(session: Session, period: Period, now: int | None, scope: str | None,
-              thresholds: Thresholds | None,
-              allowed_commune_ids: Collection[int] | None) -> Evaluation:
     evaluated_ms = now_ms() if now is None else now
-    th = thresholds or current_thresholds(session)
+    start_ms, end_ms = period.evaluation_window(evaluated_ms)
+    province = current_thresholds(session) if thresholds is None else None
+    with _cyclic_gc_paused():
+        parts = sets_for(session, start_ms, end_ms)
+        evaluations = []
+        for lo, hi, criteria in parts:
+            part = period if len(parts) == 1 else Period(
+                period.key, period.kind, lo, hi,
+                f"{period.label}, phần từ {format_date(lo)} đến {format_date(hi - 1)}",
+                f"{period.title} (phần từ {format_date(lo)} đến {format_date(hi - 1)})")
+            th = thresholds or criteria.thresholds(province)
+            e = _evaluate(session, part, evaluated_ms, scope, th, allowed_commune_ids,
+                          criteria)
+            e.criteria = criteria
+            evaluations.append(e)
+    last = evaluations[-1]
+    if len(evaluations) > 1:
+        # The set in force at the period's end answers at the top; each part keeps its own.
+        last.parts, last.whole = evaluations, period
+    return last
+
+
+def _evaluate(session: Session, period: Period, evaluated_ms: int, scope: str | None,
+              th: Thresholds, allowed_commune_ids: Collection[int] | None,
+              criteria: Criteria) -> Evaluation:
     start_ms, end_ms = period.evaluation_window(evaluated_ms)
     communes, scope = _select_communes(session, scope, start_ms, end_ms)
     if allowed_commune_ids is not None:
         allowed = set(allowed_commune_ids)
         communes = [c for c in communes if c.id in allowed]
     province_wide = scope == "province" and allowed_commune_ids is None
-    commune_ids = [c.id for c in communes]
+    communes, folded = _fold_merged(session, communes, start_ms, end_ms, province_wide)
+    commune_ids = [c.id for c in communes] + sorted(folded)
     ids_filter = None if province_wide else commune_ids
     airing_evidence = _airing_evidence_async(session, start_ms, end_ms, evaluated_ms,
                                              ids_filter)
     name_at = end_ms - 1
     commune_names = history.names_at(session, "commune", commune_ids, name_at)
     windows = {c.id: _commune_window(c, start_ms, end_ms) for c in communes}
+    for old, (new, old_window) in folded.items():  # a merged commune's days count for
+        windows[old] = old_window  # its successor, which starts with the earliest of them
+        windows[new] = (min(windows[new][0], old_window[0]), windows[new][1])
 
     # Villages of each commune in the period, each with the part of it they belonged.
     village_windows: dict[int, dict[int, list[iv.Interval]]] = defaultdict(dict)
@@ -465,7 +606,8 @@ def _evaluate(session: Session, period: Period, now: int | None, scope: str | No
             continue
         part = iv.clip([(span.start_ms, span.end_ms)], *windows[span.owner_id])
         if part:
-            vw = village_windows[span.owner_id]
+            owner = folded[span.owner_id][0] if span.owner_id in folded else span.owner_id
+            vw = village_windows[owner]
             vw[span.member_id] = iv.union(vw.get(span.member_id, []), part)
     village_ids = sorted({v for vw in village_windows.values() for v in vw})
     villages: dict[int, Village] = {}
@@ -485,6 +627,18 @@ def _evaluate(session: Session, period: Period, now: int | None, scope: str | No
         states_at(session, end_ms - 1, None if province_wide else node_ids),
         airing_evidence(), attestations,
         {d.id: d for d in session.scalars(select(District))}, ms_to_dt(end_ms - 1).date())
+    facts.members = {c.id: [c.id] for c in communes}
+    for old, (new, _w) in folded.items():
+        facts.members[new].append(old)
+    facts.predecessors = _predecessors(session, [c.id for c in communes], end_ms)
+    facts.observed = watched(session, start_ms, end_ms)
+    facts.unobserved = _complement(facts.observed, start_ms, end_ms)
+    if facts.unobserved:
+        facts.bridges = continuity(session, start_ms, end_ms,
+                                   None if province_wide else node_ids)
+    facts.first_cluster_after = _first_cluster_after(
+        session, [c.id for c in communes if not any(
+            spans_by_village.get(v) for v in village_windows.get(c.id, {}))], end_ms)
 
     verdicts = [_judge_commune(c, commune_names.get(c.id, c.name), facts) for c in communes]
     province_played = {aid: (duration, language) for v in verdicts
@@ -501,9 +655,15 @@ def _evaluate(session: Session, period: Period, now: int | None, scope: str | No
         province = session.scalars(select(Province).limit(1)).first()
     return Evaluation(
         period, start_ms, end_ms, evaluated_ms, th, province.name if province else "",
-        scope, verdicts, summarize(verdicts), district_rollups(verdicts),
+        scope, verdicts,
+        summarize(verdicts, criteria.label,
+                  observed=iv.total(facts.observed) / (end_ms - start_ms)),
+        # Since 01/07/2025 there are no districts: a period reaching past it groups by
+        # commune only (the old district stays a column, "Huyện (cũ)").
+        district_rollups(verdicts, criteria.label) if end_ms <= DISTRICTS_ABOLISHED_MS
+        else [],
         len(province_played), sum(d for d, _ in province_played.values()),
-        totals_by_language, states_total)
+        totals_by_language, states_total, unobserved=facts.unobserved, facts=facts)
 
 
 def _judge_commune(c: Commune, name: str, f: _Facts) -> CommuneVerdict:
@@ -513,17 +673,27 @@ def _judge_commune(c: Commune, name: str, f: _Facts) -> CommuneVerdict:
     for vid, vwindow in sorted(f.village_windows.get(c.id, {}).items(),
                                key=lambda kv: f.villages[kv[0]].code):
         village = f.villages[vid]
+        counts = [f.evidence.aimed_played[(m, vid)] for m in f.members.get(c.id, [c.id])
+                  if (m, vid) in f.evidence.aimed_played]
         vv = _village_verdict(village, f.village_names.get(vid, village.name), vwindow,
-                              f.spans_by_village.get(vid, []), f.available,
-                              f.evidence.aimed_played.get((c.id, vid)), f.thresholds)
+                              f.spans_by_village.get(vid, []), f,
+                              (sum(a for a, _ in counts), sum(p for _, p in counts))
+                              if counts else None)
         commune_nodes.update(ce.node_id for ce in vv.clusters)
         vverdicts.append(vv)
-    heard = [p for p in f.evidence.heard.get(c.id, ()) if lo <= p[1] < hi]
-    week_bounds = weeks(lo, hi)
+    heard = list({p[0]: p for m in f.members.get(c.id, [c.id])
+                  for p in f.evidence.heard.get(m, ()) if lo <= p[1] < hi}.values())
+    heard.sort(key=lambda p: p[1])
+    measured = [v for v in vverdicts if v.in_service_from_ms is not None]
+    service_from = min((v.in_service_from_ms for v in measured), default=None)
+    # Weeks are counted from the station's first cluster in service.
+    wlo = lo if service_from is None else max(lo, service_from)
+    week_bounds = weeks(wlo, hi)
     week_counts = [0] * len(week_bounds)
     by_language = dict.fromkeys(LANGUAGE_ORDER, 0)
     for _aid, slot, duration, language in heard:
-        week_counts[week_index(slot, lo, len(week_bounds))] += 1
+        if slot >= wlo:
+            week_counts[week_index(slot, wlo, len(week_bounds))] += 1
         by_language[language] += duration
     cluster_states = dict.fromkeys(STATE_ORDER, 0)
     for node in commune_nodes:
@@ -536,15 +706,104 @@ def _judge_commune(c: Commune, name: str, f: _Facts) -> CommuneVerdict:
         c.station_kind, station, lo, hi, False, False, [], vverdicts, len(commune_nodes),
         [(a, b, n) for (a, b), n in zip(week_bounds, week_counts, strict=True)],
         len(heard), sum(p[2] for p in heard), by_language, cluster_states, heard=heard)
+    verdict.predecessors = f.predecessors.get(c.id, [])
+    verdict.in_service_from_ms = service_from
+    verdict.in_service_ms = sum(v.in_service_ms for v in measured)
+    verdict.observed_ms = sum(v.observed_ms for v in measured)
+    verdict.first_cluster_after_ms = f.first_cluster_after.get(c.id)
+    if verdict.in_service_ms:
+        verdict.coverage = verdict.observed_ms / verdict.in_service_ms
+    verdict.weeks = [w for w in verdict.weeks
+                     if _at_least(iv.total(iv.clip(f.observed, w[0], w[1])), w[1] - w[0],
+                                  f.thresholds.coverage)]
+    verdict.skipped_weeks = len(week_bounds) - len(verdict.weeks)
     manual_path = c.station_kind in MANUAL_KINDS or not commune_nodes
     attestation, expired = _covering_attestation(f.attestations.get(c.id, []), f.last_day)
     if manual_path and attestation is not None:
         _judge_manual(verdict, attestation)
     elif c.station_kind in MANUAL_KINDS:
         _fail_unattested(verdict, expired, f.last_day)
+    elif not commune_nodes and verdict.first_cluster_after_ms is not None:
+        _not_in_service(verdict)
     else:
         _judge_telemetry(verdict, f.thresholds)
+    verdict.verdict = ("pass" if verdict.passed else verdict.verdict
+                       if verdict.verdict in ("insufficient_data", "not_in_service")
+                       else "fail")
     return verdict
+
+
+def _fold_merged(session: Session, communes: list[Commune], start_ms: int, end_ms: int,
+                 province_wide: bool) -> tuple[list[Commune], dict]:
+    """Communes merged during the window into one that is answered for: judged as part of
+    their successor (its name, their villages on the days they had them), not as a line of
+    their own. Returns the communes to judge and {merged id: (successor id, its window)}."""
+    ids = {c.id for c in communes}
+    pool = communes if province_wide else history.communes_existing(session, start_ms, end_ms)
+    by_id = {c.id: c for c in pool}
+    folded: dict[int, tuple[int, tuple[int, int]]] = {}
+    for c in pool:
+        if c.retired_ms is None or not start_ms < c.retired_ms < end_ms:
+            continue
+        target, hops = c.merged_into_id, 0
+        while target is not None and target not in ids and hops < 8:
+            nxt = by_id.get(target)
+            target, hops = (nxt.merged_into_id if nxt else None), hops + 1
+        if target in ids:
+            folded[c.id] = (target, _commune_window(c, start_ms, end_ms))
+    return [c for c in communes if c.id not in folded], folded
+
+
+def _predecessors(session: Session, commune_ids: list[int], end_ms: int) -> dict:
+    """commune -> the communes merged into it up to ``end_ms``, with the date."""
+    if not commune_ids:
+        return {}
+    out: dict[int, list[dict]] = defaultdict(list)
+    rows = []
+    for i in range(0, len(commune_ids), 900):
+        rows += list(session.scalars(select(Commune).where(
+            Commune.merged_into_id.in_(commune_ids[i:i + 900]), Commune.retired_ms <= end_ms)))
+    for r in sorted(rows, key=lambda r: (r.retired_ms, r.code)):
+        # the name it bore on its last day (a handful of rows: one lookup each)
+        name = history.name_at(session, "commune", r.id, r.retired_ms - 1) or r.name
+        out[r.merged_into_id].append({"id": r.id, "code": r.code, "name": name,
+                                      "merged_on": format_date(r.retired_ms)})
+    return out
+
+
+def _complement(ivs: list[iv.Interval], lo: int, hi: int) -> list[iv.Interval]:
+    out, at = [], lo
+    for a, b in ivs:
+        if a > at:
+            out.append((at, a))
+        at = max(at, b)
+    if hi > at:
+        out.append((at, hi))
+    return out
+
+
+def _first_cluster_after(session: Session, commune_ids: list[int], end_ms: int) -> dict:
+    """For communes with no cluster in the period: when their first cluster was placed
+    after it (their IP station was not yet in service), by the register as it is."""
+    if not commune_ids:
+        return {}
+    p, m = NodePlacement, VillageMembership
+    out: dict[int, int] = {}
+    for i in range(0, len(commune_ids), 900):
+        rows = session.execute(
+            select(m.commune_id, p.valid_from_ms).join(m, m.village_id == p.village_id)
+            .where(m.commune_id.in_(commune_ids[i:i + 900]), p.valid_from_ms >= end_ms))
+        for cid, at in rows:
+            out[cid] = min(out.get(cid, at), at)
+    return out
+
+
+def _not_in_service(v: CommuneVerdict) -> None:
+    v.passed, v.verdict = False, "not_in_service"
+    v.reasons.append(Reason(
+        "not_in_service",
+        f"Đài IP của xã chưa đưa vào sử dụng trong kỳ (cụm loa đầu tiên từ "
+        f"{format_date(v.first_cluster_after_ms)})", level="info"))
 
 
 def _judge_manual(v: CommuneVerdict, row: ManualAttestation) -> None:
@@ -566,7 +825,8 @@ def _judge_manual(v: CommuneVerdict, row: ManualAttestation) -> None:
 def _unmeasured(v: CommuneVerdict) -> None:
     """Villages of a wired/FM commune are not measured: no figures, no village verdict."""
     for vv in v.villages:
-        vv.passed, vv.reasons = None, []
+        vv.passed, vv.reasons, vv.coverage = None, [], None
+        vv.verdict = "pass" if v.passed else "fail"
         if not vv.clusters:
             vv.availability = vv.aired_ratio = None
 
@@ -603,26 +863,45 @@ def _judge_telemetry(v: CommuneVerdict, th: Thresholds) -> None:
                                    "airings": n} for a, b, n in short]}))
     for vv in v.villages:
         v.reasons.extend(vv.reasons)
-    v.passed = not [r for r in v.reasons if r.level == "fail"]
+    if v.skipped_weeks:
+        v.reasons.append(Reason(
+            "weeks_unobserved",
+            f"{v.skipped_weeks} tuần giám sát dưới {percent(th.coverage)} thời gian: không "
+            "xét số buổi phát của các tuần đó", level="info"))
+    failing = [r for r in v.reasons if r.level == "fail"]
+    v.passed = not failing and not any(vv.verdict == "insufficient_data" for vv in v.villages)
+    if not failing and not v.passed:
+        v.verdict = "insufficient_data"
 
 
 # --------------------------------------------------------------------------- roll-ups
 
 
-def summarize(verdicts: list[CommuneVerdict]) -> Summary:
+def summarize(verdicts: list[CommuneVerdict], label: str = "chỉ tiêu 8.3",
+              observed: float | None = None) -> Summary:
+    """Counts as the province writes them: "9/13 xã đạt ...", then the communes that
+    could not be judged (too little observed time, or not yet in service)."""
     passed = [v for v in verdicts if v.passed]
     stations = {"ip": 0, "fm": 0, "wired": 0, "none": 0}
     for v in verdicts:
         stations[v.station] = stations.get(v.station, 0) + 1
     failing = [{"id": v.id, "code": v.code, "name": v.name,
                 "reasons": [r.text for r in v.reasons if r.level == "fail"]}
-               for v in verdicts if not v.passed]
-    return Summary(len(verdicts), len(passed), len(verdicts) - len(passed),
-                   sum(1 for v in passed if v.manual),
-                   f"{len(passed)}/{len(verdicts)} xã đạt chỉ tiêu 8.3", stations, failing)
+               for v in verdicts if v.verdict == "fail"]
+    insufficient = sum(1 for v in verdicts if v.verdict == "insufficient_data")
+    idle = sum(1 for v in verdicts if v.verdict == "not_in_service")
+    text = f"{len(passed)}/{len(verdicts)} xã đạt {label}"
+    if insufficient:
+        text += f"; {insufficient} xã không đủ dữ liệu"
+    if idle:
+        text += f"; {idle} xã chưa đưa vào sử dụng"
+    return Summary(len(verdicts), len(passed), len(failing),
+                   sum(1 for v in passed if v.manual), text, stations, failing,
+                   insufficient, idle, observed)
 
 
-def district_rollups(verdicts: list[CommuneVerdict]) -> list[DistrictRollup]:
+def district_rollups(verdicts: list[CommuneVerdict],
+                     label: str = "chỉ tiêu 8.3") -> list[DistrictRollup]:
     groups: dict[int, list[CommuneVerdict]] = defaultdict(list)
     for v in verdicts:
         if v.district_id is not None:
@@ -632,7 +911,7 @@ def district_rollups(verdicts: list[CommuneVerdict]) -> list[DistrictRollup]:
         n = sum(1 for v in members if v.passed)
         name = members[0].district_name or str(did)
         out.append(DistrictRollup(did, name, len(members), n,
-                                  f"{name}: {n}/{len(members)} xã đạt chỉ tiêu 8.3"))
+                                  f"{name}: {n}/{len(members)} xã đạt {label}"))
     return sorted(out, key=lambda d: d.name)
 
 
@@ -641,6 +920,14 @@ def district_rollups(verdicts: list[CommuneVerdict]) -> list[DistrictRollup]:
 
 def village_as_dict(v: VillageVerdict) -> dict:
     return {"id": v.id, "code": v.code, "name": v.name, "passed": v.passed,
+            "verdict": v.verdict, "verdict_text": VERDICT_TEXT.get(v.verdict, ""),
+            "coverage": v.coverage,
+            "coverage_text": (f"đã giám sát {percent(v.coverage)} thời gian kỳ báo cáo"
+                              if v.coverage is not None else None),
+            "in_service_from": (format_date(v.in_service_from_ms)
+                                if v.in_service_from_ms is not None else None),
+            "observed_hours": round(v.observed_ms / 3_600_000, 2),
+            "continuity": v.continuity,
             "availability": v.availability,
             "aired_ratio": v.aired_ratio, "aimed": v.aimed, "played": v.played,
             "clusters": [asdict(c) for c in v.clusters],
@@ -650,6 +937,13 @@ def village_as_dict(v: VillageVerdict) -> dict:
 def commune_as_dict(v: CommuneVerdict) -> dict:
     return {"id": v.id, "code": v.code, "name": v.name, "district": v.district_name,
             "station_kind": v.station_kind, "station": v.station, "passed": v.passed,
+            "predecessors": v.predecessors,
+            "verdict": v.verdict, "verdict_text": VERDICT_TEXT.get(v.verdict, ""),
+            "coverage": v.coverage,
+            "coverage_text": (f"đã giám sát {percent(v.coverage)} thời gian kỳ báo cáo"
+                              if v.coverage is not None else None),
+            "in_service_from": (format_date(v.in_service_from_ms)
+                                if v.in_service_from_ms is not None else None),
             "manual": v.manual, "reasons": [r.as_dict() for r in v.reasons],
             "clusters": v.clusters, "clusters_by_state": v.clusters_by_state,
             "airings": v.airings, "hours_aired": round(v.aired_ms / 3_600_000, 2),
@@ -661,16 +955,41 @@ def commune_as_dict(v: CommuneVerdict) -> dict:
             "villages": [village_as_dict(x) for x in v.villages]}
 
 
+def split_text(e: Evaluation) -> str | None:
+    """The sentence that says a period was judged in parts, by which sets."""
+    if not e.parts:
+        return None
+    pieces = [f"từ {format_date(p.start_ms)} đến {format_date(p.end_ms - 1)} theo "
+              f"{p.criteria.name} ({p.criteria.legal_basis}): {p.summary.text}"
+              for p in e.parts if p.criteria is not None]
+    return (f"Kỳ báo cáo được chia làm {len(e.parts)} phần theo bộ tiêu chí có hiệu lực: "
+            + "; ".join(pieces) + ".")
+
+
+def _part_as_dict(e: Evaluation) -> dict:
+    return evaluation_as_dict(replace(e, parts=[], whole=None))
+
+
 def evaluation_as_dict(e: Evaluation) -> dict:
+    whole = e.whole or e.period
+    start = e.parts[0].start_ms if e.parts else e.start_ms
     return {
-        "period": {"key": e.period.key, "label": e.period.label,
-                   "from": format_date(e.start_ms), "to": format_date(e.end_ms - 1),
-                   "start_ms": e.start_ms, "end_ms": e.end_ms,
-                   "complete": e.end_ms == e.period.end_ms},
+        "period": {"key": whole.key, "label": whole.label,
+                   "from": format_date(start), "to": format_date(e.end_ms - 1),
+                   "start_ms": start, "end_ms": e.end_ms,
+                   "complete": e.end_ms == whole.end_ms},
+        "criteria": e.criteria.as_dict() if e.criteria else None,
+        # A period spanning two criteria sets: the top level is the part judged by the set
+        # in force at its end; "split" says so and carries every part in full.
+        "split": {"text": split_text(e), "parts": [_part_as_dict(p) for p in e.parts]}
+        if e.parts else None,
         "scope": e.scope,
         "province": e.province_name,
         "evaluated_ms": e.evaluated_ms,
         "thresholds": e.thresholds.as_dict(),
+        "observed": e.summary.observed,
+        "watch_gaps": [{"from": format_datetime(a), "to": format_datetime(b),
+                        "from_ms": a, "to_ms": b} for a, b in e.unobserved],
         "summary": {**e.summary.as_dict(),
                     "districts": [asdict(d) for d in e.districts],
                     "airings": e.airings, "hours_aired": round(e.aired_ms / 3_600_000, 2),

@@ -33,6 +33,7 @@ class Thresholds:
     default_period: str = "last30"
     changed_ms: int = 0
     changed_by: str = ""
+    coverage: float = 0.90  # observed share of in-service time a verdict needs
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -45,7 +46,8 @@ def current_thresholds(session: Session) -> Thresholds:
         return Thresholds()
     return Thresholds(row.availability_threshold, row.aired_threshold,
                       row.broadcasts_per_week_min, row.default_period, row.changed_ms,
-                      row.changed_by)
+                      row.changed_by,
+                      0.90 if row.coverage_threshold is None else row.coverage_threshold)
 
 
 def _share(name: str, value: object) -> float:
@@ -60,13 +62,15 @@ def _share(name: str, value: object) -> float:
 def update_thresholds(session: Session, *, availability: float | None = None,
                       aired: float | None = None, broadcasts_per_week_min: int | None = None,
                       default_period: str | None = None, by: str = "",
-                      at_ms: int | None = None) -> Thresholds:
+                      at_ms: int | None = None, coverage: float | None = None) -> Thresholds:
     """Record a new version of the thresholds (the old ones stay, for the record)."""
     at_ms = now_ms() if at_ms is None else at_ms
     old = current_thresholds(session)
     new_availability = old.availability if availability is None else _share(
         "Ngưỡng khả dụng", availability)
     new_aired = old.aired if aired is None else _share("Ngưỡng tỉ lệ phát", aired)
+    new_coverage = old.coverage if coverage is None else _share(
+        "Ngưỡng thời gian giám sát", coverage)
     per_week = old.broadcasts_per_week_min
     if broadcasts_per_week_min is not None:
         if (isinstance(broadcasts_per_week_min, bool)
@@ -84,7 +88,7 @@ def update_thresholds(session: Session, *, availability: float | None = None,
     session.add(ProvinceIndicatorSettings(
         availability_threshold=new_availability, aired_threshold=new_aired,
         broadcasts_per_week_min=per_week, default_period=period, changed_ms=at_ms,
-        changed_by=by[:64]))
+        changed_by=by[:64], coverage_threshold=new_coverage))
     session.flush()
     return current_thresholds(session)
 

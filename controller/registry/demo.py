@@ -13,8 +13,9 @@ from importlib import resources
 from sqlalchemy import func, select
 
 from controller.registry.importer import ImportSummary, import_text
-from controller.registry.models import Commune, Node, Province, Village
+from controller.registry.models import Commune, Node, Province, Village, VillageMembership
 from loa.db import Database
+from loa.text import fold
 from loa.timeutil import ICT, dt_to_ms, now_ms
 
 DEMO_FILE = "demo_province.yaml"
@@ -22,6 +23,35 @@ DEMO_PROVINCE_CODE = "LS"
 # The register "starts" when two-level local government did (01/07/2025), so every period a
 # demo report can ask about lies inside the villages' membership intervals.
 DEMO_EFFECTIVE_MS = dt_to_ms(datetime(2025, 7, 1, tzinfo=ICT))
+
+
+# One merger of the 2025 reform, so the demo shows a commune judged with its predecessor: on
+# 01/07/2025 Yên Phúc (two villages) merged into Hữu Lễ. Fictional like the rest of the demo.
+MERGED_CODE, MERGED_NAME, MERGED_INTO = "ls-yenphuc", "Yên Phúc", "ls-huule"
+MERGED_VILLAGES = ("ls-huule-t03", "ls-huule-t04")
+BEFORE_REFORM_MS = dt_to_ms(datetime(2021, 1, 1, tzinfo=ICT))
+
+
+def _merge_of_2025(s) -> None:
+    """Write the register's history before 01/07/2025 for Hữu Lễ and its predecessor."""
+    if s.scalar(select(Commune.id).where(Commune.code == MERGED_CODE)) is not None:
+        return
+    into = s.scalar(select(Commune).where(Commune.code == MERGED_INTO))
+    if into is None:
+        return
+    old = Commune(code=MERGED_CODE, name=MERGED_NAME, name_folded=fold(MERGED_NAME),
+                  province_id=into.province_id, district_id=into.district_id,
+                  station_kind="ip", created_ms=BEFORE_REFORM_MS,
+                  retired_ms=DEMO_EFFECTIVE_MS, merged_into_id=into.id)
+    s.add(old)
+    s.flush()
+    into.created_ms = BEFORE_REFORM_MS
+    for village in s.scalars(select(Village).where(Village.commune_id == into.id)):
+        village.created_ms = min(village.created_ms or BEFORE_REFORM_MS, BEFORE_REFORM_MS)
+        owner = old.id if village.code in MERGED_VILLAGES else into.id
+        s.add(VillageMembership(village_id=village.id, commune_id=owner,
+                                valid_from_ms=BEFORE_REFORM_MS, valid_to_ms=DEMO_EFFECTIVE_MS))
+    s.flush()
 
 
 @dataclass
@@ -57,6 +87,8 @@ def load_demo_province(db: Database, at_ms: int | None = DEMO_EFFECTIVE_MS) -> D
         at_ms = None  # a clock set before 01/07/2025: the register starts now instead
     with db.session() as s:
         imported = import_text(s, demo_yaml(), "yaml", at_ms)
+        if at_ms == DEMO_EFFECTIVE_MS:
+            _merge_of_2025(s)
     with db.session() as s:
         province_id = select(Province.id).where(Province.code == DEMO_PROVINCE_CODE)
         communes = list(s.scalars(select(Commune).where(

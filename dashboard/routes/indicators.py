@@ -18,6 +18,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from controller.indicator import letterhead as letterheads
+from controller.indicator.criteria import all_sets, get_set, update_set
 from controller.indicator.errors import InvalidInputError, PeriodError
 from controller.indicator.evaluate import evaluate, evaluation_as_dict
 from controller.indicator.periods import Period, parse_day, parse_period
@@ -39,7 +41,9 @@ router = APIRouter(prefix="/api/v1", tags=["indicators"])
 MAX_BODY = 16_384
 SETTINGS_FIELDS = {"availability_threshold": "availability", "aired_threshold": "aired",
                    "broadcasts_per_week_min": "broadcasts_per_week_min",
-                   "default_period": "default_period"}
+                   "default_period": "default_period", "coverage_threshold": "coverage"}
+CRITERIA_FIELDS = ("indicator_code", "indicator_text", "name", "legal_basis",
+                   "availability_threshold", "aired_threshold", "broadcasts_per_week_min")
 ATTESTATION_FIELDS = {"inspector", "valid_until", "attested_on", "note", "station_kind"}
 
 
@@ -103,6 +107,7 @@ def _text(body: dict, key: str) -> str:
 # --------------------------------------------------------------------------- verdicts
 
 
+@router.get("/indicators/radio")
 @router.get("/indicators/8.3")
 def indicator_8_3(*, 
     period: str | None = Query(None, max_length=60,
@@ -119,20 +124,34 @@ def indicator_8_3(*,
     return evaluation_as_dict(result)
 
 
+@router.get("/indicators/radio/report")
 @router.get("/indicators/8.3/report")
 def indicator_8_3_report(*, 
     period: str | None = Query(None, max_length=60),
-    format: str = Query("pdf", description="html, pdf, xlsx, csv"),
+    format: str = Query("pdf", description="html, pdf, docx, xlsx, csv"),
     scope: str | None = Query(None, max_length=80),
+    number_symbol: str | None = Query(None, max_length=300),
+    signer_authority: str | None = Query(None, max_length=300),
+    signer_title: str | None = Query(None, max_length=300),
+    signer_name: str | None = Query(None, max_length=300),
+    recipients: str | None = Query(None, max_length=2000,
+                                   description="một nơi nhận mỗi dòng"),
     user: User = Depends(current_user),
     s: DbSession,
 ):
     fmt = format.lower()
     if fmt not in MEDIA_TYPES:
-        raise InvalidInputError(f"Định dạng '{format}' không hỗ trợ (html, pdf, xlsx, csv).")
+        raise InvalidInputError(f"Định dạng '{format}' không hỗ trợ "
+                                "(html, pdf, docx, xlsx, csv).")
     at = now_ms()
+    overrides = {k: v for k, v in (("number_symbol", number_symbol),
+                                   ("signer_authority", signer_authority),
+                                   ("signer_title", signer_title),
+                                   ("signer_name", signer_name),
+                                   ("recipients", recipients)) if v is not None}
     report = build_report(s, _period(s, period, at), now=at, scope=scope,
-                          allowed_commune_ids=_visible(s, user, scope))
+                          allowed_commune_ids=_visible(s, user, scope),
+                          letterhead=overrides)
     content = render(report, fmt)
     disposition = "inline" if fmt == "html" else "attachment"
     return Response(content, media_type=MEDIA_TYPES[fmt], headers={
@@ -146,7 +165,7 @@ def _settings_doc(s: Session) -> dict:
     th = current_thresholds(s)
     return {"availability_threshold": th.availability, "aired_threshold": th.aired,
             "broadcasts_per_week_min": th.broadcasts_per_week_min,
-            "default_period": th.default_period,
+            "default_period": th.default_period, "coverage_threshold": th.coverage,
             "changed_at": format_datetime(th.changed_ms) if th.changed_ms else None,
             "changed_by": th.changed_by or None}
 
@@ -163,7 +182,8 @@ async def put_settings(*, request: Request, user: User = Depends(require_role("p
     body = await _json_object(request, set(SETTINGS_FIELDS))
     if not body:
         raise InvalidInputError("Không có thay đổi nào (availability_threshold, "
-                                "aired_threshold, broadcasts_per_week_min, default_period).")
+                                "aired_threshold, broadcasts_per_week_min, default_period, "
+                                "coverage_threshold).")
 
     def write() -> dict[str, Any]:  # database work off the event loop
         before = _settings_doc(s)
@@ -171,6 +191,59 @@ async def put_settings(*, request: Request, user: User = Depends(require_role("p
                           **{SETTINGS_FIELDS[k]: v for k, v in body.items()})
         after = _settings_doc(s)
         audit(s, "indicator.settings.update", user=user, target="8.3", request=request,
+              status_code=200, detail={"before": before, "after": after})
+        return after
+
+    return await run_in_threadpool(write)
+
+
+# --------------------------------------------------------------------------- letterhead
+
+
+@router.get("/indicators/report-settings")
+def get_report_settings(*, user: User = Depends(current_user), s: DbSession):
+    """The province's letterhead for filed reports (Nghị định 30/2020/NĐ-CP)."""
+    return letterheads.current(s).as_dict()
+
+
+@router.put("/indicators/report-settings")
+async def put_report_settings(*, request: Request,
+                              user: User = Depends(require_role("province")), s: DbSession):
+    body = await _json_object(request, set(letterheads.FIELDS))
+    if not body:
+        raise InvalidInputError(f"Không có thay đổi nào ({', '.join(letterheads.FIELDS)}).")
+
+    def write() -> dict[str, Any]:  # database work off the event loop
+        before = letterheads.current(s).as_dict()
+        after = letterheads.update(s, body, by=user.username).as_dict()
+        audit(s, "indicator.report_settings.update", user=user, target="letterhead",
+              request=request, status_code=200, detail={"before": before, "after": after})
+        return after
+
+    return await run_in_threadpool(write)
+
+
+# --------------------------------------------------------------------------- criteria sets
+
+
+@router.get("/indicators/criteria")
+def get_criteria(*, user: User = Depends(current_user), s: DbSession):
+    """Every criteria set with the dates it is in force (the 2026-2030 set's code, wording
+    and thresholds are the province's to enter)."""
+    return {"items": [c.as_dict() for c in all_sets(s)]}
+
+
+@router.put("/indicators/criteria/{key}")
+async def put_criteria(*, key: str, request: Request,
+                       user: User = Depends(require_role("province")), s: DbSession):
+    body = await _json_object(request, set(CRITERIA_FIELDS))
+    if not body:
+        raise InvalidInputError(f"Không có thay đổi nào ({', '.join(CRITERIA_FIELDS)}).")
+
+    def write() -> dict[str, Any]:  # database work off the event loop
+        before = get_set(s, key).as_dict()
+        after = update_set(s, key, body, by=user.username).as_dict()
+        audit(s, "indicator.criteria.update", user=user, target=key, request=request,
               status_code=200, detail={"before": before, "after": after})
         return after
 

@@ -254,6 +254,8 @@
 
     function verdict(c) {
       if (c.manual) return el("span", { class: "manual" }, _("Thủ công"));
+      if (c.verdict === "insufficient_data") return el("span", { class: "unknown" }, _("Không đủ dữ liệu"));
+      if (c.verdict === "not_in_service") return el("span", { class: "unknown" }, _("Chưa đưa vào sử dụng"));
       return el("span", { class: c.passed ? "pass" : "fail" }, c.passed ? _("Đạt") : _("Không đạt"));
     }
 
@@ -309,19 +311,24 @@
       var summary = document.getElementById("summary");
       var tbody = document.querySelector("#indicator tbody");
       document.querySelectorAll("#reports a").forEach(function (a) {
-        a.href = "/api/v1/indicators/8.3/report?format=" + a.dataset.format + "&period=" + encodeURIComponent(period);
+        a.href = "/api/v1/indicators/radio/report?format=" + a.dataset.format + "&period=" + encodeURIComponent(period);
       });
       summary.textContent = _("Đang tải…");
-      api("GET", "/api/v1/indicators/8.3?period=" + encodeURIComponent(period)).then(function (res) {
+      api("GET", "/api/v1/indicators/radio?period=" + encodeURIComponent(period)).then(function (res) {
         L.clear(tbody);
         if (!res.ok) { show(summary, L.errorText(res), false); return; }
         var d = res.data;
         show(summary, d.summary.text + " · " + d.period.label, true);
+        // Which national criteria judged the period (and how it was split, if it was).
+        var basis = document.getElementById("criteria");
+        basis.textContent = d.criteria ? d.criteria.name + " (" + d.criteria.legal_basis + ")" +
+          (d.split ? " · " + d.split.text : "") : "";
         d.communes.forEach(function (c) {
           var passedVillages = c.villages.filter(function (v) { return v.passed; }).length;
           var reasons = c.reasons.filter(function (r) { return r.level !== "info"; }).map(function (r) { return r.text; });
           tbody.appendChild(el("tr", { dataset: { commune: String(c.id) } }, el("td", null, c.name),
-            el("td", null, verdict(c)), el("td", null, passedVillages + "/" + c.villages.length),
+            el("td", null, verdict(c), c.coverage_text ? el("div", { class: "muted" }, c.coverage_text) : null),
+            el("td", null, passedVillages + "/" + c.villages.length),
             el("td", null, reasons.join("; "))));
         });
         drawMap(d.communes);

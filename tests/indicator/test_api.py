@@ -67,7 +67,7 @@ def test_province_sees_every_commune_with_reasons(api):
     assert r.status_code == 200, r.text
     doc = r.json()
     assert doc["period"]["key"] == "last30"
-    assert doc["summary"]["text"] == "10/13 xã đạt chỉ tiêu 8.3"
+    assert doc["summary"]["text"] == "10/13 xã đạt chỉ tiêu truyền thanh cơ sở"
     assert doc["summary"]["manual"] == 1
     communes = {c["id"]: c for c in doc["communes"]}
     by_code = {c["code"]: c for c in doc["communes"]}
@@ -89,7 +89,7 @@ def test_commune_officer_is_counted_over_their_commune_only(api):
     r = api.get("/api/v1/indicators/8.3", headers=api.tokens["xa"])
     assert r.status_code == 200
     assert [c["code"] for c in r.json()["communes"]] == ["ls-doican"]
-    assert r.json()["summary"]["text"] == "0/1 xã đạt chỉ tiêu 8.3"
+    assert r.json()["summary"]["text"] == "0/1 xã đạt chỉ tiêu truyền thanh cơ sở"
     r = api.get("/api/v1/indicators/8.3/report?format=csv", headers=api.tokens["xa"])
     assert r.status_code == 200 and r.text.count("\n") == 2  # header + Đội Cấn
     r = api.get("/api/v1/indicators/8.3?scope=commune:ls-hoacu", headers=api.tokens["xa"])
@@ -114,7 +114,7 @@ def test_report_downloads(api):
     r = api.get("/api/v1/indicators/8.3/report?period=last30&format=xlsx", headers=auth)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("application/vnd.openxmlformats")
-    assert 'filename="bao-cao-chi-tieu-8.3-last30.xlsx"' in r.headers["content-disposition"]
+    assert 'filename="bao-cao-truyen-thanh-co-so-last30.xlsx"' in r.headers["content-disposition"]
     ws = load_workbook(io.BytesIO(r.content))["Theo xã"]
     codes = [row[1] for row in ws.iter_rows(values_only=True)
              if row and isinstance(row[0], int)]
@@ -123,7 +123,7 @@ def test_report_downloads(api):
     assert r.status_code == 200 and r.content.startswith(b"%PDF-")
     r = api.get("/api/v1/indicators/8.3/report?format=html", headers=auth)
     assert r.status_code == 200 and "UBND TỈNH LẠNG SƠN" in r.text
-    r = api.get("/api/v1/indicators/8.3/report?format=docx", headers=auth)
+    r = api.get("/api/v1/indicators/8.3/report?format=odt", headers=auth)
     assert r.status_code == 422 and "không hỗ trợ" in r.json()["detail"]
 
 
@@ -139,7 +139,7 @@ def test_settings_change_reevaluates_and_is_audited(api):
     assert r.status_code == 200, r.text
     assert r.json()["availability_threshold"] == 0.5 and r.json()["changed_by"] == "tinh"
     doc = api.get("/api/v1/indicators/8.3", headers=auth).json()
-    assert doc["summary"]["text"] == "12/13 xã đạt chỉ tiêu 8.3"
+    assert doc["summary"]["text"] == "12/13 xã đạt chỉ tiêu truyền thanh cơ sở"
     assert doc["thresholds"]["availability"] == 0.5
     with api.db.session() as s:
         actions = s.scalars(select(AuditLog.action)).all()
@@ -179,7 +179,7 @@ def test_attestation_passes_an_fm_commune(api):
     vule = next(c for c in doc["communes"] if c["code"] == "ls-vule")
     assert vule["passed"] and vule["manual"]
     assert "Lương Thị Hoa" in vule["reasons"][0]["text"]
-    assert doc["summary"]["text"] == "11/13 xã đạt chỉ tiêu 8.3"
+    assert doc["summary"]["text"] == "11/13 xã đạt chỉ tiêu truyền thanh cơ sở"
     listed = api.get("/api/v1/communes/ls-vule/attestations", headers=auth).json()
     assert [a["inspector"] for a in listed["items"]] == ["Lương Thị Hoa"]
 

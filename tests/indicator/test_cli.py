@@ -22,7 +22,8 @@ def test_report_in_every_format(world, db, tmp_path, capsys):
     small_province(world, ict(2026, 7, 1), ict(2026, 10, 1))
     code, out, _ = _loa(capsys, "report", "8.3", "--period", "2026-Q3", "--db", db.url)
     assert code == 0
-    assert out.splitlines()[0] == "Chỉ tiêu 8.3 — Quý 3/2026: 2/3 xã đạt chỉ tiêu 8.3"
+    assert out.splitlines()[0] == ("Chỉ tiêu truyền thanh cơ sở — Quý 3/2026: 2/3 xã đạt "
+                                   "chỉ tiêu truyền thanh cơ sở")
     assert "- ls-quockhanh\tQuốc Khánh\tKHÔNG ĐẠT" in out
     assert "    Thôn Bản Cắm: khả dụng 83,6% < 90%" in out
     assert "- ls-vule\tVũ Lễ\tĐẠT (thủ công)" in out
@@ -52,7 +53,7 @@ def test_report_errors(db, tmp_path, capsys):
     assert code == 1 and err.startswith("Lỗi: Không hiểu kỳ báo cáo '2026-Q7'")
     code, _, err = _loa(capsys, "report", "8.3", "--format", "pdf", "--db", db.url)
     assert code == 1 and "cần tệp đích" in err
-    code, _, err = _loa(capsys, "report", "8.3", "-o", str(tmp_path / "x.docx"), "--db", db.url)
+    code, _, err = _loa(capsys, "report", "8.3", "-o", str(tmp_path / "x.odt"), "--db", db.url)
     assert code == 1 and "Không đoán được định dạng" in err
     code, _, err = _loa(capsys, "report", "8.3", "-o", str(tmp_path / "no" / "dir.csv"),
                         "--db", db.url)
@@ -79,3 +80,15 @@ def test_attest_and_settings(world, db, capsys):
     assert code == 0 and "Ngưỡng khả dụng: 0.95" in out
     code, _, err = _loa(capsys, "indicator", "settings", "--aired", "80", "--db", db.url)
     assert code == 1 and "không quá 1" in err
+
+
+def test_criteria_from_the_shell(capsys, db):
+    code, out, _ = _loa(capsys, "indicator", "criteria", "--db", db.url, "--set", "2026-2030",
+                        "--code", "6.2")
+    assert code == 0
+    assert "  Chỉ tiêu: 6.2 — Xã có đài truyền thanh và hệ thống loa đến các thôn" in out
+    assert "  Hiệu lực: 15/02/2026 – 31/12/2030" in out
+    code, _, err = _loa(capsys, "indicator", "criteria", "--db", db.url, "--set", "2026-2030",
+                        "--availability", "2")
+    assert code != 0
+    assert "Ngưỡng khả dụng phải lớn hơn 0 và không quá 1" in err

@@ -118,7 +118,7 @@ def test_merged_commune_past_quarter_is_judged_on_its_old_villages_and_names(wor
     assert not q2c["OLD"].passed
     assert q2c["OLD"].reasons[0].text.startswith("Thôn Pò Cại: khả dụng 78")
     assert q2c["KEEP"].passed
-    assert q2.summary.text == "1/2 xã đạt chỉ tiêu 8.3"
+    assert q2.summary.text == "1/2 xã đạt chỉ tiêu truyền thanh cơ sở"
     q3c = _by_code(q3)
     assert set(q3c) == {"KEEP"}
     assert q3c["KEEP"].name == "Xã Văn Lang"
@@ -218,8 +218,16 @@ def test_a_cluster_placed_mid_quarter_counts_only_from_its_placement(world, db):
     with db.session() as s:
         c = evaluate(s, parse_period("2026-Q3", now_ms=AFTER_Q3), now=AFTER_Q3).communes[0]
     villages = {v.name: v for v in c.villages}
-    assert villages["Nà Pàn"].availability == pytest.approx((Q3_END - placed) / Q3_MS)
+    # Nà Pàn is in service from 15/08: the weeks before are "chưa đưa vào sử dụng", not
+    # failure (issue 16: they used to count as 0%). Bản Chúc lost its only cluster on 15/08
+    # and was not reached afterwards: that is a failure.
+    assert villages["Nà Pàn"].availability == 1.0
+    assert villages["Nà Pàn"].in_service_ms == Q3_END - placed
+    assert villages["Nà Pàn"].verdict == "pass"
+    assert "Thôn Nà Pàn: đưa vào sử dụng từ 15/08/2026" in " ".join(
+        r.text for r in villages["Nà Pàn"].reasons)
     assert villages["Bản Chúc"].availability == pytest.approx((placed - Q3_START) / Q3_MS)
+    assert villages["Bản Chúc"].verdict == "fail"
     # bulletins count for the village the cluster stood in at the slot
     assert villages["Nà Pàn"].aimed + villages["Bản Chúc"].aimed == 184
     assert not c.passed
@@ -273,6 +281,10 @@ def test_attestation_input_is_checked(world, db):
 
 
 def test_rollups_read_like_the_province_reports(world, db):
+    """Before 01/07/2025 the province reported by district, under indicator 8.3; a period
+    after it groups by commune only and names the 2026-2030 set (issue 16: a Q3/2026 report
+    still had district subtotals and the 8.3 title)."""
+    q1_start, q1_end = ict(2025, 1, 1), ict(2025, 4, 1)
     north = world.district("HL", "Huyện Hữu Lũng")
     south = world.district("CL", "Huyện Chi Lăng")
     for i, (district, ok) in enumerate([(north, True), (north, True), (north, False),
@@ -280,12 +292,14 @@ def test_rollups_read_like_the_province_reports(world, db):
         cid = world.commune(f"R{i}", f"Xã R{i}", district_id=district)
         vid = world.village(f"R{i}-1", f"Thôn {i}", cid)
         world.node(f"n-r{i}", vid)
-        world.transitions(f"n-r{i}", [(Q3_START - DAY, True)] if ok else [])
+        world.transitions(f"n-r{i}", [(q1_start - DAY, True)] if ok else [])
+        world.daily_airings(q1_start, q1_end, [f"n-r{i}"])
         world.daily_airings(Q3_START, Q3_END, [f"n-r{i}"])
     with db.session() as s:
-        e = evaluate(s, parse_period("2026-Q3", now_ms=AFTER_Q3), now=AFTER_Q3)
-        one = evaluate(s, parse_period("2026-Q3", now_ms=AFTER_Q3), now=AFTER_Q3,
+        e = evaluate(s, parse_period("2025-Q1", now_ms=AFTER_Q3), now=AFTER_Q3)
+        one = evaluate(s, parse_period("2025-Q1", now_ms=AFTER_Q3), now=AFTER_Q3,
                        scope="district:CL")
+        later = evaluate(s, parse_period("2026-Q3", now_ms=AFTER_Q3), now=AFTER_Q3)
     assert e.summary.text == "3/5 xã đạt chỉ tiêu 8.3"
     assert [(d.text) for d in e.districts] == ["Huyện Chi Lăng: 1/2 xã đạt chỉ tiêu 8.3",
                                               "Huyện Hữu Lũng: 2/3 xã đạt chỉ tiêu 8.3"]
@@ -294,7 +308,11 @@ def test_rollups_read_like_the_province_reports(world, db):
     assert one.summary.text == "1/2 xã đạt chỉ tiêu 8.3"
     doc = evaluation_as_dict(e)
     assert doc["summary"]["text"] == "3/5 xã đạt chỉ tiêu 8.3"
+    assert doc["criteria"]["code"] == "8.3" and doc["criteria"]["valid_to"] == "14/02/2026"
     assert doc["communes"][2]["villages"][0]["availability"] == 0.0
+    assert later.summary.text == "3/5 xã đạt chỉ tiêu truyền thanh cơ sở"
+    assert later.districts == []
+    assert evaluation_as_dict(later)["summary"]["districts"] == []
 
 
 def test_ongoing_period_is_judged_so_far_and_future_one_is_refused(world, db):
@@ -324,4 +342,38 @@ def test_in_memory_database_runs_sequentially_with_the_same_verdicts(db):
                 evaluate(s, parse_period("2026-Q3", now_ms=AFTER_Q3), now=AFTER_Q3)))
     memory.dispose()
     assert docs[0] == docs[1]
-    assert docs[0]["summary"]["text"] == "2/3 xã đạt chỉ tiêu 8.3"
+    assert docs[0]["summary"]["text"] == "2/3 xã đạt chỉ tiêu truyền thanh cơ sở"
+
+
+def test_period_spanning_a_merge_shows_the_new_commune_with_its_predecessor(world, db):
+    """Bắc La merged into Tân Đoàn (renamed Văn Lang) on 01/08/2026. The quarter is judged
+    on the register as it stood each day: Bắc La's villages count for Văn Lang over the
+    whole quarter (before the merge under Bắc La, after under Văn Lang), one line, the new
+    name, the predecessor listed."""
+    merge_at = ict(2026, 8, 1)
+    old = world.commune("OLD", "Xã Bắc La", created_ms=0)
+    keep = world.commune("KEEP", "Xã Tân Đoàn", created_ms=0)
+    x1 = world.village("OLD-1", "Pò Cại", old)
+    y1 = world.village("KEEP-1", "Còn Pheo", keep)
+    world.node("n-x1", x1)
+    world.node("n-y1", y1)
+    world.transitions("n-x1", [(Q3_START - DAY, True), (Q3_START + 5 * DAY, False),
+                               (Q3_START + 20 * DAY, True)])  # down 15 days, before merge
+    world.transitions("n-y1", [(Q3_START - DAY, True)])
+    world.move_village(x1, keep, merge_at)
+    world.retire_commune(old, keep, merge_at)
+    world.rename("commune", keep, "Xã Văn Lang", merge_at)
+    world.daily_airings(Q3_START, Q3_END, ["n-x1", "n-y1"], record=True)
+    with db.session() as s:
+        e = evaluate(s, parse_period("2026-Q3", now_ms=AFTER_Q3), now=AFTER_Q3)
+    doc = evaluation_as_dict(e)
+    assert [c["name"] for c in doc["communes"]] == ["Xã Văn Lang"]
+    c = doc["communes"][0]
+    assert c["predecessors"] == [{"id": old, "code": "OLD", "name": "Xã Bắc La",
+                                  "merged_on": "01/08/2026"}]
+    villages = {v["name"]: v for v in c["villages"]}
+    assert set(villages) == {"Pò Cại", "Còn Pheo"}
+    assert villages["Pò Cại"]["aimed"] == 184  # its bulletins under both communes
+    assert villages["Pò Cại"]["availability"] == pytest.approx(1 - 15 / 92)
+    assert c["verdict"] == "fail"
+    assert doc["summary"]["text"] == "0/1 xã đạt chỉ tiêu truyền thanh cơ sở"

@@ -32,8 +32,8 @@ def report(world, db):
 
 def test_report_figures(report):
     e = report.evaluation
-    assert e.summary.text == "2/3 xã đạt chỉ tiêu 8.3"
-    assert report.title == "Kết quả thực hiện chỉ tiêu 8.3 quý 3 năm 2026"
+    assert e.summary.text == "2/3 xã đạt chỉ tiêu truyền thanh cơ sở"
+    assert report.title == "Kết quả thực hiện chỉ tiêu truyền thanh cơ sở quý 3 năm 2026"
     assert report.heading == "UBND TỈNH LẠNG SƠN"
     assert report.date_line == "Lạng Sơn, ngày 05 tháng 10 năm 2026"
     rows = {r["code"]: r for r in report.commune_rows}
@@ -75,8 +75,8 @@ def test_pdf_renders_vietnamese_pages(report, tmp_path):
                           capture_output=True, text=True, timeout=60).stdout
     for expected in ("UBND TỈNH LẠNG SƠN", "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM",
                      "Độc lập - Tự do - Hạnh phúc", "Lạng Sơn, ngày 05 tháng 10 năm 2026",
-                     "Kết quả thực hiện chỉ tiêu 8.3 quý 3 năm 2026",
-                     "2/3 xã đạt chỉ tiêu 8.3", "Quốc Khánh", "Tiếng Tày",
+                     "Kết quả thực hiện chỉ tiêu truyền thanh cơ sở quý 3 năm 2026",
+                     "2/3 xã đạt chỉ tiêu truyền thanh cơ sở", "Quốc Khánh", "Tiếng Tày",
                      "Không đạt", "khả dụng 83,6% < 90%"):
         assert expected in text, expected
 
@@ -128,10 +128,14 @@ def test_html_is_a_provincial_report_and_escapes_names(report):
     html = render(report, "html").decode("utf-8")
     for expected in ("UBND TỈNH LẠNG SƠN", "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM",
                      "Độc lập - Tự do - Hạnh phúc", "Lạng Sơn, ngày 05 tháng 10 năm 2026",
-                     "<h1>BÁO CÁO</h1>", "Kết quả thực hiện chỉ tiêu 8.3 quý 3 năm 2026",
-                     "Tràng Định: 1/2 xã đạt chỉ tiêu 8.3", "Thôn Bản Cắm: khả dụng 83,6% &lt; 90%",
+                     "<h1>BÁO CÁO</h1>",
+                     "Kết quả thực hiện chỉ tiêu truyền thanh cơ sở quý 3 năm 2026",
+                     "Thôn Bản Cắm: khả dụng 83,6% &lt; 90%",
+                     "Căn cứ: Bộ tiêu chí quốc gia về xã nông thôn mới giai đoạn 2026-2030",
                      "Thôn Nà &lt;b&gt;Pàn&lt;/b&gt;"):
         assert expected in html, expected
+    # Q3/2026 is after 01/07/2025: no district subtotals, no "8.3" (issue 16).
+    assert "Tràng Định: 1/2" not in html and "8.3" not in html
     cells = _Cells()
     cells.feed(html)
     assert [(r["data-code"], r["class"]) for r in cells.rows] == [
@@ -143,4 +147,4 @@ def test_unknown_format_is_refused(report):
     from controller.indicator.errors import IndicatorError
 
     with pytest.raises(IndicatorError, match="không hỗ trợ"):
-        render(report, "docx")
+        render(report, "odt")

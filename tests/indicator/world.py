@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from itertools import count
 
-from controller.models import NodeTransition
+from controller.models import ControllerWatch, NodeContinuity, NodeTransition
 from controller.registry.models import (
     Commune,
     District,
@@ -23,6 +23,7 @@ from loa.timeutil import ICT
 from scheduler.models import Airing, AiringTarget, Broadcast
 
 HOUR = 3_600_000
+ALWAYS_MS = 4_102_444_800_000  # 01/01/2100
 DAY = 24 * HOUR
 
 
@@ -34,7 +35,9 @@ def ict(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> int:
 class World:
     """Writes a register and its telemetry the way the ingest and scheduler would."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, watched: bool = True) -> None:
+        """``watched``: a controller watched all the time (one span 1970-2100), as the
+        tests written before the watch existed assume; False to state the watch by hand."""
         self.db = db
         self._ids = count(1)
         with db.session() as s:
@@ -42,6 +45,19 @@ class World:
             s.add(self.province)
             s.flush()
             self.province_id = self.province.id
+        if watched:
+            self.watch(0, ALWAYS_MS)
+
+    def watch(self, start_ms: int, end_ms: int, controller_id: str = "ctl-test") -> None:
+        """A span during which a controller ran connected to the broker."""
+        with self.db.session() as s:
+            s.add(ControllerWatch(controller_id=controller_id, start_ms=start_ms,
+                                  end_ms=end_ms, end_cause="stop"))
+
+    def continuity(self, node_id: str, from_ms: int, to_ms: int, boot_id: str = "b1") -> None:
+        with self.db.session() as s:
+            s.add(NodeContinuity(node_id=node_id, from_ms=from_ms, to_ms=to_ms,
+                                 boot_id=boot_id, uptime_s=(to_ms - from_ms) // 1000 + 60))
 
     @staticmethod
     def _broadcast(s) -> int:

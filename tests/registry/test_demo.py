@@ -25,7 +25,7 @@ def test_demo_province_meets_the_counts(db):
         communes = s.scalars(select(Commune)).all()
         assert set(REAL_NAMES) <= {c.name for c in communes}
         assert s.scalar(select(func.count(District.id))) >= 1
-        for commune in communes:
+        for commune in (c for c in communes if c.retired_ms is None):
             villages = s.scalars(select(Village).where(Village.commune_id == commune.id)).all()
             assert 3 <= len(villages) <= 6, commune.name
             for village in villages:
@@ -38,8 +38,13 @@ def test_demo_province_meets_the_counts(db):
                     assert nodes == []  # FM / wired: no clusters, attested by hand
         for node in s.scalars(select(Node)):
             assert 21.0 < node.lat < 22.8 and 106.0 < node.lon < 107.5, node.id
-        # The register starts on 01/07/2025 (two-level local government).
-        assert s.scalar(select(func.min(VillageMembership.valid_from_ms))) == DEMO_EFFECTIVE_MS
+        # The register as it is starts on 01/07/2025 (two-level local government); its one
+        # earlier history is the 2025 merger of Yên Phúc into Hữu Lễ (issue 16).
+        assert s.scalar(select(func.min(VillageMembership.valid_from_ms)).where(
+            VillageMembership.valid_to_ms.is_(None))) == DEMO_EFFECTIVE_MS
+        merged = next(c for c in communes if c.retired_ms is not None)
+        assert (merged.name, merged.retired_ms) == ("Yên Phúc", DEMO_EFFECTIVE_MS)
+        assert s.get(Commune, merged.merged_into_id).name == "Hữu Lễ"
 
 
 def test_demo_province_loads_twice_without_change(db):
