@@ -64,6 +64,8 @@ class Alarm(Base):
     detail: Mapped[str] = mapped_column(String(300), default="")
     acked_by: Mapped[str | None] = mapped_column(String(64))
     acked_ms: Mapped[int | None]
+    # What the technician wrote when acknowledging ("đã báo điện lực", "thay cầu chì").
+    ack_note: Mapped[str | None] = mapped_column(String(500))
 
 
 _SPLIT = re.compile(r"[,;\s]+")

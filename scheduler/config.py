@@ -64,3 +64,7 @@ class SchedulerSettings(BaseSettings):
     # ``max_sends`` times in all.
     ack_retry_s: float = Field(default=15.0, gt=0)
     max_sends: int = Field(default=5, ge=1)
+    # A bulletin longer than this (seconds) asks the officer for a second confirmation
+    # (0 = never): a whole recording sent instead of an excerpt keeps a village's
+    # loudspeakers busy for an hour.
+    long_bulletin_s: int = Field(default=600, ge=0)
