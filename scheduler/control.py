@@ -78,8 +78,11 @@ class ControlMixin:
 
     # ------------------------------------------------------------------ check before send
 
-    def check(self: BroadcastService, actor: Actor, payload: Any) -> dict[str, Any]:
-        """What ``create`` would do with ``payload``, in words, without writing anything."""
+    def check(self: BroadcastService, actor: Actor, payload: Any, *,
+              replaces: int | None = None) -> dict[str, Any]:
+        """What ``create`` would do with ``payload``, in words, without writing anything.
+        ``replaces``: the bulletin an edit would supersede (it does not conflict with its
+        own new version)."""
         if actor.role not in ("province", "commune"):
             raise Forbidden("Chỉ cán bộ xã hoặc cấp tỉnh được tạo bản tin.")
         now = self.clock()
@@ -92,6 +95,8 @@ class ControlMixin:
         start_ms = now + int(self.settings.start_now_delay_s * 1000) if now_choice \
             else req.start_at_ms
         with self.db.session() as s:
+            if replaces is not None:
+                self._managed(s, actor, replaces, "sửa")
             check_targets(s, req.targets, actor)
             owner = self._owner_commune(s, actor, req.targets)
             nodes = resolve_nodes(s, req.targets)
@@ -107,7 +112,7 @@ class ControlMixin:
                               recurrence_exdates=(list(req.recurrence.exdates)
                                                   if req.recurrence else None),
                               owner_commune_id=owner, duration_ms=duration_ms)
-            self._check_conflicts(s, probe, now)
+            self._check_conflicts(s, probe, now, {replaces} if replaces else None)
         limit_s = self.settings.long_bulletin_s
         return {
             "title": req.title, "places": places, "start_at_ms": start_ms, "now": now_choice,

@@ -47,6 +47,7 @@ from scheduler.targets import (
     check_targets,
     describe_places,
     normalize_targets,
+    place_names,
     resolve_nodes,
     target_communes,
 )
@@ -540,9 +541,11 @@ class BroadcastService(ControlMixin):
                 chosen = (dispatched or airings)[-1]
             outcomes = []
             if chosen is not None:
+                names = place_names(s, [t.node_id for t in by_airing.get(chosen.id, [])])
                 for t in by_airing.get(chosen.id, []):
                     outcomes.append({
-                        "node_id": t.node_id, "village_id": t.village_id,
+                        "node_id": t.node_id, "place": names.get(t.node_id, t.node_id),
+                        "village_id": t.village_id,
                         "commune_id": t.commune_id, "phase": t.phase,
                         "phase_label": PHASE_LABELS_VI.get(t.phase, t.phase),
                         "started_at": iso(t.started_at_ms), "started_at_ms": t.started_at_ms,

@@ -319,3 +319,16 @@ def place_name(village: str | None, label: str | None, node_id: str) -> str:
     if village and label:
         return f"{village} – {label}"
     return village or label or node_id
+
+
+def place_names(session: Session, node_ids: list[str]) -> dict[str, str]:
+    """``place_name`` for many clusters at once."""
+    out: dict[str, str] = {}
+    ids = sorted(set(node_ids))
+    for i in range(0, len(ids), 500):
+        for nid, label, village in session.execute(
+                select(Node.id, Node.label, Village.name)
+                .join(Village, Village.id == Node.village_id, isouter=True)
+                .where(Node.id.in_(ids[i:i + 500]))):
+            out[nid] = place_name(village, label, nid)
+    return out

@@ -107,10 +107,11 @@ async def create_broadcast(request: Request, payload: Any = Body(..., examples=[
 
 @router.post("/broadcasts/check")
 async def check_broadcast(payload: Any = Body(...), user: User = Depends(current_user),
+                          replaces: int | None = Query(None, ge=1, le=MAX_ID),
                           svc: BroadcastService = Depends(get_service)):
     """The summary an officer confirms before sending: where (villages by name, clusters,
     how many offline now), when, how long, priority, language. Writes nothing."""
-    return await _call(svc.check, actor_of(user), payload)
+    return await _call(svc.check, actor_of(user), payload, replaces=replaces)
 
 
 @router.post("/broadcasts/{broadcast_id}/edit", status_code=201)

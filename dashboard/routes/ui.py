@@ -8,6 +8,7 @@ scripts, nothing from other hosts) and needs a login; forms carry the session's 
 
 from __future__ import annotations
 
+import logging
 import secrets
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +17,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
@@ -35,6 +36,8 @@ from dashboard.i18n import (
     js_catalogue,
     template_globals,
     translate,
+    wire_broadcast_ids,
+    wire_titles,
 )
 from dashboard.models import ROLES, AuditLog, User
 from dashboard.routes.alarms import list_alarms
@@ -59,6 +62,7 @@ from dashboard.security import (
     update_user,
 )
 from loa.timeutil import ms_to_dt, now_ms
+from scheduler.models import Broadcast
 
 HERE = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -397,7 +401,12 @@ def node_page(*, node_id: str, request: Request, range: str = "24h",
         "battery": line_chart([(x.at_ms, x.battery_v) for x in samples], t0, t1),
     }
     alarms = list_alarms(s, user, state="all", node=node_id, limit=20)
+    payloads = [e.payload for e in events if isinstance(e.payload, dict)]
+    wanted = wire_broadcast_ids(payloads)
+    titles = wire_titles(dict(s.execute(select(Broadcast.id, Broadcast.title).where(
+        Broadcast.id.in_(sorted(wanted)))).all()) if wanted else {}, payloads)
     return render(request, "node.html", user, node=node, village=village, commune=commune,
+                  titles=titles,
                   live=live, hb=(live.heartbeat if live else None) or {},
                   timeline=timeline, series=series, range=range if range in RANGES else "24h",
                   ranges=list(RANGES), transitions=list(reversed(transitions))[:30],
@@ -450,11 +459,14 @@ def alarms_page(*, request: Request, state: str = "open", offset: int = 0,
 
 @router.post("/tech/alarms/{alarm_id}/ack")
 def alarm_ack_form(*, alarm_id: int, request: Request, next: str = Form("/tech/alarms"),
+                   note: str = Form(""),
                    user: User = Depends(page_role("technician", "province")),
                    s: DbSession):
-    from dashboard.routes.alarms import ack_alarm
+    """The page's "Xác nhận" form (it once crashed: the API route was called with
+    positional arguments); both go through ``acknowledge_alarm``."""
+    from dashboard.routes.alarms import acknowledge_alarm
 
-    ack_alarm(alarm_id, request, user, s)
+    acknowledge_alarm(s, user, alarm_id, note, request)
     target = safe_next(next)
     return RedirectResponse(target + ("&" if "?" in target else "?") + "ok=acked", 303)
 
@@ -613,5 +625,28 @@ def setup(app: FastAPI) -> None:
             return await http_exception_handler(request, exc)
         profile = getattr(request.state, "loa_profile", None)
         user = SimpleNamespace(**profile) if profile else None
+        detail = exc.detail
+        if exc.status_code == 404 and detail in (None, "Not Found"):
+            detail = "Không tìm thấy trang này."
+        elif exc.status_code >= 500 and not _is_vietnamese(detail):
+            detail = MSG_SERVER_ERROR
         return render(request, "error.html", user, exc.status_code, status=exc.status_code,
-                      detail=exc.detail)
+                      detail=detail)
+
+    @app.exception_handler(500)
+    async def _server_error(request: Request, exc: Exception):
+        # A crash answers with a page in the user's language, not "Internal Server Error";
+        # the traceback goes to the log for the technicians.
+        logging.getLogger("loa.dashboard").error("%s %s failed", request.method,
+                                                 request.url.path, exc_info=exc)
+        if request.url.path.startswith("/api/") or "text/html" not in request.headers.get(
+                "accept", ""):
+            return JSONResponse({"detail": MSG_SERVER_ERROR}, status_code=500)
+        return render(request, "error.html", None, 500, status=500, detail=MSG_SERVER_ERROR)
+
+
+MSG_SERVER_ERROR = "Máy chủ gặp lỗi; đã ghi lại để kỹ thuật viên xem. Hãy thử lại sau."
+
+
+def _is_vietnamese(text: object) -> bool:
+    return isinstance(text, str) and any(ord(c) > 127 for c in text)
