@@ -88,8 +88,6 @@ class ControlMixin:
         now = self.clock()
         req = parse_request(payload, now)
         self._check_level(actor, req)
-        if req.stream:
-            raise InvalidBroadcast("Phát trực tiếp được xác nhận ở trang «Phát trực tiếp».")
         duration_ms = self._estimate_ms(req)
         now_choice = req.start_at_ms is None or req.priority == "emergency"
         start_ms = now + int(self.settings.start_now_delay_s * 1000) if now_choice \
@@ -130,6 +128,8 @@ class ControlMixin:
         """Airtime of the request: an uploaded file's real length; for text the length of
         the spoken preview (cached, the same one "Nghe thử" plays)."""
         gap_ms = int(self.settings.repeat_gap_s * 1000)
+        if req.stream:  # a live stream: its planned length
+            return (req.duration_s or self.settings.stream_default_duration_s) * 1000
         if self.content is None:
             from scheduler.errors import Unavailable
             raise Unavailable("Kho nội dung âm thanh chưa sẵn sàng.")

@@ -95,7 +95,7 @@ def test_node_events_read_as_sentences_in_both_languages():
     ack = {"type": "cmd_ack", "ts": 1, "cmd_id": "8fc9a91d8d17", "ok": True}
     assert describe_event("vi", ack) == "Đã thực hiện lệnh (8fc9a91d)"
     refused = {**ack, "ok": False, "error": "expired"}
-    assert describe_event("en", refused) == "Command refused: expired (8fc9a91d)"
+    assert describe_event("en", refused) == "Command refused: the command expired (8fc9a91d)"
     st = {"type": "selftest", "ok": False, "speakers_ok": 1, "speakers_total": 2,
           "detail": "loa 2 hở mạch"}
     assert describe_event("vi", st) == "Không đạt: 1/2 loa hoạt động — loa 2 hở mạch"
