@@ -433,7 +433,7 @@
         if (next) day.value = fmtDate(next);
         skipForm.appendChild(day);
         skipForm.appendChild(el("button", { type: "button", class: "skip-go", onclick: function () { act(b, "/skip", { date: day.value.trim() }); } }, _("Bỏ phát ngày này")));
-        bar.appendChild(el("button", { type: "button", class: "skip", onclick: function () { skipForm.hidden = !skipForm.hidden; } }, _("Bỏ 1 lần")));
+        bar.appendChild(el("button", { type: "button", class: "skip-day", onclick: function () { skipForm.hidden = !skipForm.hidden; } }, _("Bỏ 1 lần")));
         card.appendChild(skipForm);
       }
       if (manage) {
