@@ -198,6 +198,11 @@ EN: dict[str, str] = {
     "Máy chủ gặp lỗi; đã ghi lại để kỹ thuật viên xem. Hãy thử lại sau.":
         "The server hit an error; it was logged for the technicians. Try again later.",
     "Lỗi {status}": "Error {status}",
+    "Từ viết tắt của tỉnh": "The province's abbreviations",
+    "Máy đọc bản tin sẽ đọc các từ này theo cách bạn ghi, từ lần nghe thử hoặc bản tin tiếp theo.":
+        "The speech engine reads these as you write them, from the next preview or bulletin.",
+    "Xóa": "Delete", "Chưa có từ viết tắt riêng.": "No abbreviations of your own yet.",
+    "Viết tắt": "Abbreviation", "Thêm": "Add",
     "Chọn «Toàn xã» hoặc từng thôn, không chọn cả hai.":
         "Choose “Whole commune” or single villages, not both.",
     "Cần chú ý":

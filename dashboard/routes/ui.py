@@ -501,7 +501,13 @@ def commune_page(*, request: Request, user: User = Depends(page_role("commune", 
 @router.get("/province")
 def province_page(*, request: Request, user: User = Depends(page_role("province")),
                   s: DbSession):
-    """Indicator 8.3 per commune (table and map), report downloads, emergency broadcast."""
+    """Indicator 8.3 per commune (table and map), report downloads, emergency broadcast,
+    the province's abbreviations for speech."""
+    return _province_render(request, user, s)
+
+
+def _province_render(request: Request, user: User, s: Session, abbr_error: str | None = None,
+                     status_code: int = 200) -> HTMLResponse:
     communes = scoped_communes(s, user)
     coords = {c.id: [c.lat, c.lon] for c in communes if c.lat is not None and c.lon is not None}
     today = ms_to_dt(now_ms())
@@ -513,8 +519,42 @@ def province_page(*, request: Request, user: User = Depends(page_role("province"
                (f"{today.year}-H{half}", "6 tháng đầu năm {y}" if half == 1
                 else "6 tháng cuối năm {y}", {"y": today.year}),
                (f"{today.year}", "Năm {y}", {"y": today.year})]
-    return render(request, "province.html", user, communes=communes, periods=periods,
+    from broadcasts import abbreviations
+
+    return render(request, "province.html", user, status_code, communes=communes,
+                  periods=periods, abbreviations=abbreviations.listing(s), abbr_error=abbr_error,
                   page={"view": "province", "coords": coords})
+
+
+@router.post("/province/abbreviations")
+def province_add_abbreviation(*, request: Request, abbr: str = Form(""), spoken: str = Form(""),
+                              user: User = Depends(page_role("province")), s: DbSession):
+    """The province teaches the speech text a new abbreviation from the web; a refusal is
+    shown on the page with what was typed kept."""
+    from broadcasts import abbreviations
+    from broadcasts.errors import ContentError
+
+    try:
+        out = abbreviations.add(s, abbr, spoken, user.username)
+    except ContentError as exc:
+        s.rollback()
+        return _province_render(request, user, s, abbr_error=str(exc), status_code=422)
+    audit(s, "tts.abbreviation_add", user=user, target=out["abbr"], request=request,
+          status_code=303, detail={"spoken": out["spoken"]})
+    s.commit()
+    return RedirectResponse("/province?ok=saved#abbreviations", 303)
+
+
+@router.post("/province/abbreviations/{entry_id}/delete")
+def province_delete_abbreviation(*, entry_id: int, request: Request,
+                                 user: User = Depends(page_role("province")), s: DbSession):
+    from broadcasts import abbreviations
+
+    if abbreviations.remove(s, entry_id):
+        audit(s, "tts.abbreviation_delete", user=user, target=str(entry_id), request=request,
+              status_code=303)
+        s.commit()
+    return RedirectResponse("/province?ok=saved#abbreviations", 303)
 
 
 # --------------------------------------------------------------------------- admin
