@@ -103,10 +103,12 @@
     clear(list);
     if (!page.items.length) { list.appendChild(el("li", { class: "muted" }, _("Không có cảnh báo nào."))); return; }
     page.items.forEach(function (a) {
-      var li = el("li", { class: "alarm active", dataset: { alarmId: String(a.id), node: a.node_id } },
+      // Named by village and place; colour by severity (offline > equipment > warning).
+      var place = a.village && a.node_label ? a.village + " – " + a.node_label : (a.village || a.node_label || a.node_id);
+      var li = el("li", { class: "alarm active sev-" + a.severity, dataset: { alarmId: String(a.id), node: a.node_id } },
         el("strong", null, _(ALARM_LABELS[a.kind] || a.label)), " · ",
-        el("a", { href: "/tech/nodes/" + encodeURIComponent(a.node_id) }, a.node_id),
-        a.village ? " · " + a.village : "", a.commune ? " · " + a.commune : "",
+        el("a", { href: "/tech/nodes/" + encodeURIComponent(a.node_id) }, place),
+        a.commune ? " · " + a.commune : "",
         el("br"), el("span", { class: "muted" }, a.raised + (a.detail ? " · " + a.detail : "")));
       if (a.acked_by) {
         li.appendChild(el("span", { class: "muted" }, " · " + _("Đã xác nhận") + ": " + a.acked_by));
