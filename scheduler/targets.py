@@ -249,6 +249,11 @@ def check_exclusive(session: Session, targets: dict[str, Any]) -> None:
     ambiguous: did the officer mean the village only, or everybody? Loa refuses rather than
     widen a village choice to the whole commune (the "Toàn xã" box ticked by default was
     exactly this trust bug)."""
+    if targets["province"] and any(targets[k] for k in ("communes", "villages", "nodes",
+                                                         "groups")):
+        raise InvalidBroadcast("Đã chọn cả «Toàn tỉnh» và từng xã, thôn hoặc cụm loa: không rõ "
+                               "phát cho cả tỉnh hay chỉ những nơi đã chọn. Hãy chọn một trong "
+                               "hai.")
     communes = {cid: c for cid in targets["communes"]
                 if (c := _current_commune(session, cid)) is not None}
     if not communes:

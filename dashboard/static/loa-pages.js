@@ -549,6 +549,12 @@
     load();
 
     var form = document.getElementById("emergency");
+    // "Toàn tỉnh" and single communes exclude each other: a choice is never widened.
+    form.addEventListener("change", function (ev) {
+      if (!ev.target.checked) return;
+      if (ev.target.name === "province") form.querySelectorAll("input[name=commune]").forEach(function (c) { c.checked = false; });
+      if (ev.target.name === "commune") form.province.checked = false;
+    });
     var confirmBox = document.getElementById("emergency-confirm");
     var status = document.getElementById("emergency-status");
     function body() {

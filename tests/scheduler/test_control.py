@@ -109,6 +109,10 @@ def test_a_village_choice_never_widens_to_the_whole_commune(world, db):
     assert "Toàn xã Đội Cấn" in err.value.message and "Thôn Tân Lập" in err.value.message
     with pytest.raises(InvalidBroadcast, match="cụm loa «dc-1»"):
         svc.check(officer, body(ids, targets={"communes": [ids["Đội Cấn"]], "nodes": ["dc-1"]}))
+    province = Actor("province", None, "so-vhtt")
+    with pytest.raises(InvalidBroadcast, match="Toàn tỉnh"):
+        svc.create(province, body(ids, targets={"province": True,
+                                                "communes": [ids["Tân Trào"]]}))
     assert count(db) == 0
     # The village alone plays on that village's clusters only, and says so by name.
     out = svc.create(officer, body(ids))
