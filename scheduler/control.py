@@ -185,7 +185,13 @@ class ControlMixin:
                 merged["tts_text"] = old.tts_text
             else:
                 merged["content_id"] = old.content_id
+        kept = merged.get("recurrence")
         merged.update(payload)
+        new_rec = merged.get("recurrence")
+        if (isinstance(kept, dict) and isinstance(new_rec, dict)
+                and "exceptions" not in new_rec and new_rec.get("rrule") == kept["rrule"]):
+            # The same rule edited from the form: the days already skipped stay skipped.
+            merged["recurrence"] = {**new_rec, "exceptions": kept["exceptions"]}
         if merged.get("recurrence") in (None, "", {}):
             merged.pop("recurrence", None)
         new = self.create(actor, merged, client_key=client_key, replaces=broadcast_id)

@@ -177,6 +177,7 @@ def test_desktop_officer_sends_now_then_edits_skips_pauses_and_cancels(stack, ch
         with stack.db.session() as s:
             new = s.scalar(select(Broadcast).where(Broadcast.title == "Bản tin sáng (sửa)"))
             assert new.previous_version_id == daily_id and new.status == "scheduled"
+            assert new.recurrence_exdates == [day.date().isoformat()]  # the skip is kept
             assert s.get(Broadcast, daily_id).status == "cancelled"
             new_id = new.id
         history = client.get(f"/api/v1/broadcasts/{new_id}/history").json()["items"]
