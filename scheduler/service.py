@@ -500,7 +500,7 @@ class BroadcastService(ControlMixin):
             "source_broadcast_id": b.source_broadcast_id,
             "created_by": b.created_by, "approved_by": b.approved_by,
             "created_at": iso(b.created_ms),
-            "places": describe_places(s, b.targets)["text"],
+            "places": describe_places(s, b.targets, counts=False)["text"],
             "previous_version_id": b.previous_version_id,
         }
 
