@@ -50,7 +50,12 @@
         compose.querySelectorAll("input[name=commune][value='" + t.dataset.commune + "']").forEach(function (c) { c.checked = false; });
       }
       if (t.name === "when") document.getElementById("when-fields").hidden = t.value === "now" && t.checked;
-      if (t.name === "language") document.getElementById("language-hint").hidden = t.value === "vi";
+      if (t.name === "language") {
+        // Tày, Nùng, Dao: a recording is the way; choose it when one is uploaded.
+        document.getElementById("language-hint").hidden = t.value === "vi";
+        var rec = document.getElementById("source-upload");
+        if (t.value !== "vi" && !rec.disabled) rec.checked = true;
+      }
       hideSummary();
     });
     compose.addEventListener("input", function () { hideSummary(); });
