@@ -296,17 +296,6 @@
 
   function initNode() {
     var badge = document.getElementById("node-state");
-    // A command waits for the node's answer (up to ~10 s for a self-test): say so, and
-    // keep a second tap from sending it twice.
-    Array.prototype.forEach.call(document.querySelectorAll("form.node-action"), function (form) {
-      form.addEventListener("submit", function () {
-        var btn = form.querySelector("button[type=submit]");
-        if (!btn) return;
-        btn.disabled = true;
-        btn.textContent = _("Đang gửi…");
-        form.setAttribute("aria-busy", "true");
-      });
-    });
     openLive("", {
       nodes: function (list) {
         list.forEach(function (n) {
@@ -320,6 +309,19 @@
   }
 
   /* ------------------------------------------------------------------ start */
+
+  // A node command waits for the node's answer (up to ~10 s for a self-test): say so, and
+  // keep a second tap from sending it twice. Delegated from the document and registered as
+  // soon as this script runs, so a tap right after the page appears is covered too.
+  document.addEventListener("submit", function (ev) {
+    var form = ev.target;
+    if (!form.classList || !form.classList.contains("node-action")) return;
+    var btn = form.querySelector("button[type=submit]");
+    if (!btn) return;
+    btn.disabled = true;
+    btn.textContent = _("Đang gửi…");
+    form.setAttribute("aria-busy", "true");
+  });
 
   window.Loa = { api: api, el: el, clear: clear, _: _, PAGE: PAGE, errorText: errorText, debounce: debounce,
     stateLabel: stateLabel };
