@@ -45,3 +45,15 @@ class Content(Base):
     tts_engine: Mapped[str | None] = mapped_column(String(16))
     tts_voice: Mapped[str | None] = mapped_column(String(60))
     tts_note: Mapped[str | None] = mapped_column(String(400))
+
+
+class TtsAbbreviation(Base):
+    """An abbreviation the province taught the speech text from the web ("BQLDA" = "ban quản
+    lý dự án"), read over the shipped list and the province's file."""
+
+    __tablename__ = "tts_abbreviation"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    abbr: Mapped[str] = mapped_column(String(40), unique=True)
+    spoken: Mapped[str] = mapped_column(String(200))
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_ms: Mapped[int] = mapped_column(default=0)

@@ -65,6 +65,12 @@ _PER_WORDS = {"người", "hộ", "năm", "tháng", "ngày", "giờ", "tuần", 
 _SYMBOLS = {"&": " và ", "+": " cộng ", "=": " bằng ", "#": " số ", "@": " a còng ",
             "~": " khoảng ", "≥": " lớn hơn hoặc bằng ", "≤": " nhỏ hơn hoặc bằng ",
             ">": " lớn hơn ", "<": " nhỏ hơn ", "×": " nhân "}
+# A bare "dd/mm" is a date after these words ("hạn chót 31/12"), unless a counted noun
+# follows ("đến 9/13 xã" stays a ratio).
+_DATE_CONTEXT = (r"hạn chót|hạn cuối|thời hạn|hạn|trước|sau|đến hết|đến|từ|kể từ|vào|hết|"
+                 r"chậm nhất|muộn nhất|bắt đầu|khai giảng|diễn ra|tổ chức")
+_COUNTED = (r"xã|thôn|bản|xóm|tổ|hộ|người|cụm|điểm|trường|đơn vị|chỉ tiêu|tiêu chí|loa|đài|"
+            r"cơ sở|thành viên|học sinh|huyện|tỉnh|phường|lớp|em|cháu|phiếu|lượt|hồ sơ")
 _ROMAN = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100, "D": 500, "M": 1000}
 _ROMAN_AFTER = (r"quý|khóa|khoá|phần|chương|mục|điều|giai đoạn|lần|kỳ|thế kỷ|đợt|vòng|hạng"
                 r"|cấp|đại hội|nhiệm kỳ")
@@ -174,7 +180,10 @@ class Normalizer:
         def doc_code(m: re.Match[str]) -> str:
             parts = " ".join(self._expand_code_part(p) for p in m.group(3).split("-"))
             year = f" năm {read_int(int(m.group(2)), self.style)}" if m.group(2) else ""
-            return f"{self.num(m.group(1))}{year}, {parts},"
+            # "Kế hoạch 552/KH-STTTT" is read "kế hoạch số 552 …": say "số" if not written.
+            before = m.string[:m.start()].rstrip().lower()
+            number = "" if before.endswith(("số", "số:")) else "số "
+            return f"{number}{self.num(m.group(1))}{year}, {parts},"
         rule(rf"(?<![\w/])(\d+)(?:/(\d{{4}}))?/([{_CODE_START}][\w&]*(?:-[{_CODE_START}][\w&]*)*)"
              r"(?![\w/])", doc_code)
 
@@ -211,6 +220,22 @@ class Normalizer:
         rule(r"(?i:tháng)\s+(\d{1,2})(?![\w/.,])",
              lambda m: (f"tháng {read_month(int(m.group(1)))}"
                         if 1 <= int(m.group(1)) <= 12 else m.group(0)))
+        # Phone and hotline numbers, digit by digit in their groups: "0987.654.321",
+        # "0912 345 678", "1900 1234"; the short emergency numbers after "gọi"/"số" ("gọi 114").
+        def phone(m: re.Match[str]) -> str:
+            groups = re.split(r"[ .-]", m.group(0))
+            if sum(len(g) for g in groups) not in range(8, 12):
+                return m.group(0)
+            return ", ".join(read_digits(g) for g in groups)
+        rule(r"(?<![\w.,/])(?:0\d{2,3}|1[89]00)(?:[ .-]\d{2,4}){1,3}(?![\w/]|[.,]\d)", phone)
+        rule(r"\b((?i:gọi|số))\s+(11[1-5])(?![\w/]|[.,]\d)",
+             lambda m: f"{m.group(1)} {read_digits(m.group(2))}")
+        # A bare day/month after a word that announces a date: "hạn chót 31/12".
+        def bare_date(m: re.Match[str]) -> str:
+            spoken = self._date(int(m.group(2)), int(m.group(3)), None)
+            return f"{m.group(1)} {spoken}" if spoken else m.group(0)
+        rule(rf"(?i:\b({_DATE_CONTEXT}))\s+(\d{{1,2}})/(\d{{1,2}})(?![\w/])"
+             rf"(?!\s+(?i:{_COUNTED})\b)", bare_date)
         # Weekdays and ordinals: "thứ 2" = "thứ hai", "thứ 4" = "thứ tư", "thứ 1" = "thứ nhất".
         rule(r"(?i:thứ)\s+([1-7])(?![\w/.,])",
              lambda m: f"thứ {WEEKDAYS[int(m.group(1))]}")
@@ -232,6 +257,16 @@ class Normalizer:
         # Percentages and units after a number.
         rule(rf"({NUMBER})\s*%", lambda m: f"{n(m.group(1))} phần trăm")
         unit_alt = "|".join(re.escape(u) for u in sorted(UNITS, key=len, reverse=True))
+        # "/" between a quantity and a unit or noun reads "trên" ("3 km/điểm", "5.000
+        # đồng/m2"), or "mỗi" when the noun is what something is counted per ("đồng/người").
+        def per(m: re.Match[str]) -> str:
+            a, b = m.group(2), m.group(3)
+            if f"{a}/{b}" in UNITS:
+                return f"{n(m.group(1))} {UNITS[f'{a}/{b}']}"
+            word = "mỗi" if b.lower() in _PER_WORDS else "trên"
+            return f"{n(m.group(1))} {UNITS.get(a, a)} {word} {UNITS.get(b, b)}"
+        rule(rf"({NUMBER})\s*({unit_alt}|[^\W\d_]+)\s*/\s*({unit_alt}|[^\W\d_]+)"
+             r"(?![\w²³])", per)
         rule(rf"({NUMBER})\s*({unit_alt})(?![\w²³])",
              lambda m: f"{n(m.group(1))} {UNITS[m.group(2)]}")
         # Letters glued to digits: "COVID-19", "4G", "H5N1", "QL1A".

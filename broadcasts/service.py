@@ -23,17 +23,26 @@ from loa.settings import Settings
 _PREVIEW_KEY_CHARS = 32
 
 
-def _check_language(language: str, engine: str | None, store: ContentStore) -> None:
+LANGUAGE_NAMES_VI = {"tay": "tiếng Tày", "nung": "tiếng Nùng", "dao": "tiếng Dao"}
+
+
+def check_language(language: str, engine: str | None, store: ContentStore) -> None:
     """Offline and Google voices speak Vietnamese only; reading Tày, Nùng or Dao text with
-    them would mislead listeners, so those bulletins must be recorded (or read by a Piper
-    voice the operator supplied for that language)."""
+    them would mislead listeners, so those bulletins are recorded by a person and uploaded
+    (or read by a Piper voice the operator installed for that language). The officer is told
+    so in plain words; voice engines are the technician's business."""
     chosen = engine or store.cfg.tts_engine
     if language != "vi" and chosen != "piper":
+        name = LANGUAGE_NAMES_VI.get(language, f"ngôn ngữ «{language}»")
         raise TtsError("no_voice_for_language",
-                       f"Chưa có giọng đọc máy cho ngôn ngữ '{language}'. Hãy ghi âm bản tin "
-                       "và tải tệp lên, hoặc cấu hình giọng Piper cho ngôn ngữ này.",
-                       f"No synthetic voice for language '{language}': upload a recording.",
+                       f"Máy chưa đọc được {name}. Hãy ghi âm bản tin bằng giọng người đọc "
+                       "rồi chọn «Tải âm thanh lên» để phát bản ghi âm.",
+                       f"The machine cannot read {language} yet: record the bulletin and "
+                       "upload the recording.",
                        http_status=422)
+
+
+_check_language = check_language  # the name used before; kept for callers elsewhere
 
 
 def synthesize_bulletin(store: ContentStore, text: str, *, title: str, language: str = "vi",
@@ -42,7 +51,7 @@ def synthesize_bulletin(store: ContentStore, text: str, *, title: str, language:
                         ) -> ContentMeta:
     """Speak ``text`` and store it as broadcast content (source "tts"), through the same
     pipeline as uploads: trimmed, levelled, chimed, encoded once."""
-    _check_language(language, engine, store)
+    check_language(language, engine, store)
     store.tmp_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=store.tmp_dir, prefix="tts-") as tmp:
         speech = store.tts.speak(text, Path(tmp) / "bulletin.wav", engine=engine, voice=voice)

@@ -22,7 +22,7 @@ from sqlalchemy import func, or_, select
 from broadcasts.audio import AudioPipeline, ProcessedAudio
 from broadcasts.errors import ContentError, ContentNotFound
 from broadcasts.models import CONTENT_LANGUAGES, CONTENT_SOURCES, Content
-from broadcasts.normalize import normalizer_for
+from broadcasts.normalize import Normalizer, normalizer_for
 from broadcasts.settings import ContentSettings
 from broadcasts.tokens import (
     CONTENT_ID_PREFIX,
@@ -125,12 +125,23 @@ def content_root(settings: Settings) -> Path:
     return Path(settings.data_dir) / "content"
 
 
-def make_tts(settings: Settings, cfg: ContentSettings) -> TtsService:
+def make_tts(settings: Settings, cfg: ContentSettings,
+             extra: dict[str, str] | None = None) -> TtsService:
     """The speech service with the province's abbreviations (the setting's file, then
-    ``<data_dir>/abbreviations.tsv`` when present) and the shared sentence cache."""
+    ``<data_dir>/abbreviations.tsv`` when present, then ``extra``: those added from the
+    web) and the shared sentence cache."""
     normalizer = normalizer_for(cfg.abbreviations_file,
                                 more=[Path(settings.data_dir) / "abbreviations.tsv"])
+    if extra:
+        normalizer = Normalizer({**_file_entries(normalizer), **extra}, normalizer.style)
     return TtsService(cfg, content_root(settings) / "tts_cache", normalizer)
+
+
+def _file_entries(normalizer: Normalizer) -> dict[str, str]:
+    from broadcasts.normalize import default_abbreviations
+
+    defaults = default_abbreviations()
+    return {k: v for k, v in normalizer.abbreviations.items() if defaults.get(k) != v}
 
 
 def new_content_id() -> str:
@@ -151,13 +162,20 @@ class ContentStore:
         self.previews_dir = self.root / "previews"
         self.pipeline = AudioPipeline(self.cfg, self.assets_dir)
         self._tts: TtsService | None = None
+        self._tts_extra: dict[str, str] = {}
 
     @property
     def tts(self) -> TtsService:
-        """Speech for this store: the province's abbreviations come from the setting's file
-        and from ``<data_dir>/abbreviations.tsv`` when present."""
-        if self._tts is None:
-            self._tts = make_tts(self.settings, self.cfg)
+        """Speech for this store: the province's abbreviations come from the setting's file,
+        from ``<data_dir>/abbreviations.tsv`` when present, and from those added on the web
+        (rebuilt when that list changes, so no restart is needed)."""
+        from broadcasts import abbreviations
+
+        with self.db.session() as s:
+            entries = abbreviations.custom(s)  # a province's list: tens of rows
+        if self._tts is None or entries != self._tts_extra:
+            self._tts = make_tts(self.settings, self.cfg, entries)
+            self._tts_extra = entries
         return self._tts
 
     # -- adding ----------------------------------------------------------------------------

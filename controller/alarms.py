@@ -38,9 +38,11 @@ ALARM_LABELS_VI = {
     "on_battery": "Đang chạy pin",
     "weak_signal": "Sóng yếu",
 }
-# How bad each kind is, for sorting: a silent cluster first.
-ALARM_SEVERITY = {"offline": 3, "amp_fault": 3, "speaker_line": 2, "on_battery": 1,
+# How bad each kind is, for sorting and colour: a silent cluster first, then one that is
+# heard badly or not at all (amplifier, speaker line), then early warnings (battery, signal).
+ALARM_SEVERITY = {"offline": 3, "amp_fault": 2, "speaker_line": 2, "on_battery": 1,
                   "weak_signal": 1}
+SEVERITY_LABELS_VI = {3: "Nghiêm trọng", 2: "Lỗi thiết bị", 1: "Cần chú ý"}
 
 
 class Alarm(Base):
@@ -64,6 +66,8 @@ class Alarm(Base):
     detail: Mapped[str] = mapped_column(String(300), default="")
     acked_by: Mapped[str | None] = mapped_column(String(64))
     acked_ms: Mapped[int | None]
+    # What the technician wrote when acknowledging ("đã báo điện lực", "thay cầu chì").
+    ack_note: Mapped[str | None] = mapped_column(String(500))
 
 
 _SPLIT = re.compile(r"[,;\s]+")
@@ -216,14 +220,20 @@ def _detail(s: Session, node_id: str, kind: str, hb: dict | None, now: int) -> s
     return f"{drops} lần mất kết nối trong 1 giờ qua" if drops and drops > 1 else ""
 
 
-def acknowledge(s: Session, alarm_id: int, username: str, at_ms: int | None = None) -> Alarm:
-    """Mark an alarm seen by a technician. Acknowledging twice keeps the first ack."""
+def acknowledge(s: Session, alarm_id: int, username: str, at_ms: int | None = None,
+                note: str | None = None) -> Alarm:
+    """Mark an alarm seen by a technician, with what they did or whom they told. A second
+    acknowledgement keeps the first one's time and person; its note is added, not lost."""
     alarm = s.get(Alarm, alarm_id)
     if alarm is None:
         raise LookupError(alarm_id)
     if alarm.acked_ms is None:
         alarm.acked_by = username
         alarm.acked_ms = now_ms() if at_ms is None else at_ms
+        alarm.ack_note = note
+    elif note:
+        joined = f"{alarm.ack_note} · {username}: {note}" if alarm.ack_note else note
+        alarm.ack_note = joined[:500]
     return alarm
 
 

@@ -7,7 +7,8 @@ that every string the templates and scripts ask for has an English entry.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 
 from fastapi import Request
 
@@ -23,6 +24,7 @@ REASON_LABELS = {"amp_fault": "Lỗi bộ khuếch đại", "amp_off": "Bộ khu
                  "speaker_line": "Lỗi đường dây loa", "battery_low": "Pin yếu",
                  "weak_signal": "Sóng yếu", "heartbeat_timeout": "Quá hạn nhịp tim",
                  "will_lost": "Mất kết nối đột ngột", "status_shutdown": "Tắt máy",
+                 "lost": "Mất kết nối đột ngột", "shutdown": "Tắt máy",
                  "status_offline": "Báo ngoại tuyến", "status_online": "Kết nối lại",
                  "heartbeat": "Nhịp tim", "offline": "Mất kết nối", "recovered": "Phục hồi"}
 ROLE_LABELS = {"commune": "Cán bộ xã", "technician": "Kỹ thuật viên",
@@ -36,6 +38,19 @@ FAULT_LABELS = {"amp_fault": "Lỗi bộ khuếch đại", "speaker_line": "Lỗ
                 "power_lost": "Mất điện lưới", "power_restored": "Có điện lưới trở lại",
                 "tamper": "Thiết bị bị mở vỏ", "storage": "Lỗi bộ nhớ",
                 "clock": "Đồng hồ chưa đồng bộ", "audio_output": "Lỗi đầu ra âm thanh"}
+# Heartbeat values (docs/protocol.md) as words, never the wire codes.
+VALUE_LABELS = {
+    "amp": {"ok": "Bình thường", "fault": "Hỏng", "off": "Tắt"},
+    "power": {"mains": "Điện lưới", "battery": "Pin", "solar": "Năng lượng mặt trời"},
+    "net": {"4g": "Di động 4G", "3g": "Di động 3G", "eth": "Cáp mạng", "wifi": "Wi-Fi"},
+}
+# What a node writes as a playback or command error, in words ("stream" = the live stream).
+ERROR_LABELS = {"stream": "không nhận được luồng phát trực tiếp",
+                "download": "không tải được tệp âm thanh",
+                "sha256 mismatch": "tệp tải về bị hỏng (sai mã kiểm tra)",
+                "expired": "lệnh đã quá hạn", "busy": "đang phát bản tin khác",
+                "lost": "mất kết nối đột ngột", "shutdown": "tắt máy"}
+_WIRE_ID = re.compile(r"b(\d+)-a(\d+)")
 
 EN: dict[str, str] = {
     # layout and navigation
@@ -176,6 +191,124 @@ EN: dict[str, str] = {
     "Không có quyền": "Forbidden", "Chưa đăng nhập": "Not logged in",
     "Trang không tồn tại": "Page not found", "Về trang chính": "Go to the main page",
     "Có lỗi, hãy thử lại.": "Something went wrong; try again.",
+    # values and errors (issue 18: words, not codes)
+    "Bình thường": "OK", "Hỏng": "Faulty", "Tắt": "Off", "Điện lưới": "Mains",
+    "Năng lượng mặt trời": "Solar", "Di động 4G": "Mobile 4G", "Di động 3G": "Mobile 3G",
+    "Cáp mạng": "Ethernet", "Wi-Fi": "Wi-Fi",
+    "không nhận được luồng phát trực tiếp": "could not receive the live stream",
+    "không tải được tệp âm thanh": "could not download the audio file",
+    "tệp tải về bị hỏng (sai mã kiểm tra)": "the downloaded file is corrupt (checksum)",
+    "lệnh đã quá hạn": "the command expired", "đang phát bản tin khác": "busy with another item",
+    "mất kết nối đột ngột": "connection lost", "tắt máy": "shut down",
+    "Không tìm thấy trang này.": "This page does not exist.",
+    "Máy chủ gặp lỗi; đã ghi lại để kỹ thuật viên xem. Hãy thử lại sau.":
+        "The server hit an error; it was logged for the technicians. Try again later.",
+    "Lỗi {status}": "Error {status}",
+    "Từ viết tắt của tỉnh": "The province's abbreviations",
+    "Máy đọc bản tin sẽ đọc các từ này theo cách bạn ghi, từ lần nghe thử hoặc bản tin tiếp theo.":
+        "The speech engine reads these as you write them, from the next preview or bulletin.",
+    "Xóa": "Delete", "Chưa có từ viết tắt riêng.": "No abbreviations of your own yet.",
+    "Viết tắt": "Abbreviation", "Thêm": "Add",
+    "Chọn «Toàn xã» hoặc từng thôn, không chọn cả hai.":
+        "Choose “Whole commune” or single villages, not both.",
+    "Cần chú ý":
+        "Warning",
+    "Dao (ghi âm)":
+        "Dao (recorded)",
+    "Ghi chú":
+        "Note",
+    "Ghi chú (đã làm gì, đã báo ai)":
+        "Note (what was done, who was told)",
+    "Giờ (HH:MM)":
+        "Time (HH:MM)",
+    "Hẹn giờ":
+        "At a set time",
+    "Kiểm tra trước khi gửi":
+        "Check before sending",
+    "Lỗi thiết bị":
+        "Equipment fault",
+    "Máy chưa đọc được tiếng Tày, Nùng, Dao: hãy ghi âm bản tin bằng giọng người đọc rồi "
+    "chọn «Tải âm thanh lên».":
+        "The machine cannot read Tày, Nùng or Dao yet: record the bulletin with a human "
+        "voice and choose “Upload audio”.",
+    "Nghiêm trọng":
+        "Critical",
+    "Ngày (dd/mm/yyyy)":
+        "Date (dd/mm/yyyy)",
+    "Nùng (ghi âm)":
+        "Nùng (recorded)",
+    "Phát ngay":
+        "Play now",
+    "Sửa lại":
+        "Go back and change",
+    "Thôi sửa":
+        "Stop editing",
+    "Tày (ghi âm)":
+        "Tày (recorded)",
+    "Tôi xác nhận phát bản tin dài này":
+        "I confirm this long bulletin",
+    "Xem lại trước khi gửi":
+        "Review before sending",
+    "Xác nhận và gửi":
+        "Confirm and send",
+    "khuếch đại, đường dây loa":
+        "amplifier, speaker line",
+    "mất kết nối":
+        "offline",
+    "pin, sóng yếu":
+        "battery, weak signal",
+    "Đến ngày (không bắt buộc)":
+        "Until (optional)",
+    "Bản tin dài {d}, quá {limit}. Hãy xác nhận lần nữa.":
+        "This bulletin lasts {d}, over {limit}. Confirm once more.",
+    "Bỏ 1 lần":
+        "Skip once",
+    "Bỏ phát ngày này":
+        "Skip this day",
+    "Chưa chọn giờ phát: hãy nhập ngày và giờ phát, hoặc chọn «Phát ngay».":
+        "No start time: enter a date and time, or choose “Play now”.",
+    "Chưa chọn nơi phát: hãy chọn «Toàn xã» hoặc ít nhất một thôn.":
+        "Nowhere chosen: choose “Whole commune” or at least one village.",
+    "Chắc chắn hủy «{t}»":
+        "Really cancel “{t}”",
+    "Ngày bỏ phát (dd/mm/yyyy)":
+        "Day to skip (dd/mm/yyyy)",
+    "Ngày hoặc giờ không hợp lệ: ngày dạng dd/mm/yyyy, giờ dạng HH:MM.":
+        "Invalid date or time: date as dd/mm/yyyy, time as HH:MM.",
+    "Nơi phát":
+        "Where",
+    "Sửa":
+        "Edit",
+    "Tiếp tục":
+        "Resume",
+    "Tạm dừng":
+        "Paused",
+    "giây":
+        "s",
+    "lặp lại":
+        "repeats",
+    "phát tại {where} lúc {when}.":
+        "plays at {where} at {when}.",
+    "{n} cụm loa":
+        "{n} clusters",
+    "{n} cụm đang mất kết nối":
+        "{n} offline now",
+    "Đang kiểm tra…":
+        "Checking…",
+    "Đang sửa «{t}». Khi gửi, bản mới thay bản cũ; bản cũ được giữ trong lịch sử.":
+        "Editing “{t}”. Sending makes a new version; the old one is kept in the history.",
+    "Bản nháp":
+        "Draft",
+    "Chờ duyệt":
+        "Awaiting approval",
+    "Phát một phần":
+        "Partly played",
+    "Không phát được":
+        "Not played",
+    "Đã hủy":
+        "Cancelled",
+    "Khác":
+        "Other",
 }
 
 
@@ -246,6 +379,41 @@ JS_STRINGS = (
     "Lý do không phát", "Mức ưu tiên", "Nhận lúc", "Phát trực tiếp", "Thời gian", "Tiêu đề",
     "Trạng thái", "Trạng thái bản tin", "Tỉ lệ phát", "Xem", "Đang gửi…", "Đang phát trực tiếp",
     "Địa chỉ gửi âm thanh (nguồn phát)", "Thường", "Ưu tiên", "Khẩn cấp",
+    # issue 18: safe sends, control
+    "Bản tin dài {d}, quá {limit}. Hãy xác nhận lần nữa.",
+    "Bỏ 1 lần",
+    "Bỏ phát ngày này",
+    "Chưa chọn giờ phát: hãy nhập ngày và giờ phát, hoặc chọn «Phát ngay».",
+    "Chưa chọn nơi phát: hãy chọn «Toàn xã» hoặc ít nhất một thôn.",
+    "Chắc chắn hủy «{t}»",
+    "Hủy",
+    "Ngày bỏ phát (dd/mm/yyyy)",
+    "Ngày hoặc giờ không hợp lệ: ngày dạng dd/mm/yyyy, giờ dạng HH:MM.",
+    "Ngôn ngữ phát",
+    "Nơi phát",
+    "Phát ngay",
+    "Sửa",
+    "Thời lượng",
+    "Tiếp tục",
+    "Tạm dừng",
+    "giây",
+    "lặp lại",
+    "phát tại {where} lúc {when}.",
+    "{n} cụm loa",
+    "{n} cụm đang mất kết nối",
+    "Đang kiểm tra…",
+    "Đang sửa «{t}». Khi gửi, bản mới thay bản cũ; bản cũ được giữ trong lịch sử.",
+    "Đã lên lịch",
+    "Bản nháp",
+    "Chờ duyệt",
+    "Phát một phần",
+    "Không phát được",
+    "Đã hủy",
+    "Tiếng Việt",
+    "Tày",
+    "Nùng",
+    "Dao",
+    "Khác",
 )
 
 
@@ -253,9 +421,10 @@ def js_catalogue(lang: str) -> dict[str, str]:
     return {m: translate(lang, m) for m in JS_STRINGS}
 
 
-def describe_event(lang: str, payload: dict) -> str:
-    """One line for a stored node event. What the node wrote itself (an error, a detail, a
-    broadcast id) is quoted as it is; an unknown type keeps its raw fields."""
+def describe_event(lang: str, payload: dict, titles: Mapping[str, str] | None = None) -> str:
+    """One line for a stored node event. Known error codes read as words; a broadcast is
+    named by its title when ``titles`` knows its wire id; what else the node wrote (a
+    detail, an unknown error) is quoted as it is; an unknown type keeps its raw fields."""
     def _(message: str, **values: object) -> str:
         return translate(lang, message, **values)
 
@@ -263,7 +432,8 @@ def describe_event(lang: str, payload: dict) -> str:
     detail = payload.get("detail")
     if kind == "cmd_ack":
         line = (_("Đã thực hiện lệnh") if payload.get("ok")
-                else _("Từ chối lệnh: {error}", error=payload.get("error") or "–"))
+                else _("Từ chối lệnh: {error}",
+                       error=error_label(lang, payload.get("error") or "–")))
         return f"{line} ({str(payload.get('cmd_id', ''))[:8]})"
     if kind == "selftest":
         counts = {"ok": payload.get("speakers_ok", "–"),
@@ -273,8 +443,10 @@ def describe_event(lang: str, payload: dict) -> str:
         return f"{line} — {detail}" if detail else line
     if kind == "playback":
         phase = payload.get("phase", "")
-        line = f"{_(PHASE_LABELS.get(phase, phase))} «{payload.get('broadcast_id', '')}»"
-        return f"{line}: {payload['error']}" if payload.get("error") else line
+        wire = str(payload.get("broadcast_id", ""))
+        name = (titles or {}).get(wire, wire)
+        line = f"{_(PHASE_LABELS.get(phase, phase))} «{name}»"
+        return f"{line}: {error_label(lang, payload['error'])}" if payload.get("error") else line
     if kind == "fault":
         code = payload.get("code", "")
         line = _(FAULT_LABELS.get(code, code))
@@ -294,5 +466,47 @@ def template_globals(lang: str) -> dict[str, object]:
         "reason_label": lambda r: translate(lang, REASON_LABELS.get(r, r)),
         "role_label": lambda r: translate(lang, ROLE_LABELS.get(r, r)),
         "event_label": lambda t: translate(lang, EVENT_LABELS.get(t, t)),
-        "describe_event": lambda payload: describe_event(lang, payload),
+        "describe_event": lambda payload, titles=None: describe_event(lang, payload, titles),
+        "value_label": lambda kind, v: translate(lang, VALUE_LABELS.get(kind, {}).get(
+            str(v), str(v))) if v not in (None, "") else "–",
+        "dec": lambda v: decimal(lang, v),
+        "place": place,
     }
+
+
+def decimal(lang: str, value: object) -> str:
+    """A number as people write it: "12,5" in Vietnamese, "12.5" in English. Text that is
+    not a plain number ("–", "12.5 V" already joined) only has its decimal point swapped."""
+    if value is None or value == "":
+        return "–"
+    text = str(value)
+    return re.sub(r"(?<=\d)\.(?=\d)", ",", text) if lang == "vi" else text
+
+
+def place(village: str | None, label: str | None, node_id: str) -> str:
+    """"Thôn Nà Pàn – Nhà văn hóa": a cluster named by village and place (the id only when
+    the register knows nothing better); the same rule as ``scheduler.targets.place_name``."""
+    if village and label:
+        return f"{village} – {label}"
+    return village or label or node_id
+
+
+def error_label(lang: str, error: object) -> str:
+    text = str(error)
+    return translate(lang, ERROR_LABELS.get(text, text))
+
+
+def wire_titles(titles_by_broadcast: Mapping[int, str], payloads: list[dict]) -> dict[str, str]:
+    """``{"b29-a3469": "Lịch tiêm chủng"}`` for the playback events given, from broadcast
+    titles looked up by the caller."""
+    out = {}
+    for p in payloads:
+        m = _WIRE_ID.fullmatch(str(p.get("broadcast_id", "")))
+        if m and int(m.group(1)) in titles_by_broadcast:
+            out[m.group(0)] = titles_by_broadcast[int(m.group(1))]
+    return out
+
+
+def wire_broadcast_ids(payloads: list[dict]) -> set[int]:
+    return {int(m.group(1)) for p in payloads
+            if (m := _WIRE_ID.fullmatch(str(p.get("broadcast_id", ""))))}

@@ -70,3 +70,7 @@ class SchedulerSettings(BaseSettings):
     # Private networks a stream_url may point to besides public addresses and our own
     # Icecast, e.g. the province's VPN: "10.8.0.0/16, 2001:db8::/32" (scheduler.stream_urls).
     stream_allowed_networks: str = ""
+    # A bulletin longer than this (seconds) asks the officer for a second confirmation
+    # (0 = never): a whole recording sent instead of an excerpt keeps a village's
+    # loudspeakers busy for an hour.
+    long_bulletin_s: int = Field(default=600, ge=0)

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from controller.registry.models import Node, Village
 from scheduler.models import Broadcast
 from scheduler.recurrence import describe_slot
 from scheduler.request import PRIORITY_LABELS
 from scheduler.slots import slots_between
-from scheduler.targets import NodeTarget, live_nodes, resolve_nodes
+from scheduler.targets import NodeTarget, live_nodes, place_name, resolve_nodes
 
 MIN_SPAN_MS = 1_000
 MAX_EXAMPLE_NODES = 5
@@ -30,6 +31,7 @@ class ConflictHit:
     slot_ms: int
     other_slot_ms: int
     node_ids: tuple[str, ...]
+    places: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         return {"broadcast_id": self.broadcast_id, "title": self.title,
@@ -55,7 +57,7 @@ def first_overlap(a: list[int], a_len: int, b: list[int], b_len: int) -> tuple[i
 
 def find_conflicts(session: Session, *, priority: str, slots: list[int], duration_ms: int,
                    node_ids: set[str], exclude_broadcast_id: int | None = None,
-                   limit: int = 5) -> list[ConflictHit]:
+                   exclude_ids: set[int] | None = None, limit: int = 5) -> list[ConflictHit]:
     if priority == "emergency" or not slots or not node_ids:
         return []
     slots = sorted(slots)
@@ -64,7 +66,7 @@ def find_conflicts(session: Session, *, priority: str, slots: list[int], duratio
     hits: list[ConflictHit] = []
     nodes_now: list[NodeTarget] | None = None
     for other in others:
-        if other.id == exclude_broadcast_id:
+        if other.id == exclude_broadcast_id or (exclude_ids and other.id in exclude_ids):
             continue
         span = max(other.duration_ms, MIN_SPAN_MS)
         other_slots = slots_between(other, slots[0] - span,
@@ -78,19 +80,31 @@ def find_conflicts(session: Session, *, priority: str, slots: list[int], duratio
             session, other.targets, nodes_now=nodes_now)})
         if shared:
             hits.append(ConflictHit(other.id, other.title, other.priority, pair[0], pair[1],
-                                    tuple(shared)))
+                                    tuple(shared), tuple(_places(session, shared))))
             if len(hits) >= limit:
                 break
     return hits
 
 
+def _places(session: Session, node_ids: list[str]) -> list[str]:
+    """"Thôn Nà Pàn – Nhà văn hóa" for the first few clusters, in the order given."""
+    wanted = node_ids[:MAX_EXAMPLE_NODES]
+    rows = {nid: place_name(village, label, nid) for nid, label, village in session.execute(
+        select(Node.id, Node.label, Village.name)
+        .join(Village, Village.id == Node.village_id, isouter=True)
+        .where(Node.id.in_(wanted)))}
+    return [rows.get(nid, nid) for nid in wanted]
+
+
 def conflict_message(hits: list[ConflictHit]) -> str:
     h = hits[0]
-    examples = ", ".join(h.node_ids[:MAX_EXAMPLE_NODES])
+    examples = ", ".join(h.places[:MAX_EXAMPLE_NODES] if h.places
+                         else h.node_ids[:MAX_EXAMPLE_NODES])
     more = f" và {len(h.node_ids) - MAX_EXAMPLE_NODES} cụm khác" if len(
         h.node_ids) > MAX_EXAMPLE_NODES else ""
     tail = f" (cùng {len(hits) - 1} bản tin khác)" if len(hits) > 1 else ""
     return (f"Trùng lịch: lúc {describe_slot(h.slot_ms)} cụm loa {examples}{more} đã có bản tin "
             f"«{h.title}» cùng mức {PRIORITY_LABELS.get(h.priority, h.priority)} "
             f"(phát lúc {describe_slot(h.other_slot_ms)}){tail}. "
-            "Hãy chọn giờ khác, nơi phát khác hoặc hủy bản tin kia.")
+            f"Hãy chọn giờ khác, nơi phát khác, hoặc bấm «Hủy» ở bản tin «{h.title}» trong "
+            "mục «Kết quả phát».")

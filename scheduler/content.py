@@ -74,6 +74,22 @@ class ContentGateway:
         except ContentError as exc:
             raise _translate(exc) from None
 
+    def spoken_ms(self, text: str, *, language: str, voice: str | None,
+                  engine: str | None) -> int:
+        """How long ``text`` takes to say: the cached spoken preview (the file "Nghe thử"
+        plays), so the summary before sending shows a real length, not a guess. A language
+        without a synthetic voice is refused here, before anything is scheduled."""
+        try:
+            from broadcasts.errors import ContentError
+            from broadcasts.service import check_language, preview
+        except ModuleNotFoundError:  # pragma: no cover
+            raise Unavailable("Kho nội dung âm thanh chưa sẵn sàng.") from None
+        try:
+            check_language(language, engine, self.store)
+            return int(preview(self.store, text, engine=engine, voice=voice).duration_ms)
+        except ContentError as exc:
+            raise _translate(exc) from None
+
     def node_url(self, content_id: str, node_id: str, base_url: str) -> str:
         return self.store.node_url(content_id, node_id, base_url)
 

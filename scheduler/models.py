@@ -15,8 +15,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from loa.db import Base
 
 # Workflow of a broadcast (issue: draft -> submitted -> approved -> scheduled -> terminal).
-BROADCAST_STATUSES = ("draft", "submitted", "approved", "scheduled", "aired", "partly_aired",
-                      "missed", "cancelled")
+BROADCAST_STATUSES = ("draft", "submitted", "approved", "scheduled", "paused", "aired",
+                      "partly_aired", "missed", "cancelled")
 AIRING_STATUSES = ("scheduled", "dispatched", "aired", "partly_aired", "missed", "cancelled")
 # Phase of one node for one airing. "pending" = not yet sent; "sent" = command published.
 TARGET_PHASES = ("pending", "sent", "acked", "fetched", "started", "finished", "preempted",
@@ -26,6 +26,8 @@ LANGUAGES = ("vi", "tay", "nung", "dao", "other")
 
 class Broadcast(Base):
     __tablename__ = "broadcast"
+    # A form's or client's idempotency key, unique per creator: a double click sends once.
+    __table_args__ = (UniqueConstraint("created_by", "client_key", name="uq_broadcast_client_key"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     title: Mapped[str] = mapped_column(String(300))
     content_id: Mapped[str | None] = mapped_column(String(80))
@@ -57,6 +59,11 @@ class Broadcast(Base):
     source_broadcast_id: Mapped[int | None] = mapped_column(ForeignKey("broadcast.id"))
     stream_mount: Mapped[str | None] = mapped_column(String(80))
     updated_ms: Mapped[int] = mapped_column(default=0)
+    # --- added for safe sends and full control (issue 18).
+    client_key: Mapped[str | None] = mapped_column(String(80))
+    # An edit creates a new version; the old one stays, cancelled, as history.
+    previous_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("broadcast.id", name="fk_broadcast_previous_version"))
 
 
 class Airing(Base):

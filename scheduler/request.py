@@ -20,6 +20,8 @@ MAX_TITLE = 300
 MAX_TTS_CHARS = 20_000
 # A requested start this close to "now" in the past is taken as "now" (clock drift, typing).
 PAST_TOLERANCE_MS = 5_000
+MSG_NO_TIME = ("Chưa chọn giờ phát: hãy nhập ngày và giờ phát, hoặc chọn «Phát ngay» "
+               "(«start_at»: \"now\").")
 KNOWN_FIELDS = {
     "title", "tts_text", "content_id", "stream", "stream_url", "language", "voice", "engine",
     "targets", "start_at", "recurrence", "priority", "volume", "repeat", "confirm", "draft",
@@ -72,7 +74,10 @@ def parse_when(payload: dict, now_ms: int, *, allow_past_recurrence: bool = True
     """``start_at`` (ISO 8601, local time when no offset) and an optional ``recurrence``."""
     start_raw = payload.get("start_at")
     start_ms = None
-    if start_raw not in (None, "", "now"):
+    if isinstance(start_raw, str) and not start_raw.strip():
+        # An empty "Giờ phát" must never mean "in a minute": the officer says "now" or a time.
+        raise InvalidBroadcast(MSG_NO_TIME)
+    if start_raw not in (None, "now"):
         start_ms = parse_instant(start_raw)
     rec_raw = payload.get("recurrence")
     if rec_raw in (None, "", {}):

@@ -217,6 +217,10 @@ class SchedulerRuntime:
                 "cancel of %s failed: %s", broadcast_id, t.exception()))
         self._in_loop(cancel)
 
+    def on_paused(self, broadcast_id: int) -> None:
+        """A broadcast was paused: no further slot is dispatched; what plays now finishes."""
+        self._in_loop(lambda: self._remove_job(broadcast_id))
+
     def job_ids(self) -> set[int]:
         if self.scheduler is None:
             return set()

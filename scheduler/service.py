@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from loa.db import Database
@@ -27,6 +28,7 @@ from loa.timeutil import ICT, now_ms
 from scheduler.config import SchedulerSettings
 from scheduler.conflicts import conflict_message, find_conflicts
 from scheduler.content import ContentGateway
+from scheduler.control import ControlMixin, check_client_key, format_duration
 from scheduler.errors import Conflict, Forbidden, InvalidBroadcast, NotFound, Unavailable
 from scheduler.models import Airing, AiringTarget, Broadcast, InboxItem, SavedGroup
 from scheduler.outcomes import PHASE_LABELS_VI, aired_ratio
@@ -43,7 +45,9 @@ from scheduler.stream_urls import check_stream_url, parse_networks
 from scheduler.targets import (
     Actor,
     check_targets,
+    describe_places,
     normalize_targets,
+    place_names,
     resolve_nodes,
     target_communes,
 )
@@ -53,9 +57,9 @@ log = logging.getLogger("loa.scheduler")
 STATUS_LABELS_VI = {
     "draft": "Bản nháp", "submitted": "Chờ duyệt", "approved": "Đã duyệt",
     "scheduled": "Đã lên lịch", "aired": "Đã phát", "partly_aired": "Phát một phần",
-    "missed": "Không phát được", "cancelled": "Đã hủy",
+    "missed": "Không phát được", "cancelled": "Đã hủy", "paused": "Tạm dừng",
 }
-OPEN_STATUSES = ("draft", "submitted", "approved", "scheduled")
+OPEN_STATUSES = ("draft", "submitted", "approved", "scheduled", "paused")
 MAX_CALENDAR_DAYS = 93
 
 
@@ -83,7 +87,7 @@ def iso(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, tz=ICT).isoformat(timespec="seconds")
 
 
-class BroadcastService:
+class BroadcastService(ControlMixin):
     def __init__(self, db: Database, settings: SchedulerSettings | None = None, *,
                  content: ContentGateway | None = None, live: LiveLike | None = None,
                  runtime: RuntimeHook | None = None, clock: Callable[[], int] = now_ms) -> None:
@@ -125,9 +129,21 @@ class BroadcastService:
 
     # ------------------------------------------------------------------ create
 
-    def create(self, actor: Actor, payload: Any) -> dict[str, Any]:
+    def create(self, actor: Actor, payload: Any, *, client_key: str | None = None,
+               replaces: int | None = None) -> dict[str, Any]:
+        """Create (and, when the actor may approve, schedule) a bulletin.
+
+        ``client_key`` is the sender's idempotency key: a second request with the same key
+        from the same person returns the first bulletin (``replayed``) instead of a copy, so
+        a double click or a retry on a weak link sends once. ``replaces`` is the bulletin an
+        edit supersedes (left out of the conflict check; see ``ControlMixin.edit``)."""
         if actor.role not in ("province", "commune"):
             raise Forbidden("Chỉ cán bộ xã hoặc cấp tỉnh được tạo bản tin.")
+        client_key = check_client_key(client_key)
+        if client_key is not None:
+            earlier = self._replay(actor, client_key)
+            if earlier is not None:
+                return earlier
         now = self.clock()
         req = parse_request(payload, now)
         self._check_level(actor, req)
@@ -142,6 +158,7 @@ class BroadcastService:
         meta, stream_url, mount, content_ms = self._prepare_content(actor, req, owner)
         gap_ms = int(self.settings.repeat_gap_s * 1000)
         duration = airtime_ms(content_ms, req.repeat, gap_ms) if not req.stream else content_ms
+        self._check_long(req, duration)
         start_ms = req.start_at_ms
         if req.priority == "emergency":
             start_ms = now
@@ -163,11 +180,22 @@ class BroadcastService:
                 recurrence_until_ms=rec.until_ms if rec else None,
                 recurrence_exdates=list(rec.exdates) if rec else None,
                 status="draft", owner_commune_id=owner, created_by=actor.username,
-                created_ms=now, updated_ms=now, duration_ms=duration)
+                created_ms=now, updated_ms=now, duration_ms=duration,
+                client_key=client_key, previous_version_id=replaces)
             s.add(b)
-            s.flush()
+            try:
+                s.flush()
+            except IntegrityError:
+                if client_key is None:
+                    raise
+                s.rollback()  # the same key won a race a moment ago: answer with that one
+                earlier = self._replay(actor, client_key)
+                if earlier is None:
+                    raise
+                return earlier
             if not req.draft:
-                self._advance(s, actor, b, now, submit=True)
+                self._advance(s, actor, b, now, submit=True,
+                              exclude={replaces} if replaces else None)
             out = self._summary(s, b)
             status = b.status
             broadcast_id = b.id
@@ -176,6 +204,25 @@ class BroadcastService:
         if mount and self.live is not None:
             out["source_url"] = self.live.source_url(mount)
         return out
+
+    def _replay(self, actor: Actor, client_key: str) -> dict[str, Any] | None:
+        with self.db.session() as s:
+            b = s.scalar(select(Broadcast).where(Broadcast.created_by == actor.username,
+                                                 Broadcast.client_key == client_key))
+            if b is None:
+                return None
+            return {**self._summary(s, b), "replayed": True}
+
+    def _check_long(self, req: BroadcastRequest, duration_ms: int) -> None:
+        """A bulletin longer than the province's setting is a likely mistake (a whole
+        recording instead of an excerpt): it needs a second, explicit confirmation."""
+        limit_s = self.settings.long_bulletin_s
+        if req.stream or req.confirm or not limit_s or duration_ms <= limit_s * 1000:
+            return
+        raise InvalidBroadcast(
+            f"Bản tin dài {format_duration(duration_ms)}, quá {format_duration(limit_s * 1000)}: "
+            "hãy xác nhận lần nữa rằng muốn phát bản tin dài này («confirm»: true).",
+            details=[{"needs_confirm": "long", "duration_ms": duration_ms}])
 
     def _check_level(self, actor: Actor, req: BroadcastRequest) -> None:
         if req.priority == "emergency":
@@ -243,15 +290,15 @@ class BroadcastService:
     # ------------------------------------------------------------------ workflow
 
     def _advance(self, s: Session, actor: Actor, b: Broadcast, now: int, *,
-                 submit: bool) -> None:
+                 submit: bool, exclude: set[int] | None = None) -> None:
         """From draft: submit, and approve + schedule when the actor may approve."""
         if submit and b.status == "draft":
             self._check_future(b, now)
             self._check_has_nodes(s, b)
-            self._check_conflicts(s, b, now)
+            self._check_conflicts(s, b, now, exclude)
             b.status = "submitted"
         if b.status == "submitted" and self.can_approve(actor, b):
-            self._activate(s, actor, b, now)
+            self._activate(s, actor, b, now, exclude)
 
     @staticmethod
     def _check_has_nodes(s: Session, b: Broadcast) -> None:
@@ -270,7 +317,8 @@ class BroadcastService:
         elif b.start_at_ms is None or b.start_at_ms < now - 5_000:
             raise InvalidBroadcast("Thời điểm phát đã qua; hãy tạo lại với thời điểm mới.")
 
-    def _activate(self, s: Session, actor: Actor, b: Broadcast, now: int) -> None:
+    def _activate(self, s: Session, actor: Actor, b: Broadcast, now: int,
+                  exclude: set[int] | None = None) -> None:
         """Approved: a province *normal* bulletin goes to the communes' inboxes; everything
         else is put on the schedule (after a last conflict check)."""
         self._check_future(b, now)
@@ -285,18 +333,20 @@ class BroadcastService:
                     s.add(InboxItem(broadcast_id=b.id, commune_id=commune_id, state="new",
                                     created_ms=now))
             return
-        self._check_conflicts(s, b, now)
+        self._check_conflicts(s, b, now, exclude)
         b.status = "scheduled"
         b.scheduled_ms = now
 
-    def _check_conflicts(self, s: Session, b: Broadcast, now: int) -> None:
+    def _check_conflicts(self, s: Session, b: Broadcast, now: int,
+                         exclude: set[int] | None = None) -> None:
         if b.priority == "emergency" or (b.owner_commune_id is None and b.priority == "normal"):
             return
         horizon = now + self.settings.conflict_horizon_days * 86_400_000
         slots = slots_between(b, now, horizon, limit=2_000)
         node_ids = {t.node_id for t in resolve_nodes(s, b.targets)}
         hits = find_conflicts(s, priority=b.priority, slots=slots, duration_ms=b.duration_ms,
-                              node_ids=node_ids, exclude_broadcast_id=b.id)
+                              node_ids=node_ids, exclude_broadcast_id=b.id,
+                              exclude_ids=exclude)
         if hits:
             raise Conflict(conflict_message(hits), details=[h.as_dict() for h in hits])
 
@@ -343,7 +393,7 @@ class BroadcastService:
             if b.status not in OPEN_STATUSES:
                 raise Conflict(f"Bản tin đã kết thúc («{STATUS_LABELS_VI[b.status]}»), "
                                "không thể hủy.")
-            was_scheduled = b.status == "scheduled"
+            was_scheduled = b.status in ("scheduled", "paused")
             b.status = "cancelled"
             b.updated_ms = now
             for item in s.scalars(select(InboxItem).where(InboxItem.broadcast_id == b.id,
@@ -467,7 +517,8 @@ class BroadcastService:
         rec = recurrence_of(b)
         now = self.clock()
         next_slot = (next_slot_at_or_after(b, now) if b.status in ("scheduled", "submitted",
-                                                                   "approved", "draft")
+                                                                   "approved", "draft",
+                                                                   "paused")
                      else None)
         return {
             "id": b.id, "title": b.title, "status": b.status,
@@ -483,6 +534,8 @@ class BroadcastService:
             "source_broadcast_id": b.source_broadcast_id,
             "created_by": b.created_by, "approved_by": b.approved_by,
             "created_at": iso(b.created_ms),
+            "places": describe_places(s, b.targets, counts=False)["text"],
+            "previous_version_id": b.previous_version_id,
         }
 
     def open_live_mounts(self) -> list[str]:
@@ -556,9 +609,11 @@ class BroadcastService:
                 chosen = (dispatched or airings)[-1]
             outcomes = []
             if chosen is not None:
+                names = place_names(s, [t.node_id for t in by_airing.get(chosen.id, [])])
                 for t in by_airing.get(chosen.id, []):
                     outcomes.append({
-                        "node_id": t.node_id, "village_id": t.village_id,
+                        "node_id": t.node_id, "place": names.get(t.node_id, t.node_id),
+                        "village_id": t.village_id,
                         "commune_id": t.commune_id, "phase": t.phase,
                         "phase_label": PHASE_LABELS_VI.get(t.phase, t.phase),
                         "started_at": iso(t.started_at_ms), "started_at_ms": t.started_at_ms,

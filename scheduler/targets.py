@@ -132,7 +132,8 @@ def _node_commune(session: Session, node: Node) -> tuple[int | None, int | None]
 
 
 def check_targets(session: Session, targets: dict[str, Any], actor: Actor) -> None:
-    """Every id must exist, and a commune officer may aim only inside their own communes."""
+    """Every id must exist, a commune officer may aim only inside their own communes, and a
+    whole commune is never named together with one of its own villages or clusters."""
     if targets["province"] and not actor.whole_province:
         raise Forbidden("Chỉ cán bộ cấp tỉnh được phát cho toàn tỉnh.")
     for cid in targets["communes"]:
@@ -164,6 +165,7 @@ def check_targets(session: Session, targets: dict[str, Any], actor: Actor) -> No
         if inner["groups"]:
             raise InvalidBroadcast("Nhóm nơi phát không được chứa nhóm khác.")
         check_targets(session, inner, actor)
+    check_exclusive(session, targets)
 
 
 def live_nodes(session: Session) -> list[NodeTarget]:
@@ -237,3 +239,106 @@ def check_node_access(session: Session, actor: Actor, node_id: str) -> None:
     if (node is None or node.retired_ms is not None
             or not actor.covers_commune(node_commune_id(session, node_id))):
         raise NotFound(f"Không tìm thấy cụm loa «{node_id}».")
+
+
+# --------------------------------------------------------------------------- exclusivity
+
+
+def check_exclusive(session: Session, targets: dict[str, Any]) -> None:
+    """A whole commune and one of its villages (or clusters) in the same request is
+    ambiguous: did the officer mean the village only, or everybody? Loa refuses rather than
+    widen a village choice to the whole commune (the "Toàn xã" box ticked by default was
+    exactly this trust bug)."""
+    if targets["province"] and any(targets[k] for k in ("communes", "villages", "nodes",
+                                                         "groups")):
+        raise InvalidBroadcast("Đã chọn cả «Toàn tỉnh» và từng xã, thôn hoặc cụm loa: không rõ "
+                               "phát cho cả tỉnh hay chỉ những nơi đã chọn. Hãy chọn một trong "
+                               "hai.")
+    communes = {cid: c for cid in targets["communes"]
+                if (c := _current_commune(session, cid)) is not None}
+    if not communes:
+        return
+    by_id = {c.id: c for c in communes.values()}
+    for vid in targets["villages"]:
+        village = _current_village(session, vid)
+        if village is not None and village.commune_id in by_id:
+            raise InvalidBroadcast(
+                f"Đã chọn cả «Toàn xã {by_id[village.commune_id].name}» và «{village.name}» của "
+                "xã đó: không rõ phát cho cả xã hay chỉ thôn. Hãy chọn «Toàn xã» hoặc từng "
+                "thôn, không chọn cả hai.")
+    for nid in targets["nodes"]:
+        node = session.get(Node, nid)
+        if node is None:
+            continue
+        _, commune_id = _node_commune(session, node)
+        if commune_id in by_id:
+            raise InvalidBroadcast(
+                f"Đã chọn cả «Toàn xã {by_id[commune_id].name}» và cụm loa «{nid}» của xã đó: "
+                "không rõ phát cho cả xã hay chỉ cụm loa. Hãy chọn một trong hai.")
+
+
+# --------------------------------------------------------------------------- describing
+
+
+def describe_places(session: Session, targets: dict[str, Any],
+                    nodes: list[NodeTarget] | None = None, *,
+                    counts: bool = True) -> dict[str, Any]:
+    """Where a selection plays, in words an officer checks before sending: the villages by
+    name (or "Toàn xã …" / "Toàn tỉnh"), how many clusters, and how many of them are not
+    reachable right now (offline or never heard from)."""
+    from controller.models import NodeLive
+
+    targets = normalize_targets(targets)
+    parts: list[str] = []
+    if targets["province"]:
+        parts.append("Toàn tỉnh")
+    commune_names = {}
+    for cid in targets["communes"]:
+        if (c := _current_commune(session, cid)) is not None:
+            commune_names[c.id] = c.name
+            parts.append(f"Toàn xã {c.name}")
+    villages: list[str] = []
+    for vid in targets["villages"]:
+        if (v := _current_village(session, vid)) is not None:
+            villages.append(v.name)
+    parts += sorted(villages)
+    if targets["nodes"]:
+        rows = session.execute(select(Node.id, Node.label, Village.name)
+                               .join(Village, Village.id == Node.village_id, isouter=True)
+                               .where(Node.id.in_(targets["nodes"]))).all()
+        parts += sorted(place_name(village, label, node_id) for node_id, label, village in rows)
+    for gid in targets["groups"]:
+        if (g := session.get(SavedGroup, gid)) is not None:
+            parts.append(f"Nhóm «{g.name}»")
+    out = {"text": ", ".join(parts) or "–", "villages": sorted(villages),
+           "communes": sorted(commune_names.values())}
+    if not counts:  # a list of bulletins needs the words only, not a fleet scan each
+        return out
+    nodes = resolve_nodes(session, targets) if nodes is None else nodes
+    # One scan of the reachable set rather than an IN list of every targeted id (a province
+    # emergency aims at up to 100,000 clusters).
+    reachable = set(session.scalars(select(NodeLive.node_id).where(
+        NodeLive.state.in_(("online", "degraded"))))) if nodes else set()
+    unreachable = sum(1 for t in nodes if t.node_id not in reachable)
+    return {**out, "clusters": len(nodes), "offline": unreachable}
+
+
+def place_name(village: str | None, label: str | None, node_id: str) -> str:
+    """"Thôn Nà Pàn – Nhà văn hóa": how a cluster is named to people; the id only when the
+    register knows nothing better."""
+    if village and label:
+        return f"{village} – {label}"
+    return village or label or node_id
+
+
+def place_names(session: Session, node_ids: list[str]) -> dict[str, str]:
+    """``place_name`` for many clusters at once."""
+    out: dict[str, str] = {}
+    ids = sorted(set(node_ids))
+    for i in range(0, len(ids), 500):
+        for nid, label, village in session.execute(
+                select(Node.id, Node.label, Village.name)
+                .join(Village, Village.id == Node.village_id, isouter=True)
+                .where(Node.id.in_(ids[i:i + 500]))):
+            out[nid] = place_name(village, label, nid)
+    return out

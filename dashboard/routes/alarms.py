@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from controller.alarms import ALARM_LABELS_VI, ALARM_SEVERITY, Alarm, AlarmService, acknowledge
+from controller.alarms import (
+    ALARM_LABELS_VI,
+    ALARM_SEVERITY,
+    SEVERITY_LABELS_VI,
+    Alarm,
+    AlarmService,
+    acknowledge,
+)
 from controller.registry.models import Commune, Node, Village
 from dashboard.deps import DbSession
 from dashboard.models import User
@@ -41,6 +48,8 @@ class AlarmItem(BaseModel):
     cleared: str | None
     acked_by: str | None
     acked: str | None
+    ack_note: str | None = None
+    severity_label: str = ""
     flaps: int
     detail: str
 
@@ -76,8 +85,10 @@ def list_alarms(s: Session, user: User, *, state: str = "open", node: str | None
     """Open alarms first, the worst kinds first, newest first; used by the API and pages."""
     q = alarm_query(user, state, node, commune)
     total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
-    rows = s.scalars(q.order_by(Alarm.cleared_ms.is_not(None), Alarm.raised_ms.desc(),
-                                Alarm.id.desc()).limit(limit).offset(offset)).all()
+    severity = case(*[(Alarm.kind == k, v) for k, v in ALARM_SEVERITY.items()], else_=1)
+    rows = s.scalars(q.order_by(Alarm.cleared_ms.is_not(None), severity.desc(),
+                                Alarm.raised_ms.desc(), Alarm.id.desc())
+                     .limit(limit).offset(offset)).all()
     node_ids = {a.node_id for a in rows}
     info = {n: (label, village, commune) for n, label, village, commune in s.execute(
         select(Node.id, Node.label, Village.name, Commune.name)
@@ -94,6 +105,8 @@ def list_alarms(s: Session, user: User, *, state: str = "open", node: str | None
             village=village, raised=format_datetime(a.raised_ms), raised_ms=a.raised_ms,
             cleared=format_datetime(a.cleared_ms) if a.cleared_ms else None,
             acked_by=a.acked_by, acked=format_datetime(a.acked_ms) if a.acked_ms else None,
+            ack_note=a.ack_note, severity_label=SEVERITY_LABELS_VI.get(
+                ALARM_SEVERITY.get(a.kind, 1), ""),
             flaps=a.flaps, detail=a.detail))
     open_rows = alarm_query(user, "open").subquery()
     counts = s.execute(select(func.count(), func.count().filter(open_rows.c.acked_ms.is_(None)))
@@ -111,20 +124,36 @@ def get_alarms(*, state: Literal["open", "cleared", "all"] = "open",
                        offset=offset)
 
 
-@router.post("/alarms/{alarm_id}/ack", response_model=AlarmItem)
-def ack_alarm(*, alarm_id: int, request: Request,
-              user: User = Depends(require_role("technician", "province")),
-              s: DbSession):
+MAX_NOTE = 500
+
+
+def acknowledge_alarm(s: Session, user: User, alarm_id: int, note: str | None,
+                      request: Request) -> AlarmItem:
+    """Acknowledge with an optional note ("đã báo điện lực"), for the API and the page
+    alike; out of scope looks the same as missing (no probing of other communes' alarms)."""
     alarm = s.get(Alarm, alarm_id)
     if alarm is None or not user.can_access_commune(alarm.commune_id):
-        # Out of scope looks the same as missing: no probing of other communes' alarms.
         raise HTTPException(404, "Không tìm thấy cảnh báo")
-    acknowledge(s, alarm_id, user.username)
+    if note is not None and not isinstance(note, str):
+        raise HTTPException(422, "Ghi chú («note») phải là chuỗi.")
+    note = (note or "").strip()
+    if len(note) > MAX_NOTE:
+        raise HTTPException(422, f"Ghi chú dài quá {MAX_NOTE} ký tự.")
+    acknowledge(s, alarm_id, user.username, note=note or None)
     audit(s, "alarm.ack", user=user, target=f"{alarm.node_id}:{alarm.kind}", request=request,
-          status_code=200, detail={"alarm_id": alarm_id})
+          status_code=200, detail={"alarm_id": alarm_id, **({"note": note} if note else {})})
     s.commit()
     page = list_alarms(s, user, state="all", node=alarm.node_id, limit=500)
     return next(i for i in page.items if i.id == alarm_id)
+
+
+@router.post("/alarms/{alarm_id}/ack", response_model=AlarmItem)
+def ack_alarm(*, alarm_id: int, request: Request, payload: Any = Body(None),
+              user: User = Depends(require_role("technician", "province")),
+              s: DbSession):
+    """Body (optional): ``{"note": "…"}``, what was done or who was told."""
+    note = payload.get("note") if isinstance(payload, dict) else None
+    return acknowledge_alarm(s, user, alarm_id, note, request)
 
 
 def setup(app: FastAPI) -> None:

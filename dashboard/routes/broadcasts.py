@@ -15,8 +15,19 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import (
+    APIRouter,
+    Body,
+    Depends,
+    FastAPI,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+)
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from dashboard.context import AppContext
@@ -88,11 +99,60 @@ async def create_broadcast(request: Request, payload: Any = Body(..., examples=[
         "title": "Thông báo tiêm chủng", "tts_text": "Sáng mai tiêm chủng tại trạm y tế xã.",
         "targets": {"communes": [1]}, "start_at": "2025-03-01T06:00:00+07:00",
         "priority": "normal", "volume": 80, "repeat": 2}]),
-        user: User = Depends(current_user), svc: BroadcastService = Depends(get_service)):
-    out = await _call(svc.create, actor_of(user), payload)
+        user: User = Depends(current_user), svc: BroadcastService = Depends(get_service),
+        idempotency_key: str | None = Header(None, max_length=80)):
+    """Create a bulletin. An ``Idempotency-Key`` header makes a repeat of the same request
+    (double click, retry after a dropped answer) return the first bulletin with 200."""
+    out = await _call(svc.create, actor_of(user), payload, client_key=idempotency_key)
+    if out.get("replayed"):
+        return JSONResponse(out, status_code=200)
     await _audit(request, user, "broadcast.create", out["id"], 201,
-           {"priority": out["priority"], "status": out["status"]})
+                 {"priority": out["priority"], "status": out["status"], "places": out["places"]})
     return out
+
+
+@router.post("/broadcasts/check")
+async def check_broadcast(payload: Any = Body(...), user: User = Depends(current_user),
+                          replaces: int | None = Query(None, ge=1, le=MAX_ID),
+                          svc: BroadcastService = Depends(get_service)):
+    """The summary an officer confirms before sending: where (villages by name, clusters,
+    how many offline now), when, how long, priority, language. Writes nothing."""
+    return await _call(svc.check, actor_of(user), payload, replaces=replaces)
+
+
+@router.post("/broadcasts/{broadcast_id}/edit", status_code=201)
+async def edit_broadcast(request: Request, broadcast_id: int = id_param(),
+                         payload: Any = Body(...), user: User = Depends(current_user),
+                         svc: BroadcastService = Depends(get_service),
+                         idempotency_key: str | None = Header(None, max_length=80)):
+    """A new version with the changes; the old one is cancelled and kept as history."""
+    out = await _call(svc.edit, actor_of(user), broadcast_id, payload,
+                      client_key=idempotency_key)
+    await _audit(request, user, "broadcast.edit", broadcast_id, 201, {"new_id": out["id"]})
+    return out
+
+
+@router.get("/broadcasts/{broadcast_id}/history")
+async def broadcast_history(broadcast_id: int = id_param(), user: User = Depends(current_user),
+                            svc: BroadcastService = Depends(get_service)):
+    items = await _call(svc.history, actor_of(user), broadcast_id)
+    return {"items": items, "total": len(items)}
+
+
+def _with_body(name: str):
+    async def route(request: Request, broadcast_id: int = id_param(),
+                    payload: Any = Body(None), user: User = Depends(current_user),
+                    svc: BroadcastService = Depends(get_service)):
+        out = await _call(getattr(svc, name), actor_of(user), broadcast_id, payload)
+        await _audit(request, user, f"broadcast.{name}", broadcast_id, 200,
+               payload if isinstance(payload, dict) else None)
+        return out
+    route.__name__ = f"{name}_broadcast"
+    return route
+
+
+router.post("/broadcasts/{broadcast_id}/skip")(_with_body("skip"))
+router.post("/broadcasts/{broadcast_id}/recurrence")(_with_body("set_recurrence"))
 
 
 @router.get("/broadcasts")
@@ -127,6 +187,8 @@ def _transition(name: str):
 router.post("/broadcasts/{broadcast_id}/submit")(_transition("submit"))
 router.post("/broadcasts/{broadcast_id}/approve")(_transition("approve"))
 router.post("/broadcasts/{broadcast_id}/cancel")(_transition("cancel"))
+router.post("/broadcasts/{broadcast_id}/pause")(_transition("pause"))
+router.post("/broadcasts/{broadcast_id}/resume")(_transition("resume"))
 
 
 # --------------------------------------------------------------------------- inbox

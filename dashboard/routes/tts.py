@@ -12,16 +12,19 @@ has no chime; it is kept a week."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from broadcasts.schemas import NormalizeOut, PreviewOut, TextIn
 from broadcasts.service import preview, preview_path
 from broadcasts.store import ContentStore
+from dashboard.deps import DbSession
 from dashboard.models import User
 from dashboard.routes.content import get_store
-from dashboard.security import current_user
+from dashboard.security import audit, current_user, require_role
 
 router = APIRouter(prefix="/api/v1/tts", tags=["tts"])
 
@@ -51,3 +54,43 @@ def preview_audio(name: str, _user: User = Depends(current_user),
         raise HTTPException(404, "Bản nghe thử không còn; hãy bấm nghe thử lại.")
     return FileResponse(path, media_type="audio/mpeg" if path.suffix == ".mp3" else "audio/ogg",
                         headers={"cache-control": "private, max-age=3600"})
+
+
+# --------------------------------------------------------------------------- abbreviations
+
+
+@router.get("/abbreviations")
+def list_abbreviations(*, _user: User = Depends(current_user), s: DbSession):
+    """The province's own abbreviations (over the shipped list)."""
+    from broadcasts import abbreviations
+
+    items = abbreviations.listing(s)
+    return {"items": items, "total": len(items)}
+
+
+@router.post("/abbreviations", status_code=201)
+def add_abbreviation(*, request: Request, payload: Any = Body(...),
+                     user: User = Depends(require_role("province")), s: DbSession):
+    """``{"abbr": "BQLDA", "spoken": "ban quản lý dự án"}``; the same written form again
+    replaces its reading. Read out from the next preview or bulletin on."""
+    from broadcasts import abbreviations
+
+    if not isinstance(payload, dict):
+        raise HTTPException(422, "Yêu cầu phải là một đối tượng JSON {abbr, spoken}.")
+    out = abbreviations.add(s, payload.get("abbr"), payload.get("spoken"), user.username)
+    audit(s, "tts.abbreviation_add", user=user, target=out["abbr"], request=request,
+          status_code=201, detail={"spoken": out["spoken"]})
+    s.commit()
+    return out
+
+
+@router.delete("/abbreviations/{entry_id}", status_code=204)
+def delete_abbreviation(*, request: Request, entry_id: int = Path(..., ge=1, le=2**63 - 1),
+                        user: User = Depends(require_role("province")), s: DbSession):
+    from broadcasts import abbreviations
+
+    if not abbreviations.remove(s, entry_id):
+        raise HTTPException(404, "Không tìm thấy từ viết tắt này.")
+    audit(s, "tts.abbreviation_delete", user=user, target=str(entry_id), request=request,
+          status_code=204)
+    s.commit()

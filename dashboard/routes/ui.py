@@ -8,6 +8,7 @@ scripts, nothing from other hosts) and needs a login; forms carry the session's 
 
 from __future__ import annotations
 
+import logging
 import secrets
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,7 +18,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
@@ -36,6 +37,8 @@ from dashboard.i18n import (
     js_catalogue,
     template_globals,
     translate,
+    wire_broadcast_ids,
+    wire_titles,
 )
 from dashboard.models import ROLES, AuditLog, User
 from dashboard.routes.alarms import list_alarms
@@ -60,6 +63,7 @@ from dashboard.security import (
     update_user,
 )
 from loa.timeutil import ms_to_dt, now_ms
+from scheduler.models import Broadcast
 
 HERE = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -397,7 +401,12 @@ def node_page(*, node_id: str, request: Request, range: str = "24h",
         "battery": line_chart([(x.at_ms, x.battery_v) for x in samples], t0, t1),
     }
     alarms = list_alarms(s, user, state="all", node=node_id, limit=20)
+    payloads = [e.payload for e in events if isinstance(e.payload, dict)]
+    wanted = wire_broadcast_ids(payloads)
+    titles = wire_titles(dict(s.execute(select(Broadcast.id, Broadcast.title).where(
+        Broadcast.id.in_(sorted(wanted)))).all()) if wanted else {}, payloads)
     return render(request, "node.html", user, node=node, village=village, commune=commune,
+                  titles=titles,
                   live=live, hb=(live.heartbeat if live else None) or {},
                   timeline=timeline, series=series, range=range if range in RANGES else "24h",
                   ranges=list(RANGES), transitions=list(reversed(transitions))[:30],
@@ -450,11 +459,14 @@ def alarms_page(*, request: Request, state: str = "open", offset: int = 0,
 
 @router.post("/tech/alarms/{alarm_id}/ack")
 def alarm_ack_form(*, alarm_id: int, request: Request, next: str = Form("/tech/alarms"),
+                   note: str = Form(""),
                    user: User = Depends(page_role("technician", "province")),
                    s: DbSession):
-    from dashboard.routes.alarms import ack_alarm
+    """The page's "Xác nhận" form (it once crashed: the API route was called with
+    positional arguments); both go through ``acknowledge_alarm``."""
+    from dashboard.routes.alarms import acknowledge_alarm
 
-    ack_alarm(alarm_id, request, user, s)
+    acknowledge_alarm(s, user, alarm_id, note, request)
     target = safe_next(next)
     return RedirectResponse(target + ("&" if "?" in target else "?") + "ok=acked", 303)
 
@@ -489,7 +501,13 @@ def commune_page(*, request: Request, user: User = Depends(page_role("commune", 
 @router.get("/province")
 def province_page(*, request: Request, user: User = Depends(page_role("province")),
                   s: DbSession):
-    """Indicator 8.3 per commune (table and map), report downloads, emergency broadcast."""
+    """Indicator 8.3 per commune (table and map), report downloads, emergency broadcast,
+    the province's abbreviations for speech."""
+    return _province_render(request, user, s)
+
+
+def _province_render(request: Request, user: User, s: Session, abbr_error: str | None = None,
+                     status_code: int = 200) -> HTMLResponse:
     communes = scoped_communes(s, user)
     coords = {c.id: [c.lat, c.lon] for c in communes if c.lat is not None and c.lon is not None}
     today = ms_to_dt(now_ms())
@@ -501,8 +519,42 @@ def province_page(*, request: Request, user: User = Depends(page_role("province"
                (f"{today.year}-H{half}", "6 tháng đầu năm {y}" if half == 1
                 else "6 tháng cuối năm {y}", {"y": today.year}),
                (f"{today.year}", "Năm {y}", {"y": today.year})]
-    return render(request, "province.html", user, communes=communes, periods=periods,
+    from broadcasts import abbreviations
+
+    return render(request, "province.html", user, status_code, communes=communes,
+                  periods=periods, abbreviations=abbreviations.listing(s), abbr_error=abbr_error,
                   page={"view": "province", "coords": coords})
+
+
+@router.post("/province/abbreviations")
+def province_add_abbreviation(*, request: Request, abbr: str = Form(""), spoken: str = Form(""),
+                              user: User = Depends(page_role("province")), s: DbSession):
+    """The province teaches the speech text a new abbreviation from the web; a refusal is
+    shown on the page with what was typed kept."""
+    from broadcasts import abbreviations
+    from broadcasts.errors import ContentError
+
+    try:
+        out = abbreviations.add(s, abbr, spoken, user.username)
+    except ContentError as exc:
+        s.rollback()
+        return _province_render(request, user, s, abbr_error=str(exc), status_code=422)
+    audit(s, "tts.abbreviation_add", user=user, target=out["abbr"], request=request,
+          status_code=303, detail={"spoken": out["spoken"]})
+    s.commit()
+    return RedirectResponse("/province?ok=saved#abbreviations", 303)
+
+
+@router.post("/province/abbreviations/{entry_id}/delete")
+def province_delete_abbreviation(*, entry_id: int, request: Request,
+                                 user: User = Depends(page_role("province")), s: DbSession):
+    from broadcasts import abbreviations
+
+    if abbreviations.remove(s, entry_id):
+        audit(s, "tts.abbreviation_delete", user=user, target=str(entry_id), request=request,
+              status_code=303)
+        s.commit()
+    return RedirectResponse("/province?ok=saved#abbreviations", 303)
 
 
 # --------------------------------------------------------------------------- admin
@@ -613,5 +665,28 @@ def setup(app: FastAPI) -> None:
             return await http_exception_handler(request, exc)
         profile = getattr(request.state, "loa_profile", None)
         user = SimpleNamespace(**profile) if profile else None
+        detail = exc.detail
+        if exc.status_code == 404 and detail in (None, "Not Found"):
+            detail = "Không tìm thấy trang này."
+        elif exc.status_code >= 500 and not _is_vietnamese(detail):
+            detail = MSG_SERVER_ERROR
         return render(request, "error.html", user, exc.status_code, status=exc.status_code,
-                      detail=exc.detail)
+                      detail=detail)
+
+    @app.exception_handler(500)
+    async def _server_error(request: Request, exc: Exception):
+        # A crash answers with a page in the user's language, not "Internal Server Error";
+        # the traceback goes to the log for the technicians.
+        logging.getLogger("loa.dashboard").error("%s %s failed", request.method,
+                                                 request.url.path, exc_info=exc)
+        if request.url.path.startswith("/api/") or "text/html" not in request.headers.get(
+                "accept", ""):
+            return JSONResponse({"detail": MSG_SERVER_ERROR}, status_code=500)
+        return render(request, "error.html", None, 500, status=500, detail=MSG_SERVER_ERROR)
+
+
+MSG_SERVER_ERROR = "Máy chủ gặp lỗi; đã ghi lại để kỹ thuật viên xem. Hãy thử lại sau."
+
+
+def _is_vietnamese(text: object) -> bool:
+    return isinstance(text, str) and any(ord(c) > 127 for c in text)

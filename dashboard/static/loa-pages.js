@@ -35,13 +35,30 @@
     var compose = document.getElementById("compose");
     var uploaded = null;
 
+    /* Exactly what is ticked, never widened: "Toàn xã" and that commune's villages exclude
+     * each other on the page, and the server refuses a request naming both. */
     function targets(form) {
-      var communes = checkedValues(form, "commune", true);
-      var villages = Array.prototype.slice.call(form.querySelectorAll("input[name=village]:checked"))
-        .filter(function (i) { return communes.indexOf(Number(i.dataset.commune)) < 0; })
-        .map(function (i) { return Number(i.value); });
-      return { communes: communes, villages: villages, groups: checkedValues(form, "group", true) };
+      return { communes: checkedValues(form, "commune", true), villages: checkedValues(form, "village", true),
+        groups: checkedValues(form, "group", true) };
     }
+
+    compose.addEventListener("change", function (ev) {
+      var t = ev.target;
+      if (t.name === "commune" && t.checked) {
+        compose.querySelectorAll("input[name=village][data-commune='" + t.value + "']").forEach(function (v) { v.checked = false; });
+      } else if (t.name === "village" && t.checked) {
+        compose.querySelectorAll("input[name=commune][value='" + t.dataset.commune + "']").forEach(function (c) { c.checked = false; });
+      }
+      if (t.name === "when") document.getElementById("when-fields").hidden = t.value === "now" && t.checked;
+      if (t.name === "language") {
+        // Tày, Nùng, Dao: a recording is the way; choose it when one is uploaded.
+        document.getElementById("language-hint").hidden = t.value === "vi";
+        var rec = document.getElementById("source-upload");
+        if (t.value !== "vi" && !rec.disabled) rec.checked = true;
+      }
+      hideSummary();
+    });
+    compose.addEventListener("input", function () { hideSummary(); });
 
     function loadCalendar() {
       var box = document.getElementById("calendar");
@@ -92,23 +109,152 @@
       });
     });
 
-    compose.addEventListener("submit", function (ev) {
-      ev.preventDefault();
-      var status = document.getElementById("compose-status");
+    var summaryBox = document.getElementById("compose-summary");
+    var confirmBtn = document.getElementById("compose-confirm");
+    var longOk = document.getElementById("long-ok");
+    var pending = null; // {body, key, editId, long}
+    var editing = null; // the broadcast being edited (a new version replaces it)
+
+    function newKey() {
+      if (window.crypto && window.crypto.randomUUID) return window.crypto.randomUUID();
+      var a = new Uint8Array(16); window.crypto.getRandomValues(a);
+      return Array.prototype.map.call(a, function (b) { return (b < 16 ? "0" : "") + b.toString(16); }).join("");
+    }
+
+    function hideSummary() { summaryBox.hidden = true; pending = null; }
+
+    /* dd/mm/yyyy + HH:MM (no browser date picker: it follows the browser's locale) -> ISO local. */
+    function localIso(dateText, timeText) {
+      var d = /^(\d{1,2})\/(\d{1,2})\/(\d{4})$/.exec(dateText.trim());
+      var t = /^(\d{1,2}):(\d{2})$/.exec(timeText.trim());
+      if (!d || !t) return null;
+      var day = +d[1], month = +d[2], h = +t[1], m = +t[2];
+      if (month < 1 || month > 12 || day < 1 || day > 31 || h > 23 || m > 59) return null;
+      return d[3] + "-" + pad(month) + "-" + pad(day) + "T" + pad(h) + ":" + pad(m) + ":00";
+    }
+
+    function requestBody(status) {
       var body = { title: compose.title.value.trim(), targets: targets(compose),
         priority: compose.priority.value, language: compose.language.value };
       var source = compose.querySelector("input[name=source]:checked").value;
       if (source === "upload" && uploaded) body.content_id = uploaded.id;
       else body.tts_text = compose.text.value;
-      if (compose.start_at.value) body.start_at = compose.start_at.value;
-      if (compose.recurrence.value) body.recurrence = { rrule: compose.recurrence.value };
-      show(status, _("Đang gửi…"), null);
-      api("POST", "/api/v1/broadcasts", body).then(function (res) {
+      var when = compose.querySelector("input[name=when]:checked");
+      if (when && when.value === "now") body.start_at = "now";
+      else {
+        var dateText = compose.start_date.value, timeText = compose.start_time.value;
+        if (!dateText.trim() || !timeText.trim()) {
+          show(status, _("Chưa chọn giờ phát: hãy nhập ngày và giờ phát, hoặc chọn «Phát ngay»."), false);
+          (dateText.trim() ? compose.start_time : compose.start_date).focus();
+          return null;
+        }
+        body.start_at = localIso(dateText, timeText);
+        if (!body.start_at) {
+          show(status, _("Ngày hoặc giờ không hợp lệ: ngày dạng dd/mm/yyyy, giờ dạng HH:MM."), false);
+          return null;
+        }
+      }
+      if (compose.recurrence.value) {
+        body.recurrence = { rrule: compose.recurrence.value };
+        if (compose.until.value.trim()) body.recurrence.until = compose.until.value.trim();
+      }
+      var t = body.targets;
+      if (!t.communes.length && !t.villages.length && !t.groups.length) {
+        show(status, _("Chưa chọn nơi phát: hãy chọn «Toàn xã» hoặc ít nhất một thôn."), false);
+        return null;
+      }
+      return body;
+    }
+
+    function term(dl, label, value, key) {
+      dl.appendChild(el("dt", null, label));
+      dl.appendChild(el("dd", { dataset: { summary: key } }, value));
+    }
+
+    compose.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var status = document.getElementById("compose-status");
+      status.hidden = true;
+      var body = requestBody(status);
+      if (!body) return;
+      var review = document.getElementById("compose-review");
+      review.disabled = true;
+      show(status, _("Đang kiểm tra…"), null);
+      api("POST", "/api/v1/broadcasts/check" + (editing ? "?replaces=" + editing.id : ""), body).then(function (res) {
+        review.disabled = false;
         if (!res.ok) { show(status, L.errorText(res), false); return; }
-        show(status, _("Đã gửi.") + " " + res.data.title + ": " + (res.data.status_label || res.data.status) +
-          (res.data.next_slot_at ? " · " + fmtIso(res.data.next_slot_at) : ""), true);
-        loadCalendar(); loadResults();
+        status.hidden = true;
+        var d = res.data, dl = document.getElementById("summary-list");
+        L.clear(dl);
+        var where = d.places.text + " · " + _("{n} cụm loa", { n: d.places.clusters }) +
+          (d.places.offline ? " (" + _("{n} cụm đang mất kết nối", { n: d.places.offline }) + ")" : "");
+        term(dl, _("Nơi phát"), where, "where");
+        term(dl, _("Giờ phát"), d.now ? _("Phát ngay") + " (" + fmtHM(d.start_at_ms) + ")" : d.when, "when");
+        term(dl, _("Thời lượng"), d.duration, "duration");
+        term(dl, _("Mức ưu tiên"), _(d.priority_label), "priority");
+        term(dl, _("Ngôn ngữ phát"), _(d.language_label), "language");
+        var longMsg = document.getElementById("summary-long");
+        longMsg.hidden = !d.long;
+        document.getElementById("summary-long-ok").hidden = !d.long;
+        longOk.checked = false;
+        if (d.long) longMsg.textContent = _("Bản tin dài {d}, quá {limit}. Hãy xác nhận lần nữa.", { d: d.duration, limit: d.long_limit });
+        confirmBtn.disabled = !!d.long;
+        pending = { body: body, key: newKey(), long: d.long, editId: editing ? editing.id : null };
+        summaryBox.hidden = false;
+        confirmBtn.focus();
       });
+    });
+
+    longOk.addEventListener("change", function () { confirmBtn.disabled = !longOk.checked; });
+    document.getElementById("compose-back").addEventListener("click", function () { hideSummary(); compose.title.focus(); });
+    document.getElementById("edit-cancel").addEventListener("click", function () { stopEditing(); });
+
+    function stopEditing() {
+      editing = null;
+      document.getElementById("edit-note").hidden = true;
+      document.getElementById("edit-cancel").hidden = true;
+    }
+
+    function clearForm() {
+      compose.reset();
+      uploaded = null;
+      var radio = document.getElementById("source-upload");
+      radio.disabled = true;
+      document.getElementById("upload-chosen").textContent = "–";
+      document.getElementById("when-fields").hidden = false;
+      document.getElementById("language-hint").hidden = true;
+      document.getElementById("spoken").textContent = "";
+      document.getElementById("preview-audio").hidden = true;
+      stopEditing();
+    }
+
+    confirmBtn.addEventListener("click", function () {
+      if (!pending || confirmBtn.disabled) return;
+      var status = document.getElementById("compose-status");
+      var send = pending;
+      var body = Object.assign({}, send.body);
+      if (send.long) body.confirm = true;
+      confirmBtn.disabled = true; // a double click sends once: the button, and the key below
+      show(status, _("Đang gửi…"), null);
+      var url = send.editId ? "/api/v1/broadcasts/" + send.editId + "/edit" : "/api/v1/broadcasts";
+      if (send.editId) { delete body.confirm; if (send.long) body.confirm = true; }
+      fetch(url, { method: "POST", credentials: "same-origin", body: JSON.stringify(body),
+        headers: { "Accept": "application/json", "Content-Type": "application/json",
+          "X-CSRF-Token": L.PAGE.csrf || "", "Idempotency-Key": send.key } })
+        .then(function (r) { return r.json().then(function (data) { return { ok: r.ok, status: r.status, data: data }; },
+          function () { return { ok: r.ok, status: r.status, data: null }; }); },
+          function () { return { ok: false, status: 0, data: null }; })
+        .then(function (res) {
+          if (!res.ok) { confirmBtn.disabled = false; show(status, L.errorText(res), false); return; }
+          var b = res.data;
+          var when = b.next_slot_at ? fmtIso(b.next_slot_at) : fmtIso(b.start_at);
+          var head = b.status === "scheduled" ? _("Đã lên lịch") : (b.status_label || b.status);
+          show(status, head + " «" + b.title + "»: " + _("phát tại {where} lúc {when}.", { where: b.places, when: when }), true);
+          summaryBox.hidden = true;
+          pending = null;
+          clearForm();
+          loadCalendar(); loadResults();
+        });
     });
 
     document.getElementById("upload").addEventListener("submit", function (ev) {
@@ -196,23 +342,114 @@
       });
     }
 
-    function outcomeTable(b) {
+    /* Proof of play as cards (a 390 px phone has no room for a table): one per cluster,
+     * named by village and place, never by node id. */
+    function outcomeList(b) {
       var played = b.outcomes.filter(function (o) { return o.phase === "finished"; });
       var missed = b.outcomes.filter(function (o) { return o.phase !== "finished"; });
       var box = el("div", { class: "outcomes" },
         el("p", null, _("Tỉ lệ phát") + ": " + (b.aired_ratio === null || b.aired_ratio === undefined ? "–" : Math.round(b.aired_ratio * 100) + "%") +
           " · " + _("Cụm loa đã phát") + ": " + played.length + " · " + _("Cụm loa chưa phát") + ": " + missed.length));
       if (!b.outcomes.length) { box.appendChild(el("p", { class: "muted" }, _("Chưa tới giờ"))); return box; }
-      var tbody = el("tbody");
+      var list = el("ul", { class: "cards outcome-list" });
       b.outcomes.forEach(function (o) {
-        tbody.appendChild(el("tr", { class: o.phase === "finished" ? "" : "row-st-offline", dataset: { node: o.node_id } },
-          el("td", null, o.node_id), el("td", null, o.phase === "finished" ? _("Đã phát") : _("Không phát")),
-          el("td", null, o.phase_label || o.phase), el("td", null, o.started_at ? fmtIso(o.started_at) : "–"),
-          el("td", null, o.error || "")));
+        list.appendChild(el("li", { class: "mini-card" + (o.phase === "finished" ? "" : " row-st-offline"), dataset: { node: o.node_id } },
+          el("strong", null, o.place || o.node_id), el("br"),
+          (o.phase === "finished" ? _("Đã phát") : _("Không phát")) + " · " + _(o.phase_label || o.phase) +
+          (o.started_at ? " · " + fmtIso(o.started_at) : "") + (o.error ? " · " + o.error : "")));
       });
-      box.appendChild(el("table", null, el("thead", null, el("tr", null, el("th", null, _("Cụm loa")), el("th", null, _("Kết quả")),
-        el("th", null, _("Trạng thái")), el("th", null, _("Thời gian")), el("th", null, _("Lý do không phát")))), tbody));
+      box.appendChild(list);
       return box;
+    }
+
+    var resultsStatus = document.getElementById("results-status");
+
+    function act(b, path, body) {
+      return api("POST", "/api/v1/broadcasts/" + b.id + path, body).then(function (r) {
+        if (!r.ok) { show(resultsStatus, L.errorText(r), false); return r; }
+        show(resultsStatus, "«" + r.data.title + "»: " + (r.data.status_label || r.data.status), true);
+        loadCalendar(); loadResults();
+        return r;
+      });
+    }
+
+    function startEditing(b) {
+      editing = b;
+      clearFormKeepEdit();
+      compose.title.value = b.title;
+      if (b.tts_text) compose.text.value = b.tts_text;
+      else if (b.content_id) {
+        uploaded = { id: b.content_id, title: b.title };
+        var radio = document.getElementById("source-upload");
+        radio.disabled = false; radio.checked = true;
+        document.getElementById("upload-chosen").textContent = b.title;
+      }
+      (b.targets.communes || []).forEach(function (id) { var i = compose.querySelector("input[name=commune][value='" + id + "']"); if (i) i.checked = true; });
+      (b.targets.villages || []).forEach(function (id) { var i = compose.querySelector("input[name=village][value='" + id + "']"); if (i) i.checked = true; });
+      var at = isoMs(b.next_slot_at || b.start_at);
+      if (at) { compose.start_date.value = fmtDate(at); compose.start_time.value = fmtHM(at); }
+      if (b.recurrence) {
+        var opt = compose.querySelector("select[name=recurrence] option[value='" + b.recurrence.rrule + "']");
+        if (opt) compose.recurrence.value = b.recurrence.rrule;
+        if (b.recurrence.until) compose.until.value = fmtDate(isoMs(b.recurrence.until));
+      }
+      compose.priority.value = b.priority === "priority" ? "priority" : "normal";
+      compose.language.value = b.language || "vi";
+      var note = document.getElementById("edit-note");
+      note.textContent = _("Đang sửa «{t}». Khi gửi, bản mới thay bản cũ; bản cũ được giữ trong lịch sử.", { t: b.title });
+      note.hidden = false;
+      document.getElementById("edit-cancel").hidden = false;
+      compose.scrollIntoView();
+      compose.title.focus();
+    }
+
+    function clearFormKeepEdit() { var keep = editing; clearForm(); editing = keep; }
+
+    function resultCard(b) {
+      var card = el("li", { class: "result-card st-" + b.status, dataset: { broadcast: String(b.id) } });
+      var when = b.next_slot_at || b.start_at;
+      card.appendChild(el("div", { class: "result-head" }, el("strong", null, b.title),
+        el("span", { class: "status-tag" }, _(b.status_label || b.status))));
+      card.appendChild(el("div", { class: "muted" }, b.places || ""));
+      card.appendChild(el("div", null, fmtIso(when) + " · " + _(b.priority_label || b.priority) +
+        (b.recurrence ? " · " + _("lặp lại") : "") + (b.duration_ms ? " · " + Math.round(b.duration_ms / 1000) + " " + _("giây") : "")));
+      var detail = el("div", { class: "result-detail", hidden: true });
+      var bar = el("div", { class: "row-form actions" });
+      bar.appendChild(el("button", { type: "button", class: "view", onclick: function () {
+        if (!detail.hidden) { detail.hidden = true; return; }
+        api("GET", "/api/v1/broadcasts/" + b.id).then(function (r) {
+          L.clear(detail);
+          detail.appendChild(r.ok ? outcomeList(r.data) : el("p", { class: "flash error" }, L.errorText(r)));
+          detail.hidden = false;
+        });
+      } }, _("Xem")));
+      var open = ["draft", "submitted", "approved", "scheduled", "paused"].indexOf(b.status) >= 0;
+      var manage = open && (L.PAGE.role === "province" || b.owner_commune_id !== null);
+      if (manage && b.status !== "approved" && !b.stream_url) {
+        bar.appendChild(el("button", { type: "button", class: "edit", onclick: function () { startEditing(b); } }, _("Sửa")));
+      }
+      if (manage && b.status === "scheduled") bar.appendChild(el("button", { type: "button", class: "pause", onclick: function () { act(b, "/pause"); } }, _("Tạm dừng")));
+      if (manage && b.status === "paused") bar.appendChild(el("button", { type: "button", class: "resume", onclick: function () { act(b, "/resume"); } }, _("Tiếp tục")));
+      if (manage && b.recurrence) {
+        var skipForm = el("div", { class: "row-form skip-form", hidden: true });
+        var day = el("input", { type: "text", name: "skip_date", inputmode: "numeric", placeholder: "dd/mm/yyyy", maxlength: "10", size: "10",
+          "aria-label": _("Ngày bỏ phát (dd/mm/yyyy)") });
+        var next = isoMs(b.next_slot_at);
+        if (next) day.value = fmtDate(next);
+        skipForm.appendChild(day);
+        skipForm.appendChild(el("button", { type: "button", class: "skip-go", onclick: function () { act(b, "/skip", { date: day.value.trim() }); } }, _("Bỏ phát ngày này")));
+        bar.appendChild(el("button", { type: "button", class: "skip-day", onclick: function () { skipForm.hidden = !skipForm.hidden; } }, _("Bỏ 1 lần")));
+        card.appendChild(skipForm);
+      }
+      if (manage) {
+        var sure = el("button", { type: "button", class: "danger cancel-go", hidden: true, onclick: function () { sure.disabled = true; act(b, "/cancel"); } },
+          _("Chắc chắn hủy «{t}»", { t: b.title }));
+        bar.appendChild(el("button", { type: "button", class: "danger cancel", onclick: function () { sure.hidden = !sure.hidden; } }, _("Hủy")));
+        card.appendChild(sure);
+      }
+      card.insertBefore(bar, card.querySelector(".skip-form") || card.querySelector(".cancel-go"));
+      card.appendChild(detail);
+      return card;
     }
 
     function loadResults() {
@@ -221,24 +458,9 @@
         L.clear(box);
         if (!res.ok) { box.appendChild(el("p", { class: "muted" }, L.errorText(res))); return; }
         if (!res.data.items.length) { box.appendChild(el("p", { class: "muted" }, _("Không có bản tin nào."))); return; }
-        var tbody = el("tbody");
-        res.data.items.forEach(function (b) {
-          var detail = el("tr", { hidden: true }, el("td", { colspan: "5" }));
-          var btn = el("button", { type: "button", onclick: function () {
-            if (!detail.hidden) { detail.hidden = true; return; }
-            api("GET", "/api/v1/broadcasts/" + b.id).then(function (r) {
-              var cell = detail.firstChild; L.clear(cell);
-              cell.appendChild(r.ok ? outcomeTable(r.data) : el("p", { class: "flash error" }, L.errorText(r)));
-              detail.hidden = false;
-            });
-          } }, _("Xem"));
-          tbody.appendChild(el("tr", { dataset: { broadcast: String(b.id) } }, el("td", null, b.title),
-            el("td", null, _(b.priority_label || b.priority)), el("td", null, b.status_label || b.status),
-            el("td", null, fmtIso(b.next_slot_at || b.start_at)), el("td", null, btn)));
-          tbody.appendChild(detail);
-        });
-        box.appendChild(el("table", { id: "results-table" }, el("thead", null, el("tr", null, el("th", null, _("Tiêu đề")),
-          el("th", null, _("Mức ưu tiên")), el("th", null, _("Trạng thái bản tin")), el("th", null, _("Giờ phát")), el("th"))), tbody));
+        var list = el("ul", { class: "cards", id: "results-list" });
+        res.data.items.forEach(function (b) { list.appendChild(resultCard(b)); });
+        box.appendChild(list);
       });
     }
 
@@ -339,6 +561,12 @@
     load();
 
     var form = document.getElementById("emergency");
+    // "Toàn tỉnh" and single communes exclude each other: a choice is never widened.
+    form.addEventListener("change", function (ev) {
+      if (!ev.target.checked) return;
+      if (ev.target.name === "province") form.querySelectorAll("input[name=commune]").forEach(function (c) { c.checked = false; });
+      if (ev.target.name === "commune") form.province.checked = false;
+    });
     var confirmBox = document.getElementById("emergency-confirm");
     var status = document.getElementById("emergency-status");
     function body() {

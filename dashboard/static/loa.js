@@ -103,10 +103,12 @@
     clear(list);
     if (!page.items.length) { list.appendChild(el("li", { class: "muted" }, _("Không có cảnh báo nào."))); return; }
     page.items.forEach(function (a) {
-      var li = el("li", { class: "alarm active", dataset: { alarmId: String(a.id), node: a.node_id } },
+      // Named by village and place; colour by severity (offline > equipment > warning).
+      var place = a.village && a.node_label ? a.village + " – " + a.node_label : (a.village || a.node_label || a.node_id);
+      var li = el("li", { class: "alarm active sev-" + a.severity, dataset: { alarmId: String(a.id), node: a.node_id } },
         el("strong", null, _(ALARM_LABELS[a.kind] || a.label)), " · ",
-        el("a", { href: "/tech/nodes/" + encodeURIComponent(a.node_id) }, a.node_id),
-        a.village ? " · " + a.village : "", a.commune ? " · " + a.commune : "",
+        el("a", { href: "/tech/nodes/" + encodeURIComponent(a.node_id) }, place),
+        a.commune ? " · " + a.commune : "",
         el("br"), el("span", { class: "muted" }, a.raised + (a.detail ? " · " + a.detail : "")));
       if (a.acked_by) {
         li.appendChild(el("span", { class: "muted" }, " · " + _("Đã xác nhận") + ": " + a.acked_by));
@@ -294,17 +296,6 @@
 
   function initNode() {
     var badge = document.getElementById("node-state");
-    // A command waits for the node's answer (up to ~10 s for a self-test): say so, and
-    // keep a second tap from sending it twice.
-    Array.prototype.forEach.call(document.querySelectorAll("form.node-action"), function (form) {
-      form.addEventListener("submit", function () {
-        var btn = form.querySelector("button[type=submit]");
-        if (!btn) return;
-        btn.disabled = true;
-        btn.textContent = _("Đang gửi…");
-        form.setAttribute("aria-busy", "true");
-      });
-    });
     openLive("", {
       nodes: function (list) {
         list.forEach(function (n) {
@@ -318,6 +309,19 @@
   }
 
   /* ------------------------------------------------------------------ start */
+
+  // A node command waits for the node's answer (up to ~10 s for a self-test): say so, and
+  // keep a second tap from sending it twice. Delegated from the document and registered as
+  // soon as this script runs, so a tap right after the page appears is covered too.
+  document.addEventListener("submit", function (ev) {
+    var form = ev.target;
+    if (!form.classList || !form.classList.contains("node-action")) return;
+    var btn = form.querySelector("button[type=submit]");
+    if (!btn) return;
+    btn.disabled = true;
+    btn.textContent = _("Đang gửi…");
+    form.setAttribute("aria-busy", "true");
+  });
 
   window.Loa = { api: api, el: el, clear: clear, _: _, PAGE: PAGE, errorText: errorText, debounce: debounce,
     stateLabel: stateLabel };

@@ -17,7 +17,19 @@ from broadcasts.settings import ContentSettings
 from broadcasts.store import ContentStore
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+
+
+def _shared_data() -> Path:
+    """``shared/data`` beside the checkout, or beside any folder above it: a git worktree
+    (``…/wt/issue``) sits one level deeper than the main checkout, and its cases must not be
+    skipped silently there."""
+    for base in REPO.parents:
+        if (base / "shared" / "data").is_dir():
+            return base / "shared" / "data"
+    return (REPO / ".." / "shared" / "data").resolve()
+
+
+SHARED_DATA = _shared_data()
 
 for tool in ("ffmpeg", "ffprobe", "espeak-ng"):
     if not shutil.which(tool):  # the README's test command installs them

@@ -137,10 +137,26 @@ def test_alarm_api_scope_and_ack(stack):
         r = c.post(f"/api/v1/alarms/{other['id']}/ack",
                    headers={"Authorization": f"Bearer {officer}"})
         assert r.status_code == 403
-        r = c.post(f"/api/v1/alarms/{item['id']}/ack", headers={"Authorization": f"Bearer {tech}"})
+        auth = {"Authorization": f"Bearer {tech}"}
+        r = c.post(f"/api/v1/alarms/{item['id']}/ack", headers=auth,
+                   json={"note": "x" * 501})
+        assert r.status_code == 422 and "500" in r.json()["detail"]  # refused, not cut
+        r = c.post(f"/api/v1/alarms/{item['id']}/ack", headers=auth,
+                   json={"note": " Đã báo điện lực "})
         assert r.status_code == 200 and r.json()["acked_by"] == "technician"
+        assert r.json()["ack_note"] == "Đã báo điện lực" and r.json()["severity"] == 3
         page = c.get("/api/v1/alarms", headers={"Authorization": f"Bearer {tech}"}).json()
         assert page["open"] == 2 and page["open_unacked"] == 1
+        # The page's form (it once answered HTTP 500) acknowledges with a note too.
+        web, csrf = stack.login_client("technician")
+        try:
+            r = web.post(f"/tech/alarms/{other['id']}/ack",
+                         data={"csrf_token": csrf, "note": "Thay cầu chì",
+                               "next": "/tech/alarms"})
+            assert r.status_code == 303 and r.headers["location"] == "/tech/alarms?ok=acked"
+            assert "Thay cầu chì" in web.get("/tech/alarms?state=all").text
+        finally:
+            web.close()
 
 
 async def test_attach_runs_the_engine_while_the_controller_leads(db, settings):

@@ -62,24 +62,30 @@ def test_officer_composes_previews_uploads_and_schedules(stack, page, speech_wav
     # Schedule it for tomorrow 17:00 to one village, every day.
     tomorrow = ms_to_dt(now_ms()) + timedelta(days=1)
     page.check("input[name=village] >> nth=0")
-    page.uncheck("#compose input[name=commune]")
-    page.fill("#compose input[name=start_at]", tomorrow.strftime("%Y-%m-%dT17:00"))
+    page.fill("#compose input[name=start_date]", tomorrow.strftime("%d/%m/%Y"))
+    page.fill("#compose input[name=start_time]", "17:00")
     page.select_option("#compose select[name=recurrence]", "FREQ=DAILY")
     page.click("#compose button[type=submit]")
+    page.wait_for_selector("#compose-summary:not([hidden])", timeout=30_000)
+    page.click("#compose-confirm")
     page.wait_for_selector("#compose-status.ok", timeout=30_000)
-    assert "Đã gửi." in page.inner_text("#compose-status")
+    assert "Đã lên lịch" in page.inner_text("#compose-status")
     page.wait_for_selector(f"#calendar .day[data-day='{tomorrow:%d/%m/%Y}'] .slot")
     assert "17:00" in page.inner_text(f"#calendar .day[data-day='{tomorrow:%d/%m/%Y}']")
     with stack.db.session() as s:
         b = s.scalar(select(Broadcast).where(Broadcast.title == "Lịch tiêm chủng"))
         assert b.content_id and b.recurrence and b.targets["villages"] == [
             stack.ids["Thôn Đồng Bầu"]]
-    page.wait_for_selector("#results-table tr[data-broadcast]")
-    page.click("#results-table tr[data-broadcast] button")
-    page.wait_for_selector("#results-table .outcomes")
+    page.wait_for_selector("#results-list [data-broadcast]")
+    page.click("#results-list [data-broadcast] button.view")
+    page.wait_for_selector("#results-list .outcomes")
     screenshot(page, "commune-officer")
 
     # A bad request is answered with the API's Vietnamese reason, on the page.
+    page.check("input[name=village] >> nth=0")
+    page.fill("#compose input[name=start_date]", tomorrow.strftime("%d/%m/%Y"))
+    page.fill("#compose input[name=start_time]", "18:00")
+    page.fill("#compose textarea[name=text]", "Thông báo.")
     page.fill("#compose input[name=title]", "")
     page.click("#compose button[type=submit]")
     page.wait_for_selector("#compose-status.error")

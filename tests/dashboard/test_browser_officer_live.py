@@ -35,24 +35,30 @@ def test_officer_sends_a_tts_bulletin_and_sees_who_played_it(officer_stack, page
     page.wait_for_function("document.getElementById('spoken').textContent.includes('giờ')",
                            timeout=30_000)
     assert "19h30" not in page.inner_text("#spoken")
-    # The whole commune, now (no time given).
+    # The whole commune, now: both chosen explicitly, then confirmed on the summary.
+    page.check("#compose input[name=commune]")
+    page.check("#compose input[name=when][value=now]")
     page.click("#compose button[type=submit]")
+    page.wait_for_selector("#compose-summary:not([hidden])", timeout=60_000)
+    page.click("#compose-confirm")
     page.wait_for_selector("#compose-status.ok", timeout=60_000)
 
-    # Later: the result lists the two clusters that played it and the one that did not.
-    row = "#results-table tr[data-broadcast]"
+    # Later: the result lists the two clusters that played it and the one that did not,
+    # named by village (the clusters have no place label here).
+    row = "#results-list [data-broadcast]"
     page.wait_for_selector(row, timeout=30_000)
     for _ in range(60):
-        page.click(f"{row} >> nth=0 >> button")
-        page.wait_for_selector("#results-table .outcomes")
-        played = page.locator("#results-table .outcomes tr:has-text('Đã phát')").count()
+        page.click(f"{row} >> nth=0 >> button.view")
+        page.wait_for_selector("#results-list .outcomes")
+        played = page.locator("#results-list .outcomes li:has-text('Đã phát')").count()
         if played == 2:
             break
         page.wait_for_timeout(2_000)
         page.reload()
         page.wait_for_selector(row, timeout=30_000)
-    text = page.inner_text("#results-table .outcomes")
+    text = page.inner_text("#results-list .outcomes")
     assert "Cụm loa đã phát: 2" in text, text
-    assert page.locator("#results-table .outcomes tr[data-node='dc-003']:has-text('Không phát')"
-                        ).count() == 1
+    missed = page.locator("#results-list .outcomes li[data-node='dc-003']")
+    assert "Không phát" in missed.inner_text() and "Thôn Nà Pàn" in missed.inner_text()
+    assert "dc-003" not in text  # places, not codes
     screenshot(page, "commune-officer-results")

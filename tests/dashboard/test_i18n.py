@@ -95,13 +95,20 @@ def test_node_events_read_as_sentences_in_both_languages():
     ack = {"type": "cmd_ack", "ts": 1, "cmd_id": "8fc9a91d8d17", "ok": True}
     assert describe_event("vi", ack) == "Đã thực hiện lệnh (8fc9a91d)"
     refused = {**ack, "ok": False, "error": "expired"}
-    assert describe_event("en", refused) == "Command refused: expired (8fc9a91d)"
+    assert describe_event("en", refused) == "Command refused: the command expired (8fc9a91d)"
     st = {"type": "selftest", "ok": False, "speakers_ok": 1, "speakers_total": 2,
           "detail": "loa 2 hở mạch"}
     assert describe_event("vi", st) == "Không đạt: 1/2 loa hoạt động — loa 2 hở mạch"
     failed = {"type": "playback", "broadcast_id": "b-12", "phase": "failed",
               "error": "sha256 mismatch"}
-    assert describe_event("vi", failed) == "Phát lỗi «b-12»: sha256 mismatch"
+    assert describe_event("vi", failed) == "Phát lỗi «b-12»: tệp tải về bị hỏng (sai mã kiểm tra)"
+    # Issue 18: the node's error codes and the wire id read as words and the bulletin's title.
+    stream = {"type": "playback", "broadcast_id": "b29-a3469", "phase": "failed",
+              "error": "stream"}
+    assert describe_event("vi", stream, {"b29-a3469": "Họp thôn"}) == (
+        "Phát lỗi «Họp thôn»: không nhận được luồng phát trực tiếp")
+    assert describe_event("en", stream) == (
+        "Playback failed «b29-a3469»: could not receive the live stream")
     assert describe_event("en", {"type": "fault", "code": "power_lost"}) == "Mains power lost"
     # A type this version does not know keeps its fields rather than vanishing.
     assert describe_event("vi", {"type": "x_vendor", "ts": 1, "temp": 71}) == "temp: 71"
