@@ -21,7 +21,8 @@ from scheduler.service import BroadcastService
 from scheduler.targets import Actor, resolve_nodes
 from tests.factories import make_registry
 
-STREAM = "http://127.0.0.1:9/live"
+# A public address (stream URLs to internal addresses are refused; see test_stream_urls).
+STREAM = "http://14.160.0.10:8000/live"
 
 
 @dataclass
