@@ -73,8 +73,16 @@ def _node(d: dict) -> bool:
             and _positive(d["download"]["play_to_fetched_s"]))
 
 
+def _alert(d: dict) -> bool:
+    run = d["runs"][0]
+    return (run["nodes"] == 20 and run["alert"]["started"] == 20
+            and _positive(run["alert"]["started_99pct_ms"])
+            and _positive(run["baseline_bare_publish"]["started_99pct_ms"]))
+
+
 # (name, arguments, results file, check of its figures)
 SMOKE: list[tuple[str, list[str], str, Callable[[dict], bool]]] = [
+    ("alert", ["bench/alert.py", "--nodes", "20", "--no-warmup"], "alert.json", _alert),
     ("api", ["bench/api.py", "--nodes", "30", "--requests", "10"], "api.json", _api),
     ("content", ["bench/content.py", "--minutes", "0.2"], "content.json", _content),
     ("dispatch", ["bench/dispatch.py", "--nodes", "20", "--lead-s", "3"], "dispatch.json",
