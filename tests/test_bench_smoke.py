@@ -27,7 +27,9 @@ def _positive(value: Any) -> bool:
 
 
 def _api(d: dict) -> bool:
-    return all(_positive(e["p50_ms"]) for e in d["endpoints"].values())
+    burst = d["concurrency"]["mixed burst (half anonymous, half logged in)"]
+    return (all(_positive(e["p50_ms"]) for e in d["endpoints"].values())
+            and burst["statuses"] == {"200": 40} and _positive(burst["p95_ms"]))
 
 
 def _content(d: dict) -> bool:
@@ -83,7 +85,8 @@ def _alert(d: dict) -> bool:
 # (name, arguments, results file, check of its figures)
 SMOKE: list[tuple[str, list[str], str, Callable[[dict], bool]]] = [
     ("alert", ["bench/alert.py", "--nodes", "20", "--no-warmup"], "alert.json", _alert),
-    ("api", ["bench/api.py", "--nodes", "30", "--requests", "10"], "api.json", _api),
+    ("api", ["bench/api.py", "--nodes", "30", "--requests", "10", "--concurrency", "40",
+             "--rounds", "1"], "api.json", _api),
     ("content", ["bench/content.py", "--minutes", "0.2"], "content.json", _content),
     ("dispatch", ["bench/dispatch.py", "--nodes", "20", "--lead-s", "3"], "dispatch.json",
      _dispatch),
