@@ -42,7 +42,8 @@ TRUSTED = "canhbao@kttv.gov.vn"
 
 
 def tone_speech(store: Any, text: str, *, title: str, language: str = "vi",
-                engine: str | None = None, voice: str | None = None, creator: str = ""):
+                engine: str | None = None, voice: str | None = None, creator: str = "",
+                owner_commune_id: int | None = None):
     """Stands in for the TTS engine: one second of tone through the real audio pipeline."""
     from pydub.generators import Sine
 
@@ -50,7 +51,8 @@ def tone_speech(store: Any, text: str, *, title: str, language: str = "vi",
     path = Path(store.tmp_dir) / "tone.wav"
     Sine(660).to_audio_segment(duration=1000).export(path, format="wav")
     return store.add_file(path, filename="tone.wav", title=title, language=language,
-                          source="tts", creator=creator, chime=False)
+                          source="tts", creator=creator, chime=False,
+                          owner_commune_id=owner_commune_id)
 
 
 def place_clusters(db: Database, coords: dict[str, tuple[float, float]]) -> None:
