@@ -161,8 +161,11 @@ def stack(tmp_path, db) -> Iterator[LiveStack]:
 # --------------------------------------------------------------------------- browser
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def chromium():
+    """One Chromium per test module. Playwright's sync API keeps an event loop running in the
+    main thread while it is open, so a browser kept for the whole package made every later
+    ``async`` test in it fail ("Runner.run() cannot be called from a running event loop")."""
     if not CHROMIUM.exists():
         pytest.fail("Debian chromium is required for browser tests: apt-get install -y chromium")
     from playwright.sync_api import sync_playwright
