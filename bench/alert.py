@@ -75,30 +75,6 @@ def cap_document(identifier: str, communes: list[str]) -> bytes:
 </alert>""".encode()
 
 
-def content_worker(db_url: str, data_dir: str, port: int, secret: str) -> None:
-    """The node-facing ``/media`` route on its own, as in production behind the dashboard.
-    (bench/dispatch.py has its own; this one does not rely on a ``setup`` hook.)"""
-    dispatch._exit_with_parent()
-    import uvicorn
-    from fastapi import FastAPI
-    from sqlalchemy import create_engine
-    from sqlalchemy.orm import sessionmaker
-
-    from dashboard.context import AppContext
-    from dashboard.routes import content
-
-    settings = Settings(data_dir=Path(data_dir), database_url=db_url, secret_key=secret)
-    db = Database(db_url)
-    db.engine.dispose()  # a pool as large as the download concurrency (see bench/dispatch)
-    db.engine = create_engine(db_url, connect_args={"check_same_thread": False, "timeout": 30},
-                              pool_size=80, max_overflow=80)
-    db.sessionmaker = sessionmaker(db.engine, expire_on_commit=False)
-    app = FastAPI()
-    app.state.ctx = AppContext(settings=settings, db=db)
-    app.include_router(content.router)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
 def spawn(*args: str):
     import subprocess
     import threading
@@ -347,7 +323,7 @@ def main() -> int:
         dispatch.fleet_worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
         return 0
     if len(sys.argv) > 1 and sys.argv[1] == "--content-worker":
-        content_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+        dispatch.content_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, nargs="+", default=[200])
