@@ -530,7 +530,13 @@ class Dispatcher:
         if ev.phase == "started":
             fetched = any(r.get("phase") == "fetched" and not r.get("implausible")
                           for r in ts.events)
-            cached = (ev.model_extra or {}).get("cached") is True
+            extra = ev.model_extra or {}
+            cached = extra.get("cached") is True
+            # The node's own record of the fetch, repeated on the start: the ``fetched`` event
+            # may have gone to a controller that died before writing it (a takeover).
+            fetched_at = extra.get("fetched_at")
+            fetched = fetched or (isinstance(fetched_at, int) and not isinstance(fetched_at, bool)
+                                  and fetched_at <= ev.at)
             if active is not None and not active.is_stream and not (fetched or cached):
                 return "no_fetch"
             if active is not None and not (active.start_at_ms - tolerance <= at

@@ -117,14 +117,16 @@ class Player:
 
     async def _life(self, job: Job) -> None:
         cmd = job.cmd
+        fetched_at: int | None = None
         try:
             if isinstance(cmd, PlayCmd):
                 await download_verified(self.http, cmd.url, cmd.bytes, cmd.sha256)
+                fetched_at = self.host.now_ms()
                 self._event(job, "fetched")
             await self._sleep_until(cmd.start_at)
             await self._take_turn(job)
             if isinstance(cmd, PlayCmd):
-                self._mark_started(job)
+                self._mark_started(job, fetched_at)
                 total_ms = cmd.duration_ms * cmd.repeat + cmd.gap_ms * (cmd.repeat - 1)
                 await asyncio.sleep(total_ms / 1000)
                 self._end(job, "finished")
@@ -186,9 +188,11 @@ class Player:
 
     # ------------------------------------------------------------------ events
 
-    def _mark_started(self, job: Job) -> None:
+    def _mark_started(self, job: Job, fetched_at: int | None = None) -> None:
         job.started = True
-        self._event(job, "started")
+        # ``fetched_at`` repeats the fetch on the start (docs/protocol.md): a controller that
+        # took over after the ``fetched`` event went to its dead predecessor still sees it.
+        self._event(job, "started", **({} if fetched_at is None else {"fetched_at": fetched_at}))
 
     def _count_stream(self, job: Job, n: int) -> None:
         job.stream_bytes += n

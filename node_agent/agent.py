@@ -440,6 +440,7 @@ class Agent:
                 self.cache.in_use.add(cmd.sha256)
                 self.store.set_phase(job.broadcast_id, "fetched")
                 self._event(job.broadcast_id, "fetched")
+                job.extra["fetched_at"] = now_ms()
                 # Decoded PCM is large (5.8 MB a minute): made shortly before the slot, and
                 # shared by the jobs that play the same file, not held for every queued job.
                 await self._sleep_until(cmd.start_at / 1000 - DECODE_AHEAD_S
@@ -590,7 +591,10 @@ class Agent:
             return
         job.started = True
         self.store.set_phase(job.broadcast_id, "started")
-        self._event(job.broadcast_id, "started", at=int(at * 1000))
+        # fetched_at repeats the fetch on the start (docs/protocol.md), for a controller that
+        # took over after the fetched event went to its predecessor.
+        self._event(job.broadcast_id, "started", at=int(at * 1000),
+                    fetched_at=job.extra.get("fetched_at"))
         self._beat_now.set()
 
     def _end(self, job: Job, phase: str, **extra: Any) -> None:
