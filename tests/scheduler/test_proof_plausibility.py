@@ -25,7 +25,9 @@ from tests.conftest import settings_for
 from tests.factories import make_registry
 
 LIAR, HONEST, CACHED = "pp-liar", "pp-honest", "pp-cached"
-NODES = [LIAR, HONEST, CACHED]
+# Its "fetched" went to a controller that died (a takeover): the start repeats the fetch time.
+TAKEN_OVER = "pp-taken-over"
+NODES = [LIAR, HONEST, CACHED, TAKEN_OVER]
 
 
 def seed(db, start_ms: int) -> tuple[int, str]:
@@ -79,13 +81,16 @@ async def test_implausible_proof_of_play_is_flagged_and_not_counted(
                                        playback("started", start + 150),
                                        playback("finished", start + 60_100)]),
                              (CACHED, [playback("started", start + 200, cached=True),
-                                       playback("finished", start + 60_200)])):
+                                       playback("finished", start + 60_200)]),
+                             (TAKEN_OVER, [playback("started", start + 250,
+                                                    fetched_at=start - 80_000),
+                                           playback("finished", start + 60_250)])):
             for event in events:
                 await asyncio.to_thread(pub, port, node, event)
         deadline = time.monotonic() + 20
-        while svc.ingest.accepted["events"] < 7 and time.monotonic() < deadline:
+        while svc.ingest.accepted["events"] < 9 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        assert svc.ingest.accepted["events"] == 7, svc.ingest.rejected
+        assert svc.ingest.accepted["events"] == 9, svc.ingest.rejected
         await dispatcher.flush()
         with db.session() as s:
             targets = {t.node_id: t for t in s.scalars(
@@ -101,7 +106,7 @@ async def test_implausible_proof_of_play_is_flagged_and_not_counted(
     assert [(e["phase"], e["implausible"]) for e in liar.events] == [
         ("finished", "not_started"), ("started", "no_fetch")]
     assert dispatcher.stats["implausible_events"] == 2
-    for node in (HONEST, CACHED):
+    for node in (HONEST, CACHED, TAKEN_OVER):
         t = targets[node]
         assert t.phase == "finished" and not any("implausible" in e for e in t.events), node
     assert targets[HONEST].started_at_ms == start + 150
