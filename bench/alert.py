@@ -75,22 +75,6 @@ def cap_document(identifier: str, communes: list[str]) -> bytes:
 </alert>""".encode()
 
 
-def spawn(*args: str):
-    import subprocess
-    import threading
-
-    proc = subprocess.Popen([sys.executable, __file__, *args], cwd=dispatch.ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    proc.lines = []  # type: ignore[attr-defined]
-
-    def drain() -> None:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            proc.lines.append(line.rstrip())  # type: ignore[attr-defined]
-
-    threading.Thread(target=drain, daemon=True).start()
-    return proc
-
-
 def p99(values: list[int], n: int) -> int | None:
     need = max(1, math.ceil(0.99 * n))
     s = sorted(values)
@@ -264,7 +248,7 @@ async def run_size(count: int, warmup: bool) -> dict:
                         flush_interval_s=1.0, secret_key="bench-secret")
     store = ContentStore(settings, db)
     gateway = ContentGateway(store)
-    content_proc = spawn("--content-worker", db.url, str(settings.data_dir),
+    content_proc = dispatch.spawn("--content-worker", db.url, str(settings.data_dir),
                                   str(http_port), "bench-secret")
     fleet_proc = None
     controller = ControllerService(settings, db)
@@ -275,7 +259,7 @@ async def run_size(count: int, warmup: bool) -> dict:
             raise RuntimeError("content server: " + "\n".join(content_proc.lines)) from None
         await controller.start()
         await controller.wait_connected()
-        fleet_proc = spawn("--fleet-worker", broker.host, str(broker.port), str(count))
+        fleet_proc = dispatch.spawn("--fleet-worker", broker.host, str(broker.port), str(count))
         nodes = controller.ingest.fleet.nodes
         await dispatch.wait_until(lambda: any(x.startswith("connected")
                                               for x in fleet_proc.lines),
@@ -319,12 +303,6 @@ def main() -> int:
     import logging
 
     logging.getLogger("mqtt").setLevel(logging.ERROR)
-    if len(sys.argv) > 1 and sys.argv[1] == "--fleet-worker":
-        dispatch.fleet_worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
-        return 0
-    if len(sys.argv) > 1 and sys.argv[1] == "--content-worker":
-        dispatch.content_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
-        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, nargs="+", default=[200])
     parser.add_argument("--name", default="alert", help="bench/results/NAME.json")
