@@ -148,7 +148,7 @@ async def through_alert(settings: Settings, db: Database, controller, gateway, i
     import uvicorn
 
     from alerts.config import AlertSettings
-    from alerts.service import AlertService
+    from alerts.workflow import AlertService
     from dashboard.app import create_app
     from dashboard.context import AppContext
     from dashboard.security import create_user, issue_token
@@ -226,9 +226,9 @@ async def through_alert(settings: Settings, db: Database, controller, gateway, i
 
 
 async def run_size(count: int, warmup: bool) -> dict:
-    from broadcasts.service import synthesize_bulletin
+    from broadcasts.bulletins import synthesize_bulletin
     from broadcasts.store import ContentStore
-    from controller.service import ControllerService
+    from controller.process import ControllerService
     from firmware_sim.fleet import generate_node_ids
     from scheduler.content import ContentGateway
 

@@ -43,8 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import insert  # noqa: E402
 
 from bench._common import RESULTS  # noqa: E402
-from controller.registry.models import Commune, Node, Province, Village  # noqa: E402
-from controller.service import ControllerService  # noqa: E402
+from controller.process import ControllerService  # noqa: E402
 from firmware_sim.fleet import generate_node_ids  # noqa: E402
 from loa.broker import EmbeddedBroker, free_port  # noqa: E402
 from loa.db import Database  # noqa: E402
@@ -52,6 +51,7 @@ from loa.protocol import PlayCmd, StopCmd, Topics, decode_event, encode  # noqa:
 from loa.settings import Settings  # noqa: E402
 from loa.text import fold  # noqa: E402
 from loa.timeutil import now_ms  # noqa: E402
+from registry.models import Commune, Node, Province, Village  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "bn"
@@ -371,7 +371,7 @@ async def run_size(count: int, lead_s: float) -> dict:
                         mqtt_port=broker.port, http_port=http_port,
                         public_base_url=f"http://127.0.0.1:{http_port}", heartbeat_s=600,
                         flush_interval_s=1.0, secret_key="bench-secret")
-    from broadcasts.service import synthesize_bulletin
+    from broadcasts.bulletins import synthesize_bulletin
     from broadcasts.store import ContentStore
     from scheduler.content import ContentGateway
 

@@ -10,9 +10,9 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from controller.models import NodeLive, NodeTransition, RejectedCount
-from controller.registry.models import Commune, Node, PendingNode, Village
 from loa.protocol import NodeState
 from loa.text import fold
+from registry.models import Commune, Node, PendingNode, Village
 
 
 class NodeNotFound(LookupError):

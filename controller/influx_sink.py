@@ -216,7 +216,7 @@ class InfluxSink:
 
 
 def attach(services: dict[str, Any], settings: Any, db: Any = None) -> InfluxSink | None:
-    """Hook for ``loa.commands.build_services``: when an InfluxDB URL is configured, every
+    """Hook for ``system.processes.build_services``: when an InfluxDB URL is configured, every
     accepted heartbeat also goes to InfluxDB. The sink starts with the controller (its
     ``extra_tasks``) and is stopped with the other services (``stop``)."""
     cfg = InfluxSettings.from_settings(settings)

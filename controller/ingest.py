@@ -19,7 +19,6 @@ from sqlalchemy import func, select
 
 from controller.fleet_state import FleetState, NodeRuntime, Transition
 from controller.models import NodeLive
-from controller.registry.models import Node
 from controller.stats import LagHistogram
 from controller.telemetry_writer import (
     MAX_BACKLOG_SAMPLES,
@@ -50,6 +49,7 @@ from loa.protocol import (
 )
 from loa.settings import Settings
 from loa.timeutil import now_ms
+from registry.models import Node
 
 log = logging.getLogger("loa.ingest")
 

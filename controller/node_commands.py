@@ -21,7 +21,7 @@ import aiomqtt
 from sqlalchemy import select
 
 from controller.cluster import process_client_id
-from controller.commands import CommandPublisher, new_cmd_id
+from controller.command_publisher import CommandPublisher, new_cmd_id
 from controller.models import NodeEventLog
 from controller.mqtt_transport import stay_connected
 from loa.db import Database

@@ -27,7 +27,7 @@ from typing import Any
 from fastapi.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from controller.registry.formats import MAX_FILE_BYTES as REGISTRY_MAX_FILE_BYTES
+from registry.formats import MAX_FILE_BYTES as REGISTRY_MAX_FILE_BYTES
 
 MULTIPART_OVERHEAD = 256 * 1024  # part headers and small fields around the file
 CONTENT_UPLOAD_PATH = "/api/v1/content"

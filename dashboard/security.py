@@ -33,12 +33,12 @@ from itsdangerous import BadSignature, Signer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from controller.registry.models import Commune, Node, Village
 from dashboard.deps import DbSession, get_ctx
 from dashboard.models import ROLES, AuditLog, AuthToken, LoginAttempt, User, UserCommune
 from loa.db import Database
 from loa.text import fold
 from loa.timeutil import now_ms
+from registry.models import Commune, Node, Village
 
 SESSION_COOKIE = "loa_session"
 LOGIN_CSRF_COOKIE = "loa_login_csrf"

@@ -10,18 +10,18 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from controller.dispatch import Dispatcher
 from loa.db import Database
 from loa.settings import Settings
 from scheduler.config import SchedulerSettings
 from scheduler.content import ContentGateway
+from scheduler.dispatch import Dispatcher
 from scheduler.errors import Unavailable
 from scheduler.live import IcecastServer
 from scheduler.runtime import SchedulerRuntime
-from scheduler.service import BroadcastService
+from scheduler.workflow import BroadcastService
 
 if TYPE_CHECKING:
-    from controller.service import ControllerService
+    from controller.process import ControllerService
 
 log = logging.getLogger("loa.scheduler")
 

@@ -23,11 +23,11 @@ from controller.alarms import (
     AlarmService,
     acknowledge,
 )
-from controller.registry.models import Commune, Node, Village
 from dashboard.deps import DbSession
 from dashboard.models import User
 from dashboard.security import audit, current_user, require_role, scope_commune_ids
 from loa.timeutil import format_datetime
+from registry.models import Commune, Node, Village
 
 router = APIRouter(prefix="/api/v1", tags=["alarms"])
 

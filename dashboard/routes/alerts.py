@@ -1,4 +1,4 @@
-"""Emergency alerts API (CAP 1.2). Thin: the work is in ``alerts.service``.
+"""Emergency alerts API (CAP 1.2). Thin: the work is in ``alerts.workflow``.
 
     POST /api/v1/alerts/cap              body: the CAP XML (application/xml)   -> 202 / 200 dup
     POST /api/v1/alerts/upload           multipart: file (an officer's upload) -> as above
@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from alerts.errors import AlertError, CapRefused
-from alerts.service import AlertService
+from alerts.workflow import AlertService
 from dashboard.context import AppContext
 from dashboard.deps import get_ctx
 from dashboard.models import User

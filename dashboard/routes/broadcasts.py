@@ -2,7 +2,7 @@
 node commands (volume, self-test, stop); saved target groups.
 
 Routes are thin: they turn the logged-in user into a scheduling ``Actor``, call
-``scheduler.service.BroadcastService`` and map its Vietnamese domain errors to 4xx. When the
+``scheduler.workflow.BroadcastService`` and map its Vietnamese domain errors to 4xx. When the
 API runs beside the controller (demo, one-machine install), ``setup`` starts the dispatcher,
 the APScheduler runtime and the Icecast live server with the app.
 """
@@ -37,8 +37,8 @@ from dashboard.security import audit, current_user, require_role
 from loa.timeutil import ICT, now_ms
 from scheduler.config import SchedulerSettings
 from scheduler.recurrence import parse_instant, parse_local_date
-from scheduler.service import BroadcastService
 from scheduler.targets import Actor, check_node_access
+from scheduler.workflow import BroadcastService
 
 log = logging.getLogger("loa.api.broadcasts")
 

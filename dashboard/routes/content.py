@@ -21,18 +21,18 @@ from fastapi.responses import FileResponse, Response
 from starlette.datastructures import FormData
 
 from broadcasts.audio import check_filename
+from broadcasts.bulletins import synthesize_bulletin
 from broadcasts.errors import ContentError, ContentNotFound
 from broadcasts.models import CONTENT_LANGUAGES, CONTENT_SOURCES
 from broadcasts.schemas import ContentOut, ContentPage, TtsContentIn
-from broadcasts.service import synthesize_bulletin
 from broadcasts.store import ContentStore
 from broadcasts.tokens import CONTENT_ID_LENGTH
 from broadcasts.upload import Upload, receive_upload, too_large
-from controller.registry.models import Node
 from dashboard.context import AppContext
 from dashboard.deps import DbSession, get_ctx
 from dashboard.models import User
 from dashboard.security import current_user
+from registry.models import Node
 
 router = APIRouter(tags=["content"])
 

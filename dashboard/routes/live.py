@@ -27,11 +27,11 @@ from sqlalchemy import func, select
 
 from controller.alarms import Alarm
 from controller.models import NodeLive
-from controller.registry.models import Node, Village
 from dashboard.models import User
 from dashboard.security import current_user, scope_commune_ids
 from loa.db import Database
 from loa.timeutil import format_datetime
+from registry.models import Node, Village
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["live"])

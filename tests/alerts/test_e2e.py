@@ -15,7 +15,7 @@ import uvicorn
 from sqlalchemy import select
 
 from alerts.config import AlertSettings
-from alerts.service import AlertService
+from alerts.workflow import AlertService
 from dashboard.security import create_user, issue_token
 from firmware_sim.fleet import Fleet
 from loa.broker import free_port

@@ -129,7 +129,7 @@ async def test_runtime_ticks_and_polls_while_running(db, settings, server):
     import asyncio
 
     from alerts.runtime import AlertRuntime
-    from loa.commands import build_services
+    from system.processes import build_services
 
     env = make_env(db, settings, tick_s=0.05, approval_timeout_s=0.2, feed_trusted=True,
                    feed_interval_s=5, feed_urls=[server.base + "/cap.xml"])

@@ -268,7 +268,7 @@ async def test_a_controller_that_does_not_lead_gets_the_answers_to_its_commands(
     """A technician's self-test sent through a controller that does not lead: the node's
     answer goes to the leader (events follow the leader), and the sender still reports it,
     read from the event log the leader writes."""
-    from controller.service import ControllerService
+    from controller.process import ControllerService
     from firmware_sim.fleet import Fleet
     from loa.protocol import Channel
     from tests.conftest import settings_for

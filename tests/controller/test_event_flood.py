@@ -17,14 +17,14 @@ import aiomqtt
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from controller.dispatch import Dispatcher, wire_broadcast_id
 from controller.models import NodeEventLog
-from controller.service import ControllerService
+from controller.process import ControllerService
 from dashboard.app import create_app
 from dashboard.context import AppContext
 from dashboard.security import create_user, issue_token
 from loa.timeutil import now_ms
 from scheduler.config import SchedulerSettings
+from scheduler.dispatch import Dispatcher, wire_broadcast_id
 from scheduler.models import Airing, AiringTarget, Broadcast
 from tests.conftest import settings_for
 from tests.factories import make_registry

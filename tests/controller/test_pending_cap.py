@@ -13,11 +13,11 @@ import aiomqtt
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from controller.registry.models import PendingNode
-from controller.service import ControllerService
+from controller.process import ControllerService
 from dashboard.app import create_app
 from dashboard.context import AppContext
 from dashboard.security import create_user, issue_token
+from registry.models import PendingNode
 from tests.conftest import settings_for
 from tests.factories import make_registry
 

@@ -80,7 +80,7 @@ class LiveStack:
     async def _start(self) -> None:
         services: dict[str, Any] = {}
         if self.broker is not None:
-            from controller.service import ControllerService
+            from controller.process import ControllerService
 
             self.controller = ControllerService(self.settings, self.db,
                                                 client_id=f"ui-test-{self.port}")

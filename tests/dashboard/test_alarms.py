@@ -163,7 +163,7 @@ async def test_attach_runs_the_engine_while_the_controller_leads(db, settings):
     import asyncio
 
     from controller.alarms import AlarmService, attach
-    from controller.service import ControllerService
+    from controller.process import ControllerService
 
     make_registry(db, communes={"Đội Cấn": {"Thôn A": ["n1"]}})
     controller = ControllerService(settings, db)

@@ -41,7 +41,7 @@ def serve(db_url: str, data_dir, mqtt_port: int, http_port: int) -> subprocess.P
            # Every heartbeat becomes a stored sample, so "nothing lost" can be counted.
            "LOA_HISTORY_SAMPLE_S": "0", "LOA_FLUSH_INTERVAL_S": "0.2",
            "LOA_ICECAST_BINARY": "/nonexistent/icecast2"}
-    return subprocess.Popen([sys.executable, "-m", "loa", "serve"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "system", "serve"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -27,9 +27,9 @@ async def commune(rig, settings, db):
     from sqlalchemy import select
 
     from broadcasts.store import ContentStore
-    from controller.registry.models import Commune, Village
     from dashboard.app import create_app
     from dashboard.context import AppContext
+    from registry.models import Commune, Village
 
     env = read_controller_env(rig.broker.password_file.parent)
     http_port = free_port()

@@ -18,7 +18,7 @@ import pytest
 
 from controller.influx_sink import InfluxSettings, InfluxSink, attach
 from controller.ingest import Ingest
-from controller.service import ControllerService
+from controller.process import ControllerService
 from loa.broker import free_port
 from loa.timeutil import now_ms
 from tests.factories import make_registry

@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 from sqlalchemy import select
 
-from controller.service import ControllerService
+from controller.process import ControllerService
 from firmware_sim.fleet import Fleet
 from loa.broker import free_port
 from loa.db import Database

@@ -15,10 +15,10 @@ import time
 
 from sqlalchemy import select
 
-from controller.dispatch import Dispatcher, wire_broadcast_id
-from controller.service import ControllerService
+from controller.process import ControllerService
 from loa.timeutil import now_ms
 from scheduler.config import SchedulerSettings
+from scheduler.dispatch import Dispatcher, wire_broadcast_id
 from scheduler.models import Airing, AiringTarget, Broadcast
 from scheduler.outcomes import AIRED_PHASES
 from tests.conftest import settings_for

@@ -15,7 +15,7 @@ from dashboard.context import AppContext
 from dashboard.security import create_user, issue_token
 from loa.timeutil import ICT
 from scheduler.config import SchedulerSettings
-from scheduler.service import BroadcastService
+from scheduler.workflow import BroadcastService
 from tests.factories import make_registry
 
 OWN_ICECAST_PORT = 18000
