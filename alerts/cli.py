@@ -43,8 +43,8 @@ def _service():
     from loa.db import open_database
     from loa.settings import get_settings
     from scheduler.config import SchedulerSettings
+    from scheduler.scheduling import default_content
     from scheduler.targets import Actor
-    from scheduler.wiring import default_content
     from scheduler.workflow import BroadcastService
 
     settings = get_settings()

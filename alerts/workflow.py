@@ -801,24 +801,3 @@ class AlertService:
             "p99_s": round((p99 - base) / 1000, 3) if p99 else None,
             "not_started": missing,
         }
-
-
-def attach(services: dict[str, Any], settings: Any, db: Database) -> AlertService | None:
-    """For ``loa serve`` / ``loa controller``: the alert service beside the scheduler, with
-    its timer (repeats, expiry, escalation) and feed poller running while this controller
-    leads."""
-    if "alerts" in services:
-        return None
-    from alerts.runtime import AlertRuntime
-
-    scheduling = services.get("scheduling")
-    content = getattr(scheduling, "dispatcher", None)
-    content = getattr(content, "content", None)
-    svc = AlertService(db, services.get("broadcasts"), AlertSettings(), content=content)
-    services["alerts"] = svc
-    controller = services.get("controller")
-    if controller is not None:
-        runtime = AlertRuntime(svc)
-        services["alerts_runtime"] = runtime
-        controller.add_leader_role("cảnh báo CAP", runtime.start, runtime.stop)
-    return svc

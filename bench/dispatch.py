@@ -108,8 +108,8 @@ def content_worker(db_url: str, data_dir: str, port: int, secret: str) -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.orm import sessionmaker
 
-    from dashboard.context import AppContext
     from dashboard.routes import content
+    from system.root import api_context
 
     settings = Settings(data_dir=Path(data_dir), database_url=db_url, secret_key=secret)
     db = Database(db_url)
@@ -122,7 +122,7 @@ def content_worker(db_url: str, data_dir: str, port: int, secret: str) -> None:
                               pool_size=80, max_overflow=80)
     db.sessionmaker = sessionmaker(db.engine, expire_on_commit=False)
     app = FastAPI()
-    app.state.ctx = AppContext(settings=settings, db=db)
+    app.state.ctx = api_context(settings, db)
     app.include_router(content.router)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
@@ -301,8 +301,8 @@ async def through_dispatcher(settings: Settings, db: Database, controller, gatew
                              ids: list[str], lead_s: float) -> dict:
     from scheduler.config import SchedulerSettings
     from scheduler.models import Airing
+    from scheduler.scheduling import start_scheduling
     from scheduler.targets import Actor
-    from scheduler.wiring import start_scheduling
 
     sched = SchedulerSettings(dispatch_lead_s=lead_s, ack_margin_s=5, housekeeping_s=1,
                               dispatch_flush_s=1.0, slot_grace_s=60)

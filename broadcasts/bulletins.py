@@ -10,15 +10,12 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from broadcasts import ffmpeg
 from broadcasts.audio import MIME, SUFFIX
 from broadcasts.errors import TtsError
 from broadcasts.store import ContentMeta, ContentStore, TtsOrigin
 from broadcasts.tts import Speech
-from loa.db import Database
-from loa.settings import Settings
 
 _PREVIEW_KEY_CHARS = 32
 
@@ -105,10 +102,3 @@ def preview(store: ContentStore, text: str, *, engine: str | None = None,
         return Preview(key=key, spoken=speech.spoken, engine=speech.engine, voice=speech.voice,
                        fallback_reason=speech.fallback_reason, duration_ms=duration_ms,
                        path=target, mime=mime)
-
-
-def attach(services: dict[str, Any], settings: Settings, db: Database) -> None:
-    """Called by ``loa serve``/``loa demo`` (``system.processes.build_services``): one content
-    store for the whole process, shared by the API routes (``get_store``) and whoever else
-    looks in ``services``."""
-    services.setdefault("content_store", ContentStore(settings, db))

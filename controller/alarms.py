@@ -271,20 +271,3 @@ class AlarmService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-
-
-def attach(services: dict, settings: object, db: Database) -> None:
-    """Wire the alarm engine into an in-process controller (``system.processes`` calls this for
-    ``loa controller``, ``loa serve`` and ``loa demo``): it runs while the controller leads,
-    so exactly one engine runs per fleet and stops with its controller."""
-    if "alarms" in services:
-        return
-    service = AlarmService.from_settings(db, settings)
-    services["alarms"] = service
-    controller = services.get("controller")
-    if controller is not None:
-        # One engine per fleet, on the leading controller: two would raise every alarm twice.
-        async def _start() -> None:
-            service.start()
-
-        controller.add_leader_role("cảnh báo", _start, service.stop)

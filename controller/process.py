@@ -55,28 +55,28 @@ LEADER_LEASE = "leader"
 DEFAULT_CLIENT_ID = Settings.model_fields["controller_client_id"].default
 
 
+def _never() -> bool:
+    return False
+
+
 @dataclass(slots=True)
 class LeaderRole:
-    """A fleet-wide duty that must run in exactly one controller (the scheduler, alarms)."""
+    """A fleet-wide duty that must run in exactly one controller (the scheduler, alarms,
+    the alert timer): started when this controller leads (at once when it runs alone),
+    stopped when it stops leading."""
 
     name: str
     start: Callable[[], Awaitable[Any]]
     stop: Callable[[], Awaitable[Any]]
+    # Whether the duty needs other controllers' node states right now (the dispatcher does
+    # while airings run); reading 100,000 rows for nothing is waste.
+    needs_fleet_mirror: Callable[[], bool] = _never
 
 
 class ControllerService:
     def __init__(self, settings: Settings, db: Database, *, client_id: str | None = None) -> None:
         self.settings = settings
         self.db = db
-        self.ingest = Ingest(settings, db)
-        # See Ingest.will_hold_ms: a broker's own shutdown closes our connection right after
-        # the wills it sends on the same TCP stream, well within this.
-        self.ingest.will_hold_ms = 200
-        self.commands = CommandPublisher(self.ingest.topics)
-        # A node's events reach only the leader of several controllers.
-        self.node_commands = NodeCommands(
-            db, self.commands, answers_elsewhere=lambda: self.clustered and not self.is_leader)
-        self.node_commands.attach(self.ingest)
         self.client_id = client_id or settings.controller_client_id
         self.clustered = bool(settings.shared_subscription_group)
         if self.clustered and client_id is None and self.client_id == DEFAULT_CLIENT_ID:
@@ -94,15 +94,27 @@ class ControllerService:
         self._registry_fingerprint: tuple | None = None
         self._tasks: list[asyncio.Task] = []
         self._stopping = asyncio.Event()
-        self.extra_tasks: list[Any] = []  # coroutines other packages attach (dispatch, ...)
         self.leader_roles: list[LeaderRole] = []
-        # Whether the leader's roles need other controllers' node states right now (the
-        # dispatcher does while airings run); reading 100,000 rows for nothing is waste.
-        self.mirror_needed: Callable[[], bool] = lambda: True
         self.is_leader = False
         self.leader_term = 0
         self._client_ref: aiomqtt.Client | None = None
         self.membership: Membership | None = None
+        if self.clustered:
+            # A controller is gone when the broker publishes its will: at once for a dead
+            # connection, after 1.5 x keepalive for a frozen process. Silence alone counts
+            # only beyond that, so a controller slowed by a burst is not dropped (dropping it
+            # would move its nodes back and forth).
+            self.membership = Membership(self.client_id, int(
+                (1.5 * settings.keepalive_s + 2 * settings.controller_presence_s) * 1000))
+        # See Ingest.will_hold_ms: a broker's own shutdown closes our connection right after
+        # the wills it sends on the same TCP stream, well within 200 ms.
+        self.ingest = Ingest(settings, db, will_hold_ms=200,
+                             **({"owns": self.membership.owns} if self.membership else {}))
+        self.commands = CommandPublisher(self.ingest.topics)
+        # A node's events reach only the leader of several controllers.
+        self.node_commands = NodeCommands(
+            db, self.commands, answers_elsewhere=lambda: self.clustered and not self.is_leader)
+        self.ingest.observe(self.node_commands)
         self.router: ClusterRouter | None = None
         self._owned: set[str] = set()  # nodes owned after the last membership change
         self.lease: Lease | None = None
@@ -112,15 +124,9 @@ class ControllerService:
             if not CLIENT_ID_RE.match(self.client_id):
                 raise ValueError(f"Mã bộ điều khiển không hợp lệ: {self.client_id!r} "
                                  "(chỉ chữ, số, '.', '_', '-')")
-            # A controller is gone when the broker publishes its will: at once for a dead
-            # connection, after 1.5 x keepalive for a frozen process. Silence alone counts
-            # only beyond that, so a controller slowed by a burst is not dropped (dropping it
-            # would move its nodes back and forth).
-            self.membership = Membership(self.client_id, int(
-                (1.5 * settings.keepalive_s + 2 * settings.controller_presence_s) * 1000))
+            assert self.membership is not None
             self.router = ClusterRouter(self.ingest.topics, self.membership, self.ingest.handle,
                                         self._publish_raw, self._on_membership_change)
-            self.ingest.owns = self.membership.owns
             self.lease = Lease(db, LEADER_LEASE, self.client_id,
                                int(settings.leader_lease_s * 1000))
             if db.engine.dialect.name == "sqlite":
@@ -129,16 +135,9 @@ class ControllerService:
                 log.warning("Nhiều bộ điều khiển dùng chung một tệp SQLite sẽ phải chờ nhau "
                             "khi ghi; khi chạy nhiều bộ điều khiển hãy dùng PostgreSQL")
 
-    def services(self) -> dict[str, Any]:
-        """What the controller lends the other packages in one process (dispatch, the API)."""
-        return {"controller": self, "commands": self.commands, "ingest": self.ingest,
-                "node_commands": self.node_commands}
-
-    def add_leader_role(self, name: str, start: Callable[[], Awaitable[Any]],
-                        stop: Callable[[], Awaitable[Any]]) -> None:
-        """Run ``start`` when this controller leads (at once when it runs alone) and ``stop``
-        when it stops leading."""
-        self.leader_roles.append(LeaderRole(name, start, stop))
+    def add_leader_role(self, role: LeaderRole) -> None:
+        """Run ``role`` while this controller leads (the composition root adds them)."""
+        self.leader_roles.append(role)
 
     async def start(self) -> None:
         self.ingest.pause()  # nothing is observed until the broker connection is up
@@ -172,7 +171,6 @@ class ControllerService:
             ]
         else:
             self._tasks.append(asyncio.create_task(self._lead(), name="loa-leader"))
-        self._tasks += [asyncio.create_task(c) for c in self.extra_tasks]
 
     async def wait_connected(self, timeout_s: float = 15.0) -> None:
         await asyncio.wait_for(self.connected.wait(), timeout_s)
@@ -323,7 +321,7 @@ class ControllerService:
     async def _mirror_states(self) -> None:
         """The leader's scheduler asks whether any node is online and how skewed its clock
         is; for nodes other controllers own, their last written state answers."""
-        if self.is_leader and self.mirror_needed():
+        if self.is_leader and any(role.needs_fleet_mirror() for role in self.leader_roles):
             self.ingest.mirror(await asyncio.to_thread(self.ingest.writer.load_states))
 
     # ------------------------------------------------------------------ periodic work

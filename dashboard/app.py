@@ -5,6 +5,9 @@ silently smaller API."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
@@ -37,8 +40,16 @@ ROUTERS = (health.router, nodes.router, communes.router, registry.router, auth.r
 _TOO_LARGE = "Giá trị số quá lớn (vượt quá 64 bit)"
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The app starts no service: the composition root (``system.root``) did. It only ends
+    what it made itself, the live page's database poll."""
+    yield
+    await live.stop_watcher(app)
+
+
 def create_app(ctx: AppContext) -> FastAPI:
-    app = FastAPI(title="Loa", version="0.1.0",
+    app = FastAPI(title="Loa", version="0.1.0", lifespan=_lifespan,
                   description="Điều khiển và giám sát hệ thống đài truyền thanh IP cấp xã")
     app.state.ctx = ctx
     app.add_exception_handler(OverflowError, _number_too_large)
@@ -50,11 +61,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     auth.setup(app)  # the audit middleware
-    broadcasts.setup(app)
-    alarms.setup(app)
-    live.setup(app)
     ui.setup(app)  # static files and the error pages
-    alerts.setup(app)
     # Load (issue 17): database slots below the pool, then per-client rate limits outermost.
     from dashboard import ratelimit
     from dashboard.deps import install_db_slots

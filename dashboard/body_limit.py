@@ -57,15 +57,7 @@ def too_large_body(limit: int) -> dict[str, Any]:
 
 def _content_upload_limit(app: Any) -> int:
     """The content store's own cap (a province may change it), plus the multipart framing."""
-    ctx = app.state.ctx
-    store = ctx.services.get("content_store")
-    if store is not None:
-        limit = store.cfg.max_upload_bytes
-    else:
-        from broadcasts.settings import ContentSettings
-
-        limit = ContentSettings().max_upload_bytes
-    return limit + MULTIPART_OVERHEAD
+    return app.state.ctx.content.cfg.max_upload_bytes + MULTIPART_OVERHEAD
 
 
 def limit_for(app: Any, method: str, path: str) -> tuple[int, bool]:

@@ -242,6 +242,12 @@ def audit(s: Session, action: str, *, user: User | None = None, username: str | 
     return entry
 
 
+def alerts_audit(s: Session, action: str, username: str, target: str, detail: dict) -> None:
+    """The alert service's audit hook (``alerts.workflow.AuditHook``): its steps go to the
+    one audit log, in the transaction of the step."""
+    audit(s, action, username=username or "cap", target=target, ip="alerts", detail=detail)
+
+
 class AuditMiddleware:
     """Records every unsafe request (POST/PUT/PATCH/DELETE) that a route did not audit itself:
     who (the user ``current_user`` found), what (method, route, status), when, from where.

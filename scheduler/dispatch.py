@@ -32,15 +32,16 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from controller.command_publisher import CommandPublisher, new_cmd_id
+from controller.fleet_state import Transition
+from controller.ingest import Ingest, IngestObserver
 from controller.models import NodeEventLog
 from loa.db import Database
 from loa.protocol import (
     CmdAck,
-    FaultEvent,
+    NodeEvent,
     PlaybackEvent,
     PlayCmd,
     Rejection,
-    SelftestEvent,
     StopCmd,
     StreamCmd,
     decode_event,
@@ -133,7 +134,7 @@ class DispatchResult:
     created: bool
 
 
-class Dispatcher:
+class Dispatcher(IngestObserver):
     def __init__(self, settings: Settings, db: Database, commands: CommandPublisher, *,
                  content: ContentGateway | None = None, sched: SchedulerSettings | None = None,
                  live: Any = None, base_url: str | None = None,
@@ -155,7 +156,7 @@ class Dispatcher:
         self._slot_locks: dict[tuple[int, int], asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
         self._runner: asyncio.Task | None = None
-        self._ingest: Any = None
+        self._ingest: Ingest | None = None
         # Events that arrive before ``recover`` ran (see ``on_event``).
         self._ready = False
         self._early: deque = deque(maxlen=EARLY_EVENTS_MAX)
@@ -165,10 +166,10 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ wiring
 
-    def attach(self, ingest: Any) -> None:
-        """Listen to an ``Ingest`` for events and node state changes."""
-        ingest.add_event_listener(self.on_event)
-        ingest.add_state_listener(self.on_state)
+    def observe(self, ingest: Ingest) -> None:
+        """Hear ``ingest``'s events and transitions (proof of play, resends) and read its
+        fleet state (who is online, whose clock is skewed)."""
+        ingest.observe(self)
         self._ingest = ingest
 
     def start(self) -> None:
@@ -429,9 +430,8 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ events
 
-    def on_event(self, node_id: str, event: CmdAck | PlaybackEvent | FaultEvent | SelftestEvent,
-                 received_ms: int) -> None:
-        """Ingest listener: cheap, synchronous, in the event loop.
+    def on_event(self, node_id: str, event: NodeEvent, received_ms: int) -> None:
+        """Ingest observer: cheap, synchronous, in the event loop.
 
         Until ``recover`` has reloaded the airings that were running before a restart, events
         are held back: the broker delivers what nodes said while the controller was down as
@@ -549,9 +549,10 @@ class Dispatcher:
                 return "before_start"
         return None
 
-    def on_state(self, node_id: str, old: str, new: str, at_ms: int, cause: str) -> None:
-        """Ingest listener: a node that comes back gets what it has not acknowledged."""
-        if new in ONLINE_STATES and old not in ONLINE_STATES:
+    def on_transition(self, transition: Transition) -> None:
+        """Ingest observer: a node that comes back gets what it has not acknowledged."""
+        node_id = transition.node_id
+        if transition.to_state in ONLINE_STATES and transition.from_state not in ONLINE_STATES:
             loop = asyncio.get_running_loop()
             loop.call_later(self.sched.resend_delay_s,
                             lambda: self._spawn(self.resend_to(node_id)))

@@ -729,11 +729,4 @@ class BroadcastService(ControlMixin):
             s.delete(g)
 
 
-def attach(services: dict[str, Any], settings: Any, db: Database) -> None:
-    """Hook called by ``system.processes.build_services``: scheduling beside the controller."""
-    from scheduler.wiring import attach as attach_scheduling
-
-    attach_scheduling(services, settings, db)
-
-
-__all__ = ["BroadcastService", "Recurrence", "STATUS_LABELS_VI", "attach", "iso"]
+__all__ = ["BroadcastService", "Recurrence", "STATUS_LABELS_VI", "iso"]

@@ -14,12 +14,16 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import uvicorn
 
 from loa.broker import EmbeddedBroker
 from loa.db import Database, open_database
 from loa.settings import Settings
+from system.root import System
 
 log = logging.getLogger("loa")
 
@@ -96,89 +100,41 @@ async def _until_signal() -> None:
 
 
 
-def build_services(settings: Settings, db: Database) -> dict[str, Any]:
-    """The in-process controller plus whatever domain services other packages attach."""
-    from controller.process import ControllerService
-
-    controller = ControllerService(settings, db)
-    services = controller.services()
-    import alerts.workflow
-    import broadcasts.bulletins
-    import controller.alarms
-    import controller.influx_sink
-    import scheduler.workflow
-
-    for attach in (scheduler.workflow.attach, controller.alarms.attach,
-                   broadcasts.bulletins.attach, controller.influx_sink.attach,
-                   alerts.workflow.attach):  # alerts beside the scheduler they air through
-        attach(services, settings, db)
-    return services
-
-
-def api_database(settings: Settings) -> Database:
-    """The API's own engine, its pool above the API's database slots (``dashboard.deps``)."""
-    return Database(settings.resolved_database_url(),
-                    pool_size=2 * settings.api_db_concurrency + 2, max_overflow=10)
-
-
 async def _run(settings: Settings, *, http: bool, controller: bool,
-               on_ready=None, on_stop=None) -> None:
-    db = open_database(settings)
-    # Ingest, dispatch and the scheduler write through an engine of their own, so a flood of
-    # API requests cannot take the connections their writes need (issue 17, finding 2).
-    api_db = api_database(settings) if http else db
-    services = build_services(settings, db) if controller else {}
-    tasks: list[asyncio.Task] = []
-    if controller:
-        await services["controller"].start()
-    elif http:
-        # API only: technicians' node commands go out through a connection of its own.
-        from controller.node_commands import CommandLink
-
-        link = CommandLink(settings, db)
-        link.start()
-        services.update(command_link=link, node_commands=link.node_commands)
-    server = None
-    if http:
-        import uvicorn
-
-        from dashboard.app import create_app
-        from dashboard.context import AppContext
-
-        app = create_app(AppContext(settings=settings, db=api_db, services=services))
-        config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
-                                log_level="warning", lifespan="on",
-                                **settings.proxy_options(),  # type: ignore[arg-type]
-                                # An open live-stream tab must not hold up Ctrl-C.
-                                timeout_graceful_shutdown=3)
-        server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        tasks.append(asyncio.create_task(server.serve()))
-        while not server.started:
-            if tasks[-1].done():
-                tasks[-1].result()
-            await asyncio.sleep(0.05)
-    if on_ready is not None:
-        await on_ready(db, services)
+               on_ready: Callable[[System], Awaitable[None]] | None = None,
+               on_stop: Callable[[], None] | None = None) -> None:
+    """Build the process (``System``), start it, serve HTTP, run until a signal, stop."""
+    system = System(settings, controller=controller, http=http)
+    await system.start()
+    server: uvicorn.Server | None = None
+    serving: asyncio.Task[None] | None = None
     try:
+        if system.app is not None:
+            config = uvicorn.Config(system.app, host=settings.http_host,
+                                    port=settings.http_port, log_level="warning",
+                                    lifespan="on",
+                                    **settings.proxy_options(),  # type: ignore[arg-type]
+                                    # An open live-stream tab must not hold up Ctrl-C.
+                                    timeout_graceful_shutdown=3)
+            server = uvicorn.Server(config)
+            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            serving = asyncio.create_task(server.serve())
+            while not server.started:
+                if serving.done():
+                    serving.result()
+                await asyncio.sleep(0.05)
+        if on_ready is not None:
+            await on_ready(system)
         await _until_signal()
     finally:
         print("\nĐang dừng…", flush=True)
         if on_stop is not None:
             await asyncio.to_thread(on_stop)
-        if server is not None:
+        if server is not None and serving is not None:
             server.should_exit = True
-        for t in tasks:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(t, 10)
-        for svc in services.values():
-            stop = getattr(svc, "stop", None)
-            if stop is not None and asyncio.iscoroutinefunction(stop):
-                with contextlib.suppress(Exception):
-                    await stop()
-        db.dispose()
-        if api_db is not db:
-            api_db.dispose()
+                await asyncio.wait_for(serving, 10)
+        await system.stop()
 
 
 def _secret_is_safe(settings: Settings) -> bool:
@@ -252,7 +208,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     db.dispose()
     sim: subprocess.Popen | None = None
 
-    async def ready(_db: Database, _services: dict[str, Any]) -> None:
+    async def ready(_system: System) -> None:
         nonlocal sim
         if not args.no_sim:
             sim = subprocess.Popen(

@@ -11,8 +11,8 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from dashboard.app import ROUTERS, create_app
-from dashboard.context import AppContext
 from dashboard.security import ensure_demo_accounts
+from system.root import api_context
 from tests.factories import make_registry
 
 PUBLIC = {
@@ -28,7 +28,7 @@ NODE_TOKEN = {("GET", "/media/{name}"), ("HEAD", "/media/{name}")}
 def app(settings, db):
     make_registry(db, communes={"Đội Cấn": {"Thôn Nà Pàn": ["dc-01"]}})
     ensure_demo_accounts(db)
-    return create_app(AppContext(settings=settings, db=db))
+    return create_app(api_context(settings, db))
 
 
 def concrete(path: str) -> str:

@@ -40,12 +40,8 @@ _MULTIPART_OVERHEAD = 256 * 1024  # headers and small fields around the file
 
 
 def get_store(ctx: AppContext = Depends(get_ctx)) -> ContentStore:
-    """One store per app (it caches the TTS service and its normaliser)."""
-    store = ctx.services.get("content_store")
-    if store is None:
-        store = ContentStore(ctx.settings, ctx.db)
-        ctx.services["content_store"] = store
-    return store
+    """One store per process (it caches the TTS service and its normaliser)."""
+    return ctx.content
 
 
 def reject_oversized(request: Request, store: ContentStore = Depends(get_store)) -> None:

@@ -216,17 +216,8 @@ async def live_fleet(request: Request, commune: int | None = None,
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def setup(app: FastAPI) -> None:
-    original = app.router.lifespan_context
-
-    @contextlib.asynccontextmanager
-    async def lifespan(a: FastAPI) -> AsyncIterator[object]:
-        async with original(a) as state:
-            try:
-                yield state
-            finally:
-                watcher = getattr(a.state, "fleet_watcher", None)
-                if watcher is not None:
-                    await watcher.stop()
-
-    app.router.lifespan_context = lifespan
+async def stop_watcher(app: FastAPI) -> None:
+    """At the app's shutdown (``dashboard.app``'s lifespan): end the database poll."""
+    watcher = getattr(app.state, "fleet_watcher", None)
+    if watcher is not None:
+        await watcher.stop()

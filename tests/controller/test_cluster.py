@@ -67,13 +67,12 @@ def test_membership_follows_presence_wills_and_silence():
 
 def test_router_applies_its_own_nodes_and_forwards_the_others(db, settings):
     make_registry(db, communes={"Xã A": {"Thôn 1": [f"r-{i:02d}" for i in range(40)]}})
-    ingest = Ingest(settings, db)
-    ingest.load_registry()
     m = Membership("c1", expire_ms=60_000)
+    ingest = Ingest(settings, db, owns=m.owns)
+    ingest.load_registry()
     sent: list[tuple[str, bytes, int]] = []
     router = ClusterRouter(TOPICS, m, ingest.handle, lambda t, p, q: sent.append((t, p, q)),
                            lambda: None)
-    ingest.owns = m.owns
     now = now_ms()
     router.route(ClusterTopics().presence("c2"), json.dumps({"at_ms": now}).encode(), now)
     mine = [n for n in ingest.fleet.nodes if m.owns(n)]

@@ -11,7 +11,6 @@ from openpyxl import load_workbook
 from sqlalchemy import select
 
 from dashboard.app import create_app
-from dashboard.context import AppContext
 from dashboard.models import AuditLog
 from dashboard.security import create_user, issue_token
 from indicator.demo_history import seed_history
@@ -19,6 +18,7 @@ from loa.settings import Settings
 from loa.timeutil import now_ms
 from registry.demo import load_demo_province
 from registry.models import Commune
+from system.root import api_context
 
 PASSWORD = "mat-khau-thu-nghiem"
 # Only the routers this feature needs; other areas are tested by their own suites.
@@ -47,7 +47,7 @@ def api(seeded, databases, tmp_path, monkeypatch):
     db = databases.clone(source, tmp_path / "loa.db")
     settings = Settings(data_dir=tmp_path / "data", database_url=db.url,
                         secret_key="test-secret")
-    with TestClient(create_app(AppContext(settings=settings, db=db))) as client:
+    with TestClient(create_app(api_context(settings, db))) as client:
         client.tokens = tokens
         client.db = db
         yield client

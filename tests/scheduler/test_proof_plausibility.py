@@ -64,7 +64,7 @@ async def test_implausible_proof_of_play_is_flagged_and_not_counted(
     await svc.start()
     await svc.wait_connected()
     dispatcher = Dispatcher(svc.settings, db, svc.commands, sched=SchedulerSettings())
-    dispatcher.attach(svc.ingest)
+    dispatcher.observe(svc.ingest)
     await dispatcher.recover()
     port = mosquitto_broker.port
 
@@ -119,7 +119,7 @@ async def test_a_started_far_from_start_at_is_not_proof(mosquitto_broker, settin
     await svc.start()
     await svc.wait_connected()
     dispatcher = Dispatcher(svc.settings, db, svc.commands, sched=SchedulerSettings())
-    dispatcher.attach(svc.ingest)
+    dispatcher.observe(svc.ingest)
     await dispatcher.recover()
     try:
         for event in ({"phase": "fetched", "at": start - 200_000},

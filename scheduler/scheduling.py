@@ -1,15 +1,16 @@
-"""One call that puts scheduling next to a running controller: dispatcher (listening to the
-ingest), scheduler runtime (APScheduler on the database), workflow service, and optionally the
-Icecast live server. Used by the app's lifespan, the demo and the tests, so all three wire it
-the same way."""
+"""Scheduling next to a running controller: the dispatcher (observing the ingest), the
+scheduler runtime (APScheduler on the database), the workflow service, and optionally the
+Icecast live server, started and stopped together. The composition root (``system.root``),
+the benchmarks and the tests build it with ``build_scheduling``, so all wire it one way."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
+from broadcasts.store import ContentStore
+from controller.process import ControllerService, LeaderRole
 from loa.db import Database
 from loa.settings import Settings
 from scheduler.config import SchedulerSettings
@@ -20,18 +21,11 @@ from scheduler.live import IcecastServer
 from scheduler.runtime import SchedulerRuntime
 from scheduler.workflow import BroadcastService
 
-if TYPE_CHECKING:
-    from controller.process import ControllerService
-
 log = logging.getLogger("loa.scheduler")
 
 
-def default_content(settings: Settings, db: Database) -> ContentGateway | None:
-    """The content package's store, when it is installed."""
-    try:
-        from broadcasts.store import ContentStore
-    except ModuleNotFoundError:
-        return None
+def default_content(settings: Settings, db: Database) -> ContentGateway:
+    """A content store of its own, for callers that do not share one."""
     return ContentGateway(ContentStore(settings, db))
 
 
@@ -44,12 +38,17 @@ class Scheduling:
     owns_live: bool = False
     started: bool = False
 
-    def services(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"dispatcher": self.dispatcher, "scheduler": self.runtime,
-                               "broadcasts": self.broadcasts, "scheduling": self}
-        if self.live is not None:
-            out["icecast"] = self.live
-        return out
+    def leader_role(self) -> LeaderRole:
+        """Exactly one scheduler per fleet: it runs on the controller that leads (the only
+        one when a controller runs alone)."""
+        async def start() -> None:
+            try:
+                await self.start()
+            except Exception:
+                log.exception("Không khởi động được bộ lập lịch phát thanh")
+
+        return LeaderRole("bộ lập lịch phát thanh", start, self.stop,
+                          needs_fleet_mirror=lambda: bool(self.dispatcher.active_airings()))
 
     async def start(self) -> None:
         """Start the live server (if we own one), the dispatch loop and the scheduler."""
@@ -102,7 +101,7 @@ def build_scheduling(settings: Settings, db: Database, controller: ControllerSer
         owns_live = True
     dispatcher = Dispatcher(settings, db, controller.commands, content=content, sched=sched,
                             live=live, base_url=base_url)
-    dispatcher.attach(controller.ingest)
+    dispatcher.observe(controller.ingest)
     runtime = SchedulerRuntime(db, sched, dispatcher)
     service = BroadcastService(db, sched, content=content, live=live, runtime=runtime)
     return Scheduling(dispatcher, runtime, service, live, owns_live)
@@ -118,27 +117,4 @@ async def start_scheduling(settings: Settings, db: Database,
     scheduling = build_scheduling(settings, db, controller, content=content, sched=sched,
                                   live=live, with_live=start_live, base_url=base_url)
     await scheduling.start()
-    return scheduling
-
-
-def attach(services: dict[str, Any], settings: Settings, db: Database) -> Scheduling | None:
-    """For ``loa controller`` / ``loa serve`` / ``loa demo``: adds dispatcher, scheduler,
-    broadcast service and live server to the in-process services; they start with the
-    controller while it leads (``add_leader_role``) and stop with the other services."""
-    controller = services.get("controller")
-    if controller is None or "dispatcher" in services:
-        return None
-    scheduling = build_scheduling(settings, db, controller, with_live=True)
-    services.update(scheduling.services())
-
-    async def _start() -> None:
-        try:
-            await scheduling.start()
-        except Exception:
-            log.exception("Không khởi động được bộ lập lịch phát thanh")
-
-    # Exactly one scheduler per fleet: it runs on the controller that leads (the only one
-    # when a controller runs alone).
-    controller.add_leader_role("bộ lập lịch phát thanh", _start, scheduling.stop)
-    controller.mirror_needed = lambda: bool(scheduling.dispatcher.active_airings())
     return scheduling
