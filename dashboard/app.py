@@ -29,6 +29,7 @@ ROUTER_MODULES = (
     "dashboard.routes.live",
     "dashboard.routes.ui",
     "dashboard.routes.alerts",  # CAP emergency alerts (issue 19)
+    "dashboard.routes.indicator_pages",  # indicator drill-down, inspection form (issue 16)
 )
 
 

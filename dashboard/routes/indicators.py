@@ -12,18 +12,27 @@ from __future__ import annotations
 import json
 from datetime import date
 from typing import Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from controller.indicator import letterhead as letterheads
 from controller.indicator.criteria import all_sets, get_set, update_set
-from controller.indicator.errors import InvalidInputError, PeriodError
+from controller.indicator.errors import InvalidInputError, NotFoundError, PeriodError
 from controller.indicator.evaluate import evaluate, evaluation_as_dict
+from controller.indicator.models import ManualAttestation
 from controller.indicator.periods import Period, parse_day, parse_period
 from controller.indicator.reports import MEDIA_TYPES, build_report, render
+from controller.indicator.scans import (
+    MAX_SCAN_BYTES,
+    add_scan,
+    get_scan,
+    scan_as_dict,
+    scans_of,
+)
 from controller.indicator.service import (
     add_attestation,
     attestation_as_dict,
@@ -258,8 +267,12 @@ def get_attestations(*, commune_ref: str, user: User = Depends(current_user),
                      s: DbSession):
     commune = find_commune(s, commune_ref)
     require_commune_access(user, commune.id)
+    rows = list_attestations(s, commune.id)
+    scans = scans_of(s, [r.id for r in rows])
     return {"commune_id": commune.id, "commune": commune.name,
-            "items": [attestation_as_dict(r) for r in list_attestations(s, commune.id)]}
+            "items": [{**attestation_as_dict(r),
+                       "scans": [scan_as_dict(x) for x in scans.get(r.id, [])]}
+                      for r in rows]}
 
 
 @router.post("/communes/{commune_ref}/attestations", status_code=201)
@@ -281,3 +294,43 @@ async def post_attestation(*, commune_ref: str, request: Request,
         return doc
 
     return await run_in_threadpool(write)
+
+
+# --------------------------------------------------------------------------- scans
+
+
+@router.post("/attestations/{attestation_id}/scans", status_code=201)
+def post_attestation_scan(*, attestation_id: int, request: Request,
+                          scan: UploadFile = File(...),
+                          user: User = Depends(require_role("province")), s: DbSession):
+    """Attach the scanned paper record (PDF, JPEG or PNG, checked by content) to an
+    inspection already recorded; audited with the scan's SHA-256."""
+    row = s.get(ManualAttestation, attestation_id)
+    if row is None:
+        raise NotFoundError(f"Không tìm thấy biên bản kiểm tra số {attestation_id}.")
+    require_commune_access(user, row.commune_id)
+    saved = add_scan(s, row, scan.file.read(MAX_SCAN_BYTES + 1), scan.filename or "",
+                     by=user.username)
+    doc = scan_as_dict(saved)
+    audit(s, "indicator.attestation.scan.create", user=user,
+          target=f"attestation:{attestation_id}", request=request, status_code=201,
+          detail=doc)
+    return doc
+
+
+@router.get("/attestations/{attestation_id}/scans/{scan_id}")
+def get_attestation_scan(*, attestation_id: int, scan_id: int, download: bool = False,
+                         user: User = Depends(current_user), s: DbSession):
+    """The scan as it was received, shown in the browser (or downloaded with
+    ``?download=1``); sandboxed so a PDF cannot run anything on this site."""
+    row = get_scan(s, scan_id)
+    attestation = s.get(ManualAttestation, row.attestation_id)
+    if row.attestation_id != attestation_id or attestation is None:
+        raise NotFoundError(f"Không tìm thấy bản quét biên bản số {scan_id}.")
+    require_commune_access(user, attestation.commune_id)
+    disposition = "attachment" if download else "inline"
+    return Response(row.data, media_type=row.media_type, headers={
+        "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(row.filename)}",
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+        "X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store",
+        "X-Scan-SHA256": row.sha256})

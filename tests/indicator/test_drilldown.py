@@ -1,0 +1,286 @@
+"""Web drill-down and inspection records with their scans (issue 16, item 5), over HTTP on
+a real database holding the demo province (SQLite, or PostgreSQL in that pass)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+import dashboard.app
+from controller.indicator.demo_history import seed_history
+from controller.indicator.evaluate import evaluate
+from controller.indicator.evidence import verify_evidence, write_evidence
+from controller.indicator.models import AttestationScan, ManualAttestation
+from controller.indicator.periods import parse_period
+from controller.indicator.scans import MAX_SCAN_BYTES, check_scan, sniff
+from controller.registry.demo import load_demo_province
+from controller.registry.models import Commune, Node, Village
+from dashboard.app import create_app
+from dashboard.context import AppContext
+from dashboard.models import AuditLog
+from dashboard.security import create_user, issue_token
+from loa.settings import Settings
+from loa.timeutil import now_ms
+
+PASSWORD = "mat-khau-thu-nghiem"
+ROUTERS = ("dashboard.routes.auth", "dashboard.routes.indicators", "dashboard.routes.ui",
+           "dashboard.routes.indicator_pages")
+
+
+def tiny_png() -> bytes:
+    """A real 1x1 PNG (signature, IHDR, IDAT, IEND with their CRCs)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))
+
+
+PDF = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]"
+       b"/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n")
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + b"\x00" * 64 + \
+    b"\xff\xd9"
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory, databases):
+    db = databases.create(tmp_path_factory.mktemp("drill") / "loa.db")
+    load_demo_province(db)
+    seed_history(db, days=20, now_ms=now_ms(), cover_previous_quarter=False)
+    tokens = {}
+    with db.session() as s:
+        doican = s.scalar(select(Commune.id).where(Commune.code == "ls-doican"))
+        for name, role, communes in (("tinh", "province", []), ("xa", "commune", [doican])):
+            user = create_user(s, name, PASSWORD, role, communes)
+            secret, _row = issue_token(s, user, "api")
+            tokens[name] = {"Authorization": f"Bearer {secret}"}
+    yield db, tokens
+    databases.drop(db)
+
+
+@pytest.fixture
+def web(seeded, databases, tmp_path, monkeypatch):
+    monkeypatch.setattr(dashboard.app, "ROUTER_MODULES", ROUTERS)
+    source, tokens = seeded
+    db = databases.clone(source, tmp_path / "loa.db")
+    settings = Settings(data_dir=tmp_path / "data", database_url=db.url,
+                        secret_key="test-secret")
+    with TestClient(create_app(AppContext(settings=settings, db=db))) as client:
+        client.tokens = tokens
+        client.db = db
+        yield client
+    databases.drop(db)
+
+
+def login(client: TestClient, username: str) -> str:
+    page = client.get("/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    r = client.post("/login", data={"username": username, "password": PASSWORD,
+                                    "csrf_token": csrf, "next": "/"}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    return client.get("/api/v1/auth/me").json()["csrf_token"]
+
+
+def commune_id(web, code: str) -> int:
+    with web.db.session() as s:
+        return s.scalar(select(Commune.id).where(Commune.code == code))
+
+
+# --------------------------------------------------------------------------- content checks
+
+
+def test_scans_are_checked_by_content_not_by_name():
+    assert sniff(PDF) == "application/pdf"
+    assert sniff(tiny_png()) == "image/png"
+    assert sniff(JPEG) == "image/jpeg"
+    assert check_scan(tiny_png(), "anh.pdf") == "image/png"  # the name does not decide
+    with pytest.raises(Exception, match="PDF, JPEG hoặc PNG"):
+        check_scan(b"MZ\x90\x00 not a scan", "bien-ban.pdf")
+    with pytest.raises(Exception, match="PDF, JPEG hoặc PNG"):
+        check_scan(PDF[:-7], "cut.pdf")  # truncated: no %%EOF
+    with pytest.raises(Exception, match="PDF, JPEG hoặc PNG"):
+        check_scan(tiny_png()[:-12], "cut.png")  # no IEND
+    with pytest.raises(Exception, match="rỗng"):
+        check_scan(b"", "empty.pdf")
+    with pytest.raises(Exception, match="vượt giới hạn 10 MB"):
+        check_scan(b"%PDF-" + b"0" * MAX_SCAN_BYTES + b"%%EOF", "big.pdf")
+
+
+# --------------------------------------------------------------------------- drill-down
+
+
+def test_drill_down_province_commune_village_cluster(web):
+    login(web, "tinh")
+    province = web.get("/indicator?period=last30")
+    assert province.status_code == 200
+    assert "Chỉ tiêu truyền thanh theo xã" in province.text
+    assert "Bộ tiêu chí áp dụng" in province.text
+    cid = commune_id(web, "ls-doican")
+    assert f'href="/indicator/communes/{cid}?period=last30"' in province.text
+    # the merged commune: its successor lists it
+    huule = commune_id(web, "ls-huule")
+    assert "Yên Phúc" in web.get(f"/indicator/communes/{huule}?period=2025").text
+
+    commune = web.get(f"/indicator/communes/{cid}?period=last30")
+    assert commune.status_code == 200 and "đã giám sát" in commune.text
+    vid = int(re.search(rf'/indicator/communes/{cid}/villages/(\d+)\?', commune.text).group(1))
+    village = web.get(f"/indicator/communes/{cid}/villages/{vid}?period=last30")
+    assert village.status_code == 200
+    assert "Không giám sát được" in village.text and "Khả dụng" in village.text
+    node = re.search(r'/indicator/clusters/([^?"]+)\?', village.text).group(1)
+    cluster = web.get(f"/indicator/clusters/{node}?period=last30&village={vid}&commune={cid}")
+    assert cluster.status_code == 200
+    assert "Chuyển trạng thái trong kỳ" in cluster.text
+    assert 'id="cluster-timeline"' in cluster.text
+    # dates as dd/mm/yyyy
+    assert re.search(r"\d{2}/\d{2}/\d{4}", cluster.text)
+    # the table of airings names what counted
+    assert "Tính là đã phát" in cluster.text
+
+
+def test_a_commune_officer_sees_only_their_commune(web):
+    login(web, "xa")
+    own = commune_id(web, "ls-doican")
+    other = commune_id(web, "ls-huule")
+    assert web.get(f"/indicator/communes/{own}").status_code == 200
+    assert web.get(f"/indicator/communes/{other}").status_code == 403
+    with web.db.session() as s:
+        foreign_node = s.scalar(select(Node.id).join(Village, Village.id == Node.village_id)
+                                .where(Village.commune_id == other).limit(1))
+    assert web.get(f"/indicator/clusters/{foreign_node}").status_code == 404
+    page = web.get("/indicator")
+    assert f"/indicator/communes/{own}?" in page.text
+    assert f"/indicator/communes/{other}?" not in page.text
+
+
+def test_english_pages(web):
+    login(web, "tinh")
+    web.cookies.set("loa_lang", "en")
+    page = web.get("/indicator?period=last30")
+    assert "Radio indicator by commune" in page.text and "Criteria set applied" in page.text
+
+
+# --------------------------------------------------------------------------- the form
+
+
+def _form(**over) -> dict:
+    data = {"inspector": "Nguyễn Văn Kiểm", "attested_on": "", "valid_until": "31/12/2030",
+            "station_kind": "fm", "note": "Đài FM hoạt động tốt", "period": "last30"}
+    data.update(over)
+    return data
+
+
+def test_inspection_form_with_scan_is_stored_shown_downloaded_and_audited(web, tmp_path):
+    csrf = login(web, "tinh")
+    vule = commune_id(web, "ls-vule")
+    png = tiny_png()
+    r = web.post(f"/indicator/communes/{vule}/attestations",
+                 data={**_form(), "csrf_token": csrf},
+                 files={"scan": ("biên bản.png", png, "application/octet-stream")},
+                 follow_redirects=False)
+    assert r.status_code == 303, r.text
+    page = web.get(r.headers["location"])
+    assert "Nguyễn Văn Kiểm" in page.text and "Xem bản quét" in page.text
+    url = re.search(r'href="(/api/v1/attestations/\d+/scans/\d+)"', page.text).group(1)
+    shown = web.get(url)
+    assert shown.status_code == 200 and shown.content == png
+    assert shown.headers["content-type"] == "image/png"
+    assert shown.headers["content-disposition"].startswith("inline")
+    assert "sandbox" in shown.headers["content-security-policy"]
+    got = web.get(url + "?download=1")
+    assert got.headers["content-disposition"].startswith("attachment")
+    assert got.headers["x-scan-sha256"] == hashlib.sha256(png).hexdigest()
+    with web.db.session() as s:
+        entry = s.scalars(select(AuditLog).where(
+            AuditLog.action == "indicator.attestation.create")).one()
+        assert entry.username == "tinh"
+        assert entry.detail["scans"][0]["sha256"] == hashlib.sha256(png).hexdigest()
+        row = s.scalars(select(ManualAttestation).where(
+            ManualAttestation.inspector == "Nguyễn Văn Kiểm")).one()
+        assert row.commune_id == vule and row.station_kind == "fm"
+
+
+@pytest.mark.parametrize("over,files,message", [
+    ({}, {"scan": ("x.pdf", b"MZ not a pdf", "application/pdf")}, "PDF, JPEG hoặc PNG"),
+    ({"valid_until": "31/02/2030"}, {"scan": ("x.pdf", PDF, "application/pdf")},
+     "Ngày hết hiệu lực"),
+    ({"inspector": "  "}, {"scan": ("x.pdf", PDF, "application/pdf")},
+     "Thiếu tên người kiểm tra"),
+    ({}, {}, "Thiếu tệp biên bản"),
+])
+def test_bad_form_input_is_refused_clearly_and_loses_nothing(web, over, files, message):
+    csrf = login(web, "tinh")
+    vule = commune_id(web, "ls-vule")
+    with web.db.session() as s:
+        before = len(s.scalars(select(ManualAttestation)).all())
+    r = web.post(f"/indicator/communes/{vule}/attestations",
+                 data={**_form(note="ghi chú giữ lại", **over), "csrf_token": csrf},
+                 files=files or None, follow_redirects=False)
+    assert r.status_code == 422
+    assert message in r.text
+    assert "ghi chú giữ lại" in r.text  # what was typed comes back
+    with web.db.session() as s:
+        assert len(s.scalars(select(ManualAttestation)).all()) == before
+        assert s.scalars(select(AttestationScan)).all() == []
+
+
+def test_an_ip_commune_gets_no_form_and_the_api_refuses(web):
+    csrf = login(web, "tinh")
+    cid = commune_id(web, "ls-doican")
+    page = web.get(f"/indicator/communes/{cid}")
+    assert 'id="attest-form"' not in page.text
+    r = web.post(f"/indicator/communes/{cid}/attestations",
+                 data={**_form(station_kind=""), "csrf_token": csrf},
+                 files={"scan": ("x.pdf", PDF, "application/pdf")}, follow_redirects=False)
+    assert r.status_code == 422 and "đài IP" in r.text
+
+
+def test_the_form_needs_the_province_and_csrf(web):
+    login(web, "xa")
+    vule = commune_id(web, "ls-vule")
+    r = web.post(f"/indicator/communes/{vule}/attestations", data=_form(),
+                 files={"scan": ("x.pdf", PDF, "application/pdf")}, follow_redirects=False)
+    assert r.status_code == 403
+
+
+def test_api_scan_upload_and_evidence(web, tmp_path):
+    h = web.tokens["tinh"]
+    r = web.post("/api/v1/communes/ls-tumich/attestations", headers=h,
+                 json={"inspector": "Lê Thị Hữu", "valid_until": "31/12/2030"})
+    assert r.status_code == 201, r.text
+    aid = r.json()["id"]
+    bad = web.post(f"/api/v1/attestations/{aid}/scans", headers=h,
+                   files={"scan": ("a.jpg", b"GIF89a....", "image/jpeg")})
+    assert bad.status_code == 422 and "PDF, JPEG hoặc PNG" in bad.json()["detail"]
+    ok = web.post(f"/api/v1/attestations/{aid}/scans", headers=h,
+                  files={"scan": ("bien-ban.jpg", JPEG, "image/jpeg")})
+    assert ok.status_code == 201 and ok.json()["media_type"] == "image/jpeg"
+    # a commune officer of another commune cannot read it
+    assert web.get(ok.json()["url"], headers=web.tokens["xa"]).status_code == 403
+    listed = web.get("/api/v1/communes/ls-tumich/attestations", headers=h).json()
+    assert listed["items"][0]["scans"][0]["sha256"] == hashlib.sha256(JPEG).hexdigest()
+    with web.db.session() as s:
+        assert s.scalars(select(AuditLog).where(
+            AuditLog.action == "indicator.attestation.scan.create")).one().username == "tinh"
+        e = evaluate(s, parse_period("last30", now_ms=now_ms()), scope="commune:ls-tumich")
+        folder = tmp_path / "evidence"
+        files = write_evidence(s, e, folder)
+    scans = [p for p in files if "scans" in p.parts]
+    assert len(scans) == 1 and scans[0].read_bytes() == JPEG
+    manifest = (folder / "MANIFEST.sha256").read_text()
+    assert str(scans[0].relative_to(folder)) in manifest
+    assert "attestation_scans.csv" in manifest
+    assert verify_evidence(folder).ok
+    scans[0].write_bytes(JPEG + b"x")  # a changed scan is named
+    result = verify_evidence(folder)
+    assert not result.ok and any("scans/" in t for t in result.tampered)
+    scans[0].write_bytes(JPEG)
+    Path(scans[0].parent / "extra.png").write_bytes(tiny_png())
+    assert any("tệp lạ" in t for t in verify_evidence(folder).tampered)
