@@ -22,6 +22,9 @@ COPY broadcasts ./broadcasts
 COPY scheduler ./scheduler
 COPY dashboard ./dashboard
 COPY alerts ./alerts
+COPY registry ./registry
+COPY indicator ./indicator
+COPY system ./system
 COPY node_agent ./node_agent
 RUN pip install -c requirements.lock ".[postgres]"
 # Schema migrations: `alembic upgrade head` runs from /app (the compose `migrate` service).

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from alerts.cap import Area, CapAlert
 from alerts.config import AlertSettings
 from alerts.geo import bbox, in_circle, in_polygon
-from controller.registry.models import Commune, Node, Province, Village
+from registry.models import Commune, Node, Province, Village
 
 
 @dataclass(frozen=True, slots=True)

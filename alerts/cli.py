@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from loa.cli import UserError
+from loa.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,13 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _service():
-    from alerts.service import AlertService
-    from loa.commands import open_database
+    from alerts.workflow import AlertService
+    from loa.db import open_database
     from loa.settings import get_settings
     from scheduler.config import SchedulerSettings
-    from scheduler.service import BroadcastService
+    from scheduler.scheduling import default_content
     from scheduler.targets import Actor
-    from scheduler.wiring import default_content
+    from scheduler.workflow import BroadcastService
 
     settings = get_settings()
     db = open_database(settings)

@@ -21,7 +21,7 @@ from lxml import etree
 from alerts.cap import CAP_NS, parse_xml
 from alerts.errors import CapRefused
 from alerts.models import AlertFeed
-from alerts.service import AlertService
+from alerts.workflow import AlertService
 
 log = logging.getLogger("loa.alerts")
 

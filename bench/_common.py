@@ -43,7 +43,7 @@ def bulk_register(db: Database, node_ids: Sequence[str], *, heartbeat_s: int = 3
     nodes each (a commune of 10 villages with 5 clusters each is typical). Returns counts."""
     from sqlalchemy import insert
 
-    from controller.registry.models import (
+    from registry.models import (
         Commune,
         Node,
         NodePlacement,

@@ -148,12 +148,12 @@ async def through_alert(settings: Settings, db: Database, controller, gateway, i
     import uvicorn
 
     from alerts.config import AlertSettings
-    from alerts.service import AlertService
+    from alerts.workflow import AlertService
     from dashboard.app import create_app
-    from dashboard.context import AppContext
     from dashboard.security import create_user, issue_token
     from scheduler.config import SchedulerSettings
-    from scheduler.wiring import start_scheduling
+    from scheduler.scheduling import start_scheduling
+    from system.root import api_context
 
     sched = SchedulerSettings(ack_margin_s=5, housekeeping_s=1, dispatch_flush_s=1.0,
                               slot_grace_s=60)
@@ -161,9 +161,11 @@ async def through_alert(settings: Settings, db: Database, controller, gateway, i
                                         base_url=settings.public_base_url)
     alerts = AlertService(db, scheduling.broadcasts, AlertSettings(auto_senders=[TRUSTED]),
                           content=gateway)
-    services = {**controller.services(), **scheduling.services(), "alerts": alerts}
+    ctx = api_context(settings, db, content=gateway.store, controller=controller,
+                      scheduling=scheduling)
+    ctx.alerts = alerts
     app_port = free_port()  # chosen now: other programs on the machine take ports too
-    app = create_app(AppContext(settings=settings, db=db, services=services))
+    app = create_app(ctx)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=app_port,
                                            log_level="warning", lifespan="on",
                                            access_log=False))
@@ -226,9 +228,9 @@ async def through_alert(settings: Settings, db: Database, controller, gateway, i
 
 
 async def run_size(count: int, warmup: bool) -> dict:
-    from broadcasts.service import synthesize_bulletin
+    from broadcasts.bulletins import synthesize_bulletin
     from broadcasts.store import ContentStore
-    from controller.service import ControllerService
+    from controller.process import ControllerService
     from firmware_sim.fleet import generate_node_ids
     from scheduler.content import ContentGateway
 

@@ -54,7 +54,15 @@ from sqlalchemy import insert, update  # noqa: E402
 from bench._common import RESULTS  # noqa: E402
 from controller.alarms import AlarmEngine  # noqa: E402
 from controller.models import HeartbeatSample, NodeLive, NodeTransition  # noqa: E402
-from controller.registry.models import (  # noqa: E402
+from dashboard.app import create_app  # noqa: E402
+from dashboard.routes.live import FleetWatcher  # noqa: E402
+from dashboard.security import ensure_demo_accounts  # noqa: E402
+from loa.broker import free_port  # noqa: E402
+from loa.db import Database  # noqa: E402
+from loa.settings import Settings  # noqa: E402
+from loa.text import fold  # noqa: E402
+from loa.timeutil import now_ms  # noqa: E402
+from registry.models import (  # noqa: E402
     Commune,
     Node,
     NodePlacement,
@@ -62,16 +70,7 @@ from controller.registry.models import (  # noqa: E402
     Village,
     VillageMembership,
 )
-from dashboard.app import create_app  # noqa: E402
-from dashboard.context import AppContext  # noqa: E402
-from dashboard.routes.live import FleetWatcher  # noqa: E402
-from dashboard.security import ensure_demo_accounts  # noqa: E402
-from loa.broker import free_port  # noqa: E402
-from loa.commands import api_database  # noqa: E402
-from loa.db import Database  # noqa: E402
-from loa.settings import Settings  # noqa: E402
-from loa.text import fold  # noqa: E402
-from loa.timeutil import now_ms  # noqa: E402
+from system.root import api_context, api_database  # noqa: E402
 
 COMMUNE_NAMES = ["Đội Cấn", "Hoàng Văn Thụ", "Tân Thanh", "Hữu Lũng", "Chi Lăng", "Bắc Sơn",
                  "Bình Gia", "Văn Quan", "Tràng Định", "Cao Lộc", "Lộc Bình", "Đình Lập",
@@ -325,7 +324,7 @@ def main() -> None:
     settings = Settings(data_dir=tmp / "data", database_url=db.url, secret_key="bench",
                         http_port=port)
     # The API's own engine, as `loa serve` makes it; the writer thread keeps `db`.
-    app = create_app(AppContext(settings, api_database(settings), {}))
+    app = create_app(api_context(settings, api_database(settings), services_db=db))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            timeout_graceful_shutdown=1))
     loop = asyncio.new_event_loop()

@@ -43,8 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import insert  # noqa: E402
 
 from bench._common import RESULTS  # noqa: E402
-from controller.registry.models import Commune, Node, Province, Village  # noqa: E402
-from controller.service import ControllerService  # noqa: E402
+from controller.process import ControllerService  # noqa: E402
 from firmware_sim.fleet import generate_node_ids  # noqa: E402
 from loa.broker import EmbeddedBroker, free_port  # noqa: E402
 from loa.db import Database  # noqa: E402
@@ -52,6 +51,7 @@ from loa.protocol import PlayCmd, StopCmd, Topics, decode_event, encode  # noqa:
 from loa.settings import Settings  # noqa: E402
 from loa.text import fold  # noqa: E402
 from loa.timeutil import now_ms  # noqa: E402
+from registry.models import Commune, Node, Province, Village  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "bn"
@@ -108,8 +108,8 @@ def content_worker(db_url: str, data_dir: str, port: int, secret: str) -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.orm import sessionmaker
 
-    from dashboard.context import AppContext
     from dashboard.routes import content
+    from system.root import api_context
 
     settings = Settings(data_dir=Path(data_dir), database_url=db_url, secret_key=secret)
     db = Database(db_url)
@@ -122,7 +122,7 @@ def content_worker(db_url: str, data_dir: str, port: int, secret: str) -> None:
                               pool_size=80, max_overflow=80)
     db.sessionmaker = sessionmaker(db.engine, expire_on_commit=False)
     app = FastAPI()
-    app.state.ctx = AppContext(settings=settings, db=db)
+    app.state.ctx = api_context(settings, db)
     app.include_router(content.router)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
@@ -301,8 +301,8 @@ async def through_dispatcher(settings: Settings, db: Database, controller, gatew
                              ids: list[str], lead_s: float) -> dict:
     from scheduler.config import SchedulerSettings
     from scheduler.models import Airing
+    from scheduler.scheduling import start_scheduling
     from scheduler.targets import Actor
-    from scheduler.wiring import start_scheduling
 
     sched = SchedulerSettings(dispatch_lead_s=lead_s, ack_margin_s=5, housekeeping_s=1,
                               dispatch_flush_s=1.0, slot_grace_s=60)
@@ -371,7 +371,7 @@ async def run_size(count: int, lead_s: float) -> dict:
                         mqtt_port=broker.port, http_port=http_port,
                         public_base_url=f"http://127.0.0.1:{http_port}", heartbeat_s=600,
                         flush_interval_s=1.0, secret_key="bench-secret")
-    from broadcasts.service import synthesize_bulletin
+    from broadcasts.bulletins import synthesize_bulletin
     from broadcasts.store import ContentStore
     from scheduler.content import ContentGateway
 

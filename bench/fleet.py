@@ -15,7 +15,7 @@ Short validation runs (what the figures in the report come from until the full r
 
 Every part prints its figures and writes them into ``bench/results/fleet.json`` (parts run
 separately keep each other's latest figures there). Processes: Debian mosquitto child
-(``EmbeddedBroker``), ``python -m loa controller`` processes, ``python -m loa sim`` processes;
+(``EmbeddedBroker``), ``python -m system controller`` processes, ``python -m system sim`` processes;
 CPU % (100 = one core) and RSS are sampled with psutil every second, mean and peak.
 
 Part a, ``--real N``: N simulated nodes, each its own MQTT connection with its own Last Will
@@ -188,7 +188,7 @@ def prepare_database(url: str | None, run_dir: Path, ids: list[str], reset: bool
             if inspect(db.engine).get_table_names() and not reset:
                 raise SystemExit(f"{url} is not empty: the bench needs a throwaway database "
                                  "(add --reset-database to drop every Loa table in it)")
-            from loa.db import import_all_models
+            from system.schema import import_all_models
 
             import_all_models()
             Base.metadata.drop_all(db.engine)
@@ -224,7 +224,7 @@ def start_controllers(count: int, db_url: str, port: int, run_dir: Path) -> list
         if count > 1:
             env["LOA_SHARED_SUBSCRIPTION_GROUP"] = "loa"
         log_path = run_dir / f"{cid}.log"
-        proc = spawn([sys.executable, "-m", "loa", "controller", "--database-url", db_url,
+        proc = spawn([sys.executable, "-m", "system", "controller", "--database-url", db_url,
                       "--mqtt-host", "127.0.0.1", "--mqtt-port", str(port),
                       "--data-dir", str(run_dir / cid)], log_path, env)
         ctls.append(Controller(cid, proc, stats_path, log_path))
@@ -374,7 +374,7 @@ def exact_summary(values: array | list[int]) -> dict[str, Any]:
 
 
 def sim_cmd(port: int, *args: str) -> list[str]:
-    return [sys.executable, "-m", "loa", "sim", "--mqtt-host", "127.0.0.1",
+    return [sys.executable, "-m", "system", "sim", "--mqtt-host", "127.0.0.1",
             "--mqtt-port", str(port), *args]
 
 

@@ -37,12 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import func, insert, select  # noqa: E402
 
 from bench._common import RESULTS  # noqa: E402
-from controller.indicator.demo_history import seed_history  # noqa: E402
-from controller.indicator.evaluate import evaluate  # noqa: E402
-from controller.indicator.periods import day_range  # noqa: E402
-from controller.indicator.reports import build_report, render_pdf, render_xlsx  # noqa: E402
 from controller.models import NodeTransition  # noqa: E402
-from controller.registry.models import (  # noqa: E402
+from indicator.demo_history import seed_history  # noqa: E402
+from indicator.evaluate import evaluate  # noqa: E402
+from indicator.periods import day_range  # noqa: E402
+from indicator.reports import build_report, render_pdf, render_xlsx  # noqa: E402
+from loa.db import Database  # noqa: E402
+from loa.text import fold  # noqa: E402
+from loa.timeutil import ms_to_dt  # noqa: E402
+from registry.models import (  # noqa: E402
     Commune,
     District,
     Node,
@@ -51,9 +54,6 @@ from controller.registry.models import (  # noqa: E402
     Village,
     VillageMembership,
 )
-from loa.db import Database  # noqa: E402
-from loa.text import fold  # noqa: E402
-from loa.timeutil import ms_to_dt  # noqa: E402
 from scheduler.models import Airing, AiringTarget  # noqa: E402
 
 RESULT_FILE = RESULTS / "indicator.json"

@@ -28,7 +28,7 @@ import paho.mqtt.client as paho
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, bulk_register  # noqa: E402
-from controller.service import ControllerService  # noqa: E402
+from controller.process import ControllerService  # noqa: E402
 from loa.broker import EmbeddedBroker  # noqa: E402
 from loa.db import Database  # noqa: E402
 from loa.protocol import Topics  # noqa: E402

@@ -92,7 +92,7 @@ class Bench:
             d.mkdir()
             env = {**os.environ, **self.pulse.env}
             self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "loa", "node", "run", "--id", node_id, "--broker",
+                [sys.executable, "-m", "system", "node", "run", "--id", node_id, "--broker",
                  f"mqtt://{self.broker.host}:{self.broker.port}", "--content-base",
                  self.media.base, "--output", f"pulse:{sink}", "--cache-dir", str(d / "c"),
                  "--state-dir", str(d / "s"), "--clock-source", f"file:{clock}",

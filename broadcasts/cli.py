@@ -13,8 +13,10 @@ import argparse
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
+
+from sqlalchemy.orm import Session
 
 from broadcasts.audio import AudioPipeline
 from broadcasts.errors import ContentError
@@ -22,8 +24,8 @@ from broadcasts.models import CONTENT_LANGUAGES
 from broadcasts.settings import ContentSettings
 from broadcasts.store import ContentStore, content_root, make_tts
 from broadcasts.tts import ENGINES
-from loa.cli import UserError
 from loa.db import Database
+from loa.errors import UserError
 from loa.settings import get_settings
 from loa.timeutil import format_datetime
 
@@ -115,13 +117,16 @@ def _content_list(args: argparse.Namespace) -> int:
 
 
 def _content_purge(args: argparse.Namespace) -> int:
-    report = _store().purge(retention_days=args.days)
+    report = _store().purge(in_use=args.content_in_use, retention_days=args.days)
     print(f"Đã xóa {len(report.removed_ids)} mục, {report.removed_files} tệp; giữ lại "
           f"{len(report.kept_in_use)} mục còn trong lịch phát.")
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction, *,
+             content_in_use: Callable[[Session], Collection[str]]) -> None:
+    """``content_in_use``: what the retention must keep (the scheduler knows; see
+    ``ContentStore.purge``)."""
     tts = subparsers.add_parser("tts", help="đọc văn bản tiếng Việt thành tiếng")
     tts_sub = tts.add_subparsers(dest="tts_command", metavar="LỆNH", required=True)
 
@@ -158,4 +163,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = c_sub.add_parser("purge", help="xóa nội dung cũ hơn thời hạn lưu trữ")
     p.add_argument("--days", type=int, default=None, help="thời hạn (ngày)")
-    p.set_defaults(func=_guard(_content_purge))
+    p.set_defaults(func=_guard(_content_purge), content_in_use=content_in_use)

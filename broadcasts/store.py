@@ -13,11 +13,13 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
 
 from broadcasts.audio import AudioPipeline, ProcessedAudio
 from broadcasts.errors import ContentError, ContentNotFound
@@ -339,25 +341,22 @@ class ContentStore:
 
     # -- retention -------------------------------------------------------------------------
 
-    def purge(self, *, now: int | None = None, retention_days: int | None = None
-              ) -> PurgeReport:
+    def purge(self, *, in_use: Callable[[Session], Collection[str]],
+              now: int | None = None, retention_days: int | None = None) -> PurgeReport:
         """Delete items older than the retention period, except those a broadcast that is
         still in play (draft, submitted, approved, scheduled) refers to; then delete files
-        no item refers to, stale temporary files and old TTS cache entries."""
-        from scheduler.models import BROADCAST_STATUSES, Broadcast
-
-        terminal = {"aired", "partly_aired", "missed", "cancelled"}
-        live_statuses = [st for st in BROADCAST_STATUSES if st not in terminal]
+        no item refers to, stale temporary files and old TTS cache entries. ``in_use`` names
+        the items still needed (the scheduler's ``content_in_use``: this package does not
+        know broadcasts)."""
         now = now_ms() if now is None else now
         days = retention_days or self.cfg.retention_days
         cutoff = now - days * _DAY_MS
         report = PurgeReport()
         with self.db.session() as s:
-            in_use = set(s.scalars(select(Broadcast.content_id).where(
-                Broadcast.status.in_(live_statuses), Broadcast.content_id.is_not(None))))
+            needed = set(in_use(s))
             old = s.scalars(select(Content).where(Content.created_ms < cutoff)).all()
             for row in old:
-                if row.id in in_use:
+                if row.id in needed:
                     report.kept_in_use.append(row.id)
                     continue
                 report.removed_ids.append(row.id)

@@ -24,9 +24,9 @@ from sqlalchemy import ForeignKey, Index, String, and_, func, or_, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from controller.models import NodeLive, NodeTransition
-from controller.registry.models import Node, Village
 from loa.db import Base, Database
 from loa.timeutil import now_ms
+from registry.models import Node, Village
 
 log = logging.getLogger(__name__)
 
@@ -271,20 +271,3 @@ class AlarmService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-
-
-def attach(services: dict, settings: object, db: Database) -> None:
-    """Wire the alarm engine into an in-process controller (``loa.commands`` calls this for
-    ``loa controller``, ``loa serve`` and ``loa demo``): it runs while the controller leads,
-    so exactly one engine runs per fleet and stops with its controller."""
-    if "alarms" in services:
-        return
-    service = AlarmService.from_settings(db, settings)
-    services["alarms"] = service
-    controller = services.get("controller")
-    if controller is not None:
-        # One engine per fleet, on the leading controller: two would raise every alarm twice.
-        async def _start() -> None:
-            service.start()
-
-        controller.add_leader_role("cảnh báo", _start, service.stop)

@@ -4,15 +4,18 @@ without the controller in memory."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from controller.models import NodeLive, NodeTransition, RejectedCount
-from controller.registry.models import Commune, Node, PendingNode, Village
 from loa.protocol import NodeState
 from loa.text import fold
+from registry.models import Commune, Node, PendingNode, Village
+
+if TYPE_CHECKING:  # the process module reads fleet_queries' neighbours at import
+    from controller.process import ControllerService
 
 
 class NodeNotFound(LookupError):
@@ -97,8 +100,8 @@ def recent_transitions(s: Session, node_id: str, limit: int = 50) -> list[NodeTr
                           .limit(limit)))
 
 
-def controller_stats(services: dict[str, Any]) -> dict[str, Any] | None:
-    svc = services.get("controller")
+def controller_stats(svc: ControllerService | None) -> dict[str, Any] | None:
+    """The in-process controller's ingest figures (None: no controller in this process)."""
     if svc is None:
         return None
     ing = svc.ingest

@@ -33,6 +33,7 @@ from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controller.ingest import IngestObserver
 from loa.protocol import Heartbeat
 
 log = logging.getLogger("loa.influx")
@@ -109,7 +110,7 @@ def heartbeat_point(node_id: str, hb: Heartbeat, received_ms: int):
     return sample_point(compact(node_id, hb, received_ms))
 
 
-class InfluxSink:
+class InfluxSink(IngestObserver):
     def __init__(self, cfg: InfluxSettings) -> None:
         from influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
@@ -119,6 +120,7 @@ class InfluxSink:
                                       timeout=int(cfg.timeout_s * 1000), enable_gzip=True)
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
         self._queue: deque[Sample] = deque()
+        self._runner: asyncio.Task[None] | None = None
         self.written = 0
         self.dropped = 0
         self.errors = 0
@@ -130,12 +132,12 @@ class InfluxSink:
 
     # ------------------------------------------------------------------ ingest side
 
-    def on_heartbeat(self, node_id: str, hb: Heartbeat, received_ms: int) -> None:
-        """The ingest listener: constant time, never raises, never waits."""
+    def on_heartbeat(self, node_id: str, heartbeat: Heartbeat, received_ms: int) -> None:
+        """The ingest observer: constant time, never raises, never waits."""
         if len(self._queue) >= self.cfg.queue_max:
             self.dropped += 1
             return
-        self._queue.append(compact(node_id, hb, received_ms))
+        self._queue.append(compact(node_id, heartbeat, received_ms))
 
     # ------------------------------------------------------------------ writer side
 
@@ -202,8 +204,19 @@ class InfluxSink:
             await asyncio.sleep(self.cfg.flush_interval_s)
             await self.flush()
 
+    def start(self) -> None:
+        """Run the writer on the running loop (the composition root calls this)."""
+        if self._runner is None:
+            self._runner = asyncio.get_running_loop().create_task(self.run(),
+                                                                  name="loa-influx")
+
     async def stop(self) -> None:
-        """One last attempt for what is queued, then close the HTTP pool."""
+        """Stop the writer, one last attempt for what is queued, then close the HTTP pool."""
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._runner
+            self._runner = None
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.flush(force=True), self.cfg.timeout_s + 1)
         self.close()
@@ -213,19 +226,3 @@ class InfluxSink:
             self._write_api.close()
         with contextlib.suppress(Exception):
             self._client.close()
-
-
-def attach(services: dict[str, Any], settings: Any, db: Any = None) -> InfluxSink | None:
-    """Hook for ``loa.commands.build_services``: when an InfluxDB URL is configured, every
-    accepted heartbeat also goes to InfluxDB. The sink starts with the controller (its
-    ``extra_tasks``) and is stopped with the other services (``stop``)."""
-    cfg = InfluxSettings.from_settings(settings)
-    controller = services.get("controller")
-    if not cfg.url or controller is None or "influx" in services:
-        return None
-    sink = InfluxSink(cfg)
-    controller.ingest.add_heartbeat_listener(sink.on_heartbeat)
-    controller.extra_tasks.append(sink.run())
-    services["influx"] = sink
-    log.info("Ghi số liệu nhịp tim vào InfluxDB %s (bucket %s)", cfg.url, cfg.bucket)
-    return sink

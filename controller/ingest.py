@@ -19,7 +19,6 @@ from sqlalchemy import func, select
 
 from controller.fleet_state import FleetState, NodeRuntime, Transition
 from controller.models import NodeLive
-from controller.registry.models import Node
 from controller.stats import LagHistogram
 from controller.telemetry_writer import (
     MAX_BACKLOG_SAMPLES,
@@ -33,13 +32,12 @@ from loa.protocol import (
     NODE_ID_RE,
     Channel,
     CmdAck,
-    FaultEvent,
     HealthThresholds,
     Heartbeat,
+    NodeEvent,
     NodeState,
     PlaybackEvent,
     Rejection,
-    SelftestEvent,
     Status,
     Topics,
     decode_event,
@@ -50,16 +48,40 @@ from loa.protocol import (
 )
 from loa.settings import Settings
 from loa.timeutil import now_ms
+from registry.models import Node
 
 log = logging.getLogger("loa.ingest")
 
-EventListener = Callable[[str, CmdAck | PlaybackEvent | FaultEvent | SelftestEvent, int], None]
-StateListener = Callable[[str, str, str, int, str], None]
-HeartbeatListener = Callable[[str, Heartbeat, int], None]
+class IngestObserver:
+    """What the ingest tells the rest of the system, in memory, as it happens.
+
+    The one seam between the ingest and its readers (the dispatcher's proof of play, node
+    command answers, the InfluxDB sink), in the manner of ThingsBoard's
+    ``DeviceStateService``: each input named and typed. A reader overrides what it needs.
+    Every method runs on the ingest's event loop inside the handling of one MQTT message:
+    it must return at once (queue any work) and never block; an exception is logged and
+    the ingest goes on."""
+
+    def on_transition(self, transition: Transition) -> None:
+        """A node changed state (online / degraded / offline / unknown)."""
+
+    def on_event(self, node_id: str, event: NodeEvent, received_ms: int) -> None:
+        """A node reported an event (acknowledgement, playback, fault, self-test)."""
+
+    def on_heartbeat(self, node_id: str, heartbeat: Heartbeat, received_ms: int) -> None:
+        """A heartbeat was accepted."""
+
+
+def _everyone(_node_id: str) -> bool:
+    return True
 
 
 class Ingest:
-    def __init__(self, settings: Settings, db: Database) -> None:
+    def __init__(self, settings: Settings, db: Database, *,
+                 owns: Callable[[str], bool] = _everyone, will_hold_ms: int = 0) -> None:
+        """``owns``: which nodes this process keeps state for (all of them, unless several
+        controllers share the fleet: ``controller.cluster``). ``will_hold_ms``: see
+        ``_on_status``."""
         self.settings = settings
         self.db = db
         self.topics = Topics(settings.topic_root)
@@ -69,17 +91,13 @@ class Ingest:
         self.rejected: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()
         self.last_rejections: list[dict[str, Any]] = []
-        self._event_listeners: list[EventListener] = []
-        self._state_listeners: list[StateListener] = []
-        self._heartbeat_listeners: list[HeartbeatListener] = []
+        self._observers: tuple[IngestObserver, ...] = ()
         self._dirty: set[str] = set()
         self.unknown_seen = False
         self._flush_lock = asyncio.Lock()
         # Processing time minus the heartbeat's own ``ts``: how far behind the fleet we are.
         self.heartbeat_lag = LagHistogram()
-        # Which nodes this process keeps state for: all of them, unless several controllers
-        # share the fleet (controller.cluster), where each sweeps only the nodes it owns.
-        self.owns: Callable[[str], bool] = lambda _node_id: True
+        self.owns = owns
         # (first instant the node counts as silent, node): at most one entry per node, so
         # the sweeper looks only at nodes that may be due instead of at the whole fleet.
         self._deadlines: list[tuple[int, str]] = []
@@ -96,20 +114,15 @@ class Ingest:
         # A will delivered while the node is in its grace after a gap (typically the
         # retained one the broker kept) says nothing about when the node was lost: it is
         # held until the grace ends, and dropped if the node comes back first.
-        self.will_hold_ms = 0
+        self.will_hold_ms = will_hold_ms
         self._held_wills: dict[str, tuple[int, int | None, bytes]] = {}  # due, dated, will
 
-    # ------------------------------------------------------------------ listeners
+    # ------------------------------------------------------------------ observers
 
-    def add_event_listener(self, fn: EventListener) -> None:
-        self._event_listeners.append(fn)
-
-    def add_state_listener(self, fn: StateListener) -> None:
-        self._state_listeners.append(fn)
-
-    def add_heartbeat_listener(self, fn: HeartbeatListener) -> None:
-        """Every accepted heartbeat (e.g. the InfluxDB sink). Must not block: queue work."""
-        self._heartbeat_listeners.append(fn)
+    def observe(self, observer: IngestObserver) -> None:
+        """Tell ``observer`` of every transition, event and heartbeat from now on (the
+        composition root wires them, ``system.root``)."""
+        self._observers = (*self._observers, observer)
 
     # ------------------------------------------------------------------ registry
 
@@ -284,11 +297,11 @@ class Ingest:
             rt.fw = hb.fw
         self._update(rt, now, "heartbeat")
         self._dirty.add(rt.node_id)
-        for fn in self._heartbeat_listeners:
+        for observer in self._observers:
             try:
-                fn(rt.node_id, hb, now)
-            except Exception:
-                log.exception("heartbeat listener failed for %s", rt.node_id)
+                observer.on_heartbeat(rt.node_id, hb, now)
+            except Exception:  # an observer's bug must not stop ingest
+                log.exception("heartbeat observer failed for %s", rt.node_id)
         if now - rt.last_sample_ms >= self.settings.history_sample_s * 1000:
             rt.last_sample_ms = now
             if len(self.batch.samples) < MAX_BACKLOG_SAMPLES:
@@ -350,11 +363,11 @@ class Ingest:
             raise Rejection("duplicate_event", f"{ev.type} already received from this node")
         self.batch.events.append({"node_id": rt.node_id, "at_ms": now, "type": ev.type,
                                   "payload": ev.model_dump(mode="json")})
-        for fn in self._event_listeners:
+        for observer in self._observers:
             try:
-                fn(rt.node_id, ev, now)
-            except Exception:  # a listener bug must not stop ingest
-                log.exception("event listener failed for %s", rt.node_id)
+                observer.on_event(rt.node_id, ev, now)
+            except Exception:  # an observer's bug must not stop ingest
+                log.exception("event observer failed for %s", rt.node_id)
 
     def _update(self, rt: NodeRuntime, now: int, cause: str) -> None:
         tr = self.fleet.apply(rt, now, cause)
@@ -364,11 +377,11 @@ class Ingest:
     def _record(self, tr: Transition) -> None:
         self.batch.transitions.append(tr)
         self._dirty.add(tr.node_id)
-        for fn in self._state_listeners:
+        for observer in self._observers:
             try:
-                fn(tr.node_id, tr.from_state, tr.to_state, tr.at_ms, tr.cause)
-            except Exception:
-                log.exception("state listener failed for %s", tr.node_id)
+                observer.on_transition(tr)
+            except Exception:  # an observer's bug must not stop ingest
+                log.exception("transition observer failed for %s", tr.node_id)
 
     def _reject(self, reason: str, detail: str, node_id: str | None, now: int) -> None:
         self.rejected[reason] += 1

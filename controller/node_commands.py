@@ -21,12 +21,14 @@ import aiomqtt
 from sqlalchemy import select
 
 from controller.cluster import process_client_id
-from controller.commands import CommandPublisher, new_cmd_id
+from controller.command_publisher import CommandPublisher, new_cmd_id
+from controller.ingest import IngestObserver
 from controller.models import NodeEventLog
 from controller.mqtt_transport import stay_connected
 from loa.db import Database
 from loa.protocol import (
     CmdAck,
+    NodeEvent,
     Rejection,
     SelftestCmd,
     SelftestEvent,
@@ -44,7 +46,7 @@ ANSWER_POLL_S = 0.25  # how often a process that does not hear the events reads 
 KINDS = ("volume", "selftest", "stop")  # what ``send`` takes
 
 
-class NodeCommands:
+class NodeCommands(IngestObserver):
     """``send`` publishes one command and waits up to ``wait_s`` for each answer."""
 
     def __init__(self, db: Database, commands: CommandPublisher, *,
@@ -55,11 +57,8 @@ class NodeCommands:
         self.answers_elsewhere = answers_elsewhere
         self._waiters: dict[str, asyncio.Future] = {}
 
-    def attach(self, ingest: Any) -> None:
-        ingest.add_event_listener(self.on_event)
-
-    def on_event(self, node_id: str, event: Any, _received_ms: int) -> None:
-        """Ingest listener: hands an answer to the ``send`` waiting for it."""
+    def on_event(self, node_id: str, event: NodeEvent, received_ms: int) -> None:
+        """Ingest observer: hands an answer to the ``send`` waiting for it."""
         if isinstance(event, CmdAck):
             key = event.cmd_id
         elif isinstance(event, SelftestEvent):

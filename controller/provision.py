@@ -49,7 +49,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from loa.broker import MAX_PACKET_BYTES
+from loa.credentials import CredentialsFileError, load_node_passwords
 from loa.db import Database
+from loa.errors import UserError
 from loa.protocol import NODE_ID_RE
 from loa.settings import Settings
 from loa.text import spreadsheet_safe
@@ -308,22 +310,6 @@ def new_password() -> str:
     return secrets.token_urlsafe(18)
 
 
-def load_node_passwords(path: Path) -> dict[str, str]:
-    """``{node_id: password}`` from a ``credentials.csv`` written by this module (also what
-    a simulated fleet needs to log in to a secured broker)."""
-    try:
-        with Path(path).open(encoding="utf-8-sig", newline="") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames or not {"node_id", "mqtt_password"} <= set(
-                    reader.fieldnames):
-                raise ProvisionError(f"{path} không phải tệp mật khẩu của Loa "
-                                     "(cần cột node_id, mqtt_password).")
-            return {row["node_id"]: row["mqtt_password"] for row in reader
-                    if row.get("node_id") and row.get("mqtt_password")}
-    except OSError as exc:
-        raise ProvisionError(f"Không đọc được {path}: {exc.strerror}") from None
-
-
 def read_credentials(out_dir: Path) -> dict[str, str]:
     path = out_dir / CREDENTIALS_FILE
     return load_node_passwords(path) if path.exists() else {}
@@ -343,7 +329,7 @@ def read_controller_env(out_dir: Path, name: str = CONTROLLER_ENV) -> dict[str, 
 
 def registered_nodes(db: Database) -> list[NodeCredential]:
     """Current (not retired) nodes with the names an installer recognises."""
-    from controller.registry.models import Commune, Node, Village
+    from registry.models import Commune, Node, Village
 
     with db.session() as s:
         rows = s.execute(
@@ -527,7 +513,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
-    from loa.cli import UserError
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UserError("Cần cả --tls-cert và --tls-key để bật cổng TLS.")
@@ -549,7 +534,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
                            controller_replicas=args.controller_replicas)
         if args.chown:
             chown_broker_files(Path(args.out), args.chown)
-    except ProvisionError as exc:
+    except (ProvisionError, CredentialsFileError) as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
         raise UserError(f"Không ghi được vào {args.out}: {exc.strerror}") from None

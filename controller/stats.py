@@ -9,11 +9,7 @@ controllers can be added.
 
 from __future__ import annotations
 
-import json
-import os
 from bisect import bisect_left
-from pathlib import Path
-from typing import Any
 
 LAG_BOUNDS_MS = (10, 25, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10_000,
                  30_000, 60_000)
@@ -49,9 +45,3 @@ def quantile_ms(hist: dict[str, list[int]], q: float) -> int | None:
     return -1
 
 
-def write_stats_file(path: Path, stats: dict[str, Any]) -> None:
-    """Atomically replace ``path`` so a reader never sees half a document."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(stats, ensure_ascii=False))
-    os.replace(tmp, path)

@@ -26,8 +26,8 @@ from controller.models import (
     NodeTransition,
     RejectedCount,
 )
-from controller.registry.models import PendingNode
 from loa.db import Database
+from registry.models import PendingNode
 
 log = logging.getLogger("loa.ingest")
 

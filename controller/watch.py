@@ -1,7 +1,7 @@
 """The controller's own watch: when it ran and was connected to the broker.
 
 Only while both hold can a node's silence mean anything. The indicator therefore counts a
-node's time only inside these spans (``controller.indicator.coverage``); a controller that
+node's time only inside these spans (``indicator.coverage``); a controller that
 was stopped, crashed, or cut off from the broker leaves a gap that is *unobserved* for every
 node instead of an outage for each of them.
 

@@ -1,10 +1,12 @@
 """The FastAPI application.
 
-Each package contributes its routers from a module listed in ``ROUTER_MODULES``; a module
-that does not exist yet is skipped, so the app grows as packages land without this file
-becoming a merge point."""
+Every router is imported by name here: a missing module is an error at start, not a
+silently smaller API."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -12,32 +14,44 @@ from sqlalchemy.exc import DataError
 
 from dashboard.body_limit import BodyLimitMiddleware
 from dashboard.context import AppContext
-from loa.errors import DomainError
-from loa.modules import import_optional
-
-ROUTER_MODULES = (
-    "dashboard.routes.health",
-    "dashboard.routes.nodes",
-    "dashboard.routes.communes",
-    "dashboard.routes.registry",
-    "dashboard.routes.auth",
-    "dashboard.routes.content",
-    "dashboard.routes.tts",
-    "dashboard.routes.broadcasts",
-    "dashboard.routes.indicators",
-    "dashboard.routes.alarms",
-    "dashboard.routes.live",
-    "dashboard.routes.ui",
-    "dashboard.routes.alerts",  # CAP emergency alerts (issue 19)
-    "dashboard.routes.indicator_pages",  # indicator drill-down, inspection form (issue 16)
+from dashboard.routes import (
+    alarms,
+    alerts,
+    auth,
+    broadcasts,
+    communes,
+    content,
+    health,
+    indicator_pages,
+    indicators,
+    live,
+    nodes,
+    registry,
+    tts,
+    ui,
 )
+from loa.errors import DomainError
+
+# In the order their paths are matched (the pages last: their catch-alls come after the API).
+ROUTERS = (health.router, nodes.router, communes.router, registry.router, auth.router,
+           content.router, tts.router, broadcasts.router, indicators.router, alarms.router,
+           live.router, ui.router, alerts.router,
+           indicator_pages.router)  # indicator drill-down, inspection form (issue 16)
 
 
 _TOO_LARGE = "Giá trị số quá lớn (vượt quá 64 bit)"
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The app starts no service: the composition root (``system.root``) did. It only ends
+    what it made itself, the live page's database poll."""
+    yield
+    await live.stop_watcher(app)
+
+
 def create_app(ctx: AppContext) -> FastAPI:
-    app = FastAPI(title="Loa", version="0.1.0",
+    app = FastAPI(title="Loa", version="0.1.0", lifespan=_lifespan,
                   description="Điều khiển và giám sát hệ thống đài truyền thanh IP cấp xã")
     app.state.ctx = ctx
     app.add_exception_handler(OverflowError, _number_too_large)
@@ -46,14 +60,10 @@ def create_app(ctx: AppContext) -> FastAPI:
     # Added before the routers' own middlewares, so just inside them: bodies are capped
     # before authentication and parsing, and the audit middleware still records refusals.
     app.add_middleware(BodyLimitMiddleware)
-    for name in ROUTER_MODULES:
-        module = import_optional(name)
-        if module is None:
-            continue
-        app.include_router(module.router)
-        setup = getattr(module, "setup", None)
-        if setup is not None:
-            setup(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    auth.setup(app)  # the audit middleware
+    ui.setup(app)  # static files and the error pages
     # Load (issue 17): database slots below the pool, then per-client rate limits outermost.
     from dashboard import ratelimit
     from dashboard.deps import install_db_slots

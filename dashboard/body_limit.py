@@ -28,7 +28,7 @@ from typing import Any
 from fastapi.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from controller.registry.formats import MAX_FILE_BYTES as REGISTRY_MAX_FILE_BYTES
+from registry.formats import MAX_FILE_BYTES as REGISTRY_MAX_FILE_BYTES
 
 MULTIPART_OVERHEAD = 256 * 1024  # part headers and small fields around the file
 CONTENT_UPLOAD_PATH = "/api/v1/content"
@@ -61,21 +61,13 @@ def too_large_body(limit: int) -> dict[str, Any]:
 
 def _content_upload_limit(app: Any) -> int:
     """The content store's own cap (a province may change it), plus the multipart framing."""
-    ctx = app.state.ctx
-    store = ctx.services.get("content_store")
-    if store is not None:
-        limit = store.cfg.max_upload_bytes
-    else:
-        from broadcasts.settings import ContentSettings
-
-        limit = ContentSettings().max_upload_bytes
-    return limit + MULTIPART_OVERHEAD
+    return app.state.ctx.content.cfg.max_upload_bytes + MULTIPART_OVERHEAD
 
 
 def limit_for(app: Any, method: str, path: str) -> tuple[int, bool]:
     """(limit in bytes, whether the caller must be logged in before the body is read)."""
     if method == "POST" and SCAN_UPLOAD_PATHS.match(path.rstrip("/")):
-        from controller.indicator.scans import MAX_SCAN_BYTES  # issue 16: inspection scans
+        from indicator.scans import MAX_SCAN_BYTES  # issue 16: inspection scans
 
         return MAX_SCAN_BYTES + MULTIPART_OVERHEAD, True
     if method == "POST" and path.rstrip("/") == CONTENT_UPLOAD_PATH:

@@ -22,8 +22,8 @@ from dashboard.security import (
     set_password,
     update_user,
 )
-from loa.cli import UserError
 from loa.db import Database
+from loa.errors import UserError
 from loa.settings import get_settings
 
 

@@ -33,12 +33,12 @@ from itsdangerous import BadSignature, Signer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from controller.registry.models import Commune, Node, Village
 from dashboard.deps import DbSession, get_ctx
 from dashboard.models import ROLES, AuditLog, AuthToken, LoginAttempt, User, UserCommune
 from loa.db import Database
 from loa.text import fold
 from loa.timeutil import now_ms
+from registry.models import Commune, Node, Village
 
 SESSION_COOKIE = "loa_session"
 LOGIN_CSRF_COOKIE = "loa_login_csrf"
@@ -240,6 +240,12 @@ def audit(s: Session, action: str, *, user: User | None = None, username: str | 
     if request is not None:
         request.state.audited = True
     return entry
+
+
+def alerts_audit(s: Session, action: str, username: str, target: str, detail: dict) -> None:
+    """The alert service's audit hook (``alerts.workflow.AuditHook``): its steps go to the
+    one audit log, in the transaction of the step."""
+    audit(s, action, username=username or "cap", target=target, ip="alerts", detail=detail)
 
 
 class AuditMiddleware:

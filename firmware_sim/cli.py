@@ -19,24 +19,32 @@ import contextlib
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from firmware_sim.faults import FaultSpec, parse_fault
-from firmware_sim.fleet import Fleet, NodeSpec, _n, generate_node_ids, specs_from_registry
+from firmware_sim.fleet import Fleet, NodeSpec, _n, generate_node_ids
 from firmware_sim.multiplex import (
     DEFAULT_ANNOUNCE_RATE,
     DEFAULT_CONNECTIONS,
     VirtualFleet,
     VirtualFleetStats,
 )
+from loa.credentials import CredentialsFileError, load_node_passwords
+from loa.db import Database
+from loa.errors import UserError
+from loa.files import write_json_atomically
 from loa.protocol import NODE_ID_RE, Topics
 
 DEFAULT_NODES = 10
 DEFAULT_CONNECT_RATE = 200.0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction, *,
+             registry_nodes: Callable[[Database], list[NodeSpec]] | None = None) -> None:
+    """``registry_nodes`` reads the simulated clusters of a registry (``--from-registry``);
+    the simulator stands on the protocol alone, so the composition root lends it."""
     p = subparsers.add_parser(
         "sim", help="chạy các cụm loa mô phỏng theo giao thức Loa",
         description="Chạy nhiều cụm loa mô phỏng (mỗi cụm một kết nối MQTT) cho tới khi "
@@ -87,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--credentials", metavar="CSV",
                    help="credentials.csv của 'loa nodes provision': mật khẩu MQTT từng cụm, "
                         "cho broker bắt buộc mật khẩu và ACL")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, registry_nodes=registry_nodes)
 
 
 def _positive_int(text: str) -> int:
@@ -137,7 +145,6 @@ def take_shard(specs: list[NodeSpec], shard: tuple[int, int] | None) -> list[Nod
 
 
 def parse_kill_after(items: list[str], known: set[str]) -> list[tuple[str, float]]:
-    from loa.cli import UserError
 
     plan = []
     for item in items:
@@ -155,7 +162,6 @@ def parse_kill_after(items: list[str], known: set[str]) -> list[tuple[str, float
 
 
 def parse_faults(items: list[str], known: set[str]) -> list[tuple[str, FaultSpec]]:
-    from loa.cli import UserError
 
     plan = []
     for item in items:
@@ -173,17 +179,16 @@ def parse_faults(items: list[str], known: set[str]) -> list[tuple[str, FaultSpec
 
 
 def _load_specs(args: argparse.Namespace, settings) -> list[NodeSpec]:
-    from loa.cli import UserError
 
     if args.from_registry:
         from sqlalchemy.exc import SQLAlchemyError
 
-        from loa.db import Database
-
+        if args.registry_nodes is None:
+            raise UserError("--from-registry không dùng được ở bản cài này (thiếu sổ đăng ký)")
         url = args.db or settings.resolved_database_url()
         db = Database(url)
         try:
-            specs = specs_from_registry(db)
+            specs = args.registry_nodes(db)
         except SQLAlchemyError as exc:
             raise UserError(f"Không đọc được sổ đăng ký tại {url}: "
                             f"{str(exc).splitlines()[0][:200]}") from None
@@ -202,12 +207,10 @@ def _load_specs(args: argparse.Namespace, settings) -> list[NodeSpec]:
 
 
 def _load_passwords(path: str, known: set[str]) -> dict[str, str]:
-    from controller.provision import ProvisionError, load_node_passwords
-    from loa.cli import UserError
 
     try:
         passwords = load_node_passwords(Path(path))
-    except ProvisionError as exc:
+    except CredentialsFileError as exc:
         raise UserError(str(exc)) from None
     missing = sorted(known - set(passwords))
     if missing:
@@ -217,7 +220,6 @@ def _load_passwords(path: str, known: set[str]) -> dict[str, str]:
 
 
 def _check_broker(host: str, port: int) -> None:
-    from loa.cli import UserError
 
     try:
         with socket.create_connection((host, port), timeout=3):
@@ -234,12 +236,10 @@ def run(args: argparse.Namespace) -> int:
     if args.virtual:
         return run_virtual(args, settings)
     if args.connections or args.stats_file:
-        from loa.cli import UserError
 
         raise UserError("--connections và --stats-file chỉ dùng với --virtual N")
     specs = take_shard(_load_specs(args, settings), args.shard)
     if not specs:
-        from loa.cli import UserError
 
         raise UserError(f"Phần {args.shard[0]}/{args.shard[1]} không có cụm loa nào")
     known = {s.node_id for s in specs}
@@ -303,7 +303,6 @@ async def _serve(fleet: Fleet, specs: list[NodeSpec], kills: list[tuple[str, flo
 
 def run_virtual(args: argparse.Namespace, settings) -> int:
     """``loa sim --virtual N``: the multiplexed ingest-load mode (see firmware_sim.multiplex)."""
-    from loa.cli import UserError
 
     refused = [flag for flag, given in (("--kill-after", args.kill_after), ("--fault", args.fault),
                                         ("--credentials", args.credentials)) if given]
@@ -344,9 +343,6 @@ async def _serve_virtual(fleet: VirtualFleet, run_for: float | None, stats_file:
                          where: str) -> tuple[VirtualFleetStats, BaseException | None]:
     """Run until a signal or ``run_for``; the final figures, and why start-up failed if it
     did (the nodes already announced are still shut down cleanly)."""
-    # The controller's atomic writer: a reader polling the file never sees half of it.
-    from controller.stats import write_stats_file
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -355,7 +351,7 @@ async def _serve_virtual(fleet: VirtualFleet, run_for: float | None, stats_file:
 
     async def report() -> None:
         while True:
-            write_stats_file(stats_file, fleet.stats().as_dict())
+            write_json_atomically(stats_file, fleet.stats().as_dict())
             await asyncio.sleep(1.0)
 
     reporter = asyncio.create_task(report()) if stats_file else None
@@ -383,5 +379,5 @@ async def _serve_virtual(fleet: VirtualFleet, run_for: float | None, stats_file:
             await reporter
     final = fleet.stats()
     if stats_file is not None:
-        write_stats_file(stats_file, final.as_dict())
+        write_json_atomically(stats_file, final.as_dict())
     return final, failure

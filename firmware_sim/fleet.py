@@ -20,7 +20,6 @@ from firmware_sim.faults import Fault
 from firmware_sim.fetch import SharedHttp
 from firmware_sim.mqtt_link import KillMode
 from firmware_sim.node import SimNode
-from loa.db import Database
 from loa.protocol import Topics
 
 log = logging.getLogger(__name__)
@@ -63,19 +62,6 @@ def _n(value: int) -> str:
 def generate_node_ids(count: int, prefix: str = "sim") -> list[str]:
     width = max(4, len(str(count)))
     return [f"{prefix}-{i:0{width}d}" for i in range(1, count + 1)]
-
-
-def specs_from_registry(db: Database) -> list[NodeSpec]:
-    """Registered, not retired nodes marked ``simulated``, with their heartbeat_s."""
-    from sqlalchemy import select
-
-    from controller.registry.models import Node
-
-    with db.session() as session:
-        rows = session.scalars(select(Node).where(Node.simulated.is_(True),
-                                                  Node.retired_ms.is_(None))
-                               .order_by(Node.id)).all()
-        return [NodeSpec(r.id, heartbeat_s=r.heartbeat_s, speakers=r.speakers) for r in rows]
 
 
 def raise_fd_limit(wanted: int) -> int:

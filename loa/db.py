@@ -13,6 +13,8 @@ from pathlib import Path
 from sqlalchemy import BigInteger, Engine, Integer, create_engine, event, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from loa.settings import Settings
+
 # Epoch milliseconds need 64 bits on PostgreSQL; SQLite's INTEGER is already 64-bit and only
 # an INTEGER PRIMARY KEY autoincrements there.
 BigInt = BigInteger().with_variant(Integer(), "sqlite")
@@ -65,18 +67,6 @@ def make_engine(url: str, *, pool_size: int | None = None, max_overflow: int = 1
                          **(sized or {"pool_size": 10, "max_overflow": 20}))
 
 
-def import_all_models() -> None:
-    """Import every package's models so ``Base.metadata`` knows all tables."""
-    import controller.models  # noqa: F401
-    import controller.registry.models  # noqa: F401
-    from loa.modules import import_optional
-
-    for optional in ("broadcasts.models", "scheduler.models", "dashboard.models",
-                     "controller.indicator.models", "controller.alarms"):
-        import_optional(optional)
-    import_optional("alerts.models")  # CAP emergency alerts (issue 19)
-
-
 class Database:
     """Engine plus session factory; ``create_all`` is idempotent (migrations come with Alembic)."""
 
@@ -86,7 +76,8 @@ class Database:
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_all(self) -> None:
-        import_all_models()
+        """Create the tables of every model imported so far (``system.schema`` imports them
+        all; the floor layer cannot know the packages above it)."""
         Base.metadata.create_all(self.engine)
 
     @contextmanager
@@ -104,3 +95,10 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def open_database(settings: Settings) -> Database:
+    """The process's database, its tables created if missing."""
+    db = Database(settings.resolved_database_url())
+    db.create_all()
+    return db

@@ -15,3 +15,8 @@ class DomainError(Exception):
     def extra(self) -> dict[str, object]:
         """More fields for the API answer (e.g. one entry per bad import line)."""
         return {}
+
+
+class UserError(Exception):
+    """A command-line mistake the user can fix; ``loa`` prints it without a traceback and
+    exits 1. Every package's CLI raises it, so it lives at the bottom."""

@@ -159,8 +159,9 @@ class SelftestEvent(_Msg):
     detail: str | None = None
 
 
-Event = Annotated[CmdAck | PlaybackEvent | FaultEvent | SelftestEvent,
-                  Field(discriminator="type")]
+NodeEvent = CmdAck | PlaybackEvent | FaultEvent | SelftestEvent
+"""A decoded event, whichever its type (``decode_event`` returns one)."""
+Event = Annotated[NodeEvent, Field(discriminator="type")]
 _event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
 
 Priority = Literal["normal", "priority", "emergency"]

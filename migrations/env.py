@@ -15,8 +15,9 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection
 
-from loa.db import Base, import_all_models, make_engine
+from loa.db import Base, make_engine
 from loa.settings import Settings
+from system.schema import import_all_models
 
 # Tables that live in Loa's database but belong to a library, not to Loa's models.
 # APScheduler's job store creates and migrates its own table (scheduler/runtime.py).

@@ -1,6 +1,6 @@
 """``loa node run`` and ``loa node check``.
 
-``loa.cli`` hands ``loa node …`` straight to ``main`` here before it builds its own parser,
+``system.cli`` hands ``loa node …`` straight to ``main`` here before it builds its own parser,
 so on a board only this package, ``loa/`` and the node's four libraries are imported: no
 controller, no database, no web server."""
 
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """So ``loa --help`` lists ``node``; the actual dispatch is ``main`` (see loa/cli.py)."""
+    """So ``loa --help`` lists ``node``; the actual dispatch is ``main`` (see system/cli.py)."""
     p = subparsers.add_parser("node", help="phần mềm cụm loa thật (loa node run/check)",
                               add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from loa.cli import UserError
+from loa.errors import UserError
 from scheduler.errors import ScheduleError
 
 
@@ -62,11 +62,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def _service():
-    from loa.commands import open_database
+    from loa.db import open_database
     from loa.settings import get_settings
     from scheduler.config import SchedulerSettings
-    from scheduler.service import BroadcastService
     from scheduler.targets import Actor
+    from scheduler.workflow import BroadcastService
 
     settings = get_settings()
     db = open_database(settings)

@@ -64,7 +64,7 @@ class SchedulerSettings(BaseSettings):
     # ``max_sends`` times in all.
     ack_retry_s: float = Field(default=15.0, gt=0)
     max_sends: int = Field(default=5, ge=1)
-    # Proof of play must be plausible (controller.dispatch): a ``started`` more than this
+    # Proof of play must be plausible (scheduler.dispatch): a ``started`` more than this
     # before start_at or after the slot's end is kept as evidence, flagged, and not counted.
     proof_tolerance_s: float = Field(default=10.0, ge=0)
     # Private networks a stream_url may point to besides public addresses and our own

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.registry.models import Node, Village
+from registry.models import Node, Village
 from scheduler.models import Broadcast
 from scheduler.recurrence import describe_slot
 from scheduler.request import PRIORITY_LABELS

@@ -32,7 +32,7 @@ def _translate(exc: Exception) -> ScheduleError:
 @dataclass
 class ContentGateway:
     """``store`` is a ``broadcasts.store.ContentStore``; ``synthesize`` defaults to
-    ``broadcasts.service.synthesize_bulletin``."""
+    ``broadcasts.bulletins.synthesize_bulletin``."""
 
     store: Any
     synthesize_fn: Any = None
@@ -63,7 +63,7 @@ class ContentGateway:
                    owner_commune_id: int | None = None) -> ContentMetaLike:
         fn = self.synthesize_fn
         if fn is None:
-            from broadcasts.service import synthesize_bulletin as fn
+            from broadcasts.bulletins import synthesize_bulletin as fn
         try:
             from broadcasts.errors import ContentError
         except ModuleNotFoundError:  # pragma: no cover
@@ -80,8 +80,8 @@ class ContentGateway:
         plays), so the summary before sending shows a real length, not a guess. A language
         without a synthetic voice is refused here, before anything is scheduled."""
         try:
+            from broadcasts.bulletins import check_language, preview
             from broadcasts.errors import ContentError
-            from broadcasts.service import check_language, preview
         except ModuleNotFoundError:  # pragma: no cover
             raise Unavailable("Kho nội dung âm thanh chưa sẵn sàng.") from None
         try:

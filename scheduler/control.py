@@ -29,7 +29,7 @@ from scheduler.slots import airtime_ms, next_slot_at_or_after, recurrence_of
 from scheduler.targets import Actor, check_targets, describe_places, resolve_nodes
 
 if TYPE_CHECKING:
-    from scheduler.service import BroadcastService
+    from scheduler.workflow import BroadcastService
 
 CLIENT_KEY = re.compile(r"[A-Za-z0-9_.:-]{8,80}")
 LANGUAGE_LABELS = {"vi": "Tiếng Việt", "tay": "Tày", "nung": "Nùng", "dao": "Dao",
@@ -74,7 +74,7 @@ def when_text(start_ms: int | None, now_choice: bool, rule: str | None) -> str:
 
 
 class ControlMixin:
-    """Methods of :class:`scheduler.service.BroadcastService` (kept apart to stay readable)."""
+    """Methods of :class:`scheduler.workflow.BroadcastService` (kept apart to stay readable)."""
 
     # ------------------------------------------------------------------ check before send
 
@@ -153,7 +153,7 @@ class ControlMixin:
              client_key: str | None = None) -> dict[str, Any]:
         """A new version with ``payload``'s changes over the old fields; the old version is
         cancelled (stopped on the clusters if it is on air) and kept as history."""
-        from scheduler.service import STATUS_LABELS_VI, iso
+        from scheduler.workflow import STATUS_LABELS_VI, iso
 
         if not isinstance(payload, dict):
             raise InvalidBroadcast("Yêu cầu phải là một đối tượng JSON.")

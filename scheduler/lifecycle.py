@@ -10,7 +10,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from scheduler.config import SchedulerSettings
-from scheduler.models import Airing, AiringTarget, Broadcast
+from scheduler.models import BROADCAST_STATUSES, Airing, AiringTarget, Broadcast
 from scheduler.outcomes import combine_statuses
 from scheduler.slots import next_slot_at_or_after, slots_between
 from scheduler.targets import resolve_nodes
@@ -69,3 +69,14 @@ def record_missed(s: Session, b: Broadcast, up_to_ms: int, now: int,
                 for n in nodes])
     refresh_broadcast_status(s, b, now, settings)
     return missed
+
+
+FINISHED_STATUSES = frozenset({"aired", "partly_aired", "missed", "cancelled"})
+
+
+def content_in_use(s: Session) -> set[str]:
+    """Content that a broadcast still in play (draft, submitted, approved, scheduled…) refers
+    to: the content store's retention must keep it (``ContentStore.purge``)."""
+    open_statuses = [st for st in BROADCAST_STATUSES if st not in FINISHED_STATUSES]
+    return set(s.scalars(select(Broadcast.content_id).where(
+        Broadcast.status.in_(open_statuses), Broadcast.content_id.is_not(None))))

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.registry.models import Commune, Node, Village
+from registry.models import Commune, Node, Village
 from scheduler.errors import Forbidden, InvalidBroadcast, NotFound
 from scheduler.models import SavedGroup
 

@@ -23,7 +23,7 @@ def start_controller(name: str, db_url: str, port: int, tmp: Path, *, lease_s: f
             "LOA_FLUSH_INTERVAL_S": "0.3", "LOA_LOG_LEVEL": "WARNING",
             "LOA_SECRET_KEY": "cluster-test",
             **{f"LOA_{k}": v for k, v in env.items()}}
-    return subprocess.Popen([sys.executable, "-m", "loa", "controller"], env=full,
+    return subprocess.Popen([sys.executable, "-m", "system", "controller"], env=full,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -35,7 +35,7 @@ def start_api(db_url: str, port: int, http_port: int, data_dir: Path,
             "LOA_MQTT_PORT": str(port), "LOA_HTTP_PORT": str(http_port),
             "LOA_SECRET_KEY": "cluster-test", "LOA_LOG_LEVEL": "WARNING",
             **{f"LOA_{k}": v for k, v in env.items()}}
-    return subprocess.Popen([sys.executable, "-m", "loa", "serve", "--no-controller"],
+    return subprocess.Popen([sys.executable, "-m", "system", "serve", "--no-controller"],
                             env=full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -17,6 +17,7 @@ import pytest
 from loa.broker import EmbeddedBroker
 from loa.db import Database
 from loa.settings import Settings
+from system.schema import import_all_models
 from tests.pg_support import (  # noqa: F401 (fixtures)
     PgCluster,
     in_ci,
@@ -27,6 +28,9 @@ from tests.pg_support import (  # noqa: F401 (fixtures)
     pg_template,
     pg_url,
 )
+
+# Every package's tables, so any test's ``create_all`` builds the whole schema.
+import_all_models()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

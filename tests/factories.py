@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from controller.registry.models import (
+from loa.db import Database
+from loa.text import fold
+from registry.models import (
     Commune,
     Node,
     NodePlacement,
@@ -10,8 +12,6 @@ from controller.registry.models import (
     Village,
     VillageMembership,
 )
-from loa.db import Database
-from loa.text import fold
 
 
 def make_registry(db: Database, *, communes: dict[str, dict[str, list[str]]],

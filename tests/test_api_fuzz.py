@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
 from dashboard.app import create_app
-from dashboard.context import AppContext
 from dashboard.security import ensure_demo_accounts
 from loa.db import Database
 from loa.settings import Settings
+from system.root import api_context
 from tests.factories import make_registry
 
 # Never-ending (SSE) or self-defeating for the fuzzer's own login.
@@ -25,7 +25,7 @@ SKIPPED = [("GET", "/api/v1/live/fleet"), ("DELETE", "/api/v1/auth/token"),
 # Schemathesis reads the schema at collection time, before any fixture exists; the schema
 # does not depend on data, so the app starts on a database it never opens (an in-memory
 # SQLite URL: the engine connects lazily). ``token`` points it at the run's real database.
-APP = create_app(AppContext(settings=Settings(secret_key="fuzz"), db=Database("sqlite://")))
+APP = create_app(api_context(Settings(secret_key="fuzz"), Database("sqlite://")))
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 for _method, _path in SKIPPED:
     schema = schema.exclude(method=_method, path=_path)
@@ -40,8 +40,8 @@ def token(tmp_path_factory, databases) -> Iterator[str]:
                                 "<b>Hòa Lạc</b>": {"Thôn Pò Mỏ": ["hl-01"]}})
     ensure_demo_accounts(db)
     placeholder = APP.state.ctx
-    APP.state.ctx = AppContext(settings=Settings(data_dir=tmp / "data", database_url=db.url,
-                                                 secret_key="fuzz"), db=db)
+    APP.state.ctx = api_context(Settings(data_dir=tmp / "data", database_url=db.url,
+                                         secret_key="fuzz"), db)
     try:
         with TestClient(APP) as client:
             r = client.post("/api/v1/auth/token",

@@ -16,7 +16,7 @@ from loa.broker import free_port
 def test_demo_brings_every_simulated_node_online_and_stops_cleanly(tmp_path):
     http_port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "loa", "demo", "--data-dir", str(tmp_path / "demo"),
+        [sys.executable, "-m", "system", "demo", "--data-dir", str(tmp_path / "demo"),
          "--http-port", str(http_port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     summary = None

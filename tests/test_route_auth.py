@@ -3,7 +3,6 @@ caller; and no password or token ever reaches the logs."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 
@@ -11,9 +10,9 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from dashboard.app import ROUTER_MODULES, create_app
-from dashboard.context import AppContext
+from dashboard.app import ROUTERS, create_app
 from dashboard.security import ensure_demo_accounts
+from system.root import api_context
 from tests.factories import make_registry
 
 PUBLIC = {
@@ -29,7 +28,7 @@ NODE_TOKEN = {("GET", "/media/{name}"), ("HEAD", "/media/{name}")}
 def app(settings, db):
     make_registry(db, communes={"Đội Cấn": {"Thôn Nà Pàn": ["dc-01"]}})
     ensure_demo_accounts(db)
-    return create_app(AppContext(settings=settings, db=db))
+    return create_app(api_context(settings, db))
 
 
 def concrete(path: str) -> str:
@@ -39,12 +38,8 @@ def concrete(path: str) -> str:
 def all_routes() -> list[APIRoute]:
     """Every route of every router the app includes (read from the routers themselves)."""
     routes = []
-    for name in ROUTER_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-        routes += [r for r in module.router.routes if isinstance(r, APIRoute)]
+    for router in ROUTERS:
+        routes += [r for r in router.routes if isinstance(r, APIRoute)]
     return routes
 
 

@@ -6,11 +6,9 @@ the app so the demo has alarms without extra wiring."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
@@ -20,14 +18,13 @@ from controller.alarms import (
     ALARM_SEVERITY,
     SEVERITY_LABELS_VI,
     Alarm,
-    AlarmService,
     acknowledge,
 )
-from controller.registry.models import Commune, Node, Village
 from dashboard.deps import DbSession
 from dashboard.models import User
 from dashboard.security import audit, current_user, require_role, scope_commune_ids
 from loa.timeutil import format_datetime
+from registry.models import Commune, Node, Village
 
 router = APIRouter(prefix="/api/v1", tags=["alarms"])
 
@@ -156,23 +153,3 @@ def ack_alarm(*, alarm_id: int, request: Request, payload: Any = Body(None),
     return acknowledge_alarm(s, user, alarm_id, note, request)
 
 
-def setup(app: FastAPI) -> None:
-    original = app.router.lifespan_context
-
-    @contextlib.asynccontextmanager
-    async def lifespan(a: FastAPI) -> AsyncIterator[object]:
-        async with original(a) as state:
-            ctx = a.state.ctx
-            service = None
-            if "controller" in ctx.services and "alarms" not in ctx.services:
-                service = AlarmService.from_settings(ctx.db, ctx.settings)
-                ctx.services["alarms"] = service
-                service.start()
-            try:
-                yield state
-            finally:
-                if service is not None:
-                    await service.stop()
-                    ctx.services.pop("alarms", None)
-
-    app.router.lifespan_context = lifespan

@@ -1,4 +1,4 @@
-"""Emergency alerts API (CAP 1.2). Thin: the work is in ``alerts.service``.
+"""Emergency alerts API (CAP 1.2). Thin: the work is in ``alerts.workflow``.
 
     POST /api/v1/alerts/cap              body: the CAP XML (application/xml)   -> 202 / 200 dup
     POST /api/v1/alerts/upload           multipart: file (an officer's upload) -> as above
@@ -19,20 +19,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from sqlalchemy.orm import Session
 
 from alerts.errors import AlertError, CapRefused
-from alerts.service import AlertService
+from alerts.workflow import AlertService
 from dashboard.context import AppContext
 from dashboard.deps import get_ctx
 from dashboard.models import User
 from dashboard.routes.broadcasts import actor_of
-from dashboard.routes.broadcasts import get_service as get_broadcasts
 from dashboard.routes.ui import page_role, render
-from dashboard.security import audit, current_user, require_role
+from dashboard.security import current_user, require_role
 
 api = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 pages = APIRouter(include_in_schema=False)
@@ -41,22 +39,8 @@ XML_TYPES = ("application/xml", "text/xml", "application/cap+xml")
 MAX_ID = 2**63 - 1
 
 
-def _audit_hook(ip: str = "") -> Any:
-    def hook(s: Session, action: str, username: str, target: str, detail: dict) -> None:
-        audit(s, action, username=username or "cap", target=target, ip=ip or "alerts",
-              detail=detail)
-    return hook
-
-
 def get_alerts(ctx: AppContext = Depends(get_ctx)) -> AlertService:
-    svc = ctx.services.get("alerts")
-    if svc is None:
-        broadcasts = get_broadcasts(ctx)
-        svc = AlertService(ctx.db, broadcasts, content=getattr(broadcasts, "content", None))
-        ctx.services["alerts"] = svc
-    if svc.audit is None:
-        svc.audit = _audit_hook()
-    return svc
+    return ctx.alerts
 
 
 async def _body(request: Request, limit: int) -> tuple[bytes, int | None]:
@@ -310,12 +294,5 @@ router.include_router(api)
 router.include_router(pages)
 
 
-def setup(app: FastAPI) -> None:
-    """Give an in-process alert service (``loa serve``) the shared audit log."""
-    ctx: AppContext = app.state.ctx
-    svc = ctx.services.get("alerts")
-    if svc is not None and getattr(svc, "audit", None) is None:
-        svc.audit = _audit_hook()
 
-
-__all__ = ["router", "setup"]
+__all__ = ["router"]

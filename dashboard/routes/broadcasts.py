@@ -2,16 +2,15 @@
 node commands (volume, self-test, stop); saved target groups.
 
 Routes are thin: they turn the logged-in user into a scheduling ``Actor``, call
-``scheduler.service.BroadcastService`` and map its Vietnamese domain errors to 4xx. When the
+``scheduler.workflow.BroadcastService`` and map its Vietnamese domain errors to 4xx. When the
 API runs beside the controller (demo, one-machine install), ``setup`` starts the dispatcher,
 the APScheduler runtime and the Icecast live server with the app.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +18,6 @@ from fastapi import (
     APIRouter,
     Body,
     Depends,
-    FastAPI,
     Header,
     HTTPException,
     Path,
@@ -35,10 +33,9 @@ from dashboard.deps import DbSession, get_ctx
 from dashboard.models import User
 from dashboard.security import audit, current_user, require_role
 from loa.timeutil import ICT, now_ms
-from scheduler.config import SchedulerSettings
 from scheduler.recurrence import parse_instant, parse_local_date
-from scheduler.service import BroadcastService
 from scheduler.targets import Actor, check_node_access
+from scheduler.workflow import BroadcastService
 
 log = logging.getLogger("loa.api.broadcasts")
 
@@ -59,16 +56,8 @@ def actor_of(user: User) -> Actor:
 
 def get_service(ctx: AppContext = Depends(get_ctx)) -> BroadcastService:
     """The in-process service (with the running scheduler) or, when the API runs on its own,
-    one that only writes rows for the scheduler process to pick up."""
-    svc = ctx.services.get("broadcasts")
-    if svc is None:
-        from scheduler.wiring import default_content
-
-        svc = BroadcastService(ctx.db, SchedulerSettings(),
-                               content=default_content(ctx.settings, ctx.db),
-                               live=ctx.services.get("icecast"))
-        ctx.services["broadcasts"] = svc
-    return svc
+    one that only writes rows for the scheduler process to pick up (``system.root``)."""
+    return ctx.broadcasts
 
 
 async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -276,7 +265,7 @@ async def delete_group(group_id: int = id_param(), user: User = Depends(current_
 
 def _node_commands(ctx: AppContext):
     """The in-process controller's, or the command link of an API-only ``loa serve``."""
-    node_commands = ctx.services.get("node_commands")
+    node_commands = ctx.node_commands
     if node_commands is None:
         raise HTTPException(503, "Máy chủ web chưa có đường gửi lệnh tới cụm loa.")
     return node_commands
@@ -335,7 +324,7 @@ async def node_stop(*, node_id: str, request: Request, payload: Any = Body(None)
 async def live_server(request: Request, user: User = Depends(current_user),
                       svc: BroadcastService = Depends(get_service)):
     """Whether live broadcasting is available, and which mounts are on air."""
-    live = request.app.state.ctx.services.get("icecast")
+    live = request.app.state.ctx.live
     if live is None or not live.running:
         reason = "Máy chủ phát trực tiếp (Icecast) chưa chạy."
         if live is not None and live.executable() is None:
@@ -352,30 +341,5 @@ async def live_server(request: Request, user: User = Depends(current_user),
 # --------------------------------------------------------------------------- app wiring
 
 
-def setup(app: FastAPI) -> None:
-    original = app.router.lifespan_context
 
-    @contextlib.asynccontextmanager
-    async def lifespan(a: FastAPI) -> AsyncIterator[object]:
-        async with original(a) as state:
-            ctx: AppContext = a.state.ctx
-            scheduling = None
-            if "controller" in ctx.services and "dispatcher" not in ctx.services:
-                # Nobody attached scheduling to this in-process controller: do it here.
-                from scheduler.wiring import start_scheduling
-
-                scheduling = await start_scheduling(ctx.settings, ctx.db,
-                                                    ctx.services["controller"], start_live=True)
-                ctx.services.update(scheduling.services())
-            try:
-                yield state
-            finally:
-                if scheduling is not None:
-                    await scheduling.stop()
-                    for key in scheduling.services():
-                        ctx.services.pop(key, None)
-
-    app.router.lifespan_context = lifespan
-
-
-__all__ = ["router", "setup", "actor_of", "now_ms"]
+__all__ = ["router", "actor_of", "now_ms"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
 
-from controller.registry import queries
-from controller.registry.schemas import CommuneDetail, CommunePage
+from controller import commune_directory
 from dashboard.deps import DbSession
 from dashboard.models import User
 from dashboard.security import current_user, require_commune_access, scope_commune_ids
+from registry.schemas import CommuneDetail, CommunePage
 
 router = APIRouter(prefix="/api/v1", tags=["communes"])
 
@@ -24,13 +24,14 @@ def list_communes(*,
     user: User = Depends(current_user),
     s: DbSession,
 ):
-    return queries.list_communes(s, q=q, district=district, province=province, limit=limit,
-                                 offset=offset, scope=scope_commune_ids(user))
+    return commune_directory.list_communes(s, q=q, district=district, province=province,
+                                           limit=limit, offset=offset,
+                                           scope=scope_commune_ids(user))
 
 
 @router.get("/communes/{commune_id}", response_model=CommuneDetail)
 def commune_detail(*, commune_id: int, user: User = Depends(current_user),
                    s: DbSession):
-    detail = queries.commune_detail(s, commune_id)
+    detail = commune_directory.commune_detail(s, commune_id)
     require_commune_access(user, commune_id)
     return detail

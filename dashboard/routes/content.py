@@ -21,18 +21,18 @@ from fastapi.responses import FileResponse, Response
 from starlette.datastructures import FormData
 
 from broadcasts.audio import check_filename
+from broadcasts.bulletins import synthesize_bulletin
 from broadcasts.errors import ContentError, ContentNotFound
 from broadcasts.models import CONTENT_LANGUAGES, CONTENT_SOURCES
 from broadcasts.schemas import ContentOut, ContentPage, TtsContentIn
-from broadcasts.service import synthesize_bulletin
 from broadcasts.store import ContentStore
 from broadcasts.tokens import CONTENT_ID_LENGTH
 from broadcasts.upload import Upload, receive_upload, too_large
-from controller.registry.models import Node
 from dashboard.context import AppContext
 from dashboard.deps import DbSession, get_ctx
 from dashboard.models import User
 from dashboard.security import current_user
+from registry.models import Node
 
 router = APIRouter(tags=["content"])
 
@@ -40,12 +40,8 @@ _MULTIPART_OVERHEAD = 256 * 1024  # headers and small fields around the file
 
 
 def get_store(ctx: AppContext = Depends(get_ctx)) -> ContentStore:
-    """One store per app (it caches the TTS service and its normaliser)."""
-    store = ctx.services.get("content_store")
-    if store is None:
-        store = ContentStore(ctx.settings, ctx.db)
-        ctx.services["content_store"] = store
-    return store
+    """One store per process (it caches the TTS service and its normaliser)."""
+    return ctx.content
 
 
 def reject_oversized(request: Request, store: ContentStore = Depends(get_store)) -> None:

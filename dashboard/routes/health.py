@@ -19,7 +19,7 @@ def health_summary(s: DbSession, ctx: AppContext = Depends(get_ctx)):
         nodes=NodeCounts(**fleet_queries.state_counts(s)),
         rejected_messages=fleet_queries.rejected_counts(s),
         pending_nodes=fleet_queries.pending_count(s),
-        controller=fleet_queries.controller_stats(ctx.services),
+        controller=fleet_queries.controller_stats(ctx.controller),
         generated_at=format_datetime(now_ms()),
     )
 

@@ -2,7 +2,7 @@
 
 Server-rendered like the other pages (``ui.render``: login, CSP, no script needed), so a
 phone on a weak link reads a verdict and what made it without running anything. Each level
-is the same evaluation the API and the filed report use (``controller.indicator``): the
+is the same evaluation the API and the filed report use (``indicator``): the
 page only chooses what to show. The inspection form of a FM/wired station posts the
 attestation and its scanned record together; both are checked by the domain code and
 audited in the same transaction.
@@ -17,12 +17,14 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import RedirectResponse
 
-from controller.indicator.drilldown import cluster_timeline
-from controller.indicator.errors import IndicatorError, InvalidInputError, PeriodError
-from controller.indicator.evaluate import VERDICT_TEXT, Evaluation, evaluate, split_text
-from controller.indicator.periods import parse_day, parse_period
-from controller.indicator.scans import MAX_SCAN_BYTES, add_scan, scan_as_dict, scans_of
-from controller.indicator.service import (
+from dashboard.deps import DbSession
+from dashboard.models import User
+from dashboard.routes.ui import STATE_COLORS, _time_ticks, page_role, render
+from dashboard.security import audit, can_access_node, require_commune_access
+from indicator.drilldown import cluster_timeline
+from indicator.errors import IndicatorError, InvalidInputError, PeriodError
+from indicator.evaluate import VERDICT_TEXT, Evaluation, evaluate, split_text
+from indicator.manual_inputs import (
     MANUAL_KINDS,
     add_attestation,
     attestation_as_dict,
@@ -30,10 +32,8 @@ from controller.indicator.service import (
     find_commune,
     list_attestations,
 )
-from dashboard.deps import DbSession
-from dashboard.models import User
-from dashboard.routes.ui import STATE_COLORS, _time_ticks, page_role, render
-from dashboard.security import audit, can_access_node, require_commune_access
+from indicator.periods import parse_day, parse_period
+from indicator.scans import MAX_SCAN_BYTES, add_scan, scan_as_dict, scans_of
 from loa.timeutil import format_date, ms_to_dt, now_ms
 
 router = APIRouter(include_in_schema=False)

@@ -1,7 +1,7 @@
 """Indicator 8.3 over the API: verdicts with evidence, report downloads, the province's
 thresholds and manual attestations of wired/FM stations.
 
-Thin on purpose: parse, check who may ask, call ``controller.indicator``, map its errors to
+Thin on purpose: parse, check who may ask, call ``indicator``, map its errors to
 4xx with the Vietnamese message as ``detail``. A commune officer sees (and is counted over)
 only the communes of their account; changing thresholds or attesting a station is the
 province's act, and both are audited.
@@ -19,21 +19,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from controller.indicator import letterhead as letterheads
-from controller.indicator.criteria import all_sets, get_set, update_set
-from controller.indicator.errors import InvalidInputError, NotFoundError, PeriodError
-from controller.indicator.evaluate import evaluate, evaluation_as_dict
-from controller.indicator.models import ManualAttestation
-from controller.indicator.periods import Period, parse_day, parse_period
-from controller.indicator.reports import MEDIA_TYPES, build_report, render
-from controller.indicator.scans import (
-    MAX_SCAN_BYTES,
-    add_scan,
-    get_scan,
-    scan_as_dict,
-    scans_of,
-)
-from controller.indicator.service import (
+from dashboard.deps import DbSession
+from dashboard.models import User
+from dashboard.security import audit, current_user, require_commune_access, require_role
+from indicator import letterhead as letterheads
+from indicator.criteria import all_sets, get_set, update_set
+from indicator.errors import InvalidInputError, NotFoundError, PeriodError
+from indicator.evaluate import evaluate, evaluation_as_dict
+from indicator.manual_inputs import (
     add_attestation,
     attestation_as_dict,
     current_thresholds,
@@ -41,9 +34,10 @@ from controller.indicator.service import (
     list_attestations,
     update_thresholds,
 )
-from dashboard.deps import DbSession
-from dashboard.models import User
-from dashboard.security import audit, current_user, require_commune_access, require_role
+from indicator.models import ManualAttestation
+from indicator.periods import Period, parse_day, parse_period
+from indicator.reports import MEDIA_TYPES, build_report, render
+from indicator.scans import MAX_SCAN_BYTES, add_scan, get_scan, scan_as_dict, scans_of
 from loa.timeutil import format_datetime, now_ms
 
 router = APIRouter(prefix="/api/v1", tags=["indicators"])

@@ -27,11 +27,11 @@ from sqlalchemy import func, select
 
 from controller.alarms import Alarm
 from controller.models import NodeLive
-from controller.registry.models import Node, Village
 from dashboard.models import User
 from dashboard.security import current_user, scope_commune_ids
 from loa.db import Database
 from loa.timeutil import format_datetime
+from registry.models import Node, Village
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["live"])
@@ -216,17 +216,8 @@ async def live_fleet(request: Request, commune: int | None = None,
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def setup(app: FastAPI) -> None:
-    original = app.router.lifespan_context
-
-    @contextlib.asynccontextmanager
-    async def lifespan(a: FastAPI) -> AsyncIterator[object]:
-        async with original(a) as state:
-            try:
-                yield state
-            finally:
-                watcher = getattr(a.state, "fleet_watcher", None)
-                if watcher is not None:
-                    await watcher.stop()
-
-    app.router.lifespan_context = lifespan
+async def stop_watcher(app: FastAPI) -> None:
+    """At the app's shutdown (``dashboard.app``'s lifespan): end the database poll."""
+    watcher = getattr(app.state, "fleet_watcher", None)
+    if watcher is not None:
+        await watcher.stop()

@@ -1,6 +1,6 @@
 """Registry API: search, pending clusters and their approval, import and export.
 
-Thin: parse the request, call ``controller.registry``, let the registry's domain errors
+Thin: parse the request, call ``registry``, let the registry's domain errors
 become 4xx answers with their Vietnamese message (``dashboard.app``'s domain-error handler)."""
 
 from __future__ import annotations
@@ -8,10 +8,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from controller.registry import importer, queries, service
-from controller.registry.errors import InvalidInputError
-from controller.registry.formats import MAX_FILE_BYTES, decode_bytes, detect_format
-from controller.registry.schemas import ApproveRequest, PendingNodeOut, SearchResult
 from dashboard.deps import DbSession
 from dashboard.models import User
 from dashboard.security import (
@@ -22,6 +18,10 @@ from dashboard.security import (
     scope_commune_ids,
 )
 from loa.timeutil import ms_to_dt, now_ms
+from registry import changes, importer, queries
+from registry.errors import InvalidInputError
+from registry.formats import MAX_FILE_BYTES, decode_bytes, detect_format
+from registry.schemas import ApproveRequest, PendingNodeOut, SearchResult
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
 
@@ -51,9 +51,9 @@ def pending_nodes(*, response: Response, limit: int = Query(100, ge=1, le=500),
 def approve_pending_node(*, node_id: str, body: ApproveRequest, request: Request,
                          user: User = Depends(require_role("technician", "province")),
                          s: DbSession) -> dict[str, object]:
-    village = service.get_village(s, body.village_id)
+    village = changes.get_village(s, body.village_id)
     require_commune_access(user, village.commune_id)
-    node = service.approve_pending(s, node_id, village.id, label=body.label,
+    node = changes.approve_pending(s, node_id, village.id, label=body.label,
                                    speakers=body.speakers)
     audit(s, "registry.approve_node", user=user, target=node.id, request=request,
           status_code=200, detail={"village_id": village.id, "village_code": village.code})

@@ -18,8 +18,8 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
+from broadcasts.bulletins import preview, preview_path
 from broadcasts.schemas import NormalizeOut, PreviewOut, TextIn
-from broadcasts.service import preview, preview_path
 from broadcasts.store import ContentStore
 from dashboard.deps import DbSession
 from dashboard.models import User

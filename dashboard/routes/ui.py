@@ -28,7 +28,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from controller.alarms import ALARM_LABELS_VI
 from controller.models import HeartbeatSample, NodeEventLog, NodeLive, NodeTransition
 from controller.node_commands import KINDS as NODE_COMMAND_KINDS
-from controller.registry.models import Commune, Node, PendingNode, Village
 from dashboard.deps import DbSession, get_ctx
 from dashboard.i18n import (
     LANG_COOKIE,
@@ -63,6 +62,7 @@ from dashboard.security import (
     update_user,
 )
 from loa.timeutil import ms_to_dt, now_ms
+from registry.models import Commune, Node, PendingNode, Village
 from scheduler.models import Broadcast
 
 HERE = Path(__file__).resolve().parent.parent

@@ -1,5 +1,5 @@
 """A small province around Lạng Sơn city with surveyed clusters, the real broadcast workflow
-(scheduler.service) and content store, and the alert service on top.
+(scheduler.workflow) and content store, and the alert service on top.
 
 Speech for the service tests is a generated tone run through the real content pipeline
 (``ContentStore.add_file``: levelled, encoded, measured) instead of the TTS engine, which
@@ -16,14 +16,14 @@ import pytest
 from sqlalchemy import select
 
 from alerts.config import AlertSettings
-from alerts.service import AlertService
-from controller.registry.models import Node
+from alerts.workflow import AlertService
 from loa.db import Database
+from registry.models import Node
 from scheduler.config import SchedulerSettings
 from scheduler.content import ContentGateway
 from scheduler.models import Broadcast
-from scheduler.service import BroadcastService
 from scheduler.targets import Actor
+from scheduler.workflow import BroadcastService
 from tests.factories import make_registry
 
 # Commune codes from make_registry: c0, c1, c2 in this order.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alerts import cli as alerts_cli
-from loa.cli import main
+from system.cli import main
 from tests.alerts import capdocs as d
 from tests.alerts.conftest import make_env
 

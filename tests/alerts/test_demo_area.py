@@ -6,7 +6,7 @@ from __future__ import annotations
 from alerts.areas import load_clusters, select_clusters
 from alerts.cap import load
 from alerts.config import AlertSettings
-from controller.registry.demo import load_demo_province
+from registry.demo import load_demo_province
 from tests.alerts import capdocs as d
 
 

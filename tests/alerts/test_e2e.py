@@ -15,7 +15,7 @@ import uvicorn
 from sqlalchemy import select
 
 from alerts.config import AlertSettings
-from alerts.service import AlertService
+from alerts.workflow import AlertService
 from dashboard.security import create_user, issue_token
 from firmware_sim.fleet import Fleet
 from loa.broker import free_port
@@ -43,7 +43,7 @@ def _token(db, username: str, role: str, communes: list[int]) -> str:
 async def stack(tmp_path, mosquitto_broker, settings, db):
     from broadcasts.store import ContentStore
     from dashboard.app import create_app
-    from dashboard.context import AppContext
+    from system.root import api_context
 
     http_port = free_port()
     base_url = f"http://127.0.0.1:{http_port}"
@@ -57,10 +57,12 @@ async def stack(tmp_path, mosquitto_broker, settings, db):
                   fleet=Fleet(mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=10,
                               connect_rate=500, seed=11))
     await net.start_controller()
-    net.services["alerts"] = AlertService(
+    net.ctx = api_context(cfg, db, content=store, controller=net.controller,
+                          scheduling=net.scheduling)
+    net.ctx.alerts = AlertService(
         db, net.scheduling.broadcasts, AlertSettings(auto_senders=[TRUSTED]),
         content=net.content)
-    app = create_app(AppContext(settings=cfg, db=db, services=net.services))
+    app = create_app(net.ctx)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=http_port,
                                            log_level="warning", lifespan="on"))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

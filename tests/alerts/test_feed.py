@@ -129,7 +129,7 @@ async def test_runtime_ticks_and_polls_while_running(db, settings, server):
     import asyncio
 
     from alerts.runtime import AlertRuntime
-    from loa.commands import build_services
+    from system.root import System
 
     env = make_env(db, settings, tick_s=0.05, approval_timeout_s=0.2, feed_trusted=True,
                    feed_interval_s=5, feed_urls=[server.base + "/cap.xml"])
@@ -147,6 +147,7 @@ async def test_runtime_ticks_and_polls_while_running(db, settings, server):
     finally:
         await runtime.stop()
     # ``loa serve`` composes it beside the scheduler, as a role of the leading controller.
-    services = build_services(settings, db)
-    assert services["alerts"].broadcasts is services["broadcasts"]
-    assert any(r.name == "cảnh báo CAP" for r in services["controller"].leader_roles)
+    system = System(settings, db=db, http=False)
+    assert system.scheduling is not None and system.controller is not None
+    assert system.alerts.broadcasts is system.scheduling.broadcasts
+    assert any(r.name == "cảnh báo CAP" for r in system.controller.leader_roles)

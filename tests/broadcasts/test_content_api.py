@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from broadcasts.settings import ContentSettings
 from broadcasts.store import ContentStore
 from dashboard.app import create_app
-from dashboard.context import AppContext
 from dashboard.security import create_user, issue_token
+from system.root import api_context
 from tests.factories import make_registry
 
 from .conftest import decode, make_silence, make_tone
@@ -26,11 +26,10 @@ def api(settings, db, content_settings):
     with db.session() as s:
         user = create_user(s, "tinh.admin", "mat-khau-dai-123", "province")
         raw, _ = issue_token(s, user, "api")
-    ctx = AppContext(settings, db)
-    ctx.services["content_store"] = ContentStore(settings, db, content_settings)
+    ctx = api_context(settings, db, content=ContentStore(settings, db, content_settings))
     with TestClient(create_app(ctx)) as client:
         client.headers["Authorization"] = f"Bearer {raw}"
-        client.store = ctx.services["content_store"]  # type: ignore[attr-defined]
+        client.store = ctx.content  # type: ignore[attr-defined]
         yield client
 
 
@@ -38,7 +37,7 @@ def _reconfigure(api, **content_settings) -> None:
     """Swap in a store with a province's own content settings."""
     ctx = api.app.state.ctx
     store = ContentStore(ctx.settings, ctx.db, ContentSettings(chime=False, **content_settings))
-    ctx.services["content_store"] = api.store = store
+    ctx.content = api.store = store
 
 
 def _upload(api, path, **fields):

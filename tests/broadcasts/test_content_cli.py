@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from loa import cli
 from loa.settings import get_settings
+from system import cli
 
 from .conftest import decode, make_tone
 

@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 
 from broadcasts.store import ContentStore
 from dashboard.app import create_app
-from dashboard.context import AppContext
 from dashboard.security import create_user, issue_token
 from loa.timeutil import ICT, now_ms
+from system.root import api_context
 from tests.factories import make_registry
 
 from .conftest import make_tone
@@ -33,8 +33,7 @@ def clients(settings, db, content_settings):
                                      ("so.vhtt", "province", [])):
             user = create_user(s, name, "mat-khau-dai-123", role, communes)
             tokens[name], _ = issue_token(s, user, "api")
-    ctx = AppContext(settings, db)
-    ctx.services["content_store"] = ContentStore(settings, db, content_settings)
+    ctx = api_context(settings, db, content=ContentStore(settings, db, content_settings))
     with TestClient(create_app(ctx)) as client:
         yield {name: {"Authorization": f"Bearer {raw}"} for name, raw in tokens.items()}, \
             client, ids

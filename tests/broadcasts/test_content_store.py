@@ -13,6 +13,7 @@ from broadcasts.errors import AudioRejected, ContentError, ContentNotFound
 from broadcasts.models import Content
 from broadcasts.store import ContentStore
 from broadcasts.tokens import node_token
+from scheduler.lifecycle import content_in_use
 from scheduler.models import Broadcast
 
 from .conftest import decode, make_tone
@@ -122,7 +123,7 @@ def test_purge_keeps_what_a_live_broadcast_needs(store: ContentStore, stored, db
     with db.session() as s:
         for cid, status in ((in_draft, "draft"), (in_schedule, "scheduled"), (aired, "aired")):
             s.add(Broadcast(title=status, content_id=cid, targets={}, status=status))
-    report = store.purge(now=stored.created_ms + 1000)
+    report = store.purge(in_use=content_in_use, now=stored.created_ms + 1000)
     assert sorted(report.removed_ids) == sorted([aired, orphan])
     assert sorted(report.kept_in_use) == sorted([in_draft, in_schedule])
     # The file stays: recent and kept items still point at it.
@@ -133,12 +134,14 @@ def test_purge_keeps_what_a_live_broadcast_needs(store: ContentStore, stored, db
 
 def test_purge_deletes_a_file_once_no_item_refers_to_it(store: ContentStore, stored):
     path = store.path(stored.id)
-    report = store.purge(now=stored.created_ms + 10 * 400 * DAY_MS, retention_days=30)
+    report = store.purge(in_use=content_in_use, now=stored.created_ms + 10 * 400 * DAY_MS,
+                         retention_days=30)
     assert report.removed_ids == [stored.id]
     # Young files are protected for an hour (an upload may be landing); later they go.
     assert path.exists()
     os.utime(path, (path.stat().st_atime - 7200, path.stat().st_mtime - 7200))
-    report = store.purge(now=stored.created_ms + 10 * 400 * DAY_MS, retention_days=30)
+    report = store.purge(in_use=content_in_use, now=stored.created_ms + 10 * 400 * DAY_MS,
+                         retention_days=30)
     assert report.removed_files == 1 and not path.exists()
 
 

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
+from broadcasts.bulletins import synthesize_bulletin
 from broadcasts.errors import ContentError, TtsError
-from broadcasts.service import synthesize_bulletin
 from broadcasts.settings import ContentSettings
 from broadcasts.store import ContentStore
 from broadcasts.tts import TtsService, split_sentences

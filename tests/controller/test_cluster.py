@@ -67,13 +67,12 @@ def test_membership_follows_presence_wills_and_silence():
 
 def test_router_applies_its_own_nodes_and_forwards_the_others(db, settings):
     make_registry(db, communes={"Xã A": {"Thôn 1": [f"r-{i:02d}" for i in range(40)]}})
-    ingest = Ingest(settings, db)
-    ingest.load_registry()
     m = Membership("c1", expire_ms=60_000)
+    ingest = Ingest(settings, db, owns=m.owns)
+    ingest.load_registry()
     sent: list[tuple[str, bytes, int]] = []
     router = ClusterRouter(TOPICS, m, ingest.handle, lambda t, p, q: sent.append((t, p, q)),
                            lambda: None)
-    ingest.owns = m.owns
     now = now_ms()
     router.route(ClusterTopics().presence("c2"), json.dumps({"at_ms": now}).encode(), now)
     mine = [n for n in ingest.fleet.nodes if m.owns(n)]
@@ -268,7 +267,7 @@ async def test_a_controller_that_does_not_lead_gets_the_answers_to_its_commands(
     """A technician's self-test sent through a controller that does not lead: the node's
     answer goes to the leader (events follow the leader), and the sender still reports it,
     read from the event log the leader writes."""
-    from controller.service import ControllerService
+    from controller.process import ControllerService
     from firmware_sim.fleet import Fleet
     from loa.protocol import Channel
     from tests.conftest import settings_for

@@ -17,15 +17,15 @@ import aiomqtt
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from controller.dispatch import Dispatcher, wire_broadcast_id
 from controller.models import NodeEventLog
-from controller.service import ControllerService
+from controller.process import ControllerService
 from dashboard.app import create_app
-from dashboard.context import AppContext
 from dashboard.security import create_user, issue_token
 from loa.timeutil import now_ms
 from scheduler.config import SchedulerSettings
+from scheduler.dispatch import Dispatcher, wire_broadcast_id
 from scheduler.models import Airing, AiringTarget, Broadcast
+from system.root import api_context
 from tests.conftest import settings_for
 from tests.factories import make_registry
 
@@ -67,7 +67,7 @@ async def test_twenty_thousand_playback_events_from_one_node_are_bounded_and_cou
     await svc.start()
     await svc.wait_connected()
     dispatcher = Dispatcher(svc.settings, db, svc.commands, sched=SchedulerSettings())
-    dispatcher.attach(svc.ingest)
+    dispatcher.observe(svc.ingest)
     await dispatcher.recover()
     ingest = svc.ingest
 
@@ -102,7 +102,7 @@ async def test_twenty_thousand_playback_events_from_one_node_are_bounded_and_cou
         assert target.events[1]["at"] == start + 1 and target.phase == "finished"
         assert len(json.dumps(target.events)) < 2_000
         assert logged <= 3  # the event log keeps what is new, not the flood
-        with TestClient(create_app(AppContext(svc.settings, db, svc.services()))) as api:
+        with TestClient(create_app(api_context(svc.settings, db, controller=svc))) as api:
             summary = api.get("/api/v1/health/summary",
                               headers={"Authorization": f"Bearer {token}"}).json()
         shown = summary["rejected_messages"]

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from controller.models import NodeLive, NodeTransition
-from controller.service import ControllerService
+from controller.process import ControllerService
 from firmware_sim.fleet import Fleet
 from loa.broker import EmbeddedBroker
 from loa.protocol import VolumeCmd
@@ -97,7 +97,7 @@ def _controller_process(settings, client_id: str) -> subprocess.Popen:
            "LOA_MQTT_PORT": str(settings.mqtt_port), "LOA_DATA_DIR": str(settings.data_dir),
            "LOA_CONTROLLER_CLIENT_ID": client_id, "LOA_FLUSH_INTERVAL_S": "0.2",
            "LOA_LOG_LEVEL": "WARNING"}
-    return subprocess.Popen([sys.executable, "-m", "loa", "controller"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "system", "controller"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

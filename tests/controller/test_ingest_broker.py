@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from controller.service import ControllerService
+from controller.process import ControllerService
 from loa.timeutil import now_ms
 from tests.conftest import settings_for
 from tests.factories import make_registry

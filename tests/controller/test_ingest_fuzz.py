@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from controller.ingest import Ingest
 from controller.models import RejectedCount
-from controller.service import ControllerService
+from controller.process import ControllerService
 from tests.conftest import settings_for
 from tests.controller.test_ingest_broker import heartbeat, wait_for
 from tests.factories import make_registry

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from controller.ingest import Ingest
 from controller.models import HeartbeatSample, NodeLive, NodeTransition, RejectedCount
-from controller.registry.models import PendingNode
+from registry.models import PendingNode
 from tests.factories import make_registry
 
 T0 = 1_790_000_000_000

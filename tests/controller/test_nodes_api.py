@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from controller.ingest import Ingest
 from dashboard.app import create_app
-from dashboard.context import AppContext
 from dashboard.security import ensure_demo_accounts
 from loa.timeutil import now_ms
+from system.root import api_context
 from tests.factories import make_registry
 
 
@@ -32,7 +32,7 @@ def api(settings, db):
     ing.handle("loa/v1/nodes/dc-01/heartbeat", json.dumps(hb).encode(), t)
     ing.handle("loa/v1/nodes/hl-01/heartbeat", b"garbage", t)
     asyncio.run(ing.flush())
-    client = TestClient(create_app(AppContext(settings=settings, db=db)))
+    client = TestClient(create_app(api_context(settings, db)))
 
     def login(name: str) -> dict[str, str]:
         r = client.post("/api/v1/auth/token", data={"username": name, "password": "demo"})

@@ -13,11 +13,11 @@ import aiomqtt
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from controller.registry.models import PendingNode
-from controller.service import ControllerService
+from controller.process import ControllerService
 from dashboard.app import create_app
-from dashboard.context import AppContext
 from dashboard.security import create_user, issue_token
+from registry.models import PendingNode
+from system.root import api_context
 from tests.conftest import settings_for
 from tests.factories import make_registry
 
@@ -49,7 +49,7 @@ async def test_invented_node_ids_fill_a_capped_pending_list_that_is_paged(
             user = create_user(s, "kythuat", "mat-khau-dai-123", "technician")
             token, _ = issue_token(s, user, "api")
         assert stored == CAP
-        with TestClient(create_app(AppContext(svc.settings, db, svc.services()))) as api:
+        with TestClient(create_app(api_context(svc.settings, db, controller=svc))) as api:
             auth = {"Authorization": f"Bearer {token}"}
             summary = api.get("/api/v1/health/summary", headers=auth).json()
             assert summary["controller"]["dropped_pending_nodes"] == INVENTED - CAP

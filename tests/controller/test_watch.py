@@ -11,12 +11,12 @@ import asyncio
 
 from sqlalchemy import select
 
-from controller.indicator.evaluate import evaluate, evaluation_as_dict
-from controller.indicator.periods import Period
-from controller.indicator.service import update_thresholds
 from controller.models import ControllerWatch, NodeContinuity, NodeLive, NodeTransition
-from controller.service import ControllerService
+from controller.process import ControllerService
 from firmware_sim.fleet import Fleet
+from indicator.evaluate import evaluate, evaluation_as_dict
+from indicator.manual_inputs import update_thresholds
+from indicator.periods import Period
 from loa.broker import EmbeddedBroker
 from loa.protocol import heartbeat_timeout_ms
 from loa.timeutil import now_ms

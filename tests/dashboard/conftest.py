@@ -17,13 +17,12 @@ import httpx
 import pytest
 import uvicorn
 
-from controller.alarms import AlarmService
 from dashboard.app import create_app
-from dashboard.context import AppContext
 from dashboard.security import ensure_demo_accounts
 from loa.broker import free_port
 from loa.db import Database
 from loa.settings import Settings
+from system.root import System, api_context
 from tests.factories import make_registry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,15 +55,17 @@ class LiveStack:
         self.settings = Settings(data_dir=tmp_path / "data", database_url=self.db.url,
                                  heartbeat_s=heartbeat_s, flush_interval_s=0.2,
                                  secret_key="ui-test-secret", http_port=self.port,
+                                 alarm_interval_s=0.5, alarm_raise_after_s=alarm_raise_s,
+                                 alarm_clear_after_s=alarm_clear_s,
                                  **({"mqtt_host": broker.host, "mqtt_port": broker.port}
                                     if broker else {}))
         self.broker = broker
         self.fleet_nodes = fleet_nodes or []
         self.heartbeat_s = heartbeat_s
-        self.alarm_timing = (alarm_raise_s, alarm_clear_s)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.controller = self.fleet = self.server = None
+        self.system: System | None = None
         self._server_task: asyncio.Task | None = None
 
     def run(self, coro: Any, timeout: float = 60.0) -> Any:
@@ -78,22 +79,16 @@ class LiveStack:
         return self
 
     async def _start(self) -> None:
-        services: dict[str, Any] = {}
         if self.broker is not None:
-            from controller.service import ControllerService
-
-            self.controller = ControllerService(self.settings, self.db,
-                                                client_id=f"ui-test-{self.port}")
-            await self.controller.start()
+            # As ``loa serve`` runs: controller, scheduling, alarms and the API in one process.
+            self.system = System(self.settings, db=self.db, api_db=self.db,
+                                 client_id=f"ui-test-{self.port}")
+            self.controller = self.system.controller
+            await self.system.start()
             await self.controller.wait_connected(60)
-            services.update(self.controller.services())
-        raise_s, clear_s = self.alarm_timing
-        self.alarms = AlarmService(self.db, interval_s=0.5, raise_after_s=raise_s,
-                                   clear_after_s=clear_s)
-        services["alarms"] = self.alarms
-        if self.broker is not None:
-            self.alarms.start()
-        self.app = create_app(AppContext(self.settings, self.db, services))
+            self.app = self.system.app
+        else:
+            self.app = create_app(api_context(self.settings, self.db))
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
                                 lifespan="on", timeout_graceful_shutdown=1)
         self.server = uvicorn.Server(config)
@@ -116,9 +111,8 @@ class LiveStack:
         if self.server is not None:
             self.server.should_exit = True
             await asyncio.wait_for(self._server_task, 15)
-        await self.alarms.stop()
-        if self.controller is not None:
-            await self.controller.stop()
+        if self.system is not None:
+            await self.system.stop()
 
     def stop(self) -> None:
         try:

@@ -159,24 +159,22 @@ def test_alarm_api_scope_and_ack(stack):
             web.close()
 
 
-async def test_attach_runs_the_engine_while_the_controller_leads(db, settings):
+async def test_the_root_runs_the_engine_while_the_controller_leads(db, settings):
     import asyncio
 
-    from controller.alarms import AlarmService, attach
-    from controller.service import ControllerService
+    from controller.alarms import AlarmService
+    from system.root import System
 
     make_registry(db, communes={"Đội Cấn": {"Thôn A": ["n1"]}})
-    controller = ControllerService(settings, db)
-    services = {"controller": controller}
-    attach(services, settings, db)
-    assert isinstance(services["alarms"], AlarmService)
-    assert [r.name for r in controller.leader_roles] == ["cảnh báo"]
-    attach(services, settings, db)  # idempotent
-    assert len(controller.leader_roles) == 1
-    services["alarms"].engine.raise_after_ms = 0
-    services["alarms"].interval_s = 0.05
+    system = System(settings, db=db, http=False)
+    controller = system.controller
+    assert controller is not None and isinstance(system.alarms, AlarmService)
+    names = [r.name for r in controller.leader_roles]
+    assert names.count("cảnh báo") == 1  # one engine per fleet, on the leader
+    system.alarms.engine.raise_after_ms = 0
+    system.alarms.interval_s = 0.05
     set_live(db, "n1", "offline", T0)
-    role = controller.leader_roles[0]
+    role = controller.leader_roles[names.index("cảnh báo")]
     await role.start()
     try:
         for _ in range(100):

@@ -43,7 +43,7 @@ class Server:
                "LOA_SECRET_KEY": "body-limit-test", "LOA_LOG_LEVEL": "WARNING",
                "LOA_CONTENT_MAX_UPLOAD_BYTES": str(CONTENT_LIMIT),
                "LOA_ICECAST_BINARY": "/nonexistent/icecast2", "TMPDIR": str(self.tmp)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "loa", "serve", "--no-controller"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "system", "serve", "--no-controller"],
                                      env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         self.base = f"http://127.0.0.1:{self.port}"

@@ -182,7 +182,7 @@ def test_every_request_goes_to_loopback(stack, browser_context):
 
 
 def test_technician_approves_an_unknown_node(stack, page):
-    from controller.registry.models import Node, PendingNode
+    from registry.models import Node, PendingNode
 
     now = now_ms()
     with stack.db.session() as s:

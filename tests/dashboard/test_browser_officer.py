@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from controller.registry.models import Commune
 from loa.timeutil import ms_to_dt, now_ms
+from registry.models import Commune
 from scheduler.models import Broadcast
 from tests.dashboard.conftest import XSS_NAME, login, screenshot
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from dashboard.app import create_app
-from dashboard.context import AppContext
+from system.root import api_context
 
 HTML = {"Accept": "text/html"}
 
 
 def test_missing_pages_and_crashes_answer_in_the_users_language(settings, db):
-    app = create_app(AppContext(settings=settings, db=db))
+    app = create_app(api_context(settings, db))
 
     def boom() -> None:
         raise RuntimeError("secret internals")

@@ -53,7 +53,7 @@ def _env(tmp_path, db_url: str, port: int, **extra: str) -> dict[str, str]:
 def api_server(tmp_path, db_url: str, **extra: str) -> Iterator[str]:
     """``loa serve --no-controller`` (the API process of the compose file) on a free port."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "loa", "serve", "--no-controller"],
+    proc = subprocess.Popen([sys.executable, "-m", "system", "serve", "--no-controller"],
                             env=_env(tmp_path, db_url, port, **extra),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
@@ -138,7 +138,7 @@ def test_an_example_or_empty_secret_is_refused_at_start(tmp_path, secret, comman
     port = free_port()
     env = _env(tmp_path, f"sqlite:///{tmp_path / 'x.db'}", port, LOA_SECRET_KEY=secret,
                LOA_MQTT_PORT=str(free_port()))
-    run = subprocess.run([sys.executable, "-m", "loa", command], env=env,
+    run = subprocess.run([sys.executable, "-m", "system", command], env=env,
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 1
     assert "LOA_SECRET_KEY đang là giá trị mẫu hoặc rỗng" in run.stderr

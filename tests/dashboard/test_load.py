@@ -26,6 +26,7 @@ from controller.models import HeartbeatSample, NodeEventLog
 from dashboard.security import ensure_demo_accounts
 from loa.broker import free_port
 from loa.timeutil import now_ms
+from system.root import api_context
 from tests.factories import make_registry
 
 NODES = [f"ld-{i:02d}" for i in range(12)]
@@ -41,7 +42,7 @@ def serve(db_url: str, data_dir, mqtt_port: int, http_port: int) -> subprocess.P
            # Every heartbeat becomes a stored sample, so "nothing lost" can be counted.
            "LOA_HISTORY_SAMPLE_S": "0", "LOA_FLUSH_INTERVAL_S": "0.2",
            "LOA_ICECAST_BINARY": "/nonexistent/icecast2"}
-    return subprocess.Popen([sys.executable, "-m", "loa", "serve"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "system", "serve"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -179,7 +180,6 @@ async def test_a_pool_of_two_connections_serves_a_burst_without_deadlock(tmp_pat
     import uvicorn
 
     from dashboard.app import create_app
-    from dashboard.context import AppContext
     from loa.db import Database
     from loa.settings import Settings
 
@@ -189,7 +189,7 @@ async def test_a_pool_of_two_connections_serves_a_burst_without_deadlock(tmp_pat
     port = free_port()
     settings = Settings(data_dir=tmp_path / "data", database_url=db.url, http_port=port,
                         secret_key="tight-pool-secret")
-    server = uvicorn.Server(uvicorn.Config(create_app(AppContext(settings, tight, {})),
+    server = uvicorn.Server(uvicorn.Config(create_app(api_context(settings, tight)),
                                            host="127.0.0.1", port=port, log_level="warning",
                                            **settings.proxy_options()))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -231,8 +231,8 @@ def test_demo_accounts_idempotent(stack):
 
 
 def test_cli_user_add_and_passwd(stack, tmp_path, monkeypatch, capsys):
-    from loa.cli import main
     from loa.settings import get_settings
+    from system.cli import main
 
     monkeypatch.setenv("LOA_DATABASE_URL", stack.db.url)
     monkeypatch.setenv("LOA_DATA_DIR", str(tmp_path / "cli"))

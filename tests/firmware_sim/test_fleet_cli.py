@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from controller.registry.models import Node
 from firmware_sim.cli import take_shard
-from firmware_sim.fleet import Fleet, NodeSpec, generate_node_ids, specs_from_registry
+from firmware_sim.fleet import Fleet, NodeSpec, generate_node_ids
 from loa.broker import free_port
-from loa.cli import main as cli_main
+from registry.models import Node
+from system.cli import main as cli_main
+from system.simulation import simulated_nodes as specs_from_registry
 from tests.firmware_sim.conftest import RawController
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,8 +68,8 @@ async def test_a_hundred_nodes_all_report(mosquitto_broker, db):
 
 def run_cli(args: list[str], env_extra: dict | None = None, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
-    # Like the ``loa`` console script (``python -m loa.cli`` would import loa.cli twice).
-    entry = "import sys; from loa.cli import main; sys.exit(main(sys.argv[1:]))"
+    # Like the ``loa`` console script (``python -m system.cli`` would import system.cli twice).
+    entry = "import sys; from system.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.Popen([sys.executable, "-c", entry, "sim", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 

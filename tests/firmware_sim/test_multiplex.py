@@ -12,11 +12,11 @@ from collections import Counter
 import psutil
 import pytest
 
-from controller.service import ControllerService
+from controller.process import ControllerService
 from firmware_sim.fleet import generate_node_ids
 from firmware_sim.multiplex import LatenessHistogram, VirtualFleet, _remaining_length
-from loa.cli import main as cli_main
 from loa.protocol import Channel, NodeState, decode_heartbeat, decode_status
+from system.cli import main as cli_main
 from tests.conftest import settings_for
 from tests.factories import make_registry
 from tests.firmware_sim.conftest import RawController

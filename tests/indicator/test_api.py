@@ -10,20 +10,18 @@ from fastapi.testclient import TestClient
 from openpyxl import load_workbook
 from sqlalchemy import select
 
-import dashboard.app
-from controller.indicator.demo_history import seed_history
-from controller.registry.demo import load_demo_province
-from controller.registry.models import Commune
 from dashboard.app import create_app
-from dashboard.context import AppContext
 from dashboard.models import AuditLog
 from dashboard.security import create_user, issue_token
+from indicator.demo_history import seed_history
 from loa.settings import Settings
 from loa.timeutil import now_ms
+from registry.demo import load_demo_province
+from registry.models import Commune
+from system.root import api_context
 
 PASSWORD = "mat-khau-thu-nghiem"
 # Only the routers this feature needs; other areas are tested by their own suites.
-ROUTERS = ("dashboard.routes.auth", "dashboard.routes.indicators")
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +43,11 @@ def seeded(tmp_path_factory, databases):
 
 @pytest.fixture
 def api(seeded, databases, tmp_path, monkeypatch):
-    monkeypatch.setattr(dashboard.app, "ROUTER_MODULES", ROUTERS)
     source, tokens = seeded
     db = databases.clone(source, tmp_path / "loa.db")
     settings = Settings(data_dir=tmp_path / "data", database_url=db.url,
                         secret_key="test-secret")
-    with TestClient(create_app(AppContext(settings=settings, db=db))) as client:
+    with TestClient(create_app(api_context(settings, db))) as client:
         client.tokens = tokens
         client.db = db
         yield client

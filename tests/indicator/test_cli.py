@@ -1,4 +1,4 @@
-"""``loa report 8.3``, ``loa attest`` and ``loa indicator settings`` through ``loa.cli.main``
+"""``loa report 8.3``, ``loa attest`` and ``loa indicator settings`` through ``system.cli.main``
 on a real SQLite file."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import io
 
 from openpyxl import load_workbook
 
-from loa.cli import main
+from system.cli import main
 from tests.indicator.world import ict, small_province
 
 

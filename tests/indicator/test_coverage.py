@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from controller.indicator.evaluate import evaluate, evaluation_as_dict
-from controller.indicator.periods import parse_period
-from controller.indicator.service import update_thresholds
+from indicator.evaluate import evaluate, evaluation_as_dict
+from indicator.manual_inputs import update_thresholds
+from indicator.periods import parse_period
 from tests.indicator.world import DAY, World, ict
 
 Q3_START, Q3_END = ict(2026, 7, 1), ict(2026, 10, 1)

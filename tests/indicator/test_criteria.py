@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from controller.indicator.criteria import get_set, update_set
-from controller.indicator.errors import InvalidInputError, NotFoundError
-from controller.indicator.evaluate import evaluate, evaluation_as_dict
-from controller.indicator.periods import parse_period
-from controller.indicator.reports import build_report, render
 from dashboard.models import AuditLog
+from indicator.criteria import get_set, update_set
+from indicator.errors import InvalidInputError, NotFoundError
+from indicator.evaluate import evaluate, evaluation_as_dict
+from indicator.periods import parse_period
+from indicator.reports import build_report, render
 from tests.indicator.test_api import api, seeded  # noqa: F401 (fixtures)
 from tests.indicator.world import DAY, ict
 
@@ -115,7 +115,7 @@ def test_criteria_over_the_api_named_in_every_answer_and_audited(api):  # noqa: 
 
 
 def test_evidence_of_a_split_period_has_a_folder_per_part_and_verifies(world, db, tmp_path):
-    from controller.indicator.evidence import verify_evidence, write_evidence
+    from indicator.evidence import verify_evidence, write_evidence
 
     _station(world, ict(2026, 3, 10), (Q1_END - SWITCH) * 6 // 100)
     with db.session() as s:

@@ -7,12 +7,12 @@ from collections import Counter
 
 from sqlalchemy import func, select
 
-from controller.indicator.demo_history import seed_history
-from controller.indicator.evaluate import evaluate
-from controller.indicator.periods import parse_period
 from controller.models import NodeTransition
-from controller.registry.demo import load_demo_province
+from indicator.demo_history import seed_history
+from indicator.evaluate import evaluate
+from indicator.periods import parse_period
 from loa.timeutil import ms_to_dt
+from registry.demo import load_demo_province
 from scheduler.models import Airing, AiringTarget
 from tests.indicator.world import ict
 

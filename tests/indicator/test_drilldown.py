@@ -13,25 +13,22 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-import dashboard.app
-from controller.indicator.demo_history import seed_history
-from controller.indicator.evaluate import evaluate
-from controller.indicator.evidence import verify_evidence, write_evidence
-from controller.indicator.models import AttestationScan, ManualAttestation
-from controller.indicator.periods import parse_period
-from controller.indicator.scans import MAX_SCAN_BYTES, check_scan, sniff
-from controller.registry.demo import load_demo_province
-from controller.registry.models import Commune, Node, Village
 from dashboard.app import create_app
-from dashboard.context import AppContext
 from dashboard.models import AuditLog
 from dashboard.security import create_user, issue_token
+from indicator.demo_history import seed_history
+from indicator.evaluate import evaluate
+from indicator.evidence import verify_evidence, write_evidence
+from indicator.models import AttestationScan, ManualAttestation
+from indicator.periods import parse_period
+from indicator.scans import MAX_SCAN_BYTES, check_scan, sniff
 from loa.settings import Settings
 from loa.timeutil import now_ms
+from registry.demo import load_demo_province
+from registry.models import Commune, Node, Village
+from system.root import api_context
 
 PASSWORD = "mat-khau-thu-nghiem"
-ROUTERS = ("dashboard.routes.auth", "dashboard.routes.indicators", "dashboard.routes.ui",
-           "dashboard.routes.indicator_pages")
 
 
 def tiny_png() -> bytes:
@@ -66,13 +63,12 @@ def seeded(tmp_path_factory, databases):
 
 
 @pytest.fixture
-def web(seeded, databases, tmp_path, monkeypatch):
-    monkeypatch.setattr(dashboard.app, "ROUTER_MODULES", ROUTERS)
+def web(seeded, databases, tmp_path):
     source, tokens = seeded
     db = databases.clone(source, tmp_path / "loa.db")
     settings = Settings(data_dir=tmp_path / "data", database_url=db.url,
                         secret_key="test-secret")
-    with TestClient(create_app(AppContext(settings=settings, db=db))) as client:
+    with TestClient(create_app(api_context(settings, db))) as client:
         client.tokens = tokens
         client.db = db
         yield client

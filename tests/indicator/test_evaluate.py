@@ -6,12 +6,12 @@ from datetime import date
 
 import pytest
 
-from controller.indicator.availability import availability
-from controller.indicator.errors import InvalidInputError
-from controller.indicator.evaluate import evaluate, evaluation_as_dict
-from controller.indicator.models import ProvinceIndicatorSettings
-from controller.indicator.periods import parse_period
-from controller.indicator.service import add_attestation, current_thresholds, update_thresholds
+from indicator.availability import availability
+from indicator.errors import InvalidInputError
+from indicator.evaluate import evaluate, evaluation_as_dict
+from indicator.manual_inputs import add_attestation, current_thresholds, update_thresholds
+from indicator.models import ProvinceIndicatorSettings
+from indicator.periods import parse_period
 from tests.indicator.world import DAY, HOUR, ict
 
 Q3_START, Q3_END = ict(2026, 7, 1), ict(2026, 10, 1)
@@ -318,7 +318,7 @@ def test_rollups_read_like_the_province_reports(world, db):
 def test_ongoing_period_is_judged_so_far_and_future_one_is_refused(world, db):
     _commune_with_one_village(world, "J", "Nà Cạn", "n-j", [(Q3_START - DAY, True)])
     now = ict(2026, 8, 20, 12)
-    from controller.indicator.errors import PeriodError
+    from indicator.errors import PeriodError
     with db.session() as s:
         e = evaluate(s, parse_period("2026-Q3", now_ms=now), now=now)
         assert e.end_ms == now and e.communes[0].passed

@@ -8,7 +8,7 @@ import csv
 import hashlib
 import subprocess
 
-from loa.cli import main
+from system.cli import main
 from tests.indicator.world import DAY, ict, small_province
 
 Q3_START, Q3_END = ict(2026, 7, 1), ict(2026, 10, 1)

@@ -12,11 +12,11 @@ import pytest
 from docx import Document
 from sqlalchemy import select
 
-from controller.indicator import letterhead
-from controller.indicator.errors import InvalidInputError
-from controller.indicator.periods import parse_period
-from controller.indicator.reports import build_report, render
 from dashboard.models import AuditLog
+from indicator import letterhead
+from indicator.errors import InvalidInputError
+from indicator.periods import parse_period
+from indicator.reports import build_report, render
 from tests.indicator.test_api import api, seeded  # noqa: F401 (fixtures)
 from tests.indicator.world import ict, small_province
 

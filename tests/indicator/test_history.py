@@ -7,9 +7,9 @@ from contextlib import contextmanager
 
 from sqlalchemy import event
 
-from controller.indicator.evaluate import evaluate
-from controller.indicator.periods import parse_period
-from controller.registry import history
+from indicator.evaluate import evaluate
+from indicator.periods import parse_period
+from registry import history
 from tests.indicator.world import DAY, ict
 
 JUL, OCT = ict(2026, 7, 1), ict(2026, 10, 1)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from controller.indicator.errors import PeriodError
-from controller.indicator.periods import WEEK_MS, parse_period, weeks
-from controller.indicator.vn import admin_date_line, percent, village_title
+from indicator.errors import PeriodError
+from indicator.periods import WEEK_MS, parse_period, weeks
+from indicator.vn import admin_date_line, percent, village_title
 from tests.indicator.world import DAY, ict
 
 NOW = ict(2026, 11, 21, 23, 30)

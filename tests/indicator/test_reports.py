@@ -13,8 +13,8 @@ import pytest
 from openpyxl import load_workbook
 from PIL import Image
 
-from controller.indicator.periods import parse_period
-from controller.indicator.reports import build_report, render
+from indicator.periods import parse_period
+from indicator.reports import build_report, render
 from tests.indicator.world import ict, small_province
 
 Q3_START, Q3_END = ict(2026, 7, 1), ict(2026, 10, 1)
@@ -144,7 +144,7 @@ def test_html_is_a_provincial_report_and_escapes_names(report):
 
 
 def test_unknown_format_is_refused(report):
-    from controller.indicator.errors import IndicatorError
+    from indicator.errors import IndicatorError
 
     with pytest.raises(IndicatorError, match="không hỗ trợ"):
         render(report, "odt")

@@ -7,7 +7,10 @@ from datetime import datetime
 from itertools import count
 
 from controller.models import ControllerWatch, NodeContinuity, NodeTransition
-from controller.registry.models import (
+from loa.db import Database
+from loa.text import fold
+from loa.timeutil import ICT
+from registry.models import (
     Commune,
     District,
     NameHistory,
@@ -17,9 +20,6 @@ from controller.registry.models import (
     Village,
     VillageMembership,
 )
-from loa.db import Database
-from loa.text import fold
-from loa.timeutil import ICT
 from scheduler.models import Airing, AiringTarget, Broadcast
 
 HOUR = 3_600_000
@@ -205,7 +205,7 @@ def small_province(world: World, start_ms: int, end_ms: int) -> dict[str, str]:
     availability (a 15-day outage), Vũ Lễ is an FM station passed by an attestation."""
     from datetime import timedelta
 
-    from controller.indicator.service import add_attestation
+    from indicator.manual_inputs import add_attestation
     from loa.timeutil import ms_to_dt
 
     district = world.district("TD", "Tràng Định")

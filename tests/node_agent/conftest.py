@@ -95,7 +95,7 @@ class NodeProc:
     def start(self) -> NodeProc:
         env = {**os.environ, **self.rig.pulse.env, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "loa", "node", "run", "--config", str(self.config)],
+            [sys.executable, "-m", "system", "node", "run", "--config", str(self.config)],
             cwd=REPO, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
         return self
 

@@ -64,12 +64,12 @@ def test_unknown_keys_and_broken_toml_are_refused(tmp_path):
 
 
 def run_loa(*args: str, env: dict | None = None, timeout: float = 60):
-    return subprocess.run([sys.executable, "-m", "loa", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "system", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def test_loa_node_does_not_import_the_controller():
-    code = ("import sys; from loa.cli import main; import node_agent.agent, node_agent.check;"
+    code = ("import sys; from system.cli import main; import node_agent.agent, node_agent.check;"
             "sys.argv=['loa','node','--help'];\n"
             "try: main()\nexcept SystemExit: pass\n"
             "bad=[m for m in sys.modules if m.split('.')[0] in ('fastapi','sqlalchemy',"

@@ -27,9 +27,9 @@ async def commune(rig, settings, db):
     from sqlalchemy import select
 
     from broadcasts.store import ContentStore
-    from controller.registry.models import Commune, Village
     from dashboard.app import create_app
-    from dashboard.context import AppContext
+    from registry.models import Commune, Village
+    from system.root import api_context
 
     env = read_controller_env(rig.broker.password_file.parent)
     http_port = free_port()
@@ -46,7 +46,9 @@ async def commune(rig, settings, db):
                   store=store, content=ContentGateway(store), sched=SchedulerSettings(**FAST),
                   fleet=Fleet(rig.broker.host, rig.broker.port, heartbeat_s=10))
     await net.start_controller()
-    app = create_app(AppContext(settings=cfg, db=db, services=net.services))
+    net.ctx = api_context(cfg, db, content=store, controller=net.controller,
+                          scheduling=net.scheduling)
+    app = create_app(net.ctx)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=http_port,
                                            log_level="warning", lifespan="on"))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

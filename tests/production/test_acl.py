@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from controller.commands import new_cmd_id
+from controller.command_publisher import new_cmd_id
 from controller.models import NodeLive
+from controller.process import ControllerService
 from controller.provision import (
     ProvisionError,
     ProvisionResult,
@@ -32,12 +33,11 @@ from controller.provision import (
     provision,
     read_controller_env,
 )
-from controller.registry.models import Node
-from controller.service import ControllerService
 from loa.broker import EmbeddedBroker, free_port, wait_for_port
-from loa.cli import main as loa_main
 from loa.protocol import SelftestCmd, decode_command
 from loa.timeutil import now_ms
+from registry.models import Node
+from system.cli import main as loa_main
 from tests.conftest import settings_for
 from tests.factories import make_registry
 from tests.production.mqtt_support import (

@@ -13,10 +13,10 @@ import json
 import subprocess
 import threading
 
-from controller.commands import new_cmd_id
+from controller.command_publisher import new_cmd_id
 from controller.node_commands import CommandLink
+from controller.process import ControllerService
 from controller.provision import provision
-from controller.service import ControllerService
 from loa.broker import free_port, wait_for_port
 from loa.protocol import Channel, SelftestCmd, decode_command
 from loa.timeutil import now_ms

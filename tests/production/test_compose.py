@@ -295,7 +295,7 @@ def test_every_command_the_containers_run_exists():
 
 
 def _loa_help(path: list[str]) -> tuple[int, str]:
-    from loa.cli import main
+    from system.cli import main
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import stat
 
-from loa.commands import open_database
+from loa.db import open_database
 from loa.settings import Settings
 
 

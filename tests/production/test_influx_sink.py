@@ -16,11 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.influx_sink import InfluxSettings, InfluxSink, attach
+from controller.influx_sink import InfluxSettings, InfluxSink
 from controller.ingest import Ingest
-from controller.service import ControllerService
 from loa.broker import free_port
 from loa.timeutil import now_ms
+from system.root import System
 from tests.factories import make_registry
 
 NODES = ["vm-a", "vm-b", "vm-c"]
@@ -106,7 +106,7 @@ def _ingest_with_sink(settings, db, vm_url: str, **cfg) -> tuple[Ingest, InfluxS
     ingest.load_registry()
     sink = InfluxSink(InfluxSettings(url=vm_url, token="t", org="loa", bucket="telemetry",
                                      flush_interval_s=0.05, timeout_s=3, **cfg))
-    ingest.add_heartbeat_listener(sink.on_heartbeat)
+    ingest.observe(sink)
     return ingest, sink
 
 
@@ -176,25 +176,22 @@ async def test_server_down_ingest_goes_on_drops_counted_then_writing_resumes(set
         sink.close()
 
 
-async def test_attach_wires_the_sink_only_when_a_url_is_configured(settings, db, vm,
-                                                                   monkeypatch):
+async def test_the_root_wires_the_sink_only_when_a_url_is_configured(settings, db, vm,
+                                                                     monkeypatch):
     make_registry(db, communes={"Đội Cấn": {"Thôn Nà Pàn": ["vm-z"]}})
     monkeypatch.delenv("LOA_INFLUX_URL", raising=False)
-    services = {"controller": ControllerService(settings, db)}
-    assert attach(services, settings, db) is None and "influx" not in services
+    assert System(settings, db=db, http=False).influx is None
 
     monkeypatch.setenv("LOA_INFLUX_FLUSH_INTERVAL_S", "0.05")
     # Loa's Settings reads LOA_INFLUX_URL / _BUCKET from the environment at start.
     settings = settings.model_copy(update={"influx_url": vm.url, "influx_bucket": "loa-test"})
-    controller = services["controller"]
-    sink = attach(services, settings, db)
-    assert services["influx"] is sink and sink.cfg.bucket == "loa-test"
-    assert attach(services, settings, db) is None  # idempotent
-    runner = controller.extra_tasks[-1]
+    system = System(settings, db=db, http=False)
+    sink, controller = system.influx, system.controller
+    assert sink is not None and controller is not None and sink.cfg.bucket == "loa-test"
     controller.ingest.load_registry()
     # (VictoriaMetrics hides the last 30 s from queries: -search.latencyOffset)
     assert _beat(controller.ingest, "vm-z", 5, now_ms() - 60_000)
-    task = asyncio.create_task(runner)
+    sink.start()
     try:
         for _ in range(100):
             if sink.written:
@@ -202,7 +199,6 @@ async def test_attach_wires_the_sink_only_when_a_url_is_configured(settings, db,
             await asyncio.sleep(0.05)
         assert sink.written == 1 and sink.stats()["errors"] == 0
     finally:
-        task.cancel()
         await sink.stop()
     stored = vm.series("vm-z")[("heartbeat_seq", "vm-z")]
     assert [v for k, v in stored.items() if k != "tags"] == [5]

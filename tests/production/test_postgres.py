@@ -9,16 +9,16 @@ import json
 
 from sqlalchemy import func, select
 
-from controller.indicator.evaluate import evaluate, evaluation_as_dict
-from controller.indicator.periods import parse_period
 from controller.ingest import Ingest
 from controller.models import NodeEventLog, NodeLive, NodeTransition, RejectedCount
-from controller.registry import importer
-from controller.registry.demo import demo_yaml
-from controller.registry.models import Commune, NameHistory, Node, PendingNode, Village
+from indicator.evaluate import evaluate, evaluation_as_dict
+from indicator.periods import parse_period
 from loa.db import Database
 from loa.settings import Settings
 from loa.text import fold
+from registry import importer
+from registry.demo import demo_yaml
+from registry.models import Commune, NameHistory, Node, PendingNode, Village
 from tests.factories import make_registry
 from tests.indicator.world import World, ict, small_province
 

@@ -7,9 +7,9 @@ from datetime import datetime
 
 import pytest
 
-from controller.registry import service as svc
 from loa.db import Database
 from loa.timeutil import ICT, dt_to_ms
+from registry import changes as svc
 
 
 def ms(day: int, month: int, year: int) -> int:

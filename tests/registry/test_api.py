@@ -9,22 +9,18 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-import dashboard.app
 from controller.models import NodeLive
-from controller.registry.demo import demo_yaml, load_demo_province
-from controller.registry.models import Commune, Node, PendingNode, Province, Village
 from dashboard.app import create_app
-from dashboard.context import AppContext
 from dashboard.security import create_user
 from loa.db import Database
 from loa.settings import Settings
+from registry.demo import demo_yaml, load_demo_province
+from registry.models import Commune, Node, PendingNode, Province, Village
+from system.root import api_context
 
 PASSWORD = "mat-khau-thu-nghiem"
 
 
-# Only the routers this feature needs: the rest of the dashboard is built by other people
-# right now, and a broken router of theirs must not hide a broken one of ours.
-ROUTERS = ("dashboard.routes.auth", "dashboard.routes.communes", "dashboard.routes.registry")
 
 
 @contextmanager
@@ -40,9 +36,7 @@ def _client(db: Database, settings: Settings):
                                ("ls-doican-t02-a", "offline"), ("ls-hoalac-t01-a", "online")):
             s.add(NodeLive(node_id=node_id, state=state, available=state != "offline",
                            since_ms=1_751_302_800_000))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(dashboard.app, "ROUTER_MODULES", ROUTERS)
-        app = create_app(AppContext(settings=settings, db=db))
+    app = create_app(api_context(settings, db))
     # raise_server_exceptions=False: dashboard.security's AuditMiddleware fails *after* the
     # answer was sent when a POST is refused (the rolled-back session expired the user it
     # reads; reported to the lead). The client still gets the real status, and any failure of

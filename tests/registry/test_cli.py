@@ -1,4 +1,4 @@
-"""``loa registry ...`` end to end through ``loa.cli.main`` on a real database that starts
+"""``loa registry ...`` end to end through ``system.cli.main`` on a real database that starts
 empty, as on an operator's first run (a SQLite file, or PostgreSQL in that pass)."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from controller.registry.demo import demo_yaml
-from controller.registry.models import Commune, Node, PendingNode, Village
-from loa.cli import main
 from loa.db import Database
+from registry.demo import demo_yaml
+from registry.models import Commune, Node, PendingNode, Village
+from system.cli import main
 
 
 @pytest.fixture

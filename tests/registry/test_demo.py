@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from controller.registry.demo import DEMO_EFFECTIVE_MS, load_demo_province
-from controller.registry.models import Commune, District, Node, Village, VillageMembership
 from loa.text import fold
+from registry.demo import DEMO_EFFECTIVE_MS, load_demo_province
+from registry.models import Commune, District, Node, Village, VillageMembership
 
 REAL_NAMES = ["Đội Cấn", "Hòa Lạc", "Kiên Mộc", "Hữu Lễ", "Tú Xuyên", "Liên Hội", "Cao Lâu",
               "Tân Liên"]

@@ -13,12 +13,12 @@ import io
 import pytest
 from openpyxl import load_workbook
 
-from controller.indicator.periods import parse_period
-from controller.indicator.reports import build_report, render
-from controller.registry import importer
-from controller.registry.errors import InvalidInputError
+from indicator.periods import parse_period
+from indicator.reports import build_report, render
 from loa.text import FORMULA_STARTS, spreadsheet_safe, spreadsheet_text
 from loa.timeutil import now_ms
+from registry import importer
+from registry.errors import InvalidInputError
 from tests.factories import make_registry
 
 ATTACK = "-2+3+cmd|' /C calc'!A0"

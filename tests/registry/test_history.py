@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from controller.registry import queries
-from controller.registry import service as svc
-from controller.registry.errors import ConflictError, InvalidInputError, NotFoundError
-from controller.registry.models import (
+from controller import commune_directory
+from loa.timeutil import now_ms
+from registry import changes as svc
+from registry import queries
+from registry.errors import ConflictError, InvalidInputError, NotFoundError
+from registry.models import (
     Commune,
     NameHistory,
     Node,
@@ -16,7 +18,6 @@ from controller.registry.models import (
     Village,
     VillageMembership,
 )
-from loa.timeutil import now_ms
 from tests.registry.conftest import ms
 
 
@@ -117,7 +118,7 @@ def test_rename_keeps_the_old_name_in_name_history(small_registry):
         assert queries.name_at(s, "village", village.id, rename_at - 1) == "Thôn Nà Pàn"
         assert queries.name_at(s, "village", village.id, rename_at) == "Thôn Nà Pàn Trên"
         # The commune detail shows the history, dated for people.
-        detail = queries.commune_detail(s, commune.id)
+        detail = commune_directory.commune_detail(s, commune.id)
         assert [(n.name, n.valid_from, n.valid_to) for n in detail.names] == [
             ("Đội Cấn", "01/01/2025", "01/08/2025"), ("Đội Cấn Mới", "01/08/2025", None)]
 

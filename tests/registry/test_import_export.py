@@ -8,12 +8,13 @@ import unicodedata
 import pytest
 from sqlalchemy import func, select
 
-from controller.registry import importer
-from controller.registry import service as svc
-from controller.registry.demo import demo_yaml
-from controller.registry.errors import ImportFailed
-from controller.registry.formats import parse_yaml, render_yaml
-from controller.registry.models import (
+from loa.db import Database
+from registry import changes as svc
+from registry import importer
+from registry.demo import demo_yaml
+from registry.errors import ImportFailed
+from registry.formats import parse_yaml, render_yaml
+from registry.models import (
     Commune,
     District,
     NameHistory,
@@ -24,7 +25,6 @@ from controller.registry.models import (
     Village,
     VillageMembership,
 )
-from loa.db import Database
 from tests.registry.conftest import ms
 
 MODELS = (Province, District, Commune, Village, VillageMembership, Node, NodePlacement,

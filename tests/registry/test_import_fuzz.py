@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from controller.registry import importer
-from controller.registry.demo import demo_yaml
-from controller.registry.errors import RegistryError
-from controller.registry.models import Commune, Node, NodePlacement, Village, VillageMembership
 from loa.db import Database
+from registry import importer
+from registry.demo import demo_yaml
+from registry.errors import RegistryError
+from registry.models import Commune, Node, NodePlacement, Village, VillageMembership
 
 MODELS = (Commune, Village, VillageMembership, Node, NodePlacement)
 

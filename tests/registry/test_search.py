@@ -8,10 +8,11 @@ import unicodedata
 import pytest
 from sqlalchemy import select
 
-from controller.registry import queries
-from controller.registry import service as svc
-from controller.registry.demo import load_demo_province
-from controller.registry.models import Commune
+from controller import commune_directory
+from registry import changes as svc
+from registry import queries
+from registry.demo import load_demo_province
+from registry.models import Commune
 from tests.registry.conftest import ms
 
 
@@ -71,6 +72,7 @@ def test_search_respects_the_users_communes(demo_db):
 
 def test_commune_list_filter_ignores_diacritics(demo_db):
     with demo_db.session() as s:
-        page = queries.list_communes(s, q="tu xuyen")
+        page = commune_directory.list_communes(s, q="tu xuyen")
         assert [c.name for c in page.items] == ["Tú Xuyên"] and page.total == 1
-        assert {c.name for c in queries.list_communes(s, q="hoa").items} == {"Hòa Lạc", "Hòa Cư"}
+        hoa = commune_directory.list_communes(s, q="hoa").items
+        assert {c.name for c in hoa} == {"Hòa Lạc", "Hòa Cư"}

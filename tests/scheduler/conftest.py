@@ -16,7 +16,8 @@ import pytest
 import uvicorn
 from sqlalchemy import select
 
-from controller.service import ControllerService
+from controller.process import ControllerService
+from dashboard.context import AppContext
 from firmware_sim.fleet import Fleet
 from loa.broker import free_port
 from loa.db import Database
@@ -24,8 +25,9 @@ from loa.settings import Settings
 from scheduler.config import SchedulerSettings
 from scheduler.content import ContentGateway
 from scheduler.models import Airing, AiringTarget
+from scheduler.scheduling import Scheduling, build_scheduling
 from scheduler.targets import Actor
-from scheduler.wiring import Scheduling, build_scheduling
+from scheduler.workflow import BroadcastService
 from tests.conftest import settings_for
 from tests.factories import make_registry
 
@@ -66,7 +68,9 @@ class Network:
     fleet: Fleet
     controller: ControllerService | None = None
     scheduling: Scheduling | None = None
-    services: dict[str, Any] = field(default_factory=dict)
+    # What the served API sees (``system.root.api_context``), kept pointing at the running
+    # controller and scheduler across restarts.
+    ctx: AppContext | None = None
     province: Actor = field(default_factory=lambda: Actor("province", None, "so-vhtt"))
 
     def officer(self, commune: str = "Đội Cấn") -> Actor:
@@ -89,8 +93,20 @@ class Network:
         await self.controller.start()
         await self.controller.wait_connected()
         await self.scheduling.start()
-        self.services.clear()
-        self.services.update({**self.controller.services(), **self.scheduling.services()})
+        self._expose()
+
+    def _expose(self) -> None:
+        """Point the API at the running services (or at none, after a crash)."""
+        if self.ctx is None:
+            return
+        self.ctx.controller = self.controller
+        self.ctx.node_commands = self.controller.node_commands if self.controller else None
+        if self.scheduling is not None:
+            self.ctx.broadcasts, self.ctx.live = self.scheduling.broadcasts, self.scheduling.live
+        else:  # as an API without a scheduler in its process: it only writes rows
+            self.ctx.broadcasts = BroadcastService(self.db, self.sched, content=self.content)
+            self.ctx.live = None
+        self.ctx.alerts.broadcasts = self.ctx.broadcasts
 
     async def kill_controller(self) -> None:
         """Stop controller and scheduler as a crash would leave them: nothing is cleaned up
@@ -100,9 +116,9 @@ class Network:
         if self.scheduling.dispatcher._runner is not None:
             self.scheduling.dispatcher._runner.cancel()
         await self.controller.stop()
-        self.services.clear()
         self.scheduling = None
         self.controller = None
+        self._expose()
 
     def targets(self, airing_id: int) -> dict[str, AiringTarget]:
         with self.db.session() as s:
@@ -133,7 +149,7 @@ class Network:
 async def network(tmp_path, mosquitto_broker, settings, db):
     from broadcasts.store import ContentStore
     from dashboard.app import create_app
-    from dashboard.context import AppContext
+    from system.root import api_context
 
     http_port = free_port()
     base_url = f"http://127.0.0.1:{http_port}"
@@ -146,7 +162,9 @@ async def network(tmp_path, mosquitto_broker, settings, db):
                   fleet=Fleet(mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=10,
                               connect_rate=500, seed=7))
     await net.start_controller()
-    app = create_app(AppContext(settings=cfg, db=db, services=net.services))
+    net.ctx = api_context(cfg, db, content=store, controller=net.controller,
+                          scheduling=net.scheduling)
+    app = create_app(net.ctx)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=http_port,
                                            log_level="warning", lifespan="on"))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

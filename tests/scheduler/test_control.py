@@ -17,8 +17,8 @@ from scheduler.config import SchedulerSettings
 from scheduler.errors import Conflict, InvalidBroadcast, NotFound
 from scheduler.models import Broadcast
 from scheduler.request import MSG_NO_TIME
-from scheduler.service import BroadcastService
 from scheduler.targets import Actor, resolve_nodes
+from scheduler.workflow import BroadcastService
 from tests.factories import make_registry
 
 # A public address (stream URLs to internal addresses are refused; see test_stream_urls).

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from controller.commands import CommandPublisher
-from controller.dispatch import Dispatcher, wire_broadcast_id
+from controller.command_publisher import CommandPublisher
 from controller.models import NodeEventLog
 from loa.protocol import Topics
 from scheduler.config import SchedulerSettings
+from scheduler.dispatch import Dispatcher, wire_broadcast_id
 from scheduler.models import Airing, AiringTarget, Broadcast
 from tests.factories import make_registry
 

@@ -31,7 +31,7 @@ def serve(db_url: str, data_dir, mqtt_port: int, http_port: int) -> subprocess.P
            "LOA_DISPATCH_LEAD_S": "4", "LOA_LOG_LEVEL": "WARNING",
            # A SIGKILLed process cannot stop its Icecast child: leave live streaming out.
            "LOA_ICECAST_BINARY": "/nonexistent/icecast2"}
-    return subprocess.Popen([sys.executable, "-m", "loa", "serve"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "system", "serve"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -75,8 +75,8 @@ async def test_live_stream_from_a_source_client_reaches_the_nodes(network, tmp_p
 
 def test_missing_icecast_is_a_clear_vietnamese_error(tmp_path, db):
     from scheduler.config import SchedulerSettings
-    from scheduler.service import BroadcastService
     from scheduler.targets import Actor
+    from scheduler.workflow import BroadcastService
     from tests.factories import make_registry
 
     server = IcecastServer(tmp_path, binary="icecast2-khong-co")
@@ -96,7 +96,7 @@ async def test_live_broadcast_whose_stream_fails_is_closed_and_frees_its_slot(ne
     that are up report ``stream`` and one is off line (it would never answer): the broadcast
     ends as not aired at once, not after its 30 minutes, and the same clusters can take
     another live broadcast."""
-    from controller.dispatch import MSG_LIVE_DOWN
+    from scheduler.dispatch import MSG_LIVE_DOWN
     from scheduler.models import Broadcast
 
     net = network

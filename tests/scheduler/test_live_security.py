@@ -135,7 +135,7 @@ def serve(tmp_path, db, mosquitto_broker):
     env.pop("LOA_ICECAST_BINARY", None)
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "loa", "serve"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "system", "serve"], env=env,
                                 stdout=log_file, stderr=subprocess.STDOUT)
     server = Serve(proc, f"http://127.0.0.1:{http_port}", icecast_port, ids)
     try:

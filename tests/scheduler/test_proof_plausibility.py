@@ -15,10 +15,10 @@ import time
 
 from sqlalchemy import select
 
-from controller.dispatch import Dispatcher, wire_broadcast_id
-from controller.service import ControllerService
+from controller.process import ControllerService
 from loa.timeutil import now_ms
 from scheduler.config import SchedulerSettings
+from scheduler.dispatch import Dispatcher, wire_broadcast_id
 from scheduler.models import Airing, AiringTarget, Broadcast
 from scheduler.outcomes import AIRED_PHASES
 from tests.conftest import settings_for
@@ -64,7 +64,7 @@ async def test_implausible_proof_of_play_is_flagged_and_not_counted(
     await svc.start()
     await svc.wait_connected()
     dispatcher = Dispatcher(svc.settings, db, svc.commands, sched=SchedulerSettings())
-    dispatcher.attach(svc.ingest)
+    dispatcher.observe(svc.ingest)
     await dispatcher.recover()
     port = mosquitto_broker.port
 
@@ -119,7 +119,7 @@ async def test_a_started_far_from_start_at_is_not_proof(mosquitto_broker, settin
     await svc.start()
     await svc.wait_connected()
     dispatcher = Dispatcher(svc.settings, db, svc.commands, sched=SchedulerSettings())
-    dispatcher.attach(svc.ingest)
+    dispatcher.observe(svc.ingest)
     await dispatcher.recover()
     try:
         for event in ({"phase": "fetched", "at": start - 200_000},

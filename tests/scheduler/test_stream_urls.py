@@ -11,11 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dashboard.app import create_app
-from dashboard.context import AppContext
 from dashboard.security import create_user, issue_token
 from loa.timeutil import ICT
 from scheduler.config import SchedulerSettings
-from scheduler.service import BroadcastService
+from scheduler.workflow import BroadcastService
+from system.root import api_context
 from tests.factories import make_registry
 
 OWN_ICECAST_PORT = 18000
@@ -27,8 +27,8 @@ def api(settings, db):
     with db.session() as s:
         token, _ = issue_token(s, create_user(s, "so.vhtt", "mat-khau-dai-123", "province"),
                                "api")
-    ctx = AppContext(settings, db)
-    ctx.services["broadcasts"] = BroadcastService(db, SchedulerSettings(
+    ctx = api_context(settings, db)
+    ctx.broadcasts = BroadcastService(db, SchedulerSettings(
         icecast_port=OWN_ICECAST_PORT, stream_allowed_networks="10.8.0.0/16"))
     with TestClient(create_app(ctx)) as client:
         client.headers["Authorization"] = f"Bearer {token}"

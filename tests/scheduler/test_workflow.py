@@ -14,8 +14,8 @@ from scheduler.config import SchedulerSettings
 from scheduler.errors import Conflict, Forbidden, InvalidBroadcast, NotFound
 from scheduler.lifecycle import record_missed
 from scheduler.models import Airing, AiringTarget, Broadcast, InboxItem
-from scheduler.service import BroadcastService
 from scheduler.targets import Actor, resolve_nodes
+from scheduler.workflow import BroadcastService
 from tests.factories import make_registry
 
 # A public address (stream URLs to internal addresses are refused; see test_stream_urls).
@@ -224,7 +224,7 @@ def test_saved_groups_resolve_at_dispatch_time_and_respect_scope(world, db):
         b = s.get(Broadcast, out["id"])
         assert [t.node_id for t in resolve_nodes(s, b.targets)] == ["dc-1", "dc-3"]
         # A cluster installed later in the village is included when the slot is dispatched.
-        from controller.registry.models import Node
+        from registry.models import Node
         s.add(Node(id="dc-9", village_id=ids["Thôn Tân Lập"]))
     with db.session() as s:
         b = s.get(Broadcast, out["id"])
