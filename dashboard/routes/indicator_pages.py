@@ -25,6 +25,7 @@ from indicator.drilldown import cluster_timeline
 from indicator.errors import IndicatorError, InvalidInputError, PeriodError
 from indicator.evaluate import VERDICT_TEXT, Evaluation, evaluate, split_text
 from indicator.manual_inputs import (
+    KIND_NAMES,
     MANUAL_KINDS,
     add_attestation,
     attestation_as_dict,
@@ -126,7 +127,7 @@ def _commune_render(request: Request, s, user: User, ref: str, period: str | Non
                   **_context(request, e, shown, period, part), c=c,
                   attestations=_attestations(s, cid),
                   can_attest=user.role == "province" and commune.station_kind in MANUAL_KINDS,
-                  station_kind=commune.station_kind, form_error=form_error, form=form or {},
+                  station_kind=commune.station_kind, kind_names=KIND_NAMES, form_error=form_error, form=form or {},
                   max_scan_mb=MAX_SCAN_BYTES // 1048576, today=format_date(now_ms()),
                   page={"view": "indicator"})
 
