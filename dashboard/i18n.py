@@ -529,7 +529,8 @@ EN.update({
     "Chứng minh liên tục": "Proven continuity",
     "Các thôn của xã cũ được đánh giá theo danh mục từng ngày.":
         "The former communes' villages are judged on the register as it stood each day.",
-    "IP (CNTT-VT)": "IP (ICT)", "hữu tuyến": "wired", "Có": "Yes", "Không": "No", "Căn cứ kết luận": "Grounds of the verdict",
+    "IP (CNTT-VT)": "IP (ICT)", "hữu tuyến": "wired", "Có": "Yes", "Không": "No",
+    "Căn cứ kết luận": "Grounds of the verdict",
     "FM không dây": "FM (wireless)", "Hữu tuyến": "Wired",
     "Ghi biên bản kiểm tra mới": "Record a new inspection",
     "Hiệu lực đến (dd/mm/yyyy)": "Valid until (dd/mm/yyyy)",

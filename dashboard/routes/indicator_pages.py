@@ -127,7 +127,8 @@ def _commune_render(request: Request, s, user: User, ref: str, period: str | Non
                   **_context(request, e, shown, period, part), c=c,
                   attestations=_attestations(s, cid),
                   can_attest=user.role == "province" and commune.station_kind in MANUAL_KINDS,
-                  station_kind=commune.station_kind, kind_names=KIND_NAMES, form_error=form_error, form=form or {},
+                  station_kind=commune.station_kind, kind_names=KIND_NAMES,
+                  form_error=form_error, form=form or {},
                   max_scan_mb=MAX_SCAN_BYTES // 1048576, today=format_date(now_ms()),
                   page={"view": "indicator"})
 
