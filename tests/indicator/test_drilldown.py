@@ -4,6 +4,7 @@ a real database holding the demo province (SQLite, or PostgreSQL in that pass)."
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import struct
 import zlib
@@ -14,6 +15,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from dashboard.app import create_app
+from dashboard.indicator_schemas import (
+    AttestationList,
+    CriteriaList,
+    EvaluationOut,
+    LetterheadOut,
+    SettingsOut,
+)
 from dashboard.models import AuditLog
 from dashboard.security import create_user, issue_token
 from indicator.demo_history import seed_history
@@ -280,3 +288,54 @@ def test_api_scan_upload_and_evidence(web, tmp_path):
     scans[0].write_bytes(JPEG)
     Path(scans[0].parent / "extra.png").write_bytes(tiny_png())
     assert any("tệp lạ" in t for t in verify_evidence(folder).tampered)
+
+
+# --------------------------------------------------------------------------- typed API
+
+
+def test_answers_match_their_documented_models(web):
+    h = web.tokens["tinh"]
+    for period in ("last30", "2026"):  # 2026 spans the change of criteria set: split
+        doc = web.get(f"/api/v1/indicators/radio?period={period}", headers=h).json()
+        EvaluationOut.model_validate(doc)  # extra fields forbidden: model == answer
+    assert doc["split"] and len(doc["split"]["parts"]) == 2
+    SettingsOut.model_validate(web.get("/api/v1/indicators/settings", headers=h).json())
+    LetterheadOut.model_validate(
+        web.get("/api/v1/indicators/report-settings", headers=h).json())
+    CriteriaList.model_validate(web.get("/api/v1/indicators/criteria", headers=h).json())
+    AttestationList.model_validate(
+        web.get("/api/v1/communes/ls-tumich/attestations", headers=h).json())
+    schema = web.get("/openapi.json").json()
+    ok = schema["paths"]["/api/v1/indicators/8.3"]["get"]["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"]["$ref"].endswith("/EvaluationOut")
+    put = schema["paths"]["/api/v1/indicators/settings"]["put"]
+    assert "SettingsIn" in json.dumps(put["requestBody"])
+
+
+@pytest.mark.parametrize("path, body, detail", [
+    ("/api/v1/indicators/settings", {"availability_threshold": True},
+     "Ngưỡng khả dụng phải là một số"),
+    ("/api/v1/indicators/settings", {"coverage_threshold": "0.9"},
+     "Ngưỡng thời gian giám sát phải là một số"),
+    ("/api/v1/indicators/settings", {"broadcasts_per_week_min": "2"},
+     "Số buổi phát tối thiểu mỗi tuần phải là số nguyên"),
+    ("/api/v1/indicators/report-settings", {"signer_name": 5}, "signer_name phải là chuỗi"),
+    ("/api/v1/indicators/report-settings", {"ky_ten": "A"}, "Trường không được hỗ trợ: ky_ten"),
+    ("/api/v1/indicators/criteria/2026-2030", {"aired_threshold": [1]},
+     "Ngưỡng tỉ lệ phát phải là một số"),
+])
+def test_typed_requests_are_refused_in_vietnamese_naming_the_field(web, path, body, detail):
+    r = web.put(path, headers=web.tokens["tinh"], json=body)
+    assert r.status_code == 422 and detail in r.json()["detail"], r.text
+
+
+def test_attestation_request_fields_are_typed(web):
+    h = web.tokens["tinh"]
+    r = web.post("/api/v1/communes/ls-vule/attestations", headers=h,
+                 json={"inspector": "A", "valid_until": "31/12/2027", "station_kind": "am"})
+    assert r.status_code == 422 and "Loại đài không hợp lệ" in r.json()["detail"]
+    r = web.post("/api/v1/communes/ls-vule/attestations", headers=h,
+                 json={"inspector": ["A"], "valid_until": "31/12/2027"})
+    assert r.status_code == 422 and "Tên người kiểm tra phải là chuỗi" in r.json()["detail"]
+    r = web.post("/api/v1/attestations/1/scans", headers=h)
+    assert r.status_code == 422 and "Thiếu Tệp biên bản" in r.json()["detail"]
