@@ -11,8 +11,9 @@ thread pool).
 
 The verdicts are encoded once with ``json.dumps`` and sent as they are: for 3,000 clusters
 the answer is ~0.8 MB and FastAPI's generic encoder (``jsonable_encoder``) alone took
-longer than the evaluation. ``EvaluationOut`` documents the answer; a test validates real
-answers against it.
+longer than the evaluation. The encoded answer is reused while no row it read changed, for
+at most ``indicator_answer_ttl_s`` (``indicator.answers`` says why that is exact).
+``EvaluationOut`` documents the answer; a test validates real answers against it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from fastapi import APIRouter, Body, Depends, File, Query, Request, UploadFile
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from dashboard.deps import DbSession
+from dashboard.deps import DbSession, get_ctx
 from dashboard.indicator_schemas import (
     AttestationIn,
     AttestationList,
@@ -45,6 +46,7 @@ from dashboard.indicator_schemas import (
 from dashboard.models import User
 from dashboard.security import audit, current_user, require_commune_access, require_role
 from indicator import letterhead as letterheads
+from indicator.answers import AnswerCache
 from indicator.criteria import all_sets, get_set, update_set
 from indicator.errors import InvalidInputError, NotFoundError, PeriodError
 from indicator.evaluate import evaluate, evaluation_as_dict
@@ -110,14 +112,23 @@ def _day(value: str | None, label: str, required: bool) -> date | None:
 # --------------------------------------------------------------------------- verdicts
 
 
-def _json(doc: dict) -> Response:
-    return Response(json.dumps(doc, ensure_ascii=False, separators=(",", ":"),
-                               allow_nan=False).encode(), media_type="application/json")
+def _encode(doc: dict) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _answers(request: Request) -> AnswerCache:
+    """The app's cache of verdict answers (``indicator.answers``), made on first use."""
+    state = request.app.state
+    cache = getattr(state, "indicator_answers", None)
+    if cache is None:
+        ttl_s = get_ctx(request).settings.indicator_answer_ttl_s
+        cache = state.indicator_answers = AnswerCache(ttl_ms=int(ttl_s * 1000))
+    return cache
 
 
 @router.get("/indicators/radio", response_model=EvaluationOut)
 @router.get("/indicators/8.3", response_model=EvaluationOut)
-def indicator_8_3(*,
+def indicator_8_3(*, request: Request,
     period: str | None = Query(None, max_length=60,
                                description="2026-Q3, 2026-H1, 2026, 2026-07, last30, "
                                            "01/07/2026-30/09/2026"),
@@ -127,9 +138,15 @@ def indicator_8_3(*,
     s: DbSession,
 ) -> Response:
     at = now_ms()
-    result = evaluate(s, _period(s, period, at), now=at, scope=scope,
-                      allowed_commune_ids=_visible(s, user, scope))
-    return _json(evaluation_as_dict(result))
+    allowed = _visible(s, user, scope)
+
+    def judge(at_ms: int) -> bytes:
+        result = evaluate(s, _period(s, period, at_ms), now=at_ms, scope=scope,
+                          allowed_commune_ids=allowed)
+        return _encode(evaluation_as_dict(result))
+
+    key = ("verdicts", period, scope, None if allowed is None else tuple(sorted(allowed)))
+    return Response(_answers(request).answer(s, key, at, judge), media_type="application/json")
 
 
 @router.get("/indicators/radio/report", response_class=Response, responses=FILE_RESPONSES)

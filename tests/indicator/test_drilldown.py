@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from controller.models import NodeTransition
 from dashboard.app import create_app
 from dashboard.indicator_schemas import (
     AttestationList,
@@ -25,7 +27,7 @@ from dashboard.indicator_schemas import (
 from dashboard.models import AuditLog
 from dashboard.security import create_user, issue_token
 from indicator.demo_history import seed_history
-from indicator.evaluate import evaluate
+from indicator.evaluate import evaluate, evaluation_as_dict
 from indicator.evidence import verify_evidence, write_evidence
 from indicator.models import AttestationScan, ManualAttestation
 from indicator.periods import parse_period
@@ -339,3 +341,65 @@ def test_attestation_request_fields_are_typed(web):
     assert r.status_code == 422 and "Tên người kiểm tra phải là chuỗi" in r.json()["detail"]
     r = web.post("/api/v1/attestations/1/scans", headers=h)
     assert r.status_code == 422 and "Thiếu Tệp biên bản" in r.json()["detail"]
+
+
+# --------------------------------------------------------------------------- reused answers
+
+
+def _raw(web, doc: dict, scope: str | None = None, allowed=None) -> dict:
+    """The verdicts judged again from the raw rows at the answer's own evaluation time."""
+    with web.db.session() as s:
+        return evaluation_as_dict(evaluate(
+            s, parse_period("last30", now_ms=doc["evaluated_ms"]), now=doc["evaluated_ms"],
+            scope=scope, allowed_commune_ids=allowed))
+
+
+def test_answers_are_reused_only_while_their_rows_are_unchanged(web):
+    h = web.tokens["tinh"]
+    first = web.get("/api/v1/indicators/radio?period=last30", headers=h)
+    cache = web.app.state.indicator_answers
+    hits = cache.hits
+    again = web.get("/api/v1/indicators/radio?period=last30", headers=h)
+    assert cache.hits == hits + 1 and again.content == first.content
+    assert first.json() == json.loads(json.dumps(_raw(web, first.json())))
+
+    # Late data: a cluster of Đội Cấn reports an outage that happened ten days ago.
+    doc = first.json()
+    doican = next(c for c in doc["communes"] if c["code"] == "ls-doican")
+    village = next(v for v in doican["villages"] if v["clusters"])
+    node = village["clusters"][0]["node_id"]
+    late = doc["evaluated_ms"] - 10 * 86_400_000
+    with web.db.session() as s:
+        s.add_all([NodeTransition(node_id=node, at_ms=late, from_state="online",
+                                  to_state="offline", available=False, cause="late"),
+                   NodeTransition(node_id=node, at_ms=late + 3 * 86_400_000,
+                                  from_state="offline", to_state="online", available=True,
+                                  cause="late")])
+    after = web.get("/api/v1/indicators/radio?period=last30", headers=h).json()
+    assert after["evaluated_ms"] > doc["evaluated_ms"]  # judged again, not reused
+    assert after == json.loads(json.dumps(_raw(web, after)))
+    moved = next(v for c in after["communes"] if c["code"] == "ls-doican"
+                 for v in c["villages"] if v["id"] == village["id"])
+    assert moved["clusters"][0]["available_ms"] != village["clusters"][0]["available_ms"]
+
+    # A threshold changed (by any process): judged again with it.
+    assert web.put("/api/v1/indicators/settings", headers=h,
+                   json={"availability_threshold": 0.5}).status_code == 200
+    changed = web.get("/api/v1/indicators/radio?period=last30", headers=h).json()
+    assert changed["thresholds"]["availability"] == 0.5
+
+    # An officer never gets the province's answer.
+    mine = web.get("/api/v1/indicators/radio?period=last30", headers=web.tokens["xa"]).json()
+    assert [c["code"] for c in mine["communes"]] == ["ls-doican"]
+
+
+def test_answers_are_not_reused_past_their_time_bound(web):
+    h = web.tokens["tinh"]
+    web.get("/api/v1/indicators/radio", headers=h)
+    cache = web.app.state.indicator_answers
+    assert cache.ttl_ms == 30_000  # the default
+    cache.ttl_ms = 1
+    first = web.get("/api/v1/indicators/radio", headers=h).json()
+    time.sleep(0.01)
+    second = web.get("/api/v1/indicators/radio", headers=h).json()
+    assert second["evaluated_ms"] > first["evaluated_ms"]
