@@ -20,7 +20,12 @@ from fastapi.responses import RedirectResponse
 from dashboard.deps import DbSession
 from dashboard.models import User
 from dashboard.routes.ui import STATE_COLORS, _time_ticks, page_role, render
-from dashboard.security import audit, can_access_node, require_commune_access
+from dashboard.security import (
+    audit,
+    can_access_node,
+    node_commune_id,
+    require_commune_access,
+)
 from indicator.drilldown import cluster_timeline
 from indicator.errors import IndicatorError, InvalidInputError, PeriodError
 from indicator.evaluate import VERDICT_TEXT, Evaluation, evaluate, split_text
@@ -36,6 +41,7 @@ from indicator.manual_inputs import (
 from indicator.periods import parse_day, parse_period
 from indicator.scans import MAX_SCAN_BYTES, add_scan, scan_as_dict, scans_of
 from loa.timeutil import format_date, ms_to_dt, now_ms
+from registry.models import Node
 
 router = APIRouter(include_in_schema=False)
 TIMELINE_W = 1000
@@ -182,10 +188,12 @@ def cluster_indicator(*, node_id: str, request: Request, s: DbSession,
                       village: int | None = None, commune: str | None = None,
                       user: User = Depends(page_role(*VIEWERS))):
     """One cluster over the period: the transitions and airings that made the verdict."""
-    if not can_access_node(s, user, node_id):
+    if s.get(Node, node_id) is None or not can_access_node(s, user, node_id):
         raise HTTPException(404, f"Không tìm thấy cụm loa '{node_id}'.")
-    e, shown = _evaluate(s, user, period, None if commune is None else
-                         f"commune:{_commune_id(s, user, commune)}", part)
+    # Judged within one commune (the one asked, else the cluster's own): a province-wide
+    # evaluation per cluster page would cost seconds on a large province.
+    cid = _commune_id(s, user, commune) if commune is not None else node_commune_id(s, node_id)
+    e, shown = _evaluate(s, user, period, None if cid is None else f"commune:{cid}", part)
     try:
         tl = cluster_timeline(s, node_id, shown.start_ms, shown.end_ms, shown.evaluated_ms)
     except IndicatorError as exc:

@@ -403,3 +403,15 @@ def test_answers_are_not_reused_past_their_time_bound(web):
     time.sleep(0.01)
     second = web.get("/api/v1/indicators/radio", headers=h).json()
     assert second["evaluated_ms"] > first["evaluated_ms"]
+
+
+def test_a_cluster_page_without_its_commune_is_judged_within_the_clusters_commune(web):
+    login(web, "tinh")
+    with web.db.session() as s:
+        node = s.scalar(select(Node.id).join(Village, Village.id == Node.village_id)
+                        .join(Commune, Commune.id == Village.commune_id)
+                        .where(Commune.code == "ls-doican").order_by(Node.id).limit(1))
+    page = web.get(f"/indicator/clusters/{node}?period=last30")
+    assert page.status_code == 200
+    assert "Đội Cấn" in page.text and 'id="cluster-availability"' in page.text
+    assert web.get("/indicator/clusters/khong-co-cum-nay").status_code == 404
