@@ -71,6 +71,7 @@ from registry.models import (  # noqa: E402
     VillageMembership,
 )
 from system.root import api_context, api_database  # noqa: E402
+from system.schema import create_schema  # noqa: E402
 
 COMMUNE_NAMES = ["Đội Cấn", "Hoàng Văn Thụ", "Tân Thanh", "Hữu Lũng", "Chi Lăng", "Bắc Sơn",
                  "Bình Gia", "Văn Quan", "Tràng Định", "Cao Lộc", "Lộc Bình", "Đình Lập",
@@ -297,7 +298,7 @@ def main() -> None:
     rng = random.Random(42)
     tmp = Path(tempfile.mkdtemp(prefix="loa-bench-api-"))
     db = Database(f"sqlite:///{tmp / 'loa.db'}")
-    db.create_all()
+    create_schema(db)
     t0 = time.perf_counter()
     node_ids = build_database(db, args.nodes, rng)
     ensure_demo_accounts(db)

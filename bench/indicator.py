@@ -58,6 +58,7 @@ from registry.models import (  # noqa: E402
     VillageMembership,
 )
 from scheduler.models import Airing, AiringTarget  # noqa: E402
+from system.schema import create_schema  # noqa: E402
 
 RESULT_FILE = RESULTS / "indicator.json"
 NOW_MS = 1_795_208_400_000  # 21/11/2026 00:00 ICT: a fixed clock makes runs comparable
@@ -128,7 +129,7 @@ def main() -> int:
     db_path = Path(args.db) if keep else Path(tempfile.mkdtemp(prefix="loa-bench-")) / "b.db"
     reuse = keep and db_path.exists()
     db = Database(f"sqlite:///{db_path}")
-    db.create_all()
+    create_schema(db)
     t0 = time.perf_counter()
     if not reuse:
         build_province(db, args.communes, args.villages, args.nodes)

@@ -1,6 +1,6 @@
 """Indicator 8.3 verdicts, per village and per commune, with the evidence behind them.
 
-The rule (PRODUCT.md), for a commune and a period:
+The rule (docs/indicator.md, section 0), for a commune and a period:
 
 * **The station operates**: the commune has at least one cluster and every week of the
   period (``periods.weeks``) has at least ``broadcasts_per_week_min`` airings played by at
