@@ -415,3 +415,21 @@ def test_a_cluster_page_without_its_commune_is_judged_within_the_clusters_commun
     assert page.status_code == 200
     assert "Đội Cấn" in page.text and 'id="cluster-availability"' in page.text
     assert web.get("/indicator/clusters/khong-co-cum-nay").status_code == 404
+
+
+def test_a_scan_over_the_limit_is_refused_before_it_is_read(web):
+    h = web.tokens["tinh"]
+    aid = web.post("/api/v1/communes/ls-tumich/attestations", headers=h,
+                   json={"inspector": "A", "valid_until": "31/12/2030"}).json()["id"]
+    big = b"%PDF-" + b"0" * (MAX_SCAN_BYTES + 300_000) + b"%%EOF"
+    r = web.post(f"/api/v1/attestations/{aid}/scans", headers=h,
+                 files={"scan": ("to.pdf", big, "application/pdf")})
+    assert r.status_code == 413 and "quá lớn" in r.json()["detail"]
+    # just under the body limit but over the scan limit: the domain says which file
+    over = b"%PDF-" + b"0" * (MAX_SCAN_BYTES + 10) + b"%%EOF"
+    r = web.post(f"/api/v1/attestations/{aid}/scans", headers=h,
+                 files={"scan": ("lon.pdf", over, "application/pdf")})
+    assert r.status_code == 422 and "vượt giới hạn 10 MB" in r.json()["detail"]
+    anonymous = web.post(f"/api/v1/attestations/{aid}/scans",
+                         files={"scan": ("a.pdf", PDF, "application/pdf")})
+    assert anonymous.status_code == 401
