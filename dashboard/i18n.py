@@ -583,3 +583,25 @@ EN.update({
     "đến thời điểm đánh giá": "up to the evaluation time",
     "… và {n} khoảng khác": "… and {n} more",
 })
+
+
+# The content library (issue 18): _library.html and LoaPages.library.
+_LIBRARY_EN = {
+    "Thư viện âm thanh": "Audio library", "Tìm theo tên": "Search by title",
+    "vd: tiem phong": "e.g. vaccination", "Thư viện": "Library", "Tất cả": "All",
+    "Của xã": "The commune's", "Thư viện của tỉnh": "Province library",
+    "Xem thêm": "More", "Âm thanh từ thư viện": "Audio from the library",
+    "Không tìm thấy âm thanh nào khớp.": "No audio matches.",
+    "Thư viện chưa có âm thanh nào.": "The library has no audio yet.",
+    "{n} bản tin đang dùng": "used by {n} bulletins", "Nghe": "Play",
+    "Dùng để phát": "Use in a bulletin", "Đổi tên": "Rename", "Xóa": "Delete",
+    "Tên mới": "New title", "Lưu": "Save", "Thôi": "Cancel",
+    "Tiêu đề không được để trống.": "The title is required.", "Đã đổi tên.": "Renamed.",
+    "Chắc chắn xóa «{t}» khỏi thư viện?": "Really delete «{t}» from the library?",
+    "Đã xóa «{t}».": "Deleted «{t}».",
+    "Đã gửi xong, máy chủ đang xử lý âm thanh…": "Sent; the server is processing the audio…",
+    "Đã chọn «{t}» từ thư viện: chọn nơi phát và giờ phát rồi gửi.":
+        "«{t}» chosen from the library: choose where and when, then send.",
+}
+EN.update({k: v for k, v in _LIBRARY_EN.items() if k not in EN})
+JS_STRINGS = JS_STRINGS + tuple(m for m in _LIBRARY_EN if m not in JS_STRINGS)
