@@ -64,6 +64,7 @@
         res.data.items.forEach(function (it) { list.appendChild(card(it)); });
         offset += res.data.items.length;
         more.hidden = offset >= res.data.total;
+        list.dataset.q = search.q.value.trim(); // what the list shows (tests wait on it)
       });
     }
 
@@ -430,11 +431,12 @@
     });
 
     function useItem(item, how) {
+      // A title the officer typed stays; one that came from the previous item follows.
+      if (!compose.title.value || (uploaded && compose.title.value === uploaded.title)) compose.title.value = item.title;
       uploaded = item;
       var radio = document.getElementById("source-upload");
       radio.disabled = false; radio.checked = true;
       document.getElementById("upload-chosen").textContent = item.title + " (" + item.duration + ")";
-      if (!compose.title.value) compose.title.value = item.title;
       if (item.language && compose.querySelector("select[name=language] option[value='" + item.language + "']")) {
         compose.language.value = item.language;
         document.getElementById("language-hint").hidden = item.language === "vi";
