@@ -199,6 +199,81 @@
     return { reload: function () { load(false); } };
   };
 
+  /* ------------------------------------------------------------------ notifications */
+
+  /* A user's alarm e-mail and webhook (notifications.html, /api/v1/notifications/me). */
+  pages.notify = function (L) {
+    var api = L.api, el = L.el, _ = L._;
+    var forms = document.querySelectorAll(".notify-form");
+
+    function fill(data) {
+      forms.forEach(function (form) {
+        var sub = data[form.dataset.channel];
+        var sev = form.querySelector(".sev-choices"), com = form.querySelector(".commune-choices");
+        L.clear(sev); L.clear(com);
+        data.severities.forEach(function (c) {
+          sev.appendChild(el("label", null, el("input", { type: "checkbox", name: "severity", value: String(c.id),
+            checked: sub ? sub.severities.indexOf(c.id) >= 0 : true }), " " + c.name));
+        });
+        data.communes.forEach(function (c) {
+          com.appendChild(el("label", null, el("input", { type: "checkbox", name: "commune", value: String(c.id),
+            checked: !!(sub && sub.communes.indexOf(c.id) >= 0) }), " " + c.name));
+        });
+        form.address.value = sub ? sub.address : "";
+        form.active.checked = sub ? sub.active : true;
+        form.querySelector(".stop").hidden = !sub;
+        var signed = form.querySelector(".signed-note");
+        if (signed) signed.hidden = !(sub && sub.signed);
+        var off = form.querySelector(".email-off");
+        if (off) off.hidden = data.email_ready;
+      });
+      var list = document.getElementById("deliveries");
+      L.clear(list);
+      if (!data.deliveries.length) list.appendChild(el("li", { class: "muted" }, _("Chưa gửi thông báo nào.")));
+      data.deliveries.forEach(function (d) {
+        var line = d.status === "sent" ? _("Đã gửi lúc {t}", { t: d.sent })
+          : d.status === "pending" ? _("Lần {n} lỗi: {e}. Thử lại lúc {t}.", { n: d.attempts, e: d.error || "", t: d.next_try })
+          : _("Không gửi được sau {n} lần: {e}", { n: d.attempts, e: d.error || "" });
+        list.appendChild(el("li", { class: "mini-card delivery st-" + d.status, dataset: { status: d.status } },
+          el("strong", null, d.alarm), el("div", { class: "muted small" }, (d.channel === "email" ? "E-mail" : "Webhook") + " · " + d.raised + " · " + d.status_label),
+          el("div", { class: "small" }, line)));
+      });
+    }
+
+    function load() {
+      api("GET", "/api/v1/notifications/me").then(function (res) {
+        if (!res.ok) { var p = document.getElementById("notify-load"); p.hidden = false; p.className = "flash error"; p.textContent = L.errorText(res); return; }
+        fill(res.data);
+      });
+    }
+
+    forms.forEach(function (form) {
+      var status = form.querySelector(".status");
+      function say(text, ok) { status.hidden = false; status.textContent = text; status.className = "flash status " + (ok ? "ok" : "error"); }
+      form.addEventListener("submit", function (ev) {
+        ev.preventDefault();
+        var body = { address: form.address.value.trim(), active: form.active.checked,
+          severities: checkedValues(form, "severity", true), communes: checkedValues(form, "commune", true) };
+        if (form.secret && form.secret.value) body.secret = form.secret.value;
+        api("PUT", "/api/v1/notifications/me/" + form.dataset.channel, body).then(function (res) {
+          if (!res.ok) { say(L.errorText(res), false); return; }
+          if (form.secret) form.secret.value = "";
+          say(_("Đã lưu."), true);
+          load();
+        });
+      });
+      form.querySelector(".stop").addEventListener("click", function () {
+        api("DELETE", "/api/v1/notifications/me/" + form.dataset.channel).then(function (res) {
+          if (!res.ok) { say(L.errorText(res), false); return; }
+          say(_("Đã thôi nhận."), true);
+          load();
+        });
+      });
+    });
+    load();
+    setInterval(load, 30000);
+  };
+
   /* ------------------------------------------------------------------ commune officer */
 
   pages.commune = function (L) {
