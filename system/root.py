@@ -34,7 +34,7 @@ from dashboard.context import AppContext
 from dashboard.models import User
 from dashboard.security import alerts_audit, username_key
 from loa.db import Database, open_database
-from loa.settings import Settings
+from loa.settings import Settings, get_settings
 from scheduler.config import SchedulerSettings
 from scheduler.content import ContentGateway
 from scheduler.scheduling import Scheduling, build_scheduling
@@ -85,6 +85,12 @@ def user_scope(db: Database):
                 return False
             return user.scope_commune_ids()
     return scope_of
+
+
+def command_services(settings: Settings | None = None) -> AppContext:
+    """What a one-shot command (``loa schedule``, ``loa alerts``) acts through: the services
+    the API would use, on the process's database, with no controller and no HTTP."""
+    return System(settings or get_settings(), controller=False, http=False).api
 
 
 class System:
