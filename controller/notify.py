@@ -342,7 +342,7 @@ class NotificationService:
 
     def __init__(self, notifier: Notifier) -> None:
         self.notifier = notifier
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loa-notify")
+        self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task | None = None
 
     async def run(self) -> None:
@@ -356,14 +356,22 @@ class NotificationService:
 
     async def start(self) -> None:
         if self._task is None or self._task.done():
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1,
+                                                    thread_name_prefix="loa-notify")
             self._task = asyncio.get_running_loop().create_task(self.run(), name="notify")
 
     async def stop(self) -> None:
+        """Stops the passes; a send in progress finishes on its thread (bounded by the
+        timeout) and its row is written, so a stepping-down leader loses nothing."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
 
 
 # -- subscriptions, as the settings page edits them --------------------------------------
