@@ -213,8 +213,11 @@ class SchedulerRuntime:
             self._remove_job(broadcast_id)
             task = asyncio.get_running_loop().create_task(
                 self.dispatcher.cancel_broadcast(broadcast_id))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception() and log.error(
-                "cancel of %s failed: %s", broadcast_id, t.exception()))
+
+            def log_failure(t: asyncio.Task[None]) -> None:
+                if not t.cancelled() and t.exception():
+                    log.error("cancel of %s failed: %s", broadcast_id, t.exception())
+            task.add_done_callback(log_failure)
         self._in_loop(cancel)
 
     def on_paused(self, broadcast_id: int) -> None:
