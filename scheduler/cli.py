@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from loa.errors import UserError
 from scheduler.errors import ScheduleError
 
+if TYPE_CHECKING:
+    from scheduler.targets import Actor
+    from scheduler.workflow import BroadcastService
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("schedule", help="lịch phát thanh: xem, hủy, thử quy tắc lặp",
                               description="Lịch phát thanh (thao tác với quyền cấp tỉnh).")
     sub = p.add_subparsers(dest="schedule_command", metavar="LỆNH", required=True)
@@ -61,7 +66,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
-def _service():
+def _service() -> tuple[BroadcastService, Actor]:
     from loa.db import open_database
     from loa.settings import get_settings
     from scheduler.config import SchedulerSettings
@@ -98,8 +103,8 @@ def cmd_show(args: argparse.Namespace) -> int:
           f"tỷ lệ phát {ratio}")
     for o in b["outcomes"]:
         late = "" if o["lateness_ms"] is None else f" trễ {o['lateness_ms']} ms"
-        err = f" ({o['error']})" if o["error"] else ""
-        print(f"  {o['node_id']:<20} {o['phase_label']}{late}{err}")
+        why = f" ({o['error']})" if o["error"] else ""
+        print(f"  {o['node_id']:<20} {o['phase_label']}{late}{why}")
     return 0
 
 
