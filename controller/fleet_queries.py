@@ -88,14 +88,15 @@ def list_nodes(s: Session, f: NodeFilter, *, limit: int, offset: int
     base = _node_query(f)
     total = s.scalar(select(func.count()).select_from(base.subquery())) or 0
     rows = s.execute(base.order_by(Node.id).limit(limit).offset(offset)).all()
-    return [r._tuple() for r in rows], total
+    return [(node, live, village, commune) for node, live, village, commune in rows], total
 
 
 def get_node(s: Session, node_id: str) -> NodeRow:
     row = s.execute(_node_query(NodeFilter()).where(Node.id == node_id)).first()
     if row is None:
         raise NodeNotFound(node_id)
-    return row._tuple()
+    node, live, village, commune = row
+    return node, live, village, commune
 
 
 def recent_transitions(s: Session, node_id: str, limit: int = 50) -> list[NodeTransition]:

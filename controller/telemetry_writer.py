@@ -212,5 +212,6 @@ class TelemetryWriter:
     def load_states(self) -> list[tuple[str, str, bool, int | None]]:
         """(node, state, available, clock skew) of every node: cheap, no heartbeat documents."""
         with self.db.session() as s:
-            return [r._tuple() for r in s.execute(select(
-                NodeLive.node_id, NodeLive.state, NodeLive.available, NodeLive.clock_skew_ms))]
+            return [(node, state, available, skew) for node, state, available, skew in s.execute(
+                select(NodeLive.node_id, NodeLive.state, NodeLive.available,
+                       NodeLive.clock_skew_ms))]
