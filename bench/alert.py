@@ -43,6 +43,7 @@ from loa.db import Database  # noqa: E402
 from loa.protocol import PlayCmd, StopCmd, Topics, decode_event, encode  # noqa: E402
 from loa.settings import Settings  # noqa: E402
 from loa.timeutil import now_ms  # noqa: E402
+from system.schema import create_schema  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("bench_dispatch",
                                                Path(__file__).with_name("dispatch.py"))
@@ -239,7 +240,7 @@ async def run_size(count: int, warmup: bool) -> dict:
                             extra_config="max_queued_messages 100000\n")
     broker.start()
     db = Database(f"sqlite:///{tmp / 'loa.db'}")
-    db.create_all()
+    create_schema(db)
     ids = generate_node_ids(count, dispatch.PREFIX)
     dispatch.build_registry(db, ids)
     communes = [f"bc{ci}" for ci in range(0, count, PER_COMMUNE)]

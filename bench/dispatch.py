@@ -52,6 +52,7 @@ from loa.settings import Settings  # noqa: E402
 from loa.text import fold  # noqa: E402
 from loa.timeutil import now_ms  # noqa: E402
 from registry.models import Commune, Node, Province, Village  # noqa: E402
+from system.schema import create_schema  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "bn"
@@ -363,7 +364,7 @@ async def run_size(count: int, lead_s: float) -> dict:
                             extra_config="max_queued_messages 100000\n")
     broker.start()
     db = Database(f"sqlite:///{tmp / 'loa.db'}")
-    db.create_all()
+    create_schema(db)
     ids = generate_node_ids(count, PREFIX)
     build_registry(db, ids)
     http_port = free_port()

@@ -79,6 +79,7 @@ from loa.broker import EmbeddedBroker  # noqa: E402
 from loa.db import Base, Database  # noqa: E402
 from loa.protocol import Topics  # noqa: E402
 from loa.timeutil import now_ms  # noqa: E402
+from system.schema import create_schema  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = Topics()
@@ -188,11 +189,8 @@ def prepare_database(url: str | None, run_dir: Path, ids: list[str], reset: bool
             if inspect(db.engine).get_table_names() and not reset:
                 raise SystemExit(f"{url} is not empty: the bench needs a throwaway database "
                                  "(add --reset-database to drop every Loa table in it)")
-            from system.schema import import_all_models
-
-            import_all_models()
             Base.metadata.drop_all(db.engine)
-        db.create_all()
+        create_schema(db)
         t0 = time.monotonic()
         counts = bulk_register(db, ids)
         log(f"registry: {counts['nodes']:,} nodes, {counts['villages']:,} villages, "

@@ -34,6 +34,7 @@ from loa.db import Database  # noqa: E402
 from loa.protocol import Topics  # noqa: E402
 from loa.settings import Settings  # noqa: E402
 from loa.timeutil import now_ms  # noqa: E402
+from system.schema import create_schema  # noqa: E402
 
 QUEUE_CONFIG = "max_queued_messages 2000000\nqueue_qos0_messages true\nmax_queued_bytes 0\n"
 
@@ -129,7 +130,7 @@ async def main() -> dict:
     with tempfile.TemporaryDirectory(prefix="loa-bench-") as tmp:
         tmpdir = Path(tmp)
         db = Database(f"sqlite:///{tmpdir / 'bench.db'}")
-        db.create_all()
+        create_schema(db)
         register_nodes(db, ARGS.nodes)
         with EmbeddedBroker(kind="mosquitto", data_dir=tmpdir / "broker",
                             extra_config=QUEUE_CONFIG) as broker:

@@ -2,7 +2,7 @@
 
 A speech engine reads "UBND", "30/6/2023", "09/13 xã" or "6.616 triệu" badly or not at all,
 so bulletins are rewritten into plain spoken Vietnamese first. The rules follow how
-provincial reports are written (see ``/work/shared/data/tts_normalization_vi.tsv``):
+provincial reports are written (the cases of ``tests/broadcasts/test_content_normalize.py``):
 
 - abbreviations from ``abbreviations_vi.tsv`` plus the province's own file;
 - document numbers: "552/KH-STTTT", "39/2020/TT-BTTTT";

@@ -64,7 +64,7 @@ class NodeRuntime:
 
 @dataclass
 class FleetState:
-    """Nodes by id, and the rules of PROTOCOL.md "What the controller derives"."""
+    """Nodes by id, and the rules of docs/protocol.md, "What the controller derives"."""
 
     thresholds: HealthThresholds = field(default_factory=HealthThresholds)
     nodes: dict[str, NodeRuntime] = field(default_factory=dict)

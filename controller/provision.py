@@ -1,6 +1,6 @@
 """``loa nodes provision``: MQTT credentials and access rules for every registered cluster.
 
-PROTOCOL.md's access rules — a node publishes only under ``{root}/nodes/{its id}/``
+docs/protocol.md's access rules — a node publishes only under ``{root}/nodes/{its id}/``
 (status, heartbeat, events) and reads only its own ``cmd``; only the controller publishes
 commands — are enforced by the broker, not trusted to the devices. This module writes
 everything the broker and the installers need from the register:

@@ -22,6 +22,7 @@ from dashboard.routes import (
     communes,
     content,
     health,
+    indicator_pages,
     indicators,
     live,
     nodes,
@@ -34,7 +35,8 @@ from loa.errors import DomainError
 # In the order their paths are matched (the pages last: their catch-alls come after the API).
 ROUTERS = (health.router, nodes.router, communes.router, registry.router, auth.router,
            content.router, tts.router, broadcasts.router, indicators.router, alarms.router,
-           live.router, ui.router, alerts.router)
+           live.router, ui.router, alerts.router,
+           indicator_pages.router)  # indicator drill-down, inspection form (issue 16)
 
 
 _TOO_LARGE = "Giá trị số quá lớn (vượt quá 64 bit)"

@@ -21,6 +21,7 @@ content store's upload limit for ``POST /api/v1/content`` and the registry's fil
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,6 +33,9 @@ from registry.formats import MAX_FILE_BYTES as REGISTRY_MAX_FILE_BYTES
 MULTIPART_OVERHEAD = 256 * 1024  # part headers and small fields around the file
 CONTENT_UPLOAD_PATH = "/api/v1/content"
 REGISTRY_IMPORT_PATH = "/api/v1/registry/import"
+# Inspection records with their scan (web form) and a scan added to an attestation (API).
+SCAN_UPLOAD_PATHS = re.compile(r"^(/indicator/communes/[^/]+/attestations"
+                               r"|/api/v1/attestations/\d+/scans)$")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Unsafe API requests an anonymous caller may make.
 PUBLIC_UNSAFE = frozenset({("POST", "/api/v1/auth/token")})
@@ -62,6 +66,10 @@ def _content_upload_limit(app: Any) -> int:
 
 def limit_for(app: Any, method: str, path: str) -> tuple[int, bool]:
     """(limit in bytes, whether the caller must be logged in before the body is read)."""
+    if method == "POST" and SCAN_UPLOAD_PATHS.match(path.rstrip("/")):
+        from indicator.scans import MAX_SCAN_BYTES  # issue 16: inspection scans
+
+        return MAX_SCAN_BYTES + MULTIPART_OVERHEAD, True
     if method == "POST" and path.rstrip("/") == CONTENT_UPLOAD_PATH:
         return _content_upload_limit(app), True
     if method == "POST" and path.rstrip("/") == REGISTRY_IMPORT_PATH:

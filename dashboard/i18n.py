@@ -510,3 +510,76 @@ def wire_titles(titles_by_broadcast: Mapping[int, str], payloads: list[dict]) ->
 def wire_broadcast_ids(payloads: list[dict]) -> set[int]:
     return {int(m.group(1)) for p in payloads
             if (m := _WIRE_ID.fullmatch(str(p.get("broadcast_id", ""))))}
+
+
+# Indicator drill-down and inspection records (issue 16): indicator_*.html, _indicator.html.
+EN.update({
+    "Chỉ tiêu": "Indicator", "Chỉ tiêu truyền thanh": "Radio indicator",
+    "Chỉ tiêu truyền thanh theo xã": "Radio indicator by commune", "Vị trí": "You are here",
+    "Biên bản kiểm tra đài FM/hữu tuyến": "FM/wired station inspection records",
+    "Buổi phát": "Broadcasts", "Buổi phát tới cụm loa": "Broadcasts aimed at the cluster",
+    "Bản quét biên bản (PDF, JPEG hoặc PNG, tối đa {mb} MB)":
+        "Scanned record (PDF, JPEG or PNG, at most {mb} MB)",
+    "Bản tin": "Bulletin", "Bộ tiêu chí áp dụng": "Criteria set applied",
+    "Chuyển trạng thái trong kỳ": "State changes in the period",
+    "Chưa có biên bản kiểm tra nào.": "No inspection recorded yet.",
+    "Chưa có bản quét biên bản.": "No scanned record yet.",
+    "Chỉ hiện 2.000 dòng đầu; toàn bộ có trong thư mục bằng chứng của báo cáo.":
+        "Only the first 2,000 rows are shown; all of them are in the report's evidence folder.",
+    "Chứng minh liên tục": "Proven continuity",
+    "Các thôn của xã cũ được đánh giá theo danh mục từng ngày.":
+        "The former communes' villages are judged on the register as it stood each day.",
+    "IP (CNTT-VT)": "IP (ICT)", "hữu tuyến": "wired", "Có": "Yes", "Không": "No",
+    "Căn cứ kết luận": "Grounds of the verdict",
+    "FM không dây": "FM (wireless)", "Hữu tuyến": "Wired",
+    "Ghi biên bản kiểm tra mới": "Record a new inspection",
+    "Hiệu lực đến (dd/mm/yyyy)": "Valid until (dd/mm/yyyy)",
+    "Khoảng không giám sát được": "Unobserved stretches",
+    "Không có buổi phát nào tới cụm loa trong kỳ.":
+        "No broadcast was aimed at the cluster in the period.",
+    "Không có chuyển trạng thái nào trong kỳ.": "No state change in the period.",
+    "Không có cụm loa nào trong kỳ.": "No cluster in the period.",
+    "Không có xã nào trong kỳ này.": "No commune in this period.",
+    "Không giám sát được": "Unobserved",
+    "Không giám sát được, cụm loa chứng minh hoạt động liên tục":
+        "Unobserved, the cluster proved it kept running",
+    "Không tính": "Not counted", "Khả dụng": "Availability",
+    "Khả dụng (trên thời gian giám sát)": "Availability (of observed time)",
+    "Khả dụng tại thôn (trên thời gian giám sát)":
+        "Availability in the village (of observed time)",
+    "Loại đài": "Station kind", "Lưu biên bản": "Save the record",
+    "Mọi thôn đạt và đài phát đủ số buổi mỗi tuần.":
+        "Every village passes and the station aired enough every week.",
+    "Nghe được": "Audible", "Ngày kiểm tra (dd/mm/yyyy)": "Inspection date (dd/mm/yyyy)",
+    "Người kiểm tra": "Inspector", "Ngưỡng": "Thresholds", "Phần {n}": "Part {n}",
+    "Sang": "To", "Số buổi": "Broadcasts", "Số buổi phát theo tuần": "Broadcasts per week",
+    "Số buổi đã phát": "Broadcasts aired", "Số cụm loa": "Clusters",
+    "Thời gian không giám sát được (bộ điều khiển dừng hoặc mất kết nối broker): {n} khoảng":
+        "Unobserved time (controller stopped or cut off from the broker): {n} stretches",
+    "Thời gian sử dụng trong kỳ": "In-service time in the period",
+    "Trạng thái đầu kỳ": "State at the start", "Tuần": "Week",
+    "Tuần không xét (giám sát thiếu)": "Weeks not judged (too little observed)",
+    "Tính là đã phát: {p} · không phát: {m} · không tính (đã hủy hoặc chưa kết thúc): {x}":
+        "Counted as aired: {p} · not aired: {m} · not counted (cancelled or not over): {x}",
+    "Tải về": "Download", "Vị trí trong kỳ": "Placement in the period",
+    "Xem bản quét": "View the scan",
+    "Xã hình thành do sáp nhập; các xã cũ": "Commune formed by a merger; former communes",
+    "Xã không có thôn nào trong kỳ.": "The commune had no village in the period.",
+    "chỉ tiêu": "indicator",
+    "cụm loa chứng minh hoạt động liên tục": "the cluster proved it kept running",
+    "giám sát {p}": "observed {p}", "giờ": "h", "hiệu lực": "in force",
+    "hiệu lực đến": "valid until",
+    "không tính là hoạt động, cũng không tính là hỏng": "counted neither as up nor as down",
+    "khả dụng": "availability", "phát {p}/{a} buổi": "aired {p}/{a}",
+    "sáp nhập ngày {d}": "merged on {d}", "sáp nhập từ": "merged from",
+    "thời gian giám sát tối thiểu": "minimum observed time", "tỉ lệ phát": "aired share",
+    "từ {d}": "from {d}", "{n}/{t} thôn đạt": "{n}/{t} villages pass",
+    "Đài IP được đánh giá từ dữ liệu của các cụm loa; biên bản thủ công chỉ dành cho đài FM "
+    "hoặc hữu tuyến.": "IP stations are judged on the clusters' data; manual records are "
+                      "for FM or wired stations only.",
+    "Đã giám sát": "Observed", "Đặt tại thôn": "Placed in the village",
+    "đã giám sát {p} thời gian kỳ báo cáo": "observed {p} of the reporting period",
+    "đưa vào sử dụng từ {d}": "in service from {d}",
+    "đến thời điểm đánh giá": "up to the evaluation time",
+    "… và {n} khoảng khác": "… and {n} more",
+})

@@ -1,6 +1,6 @@
 """Accounts, tokens, login attempts and the audit log.
 
-Roles follow who uses Loa (docs: PRODUCT.md): a commune officer sees only its communes, a
+Roles follow who uses Loa (docs/daily-use.md): a commune officer sees only its communes, a
 technician a set of communes or the whole province, a province admin everything. The audit log
 is append-only: the code has no update or delete path for it, and on SQLite and PostgreSQL a
 trigger makes the database refuse UPDATE and DELETE as well, so a compromised account cannot

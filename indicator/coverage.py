@@ -1,6 +1,6 @@
 """What Loa observed: the controller's watch and the continuity nodes proved across gaps.
 
-Availability is a share of *observed* time (PRODUCT.md, "Only observed time counts"). The
+Availability is a share of *observed* time (docs/indicator.md, section 1). The
 watch (``controller.watch``) is the union of every controller's spans of running while
 connected to the broker; outside it nobody could hear a node, so that time is neither
 available nor unavailable. A node that proved it ran through a gap (``NodeContinuity``:

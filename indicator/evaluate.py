@@ -1,6 +1,6 @@
 """Indicator 8.3 verdicts, per village and per commune, with the evidence behind them.
 
-The rule (PRODUCT.md), for a commune and a period:
+The rule (docs/indicator.md, section 0), for a commune and a period:
 
 * **The station operates**: the commune has at least one cluster and every week of the
   period (``periods.weeks``) has at least ``broadcasts_per_week_min`` airings played by at
@@ -35,6 +35,7 @@ Decisions taken here (each one is what a report reader would expect):
 
 from __future__ import annotations
 
+import copy
 import gc
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator
@@ -95,7 +96,9 @@ class Reason:
     detail: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {"code": self.code, "text": self.text, "level": self.level,
+                "village_id": self.village_id, "value": self.value,
+                "threshold": self.threshold, "detail": copy.deepcopy(self.detail)}
 
 
 @dataclass
@@ -930,7 +933,12 @@ def village_as_dict(v: VillageVerdict) -> dict:
             "continuity": v.continuity,
             "availability": v.availability,
             "aired_ratio": v.aired_ratio, "aimed": v.aimed, "played": v.played,
-            "clusters": [asdict(c) for c in v.clusters],
+            # Written out rather than asdict(): asdict deep-copies field by field and was a
+            # third of the time of a 3,000-cluster answer.
+            "clusters": [{"node_id": c.node_id, "placed_ms": c.placed_ms,
+                          "available_ms": c.available_ms, "availability": c.availability,
+                          "observed_ms": c.observed_ms, "bridged_ms": c.bridged_ms}
+                         for c in v.clusters],
             "reasons": [r.as_dict() for r in v.reasons]}
 
 

@@ -42,7 +42,7 @@ from registry import history
 MANIFEST = "MANIFEST.sha256"
 FILES = ("period.json", "criteria.csv", "communes.csv", "villages.csv", "placements.csv",
          "transitions.csv", "watch.csv", "watch_gaps.csv", "continuity.csv", "airings.csv",
-         "attestations.csv", "verdicts.csv")
+         "attestations.csv", "attestation_scans.csv", "verdicts.csv")
 
 
 def _ivs(text: str) -> list[iv.Interval]:
@@ -140,8 +140,30 @@ def _write_part(session: Session, e: ev.Evaluation, d: Path) -> list[Path]:
                                     "inspector", "note", "station_kind"],
            [[r.id, cid, r.attested_on.isoformat(), r.valid_until.isoformat(), r.inspector,
              r.note, r.station_kind] for cid in ids for r in f.attestations.get(cid, [])])
+    scan_files = _write_scans(session, [r.id for cid in ids
+                                        for r in f.attestations.get(cid, [])], d)
     _write(d / "verdicts.csv", _VERDICT_HEADER, _verdict_rows(e.communes))
-    return [d / name for name in FILES]
+    return [d / name for name in FILES] + scan_files
+
+
+def _write_scans(session: Session, attestation_ids: list[int], d: Path) -> list[Path]:
+    """The scanned paper records of the attestations, as files beside the CSV rows (named
+    in ``attestation_scans.csv`` with their SHA-256, and hashed in the manifest)."""
+    from indicator.scans import evidence_name, scans_of
+
+    rows, files = [], []
+    for aid, scans in sorted(scans_of(session, attestation_ids).items()):
+        for scan in scans:
+            name = evidence_name(scan)
+            (d / name).parent.mkdir(parents=True, exist_ok=True)
+            (d / name).write_bytes(scan.data)
+            files.append(d / name)
+            rows.append([aid, scan.id, name, scan.filename, scan.media_type, scan.size_bytes,
+                         scan.sha256, scan.created_ms, scan.created_by])
+    _write(d / "attestation_scans.csv", ["attestation_id", "scan_id", "file", "original_name",
+                                          "media_type", "size_bytes", "sha256", "uploaded_ms",
+                                          "uploaded_by"], rows)
+    return files
 
 
 def _transition_rows(session: Session, nodes: list[str], start_ms: int, end_ms: int) -> list:
@@ -216,11 +238,12 @@ def verify_evidence(folder: Path) -> VerifyResult:
         elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
             result.tampered.append(f"{name} khác mã SHA-256 đã ghi")
     present = {str(p.relative_to(folder)) for p in folder.rglob("*.csv")} | {
-        str(p.relative_to(folder)) for p in folder.rglob("period.json")}
+        str(p.relative_to(folder)) for p in folder.rglob("period.json")} | {
+        str(p.relative_to(folder)) for p in folder.rglob("scans/*") if p.is_file()}
     result.tampered += [f"tệp lạ {n}" for n in sorted(present - set(listed))]
     if result.tampered:
         return result
-    parts = sorted({Path(n).parent for n in listed})
+    parts = sorted({Path(n).parent for n in listed if Path(n).name == "period.json"})
     for part in parts:
         result.mismatches += _recompute(folder / part, result)
     result.ok = not result.mismatches

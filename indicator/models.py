@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import JSON, Date, Float, ForeignKey, Index, String
+from sqlalchemy import JSON, Date, Float, ForeignKey, Index, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from loa.db import Base
@@ -84,3 +84,22 @@ class ReportSettings(Base):
     doc: Mapped[dict] = mapped_column(JSON)
     changed_ms: Mapped[int] = mapped_column(default=0)
     changed_by: Mapped[str] = mapped_column(String(64), default="")
+
+
+class AttestationScan(Base):
+    """The scanned paper record of an inspection (PDF, JPEG or PNG), kept in the database
+    beside the attestation it proves: one backup holds both, the scan commits in the same
+    transaction as the attestation and its audit row, and ``loa report --evidence`` copies
+    it next to the CSV rows. Checked by content (not by name) when it is received."""
+
+    __tablename__ = "attestation_scan"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    attestation_id: Mapped[int] = mapped_column(ForeignKey("manual_attestation.id"),
+                                                index=True)
+    filename: Mapped[str] = mapped_column(String(200))
+    media_type: Mapped[str] = mapped_column(String(40))
+    size_bytes: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_ms: Mapped[int] = mapped_column(default=0)
+    created_by: Mapped[str] = mapped_column(String(64), default="")

@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     # at once; the others wait on the event loop, holding neither a thread nor a connection.
     # The API's pool is sized above it, so a pool and worker-thread deadlock cannot happen.
     api_db_concurrency: int = Field(default=8, ge=1, le=32)
+    # Indicator answers reused while no row they read changed, at most this long (issue 16;
+    # indicator/answers.py). 0 judges every request again.
+    indicator_answer_ttl_s: float = Field(default=30.0, ge=0, le=600)
     # Requests per client: a token bucket of `burst` refilled at `per_s`; beyond it 429 with
     # Retry-After. Anonymous clients are counted per address, logged-in ones per credential.
     rate_anon_burst: int = Field(default=240, ge=1)

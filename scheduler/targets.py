@@ -8,6 +8,8 @@ A commune or village merged away by decree is followed to what it was merged int
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,6 +226,39 @@ def target_communes(session: Session, targets: dict[str, Any]) -> set[int]:
         out |= {t.commune_id for t in resolve_nodes(session, {"nodes": targets["nodes"]})
                 if t.commune_id is not None}
     return out
+
+
+class ReachCache:
+    """The communes each province broadcast reaches, kept for ``ttl_s``.
+
+    A commune officer's broadcast list shows the province's broadcasts that touch their
+    communes; resolving every one's targets on every request made the list cost a few
+    queries per broadcast ever sent. A broadcast's targets never change (an edit makes a
+    new broadcast), so the resolution is kept; the time limit lets a registry change (a
+    village moved, communes merged) show within minutes. Bounded: the oldest half goes when
+    it is full."""
+
+    def __init__(self, ttl_s: float = 300.0, max_entries: int = 20_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s, self.max_entries, self.clock = ttl_s, max_entries, clock
+        self._reach: dict[int, tuple[float, frozenset[int]]] = {}
+
+    def reaching(self, session: Session, rows: Iterable[tuple[int, dict[str, Any]]],
+                 commune_ids: set[int]) -> list[int]:
+        """Ids among ``rows`` (broadcast id, targets) whose targets touch ``commune_ids``."""
+        now = self.clock()
+        out = []
+        for broadcast_id, targets in rows:
+            kept = self._reach.get(broadcast_id)
+            if kept is None or now - kept[0] > self.ttl_s:
+                if len(self._reach) >= self.max_entries:
+                    for key in list(self._reach)[: self.max_entries // 2]:
+                        del self._reach[key]
+                kept = (now, frozenset(target_communes(session, targets)))
+                self._reach[broadcast_id] = kept
+            if kept[1] & commune_ids:
+                out.append(broadcast_id)
+        return out
 
 
 def node_commune_id(session: Session, node_id: str) -> int | None:

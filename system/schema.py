@@ -16,7 +16,7 @@ import dashboard.models
 import indicator.models
 import registry.models
 import scheduler.models
-from loa.db import Base
+from loa.db import Base, Database
 
 MODEL_MODULES = (alerts.models, broadcasts.models, controller.alarms, controller.models,
                  dashboard.models, indicator.models, registry.models, scheduler.models)
@@ -25,3 +25,8 @@ MODEL_MODULES = (alerts.models, broadcasts.models, controller.alarms, controller
 def import_all_models() -> MetaData:
     """The metadata with every table (importing this module registered them)."""
     return Base.metadata
+
+
+def create_schema(db: Database) -> None:
+    """Every package's tables in ``db`` (what ``loa`` does before any command)."""
+    db.create_all()

@@ -548,7 +548,9 @@
         d.communes.forEach(function (c) {
           var passedVillages = c.villages.filter(function (v) { return v.passed; }).length;
           var reasons = c.reasons.filter(function (r) { return r.level !== "info"; }).map(function (r) { return r.text; });
-          tbody.appendChild(el("tr", { dataset: { commune: String(c.id) } }, el("td", null, c.name),
+          // The name opens the drill-down: villages, clusters, transitions, airings.
+          var link = el("a", { href: "/indicator/communes/" + c.id + "?period=" + encodeURIComponent(period) }, c.name);
+          tbody.appendChild(el("tr", { dataset: { commune: String(c.id) } }, el("td", null, link),
             el("td", null, verdict(c), c.coverage_text ? el("div", { class: "muted" }, c.coverage_text) : null),
             el("td", null, passedVillages + "/" + c.villages.length),
             el("td", null, reasons.join("; "))));

@@ -43,6 +43,7 @@ def _token(db, username: str, role: str, communes: list[int]) -> str:
 async def stack(tmp_path, mosquitto_broker, settings, db):
     from broadcasts.store import ContentStore
     from dashboard.app import create_app
+    from dashboard.security import alerts_audit
     from system.root import api_context
 
     http_port = free_port()
@@ -61,7 +62,7 @@ async def stack(tmp_path, mosquitto_broker, settings, db):
                           scheduling=net.scheduling)
     net.ctx.alerts = AlertService(
         db, net.scheduling.broadcasts, AlertSettings(auto_senders=[TRUSTED]),
-        content=net.content)
+        content=net.content, audit=alerts_audit)
     app = create_app(net.ctx)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=http_port,
                                            log_level="warning", lifespan="on"))

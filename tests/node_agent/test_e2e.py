@@ -96,3 +96,44 @@ async def test_a_scheduled_tts_bulletin_is_heard_on_two_nodes_at_the_slot(rig, c
     assert abs(heard["dc-01"] - heard["dc-02"]) < 60, heard
     assert airing.status == "aired"
     wait_until(lambda: all(p.proc.poll() is None for p in procs), 1, "nodes alive")
+
+
+async def test_a_controller_restart_mid_bulletin_loses_neither_the_sound_nor_its_proof(
+        rig, commune):
+    """The controller dies once the play command is acknowledged, before the slot: the real
+    agents play at ``start_at`` by their own clocks (heard in the recordings), their
+    playback events wait in the broker for the controller's persistent session, and the
+    restarted controller records the airing as aired."""
+    net = commune
+    nodes = ["dc-01", "dc-02"]
+    procs = [rig.node(n).start() for n in nodes]
+    recs = {n: rig.record(n) for n in nodes}
+    await net.online(nodes, timeout=20)
+    out = await asyncio.to_thread(net.service.create, net.officer(), {
+        "title": "Thông báo lịch tiêm phòng", "tts_text": SHORT,
+        "targets": {"villages": [net.ids["Thôn Đồng Tâm"]]}, "start_at": iso_in(10),
+        "volume": 90})
+
+    def acknowledged():
+        rows = net.airings(out["id"])
+        if not rows:
+            return False
+        targets = net.targets(rows[-1].id)
+        return sorted(targets) == nodes and all(
+            t.phase in ("acked", "fetched") for t in targets.values()) and rows[-1]
+    airing = await async_wait_for(acknowledged, 20, "both agents to acknowledge the play")
+    await net.kill_controller()
+    # The slot passes with no controller running; the bulletin is heard all the same.
+    for n in nodes:
+        await async_wait_for(lambda n=n: recs[n].onsets(
+            threshold=800, after=airing.slot_ms / 1000 - 3), 40, f"sound on {n}")
+        onset = recs[n].onsets(threshold=800, after=airing.slot_ms / 1000 - 3)[0]
+        assert -30 < onset * 1000 - airing.slot_ms < 300, (n, onset * 1000 - airing.slot_ms)
+    await net.start_controller()
+    final = await net.wait_final(out["id"], timeout=60)
+    targets = net.targets(final.id)
+    assert {n: targets[n].phase for n in nodes} == {n: "finished" for n in nodes}, {
+        n: (targets[n].phase, targets[n].error) for n in nodes}
+    assert all(abs(targets[n].started_at_ms - final.slot_ms) <= 50 for n in nodes)
+    assert final.status == "aired"
+    assert all(p.proc.poll() is None for p in procs)

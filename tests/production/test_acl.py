@@ -26,7 +26,6 @@ from controller.command_publisher import new_cmd_id
 from controller.models import NodeLive
 from controller.process import ControllerService
 from controller.provision import (
-    ProvisionError,
     ProvisionResult,
     TlsOptions,
     load_node_passwords,
@@ -34,6 +33,7 @@ from controller.provision import (
     read_controller_env,
 )
 from loa.broker import EmbeddedBroker, free_port, wait_for_port
+from loa.credentials import CredentialsFileError
 from loa.protocol import SelftestCmd, decode_command
 from loa.timeutil import now_ms
 from registry.models import Node
@@ -133,9 +133,9 @@ def test_provision_writes_private_credentials_and_hashed_password_file(secured, 
     assert load_node_passwords(out / "credentials.csv") == {
         n: r["mqtt_password"] for n, r in rows.items()}
     (out / "other.csv").write_text("ma,mat_khau\nnode-a,x\n", encoding="utf-8")
-    with pytest.raises(ProvisionError, match="không phải tệp mật khẩu"):
+    with pytest.raises(CredentialsFileError, match="không phải tệp mật khẩu"):
         load_node_passwords(out / "other.csv")
-    with pytest.raises(ProvisionError, match="Không đọc được"):
+    with pytest.raises(CredentialsFileError, match="Không đọc được"):
         load_node_passwords(out / "missing.csv")
 
 

@@ -35,7 +35,7 @@ STATEFUL_DATA = {"mosquitto": "/mosquitto/data", "postgres": "/var/lib/postgresq
                  "influxdb": "/var/lib/influxdb2"}
 LOA_SERVICES = {"migrate", "controller", "dashboard", "sim", "cli"}
 # LOA_* variables read straight from the environment rather than through Settings.
-DIRECT_ENV = {"LOA_LOG_LEVEL": REPO / "loa" / "commands.py"}
+DIRECT_ENV = {"LOA_LOG_LEVEL": REPO / "system" / "processes.py"}
 VAR_RE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?][^}]*)?\}")
 
 

@@ -236,3 +236,46 @@ def test_saved_groups_resolve_at_dispatch_time_and_respect_scope(world, db):
         svc.create_group(other, "Lấn sân", {"communes": [ids["Đội Cấn"]]})
     assert [g["name"] for g in svc.list_groups(officer)] == ["Loa đầu làng"]
     assert svc.list_groups(other) == []
+
+
+def test_an_officers_list_pages_in_the_database_whatever_was_sent(world, db):
+    """The province's broadcasts show where they touch the officer's communes, and the list
+    costs a few queries however many broadcasts were ever made (it used to load them all and
+    resolve each one's targets on every request)."""
+    from sqlalchemy import event
+
+    svc, ids, province, officer = world
+    with db.session() as s:  # history: many broadcasts, as rows (creating them is not tested)
+        for i in range(120):
+            s.add(Broadcast(title=f"Tỉnh {i}", targets={"communes": [ids["Tân Trào"]]},
+                            status="aired", created_ms=1_000 + i))
+            s.add(Broadcast(title=f"Xã {i}", targets={"communes": [ids["Đội Cấn"]]},
+                            status="aired", owner_commune_id=ids["Đội Cấn"],
+                            created_ms=1_000 + i))
+        s.add(Broadcast(title="Cả tỉnh", targets={"province": True}, status="aired",
+                        created_ms=5_000))
+        s.add(Broadcast(title="Thôn Tân Lập", targets={"villages": [ids["Thôn Tân Lập"]]},
+                        status="aired", created_ms=5_001))
+
+    def queries_of(call) -> tuple[object, int]:
+        count = 0
+
+        def counted(*_args):
+            nonlocal count
+            count += 1
+        event.listen(db.engine, "before_cursor_execute", counted)
+        try:
+            return call(), count
+        finally:
+            event.remove(db.engine, "before_cursor_execute", counted)
+
+    first, _ = queries_of(lambda: svc.list(officer, limit=10))
+    assert first["total"] == 122  # 120 of the commune's own, 2 of the province's that reach it
+    assert [b["title"] for b in first["items"][:3]] == ["Thôn Tân Lập", "Cả tỉnh", "Xã 119"]
+    page, queries = queries_of(lambda: svc.list(officer, limit=10, offset=110))
+    assert [b["title"] for b in page["items"]] == [f"Xã {i}" for i in range(11, 1, -1)]
+    # A page of 10 summaries, not a pass over all 242 broadcasts.
+    assert queries < 60, queries  # the whole list was over 120 before
+    other = Actor("commune", frozenset({ids["Tân Trào"]}), "canbo-tantrao")
+    assert svc.list(other)["total"] == 121  # the province's 120 to it and the province-wide one
+    assert svc.list(province)["total"] == 242
