@@ -132,8 +132,8 @@ async def _until_lost_or_stopping(client: aiomqtt.Client, stopping: asyncio.Even
     finally:
         lost.cancel()
         stop.cancel()
-    if lost.done() and not lost.cancelled() and lost.exception() is not None:
-        raise lost.exception()  # type: ignore[misc]
+    if lost.done() and not lost.cancelled() and (exc := lost.exception()) is not None:
+        raise exc
 
 
 async def stay_connected(make_client: Callable[[], aiomqtt.Client],
