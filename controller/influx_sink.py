@@ -39,6 +39,8 @@ from loa.protocol import Heartbeat
 if TYPE_CHECKING:
     from influxdb_client.client.write.point import Point
 
+    from loa.settings import Settings
+
 log = logging.getLogger("loa.influx")
 
 MEASUREMENT = "heartbeat"
@@ -61,7 +63,7 @@ class InfluxSettings(BaseSettings):
     timeout_s: float = 10.0
 
     @classmethod
-    def from_settings(cls, settings: Any = None) -> InfluxSettings:
+    def from_settings(cls, settings: Settings | None = None) -> InfluxSettings:
         """Environment first (tuning knobs); the ``influx_*`` connection fields of Loa's
         ``Settings`` override it."""
         cfg = cls()

@@ -66,8 +66,8 @@ class LeaderRole:
     stopped when it stops leading."""
 
     name: str
-    start: Callable[[], Awaitable[Any]]
-    stop: Callable[[], Awaitable[Any]]
+    start: Callable[[], Awaitable[object]]
+    stop: Callable[[], Awaitable[object]]
     # Whether the duty needs other controllers' node states right now (the dispatcher does
     # while airings run); reading 100,000 rows for nothing is waste.
     needs_fleet_mirror: Callable[[], bool] = _never

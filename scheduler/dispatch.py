@@ -55,7 +55,7 @@ from scheduler.lifecycle import refresh_broadcast_status
 from scheduler.models import Airing, AiringTarget, Broadcast
 from scheduler.outcomes import PHASE_RANK, TERMINAL_PHASES, airing_status
 from scheduler.targets import resolve_nodes
-from scheduler.workflow import OPEN_STATUSES
+from scheduler.workflow import OPEN_STATUSES, LiveLike
 
 if TYPE_CHECKING:
     from broadcasts.store import ContentMeta
@@ -141,7 +141,7 @@ class DispatchResult:
 class Dispatcher(IngestObserver):
     def __init__(self, settings: Settings, db: Database, commands: CommandPublisher, *,
                  content: ContentGateway | None = None, sched: SchedulerSettings | None = None,
-                 live: Any = None, base_url: str | None = None,
+                 live: LiveLike | None = None, base_url: str | None = None,
                  clock: Callable[[], int] = now_ms) -> None:
         self.settings = settings
         self.db = db
@@ -452,7 +452,7 @@ class Dispatcher(IngestObserver):
             return
         self._apply_event(node_id, event, received_ms)
 
-    def _apply_event(self, node_id: str, event: Any, received_ms: int) -> None:
+    def _apply_event(self, node_id: str, event: NodeEvent, received_ms: int) -> None:
         if isinstance(event, CmdAck):
             ts = self._by_cmd.get(event.cmd_id)
             if ts is None or ts.node_id != node_id:
@@ -656,10 +656,11 @@ class Dispatcher(IngestObserver):
                     self._dirty[ts.id] = ts
         await self.flush()
         ended_mounts = await asyncio.to_thread(self._write_final, due, now)
-        if ended_mounts and hasattr(self.live, "retire_mount"):
+        live = self.live
+        if ended_mounts and live is not None and hasattr(live, "retire_mount"):
             for mount in ended_mounts:
                 try:
-                    await asyncio.to_thread(self.live.retire_mount, mount)
+                    await asyncio.to_thread(live.retire_mount, mount)
                 except Exception as exc:  # the server is down: nothing to retire there
                     log.warning("Không gỡ được điểm phát %s khỏi Icecast: %s", mount, exc)
         for a in due:
@@ -714,7 +715,7 @@ class Dispatcher(IngestObserver):
         await self._publish(pending)
         return len(fresh)
 
-    def _stored_events(self, airing_ids: list[int]) -> list[tuple[str, Any, int]]:
+    def _stored_events(self, airing_ids: list[int]) -> list[tuple[str, NodeEvent, int]]:
         """Acks and playback events the ingest stored for these airings' nodes since they
         were dispatched. With several controllers, what nodes said while no controller led
         was stored by whichever took it; the new leader completes proof of play from here.
