@@ -63,8 +63,8 @@ class NotifySubscription(Base):
     channel: Mapped[str] = mapped_column(String(12))
     address: Mapped[str] = mapped_column(String(500))  # e-mail address or webhook URL
     secret: Mapped[str | None] = mapped_column(String(200))  # webhook HMAC key
-    severities: Mapped[list] = mapped_column(JSON, default=list)  # [3, 2, 1]
-    communes: Mapped[list] = mapped_column(JSON, default=list)  # [] = all in the user's scope
+    severities: Mapped[list[int]] = mapped_column(JSON, default=list)  # [3, 2, 1]
+    communes: Mapped[list[int]] = mapped_column(JSON, default=list)  # [] = all in scope
     active: Mapped[bool] = mapped_column(default=True)
     created_ms: Mapped[int] = mapped_column(default=0)
     updated_ms: Mapped[int] = mapped_column(default=0)
@@ -154,7 +154,7 @@ class AlarmNotice:
                   "«Nhận thông báo» của bạn."]
         return "\n".join(lines) + "\n"
 
-    def payload(self) -> dict:
+    def payload(self) -> dict[str, object]:
         return {"event": "alarm.raised", "alarm_id": self.alarm_id, "kind": self.kind,
                 "label": self.label, "severity": self.severity,
                 "severity_label": self.severity_label, "place": self.place,
@@ -273,6 +273,8 @@ class Notifier:
         now = now_ms()
         with self.db.session() as s:
             d = s.get(NotifyDelivery, delivery_id)
+            if d is None:  # its subscription was stopped meanwhile
+                return "failed"
             d.attempts += 1
             if error is None:
                 d.status, d.sent_ms, d.last_error = "sent", now, None
@@ -343,7 +345,7 @@ class NotificationService:
     def __init__(self, notifier: Notifier) -> None:
         self.notifier = notifier
         self._executor: ThreadPoolExecutor | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -428,7 +430,7 @@ def save_subscription(s: Session, username: str, channel: str, *, address: str,
     return sub
 
 
-def recent_deliveries(s: Session, username: str, limit: int = 20) -> list[dict]:
+def recent_deliveries(s: Session, username: str, limit: int = 20) -> list[dict[str, object]]:
     """The user's latest deliveries, for the settings page: what, where, how it went."""
     rows = s.execute(select(NotifyDelivery, NotifySubscription.channel, Alarm)
                      .join(NotifySubscription,
@@ -436,7 +438,7 @@ def recent_deliveries(s: Session, username: str, limit: int = 20) -> list[dict]:
                      .join(Alarm, Alarm.id == NotifyDelivery.alarm_id)
                      .where(NotifySubscription.username == username)
                      .order_by(NotifyDelivery.id.desc()).limit(limit)).all()
-    out = []
+    out: list[dict[str, object]] = []
     for d, channel, alarm in rows:
         notice = notice_for(s, alarm)
         out.append({"id": d.id, "channel": channel, "status": d.status,

@@ -84,10 +84,11 @@ def content_use_counts(s: Session, content_ids: list[str]) -> dict[str, int]:
     «Xóa»)."""
     if not content_ids:
         return {}
-    return dict(s.execute(select(Broadcast.content_id, func.count())
-                          .where(Broadcast.content_id.in_(content_ids),
-                                 Broadcast.status.in_(OPEN_STATUSES))
-                          .group_by(Broadcast.content_id)).all())
+    rows = s.execute(select(Broadcast.content_id, func.count())
+                     .where(Broadcast.content_id.in_(content_ids),
+                            Broadcast.status.in_(OPEN_STATUSES))
+                     .group_by(Broadcast.content_id)).all()
+    return {str(cid): int(n) for cid, n in rows if cid is not None}
 
 
 class RuntimeHook(Protocol):
