@@ -583,3 +583,34 @@ EN.update({
     "đến thời điểm đánh giá": "up to the evaluation time",
     "… và {n} khoảng khác": "… and {n} more",
 })
+
+# Live from the phone (issue 18): the "Phát trực tiếp" page.
+EN.update({
+    "Phát trực tiếp bằng micrô điện thoại": "Go live with the phone's microphone",
+    "Thời lượng tối đa": "Longest duration",
+    "phút": "min",
+    "Xem lại trước khi phát": "Review before going live",
+    "Kiểm tra trước khi phát": "Check before going live",
+    "Khi bấm nút dưới, trình duyệt sẽ xin dùng micrô. Cụm loa bắt đầu phát sau vài giây.":
+        "When you press the button below, the browser asks for the microphone. The clusters "
+        "start playing a few seconds later.",
+    "Mức âm micrô": "Microphone level",
+    "Đang kết nối…": "Connecting…",
+    "Cụm loa đang nghe": "Clusters listening",
+    "Dừng phát": "Stop broadcast",
+    "Đã dừng": "Stopped",
+    "Phát trực tiếp bị lỗi": "Live broadcast failed",
+    "Đang xin dùng micrô…": "Asking for the microphone…",
+    "Không dùng được micrô: hãy cho phép trình duyệt dùng micrô rồi thử lại.":
+        "The microphone cannot be used: allow the browser to use it and try again.",
+    "Trình duyệt này không cho dùng micrô ở đây. Hãy mở trang qua https bằng Chrome hoặc "
+    "Firefox.": "This browser does not allow the microphone here. Open the page over https "
+                "in Chrome or Firefox.",
+})
+JS_STRINGS += (
+    "Thời lượng tối đa", "Đang kết nối…", "Đã dừng", "Phát trực tiếp bị lỗi",
+    "Đang xin dùng micrô…", "Phát tới", "Đã phát", "Phát xong", "Bắt đầu phát", "Phát lỗi",
+    "Không dùng được micrô: hãy cho phép trình duyệt dùng micrô rồi thử lại.",
+    "Trình duyệt này không cho dùng micrô ở đây. Hãy mở trang qua https bằng Chrome hoặc "
+    "Firefox.",
+)
