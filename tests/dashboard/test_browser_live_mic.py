@@ -156,5 +156,16 @@ def test_officer_goes_live_from_the_phone_and_the_village_hears_it(mic_stack, mi
         late = client.post(f"/api/v1/broadcasts/{bid2}/mic?seq=999", content=b"x",
                            headers={"X-CSRF-Token": csrf})
         assert late.status_code == 409 and "kết thúc" in late.json()["detail"], late.text
+        # Only the officer who went live may feed it; nobody anonymous at all.
+        other, other_csrf = stack.login_client("province")
+        try:
+            r = other.post(f"/api/v1/broadcasts/{bid2}/mic?seq=0", content=b"x",
+                           headers={"X-CSRF-Token": other_csrf})
+            assert r.status_code == 403 and "người tạo" in r.json()["detail"], r.text
+        finally:
+            other.close()
+        with stack.client() as anon:
+            assert anon.post(f"/api/v1/broadcasts/{bid2}/mic?seq=0",
+                             content=b"x").status_code == 401
     finally:
         client.close()
