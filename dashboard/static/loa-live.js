@@ -114,7 +114,7 @@
         return MediaRecorder.isTypeSupported(m); })[0];
       var rec = new MediaRecorder(stream, mime ? { mimeType: mime, audioBitsPerSecond: 48000 } : undefined);
       session = { id: b.id, stream: stream, rec: rec, seq: 0, queue: Promise.resolve(), ended: false };
-      window.__loaLive = session;  // for the browser test: the broadcast being fed
+      document.getElementById("live-on").dataset.broadcast = String(b.id);
       rec.addEventListener("dataavailable", function (ev) {
         if (!ev.data || !ev.data.size || session.ended) return;
         var seq = session.seq++, blob = ev.data;

@@ -80,7 +80,7 @@ def _go_live(stack: LiveStack, page, village: str) -> int:
     assert village in where and "1 cụm loa" in where, where
     page.click("#live-start")
     page.wait_for_selector("#live-on:not([hidden])", timeout=30_000)
-    return page.evaluate("window.__loaLive.id")
+    return int(page.get_attribute("#live-on", "data-broadcast"))
 
 
 def test_officer_goes_live_from_the_phone_and_the_village_hears_it(mic_stack, mic_chromium):
