@@ -606,10 +606,17 @@ EN.update({
     "Trình duyệt này không cho dùng micrô ở đây. Hãy mở trang qua https bằng Chrome hoặc "
     "Firefox.": "This browser does not allow the microphone here. Open the page over https "
                 "in Chrome or Firefox.",
+    # A cluster's phase as the live page lists it (scheduler.outcomes.PHASE_LABELS_VI).
+    "Chưa gửi": "Not sent", "Đã gửi lệnh": "Command sent", "Đã nhận lệnh": "Command received",
+    "Đã tải nội dung": "Content downloaded", "Đã phát xong": "Played to the end",
+    "Bị ngắt bởi bản tin ưu tiên hơn": "Interrupted by a higher priority bulletin",
+    "Không phản hồi": "No answer",
 })
 JS_STRINGS += (
     "Thời lượng tối đa", "Đang kết nối…", "Đã dừng", "Phát trực tiếp bị lỗi",
     "Đang xin dùng micrô…", "Phát tới", "Đã phát", "Phát xong", "Bắt đầu phát", "Phát lỗi",
+    "Chưa gửi", "Đã gửi lệnh", "Đã nhận lệnh", "Đã tải nội dung", "Đang phát", "Đã phát xong",
+    "Bị ngắt bởi bản tin ưu tiên hơn", "Lỗi", "Không phản hồi",
     "Không dùng được micrô: hãy cho phép trình duyệt dùng micrô rồi thử lại.",
     "Trình duyệt này không cho dùng micrô ở đây. Hãy mở trang qua https bằng Chrome hoặc "
     "Firefox.",

@@ -169,3 +169,19 @@ def test_officer_goes_live_from_the_phone_and_the_village_hears_it(mic_stack, mi
                              content=b"x").status_code == 401
     finally:
         client.close()
+
+    # On a desktop (1366 × 900) the page lays out without horizontal scrolling too, and the
+    # failed broadcast is not on air anywhere.
+    desk = mic_chromium.new_context(viewport={"width": 1366, "height": 900}, locale="vi-VN",
+                                    timezone_id="Asia/Ho_Chi_Minh")
+    try:
+        dp = desk.new_page()
+        login(dp, stack.base_url, "commune")
+        dp.wait_for_url("**/commune")
+        dp.wait_for_selector("#live-btn:not([hidden])", timeout=15_000)
+        dp.click("#live-btn")
+        dp.wait_for_url("**/live")
+        assert dp.is_visible("#live-review") and not dp.is_visible("#live-on")
+        assert dp.evaluate("document.documentElement.scrollWidth") <= 1366
+    finally:
+        desk.close()
