@@ -61,6 +61,17 @@ async def mic_chunk(request: Request, broadcast_id: int = id_param(),
         raise
     chunk = await request.body()
     received = await run_in_threadpool(feeds.push, broadcast_id, mount, seq, chunk)
+    if seq == 0:  # one audit row when the microphone goes on air, not one per chunk
+        ctx = request.app.state.ctx
+
+        def write() -> None:
+            with ctx.db.session() as s:
+                audit(s, "broadcast.live_start", user=user, target=str(broadcast_id),
+                      request=request, status_code=200)
+
+        await run_in_threadpool(write)
+    else:
+        request.state.audited = True
     return {"received": received}
 
 

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from dashboard.models import AuditLog
 from scheduler.models import Airing, Broadcast
 from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS, LiveStack, login, screenshot
 
@@ -68,6 +69,11 @@ def _status(stack: LiveStack, broadcast_id: int) -> str:
         return s.get(Broadcast, broadcast_id).status
 
 
+def _actions(stack: LiveStack, broadcast_id: int) -> list[str]:
+    with stack.db.session() as s:
+        return [a.action for a in s.query(AuditLog).filter_by(target=str(broadcast_id))]
+
+
 def _go_live(stack: LiveStack, page, village: str) -> int:
     page.goto(f"{stack.base_url}/live")
     # "Toàn xã" and a village exclude each other: ticking the village unticks the commune.
@@ -101,7 +107,6 @@ def test_officer_goes_live_from_the_phone_and_the_village_hears_it(mic_stack, mi
             "document.getElementById('live-listeners').textContent === '1'", timeout=15_000)
         page.wait_for_function(
             "document.getElementById('live-state').dataset.state === 'on_air'", timeout=15_000)
-        level = float(page.get_attribute("#live-level", "data-level") or 0)
         _wait(lambda: float(page.get_attribute("#live-level", "data-level") or 0) > 0.01, 10,
               "a non-zero level on the meter (the fake microphone beeps)")
         assert page.locator("#live-nodes li:has-text('Thôn Nà Pàn')").count() == 1
@@ -121,7 +126,16 @@ def test_officer_goes_live_from_the_phone_and_the_village_hears_it(mic_stack, mi
         _wait(lambda: _status(stack, bid) == "aired", 30, "the live broadcast judged aired")
         with stack.db.session() as s:
             assert s.query(Airing).filter_by(broadcast_id=bid).one().status == "aired"
-        assert level >= 0.0
+        # The audit log has who went live and who stopped, not a row per chunk (the stop's
+        # row follows the clusters' reports: the stream ends before the mount is withdrawn).
+        page.wait_for_selector("#live-stop:disabled")
+        _wait(lambda: _actions(stack, bid).count("broadcast.live_stop") == 1, 15,
+              "the stop in the audit log")
+        assert _actions(stack, bid).count("broadcast.live_start") == 1
+        with stack.db.session() as s:
+            chunk_rows = s.query(AuditLog).filter(
+                AuditLog.path == f"/api/v1/broadcasts/{bid}/mic").count()
+            assert chunk_rows == 1, chunk_rows  # the first chunk's, as live_start
     finally:
         ctx.close()
 
