@@ -25,6 +25,7 @@ from dashboard.routes import (
     indicator_pages,
     indicators,
     live,
+    mic,
     nodes,
     notify,
     registry,
@@ -36,7 +37,8 @@ from loa.errors import DomainError
 # In the order their paths are matched (the pages last: their catch-alls come after the API).
 ROUTERS = (health.router, nodes.router, communes.router, registry.router, auth.router,
            content.router, tts.router, broadcasts.router, indicators.router, alarms.router,
-           live.router, ui.router, alerts.router,
+           live.router, mic.router,  # live from the phone (issue 18)
+           ui.router, alerts.router,
            indicator_pages.router,  # indicator drill-down, inspection form (issue 16)
            notify.router)  # alarm notification settings (issue 18)
 
@@ -50,6 +52,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     what it made itself, the live page's database poll."""
     yield
     await live.stop_watcher(app)
+    await mic.stop_feeds(app)  # live from the phone: its ffmpeg feeds
 
 
 def create_app(ctx: AppContext) -> FastAPI:

@@ -631,3 +631,40 @@ _NOTIFY_JS_EN = {
 }
 EN.update({k: v for k, v in {**_NOTIFY_PAGE_EN, **_NOTIFY_JS_EN}.items() if k not in EN})
 JS_STRINGS = JS_STRINGS + tuple(m for m in _NOTIFY_JS_EN if m not in JS_STRINGS)
+# Live from the phone (issue 18): the "Phát trực tiếp" page.
+EN.update({
+    "Phát trực tiếp bằng micrô điện thoại": "Go live with the phone's microphone",
+    "Thời lượng tối đa": "Longest duration",
+    "phút": "min",
+    "Xem lại trước khi phát": "Review before going live",
+    "Kiểm tra trước khi phát": "Check before going live",
+    "Khi bấm nút dưới, trình duyệt sẽ xin dùng micrô. Cụm loa bắt đầu phát sau vài giây.":
+        "When you press the button below, the browser asks for the microphone. The clusters "
+        "start playing a few seconds later.",
+    "Mức âm micrô": "Microphone level",
+    "Đang kết nối…": "Connecting…",
+    "Cụm loa đang nghe": "Clusters listening",
+    "Dừng phát": "Stop broadcast",
+    "Đã dừng": "Stopped",
+    "Phát trực tiếp bị lỗi": "Live broadcast failed",
+    "Đang xin dùng micrô…": "Asking for the microphone…",
+    "Không dùng được micrô: hãy cho phép trình duyệt dùng micrô rồi thử lại.":
+        "The microphone cannot be used: allow the browser to use it and try again.",
+    "Trình duyệt này không cho dùng micrô ở đây. Hãy mở trang qua https bằng Chrome hoặc "
+    "Firefox.": "This browser does not allow the microphone here. Open the page over https "
+                "in Chrome or Firefox.",
+    # A cluster's phase as the live page lists it (scheduler.outcomes.PHASE_LABELS_VI).
+    "Chưa gửi": "Not sent", "Đã gửi lệnh": "Command sent", "Đã nhận lệnh": "Command received",
+    "Đã tải nội dung": "Content downloaded", "Đã phát xong": "Played to the end",
+    "Bị ngắt bởi bản tin ưu tiên hơn": "Interrupted by a higher priority bulletin",
+    "Không phản hồi": "No answer",
+})
+JS_STRINGS += (
+    "Thời lượng tối đa", "Đang kết nối…", "Đã dừng", "Phát trực tiếp bị lỗi",
+    "Đang xin dùng micrô…", "Phát tới", "Đã phát", "Phát xong", "Bắt đầu phát", "Phát lỗi",
+    "Chưa gửi", "Đã gửi lệnh", "Đã nhận lệnh", "Đã tải nội dung", "Đang phát", "Đã phát xong",
+    "Bị ngắt bởi bản tin ưu tiên hơn", "Lỗi", "Không phản hồi",
+    "Không dùng được micrô: hãy cho phép trình duyệt dùng micrô rồi thử lại.",
+    "Trình duyệt này không cho dùng micrô ở đây. Hãy mở trang qua https bằng Chrome hoặc "
+    "Firefox.",
+)

@@ -562,17 +562,7 @@
         info.textContent = (res.data.on_air || []).length ? _("Đang phát trực tiếp") : "";
         btn.hidden = false;
       });
-      btn.addEventListener("click", function () {
-        var status = document.getElementById("live-status");
-        var body = { title: compose.title.value.trim() || _("Phát trực tiếp"), stream: true, targets: targets(compose) };
-        btn.disabled = true;
-        api("POST", "/api/v1/broadcasts", body).then(function (res) {
-          btn.disabled = false;
-          if (!res.ok) { show(status, L.errorText(res), false); return; }
-          show(status, _("Địa chỉ gửi âm thanh (nguồn phát)") + ": " + (res.data.source_url || "–"), true);
-          loadResults();
-        });
-      });
+      // Going live is its own page (/live): villages, confirmation, the microphone.
     }
 
     /* Proof of play as cards (a 390 px phone has no room for a table): one per cluster,
