@@ -16,10 +16,10 @@ bulletin's own commune. The running scheduler is told after commit, as for creat
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from loa import idempotency
 from loa.timeutil import ICT
 from scheduler.errors import Conflict, Forbidden, InvalidBroadcast
 from scheduler.models import Broadcast
@@ -29,9 +29,10 @@ from scheduler.slots import airtime_ms, next_slot_at_or_after, recurrence_of
 from scheduler.targets import Actor, check_targets, describe_places, resolve_nodes
 
 if TYPE_CHECKING:
-    from scheduler.workflow import BroadcastService
+    from sqlalchemy.orm import Session
 
-CLIENT_KEY = re.compile(r"[A-Za-z0-9_.:-]{8,80}")
+    from scheduler.workflow import BroadcastService, InTransaction
+
 LANGUAGE_LABELS = {"vi": "Tiếng Việt", "tay": "Tày", "nung": "Nùng", "dao": "Dao",
                    "other": "Khác"}
 # What an edit may change; anything else is refused by parse_request as usual.
@@ -40,13 +41,9 @@ EDITABLE = ("title", "tts_text", "content_id", "targets", "start_at", "recurrenc
 
 
 def check_client_key(key: str | None) -> str | None:
-    """An idempotency key: 8-80 letters, digits or ``_.:-`` (a UUID fits)."""
-    if key is None or key == "":
-        return None
-    if not isinstance(key, str) or not CLIENT_KEY.fullmatch(key):
-        raise InvalidBroadcast("Khóa chống gửi trùng («Idempotency-Key») phải có 8–80 ký tự "
-                               "chữ, số hoặc _ . : -.")
-    return key
+    """An idempotency key: 8-80 letters, digits or ``_.:-`` (a UUID fits); the one check of
+    ``loa.idempotency``, refused as a scheduling error."""
+    return idempotency.check_key(key, InvalidBroadcast)
 
 
 def format_duration(ms: int) -> str:
@@ -150,9 +147,11 @@ class ControlMixin:
         return b
 
     def edit(self: BroadcastService, actor: Actor, broadcast_id: int, payload: Any, *,
-             client_key: str | None = None) -> dict[str, Any]:
+             client_key: str | None = None,
+             audit: InTransaction | None = None) -> dict[str, Any]:
         """A new version with ``payload``'s changes over the old fields; the old version is
-        cancelled (stopped on the clusters if it is on air) and kept as history."""
+        cancelled (stopped on the clusters if it is on air) and kept as history. The new
+        version, the cancelled old one and the audit row are one transaction."""
         from scheduler.workflow import STATUS_LABELS_VI, iso
 
         if not isinstance(payload, dict):
@@ -194,15 +193,21 @@ class ControlMixin:
             merged["recurrence"] = {**new_rec, "exceptions": kept["exceptions"]}
         if merged.get("recurrence") in (None, "", {}):
             merged.pop("recurrence", None)
-        new = self.create(actor, merged, client_key=client_key, replaces=broadcast_id)
-        if new.get("replayed"):
-            return new
-        with self.db.session() as s:
+        was_live: list[bool] = []
+
+        def retire_old(s: Session, out: dict[str, Any]) -> None:
             old = s.get(Broadcast, broadcast_id)
-            was_live = old.status in ("scheduled", "paused")
+            was_live.append(old.status in ("scheduled", "paused"))
             old.status = "cancelled"
             old.updated_ms = now
-        if was_live and self.runtime is not None:
+            if audit is not None:
+                audit(s, out)
+
+        new = self.create(actor, merged, client_key=client_key, replaces=broadcast_id,
+                          audit=retire_old)
+        if new.get("replayed"):
+            return new
+        if was_live and was_live[0] and self.runtime is not None:
             self.runtime.on_cancelled(broadcast_id)
         return new
 
@@ -218,7 +223,8 @@ class ControlMixin:
                 b = s.get(Broadcast, b.previous_version_id) if b.previous_version_id else None
         return out
 
-    def pause(self: BroadcastService, actor: Actor, broadcast_id: int) -> dict[str, Any]:
+    def pause(self: BroadcastService, actor: Actor, broadcast_id: int, *,
+              audit: InTransaction | None = None) -> dict[str, Any]:
         now = self.clock()
         with self.db.session() as s:
             b = self._managed(s, actor, broadcast_id, "tạm dừng")
@@ -227,11 +233,14 @@ class ControlMixin:
             b.status = "paused"
             b.updated_ms = now
             out = self._summary(s, b)
+            if audit is not None:
+                audit(s, out)
         if self.runtime is not None and hasattr(self.runtime, "on_paused"):
             self.runtime.on_paused(broadcast_id)
         return out
 
-    def resume(self: BroadcastService, actor: Actor, broadcast_id: int) -> dict[str, Any]:
+    def resume(self: BroadcastService, actor: Actor, broadcast_id: int, *,
+               audit: InTransaction | None = None) -> dict[str, Any]:
         now = self.clock()
         with self.db.session() as s:
             b = self._managed(s, actor, broadcast_id, "tiếp tục")
@@ -246,11 +255,13 @@ class ControlMixin:
             b.scheduled_ms = now
             b.updated_ms = now
             out = self._summary(s, b)
+            if audit is not None:
+                audit(s, out)
         self._notify_scheduled(broadcast_id)
         return out
 
     def skip(self: BroadcastService, actor: Actor, broadcast_id: int,
-             payload: Any) -> dict[str, Any]:
+             payload: Any, *, audit: InTransaction | None = None) -> dict[str, Any]:
         """Leave out one day of a recurring bulletin (``{"date": "dd/mm/yyyy"}``)."""
         raw = payload.get("date") if isinstance(payload, dict) else None
         if not isinstance(raw, str) or not raw.strip():
@@ -273,12 +284,15 @@ class ControlMixin:
             b.updated_ms = now
             out = self._summary(s, b)
             status = b.status
+            if audit is not None:
+                audit(s, out)
         if status == "scheduled":
             self._notify_scheduled(broadcast_id)
         return out
 
     def set_recurrence(self: BroadcastService, actor: Actor, broadcast_id: int,
-                       payload: Any) -> dict[str, Any]:
+                       payload: Any, *,
+                       audit: InTransaction | None = None) -> dict[str, Any]:
         """End date (``until``, dd/mm/yyyy or empty for none) and exception dates."""
         if not isinstance(payload, dict):
             raise InvalidBroadcast("Yêu cầu phải là một đối tượng JSON {until, exceptions}.")
@@ -304,6 +318,8 @@ class ControlMixin:
             b.updated_ms = now
             out = self._summary(s, b)
             status = b.status
+            if audit is not None:
+                audit(s, out)
         if status == "scheduled":
             self._notify_scheduled(broadcast_id)
         return out

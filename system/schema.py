@@ -14,12 +14,14 @@ import controller.alarms
 import controller.models
 import dashboard.models
 import indicator.models
+import loa.idempotency
 import registry.models
 import scheduler.models
 from loa.db import Base, Database
 
 MODEL_MODULES = (alerts.models, broadcasts.models, controller.alarms, controller.models,
-                 dashboard.models, indicator.models, registry.models, scheduler.models)
+                 dashboard.models, indicator.models, registry.models, scheduler.models,
+                 loa.idempotency)
 
 
 def import_all_models() -> MetaData:

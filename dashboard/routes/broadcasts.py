@@ -35,7 +35,7 @@ from dashboard.security import audit, current_user, require_role
 from loa.timeutil import ICT, now_ms
 from scheduler.recurrence import parse_instant, parse_local_date
 from scheduler.targets import Actor, check_node_access
-from scheduler.workflow import BroadcastService
+from scheduler.workflow import BroadcastService, InTransaction
 
 log = logging.getLogger("loa.api.broadcasts")
 
@@ -66,18 +66,19 @@ async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await run_in_threadpool(fn, *args, **kwargs)
 
 
-async def _audit(request: Request, user: User, action: str, target: Any, status: int,
-                 detail: dict | None = None) -> None:
-    """In a worker thread: a write on the event loop would stall every request (and the
-    ingest beside it) while the database is busy."""
-    ctx: AppContext = request.app.state.ctx
+def _audited(request: Request, user: User, action: str, status: int,
+             what: Callable[[dict[str, Any]], tuple[Any, dict | None]]) -> InTransaction:
+    """The audit row of a use case, written by the service inside the use case's own
+    transaction (``scheduler.workflow.InTransaction``): the change and its record commit
+    together, so a failed audit stores nothing and a retry creates exactly one. ``what``
+    gives the row's target and detail from the answer."""
 
-    def write() -> None:
-        with ctx.db.session() as s:
-            audit(s, action, user=user, target=str(target), request=request,
-                  status_code=status, detail=detail)
+    def write(s: Session, out: dict[str, Any]) -> None:
+        target, detail = what(out)
+        audit(s, action, user=user, target=str(target), request=request,
+              status_code=status, detail=detail)
 
-    await run_in_threadpool(write)
+    return write
 
 
 # --------------------------------------------------------------------------- broadcasts
@@ -92,11 +93,12 @@ async def create_broadcast(request: Request, payload: Any = Body(..., examples=[
         idempotency_key: str | None = Header(None, max_length=80)):
     """Create a bulletin. An ``Idempotency-Key`` header makes a repeat of the same request
     (double click, retry after a dropped answer) return the first bulletin with 200."""
-    out = await _call(svc.create, actor_of(user), payload, client_key=idempotency_key)
+    out = await _call(svc.create, actor_of(user), payload, client_key=idempotency_key,
+                      audit=_audited(request, user, "broadcast.create", 201, lambda o: (
+                          o["id"], {"priority": o["priority"], "status": o["status"],
+                                    "places": o["places"]})))
     if out.get("replayed"):
         return JSONResponse(out, status_code=200)
-    await _audit(request, user, "broadcast.create", out["id"], 201,
-                 {"priority": out["priority"], "status": out["status"], "places": out["places"]})
     return out
 
 
@@ -115,10 +117,10 @@ async def edit_broadcast(request: Request, broadcast_id: int = id_param(),
                          svc: BroadcastService = Depends(get_service),
                          idempotency_key: str | None = Header(None, max_length=80)):
     """A new version with the changes; the old one is cancelled and kept as history."""
-    out = await _call(svc.edit, actor_of(user), broadcast_id, payload,
-                      client_key=idempotency_key)
-    await _audit(request, user, "broadcast.edit", broadcast_id, 201, {"new_id": out["id"]})
-    return out
+    return await _call(svc.edit, actor_of(user), broadcast_id, payload,
+                       client_key=idempotency_key,
+                       audit=_audited(request, user, "broadcast.edit", 201,
+                                      lambda o: (broadcast_id, {"new_id": o["id"]})))
 
 
 @router.get("/broadcasts/{broadcast_id}/history")
@@ -132,10 +134,10 @@ def _with_body(name: str):
     async def route(request: Request, broadcast_id: int = id_param(),
                     payload: Any = Body(None), user: User = Depends(current_user),
                     svc: BroadcastService = Depends(get_service)):
-        out = await _call(getattr(svc, name), actor_of(user), broadcast_id, payload)
-        await _audit(request, user, f"broadcast.{name}", broadcast_id, 200,
-               payload if isinstance(payload, dict) else None)
-        return out
+        detail = payload if isinstance(payload, dict) else None
+        return await _call(getattr(svc, name), actor_of(user), broadcast_id, payload,
+                           audit=_audited(request, user, f"broadcast.{name}", 200,
+                                          lambda _o: (broadcast_id, detail)))
     route.__name__ = f"{name}_broadcast"
     return route
 
@@ -165,10 +167,9 @@ def _transition(name: str):
     async def route(request: Request, broadcast_id: int = id_param(),
                     user: User = Depends(current_user),
                     svc: BroadcastService = Depends(get_service)):
-        out = await _call(getattr(svc, name), actor_of(user), broadcast_id)
-        await _audit(request, user, f"broadcast.{name}", broadcast_id, 200,
-                     {"status": out["status"]})
-        return out
+        return await _call(getattr(svc, name), actor_of(user), broadcast_id,
+                           audit=_audited(request, user, f"broadcast.{name}", 200,
+                                          lambda o: (broadcast_id, {"status": o["status"]})))
     route.__name__ = f"{name}_broadcast"
     return route
 
@@ -194,9 +195,9 @@ async def inbox(state: str | None = Query("new", max_length=12),
 async def schedule_inbox_item(request: Request, item_id: int = id_param(),
                               payload: Any = Body(None), user: User = Depends(current_user),
                               svc: BroadcastService = Depends(get_service)):
-    out = await _call(svc.schedule_from_inbox, actor_of(user), item_id, payload)
-    await _audit(request, user, "inbox.schedule", item_id, 201, {"broadcast_id": out["id"]})
-    return out
+    return await _call(svc.schedule_from_inbox, actor_of(user), item_id, payload,
+                       audit=_audited(request, user, "inbox.schedule", 201,
+                                      lambda o: (item_id, {"broadcast_id": o["id"]})))
 
 
 @router.post("/inbox/{item_id}/dismiss")
@@ -246,12 +247,17 @@ async def list_groups(user: User = Depends(current_user),
 
 
 @router.post("/groups", status_code=201)
-async def create_group(payload: Any = Body(...), user: User = Depends(current_user),
-                       svc: BroadcastService = Depends(get_service)):
+async def create_group(request: Request, payload: Any = Body(...),
+                       user: User = Depends(current_user),
+                       svc: BroadcastService = Depends(get_service),
+                       idempotency_key: str | None = Header(None, max_length=80)):
+    """A saved set of places; ``Idempotency-Key`` as for ``POST /broadcasts``."""
     if not isinstance(payload, dict):
         raise HTTPException(422, "Yêu cầu phải là một đối tượng JSON {name, targets}.")
     return await _call(svc.create_group, actor_of(user), payload.get("name"),
-                       payload.get("targets"))
+                       payload.get("targets"), client_key=idempotency_key,
+                       audit=_audited(request, user, "group.create", 201,
+                                      lambda o: (o["id"], {"name": o["name"]})))
 
 
 @router.delete("/groups/{group_id}", status_code=204)
