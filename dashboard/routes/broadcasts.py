@@ -32,6 +32,7 @@ from dashboard.context import AppContext
 from dashboard.deps import DbSession, get_ctx
 from dashboard.models import User
 from dashboard.security import audit, current_user, require_role
+from loa import idempotency
 from loa.timeutil import ICT, now_ms
 from scheduler.recurrence import parse_instant, parse_local_date
 from scheduler.targets import Actor, check_node_access
@@ -278,13 +279,22 @@ def _node_commands(ctx: AppContext):
 
 
 async def send_node_command(node_id: str, kind: str, request: Request, user: User,
-                            s: Session, **kw: Any) -> dict[str, Any]:
+                            s: Session, *, client_key: str | None = None,
+                            **kw: Any) -> dict[str, Any]:
     """``volume`` / ``selftest`` / ``stop`` for the API and the node page alike: scope check,
     ``NodeCommands.send`` (publish, then wait for the answer), an audit row. What the node
     answered is in the result (``acked``: true, false, or None when it did not answer in
-    time; ``selftest``)."""
+    time; ``selftest``). ``client_key``: the ``Idempotency-Key`` (``loa.idempotency``): a
+    retry with the same key answers what the first send got, without sending again."""
     ctx: AppContext = request.app.state.ctx
     await run_in_threadpool(check_node_access, s, actor_of(user), node_id)
+    key = idempotency.check_key(client_key)
+    action, asked = f"node.{kind}", {"node_id": node_id, **kw}
+    if key is not None:
+        earlier = await run_in_threadpool(idempotency.earlier, s, user.username, key, action,
+                                          asked)
+        if earlier is not None:
+            return earlier.response
     node_commands = _node_commands(ctx)
     try:
         result = await node_commands.send(node_id, kind, **kw)
@@ -293,34 +303,42 @@ async def send_node_command(node_id: str, kind: str, request: Request, user: Use
         raise HTTPException(503, "Không gửi được lệnh: mất kết nối tới broker MQTT.") from None
     audit(s, f"node.{kind}", user=user, target=node_id, request=request, status_code=200,
           detail={k: v for k, v in kw.items() if v is not None})
-    return {"node_id": node_id, "command": kind, **result}
+    out = {"node_id": node_id, "command": kind, **result}
+    if key is not None:  # committed with the audit row when the request ends
+        await run_in_threadpool(idempotency.remember, s, user.username, key, action, asked,
+                                response=out, now_ms=now_ms())
+    return out
 
 
 @router.post("/nodes/{node_id}/volume")
 async def node_volume(*, node_id: str, request: Request, payload: Any = Body(...),
                       user: User = Depends(require_role("technician", "province", "commune")),
-                      s: DbSession):
+                      s: DbSession, idempotency_key: str | None = Header(None, max_length=80)):
     level = payload.get("level") if isinstance(payload, dict) else None
     if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 100:
         raise HTTPException(422, "Âm lượng («level») phải là số nguyên từ 0 đến 100.")
-    return await send_node_command(node_id, "volume", request, user, s, level=level)
+    return await send_node_command(node_id, "volume", request, user, s, level=level,
+                                   client_key=idempotency_key)
 
 
 @router.post("/nodes/{node_id}/selftest")
 async def node_selftest(*, node_id: str, request: Request,
                         user: User = Depends(require_role("technician", "province", "commune")),
-                        s: DbSession):
-    return await send_node_command(node_id, "selftest", request, user, s)
+                        s: DbSession,
+                        idempotency_key: str | None = Header(None, max_length=80)):
+    return await send_node_command(node_id, "selftest", request, user, s,
+                                   client_key=idempotency_key)
 
 
 @router.post("/nodes/{node_id}/stop")
 async def node_stop(*, node_id: str, request: Request, payload: Any = Body(None),
                     user: User = Depends(require_role("technician", "province", "commune")),
-                    s: DbSession):
+                    s: DbSession, idempotency_key: str | None = Header(None, max_length=80)):
     broadcast_id = payload.get("broadcast_id") if isinstance(payload, dict) else None
     if broadcast_id is not None and not isinstance(broadcast_id, str):
         raise HTTPException(422, "«broadcast_id» phải là chuỗi (mã phát trên cụm loa).")
-    return await send_node_command(node_id, "stop", request, user, s, broadcast_id=broadcast_id)
+    return await send_node_command(node_id, "stop", request, user, s, broadcast_id=broadcast_id,
+                                   client_key=idempotency_key)
 
 
 # --------------------------------------------------------------------------- live
