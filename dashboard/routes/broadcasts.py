@@ -35,6 +35,19 @@ from dashboard.security import audit, current_user, require_role
 from loa import idempotency
 from loa.timeutil import ICT, now_ms
 from scheduler.recurrence import parse_instant, parse_local_date
+from scheduler.schemas import (
+    BroadcastHistory,
+    BroadcastOut,
+    BroadcastPage,
+    CalendarOut,
+    CheckOut,
+    GroupList,
+    GroupOut,
+    InboxDismissed,
+    InboxPage,
+    LiveServerOut,
+    NodeCommandOut,
+)
 from scheduler.targets import Actor, check_node_access
 from scheduler.workflow import BroadcastService, InTransaction
 
@@ -85,7 +98,7 @@ def _audited(request: Request, user: User, action: str, status: int,
 # --------------------------------------------------------------------------- broadcasts
 
 
-@router.post("/broadcasts", status_code=201)
+@router.post("/broadcasts", status_code=201, response_model=BroadcastOut)
 async def create_broadcast(request: Request, payload: Any = Body(..., examples=[{
         "title": "Thông báo tiêm chủng", "tts_text": "Sáng mai tiêm chủng tại trạm y tế xã.",
         "targets": {"communes": [1]}, "start_at": "2025-03-01T06:00:00+07:00",
@@ -103,7 +116,7 @@ async def create_broadcast(request: Request, payload: Any = Body(..., examples=[
     return out
 
 
-@router.post("/broadcasts/check")
+@router.post("/broadcasts/check", response_model=CheckOut)
 async def check_broadcast(payload: Any = Body(...), user: User = Depends(current_user),
                           replaces: int | None = Query(None, ge=1, le=MAX_ID),
                           svc: BroadcastService = Depends(get_service)):
@@ -112,7 +125,8 @@ async def check_broadcast(payload: Any = Body(...), user: User = Depends(current
     return await _call(svc.check, actor_of(user), payload, replaces=replaces)
 
 
-@router.post("/broadcasts/{broadcast_id}/edit", status_code=201)
+@router.post("/broadcasts/{broadcast_id}/edit", status_code=201,
+             response_model=BroadcastOut)
 async def edit_broadcast(request: Request, broadcast_id: int = id_param(),
                          payload: Any = Body(...), user: User = Depends(current_user),
                          svc: BroadcastService = Depends(get_service),
@@ -124,7 +138,7 @@ async def edit_broadcast(request: Request, broadcast_id: int = id_param(),
                                       lambda o: (broadcast_id, {"new_id": o["id"]})))
 
 
-@router.get("/broadcasts/{broadcast_id}/history")
+@router.get("/broadcasts/{broadcast_id}/history", response_model=BroadcastHistory)
 async def broadcast_history(broadcast_id: int = id_param(), user: User = Depends(current_user),
                             svc: BroadcastService = Depends(get_service)):
     items = await _call(svc.history, actor_of(user), broadcast_id)
@@ -143,11 +157,13 @@ def _with_body(name: str):
     return route
 
 
-router.post("/broadcasts/{broadcast_id}/skip")(_with_body("skip"))
-router.post("/broadcasts/{broadcast_id}/recurrence")(_with_body("set_recurrence"))
+router.post("/broadcasts/{broadcast_id}/skip",
+            response_model=BroadcastOut)(_with_body("skip"))
+router.post("/broadcasts/{broadcast_id}/recurrence",
+            response_model=BroadcastOut)(_with_body("set_recurrence"))
 
 
-@router.get("/broadcasts")
+@router.get("/broadcasts", response_model=BroadcastPage)
 async def list_broadcasts(status: str | None = Query(None, max_length=16),
                           limit: int = Query(50, ge=1, le=500),
                           offset: int = Query(0, ge=0, le=10**9),
@@ -156,7 +172,7 @@ async def list_broadcasts(status: str | None = Query(None, max_length=16),
     return await _call(svc.list, actor_of(user), status=status, limit=limit, offset=offset)
 
 
-@router.get("/broadcasts/{broadcast_id}")
+@router.get("/broadcasts/{broadcast_id}", response_model=BroadcastOut)
 async def get_broadcast(broadcast_id: int = id_param(),
                         airing_id: int | None = Query(None, ge=1, le=MAX_ID),
                         user: User = Depends(current_user),
@@ -175,24 +191,29 @@ def _transition(name: str):
     return route
 
 
-router.post("/broadcasts/{broadcast_id}/submit")(_transition("submit"))
-router.post("/broadcasts/{broadcast_id}/approve")(_transition("approve"))
-router.post("/broadcasts/{broadcast_id}/cancel")(_transition("cancel"))
-router.post("/broadcasts/{broadcast_id}/pause")(_transition("pause"))
-router.post("/broadcasts/{broadcast_id}/resume")(_transition("resume"))
+router.post("/broadcasts/{broadcast_id}/submit",
+            response_model=BroadcastOut)(_transition("submit"))
+router.post("/broadcasts/{broadcast_id}/approve",
+            response_model=BroadcastOut)(_transition("approve"))
+router.post("/broadcasts/{broadcast_id}/cancel",
+            response_model=BroadcastOut)(_transition("cancel"))
+router.post("/broadcasts/{broadcast_id}/pause",
+            response_model=BroadcastOut)(_transition("pause"))
+router.post("/broadcasts/{broadcast_id}/resume",
+            response_model=BroadcastOut)(_transition("resume"))
 
 
 # --------------------------------------------------------------------------- inbox
 
 
-@router.get("/inbox")
+@router.get("/inbox", response_model=InboxPage)
 async def inbox(state: str | None = Query("new", max_length=12),
                 user: User = Depends(current_user), svc: BroadcastService = Depends(get_service)):
     items = await _call(svc.inbox, actor_of(user), state or None)
     return {"items": items, "total": len(items)}
 
 
-@router.post("/inbox/{item_id}/schedule", status_code=201)
+@router.post("/inbox/{item_id}/schedule", status_code=201, response_model=BroadcastOut)
 async def schedule_inbox_item(request: Request, item_id: int = id_param(),
                               payload: Any = Body(None), user: User = Depends(current_user),
                               svc: BroadcastService = Depends(get_service)):
@@ -201,7 +222,7 @@ async def schedule_inbox_item(request: Request, item_id: int = id_param(),
                                       lambda o: (item_id, {"broadcast_id": o["id"]})))
 
 
-@router.post("/inbox/{item_id}/dismiss")
+@router.post("/inbox/{item_id}/dismiss", response_model=InboxDismissed)
 async def dismiss_inbox_item(item_id: int = id_param(), user: User = Depends(current_user),
                              svc: BroadcastService = Depends(get_service)):
     return await _call(svc.dismiss_inbox, actor_of(user), item_id)
@@ -222,7 +243,7 @@ def _bound(value: str | None, default_ms: int, *, end: bool) -> int:
     return parse_instant(text)
 
 
-@router.get("/schedule")
+@router.get("/schedule", response_model=CalendarOut)
 async def schedule(from_: str | None = Query(None, alias="from",
                                              description="ISO date/time or dd/mm/yyyy"),
                    to: str | None = Query(None, description="ISO date/time or dd/mm/yyyy"),
@@ -240,14 +261,14 @@ async def schedule(from_: str | None = Query(None, alias="from",
 # --------------------------------------------------------------------------- groups
 
 
-@router.get("/groups")
+@router.get("/groups", response_model=GroupList)
 async def list_groups(user: User = Depends(current_user),
                       svc: BroadcastService = Depends(get_service)):
     items = await _call(svc.list_groups, actor_of(user))
     return {"items": items, "total": len(items)}
 
 
-@router.post("/groups", status_code=201)
+@router.post("/groups", status_code=201, response_model=GroupOut)
 async def create_group(request: Request, payload: Any = Body(...),
                        user: User = Depends(current_user),
                        svc: BroadcastService = Depends(get_service),
@@ -310,7 +331,7 @@ async def send_node_command(node_id: str, kind: str, request: Request, user: Use
     return out
 
 
-@router.post("/nodes/{node_id}/volume")
+@router.post("/nodes/{node_id}/volume", response_model=NodeCommandOut)
 async def node_volume(*, node_id: str, request: Request, payload: Any = Body(...),
                       user: User = Depends(require_role("technician", "province", "commune")),
                       s: DbSession, idempotency_key: str | None = Header(None, max_length=80)):
@@ -321,7 +342,7 @@ async def node_volume(*, node_id: str, request: Request, payload: Any = Body(...
                                    client_key=idempotency_key)
 
 
-@router.post("/nodes/{node_id}/selftest")
+@router.post("/nodes/{node_id}/selftest", response_model=NodeCommandOut)
 async def node_selftest(*, node_id: str, request: Request,
                         user: User = Depends(require_role("technician", "province", "commune")),
                         s: DbSession,
@@ -330,7 +351,7 @@ async def node_selftest(*, node_id: str, request: Request,
                                    client_key=idempotency_key)
 
 
-@router.post("/nodes/{node_id}/stop")
+@router.post("/nodes/{node_id}/stop", response_model=NodeCommandOut)
 async def node_stop(*, node_id: str, request: Request, payload: Any = Body(None),
                     user: User = Depends(require_role("technician", "province", "commune")),
                     s: DbSession, idempotency_key: str | None = Header(None, max_length=80)):
@@ -344,7 +365,7 @@ async def node_stop(*, node_id: str, request: Request, payload: Any = Body(None)
 # --------------------------------------------------------------------------- live
 
 
-@router.get("/live/server")
+@router.get("/live/server", response_model=LiveServerOut)
 async def live_server(request: Request, user: User = Depends(current_user),
                       svc: BroadcastService = Depends(get_service)):
     """Whether live broadcasting is available, and which mounts are on air."""

@@ -1,0 +1,150 @@
+"""What the broadcasts API answers, as pydantic models, so ``/openapi.json`` shows the shape
+of every answer (issue 15: typed edges).
+
+The domain builds these answers (``BroadcastService._summary`` and friends); the models name
+the fields a client relies on and their types. ``extra="allow"``: a field the domain adds
+later still reaches the client (the model documents, it does not silently drop)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class RecurrenceOut(_Answer):
+    rrule: str
+    until: str | None = None
+    exceptions: list[str] = []
+
+
+class BroadcastOut(_Answer):
+    """One bulletin as the officer sees it (times ISO 8601 in Asia/Ho_Chi_Minh)."""
+
+    id: int
+    title: str
+    status: str
+    status_label: str
+    priority: str
+    priority_label: str | None = None
+    content_id: str | None = None
+    tts_text: str | None = None
+    stream_url: str | None = None
+    language: str | None = None
+    volume: int | None = None
+    repeat: int | None = None
+    duration_ms: int | None = None
+    targets: dict[str, Any]
+    start_at: str | None = None
+    start_at_ms: int | None = None
+    recurrence: RecurrenceOut | None = None
+    next_slot_at: str | None = None
+    owner_commune_id: int | None = None
+    source_broadcast_id: int | None = None
+    created_by: str | None = None
+    approved_by: str | None = None
+    created_at: str | None = None
+    places: str | None = None
+    previous_version_id: int | None = None
+    replayed: bool | None = None
+
+
+class BroadcastPage(_Answer):
+    items: list[BroadcastOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class BroadcastHistory(_Answer):
+    items: list[BroadcastOut]
+    total: int
+
+
+class CheckOut(_Answer):
+    """The summary an officer confirms before sending (nothing written)."""
+
+    title: str
+    places: Any
+    start_at_ms: int | None = None
+    now: bool
+    when: str
+    duration_ms: int
+    duration: str
+    priority: str
+    priority_label: str
+    language: str
+    language_label: str
+    to_inboxes: bool
+    long: bool
+    long_limit: str | None = None
+
+
+class InboxItemOut(_Answer):
+    id: int
+    commune_id: int
+    state: str
+    received_at: str | None = None
+    broadcast_id: int
+    title: str
+    priority: str
+    priority_label: str | None = None
+    content_id: str | None = None
+    duration_ms: int | None = None
+    suggested_start_at: str | None = None
+    created_by: str | None = None
+    scheduled_broadcast_id: int | None = None
+
+
+class InboxPage(_Answer):
+    items: list[InboxItemOut]
+    total: int
+
+
+class InboxDismissed(_Answer):
+    id: int
+    state: str
+
+
+class CalendarOut(_Answer):
+    from_: str = Field(alias="from")
+    to: str
+    items: list[dict[str, Any]]
+    total: int
+
+
+class GroupOut(_Answer):
+    id: int
+    name: str
+    owner_commune_id: int | None = None
+    targets: dict[str, Any]
+    nodes: int
+    created_by: str | None = None
+    created_at: str | None = None
+
+
+class GroupList(_Answer):
+    items: list[GroupOut]
+    total: int
+
+
+class NodeCommandOut(_Answer):
+    """What a node answered: ``acked`` true/false, or None when it did not answer in time."""
+
+    node_id: str
+    command: str
+    cmd_id: str | None = None
+    sent: bool | None = None
+    acked: bool | None = None
+
+
+class LiveServerOut(_Answer):
+    available: bool
+    reason: str | None = None
+    url: str | None = None
+    on_air: list[str] | None = None
+    broadcasts: list[dict[str, Any]] | None = None
