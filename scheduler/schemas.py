@@ -7,9 +7,9 @@ later still reaches the client (the model documents, it does not silently drop).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 
 class _Answer(BaseModel):
@@ -148,3 +148,56 @@ class LiveServerOut(_Answer):
     url: str | None = None
     on_air: list[str] | None = None
     broadcasts: list[dict[str, Any]] | None = None
+
+
+# --------------------------------------------------------------------------- request bodies
+# ``refusals``: the sentence a refused field answers (``dashboard.validation``); unknown
+# fields are ignored, as the API always did.
+
+
+class GroupIn(BaseModel):
+    """A saved set of places (the service checks name length and the places)."""
+
+    refusals: ClassVar[dict[str, str]] = {
+        "name": "Tên nhóm phải có từ 1 đến 200 ký tự.",
+        "targets": "«targets» phải là một đối tượng JSON (communes, villages, nodes).",
+    }
+    name: StrictStr
+    targets: dict[str, Any] | None = None
+
+
+class VolumeIn(BaseModel):
+    refusals: ClassVar[dict[str, str]] = {
+        "level": "Âm lượng («level») phải là số nguyên từ 0 đến 100."}
+    level: StrictInt = Field(ge=0, le=100)
+
+
+class StopIn(BaseModel):
+    refusals: ClassVar[dict[str, str]] = {
+        "broadcast_id": "«broadcast_id» phải là chuỗi (mã phát trên cụm loa)."}
+    broadcast_id: StrictStr | None = None
+
+
+class SkipIn(BaseModel):
+    refusals: ClassVar[dict[str, str]] = {
+        "date": "Hãy chọn ngày bỏ phát («date», dd/mm/yyyy)."}
+    date: StrictStr
+
+
+class RecurrenceEndIn(BaseModel):
+    """End date (``until``: dd/mm/yyyy, empty or null for none) and exception dates; a field
+    left out keeps its value."""
+
+    refusals: ClassVar[dict[str, str]] = {
+        "exceptions": "«exceptions» phải là danh sách ngày."}
+    until: StrictStr | StrictInt | None = None
+    exceptions: list[StrictStr] | None = None
+
+
+class InboxScheduleIn(BaseModel):
+    """A commune takes a province bulletin from its inbox; every field may be left out."""
+
+    start_at: StrictStr | None = None
+    recurrence: StrictStr | dict[str, Any] | None = None
+    targets: dict[str, Any] | None = None
+    volume: StrictInt | float | None = None  # range checked by the service, in Vietnamese

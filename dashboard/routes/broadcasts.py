@@ -26,12 +26,14 @@ from fastapi import (
 )
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from dashboard.context import AppContext
 from dashboard.deps import DbSession, get_ctx
 from dashboard.models import User
 from dashboard.security import audit, current_user, require_role
+from dashboard.validation import typed_post
 from loa import idempotency
 from loa.timeutil import ICT, now_ms
 from scheduler.recurrence import parse_instant, parse_local_date
@@ -41,12 +43,18 @@ from scheduler.schemas import (
     BroadcastPage,
     CalendarOut,
     CheckOut,
+    GroupIn,
     GroupList,
     GroupOut,
     InboxDismissed,
     InboxPage,
+    InboxScheduleIn,
     LiveServerOut,
     NodeCommandOut,
+    RecurrenceEndIn,
+    SkipIn,
+    StopIn,
+    VolumeIn,
 )
 from scheduler.targets import Actor, check_node_access
 from scheduler.workflow import BroadcastService, InTransaction
@@ -145,22 +153,23 @@ async def broadcast_history(broadcast_id: int = id_param(), user: User = Depends
     return {"items": items, "total": len(items)}
 
 
-def _with_body(name: str):
-    async def route(request: Request, broadcast_id: int = id_param(),
-                    payload: Any = Body(None), user: User = Depends(current_user),
+def _with_body(name: str, model: type[SkipIn] | type[RecurrenceEndIn]):
+    async def route(request: Request, body: BaseModel, broadcast_id: int = id_param(),
+                    user: User = Depends(current_user),
                     svc: BroadcastService = Depends(get_service)):
-        detail = payload if isinstance(payload, dict) else None
+        payload = detail = body.model_dump(exclude_unset=True)
         return await _call(getattr(svc, name), actor_of(user), broadcast_id, payload,
                            audit=_audited(request, user, f"broadcast.{name}", 200,
                                           lambda _o: (broadcast_id, detail)))
     route.__name__ = f"{name}_broadcast"
+    route.__annotations__["body"] = model  # the real body model (FastAPI reads this)
     return route
 
 
-router.post("/broadcasts/{broadcast_id}/skip",
-            response_model=BroadcastOut)(_with_body("skip"))
-router.post("/broadcasts/{broadcast_id}/recurrence",
-            response_model=BroadcastOut)(_with_body("set_recurrence"))
+typed_post(router, "/broadcasts/{broadcast_id}/skip",
+           response_model=BroadcastOut)(_with_body("skip", SkipIn))
+typed_post(router, "/broadcasts/{broadcast_id}/recurrence",
+           response_model=BroadcastOut)(_with_body("set_recurrence", RecurrenceEndIn))
 
 
 @router.get("/broadcasts", response_model=BroadcastPage)
@@ -213,10 +222,12 @@ async def inbox(state: str | None = Query("new", max_length=12),
     return {"items": items, "total": len(items)}
 
 
-@router.post("/inbox/{item_id}/schedule", status_code=201, response_model=BroadcastOut)
+@typed_post(router, "/inbox/{item_id}/schedule", status_code=201, response_model=BroadcastOut)
 async def schedule_inbox_item(request: Request, item_id: int = id_param(),
-                              payload: Any = Body(None), user: User = Depends(current_user),
+                              body: InboxScheduleIn | None = None,
+                              user: User = Depends(current_user),
                               svc: BroadcastService = Depends(get_service)):
+    payload = body.model_dump(exclude_unset=True) if body is not None else None
     return await _call(svc.schedule_from_inbox, actor_of(user), item_id, payload,
                        audit=_audited(request, user, "inbox.schedule", 201,
                                       lambda o: (item_id, {"broadcast_id": o["id"]})))
@@ -268,16 +279,13 @@ async def list_groups(user: User = Depends(current_user),
     return {"items": items, "total": len(items)}
 
 
-@router.post("/groups", status_code=201, response_model=GroupOut)
-async def create_group(request: Request, payload: Any = Body(...),
-                       user: User = Depends(current_user),
+@typed_post(router, "/groups", status_code=201, response_model=GroupOut)
+async def create_group(request: Request, body: GroupIn, user: User = Depends(current_user),
                        svc: BroadcastService = Depends(get_service),
                        idempotency_key: str | None = Header(None, max_length=80)):
     """A saved set of places; ``Idempotency-Key`` as for ``POST /broadcasts``."""
-    if not isinstance(payload, dict):
-        raise HTTPException(422, "Yêu cầu phải là một đối tượng JSON {name, targets}.")
-    return await _call(svc.create_group, actor_of(user), payload.get("name"),
-                       payload.get("targets"), client_key=idempotency_key,
+    return await _call(svc.create_group, actor_of(user), body.name, body.targets,
+                       client_key=idempotency_key,
                        audit=_audited(request, user, "group.create", 201,
                                       lambda o: (o["id"], {"name": o["name"]})))
 
@@ -331,14 +339,11 @@ async def send_node_command(node_id: str, kind: str, request: Request, user: Use
     return out
 
 
-@router.post("/nodes/{node_id}/volume", response_model=NodeCommandOut)
-async def node_volume(*, node_id: str, request: Request, payload: Any = Body(...),
+@typed_post(router, "/nodes/{node_id}/volume", response_model=NodeCommandOut)
+async def node_volume(*, node_id: str, request: Request, body: VolumeIn,
                       user: User = Depends(require_role("technician", "province", "commune")),
                       s: DbSession, idempotency_key: str | None = Header(None, max_length=80)):
-    level = payload.get("level") if isinstance(payload, dict) else None
-    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 100:
-        raise HTTPException(422, "Âm lượng («level») phải là số nguyên từ 0 đến 100.")
-    return await send_node_command(node_id, "volume", request, user, s, level=level,
+    return await send_node_command(node_id, "volume", request, user, s, level=body.level,
                                    client_key=idempotency_key)
 
 
@@ -351,13 +356,11 @@ async def node_selftest(*, node_id: str, request: Request,
                                    client_key=idempotency_key)
 
 
-@router.post("/nodes/{node_id}/stop", response_model=NodeCommandOut)
-async def node_stop(*, node_id: str, request: Request, payload: Any = Body(None),
+@typed_post(router, "/nodes/{node_id}/stop", response_model=NodeCommandOut)
+async def node_stop(*, node_id: str, request: Request, body: StopIn | None = None,
                     user: User = Depends(require_role("technician", "province", "commune")),
                     s: DbSession, idempotency_key: str | None = Header(None, max_length=80)):
-    broadcast_id = payload.get("broadcast_id") if isinstance(payload, dict) else None
-    if broadcast_id is not None and not isinstance(broadcast_id, str):
-        raise HTTPException(422, "«broadcast_id» phải là chuỗi (mã phát trên cụm loa).")
+    broadcast_id = body.broadcast_id if body is not None else None
     return await send_node_command(node_id, "stop", request, user, s, broadcast_id=broadcast_id,
                                    client_key=idempotency_key)
 

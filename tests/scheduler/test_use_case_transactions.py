@@ -128,3 +128,26 @@ def test_a_saved_group_with_the_same_key_is_created_once(api, db, monkeypatch):
     other = api.post("/api/v1/groups", json={**body, "name": "Loa trường"}, headers=key)
     assert other.status_code == 409 and "yêu cầu khác" in other.json()["detail"]
     assert count(db, SavedGroup) == 1
+
+
+def test_typed_bodies_are_refused_in_vietnamese_naming_the_field(api, db):
+    r = api.post("/api/v1/groups", json=["Loa chợ"])
+    assert r.status_code == 422 and r.json() == {"detail": "Yêu cầu phải là một đối tượng JSON."}
+    r = api.post("/api/v1/groups", json={"name": 7, "targets": {"nodes": ["dc-001"]}})
+    assert r.status_code == 422 and r.json()["detail"] == "Tên nhóm phải có từ 1 đến 200 ký tự."
+    r = api.post("/api/v1/groups", json={"name": "Loa chợ", "targets": "dc-001"})
+    assert r.status_code == 422 and "«targets»" in r.json()["detail"]
+    assert count(db, SavedGroup) == 0
+    # The words the API always gave for a volume out of range, word for word.
+    for level in (101, -1, True, "50", 40.5):
+        r = api.post("/api/v1/nodes/dc-001/volume", json={"level": level})
+        assert r.status_code == 422
+        assert r.json()["detail"] == "Âm lượng («level») phải là số nguyên từ 0 đến 100."
+    r = api.post("/api/v1/nodes/dc-001/stop", json={"broadcast_id": 5})
+    assert r.json()["detail"] == "«broadcast_id» phải là chuỗi (mã phát trên cụm loa)."
+    r = api.post("/api/v1/broadcasts/1/skip", json={"date": 20261205})
+    assert r.json()["detail"] == "Hãy chọn ngày bỏ phát («date», dd/mm/yyyy)."
+    r = api.post("/api/v1/broadcasts/1/recurrence", json={"exceptions": "05/12/2026"})
+    assert r.json()["detail"] == "«exceptions» phải là danh sách ngày."
+    r = api.post("/api/v1/inbox/1/schedule", json={"start_at": 5})
+    assert r.status_code == 422 and r.json()["detail"] == "«start_at» phải là chuỗi."
