@@ -159,6 +159,14 @@ class ControlMixin:
         unknown = sorted(set(payload) - set(EDITABLE))
         if unknown:
             raise InvalidBroadcast(f"Không sửa được: {', '.join(unknown)}.")
+        # A retry of an edit that went through finds the old version cancelled: it answers
+        # with the new version (same key, same changes) before the status check refuses it.
+        client_key = check_client_key(client_key)
+        asked = {"payload": payload, "replaces": broadcast_id}
+        if client_key is not None:
+            earlier = self._replay(actor, client_key, "broadcast.edit", asked)
+            if earlier is not None:
+                return earlier
         now = self.clock()
         with self.db.session() as s:
             old = self._managed(s, actor, broadcast_id, "sửa")
@@ -204,7 +212,7 @@ class ControlMixin:
                 audit(s, out)
 
         new = self.create(actor, merged, client_key=client_key, replaces=broadcast_id,
-                          audit=retire_old)
+                          audit=retire_old, asked=asked)
         if new.get("replayed"):
             return new
         if was_live and was_live[0] and self.runtime is not None:

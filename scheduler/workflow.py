@@ -143,20 +143,22 @@ class BroadcastService(ControlMixin):
     # ------------------------------------------------------------------ create
 
     def create(self, actor: Actor, payload: Any, *, client_key: str | None = None,
-               replaces: int | None = None,
-               audit: InTransaction | None = None) -> dict[str, Any]:
+               replaces: int | None = None, audit: InTransaction | None = None,
+               asked: Any = None) -> dict[str, Any]:
         """Create (and, when the actor may approve, schedule) a bulletin.
 
         ``client_key`` is the sender's idempotency key: a second request with the same key
         from the same person returns the first bulletin (``replayed``) instead of a copy, so
         a double click or a retry on a weak link sends once. ``replaces`` is the bulletin an
         edit supersedes (left out of the conflict check; see ``ControlMixin.edit``).
-        ``audit`` runs in the creating transaction (see ``InTransaction``)."""
+        ``audit`` runs in the creating transaction (see ``InTransaction``); ``asked`` is what
+        the key's fingerprint covers when it is not ``payload`` (an edit: the changes asked
+        for, not the merged bulletin)."""
         if actor.role not in ("province", "commune"):
             raise Forbidden("Chỉ cán bộ xã hoặc cấp tỉnh được tạo bản tin.")
         client_key = check_client_key(client_key)
         action = "broadcast.edit" if replaces else "broadcast.create"
-        asked = {"payload": payload, "replaces": replaces}
+        asked = asked if asked is not None else {"payload": payload, "replaces": replaces}
         if client_key is not None:
             earlier = self._replay(actor, client_key, action, asked)
             if earlier is not None:

@@ -140,10 +140,13 @@ async def edit_broadcast(request: Request, broadcast_id: int = id_param(),
                          svc: BroadcastService = Depends(get_service),
                          idempotency_key: str | None = Header(None, max_length=80)):
     """A new version with the changes; the old one is cancelled and kept as history."""
-    return await _call(svc.edit, actor_of(user), broadcast_id, payload,
-                       client_key=idempotency_key,
-                       audit=_audited(request, user, "broadcast.edit", 201,
-                                      lambda o: (broadcast_id, {"new_id": o["id"]})))
+    out = await _call(svc.edit, actor_of(user), broadcast_id, payload,
+                      client_key=idempotency_key,
+                      audit=_audited(request, user, "broadcast.edit", 201,
+                                     lambda o: (broadcast_id, {"new_id": o["id"]})))
+    if out.get("replayed"):  # as for create: the first answer again, nothing new made
+        return JSONResponse(out, status_code=200)
+    return out
 
 
 @router.get("/broadcasts/{broadcast_id}/history", response_model=BroadcastHistory)

@@ -93,11 +93,20 @@ def test_a_failed_audit_leaves_a_transition_and_an_edit_undone(api, db, monkeypa
     with db.session() as s:
         assert s.get(Broadcast, created["id"]).status == "draft"  # neither cancelled
     assert count(db, Broadcast) == 1  # nor a new version left behind
-    edit = api.post(f"/api/v1/broadcasts/{created['id']}/edit", json={"title": "Sửa"})
+    key = {"Idempotency-Key": "edit-3e8d51b7"}
+    url = f"/api/v1/broadcasts/{created['id']}/edit"
+    edit = api.post(url, json={"title": "Sửa"}, headers=key)
     assert edit.status_code == 201, edit.text
     with db.session() as s:
         assert s.get(Broadcast, created["id"]).status == "cancelled"
     assert count(db, AuditLog, AuditLog.action == "broadcast.edit") == 1
+    # The retry after a dropped answer gets the new version, not "already cancelled".
+    again = api.post(url, json={"title": "Sửa"}, headers=key)
+    assert again.status_code == 200 and again.json()["id"] == edit.json()["id"]
+    assert again.json()["replayed"] is True
+    assert count(db, Broadcast) == 2
+    other = api.post(url, json={"title": "Sửa lần nữa"}, headers=key)
+    assert other.status_code == 409
 
 
 def test_a_key_reused_for_another_bulletin_is_refused_in_vietnamese(api, db):
