@@ -29,7 +29,6 @@ NOT_YET_TYPED = {
     ("POST", "/api/v1/broadcasts", "request"),
     ("POST", "/api/v1/broadcasts/check", "request"),
     ("POST", "/api/v1/broadcasts/{broadcast_id}/edit", "request"),
-    ("POST", "/api/v1/alarms/{alarm_id}/ack", "request"),
     ("POST", "/api/v1/tts/abbreviations", "request"),
     ("POST", "/api/v1/tts/abbreviations", "response"),
     ("GET", "/api/v1/tts/abbreviations", "response"),

@@ -160,3 +160,5 @@ def test_typed_bodies_are_refused_in_vietnamese_naming_the_field(api, db):
     assert r.json()["detail"] == "«exceptions» phải là danh sách ngày."
     r = api.post("/api/v1/inbox/1/schedule", json={"start_at": 5})
     assert r.status_code == 422 and r.json()["detail"] == "«start_at» phải là chuỗi."
+    r = api.post("/api/v1/alarms/1/ack", json={"note": 5})
+    assert r.status_code == 422 and r.json()["detail"] == "Ghi chú («note») phải là chuỗi."
