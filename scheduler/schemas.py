@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 
 class _Answer(BaseModel):
@@ -201,3 +201,60 @@ class InboxScheduleIn(BaseModel):
     recurrence: StrictStr | dict[str, Any] | None = None
     targets: dict[str, Any] | None = None
     volume: StrictInt | float | None = None  # range checked by the service, in Vietnamese
+
+
+Number = StrictInt | StrictFloat  # an integral float (80.0) is accepted, as it always was
+
+
+class BroadcastIn(BaseModel):
+    """A bulletin to create (``POST /broadcasts``, ``/broadcasts/check``).
+
+    The model fixes the fields and their types; what depends on meaning (exactly one source,
+    a time in the future, places in the sender's scope, ranges) is checked by
+    ``scheduler.request.parse_request``, the one parser the CLI uses too, with a Vietnamese
+    sentence each. A field of the wrong type answers the sentence the parser gave for it."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "title": "Thông báo tiêm chủng",
+        "tts_text": "Sáng mai tiêm chủng tại trạm y tế xã.",
+        "targets": {"communes": [1]}, "start_at": "2025-03-01T06:00:00+07:00",
+        "priority": "normal", "volume": 80, "repeat": 2}]})
+    refusals: ClassVar[dict[str, str]] = {
+        "title": "Thiếu tiêu đề bản tin («title»).",
+        "tts_text": "Nội dung cần đọc («tts_text») đang trống.",
+        "content_id": "«content_id» không hợp lệ.",
+        "stream": "«stream» phải là true hoặc false.",
+        "stream_url": "«stream_url» phải là địa chỉ http(s) của luồng phát trực tiếp.",
+        "language": "«language» không hợp lệ.",
+        "voice": "«voice» phải là tên giọng đọc / bộ đọc (chuỗi ngắn).",
+        "engine": "«engine» phải là tên giọng đọc / bộ đọc (chuỗi ngắn).",
+        "targets": "«targets» phải là một đối tượng {communes, villages, nodes}.",
+        "start_at": ("«start_at» phải là ngày giờ ISO 8601 (ví dụ 2026-12-05T06:00:00+07:00) "
+                     "hoặc \"now\"."),
+        "recurrence": "«recurrence» cần trường «rrule», ví dụ FREQ=DAILY.",
+        "priority": ("Mức ưu tiên phải là normal (thường), priority (ưu tiên) "
+                     "hoặc emergency (khẩn cấp)."),
+        "volume": "Âm lượng («volume») phải là số nguyên từ 0 đến 100.",
+        "repeat": "Số lần phát lặp («repeat») phải là số nguyên từ 1 đến 20.",
+        "confirm": "«confirm» phải là true hoặc false.",
+        "draft": "«draft» phải là true hoặc false.",
+        "duration_s": ("Thời lượng phát trực tiếp («duration_s») phải là số nguyên từ 10 "
+                       "đến 21600."),
+    }
+    title: StrictStr | None = None
+    tts_text: StrictStr | None = None
+    content_id: StrictStr | None = None
+    stream: StrictBool | None = None
+    stream_url: StrictStr | None = None
+    language: StrictStr | None = None
+    voice: StrictStr | None = None
+    engine: StrictStr | None = None
+    targets: dict[str, Any] | None = None
+    start_at: StrictStr | None = None
+    recurrence: StrictStr | dict[str, Any] | None = None
+    priority: StrictStr | None = None
+    volume: Number | None = None
+    repeat: Number | None = None
+    confirm: StrictBool | None = None
+    draft: StrictBool | None = None
+    duration_s: Number | None = None

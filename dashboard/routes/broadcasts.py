@@ -39,6 +39,7 @@ from loa.timeutil import ICT, now_ms
 from scheduler.recurrence import parse_instant, parse_local_date
 from scheduler.schemas import (
     BroadcastHistory,
+    BroadcastIn,
     BroadcastOut,
     BroadcastPage,
     CalendarOut,
@@ -106,15 +107,14 @@ def _audited(request: Request, user: User, action: str, status: int,
 # --------------------------------------------------------------------------- broadcasts
 
 
-@router.post("/broadcasts", status_code=201, response_model=BroadcastOut)
-async def create_broadcast(request: Request, payload: Any = Body(..., examples=[{
-        "title": "Thông báo tiêm chủng", "tts_text": "Sáng mai tiêm chủng tại trạm y tế xã.",
-        "targets": {"communes": [1]}, "start_at": "2025-03-01T06:00:00+07:00",
-        "priority": "normal", "volume": 80, "repeat": 2}]),
-        user: User = Depends(current_user), svc: BroadcastService = Depends(get_service),
-        idempotency_key: str | None = Header(None, max_length=80)):
+@typed_post(router, "/broadcasts", status_code=201, response_model=BroadcastOut)
+async def create_broadcast(request: Request, body: BroadcastIn,
+                           user: User = Depends(current_user),
+                           svc: BroadcastService = Depends(get_service),
+                           idempotency_key: str | None = Header(None, max_length=80)):
     """Create a bulletin. An ``Idempotency-Key`` header makes a repeat of the same request
     (double click, retry after a dropped answer) return the first bulletin with 200."""
+    payload = body.model_dump(exclude_unset=True)
     out = await _call(svc.create, actor_of(user), payload, client_key=idempotency_key,
                       audit=_audited(request, user, "broadcast.create", 201, lambda o: (
                           o["id"], {"priority": o["priority"], "status": o["status"],
@@ -124,13 +124,14 @@ async def create_broadcast(request: Request, payload: Any = Body(..., examples=[
     return out
 
 
-@router.post("/broadcasts/check", response_model=CheckOut)
-async def check_broadcast(payload: Any = Body(...), user: User = Depends(current_user),
+@typed_post(router, "/broadcasts/check", response_model=CheckOut)
+async def check_broadcast(body: BroadcastIn, user: User = Depends(current_user),
                           replaces: int | None = Query(None, ge=1, le=MAX_ID),
                           svc: BroadcastService = Depends(get_service)):
     """The summary an officer confirms before sending: where (villages by name, clusters,
     how many offline now), when, how long, priority, language. Writes nothing."""
-    return await _call(svc.check, actor_of(user), payload, replaces=replaces)
+    return await _call(svc.check, actor_of(user), body.model_dump(exclude_unset=True),
+                       replaces=replaces)
 
 
 @router.post("/broadcasts/{broadcast_id}/edit", status_code=201,

@@ -26,8 +26,6 @@ DOWNLOADS = {
 }
 
 NOT_YET_TYPED = {
-    ("POST", "/api/v1/broadcasts", "request"),
-    ("POST", "/api/v1/broadcasts/check", "request"),
     ("POST", "/api/v1/broadcasts/{broadcast_id}/edit", "request"),
     ("POST", "/api/v1/tts/abbreviations", "request"),
     ("POST", "/api/v1/tts/abbreviations", "response"),

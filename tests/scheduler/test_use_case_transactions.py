@@ -162,3 +162,21 @@ def test_typed_bodies_are_refused_in_vietnamese_naming_the_field(api, db):
     assert r.status_code == 422 and r.json()["detail"] == "«start_at» phải là chuỗi."
     r = api.post("/api/v1/alarms/1/ack", json={"note": 5})
     assert r.status_code == 422 and r.json()["detail"] == "Ghi chú («note») phải là chuỗi."
+
+
+def test_the_broadcast_body_model_names_exactly_the_fields_the_parser_reads(api, db):
+    from scheduler.request import KNOWN_FIELDS
+    from scheduler.schemas import BroadcastIn
+
+    assert set(BroadcastIn.model_fields) == KNOWN_FIELDS
+    # A field of the wrong type answers the parser's own sentence; nothing is written.
+    cases = [({"title": 5}, "Thiếu tiêu đề bản tin («title»)."),
+             ({"volume": "to"}, "Âm lượng («volume») phải là số nguyên từ 0 đến 100."),
+             ({"draft": "có"}, "«draft» phải là true hoặc false."),
+             ({"mau": 1}, "Trường không rõ: mau.")]
+    for change, words in cases:
+        r = api.post("/api/v1/broadcasts", json={**bulletin(), **change})
+        assert r.status_code == 422 and r.json()["detail"] == words, r.text
+    r = api.post("/api/v1/broadcasts", json={**bulletin(), "volume": 80.0})
+    assert r.status_code == 201 and r.json()["volume"] == 80
+    assert count(db, Broadcast) == 1
