@@ -753,7 +753,8 @@ class BroadcastService(ControlMixin):
             row = (idempotency.earlier(s, actor.username, client_key, "group.create", asked)
                    if client_key else None)
             if row is not None:
-                return row.response
+                earlier: dict[str, Any] = row.response
+                return earlier
             check_targets(s, targets, actor)
             owner = self._owner_commune(s, actor, targets)
             g = SavedGroup(name=name.strip(), owner_commune_id=owner, targets=targets,
