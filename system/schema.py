@@ -12,6 +12,7 @@ import alerts.models
 import broadcasts.models
 import controller.alarms
 import controller.models
+import controller.notify
 import dashboard.models
 import indicator.models
 import loa.idempotency
@@ -21,7 +22,7 @@ from loa.db import Base, Database
 
 MODEL_MODULES = (alerts.models, broadcasts.models, controller.alarms, controller.models,
                  dashboard.models, indicator.models, registry.models, scheduler.models,
-                 loa.idempotency)
+                 controller.notify, loa.idempotency)
 
 
 def import_all_models() -> MetaData:
