@@ -1,0 +1,158 @@
+"""A loop-stall monitor: is anything blocking the event loop that runs the ingest?
+
+In ``loa serve`` and ``loa demo`` one event loop runs the ingest, the API and the scheduler,
+so a database call, a file read or a subprocess wait made on it holds up every heartbeat
+(docs/architecture.md, "the ingest loop is never blocked"). Home Assistant finds such calls
+by wrapping known blocking functions; that names the call but misses any it did not wrap
+(a query through a library). This watches the effect instead, whatever the cause:
+
+- a task sleeps ``interval_ms`` over and over and records how late it wakes (the loop's
+  lateness is exactly how long something else held it);
+- a watchdog thread looks at the loop thread while it is late and, past ``threshold_ms``,
+  takes its Python stack (``sys._current_frames``): the stall's report names the code that
+  held the loop, not only how long.
+
+``loa serve`` turns it on with ``LOA_LOOP_STALL_WARN_MS`` (a warning per stall, with the
+stack); the test ``tests/system/test_loop_stall.py`` fails on any stall over 100 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+
+log = logging.getLogger("loa.loopwatch")
+
+
+@dataclass(frozen=True)
+class Stall:
+    """One time the loop was held longer than the threshold."""
+
+    lateness_ms: float
+    at: float  # time.time() when the loop got going again
+    stack: str  # the loop thread's stack while it was held ("" if not caught in time)
+
+
+class LoopWatch:
+    """Measure how late the running loop wakes a sleeping task; keep what stalled it.
+
+    Use ``async with LoopWatch(threshold_ms=100) as watch:`` or ``start()``/``stop()`` on the
+    loop to watch."""
+
+    def __init__(self, *, threshold_ms: float = 100.0, interval_ms: float = 10.0,
+                 log_stalls: bool = True, keep: int = 100) -> None:
+        self.threshold_ms = threshold_ms
+        self.interval_ms = interval_ms
+        self.log_stalls = log_stalls
+        self.keep = keep
+        self.stalls: list[Stall] = []
+        self.max_lateness_ms = 0.0
+        self.ticks = 0
+        self._task: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._loop_thread_id = 0
+        self._beat = 0.0  # monotonic time the loop task last ran
+        self._stack = ""  # taken by the watchdog during the current stall
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ life
+
+    async def start(self) -> None:
+        self._loop_thread_id = threading.get_ident()
+        self._beat = time.monotonic()
+        self._stop.clear()
+        self._task = asyncio.create_task(self._watch(), name="loa-loopwatch")
+        self._thread = threading.Thread(target=self._watchdog, name="loa-loopwatch",
+                                        daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.to_thread(thread.join, 1.0)
+
+    async def __aenter__(self) -> LoopWatch:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ watching
+
+    async def _watch(self) -> None:
+        interval = self.interval_ms / 1000
+        while True:
+            before = time.monotonic()
+            self._beat = before
+            await asyncio.sleep(interval)
+            late_ms = (time.monotonic() - before - interval) * 1000
+            self.ticks += 1
+            self.max_lateness_ms = max(self.max_lateness_ms, late_ms)
+            if late_ms > self.threshold_ms:
+                with self._lock:
+                    stack, self._stack = self._stack, ""
+                self._record(Stall(late_ms, time.time(), stack))
+            elif self._stack:
+                with self._lock:
+                    self._stack = ""
+
+    def _watchdog(self) -> None:
+        """Off the loop: while the loop is late past the threshold, take its stack (the
+        first look is the one kept: it shows what started the stall)."""
+        step = max(self.interval_ms, self.threshold_ms / 4) / 1000
+        while not self._stop.wait(step):
+            late_ms = (time.monotonic() - self._beat) * 1000 - self.interval_ms
+            if late_ms <= self.threshold_ms or self._stack:
+                continue
+            frame = sys._current_frames().get(self._loop_thread_id)
+            if frame is None:
+                continue
+            text = "".join(traceback.format_stack(frame))
+            with self._lock:
+                if not self._stack:
+                    self._stack = text
+
+    def _record(self, stall: Stall) -> None:
+        self.stalls.append(stall)
+        del self.stalls[:-self.keep]
+        if self.log_stalls:
+            log.warning("Vòng sự kiện bị chặn %.0f ms (ngưỡng %.0f ms) / event loop blocked "
+                        "%.0f ms:\n%s", stall.lateness_ms, self.threshold_ms,
+                        stall.lateness_ms, stall.stack or "(không bắt được ngăn xếp)")
+
+    def report(self) -> str:
+        """The stalls seen, longest first, each with its stack (for a failing test)."""
+        lines = [f"{len(self.stalls)} stall(s) over {self.threshold_ms:.0f} ms, worst "
+                 f"{self.max_lateness_ms:.0f} ms, {self.ticks} ticks"]
+        for st in sorted(self.stalls, key=lambda x: -x.lateness_ms):
+            lines.append(f"--- {st.lateness_ms:.0f} ms\n{st.stack or '(no stack caught)'}")
+        return "\n".join(lines)
+
+
+async def watch_loop_from_settings(threshold_ms: float) -> LoopWatch | None:
+    """Start a watch on the running loop when ``threshold_ms`` > 0 (setting
+    ``loop_stall_warn_ms``); None otherwise. Also sets asyncio's own slow-callback
+    threshold, which applies when asyncio debug mode is on (``PYTHONASYNCIODEBUG=1``)."""
+    if threshold_ms <= 0:
+        return None
+    asyncio.get_running_loop().slow_callback_duration = threshold_ms / 1000
+    watch = LoopWatch(threshold_ms=threshold_ms)
+    await watch.start()
+    return watch
+
+
+__all__ = ["LoopWatch", "Stall", "watch_loop_from_settings"]
