@@ -10,7 +10,10 @@ by wrapping known blocking functions; that names the call but misses any it did 
   lateness is exactly how long something else held it);
 - a watchdog thread looks at the loop thread while it is late and, past ``threshold_ms``,
   takes its Python stack (``sys._current_frames``): the stall's report names the code that
-  held the loop, not only how long.
+  held the loop, not only how long;
+- a ``gc.callbacks`` hook times the cyclic garbage collector, which holds every thread
+  (the watchdog too) while it runs: a stall with no stack but a long collection was the
+  collector.
 
 ``loa serve`` turns it on with ``LOA_LOOP_STALL_WARN_MS`` (a warning per stall, with the
 stack); the test ``tests/system/test_loop_stall.py`` fails on any stall over 100 ms.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sys
 import threading
@@ -37,6 +41,7 @@ class Stall:
     lateness_ms: float
     at: float  # time.time() when the loop got going again
     stack: str  # the loop thread's stack while it was held ("" if not caught in time)
+    gc_ms: float = 0.0  # time the cyclic collector ran meanwhile (any thread)
 
 
 class LoopWatch:
@@ -61,6 +66,9 @@ class LoopWatch:
         self._beat = 0.0  # monotonic time the loop task last ran
         self._stack = ""  # taken by the watchdog during the current stall
         self._lock = threading.Lock()
+        self._gc_started = 0.0
+        self._gc_ms = 0.0  # collector time since the last tick
+        self.gc_max_ms = 0.0
 
     # ------------------------------------------------------------------ life
 
@@ -72,9 +80,12 @@ class LoopWatch:
         self._thread = threading.Thread(target=self._watchdog, name="loa-loopwatch",
                                         daemon=True)
         self._thread.start()
+        gc.callbacks.append(self._on_gc)
 
     async def stop(self) -> None:
         self._stop.set()
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._on_gc)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -102,13 +113,22 @@ class LoopWatch:
             late_ms = (time.monotonic() - before - interval) * 1000
             self.ticks += 1
             self.max_lateness_ms = max(self.max_lateness_ms, late_ms)
+            gc_ms, self._gc_ms = self._gc_ms, 0.0
             if late_ms > self.threshold_ms:
                 with self._lock:
                     stack, self._stack = self._stack, ""
-                self._record(Stall(late_ms, time.time(), stack))
+                self._record(Stall(late_ms, time.time(), stack, gc_ms))
             elif self._stack:
                 with self._lock:
                     self._stack = ""
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif self._gc_started:
+            took = (time.perf_counter() - self._gc_started) * 1000
+            self._gc_ms += took
+            self.gc_max_ms = max(self.gc_max_ms, took)
 
     def _watchdog(self) -> None:
         """Off the loop: while the loop is late past the threshold, take its stack (the
@@ -130,16 +150,19 @@ class LoopWatch:
         self.stalls.append(stall)
         del self.stalls[:-self.keep]
         if self.log_stalls:
-            log.warning("Vòng sự kiện bị chặn %.0f ms (ngưỡng %.0f ms) / event loop blocked "
-                        "%.0f ms:\n%s", stall.lateness_ms, self.threshold_ms,
-                        stall.lateness_ms, stall.stack or "(không bắt được ngăn xếp)")
+            log.warning("Vòng sự kiện bị chặn %.0f ms (ngưỡng %.0f ms; thu gom rác %.0f ms) / "
+                        "event loop blocked %.0f ms:\n%s", stall.lateness_ms,
+                        self.threshold_ms, stall.gc_ms, stall.lateness_ms,
+                        stall.stack or "(không bắt được ngăn xếp)")
 
     def report(self) -> str:
         """The stalls seen, longest first, each with its stack (for a failing test)."""
         lines = [f"{len(self.stalls)} stall(s) over {self.threshold_ms:.0f} ms, worst "
-                 f"{self.max_lateness_ms:.0f} ms, {self.ticks} ticks"]
+                 f"{self.max_lateness_ms:.0f} ms, {self.ticks} ticks, longest garbage "
+                 f"collection {self.gc_max_ms:.0f} ms"]
         for st in sorted(self.stalls, key=lambda x: -x.lateness_ms):
-            lines.append(f"--- {st.lateness_ms:.0f} ms\n{st.stack or '(no stack caught)'}")
+            lines.append(f"--- {st.lateness_ms:.0f} ms (gc {st.gc_ms:.0f} ms)\n"
+                         f"{st.stack or '(no stack caught)'}")
         return "\n".join(lines)
 
 

@@ -145,7 +145,8 @@ async def test_the_loop_is_never_held_over_100_ms(tmp_path, settings, db, mosqui
         except subprocess.TimeoutExpired:
             fleet.kill()
         await system.stop()
-    print(f"\nloop watch: {watch.ticks} ticks, worst lateness {watch.max_lateness_ms:.0f} ms; "
+    print(f"\nloop watch: {watch.ticks} ticks, worst lateness {watch.max_lateness_ms:.0f} ms, "
+          f"longest gc {watch.gc_max_ms:.0f} ms; "
           f"requests {counts}; {heard} clusters online")
     assert not failures, failures
     assert counts["/api/v1/indicators/8.3"] >= 10 and counts["/api/v1/broadcasts"] >= 10
