@@ -22,7 +22,7 @@ import uvicorn
 
 from loa.broker import EmbeddedBroker
 from loa.db import Database, open_database
-from loa.loopwatch import watch_loop_from_settings
+from loa.loopwatch import settle_for_latency, watch_loop_from_settings
 from loa.settings import Settings
 from system.root import System
 
@@ -108,6 +108,7 @@ async def _run(settings: Settings, *, http: bool, controller: bool,
     watch = await watch_loop_from_settings(settings.loop_stall_warn_ms)
     system = System(settings, controller=controller, http=http)
     await system.start()
+    settle_for_latency()  # once started: GIL switch interval, start-up objects frozen
     server: uvicorn.Server | None = None
     serving: asyncio.Task[None] | None = None
     try:
