@@ -32,6 +32,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
+from types import FrameType
 
 log = logging.getLogger("loa.loopwatch")
 
@@ -68,7 +69,7 @@ _IDLE = frozenset({"select", "poll", "wait", "_wait_for_tstate_lock", "_worker",
                    "acquire", "sleep", "recv", "accept", "_run_once"})
 
 
-def _busy_threads(frames: dict, skip: int) -> str:
+def _busy_threads(frames: dict[int, FrameType], skip: int) -> str:
     """The stacks of the other threads not parked in a wait: who held the GIL."""
     names = {t.ident: t.name for t in threading.enumerate()}
     out = []
@@ -159,7 +160,7 @@ class LoopWatch:
                 with self._lock:
                     self._stack = ""
 
-    def _on_gc(self, phase: str, info: dict) -> None:
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._gc_started = time.perf_counter()
         elif self._gc_started:

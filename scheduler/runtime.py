@@ -22,12 +22,15 @@ reads in a worker thread, and only a due slot comes back to the loop, through
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from apscheduler.executors.base import BaseExecutor
+from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -43,6 +46,9 @@ from scheduler.models import Airing, Broadcast
 from scheduler.recurrence import Recurrence
 from scheduler.slots import recurrence_of, slots_between
 
+if TYPE_CHECKING:
+    from scheduler.dispatch import Dispatcher
+
 log = logging.getLogger("loa.scheduler")
 
 JOB_PREFIX = "broadcast-"
@@ -56,7 +62,7 @@ def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone(ICT)
 
 
-class SlotTrigger(BaseTrigger):
+class SlotTrigger(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 ships no types
     """Fires ``lead_ms`` before each slot of a broadcast (a single time or an RRULE).
 
     Pickled into the job store, so it holds only plain values and rebuilds the rule when
@@ -81,12 +87,14 @@ class SlotTrigger(BaseTrigger):
             return next(rec.iter_from(from_ms), None)
         return self.start_ms if self.start_ms >= from_ms else None
 
-    def get_next_fire_time(self, previous_fire_time, now):
+    def get_next_fire_time(self, previous_fire_time: datetime | None,
+                           now: datetime) -> datetime | None:
         if previous_fire_time is None:
             # Slots still playable: up to the grace window in the past.
             from_ms = _ms(now) - self.grace_ms
-            if getattr(self, "after_ms", None) is not None:
-                from_ms = max(from_ms, self.after_ms + 1)
+            after_ms: int | None = getattr(self, "after_ms", None)  # None in older pickles
+            if after_ms is not None:
+                from_ms = max(from_ms, after_ms + 1)
         else:
             from_ms = _ms(previous_fire_time) + self.lead_ms + 1
         slot = self._next_slot(from_ms)
@@ -103,14 +111,14 @@ def fire_broadcast(broadcast_id: int) -> None:
     log.warning("broadcast %s is due but no scheduler runtime is active", broadcast_id)
 
 
-class _LoopExecutor(BaseExecutor):
+class _LoopExecutor(BaseExecutor):  # type: ignore[misc]  # APScheduler 3 is untyped
     """Hands a due job from APScheduler's thread to the runtime's event loop."""
 
     def __init__(self, runtime: SchedulerRuntime) -> None:
         super().__init__()
         self._runtime = runtime
 
-    def _do_submit_job(self, job, run_times) -> None:
+    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
         loop = self._runtime._loop
         if loop is None or loop.is_closed():
             self._run_job_success(job.id, [])
@@ -121,7 +129,7 @@ class _LoopExecutor(BaseExecutor):
             self._run_job_error(job.id, exc, exc.__traceback__)
             return
 
-        def done(f) -> None:
+        def done(f: concurrent.futures.Future[list[int]]) -> None:
             exc = None if f.cancelled() else f.exception()
             if exc is None:
                 self._run_job_success(job.id, [])
@@ -131,7 +139,7 @@ class _LoopExecutor(BaseExecutor):
 
 
 class SchedulerRuntime:
-    def __init__(self, db: Database, settings: SchedulerSettings, dispatcher,
+    def __init__(self, db: Database, settings: SchedulerSettings, dispatcher: Dispatcher,
                  *, clock: Callable[[], int] = now_ms) -> None:
         self.db = db
         self.settings = settings
@@ -139,7 +147,7 @@ class SchedulerRuntime:
         self.clock = clock
         self.scheduler: BackgroundScheduler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._housekeeping: asyncio.Task | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
         self._locks: dict[int, asyncio.Lock] = {}  # per broadcast: others never wait
         self.lead_ms = int(settings.dispatch_lead_s * 1000)
         self.grace_ms = int(settings.slot_grace_s * 1000)
@@ -260,8 +268,11 @@ class SchedulerRuntime:
         def cancel() -> None:
             task = asyncio.get_running_loop().create_task(
                 self.dispatcher.cancel_broadcast(broadcast_id))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception() and log.error(
-                "cancel of %s failed: %s", broadcast_id, t.exception()))
+
+            def log_failure(t: asyncio.Task[int]) -> None:
+                if not t.cancelled() and t.exception():
+                    log.error("cancel of %s failed: %s", broadcast_id, t.exception())
+            task.add_done_callback(log_failure)
         self._in_loop(cancel)
 
     def on_paused(self, broadcast_id: int) -> None:
