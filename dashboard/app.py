@@ -26,6 +26,7 @@ from dashboard.routes import (
     indicators,
     live,
     nodes,
+    notify,
     registry,
     tts,
     ui,
@@ -36,7 +37,8 @@ from loa.errors import DomainError
 ROUTERS = (health.router, nodes.router, communes.router, registry.router, auth.router,
            content.router, tts.router, broadcasts.router, indicators.router, alarms.router,
            live.router, ui.router, alerts.router,
-           indicator_pages.router)  # indicator drill-down, inspection form (issue 16)
+           indicator_pages.router,  # indicator drill-down, inspection form (issue 16)
+           notify.router)  # alarm notification settings (issue 18)
 
 
 _TOO_LARGE = "Giá trị số quá lớn (vượt quá 64 bit)"

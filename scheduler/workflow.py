@@ -68,6 +68,29 @@ OPEN_STATUSES = ("draft", "submitted", "approved", "scheduled", "paused")
 MAX_CALENDAR_DAYS = 93
 
 
+def content_users(s: Session, content_id: str) -> list[str]:
+    """The bulletins still in play (not yet aired, missed or cancelled) that use a content
+    item, as people name them: "«Title» (Đã lên lịch)". A library item is deleted only
+    when this is empty (``ContentStore.delete``)."""
+    rows = s.execute(select(Broadcast.title, Broadcast.status)
+                     .where(Broadcast.content_id == content_id,
+                            Broadcast.status.in_(OPEN_STATUSES))
+                     .order_by(Broadcast.id)).all()
+    return [f"«{title}» ({STATUS_LABELS_VI.get(status, status)})" for title, status in rows]
+
+
+def content_use_counts(s: Session, content_ids: list[str]) -> dict[str, int]:
+    """How many bulletins still in play use each item (the library shows it beside
+    «Xóa»)."""
+    if not content_ids:
+        return {}
+    rows = s.execute(select(Broadcast.content_id, func.count())
+                     .where(Broadcast.content_id.in_(content_ids),
+                            Broadcast.status.in_(OPEN_STATUSES))
+                     .group_by(Broadcast.content_id)).all()
+    return {str(cid): int(n) for cid, n in rows if cid is not None}
+
+
 class RuntimeHook(Protocol):
     """What the running scheduler offers the workflow (thread-safe, returns at once)."""
 
@@ -737,4 +760,5 @@ class BroadcastService(ControlMixin):
             s.delete(g)
 
 
-__all__ = ["BroadcastService", "Recurrence", "STATUS_LABELS_VI", "iso"]
+__all__ = ["BroadcastService", "Recurrence", "STATUS_LABELS_VI", "content_use_counts",
+           "content_users", "iso"]
