@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     notify_retry_s: float = Field(default=30.0, gt=0)
     notify_max_attempts: int = Field(default=6, ge=1)
     notify_timeout_s: float = Field(default=10.0, gt=0)
+    # Networks an alarm webhook may point into (e.g. the province's SMS gateway on its VPN),
+    # comma-separated CIDRs; anything else internal is refused (loa.addresses).
+    notify_webhook_allowed_networks: str = ""
 
     # Signs per-node content tokens and UI sessions. Generated into data_dir when unset.
     secret_key: str = ""
