@@ -10,8 +10,11 @@ socket. The officer never sees a source address or password.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
 
 from dashboard.deps import DbSession
 from dashboard.models import User
@@ -47,7 +50,40 @@ def live_page(*, request: Request, user: User = Depends(page_role("commune", "pr
                   page={"view": "live", "role": user.role, "max_chunk": MAX_CHUNK_BYTES})
 
 
-@router.post("/api/v1/broadcasts/{broadcast_id}/mic")
+class ChunkOut(BaseModel):
+    received: int  # chunks taken so far
+
+
+class PlayingOut(BaseModel):
+    place: str | None = None
+    node_id: str | None = None
+
+
+class ClusterProgressOut(BaseModel):
+    place: str | None = None
+    phase: str | None = None
+    phase_label: str | None = None
+    error: str | None = None
+
+
+class MicStatusOut(BaseModel):
+    broadcast_id: int
+    status: str
+    status_label: str | None = None
+    places: str | None = None
+    feed: dict[str, Any]
+    listeners: int
+    playing: list[PlayingOut]
+    outcomes: list[ClusterProgressOut]
+
+
+class MicStopOut(BaseModel):
+    broadcast_id: int
+    status: str
+    status_label: str | None = None
+
+
+@router.post("/api/v1/broadcasts/{broadcast_id}/mic", response_model=ChunkOut)
 async def mic_chunk(request: Request, broadcast_id: int = id_param(),
                     seq: int = Query(..., ge=0, le=10_000_000),
                     user: User = Depends(current_user),
@@ -75,7 +111,7 @@ async def mic_chunk(request: Request, broadcast_id: int = id_param(),
     return {"received": received}
 
 
-@router.get("/api/v1/broadcasts/{broadcast_id}/mic")
+@router.get("/api/v1/broadcasts/{broadcast_id}/mic", response_model=MicStatusOut)
 async def mic_status(request: Request, broadcast_id: int = id_param(),
                      user: User = Depends(current_user),
                      svc: BroadcastService = Depends(get_service),
@@ -98,7 +134,7 @@ async def mic_status(request: Request, broadcast_id: int = id_param(),
                          for o in b.get("outcomes", [])]}
 
 
-@router.post("/api/v1/broadcasts/{broadcast_id}/mic/stop")
+@router.post("/api/v1/broadcasts/{broadcast_id}/mic/stop", response_model=MicStopOut)
 async def mic_stop(request: Request, broadcast_id: int = id_param(),
                    user: User = Depends(current_user),
                    svc: BroadcastService = Depends(get_service),

@@ -20,6 +20,7 @@ DOWNLOADS = {
     ("GET", "/api/v1/alerts/messages/{message_id}/raw"),
     ("GET", "/api/v1/tts/preview/{name}"),
     ("GET", "/api/v1/content/{content_id}/audio"),
+    ("GET", "/api/v1/alerts/{alert_id}/proof.{fmt}"),  # CSV or JSON file of an alert's proof
     ("GET", "/api/v1/indicators/8.3/report"),
     ("GET", "/api/v1/indicators/radio/report"),
     ("GET", "/api/v1/attestations/{attestation_id}/scans/{scan_id}"),
