@@ -130,6 +130,9 @@ def main() -> int:
     reuse = keep and db_path.exists()
     db = Database(f"sqlite:///{db_path}")
     create_schema(db)
+    if reuse:  # a file kept from before migration 0015: add the indexes create_all skips
+        for index in AiringTarget.__table__.indexes:
+            index.create(db.engine, checkfirst=True)
     t0 = time.perf_counter()
     if not reuse:
         build_province(db, args.communes, args.villages, args.nodes)
