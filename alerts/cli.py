@@ -14,14 +14,23 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loa.errors import UserError
+from scheduler.targets import Actor
+
+if TYPE_CHECKING:  # built by the composition root, imported only for its type
+    from alerts.workflow import AlertService
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction, *,
+             alert_service: Callable[[], AlertService]) -> None:
+    """``alert_service`` opens the database and builds the service (``system.root``)."""
     p = subparsers.add_parser("alerts", help="cảnh báo khẩn cấp CAP 1.2",
                               description="Cảnh báo khẩn cấp theo chuẩn OASIS CAP 1.2.")
+    p.set_defaults(alert_service=alert_service)
     sub = p.add_subparsers(dest="alerts_command", metavar="LỆNH", required=True)
     ck = sub.add_parser("check", help="kiểm tra một tệp CAP: cụm loa nào, lời đọc gì")
     ck.add_argument("file", type=Path)
@@ -38,20 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sh.set_defaults(func=cmd_show)
 
 
-def _service():
-    from alerts.workflow import AlertService
-    from loa.db import open_database
-    from loa.settings import get_settings
-    from scheduler.config import SchedulerSettings
-    from scheduler.scheduling import default_content
-    from scheduler.targets import Actor
-    from scheduler.workflow import BroadcastService
-
-    settings = get_settings()
-    db = open_database(settings)
-    content = default_content(settings, db)
-    broadcasts = BroadcastService(db, SchedulerSettings(), content=content)
-    return AlertService(db, broadcasts, content=content), Actor("province", None, "cli")
+def _service(args: argparse.Namespace) -> tuple[AlertService, Actor]:
+    """The process's alert service, as the composition root builds it (audited like the
+    web's), acting with the province's rights."""
+    return args.alert_service(), Actor("province", None, "cli")
 
 
 def _read(path: Path) -> bytes:
@@ -64,7 +63,7 @@ def _read(path: Path) -> bytes:
 def cmd_check(args: argparse.Namespace) -> int:
     from alerts.errors import AlertError
 
-    svc, _ = _service()
+    svc, _ = _service(args)
     try:
         out = svc.preview(_read(args.file))
     except AlertError as err:
@@ -84,7 +83,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_receive(args: argparse.Namespace) -> int:
     from alerts.errors import AlertError
 
-    svc, _ = _service()
+    svc, _ = _service(args)
     try:
         out = svc.receive(_read(args.file), source="cli", source_ref="cli", trusted_source=True)
     except AlertError as err:
@@ -99,7 +98,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    svc, actor = _service()
+    svc, actor = _service(args)
     page = svc.list(actor, limit=args.limit)
     for a in page["items"]:
         print(f"{a['id']:>5}  {a['received_at']}  {a['state_label']:<18} {a['severity']:<8} "
@@ -111,7 +110,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from alerts.errors import AlertError
 
-    svc, actor = _service()
+    svc, actor = _service(args)
     try:
         a = svc.report(actor, args.id)
     except AlertError as err:

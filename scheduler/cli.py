@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 
 from loa.errors import UserError
 from scheduler.errors import ScheduleError
+from scheduler.targets import Actor
+from scheduler.workflow import BroadcastService
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction, *,
+             broadcast_service: Callable[[], BroadcastService]) -> None:
+    """``broadcast_service`` opens the database and builds the service (``system.root``)."""
     p = subparsers.add_parser("schedule", help="lịch phát thanh: xem, hủy, thử quy tắc lặp",
                               description="Lịch phát thanh (thao tác với quyền cấp tỉnh).")
+    p.set_defaults(broadcast_service=broadcast_service)
     sub = p.add_subparsers(dest="schedule_command", metavar="LỆNH", required=True)
 
     pv = sub.add_parser("preview", help="các lần phát của một quy tắc lặp RRULE")
@@ -61,20 +67,14 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
-def _service():
-    from loa.db import open_database
-    from loa.settings import get_settings
-    from scheduler.config import SchedulerSettings
-    from scheduler.targets import Actor
-    from scheduler.workflow import BroadcastService
-
-    settings = get_settings()
-    db = open_database(settings)
-    return BroadcastService(db, SchedulerSettings()), Actor("province", None, "cli")
+def _service(args: argparse.Namespace) -> tuple[BroadcastService, Actor]:
+    """The process's broadcast service, as the composition root builds it, acting with the
+    province's rights."""
+    return args.broadcast_service(), Actor("province", None, "cli")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    svc, actor = _service()
+    svc, actor = _service(args)
     page = svc.list(actor, status=args.status, limit=args.limit)
     for b in page["items"]:
         when = b["next_slot_at"] or b["start_at"] or "-"
@@ -85,7 +85,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    svc, actor = _service()
+    svc, actor = _service(args)
     try:
         b = svc.get(actor, args.id)
     except ScheduleError as err:
@@ -104,7 +104,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    svc, actor = _service()
+    svc, actor = _service(args)
     try:
         out = svc.cancel(actor, args.id)
     except ScheduleError as err:

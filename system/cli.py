@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     import scheduler.cli
     from scheduler.lifecycle import content_in_use
     from system import processes
+    from system.root import command_services
     from system.schema import import_all_models
     from system.simulation import simulated_nodes
 
@@ -40,12 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     registry.cli.register(sub)
     firmware_sim.cli.register(sub, registry_nodes=simulated_nodes)
     broadcasts.cli.register(sub, content_in_use=content_in_use)
-    scheduler.cli.register(sub)
+    scheduler.cli.register(sub, broadcast_service=lambda: command_services().broadcasts)
     indicator.cli.register(sub)
     dashboard.cli.register(sub)
     controller.provision.register(sub)
     node_agent.cli.register(sub)
-    alerts.cli.register(sub)
+    alerts.cli.register(sub, alert_service=lambda: command_services().alerts)
     return parser
 
 

@@ -31,7 +31,7 @@ from dashboard.app import create_app
 from dashboard.context import AppContext
 from dashboard.security import alerts_audit
 from loa.db import Database, open_database
-from loa.settings import Settings
+from loa.settings import Settings, get_settings
 from scheduler.config import SchedulerSettings
 from scheduler.content import ContentGateway
 from scheduler.scheduling import Scheduling, build_scheduling
@@ -70,6 +70,12 @@ def api_context(settings: Settings, db: Database, *, services_db: Database | Non
     return AppContext(settings, db, store, broadcasts, alerts, node_commands=node_commands,
                       live=scheduling.live if scheduling is not None else None,
                       controller=controller)
+
+
+def command_services(settings: Settings | None = None) -> AppContext:
+    """What a one-shot command (``loa schedule``, ``loa alerts``) acts through: the services
+    the API would use, on the process's database, with no controller and no HTTP."""
+    return System(settings or get_settings(), controller=False, http=False).api
 
 
 class System:

@@ -13,7 +13,7 @@ from tests.alerts.conftest import make_env
 @pytest.fixture
 def cli_env(db, settings, monkeypatch):
     env = make_env(db, settings)
-    monkeypatch.setattr(alerts_cli, "_service", lambda: (env.alerts, env.province))
+    monkeypatch.setattr(alerts_cli, "_service", lambda _args: (env.alerts, env.province))
     return env
 
 

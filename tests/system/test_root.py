@@ -76,3 +76,18 @@ def test_every_command_is_registered():
                     "content", "schedule", "report", "attest", "indicator", "user", "nodes", "node",
                     "alerts"):
         assert command in out.stdout, f"'loa {command}' is missing from loa --help"
+
+
+def test_one_shot_commands_act_through_the_root_on_a_fresh_database(tmp_path):
+    """``loa schedule`` and ``loa alerts`` build their services with the composition root:
+    on a database nobody created yet, every table is made and the lists answer."""
+    import os
+
+    env = {**os.environ, "LOA_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}",
+           "LOA_DATA_DIR": str(tmp_path / "data")}
+    for args, expected in ((["schedule", "list"], "Tổng: 0 bản tin"),
+                           (["alerts", "list"], "Tổng: 0 cảnh báo")):
+        out = subprocess.run([sys.executable, "-m", "system", *args], capture_output=True,
+                             text=True, timeout=120, env=env)
+        assert out.returncode == 0, out.stderr
+        assert expected in out.stdout, out.stdout
