@@ -19,6 +19,7 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ForeignKey, Index, String, and_, func, or_, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -27,6 +28,9 @@ from controller.models import NodeLive, NodeTransition
 from loa.db import Base, Database
 from loa.timeutil import now_ms
 from registry.models import Node, Village
+
+if TYPE_CHECKING:
+    from loa.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +99,7 @@ def conditions(state: str, reasons: str, power: str | None) -> set[str]:
     return found
 
 
-def describe(kind: str, heartbeat: dict | None) -> str:
+def describe(kind: str, heartbeat: dict[str, Any] | None) -> str:
     """A short Vietnamese detail with the figure behind the alarm, for the technician."""
     hb = heartbeat or {}
     if kind == "weak_signal" and hb.get("rssi_dbm") is not None:
@@ -175,8 +179,9 @@ class AlarmEngine:
             if to_raise:
                 nodes = {n for n, _ in to_raise}
                 communes = _communes_of(s, nodes)
-                heartbeats = dict(s.execute(select(NodeLive.node_id, NodeLive.heartbeat)
-                                            .where(NodeLive.node_id.in_(nodes))).all())
+                heartbeats: dict[str, dict[str, Any] | None] = dict(s.execute(
+                    select(NodeLive.node_id, NodeLive.heartbeat)
+                    .where(NodeLive.node_id.in_(nodes))).all())
                 for node_id, kind in to_raise:
                     s.add(Alarm(node_id=node_id, kind=kind, commune_id=communes.get(node_id),
                                 first_seen_ms=self._seen[(node_id, kind)].first_ms,
@@ -210,7 +215,7 @@ def _communes_of(s: Session, node_ids: Iterable[str]) -> dict[str, int]:
     return {node_id: commune_id for node_id, commune_id in rows}
 
 
-def _detail(s: Session, node_id: str, kind: str, hb: dict | None, now: int) -> str:
+def _detail(s: Session, node_id: str, kind: str, hb: dict[str, Any] | None, now: int) -> str:
     if kind != "offline":
         return describe(kind, hb)
     # How often the node dropped in the last hour tells a flaky link from a dead node.
@@ -245,10 +250,10 @@ class AlarmService:
                  clear_after_s: float = 120) -> None:
         self.engine = AlarmEngine(db, int(raise_after_s * 1000), int(clear_after_s * 1000))
         self.interval_s = interval_s
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_settings(cls, db: Database, settings: object) -> AlarmService:
+    def from_settings(cls, db: Database, settings: Settings) -> AlarmService:
         return cls(db, interval_s=settings.alarm_interval_s,
                    raise_after_s=settings.alarm_raise_after_s,
                    clear_after_s=settings.alarm_clear_after_s)

@@ -8,6 +8,8 @@ The registry alone (``registry/queries.py``) knows nothing of live state.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
@@ -53,7 +55,10 @@ def village_counts_by_commune(s: Session, commune_ids: list[int]) -> dict[int, i
 # --------------------------------------------------------------------------- communes
 
 
-def _resolve_filter(s: Session, model: type[Province] | type[District], value: str,
+_Unit = TypeVar("_Unit", Province, District)
+
+
+def _resolve_filter(s: Session, model: type[_Unit], value: str,
                     noun: str) -> int:
     row = s.scalar(select(model).where(model.code == value))
     if row is None and value.isdecimal():
@@ -64,7 +69,7 @@ def _resolve_filter(s: Session, model: type[Province] | type[District], value: s
 
 
 def _commune_select(s: Session, q: str | None, district: str | None,
-                    province: str | None, scope: frozenset[int] | None) -> Select:
+                    province: str | None, scope: frozenset[int] | None) -> Select[Commune]:
     stmt = select(Commune).where(Commune.retired_ms.is_(None))
     if scope is not None:
         stmt = stmt.where(Commune.id.in_(sorted(scope)))
@@ -112,6 +117,7 @@ def _node_infos(s: Session, village_ids: list[int]) -> dict[int, list[NodeInfo]]
                      .where(Node.village_id.in_(village_ids), Node.retired_ms.is_(None))
                      .order_by(Node.id))
     for node, live in rows:
+        assert node.village_id is not None  # the query asks for nodes of these villages
         result[node.village_id].append(NodeInfo(
             id=node.id, label=node.label, state=live.state if live else "unknown",
             available=bool(live and live.available),
@@ -143,7 +149,7 @@ def commune_detail(s: Session, commune_id: int) -> CommuneDetail:
                             .order_by(Commune.code))
     return CommuneDetail(
         id=commune.id, code=commune.code, name=commune.name,
-        province=unit_ref(s.get(Province, commune.province_id)),
+        province=unit_ref(s.get_one(Province, commune.province_id)),
         district=unit_ref(s.get(District, commune.district_id)) if commune.district_id else None,
         station_kind=commune.station_kind, lat=commune.lat, lon=commune.lon,
         created_ms=commune.created_ms, retired_ms=commune.retired_ms,

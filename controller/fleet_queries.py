@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from controller.models import NodeLive, NodeTransition, RejectedCount
@@ -57,7 +57,11 @@ class NodeFilter:
     commune_scope: frozenset[int] | None = None
 
 
-def _node_query(f: NodeFilter):
+# A node with its live state and place; the outer joins leave all but the node optional.
+NodeRow = tuple[Node, NodeLive | None, Village | None, Commune | None]
+
+
+def _node_query(f: NodeFilter) -> Select[Node, NodeLive, Village, Commune]:
     state = func.coalesce(NodeLive.state, NodeState.UNKNOWN.value)
     q = (select(Node, NodeLive, Village, Commune)
          .outerjoin(NodeLive, NodeLive.node_id == Node.id)
@@ -79,19 +83,20 @@ def _node_query(f: NodeFilter):
     return q
 
 
-def list_nodes(s: Session, f: NodeFilter, *, limit: int, offset: int) -> tuple[list[tuple], int]:
+def list_nodes(s: Session, f: NodeFilter, *, limit: int, offset: int
+               ) -> tuple[list[NodeRow], int]:
     base = _node_query(f)
     total = s.scalar(select(func.count()).select_from(base.subquery())) or 0
     rows = s.execute(base.order_by(Node.id).limit(limit).offset(offset)).all()
-    return [tuple(r) for r in rows], total
+    return [(node, live, village, commune) for node, live, village, commune in rows], total
 
 
-def get_node(s: Session, node_id: str) -> tuple[Node, NodeLive | None, Village | None,
-                                                 Commune | None]:
+def get_node(s: Session, node_id: str) -> NodeRow:
     row = s.execute(_node_query(NodeFilter()).where(Node.id == node_id)).first()
     if row is None:
         raise NodeNotFound(node_id)
-    return tuple(row)  # type: ignore[return-value]
+    node, live, village, commune = row
+    return node, live, village, commune
 
 
 def recent_transitions(s: Session, node_id: str, limit: int = 50) -> list[NodeTransition]:

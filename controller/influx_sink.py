@@ -29,12 +29,17 @@ import contextlib
 import logging
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controller.ingest import IngestObserver
 from loa.protocol import Heartbeat
+
+if TYPE_CHECKING:
+    from influxdb_client.client.write.point import Point
+
+    from loa.settings import Settings
 
 log = logging.getLogger("loa.influx")
 
@@ -58,7 +63,7 @@ class InfluxSettings(BaseSettings):
     timeout_s: float = 10.0
 
     @classmethod
-    def from_settings(cls, settings: Any = None) -> InfluxSettings:
+    def from_settings(cls, settings: Settings | None = None) -> InfluxSettings:
         """Environment first (tuning knobs); the ``influx_*`` connection fields of Loa's
         ``Settings`` override it."""
         cfg = cls()
@@ -75,7 +80,8 @@ class InfluxSettings(BaseSettings):
 _INT_FIELDS = ("seq", "uptime_s", "volume", "speakers_ok", "speakers_total", "rssi_dbm",
                "ntp_offset_ms")
 _FLOAT_FIELDS = ("battery_v", "temp_c", "cache_free_mb")
-Sample = tuple
+# (node, received, ts, power, net, amp, playing, *_INT_FIELDS, *_FLOAT_FIELDS)
+Sample = tuple[str, int, int, str, str, str, bool, *tuple[float | None, ...]]
 
 
 def compact(node_id: str, hb: Heartbeat, received_ms: int) -> Sample:
@@ -83,14 +89,15 @@ def compact(node_id: str, hb: Heartbeat, received_ms: int) -> Sample:
             *(getattr(hb, f) for f in _INT_FIELDS), *(getattr(hb, f) for f in _FLOAT_FIELDS))
 
 
-def sample_point(sample: Sample):
+def sample_point(sample: Sample) -> Point:
     """One InfluxDB point: strings that are enums become tags, everything else a number
     (InfluxDB-compatible stores such as VictoriaMetrics keep numbers only). Absent optional
     fields are left out, never written as zero."""
-    from influxdb_client import Point, WritePrecision
+    from influxdb_client.client.write.point import Point
+    from influxdb_client.domain.write_precision import WritePrecision
 
     node_id, received_ms, ts, power, net, amp, playing = sample[:7]
-    p = (Point(MEASUREMENT).tag("node", node_id).tag("power", power).tag("net", net)
+    p: Point = (Point(MEASUREMENT).tag("node", node_id).tag("power", power).tag("net", net)
          .tag("amp", amp)
          .field("amp_ok", 1 if amp == "ok" else 0).field("playing", 1 if playing else 0)
          .field("clock_skew_ms", ts - received_ms)
@@ -106,13 +113,13 @@ def sample_point(sample: Sample):
     return p
 
 
-def heartbeat_point(node_id: str, hb: Heartbeat, received_ms: int):
+def heartbeat_point(node_id: str, hb: Heartbeat, received_ms: int) -> Point:
     return sample_point(compact(node_id, hb, received_ms))
 
 
 class InfluxSink(IngestObserver):
     def __init__(self, cfg: InfluxSettings) -> None:
-        from influxdb_client import InfluxDBClient
+        from influxdb_client.client.influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
         self.cfg = cfg
@@ -152,11 +159,12 @@ class InfluxSink(IngestObserver):
                 "bucket": self.cfg.bucket}
 
     def _write(self, items: list[Sample]) -> None:
-        from influxdb_client import WritePrecision
+        from influxdb_client.domain.write_precision import WritePrecision
 
         points = [sample_point(item) for item in items]
+        # WritePrecision's members are plain strings although write() names the class.
         self._write_api.write(bucket=self.cfg.bucket, org=self.cfg.org, record=points,
-                              write_precision=WritePrecision.MS)
+                              write_precision=WritePrecision.MS)  # type: ignore[arg-type]
 
     async def flush(self, *, force: bool = False) -> bool:
         """Write what is queued, batch by batch. False when a batch failed (it is kept for

@@ -126,7 +126,7 @@ class Ingest:
 
     # ------------------------------------------------------------------ registry
 
-    def registry_fingerprint(self) -> tuple:
+    def registry_fingerprint(self) -> tuple[object, ...]:
         """A summary of the node table the database computes without returning rows: when
         it has not changed, a periodic re-read (100,000 rows) can be skipped."""
         with self.db.session() as s:
@@ -478,7 +478,7 @@ class NodeEventGuard:
         self.burst = float(burst)
         self.keep = keep
         self._buckets: dict[str, tuple[float, int]] = {}
-        self._keys: dict[str, dict[tuple, None]] = {}
+        self._keys: dict[str, dict[tuple[object, ...], None]] = {}
 
     def allow(self, node_id: str, now: int) -> bool:
         tokens, last = self._buckets.get(node_id, (self.burst, now))
@@ -488,7 +488,7 @@ class NodeEventGuard:
         return ok
 
     @staticmethod
-    def key(ev: Any) -> tuple | None:
+    def key(ev: NodeEvent) -> tuple[object, ...] | None:
         """What makes an event new: a playback phase of a broadcast, an answer to a command.
         Faults and self-tests may repeat and are only rate-limited."""
         if isinstance(ev, PlaybackEvent):
@@ -497,7 +497,7 @@ class NodeEventGuard:
             return ("cmd_ack", ev.cmd_id, ev.ok)
         return None
 
-    def seen_before(self, node_id: str, ev: Any) -> bool:
+    def seen_before(self, node_id: str, ev: NodeEvent) -> bool:
         key = self.key(ev)
         if key is None:
             return False

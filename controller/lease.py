@@ -11,8 +11,9 @@ the unique (broadcast, slot) airing row, keeps a slot from being sent twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import case, update
+from sqlalchemy import CursorResult, case, update
 from sqlalchemy.exc import IntegrityError
 
 from controller.models import ControllerLease
@@ -38,7 +39,7 @@ class Lease:
         """Take the lease if it is free or expired, renew it if it is ours."""
         mine = ControllerLease.holder == self.holder
         with self.db.session() as s:
-            res = s.execute(
+            res = cast(CursorResult[Any], s.execute(
                 update(ControllerLease)
                 .where(ControllerLease.name == self.name,
                        mine | (ControllerLease.expires_ms < now_ms))
@@ -46,7 +47,7 @@ class Lease:
                         term=case((mine, ControllerLease.term),
                                   else_=ControllerLease.term + 1),
                         acquired_ms=case((mine, ControllerLease.acquired_ms), else_=now_ms))
-                .execution_options(synchronize_session=False))
+                .execution_options(synchronize_session=False)))
             missing = res.rowcount == 0 and s.get(ControllerLease, self.name) is None
         if missing:
             try:

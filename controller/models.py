@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import JSON, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -39,7 +41,7 @@ class NodeLive(Base):
     last_heartbeat_ms: Mapped[int | None]
     boot_id: Mapped[str | None] = mapped_column(String(64))
     fw: Mapped[str | None] = mapped_column(String(32))
-    heartbeat: Mapped[dict | None] = mapped_column(JSON)
+    heartbeat: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     clock_skew_ms: Mapped[int | None]
 
 
@@ -70,7 +72,7 @@ class NodeEventLog(Base):
     node_id: Mapped[str] = mapped_column(String(64))
     at_ms: Mapped[int]
     type: Mapped[str] = mapped_column(String(16))
-    payload: Mapped[dict] = mapped_column(JSON)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class RejectedCount(Base):

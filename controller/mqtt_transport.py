@@ -19,9 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import SocketLike
 
 log = logging.getLogger("loa.ingest")
 
@@ -31,7 +34,7 @@ READ_CHUNK = 256 * 1024
 class BufferedSocket:
     __slots__ = ("_sock", "_buf", "_pos")
 
-    def __init__(self, sock: Any) -> None:
+    def __init__(self, sock: SocketLike) -> None:
         self._sock = sock
         self._buf = b""
         self._pos = 0
@@ -63,7 +66,8 @@ def use_buffered_reads(client: aiomqtt.Client) -> aiomqtt.Client:
     def create_buffered() -> BufferedSocket:
         return BufferedSocket(create())
 
-    paho_client._create_socket = create_buffered  # noqa: SLF001
+    # Replacing paho's socket factory is the point of this function (module docstring).
+    paho_client._create_socket = create_buffered  # type: ignore[method-assign]  # noqa: SLF001
     return client
 
 
@@ -72,7 +76,7 @@ class _NoTopicCallbacks:
     every message (a recursive generator over the topic levels), about a tenth of the
     controller's CPU at 3,000 heartbeats/s."""
 
-    def iter_match(self, _topic: str) -> tuple:
+    def iter_match(self, _topic: str) -> tuple[()]:
         return ()
 
     def __setitem__(self, _key: str, _value: object) -> None:
@@ -82,11 +86,12 @@ class _NoTopicCallbacks:
 def skip_topic_callbacks(client: aiomqtt.Client) -> aiomqtt.Client:
     """Every message goes to ``on_message`` straight away (touches paho's private
     ``_on_message_filtered``, see the module docstring)."""
-    client._client._on_message_filtered = _NoTopicCallbacks()  # noqa: SLF001
+    # A stand-in, not an MQTTMatcher: it has the two methods paho calls on it.
+    client._client._on_message_filtered = _NoTopicCallbacks()  # type: ignore[assignment]  # noqa: SLF001
     return client
 
 
-class DirectDelivery(asyncio.Queue):
+class DirectDelivery(asyncio.Queue[aiomqtt.Message]):
     """An aiomqtt ``queue_type`` that hands each message to a handler as paho decodes it.
 
     aiomqtt's ``async for message in client.messages`` costs a task and an ``asyncio.wait``
@@ -103,7 +108,7 @@ class DirectDelivery(asyncio.Queue):
             log.exception("ingest handler failed on %s", item.topic)
 
 
-def direct_delivery(handler: Callable[[aiomqtt.Message], None]) -> type[asyncio.Queue]:
+def direct_delivery(handler: Callable[[aiomqtt.Message], None]) -> type[DirectDelivery]:
     return type("IngestDelivery", (DirectDelivery,), {"handler": staticmethod(handler)})
 
 
@@ -127,8 +132,8 @@ async def _until_lost_or_stopping(client: aiomqtt.Client, stopping: asyncio.Even
     finally:
         lost.cancel()
         stop.cancel()
-    if lost.done() and not lost.cancelled() and lost.exception() is not None:
-        raise lost.exception()  # type: ignore[misc]
+    if lost.done() and not lost.cancelled() and (exc := lost.exception()) is not None:
+        raise exc
 
 
 async def stay_connected(make_client: Callable[[], aiomqtt.Client],

@@ -55,7 +55,7 @@ class NodeCommands(IngestObserver):
         self.commands = commands
         # True while the node's events reach another process (see the module docstring).
         self.answers_elsewhere = answers_elsewhere
-        self._waiters: dict[str, asyncio.Future] = {}
+        self._waiters: dict[str, asyncio.Future[NodeEvent]] = {}
 
     def on_event(self, node_id: str, event: NodeEvent, received_ms: int) -> None:
         """Ingest observer: hands an answer to the ``send`` waiting for it."""
@@ -77,7 +77,10 @@ class NodeCommands(IngestObserver):
         now = now_ms()
         cmd_id = new_cmd_id()
         if kind == "volume":
-            cmd: Any = VolumeCmd(cmd_id=cmd_id, issued_at=now, level=level)
+            if level is None:  # as VolumeCmd's own validation would, before anything is sent
+                raise ValueError("volume: level is required")
+            cmd: VolumeCmd | SelftestCmd | StopCmd = VolumeCmd(
+                cmd_id=cmd_id, issued_at=now, level=level)
         elif kind == "selftest":
             cmd = SelftestCmd(cmd_id=cmd_id, issued_at=now)
         elif kind == "stop":
@@ -115,7 +118,7 @@ class NodeCommands(IngestObserver):
             if selftest_future is not None:
                 self._waiters.pop(f"selftest:{node_id}", None)
 
-    async def _answer(self, future: asyncio.Future, node_id: str, event_type: str,
+    async def _answer(self, future: asyncio.Future[NodeEvent], node_id: str, event_type: str,
                       since_ms: int, wait_s: float, *, cmd_id: str | None = None) -> Any:
         """The answer from the ingest, or, while answers go elsewhere, from the event log.
         Raises ``TimeoutError``."""
@@ -168,7 +171,7 @@ class CommandLink:
         self.node_commands = NodeCommands(db, self.commands, answers_elsewhere=lambda: True)
         self.client_id = process_client_id(f"{settings.controller_client_id}-api")
         self._stopping = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def _client(self) -> aiomqtt.Client:
         s = self.settings

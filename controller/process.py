@@ -66,8 +66,8 @@ class LeaderRole:
     stopped when it stops leading."""
 
     name: str
-    start: Callable[[], Awaitable[Any]]
-    stop: Callable[[], Awaitable[Any]]
+    start: Callable[[], Awaitable[object]]
+    stop: Callable[[], Awaitable[object]]
     # Whether the duty needs other controllers' node states right now (the dispatcher does
     # while airings run); reading 100,000 rows for nothing is waste.
     needs_fleet_mirror: Callable[[], bool] = _never
@@ -91,8 +91,8 @@ class ControllerService:
         self.started_at = time.time()
         self.reconnects = 0
         self._last_reload = time.monotonic()
-        self._registry_fingerprint: tuple | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._registry_fingerprint: tuple[object, ...] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self.leader_roles: list[LeaderRole] = []
         self.is_leader = False
@@ -308,8 +308,11 @@ class ControllerService:
         gained, self._owned = list(owned - self._owned), owned
         with contextlib.suppress(RuntimeError):
             task = asyncio.get_running_loop().create_task(self._adopt(gained))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception() and log.error(
-                "adoption failed: %s", t.exception()))
+
+            def log_failure(t: asyncio.Task[None]) -> None:
+                if not t.cancelled() and t.exception():
+                    log.error("adoption failed: %s", t.exception())
+            task.add_done_callback(log_failure)
 
     async def _adopt(self, node_ids: list[str]) -> None:
         if not node_ids:
@@ -366,7 +369,7 @@ class ControllerService:
         """Call after registry changes so new nodes are accepted at once."""
         await self._reload_registry()
 
-    async def _periodic(self, fn, interval_s: float) -> None:
+    async def _periodic(self, fn: Callable[[], Awaitable[object]], interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
             try:

@@ -473,7 +473,7 @@ def chown_broker_files(out_dir: Path, owner: str) -> None:
 # --------------------------------------------------------------------------- CLI
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     nodes = sub.add_parser("nodes", help="tài khoản MQTT của các cụm loa")
     nodes_sub = nodes.add_subparsers(dest="nodes_command", metavar="LỆNH")
     p = nodes_sub.add_parser(

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast, overload
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import CursorResult, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from controller.fleet_state import NodeRuntime, Transition
@@ -26,7 +26,7 @@ from controller.models import (
     NodeTransition,
     RejectedCount,
 )
-from loa.db import Database
+from loa.db import Database, core_table
 from registry.models import PendingNode
 
 log = logging.getLogger("loa.ingest")
@@ -49,7 +49,7 @@ class Batch:
     live: dict[str, dict[str, Any]] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
-    rejected: dict[str, list] = field(default_factory=dict)  # reason -> [count, detail, ms]
+    rejected: dict[str, list[Any]] = field(default_factory=dict)  # reason -> [count, detail, ms]
     pending: dict[str, PendingSighting] = field(default_factory=dict)
     continuity: list[dict[str, Any]] = field(default_factory=list)  # NodeContinuity rows
 
@@ -69,14 +69,18 @@ class Batch:
             cur = self.rejected.setdefault(reason, [0, detail, ms])
             cur[0] += count
         for node_id, p in older.pending.items():
-            cur = self.pending.get(node_id)
-            if cur is None:
+            mine = self.pending.get(node_id)
+            if mine is None:
                 self.pending[node_id] = p
             else:
-                cur.first_seen_ms = min(cur.first_seen_ms, p.first_seen_ms)
-                cur.messages += p.messages
+                mine.first_seen_ms = min(mine.first_seen_ms, p.first_seen_ms)
+                mine.messages += p.messages
 
 
+@overload
+def storable(column: Any, text: str) -> str: ...
+@overload
+def storable(column: Any, text: str | None) -> str | None: ...
 def storable(column: Any, text: str | None) -> str | None:
     """Text from a node as ``column`` can hold it on every backend. PostgreSQL refuses a NUL
     character and a string longer than the column, both of which SQLite keeps; one refused
@@ -127,16 +131,16 @@ class TelemetryWriter:
             if batch.transitions:
                 # Core inserts on the tables: the ORM's bulk path costs several times more per
                 # row, and these rows have no ORM behaviour to run.
-                s.execute(insert(NodeTransition.__table__), [
+                s.execute(insert(core_table(NodeTransition)), [
                     {"node_id": t.node_id, "at_ms": t.at_ms, "from_state": t.from_state,
                      "to_state": t.to_state, "available": t.available, "cause": t.cause[:64]}
                     for t in batch.transitions])
             if batch.live:
                 self._upsert_live(s, list(batch.live.values()))
             if batch.samples:
-                s.execute(insert(HeartbeatSample.__table__), batch.samples)
+                s.execute(insert(core_table(HeartbeatSample)), batch.samples)
             if batch.events:
-                s.execute(insert(NodeEventLog.__table__), batch.events)
+                s.execute(insert(core_table(NodeEventLog)), batch.events)
             for reason, (count, detail, ms) in batch.rejected.items():
                 self._add_rejected(s, reason, count, detail, ms)
             if batch.pending:
@@ -150,7 +154,7 @@ class TelemetryWriter:
                         room -= 1
                     self._upsert_pending(s, node_id, p)
             if batch.continuity:
-                s.execute(insert(NodeContinuity.__table__), batch.continuity)
+                s.execute(insert(core_table(NodeContinuity)), batch.continuity)
         self.flushes += 1
 
     def _upsert_live(self, s: Session, rows: list[dict[str, Any]]) -> None:
@@ -158,7 +162,10 @@ class TelemetryWriter:
         if dialect == "sqlite":
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
         elif dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+            # Another Insert class with the same on_conflict_do_update(index_elements, set_).
+            from sqlalchemy.dialects.postgresql import (  # type: ignore[assignment]
+                insert as dialect_insert,
+            )
         else:  # pragma: no cover - other databases are not supported targets
             for row in rows:
                 s.merge(NodeLive(**row))
@@ -170,8 +177,9 @@ class TelemetryWriter:
     @staticmethod
     def _add_rejected(s: Session, reason: str, count: int, detail: str, ms: int) -> None:
         detail = storable(RejectedCount.last_detail, detail)
-        res = s.execute(update(RejectedCount).where(RejectedCount.reason == reason).values(
-            count=RejectedCount.count + count, last_detail=detail, last_ms=ms))
+        res = cast(CursorResult[Any], s.execute(update(RejectedCount).where(
+            RejectedCount.reason == reason).values(
+            count=RejectedCount.count + count, last_detail=detail, last_ms=ms)))
         if res.rowcount == 0:
             s.add(RejectedCount(reason=reason, count=count, last_detail=detail, last_ms=ms))
             s.flush()
@@ -195,7 +203,7 @@ class TelemetryWriter:
         with self.db.session() as s:
             if node_ids is None:
                 return {r.node_id: r for r in s.scalars(select(NodeLive))}
-            ids, out = list(node_ids), {}
+            ids, out = list(node_ids), dict[str, NodeLive]()
             for i in range(0, len(ids), 900):  # SQLite's bound-parameter limit
                 out.update((r.node_id, r) for r in s.scalars(
                     select(NodeLive).where(NodeLive.node_id.in_(ids[i:i + 900]))))
@@ -204,5 +212,6 @@ class TelemetryWriter:
     def load_states(self) -> list[tuple[str, str, bool, int | None]]:
         """(node, state, available, clock skew) of every node: cheap, no heartbeat documents."""
         with self.db.session() as s:
-            return [tuple(r) for r in s.execute(select(
-                NodeLive.node_id, NodeLive.state, NodeLive.available, NodeLive.clock_skew_ms))]
+            return [(node, state, available, skew) for node, state, available, skew in s.execute(
+                select(NodeLive.node_id, NodeLive.state, NodeLive.available,
+                       NodeLive.clock_skew_ms))]

@@ -34,7 +34,8 @@ class BrokerError(RuntimeError):
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def mosquitto_binary() -> str | None:
@@ -99,7 +100,7 @@ def _mosquitto_user(data_dir: Path) -> str | None:
     return None
 
 
-def wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout_s: float,
+def wait_for_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout_s: float,
                   log_path: Path) -> None:
     """Until ``port`` accepts TCP; a broker that exits first fails with its log."""
     deadline = time.monotonic() + timeout_s
@@ -125,9 +126,9 @@ class EmbeddedBroker:
     password_file: Path | None = None
     acl_file: Path | None = None
     extra_config: str = ""
-    proc: subprocess.Popen | None = field(default=None, init=False)
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
     log_path: Path | None = field(default=None, init=False)
-    _tmp: tempfile.TemporaryDirectory | None = field(default=None, init=False)
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.kind == "auto":

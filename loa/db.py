@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import BigInteger, Engine, Integer, create_engine, event, make_url
+from sqlalchemy import BigInteger, Engine, Integer, Table, create_engine, event, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from loa.settings import Settings
@@ -22,6 +23,14 @@ BigInt = BigInteger().with_variant(Integer(), "sqlite")
 
 class Base(DeclarativeBase):
     type_annotation_map = {int: BigInt}
+
+
+def core_table(model: type[Base]) -> Table:
+    """The Core ``Table`` of a mapped class, for bulk ``insert()`` without the ORM's per-row
+    work. ``__table__`` is typed as any FromClause; every Loa model maps one Table."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 def private_sqlite_file(url: str) -> None:
@@ -55,7 +64,8 @@ def make_engine(url: str, *, pool_size: int | None = None, max_overflow: int = 1
                                **sized)
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - trivial
+        def _sqlite_pragmas(  # pragma: no cover - trivial
+                dbapi_conn: DBAPIConnection, _record: object) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")

@@ -12,7 +12,7 @@ import enum
 import json
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -265,7 +265,15 @@ def _validation_reason(err: ValidationError) -> str:
     return "missing_field" if kinds == {"missing"} else "invalid_field"
 
 
-def _validate_json(model: type[_Msg] | TypeAdapter, payload: bytes) -> Any:
+_Model = TypeVar("_Model", bound=_Msg)
+_Parsed = TypeVar("_Parsed")
+
+
+@overload
+def _validate_json(model: type[_Model], payload: bytes) -> _Model: ...
+@overload
+def _validate_json(model: TypeAdapter[_Parsed], payload: bytes) -> _Parsed: ...
+def _validate_json(model: type[_Msg] | TypeAdapter[Any], payload: bytes) -> Any:
     """Parse and validate in one pass (pydantic-core parses the JSON itself, which is what
     lets one controller process keep up with a province's heartbeats)."""
     if len(payload) > MAX_PAYLOAD_BYTES:

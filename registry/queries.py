@@ -6,6 +6,8 @@ live above both, in ``controller/commune_directory.py``.
 
 from __future__ import annotations
 
+from typing import overload
+
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
@@ -36,6 +38,10 @@ MAX_PAGE = 500
 MAX_QUERY = 200
 
 
+@overload
+def unit_ref(row: Province | District | Commune | Village) -> UnitRef: ...
+@overload
+def unit_ref(row: Province | District | Commune | Village | None) -> UnitRef | None: ...
 def unit_ref(row: Province | District | Commune | Village | None) -> UnitRef | None:
     return None if row is None else UnitRef(id=row.id, code=row.code, name=row.name)
 

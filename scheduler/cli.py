@@ -19,7 +19,7 @@ from scheduler.targets import Actor
 from scheduler.workflow import BroadcastService
 
 
-def register(subparsers: argparse._SubParsersAction, *,
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], *,
              broadcast_service: Callable[[], BroadcastService]) -> None:
     """``broadcast_service`` opens the database and builds the service (``system.root``)."""
     p = subparsers.add_parser("schedule", help="lịch phát thanh: xem, hủy, thử quy tắc lặp",
@@ -98,8 +98,8 @@ def cmd_show(args: argparse.Namespace) -> int:
           f"tỷ lệ phát {ratio}")
     for o in b["outcomes"]:
         late = "" if o["lateness_ms"] is None else f" trễ {o['lateness_ms']} ms"
-        err = f" ({o['error']})" if o["error"] else ""
-        print(f"  {o['node_id']:<20} {o['phase_label']}{late}{err}")
+        why = f" ({o['error']})" if o["error"] else ""
+        print(f"  {o['node_id']:<20} {o['phase_label']}{late}{why}")
     return 0
 
 

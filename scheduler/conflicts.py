@@ -8,6 +8,7 @@ conflict: they pre-empt everything by design.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -33,7 +34,7 @@ class ConflictHit:
     node_ids: tuple[str, ...]
     places: tuple[str, ...] = ()
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"broadcast_id": self.broadcast_id, "title": self.title,
                 "priority": self.priority, "slot": describe_slot(self.slot_ms),
                 "slot_ms": self.slot_ms, "other_slot_ms": self.other_slot_ms,

@@ -4,21 +4,16 @@ API answers them with the right 4xx."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from broadcasts.errors import ContentError, ContentNotFound
 from scheduler.errors import InvalidBroadcast, ScheduleError, Unavailable
 
-
-class ContentMetaLike(Protocol):
-    id: str
-    title: str
-    sha256: str
-    bytes: int
-    duration_ms: int
-    mime: str
-    language: str
+if TYPE_CHECKING:
+    from broadcasts.store import ContentMeta, ContentStore
 
 
 def _translate(exc: Exception) -> ScheduleError:
@@ -34,14 +29,10 @@ class ContentGateway:
     """``store`` is a ``broadcasts.store.ContentStore``; ``synthesize`` defaults to
     ``broadcasts.bulletins.synthesize_bulletin``."""
 
-    store: Any
-    synthesize_fn: Any = None
+    store: ContentStore
+    synthesize_fn: Callable[..., ContentMeta] | None = None
 
-    def get(self, content_id: str) -> ContentMetaLike | None:
-        try:
-            from broadcasts.errors import ContentError, ContentNotFound
-        except ModuleNotFoundError:  # pragma: no cover - content package always present
-            ContentError = ContentNotFound = LookupError  # noqa: N806
+    def get(self, content_id: str) -> ContentMeta | None:
         try:
             meta = self.store.get(content_id)
         except ContentNotFound:
@@ -52,7 +43,7 @@ class ContentGateway:
             raise _translate(exc) from None
         return meta
 
-    def require(self, content_id: str) -> ContentMetaLike:
+    def require(self, content_id: str) -> ContentMeta:
         meta = self.get(content_id)
         if meta is None:
             raise InvalidBroadcast(f"Không tìm thấy nội dung «{content_id}» trong kho âm thanh.")
@@ -60,14 +51,11 @@ class ContentGateway:
 
     def synthesize(self, text: str, *, title: str, language: str, voice: str | None,
                    engine: str | None, creator: str,
-                   owner_commune_id: int | None = None) -> ContentMetaLike:
+                   owner_commune_id: int | None = None) -> ContentMeta:
         fn = self.synthesize_fn
         if fn is None:
-            from broadcasts.bulletins import synthesize_bulletin as fn
-        try:
-            from broadcasts.errors import ContentError
-        except ModuleNotFoundError:  # pragma: no cover
-            ContentError = RuntimeError  # noqa: N806
+            from broadcasts.bulletins import synthesize_bulletin
+            fn = synthesize_bulletin
         try:
             return fn(self.store, text, title=title, language=language, engine=engine,
                       voice=voice, creator=creator, owner_commune_id=owner_commune_id)
@@ -81,7 +69,6 @@ class ContentGateway:
         without a synthetic voice is refused here, before anything is scheduled."""
         try:
             from broadcasts.bulletins import check_language, preview
-            from broadcasts.errors import ContentError
         except ModuleNotFoundError:  # pragma: no cover
             raise Unavailable("Kho nội dung âm thanh chưa sẵn sàng.") from None
         try:

@@ -17,8 +17,9 @@ bulletin's own commune. The running scheduler is told after commit, as for creat
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loa.timeutil import ICT
 from scheduler.errors import Conflict, Forbidden, InvalidBroadcast
@@ -29,7 +30,38 @@ from scheduler.slots import airtime_ms, next_slot_at_or_after, recurrence_of
 from scheduler.targets import Actor, check_targets, describe_places, resolve_nodes
 
 if TYPE_CHECKING:
-    from scheduler.workflow import BroadcastService
+    from sqlalchemy.orm import Session
+
+    from loa.db import Database
+    from scheduler.config import SchedulerSettings
+    from scheduler.content import ContentGateway
+    from scheduler.request import BroadcastRequest
+    from scheduler.workflow import RuntimeHook
+
+    class _Service(Protocol):
+        """What these methods use of the ``BroadcastService`` they belong to (a protocol:
+        mypy takes no subclass as the type of a mixin's ``self``)."""
+
+        db: Database
+        settings: SchedulerSettings
+        content: ContentGateway | None
+        runtime: RuntimeHook | None
+        clock: Callable[[], int]
+
+        def create(self, actor: Actor, payload: Any, *, client_key: str | None = None,
+                   replaces: int | None = None) -> dict[str, Any]: ...
+        def _load(self, s: Session, actor: Actor, broadcast_id: int) -> Broadcast: ...
+        def _may_manage(self, actor: Actor, b: Broadcast) -> bool: ...
+        def _check_level(self, actor: Actor, req: BroadcastRequest) -> None: ...
+        def _check_conflicts(self, s: Session, b: Broadcast, now: int,
+                             exclude: set[int] | None = None) -> None: ...
+        def _owner_commune(self, s: Session, actor: Actor,
+                           targets: dict[str, Any]) -> int | None: ...
+        def _summary(self, s: Session, b: Broadcast) -> dict[str, Any]: ...
+        def _notify_scheduled(self, broadcast_id: int) -> None: ...
+        def _estimate_ms(self, req: BroadcastRequest) -> int: ...
+        def _managed(self, s: Session, actor: Actor, broadcast_id: int,
+                     verb: str) -> Broadcast: ...
 
 CLIENT_KEY = re.compile(r"[A-Za-z0-9_.:-]{8,80}")
 LANGUAGE_LABELS = {"vi": "Tiếng Việt", "tay": "Tày", "nung": "Nùng", "dao": "Dao",
@@ -78,7 +110,7 @@ class ControlMixin:
 
     # ------------------------------------------------------------------ check before send
 
-    def check(self: BroadcastService, actor: Actor, payload: Any, *,
+    def check(self: _Service, actor: Actor, payload: Any, *,
               replaces: int | None = None) -> dict[str, Any]:
         """What ``create`` would do with ``payload``, in words, without writing anything.
         ``replaces``: the bulletin an edit would supersede (it does not conflict with its
@@ -124,7 +156,7 @@ class ControlMixin:
             "long_limit": format_duration(limit_s * 1000) if limit_s else None,
         }
 
-    def _estimate_ms(self: BroadcastService, req) -> int:
+    def _estimate_ms(self: _Service, req: BroadcastRequest) -> int:
         """Airtime of the request: an uploaded file's real length; for text the length of
         the spoken preview (cached, the same one "Nghe thử" plays)."""
         gap_ms = int(self.settings.repeat_gap_s * 1000)
@@ -142,14 +174,14 @@ class ControlMixin:
 
     # ------------------------------------------------------------------ control
 
-    def _managed(self: BroadcastService, s, actor: Actor, broadcast_id: int,
+    def _managed(self: _Service, s: Session, actor: Actor, broadcast_id: int,
                  verb: str) -> Broadcast:
         b = self._load(s, actor, broadcast_id)
         if not self._may_manage(actor, b):
             raise Forbidden(f"Bạn không được {verb} bản tin này.")
         return b
 
-    def edit(self: BroadcastService, actor: Actor, broadcast_id: int, payload: Any, *,
+    def edit(self: _Service, actor: Actor, broadcast_id: int, payload: Any, *,
              client_key: str | None = None) -> dict[str, Any]:
         """A new version with ``payload``'s changes over the old fields; the old version is
         cancelled (stopped on the clusters if it is on air) and kept as history."""
@@ -198,7 +230,7 @@ class ControlMixin:
         if new.get("replayed"):
             return new
         with self.db.session() as s:
-            old = s.get(Broadcast, broadcast_id)
+            old = s.get_one(Broadcast, broadcast_id)
             was_live = old.status in ("scheduled", "paused")
             old.status = "cancelled"
             old.updated_ms = now
@@ -206,11 +238,11 @@ class ControlMixin:
             self.runtime.on_cancelled(broadcast_id)
         return new
 
-    def history(self: BroadcastService, actor: Actor, broadcast_id: int) -> list[dict]:
+    def history(self: _Service, actor: Actor, broadcast_id: int) -> list[dict[str, Any]]:
         """Every version of a bulletin, newest first (the one asked for and its ancestors)."""
         out = []
         with self.db.session() as s:
-            b = self._load(s, actor, broadcast_id)
+            b: Broadcast | None = self._load(s, actor, broadcast_id)
             seen: set[int] = set()
             while b is not None and b.id not in seen:
                 seen.add(b.id)
@@ -218,7 +250,7 @@ class ControlMixin:
                 b = s.get(Broadcast, b.previous_version_id) if b.previous_version_id else None
         return out
 
-    def pause(self: BroadcastService, actor: Actor, broadcast_id: int) -> dict[str, Any]:
+    def pause(self: _Service, actor: Actor, broadcast_id: int) -> dict[str, Any]:
         now = self.clock()
         with self.db.session() as s:
             b = self._managed(s, actor, broadcast_id, "tạm dừng")
@@ -231,7 +263,7 @@ class ControlMixin:
             self.runtime.on_paused(broadcast_id)
         return out
 
-    def resume(self: BroadcastService, actor: Actor, broadcast_id: int) -> dict[str, Any]:
+    def resume(self: _Service, actor: Actor, broadcast_id: int) -> dict[str, Any]:
         now = self.clock()
         with self.db.session() as s:
             b = self._managed(s, actor, broadcast_id, "tiếp tục")
@@ -249,7 +281,7 @@ class ControlMixin:
         self._notify_scheduled(broadcast_id)
         return out
 
-    def skip(self: BroadcastService, actor: Actor, broadcast_id: int,
+    def skip(self: _Service, actor: Actor, broadcast_id: int,
              payload: Any) -> dict[str, Any]:
         """Leave out one day of a recurring bulletin (``{"date": "dd/mm/yyyy"}``)."""
         raw = payload.get("date") if isinstance(payload, dict) else None
@@ -277,7 +309,7 @@ class ControlMixin:
             self._notify_scheduled(broadcast_id)
         return out
 
-    def set_recurrence(self: BroadcastService, actor: Actor, broadcast_id: int,
+    def set_recurrence(self: _Service, actor: Actor, broadcast_id: int,
                        payload: Any) -> dict[str, Any]:
         """End date (``until``, dd/mm/yyyy or empty for none) and exception dates."""
         if not isinstance(payload, dict):
@@ -294,7 +326,7 @@ class ControlMixin:
             if not isinstance(exceptions, list):
                 raise InvalidBroadcast("«exceptions» phải là danh sách ngày.")
             until = payload.get("until", rec.until_ms)
-            new = build_recurrence(rec.rule, b.start_at_ms, until=until or None,
+            new = build_recurrence(rec.rule, rec.dtstart_ms, until=until or None,
                                    exceptions=[str(x) for x in exceptions])
             if new.next_after(now - 1) is None:
                 raise InvalidBroadcast("Sau thay đổi này bản tin không còn lần phát nào; hãy "

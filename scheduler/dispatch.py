@@ -24,23 +24,24 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Row, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from controller.command_publisher import CommandPublisher, new_cmd_id
 from controller.fleet_state import Transition
 from controller.ingest import Ingest, IngestObserver
 from controller.models import NodeEventLog
-from loa.db import Database
+from loa.db import Database, core_table
 from loa.protocol import (
     CmdAck,
     NodeEvent,
     PlaybackEvent,
     PlayCmd,
+    Priority,
     Rejection,
     StopCmd,
     StreamCmd,
@@ -54,7 +55,10 @@ from scheduler.lifecycle import refresh_broadcast_status
 from scheduler.models import Airing, AiringTarget, Broadcast
 from scheduler.outcomes import PHASE_RANK, TERMINAL_PHASES, airing_status
 from scheduler.targets import resolve_nodes
-from scheduler.workflow import OPEN_STATUSES
+from scheduler.workflow import OPEN_STATUSES, LiveLike
+
+if TYPE_CHECKING:
+    from broadcasts.store import ContentMeta
 
 log = logging.getLogger("loa.dispatch")
 
@@ -72,7 +76,7 @@ def wire_broadcast_id(broadcast_id: int, airing_id: int) -> str:
     return f"b{broadcast_id}-a{airing_id}"
 
 
-def _event_key(record: dict) -> tuple:
+def _event_key(record: dict[str, Any]) -> tuple[object, ...]:
     """What a target's event record is evidence of (see ``Dispatcher._known``). A flagged
     (implausible) record does not hide a plausible one that comes later."""
     if record.get("type") == "cmd_ack":
@@ -100,8 +104,8 @@ class TargetState:
     finished_at_ms: int | None = None
     lateness_ms: int | None = None
     error: str | None = None
-    events: list = field(default_factory=list)
-    cmd: Any = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    cmd: PlayCmd | StreamCmd | None = None
     sends: int = 0
     last_sent_ms: int = 0
     # Node clock minus controller clock when the command was sent: start_at goes out in the
@@ -137,7 +141,7 @@ class DispatchResult:
 class Dispatcher(IngestObserver):
     def __init__(self, settings: Settings, db: Database, commands: CommandPublisher, *,
                  content: ContentGateway | None = None, sched: SchedulerSettings | None = None,
-                 live: Any = None, base_url: str | None = None,
+                 live: LiveLike | None = None, base_url: str | None = None,
                  clock: Callable[[], int] = now_ms) -> None:
         self.settings = settings
         self.db = db
@@ -154,12 +158,12 @@ class Dispatcher(IngestObserver):
         self._dirty: dict[int, TargetState] = {}
         self._flush_lock = asyncio.Lock()
         self._slot_locks: dict[tuple[int, int], asyncio.Lock] = {}
-        self._tasks: set[asyncio.Task] = set()
-        self._runner: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._runner: asyncio.Task[None] | None = None
         self._ingest: Ingest | None = None
         # Events that arrive before ``recover`` ran (see ``on_event``).
         self._ready = False
-        self._early: deque = deque(maxlen=EARLY_EVENTS_MAX)
+        self._early: deque[tuple[str, NodeEvent, int]] = deque(maxlen=EARLY_EVENTS_MAX)
         self.last_dispatch: dict[str, int] = {}
         self.stats = {"published": 0, "resent": 0, "events": 0, "unmatched_events": 0,
                       "duplicate_events": 0, "implausible_events": 0}
@@ -224,7 +228,7 @@ class Dispatcher(IngestObserver):
         await self._retry_unacked(now)
         await self.finalize_due(now)
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -330,7 +334,7 @@ class Dispatcher(IngestObserver):
             elif self._live_down(b):
                 phase, error = "failed", MSG_LIVE_DOWN
             if nodes:
-                s.execute(insert(AiringTarget.__table__), [
+                s.execute(insert(core_table(AiringTarget)), [
                     {"airing_id": airing.id, "node_id": n.node_id, "village_id": n.village_id,
                      "commune_id": n.commune_id, "cmd_id": new_cmd_id(), "phase": phase,
                      "error": error, "updated_ms": now, "events": []} for n in nodes])
@@ -343,6 +347,7 @@ class Dispatcher(IngestObserver):
             urls = self._urls(b, meta, [r[1] for r in rows]) if phase == "pending" else {}
             template = self._template(b, meta, wire, start_at, ends, now) if urls else None
             for tid, node_id, cmd_id in rows:
+                assert cmd_id is not None  # every row was inserted with one just above
                 ts = TargetState(id=tid, airing_id=airing.id, node_id=node_id, cmd_id=cmd_id,
                                  phase=phase, error=error)
                 if template is not None:
@@ -355,26 +360,31 @@ class Dispatcher(IngestObserver):
                 return None
             return active
 
-    def _urls(self, b: Broadcast, meta: Any, node_ids: list[str]) -> dict[str, str]:
+    def _urls(self, b: Broadcast, meta: ContentMeta | None,
+              node_ids: list[str]) -> dict[str, str]:
         if b.stream_url:
             url = b.stream_url
             if b.stream_mount and self.live is not None:
                 url = self.live.listen_url(b.stream_mount)
             return dict.fromkeys(node_ids, url)
+        # Content without a gateway or a meta failed the airing before any URL is asked for.
+        assert self.content is not None and meta is not None
         return self.content.node_urls(meta.id, node_ids, self.base_url)
 
-    def _template(self, b: Broadcast, meta: Any, wire: str, start_at: int, expires_at: int,
-                  now: int) -> PlayCmd | StreamCmd:
+    def _template(self, b: Broadcast, meta: ContentMeta | None, wire: str, start_at: int,
+                  expires_at: int, now: int) -> PlayCmd | StreamCmd:
         """The airing's command, validated once; each node gets a copy with its own
         ``cmd_id`` and signed URL (validating thousands of identical commands is waste)."""
         volume = self.sched.emergency_volume if b.priority == "emergency" else b.volume
+        priority = cast(Priority, b.priority)  # checked when the broadcast was created
         if b.stream_url:
             return StreamCmd(cmd_id="-", issued_at=now, expires_at=expires_at,
-                             broadcast_id=wire, url="-", priority=b.priority,
+                             broadcast_id=wire, url="-", priority=priority,
                              start_at=start_at, volume=volume)
+        assert meta is not None  # as in _urls
         return PlayCmd(cmd_id="-", issued_at=now, expires_at=expires_at, broadcast_id=wire,
                        url="-", sha256=meta.sha256, bytes=meta.bytes,
-                       duration_ms=meta.duration_ms, start_at=start_at, priority=b.priority,
+                       duration_ms=meta.duration_ms, start_at=start_at, priority=priority,
                        volume=volume, repeat=max(1, b.repeat),
                        gap_ms=int(self.sched.repeat_gap_s * 1000))
 
@@ -442,7 +452,7 @@ class Dispatcher(IngestObserver):
             return
         self._apply_event(node_id, event, received_ms)
 
-    def _apply_event(self, node_id: str, event: Any, received_ms: int) -> None:
+    def _apply_event(self, node_id: str, event: NodeEvent, received_ms: int) -> None:
         if isinstance(event, CmdAck):
             ts = self._by_cmd.get(event.cmd_id)
             if ts is None or ts.node_id != node_id:
@@ -458,7 +468,7 @@ class Dispatcher(IngestObserver):
             return
         self.stats["events"] += 1
 
-    def _known(self, ts: TargetState, record: dict) -> bool:
+    def _known(self, ts: TargetState, record: dict[str, Any]) -> bool:
         """Keyed de-duplication: a target keeps one record per kind of event (an ack ok or
         not, each playback phase), the first one received. A repeat, whether replayed from
         the database after a takeover or sent 20,000 times by a node with a new ``at`` each
@@ -485,7 +495,8 @@ class Dispatcher(IngestObserver):
         self._dirty[ts.id] = ts
 
     def _apply_playback(self, ts: TargetState, ev: PlaybackEvent, rx: int) -> None:
-        record = {"type": "playback", "phase": ev.phase, "at": ev.at, "error": ev.error,
+        record: dict[str, Any] = {"type": "playback", "phase": ev.phase, "at": ev.at,
+                                  "error": ev.error,
                   "rx": rx}
         extra = {k: v for k, v in (ev.model_extra or {}).items() if isinstance(
             v, str | int | float | bool)}
@@ -622,7 +633,7 @@ class Dispatcher(IngestObserver):
                 raise
             return len(rows)
 
-    def _write_rows(self, rows: list[dict]) -> None:
+    def _write_rows(self, rows: list[dict[str, Any]]) -> None:
         with self.db.session() as s:
             s.execute(update(AiringTarget), rows)
 
@@ -645,10 +656,11 @@ class Dispatcher(IngestObserver):
                     self._dirty[ts.id] = ts
         await self.flush()
         ended_mounts = await asyncio.to_thread(self._write_final, due, now)
-        if ended_mounts and hasattr(self.live, "retire_mount"):
+        live = self.live
+        if ended_mounts and live is not None and hasattr(live, "retire_mount"):
             for mount in ended_mounts:
                 try:
-                    await asyncio.to_thread(self.live.retire_mount, mount)
+                    await asyncio.to_thread(live.retire_mount, mount)
                 except Exception as exc:  # the server is down: nothing to retire there
                     log.warning("Không gỡ được điểm phát %s khỏi Icecast: %s", mount, exc)
         for a in due:
@@ -703,7 +715,7 @@ class Dispatcher(IngestObserver):
         await self._publish(pending)
         return len(fresh)
 
-    def _stored_events(self, airing_ids: list[int]) -> list[tuple[str, Any, int]]:
+    def _stored_events(self, airing_ids: list[int]) -> list[tuple[str, NodeEvent, int]]:
         """Acks and playback events the ingest stored for these airings' nodes since they
         were dispatched. With several controllers, what nodes said while no controller led
         was stored by whichever took it; the new leader completes proof of play from here.
@@ -715,7 +727,7 @@ class Dispatcher(IngestObserver):
         with self.db.session() as s:
             since = min(s.scalar(select(Airing.dispatched_ms).where(Airing.id == a.id)) or 0
                         for a in airings)
-            rows = []
+            rows: list[Row[str, int, dict[str, Any]]] = []
             for i in range(0, len(nodes), 900):  # SQLite's bound-parameter limit
                 rows += s.execute(select(NodeEventLog.node_id, NodeEventLog.at_ms,
                                          NodeEventLog.payload)

@@ -21,6 +21,7 @@ class ScheduleError(DomainError):
         super().__init__(message)
         self.details = details or []
 
+    # DomainError.status is a plain class attribute; here it follows ``kind``, read-only.
     @property
     def status(self) -> int:  # type: ignore[override]
         return STATUS_FOR_KIND.get(self.kind, 400)

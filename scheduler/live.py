@@ -85,7 +85,7 @@ class _Spawner:
     exactly when Loa dies, SIGKILL included."""
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -107,7 +107,7 @@ class _Spawner:
                 self._thread = threading.Thread(target=self._run, name="loa-child-spawner",
                                                 daemon=True)
                 self._thread.start()
-        fut: Future = Future()
+        fut: Future[T] = Future()
         self._jobs.put((fn, fut))
         return fut.result()
 
@@ -115,17 +115,18 @@ class _Spawner:
 _spawner = _Spawner()
 
 
-def spawn(args: list[str], **popen_kw: Any) -> subprocess.Popen:
+def spawn(args: list[str], **popen_kw: Any) -> subprocess.Popen[bytes]:
     """``subprocess.Popen`` from the process-lifetime spawner thread (see ``_Spawner``)."""
     return _spawner.call(lambda: subprocess.Popen(args, **popen_kw))
 
 
-def _child_setup(owner: tuple[str, str] | None):
+def _child_setup(owner: tuple[str, str] | None) -> Callable[[], None]:
     """In the child before exec: become the unprivileged user ourselves (rather than
     Icecast's ``changeowner``) and *then* ask the kernel to end the server when its parent
     thread (the process-lifetime spawner) dies, even by SIGKILL; a credential change would
     clear that request, so the order matters."""
-    uid = gid = None
+    uid: int | None = None
+    gid = 0
     if owner is not None:
         pw = pwd.getpwnam(owner[0])
         uid, gid = pw.pw_uid, pw.pw_gid
@@ -153,7 +154,8 @@ def _child_setup(owner: tuple[str, str] | None):
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _mount_key(path: Path) -> bytes:
@@ -194,7 +196,7 @@ class IcecastServer:
         self.mounts: set[str] = set()
         self._generation = 0
         self._config_lock = threading.RLock()
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._owned_tmp = False
         self._owner_ids: tuple[int, int] | None = None
 

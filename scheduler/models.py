@@ -9,6 +9,8 @@ aimed at it").
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -38,7 +40,7 @@ class Broadcast(Base):
     volume: Mapped[int | None]
     repeat: Mapped[int] = mapped_column(default=1)
     # {"communes": [ids], "villages": [ids], "nodes": [ids], "province": bool, "groups": [..]}
-    targets: Mapped[dict] = mapped_column(JSON)
+    targets: Mapped[dict[str, Any]] = mapped_column(JSON)
     start_at_ms: Mapped[int | None]
     recurrence: Mapped[str | None] = mapped_column(String(500))  # RFC 5545 RRULE
     status: Mapped[str] = mapped_column(String(16), default="draft", index=True)
@@ -52,7 +54,7 @@ class Broadcast(Base):
     duration_ms: Mapped[int] = mapped_column(default=0)
     # Recurrence bounds and exceptions (local dates "YYYY-MM-DD" in Asia/Ho_Chi_Minh).
     recurrence_until_ms: Mapped[int | None]
-    recurrence_exdates: Mapped[list | None] = mapped_column(JSON)
+    recurrence_exdates: Mapped[list[str] | None] = mapped_column(JSON)
     # When it entered the schedule: earlier occurrences of a recurrence are not "missed".
     scheduled_ms: Mapped[int | None]
     # A commune's copy of a province bulletin taken from its inbox points at the original.
@@ -118,7 +120,7 @@ class AiringTarget(Base):
     lateness_ms: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(String(300))
     updated_ms: Mapped[int] = mapped_column(default=0)
-    events: Mapped[list | None] = mapped_column(JSON)
+    events: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 
 class SavedGroup(Base):
@@ -130,7 +132,7 @@ class SavedGroup(Base):
     name: Mapped[str] = mapped_column(String(200))
     # None = a province group; else the commune whose officers own it.
     owner_commune_id: Mapped[int | None] = mapped_column(ForeignKey("commune.id"), index=True)
-    targets: Mapped[dict] = mapped_column(JSON)
+    targets: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_by: Mapped[str] = mapped_column(String(64), default="")
     created_ms: Mapped[int] = mapped_column(default=0)
 

@@ -10,11 +10,13 @@ Exceptions are local dates on which the rule does not play (a holiday, a festiva
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from typing import cast
 from zoneinfo import ZoneInfo
 
-from dateutil.rrule import rrulestr
+from dateutil.rrule import rrule, rrulestr
 
 from loa.timeutil import ICT
 from scheduler.errors import InvalidBroadcast
@@ -168,10 +170,11 @@ class Recurrence:
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.tz_name)
 
-    def _rrule(self, until_local: datetime | None = None):
+    def _rrule(self, until_local: datetime | None = None) -> rrule:
         start_local = datetime.fromtimestamp(self.dtstart_ms / 1000, tz=self.tz).replace(
             tzinfo=None)
-        rr = rrulestr(self.rule, dtstart=start_local, cache=False)
+        # One RRULE line (the parser refuses more) gives an rrule, never an rruleset.
+        rr = cast(rrule, rrulestr(self.rule, dtstart=start_local, cache=False))
         return rr.replace(until=until_local) if until_local is not None else rr
 
     def _to_ms(self, local: datetime) -> int:
@@ -192,7 +195,7 @@ class Recurrence:
         except OverflowError:
             return cap
 
-    def iter_from(self, from_ms: int):
+    def iter_from(self, from_ms: int) -> Iterator[int]:
         """Occurrences (epoch ms) at or after ``from_ms``, in order, within ``until_ms`` and
         the search cap."""
         start = datetime.fromtimestamp(from_ms / 1000, tz=self.tz).replace(tzinfo=None)

@@ -51,7 +51,7 @@ class BroadcastRequest:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def int_field(payload: dict, key: str, lo: int, hi: int, label: str) -> int | None:
+def int_field(payload: dict[str, Any], key: str, lo: int, hi: int, label: str) -> int | None:
     value = payload.get(key)
     if value is None:
         return None
@@ -62,14 +62,14 @@ def int_field(payload: dict, key: str, lo: int, hi: int, label: str) -> int | No
     return int(value)
 
 
-def _bool_field(payload: dict, key: str) -> bool:
+def _bool_field(payload: dict[str, Any], key: str) -> bool:
     value = payload.get(key, False)
     if not isinstance(value, bool):
         raise InvalidBroadcast(f"«{key}» phải là true hoặc false.")
     return value
 
 
-def parse_when(payload: dict, now_ms: int, *, allow_past_recurrence: bool = True
+def parse_when(payload: dict[str, Any], now_ms: int, *, allow_past_recurrence: bool = True
                ) -> tuple[int | None, Recurrence | None]:
     """``start_at`` (ISO 8601, local time when no offset) and an optional ``recurrence``."""
     start_raw = payload.get("start_at")

@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -35,6 +36,9 @@ from scheduler.lifecycle import last_slot_ms, record_missed
 from scheduler.models import Airing, Broadcast
 from scheduler.recurrence import Recurrence
 from scheduler.slots import recurrence_of, slots_between
+
+if TYPE_CHECKING:
+    from scheduler.dispatch import Dispatcher
 
 log = logging.getLogger("loa.scheduler")
 
@@ -52,7 +56,7 @@ def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone(ICT)
 
 
-class SlotTrigger(BaseTrigger):
+class SlotTrigger(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 ships no types
     """Fires ``lead_ms`` before each slot of a broadcast (a single time or an RRULE).
 
     Pickled into the job store, so it holds only plain values and rebuilds the rule when
@@ -77,12 +81,14 @@ class SlotTrigger(BaseTrigger):
             return next(rec.iter_from(from_ms), None)
         return self.start_ms if self.start_ms >= from_ms else None
 
-    def get_next_fire_time(self, previous_fire_time, now):
+    def get_next_fire_time(self, previous_fire_time: datetime | None,
+                           now: datetime) -> datetime | None:
         if previous_fire_time is None:
             # Slots still playable: up to the grace window in the past.
             from_ms = _ms(now) - self.grace_ms
-            if getattr(self, "after_ms", None) is not None:
-                from_ms = max(from_ms, self.after_ms + 1)
+            after_ms: int | None = getattr(self, "after_ms", None)  # None in older pickles
+            if after_ms is not None:
+                from_ms = max(from_ms, after_ms + 1)
         else:
             from_ms = _ms(previous_fire_time) + self.lead_ms + 1
         slot = self._next_slot(from_ms)
@@ -102,7 +108,7 @@ async def fire_broadcast(broadcast_id: int) -> None:
 
 
 class SchedulerRuntime:
-    def __init__(self, db: Database, settings: SchedulerSettings, dispatcher,
+    def __init__(self, db: Database, settings: SchedulerSettings, dispatcher: Dispatcher,
                  *, clock: Callable[[], int] = now_ms) -> None:
         self.db = db
         self.settings = settings
@@ -110,7 +116,7 @@ class SchedulerRuntime:
         self.clock = clock
         self.scheduler: AsyncIOScheduler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._housekeeping: asyncio.Task | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
         self._locks: dict[int, asyncio.Lock] = {}  # per broadcast: others never wait
         self.lead_ms = int(settings.dispatch_lead_s * 1000)
         self.grace_ms = int(settings.slot_grace_s * 1000)
@@ -213,8 +219,11 @@ class SchedulerRuntime:
             self._remove_job(broadcast_id)
             task = asyncio.get_running_loop().create_task(
                 self.dispatcher.cancel_broadcast(broadcast_id))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception() and log.error(
-                "cancel of %s failed: %s", broadcast_id, t.exception()))
+
+            def log_failure(t: asyncio.Task[int]) -> None:
+                if not t.cancelled() and t.exception():
+                    log.error("cancel of %s failed: %s", broadcast_id, t.exception())
+            task.add_done_callback(log_failure)
         self._in_loop(cancel)
 
     def on_paused(self, broadcast_id: int) -> None:

@@ -67,7 +67,7 @@ def _resolve(host: str) -> list[IpAddr]:
     out = []
     for info in infos:
         try:
-            out.append(ipaddress.ip_address(info[4][0].split("%", 1)[0]))
+            out.append(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]))
         except ValueError:
             continue
     return out

@@ -57,14 +57,14 @@ class NodeTarget:
     commune_id: int | None
 
 
-def _id_list(raw: Any, key: str, kind: type) -> list:
+def _id_list(raw: Any, key: str, kind: type[int] | type[str]) -> list[int | str]:
     if raw is None:
         return []
     if not isinstance(raw, list):
         raise InvalidBroadcast(f"«targets.{key}» phải là một danh sách.")
     if len(raw) > MAX_TARGET_ITEMS:
         raise InvalidBroadcast(f"«targets.{key}» có quá {MAX_TARGET_ITEMS} mục.")
-    out = []
+    out: list[int | str] = []
     for item in raw:
         if kind is int:
             if isinstance(item, bool) or not isinstance(item, int | str):

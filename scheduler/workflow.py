@@ -14,10 +14,11 @@ after commit; otherwise it picks the change up on its next housekeeping pass.
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -52,6 +53,9 @@ from scheduler.targets import (
     resolve_nodes,
     target_communes,
 )
+
+if TYPE_CHECKING:
+    from broadcasts.store import ContentMeta
 
 log = logging.getLogger("loa.scheduler")
 
@@ -239,7 +243,7 @@ class BroadcastService(ControlMixin):
             if req.draft:
                 raise InvalidBroadcast("Bản tin khẩn cấp không lưu nháp; nó được phát ngay.")
 
-    def _owner_commune(self, s: Session, actor: Actor, targets: dict) -> int | None:
+    def _owner_commune(self, s: Session, actor: Actor, targets: dict[str, Any]) -> int | None:
         if actor.is_province:
             return None
         touched = sorted(target_communes(s, targets))
@@ -247,8 +251,8 @@ class BroadcastService(ControlMixin):
             return touched[0]
         return min(actor.commune_ids) if actor.commune_ids else None
 
-    def _prepare_content(self, actor: Actor, req: BroadcastRequest,
-                         owner: int | None = None):
+    def _prepare_content(self, actor: Actor, req: BroadcastRequest, owner: int | None = None
+                         ) -> tuple[ContentMeta | None, str | None, str | None, int]:
         """(meta, stream_url, mount, content duration ms). Content of another commune is
         answered as not found (content is scoped like everything else); speech made for the
         broadcast belongs to its owner commune (None: the province's)."""
@@ -453,7 +457,7 @@ class BroadcastService(ControlMixin):
             raise NotFound(f"Không tìm thấy mục hộp thư số {item_id}.")
         if item.state != "new":
             raise Conflict("Mục này đã được xử lý.")
-        return item, s.get(Broadcast, item.broadcast_id)
+        return item, s.get_one(Broadcast, item.broadcast_id)
 
     def schedule_from_inbox(self, actor: Actor, item_id: int, payload: Any) -> dict[str, Any]:
         """The commune takes a province bulletin: a broadcast of its own, same content."""
@@ -657,7 +661,9 @@ class BroadcastService(ControlMixin):
             return {"items": [self._summary(s, b) for b in rows], "total": total,
                     "limit": limit, "offset": offset}
 
-    def occurrences(self, actor: Actor, from_ms: int, to_ms: int) -> list[dict[str, Any]]:
+    # ``builtins.list``: inside this class ``list`` names the method above.
+    def occurrences(self, actor: Actor, from_ms: int, to_ms: int
+                    ) -> builtins.list[dict[str, Any]]:
         """Every slot in ``[from_ms, to_ms)`` for a calendar: past ones from the airings (with
         how they went), future ones from the rules."""
         if to_ms <= from_ms:
@@ -714,7 +720,7 @@ class BroadcastService(ControlMixin):
                 "targets": g.targets, "nodes": len(resolve_nodes(s, g.targets)),
                 "created_by": g.created_by, "created_at": iso(g.created_ms)}
 
-    def list_groups(self, actor: Actor) -> list[dict[str, Any]]:
+    def list_groups(self, actor: Actor) -> builtins.list[dict[str, Any]]:
         with self.db.session() as s:
             q = select(SavedGroup).order_by(SavedGroup.name)
             if not actor.whole_province:
