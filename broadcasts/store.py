@@ -285,10 +285,16 @@ class ContentStore:
 
     def list(self, *, offset: int = 0, limit: int = 50, language: str | None = None,
              source: str | None = None, q: str | None = None,
-             scope: frozenset[int] | None = None) -> tuple[list[ContentDetails], int]:
+             scope: frozenset[int] | None = None,
+             shared: bool | None = None) -> tuple[list[ContentDetails], int]:
         """Newest first, with the total for paging. ``scope``: the viewer's communes (None =
-        whole province); only their own items and the province's are listed."""
+        whole province); only their own items and the province's are listed. ``shared``:
+        True = only the province's library, False = only the communes' own items."""
         query = select(Content)
+        if shared is True:
+            query = query.where(Content.owner_commune_id.is_(None))
+        elif shared is False:
+            query = query.where(Content.owner_commune_id.is_not(None))
         if scope is not None:
             query = query.where(or_(Content.owner_commune_id.is_(None),
                                     Content.owner_commune_id.in_(sorted(scope))))
@@ -303,6 +309,50 @@ class ContentStore:
             rows = s.scalars(query.order_by(Content.created_ms.desc(), Content.id)
                              .offset(max(0, offset)).limit(max(1, min(limit, 500)))).all()
             return [_details(r) for r in rows], int(total)
+
+    # -- the library: rename, delete ------------------------------------------------------
+
+    def rename(self, content_id: str, title: str) -> ContentMeta:
+        """A new title (and its search key); the audio, its checksum and the broadcasts that
+        use it are unchanged: they refer to the id, not the title."""
+        clean = self._check_fields(title, "vi", "upload", "")
+        with self.db.session() as s:
+            row = s.get(Content, content_id) if CONTENT_ID_RE.match(content_id or "") else None
+            if row is None:
+                raise ContentNotFound(content_id)
+            row.title = clean
+            row.title_folded = fold(clean)
+            s.flush()
+            s.expunge(row)
+        log.info("content %s renamed to %r", content_id, clean)
+        return _meta(row)
+
+    def delete(self, content_id: str, *,
+               users_of: Callable[[Session, str], list[str]]) -> ContentMeta:
+        """Delete an item nobody still needs. ``users_of`` names the bulletins still in play
+        that use it (the scheduler knows them; this package does not know broadcasts); when
+        there are any the item is kept and ``ContentError`` (409) names them. The check and
+        the delete share one transaction. The file is left to the retention sweep (``purge``),
+        which removes files no item refers to after a grace period: deleting it here could race
+        an upload of the same recording that found it already on disk."""
+        with self.db.session() as s:
+            row = s.get(Content, content_id) if CONTENT_ID_RE.match(content_id or "") else None
+            if row is None:
+                raise ContentNotFound(content_id)
+            users = users_of(s, content_id)
+            if users:
+                shown = ", ".join(users[:5]) + (f" và {len(users) - 5} bản tin khác"
+                                                 if len(users) > 5 else "")
+                raise ContentError(
+                    "content_in_use",
+                    f"Không xóa được «{row.title}»: bản tin {shown} vẫn dùng âm thanh này. "
+                    "Hãy hủy các bản tin đó hoặc chờ chúng phát xong rồi xóa.",
+                    f"Cannot delete «{row.title}»: still used by {', '.join(users)}.",
+                    http_status=409)
+            meta = _meta(row)
+            s.delete(row)
+        log.info("content %s deleted: %r", content_id, meta.title)
+        return meta
 
     def path(self, content_id: str) -> Path:
         row = self._load(content_id)

@@ -25,7 +25,9 @@ from dashboard.routes import (
     indicator_pages,
     indicators,
     live,
+    mic,
     nodes,
+    notify,
     registry,
     tts,
     ui,
@@ -35,8 +37,10 @@ from loa.errors import DomainError
 # In the order their paths are matched (the pages last: their catch-alls come after the API).
 ROUTERS = (health.router, nodes.router, communes.router, registry.router, auth.router,
            content.router, tts.router, broadcasts.router, indicators.router, alarms.router,
-           live.router, ui.router, alerts.router,
-           indicator_pages.router)  # indicator drill-down, inspection form (issue 16)
+           live.router, mic.router,  # live from the phone (issue 18)
+           ui.router, alerts.router,
+           indicator_pages.router,  # indicator drill-down, inspection form (issue 16)
+           notify.router)  # alarm notification settings (issue 18)
 
 
 _TOO_LARGE = "Giá trị số quá lớn (vượt quá 64 bit)"
@@ -48,6 +52,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     what it made itself, the live page's database poll."""
     yield
     await live.stop_watcher(app)
+    await mic.stop_feeds(app)  # live from the phone: its ffmpeg feeds
 
 
 def create_app(ctx: AppContext) -> FastAPI:

@@ -583,3 +583,88 @@ EN.update({
     "đến thời điểm đánh giá": "up to the evaluation time",
     "… và {n} khoảng khác": "… and {n} more",
 })
+
+
+# The content library (issue 18): _library.html and LoaPages.library.
+_LIBRARY_EN = {
+    "Thư viện âm thanh": "Audio library", "Tìm theo tên": "Search by title",
+    "vd: tiem phong": "e.g. vaccination", "Thư viện": "Library", "Tất cả": "All",
+    "Của xã": "The commune's", "Thư viện của tỉnh": "Province library",
+    "Xem thêm": "More", "Âm thanh từ thư viện": "Audio from the library",
+    "Không tìm thấy âm thanh nào khớp.": "No audio matches.",
+    "Thư viện chưa có âm thanh nào.": "The library has no audio yet.",
+    "{n} bản tin đang dùng": "used by {n} bulletins", "Nghe": "Play",
+    "Dùng để phát": "Use in a bulletin", "Đổi tên": "Rename", "Xóa": "Delete",
+    "Tên mới": "New title", "Lưu": "Save", "Thôi": "Cancel",
+    "Tiêu đề không được để trống.": "The title is required.", "Đã đổi tên.": "Renamed.",
+    "Chắc chắn xóa «{t}» khỏi thư viện?": "Really delete «{t}» from the library?",
+    "Đã xóa «{t}».": "Deleted «{t}».",
+    "Đã gửi xong, máy chủ đang xử lý âm thanh…": "Sent; the server is processing the audio…",
+    "Đã chọn «{t}» từ thư viện: chọn nơi phát và giờ phát rồi gửi.":
+        "«{t}» chosen from the library: choose where and when, then send.",
+}
+EN.update({k: v for k, v in _LIBRARY_EN.items() if k not in EN})
+JS_STRINGS = JS_STRINGS + tuple(m for m in _LIBRARY_EN if m not in JS_STRINGS)
+
+# Alarm notifications (issue 18): notifications.html and LoaPages.notify.
+_NOTIFY_PAGE_EN = {
+    "Nhận thông báo": "Notifications", "Nhận thông báo cảnh báo": "Alarm notifications",
+    "Khi cụm loa mất kết nối hoặc hỏng, Loa gửi cho bạn một e-mail hoặc gọi một địa chỉ "
+    "webhook (cổng Zalo, SMS…). Chỉ cảnh báo của các xã bạn phụ trách.":
+        "When a cluster goes offline or fails, Loa e-mails you or calls a webhook (a Zalo or "
+        "SMS gateway). Only alarms of the communes you look after.",
+    "E-mail": "E-mail", "Webhook (Zalo, SMS)": "Webhook (Zalo, SMS)",
+    "Địa chỉ e-mail": "E-mail address", "Địa chỉ webhook (https://…)": "Webhook URL (https://…)",
+    "Khóa ký HMAC (không bắt buộc)": "HMAC signing key (optional)",
+    "Đã đặt khóa ký; để trống để giữ nguyên.": "A signing key is set; leave empty to keep it.",
+    "Máy chủ chưa cấu hình gửi e-mail: thư sẽ chờ đến khi quản trị đặt LOA_SMTP_HOST.":
+        "The server has no e-mail set up: messages wait until LOA_SMTP_HOST is set.",
+    "Mức cảnh báo": "Severities",
+    "Xã (không chọn = mọi xã bạn phụ trách)": "Communes (none = every commune you look after)",
+    "Đang nhận": "Active", "Thôi nhận": "Stop", "Lần gửi gần đây": "Recent deliveries",
+}
+_NOTIFY_JS_EN = {
+    "Chưa gửi thông báo nào.": "Nothing sent yet.", "Đã gửi lúc {t}": "Sent at {t}",
+    "Lần {n} lỗi: {e}. Thử lại lúc {t}.": "Try {n} failed: {e}. Next try at {t}.",
+    "Không gửi được sau {n} lần: {e}": "Not delivered after {n} tries: {e}",
+    "Đã lưu.": "Saved.", "Đã thôi nhận.": "Stopped.",
+}
+EN.update({k: v for k, v in {**_NOTIFY_PAGE_EN, **_NOTIFY_JS_EN}.items() if k not in EN})
+JS_STRINGS = JS_STRINGS + tuple(m for m in _NOTIFY_JS_EN if m not in JS_STRINGS)
+# Live from the phone (issue 18): the "Phát trực tiếp" page.
+EN.update({
+    "Phát trực tiếp bằng micrô điện thoại": "Go live with the phone's microphone",
+    "Thời lượng tối đa": "Longest duration",
+    "phút": "min",
+    "Xem lại trước khi phát": "Review before going live",
+    "Kiểm tra trước khi phát": "Check before going live",
+    "Khi bấm nút dưới, trình duyệt sẽ xin dùng micrô. Cụm loa bắt đầu phát sau vài giây.":
+        "When you press the button below, the browser asks for the microphone. The clusters "
+        "start playing a few seconds later.",
+    "Mức âm micrô": "Microphone level",
+    "Đang kết nối…": "Connecting…",
+    "Cụm loa đang nghe": "Clusters listening",
+    "Dừng phát": "Stop broadcast",
+    "Đã dừng": "Stopped",
+    "Phát trực tiếp bị lỗi": "Live broadcast failed",
+    "Đang xin dùng micrô…": "Asking for the microphone…",
+    "Không dùng được micrô: hãy cho phép trình duyệt dùng micrô rồi thử lại.":
+        "The microphone cannot be used: allow the browser to use it and try again.",
+    "Trình duyệt này không cho dùng micrô ở đây. Hãy mở trang qua https bằng Chrome hoặc "
+    "Firefox.": "This browser does not allow the microphone here. Open the page over https "
+                "in Chrome or Firefox.",
+    # A cluster's phase as the live page lists it (scheduler.outcomes.PHASE_LABELS_VI).
+    "Chưa gửi": "Not sent", "Đã gửi lệnh": "Command sent", "Đã nhận lệnh": "Command received",
+    "Đã tải nội dung": "Content downloaded", "Đã phát xong": "Played to the end",
+    "Bị ngắt bởi bản tin ưu tiên hơn": "Interrupted by a higher priority bulletin",
+    "Không phản hồi": "No answer",
+})
+JS_STRINGS += (
+    "Thời lượng tối đa", "Đang kết nối…", "Đã dừng", "Phát trực tiếp bị lỗi",
+    "Đang xin dùng micrô…", "Phát tới", "Đã phát", "Phát xong", "Bắt đầu phát", "Phát lỗi",
+    "Chưa gửi", "Đã gửi lệnh", "Đã nhận lệnh", "Đã tải nội dung", "Đang phát", "Đã phát xong",
+    "Bị ngắt bởi bản tin ưu tiên hơn", "Lỗi", "Không phản hồi",
+    "Không dùng được micrô: hãy cho phép trình duyệt dùng micrô rồi thử lại.",
+    "Trình duyệt này không cho dùng micrô ở đây. Hãy mở trang qua https bằng Chrome hoặc "
+    "Firefox.",
+)

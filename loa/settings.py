@@ -87,6 +87,20 @@ class Settings(BaseSettings):
     alarm_clear_after_s: float = 120
     alarm_interval_s: float = 2
 
+    # Alarm notifications (controller.notify): SMTP for e-mail (empty host = no e-mail),
+    # how often the outbox is read, the first retry delay (doubled each try), tries before
+    # a delivery is marked failed, and the timeout of one SMTP or webhook call.
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_from: str = "loa@localhost"
+    smtp_starttls: bool = False
+    notify_interval_s: float = Field(default=5.0, gt=0)
+    notify_retry_s: float = Field(default=30.0, gt=0)
+    notify_max_attempts: int = Field(default=6, ge=1)
+    notify_timeout_s: float = Field(default=10.0, gt=0)
+
     # Signs per-node content tokens and UI sessions. Generated into data_dir when unset.
     secret_key: str = ""
     language: str = "vi"

@@ -71,7 +71,7 @@ def record_missed(s: Session, b: Broadcast, up_to_ms: int, now: int,
     return missed
 
 
-FINISHED_STATUSES = frozenset({"aired", "partly_aired", "missed", "cancelled"})
+FINISHED_STATUSES = frozenset({"aired", "partly_aired", "missed", "cancelled", "failed"})
 
 
 def content_in_use(s: Session) -> set[str]:

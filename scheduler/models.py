@@ -18,7 +18,7 @@ from loa.db import Base
 
 # Workflow of a broadcast (issue: draft -> submitted -> approved -> scheduled -> terminal).
 BROADCAST_STATUSES = ("draft", "submitted", "approved", "scheduled", "paused", "aired",
-                      "partly_aired", "missed", "cancelled")
+                      "partly_aired", "missed", "cancelled", "failed")
 AIRING_STATUSES = ("scheduled", "dispatched", "aired", "partly_aired", "missed", "cancelled")
 # Phase of one node for one airing. "pending" = not yet sent; "sent" = command published.
 TARGET_PHASES = ("pending", "sent", "acked", "fetched", "started", "finished", "preempted",

@@ -63,9 +63,33 @@ STATUS_LABELS_VI = {
     "draft": "Bản nháp", "submitted": "Chờ duyệt", "approved": "Đã duyệt",
     "scheduled": "Đã lên lịch", "aired": "Đã phát", "partly_aired": "Phát một phần",
     "missed": "Không phát được", "cancelled": "Đã hủy", "paused": "Tạm dừng",
+    "failed": "Phát trực tiếp bị lỗi",
 }
 OPEN_STATUSES = ("draft", "submitted", "approved", "scheduled", "paused")
 MAX_CALENDAR_DAYS = 93
+
+
+def content_users(s: Session, content_id: str) -> list[str]:
+    """The bulletins still in play (not yet aired, missed or cancelled) that use a content
+    item, as people name them: "«Title» (Đã lên lịch)". A library item is deleted only
+    when this is empty (``ContentStore.delete``)."""
+    rows = s.execute(select(Broadcast.title, Broadcast.status)
+                     .where(Broadcast.content_id == content_id,
+                            Broadcast.status.in_(OPEN_STATUSES))
+                     .order_by(Broadcast.id)).all()
+    return [f"«{title}» ({STATUS_LABELS_VI.get(status, status)})" for title, status in rows]
+
+
+def content_use_counts(s: Session, content_ids: list[str]) -> dict[str, int]:
+    """How many bulletins still in play use each item (the library shows it beside
+    «Xóa»)."""
+    if not content_ids:
+        return {}
+    rows = s.execute(select(Broadcast.content_id, func.count())
+                     .where(Broadcast.content_id.in_(content_ids),
+                            Broadcast.status.in_(OPEN_STATUSES))
+                     .group_by(Broadcast.content_id)).all()
+    return {str(cid): int(n) for cid, n in rows if cid is not None}
 
 
 class RuntimeHook(Protocol):
@@ -560,6 +584,58 @@ class BroadcastService(ControlMixin):
             return {"source_url": self.live.source_url(b.stream_mount)}
         return {}
 
+    def mic_mount(self, actor: Actor, broadcast_id: int) -> str:
+        """The mount the officer's browser microphone feeds: only for the officer who
+        created the live broadcast, and only while it may still go on air."""
+        with self.db.session() as s:
+            b = self._load(s, actor, broadcast_id)
+            if not b.stream_mount:
+                raise InvalidBroadcast("Bản tin này không phải buổi phát trực tiếp qua máy chủ "
+                                       "của hệ thống.")
+            if not actor.username or actor.username != b.created_by:
+                raise Forbidden("Chỉ người tạo buổi phát trực tiếp được phát âm thanh vào đó.")
+            if b.status not in OPEN_STATUSES:
+                raise Conflict(f"Buổi phát trực tiếp đã kết thúc "
+                               f"(«{STATUS_LABELS_VI.get(b.status, b.status)}»).")
+            return b.stream_mount
+
+    def fail_live(self, broadcast_id: int, reason: str) -> bool:
+        """The live stream broke (browser gone, encoder died): the broadcast is ``failed``,
+        stopped on the clusters, and its slot is free for other bulletins."""
+        now = self.clock()
+        with self.db.session() as s:
+            b = s.get(Broadcast, broadcast_id)
+            if b is None or b.status not in OPEN_STATUSES:
+                return False
+            was_scheduled = b.status in ("scheduled", "paused")
+            b.status = "failed"
+            b.updated_ms = now
+            mount = b.stream_mount
+        log.warning("Buổi phát trực tiếp %s bị lỗi: %s", broadcast_id, reason)
+        if was_scheduled and self.runtime is not None:
+            self.runtime.on_cancelled(broadcast_id)
+        if mount:
+            self._retire_mount(mount)
+        return True
+
+    def end_live(self, actor: Actor, broadcast_id: int) -> dict[str, Any]:
+        """The officer pressed stop after closing the source cleanly: the clusters hear the
+        stream end and report it played, and the mount is withdrawn (cutting any listener
+        left). Stopped before its slot came, nothing aired: the broadcast is cancelled."""
+        with self.db.session() as s:
+            b = self._load(s, actor, broadcast_id)
+            if not self._may_manage(actor, b):
+                raise Forbidden("Bạn không được dừng buổi phát trực tiếp này.")
+            mount = b.stream_mount
+            dispatched = s.scalar(select(func.count()).select_from(Airing).where(
+                Airing.broadcast_id == b.id)) or 0
+            is_open = b.status in OPEN_STATUSES
+        if is_open and not dispatched:
+            return self.cancel(actor, broadcast_id)
+        if mount:
+            self._retire_mount(mount)
+        return self.get(actor, broadcast_id)
+
     def live_on_air(self, actor: Actor, listeners: dict[str, int]) -> list[dict[str, Any]]:
         """Live broadcasts on air now that this user may see (``listeners``: mount ->
         clusters hearing it, from the Icecast server); others' mounts are not named."""
@@ -737,4 +813,5 @@ class BroadcastService(ControlMixin):
             s.delete(g)
 
 
-__all__ = ["BroadcastService", "Recurrence", "STATUS_LABELS_VI", "iso"]
+__all__ = ["BroadcastService", "Recurrence", "STATUS_LABELS_VI", "content_use_counts",
+           "content_users", "iso"]

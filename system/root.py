@@ -18,6 +18,7 @@ import contextlib
 import logging
 
 from fastapi import FastAPI
+from sqlalchemy import select
 
 from alerts.config import AlertSettings
 from alerts.runtime import AlertRuntime
@@ -26,10 +27,12 @@ from broadcasts.store import ContentStore
 from controller.alarms import AlarmService
 from controller.influx_sink import InfluxSettings, InfluxSink
 from controller.node_commands import CommandLink, NodeCommands
+from controller.notify import NotificationService, Notifier, NotifyConfig
 from controller.process import ControllerService, LeaderRole
 from dashboard.app import create_app
 from dashboard.context import AppContext
-from dashboard.security import alerts_audit
+from dashboard.models import User
+from dashboard.security import alerts_audit, username_key
 from loa.db import Database, open_database
 from loa.settings import Settings, get_settings
 from scheduler.config import SchedulerSettings
@@ -72,6 +75,18 @@ def api_context(settings: Settings, db: Database, *, services_db: Database | Non
                       controller=controller)
 
 
+def user_scope(db: Database):
+    """For ``controller.notify``: a user's communes (None = the whole province), False for
+    an unknown or disabled account. Users live in the dashboard, above the controller."""
+    def scope_of(username: str) -> frozenset[int] | None | bool:
+        with db.session() as s:
+            user = s.scalar(select(User).where(User.username_key == username_key(username)))
+            if user is None or not user.active:
+                return False
+            return user.scope_commune_ids()
+    return scope_of
+
+
 def command_services(settings: Settings | None = None) -> AppContext:
     """What a one-shot command (``loa schedule``, ``loa alerts``) acts through: the services
     the API would use, on the process's database, with no controller and no HTTP."""
@@ -97,6 +112,7 @@ class System:
         self.controller: ControllerService | None = None
         self.scheduling: Scheduling | None = None
         self.alarms: AlarmService | None = None
+        self.notifications: NotificationService | None = None
         self.alert_runtime: AlertRuntime | None = None
         self.influx: InfluxSink | None = None
         self.command_link: CommandLink | None = None
@@ -110,6 +126,11 @@ class System:
             self.alarms = AlarmService.from_settings(self.db, settings)
             self.controller.add_leader_role(
                 LeaderRole("cảnh báo", self._start_alarms, self.alarms.stop))
+            # Alarm e-mails and webhooks: on the leader only (one sender), own thread.
+            self.notifications = NotificationService(Notifier(
+                self.db, NotifyConfig.from_settings(settings), user_scope(self.db)))
+            self.controller.add_leader_role(LeaderRole(
+                "thông báo", self.notifications.start, self.notifications.stop))
             influx = InfluxSettings.from_settings(settings)
             if influx.url:
                 self.influx = InfluxSink(influx)
@@ -154,7 +175,7 @@ class System:
             steps.append(self.influx.stop)
         if self.controller is not None:
             steps.append(self.controller.stop)  # steps down: its duties stop, in reverse
-        for duty in (self.alert_runtime, self.alarms, self.scheduling):
+        for duty in (self.alert_runtime, self.notifications, self.alarms, self.scheduling):
             if duty is not None:  # idempotent: already stopped with the leadership
                 steps.append(duty.stop)
         if self.command_link is not None:

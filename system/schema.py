@@ -12,6 +12,7 @@ import alerts.models
 import broadcasts.models
 import controller.alarms
 import controller.models
+import controller.notify
 import dashboard.models
 import indicator.models
 import registry.models
@@ -19,7 +20,8 @@ import scheduler.models
 from loa.db import Base, Database
 
 MODEL_MODULES = (alerts.models, broadcasts.models, controller.alarms, controller.models,
-                 dashboard.models, indicator.models, registry.models, scheduler.models)
+                 dashboard.models, indicator.models, registry.models, scheduler.models,
+                 controller.notify)
 
 
 def import_all_models() -> MetaData:

@@ -8,6 +8,7 @@
     GET  /api/v1/alerts/messages         every document received, refused ones with why
     GET  /api/v1/alerts/messages/{id}/raw  the stored document, byte for byte
     GET  /api/v1/alerts/{id}             the alert with its proof of play and timeline
+    GET  /api/v1/alerts/{id}/proof.csv | proof.json   that proof as a download
     POST /api/v1/alerts/{id}/approve | /reject | /stop
     GET  /api/v1/alerts/templates        PUT /api/v1/alerts/templates  {event, template}
 
@@ -150,6 +151,21 @@ async def set_template(request: Request, payload: dict = Body(..., examples=[{
                                  "đọc).")
     return await run_in_threadpool(svc.set_template, actor_of(user), event, template,
                                    payload.get("recordings"))
+
+
+@api.get("/{alert_id}/proof.{fmt}")
+async def alert_proof_file(alert_id: int = Path(..., ge=1, le=MAX_ID),
+                           fmt: str = Path(..., pattern="^(csv|json)$"),
+                           user: User = Depends(current_user),
+                           svc: AlertService = Depends(get_alerts)) -> Response:
+    """One alert's proof as a download (``alerts.proof``): CSV formula-safe, or JSON."""
+    from alerts.proof import proof_csv, proof_json
+
+    report = await run_in_threadpool(svc.report, actor_of(user), alert_id)
+    body, media = ((proof_csv(report), "text/csv; charset=utf-8") if fmt == "csv"
+                   else (proof_json(report), "application/json"))
+    return Response(body, media_type=media, headers={
+        "Content-Disposition": f'attachment; filename="canh-bao-{alert_id}-bang-chung.{fmt}"'})
 
 
 @api.get("/{alert_id}")

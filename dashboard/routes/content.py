@@ -3,13 +3,21 @@ node-facing download route.
 
     POST /api/v1/content            multipart: file, title, language[, chime=0]   -> 201
     POST /api/v1/content/tts        JSON {text, title, language, engine, voice}   -> 201
-    GET  /api/v1/content            ?offset&limit&language&source&q -> {items, total, ...}
+    GET  /api/v1/content            ?offset&limit&language&source&q&shared -> the library
     GET  /api/v1/content/{id}       metadata
+    PATCH  /api/v1/content/{id}     JSON {title}: rename (the library)
+    DELETE /api/v1/content/{id}     delete when no bulletin still in play uses it (else 409)
     GET  /api/v1/content/{id}/audio the processed audio, for a logged-in user's player
     GET  /media/{id}[.mp3]?node=&token=   what a node downloads (Range, ETag)
 
 Refusals from the content package (``ContentError``) are answered by one handler: its HTTP
-status, ``detail`` in Vietnamese, ``code`` for programs, ``detail_en``."""
+status, ``detail`` in Vietnamese, ``code`` for programs, ``detail_en``.
+
+The library (issue 18): a commune officer sees their communes' items and the province's
+(shared down), and renames or deletes only their communes'; the province's are managed by
+province staff. Technicians read and play, never change. Every answer carries ``owner`` (the
+commune's name or "Thư viện của tỉnh"), ``in_use`` (bulletins still in play that use it) and
+``can_manage`` so the page shows only the buttons that will work."""
 
 from __future__ import annotations
 
@@ -18,25 +26,58 @@ import os
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from broadcasts.audio import check_filename
 from broadcasts.bulletins import synthesize_bulletin
 from broadcasts.errors import ContentError, ContentNotFound
 from broadcasts.models import CONTENT_LANGUAGES, CONTENT_SOURCES
-from broadcasts.schemas import ContentOut, ContentPage, TtsContentIn
-from broadcasts.store import ContentStore
+from broadcasts.schemas import ContentOut, TtsContentIn
+from broadcasts.store import ContentDetails, ContentMeta, ContentStore
 from broadcasts.tokens import CONTENT_ID_LENGTH
 from broadcasts.upload import Upload, receive_upload, too_large
 from dashboard.context import AppContext
 from dashboard.deps import DbSession, get_ctx
 from dashboard.models import User
-from dashboard.security import current_user
-from registry.models import Node
+from dashboard.security import audit, current_user
+from registry.models import Commune, Node
+from scheduler.workflow import content_use_counts, content_users
 
 router = APIRouter(tags=["content"])
 
 _MULTIPART_OVERHEAD = 256 * 1024  # headers and small fields around the file
+PROVINCE_LIBRARY_VI = "Thư viện của tỉnh"
+_AUDIO_RESPONSES: dict[int | str, dict] = {
+    200: {"content": {"audio/mpeg": {}, "audio/ogg": {}}, "description": "the audio"},
+    206: {"description": "a Range of the audio"}, 304: {"description": "not modified"}}
+
+
+class LibraryItemOut(ContentOut):
+    """One library item as the viewer sees it."""
+
+    owner: str = Field(description="the owning commune's name, or «Thư viện của tỉnh»")
+    in_use: int = Field(0, description="bulletins still in play that use it (not deletable)")
+    can_manage: bool = Field(False, description="whether the viewer may rename or delete it")
+
+
+class LibraryPage(BaseModel):
+    items: list[LibraryItemOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class RenameIn(BaseModel):
+    title: str = Field(min_length=1, max_length=300)
+
+
+class DeletedOut(BaseModel):
+    id: str
+    title: str
+    deleted: bool = True
 
 
 def get_store(ctx: AppContext = Depends(get_ctx)) -> ContentStore:
@@ -76,6 +117,54 @@ def _visible(store: ContentStore, content_id: str, user: User) -> None:
     """Another commune's item is answered as not found, like one that does not exist."""
     if not store.get(content_id).visible_to(user.scope_commune_ids()):
         raise ContentNotFound(content_id)
+
+
+def may_manage(user: User, meta: ContentMeta) -> bool:
+    """Who may rename or delete an item: province staff for the province's library, an
+    officer of the owning commune (or province staff) for a commune's; technicians never."""
+    if user.role == "technician":
+        return False
+    if meta.owner_commune_id is None:
+        return user.role == "province"
+    return user.can_access_commune(meta.owner_commune_id)
+
+
+def _managed(store: ContentStore, content_id: str, user: User) -> ContentMeta:
+    """The item, when the user may change it: another commune's is not found (404), the
+    province's read-only for a commune officer (403, with why)."""
+    meta = store.get(content_id)
+    if not meta.visible_to(user.scope_commune_ids()):
+        raise ContentNotFound(content_id)
+    if not may_manage(user, meta):
+        if meta.owner_commune_id is None:
+            raise ContentError("province_library",
+                               "Âm thanh này thuộc thư viện của tỉnh: chỉ cán bộ tỉnh được đổi "
+                               "tên hoặc xóa. Xã vẫn dùng được để phát.",
+                               "This item belongs to the province library: only province "
+                               "staff may rename or delete it.", http_status=403)
+        raise ContentError("not_allowed", "Bạn không có quyền sửa hoặc xóa âm thanh này.",
+                           "You may not change this item.", http_status=403)
+    return meta
+
+
+def library_items(s: Session, user: User, details: list[ContentDetails]) -> list[LibraryItemOut]:
+    """``ContentOut`` plus who owns each item, whether bulletins still use it and whether
+    this user may change it."""
+    scope = user.scope_commune_ids()
+    ids = [d.meta.id for d in details]
+    uses = content_use_counts(s, ids)
+    owners = {d.meta.owner_commune_id for d in details} - {None}
+    names = dict(s.execute(select(Commune.id, Commune.name)
+                           .where(Commune.id.in_(sorted(owners)))).all()) if owners else {}
+    out = []
+    for d in details:
+        base = ContentOut.of(d, scope).model_dump()
+        owner_id = d.meta.owner_commune_id
+        out.append(LibraryItemOut(
+            **base, owner=PROVINCE_LIBRARY_VI if owner_id is None
+            else names.get(owner_id, f"Xã {owner_id}"),
+            in_use=uses.get(d.meta.id, 0), can_manage=may_manage(user, d.meta)))
+    return out
 
 
 def _flag(value: str | None) -> bool | None:
@@ -119,7 +208,7 @@ async def _upload_from_form(form: FormData, store: ContentStore) -> Upload:
 @router.post("/api/v1/content", status_code=201, response_model=ContentOut,
              dependencies=[Depends(reject_oversized)])
 async def upload_content(request: Request, user: User = Depends(current_user),
-                         store: ContentStore = Depends(get_store)):
+                         store: ContentStore = Depends(get_store)) -> ContentOut:
     upload = await _read_upload(request, store)
     try:
         fields = upload.fields
@@ -138,7 +227,7 @@ async def upload_content(request: Request, user: User = Depends(current_user),
 
 @router.post("/api/v1/content/tts", status_code=201, response_model=ContentOut)
 async def create_tts_content(body: TtsContentIn, user: User = Depends(current_user),
-                             store: ContentStore = Depends(get_store)):
+                             store: ContentStore = Depends(get_store)) -> ContentOut:
     owner = owner_for(user, body.commune_id)
     meta = await run_in_threadpool(synthesize_bulletin, store, body.text, title=body.title,
                                    language=body.language, engine=body.engine,
@@ -148,28 +237,55 @@ async def create_tts_content(body: TtsContentIn, user: User = Depends(current_us
                          user.scope_commune_ids())
 
 
-@router.get("/api/v1/content", response_model=ContentPage)
+@router.get("/api/v1/content", response_model=LibraryPage)
 def list_content(
+    s: DbSession,
     offset: int = Query(0, ge=0),
     limit: int = Query(50, ge=1, le=500),
     language: str | None = Query(None, pattern="^(" + "|".join(CONTENT_LANGUAGES) + ")$"),
     source: str | None = Query(None, pattern="^(" + "|".join(CONTENT_SOURCES) + ")$"),
     q: str | None = Query(None, max_length=100, description="tìm theo tiêu đề, không dấu"),
+    shared: bool | None = Query(None, description="true: only the province library; "
+                                                  "false: only the communes' own"),
     user: User = Depends(current_user),
     store: ContentStore = Depends(get_store),
-):
+) -> LibraryPage:
     scope = user.scope_commune_ids()
     items, total = store.list(offset=offset, limit=limit, language=language, source=source, q=q,
-                              scope=scope)
-    return {"items": [ContentOut.of(d, scope) for d in items], "total": total, "limit": limit,
-            "offset": offset}
+                              scope=scope, shared=shared)
+    return LibraryPage(items=library_items(s, user, items), total=total, limit=limit,
+                       offset=offset)
 
 
-@router.get("/api/v1/content/{content_id}", response_model=ContentOut)
-def get_content(content_id: str, user: User = Depends(current_user),
-                store: ContentStore = Depends(get_store)):
+@router.get("/api/v1/content/{content_id}", response_model=LibraryItemOut)
+def get_content(content_id: str, s: DbSession, user: User = Depends(current_user),
+                store: ContentStore = Depends(get_store)) -> LibraryItemOut:
     _visible(store, content_id, user)
-    return ContentOut.of(store.details(content_id), user.scope_commune_ids())
+    return library_items(s, user, [store.details(content_id)])[0]
+
+
+@router.patch("/api/v1/content/{content_id}", response_model=LibraryItemOut)
+def rename_content(content_id: str, body: RenameIn, request: Request, s: DbSession,
+                   user: User = Depends(current_user),
+                   store: ContentStore = Depends(get_store)) -> LibraryItemOut:
+    before = _managed(store, content_id, user)
+    meta = store.rename(content_id, body.title)
+    audit(s, "content.rename", user=user, target=content_id, request=request,
+          detail={"from": before.title, "to": meta.title})
+    return library_items(s, user, [store.details(content_id)])[0]
+
+
+@router.delete("/api/v1/content/{content_id}", response_model=DeletedOut,
+               responses={409: {"description": "bulletins still in play use it; "
+                                               "detail names them"}})
+def delete_content(content_id: str, request: Request, s: DbSession,
+                   user: User = Depends(current_user),
+                   store: ContentStore = Depends(get_store)) -> DeletedOut:
+    _managed(store, content_id, user)
+    meta = store.delete(content_id, users_of=content_users)
+    audit(s, "content.delete", user=user, target=content_id, request=request,
+          detail={"title": meta.title})
+    return DeletedOut(id=meta.id, title=meta.title)
 
 
 def _audio_response(request: Request, store: ContentStore, content_id: str,
@@ -184,18 +300,20 @@ def _audio_response(request: Request, store: ContentStore, content_id: str,
     return FileResponse(path, media_type=meta.mime, headers=headers)
 
 
-@router.get("/api/v1/content/{content_id}/audio")
+@router.get("/api/v1/content/{content_id}/audio", response_class=FileResponse,
+            responses=_AUDIO_RESPONSES)
 def content_audio(content_id: str, request: Request, user: User = Depends(current_user),
-                  store: ContentStore = Depends(get_store)):
+                  store: ContentStore = Depends(get_store)) -> Response:
     _visible(store, content_id, user)
     return _audio_response(request, store, content_id, "private, max-age=3600")
 
 
 @router.api_route("/media/{name}", methods=["GET", "HEAD"], include_in_schema=True,
-                  summary="Node download (Range, ETag); needs ?node=&token=")
+                  summary="Node download (Range, ETag); needs ?node=&token=",
+                  response_class=FileResponse, responses=_AUDIO_RESPONSES)
 def node_media(*, name: str, request: Request, node: str | None = Query(None, max_length=64),
                token: str | None = Query(None, max_length=128),
-               s: DbSession, store: ContentStore = Depends(get_store)):
+               s: DbSession, store: ContentStore = Depends(get_store)) -> Response:
     content_id = name[:CONTENT_ID_LENGTH] if "." in name else name
     if not node or not token:
         raise HTTPException(401, "Thiếu mã truy cập của cụm loa (tham số node và token).",

@@ -26,6 +26,254 @@
       .map(function (i) { return asNumber ? Number(i.value) : i.value; });
   }
 
+  /* ------------------------------------------------------------------ content library */
+
+  /* The library card (_library.html): upload with a real progress bar (XMLHttpRequest's
+   * upload events), search (the server folds diacritics), play in the page, rename, reuse
+   * in a new bulletin (opts.reuse), delete when no bulletin still in play uses it (the
+   * server's refusal names them). Buttons appear only where the server says can_manage. */
+  pages.library = function (L, opts) {
+    var api = L.api, el = L.el, _ = L._;
+    var list = document.getElementById("library");
+    var search = document.getElementById("library-search");
+    var more = document.getElementById("library-more");
+    var status = document.getElementById("library-status");
+    var PAGE_SIZE = 20;
+    var offset = 0;
+    var seq = 0;
+
+    function query() {
+      var q = search.q.value.trim();
+      var url = "/api/v1/content?limit=" + PAGE_SIZE + "&offset=" + offset;
+      if (q) url += "&q=" + encodeURIComponent(q);
+      if (search.shared.value) url += "&shared=" + search.shared.value;
+      return url;
+    }
+
+    function load(append) {
+      if (!append) offset = 0;
+      var mine = ++seq;
+      api("GET", query()).then(function (res) {
+        if (mine !== seq) return; // a newer search answered first
+        if (!append) L.clear(list);
+        if (!res.ok) { list.appendChild(el("li", { class: "muted" }, L.errorText(res))); return; }
+        if (!res.data.items.length && !append) {
+          list.appendChild(el("li", { class: "muted" }, search.q.value.trim()
+            ? _("Không tìm thấy âm thanh nào khớp.") : _("Thư viện chưa có âm thanh nào.")));
+        }
+        res.data.items.forEach(function (it) { list.appendChild(card(it)); });
+        offset += res.data.items.length;
+        more.hidden = offset >= res.data.total;
+        list.dataset.q = search.q.value.trim(); // what the list shows (tests wait on it)
+      });
+    }
+
+    function meta(it) {
+      var parts = [it.duration, it.owner, it.created.slice(0, 10)];
+      if (it.in_use) parts.push(_("{n} bản tin đang dùng", { n: it.in_use }));
+      return parts.join(" · ");
+    }
+
+    function card(it) {
+      var li = el("li", { class: "mini-card lib-item", dataset: { contentId: it.id } });
+      var title = el("strong", { class: "lib-title" }, it.title);
+      var info = el("div", { class: "muted small" }, meta(it));
+      var player = el("div", { class: "lib-player" });
+      var note = el("p", { class: "flash", role: "status", hidden: true });
+      var actions = el("div", { class: "row-form actions" });
+      actions.appendChild(el("button", { type: "button", class: "lib-play", onclick: function () {
+        if (player.firstChild) { player.firstChild.pause(); L.clear(player); return; }
+        var audio = el("audio", { controls: true, preload: "auto", src: it.audio_url });
+        player.appendChild(audio);
+        var p = audio.play();
+        if (p && p.catch) p.catch(function () { /* the controls stay for a manual start */ });
+      } }, _("Nghe")));
+      if (opts.reuse) {
+        actions.appendChild(el("button", { type: "button", class: "primary lib-reuse", onclick: function () { opts.reuse(it); } },
+          _("Dùng để phát")));
+      }
+      if (it.can_manage) {
+        actions.appendChild(el("button", { type: "button", class: "lib-rename", onclick: function () { rename(li, it, title, note); } }, _("Đổi tên")));
+        actions.appendChild(el("button", { type: "button", class: "danger lib-delete", onclick: function () { remove(li, it, note, actions); } }, _("Xóa")));
+      }
+      li.appendChild(title); li.appendChild(info); li.appendChild(player); li.appendChild(actions); li.appendChild(note);
+      return li;
+    }
+
+    function flash(node, text, ok) {
+      node.hidden = false; node.textContent = text;
+      node.className = "flash " + (ok === null ? "pending" : (ok ? "ok" : "error"));
+    }
+
+    function rename(li, it, title, note) {
+      if (li.querySelector(".lib-rename-form")) return;
+      var input = el("input", { name: "title", maxlength: "300", value: it.title, "aria-label": _("Tên mới") });
+      var form = el("form", { class: "row-form lib-rename-form" }, input,
+        el("button", { type: "submit", class: "primary" }, _("Lưu")),
+        el("button", { type: "button", onclick: function () { form.remove(); } }, _("Thôi")));
+      form.addEventListener("submit", function (ev) {
+        ev.preventDefault();
+        var value = input.value.trim();
+        if (!value) { flash(note, _("Tiêu đề không được để trống."), false); input.focus(); return; }
+        form.querySelector("button[type=submit]").disabled = true;
+        api("PATCH", "/api/v1/content/" + encodeURIComponent(it.id), { title: value }).then(function (res) {
+          form.querySelector("button[type=submit]").disabled = false;
+          if (!res.ok) { flash(note, L.errorText(res), false); return; }
+          it.title = res.data.title;
+          title.textContent = res.data.title;
+          form.remove();
+          flash(note, _("Đã đổi tên."), true);
+        });
+      });
+      title.after(form);
+      input.focus(); input.select();
+    }
+
+    function remove(li, it, note, actions) {
+      if (li.querySelector(".lib-confirm")) return;
+      var box = el("div", { class: "flash error lib-confirm" },
+        el("p", null, _("Chắc chắn xóa «{t}» khỏi thư viện?", { t: it.title })));
+      var yes = el("button", { type: "button", class: "danger", onclick: function () {
+        yes.disabled = true;
+        api("DELETE", "/api/v1/content/" + encodeURIComponent(it.id)).then(function (res) {
+          box.remove();
+          if (!res.ok) { flash(note, L.errorText(res), false); return; }
+          li.remove();
+          flash(status, _("Đã xóa «{t}».", { t: it.title }), true);
+        });
+      } }, _("Xóa"));
+      box.appendChild(yes);
+      box.appendChild(el("button", { type: "button", onclick: function () { box.remove(); } }, _("Thôi")));
+      actions.after(box);
+      yes.focus();
+    }
+
+    search.addEventListener("submit", function (ev) { ev.preventDefault(); load(false); });
+    search.q.addEventListener("input", L.debounce(function () { load(false); }, 250));
+    search.shared.addEventListener("change", function () { load(false); });
+    more.addEventListener("click", function () { load(true); });
+
+    document.getElementById("upload").addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var form = ev.target;
+      var row = document.getElementById("upload-progress-row");
+      var bar = document.getElementById("upload-progress");
+      var pct = document.getElementById("upload-percent");
+      var ustatus = document.getElementById("upload-status");
+      var button = form.querySelector("button[type=submit]");
+      if (!form.file.files.length) { form.file.focus(); return; }
+      var data = new FormData();
+      data.append("file", form.file.files[0]);
+      if (form.title.value.trim()) data.append("title", form.title.value.trim());
+      data.append("language", opts.language ? opts.language() : "vi");
+      var xhr = new XMLHttpRequest();
+      xhr.open("POST", "/api/v1/content");
+      xhr.setRequestHeader("X-CSRF-Token", L.PAGE.csrf || "");
+      xhr.setRequestHeader("Accept", "application/json");
+      function progress(n) { bar.value = n; pct.textContent = n + "%"; }
+      row.hidden = false; progress(0); ustatus.hidden = true; button.disabled = true;
+      xhr.upload.addEventListener("progress", function (e) {
+        if (e.lengthComputable) progress(Math.min(100, Math.round(100 * e.loaded / e.total)));
+      });
+      // Sent is not stored: the server still converts and measures the audio.
+      xhr.upload.addEventListener("load", function () { progress(100); flash(ustatus, _("Đã gửi xong, máy chủ đang xử lý âm thanh…"), null); });
+      xhr.addEventListener("load", function () {
+        button.disabled = false;
+        var body = null;
+        try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
+        if (xhr.status === 201 && body) {
+          flash(ustatus, _("Đã tải lên") + ": " + body.title + " (" + body.duration + ")", true);
+          form.reset();
+          if (opts.uploaded) opts.uploaded(body);
+          load(false);
+        } else {
+          row.hidden = true;
+          flash(ustatus, L.errorText({ status: xhr.status, data: body }), false);
+        }
+      });
+      xhr.addEventListener("error", function () { button.disabled = false; row.hidden = true; flash(ustatus, _("Có lỗi, hãy thử lại."), false); });
+      xhr.send(data);
+    });
+
+    load(false);
+    return { reload: function () { load(false); } };
+  };
+
+  /* ------------------------------------------------------------------ notifications */
+
+  /* A user's alarm e-mail and webhook (notifications.html, /api/v1/notifications/me). */
+  pages.notify = function (L) {
+    var api = L.api, el = L.el, _ = L._;
+    var forms = document.querySelectorAll(".notify-form");
+
+    function fill(data) {
+      forms.forEach(function (form) {
+        var sub = data[form.dataset.channel];
+        var sev = form.querySelector(".sev-choices"), com = form.querySelector(".commune-choices");
+        L.clear(sev); L.clear(com);
+        data.severities.forEach(function (c) {
+          sev.appendChild(el("label", null, el("input", { type: "checkbox", name: "severity", value: String(c.id),
+            checked: sub ? sub.severities.indexOf(c.id) >= 0 : true }), " " + c.name));
+        });
+        data.communes.forEach(function (c) {
+          com.appendChild(el("label", null, el("input", { type: "checkbox", name: "commune", value: String(c.id),
+            checked: !!(sub && sub.communes.indexOf(c.id) >= 0) }), " " + c.name));
+        });
+        form.address.value = sub ? sub.address : "";
+        form.active.checked = sub ? sub.active : true;
+        form.querySelector(".stop").hidden = !sub;
+        var signed = form.querySelector(".signed-note");
+        if (signed) signed.hidden = !(sub && sub.signed);
+        var off = form.querySelector(".email-off");
+        if (off) off.hidden = data.email_ready;
+      });
+      var list = document.getElementById("deliveries");
+      L.clear(list);
+      if (!data.deliveries.length) list.appendChild(el("li", { class: "muted" }, _("Chưa gửi thông báo nào.")));
+      data.deliveries.forEach(function (d) {
+        var line = d.status === "sent" ? _("Đã gửi lúc {t}", { t: d.sent })
+          : d.status === "pending" ? _("Lần {n} lỗi: {e}. Thử lại lúc {t}.", { n: d.attempts, e: d.error || "", t: d.next_try })
+          : _("Không gửi được sau {n} lần: {e}", { n: d.attempts, e: d.error || "" });
+        list.appendChild(el("li", { class: "mini-card delivery st-" + d.status, dataset: { status: d.status } },
+          el("strong", null, d.alarm), el("div", { class: "muted small" }, (d.channel === "email" ? "E-mail" : "Webhook") + " · " + d.raised + " · " + d.status_label),
+          el("div", { class: "small" }, line)));
+      });
+    }
+
+    function load() {
+      api("GET", "/api/v1/notifications/me").then(function (res) {
+        if (!res.ok) { var p = document.getElementById("notify-load"); p.hidden = false; p.className = "flash error"; p.textContent = L.errorText(res); return; }
+        fill(res.data);
+      });
+    }
+
+    forms.forEach(function (form) {
+      var status = form.querySelector(".status");
+      function say(text, ok) { status.hidden = false; status.textContent = text; status.className = "flash status " + (ok ? "ok" : "error"); }
+      form.addEventListener("submit", function (ev) {
+        ev.preventDefault();
+        var body = { address: form.address.value.trim(), active: form.active.checked,
+          severities: checkedValues(form, "severity", true), communes: checkedValues(form, "commune", true) };
+        if (form.secret && form.secret.value) body.secret = form.secret.value;
+        api("PUT", "/api/v1/notifications/me/" + form.dataset.channel, body).then(function (res) {
+          if (!res.ok) { say(L.errorText(res), false); return; }
+          if (form.secret) form.secret.value = "";
+          say(_("Đã lưu."), true);
+          load();
+        });
+      });
+      form.querySelector(".stop").addEventListener("click", function () {
+        api("DELETE", "/api/v1/notifications/me/" + form.dataset.channel).then(function (res) {
+          if (!res.ok) { say(L.errorText(res), false); return; }
+          say(_("Đã thôi nhận."), true);
+          load();
+        });
+      });
+    });
+    load();
+    setInterval(load, 30000);
+  };
+
   /* ------------------------------------------------------------------ commune officer */
 
   pages.commune = function (L) {
@@ -257,42 +505,27 @@
         });
     });
 
-    document.getElementById("upload").addEventListener("submit", function (ev) {
-      ev.preventDefault();
-      var form = ev.target;
-      var bar = document.getElementById("upload-progress");
-      var status = document.getElementById("upload-status");
-      if (!form.file.files.length) { form.file.focus(); return; }
-      var data = new FormData();
-      data.append("file", form.file.files[0]);
-      if (form.title.value.trim()) data.append("title", form.title.value.trim());
-      data.append("language", compose.language.value);
-      var xhr = new XMLHttpRequest();
-      xhr.open("POST", "/api/v1/content");
-      xhr.setRequestHeader("X-CSRF-Token", L.PAGE.csrf || "");
-      xhr.setRequestHeader("Accept", "application/json");
-      bar.hidden = false; bar.value = 0; status.hidden = true;
-      xhr.upload.addEventListener("progress", function (e) {
-        if (e.lengthComputable) bar.value = Math.round(100 * e.loaded / e.total);
-      });
-      xhr.addEventListener("load", function () {
-        var body = null;
-        try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
-        if (xhr.status === 201 && body) {
-          bar.value = 100;
-          uploaded = body;
-          show(status, _("Đã tải lên") + ": " + body.title + " (" + body.duration + ")", true);
-          var radio = document.getElementById("source-upload");
-          radio.disabled = false; radio.checked = true;
-          document.getElementById("upload-chosen").textContent = body.title + " (" + body.duration + ")";
-          if (!compose.title.value) compose.title.value = body.title;
-        } else {
-          show(status, L.errorText({ status: xhr.status, data: body }), false);
-        }
-      });
-      xhr.addEventListener("error", function () { show(status, _("Có lỗi, hãy thử lại."), false); });
-      xhr.send(data);
-    });
+    function useItem(item, how) {
+      // A title the officer typed stays; one that came from the previous item follows.
+      if (!compose.title.value || (uploaded && compose.title.value === uploaded.title)) compose.title.value = item.title;
+      uploaded = item;
+      var radio = document.getElementById("source-upload");
+      radio.disabled = false; radio.checked = true;
+      document.getElementById("upload-chosen").textContent = item.title + " (" + item.duration + ")";
+      if (item.language && compose.querySelector("select[name=language] option[value='" + item.language + "']")) {
+        compose.language.value = item.language;
+        document.getElementById("language-hint").hidden = item.language === "vi";
+      }
+      if (how === "reuse") {
+        show(document.getElementById("compose-status"), _("Đã chọn «{t}» từ thư viện: chọn nơi phát và giờ phát rồi gửi.", { t: item.title }), null);
+        document.getElementById("compose-card").scrollIntoView({ block: "start" });
+        compose.title.focus();
+      }
+      hideSummary();
+    }
+    pages.library(L, { reuse: function (item) { useItem(item, "reuse"); },
+      uploaded: function (item) { useItem(item, "upload"); },
+      language: function () { return compose.language.value; } });
 
     function loadInbox() {
       var list = document.getElementById("inbox");
@@ -329,17 +562,7 @@
         info.textContent = (res.data.on_air || []).length ? _("Đang phát trực tiếp") : "";
         btn.hidden = false;
       });
-      btn.addEventListener("click", function () {
-        var status = document.getElementById("live-status");
-        var body = { title: compose.title.value.trim() || _("Phát trực tiếp"), stream: true, targets: targets(compose) };
-        btn.disabled = true;
-        api("POST", "/api/v1/broadcasts", body).then(function (res) {
-          btn.disabled = false;
-          if (!res.ok) { show(status, L.errorText(res), false); return; }
-          show(status, _("Địa chỉ gửi âm thanh (nguồn phát)") + ": " + (res.data.source_url || "–"), true);
-          loadResults();
-        });
-      });
+      // Going live is its own page (/live): villages, confirmation, the microphone.
     }
 
     /* Proof of play as cards (a 390 px phone has no room for a table): one per cluster,
@@ -471,6 +694,7 @@
 
   pages.province = function (L) {
     var api = L.api, el = L.el, _ = L._;
+    pages.library(L, {});
     var coords = L.PAGE.coords || {};
     var select = document.getElementById("period");
 

@@ -126,6 +126,16 @@ async def test_cap_alert_for_two_communes_plays_on_their_online_clusters_only(st
     assert p["p99_s"] is None  # 4 of 5: the fifth never came on line
     [missing] = p["not_started"]
     assert missing["node_id"] == "hvt-03" and missing["commune"] == "Hoàng Văn Thụ"
+    # The same proof as a download from the alert's page (alerts.proof).
+    r = await client.get(f"/api/v1/alerts/{alert['id']}/proof.csv",
+                         headers={"Authorization": f"Bearer {tokens['province']}"})
+    assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
+    lines = r.content.decode("utf-8").lstrip("\ufeff").splitlines()
+    assert lines[0].startswith("section,at,at_ms,action")
+    assert [ln for ln in lines if ",not_started," in ln and ",hvt-03," in ln]
+    r = await client.get(f"/api/v1/alerts/{alert['id']}/proof.xlsx",
+                         headers={"Authorization": f"Bearer {tokens['province']}"})
+    assert r.status_code == 422
     with net.db.session() as s:
         aimed = set(s.scalars(select(AiringTarget.node_id)))
     assert aimed == set(ONLINE_IN_AREA) | {"hvt-03"}

@@ -30,7 +30,7 @@ async def test_a_process_starts_in_order_and_stops_in_reverse(settings, db, mosq
     assert system.alerts.broadcasts is system.scheduling.broadcasts
     # The fleet-wide duties are roles of the leader, in the order they start.
     assert [r.name for r in system.controller.leader_roles] == [
-        "bộ lập lịch phát thanh", "cảnh báo", "cảnh báo CAP"]
+        "bộ lập lịch phát thanh", "cảnh báo", "thông báo", "cảnh báo CAP"]
     # The dispatcher and node command answers observe the ingest.
     observers = system.controller.ingest._observers
     assert system.scheduling.dispatcher in observers
@@ -45,6 +45,7 @@ async def test_a_process_starts_in_order_and_stops_in_reverse(settings, db, mosq
             await asyncio.sleep(0.05)
         assert system.controller.is_leader and system.scheduling.started
         assert system.alarms._task is not None and not system.alarms._task.done()
+        assert system.notifications._task is not None  # alarm e-mails and webhooks
         assert _tasks_named("loa-alerts-tick")
         transport = httpx.ASGITransport(app=system.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://loa") as client:
@@ -55,6 +56,7 @@ async def test_a_process_starts_in_order_and_stops_in_reverse(settings, db, mosq
     # Everything it started has stopped: duties, MQTT loops, the alarm engine.
     assert not system.scheduling.started
     assert system.alarms._task is None
+    assert system.notifications._task is None
     assert not _tasks_named("loa-")
     assert not system.controller.is_leader
 
