@@ -100,7 +100,7 @@ class FeedPoller:
     async def poll(self, url: str) -> dict[str, int]:
         """Fetch one feed; returns counts of documents accepted / refused / duplicate."""
         counts = {"accepted": 0, "refused": 0, "duplicate": 0, "not_modified": 0}
-        state = self._state(url)
+        state = await asyncio.to_thread(self._state, url)  # off the ingest's loop
         headers = {"Accept": "application/cap+xml, application/atom+xml, application/xml"}
         if state.etag:
             headers["If-None-Match"] = state.etag
@@ -112,14 +112,14 @@ class FeedPoller:
                 resp = await self._fetch(client, url, headers)
                 if resp.status_code == 304:
                     counts["not_modified"] = 1
-                    self._save(url, last_status="304 không đổi")
+                    await asyncio.to_thread(self._save, url, last_status="304 không đổi")
                     return counts
                 if resp.status_code != 200:
-                    self._save(url, last_status=f"HTTP {resp.status_code}")
+                    await asyncio.to_thread(self._save, url, last_status=f"HTTP {resp.status_code}")
                     return counts
                 docs = await self._documents(client, url, resp.content)
         except (httpx.HTTPError, OSError) as exc:
-            self._save(url, last_status=f"lỗi: {exc}"[:300])
+            await asyncio.to_thread(self._save, url, last_status=f"lỗi: {exc}"[:300])
             log.warning("Không đọc được nguồn cảnh báo %s: %s", url, exc)
             return counts
         for doc_url, raw in docs:
@@ -129,7 +129,7 @@ class FeedPoller:
                 counts["duplicate" if out.get("result") == "duplicate" else "accepted"] += 1
             except CapRefused:
                 counts["refused"] += 1
-        self._save(url, etag=resp.headers.get("etag"),
+        await asyncio.to_thread(self._save, url, etag=resp.headers.get("etag"),
                    last_modified=resp.headers.get("last-modified"),
                    last_status=f"200: {counts['accepted']} mới, {counts['duplicate']} trùng, "
                                f"{counts['refused']} bị từ chối")

@@ -38,6 +38,7 @@ from alerts.config import AlertSettings
 from alerts.errors import AlertConflict, AlertError, AlertForbidden, AlertNotFound, CapRefused
 from alerts.models import AlertStep, AlertTemplate, CapAlert, CapMessage
 from alerts.signature import has_signature, load_certificates, verify
+from loa import idempotency
 from loa.db import Database
 from loa.timeutil import format_datetime, now_ms
 from scheduler.errors import ScheduleError
@@ -103,12 +104,19 @@ class AlertService:
     # ------------------------------------------------------------------ receive
 
     def receive(self, raw: bytes, *, source: str, source_ref: str = "",
-                trusted_source: bool = False, truncated_from: int | None = None
-                ) -> dict[str, Any]:
+                trusted_source: bool = False, truncated_from: int | None = None,
+                client_key: str | None = None) -> dict[str, Any]:
         """Store, check and handle one document. Raises ``CapRefused`` (after storing the
-        document with its reason) when it is refused."""
+        document with its reason) when it is refused. ``client_key``: the sender's
+        ``Idempotency-Key`` (``loa.idempotency``, per ``source_ref``): the same key with the
+        same document answers with the alert it created, with another document 409."""
         now = self.clock()
         raw = bytes(raw)
+        client_key = idempotency.check_key(client_key)
+        if client_key is not None:
+            replay = self._replay(source_ref, client_key, raw)
+            if replay is not None:
+                return replay
         try:
             if truncated_from is not None:
                 raise capmod.refuse(
@@ -136,11 +144,21 @@ class AlertService:
             self._store_refusal(raw, source, source_ref, now, exc)
             raise
         try:
-            return self._accept(raw, alert, source, source_ref, now)
+            return self._accept(raw, alert, source, source_ref, now, client_key)
         except IntegrityError:
-            # The same alert arrived twice at once (API and feed): the other one won; this
-            # one is a duplicate like any other.
-            return self._accept(raw, alert, source, source_ref, now)
+            # The same alert (or the same key) arrived twice at once (API and feed): the
+            # other one won; this one is a duplicate like any other.
+            replay = self._replay(source_ref, client_key, raw) if client_key else None
+            if replay is not None:
+                return replay
+            return self._accept(raw, alert, source, source_ref, now, client_key)
+
+    def _replay(self, source_ref: str, client_key: str, raw: bytes) -> dict[str, Any] | None:
+        with self.db.session() as s:
+            row = idempotency.earlier(s, source_ref, client_key, "alert.receive", _sha(raw))
+        if row is None or row.resource_id is None:
+            return None
+        return self.summary(int(row.resource_id)) | {"result": "duplicate", "replayed": True}
 
     def _store_refusal(self, raw: bytes, source: str, source_ref: str, now: int,
                        exc: CapRefused) -> None:
@@ -156,8 +174,14 @@ class AlertService:
         log.warning("CAP bị từ chối (%s, %s): %s", source, exc.code, exc.message)
 
     def _accept(self, raw: bytes, alert: capmod.CapAlert, source: str, source_ref: str,
-                now: int) -> dict[str, Any]:
+                now: int, client_key: str | None = None) -> dict[str, Any]:
         info = alert.info_for()
+
+        def remember(s: Session, alert_id: int) -> None:
+            if client_key is not None:
+                idempotency.remember(s, source_ref, client_key, "alert.receive", _sha(raw),
+                                     resource_id=alert_id, now_ms=now)
+
         with self.db.session() as s:
             dup = s.scalar(select(CapAlert).where(
                 CapAlert.sender == alert.sender[:300],
@@ -171,6 +195,7 @@ class AlertService:
             s.add(msg)
             if dup is not None:
                 s.flush()
+                remember(s, dup.id)
                 self._step(s, dup.id, "duplicate", source_ref or source,
                            {"message_id": msg.id})
                 return {"result": "duplicate", "alert_id": dup.id, "state": dup.state,
@@ -194,6 +219,7 @@ class AlertService:
             s.flush()
             msg.alert_id = row.id
             alert_id = row.id
+            remember(s, alert_id)
             self._step(s, alert_id, "received", source_ref or source,
                        {"message_id": msg.id, "source": source, "msg_type": alert.msg_type,
                         "status": alert.status, "signed": alert.signed})

@@ -13,6 +13,7 @@ import heapq
 import logging
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
@@ -76,6 +77,14 @@ def _everyone(_node_id: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class RegistryRead:
+    """What a registry re-read found (read in a thread, applied on the loop)."""
+
+    rows: list[tuple[str, int | None]]
+    live: dict[str, NodeLive]
+
+
 class Ingest:
     def __init__(self, settings: Settings, db: Database, *,
                  owns: Callable[[str], bool] = _everyone, will_hold_ms: int = 0) -> None:
@@ -136,19 +145,30 @@ class Ingest:
                 func.max(Node.id), func.min(Node.id))).one())
 
     def load_registry(self) -> None:
-        """(Re)load registered nodes; keeps runtime state of nodes already known and restores
-        the last stored state of the others, so a restart does not invent transitions."""
+        """(Re)load registered nodes, in the calling thread (tests, tools): read, then apply."""
+        self.apply_registry(self.read_registry())
+
+    def read_registry(self) -> RegistryRead:
+        """Read registered nodes (and, on the first load, their last stored state). Runs in a
+        worker thread and only *reads*: the event loop iterates ``fleet.nodes``, so the
+        change is applied there (``apply_registry``), never from the thread."""
         with self.db.session() as s:
             rows = s.execute(select(Node.id, Node.heartbeat_s).where(
                 Node.retired_ms.is_(None))).all()
         live = self.writer.load_live() if not self.fleet.nodes else {}
+        return RegistryRead([(node_id, hb_s) for node_id, hb_s in rows], live)
+
+    def apply_registry(self, read: RegistryRead) -> None:
+        """Apply a registry read on the loop: keeps runtime state of nodes already known and
+        restores the last stored state of the others, so a restart does not invent
+        transitions."""
         now = now_ms()
-        registered = {node_id for node_id, _ in rows}
-        for node_id, hb_s in rows:
+        registered = {node_id for node_id, _ in read.rows}
+        for node_id, hb_s in read.rows:
             rt = self.fleet.nodes.get(node_id)
             if rt is None:
                 rt = NodeRuntime(node_id=node_id, heartbeat_s=hb_s or self.settings.heartbeat_s)
-                stored = live.get(node_id)
+                stored = read.live.get(node_id)
                 if stored is not None:
                     self._restore(rt, stored, now)
                 self.fleet.nodes[node_id] = rt

@@ -38,6 +38,7 @@ from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from controller.alarms import ALARM_LABELS_VI, ALARM_SEVERITY, SEVERITY_LABELS_VI, Alarm
+from loa.addresses import internal_reason, parse_networks
 from loa.db import Base, Database
 from loa.errors import DomainError
 from loa.timeutil import format_datetime, ms_to_dt, now_ms
@@ -100,6 +101,7 @@ class NotifyConfig:
     retry_s: float = 30.0
     max_attempts: int = 6
     public_base_url: str = ""
+    webhook_networks: str = ""  # CIDRs a webhook may point into (see check_address)
 
     @classmethod
     def from_settings(cls, settings: object) -> NotifyConfig:
@@ -113,7 +115,8 @@ class NotifyConfig:
                    interval_s=g(settings, "notify_interval_s", 5.0),
                    retry_s=g(settings, "notify_retry_s", 30.0),
                    max_attempts=g(settings, "notify_max_attempts", 6),
-                   public_base_url=g(settings, "public_base_url", ""))
+                   public_base_url=g(settings, "public_base_url", ""),
+                   webhook_networks=g(settings, "notify_webhook_allowed_networks", ""))
 
 
 @dataclass(frozen=True)
@@ -311,6 +314,10 @@ class Notifier:
                                 f"{exc}") from None
 
     def send_webhook(self, url: str, secret: str | None, notice: AlarmNotice) -> None:
+        # Checked again when sending: a name may resolve elsewhere now than when it was saved.
+        why = internal_reason(url, parse_networks(self.config.webhook_networks))
+        if why is not None:
+            raise DeliveryError(f"Địa chỉ nhận trỏ vào {why}; không gửi.")
         body = json.dumps(notice.payload(), ensure_ascii=False).encode("utf-8")
         headers = {"Content-Type": "application/json; charset=utf-8",
                    "User-Agent": "Loa-notify/1"}
@@ -387,7 +394,9 @@ class NotifyError(DomainError):
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 
 
-def check_address(channel: str, address: str) -> str:
+def check_address(channel: str, address: str, webhook_networks: str = "") -> str:
+    """The address, cleaned, or ``NotifyError``. A webhook is posted to by the server, so it
+    may not point into an internal network (SSRF) other than ``webhook_networks``."""
     value = (address or "").strip()
     if channel == "email":
         if not _EMAIL.match(value) or len(value) > 254:
@@ -398,16 +407,25 @@ def check_address(channel: str, address: str) -> str:
         if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > 500:
             raise NotifyError(f"Địa chỉ webhook «{value[:100]}» không hợp lệ: cần dạng "
                               "https://máy-chủ/đường-dẫn.")
+        if parts.username is not None or parts.password is not None:
+            raise NotifyError("Địa chỉ webhook không được chứa tên đăng nhập hay mật khẩu; "
+                              "dùng khóa ký (secret) để bên nhận xác thực.")
+        why = internal_reason(value, parse_networks(webhook_networks))
+        if why is not None:
+            raise NotifyError(f"Không dùng được địa chỉ webhook «{parts.hostname}»: {why}. "
+                              "Quản trị có thể cho phép mạng riêng của tỉnh bằng "
+                              "LOA_NOTIFY_WEBHOOK_ALLOWED_NETWORKS.")
         return value
     raise NotifyError(f"Kênh «{channel}» không có; chọn email hoặc webhook.")
 
 
 def save_subscription(s: Session, username: str, channel: str, *, address: str,
                       severities: list[int], communes: list[int], active: bool,
-                      secret: str | None, scope: frozenset[int] | None) -> NotifySubscription:
+                      secret: str | None, scope: frozenset[int] | None,
+                      webhook_networks: str = "") -> NotifySubscription:
     """Create or replace the user's subscription on one channel. ``secret``: None keeps the
     one stored, "" removes it. Communes must be in the user's ``scope``."""
-    clean = check_address(channel, address)
+    clean = check_address(channel, address, webhook_networks)
     sev = sorted({int(x) for x in severities})
     if not sev or any(x not in SEVERITY_LABELS_VI for x in sev):
         raise NotifyError("Hãy chọn ít nhất một mức cảnh báo (Nghiêm trọng, Lỗi thiết bị, "

@@ -352,7 +352,8 @@ class ControllerService:
         self.ingest.unknown_seen = False
         self._last_reload = time.monotonic()
         self._registry_fingerprint = await asyncio.to_thread(self.ingest.registry_fingerprint)
-        await asyncio.to_thread(self.ingest.load_registry)
+        # Read in a thread, applied here: the loop iterates the node table.
+        self.ingest.apply_registry(await asyncio.to_thread(self.ingest.read_registry))
 
     async def _maybe_reload_registry(self) -> None:
         """Within 2 s of hearing an id we do not know (just approved or imported

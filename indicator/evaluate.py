@@ -36,11 +36,11 @@ Decisions taken here (each one is what a report reader would expect):
 from __future__ import annotations
 
 import copy
-import gc
+import os
+import threading
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from fractions import Fraction
@@ -423,11 +423,27 @@ def _airing_evidence_async(session: Session, start_ms: int, end_ms: int, evaluat
         with Session(bind) as other:
             return fn(other, *window)
 
-    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="loa-8.3")
+    executor = _query_pool()
     aimed = executor.submit(on_own_connection, _aimed_played)
     heard = executor.submit(on_own_connection, _heard)
-    executor.shutdown(wait=False)
     return lambda: AiringEvidence(aimed.result(), heard.result())
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _query_pool() -> ThreadPoolExecutor:
+    """One bounded pool for every evaluation's parallel queries (min(4, CPUs) threads), not a
+    pool per evaluation: concurrent requests share it, so they cannot multiply the threads
+    (and database connections) the process runs. Callers wait on its futures from outside
+    it (API threads), so a full pool only queues, never deadlocks."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
+                                       thread_name_prefix="loa-8.3")
+        return _POOL
 
 
 def _covering_attestation(rows: list[ManualAttestation], last_day: date):
@@ -588,21 +604,6 @@ def _village_verdict(village: Village, name: str, window: list[iv.Interval],
                           verdict, coverage, service_ms, observed_ms, first, continuity)
 
 
-@contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """A province's evaluation allocates about a million small tuples (intervals, rows) and
-    no reference cycles; Python's cyclic collector would re-walk the growing heap many
-    times meanwhile (measured: 15-25% of the CPU time). Reference counting still frees
-    everything; the collector resumes afterwards."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def evaluate(session: Session, period: Period, *, now: int | None = None,
              scope: str | None = None, thresholds: Thresholds | None = None,
              allowed_commune_ids: Collection[int] | None = None) -> Evaluation:
@@ -612,19 +613,18 @@ def evaluate(session: Session, period: Period, *, now: int | None = None,
     evaluated_ms = now_ms() if now is None else now
     start_ms, end_ms = period.evaluation_window(evaluated_ms)
     province = current_thresholds(session) if thresholds is None else None
-    with _cyclic_gc_paused():
-        parts = sets_for(session, start_ms, end_ms)
-        evaluations = []
-        for lo, hi, criteria in parts:
-            part = period if len(parts) == 1 else Period(
-                period.key, period.kind, lo, hi,
-                f"{period.label}, phần từ {format_date(lo)} đến {format_date(hi - 1)}",
-                f"{period.title} (phần từ {format_date(lo)} đến {format_date(hi - 1)})")
-            th = thresholds or criteria.thresholds(province)
-            e = _evaluate(session, part, evaluated_ms, scope, th, allowed_commune_ids,
-                          criteria)
-            e.criteria = criteria
-            evaluations.append(e)
+    parts = sets_for(session, start_ms, end_ms)
+    evaluations = []
+    for lo, hi, criteria in parts:
+        part = period if len(parts) == 1 else Period(
+            period.key, period.kind, lo, hi,
+            f"{period.label}, phần từ {format_date(lo)} đến {format_date(hi - 1)}",
+            f"{period.title} (phần từ {format_date(lo)} đến {format_date(hi - 1)})")
+        th = thresholds or criteria.thresholds(province)
+        e = _evaluate(session, part, evaluated_ms, scope, th, allowed_commune_ids,
+                      criteria)
+        e.criteria = criteria
+        evaluations.append(e)
     last = evaluations[-1]
     if len(evaluations) > 1:
         # The set in force at the period's end answers at the top; each part keeps its own.

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     notify_retry_s: float = Field(default=30.0, gt=0)
     notify_max_attempts: int = Field(default=6, ge=1)
     notify_timeout_s: float = Field(default=10.0, gt=0)
+    # Networks an alarm webhook may point into (e.g. the province's SMS gateway on its VPN),
+    # comma-separated CIDRs; anything else internal is refused (loa.addresses).
+    notify_webhook_allowed_networks: str = ""
 
     # Signs per-node content tokens and UI sessions. Generated into data_dir when unset.
     secret_key: str = ""
@@ -112,6 +115,9 @@ class Settings(BaseSettings):
     # Indicator answers reused while no row they read changed, at most this long (issue 16;
     # indicator/answers.py). 0 judges every request again.
     indicator_answer_ttl_s: float = Field(default=30.0, ge=0, le=600)
+    # Loop-stall monitor (loa/loopwatch.py): a warning, with the stack that held it, each time
+    # the event loop that runs the ingest is held longer than this. 0 = off.
+    loop_stall_warn_ms: float = Field(default=0.0, ge=0)
     # Requests per client: a token bucket of `burst` refilled at `per_s`; beyond it 429 with
     # Retry-After. Anonymous clients are counted per address, logged-in ones per credential.
     rate_anon_burst: int = Field(default=240, ge=1)

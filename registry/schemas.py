@@ -130,3 +130,25 @@ class ApproveRequest(BaseModel):
     village_id: int
     label: str = ""
     speakers: int = 2  # checked by the service, so the refusal is in Vietnamese
+
+
+class ApprovedNodeOut(BaseModel):
+    """A pending cluster once placed in its village."""
+
+    id: str
+    village_id: int
+    village: str
+    commune_id: int
+    simulated: bool
+    registered_ms: int | None = None
+
+
+class ImportOut(BaseModel):
+    """What an import changed, in words (``message``) and in figures."""
+
+    message: str
+    created: dict[str, int]
+    updated: dict[str, int]
+    renamed: int
+    moved: int
+    pending_approved: int

@@ -16,11 +16,11 @@ bulletin's own commune. The running scheduler is told after commit, as for creat
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from loa import idempotency
 from loa.timeutil import ICT
 from scheduler.errors import Conflict, Forbidden, InvalidBroadcast
 from scheduler.models import Broadcast
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from scheduler.config import SchedulerSettings
     from scheduler.content import ContentGateway
     from scheduler.request import BroadcastRequest
-    from scheduler.workflow import RuntimeHook
+    from scheduler.workflow import InTransaction, RuntimeHook
 
     class _Service(Protocol):
         """What these methods use of the ``BroadcastService`` they belong to (a protocol:
@@ -49,7 +49,10 @@ if TYPE_CHECKING:
         clock: Callable[[], int]
 
         def create(self, actor: Actor, payload: Any, *, client_key: str | None = None,
-                   replaces: int | None = None) -> dict[str, Any]: ...
+                   replaces: int | None = None, audit: InTransaction | None = None,
+                   asked: Any = None) -> dict[str, Any]: ...
+        def _replay(self, actor: Actor, client_key: str, action: str,
+                    asked: Any) -> dict[str, Any] | None: ...
         def _load(self, s: Session, actor: Actor, broadcast_id: int) -> Broadcast: ...
         def _may_manage(self, actor: Actor, b: Broadcast) -> bool: ...
         def _check_level(self, actor: Actor, req: BroadcastRequest) -> None: ...
@@ -63,7 +66,6 @@ if TYPE_CHECKING:
         def _managed(self, s: Session, actor: Actor, broadcast_id: int,
                      verb: str) -> Broadcast: ...
 
-CLIENT_KEY = re.compile(r"[A-Za-z0-9_.:-]{8,80}")
 LANGUAGE_LABELS = {"vi": "Tiếng Việt", "tay": "Tày", "nung": "Nùng", "dao": "Dao",
                    "other": "Khác"}
 # What an edit may change; anything else is refused by parse_request as usual.
@@ -72,13 +74,9 @@ EDITABLE = ("title", "tts_text", "content_id", "targets", "start_at", "recurrenc
 
 
 def check_client_key(key: str | None) -> str | None:
-    """An idempotency key: 8-80 letters, digits or ``_.:-`` (a UUID fits)."""
-    if key is None or key == "":
-        return None
-    if not isinstance(key, str) or not CLIENT_KEY.fullmatch(key):
-        raise InvalidBroadcast("Khóa chống gửi trùng («Idempotency-Key») phải có 8–80 ký tự "
-                               "chữ, số hoặc _ . : -.")
-    return key
+    """An idempotency key: 8-80 letters, digits or ``_.:-`` (a UUID fits); the one check of
+    ``loa.idempotency``, refused as a scheduling error."""
+    return idempotency.check_key(key, InvalidBroadcast)
 
 
 def format_duration(ms: int) -> str:
@@ -182,9 +180,11 @@ class ControlMixin:
         return b
 
     def edit(self: _Service, actor: Actor, broadcast_id: int, payload: Any, *,
-             client_key: str | None = None) -> dict[str, Any]:
+             client_key: str | None = None,
+             audit: InTransaction | None = None) -> dict[str, Any]:
         """A new version with ``payload``'s changes over the old fields; the old version is
-        cancelled (stopped on the clusters if it is on air) and kept as history."""
+        cancelled (stopped on the clusters if it is on air) and kept as history. The new
+        version, the cancelled old one and the audit row are one transaction."""
         from scheduler.workflow import STATUS_LABELS_VI, iso
 
         if not isinstance(payload, dict):
@@ -192,6 +192,14 @@ class ControlMixin:
         unknown = sorted(set(payload) - set(EDITABLE))
         if unknown:
             raise InvalidBroadcast(f"Không sửa được: {', '.join(unknown)}.")
+        # A retry of an edit that went through finds the old version cancelled: it answers
+        # with the new version (same key, same changes) before the status check refuses it.
+        client_key = check_client_key(client_key)
+        asked = {"payload": payload, "replaces": broadcast_id}
+        if client_key is not None:
+            earlier = self._replay(actor, client_key, "broadcast.edit", asked)
+            if earlier is not None:
+                return earlier
         now = self.clock()
         with self.db.session() as s:
             old = self._managed(s, actor, broadcast_id, "sửa")
@@ -226,15 +234,21 @@ class ControlMixin:
             merged["recurrence"] = {**new_rec, "exceptions": kept["exceptions"]}
         if merged.get("recurrence") in (None, "", {}):
             merged.pop("recurrence", None)
-        new = self.create(actor, merged, client_key=client_key, replaces=broadcast_id)
-        if new.get("replayed"):
-            return new
-        with self.db.session() as s:
+        was_live: list[bool] = []
+
+        def retire_old(s: Session, out: dict[str, Any]) -> None:
             old = s.get_one(Broadcast, broadcast_id)
-            was_live = old.status in ("scheduled", "paused")
+            was_live.append(old.status in ("scheduled", "paused"))
             old.status = "cancelled"
             old.updated_ms = now
-        if was_live and self.runtime is not None:
+            if audit is not None:
+                audit(s, out)
+
+        new = self.create(actor, merged, client_key=client_key, replaces=broadcast_id,
+                          audit=retire_old, asked=asked)
+        if new.get("replayed"):
+            return new
+        if was_live and was_live[0] and self.runtime is not None:
             self.runtime.on_cancelled(broadcast_id)
         return new
 
@@ -250,7 +264,8 @@ class ControlMixin:
                 b = s.get(Broadcast, b.previous_version_id) if b.previous_version_id else None
         return out
 
-    def pause(self: _Service, actor: Actor, broadcast_id: int) -> dict[str, Any]:
+    def pause(self: _Service, actor: Actor, broadcast_id: int, *,
+              audit: InTransaction | None = None) -> dict[str, Any]:
         now = self.clock()
         with self.db.session() as s:
             b = self._managed(s, actor, broadcast_id, "tạm dừng")
@@ -259,11 +274,14 @@ class ControlMixin:
             b.status = "paused"
             b.updated_ms = now
             out = self._summary(s, b)
+            if audit is not None:
+                audit(s, out)
         if self.runtime is not None and hasattr(self.runtime, "on_paused"):
             self.runtime.on_paused(broadcast_id)
         return out
 
-    def resume(self: _Service, actor: Actor, broadcast_id: int) -> dict[str, Any]:
+    def resume(self: _Service, actor: Actor, broadcast_id: int, *,
+               audit: InTransaction | None = None) -> dict[str, Any]:
         now = self.clock()
         with self.db.session() as s:
             b = self._managed(s, actor, broadcast_id, "tiếp tục")
@@ -278,11 +296,13 @@ class ControlMixin:
             b.scheduled_ms = now
             b.updated_ms = now
             out = self._summary(s, b)
+            if audit is not None:
+                audit(s, out)
         self._notify_scheduled(broadcast_id)
         return out
 
     def skip(self: _Service, actor: Actor, broadcast_id: int,
-             payload: Any) -> dict[str, Any]:
+             payload: Any, *, audit: InTransaction | None = None) -> dict[str, Any]:
         """Leave out one day of a recurring bulletin (``{"date": "dd/mm/yyyy"}``)."""
         raw = payload.get("date") if isinstance(payload, dict) else None
         if not isinstance(raw, str) or not raw.strip():
@@ -305,12 +325,15 @@ class ControlMixin:
             b.updated_ms = now
             out = self._summary(s, b)
             status = b.status
+            if audit is not None:
+                audit(s, out)
         if status == "scheduled":
             self._notify_scheduled(broadcast_id)
         return out
 
     def set_recurrence(self: _Service, actor: Actor, broadcast_id: int,
-                       payload: Any) -> dict[str, Any]:
+                       payload: Any, *,
+                       audit: InTransaction | None = None) -> dict[str, Any]:
         """End date (``until``, dd/mm/yyyy or empty for none) and exception dates."""
         if not isinstance(payload, dict):
             raise InvalidBroadcast("Yêu cầu phải là một đối tượng JSON {until, exceptions}.")
@@ -336,6 +359,8 @@ class ControlMixin:
             b.updated_ms = now
             out = self._summary(s, b)
             status = b.status
+            if audit is not None:
+                audit(s, out)
         if status == "scheduled":
             self._notify_scheduled(broadcast_id)
         return out

@@ -259,7 +259,9 @@ class Dispatcher(IngestObserver):
             if airing_id is None:
                 return DispatchResult(None, 0, 0, False)
             if airing_id not in self._airings:
-                await asyncio.to_thread(self._load_active, [airing_id])
+                for loaded in await asyncio.to_thread(self._read_active, [airing_id]):
+                    if loaded.id not in self._airings:  # another task may have got there
+                        self._register(loaded)
             active = self._airings.get(airing_id)
             if active is None:
                 return DispatchResult(airing_id, 0, 0, False)
@@ -700,10 +702,15 @@ class Dispatcher(IngestObserver):
         ids = await asyncio.to_thread(self._unfinished_airings)
         fresh = [i for i in ids if i not in self._airings]
         if fresh:
-            await asyncio.to_thread(self._load_active, fresh)
+            for loaded in await asyncio.to_thread(self._read_active, fresh):
+                if loaded.id not in self._airings:
+                    self._register(loaded)
         if fresh:
+            # What the thread reads is taken from the loop's dicts here, not in the thread.
+            followed = [a for i in fresh if (a := self._airings.get(i)) is not None]
+            nodes = sorted({n for a in followed for n in a.targets})
             for node_id, event, received_ms in await asyncio.to_thread(
-                    self._stored_events, fresh):
+                    self._stored_events, [a.id for a in followed], nodes):
                 self._apply_event(node_id, event, received_ms)
         self._ready = True
         early, self._early = self._early, deque(maxlen=EARLY_EVENTS_MAX)
@@ -715,18 +722,17 @@ class Dispatcher(IngestObserver):
         await self._publish(pending)
         return len(fresh)
 
-    def _stored_events(self, airing_ids: list[int]) -> list[tuple[str, NodeEvent, int]]:
+    def _stored_events(self, airing_ids: list[int],
+                       nodes: list[str]) -> list[tuple[str, NodeEvent, int]]:
         """Acks and playback events the ingest stored for these airings' nodes since they
         were dispatched. With several controllers, what nodes said while no controller led
         was stored by whichever took it; the new leader completes proof of play from here.
         Applying one twice changes nothing (``_apply_ack`` / ``_apply_playback``)."""
-        airings = [a for i in airing_ids if (a := self._airings.get(i)) is not None]
-        if not airings:
+        if not airing_ids:
             return []
-        nodes = sorted({n for a in airings for n in a.targets})
         with self.db.session() as s:
-            since = min(s.scalar(select(Airing.dispatched_ms).where(Airing.id == a.id)) or 0
-                        for a in airings)
+            since = min(s.scalar(select(Airing.dispatched_ms).where(Airing.id == i)) or 0
+                        for i in airing_ids)
             rows: list[Row[str, int, dict[str, Any]]] = []
             for i in range(0, len(nodes), 900):  # SQLite's bound-parameter limit
                 rows += s.execute(select(NodeEventLog.node_id, NodeEventLog.at_ms,
@@ -747,7 +753,11 @@ class Dispatcher(IngestObserver):
             return list(s.scalars(select(Airing.id).where(Airing.status == "dispatched",
                                                           Airing.finalized_ms.is_(None))))
 
-    def _load_active(self, airing_ids: list[int]) -> None:
+    def _read_active(self, airing_ids: list[int]) -> list[ActiveAiring]:
+        """Airings still being followed, rebuilt from the database. Runs in a worker thread
+        and only *reads*: the loop iterates ``_airings``, so the caller registers the result
+        there (``_register``), never this thread."""
+        out: list[ActiveAiring] = []
         with self.db.session() as s:
             for aid in airing_ids:
                 a = s.get(Airing, aid)
@@ -782,7 +792,8 @@ class Dispatcher(IngestObserver):
                     if template is not None:
                         ts.cmd = self._command(template, urls[t.node_id], ts.cmd_id)
                     active.targets[t.node_id] = ts
-                self._register(active)
+                out.append(active)
+        return out
 
     # ------------------------------------------------------------------ stop, streams
 

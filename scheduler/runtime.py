@@ -11,20 +11,29 @@ that are too late. Nothing here trusts APScheduler to run a job exactly once: th
 Housekeeping (every ``housekeeping_s``) keeps the job table in step with the broadcast table
 (so the API may run in another process and only write rows), records missed slots and
 stops cancelled broadcasts.
+
+The event loop that runs this also runs the ingest, so nothing here touches the database on
+it (docs/architecture.md, "the ingest loop is never blocked"): APScheduler runs in its own
+thread (``BackgroundScheduler``: job store reads and writes, RRULE expansion), housekeeping
+reads in a worker thread, and only a due slot comes back to the loop, through
+``_LoopExecutor``, as ``SchedulerRuntime.on_due``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from apscheduler.executors.base import BaseExecutor
+from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -44,9 +53,6 @@ log = logging.getLogger("loa.scheduler")
 
 JOB_PREFIX = "broadcast-"
 JOBS_TABLE = "apscheduler_jobs"
-
-_active: SchedulerRuntime | None = None
-
 
 def _ms(dt: datetime) -> int:
     return int(dt.timestamp() * 1000)
@@ -98,13 +104,38 @@ class SlotTrigger(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 ships no 
         return f"slots[{self.rule or 'once'} from {self.start_ms}]"
 
 
-async def fire_broadcast(broadcast_id: int) -> None:
-    """The job function stored in the job store (referenced by name)."""
-    rt = _active
-    if rt is None:
-        log.warning("broadcast %s is due but no scheduler runtime is active", broadcast_id)
-        return
-    await rt.on_due(broadcast_id)
+def fire_broadcast(broadcast_id: int) -> None:
+    """The job function named in the job store. Never called: the runtime's own executor
+    (``_LoopExecutor``) turns a due job into ``on_due`` of the runtime that owns the
+    scheduler, so no module global says which runtime is active."""
+    log.warning("broadcast %s is due but no scheduler runtime is active", broadcast_id)
+
+
+class _LoopExecutor(BaseExecutor):  # type: ignore[misc]  # APScheduler 3 is untyped
+    """Hands a due job from APScheduler's thread to the runtime's event loop."""
+
+    def __init__(self, runtime: SchedulerRuntime) -> None:
+        super().__init__()
+        self._runtime = runtime
+
+    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        loop = self._runtime._loop
+        if loop is None or loop.is_closed():
+            self._run_job_success(job.id, [])
+            return
+        try:
+            fut = asyncio.run_coroutine_threadsafe(self._runtime.on_due(job.args[0]), loop)
+        except RuntimeError as exc:  # the loop closed meanwhile
+            self._run_job_error(job.id, exc, exc.__traceback__)
+            return
+
+        def done(f: concurrent.futures.Future[list[int]]) -> None:
+            exc = None if f.cancelled() else f.exception()
+            if exc is None:
+                self._run_job_success(job.id, [])
+            else:
+                self._run_job_error(job.id, exc, exc.__traceback__)
+        fut.add_done_callback(done)
 
 
 class SchedulerRuntime:
@@ -114,7 +145,7 @@ class SchedulerRuntime:
         self.settings = settings
         self.dispatcher = dispatcher
         self.clock = clock
-        self.scheduler: AsyncIOScheduler | None = None
+        self.scheduler: BackgroundScheduler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._locks: dict[int, asyncio.Lock] = {}  # per broadcast: others never wait
@@ -124,17 +155,17 @@ class SchedulerRuntime:
     # ------------------------------------------------------------------ life
 
     async def start(self) -> None:
-        global _active
         self._loop = asyncio.get_running_loop()
-        self.scheduler = AsyncIOScheduler(
+        scheduler = BackgroundScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=self.db.engine,
                                                      tablename=JOBS_TABLE)},
+            executors={"default": _LoopExecutor(self)},
             timezone=ICT,
             job_defaults={"coalesce": True, "max_instances": 1,
                           "misfire_grace_time": int((self.lead_ms + self.grace_ms) / 1000) + 1})
-        _active = self
         await self.dispatcher.recover()
-        self.scheduler.start()
+        await asyncio.to_thread(scheduler.start)  # creates the job table, reads the jobs
+        self.scheduler = scheduler
         await self.sync()
         self._housekeeping = asyncio.create_task(self._housekeeping_loop(),
                                                  name="loa-scheduler-housekeeping")
@@ -143,7 +174,6 @@ class SchedulerRuntime:
 
     async def stop(self) -> None:
         """Stop without touching the job store: the next start takes over from it."""
-        global _active
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -151,11 +181,9 @@ class SchedulerRuntime:
             self._housekeeping = None
         scheduler, self.scheduler = self.scheduler, None
         if scheduler is not None and scheduler.running:
-            # AsyncIOScheduler shuts down on its loop's next turn; forget it now so a second
-            # stop() does nothing.
-            scheduler.shutdown(wait=False)
-        if _active is self:
-            _active = None
+            # Forgotten first, so a second stop() does nothing; the shutdown joins the
+            # scheduler's thread, which may be in a query: not on the loop.
+            await asyncio.to_thread(scheduler.shutdown, wait=False)
 
     async def _housekeeping_loop(self) -> None:
         while True:
@@ -190,6 +218,24 @@ class SchedulerRuntime:
         with contextlib.suppress(JobLookupError):
             self.scheduler.remove_job(f"{JOB_PREFIX}{broadcast_id}")
 
+    def _off_loop(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` (job store work: database reads and writes) in the calling thread, or
+        in a worker thread when called on the event loop. APScheduler's own lock makes it
+        safe from any thread."""
+        def run() -> None:
+            try:
+                fn()
+            except Exception:
+                log.exception("scheduler job update failed")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is None:
+            run()
+        else:
+            running.run_in_executor(None, run)
+
     def _in_loop(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the scheduler's event loop, whichever thread calls (API routes run
         in a thread pool)."""
@@ -211,12 +257,15 @@ class SchedulerRuntime:
                 b = s.get(Broadcast, broadcast_id)
                 if b is not None and b.status == "scheduled":
                     self._ensure_job(b)
-        self._in_loop(add)
+        if self._loop is not None:
+            self._off_loop(add)
 
     def on_cancelled(self, broadcast_id: int) -> None:
         """A scheduled broadcast was cancelled: no more slots, stop what is playing."""
+        if self._loop is not None:
+            self._off_loop(lambda: self._remove_job(broadcast_id))
+
         def cancel() -> None:
-            self._remove_job(broadcast_id)
             task = asyncio.get_running_loop().create_task(
                 self.dispatcher.cancel_broadcast(broadcast_id))
 
@@ -228,7 +277,8 @@ class SchedulerRuntime:
 
     def on_paused(self, broadcast_id: int) -> None:
         """A broadcast was paused: no further slot is dispatched; what plays now finishes."""
-        self._in_loop(lambda: self._remove_job(broadcast_id))
+        if self._loop is not None:
+            self._off_loop(lambda: self._remove_job(broadcast_id))
 
     def job_ids(self) -> set[int]:
         if self.scheduler is None:
@@ -271,9 +321,22 @@ class SchedulerRuntime:
 
     async def sync(self) -> None:
         """Jobs for every scheduled broadcast and none for the others; missed slots recorded;
-        broadcasts cancelled elsewhere stopped."""
+        broadcasts cancelled elsewhere stopped. The reading and the job store work run in a
+        worker thread; the loop only gives what it holds (the airings being followed) and
+        acts on the answer."""
         now = self.clock()
-        scheduled, active_cancelled = await asyncio.to_thread(self._scan, now)
+        active_ids = sorted({a.broadcast_id for a in self.dispatcher.active_airings()
+                             if not a.cancelled})
+        cancelled, due = await asyncio.to_thread(self._sync_jobs, now, active_ids)
+        for bid in cancelled:
+            await self.dispatcher.cancel_broadcast(bid)
+        # Due slots whose job fire was lost (e.g. added while the scheduler was paused).
+        for bid in due:
+            await self.on_due(bid)
+
+    def _sync_jobs(self, now: int, active_ids: list[int]) -> tuple[list[int], list[int]]:
+        """(broadcasts to stop, broadcasts with a due slot), the job table made to match."""
+        scheduled, active_cancelled = self._scan(now, active_ids)
         have = self.job_ids()
         want = set(scheduled)
         with self.db.session() as s:
@@ -288,12 +351,7 @@ class SchedulerRuntime:
                     self._ensure_job(b, after)
         for bid in sorted(have - want):
             self._remove_job(bid)
-        for bid in active_cancelled:
-            await self.dispatcher.cancel_broadcast(bid)
-        # Due slots whose job fire was lost (e.g. added while the scheduler was paused).
-        for bid in scheduled:
-            if self._has_due(bid, now):
-                await self.on_due(bid)
+        return active_cancelled, [bid for bid in scheduled if self._has_due(bid, now)]
 
     def _has_due(self, broadcast_id: int, now: int) -> bool:
         with self.db.session() as s:
@@ -325,17 +383,15 @@ class SchedulerRuntime:
         except IntegrityError:
             return True  # a dispatch of the same slot got there first: nothing was missed
 
-    def _scan(self, now: int) -> tuple[list[int], list[int]]:
+    def _scan(self, now: int, active_ids: list[int]) -> tuple[list[int], list[int]]:
         with self.db.session() as s:
             ids = list(s.scalars(select(Broadcast.id).where(Broadcast.status == "scheduled")))
         scheduled = [bid for bid in ids if self._record_missed(bid, now)]
-        active_ids = {a.broadcast_id for a in self.dispatcher.active_airings()
-                      if not a.cancelled}
         cancelled: list[int] = []
         if active_ids:
             with self.db.session() as s:
                 cancelled = list(s.scalars(select(Broadcast.id).where(
-                    Broadcast.id.in_(sorted(active_ids)), Broadcast.status == "cancelled")))
+                    Broadcast.id.in_(active_ids), Broadcast.status == "cancelled")))
         return scheduled, cancelled
 
 

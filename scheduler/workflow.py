@@ -7,9 +7,15 @@ the province may). Levels follow Thông tư 39/2020/TT-BTTTT:
 - *priority* is scheduled straight onto the nodes and pre-empts the communes' normal items;
 - *emergency* (province only, explicit confirmation) plays at once at a forced volume.
 
-Every method runs in one database transaction and checks everything before writing, so a
-refused request leaves nothing behind. The running scheduler (if in this process) is told
-after commit; otherwise it picks the change up on its next housekeeping pass.
+Every method that changes something runs in one database transaction and checks everything
+before writing, so a refused request leaves nothing behind. The caller's ``audit`` hook
+(``InTransaction``) writes its audit row in that same transaction: a failed audit stores
+nothing, and a retry creates exactly one. ``create`` first reads in a short session (scope,
+targets) and prepares the audio outside any transaction (speech synthesis takes seconds and
+must not hold SQLite's write lock); everything it writes is one transaction. Idempotency keys
+are ``loa.idempotency``'s, remembered in that transaction too. The running scheduler (if in
+this process) is told after commit; otherwise it picks the change up on its next
+housekeeping pass.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from loa import idempotency
 from loa.db import Database
 from loa.timeutil import ICT, now_ms
 from scheduler.config import SchedulerSettings
@@ -66,6 +73,10 @@ STATUS_LABELS_VI = {
     "failed": "Phát trực tiếp bị lỗi",
 }
 OPEN_STATUSES = ("draft", "submitted", "approved", "scheduled", "paused")
+# Called inside a use case's transaction, with the session and the answer, before commit: the
+# route writes its audit row there (``dashboard.security.audit``), so the change and its
+# record commit together or not at all.
+InTransaction = Callable[[Session, dict[str, Any]], None]
 MAX_CALENDAR_DAYS = 93
 
 
@@ -160,18 +171,24 @@ class BroadcastService(ControlMixin):
     # ------------------------------------------------------------------ create
 
     def create(self, actor: Actor, payload: Any, *, client_key: str | None = None,
-               replaces: int | None = None) -> dict[str, Any]:
+               replaces: int | None = None, audit: InTransaction | None = None,
+               asked: Any = None) -> dict[str, Any]:
         """Create (and, when the actor may approve, schedule) a bulletin.
 
         ``client_key`` is the sender's idempotency key: a second request with the same key
         from the same person returns the first bulletin (``replayed``) instead of a copy, so
         a double click or a retry on a weak link sends once. ``replaces`` is the bulletin an
-        edit supersedes (left out of the conflict check; see ``ControlMixin.edit``)."""
+        edit supersedes (left out of the conflict check; see ``ControlMixin.edit``).
+        ``audit`` runs in the creating transaction (see ``InTransaction``); ``asked`` is what
+        the key's fingerprint covers when it is not ``payload`` (an edit: the changes asked
+        for, not the merged bulletin)."""
         if actor.role not in ("province", "commune"):
             raise Forbidden("Chỉ cán bộ xã hoặc cấp tỉnh được tạo bản tin.")
         client_key = check_client_key(client_key)
+        action = "broadcast.edit" if replaces else "broadcast.create"
+        asked = asked if asked is not None else {"payload": payload, "replaces": replaces}
         if client_key is not None:
-            earlier = self._replay(actor, client_key)
+            earlier = self._replay(actor, client_key, action, asked)
             if earlier is not None:
                 return earlier
         now = self.clock()
@@ -215,11 +232,14 @@ class BroadcastService(ControlMixin):
             s.add(b)
             try:
                 s.flush()
+                if client_key is not None:
+                    idempotency.remember(s, actor.username, client_key, action, asked,
+                                         resource_id=b.id, now_ms=now)
             except IntegrityError:
                 if client_key is None:
                     raise
                 s.rollback()  # the same key won a race a moment ago: answer with that one
-                earlier = self._replay(actor, client_key)
+                earlier = self._replay(actor, client_key, action, asked)
                 if earlier is None:
                     raise
                 return earlier
@@ -229,16 +249,21 @@ class BroadcastService(ControlMixin):
             out = self._summary(s, b)
             status = b.status
             broadcast_id = b.id
+            if audit is not None:
+                audit(s, out)
         if status == "scheduled":
             self._notify_scheduled(broadcast_id)
         if mount and self.live is not None:
             out["source_url"] = self.live.source_url(mount)
         return out
 
-    def _replay(self, actor: Actor, client_key: str) -> dict[str, Any] | None:
+    def _replay(self, actor: Actor, client_key: str, action: str,
+                asked: Any) -> dict[str, Any] | None:
+        """The bulletin an earlier request with this key created, as it is now; a key used
+        for a different request is refused (``loa.idempotency``)."""
         with self.db.session() as s:
-            b = s.scalar(select(Broadcast).where(Broadcast.created_by == actor.username,
-                                                 Broadcast.client_key == client_key))
+            row = idempotency.earlier(s, actor.username, client_key, action, asked)
+            b = s.get(Broadcast, int(row.resource_id)) if row and row.resource_id else None
             if b is None:
                 return None
             return {**self._summary(s, b), "replayed": True}
@@ -380,7 +405,8 @@ class BroadcastService(ControlMixin):
         if hits:
             raise Conflict(conflict_message(hits), details=[h.as_dict() for h in hits])
 
-    def submit(self, actor: Actor, broadcast_id: int) -> dict[str, Any]:
+    def submit(self, actor: Actor, broadcast_id: int, *,
+               audit: InTransaction | None = None) -> dict[str, Any]:
         now = self.clock()
         with self.db.session() as s:
             b = self._load(s, actor, broadcast_id)
@@ -394,9 +420,13 @@ class BroadcastService(ControlMixin):
             self._check_conflicts(s, b, now)
             b.status = "submitted"
             b.updated_ms = now
-            return self._summary(s, b)
+            out = self._summary(s, b)
+            if audit is not None:
+                audit(s, out)
+            return out
 
-    def approve(self, actor: Actor, broadcast_id: int) -> dict[str, Any]:
+    def approve(self, actor: Actor, broadcast_id: int, *,
+                audit: InTransaction | None = None) -> dict[str, Any]:
         now = self.clock()
         with self.db.session() as s:
             b = self._load(s, actor, broadcast_id)
@@ -410,11 +440,14 @@ class BroadcastService(ControlMixin):
             self._activate(s, actor, b, now)
             out = self._summary(s, b)
             status = b.status
+            if audit is not None:
+                audit(s, out)
         if status == "scheduled":
             self._notify_scheduled(broadcast_id)
         return out
 
-    def cancel(self, actor: Actor, broadcast_id: int) -> dict[str, Any]:
+    def cancel(self, actor: Actor, broadcast_id: int, *,
+               audit: InTransaction | None = None) -> dict[str, Any]:
         now = self.clock()
         with self.db.session() as s:
             b = self._load(s, actor, broadcast_id)
@@ -433,6 +466,8 @@ class BroadcastService(ControlMixin):
                 item.handled_by = actor.username
             out = self._summary(s, b)
             mount = b.stream_mount
+            if audit is not None:
+                audit(s, out)
         if was_scheduled and self.runtime is not None:
             self.runtime.on_cancelled(broadcast_id)
         if mount:
@@ -483,7 +518,8 @@ class BroadcastService(ControlMixin):
             raise Conflict("Mục này đã được xử lý.")
         return item, s.get_one(Broadcast, item.broadcast_id)
 
-    def schedule_from_inbox(self, actor: Actor, item_id: int, payload: Any) -> dict[str, Any]:
+    def schedule_from_inbox(self, actor: Actor, item_id: int, payload: Any, *,
+                            audit: InTransaction | None = None) -> dict[str, Any]:
         """The commune takes a province bulletin: a broadcast of its own, same content."""
         if actor.role not in ("commune", "province"):
             raise Forbidden("Chỉ cán bộ xã được lên lịch bản tin từ hộp thư.")
@@ -528,6 +564,8 @@ class BroadcastService(ControlMixin):
             item.scheduled_broadcast_id = b.id
             out = self._summary(s, b)
             status, new_id = b.status, b.id
+            if audit is not None:
+                audit(s, out)
         if status == "scheduled":
             self._notify_scheduled(new_id)
         return out
@@ -774,7 +812,10 @@ class BroadcastService(ControlMixin):
 
     # ------------------------------------------------------------------ saved groups
 
-    def create_group(self, actor: Actor, name: Any, targets: Any) -> dict[str, Any]:
+    def create_group(self, actor: Actor, name: Any, targets: Any, *,
+                     client_key: str | None = None,
+                     audit: InTransaction | None = None) -> dict[str, Any]:
+        """A saved set of places; ``client_key`` and ``audit`` as for ``create``."""
         if actor.role not in ("province", "commune"):
             raise Forbidden("Chỉ cán bộ xã hoặc cấp tỉnh được tạo nhóm nơi phát.")
         if not isinstance(name, str) or not name.strip() or len(name) > 200:
@@ -782,14 +823,27 @@ class BroadcastService(ControlMixin):
         targets = normalize_targets(targets)
         if targets["groups"]:
             raise InvalidBroadcast("Nhóm nơi phát không được chứa nhóm khác.")
+        client_key = check_client_key(client_key)
+        asked = {"name": name, "targets": targets}
         with self.db.session() as s:
+            row = (idempotency.earlier(s, actor.username, client_key, "group.create", asked)
+                   if client_key else None)
+            if row is not None:
+                earlier: dict[str, Any] = row.response
+                return earlier
             check_targets(s, targets, actor)
             owner = self._owner_commune(s, actor, targets)
             g = SavedGroup(name=name.strip(), owner_commune_id=owner, targets=targets,
                            created_by=actor.username, created_ms=self.clock())
             s.add(g)
             s.flush()
-            return self._group_dict(s, g)
+            out = self._group_dict(s, g)
+            if client_key:
+                idempotency.remember(s, actor.username, client_key, "group.create", asked,
+                                     resource_id=g.id, response=out, now_ms=self.clock())
+            if audit is not None:
+                audit(s, out)
+            return out
 
     def _group_dict(self, s: Session, g: SavedGroup) -> dict[str, Any]:
         return {"id": g.id, "name": g.name, "owner_commune_id": g.owner_commune_id,

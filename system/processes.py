@@ -22,6 +22,7 @@ import uvicorn
 
 from loa.broker import EmbeddedBroker
 from loa.db import Database, open_database
+from loa.loopwatch import settle_for_latency, watch_loop_from_settings
 from loa.settings import Settings
 from system.root import System
 
@@ -104,8 +105,10 @@ async def _run(settings: Settings, *, http: bool, controller: bool,
                on_ready: Callable[[System], Awaitable[None]] | None = None,
                on_stop: Callable[[], None] | None = None) -> None:
     """Build the process (``System``), start it, serve HTTP, run until a signal, stop."""
+    watch = await watch_loop_from_settings(settings.loop_stall_warn_ms)
     system = System(settings, controller=controller, http=http)
     await system.start()
+    settle_for_latency()  # once started: GIL switch interval, start-up objects frozen
     server: uvicorn.Server | None = None
     serving: asyncio.Task[None] | None = None
     try:
@@ -135,6 +138,8 @@ async def _run(settings: Settings, *, http: bool, controller: bool,
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(serving, 10)
         await system.stop()
+        if watch is not None:
+            await watch.stop()
 
 
 def _secret_is_safe(settings: Settings) -> bool:

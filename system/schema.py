@@ -15,13 +15,14 @@ import controller.models
 import controller.notify
 import dashboard.models
 import indicator.models
+import loa.idempotency
 import registry.models
 import scheduler.models
 from loa.db import Base, Database
 
 MODEL_MODULES = (alerts.models, broadcasts.models, controller.alarms, controller.models,
                  dashboard.models, indicator.models, registry.models, scheduler.models,
-                 controller.notify)
+                 controller.notify, loa.idempotency)
 
 
 def import_all_models() -> MetaData:

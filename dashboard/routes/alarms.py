@@ -6,10 +6,10 @@ the app so the demo has alarms without extra wiring."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, StrictStr
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,7 @@ from controller.alarms import (
 from dashboard.deps import DbSession
 from dashboard.models import User
 from dashboard.security import audit, current_user, require_role, scope_commune_ids
+from dashboard.validation import typed_post
 from loa.timeutil import format_datetime
 from registry.models import Commune, Node, Village
 
@@ -144,12 +145,18 @@ def acknowledge_alarm(s: Session, user: User, alarm_id: int, note: str | None,
     return next(i for i in page.items if i.id == alarm_id)
 
 
-@router.post("/alarms/{alarm_id}/ack", response_model=AlarmItem)
-def ack_alarm(*, alarm_id: int, request: Request, payload: Any = Body(None),
+class AckIn(BaseModel):
+    """What was done or who was told ("đã báo điện lực"); optional."""
+
+    refusals: ClassVar[dict[str, str]] = {"note": "Ghi chú («note») phải là chuỗi."}
+    note: StrictStr | None = None
+
+
+@typed_post(router, "/alarms/{alarm_id}/ack", response_model=AlarmItem)
+def ack_alarm(*, alarm_id: int, request: Request, body: AckIn | None = None,
               user: User = Depends(require_role("technician", "province")),
               s: DbSession):
     """Body (optional): ``{"note": "…"}``, what was done or who was told."""
-    note = payload.get("note") if isinstance(payload, dict) else None
-    return acknowledge_alarm(s, user, alarm_id, note, request)
+    return acknowledge_alarm(s, user, alarm_id, body.note if body else None, request)
 
 

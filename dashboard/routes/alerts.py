@@ -64,8 +64,10 @@ def _answer(out: dict[str, Any]) -> JSONResponse:
 async def _receive(request: Request, user: User, svc: AlertService, raw: bytes,
                    truncated: int | None, source: str) -> JSONResponse:
     request.state.audited = True  # the service writes its own audit rows (see the hook)
+    # ``Idempotency-Key`` as for every creating endpoint (``loa.idempotency``).
     out = await run_in_threadpool(svc.receive, raw, source=source, source_ref=user.username,
-                                  trusted_source=True, truncated_from=truncated)
+                                  trusted_source=True, truncated_from=truncated,
+                                  client_key=request.headers.get("idempotency-key"))
     return _answer(out)
 
 

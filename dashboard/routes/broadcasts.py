@@ -26,16 +26,39 @@ from fastapi import (
 )
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from dashboard.context import AppContext
 from dashboard.deps import DbSession, get_ctx
 from dashboard.models import User
 from dashboard.security import audit, current_user, require_role
+from dashboard.validation import typed_post
+from loa import idempotency
 from loa.timeutil import ICT, now_ms
 from scheduler.recurrence import parse_instant, parse_local_date
+from scheduler.schemas import (
+    BroadcastHistory,
+    BroadcastIn,
+    BroadcastOut,
+    BroadcastPage,
+    CalendarOut,
+    CheckOut,
+    GroupIn,
+    GroupList,
+    GroupOut,
+    InboxDismissed,
+    InboxPage,
+    InboxScheduleIn,
+    LiveServerOut,
+    NodeCommandOut,
+    RecurrenceEndIn,
+    SkipIn,
+    StopIn,
+    VolumeIn,
+)
 from scheduler.targets import Actor, check_node_access
-from scheduler.workflow import BroadcastService
+from scheduler.workflow import BroadcastService, InTransaction
 
 log = logging.getLogger("loa.api.broadcasts")
 
@@ -66,85 +89,94 @@ async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await run_in_threadpool(fn, *args, **kwargs)
 
 
-async def _audit(request: Request, user: User, action: str, target: Any, status: int,
-                 detail: dict | None = None) -> None:
-    """In a worker thread: a write on the event loop would stall every request (and the
-    ingest beside it) while the database is busy."""
-    ctx: AppContext = request.app.state.ctx
+def _audited(request: Request, user: User, action: str, status: int,
+             what: Callable[[dict[str, Any]], tuple[Any, dict | None]]) -> InTransaction:
+    """The audit row of a use case, written by the service inside the use case's own
+    transaction (``scheduler.workflow.InTransaction``): the change and its record commit
+    together, so a failed audit stores nothing and a retry creates exactly one. ``what``
+    gives the row's target and detail from the answer."""
 
-    def write() -> None:
-        with ctx.db.session() as s:
-            audit(s, action, user=user, target=str(target), request=request,
-                  status_code=status, detail=detail)
+    def write(s: Session, out: dict[str, Any]) -> None:
+        target, detail = what(out)
+        audit(s, action, user=user, target=str(target), request=request,
+              status_code=status, detail=detail)
 
-    await run_in_threadpool(write)
+    return write
 
 
 # --------------------------------------------------------------------------- broadcasts
 
 
-@router.post("/broadcasts", status_code=201)
-async def create_broadcast(request: Request, payload: Any = Body(..., examples=[{
-        "title": "Thông báo tiêm chủng", "tts_text": "Sáng mai tiêm chủng tại trạm y tế xã.",
-        "targets": {"communes": [1]}, "start_at": "2025-03-01T06:00:00+07:00",
-        "priority": "normal", "volume": 80, "repeat": 2}]),
-        user: User = Depends(current_user), svc: BroadcastService = Depends(get_service),
-        idempotency_key: str | None = Header(None, max_length=80)):
+@typed_post(router, "/broadcasts", status_code=201, response_model=BroadcastOut)
+async def create_broadcast(request: Request, body: BroadcastIn,
+                           user: User = Depends(current_user),
+                           svc: BroadcastService = Depends(get_service),
+                           idempotency_key: str | None = Header(None, max_length=80)):
     """Create a bulletin. An ``Idempotency-Key`` header makes a repeat of the same request
     (double click, retry after a dropped answer) return the first bulletin with 200."""
-    out = await _call(svc.create, actor_of(user), payload, client_key=idempotency_key)
+    payload = body.model_dump(exclude_unset=True)
+    out = await _call(svc.create, actor_of(user), payload, client_key=idempotency_key,
+                      audit=_audited(request, user, "broadcast.create", 201, lambda o: (
+                          o["id"], {"priority": o["priority"], "status": o["status"],
+                                    "places": o["places"]})))
     if out.get("replayed"):
         return JSONResponse(out, status_code=200)
-    await _audit(request, user, "broadcast.create", out["id"], 201,
-                 {"priority": out["priority"], "status": out["status"], "places": out["places"]})
     return out
 
 
-@router.post("/broadcasts/check")
-async def check_broadcast(payload: Any = Body(...), user: User = Depends(current_user),
+@typed_post(router, "/broadcasts/check", response_model=CheckOut)
+async def check_broadcast(body: BroadcastIn, user: User = Depends(current_user),
                           replaces: int | None = Query(None, ge=1, le=MAX_ID),
                           svc: BroadcastService = Depends(get_service)):
     """The summary an officer confirms before sending: where (villages by name, clusters,
     how many offline now), when, how long, priority, language. Writes nothing."""
-    return await _call(svc.check, actor_of(user), payload, replaces=replaces)
+    return await _call(svc.check, actor_of(user), body.model_dump(exclude_unset=True),
+                       replaces=replaces)
 
 
-@router.post("/broadcasts/{broadcast_id}/edit", status_code=201)
+@router.post("/broadcasts/{broadcast_id}/edit", status_code=201,
+             response_model=BroadcastOut)
 async def edit_broadcast(request: Request, broadcast_id: int = id_param(),
                          payload: Any = Body(...), user: User = Depends(current_user),
                          svc: BroadcastService = Depends(get_service),
                          idempotency_key: str | None = Header(None, max_length=80)):
     """A new version with the changes; the old one is cancelled and kept as history."""
     out = await _call(svc.edit, actor_of(user), broadcast_id, payload,
-                      client_key=idempotency_key)
-    await _audit(request, user, "broadcast.edit", broadcast_id, 201, {"new_id": out["id"]})
+                      client_key=idempotency_key,
+                      audit=_audited(request, user, "broadcast.edit", 201,
+                                     lambda o: (broadcast_id, {"new_id": o["id"]})))
+    if out.get("replayed"):  # as for create: the first answer again, nothing new made
+        return JSONResponse(out, status_code=200)
     return out
 
 
-@router.get("/broadcasts/{broadcast_id}/history")
+@router.get("/broadcasts/{broadcast_id}/history", response_model=BroadcastHistory)
 async def broadcast_history(broadcast_id: int = id_param(), user: User = Depends(current_user),
                             svc: BroadcastService = Depends(get_service)):
     items = await _call(svc.history, actor_of(user), broadcast_id)
     return {"items": items, "total": len(items)}
 
 
-def _with_body(name: str):
-    async def route(request: Request, broadcast_id: int = id_param(),
-                    payload: Any = Body(None), user: User = Depends(current_user),
+def _with_body(name: str, model: type[SkipIn] | type[RecurrenceEndIn]):
+    async def route(request: Request, body: BaseModel, broadcast_id: int = id_param(),
+                    user: User = Depends(current_user),
                     svc: BroadcastService = Depends(get_service)):
-        out = await _call(getattr(svc, name), actor_of(user), broadcast_id, payload)
-        await _audit(request, user, f"broadcast.{name}", broadcast_id, 200,
-               payload if isinstance(payload, dict) else None)
-        return out
+        payload = detail = body.model_dump(exclude_unset=True)
+        return await _call(getattr(svc, name), actor_of(user), broadcast_id, payload,
+                           audit=_audited(request, user, f"broadcast.{name}", 200,
+                                          lambda _o: (broadcast_id, detail)))
     route.__name__ = f"{name}_broadcast"
+    route.__annotations__["body"] = model  # the real body model (FastAPI reads this)
     return route
 
 
-router.post("/broadcasts/{broadcast_id}/skip")(_with_body("skip"))
-router.post("/broadcasts/{broadcast_id}/recurrence")(_with_body("set_recurrence"))
+typed_post(router, "/broadcasts/{broadcast_id}/skip",
+           response_model=BroadcastOut)(_with_body("skip", SkipIn))
+typed_post(router, "/broadcasts/{broadcast_id}/recurrence",
+           response_model=BroadcastOut)(_with_body("set_recurrence", RecurrenceEndIn))
 
 
-@router.get("/broadcasts")
+@router.get("/broadcasts", response_model=BroadcastPage)
 async def list_broadcasts(status: str | None = Query(None, max_length=16),
                           limit: int = Query(50, ge=1, le=500),
                           offset: int = Query(0, ge=0, le=10**9),
@@ -153,7 +185,7 @@ async def list_broadcasts(status: str | None = Query(None, max_length=16),
     return await _call(svc.list, actor_of(user), status=status, limit=limit, offset=offset)
 
 
-@router.get("/broadcasts/{broadcast_id}")
+@router.get("/broadcasts/{broadcast_id}", response_model=BroadcastOut)
 async def get_broadcast(broadcast_id: int = id_param(),
                         airing_id: int | None = Query(None, ge=1, le=MAX_ID),
                         user: User = Depends(current_user),
@@ -165,41 +197,47 @@ def _transition(name: str):
     async def route(request: Request, broadcast_id: int = id_param(),
                     user: User = Depends(current_user),
                     svc: BroadcastService = Depends(get_service)):
-        out = await _call(getattr(svc, name), actor_of(user), broadcast_id)
-        await _audit(request, user, f"broadcast.{name}", broadcast_id, 200,
-                     {"status": out["status"]})
-        return out
+        return await _call(getattr(svc, name), actor_of(user), broadcast_id,
+                           audit=_audited(request, user, f"broadcast.{name}", 200,
+                                          lambda o: (broadcast_id, {"status": o["status"]})))
     route.__name__ = f"{name}_broadcast"
     return route
 
 
-router.post("/broadcasts/{broadcast_id}/submit")(_transition("submit"))
-router.post("/broadcasts/{broadcast_id}/approve")(_transition("approve"))
-router.post("/broadcasts/{broadcast_id}/cancel")(_transition("cancel"))
-router.post("/broadcasts/{broadcast_id}/pause")(_transition("pause"))
-router.post("/broadcasts/{broadcast_id}/resume")(_transition("resume"))
+router.post("/broadcasts/{broadcast_id}/submit",
+            response_model=BroadcastOut)(_transition("submit"))
+router.post("/broadcasts/{broadcast_id}/approve",
+            response_model=BroadcastOut)(_transition("approve"))
+router.post("/broadcasts/{broadcast_id}/cancel",
+            response_model=BroadcastOut)(_transition("cancel"))
+router.post("/broadcasts/{broadcast_id}/pause",
+            response_model=BroadcastOut)(_transition("pause"))
+router.post("/broadcasts/{broadcast_id}/resume",
+            response_model=BroadcastOut)(_transition("resume"))
 
 
 # --------------------------------------------------------------------------- inbox
 
 
-@router.get("/inbox")
+@router.get("/inbox", response_model=InboxPage)
 async def inbox(state: str | None = Query("new", max_length=12),
                 user: User = Depends(current_user), svc: BroadcastService = Depends(get_service)):
     items = await _call(svc.inbox, actor_of(user), state or None)
     return {"items": items, "total": len(items)}
 
 
-@router.post("/inbox/{item_id}/schedule", status_code=201)
+@typed_post(router, "/inbox/{item_id}/schedule", status_code=201, response_model=BroadcastOut)
 async def schedule_inbox_item(request: Request, item_id: int = id_param(),
-                              payload: Any = Body(None), user: User = Depends(current_user),
+                              body: InboxScheduleIn | None = None,
+                              user: User = Depends(current_user),
                               svc: BroadcastService = Depends(get_service)):
-    out = await _call(svc.schedule_from_inbox, actor_of(user), item_id, payload)
-    await _audit(request, user, "inbox.schedule", item_id, 201, {"broadcast_id": out["id"]})
-    return out
+    payload = body.model_dump(exclude_unset=True) if body is not None else None
+    return await _call(svc.schedule_from_inbox, actor_of(user), item_id, payload,
+                       audit=_audited(request, user, "inbox.schedule", 201,
+                                      lambda o: (item_id, {"broadcast_id": o["id"]})))
 
 
-@router.post("/inbox/{item_id}/dismiss")
+@router.post("/inbox/{item_id}/dismiss", response_model=InboxDismissed)
 async def dismiss_inbox_item(item_id: int = id_param(), user: User = Depends(current_user),
                              svc: BroadcastService = Depends(get_service)):
     return await _call(svc.dismiss_inbox, actor_of(user), item_id)
@@ -220,7 +258,7 @@ def _bound(value: str | None, default_ms: int, *, end: bool) -> int:
     return parse_instant(text)
 
 
-@router.get("/schedule")
+@router.get("/schedule", response_model=CalendarOut)
 async def schedule(from_: str | None = Query(None, alias="from",
                                              description="ISO date/time or dd/mm/yyyy"),
                    to: str | None = Query(None, description="ISO date/time or dd/mm/yyyy"),
@@ -238,20 +276,22 @@ async def schedule(from_: str | None = Query(None, alias="from",
 # --------------------------------------------------------------------------- groups
 
 
-@router.get("/groups")
+@router.get("/groups", response_model=GroupList)
 async def list_groups(user: User = Depends(current_user),
                       svc: BroadcastService = Depends(get_service)):
     items = await _call(svc.list_groups, actor_of(user))
     return {"items": items, "total": len(items)}
 
 
-@router.post("/groups", status_code=201)
-async def create_group(payload: Any = Body(...), user: User = Depends(current_user),
-                       svc: BroadcastService = Depends(get_service)):
-    if not isinstance(payload, dict):
-        raise HTTPException(422, "Yêu cầu phải là một đối tượng JSON {name, targets}.")
-    return await _call(svc.create_group, actor_of(user), payload.get("name"),
-                       payload.get("targets"))
+@typed_post(router, "/groups", status_code=201, response_model=GroupOut)
+async def create_group(request: Request, body: GroupIn, user: User = Depends(current_user),
+                       svc: BroadcastService = Depends(get_service),
+                       idempotency_key: str | None = Header(None, max_length=80)):
+    """A saved set of places; ``Idempotency-Key`` as for ``POST /broadcasts``."""
+    return await _call(svc.create_group, actor_of(user), body.name, body.targets,
+                       client_key=idempotency_key,
+                       audit=_audited(request, user, "group.create", 201,
+                                      lambda o: (o["id"], {"name": o["name"]})))
 
 
 @router.delete("/groups/{group_id}", status_code=204)
@@ -272,13 +312,22 @@ def _node_commands(ctx: AppContext):
 
 
 async def send_node_command(node_id: str, kind: str, request: Request, user: User,
-                            s: Session, **kw: Any) -> dict[str, Any]:
+                            s: Session, *, client_key: str | None = None,
+                            **kw: Any) -> dict[str, Any]:
     """``volume`` / ``selftest`` / ``stop`` for the API and the node page alike: scope check,
     ``NodeCommands.send`` (publish, then wait for the answer), an audit row. What the node
     answered is in the result (``acked``: true, false, or None when it did not answer in
-    time; ``selftest``)."""
+    time; ``selftest``). ``client_key``: the ``Idempotency-Key`` (``loa.idempotency``): a
+    retry with the same key answers what the first send got, without sending again."""
     ctx: AppContext = request.app.state.ctx
     await run_in_threadpool(check_node_access, s, actor_of(user), node_id)
+    key = idempotency.check_key(client_key)
+    action, asked = f"node.{kind}", {"node_id": node_id, **kw}
+    if key is not None:
+        earlier = await run_in_threadpool(idempotency.earlier, s, user.username, key, action,
+                                          asked)
+        if earlier is not None:
+            return earlier.response
     node_commands = _node_commands(ctx)
     try:
         result = await node_commands.send(node_id, kind, **kw)
@@ -287,40 +336,43 @@ async def send_node_command(node_id: str, kind: str, request: Request, user: Use
         raise HTTPException(503, "Không gửi được lệnh: mất kết nối tới broker MQTT.") from None
     audit(s, f"node.{kind}", user=user, target=node_id, request=request, status_code=200,
           detail={k: v for k, v in kw.items() if v is not None})
-    return {"node_id": node_id, "command": kind, **result}
+    out = {"node_id": node_id, "command": kind, **result}
+    if key is not None:  # committed with the audit row when the request ends
+        await run_in_threadpool(idempotency.remember, s, user.username, key, action, asked,
+                                response=out, now_ms=now_ms())
+    return out
 
 
-@router.post("/nodes/{node_id}/volume")
-async def node_volume(*, node_id: str, request: Request, payload: Any = Body(...),
+@typed_post(router, "/nodes/{node_id}/volume", response_model=NodeCommandOut)
+async def node_volume(*, node_id: str, request: Request, body: VolumeIn,
                       user: User = Depends(require_role("technician", "province", "commune")),
-                      s: DbSession):
-    level = payload.get("level") if isinstance(payload, dict) else None
-    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 100:
-        raise HTTPException(422, "Âm lượng («level») phải là số nguyên từ 0 đến 100.")
-    return await send_node_command(node_id, "volume", request, user, s, level=level)
+                      s: DbSession, idempotency_key: str | None = Header(None, max_length=80)):
+    return await send_node_command(node_id, "volume", request, user, s, level=body.level,
+                                   client_key=idempotency_key)
 
 
-@router.post("/nodes/{node_id}/selftest")
+@router.post("/nodes/{node_id}/selftest", response_model=NodeCommandOut)
 async def node_selftest(*, node_id: str, request: Request,
                         user: User = Depends(require_role("technician", "province", "commune")),
-                        s: DbSession):
-    return await send_node_command(node_id, "selftest", request, user, s)
+                        s: DbSession,
+                        idempotency_key: str | None = Header(None, max_length=80)):
+    return await send_node_command(node_id, "selftest", request, user, s,
+                                   client_key=idempotency_key)
 
 
-@router.post("/nodes/{node_id}/stop")
-async def node_stop(*, node_id: str, request: Request, payload: Any = Body(None),
+@typed_post(router, "/nodes/{node_id}/stop", response_model=NodeCommandOut)
+async def node_stop(*, node_id: str, request: Request, body: StopIn | None = None,
                     user: User = Depends(require_role("technician", "province", "commune")),
-                    s: DbSession):
-    broadcast_id = payload.get("broadcast_id") if isinstance(payload, dict) else None
-    if broadcast_id is not None and not isinstance(broadcast_id, str):
-        raise HTTPException(422, "«broadcast_id» phải là chuỗi (mã phát trên cụm loa).")
-    return await send_node_command(node_id, "stop", request, user, s, broadcast_id=broadcast_id)
+                    s: DbSession, idempotency_key: str | None = Header(None, max_length=80)):
+    broadcast_id = body.broadcast_id if body is not None else None
+    return await send_node_command(node_id, "stop", request, user, s, broadcast_id=broadcast_id,
+                                   client_key=idempotency_key)
 
 
 # --------------------------------------------------------------------------- live
 
 
-@router.get("/live/server")
+@router.get("/live/server", response_model=LiveServerOut)
 async def live_server(request: Request, user: User = Depends(current_user),
                       svc: BroadcastService = Depends(get_service)):
     """Whether live broadcasting is available, and which mounts are on air."""

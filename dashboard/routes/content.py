@@ -200,7 +200,7 @@ async def _upload_from_form(form: FormData, store: ContentStore) -> Upload:
                 fh.close()
                 path.unlink(missing_ok=True)
                 raise too_large(store.cfg.max_upload_bytes)
-            fh.write(block)
+            await run_in_threadpool(fh.write, block)  # a disk write: not on the loop
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     return Upload(path=path, filename=filename, size=size, fields=fields)
 

@@ -111,7 +111,9 @@ def save_my_subscription(channel: Channel, body: SubscriptionIn, request: Reques
     sub = save_subscription(s, user.username, channel, address=body.address,
                             severities=body.severities, communes=body.communes,
                             active=body.active, secret=body.secret,
-                            scope=user.scope_commune_ids())
+                            scope=user.scope_commune_ids(),
+                            webhook_networks=request.app.state.ctx.settings
+                            .notify_webhook_allowed_networks)
     audit(s, "notify.subscribe", user=user, target=channel, request=request,
           detail={"severities": sub.severities, "communes": sub.communes,
                   "active": sub.active})

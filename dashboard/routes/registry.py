@@ -5,7 +5,9 @@ become 4xx answers with their Vietnamese message (``dashboard.app``'s domain-err
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+import hashlib
+
+from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from dashboard.deps import DbSession
@@ -17,11 +19,18 @@ from dashboard.security import (
     require_role,
     scope_commune_ids,
 )
+from loa import idempotency
 from loa.timeutil import ms_to_dt, now_ms
 from registry import changes, importer, queries
 from registry.errors import InvalidInputError
 from registry.formats import MAX_FILE_BYTES, decode_bytes, detect_format
-from registry.schemas import ApproveRequest, PendingNodeOut, SearchResult
+from registry.schemas import (
+    ApprovedNodeOut,
+    ApproveRequest,
+    ImportOut,
+    PendingNodeOut,
+    SearchResult,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
 
@@ -47,37 +56,64 @@ def pending_nodes(*, response: Response, limit: int = Query(100, ge=1, le=500),
     return queries.list_pending(s, limit=limit, offset=offset)
 
 
-@router.post("/pending-nodes/{node_id}/approve")
+@router.post("/pending-nodes/{node_id}/approve", response_model=ApprovedNodeOut)
 def approve_pending_node(*, node_id: str, body: ApproveRequest, request: Request,
                          user: User = Depends(require_role("technician", "province")),
-                         s: DbSession) -> dict[str, object]:
+                         s: DbSession,
+                         idempotency_key: str | None = Header(None, max_length=80)
+                         ) -> dict[str, object]:
+    """Place a pending cluster in a village; ``Idempotency-Key`` (``loa.idempotency``) makes
+    a retry answer the first approval, remembered in the same transaction."""
+    key = idempotency.check_key(idempotency_key)
+    asked = {"node_id": node_id, **body.model_dump()}
+    if key is not None:
+        row = idempotency.earlier(s, user.username, key, "registry.approve_node", asked)
+        if row is not None:
+            return row.response
     village = changes.get_village(s, body.village_id)
     require_commune_access(user, village.commune_id)
     node = changes.approve_pending(s, node_id, village.id, label=body.label,
                                    speakers=body.speakers)
     audit(s, "registry.approve_node", user=user, target=node.id, request=request,
           status_code=200, detail={"village_id": village.id, "village_code": village.code})
-    return {"id": node.id, "village_id": village.id, "village": village.name,
-            "commune_id": village.commune_id, "simulated": node.simulated,
-            "registered_ms": node.registered_ms}
+    out = {"id": node.id, "village_id": village.id, "village": village.name,
+           "commune_id": village.commune_id, "simulated": node.simulated,
+           "registered_ms": node.registered_ms}
+    if key is not None:
+        idempotency.remember(s, user.username, key, "registry.approve_node", asked,
+                             resource_id=node.id, response=out, now_ms=now_ms())
+    return out
 
 
-@router.post("/registry/import")
+@router.post("/registry/import", response_model=ImportOut)
 def import_registry(*, request: Request, file: UploadFile = File(...),
                     format: str | None = Query(None, description="yaml | csv (mặc định: theo "
                                                                  "đuôi tên tệp)"),
                     user: User = Depends(require_role("province")),
-                    s: DbSession) -> dict[str, object]:
-    """Upload a YAML or CSV register. Any error: 422 with every bad line, nothing written."""
+                    s: DbSession,
+                    idempotency_key: str | None = Header(None, max_length=80)
+                    ) -> dict[str, object] | JSONResponse:
+    """Upload a YAML or CSV register. Any error: 422 with every bad line, nothing written.
+    ``Idempotency-Key``: a retry of the same file answers the first import's summary."""
+    key = idempotency.check_key(idempotency_key)
     fmt = _format(format) if format else detect_format(file.filename or "")
     data = file.file.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
         return JSONResponse(status_code=413, content={
             "detail": f"Tệp lớn quá {MAX_FILE_BYTES // (1024 * 1024)} MB."})
+    asked = {"format": fmt, "sha256": hashlib.sha256(data).hexdigest()}
+    if key is not None:
+        row = idempotency.earlier(s, user.username, key, "registry.import", asked)
+        if row is not None:
+            return row.response
     summary = importer.import_text(s, decode_bytes(data), fmt)
     audit(s, "registry.import", user=user, target=file.filename or "", request=request,
           status_code=200, detail=summary.as_dict())
-    return {"message": summary.text(), **summary.as_dict()}
+    out = {"message": summary.text(), **summary.as_dict()}
+    if key is not None:
+        idempotency.remember(s, user.username, key, "registry.import", asked,
+                             response=out, now_ms=now_ms())
+    return out
 
 
 def _format(value: str) -> str:

@@ -115,17 +115,22 @@ def raise_alarm(db, ids, kind="offline", node="dc-01", commune="Đội Cấn") -
         return a.id
 
 
+LOOPBACK = "127.0.0.0/8"  # where the test's SMTP server and webhook receiver listen
+
+
 def subscribe(db, username, channel, address, **kw) -> None:
     scope = user_scope(db)(username)
     with db.session() as s:
         save_subscription(s, username, channel, address=address,
                           severities=kw.get("severities", [3, 2, 1]),
                           communes=kw.get("communes", []), active=True,
-                          secret=kw.get("secret"), scope=scope)
+                          secret=kw.get("secret"), scope=scope,
+                          webhook_networks=LOOPBACK)
 
 
 def notifier(db, port: int, **kw) -> Notifier:
     cfg = NotifyConfig(smtp_host="127.0.0.1", smtp_port=port, smtp_from="loa@tinh.gov.vn",
+                       webhook_networks=LOOPBACK,
                        timeout_s=kw.pop("timeout_s", 5.0), retry_s=kw.pop("retry_s", 30.0),
                        **kw)
     return Notifier(db, cfg, user_scope(db))
@@ -260,6 +265,8 @@ def test_a_hung_smtp_server_does_not_stall_the_event_loop(db, place):
 
 
 def test_settings_api_refuses_bad_input_in_vietnamese(settings, db, place, receiver):
+    # The receiver listens on loopback, which only an allowed network lets a webhook reach.
+    settings = settings.model_copy(update={"notify_webhook_allowed_networks": LOOPBACK})
     with db.session() as s:
         user = s.scalar(select(User).where(User.username == "kythuat"))
         raw, _ = issue_token(s, user, "api")
@@ -272,6 +279,14 @@ def test_settings_api_refuses_bad_input_in_vietnamese(settings, db, place, recei
         assert r.status_code == 422 and "không thuộc phạm vi" in r.json()["detail"]
         r = c.put("/api/v1/notifications/me/webhook", json={"address": "ftp://x", "secret": "k"})
         assert r.status_code == 422 and "webhook" in r.json()["detail"]
+        # Server-side request forgery: the server would post into its own networks.
+        for inside in ("http://169.254.169.254/latest/meta-data", "http://10.0.0.5/sms",
+                       "http://localhost:8080/x", "http://gateway.local/x",
+                       "http://[::1]/x", "http://user:pw@sms.example.vn/x"):
+            r = c.put("/api/v1/notifications/me/webhook", json={"address": inside})
+            assert r.status_code == 422, (inside, r.text)
+            assert "Không dùng được địa chỉ webhook" in r.json()["detail"] or \
+                "tên đăng nhập" in r.json()["detail"], r.json()
         r = c.put("/api/v1/notifications/me/webhook",
                   json={"address": receiver.url, "secret": "k", "severities": [3, 2]})
         assert r.status_code == 200 and r.json()["signed"] is True
@@ -280,3 +295,21 @@ def test_settings_api_refuses_bad_input_in_vietnamese(settings, db, place, recei
         assert [ch["name"] for ch in got["communes"]] == ["Đội Cấn"]
         assert c.delete("/api/v1/notifications/me/webhook").json()["stopped"] is True
         assert c.get("/api/v1/notifications/me").json()["webhook"] is None
+
+
+def test_a_webhook_is_checked_again_when_it_is_sent(db, receiver):
+    """A name can resolve elsewhere when the alarm comes than when it was saved (DNS
+    rebinding): the sender refuses an internal address whatever the subscription said."""
+    from controller.notify import AlarmNotice, DeliveryError
+
+    notice = AlarmNotice(alarm_id=1, kind="offline", label="Mất kết nối", severity=3,
+                         severity_label="Nghiêm trọng", place="Thôn Nà Pàn – Cụm 1",
+                         commune="Đội Cấn", commune_id=None, raised_ms=now_ms(), detail="",
+                         node_id="dc-001")
+    closed = Notifier(db, NotifyConfig(), lambda _u: None)
+    with pytest.raises(DeliveryError, match="trỏ vào địa chỉ loopback"):
+        closed.send_webhook(receiver.url, None, notice)
+    assert not receiver.requests
+    Notifier(db, NotifyConfig(webhook_networks=LOOPBACK), lambda _u: None).send_webhook(
+        receiver.url, None, notice)
+    assert len(receiver.requests) == 1

@@ -163,8 +163,11 @@ def test_a_long_bulletin_needs_a_second_confirmation(world, db):
 
 def test_the_same_idempotency_key_sends_once(world, db):
     svc, ids, officer, other, _ = world
-    first = svc.create(officer, body(ids), client_key="form-6f1c2a9e")
-    again = svc.create(officer, body(ids), client_key="form-6f1c2a9e")
+    # A retry resends the very request (a key reused for another request is refused: 409,
+    # tests/scheduler/test_use_case_transactions.py); ``body`` stamps the time, so build it once.
+    sent = body(ids)
+    first = svc.create(officer, sent, client_key="form-6f1c2a9e")
+    again = svc.create(officer, sent, client_key="form-6f1c2a9e")
     assert again["id"] == first["id"] and again["replayed"] is True
     assert count(db) == 1
     # Another person's key space is their own; a malformed key is refused.
