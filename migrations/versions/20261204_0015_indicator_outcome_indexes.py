@@ -6,7 +6,7 @@ walks the rows already in that order and reads only the index, instead of visiti
 wide table and sorting every row (indicator/evaluate.py, docs/indicator.md section 7).
 
 Revision ID: 0015
-Revises: 0011 (0010 when written; main gained 0011 meanwhile)
+Revises: 0009 (0010 when written; main gained 0011 and 0009 meanwhile)
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0015"
-down_revision: str | Sequence[str] | None = "0011"
+down_revision: str | Sequence[str] | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
