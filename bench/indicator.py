@@ -17,7 +17,7 @@ Measured in the same run:
 Run: ``.venv/bin/python bench/indicator.py`` (writes bench/results/indicator.json).
 The province's year (issue 16): ``--days 365`` (4,000 clusters; target 2 s, not met: 5.6 s
 before the covering indexes of migration 0015 on a quiet machine, evaluation 1.11 x the
-bare reads; after them 1.0-1.2 x the bare reads, measured under load, see docs/indicator.md
+bare reads; after them 0.8-1.2 x the bare reads, measured under load, see docs/indicator.md
 §7). The 100,000-cluster quarter: ``--communes 5000 --no-report`` (not run to the end: the
 history generator holds the whole quarter in memory, 16 GB and growing after 18 minutes).
 """
