@@ -44,8 +44,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from fractions import Fraction
+from functools import lru_cache
 
-from sqlalchemy import Engine, or_, select
+from sqlalchemy import Engine, or_, select, text
 from sqlalchemy.orm import Session
 
 from indicator import intervals as iv
@@ -233,8 +234,16 @@ class Evaluation:
 def _at_least(value_num: int, value_den: int, threshold: float) -> bool:
     """``num/den >= threshold`` in exact arithmetic: 90.0% must pass a 0.9 threshold even
     though 0.9 has no exact binary form."""
+    num, den = _exact(threshold)
+    return value_num * den >= num * value_den
+
+
+@lru_cache(maxsize=64)
+def _exact(threshold: float) -> tuple[int, int]:
+    """The threshold as the decimal it was written as (a few distinct values per
+    evaluation, compared tens of thousands of times: parsed once)."""
     t = Fraction(str(threshold))
-    return value_num * t.denominator >= t.numerator * value_den
+    return t.numerator, t.denominator
 
 
 def _commune_window(c: Commune, start_ms: int, end_ms: int) -> tuple[int, int]:
@@ -279,14 +288,10 @@ _WINDOW = ("a.slot_ms >= :start AND a.slot_ms < :end AND a.status <> 'cancelled'
 # the village and commune of their node when the airing was aimed at it (written by the
 # dispatcher): exactly the "as it was" attribution, no join needed. Targets written without
 # them are attributed through the register (placement, membership) at the slot time.
-_TARGETS_CTE = (
-    "WITH tt AS ("
-    f"SELECT a.id AS airing_id, t.commune_id AS c, t.village_id AS v, {_PLAYED} AS p "
-    "FROM airing a {join} airing_target t ON t.airing_id = a.id "
-    f"WHERE {_WINDOW} AND t.village_id IS NOT NULL AND t.commune_id IS NOT NULL "
-    "{recorded} "
-    "UNION ALL "
-    # (driven from the targets' own indexes on village_id/commune_id: usually no such row)
+# Targets written without a commune/village, attributed through the register (placement,
+# membership) at the slot time; driven from the targets' own indexes on village_id/commune_id
+# (usually no such row). Columns: airing, commune, village, played.
+_RESOLVED = (
     f"SELECT a.id, m.commune_id, p.village_id, {_PLAYED} "
     "FROM airing_target t JOIN airing a ON a.id = t.airing_id "
     "JOIN node_placement p ON p.node_id = t.node_id AND p.valid_from_ms <= a.slot_ms "
@@ -294,18 +299,45 @@ _TARGETS_CTE = (
     "JOIN village_membership m ON m.village_id = p.village_id "
     "AND m.valid_from_ms <= a.slot_ms AND (m.valid_to_ms IS NULL OR m.valid_to_ms > a.slot_ms) "
     f"WHERE {_WINDOW} AND (t.village_id IS NULL OR t.commune_id IS NULL) "
-    "{resolved}) ")
-# A village counts an airing once however many of its clusters got it, and has played it
-# when any of them did.
+    "{resolved}")
+_RECORDED = f"WHERE {_WINDOW} AND t.village_id IS NOT NULL AND t.commune_id IS NOT NULL "
+# One row per target aimed in the window, attributed to (commune, village). Targets carry
+# the village and commune of their node when the airing was aimed at it (written by the
+# dispatcher): exactly the "as it was" attribution, no join needed.
+_TARGETS_CTE = (
+    "WITH tt AS ("
+    f"SELECT a.id AS airing_id, t.commune_id AS c, t.village_id AS v, {_PLAYED} AS p "
+    "FROM airing a {join} airing_target t ON t.airing_id = a.id "
+    + _RECORDED + "{recorded} UNION ALL " + _RESOLVED + ") ")
 # The attributed targets themselves, for the evidence folder (``evidence.py``).
 TARGET_ROWS_SQL = (_TARGETS_CTE + "SELECT tt.c, tt.v, tt.airing_id, tt.p, a.slot_ms, "
                    "a.duration_ms, a.language FROM tt JOIN airing a ON a.id = tt.airing_id "
                    "ORDER BY tt.c, tt.v, tt.airing_id")
-_PER_VILLAGE_SQL = (_TARGETS_CTE + "SELECT c, v, COUNT(DISTINCT airing_id), "
-                    "COUNT(DISTINCT CASE WHEN p = 1 THEN airing_id END) FROM tt GROUP BY c, v")
-_HEARD_SQL = (_TARGETS_CTE + "SELECT g.c, a.id, a.slot_ms, a.duration_ms, a.language FROM "
-              "(SELECT c, airing_id FROM tt GROUP BY airing_id, c HAVING MAX(p) = 1) g "
-              "JOIN airing a ON a.id = g.airing_id")
+# A village counts an airing once however many of its clusters got it, and has played it
+# when any of them did. The two aggregations below first reduce the recorded targets per
+# (commune, village, airing), resp. per (airing, commune), in the order of a covering index
+# (``ix_airing_target_village_outcome``, ``ix_airing_target_outcome``, migration 0015), so
+# the database groups while it walks the index instead of sorting every target of the
+# window; the outer query then reduces the few remaining rows (and any resolved target of
+# the same airing: DISTINCT and MAX make the result what grouping the raw targets gives).
+_PER_VILLAGE_SQL = (
+    "WITH tt AS ("
+    f"SELECT t.airing_id AS airing_id, t.commune_id AS c, t.village_id AS v, MAX({_PLAYED}) "
+    "AS p FROM airing_target t {village_index} {join} airing a ON a.id = t.airing_id "
+    + _RECORDED + "{recorded} GROUP BY t.commune_id, t.village_id, t.airing_id "
+    "UNION ALL " + _RESOLVED + ") "
+    "SELECT c, v, COUNT(DISTINCT airing_id), "
+    "COUNT(DISTINCT CASE WHEN p = 1 THEN airing_id END) FROM tt GROUP BY c, v")
+_HEARD_SQL = (
+    "WITH tt AS ("
+    f"SELECT a.id AS airing_id, t.commune_id AS c, MIN(t.village_id) AS v, MAX({_PLAYED}) "
+    "AS p FROM airing a {airing_scan} {join} airing_target t {outcome_index} "
+    "ON t.airing_id = a.id " + _RECORDED + "{recorded} GROUP BY a.id, t.commune_id "
+    "UNION ALL " + _RESOLVED + ") "
+    "SELECT g.c, a.id, a.slot_ms, a.duration_ms, a.language FROM "
+    "(SELECT c, airing_id FROM tt GROUP BY airing_id, c HAVING MAX(p) = 1) g "
+    "JOIN airing a ON a.id = g.airing_id")
+_OUTCOME_INDEXES = ("ix_airing_target_outcome", "ix_airing_target_village_outcome")
 
 
 @dataclass
@@ -330,7 +362,26 @@ def _target_query(session: Session, sql: str, start_ms: int, end_ms: int, evalua
     # start from the targets of the asked communes (pinning airings first would scan every
     # airing's targets for each commune: seconds instead of milliseconds).
     clauses["join"] = ordered_join(session) if commune_ids is None else "JOIN"
+    clauses.update(village_index="", outcome_index="", airing_scan="")
+    if commune_ids is None and _sqlite_outcome_indexes(session):
+        # SQLite without statistics would drive from the slot index (airings out of id
+        # order: a sort of every target); pinned, it walks airings by id and each one's
+        # targets in index order. PostgreSQL's planner is trusted.
+        clauses.update(village_index=f"INDEXED BY {_OUTCOME_INDEXES[1]}",
+                       outcome_index=f"INDEXED BY {_OUTCOME_INDEXES[0]}",
+                       airing_scan="NOT INDEXED")
     return sql.format(**clauses), params
+
+
+def _sqlite_outcome_indexes(session: Session) -> bool:
+    """Whether the database is SQLite and has both covering indexes (a file made before
+    migration 0015 and not upgraded lacks them: then no hint, same answer, slower)."""
+    if session.get_bind().dialect.name != "sqlite":
+        return False
+    marks = ", ".join(f"'{n}'" for n in _OUTCOME_INDEXES)
+    found = session.execute(text(
+        f"SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name IN ({marks})"))
+    return found.scalar() == len(_OUTCOME_INDEXES)
 
 
 def _aimed_played(session: Session, *window) -> dict[tuple[int, int], tuple[int, int]]:

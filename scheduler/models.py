@@ -99,6 +99,13 @@ class AiringTarget(Base):
     __table_args__ = (
         UniqueConstraint("airing_id", "node_id", name="uq_airing_node"),
         Index("ix_airing_target_node", "node_id", "airing_id"),
+        # Covering indexes for the indicator's two aggregations (indicator/evaluate.py): read
+        # in these orders, the database groups a year of proof-of-play rows as it walks the
+        # index, without sorting millions of rows or visiting the wide table (migration 0015).
+        Index("ix_airing_target_outcome", "airing_id", "commune_id", "village_id", "phase",
+              "started_at_ms"),
+        Index("ix_airing_target_village_outcome", "commune_id", "village_id", "airing_id",
+              "phase", "started_at_ms"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     airing_id: Mapped[int] = mapped_column(ForeignKey("airing.id"), index=True)
