@@ -35,21 +35,40 @@ class Cluster:
     lon: float | None
 
     def as_dict(self) -> dict:
-        return {"node_id": self.node_id, "label": self.label, "village_id": self.village_id,
-                "village": self.village_name, "commune_id": self.commune_id,
-                "commune": self.commune_name, "lat": self.lat, "lon": self.lon}
+        return {
+            "node_id": self.node_id,
+            "label": self.label,
+            "village_id": self.village_id,
+            "village": self.village_name,
+            "commune_id": self.commune_id,
+            "commune": self.commune_name,
+            "lat": self.lat,
+            "lon": self.lon,
+        }
 
 
 def load_clusters(s: Session) -> list[Cluster]:
     """Every cluster in service, with where it is (its coordinates or its commune's)."""
     rows = s.execute(
-        select(Node.id, Node.label, Node.lat, Node.lon, Village.id, Village.name, Commune.id,
-               Commune.name, Commune.province_id, Commune.lat, Commune.lon)
+        select(
+            Node.id,
+            Node.label,
+            Node.lat,
+            Node.lon,
+            Village.id,
+            Village.name,
+            Commune.id,
+            Commune.name,
+            Commune.province_id,
+            Commune.lat,
+            Commune.lon,
+        )
         .join(Village, Village.id == Node.village_id, isouter=True)
         .join(Commune, Commune.id == Village.commune_id, isouter=True)
-        .where(Node.retired_ms.is_(None))).all()
+        .where(Node.retired_ms.is_(None))
+    ).all()
     out = []
-    for (nid, label, lat, lon, vid, vname, cid, cname, pid, clat, clon) in rows:
+    for nid, label, lat, lon, vid, vname, cid, cname, pid, clat, clon in rows:
         if lat is None or lon is None:
             lat, lon = clat, clon
         out.append(Cluster(nid, label or "", vid, vname or "", cid, cname or "", pid, lat, lon))
@@ -76,8 +95,9 @@ class Selection:
     unknown_geocodes: list[str]
 
 
-def _geocode_targets(s: Session, areas: list[Area], settings: AlertSettings
-                     ) -> tuple[set[int], set[int], list[str]]:
+def _geocode_targets(
+    s: Session, areas: list[Area], settings: AlertSettings
+) -> tuple[set[int], set[int], list[str]]:
     commune_names = {n.lower() for n in settings.geocode_commune_names}
     province_names = {n.lower() for n in settings.geocode_province_names}
     communes: set[str] = set()
@@ -90,16 +110,20 @@ def _geocode_targets(s: Session, areas: list[Area], settings: AlertSettings
             elif name.lower() in province_names:
                 provinces.add(code)
     commune_ids = _current_commune_ids(s, communes) if communes else set()
-    province_ids = set(s.scalars(select(Province.id).where(
-        Province.code.in_(sorted(provinces))))) if provinces else set()
+    province_ids = (
+        set(s.scalars(select(Province.id).where(Province.code.in_(sorted(provinces)))))
+        if provinces
+        else set()
+    )
     known_c = set(s.scalars(select(Commune.code).where(Commune.code.in_(sorted(communes)))))
     known_p = set(s.scalars(select(Province.code).where(Province.code.in_(sorted(provinces)))))
     unknown = sorted((communes - known_c) | (provinces - known_p))
     return commune_ids, province_ids, unknown
 
 
-def _area_hits(area: Area, c: Cluster, settings: AlertSettings,
-               commune_ids: set[int], province_ids: set[int]) -> bool:
+def _area_hits(
+    area: Area, c: Cluster, settings: AlertSettings, commune_ids: set[int], province_ids: set[int]
+) -> bool:
     commune_names = {n.lower() for n in settings.geocode_commune_names}
     province_names = {n.lower() for n in settings.geocode_province_names}
     for name, _value in area.geocodes:
@@ -111,8 +135,11 @@ def _area_hits(area: Area, c: Cluster, settings: AlertSettings,
         return False
     for poly in area.polygons:
         lo_lat, lo_lon, hi_lat, hi_lon = bbox(poly)
-        if lo_lat <= c.lat <= hi_lat and lo_lon <= c.lon <= hi_lon \
-                and in_polygon(c.lat, c.lon, poly):
+        if (
+            lo_lat <= c.lat <= hi_lat
+            and lo_lon <= c.lon <= hi_lon
+            and in_polygon(c.lat, c.lon, poly)
+        ):
             return True
     return any(in_circle(c.lat, c.lon, circle) for circle in area.circles)
 
@@ -122,8 +149,9 @@ def _area_ids(s: Session, area: Area, settings: AlertSettings) -> tuple[set[int]
     return ids[0], ids[1]
 
 
-def select_clusters(s: Session, alert: CapAlert, settings: AlertSettings,
-                    clusters: list[Cluster] | None = None) -> Selection:
+def select_clusters(
+    s: Session, alert: CapAlert, settings: AlertSettings, clusters: list[Cluster] | None = None
+) -> Selection:
     """The clusters covered by any area of any info block of ``alert``."""
     clusters = clusters if clusters is not None else load_clusters(s)
     areas = alert.areas()

@@ -25,11 +25,15 @@ if TYPE_CHECKING:  # built by the composition root, imported only for its type
     from alerts.workflow import AlertService
 
 
-def register(subparsers: argparse._SubParsersAction, *,
-             alert_service: Callable[[], AlertService]) -> None:
+def register(
+    subparsers: argparse._SubParsersAction, *, alert_service: Callable[[], AlertService]
+) -> None:
     """``alert_service`` opens the database and builds the service (``system.root``)."""
-    p = subparsers.add_parser("alerts", help="cảnh báo khẩn cấp CAP 1.2",
-                              description="Cảnh báo khẩn cấp theo chuẩn OASIS CAP 1.2.")
+    p = subparsers.add_parser(
+        "alerts",
+        help="cảnh báo khẩn cấp CAP 1.2",
+        description="Cảnh báo khẩn cấp theo chuẩn OASIS CAP 1.2.",
+    )
     p.set_defaults(alert_service=alert_service)
     sub = p.add_subparsers(dest="alerts_command", metavar="LỆNH", required=True)
     ck = sub.add_parser("check", help="kiểm tra một tệp CAP: cụm loa nào, lời đọc gì")
@@ -68,12 +72,15 @@ def cmd_check(args: argparse.Namespace) -> int:
         out = svc.preview(_read(args.file))
     except AlertError as err:
         raise UserError(f"{err.message} ({err.code})") from None
-    print(f"{out['msg_type']} · {out['status']} · {out['severity']} · {out['event']} — "
-          f"{'tự động phát' if out['decision'] == 'auto' else 'cần duyệt'}; "
-          f"{out['clusters']} cụm loa")
+    print(
+        f"{out['msg_type']} · {out['status']} · {out['severity']} · {out['event']} — "
+        f"{'tự động phát' if out['decision'] == 'auto' else 'cần duyệt'}; "
+        f"{out['clusters']} cụm loa"
+    )
     for v in out["by_village"]:
-        print(f"  {v['commune']} / {v['village']}: "
-              + ", ".join(c["node_id"] for c in v["clusters"]))
+        print(
+            f"  {v['commune']} / {v['village']}: " + ", ".join(c["node_id"] for c in v["clusters"])
+        )
     for area in out["empty_areas"]:
         print(f"  Vùng không có cụm loa: {area}")
     print(f"Lời đọc: {out['text']}")
@@ -91,9 +98,11 @@ def cmd_receive(args: argparse.Namespace) -> int:
     if out["result"] == "duplicate":
         print(f"Đã nhận trước đó: cảnh báo #{out['alert_id']}; bỏ qua.")
         return 0
-    print(f"Cảnh báo #{out['id']}: {out['state_label']}"
-          + (f" — {out['state_reason']}" if out["state_reason"] else "")
-          + f"; {out['clusters']} cụm loa.")
+    print(
+        f"Cảnh báo #{out['id']}: {out['state_label']}"
+        + (f" — {out['state_reason']}" if out["state_reason"] else "")
+        + f"; {out['clusters']} cụm loa."
+    )
     return 0
 
 
@@ -101,8 +110,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     svc, actor = _service(args)
     page = svc.list(actor, limit=args.limit)
     for a in page["items"]:
-        print(f"{a['id']:>5}  {a['received_at']}  {a['state_label']:<18} {a['severity']:<8} "
-              f"{a['headline'] or a['event'] or a['msg_type']}")
+        print(
+            f"{a['id']:>5}  {a['received_at']}  {a['state_label']:<18} {a['severity']:<8} "
+            f"{a['headline'] or a['event'] or a['msg_type']}"
+        )
     print(f"Tổng: {page['total']} cảnh báo")
     return 0
 
@@ -122,8 +133,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     for st in a["steps"]:
         print(f"  {st['at']}  {st['label']}  {st['actor']}")
     for p in a["airings"]:
-        print(f"  Bản tin #{p['broadcast_id']}: {p['started']}/{p['targeted']} cụm đã phát; "
-              f"99 % sau {p['p99_s'] if p['p99_s'] is not None else '–'} s")
+        print(
+            f"  Bản tin #{p['broadcast_id']}: {p['started']}/{p['targeted']} cụm đã phát; "
+            f"99 % sau {p['p99_s'] if p['p99_s'] is not None else '–'} s"
+        )
         for m in p["not_started"]:
             print(f"    {m['node_id']} ({m['village']}, {m['commune']}): {m['reason']}")
     return 0

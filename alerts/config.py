@@ -45,9 +45,11 @@ class AlertSettings(BaseSettings):
     # geocode <valueName>s read as commune / province codes (Vietnamese administrative unit
     # codes, or Loa's registry codes).
     geocode_commune_names: list[str] = Field(
-        default_factory=lambda: ["MA_XA", "VN-XA", "VN_COMMUNE", "commune"])
+        default_factory=lambda: ["MA_XA", "VN-XA", "VN_COMMUNE", "commune"]
+    )
     geocode_province_names: list[str] = Field(
-        default_factory=lambda: ["MA_TINH", "VN-TINH", "VN_PROVINCE", "province"])
+        default_factory=lambda: ["MA_TINH", "VN-TINH", "VN_PROVINCE", "province"]
+    )
     # Administrative unit code -> registry code, where the two differ ("06040": "ls-doican").
     geocode_map: dict[str, str] = Field(default_factory=dict)
     # Warning tone before the speech: "3x20/10" = three 20-second blasts, 10-second gaps.

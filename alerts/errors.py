@@ -10,8 +10,7 @@ from loa.errors import DomainError
 class AlertError(DomainError):
     status = 422
 
-    def __init__(self, code: str, message: str, message_en: str, status: int | None = None
-                 ) -> None:
+    def __init__(self, code: str, message: str, message_en: str, status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message_en = message_en
@@ -30,8 +29,9 @@ class AlertNotFound(AlertError):
     status = 404
 
     def __init__(self, alert_id: int) -> None:
-        super().__init__("not_found", f"Không tìm thấy cảnh báo số {alert_id}.",
-                         f"Alert {alert_id} not found.")
+        super().__init__(
+            "not_found", f"Không tìm thấy cảnh báo số {alert_id}.", f"Alert {alert_id} not found."
+        )
 
 
 class AlertForbidden(AlertError):

@@ -23,14 +23,15 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
 
 
-def _on_segment(lat: float, lon: float, a: tuple[float, float], b: tuple[float, float]
-                ) -> bool:
+def _on_segment(lat: float, lon: float, a: tuple[float, float], b: tuple[float, float]) -> bool:
     (y1, x1), (y2, x2) = a, b
     cross = (x2 - x1) * (lat - y1) - (y2 - y1) * (lon - x1)
     if abs(cross) > 1e-12:
         return False
-    return min(x1, x2) - 1e-12 <= lon <= max(x1, x2) + 1e-12 and \
-        min(y1, y2) - 1e-12 <= lat <= max(y1, y2) + 1e-12
+    return (
+        min(x1, x2) - 1e-12 <= lon <= max(x1, x2) + 1e-12
+        and min(y1, y2) - 1e-12 <= lat <= max(y1, y2) + 1e-12
+    )
 
 
 def in_polygon(lat: float, lon: float, polygon: Polygon) -> bool:

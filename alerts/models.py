@@ -16,8 +16,17 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from loa.db import Base
 
-ALERT_STATES = ("pending_approval", "escalated", "airing", "not_aired", "expired",
-                "cancelled", "superseded", "rejected", "info")
+ALERT_STATES = (
+    "pending_approval",
+    "escalated",
+    "airing",
+    "not_aired",
+    "expired",
+    "cancelled",
+    "superseded",
+    "rejected",
+    "info",
+)
 
 
 class CapMessage(Base):

@@ -43,9 +43,9 @@ def _entries(root: etree._Element) -> tuple[list[bytes], list[str]]:
                 href = link.get("href")
                 if not href:
                     continue
-                if link.get("type") in CAP_TYPES or (chosen is None and
-                                                     link.get("rel", "alternate") in
-                                                     ("alternate", "related")):
+                if link.get("type") in CAP_TYPES or (
+                    chosen is None and link.get("rel", "alternate") in ("alternate", "related")
+                ):
                     chosen = href
                     if link.get("type") in CAP_TYPES:
                         break
@@ -85,8 +85,9 @@ class FeedPoller:
             row.last_polled_ms = self.service.clock()
             s.add(row)
 
-    async def _fetch(self, client: httpx.AsyncClient, url: str, headers: dict[str, str]
-                     ) -> httpx.Response:
+    async def _fetch(
+        self, client: httpx.AsyncClient, url: str, headers: dict[str, str]
+    ) -> httpx.Response:
         limit = self.service.settings.max_bytes * 8
         async with client.stream("GET", url, headers=headers) as resp:
             body = bytearray()
@@ -124,19 +125,29 @@ class FeedPoller:
             return counts
         for doc_url, raw in docs:
             try:
-                out = await asyncio.to_thread(self.service.receive, raw, source="feed",
-                                              source_ref=doc_url, trusted_source=trusted)
+                out = await asyncio.to_thread(
+                    self.service.receive,
+                    raw,
+                    source="feed",
+                    source_ref=doc_url,
+                    trusted_source=trusted,
+                )
                 counts["duplicate" if out.get("result") == "duplicate" else "accepted"] += 1
             except CapRefused:
                 counts["refused"] += 1
-        await asyncio.to_thread(self._save, url, etag=resp.headers.get("etag"),
-                   last_modified=resp.headers.get("last-modified"),
-                   last_status=f"200: {counts['accepted']} mới, {counts['duplicate']} trùng, "
-                               f"{counts['refused']} bị từ chối")
+        await asyncio.to_thread(
+            self._save,
+            url,
+            etag=resp.headers.get("etag"),
+            last_modified=resp.headers.get("last-modified"),
+            last_status=f"200: {counts['accepted']} mới, {counts['duplicate']} trùng, "
+            f"{counts['refused']} bị từ chối",
+        )
         return counts
 
-    async def _documents(self, client: httpx.AsyncClient, url: str, body: bytes
-                         ) -> list[tuple[str, bytes]]:
+    async def _documents(
+        self, client: httpx.AsyncClient, url: str, body: bytes
+    ) -> list[tuple[str, bytes]]:
         try:
             root = parse_xml(body, max_bytes=self.service.settings.max_bytes * 8)
         except CapRefused:

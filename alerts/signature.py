@@ -30,8 +30,11 @@ def load_certificates(paths: list[str] | tuple[str, ...]) -> list[str]:
         for f in files:
             text = f.read_text(encoding="ascii", errors="replace")
             for chunk in text.split(PEM_BEGIN)[1:]:
-                out.append(PEM_BEGIN + chunk.split("-----END CERTIFICATE-----")[0]
-                           + "-----END CERTIFICATE-----\n")
+                out.append(
+                    PEM_BEGIN
+                    + chunk.split("-----END CERTIFICATE-----")[0]
+                    + "-----END CERTIFICATE-----\n"
+                )
     return out
 
 
@@ -48,23 +51,32 @@ def has_signature(root: etree._Element) -> bool:
 def verify(root: etree._Element, certificates: list[str]) -> Verified:
     """The signed alert, or a refusal saying why the signature does not hold."""
     if not certificates:
-        raise refuse("untrusted_signature", "Tài liệu có chữ ký số nhưng tỉnh chưa cấu hình "
-                     "chứng thư tin cậy nào để kiểm tra.",
-                     "The document is signed but no trusted certificate is configured.")
+        raise refuse(
+            "untrusted_signature",
+            "Tài liệu có chữ ký số nhưng tỉnh chưa cấu hình chứng thư tin cậy nào để kiểm tra.",
+            "The document is signed but no trusted certificate is configured.",
+        )
     last = ""
     for index, cert in enumerate(certificates):
         try:
-            result = XMLVerifier().verify(etree.tostring(root), x509_cert=cert,
-                                          expect_references=1)
+            result = XMLVerifier().verify(etree.tostring(root), x509_cert=cert, expect_references=1)
         except (InvalidSignature, InvalidInput) as exc:
             last = str(exc)
             continue
         signed = result.signed_xml
-        if signed is None or etree.QName(signed).namespace != CAP_NS \
-                or etree.QName(signed).localname != "alert":
-            raise refuse("bad_signature", "Chữ ký số không phủ toàn bộ cảnh báo CAP.",
-                         "The signature does not cover the whole CAP alert.")
+        if (
+            signed is None
+            or etree.QName(signed).namespace != CAP_NS
+            or etree.QName(signed).localname != "alert"
+        ):
+            raise refuse(
+                "bad_signature",
+                "Chữ ký số không phủ toàn bộ cảnh báo CAP.",
+                "The signature does not cover the whole CAP alert.",
+            )
         return Verified(signed, index)
-    raise refuse("bad_signature", "Chữ ký số không hợp lệ hoặc không thuộc chứng thư tin cậy "
-                 f"nào của tỉnh ({last[:200]}).",
-                 f"Invalid signature or not from a trusted certificate ({last[:200]}).")
+    raise refuse(
+        "bad_signature",
+        f"Chữ ký số không hợp lệ hoặc không thuộc chứng thư tin cậy nào của tỉnh ({last[:200]}).",
+        f"Invalid signature or not from a trusted certificate ({last[:200]}).",
+    )

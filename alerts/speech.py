@@ -19,10 +19,14 @@ from loa.text import fold
 from loa.timeutil import ICT
 
 PLACEHOLDERS = {
-    "su_kien": "sự kiện (event)", "tieu_de": "tiêu đề (headline)",
-    "khu_vuc": "khu vực (areaDesc)", "huong_dan": "hướng dẫn (instruction)",
-    "mo_ta": "mô tả (description)", "het_han": "thời điểm hết hiệu lực (expires)",
-    "muc_do": "mức độ (severity)", "noi_gui": "nơi phát tin (senderName)",
+    "su_kien": "sự kiện (event)",
+    "tieu_de": "tiêu đề (headline)",
+    "khu_vuc": "khu vực (areaDesc)",
+    "huong_dan": "hướng dẫn (instruction)",
+    "mo_ta": "mô tả (description)",
+    "het_han": "thời điểm hết hiệu lực (expires)",
+    "muc_do": "mức độ (severity)",
+    "noi_gui": "nơi phát tin (senderName)",
 }
 DEFAULT_TEMPLATE = (
     "Thông báo khẩn cấp về {su_kien}.\n"
@@ -33,11 +37,18 @@ DEFAULT_TEMPLATE = (
     "Cảnh báo có hiệu lực đến {het_han}.\n"
     "Nguồn tin: {noi_gui}."
 )
-ALL_CLEAR_TEMPLATE = ("Thông báo: cảnh báo {su_kien} cho khu vực {khu_vuc} đã được bãi bỏ. "
-                      "Bà con trở lại sinh hoạt bình thường và tiếp tục theo dõi thông tin.")
+ALL_CLEAR_TEMPLATE = (
+    "Thông báo: cảnh báo {su_kien} cho khu vực {khu_vuc} đã được bãi bỏ. "
+    "Bà con trở lại sinh hoạt bình thường và tiếp tục theo dõi thông tin."
+)
 DRILL_PREFIX = "Đây là tin diễn tập, không phải cảnh báo thật."
-SEVERITY_VI = {"Extreme": "đặc biệt nguy hiểm", "Severe": "nguy hiểm", "Moderate": "trung bình",
-               "Minor": "nhẹ", "Unknown": ""}
+SEVERITY_VI = {
+    "Extreme": "đặc biệt nguy hiểm",
+    "Severe": "nguy hiểm",
+    "Moderate": "trung bình",
+    "Minor": "nhẹ",
+    "Unknown": "",
+}
 MAX_TEMPLATE = 4000
 # A long list of areas is read up to this many names, then "and N other areas": a
 # loudspeaker listener needs to know their own place is named, not a minute of names.
@@ -53,19 +64,27 @@ def check_template(template: str) -> str:
     if not isinstance(template, str) or not template.strip():
         raise AlertError("bad_template", "Mẫu lời đọc đang trống.", "The template is empty.")
     if len(template) > MAX_TEMPLATE:
-        raise AlertError("bad_template", f"Mẫu lời đọc dài quá {MAX_TEMPLATE} ký tự.",
-                         f"Template longer than {MAX_TEMPLATE} characters.")
+        raise AlertError(
+            "bad_template",
+            f"Mẫu lời đọc dài quá {MAX_TEMPLATE} ký tự.",
+            f"Template longer than {MAX_TEMPLATE} characters.",
+        )
     try:
         names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as exc:
-        raise AlertError("bad_template", f"Mẫu lời đọc sai cú pháp ngoặc nhọn: {exc}.",
-                         f"Template brace syntax error: {exc}.") from None
+        raise AlertError(
+            "bad_template",
+            f"Mẫu lời đọc sai cú pháp ngoặc nhọn: {exc}.",
+            f"Template brace syntax error: {exc}.",
+        ) from None
     unknown = sorted({n for n in names if n not in PLACEHOLDERS})
     if unknown:
         known = ", ".join("{" + k + "}" for k in PLACEHOLDERS)
-        raise AlertError("bad_template", f"Chỗ trống không rõ: {', '.join(unknown)}. "
-                         f"Dùng được: {known}.",
-                         f"Unknown placeholders: {', '.join(unknown)}.")
+        raise AlertError(
+            "bad_template",
+            f"Chỗ trống không rõ: {', '.join(unknown)}. Dùng được: {known}.",
+            f"Unknown placeholders: {', '.join(unknown)}.",
+        )
     return template.strip()
 
 
@@ -75,16 +94,19 @@ def spoken_time(ms: int) -> str:
 
 
 def values(alert: CapAlert, info: Info) -> dict[str, str]:
-    areas = [a.desc for i in alert.infos if i is info for a in i.areas] or \
-        [a.desc for a in alert.areas()]
+    areas = [a.desc for i in alert.infos if i is info for a in i.areas] or [
+        a.desc for a in alert.areas()
+    ]
     areas = list(dict.fromkeys(a for a in areas if a))
     area_text = ", ".join(areas[:MAX_SPOKEN_AREAS])
     if len(areas) > MAX_SPOKEN_AREAS:
         area_text += f" và {len(areas) - MAX_SPOKEN_AREAS} khu vực khác"
     expires = info.expires_ms
     return {
-        "su_kien": info.event.strip(), "tieu_de": (info.headline or "").strip().rstrip("."),
-        "khu_vuc": area_text, "huong_dan": (info.instruction or "").strip(),
+        "su_kien": info.event.strip(),
+        "tieu_de": (info.headline or "").strip().rstrip("."),
+        "khu_vuc": area_text,
+        "huong_dan": (info.instruction or "").strip(),
         "mo_ta": (info.description or "").strip(),
         "het_han": spoken_time(expires) if expires else "",
         "muc_do": SEVERITY_VI.get(info.severity, ""),
@@ -112,19 +134,25 @@ def compose(alert: CapAlert, info: Info, template: str, *, drill: bool) -> str:
 
 
 def parse_tone_pattern(pattern: str) -> tuple[int, float, float] | None:
-    """"3x20/10" -> (3 blasts, 20 s each, 10 s gaps); "" -> None."""
+    """ "3x20/10" -> (3 blasts, 20 s each, 10 s gaps); "" -> None."""
     pattern = (pattern or "").strip()
     if not pattern:
         return None
     m = re.fullmatch(r"(\d{1,2})x(\d+(?:\.\d+)?)/(\d+(?:\.\d+)?)", pattern)
     if m is None:
-        raise AlertError("bad_tone", f"Mẫu tín hiệu cảnh báo không đọc được: {pattern!r} "
-                         "(ví dụ 3x20/10: ba hồi 20 giây, nghỉ 10 giây).",
-                         f"Unreadable tone pattern {pattern!r} (e.g. 3x20/10).")
+        raise AlertError(
+            "bad_tone",
+            f"Mẫu tín hiệu cảnh báo không đọc được: {pattern!r} "
+            "(ví dụ 3x20/10: ba hồi 20 giây, nghỉ 10 giây).",
+            f"Unreadable tone pattern {pattern!r} (e.g. 3x20/10).",
+        )
     count, blast, gap = int(m.group(1)), float(m.group(2)), float(m.group(3))
     if not (1 <= count <= 10 and 0.2 <= blast <= 60 and 0 <= gap <= 60):
-        raise AlertError("bad_tone", "Tín hiệu cảnh báo: 1–10 hồi, mỗi hồi 0,2–60 giây, nghỉ "
-                         "tối đa 60 giây.", "Tone: 1-10 blasts of 0.2-60 s, gaps up to 60 s.")
+        raise AlertError(
+            "bad_tone",
+            "Tín hiệu cảnh báo: 1–10 hồi, mỗi hồi 0,2–60 giây, nghỉ tối đa 60 giây.",
+            "Tone: 1-10 blasts of 0.2-60 s, gaps up to 60 s.",
+        )
     return count, blast, gap
 
 
@@ -139,8 +167,13 @@ def tone_segment(pattern: str, hz: float):
     count, blast, gap = parsed
     out = AudioSegment.silent(duration=0, frame_rate=22050)
     for i in range(count):
-        out += Sine(hz, sample_rate=22050).to_audio_segment(duration=int(blast * 1000),
-                                                            volume=-6).fade_in(30).fade_out(30)
-        out += AudioSegment.silent(duration=int((gap if i < count - 1 else 1.0) * 1000),
-                                   frame_rate=22050)
+        out += (
+            Sine(hz, sample_rate=22050)
+            .to_audio_segment(duration=int(blast * 1000), volume=-6)
+            .fade_in(30)
+            .fade_out(30)
+        )
+        out += AudioSegment.silent(
+            duration=int((gap if i < count - 1 else 1.0) * 1000), frame_rate=22050
+        )
     return out

@@ -36,9 +36,15 @@ RESULTS = Path(os.environ.get("LOA_BENCH_RESULTS") or REPO / "bench" / "results"
 CHUNK = 5_000
 
 
-def bulk_register(db: Database, node_ids: Sequence[str], *, heartbeat_s: int = 30,
-                  nodes_per_village: int = 5, villages_per_commune: int = 10,
-                  simulated: bool = True) -> dict[str, int]:
+def bulk_register(
+    db: Database,
+    node_ids: Sequence[str],
+    *,
+    heartbeat_s: int = 30,
+    nodes_per_village: int = 5,
+    villages_per_commune: int = 10,
+    simulated: bool = True,
+) -> dict[str, int]:
     """One province; communes of ``villages_per_commune`` villages of ``nodes_per_village``
     nodes each (a commune of 10 villages with 5 clusters each is typical). Returns counts."""
     from sqlalchemy import insert
@@ -54,26 +60,62 @@ def bulk_register(db: Database, node_ids: Sequence[str], *, heartbeat_s: int = 3
 
     n_villages = max(1, math.ceil(len(node_ids) / nodes_per_village))
     n_communes = max(1, math.ceil(n_villages / villages_per_commune))
-    communes = [{"id": c + 1, "code": f"bench-c{c + 1}", "province_id": 1,
-                 "name": f"Xã Thử Nghiệm {c + 1}", "name_folded": fold(f"Xã Thử Nghiệm {c + 1}"),
-                 "created_ms": 0} for c in range(n_communes)]
-    villages = [{"id": v + 1, "code": f"bench-v{v + 1}", "name": f"Thôn {v + 1}",
-                 "name_folded": fold(f"Thôn {v + 1}"),
-                 "commune_id": v // villages_per_commune + 1, "created_ms": 0}
-                for v in range(n_villages)]
-    memberships = [{"village_id": v["id"], "commune_id": v["commune_id"], "valid_from_ms": 0,
-                    "valid_to_ms": None} for v in villages]
-    nodes = [{"id": node_id, "village_id": i // nodes_per_village + 1, "heartbeat_s": heartbeat_s,
-              "simulated": simulated, "registered_ms": 0} for i, node_id in enumerate(node_ids)]
-    placements = [{"node_id": n["id"], "village_id": n["village_id"], "valid_from_ms": 0,
-                   "valid_to_ms": None} for n in nodes]
+    communes = [
+        {
+            "id": c + 1,
+            "code": f"bench-c{c + 1}",
+            "province_id": 1,
+            "name": f"Xã Thử Nghiệm {c + 1}",
+            "name_folded": fold(f"Xã Thử Nghiệm {c + 1}"),
+            "created_ms": 0,
+        }
+        for c in range(n_communes)
+    ]
+    villages = [
+        {
+            "id": v + 1,
+            "code": f"bench-v{v + 1}",
+            "name": f"Thôn {v + 1}",
+            "name_folded": fold(f"Thôn {v + 1}"),
+            "commune_id": v // villages_per_commune + 1,
+            "created_ms": 0,
+        }
+        for v in range(n_villages)
+    ]
+    memberships = [
+        {
+            "village_id": v["id"],
+            "commune_id": v["commune_id"],
+            "valid_from_ms": 0,
+            "valid_to_ms": None,
+        }
+        for v in villages
+    ]
+    nodes = [
+        {
+            "id": node_id,
+            "village_id": i // nodes_per_village + 1,
+            "heartbeat_s": heartbeat_s,
+            "simulated": simulated,
+            "registered_ms": 0,
+        }
+        for i, node_id in enumerate(node_ids)
+    ]
+    placements = [
+        {"node_id": n["id"], "village_id": n["village_id"], "valid_from_ms": 0, "valid_to_ms": None}
+        for n in nodes
+    ]
     with db.session() as s:
         s.execute(insert(Province), [{"id": 1, "code": "bench", "name": "Tỉnh Thử Nghiệm"}])
-        for model, rows in ((Commune, communes), (Village, villages),
-                            (VillageMembership, memberships), (Node, nodes),
-                            (NodePlacement, placements)):
+        for model, rows in (
+            (Commune, communes),
+            (Village, villages),
+            (VillageMembership, memberships),
+            (Node, nodes),
+            (NodePlacement, placements),
+        ):
             for i in range(0, len(rows), CHUNK):
-                s.execute(insert(model), rows[i:i + CHUNK])
+                s.execute(insert(model), rows[i : i + CHUNK])
     return {"nodes": len(nodes), "villages": n_villages, "communes": n_communes}
 
 
@@ -151,17 +193,23 @@ class ProcessSampler:
             if not rows:
                 continue
             cpus, rsss = [c for c, _ in rows], [r for _, r in rows]
-            out[name] = {"cpu_mean": round(sum(cpus) / len(cpus), 1),
-                         "cpu_peak": round(max(cpus), 1),
-                         "rss_mean_mb": round(sum(rsss) / len(rsss), 1),
-                         "rss_peak_mb": round(max(rsss), 1), "samples": len(rows)}
+            out[name] = {
+                "cpu_mean": round(sum(cpus) / len(cpus), 1),
+                "cpu_peak": round(max(cpus), 1),
+                "rss_mean_mb": round(sum(rsss) / len(rsss), 1),
+                "rss_peak_mb": round(max(rsss), 1),
+                "samples": len(rows),
+            }
         return out
 
 
 def machine() -> dict[str, Any]:
     """What else was going on: the figures of a shared 2-core machine depend on it."""
-    return {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
-            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {
+        "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def write_result(name: str, data: dict[str, Any], *, merge: bool = False) -> Path:

@@ -45,8 +45,9 @@ from loa.settings import Settings  # noqa: E402
 from loa.timeutil import now_ms  # noqa: E402
 from system.schema import create_schema  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("bench_dispatch",
-                                               Path(__file__).with_name("dispatch.py"))
+_spec = importlib.util.spec_from_file_location(
+    "bench_dispatch", Path(__file__).with_name("dispatch.py")
+)
 dispatch = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(dispatch)  # type: ignore[union-attr]
 
@@ -61,8 +62,11 @@ def cap_document(identifier: str, communes: list[str]) -> bytes:
     from loa.timeutil import ICT
 
     now = datetime.now(tz=ICT).replace(microsecond=0)
-    areas = "".join(f"<area><areaDesc>{c}</areaDesc><geocode><valueName>MA_XA</valueName>"
-                    f"<value>{c}</value></geocode></area>" for c in communes)
+    areas = "".join(
+        f"<area><areaDesc>{c}</areaDesc><geocode><valueName>MA_XA</valueName>"
+        f"<value>{c}</value></geocode></area>"
+        for c in communes
+    )
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
   <identifier>{identifier}</identifier><sender>{TRUSTED}</sender>
@@ -88,16 +92,31 @@ async def baseline(settings: Settings, gateway, meta, ids: list[str]) -> dict:
     urls = gateway.node_urls(meta.id, ids, settings.public_base_url)
     issued = now_ms()
     bid = f"bench-alert-baseline-{issued}"
-    cmds = {n: PlayCmd(cmd_id=f"ab-{n}-{issued}", issued_at=issued,
-                       expires_at=issued + 300_000, broadcast_id=bid, url=urls[n],
-                       sha256=meta.sha256, bytes=meta.bytes, duration_ms=meta.duration_ms,
-                       start_at=0, priority="emergency", volume=100)
-            for n in ids}
+    cmds = {
+        n: PlayCmd(
+            cmd_id=f"ab-{n}-{issued}",
+            issued_at=issued,
+            expires_at=issued + 300_000,
+            broadcast_id=bid,
+            url=urls[n],
+            sha256=meta.sha256,
+            bytes=meta.bytes,
+            duration_ms=meta.duration_ms,
+            start_at=0,
+            priority="emergency",
+            volume=100,
+        )
+        for n in ids
+    }
     started: dict[str, int] = {}
     ended: set[str] = set()
-    async with aiomqtt.Client(settings.mqtt_host, settings.mqtt_port,
-                              identifier="bench-alert-baseline", keepalive=600,
-                              max_queued_incoming_messages=0) as client:
+    async with aiomqtt.Client(
+        settings.mqtt_host,
+        settings.mqtt_port,
+        identifier="bench-alert-baseline",
+        keepalive=600,
+        max_queued_incoming_messages=0,
+    ) as client:
         await client.subscribe(f"{topics.root}/nodes/+/events", qos=1)
 
         async def read() -> None:
@@ -125,14 +144,23 @@ async def baseline(settings: Settings, gateway, meta, ids: list[str]) -> dict:
         await asyncio.gather(*(one(n) for n in ids))
         publish_ms = now_ms() - t0
         need = math.ceil(0.99 * len(ids))
-        await dispatch.wait_until(lambda: len(started) >= need, 1200, "baseline started",
-                                  progress=lambda: f"{len(started)} started")
+        await dispatch.wait_until(
+            lambda: len(started) >= need,
+            1200,
+            "baseline started",
+            progress=lambda: f"{len(started)} started",
+        )
         figure = p99([v - t0 for v in started.values()], len(ids))
 
         async def stop_one(n: str) -> None:
             async with sem:
-                await client.publish(topics.cmd(n), encode(StopCmd(
-                    cmd_id=f"as-{n}-{issued}", issued_at=now_ms(), broadcast_id=bid)), qos=1)
+                await client.publish(
+                    topics.cmd(n),
+                    encode(
+                        StopCmd(cmd_id=f"as-{n}-{issued}", issued_at=now_ms(), broadcast_id=bid)
+                    ),
+                    qos=1,
+                )
 
         await asyncio.gather(*(stop_one(n) for n in ids))
         with contextlib.suppress(RuntimeError):
@@ -143,8 +171,15 @@ async def baseline(settings: Settings, gateway, meta, ids: list[str]) -> dict:
     return {"publish_ms": publish_ms, "started_99pct_ms": figure, "started": len(started)}
 
 
-async def through_alert(settings: Settings, db: Database, controller, gateway, ids: list[str],
-                        communes: list[str], run: int) -> dict:
+async def through_alert(
+    settings: Settings,
+    db: Database,
+    controller,
+    gateway,
+    ids: list[str],
+    communes: list[str],
+    run: int,
+) -> dict:
     import httpx
     import uvicorn
 
@@ -156,20 +191,31 @@ async def through_alert(settings: Settings, db: Database, controller, gateway, i
     from scheduler.scheduling import start_scheduling
     from system.root import api_context
 
-    sched = SchedulerSettings(ack_margin_s=5, housekeeping_s=1, dispatch_flush_s=1.0,
-                              slot_grace_s=60)
-    scheduling = await start_scheduling(settings, db, controller, content=gateway, sched=sched,
-                                        base_url=settings.public_base_url)
-    alerts = AlertService(db, scheduling.broadcasts, AlertSettings(auto_senders=[TRUSTED]),
-                          content=gateway)
-    ctx = api_context(settings, db, content=gateway.store, controller=controller,
-                      scheduling=scheduling)
+    sched = SchedulerSettings(
+        ack_margin_s=5, housekeeping_s=1, dispatch_flush_s=1.0, slot_grace_s=60
+    )
+    scheduling = await start_scheduling(
+        settings, db, controller, content=gateway, sched=sched, base_url=settings.public_base_url
+    )
+    alerts = AlertService(
+        db, scheduling.broadcasts, AlertSettings(auto_senders=[TRUSTED]), content=gateway
+    )
+    ctx = api_context(
+        settings, db, content=gateway.store, controller=controller, scheduling=scheduling
+    )
     ctx.alerts = alerts
     app_port = free_port()  # chosen now: other programs on the machine take ports too
     app = create_app(ctx)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=app_port,
-                                           log_level="warning", lifespan="on",
-                                           access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=app_port,
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+        )
+    )
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     serving = asyncio.create_task(server.serve())
     with db.session() as s:
@@ -180,10 +226,11 @@ async def through_alert(settings: Settings, db: Database, controller, gateway, i
         doc = cap_document(f"BENCH-{run}-{now_ms()}", communes)
         async with httpx.AsyncClient(timeout=120) as client:
             t0 = now_ms()
-            resp = await client.post(f"http://127.0.0.1:{app_port}/api/v1/alerts/cap",
-                                     content=doc,
-                                     headers={"Authorization": f"Bearer {token}",
-                                              "Content-Type": "application/xml"})
+            resp = await client.post(
+                f"http://127.0.0.1:{app_port}/api/v1/alerts/cap",
+                content=doc,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/xml"},
+            )
             answered_ms = now_ms() - t0
         out = resp.json()
         if resp.status_code != 202 or out.get("state") != "airing":
@@ -193,31 +240,44 @@ async def through_alert(settings: Settings, db: Database, controller, gateway, i
 
         def active():
             return next((a for a in dispatcher.active_airings() if a.broadcast_id == bid), None)
+
         airing = await dispatch.wait_until(active, 60, "the dispatch")
         need = math.ceil(0.99 * len(ids))
 
         def starts() -> list[int]:
-            return [t.started_at_ms - t0 for t in airing.targets.values()
-                    if t.started_at_ms is not None]
+            return [
+                t.started_at_ms - t0 for t in airing.targets.values() if t.started_at_ms is not None
+            ]
+
         def done() -> bool:
             # 99 % started, or the airing is closed (the emergency's window is over: a node
             # that has not started by then never will, see the proof's "not started").
             return len(starts()) >= need or airing.id not in {
-                a.id for a in dispatcher.active_airings()}
-        await dispatch.wait_until(done, 1200, "alert started", interval=0.25,
-                                  progress=lambda: f"{len(starts())} started")
+                a.id for a in dispatcher.active_airings()
+            }
+
+        await dispatch.wait_until(
+            done, 1200, "alert started", interval=0.25, progress=lambda: f"{len(starts())} started"
+        )
         values = starts()
         phases: dict[str, int] = {}
         for t in airing.targets.values():
             phases[t.phase] = phases.get(t.phase, 0) + 1
-        result = {"post_answered_ms": answered_ms, "clusters": out["clusters"],
-                  "started_first_ms": min(values),
-                  "started_50pct_ms": (sorted(values)[math.ceil(0.5 * len(ids)) - 1]
-                             if len(values) >= math.ceil(0.5 * len(ids)) else None),
-                  "started_99pct_ms": p99(values, len(ids)), "started": len(values),
-                  "phases": phases,
-                  "dispatch_prepare_ms": dispatcher.last_dispatch.get("prepare_ms"),
-                  "dispatch_publish_ms": dispatcher.last_dispatch.get("publish_ms")}
+        result = {
+            "post_answered_ms": answered_ms,
+            "clusters": out["clusters"],
+            "started_first_ms": min(values),
+            "started_50pct_ms": (
+                sorted(values)[math.ceil(0.5 * len(ids)) - 1]
+                if len(values) >= math.ceil(0.5 * len(ids))
+                else None
+            ),
+            "started_99pct_ms": p99(values, len(ids)),
+            "started": len(values),
+            "phases": phases,
+            "dispatch_prepare_ms": dispatcher.last_dispatch.get("prepare_ms"),
+            "dispatch_publish_ms": dispatcher.last_dispatch.get("publish_ms"),
+        }
         # Let it end (stop it) so the next size starts from a quiet fleet.
         await asyncio.to_thread(alerts.stop, alerts._actor("bench"), out["id"])
         return result
@@ -236,8 +296,9 @@ async def run_size(count: int, warmup: bool) -> dict:
     from scheduler.content import ContentGateway
 
     tmp = Path(tempfile.mkdtemp(prefix=f"loa-bench-alert-{count}-"))
-    broker = EmbeddedBroker(kind="mosquitto", data_dir=tmp / "broker",
-                            extra_config="max_queued_messages 100000\n")
+    broker = EmbeddedBroker(
+        kind="mosquitto", data_dir=tmp / "broker", extra_config="max_queued_messages 100000\n"
+    )
     broker.start()
     db = Database(f"sqlite:///{tmp / 'loa.db'}")
     create_schema(db)
@@ -245,14 +306,22 @@ async def run_size(count: int, warmup: bool) -> dict:
     dispatch.build_registry(db, ids)
     communes = [f"bc{ci}" for ci in range(0, count, PER_COMMUNE)]
     http_port = free_port()
-    settings = Settings(data_dir=tmp / "data", database_url=db.url, mqtt_host=broker.host,
-                        mqtt_port=broker.port, http_port=http_port,
-                        public_base_url=f"http://127.0.0.1:{http_port}", heartbeat_s=600,
-                        flush_interval_s=1.0, secret_key="bench-secret")
+    settings = Settings(
+        data_dir=tmp / "data",
+        database_url=db.url,
+        mqtt_host=broker.host,
+        mqtt_port=broker.port,
+        http_port=http_port,
+        public_base_url=f"http://127.0.0.1:{http_port}",
+        heartbeat_s=600,
+        flush_interval_s=1.0,
+        secret_key="bench-secret",
+    )
     store = ContentStore(settings, db)
     gateway = ContentGateway(store)
-    content_proc = dispatch.spawn("--content-worker", db.url, str(settings.data_dir),
-                                  str(http_port), "bench-secret")
+    content_proc = dispatch.spawn(
+        "--content-worker", db.url, str(settings.data_dir), str(http_port), "bench-secret"
+    )
     fleet_proc = None
     controller = ControllerService(settings, db)
     try:
@@ -264,12 +333,16 @@ async def run_size(count: int, warmup: bool) -> dict:
         await controller.wait_connected()
         fleet_proc = dispatch.spawn("--fleet-worker", broker.host, str(broker.port), str(count))
         nodes = controller.ingest.fleet.nodes
-        await dispatch.wait_until(lambda: any(x.startswith("connected")
-                                              for x in fleet_proc.lines),
-                                  count / 100 + 60, "the fleet to connect")
-        await dispatch.wait_until(lambda: sum(nodes[n].state.value in ("online", "degraded")
-                                              for n in ids) == count,
-                                  count / 100 + 60, "every node online")
+        await dispatch.wait_until(
+            lambda: any(x.startswith("connected") for x in fleet_proc.lines),
+            count / 100 + 60,
+            "the fleet to connect",
+        )
+        await dispatch.wait_until(
+            lambda: sum(nodes[n].state.value in ("online", "degraded") for n in ids) == count,
+            count / 100 + 60,
+            "every node online",
+        )
         await asyncio.sleep(2)
         # The baseline plays the same spoken text the alert will make (synthesised here,
         # outside its clock: the bare publish has no text to speak).
@@ -284,13 +357,23 @@ async def run_size(count: int, warmup: bool) -> dict:
         base = await baseline(settings, gateway, meta, ids)
         log(f"baseline: 99% started in {base['started_99pct_ms']} ms")
         alert = await through_alert(settings, db, controller, gateway, ids, communes, 1)
-        log(f"alert: POST answered in {alert['post_answered_ms']} ms, 99% started in "
-            f"{alert['started_99pct_ms']} ms ({alert['started']}/{count} started)")
-        return {"nodes": count, "communes": len(communes), "content_ms": meta.duration_ms,
-                "content_bytes": meta.bytes, "baseline_bare_publish": base, "alert": alert,
-                "ratio_99pct": (round(alert["started_99pct_ms"]
-                                      / max(1, base["started_99pct_ms"]), 2)
-                                if alert["started_99pct_ms"] else None)}
+        log(
+            f"alert: POST answered in {alert['post_answered_ms']} ms, 99% started in "
+            f"{alert['started_99pct_ms']} ms ({alert['started']}/{count} started)"
+        )
+        return {
+            "nodes": count,
+            "communes": len(communes),
+            "content_ms": meta.duration_ms,
+            "content_bytes": meta.bytes,
+            "baseline_bare_publish": base,
+            "alert": alert,
+            "ratio_99pct": (
+                round(alert["started_99pct_ms"] / max(1, base["started_99pct_ms"]), 2)
+                if alert["started_99pct_ms"]
+                else None
+            ),
+        }
     finally:
         await controller.stop()
         if fleet_proc is not None:
@@ -309,14 +392,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, nargs="+", default=[200])
     parser.add_argument("--name", default="alert", help="bench/results/NAME.json")
-    parser.add_argument("--no-warmup", action="store_true",
-                        help="skip the unrecorded first baseline (long at 5,000 nodes)")
+    parser.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="skip the unrecorded first baseline (long at 5,000 nodes)",
+    )
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     runs = []
-    command = ("python bench/alert.py --nodes " + " ".join(map(str, args.nodes))
-               + (" --no-warmup" if args.no_warmup else ""))
+    command = (
+        "python bench/alert.py --nodes "
+        + " ".join(map(str, args.nodes))
+        + (" --no-warmup" if args.no_warmup else "")
+    )
     for n in args.nodes:  # written after each size: a long run interrupted keeps the others
         runs.append(asyncio.run(run_size(n, not args.no_warmup)))
         result = {"benchmark": "alert", **machine(), "runs": runs, "command": command}

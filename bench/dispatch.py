@@ -75,10 +75,15 @@ def pct(values: list[float], q: float) -> float:
 def spread(offsets: list[int]) -> dict:
     if not offsets:
         return {"nodes": 0}
-    return {"nodes": len(offsets), "p50_ms": pct(offsets, 0.5), "p99_ms": pct(offsets, 0.99),
-            "min_ms": min(offsets), "max_ms": max(offsets),
-            "range_ms": max(offsets) - min(offsets),
-            "mean_abs_ms": round(statistics.fmean(abs(x) for x in offsets), 1)}
+    return {
+        "nodes": len(offsets),
+        "p50_ms": pct(offsets, 0.5),
+        "p99_ms": pct(offsets, 0.99),
+        "min_ms": min(offsets),
+        "max_ms": max(offsets),
+        "range_ms": max(offsets) - min(offsets),
+        "mean_abs_ms": round(statistics.fmean(abs(x) for x in offsets), 1),
+    }
 
 
 # --------------------------------------------------------------------------- workers
@@ -88,9 +93,11 @@ def fleet_worker(host: str, port: int, count: int) -> None:
     from firmware_sim.fleet import Fleet
 
     _exit_with_parent()
+
     async def run() -> None:
-        fleet = Fleet(host, port, heartbeat_s=600, keepalive_s=600, connect_rate=800,
-                      seed=1, max_downloads=64)
+        fleet = Fleet(
+            host, port, heartbeat_s=600, keepalive_s=600, connect_rate=800, seed=1, max_downloads=64
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -119,8 +126,12 @@ def content_worker(db_url: str, data_dir: str, port: int, secret: str) -> None:
     # fail. A pool as large as the download concurrency keeps the measurement about dispatch
     # (reported to the content package).
     db.engine.dispose()
-    db.engine = create_engine(db_url, connect_args={"check_same_thread": False, "timeout": 30},
-                              pool_size=80, max_overflow=80)
+    db.engine = create_engine(
+        db_url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=80,
+        max_overflow=80,
+    )
     db.sessionmaker = sessionmaker(db.engine, expire_on_commit=False)
     app = FastAPI()
     app.state.ctx = api_context(settings, db)
@@ -133,8 +144,13 @@ def spawn(*args: str) -> subprocess.Popen:
     pipe, and it exits on its own if this process dies (see ``_exit_with_parent``)."""
     import threading
 
-    proc = subprocess.Popen([sys.executable, __file__, *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     proc.lines = []  # type: ignore[attr-defined]
 
     def drain() -> None:
@@ -199,13 +215,20 @@ def build_registry(db: Database, ids: list[str]) -> None:
                 v = Village(code=f"bv{vi}", name=vname, name_folded=fold(vname), commune_id=c.id)
                 s.add(v)
                 s.flush()
-                rows += [{"id": n, "village_id": v.id, "heartbeat_s": 600, "simulated": True,
-                          "registered_ms": 0} for n in ids[vi:vi + NODES_PER_VILLAGE]]
+                rows += [
+                    {
+                        "id": n,
+                        "village_id": v.id,
+                        "heartbeat_s": 600,
+                        "simulated": True,
+                        "registered_ms": 0,
+                    }
+                    for n in ids[vi : vi + NODES_PER_VILLAGE]
+                ]
         s.execute(insert(Node), rows)
 
 
-async def wait_until(pred, timeout: float, what: str, interval: float = 0.05,
-                     progress=None):
+async def wait_until(pred, timeout: float, what: str, interval: float = 0.05, progress=None):
     deadline = time.monotonic() + timeout
     next_report = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -228,18 +251,32 @@ async def baseline(settings: Settings, gateway, meta, ids: list[str], lead_s: fl
     urls = gateway.node_urls(meta.id, ids, settings.public_base_url)
     issued = now_ms()
     start_at = issued + int(lead_s * 1000)
-    cmds = {n: PlayCmd(cmd_id=f"base-{n}-{issued}", issued_at=issued,
-                       expires_at=start_at + meta.duration_ms, broadcast_id="bench-baseline",
-                       url=urls[n], sha256=meta.sha256, bytes=meta.bytes,
-                       duration_ms=meta.duration_ms, start_at=start_at, priority="normal")
-            for n in ids}
+    cmds = {
+        n: PlayCmd(
+            cmd_id=f"base-{n}-{issued}",
+            issued_at=issued,
+            expires_at=start_at + meta.duration_ms,
+            broadcast_id="bench-baseline",
+            url=urls[n],
+            sha256=meta.sha256,
+            bytes=meta.bytes,
+            duration_ms=meta.duration_ms,
+            start_at=start_at,
+            priority="normal",
+        )
+        for n in ids
+    }
     want = {c.cmd_id for c in cmds.values()}
     acks: dict[str, int] = {}
     finished: set[str] = set()
-    async with aiomqtt.Client(settings.mqtt_host, settings.mqtt_port,
-                              identifier="bench-baseline", max_inflight_messages=100,
-                              keepalive=600,
-                              max_queued_incoming_messages=0) as client:
+    async with aiomqtt.Client(
+        settings.mqtt_host,
+        settings.mqtt_port,
+        identifier="bench-baseline",
+        max_inflight_messages=100,
+        keepalive=600,
+        max_queued_incoming_messages=0,
+    ) as client:
         await client.subscribe(f"{topics.root}/nodes/+/events", qos=1)
 
         async def reader() -> None:
@@ -260,8 +297,11 @@ async def baseline(settings: Settings, gateway, meta, ids: list[str], lead_s: fl
                 node = parsed[0]
                 if ev.type == "cmd_ack" and ev.cmd_id in want:
                     acks.setdefault(ev.cmd_id, now_ms())
-                elif (ev.type == "playback" and ev.broadcast_id == "bench-baseline"
-                      and ev.phase in ("finished", "failed", "preempted")):
+                elif (
+                    ev.type == "playback"
+                    and ev.broadcast_id == "bench-baseline"
+                    and ev.phase in ("finished", "failed", "preempted")
+                ):
                     finished.add(node)
 
         task = asyncio.create_task(reader())
@@ -275,13 +315,18 @@ async def baseline(settings: Settings, gateway, meta, ids: list[str], lead_s: fl
         await asyncio.gather(*(one(n) for n in ids))
         published_ms = now_ms() - t0
         need = int(0.99 * len(ids) + 0.999)
-        await wait_until(lambda: len(acks) >= need, 300, "baseline acks",
-                         progress=lambda: f"{len(acks)} acks")
+        await wait_until(
+            lambda: len(acks) >= need, 300, "baseline acks", progress=lambda: f"{len(acks)} acks"
+        )
         ack_times = sorted(v - t0 for v in acks.values())
         # The baseline's only figure is the ack time: stop its downloads and playback so the
         # dispatcher run starts from a quiet fleet.
-        stops = {n: StopCmd(cmd_id=f"stop-{n}-{issued}", issued_at=now_ms(),
-                            broadcast_id="bench-baseline") for n in ids}
+        stops = {
+            n: StopCmd(
+                cmd_id=f"stop-{n}-{issued}", issued_at=now_ms(), broadcast_id="bench-baseline"
+            )
+            for n in ids
+        }
 
         async def stop_one(n: str) -> None:
             async with sem:
@@ -289,39 +334,61 @@ async def baseline(settings: Settings, gateway, meta, ids: list[str], lead_s: fl
 
         await asyncio.gather(*(stop_one(n) for n in ids))
         with contextlib.suppress(RuntimeError):
-            await wait_until(lambda: len(finished) >= len(ids), 60, "baseline jobs to end",
-                             progress=lambda: f"{len(finished)} ended")
+            await wait_until(
+                lambda: len(finished) >= len(ids),
+                60,
+                "baseline jobs to end",
+                progress=lambda: f"{len(finished)} ended",
+            )
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    return {"publish_ms": published_ms, "ack_p50_ms": pct(ack_times, 0.5),
-            "ack_99pct_ms": ack_times[need - 1], "acks": len(acks)}
+    return {
+        "publish_ms": published_ms,
+        "ack_p50_ms": pct(ack_times, 0.5),
+        "ack_99pct_ms": ack_times[need - 1],
+        "acks": len(acks),
+    }
 
 
-async def through_dispatcher(settings: Settings, db: Database, controller, gateway, meta,
-                             ids: list[str], lead_s: float) -> dict:
+async def through_dispatcher(
+    settings: Settings, db: Database, controller, gateway, meta, ids: list[str], lead_s: float
+) -> dict:
     from scheduler.config import SchedulerSettings
     from scheduler.models import Airing
     from scheduler.scheduling import start_scheduling
     from scheduler.targets import Actor
 
-    sched = SchedulerSettings(dispatch_lead_s=lead_s, ack_margin_s=5, housekeeping_s=1,
-                              dispatch_flush_s=1.0, slot_grace_s=60)
-    scheduling = await start_scheduling(settings, db, controller, content=gateway, sched=sched,
-                                        base_url=settings.public_base_url)
+    sched = SchedulerSettings(
+        dispatch_lead_s=lead_s,
+        ack_margin_s=5,
+        housekeeping_s=1,
+        dispatch_flush_s=1.0,
+        slot_grace_s=60,
+    )
+    scheduling = await start_scheduling(
+        settings, db, controller, content=gateway, sched=sched, base_url=settings.public_base_url
+    )
     try:
-        start_iso = time.strftime("%Y-%m-%dT%H:%M:%S%z",
-                                  time.localtime(time.time() + lead_s + 1))
-        out = await asyncio.to_thread(scheduling.broadcasts.create,
-                                      Actor("province", None, "bench"), {
-                                          "title": "Đo kiểm", "content_id": meta.id,
-                                          "targets": {"province": True}, "priority": "priority",
-                                          "start_at": start_iso})
+        start_iso = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() + lead_s + 1))
+        out = await asyncio.to_thread(
+            scheduling.broadcasts.create,
+            Actor("province", None, "bench"),
+            {
+                "title": "Đo kiểm",
+                "content_id": meta.id,
+                "targets": {"province": True},
+                "priority": "priority",
+                "start_at": start_iso,
+            },
+        )
         dispatcher = scheduling.dispatcher
 
         def active():
-            return next((a for a in dispatcher.active_airings()
-                         if a.broadcast_id == out["id"]), None)
+            return next(
+                (a for a in dispatcher.active_airings() if a.broadcast_id == out["id"]), None
+            )
+
         airing = await wait_until(active, 60, "the dispatch")
         with db.session() as s:
             row = s.get(Airing, airing.id)
@@ -329,49 +396,77 @@ async def through_dispatcher(settings: Settings, db: Database, controller, gatew
         need = int(0.99 * len(ids) + 0.999)
 
         def ack_times():
-            times = [next((e["rx"] for e in t.events if e["type"] == "cmd_ack"), None)
-                     for t in airing.targets.values()]
+            times = [
+                next((e["rx"] for e in t.events if e["type"] == "cmd_ack"), None)
+                for t in airing.targets.values()
+            ]
             return [x - t0 for x in times if x is not None]
-        await wait_until(lambda: len(ack_times()) >= need, 300, "dispatcher acks",
-                         progress=lambda: f"{len(ack_times())} acks")
+
+        await wait_until(
+            lambda: len(ack_times()) >= need,
+            300,
+            "dispatcher acks",
+            progress=lambda: f"{len(ack_times())} acks",
+        )
         acks = sorted(ack_times())
         publish_done = now_ms() - t0
-        await wait_until(lambda: airing.id not in {a.id for a in dispatcher.active_airings()},
-                         lead_s + meta.duration_ms / 1000 + 120, "the airing to be judged")
-        starts = [t.started_at_ms - start_at for t in airing.targets.values()
-                  if t.started_at_ms is not None]
-        fetched = [next((e["rx"] for e in t.events if e.get("phase") == "fetched"), None)
-                   for t in airing.targets.values()]
+        await wait_until(
+            lambda: airing.id not in {a.id for a in dispatcher.active_airings()},
+            lead_s + meta.duration_ms / 1000 + 120,
+            "the airing to be judged",
+        )
+        starts = [
+            t.started_at_ms - start_at
+            for t in airing.targets.values()
+            if t.started_at_ms is not None
+        ]
+        fetched = [
+            next((e["rx"] for e in t.events if e.get("phase") == "fetched"), None)
+            for t in airing.targets.values()
+        ]
         fetched_ms = [x - t0 for x in fetched if x is not None]
         in_time = sum(1 for x in fetched if x is not None and x <= start_at)
         phases: dict[str, int] = {}
         for t in airing.targets.values():
             phases[t.phase] = phases.get(t.phase, 0) + 1
-        return {"prepare_ms": dispatcher.last_dispatch.get("prepare_ms"),
-                "publish_ms": dispatcher.last_dispatch.get("publish_ms"),
-                "ack_p50_ms": pct(acks, 0.5), "ack_99pct_ms": acks[need - 1],
-                "acks": len(acks), "observed_after_ms": publish_done,
-                "fetched_99pct_ms": pct(fetched_ms, 0.99) if fetched_ms else None,
-                "fetched_before_start": in_time,
-                "start": spread(starts), "phases": phases}
+        return {
+            "prepare_ms": dispatcher.last_dispatch.get("prepare_ms"),
+            "publish_ms": dispatcher.last_dispatch.get("publish_ms"),
+            "ack_p50_ms": pct(acks, 0.5),
+            "ack_99pct_ms": acks[need - 1],
+            "acks": len(acks),
+            "observed_after_ms": publish_done,
+            "fetched_99pct_ms": pct(fetched_ms, 0.99) if fetched_ms else None,
+            "fetched_before_start": in_time,
+            "start": spread(starts),
+            "phases": phases,
+        }
     finally:
         await scheduling.stop()
 
 
 async def run_size(count: int, lead_s: float) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"loa-bench-dispatch-{count}-"))
-    broker = EmbeddedBroker(kind="mosquitto", data_dir=tmp / "broker",
-                            extra_config="max_queued_messages 100000\n")
+    broker = EmbeddedBroker(
+        kind="mosquitto", data_dir=tmp / "broker", extra_config="max_queued_messages 100000\n"
+    )
     broker.start()
     db = Database(f"sqlite:///{tmp / 'loa.db'}")
     create_schema(db)
     ids = generate_node_ids(count, PREFIX)
     build_registry(db, ids)
     http_port = free_port()
-    settings = Settings(data_dir=tmp / "data", database_url=db.url, mqtt_host=broker.host,
-                        mqtt_port=broker.port, http_port=http_port,
-                        public_base_url=f"http://127.0.0.1:{http_port}", heartbeat_s=600,
-                        flush_interval_s=1.0, secret_key="bench-secret")
+    settings = Settings(
+        data_dir=tmp / "data",
+        database_url=db.url,
+        mqtt_host=broker.host,
+        mqtt_port=broker.port,
+        http_port=http_port,
+        public_base_url=f"http://127.0.0.1:{http_port}",
+        heartbeat_s=600,
+        flush_interval_s=1.0,
+        secret_key="bench-secret",
+    )
     from broadcasts.bulletins import synthesize_bulletin
     from broadcasts.store import ContentStore
     from scheduler.content import ContentGateway
@@ -380,8 +475,9 @@ async def run_size(count: int, lead_s: float) -> dict:
     meta = await asyncio.to_thread(synthesize_bulletin, store, TEXT, title="Đo kiểm")
     gateway = ContentGateway(store)
     log(f"{count} nodes: content {meta.bytes} bytes, {meta.duration_ms} ms")
-    content_proc = spawn("--content-worker", db.url, str(settings.data_dir), str(http_port),
-                         "bench-secret")
+    content_proc = spawn(
+        "--content-worker", db.url, str(settings.data_dir), str(http_port), "bench-secret"
+    )
     fleet_proc = None
     controller = ControllerService(settings, db)
     try:
@@ -393,11 +489,16 @@ async def run_size(count: int, lead_s: float) -> dict:
         t_connect = time.monotonic()
         # The fleet reports when every node has connected *and subscribed* (a node says
         # "online" a moment before it subscribes to its commands).
-        await wait_until(lambda: any(x.startswith("connected") for x in fleet_proc.lines),
-                         count / 100 + 60, "the fleet to connect")
-        await wait_until(lambda: sum(nodes[n].state.value in ("online", "degraded")
-                                     for n in ids) == count,
-                         count / 100 + 60, "every node online")
+        await wait_until(
+            lambda: any(x.startswith("connected") for x in fleet_proc.lines),
+            count / 100 + 60,
+            "the fleet to connect",
+        )
+        await wait_until(
+            lambda: sum(nodes[n].state.value in ("online", "degraded") for n in ids) == count,
+            count / 100 + 60,
+            "every node online",
+        )
         await asyncio.sleep(2)
         log(f"{count} nodes online in {time.monotonic() - t_connect:.1f} s")
         await baseline(settings, gateway, meta, ids, lead_s)  # warm-up, not recorded
@@ -405,10 +506,15 @@ async def run_size(count: int, lead_s: float) -> dict:
         log(f"baseline: 99% acks in {base['ack_99pct_ms']} ms")
         disp = await through_dispatcher(settings, db, controller, gateway, meta, ids, lead_s)
         log(f"dispatcher: 99% acks in {disp['ack_99pct_ms']} ms; start {disp['start']}")
-        return {"nodes": count, "lead_s": lead_s, "content_bytes": meta.bytes,
-                "content_ms": meta.duration_ms, "baseline_bare_aiomqtt": base,
-                "dispatcher": disp,
-                "ack_99pct_ratio": round(disp["ack_99pct_ms"] / max(1, base["ack_99pct_ms"]), 2)}
+        return {
+            "nodes": count,
+            "lead_s": lead_s,
+            "content_bytes": meta.bytes,
+            "content_ms": meta.duration_ms,
+            "baseline_bare_aiomqtt": base,
+            "dispatcher": disp,
+            "ack_99pct_ratio": round(disp["ack_99pct_ms"] / max(1, base["ack_99pct_ms"]), 2),
+        }
     finally:
         await controller.stop()
         if fleet_proc is not None:
@@ -433,9 +539,13 @@ def main() -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, nargs="+", default=[1000, 5000])
-    parser.add_argument("--lead-s", type=float, default=None,
-                        help="start_at after dispatch (default: 20 s + 40 ms per node, the "
-                             "time the content server needs to serve every node)")
+    parser.add_argument(
+        "--lead-s",
+        type=float,
+        default=None,
+        help="start_at after dispatch (default: 20 s + 40 ms per node, the "
+        "time the content server needs to serve every node)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "dispatch.json")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -444,9 +554,13 @@ def main() -> int:
     for n in args.nodes:
         lead = args.lead_s if args.lead_s is not None else 20 + 0.04 * n
         runs.append(asyncio.run(run_size(n, lead)))
-    result = {"benchmark": "dispatch", "cpus": os.cpu_count(), "runs": runs,
-              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "command": "python bench/dispatch.py --nodes " + " ".join(map(str, args.nodes))}
+    result = {
+        "benchmark": "dispatch",
+        "cpus": os.cpu_count(),
+        "runs": runs,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": "python bench/dispatch.py --nodes " + " ".join(map(str, args.nodes)),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(result, indent=2, ensure_ascii=False))

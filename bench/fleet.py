@@ -111,8 +111,9 @@ def loa_env(**extra: str) -> dict[str, str]:
 
 def spawn(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen:
     with open(log_path, "ab") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                                start_new_session=True)
+        return subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
+        )
 
 
 def stop_all(procs: list[subprocess.Popen], timeout_s: float = 60.0) -> None:
@@ -133,15 +134,21 @@ def tail(path: Path, n: int = 2000) -> str:
     return path.read_text(errors="replace")[-n:] if path.exists() else ""
 
 
-def wait_until(pred: Callable[[], bool], timeout_s: float, what: str,
-               procs: list[tuple[subprocess.Popen, Path]] = (), every_s: float = 0.25) -> float:
+def wait_until(
+    pred: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    procs: list[tuple[subprocess.Popen, Path]] = (),
+    every_s: float = 0.25,
+) -> float:
     """Seconds until ``pred()``; fails with the log of a child that died meanwhile."""
     t0 = time.monotonic()
     while not pred():
         for p, log_path in procs:
             if p.poll() is not None:
-                raise RuntimeError(f"{what}: a child process exited ({p.returncode}):\n"
-                                   f"{tail(log_path)}")
+                raise RuntimeError(
+                    f"{what}: a child process exited ({p.returncode}):\n{tail(log_path)}"
+                )
         if time.monotonic() - t0 > timeout_s:
             raise TimeoutError(f"{what}: not within {timeout_s:.0f} s")
         time.sleep(every_s)
@@ -187,14 +194,18 @@ def prepare_database(url: str | None, run_dir: Path, ids: list[str], reset: bool
             from sqlalchemy import inspect
 
             if inspect(db.engine).get_table_names() and not reset:
-                raise SystemExit(f"{url} is not empty: the bench needs a throwaway database "
-                                 "(add --reset-database to drop every Loa table in it)")
+                raise SystemExit(
+                    f"{url} is not empty: the bench needs a throwaway database "
+                    "(add --reset-database to drop every Loa table in it)"
+                )
             Base.metadata.drop_all(db.engine)
         create_schema(db)
         t0 = time.monotonic()
         counts = bulk_register(db, ids)
-        log(f"registry: {counts['nodes']:,} nodes, {counts['villages']:,} villages, "
-            f"{counts['communes']:,} communes in {time.monotonic() - t0:.1f} s")
+        log(
+            f"registry: {counts['nodes']:,} nodes, {counts['villages']:,} villages, "
+            f"{counts['communes']:,} communes in {time.monotonic() - t0:.1f} s"
+        )
     finally:
         db.dispose()
     return url
@@ -216,15 +227,34 @@ def start_controllers(count: int, db_url: str, port: int, run_dir: Path) -> list
     for i in range(1, count + 1):
         cid = f"ctl-{i}"
         stats_path = run_dir / f"{cid}.json"
-        env = loa_env(LOA_CONTROLLER_CLIENT_ID=cid, LOA_CONTROLLER_STATS_FILE=str(stats_path),
-                      LOA_CONTROLLER_STATS_INTERVAL_S="1", LOA_LOG_LEVEL="INFO",
-                      LOA_DATA_DIR=str(run_dir / cid))
+        env = loa_env(
+            LOA_CONTROLLER_CLIENT_ID=cid,
+            LOA_CONTROLLER_STATS_FILE=str(stats_path),
+            LOA_CONTROLLER_STATS_INTERVAL_S="1",
+            LOA_LOG_LEVEL="INFO",
+            LOA_DATA_DIR=str(run_dir / cid),
+        )
         if count > 1:
             env["LOA_SHARED_SUBSCRIPTION_GROUP"] = "loa"
         log_path = run_dir / f"{cid}.log"
-        proc = spawn([sys.executable, "-m", "system", "controller", "--database-url", db_url,
-                      "--mqtt-host", "127.0.0.1", "--mqtt-port", str(port),
-                      "--data-dir", str(run_dir / cid)], log_path, env)
+        proc = spawn(
+            [
+                sys.executable,
+                "-m",
+                "system",
+                "controller",
+                "--database-url",
+                db_url,
+                "--mqtt-host",
+                "127.0.0.1",
+                "--mqtt-port",
+                str(port),
+                "--data-dir",
+                str(run_dir / cid),
+            ],
+            log_path,
+            env,
+        )
         ctls.append(Controller(cid, proc, stats_path, log_path))
     return ctls
 
@@ -263,8 +293,9 @@ class ControllerView:
         from controller.models import NodeLive
 
         with self.db.session() as s:
-            n = s.scalar(select(func.count()).select_from(NodeLive).where(
-                NodeLive.state.in_(ONLINE_STATES)))
+            n = s.scalar(
+                select(func.count()).select_from(NodeLive).where(NodeLive.state.in_(ONLINE_STATES))
+            )
         return int(n or 0), "database"
 
     def close(self) -> None:
@@ -306,8 +337,12 @@ def lag_summary(hist: dict[str, list[int]] | None) -> dict[str, Any] | None:
         return None
     nonempty = [i for i, c in enumerate(hist["counts"]) if c]
     top = (hist["bounds"] + [-1])[nonempty[-1]] if nonempty else None
-    return {"count": sum(hist["counts"]), "p50_ms_le": quantile_ms(hist, 0.5),
-            "p99_ms_le": quantile_ms(hist, 0.99), "max_ms_le": top}
+    return {
+        "count": sum(hist["counts"]),
+        "p50_ms_le": quantile_ms(hist, 0.5),
+        "p99_ms_le": quantile_ms(hist, 0.99),
+        "max_ms_le": top,
+    }
 
 
 class DbLagSampler:
@@ -350,9 +385,15 @@ class DbLagSampler:
         # Epoch milliseconds: beyond a 32-bit INTEGER, which as_integer() casts to on PostgreSQL.
         lag = NodeLive.last_heartbeat_ms - cast(NodeLive.heartbeat["ts"].as_string(), BigInteger)
         with self.db.session() as s:
-            self.lags.extend(int(v) for v in s.scalars(select(lag).where(
-                NodeLive.last_heartbeat_ms > self.cut, NodeLive.last_heartbeat_ms <= upto))
-                if v is not None)
+            self.lags.extend(
+                int(v)
+                for v in s.scalars(
+                    select(lag).where(
+                        NodeLive.last_heartbeat_ms > self.cut, NodeLive.last_heartbeat_ms <= upto
+                    )
+                )
+                if v is not None
+            )
         self.cut = upto
 
     def summary(self) -> dict[str, Any]:
@@ -363,28 +404,59 @@ def exact_summary(values: array | list[int]) -> dict[str, Any]:
     v = sorted(values)
     if not v:
         return {"count": 0}
-    return {"count": len(v), "p50_ms": v[len(v) // 2], "p99_ms": v[min(len(v) - 1,
-                                                                       int(0.99 * len(v)))],
-            "max_ms": v[-1]}
+    return {
+        "count": len(v),
+        "p50_ms": v[len(v) // 2],
+        "p99_ms": v[min(len(v) - 1, int(0.99 * len(v)))],
+        "max_ms": v[-1],
+    }
 
 
 # =========================================================================== simulators
 
 
 def sim_cmd(port: int, *args: str) -> list[str]:
-    return [sys.executable, "-m", "system", "sim", "--mqtt-host", "127.0.0.1",
-            "--mqtt-port", str(port), *args]
+    return [
+        sys.executable,
+        "-m",
+        "system",
+        "sim",
+        "--mqtt-host",
+        "127.0.0.1",
+        "--mqtt-port",
+        str(port),
+        *args,
+    ]
 
 
-def start_real_sims(n: int, procs: int, rate: float, port: int, run_dir: Path,
-                    heartbeat_s: int) -> list[tuple[subprocess.Popen, Path]]:
+def start_real_sims(
+    n: int, procs: int, rate: float, port: int, run_dir: Path, heartbeat_s: int
+) -> list[tuple[subprocess.Popen, Path]]:
     out = []
     for k in range(procs):
         log_path = run_dir / f"sim-{k}.log"
-        out.append((spawn(sim_cmd(port, "--nodes", str(n), "--prefix", "sim", "--shard",
-                                  f"{k}/{procs}", "--heartbeat-s", str(heartbeat_s),
-                                  "--connect-rate", f"{rate / procs:g}"),
-                          log_path, loa_env(LOA_DATA_DIR=str(run_dir / "sim"))), log_path))
+        out.append(
+            (
+                spawn(
+                    sim_cmd(
+                        port,
+                        "--nodes",
+                        str(n),
+                        "--prefix",
+                        "sim",
+                        "--shard",
+                        f"{k}/{procs}",
+                        "--heartbeat-s",
+                        str(heartbeat_s),
+                        "--connect-rate",
+                        f"{rate / procs:g}",
+                    ),
+                    log_path,
+                    loa_env(LOA_DATA_DIR=str(run_dir / "sim")),
+                ),
+                log_path,
+            )
+        )
     return out
 
 
@@ -397,19 +469,39 @@ def sim_heartbeats(log_path: Path) -> int:
     return int(found[-1].replace(".", "")) if found else 0
 
 
-def start_virtual_sims(n: int, procs: int, connections: int, rate: float, port: int,
-                       run_dir: Path, heartbeat_s: int) -> list[tuple[subprocess.Popen, Path,
-                                                                       Path]]:
+def start_virtual_sims(
+    n: int, procs: int, connections: int, rate: float, port: int, run_dir: Path, heartbeat_s: int
+) -> list[tuple[subprocess.Popen, Path, Path]]:
     out = []
     for k in range(procs):
         log_path, stats = run_dir / f"mux-{k}.log", run_dir / f"mux-{k}.json"
-        out.append((spawn(sim_cmd(port, "--virtual", str(n), "--prefix", "v", "--shard",
-                                  f"{k}/{procs}", "--connections",
-                                  str(max(1, connections // procs)), "--heartbeat-s",
-                                  str(heartbeat_s), "--connect-rate", f"{rate / procs:g}",
-                                  "--stats-file", str(stats)),
-                          log_path, loa_env(LOA_DATA_DIR=str(run_dir / "sim"))),
-                    log_path, stats))
+        out.append(
+            (
+                spawn(
+                    sim_cmd(
+                        port,
+                        "--virtual",
+                        str(n),
+                        "--prefix",
+                        "v",
+                        "--shard",
+                        f"{k}/{procs}",
+                        "--connections",
+                        str(max(1, connections // procs)),
+                        "--heartbeat-s",
+                        str(heartbeat_s),
+                        "--connect-rate",
+                        f"{rate / procs:g}",
+                        "--stats-file",
+                        str(stats),
+                    ),
+                    log_path,
+                    loa_env(LOA_DATA_DIR=str(run_dir / "sim")),
+                ),
+                log_path,
+                stats,
+            )
+        )
     return out
 
 
@@ -419,17 +511,20 @@ def mux_stats(sims: list[tuple[subprocess.Popen, Path, Path]]) -> list[dict] | N
 
 
 def mux_summary(snaps: list[dict]) -> dict[str, Any]:
-    return {"processes": len(snaps), "connections": sum(s["connections"] for s in snaps),
-            "announced": sum(s["announced"] for s in snaps),
-            "announce_s_max": max(s["announce_s"] for s in snaps),
-            "heartbeats": sum(s["heartbeats"] for s in snaps),
-            "skipped": sum(s["skipped"] for s in snaps),
-            "shutdowns": sum(s["shutdowns"] for s in snaps),
-            "disconnects": sum(s["disconnects"] for s in snaps),
-            "rate_per_s": round(sum(s["rate_per_s"] for s in snaps), 1),
-            "expected_per_s": round(sum(s["expected_per_s"] for s in snaps), 1),
-            "schedule_late_ms_p99_worst": max((s["late_ms_p99"] or 0) for s in snaps),
-            "schedule_late_ms_max": max((s["late_ms_max"] or 0) for s in snaps)}
+    return {
+        "processes": len(snaps),
+        "connections": sum(s["connections"] for s in snaps),
+        "announced": sum(s["announced"] for s in snaps),
+        "announce_s_max": max(s["announce_s"] for s in snaps),
+        "heartbeats": sum(s["heartbeats"] for s in snaps),
+        "skipped": sum(s["skipped"] for s in snaps),
+        "shutdowns": sum(s["shutdowns"] for s in snaps),
+        "disconnects": sum(s["disconnects"] for s in snaps),
+        "rate_per_s": round(sum(s["rate_per_s"] for s in snaps), 1),
+        "expected_per_s": round(sum(s["expected_per_s"] for s in snaps), 1),
+        "schedule_late_ms_p99_worst": max((s["late_ms_p99"] or 0) for s in snaps),
+        "schedule_late_ms_max": max((s["late_ms_max"] or 0) for s in snaps),
+    }
 
 
 # =========================================================================== part a
@@ -439,9 +534,14 @@ def run_real(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     n, procs, rate = args.real, args.sim_processes or 2, args.connect_rate
     ids = generate_node_ids(n, "sim")
     log(f"part a: {n:,} real nodes, {procs} simulator processes, {rate:g} connects/s")
-    result: dict[str, Any] = {"nodes": n, "sim_processes": procs, "connect_rate": rate,
-                              "hold_s": args.hold_s, "floor_s": round(n / rate, 1),
-                              "machine_at_start": machine()}
+    result: dict[str, Any] = {
+        "nodes": n,
+        "sim_processes": procs,
+        "connect_rate": rate,
+        "hold_s": args.hold_s,
+        "floor_s": round(n / rate, 1),
+        "machine_at_start": machine(),
+    }
     result["baseline_bare_mqtt"] = real_baseline(n, procs, rate, args.hold_s, tmp / "a-base")
     run_dir = tmp / "a-loa"
     run_dir.mkdir()
@@ -479,8 +579,9 @@ def run_real(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 broker_all.append(round(time.monotonic() - t0, 2))
             return online >= n
 
-        ramp_s = wait_until(all_online, args.timeout_s, f"all {n:,} nodes online",
-                            [*sims, *ctl_logs])
+        ramp_s = wait_until(
+            all_online, args.timeout_s, f"all {n:,} nodes online", [*sims, *ctl_logs]
+        )
         log(f"all {n:,} online at the controller after {ramp_s:.1f} s ({source})")
         if not broker_all:
             wait_until(lambda: watch.connected - others >= n, 15, "broker sees all")
@@ -500,21 +601,35 @@ def run_real(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         stop_s = time.monotonic() - t_stop
         offline_s = wait_until(lambda: view.online()[0] == 0, 60, "all offline after stop")
         usage = {phase: sampler.summary(phase) for phase in ("ramp", "hold")}
-        accepted = (summed(s1, "accepted", "heartbeat") - summed(s0, "accepted", "heartbeat")
-                    if s0 and s1 else None)
+        accepted = (
+            summed(s1, "accepted", "heartbeat") - summed(s0, "accepted", "heartbeat")
+            if s0 and s1
+            else None
+        )
         published = sum(sim_heartbeats(log_path) for _, log_path in sims)
         with contextlib.suppress(TimeoutError):
-            wait_until(lambda: summed(view.stats() or [], "accepted", "heartbeat") >= published,
-                       30, "controller processed every heartbeat")
+            wait_until(
+                lambda: summed(view.stats() or [], "accepted", "heartbeat") >= published,
+                30,
+                "controller processed every heartbeat",
+            )
         s2 = view.stats()
         result["loa"] = {
-            "online_source": source, "all_online_s": round(ramp_s, 2), "online_marks_s": marks,
-            "broker_all_connected_s": broker_all[0], "target_all_online_s": 60,
-            "target_met": ramp_s <= 60, "min_online_during_hold": min_online,
-            "hold_heartbeats_accepted": accepted, "hold_s_measured": round(hold, 1),
-            "total": {"published": published,
-                      "processed": summed(s2, "accepted", "heartbeat") if s2 else None},
-            "sims_stop_s": round(stop_s, 1), "offline_after_sims_exit_s": round(offline_s, 1),
+            "online_source": source,
+            "all_online_s": round(ramp_s, 2),
+            "online_marks_s": marks,
+            "broker_all_connected_s": broker_all[0],
+            "target_all_online_s": 60,
+            "target_met": ramp_s <= 60,
+            "min_online_during_hold": min_online,
+            "hold_heartbeats_accepted": accepted,
+            "hold_s_measured": round(hold, 1),
+            "total": {
+                "published": published,
+                "processed": summed(s2, "accepted", "heartbeat") if s2 else None,
+            },
+            "sims_stop_s": round(stop_s, 1),
+            "offline_after_sims_exit_s": round(offline_s, 1),
             "rejected": (s1[0].get("rejected") if s1 else None),
             "usage": usage,
         }
@@ -546,11 +661,29 @@ def real_baseline(n: int, procs: int, rate: float, hold_s: float, run_dir: Path)
         t0 = time.monotonic()
         for k in range(procs):
             log_path = run_dir / f"bare-{k}.log"
-            children.append((spawn([sys.executable, str(Path(__file__).resolve()),
-                                    "--child", "bare-connect", "--port", str(broker.port),
-                                    "--count", str(n), "--shard", f"{k}/{procs}",
-                                    "--rate", f"{rate / procs:g}"], log_path, loa_env()),
-                             log_path))
+            children.append(
+                (
+                    spawn(
+                        [
+                            sys.executable,
+                            str(Path(__file__).resolve()),
+                            "--child",
+                            "bare-connect",
+                            "--port",
+                            str(broker.port),
+                            "--count",
+                            str(n),
+                            "--shard",
+                            f"{k}/{procs}",
+                            "--rate",
+                            f"{rate / procs:g}",
+                        ],
+                        log_path,
+                        loa_env(),
+                    ),
+                    log_path,
+                )
+            )
         sampler.watch("clients", [p.pid for p, _ in children])
         seen: dict[str, float] = {}
 
@@ -572,10 +705,15 @@ def real_baseline(n: int, procs: int, rate: float, hold_s: float, run_dir: Path)
         watch.close()
         stop_all([p for p, _ in children], 30)
         broker.cleanup()
-    log(f"baseline: {n:,} bare clients connected after {child_s:.1f} s "
-        f"(broker count: {broker_s:.1f} s)")
-    return {"all_connected_s": round(child_s, 2),
-            "broker_all_connected_s": round(broker_s, 2), "usage": usage}
+    log(
+        f"baseline: {n:,} bare clients connected after {child_s:.1f} s "
+        f"(broker count: {broker_s:.1f} s)"
+    )
+    return {
+        "all_connected_s": round(child_s, 2),
+        "broker_all_connected_s": round(broker_s, 2),
+        "usage": usage,
+    }
 
 
 def print_real(r: dict[str, Any]) -> None:
@@ -583,27 +721,45 @@ def print_real(r: dict[str, Any]) -> None:
 
     def use(u: dict, phase: str, group: str) -> str:
         g = u[phase].get(group)
-        return (f"CPU {g['cpu_mean']:5.1f}% mean {g['cpu_peak']:5.1f}% peak, "
-                f"RSS {g['rss_peak_mb']:6.1f} MB peak" if g else "-")
+        return (
+            f"CPU {g['cpu_mean']:5.1f}% mean {g['cpu_peak']:5.1f}% peak, "
+            f"RSS {g['rss_peak_mb']:6.1f} MB peak"
+            if g
+            else "-"
+        )
 
-    print(f"\n== part a: {r['nodes']:,} real connections ({r['sim_processes']} simulator "
-          f"processes, {r['connect_rate']:g} connects/s: floor {r['floor_s']} s) ==")
-    print(f"all online at the controller : {loa['all_online_s']:6.1f} s  (target <= 60 s: "
-          f"{'met' if loa['target_met'] else 'NOT met'}; 50%/90% at "
-          f"{loa['online_marks_s'].get('50%')}/{loa['online_marks_s'].get('90%')} s)")
-    print(f"all connected at the broker  : {loa['broker_all_connected_s']:6.1f} s  "
-          f"(baseline bare MQTT: {base['broker_all_connected_s']:.1f} s)")
+    print(
+        f"\n== part a: {r['nodes']:,} real connections ({r['sim_processes']} simulator "
+        f"processes, {r['connect_rate']:g} connects/s: floor {r['floor_s']} s) =="
+    )
+    print(
+        f"all online at the controller : {loa['all_online_s']:6.1f} s  (target <= 60 s: "
+        f"{'met' if loa['target_met'] else 'NOT met'}; 50%/90% at "
+        f"{loa['online_marks_s'].get('50%')}/{loa['online_marks_s'].get('90%')} s)"
+    )
+    print(
+        f"all connected at the broker  : {loa['broker_all_connected_s']:6.1f} s  "
+        f"(baseline bare MQTT: {base['broker_all_connected_s']:.1f} s)"
+    )
     for phase in ("ramp", "hold"):
         print(f"[{phase}] controller : {use(loa['usage'], phase, 'controller')}")
-        print(f"[{phase}] broker     : {use(loa['usage'], phase, 'broker')}   "
-              f"baseline: {use(base['usage'], phase, 'broker')}")
-        print(f"[{phase}] simulators : {use(loa['usage'], phase, 'simulators')}   "
-              f"bare clients: {use(base['usage'], phase, 'clients')}")
-    print(f"hold: {loa['hold_heartbeats_accepted']} heartbeats accepted in "
-          f"{loa['hold_s_measured']} s; min online {loa['min_online_during_hold']:,}; whole run:"
-          f" {loa['total']['processed']} processed of {loa['total']['published']} published")
-    print(f"stop: simulators stopped cleanly in {loa['sims_stop_s']} s; all offline at the "
-          f"controller {loa['offline_after_sims_exit_s']} s after they exited")
+        print(
+            f"[{phase}] broker     : {use(loa['usage'], phase, 'broker')}   "
+            f"baseline: {use(base['usage'], phase, 'broker')}"
+        )
+        print(
+            f"[{phase}] simulators : {use(loa['usage'], phase, 'simulators')}   "
+            f"bare clients: {use(base['usage'], phase, 'clients')}"
+        )
+    print(
+        f"hold: {loa['hold_heartbeats_accepted']} heartbeats accepted in "
+        f"{loa['hold_s_measured']} s; min online {loa['min_online_during_hold']:,}; whole run:"
+        f" {loa['total']['processed']} processed of {loa['total']['published']} published"
+    )
+    print(
+        f"stop: simulators stopped cleanly in {loa['sims_stop_s']} s; all offline at the "
+        f"controller {loa['offline_after_sims_exit_s']} s after they exited"
+    )
 
 
 # =========================================================================== part b / c
@@ -612,13 +768,20 @@ def print_real(r: dict[str, Any]) -> None:
 def run_virtual(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     n, procs = args.virtual, args.sim_processes or 1
     ids = generate_node_ids(n, "v")
-    log(f"part b/c: {n:,} virtual nodes, {args.connections} connections, {procs} simulator "
+    log(
+        f"part b/c: {n:,} virtual nodes, {args.connections} connections, {procs} simulator "
         f"process(es), heartbeat {args.heartbeat_s} s, hold {args.duration:g} s, "
-        f"controllers {args.controllers}")
-    result: dict[str, Any] = {"nodes": n, "heartbeat_s": args.heartbeat_s,
-                              "connections": args.connections, "sim_processes": procs,
-                              "duration_s": args.duration, "settle_s": args.settle_s,
-                              "machine_at_start": machine()}
+        f"controllers {args.controllers}"
+    )
+    result: dict[str, Any] = {
+        "nodes": n,
+        "heartbeat_s": args.heartbeat_s,
+        "connections": args.connections,
+        "sim_processes": procs,
+        "duration_s": args.duration,
+        "settle_s": args.settle_s,
+        "machine_at_start": machine(),
+    }
     if args.baseline_s > 0:
         result["baseline_bare_subscriber"] = virtual_baseline(args, n, procs, tmp / "b-base")
     runs = []
@@ -640,17 +803,33 @@ def virtual_baseline(args: argparse.Namespace, n: int, procs: int, run_dir: Path
     out = run_dir / "bare-sub.json"
     try:
         sub_log = run_dir / "bare-sub.log"
-        sub = spawn([sys.executable, str(Path(__file__).resolve()), "--child", "bare-subscribe",
-                     "--port", str(broker.port), "--out", str(out)], sub_log, loa_env())
+        sub = spawn(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--child",
+                "bare-subscribe",
+                "--port",
+                str(broker.port),
+                "--out",
+                str(out),
+            ],
+            sub_log,
+            loa_env(),
+        )
         wait_until(lambda: "subscribed" in tail(sub_log), 30, "bare subscriber", [(sub, sub_log)])
-        sims = start_virtual_sims(n, procs, args.connections, args.announce_rate, broker.port,
-                                  run_dir, args.heartbeat_s)
+        sims = start_virtual_sims(
+            n, procs, args.connections, args.announce_rate, broker.port, run_dir, args.heartbeat_s
+        )
         sampler.watch("broker", [broker.proc.pid])
         sampler.watch("subscriber", [sub.pid])
         sampler.watch("simulators", [p.pid for p, _, _ in sims])
-        wait_until(lambda: (m := mux_stats(sims)) is not None and all(
-            s["phase"] == "beating" for s in m), args.timeout_s, "simulators beating",
-            [(p, lp) for p, lp, _ in sims])
+        wait_until(
+            lambda: (m := mux_stats(sims)) is not None and all(s["phase"] == "beating" for s in m),
+            args.timeout_s,
+            "simulators beating",
+            [(p, lp) for p, lp, _ in sims],
+        )
         time.sleep(args.settle_s)
         sampler.phase = "hold"
         sub.send_signal(signal.SIGUSR1)  # start of the window
@@ -668,14 +847,21 @@ def virtual_baseline(args: argparse.Namespace, n: int, procs: int, run_dir: Path
         broker.cleanup()
     got = read_json(out) or {}
     published = summed(m1, "heartbeats") - summed(m0, "heartbeats") if m0 and m1 else None
-    log(f"baseline: bare subscriber lag p50 {got.get('p50_ms')} ms, p99 {got.get('p99_ms')} ms, "
-        f"max {got.get('max_ms')} ms over {got.get('count')} heartbeats")
-    return {"hold_s": args.baseline_s, "lag_ms": got, "published_in_window": published,
-            "usage": usage}
+    log(
+        f"baseline: bare subscriber lag p50 {got.get('p50_ms')} ms, p99 {got.get('p99_ms')} ms, "
+        f"max {got.get('max_ms')} ms over {got.get('count')} heartbeats"
+    )
+    return {
+        "hold_s": args.baseline_s,
+        "lag_ms": got,
+        "published_in_window": published,
+        "usage": usage,
+    }
 
 
-def virtual_run(args: argparse.Namespace, ids: list[str], procs: int, count: int,
-                run_dir: Path) -> dict[str, Any]:
+def virtual_run(
+    args: argparse.Namespace, ids: list[str], procs: int, count: int, run_dir: Path
+) -> dict[str, Any]:
     n = len(ids)
     run_dir.mkdir()
     db_url = prepare_database(args.database_url, run_dir, ids, args.reset_database)
@@ -692,16 +878,26 @@ def virtual_run(args: argparse.Namespace, ids: list[str], procs: int, count: int
         sampler.watch("controllers", [c.proc.pid for c in ctls])
         sampler.watch("broker", [broker.proc.pid])
         sampler.phase = "ramp"
-        sims = start_virtual_sims(n, procs, args.connections, args.announce_rate, broker.port,
-                                  run_dir, args.heartbeat_s)
+        sims = start_virtual_sims(
+            n, procs, args.connections, args.announce_rate, broker.port, run_dir, args.heartbeat_s
+        )
         sampler.watch("simulators", [p.pid for p, _, _ in sims])
         every = [*ctl_logs, *[(p, lp) for p, lp, _ in sims]]
-        ramp_s = wait_until(lambda: view.online()[0] >= n, args.timeout_s,
-                            f"all {n:,} virtual nodes online", every, every_s=1.0)
+        ramp_s = wait_until(
+            lambda: view.online()[0] >= n,
+            args.timeout_s,
+            f"all {n:,} virtual nodes online",
+            every,
+            every_s=1.0,
+        )
         source = view.online()[1]
         log(f"{count} controller(s): all {n:,} online after {ramp_s:.1f} s ({source})")
-        wait_until(lambda: (m := mux_stats(sims)) is not None and all(
-            s["phase"] == "beating" for s in m), 60, "simulators beating", every)
+        wait_until(
+            lambda: (m := mux_stats(sims)) is not None and all(s["phase"] == "beating" for s in m),
+            60,
+            "simulators beating",
+            every,
+        )
         time.sleep(args.settle_s)
 
         sampler.phase = "hold"
@@ -737,14 +933,19 @@ def virtual_run(args: argparse.Namespace, ids: list[str], procs: int, count: int
         def settled() -> bool:
             snaps = view.stats()
             return snaps is not None and summed(snaps, "accepted", "heartbeat") >= published
+
         with contextlib.suppress(TimeoutError):
             wait_until(settled, 60, "controllers processed every heartbeat", every_s=1.0)
         time.sleep(2)  # a heartbeat processed twice would show up now
         s2 = view.stats()
         offline_s = None
         with contextlib.suppress(TimeoutError):
-            offline_s = round(wait_until(lambda: view.online()[0] == 0, 60,
-                                         "all offline after stop", every_s=1.0), 1)
+            offline_s = round(
+                wait_until(
+                    lambda: view.online()[0] == 0, 60, "all offline after stop", every_s=1.0
+                ),
+                1,
+            )
     finally:
         sampler.stop()
         stop_all([p for p, _, _ in sims], 60)
@@ -756,28 +957,39 @@ def virtual_run(args: argparse.Namespace, ids: list[str], procs: int, count: int
     processed = summed(s2, "accepted", "heartbeat") if s2 else None
     window_lag = lag_summary(merged_lag(s0, s1)) if s0 and s1 else None
     return {
-        "controllers": count, "online_source": source, "all_online_s": round(ramp_s, 1),
-        "hold_s": round(hold, 1), "min_online_during_hold": min_online,
-        "lag_ms": window_lag, "lag_ms_exact_from_db": db_lag.summary(),
+        "controllers": count,
+        "online_source": source,
+        "all_online_s": round(ramp_s, 1),
+        "hold_s": round(hold, 1),
+        "min_online_during_hold": min_online,
+        "lag_ms": window_lag,
+        "lag_ms_exact_from_db": db_lag.summary(),
         "target_lag_p99_ms": 2000,
-        "target_met": bool(window_lag and window_lag["p99_ms_le"] not in (None, -1)
-                           and window_lag["p99_ms_le"] <= 2000),
+        "target_met": bool(
+            window_lag
+            and window_lag["p99_ms_le"] not in (None, -1)
+            and window_lag["p99_ms_le"] <= 2000
+        ),
         "window": {
-            "published": summed(m1, "heartbeats") - summed(m0, "heartbeats")
-            if m0 and m1 else None,
-            "processed": summed(s1, "accepted", "heartbeat") - summed(s0, "accepted",
-                                                                       "heartbeat")
-            if s0 and s1 else None,
-            "due": round(n / args.heartbeat_s * hold)},
-        "total": {"published": published, "processed": processed,
-                  "each_processed_once": processed == published},
+            "published": summed(m1, "heartbeats") - summed(m0, "heartbeats") if m0 and m1 else None,
+            "processed": summed(s1, "accepted", "heartbeat") - summed(s0, "accepted", "heartbeat")
+            if s0 and s1
+            else None,
+            "due": round(n / args.heartbeat_s * hold),
+        },
+        "total": {
+            "published": published,
+            "processed": processed,
+            "each_processed_once": processed == published,
+        },
         "received": summed(s2, "received") if s2 else None,
         "forwarded": summed(s2, "forwarded") if s2 else None,
         "rejected": merged_counts(s2 or [], "rejected"),
         "flush_errors": summed(s2, "flush_errors") if s2 else None,
         "leaders": [s["client_id"] for s in (s2 or []) if s.get("leader")],
         "simulator": mux_summary(final_mux) if final_mux else None,
-        "sims_stop_s": round(sims_stop_s, 1), "offline_after_sims_exit_s": offline_s,
+        "sims_stop_s": round(sims_stop_s, 1),
+        "offline_after_sims_exit_s": offline_s,
         "usage": usage,
     }
 
@@ -785,46 +997,64 @@ def virtual_run(args: argparse.Namespace, ids: list[str], procs: int, count: int
 def print_virtual_run(r: dict[str, Any]) -> None:
     lag, exact, win, tot = r["lag_ms"] or {}, r["lag_ms_exact_from_db"], r["window"], r["total"]
     print(f"\n== part b: {r['controllers']} controller(s) ==")
-    print(f"all online after {r['all_online_s']} s; hold {r['hold_s']} s, min online "
-          f"{r['min_online_during_hold']:,}")
-    print(f"ingest lag (histograms): p50 <= {lag.get('p50_ms_le')} ms, p99 <= "
-          f"{lag.get('p99_ms_le')} ms, max <= {lag.get('max_ms_le')} ms over {lag.get('count')}"
-          f" heartbeats (target p99 < 2000 ms: {'met' if r['target_met'] else 'NOT met'})")
-    print(f"ingest lag (node_live, exact): p50 {exact.get('p50_ms')} ms, p99 "
-          f"{exact.get('p99_ms')} ms, max {exact.get('max_ms')} ms over {exact.get('count')}")
-    print(f"window: published {win['published']}, processed {win['processed']}, due "
-          f"{win['due']}; whole run: published {tot['published']}, processed "
-          f"{tot['processed']} ({'each once' if tot['each_processed_once'] else 'MISMATCH'})")
+    print(
+        f"all online after {r['all_online_s']} s; hold {r['hold_s']} s, min online "
+        f"{r['min_online_during_hold']:,}"
+    )
+    print(
+        f"ingest lag (histograms): p50 <= {lag.get('p50_ms_le')} ms, p99 <= "
+        f"{lag.get('p99_ms_le')} ms, max <= {lag.get('max_ms_le')} ms over {lag.get('count')}"
+        f" heartbeats (target p99 < 2000 ms: {'met' if r['target_met'] else 'NOT met'})"
+    )
+    print(
+        f"ingest lag (node_live, exact): p50 {exact.get('p50_ms')} ms, p99 "
+        f"{exact.get('p99_ms')} ms, max {exact.get('max_ms')} ms over {exact.get('count')}"
+    )
+    print(
+        f"window: published {win['published']}, processed {win['processed']}, due "
+        f"{win['due']}; whole run: published {tot['published']}, processed "
+        f"{tot['processed']} ({'each once' if tot['each_processed_once'] else 'MISMATCH'})"
+    )
     for group in ("controllers", "broker", "simulators"):
         g = r["usage"]["hold"].get(group)
         if g:
-            print(f"[hold] {group:11}: CPU {g['cpu_mean']:5.1f}% mean {g['cpu_peak']:5.1f}% "
-                  f"peak, RSS {g['rss_peak_mb']:7.1f} MB peak")
+            print(
+                f"[hold] {group:11}: CPU {g['cpu_mean']:5.1f}% mean {g['cpu_peak']:5.1f}% "
+                f"peak, RSS {g['rss_peak_mb']:7.1f} MB peak"
+            )
 
 
 def print_comparison(result: dict[str, Any]) -> None:
     base = result.get("baseline_bare_subscriber")
-    print(f"\n== {result['nodes']:,} virtual nodes, heartbeat {result['heartbeat_s']} s, hold "
-          f"{result['duration_s']:g} s ==")
+    print(
+        f"\n== {result['nodes']:,} virtual nodes, heartbeat {result['heartbeat_s']} s, hold "
+        f"{result['duration_s']:g} s =="
+    )
     if base:
         lag = base["lag_ms"]
-        print(f"baseline (bare aiomqtt subscriber, no controller): lag p50 {lag.get('p50_ms')}"
-              f" ms, p99 {lag.get('p99_ms')} ms, max {lag.get('max_ms')} ms")
-    head = (f"{'ctl':>3} | {'online s':>8} | {'lag p50/p99/max ms (exact)':>27} | "
-            f"{'p99 hist':>8} | {'processed/published':>21} | {'ctl CPU mean/peak':>17} | "
-            f"{'ctl RSS MB':>10} | {'broker CPU':>10} | {'broker MB':>9}")
+        print(
+            f"baseline (bare aiomqtt subscriber, no controller): lag p50 {lag.get('p50_ms')}"
+            f" ms, p99 {lag.get('p99_ms')} ms, max {lag.get('max_ms')} ms"
+        )
+    head = (
+        f"{'ctl':>3} | {'online s':>8} | {'lag p50/p99/max ms (exact)':>27} | "
+        f"{'p99 hist':>8} | {'processed/published':>21} | {'ctl CPU mean/peak':>17} | "
+        f"{'ctl RSS MB':>10} | {'broker CPU':>10} | {'broker MB':>9}"
+    )
     print(head)
     print("-" * len(head))
     for r in result["runs"]:
         ex, lag, tot = r["lag_ms_exact_from_db"], r["lag_ms"] or {}, r["total"]
         c = r["usage"]["hold"].get("controllers", {})
         b = r["usage"]["hold"].get("broker", {})
-        print(f"{r['controllers']:>3} | {r['all_online_s']:>8} | "
-              f"{ex.get('p50_ms')!s:>7}/{ex.get('p99_ms')!s:>8}/{ex.get('max_ms')!s:>9} | "
-              f"{lag.get('p99_ms_le')!s:>8} | {tot['processed']!s:>10}/{tot['published']!s:>10} | "
-              f"{c.get('cpu_mean', 0):>7.1f}/{c.get('cpu_peak', 0):>8.1f} | "
-              f"{c.get('rss_peak_mb', 0):>10.1f} | {b.get('cpu_mean', 0):>10.1f} | "
-              f"{b.get('rss_peak_mb', 0):>9.1f}")
+        print(
+            f"{r['controllers']:>3} | {r['all_online_s']:>8} | "
+            f"{ex.get('p50_ms')!s:>7}/{ex.get('p99_ms')!s:>8}/{ex.get('max_ms')!s:>9} | "
+            f"{lag.get('p99_ms_le')!s:>8} | {tot['processed']!s:>10}/{tot['published']!s:>10} | "
+            f"{c.get('cpu_mean', 0):>7.1f}/{c.get('cpu_peak', 0):>8.1f} | "
+            f"{c.get('rss_peak_mb', 0):>10.1f} | {b.get('cpu_mean', 0):>10.1f} | "
+            f"{b.get('rss_peak_mb', 0):>9.1f}"
+        )
 
 
 # =========================================================================== child modes
@@ -838,21 +1068,27 @@ async def bare_connect(port: int, count: int, shard: tuple[int, int], rate: floa
     from firmware_sim.fleet import raise_fd_limit
     from loa.protocol import Status, encode, lost_will
 
-    ids = generate_node_ids(count, "sim")[shard[0]::shard[1]]
+    ids = generate_node_ids(count, "sim")[shard[0] :: shard[1]]
     raise_fd_limit(len(ids) + 256)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     clients: list[aiomqtt.Client] = []
 
     async def one(node_id: str) -> None:
-        c = aiomqtt.Client("127.0.0.1", port, identifier=node_id, clean_session=False,
-                           keepalive=60, will=aiomqtt.Will(TOPICS.status(node_id), lost_will(),
-                                                           qos=1, retain=True))
+        c = aiomqtt.Client(
+            "127.0.0.1",
+            port,
+            identifier=node_id,
+            clean_session=False,
+            keepalive=60,
+            will=aiomqtt.Will(TOPICS.status(node_id), lost_will(), qos=1, retain=True),
+        )
         await c.__aenter__()
         clients.append(c)
         await c.subscribe(TOPICS.cmd(node_id), qos=1)
-        await c.publish(TOPICS.status(node_id), encode(Status(online=True, ts=now_ms())),
-                        qos=1, retain=True)
+        await c.publish(
+            TOPICS.status(node_id), encode(Status(online=True, ts=now_ms())), qos=1, retain=True
+        )
 
     t0 = time.monotonic()
     tasks = []
@@ -882,8 +1118,9 @@ async def bare_subscribe(port: int, out: Path) -> None:
             if recording.is_set():
                 lags.append(now_ms() - json.loads(msg.payload)["ts"])
 
-    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-bare-sub",
-                              max_queued_incoming_messages=0) as client:
+    async with aiomqtt.Client(
+        "127.0.0.1", port, identifier="bench-bare-sub", max_queued_incoming_messages=0
+    ) as client:
         await client.subscribe(f"{TOPICS.root}/nodes/+/heartbeat", qos=0)
         print("subscribed", flush=True)
         reader = asyncio.create_task(receive(client))
@@ -896,34 +1133,80 @@ async def bare_subscribe(port: int, out: Path) -> None:
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--real", type=int, metavar="N", help="part a: N real-connection nodes")
     p.add_argument("--virtual", type=int, metavar="N", help="part b/c: N virtual nodes")
-    p.add_argument("--duration", type=float, default=300, metavar="S",
-                   help="part b: hold window, seconds (default 300)")
-    p.add_argument("--controllers", type=int, nargs="+", default=[1], metavar="K",
-                   help="part b/c: controller process counts to compare (default 1)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=300,
+        metavar="S",
+        help="part b: hold window, seconds (default 300)",
+    )
+    p.add_argument(
+        "--controllers",
+        type=int,
+        nargs="+",
+        default=[1],
+        metavar="K",
+        help="part b/c: controller process counts to compare (default 1)",
+    )
     p.add_argument("--heartbeat-s", type=int, default=30)
-    p.add_argument("--connections", type=int, default=40,
-                   help="part b: MQTT connections carrying the virtual nodes (default 40)")
-    p.add_argument("--sim-processes", type=int,
-                   help="simulator processes (default: 2 for --real, 1 for --virtual)")
-    p.add_argument("--connect-rate", type=float, default=250.0,
-                   help="part a: connects per second, all simulator processes (default 250)")
-    p.add_argument("--announce-rate", type=float, default=5000.0,
-                   help="part b: virtual nodes announced online per second (default 5000)")
-    p.add_argument("--hold-s", type=float, default=60.0,
-                   help="part a: steady window after all are online (default 60)")
-    p.add_argument("--settle-s", type=float, default=10.0,
-                   help="part b: wait after all are online before the window (default 10)")
-    p.add_argument("--baseline-s", type=float, default=60.0,
-                   help="part b: bare-subscriber baseline window, 0 = skip (default 60)")
-    p.add_argument("--timeout-s", type=float, default=300.0,
-                   help="give up waiting for a fleet to come online after this (default 300)")
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=40,
+        help="part b: MQTT connections carrying the virtual nodes (default 40)",
+    )
+    p.add_argument(
+        "--sim-processes",
+        type=int,
+        help="simulator processes (default: 2 for --real, 1 for --virtual)",
+    )
+    p.add_argument(
+        "--connect-rate",
+        type=float,
+        default=250.0,
+        help="part a: connects per second, all simulator processes (default 250)",
+    )
+    p.add_argument(
+        "--announce-rate",
+        type=float,
+        default=5000.0,
+        help="part b: virtual nodes announced online per second (default 5000)",
+    )
+    p.add_argument(
+        "--hold-s",
+        type=float,
+        default=60.0,
+        help="part a: steady window after all are online (default 60)",
+    )
+    p.add_argument(
+        "--settle-s",
+        type=float,
+        default=10.0,
+        help="part b: wait after all are online before the window (default 10)",
+    )
+    p.add_argument(
+        "--baseline-s",
+        type=float,
+        default=60.0,
+        help="part b: bare-subscriber baseline window, 0 = skip (default 60)",
+    )
+    p.add_argument(
+        "--timeout-s",
+        type=float,
+        default=300.0,
+        help="give up waiting for a fleet to come online after this (default 300)",
+    )
     p.add_argument("--database-url", help="default: a fresh SQLite file per run")
-    p.add_argument("--reset-database", action="store_true",
-                   help="allow dropping every Loa table in --database-url")
+    p.add_argument(
+        "--reset-database",
+        action="store_true",
+        help="allow dropping every Loa table in --database-url",
+    )
     p.add_argument("--child", choices=["bare-connect", "bare-subscribe"], help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--count", type=int, help=argparse.SUPPRESS)

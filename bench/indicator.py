@@ -75,30 +75,58 @@ def build_province(db: Database, communes: int, villages: int, nodes: int) -> No
     with db.session() as s:
         s.add(Province(id=1, code="BENCH", name="Lạng Sơn"))
         s.flush()
-        s.execute(insert(District), [dict(id=d + 1, code=f"d{d:03d}", province_id=1,
-                                          name=f"Huyện {d + 1}")
-                                     for d in range((communes + 9) // 10)])
-        s.execute(insert(Commune), [dict(id=c + 1, code=f"c{c:04d}", province_id=1,
-                                         district_id=c // 10 + 1, name=f"Xã Số {c + 1}",
-                                         name_folded=fold(f"Xã Số {c + 1}"), station_kind="ip",
-                                         created_ms=since) for c in range(communes)])
+        s.execute(
+            insert(District),
+            [
+                dict(id=d + 1, code=f"d{d:03d}", province_id=1, name=f"Huyện {d + 1}")
+                for d in range((communes + 9) // 10)
+            ],
+        )
+        s.execute(
+            insert(Commune),
+            [
+                dict(
+                    id=c + 1,
+                    code=f"c{c:04d}",
+                    province_id=1,
+                    district_id=c // 10 + 1,
+                    name=f"Xã Số {c + 1}",
+                    name_folded=fold(f"Xã Số {c + 1}"),
+                    station_kind="ip",
+                    created_ms=since,
+                )
+                for c in range(communes)
+            ],
+        )
         vrows, mrows, nrows, prows = [], [], [], []
         for c in range(communes):
             for v in range(villages):
                 vid = c * villages + v + 1
-                vrows.append(dict(id=vid, code=f"c{c:04d}-v{v:02d}", name=f"Thôn {v + 1}",
-                                  name_folded=f"thon {v + 1}", commune_id=c + 1,
-                                  created_ms=since))
-                mrows.append(dict(village_id=vid, commune_id=c + 1, valid_from_ms=since,
-                                  valid_to_ms=None))
+                vrows.append(
+                    dict(
+                        id=vid,
+                        code=f"c{c:04d}-v{v:02d}",
+                        name=f"Thôn {v + 1}",
+                        name_folded=f"thon {v + 1}",
+                        commune_id=c + 1,
+                        created_ms=since,
+                    )
+                )
+                mrows.append(
+                    dict(village_id=vid, commune_id=c + 1, valid_from_ms=since, valid_to_ms=None)
+                )
                 for n in range(nodes):
                     node = f"c{c:04d}-v{v:02d}-n{n}"
-                    nrows.append(dict(id=node, village_id=vid, registered_ms=since,
-                                      simulated=True))
-                    prows.append(dict(node_id=node, village_id=vid, valid_from_ms=since,
-                                      valid_to_ms=None))
-        for model, rows in ((Village, vrows), (VillageMembership, mrows), (Node, nrows),
-                            (NodePlacement, prows)):
+                    nrows.append(dict(id=node, village_id=vid, registered_ms=since, simulated=True))
+                    prows.append(
+                        dict(node_id=node, village_id=vid, valid_from_ms=since, valid_to_ms=None)
+                    )
+        for model, rows in (
+            (Village, vrows),
+            (VillageMembership, mrows),
+            (Node, nrows),
+            (NodePlacement, prows),
+        ):
             s.execute(insert(model), rows)
 
 
@@ -125,16 +153,26 @@ def main() -> int:
     parser.add_argument("--villages", type=int, default=10, help="per commune")
     parser.add_argument("--nodes", type=int, default=2, help="per village")
     parser.add_argument("--days", type=int, default=90)
-    parser.add_argument("--outages-per-day", type=float, default=0.5,
-                        help="mean outages per cluster per day (1.5 = stress)")
+    parser.add_argument(
+        "--outages-per-day",
+        type=float,
+        default=0.5,
+        help="mean outages per cluster per day (1.5 = stress)",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--no-report", action="store_true",
-                        help="skip building and rendering the report (the 100,000-cluster "
-                             "quarter: its PDF alone takes minutes)")
-    parser.add_argument("--db", metavar="PATH",
-                        help="keep the generated province in PATH and reuse it on later runs "
-                             "(default: a temporary file, deleted)")
+    parser.add_argument(
+        "--no-report",
+        action="store_true",
+        help="skip building and rendering the report (the 100,000-cluster "
+        "quarter: its PDF alone takes minutes)",
+    )
+    parser.add_argument(
+        "--db",
+        metavar="PATH",
+        help="keep the generated province in PATH and reuse it on later runs "
+        "(default: a temporary file, deleted)",
+    )
     args = parser.parse_args()
 
     load_at_start = [round(x, 2) for x in os.getloadavg()]
@@ -149,19 +187,27 @@ def main() -> int:
     t0 = time.perf_counter()
     if not reuse:
         build_province(db, args.communes, args.villages, args.nodes)
-        seed_history(db, days=args.days, now_ms=NOW_MS, seed=8_3,
-                     outages_per_day=args.outages_per_day, cover_previous_quarter=False,
-                     attest=False)
+        seed_history(
+            db,
+            days=args.days,
+            now_ms=NOW_MS,
+            seed=8_3,
+            outages_per_day=args.outages_per_day,
+            cover_previous_quarter=False,
+            attest=False,
+        )
     generate_s = time.perf_counter() - t0
     with db.session() as s:
         n_transitions = s.scalar(select(func.count()).select_from(NodeTransition))
         n_targets = s.scalar(select(func.count()).select_from(AiringTarget))
         n_airings = s.scalar(select(func.count()).select_from(Airing))
-    print(f"generated {args.communes} communes, {args.communes * args.villages} villages, "
-          f"{args.communes * args.villages * args.nodes} clusters, {n_transitions:,} "
-          f"transitions, {n_airings:,} airings, {n_targets:,} targets in "
-          f"{generate_s:.1f} s{' (reused)' if reuse else ''} "
-          f"({db_path.stat().st_size / 1e6:.0f} MB)")
+    print(
+        f"generated {args.communes} communes, {args.communes * args.villages} villages, "
+        f"{args.communes * args.villages * args.nodes} clusters, {n_transitions:,} "
+        f"transitions, {n_airings:,} airings, {n_targets:,} targets in "
+        f"{generate_s:.1f} s{' (reused)' if reuse else ''} "
+        f"({db_path.stat().st_size / 1e6:.0f} MB)"
+    )
 
     first_day = ms_to_dt(NOW_MS - args.days * DAY_MS).date()
     last_day = ms_to_dt(NOW_MS - 1).date()
@@ -171,19 +217,24 @@ def main() -> int:
     def read_transitions() -> int:
         """The floor: the window's transitions into Python, best plan, nothing computed."""
         con = sqlite3.connect(db_path)
-        rows = con.execute("SELECT n.id, t.at_ms, t.available FROM node n CROSS JOIN "
-                           "node_transition t ON t.node_id = n.id AND t.at_ms >= ? AND "
-                           "t.at_ms < ? ORDER BY n.id, t.at_ms, t.id", (start, end)).fetchall()
+        rows = con.execute(
+            "SELECT n.id, t.at_ms, t.available FROM node n CROSS JOIN "
+            "node_transition t ON t.node_id = n.id AND t.at_ms >= ? AND "
+            "t.at_ms < ? ORDER BY n.id, t.at_ms, t.id",
+            (start, end),
+        ).fetchall()
         con.close()
         return len(rows)
 
     def read_targets() -> int:
         """The window's proof-of-play rows into Python, nothing computed."""
         con = sqlite3.connect(db_path)
-        rows = con.execute("SELECT t.airing_id, t.commune_id, t.village_id, t.phase, "
-                           "t.started_at_ms FROM airing a CROSS JOIN airing_target t "
-                           "ON t.airing_id = a.id WHERE a.slot_ms >= ? AND a.slot_ms < ?",
-                           (start, end)).fetchall()
+        rows = con.execute(
+            "SELECT t.airing_id, t.commune_id, t.village_id, t.phase, "
+            "t.started_at_ms FROM airing a CROSS JOIN airing_target t "
+            "ON t.airing_id = a.id WHERE a.slot_ms >= ? AND a.slot_ms < ?",
+            (start, end),
+        ).fetchall()
         con.close()
         return len(rows)
 
@@ -194,8 +245,9 @@ def main() -> int:
     def evaluate_commune():
         with db.session() as s:
             # The eighth commune (or the last, in a smoke run with fewer).
-            return evaluate(s, period, now=NOW_MS,
-                            scope=f"commune:c{min(7, args.communes - 1):04d}")
+            return evaluate(
+                s, period, now=NOW_MS, scope=f"commune:c{min(7, args.communes - 1):04d}"
+            )
 
     read_transitions()  # warm the page cache so the baseline and the evaluation are fair
     base_tr_s, base_tr_all, n_read = timed(read_transitions, args.repeat)
@@ -227,19 +279,29 @@ def main() -> int:
     results = {
         "benchmark": "indicator_8_3",
         "command": "python bench/indicator.py " + " ".join(sys.argv[1:]),
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "sqlite": sqlite3.sqlite_version, "cpus": os.cpu_count(),
-                    # the machine is shared: load above the CPU count inflates every figure
-                    "load_average_at_start": load_at_start,
-                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "sqlite": sqlite3.sqlite_version,
+            "cpus": os.cpu_count(),
+            # the machine is shared: load above the CPU count inflates every figure
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
         "outages_per_day": args.outages_per_day,
-        "province": {"communes": args.communes, "villages": args.communes * args.villages,
-                     "clusters": args.communes * args.villages * args.nodes,
-                     "days": args.days, "transitions": n_transitions,
-                     "transitions_in_window": n_read, "airings": n_airings,
-                     "airing_targets": n_targets, "targets_in_window": n_tg,
-                     "generate_s": None if reuse else round(generate_s, 2),
-                     "db_mb": round(db_path.stat().st_size / 1e6, 1)},
+        "province": {
+            "communes": args.communes,
+            "villages": args.communes * args.villages,
+            "clusters": args.communes * args.villages * args.nodes,
+            "days": args.days,
+            "transitions": n_transitions,
+            "transitions_in_window": n_read,
+            "airings": n_airings,
+            "airing_targets": n_targets,
+            "targets_in_window": n_tg,
+            "generate_s": None if reuse else round(generate_s, 2),
+            "db_mb": round(db_path.stat().st_size / 1e6, 1),
+        },
         "baseline": {
             "read_transitions_s": round(base_tr_s, 3),
             "read_airing_targets_s": round(base_tg_s, 3),
@@ -255,16 +317,24 @@ def main() -> int:
         "meets_target": eval_s < TARGET_S,
         "evaluate_peak_python_mb": round(peak_bytes / 1e6, 1),
         "process_peak_rss_mb": round(rss_mb, 1),
-        "report": None if args.no_report else {
-            "build_s": round(build_s, 3), "xlsx_s": round(xlsx_s, 3),
-            "xlsx_kb": len(xlsx) // 1024, "pdf_s": round(pdf_s, 3), "pdf_kb": len(pdf) // 1024},
+        "report": None
+        if args.no_report
+        else {
+            "build_s": round(build_s, 3),
+            "xlsx_s": round(xlsx_s, 3),
+            "xlsx_kb": len(xlsx) // 1024,
+            "pdf_s": round(pdf_s, 3),
+            "pdf_kb": len(pdf) // 1024,
+        },
         "result": {"summary": s.text, "failed": s.failed},
     }
     print(json.dumps(results, ensure_ascii=False, indent=2))
-    print(f"\nevaluate province: {eval_s:.3f} s (target < {TARGET_S} s: "
-          f"{'ok' if eval_s < TARGET_S else 'MISSED'}); baseline read transitions "
-          f"{base_tr_s:.3f} s + targets {base_tg_s:.3f} s; peak Python memory "
-          f"{peak_bytes / 1e6:.1f} MB; peak RSS {rss_mb:.0f} MB")
+    print(
+        f"\nevaluate province: {eval_s:.3f} s (target < {TARGET_S} s: "
+        f"{'ok' if eval_s < TARGET_S else 'MISSED'}); baseline read transitions "
+        f"{base_tr_s:.3f} s + targets {base_tg_s:.3f} s; peak Python memory "
+        f"{peak_bytes / 1e6:.1f} MB; peak RSS {rss_mb:.0f} MB"
+    )
     if not args.no_write:
         # One file, one entry per transition density, so the realistic and the stress run
         # can both be shown; "latest" is this run.
@@ -276,8 +346,9 @@ def main() -> int:
                 runs = {}
         runs[f"outages_per_day={args.outages_per_day}"] = results
         RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
-        RESULT_FILE.write_text(json.dumps({"latest": results, "runs": runs}, ensure_ascii=False,
-                                      indent=2) + "\n")
+        RESULT_FILE.write_text(
+            json.dumps({"latest": results, "runs": runs}, ensure_ascii=False, indent=2) + "\n"
+        )
         print(f"wrote {RESULT_FILE}")
     db.dispose()
     if not keep:

@@ -54,9 +54,20 @@ def publish_heartbeats(port: int, ids: list[str], n: int) -> float:
     ts = now_ms()
     for i in range(n):
         node = ids[i % len(ids)]
-        body = {"seq": i // len(ids), "ts": ts, "uptime_s": 100, "volume": 70, "amp": "ok",
-                "speakers_ok": 2, "speakers_total": 2, "power": "mains", "net": "4g",
-                "rssi_dbm": -80 - (i % 20), "playing": None, "temp_c": 31.5}
+        body = {
+            "seq": i // len(ids),
+            "ts": ts,
+            "uptime_s": 100,
+            "volume": 70,
+            "amp": "ok",
+            "speakers_ok": 2,
+            "speakers_total": 2,
+            "power": "mains",
+            "net": "4g",
+            "rssi_dbm": -80 - (i % 20),
+            "playing": None,
+            "temp_c": 31.5,
+        }
         info = client.publish(topics.heartbeat(node), json.dumps(body), qos=0)
         if i % 5000 == 0:
             info.wait_for_publish(30)
@@ -70,8 +81,7 @@ def publish_heartbeats(port: int, ids: list[str], n: int) -> float:
 
 
 async def prime_session(port: int, client_id: str, topic: str) -> None:
-    async with aiomqtt.Client("127.0.0.1", port, identifier=client_id,
-                              clean_session=False) as c:
+    async with aiomqtt.Client("127.0.0.1", port, identifier=client_id, clean_session=False) as c:
         await c.subscribe(topic, qos=0)
 
 
@@ -82,22 +92,36 @@ async def bare_loop(port: int, n: int) -> float:
     received = 0
     t0 = time.perf_counter()
     try:
-        async with asyncio.timeout(ARGS.timeout_s), aiomqtt.Client(
-                "127.0.0.1", port, identifier="bench-bare", clean_session=False,
-                max_queued_incoming_messages=0) as c:
+        async with (
+            asyncio.timeout(ARGS.timeout_s),
+            aiomqtt.Client(
+                "127.0.0.1",
+                port,
+                identifier="bench-bare",
+                clean_session=False,
+                max_queued_incoming_messages=0,
+            ) as c,
+        ):
             async for _m in c.messages:
                 received += 1
                 if received >= n:
                     break
     except TimeoutError:
-        raise SystemExit(f"bare loop: {received} of {n} heartbeats in {ARGS.timeout_s} s; "
-                         "the broker dropped or never delivered the rest") from None
+        raise SystemExit(
+            f"bare loop: {received} of {n} heartbeats in {ARGS.timeout_s} s; "
+            "the broker dropped or never delivered the rest"
+        ) from None
     return time.perf_counter() - t0
 
 
 async def controller_loop(port: int, n: int, db: Database, data_dir: Path) -> tuple[float, dict]:
-    settings = Settings(data_dir=data_dir, database_url=db.url, mqtt_port=port,
-                        flush_interval_s=1.0, history_sample_s=300)
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=db.url,
+        mqtt_port=port,
+        flush_interval_s=1.0,
+        history_sample_s=300,
+    )
     svc = ControllerService(settings, db, client_id="bench-controller")
     await svc.start()
     await svc.wait_connected()
@@ -111,14 +135,19 @@ async def controller_loop(port: int, n: int, db: Database, data_dir: Path) -> tu
     while svc.ingest.accepted["heartbeat"] + sum(svc.ingest.rejected.values()) < n:
         if time.perf_counter() > deadline:
             await svc.stop()
-            raise SystemExit(f"controller: {svc.ingest.accepted['heartbeat']} of {n} heartbeats "
-                             f"accepted, rejected {dict(svc.ingest.rejected)}, after "
-                             f"{ARGS.timeout_s} s")
+            raise SystemExit(
+                f"controller: {svc.ingest.accepted['heartbeat']} of {n} heartbeats "
+                f"accepted, rejected {dict(svc.ingest.rejected)}, after "
+                f"{ARGS.timeout_s} s"
+            )
         await asyncio.sleep(0.005)
     elapsed = time.perf_counter() - t0
     await svc.stop()
-    return elapsed, {"rejected": dict(svc.ingest.rejected), "flushes": svc.ingest.writer.flushes,
-                     "flush_errors": svc.ingest.writer.flush_errors}
+    return elapsed, {
+        "rejected": dict(svc.ingest.rejected),
+        "flushes": svc.ingest.writer.flushes,
+        "flush_errors": svc.ingest.writer.flush_errors,
+    }
 
 
 def register_nodes(db: Database, k: int) -> None:
@@ -132,17 +161,25 @@ async def main() -> dict:
         db = Database(f"sqlite:///{tmpdir / 'bench.db'}")
         create_schema(db)
         register_nodes(db, ARGS.nodes)
-        with EmbeddedBroker(kind="mosquitto", data_dir=tmpdir / "broker",
-                            extra_config=QUEUE_CONFIG) as broker:
+        with EmbeddedBroker(
+            kind="mosquitto", data_dir=tmpdir / "broker", extra_config=QUEUE_CONFIG
+        ) as broker:
             bare_s = await bare_loop(broker.port, n)
             ctl_s, ctl_info = await controller_loop(broker.port, n, db, tmpdir / "data")
         db.dispose()
     bare_rate, ctl_rate = n / bare_s, n / ctl_s
     result = {
-        "benchmark": "ingest", "messages": n, "nodes": ARGS.nodes, "cpus": os.cpu_count(),
-        "bare_aiomqtt_per_s": round(bare_rate), "controller_per_s": round(ctl_rate),
-        "ratio": round(ctl_rate / bare_rate, 3), "target_per_s": 10_000, "target_ratio": 0.6,
-        "controller": ctl_info, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "benchmark": "ingest",
+        "messages": n,
+        "nodes": ARGS.nodes,
+        "cpus": os.cpu_count(),
+        "bare_aiomqtt_per_s": round(bare_rate),
+        "controller_per_s": round(ctl_rate),
+        "ratio": round(ctl_rate / bare_rate, 3),
+        "target_per_s": 10_000,
+        "target_ratio": 0.6,
+        "controller": ctl_info,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return result
 
@@ -151,12 +188,18 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--nodes", type=int, default=5_000)
-    parser.add_argument("--timeout-s", type=float, default=300.0,
-                        help="give up (exit non-zero, with the counts) after this long")
+    parser.add_argument(
+        "--timeout-s",
+        type=float,
+        default=300.0,
+        help="give up (exit non-zero, with the counts) after this long",
+    )
     ARGS = parser.parse_args()
     res = asyncio.run(main())
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "ingest.json").write_text(json.dumps(res, indent=2) + "\n")
     print(f"bare aiomqtt loop : {res['bare_aiomqtt_per_s']:>8,} heartbeats/s")
-    print(f"Loa controller    : {res['controller_per_s']:>8,} heartbeats/s "
-          f"({res['ratio']:.0%} of bare; targets >= 10,000/s and >= 60%)")
+    print(
+        f"Loa controller    : {res['controller_per_s']:>8,} heartbeats/s "
+        f"({res['ratio']:.0%} of bare; targets >= 10,000/s and >= 60%)"
+    )

@@ -52,10 +52,16 @@ def stats(values: list[float]) -> dict:
     if not values:
         return {"n": 0}
     absv = [abs(v) for v in values]
-    return {"n": len(values), "p50_ms": pct(values, 0.5), "p99_ms": pct(values, 0.99),
-            "min_ms": round(min(values), 1), "max_ms": round(max(values), 1),
-            "abs_p50_ms": pct(absv, 0.5), "abs_p99_ms": pct(absv, 0.99),
-            "stdev_ms": round(statistics.pstdev(values), 1)}
+    return {
+        "n": len(values),
+        "p50_ms": pct(values, 0.5),
+        "p99_ms": pct(values, 0.99),
+        "min_ms": round(min(values), 1),
+        "max_ms": round(max(values), 1),
+        "abs_p50_ms": pct(absv, 0.5),
+        "abs_p99_ms": pct(absv, 0.99),
+        "stdev_ms": round(statistics.pstdev(values), 1),
+    }
 
 
 def make(path: Path, args: list[str]) -> Path:
@@ -80,8 +86,9 @@ class Bench:
         self.pulse.start()
         self.broker.start()
         self.media.start()
-        self.listener = Mqtt(self.broker.host, self.broker.port, None, None,
-                             client_id="bench-listener")
+        self.listener = Mqtt(
+            self.broker.host, self.broker.port, None, None, client_id="bench-listener"
+        )
         assert self.listener.connect().ok
         self.listener.subscribe("loa/v1/nodes/+/events")
         threading.Thread(target=self._pump, daemon=True).start()
@@ -91,15 +98,42 @@ class Bench:
             d = self.tmp / node_id
             d.mkdir()
             env = {**os.environ, **self.pulse.env}
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "system", "node", "run", "--id", node_id, "--broker",
-                 f"mqtt://{self.broker.host}:{self.broker.port}", "--content-base",
-                 self.media.base, "--output", f"pulse:{sink}", "--cache-dir", str(d / "c"),
-                 "--state-dir", str(d / "s"), "--clock-source", f"file:{clock}",
-                 "--heartbeat-s", "30", "--output-latency-ms", str(self.latency_ms),
-                 "--log-level", "WARNING"],
-                cwd=ROOT, env=env, stdout=(d / "log").open("wb"), stderr=subprocess.STDOUT,
-                preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None))
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "system",
+                        "node",
+                        "run",
+                        "--id",
+                        node_id,
+                        "--broker",
+                        f"mqtt://{self.broker.host}:{self.broker.port}",
+                        "--content-base",
+                        self.media.base,
+                        "--output",
+                        f"pulse:{sink}",
+                        "--cache-dir",
+                        str(d / "c"),
+                        "--state-dir",
+                        str(d / "s"),
+                        "--clock-source",
+                        f"file:{clock}",
+                        "--heartbeat-s",
+                        "30",
+                        "--output-latency-ms",
+                        str(self.latency_ms),
+                        "--log-level",
+                        "WARNING",
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=(d / "log").open("wb"),
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None,
+                )
+            )
         self.wait(lambda: len({t for _, t, _ in self.events}) >= 0, 1)
         time.sleep(2.5)  # connected (the first heartbeat is not subscribed to here)
 
@@ -119,10 +153,18 @@ class Bench:
 
     def play(self, node_id: str, name: str, start_at_ms: int, bid: str) -> None:
         data = (self.media.root / name).read_bytes()
-        cmd = {"cmd_id": uuid.uuid4().hex, "type": "play", "issued_at": int(time.time() * 1000),
-               "broadcast_id": bid, "url": self.media.base + name,
-               "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-               "duration_ms": 300, "start_at": start_at_ms, "volume": 100}
+        cmd = {
+            "cmd_id": uuid.uuid4().hex,
+            "type": "play",
+            "issued_at": int(time.time() * 1000),
+            "broadcast_id": bid,
+            "url": self.media.base + name,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+            "duration_ms": 300,
+            "start_at": start_at_ms,
+            "volume": 100,
+        }
         assert self.listener is not None
         self.listener.publish(f"loa/v1/nodes/{node_id}/cmd", json.dumps(cmd).encode())
 
@@ -142,11 +184,24 @@ class Bench:
 
 
 def accuracy(b: Bench, plays: int, spacing_s: float) -> dict:
-    make(b.media.root / "tick.mp3", ["-f", "lavfi", "-i",
-                                     "sine=frequency=880:duration=0.3:sample_rate=48000",
-                                     "-af", "volume=4", "-ac", "1", "-b:a", "96k"])
-    wav = make(b.tmp / "tick.wav", ["-i", str(b.media.root / "tick.mp3"), "-ac", "1",
-                                    "-ar", "48000"])
+    make(
+        b.media.root / "tick.mp3",
+        [
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=880:duration=0.3:sample_rate=48000",
+            "-af",
+            "volume=4",
+            "-ac",
+            "1",
+            "-b:a",
+            "96k",
+        ],
+    )
+    wav = make(
+        b.tmp / "tick.wav", ["-i", str(b.media.root / "tick.mp3"), "-ac", "1", "-ar", "48000"]
+    )
     recs = {s: Recording(b.pulse, s) for s in ("b1", "b2", "b3")}
     for r in recs.values():
         r.wait_ready()
@@ -180,15 +235,25 @@ def accuracy(b: Bench, plays: int, spacing_s: float) -> dict:
                 errs.append(near[0] * 1000 - at)
         errors[sink] = errs
     spread = [abs(x - y) for x, y in zip(errors["b1"], errors["b2"], strict=False)]
-    started = [e for _, _, e in b.events if e.get("phase") == "started"
-               and str(e.get("broadcast_id", "")).startswith("acc-")]
+    started = [
+        e
+        for _, _, e in b.events
+        if e.get("phase") == "started" and str(e.get("broadcast_id", "")).startswith("acc-")
+    ]
     reported = [e["at"] - starts[int(e["broadcast_id"].split("-")[1])] for e in started]
-    return {"plays": plays, "agent_a": stats(errors["b1"]), "agent_b": stats(errors["b2"]),
-            "spread_between_agents": stats(spread),
-            "baseline_paplay_sleep_until": stats(errors["b3"]),
-            "started_event_at_minus_start_at": stats(reported),
-            "missed": {"agent_a": plays - len(errors["b1"]), "agent_b": plays - len(errors["b2"]),
-                       "baseline": plays - len(errors["b3"])}}
+    return {
+        "plays": plays,
+        "agent_a": stats(errors["b1"]),
+        "agent_b": stats(errors["b2"]),
+        "spread_between_agents": stats(spread),
+        "baseline_paplay_sleep_until": stats(errors["b3"]),
+        "started_event_at_minus_start_at": stats(reported),
+        "missed": {
+            "agent_a": plays - len(errors["b1"]),
+            "agent_b": plays - len(errors["b2"]),
+            "baseline": plays - len(errors["b3"]),
+        },
+    }
 
 
 def idle(b: Bench, seconds: float) -> dict:
@@ -204,9 +269,19 @@ def idle(b: Bench, seconds: float) -> dict:
 
 def download(b: Bench, seconds: int, rate_bps: int) -> dict:
     name = "long.mp3"
-    make(b.media.root / name, ["-f", "lavfi", "-i",
-                               f"sine=frequency=330:duration={seconds}:sample_rate=44100",
-                               "-ac", "1", "-b:a", "64k"])
+    make(
+        b.media.root / name,
+        [
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=330:duration={seconds}:sample_rate=44100",
+            "-ac",
+            "1",
+            "-b:a",
+            "64k",
+        ],
+    )
     size = (b.media.root / name).stat().st_size
     b.media.rate_bps = rate_bps
     # Baseline: one plain GET at the same rate.
@@ -218,14 +293,27 @@ def download(b: Bench, seconds: int, rate_bps: int) -> dict:
     assert got == size
     sent = time.time()
     b.play("bench-a", name, int((sent + 3600) * 1000), "dl-1")
-    b.wait(lambda: any(e.get("broadcast_id") == "dl-1" and e.get("phase") in (
-        "fetched", "failed") for _, _, e in b.events), seconds * 2 + 120)
-    ev = next(e for _, _, e in b.events if e.get("broadcast_id") == "dl-1"
-              and e.get("phase") in ("fetched", "failed"))
+    b.wait(
+        lambda: any(
+            e.get("broadcast_id") == "dl-1" and e.get("phase") in ("fetched", "failed")
+            for _, _, e in b.events
+        ),
+        seconds * 2 + 120,
+    )
+    ev = next(
+        e
+        for _, _, e in b.events
+        if e.get("broadcast_id") == "dl-1" and e.get("phase") in ("fetched", "failed")
+    )
     b.media.rate_bps = None
-    return {"mp3_seconds": seconds, "bytes": size, "rate_bps": rate_bps,
-            "play_to_fetched_s": round((ev["at"] / 1000) - sent, 2), "phase": ev["phase"],
-            "baseline_plain_get_s": round(baseline_s, 2)}
+    return {
+        "mp3_seconds": seconds,
+        "bytes": size,
+        "rate_bps": rate_bps,
+        "play_to_fetched_s": round((ev["at"] / 1000) - sent, 2),
+        "phase": ev["phase"],
+        "baseline_plain_get_s": round(baseline_s, 2),
+    }
 
 
 def main() -> None:
@@ -234,10 +322,18 @@ def main() -> None:
     ap.add_argument("--plays", type=int)
     ap.add_argument("--idle-s", type=float)
     ap.add_argument("--mp3-s", type=int)
-    ap.add_argument("--nice", type=int, default=0,
-                    help="run the agents at this nice value (the systemd unit uses -10)")
-    ap.add_argument("--latency-ms", type=int, default=100,
-                    help="the agents' output_latency_ms (sink queue kept ahead)")
+    ap.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run the agents at this nice value (the systemd unit uses -10)",
+    )
+    ap.add_argument(
+        "--latency-ms",
+        type=int,
+        default=100,
+        help="the agents' output_latency_ms (sink queue kept ahead)",
+    )
     args = ap.parse_args()
     plays = args.plays or (5 if args.smoke else 50)
     idle_s = args.idle_s or (10 if args.smoke else 600)
@@ -247,11 +343,15 @@ def main() -> None:
         b.start()
         try:
             t0 = time.monotonic()
-            result = {"size": "smoke" if args.smoke else "full", "machine": machine(),
-                      "output_latency_ms": args.latency_ms, "agent_nice": args.nice,
-                      "accuracy": accuracy(b, plays, spacing_s=1.0),
-                      "idle": idle(b, idle_s),
-                      "download": download(b, mp3_s, 1_000_000)}
+            result = {
+                "size": "smoke" if args.smoke else "full",
+                "machine": machine(),
+                "output_latency_ms": args.latency_ms,
+                "agent_nice": args.nice,
+                "accuracy": accuracy(b, plays, spacing_s=1.0),
+                "idle": idle(b, idle_s),
+                "download": download(b, mp3_s, 1_000_000),
+            }
             result["wall_s"] = round(time.monotonic() - t0, 1)
         finally:
             b.stop()

@@ -33,14 +33,18 @@ def check(abbr: object, spoken: object) -> tuple[str, str]:
     literally)."""
     a, s = _clean(abbr), _clean(spoken)
     if not a or len(a) > MAX_ABBR or not _ABBR.fullmatch(a):
-        raise ContentError("bad_abbreviation",
-                           f"Từ viết tắt phải có 1–{MAX_ABBR} ký tự, không chứa dấu tab.",
-                           f"The abbreviation must be 1-{MAX_ABBR} characters, no tabs.")
+        raise ContentError(
+            "bad_abbreviation",
+            f"Từ viết tắt phải có 1–{MAX_ABBR} ký tự, không chứa dấu tab.",
+            f"The abbreviation must be 1-{MAX_ABBR} characters, no tabs.",
+        )
     if not s or len(s) > MAX_SPOKEN or not _SPOKEN.fullmatch(s):
-        raise ContentError("bad_spoken",
-                           f"Cách đọc phải là chữ (1–{MAX_SPOKEN} ký tự), viết như khi nói, "
-                           "ví dụ «ban quản lý dự án».",
-                           "The spoken form must be words only, as they are said.")
+        raise ContentError(
+            "bad_spoken",
+            f"Cách đọc phải là chữ (1–{MAX_SPOKEN} ký tự), viết như khi nói, "
+            "ví dụ «ban quản lý dự án».",
+            "The spoken form must be words only, as they are said.",
+        )
     return a, s.lower()
 
 
@@ -49,8 +53,10 @@ def custom(s: Session) -> dict[str, str]:
 
 
 def listing(s: Session) -> list[dict]:
-    return [{"id": r.id, "abbr": r.abbr, "spoken": r.spoken, "created_by": r.created_by}
-            for r in s.scalars(select(TtsAbbreviation).order_by(TtsAbbreviation.abbr))]
+    return [
+        {"id": r.id, "abbr": r.abbr, "spoken": r.spoken, "created_by": r.created_by}
+        for r in s.scalars(select(TtsAbbreviation).order_by(TtsAbbreviation.abbr))
+    ]
 
 
 def add(s: Session, abbr: object, spoken: object, username: str) -> dict:

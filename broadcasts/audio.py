@@ -33,8 +33,9 @@ from broadcasts.settings import ContentSettings
 
 log = logging.getLogger(__name__)
 
-ACCEPTED_EXTENSIONS = frozenset({".mp3", ".wav", ".wave", ".ogg", ".oga", ".opus", ".m4a",
-                                 ".aac", ".mp4", ".flac", ".webm"})
+ACCEPTED_EXTENSIONS = frozenset(
+    {".mp3", ".wav", ".wave", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".mp4", ".flac", ".webm"}
+)
 # ffprobe demuxer (first name of format_name) -> accepted. No playlists, no concat scripts.
 ACCEPTED_DEMUXERS = frozenset({"mp3", "wav", "ogg", "mov", "aac", "flac", "matroska"})
 ACCEPTED_CODECS = frozenset({"mp3", "mp2", "vorbis", "opus", "aac", "flac", "alac"})
@@ -77,22 +78,33 @@ def check_filename(filename: str) -> str:
     refused when it carries directories, '..', control characters or an odd extension,
     because such a name means a broken or hostile client."""
     name = unicodedata.normalize("NFC", filename or "")
-    bad = (not name or len(name) > 255 or "/" in name or "\\" in name or name in {".", ".."}
-           or name.startswith(".") or ".." in name or ":" in name
-           or any(unicodedata.category(c) in {"Cc", "Cf", "Zl", "Zp"} for c in name))
+    bad = (
+        not name
+        or len(name) > 255
+        or "/" in name
+        or "\\" in name
+        or name in {".", ".."}
+        or name.startswith(".")
+        or ".." in name
+        or ":" in name
+        or any(unicodedata.category(c) in {"Cc", "Cf", "Zl", "Zp"} for c in name)
+    )
     if bad:
-        raise reject("bad_filename",
-                     "Tên tệp không hợp lệ: không được chứa thư mục, '..', ':' hay ký tự "
-                     "điều khiển.",
-                     "Invalid file name: no directories, '..', ':' or control characters.",
-                     400)
+        raise reject(
+            "bad_filename",
+            "Tên tệp không hợp lệ: không được chứa thư mục, '..', ':' hay ký tự điều khiển.",
+            "Invalid file name: no directories, '..', ':' or control characters.",
+            400,
+        )
     ext = Path(name).suffix.lower()
     if ext not in ACCEPTED_EXTENSIONS:
-        raise reject("unsupported_format",
-                     f"Định dạng tệp '{ext or name}' không được hỗ trợ. Hãy dùng MP3, WAV, "
-                     "OGG/Opus, M4A/AAC hoặc FLAC.",
-                     f"Unsupported file type '{ext or name}'. Use MP3, WAV, OGG/Opus, M4A/AAC "
-                     "or FLAC.", 415)
+        raise reject(
+            "unsupported_format",
+            f"Định dạng tệp '{ext or name}' không được hỗ trợ. Hãy dùng MP3, WAV, "
+            "OGG/Opus, M4A/AAC hoặc FLAC.",
+            f"Unsupported file type '{ext or name}'. Use MP3, WAV, OGG/Opus, M4A/AAC or FLAC.",
+            415,
+        )
     return name
 
 
@@ -188,61 +200,79 @@ class AudioPipeline:
         name = check_filename(filename)
         size = path.stat().st_size
         if size == 0:
-            raise reject("empty", "Tệp tải lên rỗng (0 byte).", "The file is empty (0 bytes).",
-                         400)
+            raise reject("empty", "Tệp tải lên rỗng (0 byte).", "The file is empty (0 bytes).", 400)
         if size > self.cfg.max_upload_bytes:
             limit_mb = self.cfg.max_upload_bytes / 1048576
-            raise reject("too_large",
-                         f"Tệp quá lớn ({size / 1048576:.1f} MB); giới hạn là {limit_mb:.0f} MB.",
-                         f"File too large ({size / 1048576:.1f} MB); the limit is "
-                         f"{limit_mb:.0f} MB.", 413)
+            raise reject(
+                "too_large",
+                f"Tệp quá lớn ({size / 1048576:.1f} MB); giới hạn là {limit_mb:.0f} MB.",
+                f"File too large ({size / 1048576:.1f} MB); the limit is {limit_mb:.0f} MB.",
+                413,
+            )
         try:
             pr = ffmpeg.probe(path)
         except ffmpeg.ProbeFailed as exc:
             log.info("ffprobe refused %s: %s", name, exc.stderr.strip()[-300:])
             if _looks_like_audio(path):
-                raise reject("corrupt",
-                             "Tệp âm thanh bị hỏng hoặc không đầy đủ, không đọc được phần đầu "
-                             "tệp. Hãy xuất lại tệp rồi tải lên.",
-                             "The audio file is corrupt or incomplete (unreadable header)."
-                             ) from None
+                raise reject(
+                    "corrupt",
+                    "Tệp âm thanh bị hỏng hoặc không đầy đủ, không đọc được phần đầu "
+                    "tệp. Hãy xuất lại tệp rồi tải lên.",
+                    "The audio file is corrupt or incomplete (unreadable header).",
+                ) from None
             raise self._not_audio() from None
-        if (pr.demuxer not in ACCEPTED_DEMUXERS or pr.audio is None
-                or not (pr.audio.codec in ACCEPTED_CODECS or pr.audio.codec.startswith("pcm_"))):
+        if (
+            pr.demuxer not in ACCEPTED_DEMUXERS
+            or pr.audio is None
+            or not (pr.audio.codec in ACCEPTED_CODECS or pr.audio.codec.startswith("pcm_"))
+        ):
             if pr.audio is None or pr.demuxer not in ACCEPTED_DEMUXERS:
                 raise self._not_audio()
-            raise reject("unsupported_codec",
-                         f"Mã hóa âm thanh '{pr.audio.codec}' không được hỗ trợ.",
-                         f"Audio codec '{pr.audio.codec}' is not supported.", 415)
+            raise reject(
+                "unsupported_codec",
+                f"Mã hóa âm thanh '{pr.audio.codec}' không được hỗ trợ.",
+                f"Audio codec '{pr.audio.codec}' is not supported.",
+                415,
+            )
         if pr.duration_s is not None and not pr.duration_estimated:
             self._check_length(pr.duration_s)
         missing = _wav_missing_bytes(path)
         if missing:
-            raise self._truncated(f"thiếu {missing} byte so với phần đầu tệp",
-                                  f"{missing} bytes missing")
+            raise self._truncated(
+                f"thiếu {missing} byte so với phần đầu tệp", f"{missing} bytes missing"
+            )
         if pr.size_mismatch:
-            raise self._truncated("kích thước tệp không khớp với độ dài khai báo",
-                                  "file size does not match the declared length")
+            raise self._truncated(
+                "kích thước tệp không khớp với độ dài khai báo",
+                "file size does not match the declared length",
+            )
         return SourceAudio(filename=name, size=size, probe=pr)
 
     def _not_audio(self) -> AudioRejected:
-        return reject("not_audio",
-                      "Tệp không phải là tệp âm thanh (hoặc không có kênh âm thanh). Hãy chọn "
-                      "tệp MP3, WAV, OGG/Opus, M4A/AAC hoặc FLAC.",
-                      "Not an audio file (or it has no audio track).", 415)
+        return reject(
+            "not_audio",
+            "Tệp không phải là tệp âm thanh (hoặc không có kênh âm thanh). Hãy chọn "
+            "tệp MP3, WAV, OGG/Opus, M4A/AAC hoặc FLAC.",
+            "Not an audio file (or it has no audio track).",
+            415,
+        )
 
     def _truncated(self, vi_detail: str, en_detail: str) -> AudioRejected:
-        return reject("truncated",
-                      f"Tệp âm thanh bị cắt cụt ({vi_detail}). Hãy tải lên lại tệp đầy đủ.",
-                      f"The audio file is truncated ({en_detail}). Upload the complete file.")
+        return reject(
+            "truncated",
+            f"Tệp âm thanh bị cắt cụt ({vi_detail}). Hãy tải lên lại tệp đầy đủ.",
+            f"The audio file is truncated ({en_detail}). Upload the complete file.",
+        )
 
     def _check_length(self, seconds: float) -> None:
         if seconds > self.cfg.max_duration_s:
-            raise reject("too_long",
-                         f"Tệp dài {vi_duration(seconds)}, vượt giới hạn "
-                         f"{vi_duration(self.cfg.max_duration_s)}.",
-                         f"The file lasts {seconds:.0f} s, over the {self.cfg.max_duration_s:.0f}"
-                         " s limit.", 413)
+            raise reject(
+                "too_long",
+                f"Tệp dài {vi_duration(seconds)}, vượt giới hạn "
+                f"{vi_duration(self.cfg.max_duration_s)}.",
+                f"The file lasts {seconds:.0f} s, over the {self.cfg.max_duration_s:.0f} s limit.",
+                413,
+            )
 
     def _timeout(self, seconds: float | None) -> float:
         # At least twice real time on a busy 2-core machine, never unbounded.
@@ -255,58 +285,94 @@ class AudioPipeline:
 
     def analyse(self, path: Path, src: SourceAudio) -> Analysis:
         cfg = self.cfg
-        af = (f"{self._mono()},silencedetect=n={cfg.trim_threshold_db}dB:d=0.2,"
-              "ebur128=framelog=verbose")
-        res = ffmpeg.run([*ffmpeg.INPUT_GUARD, "-f", src.probe.demuxer, "-i", str(path),
-                          "-map", "0:a:0", "-t", f"{cfg.max_duration_s + 1:.3f}",
-                          "-af", af, "-f", "null", "-"],
-                         self._timeout(src.probe.duration_s))
+        af = (
+            f"{self._mono()},silencedetect=n={cfg.trim_threshold_db}dB:d=0.2,"
+            "ebur128=framelog=verbose"
+        )
+        res = ffmpeg.run(
+            [
+                *ffmpeg.INPUT_GUARD,
+                "-f",
+                src.probe.demuxer,
+                "-i",
+                str(path),
+                "-map",
+                "0:a:0",
+                "-t",
+                f"{cfg.max_duration_s + 1:.3f}",
+                "-af",
+                af,
+                "-f",
+                "null",
+                "-",
+            ],
+            self._timeout(src.probe.duration_s),
+        )
         errors = res.error_lines
         decoded = res.out_time_s
         if res.returncode != 0 or decoded <= 0.01 or len(errors) > cfg.max_decode_errors:
-            log.info("decode of %s failed (rc=%s, %d errors): %s", src.filename,
-                     res.returncode, len(errors), "; ".join(errors[:3]))
-            raise reject("corrupt",
-                         "Tệp âm thanh bị hỏng: bộ giải mã gặp "
-                         f"{max(1, len(errors))} lỗi khi đọc dữ liệu. Hãy xuất lại tệp rồi tải "
-                         "lên.",
-                         f"The audio file is corrupt: the decoder reported {max(1, len(errors))}"
-                         " error(s).")
+            log.info(
+                "decode of %s failed (rc=%s, %d errors): %s",
+                src.filename,
+                res.returncode,
+                len(errors),
+                "; ".join(errors[:3]),
+            )
+            raise reject(
+                "corrupt",
+                "Tệp âm thanh bị hỏng: bộ giải mã gặp "
+                f"{max(1, len(errors))} lỗi khi đọc dữ liệu. Hãy xuất lại tệp rồi tải "
+                "lên.",
+                f"The audio file is corrupt: the decoder reported {max(1, len(errors))} error(s).",
+            )
         if decoded >= cfg.max_duration_s:
             # The header understated the length (or did not say): caught by the decode cap.
-            raise reject("too_long",
-                         f"Tệp dài hơn giới hạn {vi_duration(cfg.max_duration_s)}.",
-                         f"The file is longer than the {cfg.max_duration_s:.0f} s limit.", 413)
+            raise reject(
+                "too_long",
+                f"Tệp dài hơn giới hạn {vi_duration(cfg.max_duration_s)}.",
+                f"The file is longer than the {cfg.max_duration_s:.0f} s limit.",
+                413,
+            )
         declared = src.probe.duration_s
         if declared and not src.probe.duration_estimated:
             shortfall = declared - decoded
             if shortfall > max(0.5, 0.03 * declared):
                 raise self._truncated(
                     f"khai báo {vi_duration(declared)} nhưng chỉ đọc được {vi_duration(decoded)}",
-                    f"declares {declared:.1f} s, only {decoded:.1f} s decodable")
+                    f"declares {declared:.1f} s, only {decoded:.1f} s decodable",
+                )
         loud = ffmpeg.parse_ebur128(res.stderr)
         if loud is None:
-            raise reject("corrupt", "Tệp âm thanh bị hỏng: không đo được âm lượng.",
-                         "The audio file is corrupt: loudness could not be measured.")
+            raise reject(
+                "corrupt",
+                "Tệp âm thanh bị hỏng: không đo được âm lượng.",
+                "The audio file is corrupt: loudness could not be measured.",
+            )
         if loud.integrated_lufs < cfg.silence_floor_lufs:
-            raise reject("silent",
-                         f"Tệp âm thanh im lặng hoặc quá nhỏ (độ to {loud.integrated_lufs:.0f} "
-                         f"LUFS, dưới ngưỡng {cfg.silence_floor_lufs:.0f} LUFS). Hãy kiểm tra "
-                         "micrô và ghi âm lại.",
-                         f"The audio is silent or nearly so ({loud.integrated_lufs:.0f} LUFS, "
-                         f"below the {cfg.silence_floor_lufs:.0f} LUFS floor).")
+            raise reject(
+                "silent",
+                f"Tệp âm thanh im lặng hoặc quá nhỏ (độ to {loud.integrated_lufs:.0f} "
+                f"LUFS, dưới ngưỡng {cfg.silence_floor_lufs:.0f} LUFS). Hãy kiểm tra "
+                "micrô và ghi âm lại.",
+                f"The audio is silent or nearly so ({loud.integrated_lufs:.0f} LUFS, "
+                f"below the {cfg.silence_floor_lufs:.0f} LUFS floor).",
+            )
         start, end = self._speech_window(ffmpeg.parse_silences(res.stderr), decoded)
         if end - start < cfg.min_duration_s:
-            raise reject("too_short",
-                         f"Phần có tiếng chỉ dài {vi_duration(max(0.0, end - start))} sau khi "
-                         f"cắt khoảng lặng, ngắn hơn mức tối thiểu "
-                         f"{vi_duration(cfg.min_duration_s)}.",
-                         f"Only {max(0.0, end - start):.1f} s of sound after trimming silence.")
-        return Analysis(decoded_s=decoded, loudness_lufs=loud.integrated_lufs,
-                        start_s=start, end_s=end)
+            raise reject(
+                "too_short",
+                f"Phần có tiếng chỉ dài {vi_duration(max(0.0, end - start))} sau khi "
+                f"cắt khoảng lặng, ngắn hơn mức tối thiểu "
+                f"{vi_duration(cfg.min_duration_s)}.",
+                f"Only {max(0.0, end - start):.1f} s of sound after trimming silence.",
+            )
+        return Analysis(
+            decoded_s=decoded, loudness_lufs=loud.integrated_lufs, start_s=start, end_s=end
+        )
 
-    def _speech_window(self, silences: list[tuple[float, float | None]],
-                       decoded: float) -> tuple[float, float]:
+    def _speech_window(
+        self, silences: list[tuple[float, float | None]], decoded: float
+    ) -> tuple[float, float]:
         start, end = 0.0, decoded
         keep = self.cfg.trim_keep_ms / 1000
         if silences and silences[0][0] <= 0.05:
@@ -322,25 +388,60 @@ class AudioPipeline:
 
     def _encoder_args(self, out: Path) -> list[str]:
         cfg = self.cfg
-        common = ["-ac", "1", "-ar", str(self.rate), "-map_metadata", "-1",
-                  "-fflags", "+bitexact", "-flags:a", "+bitexact", "-b:a", cfg.bitrate]
+        common = [
+            "-ac",
+            "1",
+            "-ar",
+            str(self.rate),
+            "-map_metadata",
+            "-1",
+            "-fflags",
+            "+bitexact",
+            "-flags:a",
+            "+bitexact",
+            "-b:a",
+            cfg.bitrate,
+        ]
         if cfg.delivery_format == "opus":
             return [*common, "-c:a", "libopus", "-application", "audio", "-f", "ogg", str(out)]
-        return [*common, "-c:a", "libmp3lame", "-write_xing", "1", "-id3v2_version", "0",
-                "-f", "mp3", str(out)]
+        return [
+            *common,
+            "-c:a",
+            "libmp3lame",
+            "-write_xing",
+            "1",
+            "-id3v2_version",
+            "0",
+            "-f",
+            "mp3",
+            str(out),
+        ]
 
-    def _render(self, path: Path, src: SourceAudio, an: Analysis, out: Path | None, *,
-                pre_gain_db: float, post_gain_db: float, limit_db: float,
-                with_chime: bool) -> float:
+    def _render(
+        self,
+        path: Path,
+        src: SourceAudio,
+        an: Analysis,
+        out: Path | None,
+        *,
+        pre_gain_db: float,
+        post_gain_db: float,
+        limit_db: float,
+        with_chime: bool,
+    ) -> float:
         """Run the filter graph from the source and return the integrated loudness at its
         end (measured on a branch of the same graph). With ``out`` the result is also
         encoded there; without, it is a calibration run that encodes nothing."""
         cfg = self.cfg
         length = an.end_s - an.start_s
         fade_out_at = max(0.0, length - 0.03)
-        chain = [self._mono(),
-                 f"atrim=start={an.start_s:.4f}:end={an.end_s:.4f}", "asetpts=PTS-STARTPTS",
-                 "afade=t=in:d=0.02", f"afade=t=out:st={fade_out_at:.4f}:d=0.03"]
+        chain = [
+            self._mono(),
+            f"atrim=start={an.start_s:.4f}:end={an.end_s:.4f}",
+            "asetpts=PTS-STARTPTS",
+            "afade=t=in:d=0.02",
+            f"afade=t=out:st={fade_out_at:.4f}:d=0.03",
+        ]
         if cfg.highpass_hz:
             chain.append(f"highpass=f={cfg.highpass_hz}")
         if cfg.lowpass_hz:
@@ -352,18 +453,29 @@ class AudioPipeline:
             thr = _db_to_lin(cfg.target_lufs + 4)
             chain.append(f"acompressor=threshold={thr:.5f}:ratio=3:attack=5:release=150:knee=4")
         chain.append(f"volume={post_gain_db:.3f}dB")
-        chain.append(f"alimiter=limit={_db_to_lin(limit_db):.5f}:level=disabled:attack=3:"
-                     "release=60:asc=1")
+        chain.append(
+            f"alimiter=limit={_db_to_lin(limit_db):.5f}:level=disabled:attack=3:release=60:asc=1"
+        )
         graph = [f"[0:a:0]{','.join(chain)}[prog]"]
         inputs = [*ffmpeg.INPUT_GUARD, "-f", src.probe.demuxer, "-i", str(path)]
         if with_chime:
             ceiling = cfg.true_peak_dbtp - 1.5
-            pre = chime_mod.chime_file(self.assets_dir, "pre", rate=self.rate,
-                                       target_lufs=cfg.target_lufs, gap_ms=cfg.chime_gap_ms,
-                                       ceiling_dbfs=ceiling)
-            post = chime_mod.chime_file(self.assets_dir, "post", rate=self.rate,
-                                        target_lufs=cfg.target_lufs, gap_ms=cfg.chime_gap_ms,
-                                        ceiling_dbfs=ceiling)
+            pre = chime_mod.chime_file(
+                self.assets_dir,
+                "pre",
+                rate=self.rate,
+                target_lufs=cfg.target_lufs,
+                gap_ms=cfg.chime_gap_ms,
+                ceiling_dbfs=ceiling,
+            )
+            post = chime_mod.chime_file(
+                self.assets_dir,
+                "post",
+                rate=self.rate,
+                target_lufs=cfg.target_lufs,
+                gap_ms=cfg.chime_gap_ms,
+                ceiling_dbfs=ceiling,
+            )
             inputs += [*ffmpeg.INPUT_GUARD, "-i", str(pre), *ffmpeg.INPUT_GUARD, "-i", str(post)]
             graph.append(f"[1:a]{self._mono()}[c1]")
             graph.append(f"[2:a]{self._mono()}[c2]")
@@ -377,26 +489,34 @@ class AudioPipeline:
             graph.append("[all]asplit=2[enc][meter]")
             graph.append("[meter]ebur128=framelog=verbose,anullsink")
             output = ["-y", *self._encoder_args(out)]
-        res = ffmpeg.run([*inputs, "-filter_complex", ";".join(graph), "-map", "[enc]",
-                          *output], self._timeout(an.decoded_s))
+        res = ffmpeg.run(
+            [*inputs, "-filter_complex", ";".join(graph), "-map", "[enc]", *output],
+            self._timeout(an.decoded_s),
+        )
         loud = ffmpeg.parse_ebur128(res.stderr)
         if res.returncode != 0 or loud is None or (out is not None and not out.exists()):
             log.error("render failed for %s: %s", src.filename, res.stderr[-1500:])
-            raise reject("encode_failed",
-                         "Không xử lý được tệp âm thanh (lỗi khi mã hóa). Hãy thử lại hoặc báo "
-                         "kỹ thuật viên.", "Encoding failed.", 500)
+            raise reject(
+                "encode_failed",
+                "Không xử lý được tệp âm thanh (lỗi khi mã hóa). Hãy thử lại hoặc báo "
+                "kỹ thuật viên.",
+                "Encoding failed.",
+                500,
+            )
         return loud.integrated_lufs
 
-    def process(self, path: Path, filename: str, out_dir: Path, *,
-                chime: bool | None = None) -> ProcessedAudio:
+    def process(
+        self, path: Path, filename: str, out_dir: Path, *, chime: bool | None = None
+    ) -> ProcessedAudio:
         """Run the whole pipeline; the result is a new file in ``out_dir`` (the caller moves
         it into the store). Nothing is left behind when a refusal is raised."""
         src = self.inspect(path, filename)
         with _JOBS:
             return self._process(path, src, out_dir, chime)
 
-    def _process(self, path: Path, src: SourceAudio, out_dir: Path,
-                 chime: bool | None) -> ProcessedAudio:
+    def _process(
+        self, path: Path, src: SourceAudio, out_dir: Path, chime: bool | None
+    ) -> ProcessedAudio:
         an = self.analyse(path, src)
         cfg = self.cfg
         with_chime = cfg.chime if chime is None else chime
@@ -411,8 +531,16 @@ class AudioPipeline:
             # limiter take a share of the gain that depends on the material. A large first
             # correction changes how hard the limiter works, so it is checked once more.
             for _ in range(2):
-                level = self._render(path, src, an, None, pre_gain_db=pre_gain,
-                                     post_gain_db=post_gain, limit_db=limit, with_chime=False)
+                level = self._render(
+                    path,
+                    src,
+                    an,
+                    None,
+                    pre_gain_db=pre_gain,
+                    post_gain_db=post_gain,
+                    limit_db=limit,
+                    with_chime=False,
+                )
                 post_gain += cfg.target_lufs - level
                 if abs(cfg.target_lufs - level) <= 2.0:
                     break
@@ -422,40 +550,60 @@ class AudioPipeline:
             renders = 0
             while True:
                 renders += 1
-                graph_level = self._render(path, src, an, out, pre_gain_db=pre_gain,
-                                           post_gain_db=post_gain, limit_db=limit,
-                                           with_chime=with_chime)
+                graph_level = self._render(
+                    path,
+                    src,
+                    an,
+                    out,
+                    pre_gain_db=pre_gain,
+                    post_gain_db=post_gain,
+                    limit_db=limit,
+                    with_chime=with_chime,
+                )
                 decoded = ffmpeg.decode_and_measure(out, timeout_s=self._timeout(an.decoded_s))
                 final = decoded.loudness
                 _codec_offset[cfg.delivery_format] = graph_level - final.integrated_lufs
                 off = cfg.target_lufs - final.integrated_lufs
                 tp_over = (final.true_peak_dbtp or -120.0) - cfg.true_peak_dbtp
-                if (abs(off) <= _LOUDNESS_TOLERANCE_LU and tp_over <= 0.05) \
-                        or renders >= _MAX_RENDERS:
+                if (
+                    abs(off) <= _LOUDNESS_TOLERANCE_LU and tp_over <= 0.05
+                ) or renders >= _MAX_RENDERS:
                     break
                 post_gain += off
                 if tp_over > 0.05:
                     limit -= tp_over + 0.2  # codec overshoot: lower the limiter's ceiling
             if abs(final.integrated_lufs - cfg.target_lufs) > 1.0:
-                log.warning("%s: loudness %.1f LUFS after %d renders (target %.1f)",
-                            src.filename, final.integrated_lufs, renders, cfg.target_lufs)
+                log.warning(
+                    "%s: loudness %.1f LUFS after %d renders (target %.1f)",
+                    src.filename,
+                    final.integrated_lufs,
+                    renders,
+                    cfg.target_lufs,
+                )
             if decoded.channels < 1 or decoded.duration_s <= 0:
-                raise reject("encode_failed", "Tệp sau khi mã hóa không đọc lại được.",
-                             "The encoded file could not be read back.", 500)
+                raise reject(
+                    "encode_failed",
+                    "Tệp sau khi mã hóa không đọc lại được.",
+                    "The encoded file could not be read back.",
+                    500,
+                )
             return ProcessedAudio(
-                path=out, sha256=sha256_file(out), bytes=out.stat().st_size,
+                path=out,
+                sha256=sha256_file(out),
+                bytes=out.stat().st_size,
                 duration_ms=int(round(decoded.duration_s * 1000)),
-                mime=MIME[cfg.delivery_format], channels=decoded.channels,
+                mime=MIME[cfg.delivery_format],
+                channels=decoded.channels,
                 sample_rate=decoded.sample_rate,
                 loudness_lufs=final.integrated_lufs,
                 # -120 for digital silence: a number JSON and every database can hold.
-                true_peak_dbtp=final.true_peak_dbtp if final.true_peak_dbtp is not None
-                else -120.0,
+                true_peak_dbtp=final.true_peak_dbtp if final.true_peak_dbtp is not None else -120.0,
                 source_duration_ms=int(round(an.decoded_s * 1000)),
                 source_format=f"{src.probe.demuxer}/{src.probe.audio.codec}"
-                if src.probe.audio else src.probe.demuxer,
-                renders=renders)
+                if src.probe.audio
+                else src.probe.demuxer,
+                renders=renders,
+            )
         except BaseException:
             out.unlink(missing_ok=True)
             raise
-

@@ -29,8 +29,7 @@ _VERSION = 2  # part of the cached file's name: bump when the sound or its level
 def _bell(freq: float, rate: int) -> AudioSegment:
     """One struck note: fundamental plus a quieter octave, decaying like a bell."""
     tone = Sine(freq, sample_rate=rate).to_audio_segment(duration=_NOTE_LENGTH_MS, volume=-9)
-    octave = Sine(freq * 2, sample_rate=rate).to_audio_segment(duration=_NOTE_LENGTH_MS,
-                                                              volume=-21)
+    octave = Sine(freq * 2, sample_rate=rate).to_audio_segment(duration=_NOTE_LENGTH_MS, volume=-21)
     return tone.overlay(octave).fade_in(8).fade_out(_NOTE_LENGTH_MS - 10)
 
 
@@ -44,14 +43,23 @@ def render_chime(kind: Literal["pre", "post"], rate: int) -> AudioSegment:
     return out
 
 
-def chime_file(assets_dir: Path, kind: Literal["pre", "post"], *, rate: int,
-               target_lufs: float, gap_ms: int, ceiling_dbfs: float = -2.0) -> Path:
+def chime_file(
+    assets_dir: Path,
+    kind: Literal["pre", "post"],
+    *,
+    rate: int,
+    target_lufs: float,
+    gap_ms: int,
+    ceiling_dbfs: float = -2.0,
+) -> Path:
     """Path of the chime WAV (mono, ``rate``), with ``gap_ms`` of silence on the side that
     faces the programme, levelled to the programme target (so the whole item still
     measures on target), with its peaks under ``ceiling_dbfs``. Created once and reused."""
     assets_dir.mkdir(parents=True, exist_ok=True)
-    path = (assets_dir
-            / f"chime-{kind}-v{_VERSION}-{rate}-{target_lufs:g}-{gap_ms}-{ceiling_dbfs:g}.wav")
+    path = (
+        assets_dir
+        / f"chime-{kind}-v{_VERSION}-{rate}-{target_lufs:g}-{gap_ms}-{ceiling_dbfs:g}.wav"
+    )
     if path.exists():
         return path
     seg = render_chime(kind, rate)

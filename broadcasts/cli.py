@@ -1,10 +1,10 @@
 """``loa tts ...`` and ``loa content ...``.
 
-    loa tts normalize "UBND xã thông báo lúc 17h30"     # prints the spoken form
-    loa tts say "Kính thưa bà con..." -o ban-tin.mp3 [--engine espeak|gtts|piper]
-    loa content add ghi-am.m4a --title "Lịch tiêm phòng" --language vi
-    loa content list [--language tay] [--search "tiem phong"]
-    loa content purge [--days 365]
+loa tts normalize "UBND xã thông báo lúc 17h30"     # prints the spoken form
+loa tts say "Kính thưa bà con..." -o ban-tin.mp3 [--engine espeak|gtts|piper]
+loa content add ghi-am.m4a --title "Lịch tiêm phòng" --language vi
+loa content list [--language tay] [--search "tiem phong"]
+loa content purge [--days 365]
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def _text_arg(text: str) -> str:
 
 # -- tts ------------------------------------------------------------------------------------
 
+
 def _tts_normalize(args: argparse.Namespace) -> int:
     print(make_tts(get_settings(), ContentSettings()).normalize(_text_arg(args.text)))
     return 0
@@ -72,59 +73,78 @@ def _tts_say(args: argparse.Namespace) -> int:
     tts = make_tts(settings, cfg)
     pipeline = AudioPipeline(cfg, content_root(settings) / "assets")
     with tempfile.TemporaryDirectory(prefix="loa-tts-") as tmp:
-        speech = tts.speak(_text_arg(args.text), Path(tmp) / "speech.wav", engine=args.engine,
-                           voice=args.voice)
+        speech = tts.speak(
+            _text_arg(args.text), Path(tmp) / "speech.wav", engine=args.engine, voice=args.voice
+        )
         if speech.fallback_reason:
             print(f"Cảnh báo: {speech.fallback_reason}; đã dùng espeak-ng.", file=sys.stderr)
-        result = pipeline.process(speech.path, "speech.wav", Path(tmp),
-                                  chime=False if args.no_chime else None)
+        result = pipeline.process(
+            speech.path, "speech.wav", Path(tmp), chime=False if args.no_chime else None
+        )
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(result.path), out)
-    print(f"Đã ghi {out} ({result.duration_ms / 1000:.1f} giây, {result.loudness_lufs:.1f} LUFS, "
-          f"bộ đọc {speech.engine}/{speech.voice}).")
+    print(
+        f"Đã ghi {out} ({result.duration_ms / 1000:.1f} giây, {result.loudness_lufs:.1f} LUFS, "
+        f"bộ đọc {speech.engine}/{speech.voice})."
+    )
     return 0
 
 
 # -- content --------------------------------------------------------------------------------
+
 
 def _content_add(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise UserError(f"Không tìm thấy tệp: {path}")
     store = _store()
-    meta = store.add_file(path, filename=path.name, title=args.title or path.stem,
-                          language=args.language, source=args.source, creator=args.creator,
-                          chime=False if args.no_chime else None)
+    meta = store.add_file(
+        path,
+        filename=path.name,
+        title=args.title or path.stem,
+        language=args.language,
+        source=args.source,
+        creator=args.creator,
+        chime=False if args.no_chime else None,
+    )
     d = store.details(meta.id)
-    print(f"Đã thêm {meta.id}: «{meta.title}» — {meta.duration_ms / 1000:.1f} giây, "
-          f"{meta.bytes / 1024:.0f} KB, {d.loudness_lufs:.1f} LUFS, sha256 {meta.sha256[:12]}…")
+    print(
+        f"Đã thêm {meta.id}: «{meta.title}» — {meta.duration_ms / 1000:.1f} giây, "
+        f"{meta.bytes / 1024:.0f} KB, {d.loudness_lufs:.1f} LUFS, sha256 {meta.sha256[:12]}…"
+    )
     return 0
 
 
 def _content_list(args: argparse.Namespace) -> int:
     store = _store()
-    items, total = store.list(offset=args.offset, limit=args.limit, language=args.language,
-                              q=args.search)
+    items, total = store.list(
+        offset=args.offset, limit=args.limit, language=args.language, q=args.search
+    )
     if not items:
         print("Chưa có nội dung nào." if total == 0 else "Không có mục nào ở trang này.")
         return 0
     for d in items:
         m = d.meta
-        print(f"{m.id}  {format_datetime(m.created_ms)}  {m.language:<5} {m.source:<8} "
-              f"{m.duration_ms / 1000:7.1f} giây  {m.title}")
+        print(
+            f"{m.id}  {format_datetime(m.created_ms)}  {m.language:<5} {m.source:<8} "
+            f"{m.duration_ms / 1000:7.1f} giây  {m.title}"
+        )
     print(f"— {len(items)}/{total} mục")
     return 0
 
 
 def _content_purge(args: argparse.Namespace) -> int:
     report = _store().purge(in_use=args.content_in_use, retention_days=args.days)
-    print(f"Đã xóa {len(report.removed_ids)} mục, {report.removed_files} tệp; giữ lại "
-          f"{len(report.kept_in_use)} mục còn trong lịch phát.")
+    print(
+        f"Đã xóa {len(report.removed_ids)} mục, {report.removed_files} tệp; giữ lại "
+        f"{len(report.kept_in_use)} mục còn trong lịch phát."
+    )
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction, *,
-             content_in_use: Callable[[Session], Collection[str]]) -> None:
+def register(
+    subparsers: argparse._SubParsersAction, *, content_in_use: Callable[[Session], Collection[str]]
+) -> None:
     """``content_in_use``: what the retention must keep (the scheduler knows; see
     ``ContentStore.purge``)."""
     tts = subparsers.add_parser("tts", help="đọc văn bản tiếng Việt thành tiếng")

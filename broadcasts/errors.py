@@ -14,8 +14,9 @@ class ContentError(DomainError):
     code = "content_error"
     http_status = 400
 
-    def __init__(self, code: str, message: str, message_en: str = "", *,
-                 http_status: int | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, message_en: str = "", *, http_status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message_en = message_en or message
@@ -43,8 +44,11 @@ class ContentNotFound(ContentError):
     http_status = 404
 
     def __init__(self, content_id: str) -> None:
-        super().__init__("content_not_found", f"Không tìm thấy nội dung '{content_id}'.",
-                         f"Content '{content_id}' not found.")
+        super().__init__(
+            "content_not_found",
+            f"Không tìm thấy nội dung '{content_id}'.",
+            f"Content '{content_id}' not found.",
+        )
         self.content_id = content_id
 
 

@@ -26,10 +26,12 @@ def tool(name: str) -> str:
     """Absolute path of ``name`` (ffmpeg, ffprobe) or a clear error naming the apt package."""
     found = shutil.which(name)
     if not found:
-        raise ToolMissing("tool_missing",
-                          f"Máy chủ chưa cài {name}. Hãy cài gói Debian 'ffmpeg' "
-                          "(chạy lệnh cài đặt trong README).",
-                          f"{name} is not installed; install the Debian package 'ffmpeg'.")
+        raise ToolMissing(
+            "tool_missing",
+            f"Máy chủ chưa cài {name}. Hãy cài gói Debian 'ffmpeg' "
+            "(chạy lệnh cài đặt trong README).",
+            f"{name} is not installed; install the Debian package 'ffmpeg'.",
+        )
     return found
 
 
@@ -43,12 +45,12 @@ class AudioStream:
 
 @dataclass(frozen=True)
 class Probe:
-    format_name: str            # ffprobe's demuxer list, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
-    duration_s: float | None    # what the container declares (None = unknown)
-    duration_estimated: bool    # ffprobe guessed it from the bitrate; do not trust it
-    size_mismatch: bool         # ffprobe noticed the file is shorter than its header says
-    audio: AudioStream | None   # first audio stream
-    has_video: bool             # a real picture stream (cover art does not count)
+    format_name: str  # ffprobe's demuxer list, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+    duration_s: float | None  # what the container declares (None = unknown)
+    duration_estimated: bool  # ffprobe guessed it from the bitrate; do not trust it
+    size_mismatch: bool  # ffprobe noticed the file is shorter than its header says
+    audio: AudioStream | None  # first audio stream
+    has_video: bool  # a real picture stream (cover art does not count)
 
     @property
     def demuxer(self) -> str:
@@ -71,8 +73,18 @@ def _float(value: object) -> float | None:
 
 def probe(path: Path, timeout_s: float = 30.0) -> Probe:
     """Read the container header only: cheap even for a file that decodes to hours."""
-    cmd = [tool("ffprobe"), "-hide_banner", "-v", "warning", *INPUT_GUARD,
-           "-print_format", "json", "-show_format", "-show_streams", str(path)]
+    cmd = [
+        tool("ffprobe"),
+        "-hide_banner",
+        "-v",
+        "warning",
+        *INPUT_GUARD,
+        "-print_format",
+        "json",
+        "-show_format",
+        "-show_streams",
+        str(path),
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -90,17 +102,22 @@ def probe(path: Path, timeout_s: float = 30.0) -> Probe:
     for s in data.get("streams") or []:
         kind = s.get("codec_type")
         if kind == "audio" and audio is None:
-            audio = AudioStream(codec=str(s.get("codec_name", "")),
-                                channels=int(s.get("channels") or 0),
-                                sample_rate=int(_float(s.get("sample_rate")) or 0),
-                                duration_s=_float(s.get("duration")))
+            audio = AudioStream(
+                codec=str(s.get("codec_name", "")),
+                channels=int(s.get("channels") or 0),
+                sample_rate=int(_float(s.get("sample_rate")) or 0),
+                duration_s=_float(s.get("duration")),
+            )
         elif kind == "video" and not (s.get("disposition") or {}).get("attached_pic"):
             has_video = True
-    return Probe(format_name=str(fmt.get("format_name", "")),
-                 duration_s=_float(fmt.get("duration")) or (audio.duration_s if audio else None),
-                 duration_estimated="Estimating duration from bitrate" in stderr,
-                 size_mismatch="filesize and duration do not match" in stderr,
-                 audio=audio, has_video=has_video)
+    return Probe(
+        format_name=str(fmt.get("format_name", "")),
+        duration_s=_float(fmt.get("duration")) or (audio.duration_s if audio else None),
+        duration_estimated="Estimating duration from bitrate" in stderr,
+        size_mismatch="filesize and duration do not match" in stderr,
+        audio=audio,
+        has_video=has_video,
+    )
 
 
 @dataclass
@@ -126,8 +143,17 @@ class RunResult:
 
 def run(args: list[str], timeout_s: float) -> RunResult:
     """Run ffmpeg with levelled logging and machine-readable progress on stdout."""
-    cmd = [tool("ffmpeg"), "-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info",
-           "-progress", "pipe:1", *args]
+    cmd = [
+        tool("ffmpeg"),
+        "-nostdin",
+        "-hide_banner",
+        "-nostats",
+        "-loglevel",
+        "level+info",
+        "-progress",
+        "pipe:1",
+        *args,
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
@@ -178,9 +204,11 @@ def parse_ebur128(stderr: str) -> Loudness | None:
     def num(text: str) -> float:
         return -120.0 if text == "-inf" else float(text)
 
-    return Loudness(integrated_lufs=num(m_i.group(1)),
-                    lra_lu=float(m_lra.group(1)) if m_lra else None,
-                    true_peak_dbtp=num(m_tp.group(1)) if m_tp else None)
+    return Loudness(
+        integrated_lufs=num(m_i.group(1)),
+        lra_lu=float(m_lra.group(1)) if m_lra else None,
+        true_peak_dbtp=num(m_tp.group(1)) if m_tp else None,
+    )
 
 
 _SIL_START = re.compile(r"silence_start:\s*(-?[\d.]+)")
@@ -212,21 +240,40 @@ def _channels(layout: str) -> int:
 def decode_and_measure(path: Path, *, timeout_s: float = 300.0) -> Decoded:
     """Decode all of ``path`` once: EBU R128 loudness with true peak, the decoded duration,
     and the stream as the decoder saw it (one process instead of ffprobe + ffmpeg)."""
-    res = run([*INPUT_GUARD, "-i", str(path), "-map", "0:a:0",
-               "-af", "ebur128=framelog=verbose:peak=true", "-f", "null", "-"], timeout_s)
+    res = run(
+        [
+            *INPUT_GUARD,
+            "-i",
+            str(path),
+            "-map",
+            "0:a:0",
+            "-af",
+            "ebur128=framelog=verbose:peak=true",
+            "-f",
+            "null",
+            "-",
+        ],
+        timeout_s,
+    )
     loud = parse_ebur128(res.stderr)
     stream = _INPUT_STREAM.search(res.stderr)
     if res.returncode != 0 or loud is None or stream is None:
         raise ProbeFailed(res.stderr[-2000:])
-    return Decoded(loudness=loud, duration_s=res.out_time_s, codec=stream.group(1),
-                   sample_rate=int(stream.group(2)), channels=_channels(stream.group(3)))
+    return Decoded(
+        loudness=loud,
+        duration_s=res.out_time_s,
+        codec=stream.group(1),
+        sample_rate=int(stream.group(2)),
+        channels=_channels(stream.group(3)),
+    )
 
 
 def measure(path: Path, *, true_peak: bool = True, timeout_s: float = 300.0) -> Loudness:
     """Decode ``path`` with ffmpeg and measure EBU R128 loudness (and true peak)."""
     af = "ebur128=framelog=verbose" + (":peak=true" if true_peak else "")
-    res = run([*INPUT_GUARD, "-i", str(path), "-map", "0:a:0", "-af", af, "-f", "null", "-"],
-              timeout_s)
+    res = run(
+        [*INPUT_GUARD, "-i", str(path), "-map", "0:a:0", "-af", af, "-f", "null", "-"], timeout_s
+    )
     loud = parse_ebur128(res.stderr)
     if res.returncode != 0 or loud is None:
         raise ProbeFailed(res.stderr[-2000:])

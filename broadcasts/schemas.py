@@ -35,7 +35,8 @@ class ContentOut(BaseModel):
     tts_note: str | None = None
     audio_url: str = Field(description="for logged-in users; nodes use /media with a token")
     owner_commune_id: int | None = Field(
-        None, description="the commune the item belongs to; null = the province's, shared down")
+        None, description="the commune the item belongs to; null = the province's, shared down"
+    )
 
     @classmethod
     def of(cls, d: ContentDetails, viewer_scope: frozenset[int] | None = None) -> ContentOut:
@@ -45,9 +46,12 @@ class ContentOut(BaseModel):
         data = d.to_dict()
         if viewer_scope is not None and d.meta.owner_commune_id not in viewer_scope:
             data["creator"] = ""
-        return cls(**data, duration=vi_duration(d.meta.duration_ms / 1000),
-                   created=format_datetime(d.meta.created_ms),
-                   audio_url=f"/api/v1/content/{d.meta.id}/audio")
+        return cls(
+            **data,
+            duration=vi_duration(d.meta.duration_ms / 1000),
+            created=format_datetime(d.meta.created_ms),
+            audio_url=f"/api/v1/content/{d.meta.id}/audio",
+        )
 
 
 class ContentPage(BaseModel):
@@ -64,9 +68,12 @@ class TtsContentIn(BaseModel):
     engine: str | None = None
     voice: str | None = None
     commune_id: int | None = Field(
-        None, ge=1, le=2**31 - 1,
+        None,
+        ge=1,
+        le=2**31 - 1,
         description="the commune it belongs to (an officer of several communes); default: "
-                    "the officer's first commune, or the province's for province staff")
+        "the officer's first commune, or the province's for province staff",
+    )
 
 
 class TextIn(BaseModel):

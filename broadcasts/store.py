@@ -107,33 +107,51 @@ class PurgeReport:
 
 
 def _meta(row: Content) -> ContentMeta:
-    return ContentMeta(id=row.id, title=row.title, sha256=row.sha256, bytes=row.bytes,
-                       duration_ms=row.duration_ms, mime=row.mime, language=row.language,
-                       source=row.source, creator=row.creator, created_ms=row.created_ms,
-                       owner_commune_id=row.owner_commune_id)
+    return ContentMeta(
+        id=row.id,
+        title=row.title,
+        sha256=row.sha256,
+        bytes=row.bytes,
+        duration_ms=row.duration_ms,
+        mime=row.mime,
+        language=row.language,
+        source=row.source,
+        creator=row.creator,
+        created_ms=row.created_ms,
+        owner_commune_id=row.owner_commune_id,
+    )
 
 
 def _details(row: Content) -> ContentDetails:
-    return ContentDetails(meta=_meta(row), channels=row.channels, sample_rate=row.sample_rate,
-                          loudness_lufs=row.loudness_lufs, true_peak_dbtp=row.true_peak_dbtp,
-                          original_filename=row.original_filename,
-                          source_format=row.source_format,
-                          source_duration_ms=row.source_duration_ms,
-                          spoken_text=row.spoken_text, tts_engine=row.tts_engine,
-                          tts_voice=row.tts_voice, tts_note=row.tts_note)
+    return ContentDetails(
+        meta=_meta(row),
+        channels=row.channels,
+        sample_rate=row.sample_rate,
+        loudness_lufs=row.loudness_lufs,
+        true_peak_dbtp=row.true_peak_dbtp,
+        original_filename=row.original_filename,
+        source_format=row.source_format,
+        source_duration_ms=row.source_duration_ms,
+        spoken_text=row.spoken_text,
+        tts_engine=row.tts_engine,
+        tts_voice=row.tts_voice,
+        tts_note=row.tts_note,
+    )
 
 
 def content_root(settings: Settings) -> Path:
     return Path(settings.data_dir) / "content"
 
 
-def make_tts(settings: Settings, cfg: ContentSettings,
-             extra: dict[str, str] | None = None) -> TtsService:
+def make_tts(
+    settings: Settings, cfg: ContentSettings, extra: dict[str, str] | None = None
+) -> TtsService:
     """The speech service with the province's abbreviations (the setting's file, then
     ``<data_dir>/abbreviations.tsv`` when present, then ``extra``: those added from the
     web) and the shared sentence cache."""
-    normalizer = normalizer_for(cfg.abbreviations_file,
-                                more=[Path(settings.data_dir) / "abbreviations.tsv"])
+    normalizer = normalizer_for(
+        cfg.abbreviations_file, more=[Path(settings.data_dir) / "abbreviations.tsv"]
+    )
     if extra:
         normalizer = Normalizer({**_file_entries(normalizer), **extra}, normalizer.style)
     return TtsService(cfg, content_root(settings) / "tts_cache", normalizer)
@@ -151,8 +169,9 @@ def new_content_id() -> str:
 
 
 class ContentStore:
-    def __init__(self, settings: Settings, db: Database,
-                 content_settings: ContentSettings | None = None) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, content_settings: ContentSettings | None = None
+    ) -> None:
         self.settings = settings
         self.db = db
         self.cfg = content_settings or ContentSettings()
@@ -189,43 +208,96 @@ class ContentStore:
     def _check_fields(title: str, language: str, source: str, creator: str) -> str:
         clean = " ".join((title or "").split())
         if not clean:
-            raise ContentError("empty_title", "Tiêu đề không được để trống.",
-                               "The title is required.")
+            raise ContentError(
+                "empty_title", "Tiêu đề không được để trống.", "The title is required."
+            )
         if len(clean) > 300:
-            raise ContentError("title_too_long", "Tiêu đề dài quá 300 ký tự.",
-                               "The title is longer than 300 characters.")
+            raise ContentError(
+                "title_too_long",
+                "Tiêu đề dài quá 300 ký tự.",
+                "The title is longer than 300 characters.",
+            )
         if language not in CONTENT_LANGUAGES:
-            raise ContentError("bad_language",
-                               f"Ngôn ngữ '{language}' không hợp lệ; chọn một trong: "
-                               f"{', '.join(CONTENT_LANGUAGES)}.",
-                               f"Invalid language '{language}'.")
+            raise ContentError(
+                "bad_language",
+                f"Ngôn ngữ '{language}' không hợp lệ; chọn một trong: "
+                f"{', '.join(CONTENT_LANGUAGES)}.",
+                f"Invalid language '{language}'.",
+            )
         if source not in CONTENT_SOURCES:
-            raise ContentError("bad_source", f"Nguồn '{source}' không hợp lệ.",
-                               f"Invalid source '{source}'.")
+            raise ContentError(
+                "bad_source", f"Nguồn '{source}' không hợp lệ.", f"Invalid source '{source}'."
+            )
         if len(creator) > 64:
-            raise ContentError("bad_creator", "Tên người tạo dài quá 64 ký tự.",
-                               "Creator name longer than 64 characters.")
+            raise ContentError(
+                "bad_creator",
+                "Tên người tạo dài quá 64 ký tự.",
+                "Creator name longer than 64 characters.",
+            )
         return clean
 
-    def add_file(self, path: Path, *, filename: str, title: str, language: str = "vi",
-                 source: str = "upload", creator: str = "", chime: bool | None = None,
-                 owner_commune_id: int | None = None) -> ContentMeta:
+    def add_file(
+        self,
+        path: Path,
+        *,
+        filename: str,
+        title: str,
+        language: str = "vi",
+        source: str = "upload",
+        creator: str = "",
+        chime: bool | None = None,
+        owner_commune_id: int | None = None,
+    ) -> ContentMeta:
         """Run the audio pipeline on ``path`` and store the result. ``path`` is not
         modified or removed. Refusals raise ``ContentError`` and leave nothing behind."""
-        return self._add(Path(path), filename=filename, title=title, language=language,
-                         source=source, creator=creator, chime=chime, origin=None,
-                         owner_commune_id=owner_commune_id)
+        return self._add(
+            Path(path),
+            filename=filename,
+            title=title,
+            language=language,
+            source=source,
+            creator=creator,
+            chime=chime,
+            origin=None,
+            owner_commune_id=owner_commune_id,
+        )
 
-    def add_speech(self, path: Path, *, title: str, language: str, creator: str,
-                   origin: TtsOrigin, owner_commune_id: int | None = None) -> ContentMeta:
+    def add_speech(
+        self,
+        path: Path,
+        *,
+        title: str,
+        language: str,
+        creator: str,
+        origin: TtsOrigin,
+        owner_commune_id: int | None = None,
+    ) -> ContentMeta:
         """Store synthesised speech (a WAV from ``TtsService.speak``) with how it was made."""
-        return self._add(Path(path), filename="bulletin.wav", title=title, language=language,
-                         source="tts", creator=creator, chime=None, origin=origin,
-                         owner_commune_id=owner_commune_id)
+        return self._add(
+            Path(path),
+            filename="bulletin.wav",
+            title=title,
+            language=language,
+            source="tts",
+            creator=creator,
+            chime=None,
+            origin=origin,
+            owner_commune_id=owner_commune_id,
+        )
 
-    def _add(self, path: Path, *, filename: str, title: str, language: str, source: str,
-             creator: str, chime: bool | None, origin: TtsOrigin | None,
-             owner_commune_id: int | None = None) -> ContentMeta:
+    def _add(
+        self,
+        path: Path,
+        *,
+        filename: str,
+        title: str,
+        language: str,
+        source: str,
+        creator: str,
+        chime: bool | None,
+        origin: TtsOrigin | None,
+        owner_commune_id: int | None = None,
+    ) -> ContentMeta:
         clean_title = self._check_fields(title, language, source, creator)
         processed = self.pipeline.process(path, filename, self.tmp_dir, chime=chime)
         final = self._file_for(processed.sha256, processed.mime)
@@ -246,24 +318,49 @@ class ContentStore:
                 raise
         finally:
             processed.path.unlink(missing_ok=True)
-        log.info("content %s stored: %r, %d ms, %.1f LUFS", row.id, clean_title,
-                 processed.duration_ms, processed.loudness_lufs)
+        log.info(
+            "content %s stored: %r, %d ms, %.1f LUFS",
+            row.id,
+            clean_title,
+            processed.duration_ms,
+            processed.loudness_lufs,
+        )
         return _meta(row)
 
     @staticmethod
-    def _row(p: ProcessedAudio, filename: str, title: str, language: str, source: str,
-             creator: str, origin: TtsOrigin | None) -> Content:
+    def _row(
+        p: ProcessedAudio,
+        filename: str,
+        title: str,
+        language: str,
+        source: str,
+        creator: str,
+        origin: TtsOrigin | None,
+    ) -> Content:
         return Content(
-            id=new_content_id(), title=title, title_folded=fold(title), language=language,
-            source=source, creator=creator, created_ms=now_ms(), sha256=p.sha256,
-            bytes=p.bytes, duration_ms=p.duration_ms, mime=p.mime, channels=p.channels,
-            sample_rate=p.sample_rate, loudness_lufs=round(p.loudness_lufs, 2),
-            true_peak_dbtp=round(p.true_peak_dbtp, 2), original_filename=filename[:255],
-            source_format=p.source_format[:60], source_duration_ms=p.source_duration_ms,
+            id=new_content_id(),
+            title=title,
+            title_folded=fold(title),
+            language=language,
+            source=source,
+            creator=creator,
+            created_ms=now_ms(),
+            sha256=p.sha256,
+            bytes=p.bytes,
+            duration_ms=p.duration_ms,
+            mime=p.mime,
+            channels=p.channels,
+            sample_rate=p.sample_rate,
+            loudness_lufs=round(p.loudness_lufs, 2),
+            true_peak_dbtp=round(p.true_peak_dbtp, 2),
+            original_filename=filename[:255],
+            source_format=p.source_format[:60],
+            source_duration_ms=p.source_duration_ms,
             spoken_text=origin.spoken_text if origin else None,
             tts_engine=origin.engine if origin else None,
             tts_voice=origin.voice if origin else None,
-            tts_note=(origin.note or None)[:400] if origin and origin.note else None)
+            tts_note=(origin.note or None)[:400] if origin and origin.note else None,
+        )
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -283,10 +380,17 @@ class ContentStore:
     def details(self, content_id: str) -> ContentDetails:
         return _details(self._load(content_id))
 
-    def list(self, *, offset: int = 0, limit: int = 50, language: str | None = None,
-             source: str | None = None, q: str | None = None,
-             scope: frozenset[int] | None = None,
-             shared: bool | None = None) -> tuple[list[ContentDetails], int]:
+    def list(
+        self,
+        *,
+        offset: int = 0,
+        limit: int = 50,
+        language: str | None = None,
+        source: str | None = None,
+        q: str | None = None,
+        scope: frozenset[int] | None = None,
+        shared: bool | None = None,
+    ) -> tuple[list[ContentDetails], int]:
         """Newest first, with the total for paging. ``scope``: the viewer's communes (None =
         whole province); only their own items and the province's are listed. ``shared``:
         True = only the province's library, False = only the communes' own items."""
@@ -296,8 +400,9 @@ class ContentStore:
         elif shared is False:
             query = query.where(Content.owner_commune_id.is_not(None))
         if scope is not None:
-            query = query.where(or_(Content.owner_commune_id.is_(None),
-                                    Content.owner_commune_id.in_(sorted(scope))))
+            query = query.where(
+                or_(Content.owner_commune_id.is_(None), Content.owner_commune_id.in_(sorted(scope)))
+            )
         if language:
             query = query.where(Content.language == language)
         if source:
@@ -306,8 +411,11 @@ class ContentStore:
             query = query.where(Content.title_folded.contains(fold(q), autoescape=True))
         with self.db.session() as s:
             total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
-            rows = s.scalars(query.order_by(Content.created_ms.desc(), Content.id)
-                             .offset(max(0, offset)).limit(max(1, min(limit, 500)))).all()
+            rows = s.scalars(
+                query.order_by(Content.created_ms.desc(), Content.id)
+                .offset(max(0, offset))
+                .limit(max(1, min(limit, 500)))
+            ).all()
             return [_details(r) for r in rows], int(total)
 
     # -- the library: rename, delete ------------------------------------------------------
@@ -327,8 +435,9 @@ class ContentStore:
         log.info("content %s renamed to %r", content_id, clean)
         return _meta(row)
 
-    def delete(self, content_id: str, *,
-               users_of: Callable[[Session, str], list[str]]) -> ContentMeta:
+    def delete(
+        self, content_id: str, *, users_of: Callable[[Session, str], list[str]]
+    ) -> ContentMeta:
         """Delete an item nobody still needs. ``users_of`` names the bulletins still in play
         that use it (the scheduler knows them; this package does not know broadcasts); when
         there are any the item is kept and ``ContentError`` (409) names them. The check and
@@ -341,14 +450,16 @@ class ContentStore:
                 raise ContentNotFound(content_id)
             users = users_of(s, content_id)
             if users:
-                shown = ", ".join(users[:5]) + (f" và {len(users) - 5} bản tin khác"
-                                                 if len(users) > 5 else "")
+                shown = ", ".join(users[:5]) + (
+                    f" và {len(users) - 5} bản tin khác" if len(users) > 5 else ""
+                )
                 raise ContentError(
                     "content_in_use",
                     f"Không xóa được «{row.title}»: bản tin {shown} vẫn dùng âm thanh này. "
                     "Hãy hủy các bản tin đó hoặc chờ chúng phát xong rồi xóa.",
                     f"Cannot delete «{row.title}»: still used by {', '.join(users)}.",
-                    http_status=409)
+                    http_status=409,
+                )
             meta = _meta(row)
             s.delete(row)
         log.info("content %s deleted: %r", content_id, meta.title)
@@ -358,10 +469,12 @@ class ContentStore:
         row = self._load(content_id)
         p = self._file_for(row.sha256, row.mime)
         if not p.exists():
-            raise ContentError("file_missing",
-                               f"Tệp âm thanh của nội dung '{content_id}' không còn trên máy "
-                               "chủ.", f"The audio file of '{content_id}' is missing.",
-                               http_status=410)
+            raise ContentError(
+                "file_missing",
+                f"Tệp âm thanh của nội dung '{content_id}' không còn trên máy chủ.",
+                f"The audio file of '{content_id}' is missing.",
+                http_status=410,
+            )
         return p
 
     # -- node access -----------------------------------------------------------------------
@@ -369,14 +482,24 @@ class ContentStore:
     def node_token(self, content_id: str, node_id: str, now_s: float | None = None) -> str:
         """A token valid for ``cfg.media_token_ttl_s`` from now (see ``broadcasts.tokens``)."""
         now_s = time.time() if now_s is None else now_s
-        return node_token(self.settings.resolved_secret_key(), node_id, content_id,
-                          token_expiry(now_s, self.cfg.media_token_ttl_s))
+        return node_token(
+            self.settings.resolved_secret_key(),
+            node_id,
+            content_id,
+            token_expiry(now_s, self.cfg.media_token_ttl_s),
+        )
 
-    def token_status(self, content_id: str, node_id: str, token: str,
-                     now_s: float | None = None) -> str:
-        """"ok", "expired" or "bad"."""
-        return token_status(self.settings.resolved_secret_key(), node_id, content_id, token,
-                            time.time() if now_s is None else now_s)
+    def token_status(
+        self, content_id: str, node_id: str, token: str, now_s: float | None = None
+    ) -> str:
+        """ "ok", "expired" or "bad"."""
+        return token_status(
+            self.settings.resolved_secret_key(),
+            node_id,
+            content_id,
+            token,
+            time.time() if now_s is None else now_s,
+        )
 
     def token_ok(self, content_id: str, node_id: str, token: str) -> bool:
         return self.token_status(content_id, node_id, token) == "ok"
@@ -386,13 +509,20 @@ class ContentStore:
         meta = self.get(content_id)
         ext = _EXT_BY_MIME.get(meta.mime, "")
         token = self.node_token(content_id, node_id)
-        return (f"{base_url.rstrip('/')}/media/{content_id}{ext}"
-                f"?node={quote(node_id, safe='')}&token={token}")
+        return (
+            f"{base_url.rstrip('/')}/media/{content_id}{ext}"
+            f"?node={quote(node_id, safe='')}&token={token}"
+        )
 
     # -- retention -------------------------------------------------------------------------
 
-    def purge(self, *, in_use: Callable[[Session], Collection[str]],
-              now: int | None = None, retention_days: int | None = None) -> PurgeReport:
+    def purge(
+        self,
+        *,
+        in_use: Callable[[Session], Collection[str]],
+        now: int | None = None,
+        retention_days: int | None = None,
+    ) -> PurgeReport:
         """Delete items older than the retention period, except those a broadcast that is
         still in play (draft, submitted, approved, scheduled) refers to; then delete files
         no item refers to, stale temporary files and old TTS cache entries. ``in_use`` names
@@ -415,8 +545,11 @@ class ContentStore:
             live_shas = set(s.scalars(select(Content.sha256).distinct()))
         report.removed_files += self._sweep_files(live_shas)
         if report.removed_ids:
-            log.info("purged %d content items (%d kept: still scheduled)",
-                     len(report.removed_ids), len(report.kept_in_use))
+            log.info(
+                "purged %d content items (%d kept: still scheduled)",
+                len(report.removed_ids),
+                len(report.kept_in_use),
+            )
         return report
 
     def _sweep_files(self, live_shas: set[str]) -> int:
@@ -430,12 +563,13 @@ class ContentStore:
                 if f.stem not in live_shas and now_s - f.stat().st_mtime > grace_s:
                     f.unlink(missing_ok=True)
                     removed += 1
-        for folder, max_age_s in ((self.tmp_dir, 86400.0),
-                                  (self.previews_dir, 7 * 86400.0),
-                                  (self.tts_cache_dir, self.cfg.retention_days * 86400.0)):
+        for folder, max_age_s in (
+            (self.tmp_dir, 86400.0),
+            (self.previews_dir, 7 * 86400.0),
+            (self.tts_cache_dir, self.cfg.retention_days * 86400.0),
+        ):
             if folder.exists():
                 for f in folder.rglob("*"):
                     if f.is_file() and now_s - f.stat().st_mtime > max_age_s:
                         f.unlink(missing_ok=True)
         return removed
-

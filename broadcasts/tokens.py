@@ -30,14 +30,16 @@ def token_expiry(now_s: float, ttl_s: int) -> int:
 
 
 def node_token(secret: str, node_id: str, content_id: str, expires_s: int) -> str:
-    mac = hmac.new(secret.encode("utf-8"),
-                   f"{node_id}{content_id}|{expires_s}".encode(), hashlib.sha256).hexdigest()
+    mac = hmac.new(
+        secret.encode("utf-8"), f"{node_id}{content_id}|{expires_s}".encode(), hashlib.sha256
+    ).hexdigest()
     return f"{expires_s}.{mac}"
 
 
-def token_status(secret: str, node_id: str, content_id: str, token: str,
-                 now_s: float) -> Literal["ok", "expired", "bad"]:
-    """"expired" only for a token this secret made (so it says nothing to a guesser)."""
+def token_status(
+    secret: str, node_id: str, content_id: str, token: str, now_s: float
+) -> Literal["ok", "expired", "bad"]:
+    """ "expired" only for a token this secret made (so it says nothing to a guesser)."""
     m = _TOKEN_RE.match(token or "")
     if m is None:
         return "bad"

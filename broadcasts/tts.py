@@ -91,15 +91,24 @@ class Engine(ABC):
 
 def _run(cmd: list[str], text: str, timeout: float, what: str) -> None:
     try:
-        proc = subprocess.run(cmd, input=text.encode("utf-8"), capture_output=True,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(
+            cmd, input=text.encode("utf-8"), capture_output=True, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired as exc:
-        raise TtsError("tts_timeout", f"{what} không trả lời sau {timeout:.0f} giây.",
-                       f"{what} timed out after {timeout:.0f} s.", http_status=504) from exc
+        raise TtsError(
+            "tts_timeout",
+            f"{what} không trả lời sau {timeout:.0f} giây.",
+            f"{what} timed out after {timeout:.0f} s.",
+            http_status=504,
+        ) from exc
     if proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "replace").strip()[-300:]
-        raise TtsError("tts_failed", f"{what} không đọc được văn bản: {err}",
-                       f"{what} failed: {err}", http_status=500)
+        raise TtsError(
+            "tts_failed",
+            f"{what} không đọc được văn bản: {err}",
+            f"{what} failed: {err}",
+            http_status=500,
+        )
 
 
 class EspeakEngine(Engine):
@@ -108,18 +117,30 @@ class EspeakEngine(Engine):
     def _binary(self) -> str:
         found = shutil.which("espeak-ng")
         if not found:
-            raise ToolMissing("espeak_missing",
-                              "Máy chủ chưa cài espeak-ng (giọng đọc ngoại tuyến). Hãy cài gói "
-                              "Debian 'espeak-ng' (chạy lệnh cài đặt trong README).",
-                              "espeak-ng is not installed (Debian package 'espeak-ng').")
+            raise ToolMissing(
+                "espeak_missing",
+                "Máy chủ chưa cài espeak-ng (giọng đọc ngoại tuyến). Hãy cài gói "
+                "Debian 'espeak-ng' (chạy lệnh cài đặt trong README).",
+                "espeak-ng is not installed (Debian package 'espeak-ng').",
+            )
         return found
 
     def check(self) -> None:
         self._binary()
 
     def synthesize(self, sentence: str, voice: str, out: Path) -> None:
-        cmd = [self._binary(), "-v", voice, "-s", str(self.cfg.tts_rate_wpm), "-b", "1",
-               "-w", str(out), "--stdin"]
+        cmd = [
+            self._binary(),
+            "-v",
+            voice,
+            "-s",
+            str(self.cfg.tts_rate_wpm),
+            "-b",
+            "1",
+            "-w",
+            str(out),
+            "--stdin",
+        ]
         try:
             _run(cmd, sentence, self.cfg.tts_timeout_s, "espeak-ng")
         except TtsError as exc:
@@ -127,11 +148,13 @@ class EspeakEngine(Engine):
             # not a server failure.
             if "voice does not exist" not in exc.message_en:
                 raise
-            raise TtsError("unknown_voice",
-                           f"Không có giọng đọc '{voice}'. Giọng tiếng Việt: vi (miền Bắc), "
-                           "vi-vn-x-central (miền Trung), vi-vn-x-south (miền Nam).",
-                           f"No voice '{voice}'. Vietnamese voices: vi, vi-vn-x-central, "
-                           "vi-vn-x-south.", http_status=422) from exc
+            raise TtsError(
+                "unknown_voice",
+                f"Không có giọng đọc '{voice}'. Giọng tiếng Việt: vi (miền Bắc), "
+                "vi-vn-x-central (miền Trung), vi-vn-x-south (miền Nam).",
+                f"No voice '{voice}'. Vietnamese voices: vi, vi-vn-x-central, vi-vn-x-south.",
+                http_status=422,
+            ) from exc
 
 
 class GttsEngine(Engine):
@@ -157,8 +180,9 @@ class GttsEngine(Engine):
         from gtts import gTTS  # imported lazily: the offline path never needs it
 
         try:
-            gTTS(sentence, lang="vi", tld=self.cfg.gtts_tld,
-                 timeout=self.cfg.gtts_timeout_s).save(str(out))
+            gTTS(sentence, lang="vi", tld=self.cfg.gtts_tld, timeout=self.cfg.gtts_timeout_s).save(
+                str(out)
+            )
         except Exception as exc:  # gTTSError, requests errors, ValueError from bad replies
             reason = f"{type(exc).__name__}: {exc}"[:300]
             with self._lock:
@@ -173,24 +197,30 @@ class PiperEngine(Engine):
     def _model(self) -> Path:
         model = self.cfg.piper_model
         if model is None:
-            raise TtsError("piper_model_missing",
-                           "Chưa cấu hình tệp giọng đọc Piper (LOA_CONTENT_PIPER_MODEL). Hãy "
-                           "chép tệp .onnx của giọng đọc lên máy chủ và khai báo đường dẫn.",
-                           "No Piper voice model configured (LOA_CONTENT_PIPER_MODEL).",
-                           http_status=503)
+            raise TtsError(
+                "piper_model_missing",
+                "Chưa cấu hình tệp giọng đọc Piper (LOA_CONTENT_PIPER_MODEL). Hãy "
+                "chép tệp .onnx của giọng đọc lên máy chủ và khai báo đường dẫn.",
+                "No Piper voice model configured (LOA_CONTENT_PIPER_MODEL).",
+                http_status=503,
+            )
         if not model.is_file():
-            raise TtsError("piper_model_missing",
-                           f"Không tìm thấy tệp giọng đọc Piper: {model}. Loa không tự tải "
-                           "giọng đọc; hãy chép tệp .onnx (kèm tệp .onnx.json) vào đường dẫn "
-                           "này.",
-                           f"Piper voice model not found: {model} (models are never "
-                           "downloaded).", http_status=503)
+            raise TtsError(
+                "piper_model_missing",
+                f"Không tìm thấy tệp giọng đọc Piper: {model}. Loa không tự tải "
+                "giọng đọc; hãy chép tệp .onnx (kèm tệp .onnx.json) vào đường dẫn "
+                "này.",
+                f"Piper voice model not found: {model} (models are never downloaded).",
+                http_status=503,
+            )
         config = Path(str(model) + ".json")
         if not config.is_file():
-            raise TtsError("piper_model_missing",
-                           f"Thiếu tệp cấu hình giọng đọc {config.name} bên cạnh {model.name}.",
-                           f"Missing voice config {config.name} next to {model.name}.",
-                           http_status=503)
+            raise TtsError(
+                "piper_model_missing",
+                f"Thiếu tệp cấu hình giọng đọc {config.name} bên cạnh {model.name}.",
+                f"Missing voice config {config.name} next to {model.name}.",
+                http_status=503,
+            )
         return model
 
     def _command(self) -> list[str]:
@@ -200,9 +230,11 @@ class PiperEngine(Engine):
         try:
             import piper  # noqa: F401  (the piper-tts package provides ``python -m piper``)
         except ImportError:
-            raise ToolMissing("piper_missing",
-                              "Máy chủ chưa cài Piper (gói PyPI 'piper-tts').",
-                              "Piper is not installed (PyPI package 'piper-tts').") from None
+            raise ToolMissing(
+                "piper_missing",
+                "Máy chủ chưa cài Piper (gói PyPI 'piper-tts').",
+                "Piper is not installed (PyPI package 'piper-tts').",
+            ) from None
         return [sys.executable, "-m", "piper"]
 
     def check(self) -> None:
@@ -215,16 +247,23 @@ class PiperEngine(Engine):
 
     def synthesize(self, sentence: str, voice: str, out: Path) -> None:
         length_scale = 150 / self.cfg.tts_rate_wpm  # >1 = slower
-        cmd = [*self._command(), "--model", str(self._model()), "--output_file", str(out),
-               "--length_scale", f"{length_scale:.3f}"]
+        cmd = [
+            *self._command(),
+            "--model",
+            str(self._model()),
+            "--output_file",
+            str(out),
+            "--length_scale",
+            f"{length_scale:.3f}",
+        ]
         _run(cmd, sentence, self.cfg.tts_timeout_s, "Piper")
 
 
 @dataclass(frozen=True)
 class Speech:
-    path: Path             # WAV of the whole text, sentences joined with short pauses
-    spoken: str            # the normalised text that was read
-    engine: str            # engine actually used
+    path: Path  # WAV of the whole text, sentences joined with short pauses
+    spoken: str  # the normalised text that was read
+    engine: str  # engine actually used
     voice: str
     fallback_reason: str | None
     sentences: int
@@ -232,41 +271,55 @@ class Speech:
 
 
 class TtsService:
-    def __init__(self, cfg: ContentSettings, cache_dir: Path,
-                 normalizer: Normalizer | None = None) -> None:
+    def __init__(
+        self, cfg: ContentSettings, cache_dir: Path, normalizer: Normalizer | None = None
+    ) -> None:
         self.cfg = cfg
         self.cache_dir = cache_dir
         self.normalizer = normalizer or normalizer_for(cfg.abbreviations_file)
-        self._engines: dict[str, Engine] = {"espeak": EspeakEngine(cfg), "gtts": GttsEngine(cfg),
-                                            "piper": PiperEngine(cfg)}
+        self._engines: dict[str, Engine] = {
+            "espeak": EspeakEngine(cfg),
+            "gtts": GttsEngine(cfg),
+            "piper": PiperEngine(cfg),
+        }
 
     def engine(self, name: str | None) -> Engine:
         key = name or self.cfg.tts_engine
         if key not in self._engines:
-            raise TtsError("unknown_engine",
-                           f"Không có bộ đọc '{key}'. Chọn một trong: {', '.join(ENGINES)}.",
-                           f"Unknown TTS engine '{key}'. Choose one of {', '.join(ENGINES)}.",
-                           http_status=400)
+            raise TtsError(
+                "unknown_engine",
+                f"Không có bộ đọc '{key}'. Chọn một trong: {', '.join(ENGINES)}.",
+                f"Unknown TTS engine '{key}'. Choose one of {', '.join(ENGINES)}.",
+                http_status=400,
+            )
         return self._engines[key]
 
     def normalize(self, text: str) -> str:
         """The spoken form, after refusing empty or over-long text."""
         if len(text) > self.cfg.tts_max_chars:
-            raise TtsError("text_too_long",
-                           f"Bản tin dài {len(text)} ký tự, vượt giới hạn "
-                           f"{self.cfg.tts_max_chars} ký tự. Hãy chia thành nhiều bản tin.",
-                           f"Text of {len(text)} characters exceeds {self.cfg.tts_max_chars}.",
-                           http_status=413)
+            raise TtsError(
+                "text_too_long",
+                f"Bản tin dài {len(text)} ký tự, vượt giới hạn "
+                f"{self.cfg.tts_max_chars} ký tự. Hãy chia thành nhiều bản tin.",
+                f"Text of {len(text)} characters exceeds {self.cfg.tts_max_chars}.",
+                http_status=413,
+            )
         spoken = self.normalizer.normalize(text or "")
         if not re.search(r"[^\W\d_]", spoken):
-            raise TtsError("empty_text", "Nội dung bản tin trống: hãy nhập văn bản cần đọc.",
-                           "The bulletin text is empty.", http_status=400)
+            raise TtsError(
+                "empty_text",
+                "Nội dung bản tin trống: hãy nhập văn bản cần đọc.",
+                "The bulletin text is empty.",
+                http_status=400,
+            )
         return spoken
 
     def _cache_path(self, engine: Engine, voice: str, sentence: str) -> Path:
-        key = hashlib.sha256("\x1f".join(
-            (_CACHE_VERSION, engine.name, voice, str(self.cfg.tts_rate_wpm), sentence)
-        ).encode("utf-8")).hexdigest()
+        key = hashlib.sha256(
+            "\x1f".join(
+                (_CACHE_VERSION, engine.name, voice, str(self.cfg.tts_rate_wpm), sentence)
+            ).encode("utf-8")
+        ).hexdigest()
         return self.cache_dir / engine.name / key[:2] / f"{key}{engine.suffix}"
 
     def _sentence_audio(self, engine: Engine, voice: str, sentence: str) -> tuple[Path, bool]:
@@ -278,15 +331,20 @@ class TtsService:
         try:
             engine.synthesize(sentence, voice, tmp)
             if not tmp.exists() or tmp.stat().st_size == 0:
-                raise TtsError("tts_failed", f"Bộ đọc {engine.name} không tạo ra âm thanh.",
-                               f"{engine.name} produced no audio.", http_status=500)
+                raise TtsError(
+                    "tts_failed",
+                    f"Bộ đọc {engine.name} không tạo ra âm thanh.",
+                    f"{engine.name} produced no audio.",
+                    http_status=500,
+                )
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
         return path, False
 
-    def _speak_with(self, engine: Engine, voice: str,
-                    sentences: list[str]) -> tuple[list[Path], int]:
+    def _speak_with(
+        self, engine: Engine, voice: str, sentences: list[str]
+    ) -> tuple[list[Path], int]:
         engine.check()
         paths, hits = [], 0
         for sentence in sentences:
@@ -295,15 +353,20 @@ class TtsService:
             hits += hit
         return paths, hits
 
-    def speak(self, text: str, out: Path, *, engine: str | None = None,
-              voice: str | None = None) -> Speech:
+    def speak(
+        self, text: str, out: Path, *, engine: str | None = None, voice: str | None = None
+    ) -> Speech:
         """Synthesise ``text`` into the WAV file ``out``."""
         spoken = self.normalize(text)
         chosen = self.engine(engine)
         use_voice = voice or chosen.default_voice()
         if not _SAFE_VOICE.match(use_voice):
-            raise TtsError("bad_voice", f"Tên giọng đọc không hợp lệ: '{use_voice}'.",
-                           f"Invalid voice name '{use_voice}'.", http_status=400)
+            raise TtsError(
+                "bad_voice",
+                f"Tên giọng đọc không hợp lệ: '{use_voice}'.",
+                f"Invalid voice name '{use_voice}'.",
+                http_status=400,
+            )
         sentences = split_sentences(spoken)
         fallback_reason = None
         try:
@@ -315,9 +378,15 @@ class TtsService:
             use_voice = chosen.default_voice()
             paths, hits = self._speak_with(chosen, use_voice, sentences)
         join(paths, out, pause_ms=self.cfg.tts_sentence_pause_ms)
-        return Speech(path=out, spoken=spoken, engine=chosen.name, voice=use_voice,
-                      fallback_reason=fallback_reason, sentences=len(sentences),
-                      cache_hits=hits)
+        return Speech(
+            path=out,
+            spoken=spoken,
+            engine=chosen.name,
+            voice=use_voice,
+            fallback_reason=fallback_reason,
+            sentences=len(sentences),
+            cache_hits=hits,
+        )
 
 
 def join(paths: list[Path], out: Path, *, pause_ms: int) -> None:

@@ -43,8 +43,12 @@ def _bad_request(code: str, vi: str, en: str, status: int = 400) -> ContentError
 
 def too_large(limit: int) -> AudioRejected:
     mb = limit / 1048576
-    return AudioRejected("too_large", f"Tệp quá lớn; giới hạn là {mb:.0f} MB.",
-                         f"File too large; the limit is {mb:.0f} MB.", http_status=413)
+    return AudioRejected(
+        "too_large",
+        f"Tệp quá lớn; giới hạn là {mb:.0f} MB.",
+        f"File too large; the limit is {mb:.0f} MB.",
+        http_status=413,
+    )
 
 
 class _Collector:
@@ -85,13 +89,20 @@ class _Collector:
         self._name = options.get(b"name", b"").decode("utf-8", "replace")
         if b"filename" not in options:
             if len(self.fields) >= MAX_FIELDS:
-                raise _Abort(_bad_request("too_many_fields", "Biểu mẫu có quá nhiều trường.",
-                                          "Too many form fields."))
+                raise _Abort(
+                    _bad_request(
+                        "too_many_fields", "Biểu mẫu có quá nhiều trường.", "Too many form fields."
+                    )
+                )
             return
         if self._name != self.file_field or self.upload is not None:
-            raise _Abort(_bad_request("unexpected_file",
-                                      f"Chỉ gửi một tệp, trong trường '{self.file_field}'.",
-                                      f"Send exactly one file, in field '{self.file_field}'."))
+            raise _Abort(
+                _bad_request(
+                    "unexpected_file",
+                    f"Chỉ gửi một tệp, trong trường '{self.file_field}'.",
+                    f"Send exactly one file, in field '{self.file_field}'.",
+                )
+            )
         filename = check_filename(options[b"filename"].decode("utf-8", "replace"))
         self._is_file = True
         self.dest_dir.mkdir(parents=True, exist_ok=True)
@@ -113,9 +124,14 @@ class _Collector:
         else:
             self._buf += chunk
             if len(self._buf) > MAX_FIELD_BYTES:
-                raise _Abort(_bad_request("field_too_large",
-                                          f"Trường '{self._name}' quá dài.",
-                                          f"Field '{self._name}' is too long.", 413))
+                raise _Abort(
+                    _bad_request(
+                        "field_too_large",
+                        f"Trường '{self._name}' quá dài.",
+                        f"Field '{self._name}' is too long.",
+                        413,
+                    )
+                )
 
     def on_part_end(self) -> None:
         if self._is_file:
@@ -131,9 +147,18 @@ class _Collector:
             self._fh = None
 
     def callbacks(self) -> dict:
-        return {name: getattr(self, name) for name in (
-            "on_part_begin", "on_part_data", "on_part_end", "on_header_field",
-            "on_header_value", "on_header_end", "on_headers_finished")}
+        return {
+            name: getattr(self, name)
+            for name in (
+                "on_part_begin",
+                "on_part_data",
+                "on_part_end",
+                "on_header_field",
+                "on_header_value",
+                "on_header_end",
+                "on_headers_finished",
+            )
+        }
 
 
 def _feed(parser: MultipartParser, chunk: bytes | None) -> None:
@@ -145,19 +170,29 @@ def _feed(parser: MultipartParser, chunk: bytes | None) -> None:
     except _Abort as exc:
         raise exc.error from None
     except FormParserError as exc:
-        raise _bad_request("bad_multipart", "Dữ liệu tải lên bị lỗi hoặc không đầy đủ.",
-                           f"Malformed upload: {exc}") from exc
+        raise _bad_request(
+            "bad_multipart", "Dữ liệu tải lên bị lỗi hoặc không đầy đủ.", f"Malformed upload: {exc}"
+        ) from exc
 
 
-async def receive_upload(stream: AsyncIterator[bytes], content_type: str, dest_dir: Path, *,
-                         max_file_bytes: int, file_field: str = "file") -> Upload:
+async def receive_upload(
+    stream: AsyncIterator[bytes],
+    content_type: str,
+    dest_dir: Path,
+    *,
+    max_file_bytes: int,
+    file_field: str = "file",
+) -> Upload:
     """Read a multipart body from ``stream``; the file lands in ``dest_dir`` (the caller
     deletes it). Any refusal removes what was written."""
     ctype, params = parse_options_header(content_type or "")
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
-        raise _bad_request("not_multipart",
-                           "Hãy gửi tệp bằng biểu mẫu multipart/form-data (trường 'file').",
-                           "Send the file as multipart/form-data (field 'file').", 415)
+        raise _bad_request(
+            "not_multipart",
+            "Hãy gửi tệp bằng biểu mẫu multipart/form-data (trường 'file').",
+            "Send the file as multipart/form-data (field 'file').",
+            415,
+        )
     collector = _Collector(dest_dir, max_file_bytes, file_field)
     parser = MultipartParser(params[b"boundary"], collector.callbacks())
     try:
@@ -173,7 +208,8 @@ async def receive_upload(stream: AsyncIterator[bytes], content_type: str, dest_d
         raise
     collector.close()
     if collector.upload is None:
-        raise _bad_request("missing_file", "Chưa chọn tệp âm thanh (trường 'file').",
-                           "No file in field 'file'.")
+        raise _bad_request(
+            "missing_file", "Chưa chọn tệp âm thanh (trường 'file').", "No file in field 'file'."
+        )
     collector.upload.fields = collector.fields
     return collector.upload

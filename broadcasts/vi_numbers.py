@@ -24,8 +24,8 @@ DIGITS = ("không", "một", "hai", "ba", "bốn", "năm", "sáu", "bảy", "tá
 
 @dataclass(frozen=True)
 class NumberStyle:
-    thousand: str = "nghìn"   # or "ngàn"
-    odd: str = "linh"         # or "lẻ"
+    thousand: str = "nghìn"  # or "ngàn"
+    odd: str = "linh"  # or "lẻ"
     four_after_tens: str = "tư"  # or "bốn"
 
 
@@ -96,7 +96,7 @@ def read_digits(text: str) -> str:
 
 
 def read_decimal(int_part: str, frac_part: str, style: NumberStyle = NORTH) -> str:
-    """"12,5" = "mười hai phẩy năm"; up to three fractional digits without a leading zero
+    """ "12,5" = "mười hai phẩy năm"; up to three fractional digits without a leading zero
     are read as a number ("1.961,334" ends "phẩy ba trăm ba mươi tư"), others digit by
     digit ("0,05" = "không phẩy không năm")."""
     whole = read_int(int(int_part or "0"), style)
@@ -107,8 +107,20 @@ def read_decimal(int_part: str, frac_part: str, style: NumberStyle = NORTH) -> s
     return f"{whole} phẩy {frac}"
 
 
-MONTHS = {1: "một", 2: "hai", 3: "ba", 4: "tư", 5: "năm", 6: "sáu", 7: "bảy", 8: "tám",
-          9: "chín", 10: "mười", 11: "mười một", 12: "mười hai"}
+MONTHS = {
+    1: "một",
+    2: "hai",
+    3: "ba",
+    4: "tư",
+    5: "năm",
+    6: "sáu",
+    7: "bảy",
+    8: "tám",
+    9: "chín",
+    10: "mười",
+    11: "mười một",
+    12: "mười hai",
+}
 WEEKDAYS = {1: "nhất", 2: "hai", 3: "ba", 4: "tư", 5: "năm", 6: "sáu", 7: "bảy"}
 
 

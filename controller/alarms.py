@@ -44,8 +44,13 @@ ALARM_LABELS_VI = {
 }
 # How bad each kind is, for sorting and colour: a silent cluster first, then one that is
 # heard badly or not at all (amplifier, speaker line), then early warnings (battery, signal).
-ALARM_SEVERITY = {"offline": 3, "amp_fault": 2, "speaker_line": 2, "on_battery": 1,
-                  "weak_signal": 1}
+ALARM_SEVERITY = {
+    "offline": 3,
+    "amp_fault": 2,
+    "speaker_line": 2,
+    "on_battery": 1,
+    "weak_signal": 1,
+}
 SEVERITY_LABELS_VI = {3: "Nghiêm trọng", 2: "Lỗi thiết bị", 1: "Cần chú ý"}
 
 
@@ -53,9 +58,14 @@ class Alarm(Base):
     __tablename__ = "alarm"
     __table_args__ = (
         # At most one open alarm per node and kind, even with two engines running.
-        Index("uq_alarm_open", "node_id", "kind", unique=True,
-              sqlite_where=text("cleared_ms IS NULL"),
-              postgresql_where=text("cleared_ms IS NULL")),
+        Index(
+            "uq_alarm_open",
+            "node_id",
+            "kind",
+            unique=True,
+            sqlite_where=text("cleared_ms IS NULL"),
+            postgresql_where=text("cleared_ms IS NULL"),
+        ),
         Index("ix_alarm_raised", "raised_ms"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -122,8 +132,9 @@ class _Seen:
 class AlarmEngine:
     """Turns live node records into debounced alarm rows. Not thread-safe: one caller."""
 
-    def __init__(self, db: Database, raise_after_ms: int = 30_000,
-                 clear_after_ms: int = 120_000) -> None:
+    def __init__(
+        self, db: Database, raise_after_ms: int = 30_000, clear_after_ms: int = 120_000
+    ) -> None:
         self.db = db
         self.raise_after_ms = raise_after_ms
         self.clear_after_ms = clear_after_ms
@@ -142,19 +153,33 @@ class AlarmEngine:
             # 100,000 nodes, bringing every healthy row into Python each pass cost more than
             # the ingest itself.
             power = NodeLive.heartbeat["power"].as_string()
-            live = s.execute(select(NodeLive.node_id, NodeLive.state, NodeLive.reasons, power,
-                                    NodeLive.since_ms).where(or_(
-                                        NodeLive.state == "offline",
-                                        and_(NodeLive.state.in_(("online", "degraded")),
-                                             or_(NodeLive.reasons != "",
-                                                 power == "battery"))))).all()
-            open_alarms = {(a.node_id, a.kind): a for a in
-                           s.scalars(select(Alarm).where(Alarm.cleared_ms.is_(None)))}
+            live = s.execute(
+                select(
+                    NodeLive.node_id, NodeLive.state, NodeLive.reasons, power, NodeLive.since_ms
+                ).where(
+                    or_(
+                        NodeLive.state == "offline",
+                        and_(
+                            NodeLive.state.in_(("online", "degraded")),
+                            or_(NodeLive.reasons != "", power == "battery"),
+                        ),
+                    )
+                )
+            ).all()
+            open_alarms = {
+                (a.node_id, a.kind): a
+                for a in s.scalars(select(Alarm).where(Alarm.cleared_ms.is_(None)))
+            }
             states: dict[str, str] = {}
             healthy = sorted({n for n, _ in open_alarms} - {row[0] for row in live})
             for i in range(0, len(healthy), 900):  # SQLite's bound-parameter limit
-                states.update(s.execute(select(NodeLive.node_id, NodeLive.state).where(
-                    NodeLive.node_id.in_(healthy[i:i + 900]))).all())
+                states.update(
+                    s.execute(
+                        select(NodeLive.node_id, NodeLive.state).where(
+                            NodeLive.node_id.in_(healthy[i : i + 900])
+                        )
+                    ).all()
+                )
             current: set[tuple[str, str]] = set()
             for node_id, state, reasons, power, since_ms in live:
                 states[node_id] = state
@@ -169,24 +194,41 @@ class AlarmEngine:
                         seen = self._seen[key] = _Seen(min(first, now), now)
                     seen.last_ms = now
             # Forget conditions that have been gone long enough to count as ended.
-            for key in [k for k, v in self._seen.items()
-                        if k not in current and now - v.last_ms >= self.clear_after_ms]:
+            for key in [
+                k
+                for k, v in self._seen.items()
+                if k not in current and now - v.last_ms >= self.clear_after_ms
+            ]:
                 del self._seen[key]
 
-            to_raise = [key for key, seen in self._seen.items()
-                        if key in current and key not in open_alarms
-                        and now - seen.first_ms >= self.raise_after_ms]
+            to_raise = [
+                key
+                for key, seen in self._seen.items()
+                if key in current
+                and key not in open_alarms
+                and now - seen.first_ms >= self.raise_after_ms
+            ]
             if to_raise:
                 nodes = {n for n, _ in to_raise}
                 communes = _communes_of(s, nodes)
-                heartbeats: dict[str, dict[str, Any] | None] = dict(s.execute(
-                    select(NodeLive.node_id, NodeLive.heartbeat)
-                    .where(NodeLive.node_id.in_(nodes))).all())
+                heartbeats: dict[str, dict[str, Any] | None] = dict(
+                    s.execute(
+                        select(NodeLive.node_id, NodeLive.heartbeat).where(
+                            NodeLive.node_id.in_(nodes)
+                        )
+                    ).all()
+                )
                 for node_id, kind in to_raise:
-                    s.add(Alarm(node_id=node_id, kind=kind, commune_id=communes.get(node_id),
-                                first_seen_ms=self._seen[(node_id, kind)].first_ms,
-                                raised_ms=now,
-                                detail=_detail(s, node_id, kind, heartbeats.get(node_id), now)))
+                    s.add(
+                        Alarm(
+                            node_id=node_id,
+                            kind=kind,
+                            commune_id=communes.get(node_id),
+                            first_seen_ms=self._seen[(node_id, kind)].first_ms,
+                            raised_ms=now,
+                            detail=_detail(s, node_id, kind, heartbeats.get(node_id), now),
+                        )
+                    )
                     raised += 1
 
             for key, alarm in open_alarms.items():
@@ -209,9 +251,11 @@ class AlarmEngine:
 
 
 def _communes_of(s: Session, node_ids: Iterable[str]) -> dict[str, int]:
-    rows = s.execute(select(Node.id, Village.commune_id).join(Village, Node.village_id ==
-                                                             Village.id)
-                     .where(Node.id.in_(list(node_ids)))).all()
+    rows = s.execute(
+        select(Node.id, Village.commune_id)
+        .join(Village, Node.village_id == Village.id)
+        .where(Node.id.in_(list(node_ids)))
+    ).all()
     return {node_id: commune_id for node_id, commune_id in rows}
 
 
@@ -219,14 +263,21 @@ def _detail(s: Session, node_id: str, kind: str, hb: dict[str, Any] | None, now:
     if kind != "offline":
         return describe(kind, hb)
     # How often the node dropped in the last hour tells a flaky link from a dead node.
-    drops = s.scalar(select(func.count()).select_from(NodeTransition).where(
-        NodeTransition.node_id == node_id, NodeTransition.to_state == "offline",
-        NodeTransition.at_ms >= now - 3_600_000))
+    drops = s.scalar(
+        select(func.count())
+        .select_from(NodeTransition)
+        .where(
+            NodeTransition.node_id == node_id,
+            NodeTransition.to_state == "offline",
+            NodeTransition.at_ms >= now - 3_600_000,
+        )
+    )
     return f"{drops} lần mất kết nối trong 1 giờ qua" if drops and drops > 1 else ""
 
 
-def acknowledge(s: Session, alarm_id: int, username: str, at_ms: int | None = None,
-                note: str | None = None) -> Alarm:
+def acknowledge(
+    s: Session, alarm_id: int, username: str, at_ms: int | None = None, note: str | None = None
+) -> Alarm:
     """Mark an alarm seen by a technician, with what they did or whom they told. A second
     acknowledgement keeps the first one's time and person; its note is added, not lost."""
     alarm = s.get(Alarm, alarm_id)
@@ -246,17 +297,25 @@ class AlarmService:
     """Runs ``AlarmEngine.evaluate`` every ``interval_s`` in a worker thread, so database work
     never blocks the event loop that also serves MQTT or HTTP."""
 
-    def __init__(self, db: Database, interval_s: float = 2.0, raise_after_s: float = 30,
-                 clear_after_s: float = 120) -> None:
+    def __init__(
+        self,
+        db: Database,
+        interval_s: float = 2.0,
+        raise_after_s: float = 30,
+        clear_after_s: float = 120,
+    ) -> None:
         self.engine = AlarmEngine(db, int(raise_after_s * 1000), int(clear_after_s * 1000))
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, db: Database, settings: Settings) -> AlarmService:
-        return cls(db, interval_s=settings.alarm_interval_s,
-                   raise_after_s=settings.alarm_raise_after_s,
-                   clear_after_s=settings.alarm_clear_after_s)
+        return cls(
+            db,
+            interval_s=settings.alarm_interval_s,
+            raise_after_s=settings.alarm_raise_after_s,
+            clear_after_s=settings.alarm_clear_after_s,
+        )
 
     async def run(self) -> None:
         while True:

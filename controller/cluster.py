@@ -39,8 +39,7 @@ CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 def process_client_id(prefix: str) -> str:
     """``prefix-host-pid`` in the characters ``CLIENT_ID_RE`` allows: an MQTT client id no
     other process uses, so two replicas never knock each other off the broker."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "-",
-                  f"{prefix}-{socket.gethostname()}-{os.getpid()}")[:100]
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", f"{prefix}-{socket.gethostname()}-{os.getpid()}")[:100]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +63,7 @@ class ClusterTopics:
         head = f"{self.root}/controllers/"
         if not topic.startswith(head):
             return None
-        rest = topic[len(head):]
+        rest = topic[len(head) :]
         return rest if rest and "/" not in rest else None
 
     def parse_forward(self, topic: str, client_id: str) -> tuple[str, str] | None:
@@ -72,7 +71,7 @@ class ClusterTopics:
         head = f"{self.root}/controllers/{client_id}/fwd/"
         if not topic.startswith(head):
             return None
-        node_id, sep, channel = topic[len(head):].partition("/")
+        node_id, sep, channel = topic[len(head) :].partition("/")
         return (node_id, channel) if sep and node_id and "/" not in channel else None
 
 
@@ -88,8 +87,9 @@ def rendezvous_owner(node_id: str, members: tuple[str, ...]) -> str:
 
 
 def presence_payload(client_id: str, *, leader: bool, at_ms: int, started_ms: int) -> bytes:
-    return json.dumps({"client_id": client_id, "leader": leader, "at_ms": at_ms,
-                       "started_ms": started_ms}).encode()
+    return json.dumps(
+        {"client_id": client_id, "leader": leader, "at_ms": at_ms, "started_ms": started_ms}
+    ).encode()
 
 
 @dataclass(slots=True)
@@ -110,8 +110,7 @@ class Membership:
         self._owner_cache: dict[str, str] = {}
         self.changes = 0
 
-    def on_presence(self, client_id: str, payload: bytes, now_ms: int, *,
-                    retained: bool) -> bool:
+    def on_presence(self, client_id: str, payload: bytes, now_ms: int, *, retained: bool) -> bool:
         """Apply one presence message; True when the member set or the leader changed."""
         if client_id == self.me:
             return False
@@ -169,8 +168,14 @@ class ClusterRouter:
 
     ``apply`` is the ingest's ``handle``; ``publish`` sends raw bytes (topic, payload, qos)."""
 
-    def __init__(self, topics: Topics, membership: Membership, apply: Callable[[str, bytes], bool],
-                 publish: Publish, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        topics: Topics,
+        membership: Membership,
+        apply: Callable[[str, bytes], bool],
+        publish: Publish,
+        on_change: Callable[[], None],
+    ) -> None:
         self.topics = topics
         self.cluster_topics = ClusterTopics(topics.root)
         self.membership = membership
@@ -203,14 +208,20 @@ class ClusterRouter:
             if self.membership.owns(node_id):
                 self.apply(topic, payload)
             return
-        target = (self.membership.leader() or me) if channel is Channel.EVENTS \
+        target = (
+            (self.membership.leader() or me)
+            if channel is Channel.EVENTS
             else self.membership.owner(node_id)
+        )
         if target == me:
             self.apply(topic, payload)
             return
         try:
-            self.publish(self.cluster_topics.forward(target, node_id, channel), payload,
-                         1 if channel is Channel.EVENTS else 0)
+            self.publish(
+                self.cluster_topics.forward(target, node_id, channel),
+                payload,
+                1 if channel is Channel.EVENTS else 0,
+            )
             self.forwarded += 1
         except Exception:  # not connected right now: apply here rather than lose it
             self.forward_errors += 1

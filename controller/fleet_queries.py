@@ -27,9 +27,13 @@ class NodeNotFound(LookupError):
 def state_counts(s: Session, *, commune_id: int | None = None) -> dict[str, int]:
     """Counts by state over registered, non-retired nodes; never heard = unknown."""
     state = func.coalesce(NodeLive.state, NodeState.UNKNOWN.value)
-    q = (select(state, func.count()).select_from(Node)
-         .outerjoin(NodeLive, NodeLive.node_id == Node.id)
-         .where(Node.retired_ms.is_(None)).group_by(state))
+    q = (
+        select(state, func.count())
+        .select_from(Node)
+        .outerjoin(NodeLive, NodeLive.node_id == Node.id)
+        .where(Node.retired_ms.is_(None))
+        .group_by(state)
+    )
     if commune_id is not None:
         q = q.join(Village, Village.id == Node.village_id).where(Village.commune_id == commune_id)
     counts = {st.value: 0 for st in NodeState}
@@ -63,11 +67,13 @@ NodeRow = tuple[Node, NodeLive | None, Village | None, Commune | None]
 
 def _node_query(f: NodeFilter) -> Select[Node, NodeLive, Village, Commune]:
     state = func.coalesce(NodeLive.state, NodeState.UNKNOWN.value)
-    q = (select(Node, NodeLive, Village, Commune)
-         .outerjoin(NodeLive, NodeLive.node_id == Node.id)
-         .outerjoin(Village, Village.id == Node.village_id)
-         .outerjoin(Commune, Commune.id == Village.commune_id)
-         .where(Node.retired_ms.is_(None)))
+    q = (
+        select(Node, NodeLive, Village, Commune)
+        .outerjoin(NodeLive, NodeLive.node_id == Node.id)
+        .outerjoin(Village, Village.id == Node.village_id)
+        .outerjoin(Commune, Commune.id == Village.commune_id)
+        .where(Node.retired_ms.is_(None))
+    )
     if f.state:
         q = q.where(state == f.state)
     if f.commune_id is not None:
@@ -78,13 +84,17 @@ def _node_query(f: NodeFilter) -> Select[Node, NodeLive, Village, Commune]:
         q = q.where(Village.commune_id.in_(f.commune_scope))
     if f.q:
         key = f"%{fold(f.q)}%"
-        q = q.where(or_(func.lower(Node.id).like(key), Village.name_folded.like(key),
-                        Commune.name_folded.like(key)))
+        q = q.where(
+            or_(
+                func.lower(Node.id).like(key),
+                Village.name_folded.like(key),
+                Commune.name_folded.like(key),
+            )
+        )
     return q
 
 
-def list_nodes(s: Session, f: NodeFilter, *, limit: int, offset: int
-               ) -> tuple[list[NodeRow], int]:
+def list_nodes(s: Session, f: NodeFilter, *, limit: int, offset: int) -> tuple[list[NodeRow], int]:
     base = _node_query(f)
     total = s.scalar(select(func.count()).select_from(base.subquery())) or 0
     rows = s.execute(base.order_by(Node.id).limit(limit).offset(offset)).all()
@@ -100,9 +110,14 @@ def get_node(s: Session, node_id: str) -> NodeRow:
 
 
 def recent_transitions(s: Session, node_id: str, limit: int = 50) -> list[NodeTransition]:
-    return list(s.scalars(select(NodeTransition).where(NodeTransition.node_id == node_id)
-                          .order_by(NodeTransition.at_ms.desc(), NodeTransition.id.desc())
-                          .limit(limit)))
+    return list(
+        s.scalars(
+            select(NodeTransition)
+            .where(NodeTransition.node_id == node_id)
+            .order_by(NodeTransition.at_ms.desc(), NodeTransition.id.desc())
+            .limit(limit)
+        )
+    )
 
 
 def controller_stats(svc: ControllerService | None) -> dict[str, Any] | None:
@@ -110,8 +125,13 @@ def controller_stats(svc: ControllerService | None) -> dict[str, Any] | None:
     if svc is None:
         return None
     ing = svc.ingest
-    return {"connected": svc.connected.is_set(), "reconnects": svc.reconnects,
-            "accepted_messages": dict(ing.accepted), "flushes": ing.writer.flushes,
-            "flush_errors": ing.writer.flush_errors, "last_flush_error": ing.writer.last_error,
-            "dropped_samples": ing.writer.dropped_samples,
-            "dropped_pending_nodes": ing.writer.dropped_pending}
+    return {
+        "connected": svc.connected.is_set(),
+        "reconnects": svc.reconnects,
+        "accepted_messages": dict(ing.accepted),
+        "flushes": ing.writer.flushes,
+        "flush_errors": ing.writer.flush_errors,
+        "last_flush_error": ing.writer.last_error,
+        "dropped_samples": ing.writer.dropped_samples,
+        "dropped_pending_nodes": ing.writer.dropped_pending,
+    }

@@ -92,8 +92,11 @@ class FleetState:
         if state == rt.state and available == rt.available:
             return None
         at = now_ms
-        if (state == NodeState.OFFLINE and rt.state in (NodeState.ONLINE, NodeState.DEGRADED)
-                and rt.last_heard_ms is not None):
+        if (
+            state == NodeState.OFFLINE
+            and rt.state in (NodeState.ONLINE, NodeState.DEGRADED)
+            and rt.last_heard_ms is not None
+        ):
             # Nothing proves the node audible after last heard + time-out: a silence found
             # late (the sweeper's tick, a restart, a will delivered after a gap) is dated
             # when it became one, not when it was noticed.

@@ -77,16 +77,32 @@ class InfluxSettings(BaseSettings):
 
 # What a queued heartbeat keeps: a flat tuple (~0.2 KB) instead of the parsed model
 # (~1.4 KB), so a full queue during a long InfluxDB outage stays small.
-_INT_FIELDS = ("seq", "uptime_s", "volume", "speakers_ok", "speakers_total", "rssi_dbm",
-               "ntp_offset_ms")
+_INT_FIELDS = (
+    "seq",
+    "uptime_s",
+    "volume",
+    "speakers_ok",
+    "speakers_total",
+    "rssi_dbm",
+    "ntp_offset_ms",
+)
 _FLOAT_FIELDS = ("battery_v", "temp_c", "cache_free_mb")
 # (node, received, ts, power, net, amp, playing, *_INT_FIELDS, *_FLOAT_FIELDS)
 Sample = tuple[str, int, int, str, str, str, bool, *tuple[float | None, ...]]
 
 
 def compact(node_id: str, hb: Heartbeat, received_ms: int) -> Sample:
-    return (node_id, received_ms, hb.ts, hb.power, hb.net, hb.amp, hb.playing is not None,
-            *(getattr(hb, f) for f in _INT_FIELDS), *(getattr(hb, f) for f in _FLOAT_FIELDS))
+    return (
+        node_id,
+        received_ms,
+        hb.ts,
+        hb.power,
+        hb.net,
+        hb.amp,
+        hb.playing is not None,
+        *(getattr(hb, f) for f in _INT_FIELDS),
+        *(getattr(hb, f) for f in _FLOAT_FIELDS),
+    )
 
 
 def sample_point(sample: Sample) -> Point:
@@ -97,13 +113,19 @@ def sample_point(sample: Sample) -> Point:
     from influxdb_client.domain.write_precision import WritePrecision
 
     node_id, received_ms, ts, power, net, amp, playing = sample[:7]
-    p: Point = (Point(MEASUREMENT).tag("node", node_id).tag("power", power).tag("net", net)
-         .tag("amp", amp)
-         .field("amp_ok", 1 if amp == "ok" else 0).field("playing", 1 if playing else 0)
-         .field("clock_skew_ms", ts - received_ms)
-         .time(received_ms, WritePrecision.MS))
-    ints = sample[7:7 + len(_INT_FIELDS)]
-    floats = sample[7 + len(_INT_FIELDS):]
+    p: Point = (
+        Point(MEASUREMENT)
+        .tag("node", node_id)
+        .tag("power", power)
+        .tag("net", net)
+        .tag("amp", amp)
+        .field("amp_ok", 1 if amp == "ok" else 0)
+        .field("playing", 1 if playing else 0)
+        .field("clock_skew_ms", ts - received_ms)
+        .time(received_ms, WritePrecision.MS)
+    )
+    ints = sample[7 : 7 + len(_INT_FIELDS)]
+    floats = sample[7 + len(_INT_FIELDS) :]
     for name, value in zip(_INT_FIELDS, ints, strict=True):
         if value is not None:
             p.field(name, int(value))
@@ -123,8 +145,13 @@ class InfluxSink(IngestObserver):
         from influxdb_client.client.write_api import SYNCHRONOUS
 
         self.cfg = cfg
-        self._client = InfluxDBClient(url=cfg.url, token=cfg.token, org=cfg.org,
-                                      timeout=int(cfg.timeout_s * 1000), enable_gzip=True)
+        self._client = InfluxDBClient(
+            url=cfg.url,
+            token=cfg.token,
+            org=cfg.org,
+            timeout=int(cfg.timeout_s * 1000),
+            enable_gzip=True,
+        )
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
         self._queue: deque[Sample] = deque()
         self._runner: asyncio.Task[None] | None = None
@@ -153,18 +180,28 @@ class InfluxSink(IngestObserver):
         return len(self._queue)
 
     def stats(self) -> dict[str, Any]:
-        return {"written": self.written, "dropped": self.dropped, "errors": self.errors,
-                "queued": self.queued, "last_error": self.last_error,
-                "last_write_ms": self.last_write_ms, "url": self.cfg.url,
-                "bucket": self.cfg.bucket}
+        return {
+            "written": self.written,
+            "dropped": self.dropped,
+            "errors": self.errors,
+            "queued": self.queued,
+            "last_error": self.last_error,
+            "last_write_ms": self.last_write_ms,
+            "url": self.cfg.url,
+            "bucket": self.cfg.bucket,
+        }
 
     def _write(self, items: list[Sample]) -> None:
         from influxdb_client.domain.write_precision import WritePrecision
 
         points = [sample_point(item) for item in items]
         # WritePrecision's members are plain strings although write() names the class.
-        self._write_api.write(bucket=self.cfg.bucket, org=self.cfg.org, record=points,
-                              write_precision=WritePrecision.MS)  # type: ignore[arg-type]
+        self._write_api.write(
+            bucket=self.cfg.bucket,
+            org=self.cfg.org,
+            record=points,
+            write_precision=WritePrecision.MS,  # type: ignore[arg-type]
+        )
 
     async def flush(self, *, force: bool = False) -> bool:
         """Write what is queued, batch by batch. False when a batch failed (it is kept for
@@ -203,7 +240,7 @@ class InfluxSink(IngestObserver):
                 self.dropped += 1
             log.warning("Không ghi được InfluxDB (sẽ thử lại): %s", self.last_error)
         self._failures += 1
-        backoff = min(MAX_BACKOFF_S, self.cfg.flush_interval_s * 2 ** self._failures)
+        backoff = min(MAX_BACKOFF_S, self.cfg.flush_interval_s * 2**self._failures)
         self._retry_at = time.monotonic() + backoff
 
     async def run(self) -> None:
@@ -215,8 +252,7 @@ class InfluxSink(IngestObserver):
     def start(self) -> None:
         """Run the writer on the running loop (the composition root calls this)."""
         if self._runner is None:
-            self._runner = asyncio.get_running_loop().create_task(self.run(),
-                                                                  name="loa-influx")
+            self._runner = asyncio.get_running_loop().create_task(self.run(), name="loa-influx")
 
     async def stop(self) -> None:
         """Stop the writer, one last attempt for what is queued, then close the HTTP pool."""

@@ -53,6 +53,7 @@ from registry.models import Node
 
 log = logging.getLogger("loa.ingest")
 
+
 class IngestObserver:
     """What the ingest tells the rest of the system, in memory, as it happens.
 
@@ -86,8 +87,14 @@ class RegistryRead:
 
 
 class Ingest:
-    def __init__(self, settings: Settings, db: Database, *,
-                 owns: Callable[[str], bool] = _everyone, will_hold_ms: int = 0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        owns: Callable[[str], bool] = _everyone,
+        will_hold_ms: int = 0,
+    ) -> None:
         """``owns``: which nodes this process keeps state for (all of them, unless several
         controllers share the fleet: ``controller.cluster``). ``will_hold_ms``: see
         ``_on_status``."""
@@ -110,8 +117,7 @@ class Ingest:
         # (first instant the node counts as silent, node): at most one entry per node, so
         # the sweeper looks only at nodes that may be due instead of at the whole fleet.
         self._deadlines: list[tuple[int, str]] = []
-        self.event_guard = NodeEventGuard(settings.node_event_rate_per_s,
-                                          settings.node_event_burst)
+        self.event_guard = NodeEventGuard(settings.node_event_rate_per_s, settings.node_event_burst)
         self.writer.max_pending = settings.max_pending_nodes
         # False while the controller is not connected to the broker (controller.watch): a
         # node's silence then proves nothing, so the sweeper waits for ``resume``.
@@ -139,10 +145,19 @@ class Ingest:
         """A summary of the node table the database computes without returning rows: when
         it has not changed, a periodic re-read (100,000 rows) can be skipped."""
         with self.db.session() as s:
-            return tuple(s.execute(select(
-                func.count(), func.sum(Node.heartbeat_s), func.max(Node.registered_ms),
-                func.count(Node.retired_ms), func.max(Node.retired_ms),
-                func.max(Node.id), func.min(Node.id))).one())
+            return tuple(
+                s.execute(
+                    select(
+                        func.count(),
+                        func.sum(Node.heartbeat_s),
+                        func.max(Node.registered_ms),
+                        func.count(Node.retired_ms),
+                        func.max(Node.retired_ms),
+                        func.max(Node.id),
+                        func.min(Node.id),
+                    )
+                ).one()
+            )
 
     def load_registry(self) -> None:
         """(Re)load registered nodes, in the calling thread (tests, tools): read, then apply."""
@@ -153,8 +168,9 @@ class Ingest:
         worker thread and only *reads*: the event loop iterates ``fleet.nodes``, so the
         change is applied there (``apply_registry``), never from the thread."""
         with self.db.session() as s:
-            rows = s.execute(select(Node.id, Node.heartbeat_s).where(
-                Node.retired_ms.is_(None))).all()
+            rows = s.execute(
+                select(Node.id, Node.heartbeat_s).where(Node.retired_ms.is_(None))
+            ).all()
         live = self.writer.load_live() if not self.fleet.nodes else {}
         return RegistryRead([(node_id, hb_s) for node_id, hb_s in rows], live)
 
@@ -183,8 +199,9 @@ class Ingest:
         heard = rt.heard_ms()
         if not rt.sweep_queued and heard is not None:
             rt.sweep_queued = True
-            heapq.heappush(self._deadlines, (
-                heard + heartbeat_timeout_ms(rt.heartbeat_s) + 1, rt.node_id))
+            heapq.heappush(
+                self._deadlines, (heard + heartbeat_timeout_ms(rt.heartbeat_s) + 1, rt.node_id)
+            )
 
     def _restore(self, rt: NodeRuntime, stored: NodeLive, now: int) -> None:
         """Take a node's last stored state (a restart, or a node handed over by another
@@ -237,9 +254,15 @@ class Ingest:
             return
         booted_by = now - (hb.uptime_s + 1) * 1000  # uptime_s is whole seconds
         if booted_by <= gap_from < now and is_audible(hb):
-            self.batch.continuity.append({"node_id": rt.node_id, "from_ms": gap_from,
-                                          "to_ms": now, "boot_id": boot[:64],
-                                          "uptime_s": hb.uptime_s})
+            self.batch.continuity.append(
+                {
+                    "node_id": rt.node_id,
+                    "from_ms": gap_from,
+                    "to_ms": now,
+                    "boot_id": boot[:64],
+                    "uptime_s": hb.uptime_s,
+                }
+            )
 
     def adopt(self, stored: dict[str, NodeLive], now: int | None = None) -> int:
         """Nodes this controller has just come to own: take their state as their previous
@@ -301,8 +324,9 @@ class Ingest:
         hb = decode_heartbeat(payload)
         skew = hb.ts - now
         if skew > self.settings.max_clock_skew_s * 1000:
-            raise Rejection("future_timestamp",
-                            f"ts is {skew // 1000} s ahead of the controller clock")
+            raise Rejection(
+                "future_timestamp", f"ts is {skew // 1000} s ahead of the controller clock"
+            )
         rt.clock_skew_ms = skew
         self.heartbeat_lag.observe(now - hb.ts)
         if rt.grace_ms is not None:
@@ -325,11 +349,20 @@ class Ingest:
         if now - rt.last_sample_ms >= self.settings.history_sample_s * 1000:
             rt.last_sample_ms = now
             if len(self.batch.samples) < MAX_BACKLOG_SAMPLES:
-                self.batch.samples.append({
-                    "node_id": rt.node_id, "at_ms": now, "rssi_dbm": hb.rssi_dbm,
-                    "temp_c": hb.temp_c, "battery_v": hb.battery_v, "volume": hb.volume,
-                    "amp": hb.amp, "speakers_ok": hb.speakers_ok,
-                    "speakers_total": hb.speakers_total, "power": hb.power})
+                self.batch.samples.append(
+                    {
+                        "node_id": rt.node_id,
+                        "at_ms": now,
+                        "rssi_dbm": hb.rssi_dbm,
+                        "temp_c": hb.temp_c,
+                        "battery_v": hb.battery_v,
+                        "volume": hb.volume,
+                        "amp": hb.amp,
+                        "speakers_ok": hb.speakers_ok,
+                        "speakers_total": hb.speakers_total,
+                        "power": hb.power,
+                    }
+                )
             else:
                 self.writer.dropped_samples += 1
 
@@ -358,8 +391,9 @@ class Ingest:
             if rt is not None:
                 # Dated when received; a will held through a grace is dated by the
                 # time-out rule instead (last heard + 3 x heartbeat_s, FleetState.apply).
-                self._apply_status(rt, decode_status(payload),
-                                   max(now if at is None else at, rt.since_ms))
+                self._apply_status(
+                    rt, decode_status(payload), max(now if at is None else at, rt.since_ms)
+                )
 
     def _apply_status(self, rt: NodeRuntime, st: Status, now: int) -> None:
         rt.status_online = st.online
@@ -371,8 +405,9 @@ class Ingest:
             rt.offline_cause = ""
             cause = "status_online"
         else:
-            rt.offline_cause = ("will_lost" if st.reason == "lost"
-                                else f"status_{st.reason or 'offline'}")
+            rt.offline_cause = (
+                "will_lost" if st.reason == "lost" else f"status_{st.reason or 'offline'}"
+            )
             cause = rt.offline_cause
         self._update(rt, now, cause)
         self._dirty.add(rt.node_id)
@@ -381,8 +416,14 @@ class Ingest:
         ev = decode_event(payload)
         if self.event_guard.seen_before(rt.node_id, ev):
             raise Rejection("duplicate_event", f"{ev.type} already received from this node")
-        self.batch.events.append({"node_id": rt.node_id, "at_ms": now, "type": ev.type,
-                                  "payload": ev.model_dump(mode="json")})
+        self.batch.events.append(
+            {
+                "node_id": rt.node_id,
+                "at_ms": now,
+                "type": ev.type,
+                "payload": ev.model_dump(mode="json"),
+            }
+        )
         for observer in self._observers:
             try:
                 observer.on_event(rt.node_id, ev, now)
@@ -408,8 +449,9 @@ class Ingest:
         entry = self.batch.rejected.setdefault(reason, [0, detail, now])
         entry[0] += 1
         entry[1], entry[2] = detail, now
-        self.last_rejections.append({"reason": reason, "detail": detail, "node_id": node_id,
-                                     "at_ms": now})
+        self.last_rejections.append(
+            {"reason": reason, "detail": detail, "node_id": node_id, "at_ms": now}
+        )
         if len(self.last_rejections) > 200:
             del self.last_rejections[:100]
         log.debug("rejected %s from %s: %s", reason, node_id, detail)

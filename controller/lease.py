@@ -39,22 +39,36 @@ class Lease:
         """Take the lease if it is free or expired, renew it if it is ours."""
         mine = ControllerLease.holder == self.holder
         with self.db.session() as s:
-            res = cast(CursorResult[Any], s.execute(
-                update(ControllerLease)
-                .where(ControllerLease.name == self.name,
-                       mine | (ControllerLease.expires_ms < now_ms))
-                .values(holder=self.holder, expires_ms=now_ms + self.ttl_ms,
-                        term=case((mine, ControllerLease.term),
-                                  else_=ControllerLease.term + 1),
-                        acquired_ms=case((mine, ControllerLease.acquired_ms), else_=now_ms))
-                .execution_options(synchronize_session=False)))
+            res = cast(
+                CursorResult[Any],
+                s.execute(
+                    update(ControllerLease)
+                    .where(
+                        ControllerLease.name == self.name,
+                        mine | (ControllerLease.expires_ms < now_ms),
+                    )
+                    .values(
+                        holder=self.holder,
+                        expires_ms=now_ms + self.ttl_ms,
+                        term=case((mine, ControllerLease.term), else_=ControllerLease.term + 1),
+                        acquired_ms=case((mine, ControllerLease.acquired_ms), else_=now_ms),
+                    )
+                    .execution_options(synchronize_session=False)
+                ),
+            )
             missing = res.rowcount == 0 and s.get(ControllerLease, self.name) is None
         if missing:
             try:
                 with self.db.session() as s:
-                    s.add(ControllerLease(name=self.name, holder=self.holder,
-                                          expires_ms=now_ms + self.ttl_ms, acquired_ms=now_ms,
-                                          term=1))
+                    s.add(
+                        ControllerLease(
+                            name=self.name,
+                            holder=self.holder,
+                            expires_ms=now_ms + self.ttl_ms,
+                            acquired_ms=now_ms,
+                            term=1,
+                        )
+                    )
             except IntegrityError:
                 pass  # another controller inserted it first
         return self.read()
@@ -69,8 +83,9 @@ class Lease:
     def release(self) -> None:
         """Give the role up at once (clean stop): a standby takes it at its next try."""
         with self.db.session() as s:
-            s.execute(update(ControllerLease)
-                      .where(ControllerLease.name == self.name,
-                             ControllerLease.holder == self.holder)
-                      .values(expires_ms=0)
-                      .execution_options(synchronize_session=False))
+            s.execute(
+                update(ControllerLease)
+                .where(ControllerLease.name == self.name, ControllerLease.holder == self.holder)
+                .values(expires_ms=0)
+                .execution_options(synchronize_session=False)
+            )

@@ -47,7 +47,7 @@ class BufferedSocket:
                 return data
             self._buf, self._pos = data, 0
         end = self._pos + n
-        out = self._buf[self._pos:end]
+        out = self._buf[self._pos : end]
         self._pos = min(end, len(self._buf))
         return out
 
@@ -136,10 +136,14 @@ async def _until_lost_or_stopping(client: aiomqtt.Client, stopping: asyncio.Even
         raise exc
 
 
-async def stay_connected(make_client: Callable[[], aiomqtt.Client],
-                         on_up: Callable[[aiomqtt.Client], Awaitable[None]],
-                         on_down: Callable[[], None], stopping: asyncio.Event, *,
-                         on_lost: Callable[[Exception], None] | None = None) -> None:
+async def stay_connected(
+    make_client: Callable[[], aiomqtt.Client],
+    on_up: Callable[[aiomqtt.Client], Awaitable[None]],
+    on_down: Callable[[], None],
+    stopping: asyncio.Event,
+    *,
+    on_lost: Callable[[Exception], None] | None = None,
+) -> None:
     """Hold one MQTT connection until ``stopping`` is set: connect, ``on_up``, wait for the
     connection to drop, ``on_down``, then try again after 0.5 s, doubling to 10 s."""
     backoff = 0.5

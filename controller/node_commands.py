@@ -49,8 +49,13 @@ KINDS = ("volume", "selftest", "stop")  # what ``send`` takes
 class NodeCommands(IngestObserver):
     """``send`` publishes one command and waits up to ``wait_s`` for each answer."""
 
-    def __init__(self, db: Database, commands: CommandPublisher, *,
-                 answers_elsewhere: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self,
+        db: Database,
+        commands: CommandPublisher,
+        *,
+        answers_elsewhere: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.db = db
         self.commands = commands
         # True while the node's events reach another process (see the module docstring).
@@ -69,8 +74,15 @@ class NodeCommands(IngestObserver):
         if waiter is not None and not waiter.done():
             waiter.set_result(event)
 
-    async def send(self, node_id: str, kind: str, *, level: int | None = None,
-                   broadcast_id: str | None = None, wait_s: float = 5.0) -> dict[str, Any]:
+    async def send(
+        self,
+        node_id: str,
+        kind: str,
+        *,
+        level: int | None = None,
+        broadcast_id: str | None = None,
+        wait_s: float = 5.0,
+    ) -> dict[str, Any]:
         """``{"cmd_id", "sent", "acked"}``: ``acked`` is the node's ``ok``, or None when it
         did not answer in time (the broker keeps the command for its persistent session);
         ``error`` with it, and ``selftest`` for a self-test that reported."""
@@ -80,7 +92,8 @@ class NodeCommands(IngestObserver):
             if level is None:  # as VolumeCmd's own validation would, before anything is sent
                 raise ValueError("volume: level is required")
             cmd: VolumeCmd | SelftestCmd | StopCmd = VolumeCmd(
-                cmd_id=cmd_id, issued_at=now, level=level)
+                cmd_id=cmd_id, issued_at=now, level=level
+            )
         elif kind == "selftest":
             cmd = SelftestCmd(cmd_id=cmd_id, issued_at=now)
         elif kind == "stop":
@@ -101,15 +114,18 @@ class NodeCommands(IngestObserver):
             await self.commands.send(node_id, cmd, wait_s=min(wait_s, 10.0))
             result: dict[str, Any] = {"cmd_id": cmd_id, "sent": True, "acked": None}
             try:
-                ack = await self._answer(ack_future, node_id, "cmd_ack", since, wait_s,
-                                         cmd_id=cmd_id)
+                ack = await self._answer(
+                    ack_future, node_id, "cmd_ack", since, wait_s, cmd_id=cmd_id
+                )
                 result.update(acked=ack.ok, error=ack.error)
                 if selftest_future is not None:
-                    st = await self._answer(selftest_future, node_id, "selftest", since,
-                                            wait_s)
-                    result["selftest"] = {"ok": st.ok, "speakers_ok": st.speakers_ok,
-                                          "speakers_total": st.speakers_total,
-                                          "detail": st.detail}
+                    st = await self._answer(selftest_future, node_id, "selftest", since, wait_s)
+                    result["selftest"] = {
+                        "ok": st.ok,
+                        "speakers_ok": st.speakers_ok,
+                        "speakers_total": st.speakers_total,
+                        "detail": st.detail,
+                    }
             except TimeoutError:
                 pass
             return result
@@ -118,8 +134,16 @@ class NodeCommands(IngestObserver):
             if selftest_future is not None:
                 self._waiters.pop(f"selftest:{node_id}", None)
 
-    async def _answer(self, future: asyncio.Future[NodeEvent], node_id: str, event_type: str,
-                      since_ms: int, wait_s: float, *, cmd_id: str | None = None) -> Any:
+    async def _answer(
+        self,
+        future: asyncio.Future[NodeEvent],
+        node_id: str,
+        event_type: str,
+        since_ms: int,
+        wait_s: float,
+        *,
+        cmd_id: str | None = None,
+    ) -> Any:
         """The answer from the ingest, or, while answers go elsewhere, from the event log.
         Raises ``TimeoutError``."""
         if not self.answers_elsewhere():
@@ -129,22 +153,31 @@ class NodeCommands(IngestObserver):
         while True:
             remaining = deadline - loop.time()
             try:
-                return await asyncio.wait_for(asyncio.shield(future),
-                                              max(0.0, min(ANSWER_POLL_S, remaining)))
+                return await asyncio.wait_for(
+                    asyncio.shield(future), max(0.0, min(ANSWER_POLL_S, remaining))
+                )
             except TimeoutError:
-                stored = await asyncio.to_thread(self._stored_answer, node_id, event_type,
-                                                 since_ms, cmd_id)
+                stored = await asyncio.to_thread(
+                    self._stored_answer, node_id, event_type, since_ms, cmd_id
+                )
                 if stored is not None:
                     return stored
                 if loop.time() >= deadline:
                     raise
 
-    def _stored_answer(self, node_id: str, event_type: str, since_ms: int,
-                       cmd_id: str | None) -> Any:
+    def _stored_answer(
+        self, node_id: str, event_type: str, since_ms: int, cmd_id: str | None
+    ) -> Any:
         with self.db.session() as s:
-            rows = s.scalars(select(NodeEventLog.payload).where(
-                NodeEventLog.node_id == node_id, NodeEventLog.at_ms >= since_ms,
-                NodeEventLog.type == event_type).order_by(NodeEventLog.at_ms)).all()
+            rows = s.scalars(
+                select(NodeEventLog.payload)
+                .where(
+                    NodeEventLog.node_id == node_id,
+                    NodeEventLog.at_ms >= since_ms,
+                    NodeEventLog.type == event_type,
+                )
+                .order_by(NodeEventLog.at_ms)
+            ).all()
         for payload in rows:
             if cmd_id is not None and payload.get("cmd_id") != cmd_id:
                 continue
@@ -175,23 +208,39 @@ class CommandLink:
 
     def _client(self) -> aiomqtt.Client:
         s = self.settings
-        return aiomqtt.Client(s.mqtt_host, s.mqtt_port, identifier=self.client_id,
-                              username=s.mqtt_username, password=s.mqtt_password,
-                              clean_session=True, keepalive=s.keepalive_s)
+        return aiomqtt.Client(
+            s.mqtt_host,
+            s.mqtt_port,
+            identifier=self.client_id,
+            username=s.mqtt_username,
+            password=s.mqtt_password,
+            clean_session=True,
+            keepalive=s.keepalive_s,
+        )
 
     async def _up(self, client: aiomqtt.Client) -> None:
         self.commands.attach(client)
-        log.info("Đường gửi lệnh tới cụm loa đã kết nối broker %s:%s", self.settings.mqtt_host,
-                 self.settings.mqtt_port)
+        log.info(
+            "Đường gửi lệnh tới cụm loa đã kết nối broker %s:%s",
+            self.settings.mqtt_host,
+            self.settings.mqtt_port,
+        )
 
     def _lost(self, exc: Exception) -> None:
         log.warning("Đường gửi lệnh mất kết nối broker (%s); đang thử lại", exc)
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(stay_connected(
-                self._client, self._up, lambda: self.commands.attach(None), self._stopping,
-                on_lost=self._lost), name="loa-command-link")
+            self._task = asyncio.create_task(
+                stay_connected(
+                    self._client,
+                    self._up,
+                    lambda: self.commands.attach(None),
+                    self._stopping,
+                    on_lost=self._lost,
+                ),
+                name="loa-command-link",
+            )
 
     async def stop(self) -> None:
         self._stopping.set()

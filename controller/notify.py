@@ -79,7 +79,8 @@ class NotifyDelivery(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     alarm_id: Mapped[int] = mapped_column(ForeignKey("alarm.id"), index=True)
     subscription_id: Mapped[int] = mapped_column(
-        ForeignKey("notify_subscription.id", ondelete="CASCADE"), index=True)
+        ForeignKey("notify_subscription.id", ondelete="CASCADE"), index=True
+    )
     status: Mapped[str] = mapped_column(String(10), default="pending", index=True)
     attempts: Mapped[int] = mapped_column(default=0)
     next_ms: Mapped[int] = mapped_column(default=0)
@@ -106,17 +107,20 @@ class NotifyConfig:
     @classmethod
     def from_settings(cls, settings: object) -> NotifyConfig:
         g = getattr
-        return cls(smtp_host=g(settings, "smtp_host", ""), smtp_port=g(settings, "smtp_port", 25),
-                   smtp_username=g(settings, "smtp_username", ""),
-                   smtp_password=g(settings, "smtp_password", ""),
-                   smtp_from=g(settings, "smtp_from", "loa@localhost"),
-                   smtp_starttls=g(settings, "smtp_starttls", False),
-                   timeout_s=g(settings, "notify_timeout_s", 10.0),
-                   interval_s=g(settings, "notify_interval_s", 5.0),
-                   retry_s=g(settings, "notify_retry_s", 30.0),
-                   max_attempts=g(settings, "notify_max_attempts", 6),
-                   public_base_url=g(settings, "public_base_url", ""),
-                   webhook_networks=g(settings, "notify_webhook_allowed_networks", ""))
+        return cls(
+            smtp_host=g(settings, "smtp_host", ""),
+            smtp_port=g(settings, "smtp_port", 25),
+            smtp_username=g(settings, "smtp_username", ""),
+            smtp_password=g(settings, "smtp_password", ""),
+            smtp_from=g(settings, "smtp_from", "loa@localhost"),
+            smtp_starttls=g(settings, "smtp_starttls", False),
+            timeout_s=g(settings, "notify_timeout_s", 10.0),
+            interval_s=g(settings, "notify_interval_s", 5.0),
+            retry_s=g(settings, "notify_retry_s", 30.0),
+            max_attempts=g(settings, "notify_max_attempts", 6),
+            public_base_url=g(settings, "public_base_url", ""),
+            webhook_networks=g(settings, "notify_webhook_allowed_networks", ""),
+        )
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,7 @@ class AlarmNotice:
 
     @property
     def when(self) -> str:
-        """"14:05 04/12/2026" in Asia/Ho_Chi_Minh."""
+        """ "14:05 04/12/2026" in Asia/Ho_Chi_Minh."""
         stamp = format_datetime(self.raised_ms)  # dd/mm/yyyy HH:MM:SS
         return f"{stamp[11:16]} {stamp[:10]}"
 
@@ -146,30 +150,48 @@ class AlarmNotice:
         return f"[Loa] {self.label}: {where} ({self.severity_label})"
 
     def text(self, base_url: str = "") -> str:
-        lines = [f"Cảnh báo: {self.label}", f"Mức độ: {self.severity_label}",
-                 f"Nơi: {self.place}" + (f", {self.commune}" if self.commune else ""),
-                 f"Lúc: {self.when} (giờ Việt Nam)"]
+        lines = [
+            f"Cảnh báo: {self.label}",
+            f"Mức độ: {self.severity_label}",
+            f"Nơi: {self.place}" + (f", {self.commune}" if self.commune else ""),
+            f"Lúc: {self.when} (giờ Việt Nam)",
+        ]
         if self.detail:
             lines.append(f"Chi tiết: {self.detail}")
         if base_url:
             lines.append(f"Xem và xác nhận: {base_url.rstrip('/')}/tech/alarms")
-        lines += ["", "Thư này do hệ thống Loa gửi tự động. Đổi việc nhận thông báo ở trang "
-                  "«Nhận thông báo» của bạn."]
+        lines += [
+            "",
+            "Thư này do hệ thống Loa gửi tự động. Đổi việc nhận thông báo ở trang "
+            "«Nhận thông báo» của bạn.",
+        ]
         return "\n".join(lines) + "\n"
 
     def payload(self) -> dict[str, object]:
-        return {"event": "alarm.raised", "alarm_id": self.alarm_id, "kind": self.kind,
-                "label": self.label, "severity": self.severity,
-                "severity_label": self.severity_label, "place": self.place,
-                "commune": self.commune, "commune_id": self.commune_id,
-                "raised_ms": self.raised_ms, "raised": self.when, "detail": self.detail,
-                "node_id": self.node_id, "text": self.text()}
+        return {
+            "event": "alarm.raised",
+            "alarm_id": self.alarm_id,
+            "kind": self.kind,
+            "label": self.label,
+            "severity": self.severity,
+            "severity_label": self.severity_label,
+            "place": self.place,
+            "commune": self.commune,
+            "commune_id": self.commune_id,
+            "raised_ms": self.raised_ms,
+            "raised": self.when,
+            "detail": self.detail,
+            "node_id": self.node_id,
+            "text": self.text(),
+        }
 
 
 def notice_for(s: Session, alarm: Alarm) -> AlarmNotice:
-    row = s.execute(select(Node.label, Village.name).join(Village, Village.id == Node.village_id,
-                                                          isouter=True)
-                    .where(Node.id == alarm.node_id)).first()
+    row = s.execute(
+        select(Node.label, Village.name)
+        .join(Village, Village.id == Node.village_id, isouter=True)
+        .where(Node.id == alarm.node_id)
+    ).first()
     label, village = (row[0], row[1]) if row else (None, None)
     if village and label:
         place = f"{village} – {label}"
@@ -177,12 +199,19 @@ def notice_for(s: Session, alarm: Alarm) -> AlarmNotice:
         place = village or label or f"cụm loa {alarm.node_id}"
     commune = s.get(Commune, alarm.commune_id) if alarm.commune_id else None
     sev = ALARM_SEVERITY.get(alarm.kind, 1)
-    return AlarmNotice(alarm_id=alarm.id, kind=alarm.kind,
-                       label=ALARM_LABELS_VI.get(alarm.kind, alarm.kind), severity=sev,
-                       severity_label=SEVERITY_LABELS_VI.get(sev, str(sev)),
-                       place=place, commune=f"xã {commune.name}" if commune else "",
-                       commune_id=alarm.commune_id, raised_ms=alarm.raised_ms,
-                       detail=alarm.detail or "", node_id=alarm.node_id)
+    return AlarmNotice(
+        alarm_id=alarm.id,
+        kind=alarm.kind,
+        label=ALARM_LABELS_VI.get(alarm.kind, alarm.kind),
+        severity=sev,
+        severity_label=SEVERITY_LABELS_VI.get(sev, str(sev)),
+        place=place,
+        commune=f"xã {commune.name}" if commune else "",
+        commune_id=alarm.commune_id,
+        raised_ms=alarm.raised_ms,
+        detail=alarm.detail or "",
+        node_id=alarm.node_id,
+    )
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -211,18 +240,24 @@ class Notifier:
         now = now_ms() if now is None else now
         made = 0
         with self.db.session() as s:
-            subs = list(s.scalars(select(NotifySubscription)
-                                  .where(NotifySubscription.active.is_(True))))
+            subs = list(
+                s.scalars(select(NotifySubscription).where(NotifySubscription.active.is_(True)))
+            )
             if not subs:
                 return 0
             since = min(max(sub.created_ms, now - FANOUT_WINDOW_MS) for sub in subs)
-            alarms = list(s.scalars(select(Alarm).where(Alarm.raised_ms >= since)
-                                    .order_by(Alarm.id)))
+            alarms = list(
+                s.scalars(select(Alarm).where(Alarm.raised_ms >= since).order_by(Alarm.id))
+            )
             if not alarms:
                 return 0
-            done = set(s.execute(select(NotifyDelivery.alarm_id, NotifyDelivery.subscription_id)
-                                 .where(NotifyDelivery.alarm_id.in_([a.id for a in alarms])))
-                       .tuples())
+            done = set(
+                s.execute(
+                    select(NotifyDelivery.alarm_id, NotifyDelivery.subscription_id).where(
+                        NotifyDelivery.alarm_id.in_([a.id for a in alarms])
+                    )
+                ).tuples()
+            )
             scopes: dict[str, frozenset[int] | None | bool] = {}
             for sub in subs:
                 if sub.username not in scopes:
@@ -235,8 +270,15 @@ class Notifier:
                         continue
                     if not matches(sub, a, scope):  # type: ignore[arg-type]
                         continue
-                    s.add(NotifyDelivery(alarm_id=a.id, subscription_id=sub.id,
-                                         status="pending", next_ms=now, created_ms=now))
+                    s.add(
+                        NotifyDelivery(
+                            alarm_id=a.id,
+                            subscription_id=sub.id,
+                            status="pending",
+                            next_ms=now,
+                            created_ms=now,
+                        )
+                    )
                     made += 1
         return made
 
@@ -246,9 +288,14 @@ class Notifier:
         now = now_ms() if now is None else now
         counts = {"sent": 0, "retry": 0, "failed": 0}
         with self.db.session() as s:
-            due = list(s.execute(select(NotifyDelivery.id).where(
-                NotifyDelivery.status == "pending", NotifyDelivery.next_ms <= now)
-                .order_by(NotifyDelivery.next_ms).limit(limit)).scalars())
+            due = list(
+                s.execute(
+                    select(NotifyDelivery.id)
+                    .where(NotifyDelivery.status == "pending", NotifyDelivery.next_ms <= now)
+                    .order_by(NotifyDelivery.next_ms)
+                    .limit(limit)
+                ).scalars()
+            )
         for delivery_id in due:
             counts[self._deliver_one(delivery_id)] += 1
         return counts
@@ -285,8 +332,9 @@ class Notifier:
             d.last_error = error[:300]
             if d.attempts >= self.config.max_attempts:
                 d.status = "failed"
-                log.warning("notification %s gave up after %d tries: %s", delivery_id,
-                            d.attempts, error)
+                log.warning(
+                    "notification %s gave up after %d tries: %s", delivery_id, d.attempts, error
+                )
                 return "failed"
             d.next_ms = now + int(self.config.retry_s * 1000 * 2 ** (d.attempts - 1))
             return "retry"
@@ -310,8 +358,9 @@ class Notifier:
                     smtp.login(cfg.smtp_username, cfg.smtp_password)
                 smtp.send_message(msg)
         except (OSError, smtplib.SMTPException) as exc:
-            raise DeliveryError(f"Không gửi được e-mail qua {cfg.smtp_host}:{cfg.smtp_port}: "
-                                f"{exc}") from None
+            raise DeliveryError(
+                f"Không gửi được e-mail qua {cfg.smtp_host}:{cfg.smtp_port}: {exc}"
+            ) from None
 
     def send_webhook(self, url: str, secret: str | None, notice: AlarmNotice) -> None:
         # Checked again when sending: a name may resolve elsewhere now than when it was saved.
@@ -319,13 +368,17 @@ class Notifier:
         if why is not None:
             raise DeliveryError(f"Địa chỉ nhận trỏ vào {why}; không gửi.")
         body = json.dumps(notice.payload(), ensure_ascii=False).encode("utf-8")
-        headers = {"Content-Type": "application/json; charset=utf-8",
-                   "User-Agent": "Loa-notify/1"}
+        headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "Loa-notify/1"}
         if secret:
             headers["X-Loa-Signature"] = sign(secret, body)
         try:
-            r = httpx.post(url, content=body, headers=headers, timeout=self.config.timeout_s,
-                           follow_redirects=False)
+            r = httpx.post(
+                url,
+                content=body,
+                headers=headers,
+                timeout=self.config.timeout_s,
+                follow_redirects=False,
+            )
         except httpx.HTTPError as exc:
             raise DeliveryError(f"Không gọi được địa chỉ nhận: {type(exc).__name__}") from None
         if not 200 <= r.status_code < 300:
@@ -366,8 +419,7 @@ class NotificationService:
     async def start(self) -> None:
         if self._task is None or self._task.done():
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1,
-                                                    thread_name_prefix="loa-notify")
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loa-notify")
             self._task = asyncio.get_running_loop().create_task(self.run(), name="notify")
 
     async def stop(self) -> None:
@@ -384,6 +436,7 @@ class NotificationService:
 
 
 # -- subscriptions, as the settings page edits them --------------------------------------
+
 
 class NotifyError(DomainError):
     """A subscription the user must correct (Vietnamese message, HTTP 422)."""
@@ -405,37 +458,55 @@ def check_address(channel: str, address: str, webhook_networks: str = "") -> str
     if channel == "webhook":
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > 500:
-            raise NotifyError(f"Địa chỉ webhook «{value[:100]}» không hợp lệ: cần dạng "
-                              "https://máy-chủ/đường-dẫn.")
+            raise NotifyError(
+                f"Địa chỉ webhook «{value[:100]}» không hợp lệ: cần dạng https://máy-chủ/đường-dẫn."
+            )
         if parts.username is not None or parts.password is not None:
-            raise NotifyError("Địa chỉ webhook không được chứa tên đăng nhập hay mật khẩu; "
-                              "dùng khóa ký (secret) để bên nhận xác thực.")
+            raise NotifyError(
+                "Địa chỉ webhook không được chứa tên đăng nhập hay mật khẩu; "
+                "dùng khóa ký (secret) để bên nhận xác thực."
+            )
         why = internal_reason(value, parse_networks(webhook_networks))
         if why is not None:
-            raise NotifyError(f"Không dùng được địa chỉ webhook «{parts.hostname}»: {why}. "
-                              "Quản trị có thể cho phép mạng riêng của tỉnh bằng "
-                              "LOA_NOTIFY_WEBHOOK_ALLOWED_NETWORKS.")
+            raise NotifyError(
+                f"Không dùng được địa chỉ webhook «{parts.hostname}»: {why}. "
+                "Quản trị có thể cho phép mạng riêng của tỉnh bằng "
+                "LOA_NOTIFY_WEBHOOK_ALLOWED_NETWORKS."
+            )
         return value
     raise NotifyError(f"Kênh «{channel}» không có; chọn email hoặc webhook.")
 
 
-def save_subscription(s: Session, username: str, channel: str, *, address: str,
-                      severities: list[int], communes: list[int], active: bool,
-                      secret: str | None, scope: frozenset[int] | None,
-                      webhook_networks: str = "") -> NotifySubscription:
+def save_subscription(
+    s: Session,
+    username: str,
+    channel: str,
+    *,
+    address: str,
+    severities: list[int],
+    communes: list[int],
+    active: bool,
+    secret: str | None,
+    scope: frozenset[int] | None,
+    webhook_networks: str = "",
+) -> NotifySubscription:
     """Create or replace the user's subscription on one channel. ``secret``: None keeps the
     one stored, "" removes it. Communes must be in the user's ``scope``."""
     clean = check_address(channel, address, webhook_networks)
     sev = sorted({int(x) for x in severities})
     if not sev or any(x not in SEVERITY_LABELS_VI for x in sev):
-        raise NotifyError("Hãy chọn ít nhất một mức cảnh báo (Nghiêm trọng, Lỗi thiết bị, "
-                          "Cần chú ý).")
+        raise NotifyError(
+            "Hãy chọn ít nhất một mức cảnh báo (Nghiêm trọng, Lỗi thiết bị, Cần chú ý)."
+        )
     chosen = sorted(set(communes))
     outside = [c for c in chosen if scope is not None and c not in scope]
     if outside:
         raise NotifyError(f"Xã {', '.join(map(str, outside))} không thuộc phạm vi của bạn.")
-    sub = s.scalar(select(NotifySubscription).where(NotifySubscription.username == username,
-                                                    NotifySubscription.channel == channel))
+    sub = s.scalar(
+        select(NotifySubscription).where(
+            NotifySubscription.username == username, NotifySubscription.channel == channel
+        )
+    )
     now = now_ms()
     if sub is None:
         sub = NotifySubscription(username=username, channel=channel, created_ms=now)
@@ -450,20 +521,29 @@ def save_subscription(s: Session, username: str, channel: str, *, address: str,
 
 def recent_deliveries(s: Session, username: str, limit: int = 20) -> list[dict[str, object]]:
     """The user's latest deliveries, for the settings page: what, where, how it went."""
-    rows = s.execute(select(NotifyDelivery, NotifySubscription.channel, Alarm)
-                     .join(NotifySubscription,
-                           NotifySubscription.id == NotifyDelivery.subscription_id)
-                     .join(Alarm, Alarm.id == NotifyDelivery.alarm_id)
-                     .where(NotifySubscription.username == username)
-                     .order_by(NotifyDelivery.id.desc()).limit(limit)).all()
+    rows = s.execute(
+        select(NotifyDelivery, NotifySubscription.channel, Alarm)
+        .join(NotifySubscription, NotifySubscription.id == NotifyDelivery.subscription_id)
+        .join(Alarm, Alarm.id == NotifyDelivery.alarm_id)
+        .where(NotifySubscription.username == username)
+        .order_by(NotifyDelivery.id.desc())
+        .limit(limit)
+    ).all()
     out: list[dict[str, object]] = []
     for d, channel, alarm in rows:
         notice = notice_for(s, alarm)
-        out.append({"id": d.id, "channel": channel, "status": d.status,
-                    "status_label": STATE_LABELS_VI[d.status], "attempts": d.attempts,
-                    "error": d.last_error, "alarm": notice.subject().removeprefix("[Loa] "),
-                    "raised": notice.when,
-                    "next_try": format_datetime(d.next_ms)[:16] if d.status == "pending"
-                    else None,
-                    "sent": format_datetime(d.sent_ms)[:16] if d.sent_ms else None})
+        out.append(
+            {
+                "id": d.id,
+                "channel": channel,
+                "status": d.status,
+                "status_label": STATE_LABELS_VI[d.status],
+                "attempts": d.attempts,
+                "error": d.last_error,
+                "alarm": notice.subject().removeprefix("[Loa] "),
+                "raised": notice.when,
+                "next_try": format_datetime(d.next_ms)[:16] if d.status == "pending" else None,
+                "sent": format_datetime(d.sent_ms)[:16] if d.sent_ms else None,
+            }
+        )
     return out

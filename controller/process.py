@@ -104,16 +104,23 @@ class ControllerService:
             # connection, after 1.5 x keepalive for a frozen process. Silence alone counts
             # only beyond that, so a controller slowed by a burst is not dropped (dropping it
             # would move its nodes back and forth).
-            self.membership = Membership(self.client_id, int(
-                (1.5 * settings.keepalive_s + 2 * settings.controller_presence_s) * 1000))
+            self.membership = Membership(
+                self.client_id,
+                int((1.5 * settings.keepalive_s + 2 * settings.controller_presence_s) * 1000),
+            )
         # See Ingest.will_hold_ms: a broker's own shutdown closes our connection right after
         # the wills it sends on the same TCP stream, well within 200 ms.
-        self.ingest = Ingest(settings, db, will_hold_ms=200,
-                             **({"owns": self.membership.owns} if self.membership else {}))
+        self.ingest = Ingest(
+            settings,
+            db,
+            will_hold_ms=200,
+            **({"owns": self.membership.owns} if self.membership else {}),
+        )
         self.commands = CommandPublisher(self.ingest.topics)
         # A node's events reach only the leader of several controllers.
         self.node_commands = NodeCommands(
-            db, self.commands, answers_elsewhere=lambda: self.clustered and not self.is_leader)
+            db, self.commands, answers_elsewhere=lambda: self.clustered and not self.is_leader
+        )
         self.ingest.observe(self.node_commands)
         self.router: ClusterRouter | None = None
         self._owned: set[str] = set()  # nodes owned after the last membership change
@@ -122,18 +129,28 @@ class ControllerService:
         self.watch = WatchRecorder(db, self.client_id)
         if self.clustered:
             if not CLIENT_ID_RE.match(self.client_id):
-                raise ValueError(f"Mã bộ điều khiển không hợp lệ: {self.client_id!r} "
-                                 "(chỉ chữ, số, '.', '_', '-')")
+                raise ValueError(
+                    f"Mã bộ điều khiển không hợp lệ: {self.client_id!r} "
+                    "(chỉ chữ, số, '.', '_', '-')"
+                )
             assert self.membership is not None
-            self.router = ClusterRouter(self.ingest.topics, self.membership, self.ingest.handle,
-                                        self._publish_raw, self._on_membership_change)
-            self.lease = Lease(db, LEADER_LEASE, self.client_id,
-                               int(settings.leader_lease_s * 1000))
+            self.router = ClusterRouter(
+                self.ingest.topics,
+                self.membership,
+                self.ingest.handle,
+                self._publish_raw,
+                self._on_membership_change,
+            )
+            self.lease = Lease(
+                db, LEADER_LEASE, self.client_id, int(settings.leader_lease_s * 1000)
+            )
             if db.engine.dialect.name == "sqlite":
                 # Works (the tests do it), but writes and lease renewals queue for one file
                 # lock; docs/deploy.md section 6.3 asks for PostgreSQL here.
-                log.warning("Nhiều bộ điều khiển dùng chung một tệp SQLite sẽ phải chờ nhau "
-                            "khi ghi; khi chạy nhiều bộ điều khiển hãy dùng PostgreSQL")
+                log.warning(
+                    "Nhiều bộ điều khiển dùng chung một tệp SQLite sẽ phải chờ nhau "
+                    "khi ghi; khi chạy nhiều bộ điều khiển hãy dùng PostgreSQL"
+                )
 
     def add_leader_role(self, role: LeaderRole) -> None:
         """Run ``role`` while this controller leads (the composition root adds them)."""
@@ -148,26 +165,29 @@ class ControllerService:
             asyncio.create_task(self._mqtt_loop(), name="loa-mqtt"),
             asyncio.create_task(self._periodic(self._sweep_once, 0.5), name="loa-sweeper"),
             asyncio.create_task(self._flush_loop(), name="loa-flusher"),
-            asyncio.create_task(self._periodic(self._maybe_reload_registry, 2.0),
-                                name="loa-registry"),
-            asyncio.create_task(self._periodic(self._release_wills, 0.05),
-                                name="loa-wills"),
-            asyncio.create_task(self._periodic(self._extend_watch,
-                                               self.settings.watch_extend_s),
-                                name="loa-watch"),
+            asyncio.create_task(
+                self._periodic(self._maybe_reload_registry, 2.0), name="loa-registry"
+            ),
+            asyncio.create_task(self._periodic(self._release_wills, 0.05), name="loa-wills"),
+            asyncio.create_task(
+                self._periodic(self._extend_watch, self.settings.watch_extend_s), name="loa-watch"
+            ),
         ]
         if self.settings.controller_stats_file:
-            self._tasks.append(asyncio.create_task(self._periodic(
-                self._write_stats, self.settings.controller_stats_interval_s),
-                name="loa-stats"))
+            self._tasks.append(
+                asyncio.create_task(
+                    self._periodic(self._write_stats, self.settings.controller_stats_interval_s),
+                    name="loa-stats",
+                )
+            )
         if self.clustered:
             self._tasks += [
                 asyncio.create_task(self._leadership_loop(), name="loa-leadership"),
-                asyncio.create_task(self._periodic(self._announce,
-                                                   self.settings.controller_presence_s),
-                                    name="loa-presence"),
-                asyncio.create_task(self._periodic(self._mirror_states, 5.0),
-                                    name="loa-mirror"),
+                asyncio.create_task(
+                    self._periodic(self._announce, self.settings.controller_presence_s),
+                    name="loa-presence",
+                ),
+                asyncio.create_task(self._periodic(self._mirror_states, 5.0), name="loa-mirror"),
             ]
         else:
             self._tasks.append(asyncio.create_task(self._lead(), name="loa-leader"))
@@ -246,8 +266,11 @@ class ControllerService:
                 self.is_leader = True
                 self.membership.i_lead = True
                 self.leader_term = state.term if state else self.leader_term
-                log.info("Bộ điều khiển %s điều phối lịch phát (nhiệm kỳ %d)", self.client_id,
-                         self.leader_term)
+                log.info(
+                    "Bộ điều khiển %s điều phối lịch phát (nhiệm kỳ %d)",
+                    self.client_id,
+                    self.leader_term,
+                )
                 self._announce_soon()
                 for role in self.leader_roles:
                     await self._start_role(role)
@@ -271,8 +294,12 @@ class ControllerService:
             raise aiomqtt.MqttError(f"publish failed rc={info.rc}")
 
     def _presence(self) -> bytes:
-        return presence_payload(self.client_id, leader=self.is_leader, at_ms=now_ms(),
-                                started_ms=int(self.started_at * 1000))
+        return presence_payload(
+            self.client_id,
+            leader=self.is_leader,
+            at_ms=now_ms(),
+            started_ms=int(self.started_at * 1000),
+        )
 
     async def _announce(self) -> None:
         """Renew our retained presence and forget controllers that fell silent."""
@@ -280,8 +307,12 @@ class ControllerService:
         client = self._client_ref
         if client is not None:
             with contextlib.suppress(aiomqtt.MqttError):
-                await client.publish(self.router.cluster_topics.presence(self.client_id),
-                                     self._presence(), qos=1, retain=True)
+                await client.publish(
+                    self.router.cluster_topics.presence(self.client_id),
+                    self._presence(),
+                    qos=1,
+                    retain=True,
+                )
         if self.membership.expire(now_ms()):
             self._on_membership_change()
 
@@ -291,8 +322,12 @@ class ControllerService:
         if self.router is None or client is None:
             return
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.publish(
-                self.router.cluster_topics.presence(self.client_id), b"", qos=1, retain=True), 2)
+            await asyncio.wait_for(
+                client.publish(
+                    self.router.cluster_topics.presence(self.client_id), b"", qos=1, retain=True
+                ),
+                2,
+            )
 
     def _announce_soon(self) -> None:
         with contextlib.suppress(RuntimeError):
@@ -302,8 +337,11 @@ class ControllerService:
     def _on_membership_change(self) -> None:
         """Nodes may have changed owner: take over the state of those that are now ours."""
         assert self.membership is not None
-        log.info("Các bộ điều khiển: %s; điều phối: %s", ", ".join(self.membership.members),
-                 self.membership.leader() or "chưa có")
+        log.info(
+            "Các bộ điều khiển: %s; điều phối: %s",
+            ", ".join(self.membership.members),
+            self.membership.leader() or "chưa có",
+        )
         owned = {n for n in self.ingest.fleet.nodes if self.membership.owns(n)}
         gained, self._owned = list(owned - self._owned), owned
         with contextlib.suppress(RuntimeError):
@@ -312,6 +350,7 @@ class ControllerService:
             def log_failure(t: asyncio.Task[None]) -> None:
                 if not t.cancelled() and t.exception():
                     log.error("adoption failed: %s", t.exception())
+
             task.add_done_callback(log_failure)
 
     async def _adopt(self, node_ids: list[str]) -> None:
@@ -362,8 +401,10 @@ class ControllerService:
             await self._reload_registry()
         elif time.monotonic() - self._last_reload > 30:
             self._last_reload = time.monotonic()
-            if await asyncio.to_thread(self.ingest.registry_fingerprint) != \
-                    self._registry_fingerprint:
+            if (
+                await asyncio.to_thread(self.ingest.registry_fingerprint)
+                != self._registry_fingerprint
+            ):
                 await self._reload_registry()
 
     async def reload_registry(self) -> None:
@@ -381,8 +422,11 @@ class ControllerService:
                 log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
 
     def _stats_path(self) -> Path | None:
-        return Path(self.settings.controller_stats_file) \
-            if self.settings.controller_stats_file else None
+        return (
+            Path(self.settings.controller_stats_file)
+            if self.settings.controller_stats_file
+            else None
+        )
 
     def stats(self) -> dict[str, Any]:
         """This process's figures (also written to ``controller_stats_file``)."""
@@ -390,17 +434,23 @@ class ControllerService:
         owned = [rt for rt in ing.fleet.nodes.values() if ing.owns(rt.node_id)]
         router = self.router
         return {
-            "client_id": self.client_id, "at_ms": now_ms(), "cluster": self.clustered,
-            "leader": self.is_leader, "leader_term": self.leader_term,
+            "client_id": self.client_id,
+            "at_ms": now_ms(),
+            "cluster": self.clustered,
+            "leader": self.is_leader,
+            "leader_term": self.leader_term,
             "members": list(self.membership.members) if self.membership else [self.client_id],
             "owned_nodes": len(owned),
             "online_nodes": sum(1 for rt in owned if rt.state in ("online", "degraded")),
-            "accepted": dict(ing.accepted), "rejected": dict(ing.rejected),
+            "accepted": dict(ing.accepted),
+            "rejected": dict(ing.rejected),
             "received": router.received if router else sum(ing.accepted.values()),
             "forwarded": router.forwarded if router else 0,
             "heartbeat_lag_ms": ing.heartbeat_lag.as_dict(),
-            "flushes": ing.writer.flushes, "flush_errors": ing.writer.flush_errors,
-            "connected": self.connected.is_set(), "reconnects": self.reconnects,
+            "flushes": ing.writer.flushes,
+            "flush_errors": ing.writer.flush_errors,
+            "connected": self.connected.is_set(),
+            "reconnects": self.reconnects,
         }
 
     async def _write_stats(self) -> None:
@@ -416,13 +466,25 @@ class ControllerService:
         if self.router is not None:
             # An empty retained message deletes our presence the moment the broker notices
             # the connection is dead.
-            will = aiomqtt.Will(self.router.cluster_topics.presence(self.client_id), b"",
-                                qos=1, retain=True)
-        client = skip_topic_callbacks(use_buffered_reads(aiomqtt.Client(
-            s.mqtt_host, s.mqtt_port, identifier=self.client_id, username=s.mqtt_username,
-            password=s.mqtt_password, clean_session=self.clustered, keepalive=s.keepalive_s,
-            will=will, queue_type=direct_delivery(self._on_message),
-            max_inflight_messages=100)))
+            will = aiomqtt.Will(
+                self.router.cluster_topics.presence(self.client_id), b"", qos=1, retain=True
+            )
+        client = skip_topic_callbacks(
+            use_buffered_reads(
+                aiomqtt.Client(
+                    s.mqtt_host,
+                    s.mqtt_port,
+                    identifier=self.client_id,
+                    username=s.mqtt_username,
+                    password=s.mqtt_password,
+                    clean_session=self.clustered,
+                    keepalive=s.keepalive_s,
+                    will=will,
+                    queue_type=direct_delivery(self._on_message),
+                    max_inflight_messages=100,
+                )
+            )
+        )
         # A province-wide dispatch has thousands of publishes in flight; aiomqtt warns
         # above its default of 10.
         client.pending_calls_threshold = 10_000
@@ -442,16 +504,18 @@ class ControllerService:
             topics = self.router.cluster_topics
             # Presence first: its retained messages arrive before the statuses, so every
             # node's owner is known when its status comes in.
-            await client.publish(topics.presence(self.client_id), self._presence(), qos=1,
-                                 retain=True)
+            await client.publish(
+                topics.presence(self.client_id), self._presence(), qos=1, retain=True
+            )
             await client.subscribe(topics.presence_filter, qos=1)
             await client.subscribe(topics.forward_filter(self.client_id), qos=1)
         for topic in self.ingest.topics.uplink_filters(self.settings.shared_subscription_group):
             await client.subscribe(topic, qos=1)
 
     async def _mqtt_loop(self) -> None:
-        await stay_connected(self._client, self._connected_to, self._disconnected,
-                             self._stopping, on_lost=self._lost)
+        await stay_connected(
+            self._client, self._connected_to, self._disconnected, self._stopping, on_lost=self._lost
+        )
 
     async def _connected_to(self, client: aiomqtt.Client) -> None:
         self._client_ref = client

@@ -108,20 +108,23 @@ class ProvisionResult:
     hasher: str = ""
 
     def text(self) -> str:
-        lines = [f"Đã cấp thông tin đăng nhập MQTT cho {len(self.nodes)} cụm loa "
-                 f"({len(self.new_nodes)} cụm mới, thu hồi {len(self.revoked)} cụm) "
-                 f"vào {self.out_dir}.",
-                 f"  {CREDENTIALS_FILE}: mật khẩu từng cụm cho người lắp đặt "
-                 "(chỉ chủ sở hữu đọc được)",
-                 f"  {CONTROLLER_ENV}: tài khoản MQTT của bộ điều khiển ({self.controller_user})",
-                 *(f"  {env}: tài khoản MQTT riêng của {user}"
-                   for user, (env, _) in self.process_logins.items()
-                   if user != self.controller_user),
-                 f"  {PASSWORD_FILE}, {ACL_FILE}, {CONF_FILE}: cấu hình Mosquitto "
-                 f"(băm mật khẩu bằng {self.hasher})",
-                 "  emqx/users.csv, emqx/acl.conf, emqx/loa.hocon: cấu hình tương đương cho EMQX",
-                 "Nạp lại broker để áp dụng: docker compose kill -s HUP mosquitto "
-                 "(lần đầu có use_username_as_clientid: docker compose restart mosquitto)"]
+        lines = [
+            f"Đã cấp thông tin đăng nhập MQTT cho {len(self.nodes)} cụm loa "
+            f"({len(self.new_nodes)} cụm mới, thu hồi {len(self.revoked)} cụm) "
+            f"vào {self.out_dir}.",
+            f"  {CREDENTIALS_FILE}: mật khẩu từng cụm cho người lắp đặt (chỉ chủ sở hữu đọc được)",
+            f"  {CONTROLLER_ENV}: tài khoản MQTT của bộ điều khiển ({self.controller_user})",
+            *(
+                f"  {env}: tài khoản MQTT riêng của {user}"
+                for user, (env, _) in self.process_logins.items()
+                if user != self.controller_user
+            ),
+            f"  {PASSWORD_FILE}, {ACL_FILE}, {CONF_FILE}: cấu hình Mosquitto "
+            f"(băm mật khẩu bằng {self.hasher})",
+            "  emqx/users.csv, emqx/acl.conf, emqx/loa.hocon: cấu hình tương đương cho EMQX",
+            "Nạp lại broker để áp dụng: docker compose kill -s HUP mosquitto "
+            "(lần đầu có use_username_as_clientid: docker compose restart mosquitto)",
+        ]
         return "\n".join(lines)
 
 
@@ -133,13 +136,16 @@ def hash_password(password: str, *, salt: bytes | None = None) -> str:
     writes it; used only when that tool is not installed."""
     salt = salt or secrets.token_bytes(12)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS)
-    return (f"$7${PBKDF2_ITERATIONS}${base64.b64encode(salt).decode()}$"
-            f"{base64.b64encode(digest).decode()}")
+    return (
+        f"$7${PBKDF2_ITERATIONS}${base64.b64encode(salt).decode()}$"
+        f"{base64.b64encode(digest).decode()}"
+    )
 
 
 def mosquitto_passwd_tool() -> str | None:
     return shutil.which("mosquitto_passwd") or (
-        "/usr/bin/mosquitto_passwd" if Path("/usr/bin/mosquitto_passwd").exists() else None)
+        "/usr/bin/mosquitto_passwd" if Path("/usr/bin/mosquitto_passwd").exists() else None
+    )
 
 
 def password_file_text(users: dict[str, str], *, use_tool: bool = True) -> tuple[str, str]:
@@ -153,8 +159,9 @@ def password_file_text(users: dict[str, str], *, use_tool: bool = True) -> tuple
             fd = os.open(plain, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.writelines(f"{u}:{p}\n" for u, p in users.items())
-            proc = subprocess.run([tool, "-U", str(plain)], capture_output=True, text=True,
-                                  timeout=600, check=False)
+            proc = subprocess.run(
+                [tool, "-U", str(plain)], capture_output=True, text=True, timeout=600, check=False
+            )
             if proc.returncode != 0:
                 raise ProvisionError(f"mosquitto_passwd lỗi: {proc.stderr.strip()}")
             return plain.read_text(), "mosquitto_passwd"
@@ -178,19 +185,26 @@ def emqx_users_csv(users: dict[str, str]) -> str:
 # --------------------------------------------------------------------------- rules
 
 
-def acl_text(topic_root: str, controller_user: str | list[str],
-             api_user: str | None = None) -> str:
+def acl_text(topic_root: str, controller_user: str | list[str], api_user: str | None = None) -> str:
     root = topic_root.rstrip("/")
     controllers = [controller_user] if isinstance(controller_user, str) else controller_user
-    blocks = "".join(f"""user {user}
+    blocks = "".join(
+        f"""user {user}
 topic read {root}/#
 topic write {root}/nodes/+/cmd
 topic write {root}/controllers/#
 
-""" for user in controllers)
-    api = "" if not api_user else (
-        "# The API-only process (`loa serve --no-controller`): node commands only.\n"
-        f"user {api_user}\ntopic write {root}/nodes/+/cmd\n\n")
+"""
+        for user in controllers
+    )
+    api = (
+        ""
+        if not api_user
+        else (
+            "# The API-only process (`loa serve --no-controller`): node commands only.\n"
+            f"user {api_user}\ntopic write {root}/nodes/+/cmd\n\n"
+        )
+    )
     return f"""\
 # Loa MQTT access rules (docs/protocol.md, "Access control"), generated by
 # `loa nodes provision`. Mosquitto checks them on every publish, subscribe and delivery;
@@ -209,15 +223,19 @@ pattern read {root}/nodes/%u/cmd
 """
 
 
-def emqx_acl_text(topic_root: str, controller_user: str | list[str],
-                  api_user: str | None = None) -> str:
+def emqx_acl_text(
+    topic_root: str, controller_user: str | list[str], api_user: str | None = None
+) -> str:
     root = topic_root.rstrip("/")
     controllers = [controller_user] if isinstance(controller_user, str) else controller_user
-    rules = "".join(f"""{{allow, {{username, "{user}"}}, subscribe, ["{root}/#"]}}.
+    rules = "".join(
+        f"""{{allow, {{username, "{user}"}}, subscribe, ["{root}/#"]}}.
 {{allow, {{username, "{user}"}}, publish, ["{root}/nodes/+/cmd",
                                                        "{root}/controllers/#"]}}.
 {{deny, {{username, "{user}"}}, all, ["#"]}}.
-""" for user in controllers)
+"""
+        for user in controllers
+    )
     if api_user:
         rules += f"""{{allow, {{username, "{api_user}"}}, publish, ["{root}/nodes/+/cmd"]}}.
 {{deny, {{username, "{api_user}"}}, all, ["#"]}}.
@@ -252,8 +270,14 @@ authorization.no_match = deny
 USERNAME_AS_CLIENTID = "use_username_as_clientid true"
 
 
-def mosquitto_conf_text(config_dir: str, data_dir: str, *, port: int = 1883, bind: str = "",
-                        tls: TlsOptions | None = None) -> str:
+def mosquitto_conf_text(
+    config_dir: str,
+    data_dir: str,
+    *,
+    port: int = 1883,
+    bind: str = "",
+    tls: TlsOptions | None = None,
+) -> str:
     """A complete Mosquitto 2 config using the generated password and ACL files. Paths are
     as the broker sees them (``/mosquitto/config`` in the compose file)."""
     listen = f"listener {port} {bind}".rstrip()
@@ -337,9 +361,14 @@ def registered_nodes(db: Database) -> list[NodeCredential]:
             .join(Village, Village.id == Node.village_id, isouter=True)
             .join(Commune, Commune.id == Village.commune_id, isouter=True)
             .where(Node.retired_ms.is_(None))
-            .order_by(Node.id)).all()
-    return [NodeCredential(node_id=r[0], password="", label=r[1] or "", village=r[2] or "",
-                           commune=r[3] or "") for r in rows]
+            .order_by(Node.id)
+        ).all()
+    return [
+        NodeCredential(
+            node_id=r[0], password="", label=r[1] or "", village=r[2] or "", commune=r[3] or ""
+        )
+        for r in rows
+    ]
 
 
 # --------------------------------------------------------------------------- writing
@@ -360,9 +389,11 @@ def _write_atomic(path: Path, text: str, mode: int) -> None:
 
 def env_file_text(user: str, password: str, *, api: bool) -> str:
     who = "the Loa API-only process" if api else "one Loa controller"
-    return (f"# MQTT login of {who} (docker compose env_file). One process per login: the\n"
-            "# broker uses the user name as client id, so two would knock each other off.\n"
-            f"LOA_MQTT_USERNAME={user}\nLOA_MQTT_PASSWORD={password}\n")
+    return (
+        f"# MQTT login of {who} (docker compose env_file). One process per login: the\n"
+        "# broker uses the user name as client id, so two would knock each other off.\n"
+        f"LOA_MQTT_USERNAME={user}\nLOA_MQTT_PASSWORD={password}\n"
+    )
 
 
 def credentials_csv(nodes: list[NodeCredential], controller_user: str) -> str:
@@ -370,49 +401,73 @@ def credentials_csv(nodes: list[NodeCredential], controller_user: str) -> str:
     w = csv.writer(out, lineterminator="\n")
     w.writerow(CREDENTIAL_COLUMNS)
     for n in nodes:
-        w.writerow([n.node_id, n.node_id, n.password, *(spreadsheet_safe(v) for v in (
-            n.commune, n.village, n.label))])
+        w.writerow(
+            [
+                n.node_id,
+                n.node_id,
+                n.password,
+                *(spreadsheet_safe(v) for v in (n.commune, n.village, n.label)),
+            ]
+        )
     return out.getvalue()
 
 
-def provision(db: Database, out_dir: Path, *, controller_user: str = "loa-controller",
-              topic_root: str = "loa/v1", rotate: bool = False,
-              broker_config_dir: str | None = None, broker_data_dir: str = "/mosquitto/data",
-              port: int = 1883, bind: str = "", tls: TlsOptions | None = None,
-              use_tool: bool = True, api_user: str = "loa-api",
-              controller_replicas: int = 1) -> ProvisionResult:
+def provision(
+    db: Database,
+    out_dir: Path,
+    *,
+    controller_user: str = "loa-controller",
+    topic_root: str = "loa/v1",
+    rotate: bool = False,
+    broker_config_dir: str | None = None,
+    broker_data_dir: str = "/mosquitto/data",
+    port: int = 1883,
+    bind: str = "",
+    tls: TlsOptions | None = None,
+    use_tool: bool = True,
+    api_user: str = "loa-api",
+    controller_replicas: int = 1,
+) -> ProvisionResult:
     for what, user in (("bộ điều khiển", controller_user), ("tiến trình API", api_user)):
         if not USERNAME_RE.match(user):
-            raise ProvisionError(f"Tên tài khoản {what} không hợp lệ: {user!r} "
-                                 "(3-64 ký tự A-Z, a-z, 0-9, '_' hoặc '-').")
+            raise ProvisionError(
+                f"Tên tài khoản {what} không hợp lệ: {user!r} "
+                "(3-64 ký tự A-Z, a-z, 0-9, '_' hoặc '-')."
+            )
     if not 1 <= controller_replicas <= MAX_CONTROLLER_REPLICAS:
-        raise ProvisionError(f"Số bộ điều khiển phải từ 1 đến {MAX_CONTROLLER_REPLICAS} "
-                             f"(nhận {controller_replicas}).")
+        raise ProvisionError(
+            f"Số bộ điều khiển phải từ 1 đến {MAX_CONTROLLER_REPLICAS} "
+            f"(nhận {controller_replicas})."
+        )
     # One login per process: with the client id tied to the user name, two processes under
     # one name would knock each other off the broker.
     env_files = {controller_user: CONTROLLER_ENV}
     for k in range(2, controller_replicas + 1):
         env_files[f"{controller_user}-{k}"] = f"controller-{k}.env"
     if api_user in env_files:
-        raise ProvisionError(f"Tài khoản tiến trình API {api_user!r} trùng tài khoản bộ điều "
-                             "khiển; chọn tên khác bằng --api-user.")
+        raise ProvisionError(
+            f"Tài khoản tiến trình API {api_user!r} trùng tài khoản bộ điều "
+            "khiển; chọn tên khác bằng --api-user."
+        )
     env_files[api_user] = API_ENV
     if tls is not None and broker_config_dir is None:
         # Same filesystem as the broker: catch a mistyped path now, not at broker start.
-        for label, path in (("chứng chỉ", tls.certfile), ("khóa", tls.keyfile),
-                            ("CA", tls.cafile)):
+        for label, path in (("chứng chỉ", tls.certfile), ("khóa", tls.keyfile), ("CA", tls.cafile)):
             if path is not None and not Path(path).is_file():
                 raise ProvisionError(f"Không tìm thấy tệp {label} TLS: {path}")
     out_dir = Path(out_dir)
     nodes = registered_nodes(db)
     bad = [n.node_id for n in nodes if not NODE_ID_RE.match(n.node_id)]
     if bad:
-        raise ProvisionError("Mã cụm loa không dùng được làm tên đăng nhập MQTT: "
-                             + ", ".join(bad[:10]))
+        raise ProvisionError(
+            "Mã cụm loa không dùng được làm tên đăng nhập MQTT: " + ", ".join(bad[:10])
+        )
     clash = sorted({n.node_id for n in nodes} & set(env_files))
     if clash:
-        raise ProvisionError(f"Tài khoản bộ điều khiển {clash[0]!r} trùng mã một cụm "
-                             "loa; chọn tên khác bằng --controller-user / --api-user.")
+        raise ProvisionError(
+            f"Tài khoản bộ điều khiển {clash[0]!r} trùng mã một cụm "
+            "loa; chọn tên khác bằng --controller-user / --api-user."
+        )
 
     previous = {} if rotate else read_credentials(out_dir)
     for n in nodes:
@@ -425,18 +480,23 @@ def provision(db: Database, out_dir: Path, *, controller_user: str = "loa-contro
     controller_password = process_logins[controller_user][1]
 
     users = {u: pw for u, (_, pw) in process_logins.items()} | {
-        n.node_id: n.password for n in nodes}
+        n.node_id: n.password for n in nodes
+    }
     passwd, hasher = password_file_text(users, use_tool=use_tool)
     config_dir = broker_config_dir or str(out_dir.resolve())
     controllers = [u for u in env_files if u != api_user]
     files = {
         CREDENTIALS_FILE: (credentials_csv(nodes, controller_user), 0o600),
-        **{env_name: (env_file_text(user, password, api=user == api_user), 0o600)
-           for user, (env_name, password) in process_logins.items()},
+        **{
+            env_name: (env_file_text(user, password, api=user == api_user), 0o600)
+            for user, (env_name, password) in process_logins.items()
+        },
         PASSWORD_FILE: (passwd, 0o600),
         ACL_FILE: (acl_text(topic_root, controllers, api_user), 0o644),
-        CONF_FILE: (mosquitto_conf_text(config_dir, broker_data_dir, port=port, bind=bind,
-                                        tls=tls), 0o644),
+        CONF_FILE: (
+            mosquitto_conf_text(config_dir, broker_data_dir, port=port, bind=bind, tls=tls),
+            0o644,
+        ),
         "emqx/users.csv": (emqx_users_csv(users), 0o600),
         "emqx/acl.conf": (emqx_acl_text(topic_root, controllers, api_user), 0o644),
         EMQX_CONF: (emqx_conf_text(), 0o644),
@@ -446,11 +506,16 @@ def provision(db: Database, out_dir: Path, *, controller_user: str = "loa-contro
         _write_atomic(out_dir / name, text, mode)
     current = {n.node_id for n in nodes}
     return ProvisionResult(
-        out_dir=out_dir, nodes=nodes, controller_user=controller_user,
-        controller_password=controller_password, process_logins=process_logins,
+        out_dir=out_dir,
+        nodes=nodes,
+        controller_user=controller_user,
+        controller_password=controller_password,
+        process_logins=process_logins,
         api_user=api_user,
         new_nodes=sorted(current - set(previous)),
-        revoked=sorted(set(previous) - current), hasher=hasher)
+        revoked=sorted(set(previous) - current),
+        hasher=hasher,
+    )
 
 
 def chown_broker_files(out_dir: Path, owner: str) -> None:
@@ -461,13 +526,15 @@ def chown_broker_files(out_dir: Path, owner: str) -> None:
         uid, gid = int(uid_s), int(gid_s or uid_s)
     except ValueError:
         raise ProvisionError(
-            f"--chown cần dạng UID:GID, ví dụ 1883:1883 (nhận {owner!r})") from None
+            f"--chown cần dạng UID:GID, ví dụ 1883:1883 (nhận {owner!r})"
+        ) from None
     for name in (PASSWORD_FILE, ACL_FILE, CONF_FILE):
         try:
             os.chown(out_dir / name, uid, gid)
         except PermissionError:
             raise ProvisionError(
-                "Không đổi được chủ sở hữu tệp (cần chạy với quyền root)") from None
+                "Không đổi được chủ sở hữu tệp (cần chạy với quyền root)"
+            ) from None
 
 
 # --------------------------------------------------------------------------- CLI
@@ -477,38 +544,65 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     nodes = sub.add_parser("nodes", help="tài khoản MQTT của các cụm loa")
     nodes_sub = nodes.add_subparsers(dest="nodes_command", metavar="LỆNH")
     p = nodes_sub.add_parser(
-        "provision", help="cấp mật khẩu MQTT cho từng cụm loa và sinh cấu hình broker",
+        "provision",
+        help="cấp mật khẩu MQTT cho từng cụm loa và sinh cấu hình broker",
         description="Sinh mật khẩu riêng cho từng cụm loa trong sổ đăng ký (credentials.csv), "
-                    "tệp mật khẩu và ACL của Mosquitto, mosquitto.conf (tùy chọn TLS) và "
-                    "cấu hình tương đương cho EMQX. Chạy lại: giữ mật khẩu cũ, thêm cụm mới, "
-                    "thu hồi cụm đã ngừng.")
+        "tệp mật khẩu và ACL của Mosquitto, mosquitto.conf (tùy chọn TLS) và "
+        "cấu hình tương đương cho EMQX. Chạy lại: giữ mật khẩu cũ, thêm cụm mới, "
+        "thu hồi cụm đã ngừng.",
+    )
     p.add_argument("--out", required=True, metavar="THƯ_MỤC", help="thư mục ghi các tệp")
     p.add_argument("--db", metavar="URL", help="CSDL sổ đăng ký (mặc định LOA_DATABASE_URL)")
-    p.add_argument("--controller-user", default="loa-controller",
-                   help="tài khoản MQTT của bộ điều khiển (mặc định loa-controller)")
-    p.add_argument("--controller-replicas", type=int, default=1, metavar="N",
-                   help="số bộ điều khiển chạy cùng lúc; mỗi bộ một tài khoản riêng "
-                        "(controller.env, controller-2.env, …; mặc định 1)")
-    p.add_argument("--api-user", default="loa-api",
-                   help="tài khoản MQTT của tiến trình chỉ-API 'loa serve --no-controller' "
-                        "(api.env; mặc định loa-api)")
+    p.add_argument(
+        "--controller-user",
+        default="loa-controller",
+        help="tài khoản MQTT của bộ điều khiển (mặc định loa-controller)",
+    )
+    p.add_argument(
+        "--controller-replicas",
+        type=int,
+        default=1,
+        metavar="N",
+        help="số bộ điều khiển chạy cùng lúc; mỗi bộ một tài khoản riêng "
+        "(controller.env, controller-2.env, …; mặc định 1)",
+    )
+    p.add_argument(
+        "--api-user",
+        default="loa-api",
+        help="tài khoản MQTT của tiến trình chỉ-API 'loa serve --no-controller' "
+        "(api.env; mặc định loa-api)",
+    )
     p.add_argument("--rotate", action="store_true", help="cấp mật khẩu mới cho tất cả")
-    p.add_argument("--broker-config-dir", metavar="ĐƯỜNG_DẪN",
-                   help="thư mục chứa passwd/acl như broker thấy (mặc định: --out; "
-                        "trong docker compose: /mosquitto/config)")
-    p.add_argument("--broker-data-dir", default="/mosquitto/data", metavar="ĐƯỜNG_DẪN",
-                   help="thư mục lưu phiên của broker (mặc định /mosquitto/data)")
+    p.add_argument(
+        "--broker-config-dir",
+        metavar="ĐƯỜNG_DẪN",
+        help="thư mục chứa passwd/acl như broker thấy (mặc định: --out; "
+        "trong docker compose: /mosquitto/config)",
+    )
+    p.add_argument(
+        "--broker-data-dir",
+        default="/mosquitto/data",
+        metavar="ĐƯỜNG_DẪN",
+        help="thư mục lưu phiên của broker (mặc định /mosquitto/data)",
+    )
     p.add_argument("--port", type=int, default=1883, help="cổng MQTT thường (mặc định 1883)")
     p.add_argument("--bind", default="", help="địa chỉ lắng nghe (mặc định: mọi địa chỉ)")
     p.add_argument("--tls-cert", metavar="TỆP", help="chứng chỉ máy chủ (PEM) cho cổng TLS")
     p.add_argument("--tls-key", metavar="TỆP", help="khóa riêng (PEM) của chứng chỉ")
-    p.add_argument("--tls-ca", metavar="TỆP",
-                   help="CA để kiểm tra chứng chỉ thiết bị (bật --tls-require-cert)")
+    p.add_argument(
+        "--tls-ca", metavar="TỆP", help="CA để kiểm tra chứng chỉ thiết bị (bật --tls-require-cert)"
+    )
     p.add_argument("--tls-port", type=int, default=8883, help="cổng MQTT/TLS (mặc định 8883)")
-    p.add_argument("--tls-require-cert", action="store_true",
-                   help="bắt buộc thiết bị trình chứng chỉ do --tls-ca cấp")
-    p.add_argument("--chown", metavar="UID:GID",
-                   help="đổi chủ passwd/acl/mosquitto.conf (vd. 1883:1883 cho eclipse-mosquitto)")
+    p.add_argument(
+        "--tls-require-cert",
+        action="store_true",
+        help="bắt buộc thiết bị trình chứng chỉ do --tls-ca cấp",
+    )
+    p.add_argument(
+        "--chown",
+        metavar="UID:GID",
+        help="đổi chủ passwd/acl/mosquitto.conf (vd. 1883:1883 cho eclipse-mosquitto)",
+    )
     p.set_defaults(func=cmd_provision)
 
 
@@ -520,18 +614,30 @@ def cmd_provision(args: argparse.Namespace) -> int:
         raise UserError("--tls-require-cert cần --tls-ca (CA cấp chứng chỉ cho thiết bị).")
     tls = None
     if args.tls_cert:
-        tls = TlsOptions(certfile=Path(args.tls_cert), keyfile=Path(args.tls_key),
-                         cafile=Path(args.tls_ca) if args.tls_ca else None, port=args.tls_port,
-                         require_certificate=args.tls_require_cert)
+        tls = TlsOptions(
+            certfile=Path(args.tls_cert),
+            keyfile=Path(args.tls_key),
+            cafile=Path(args.tls_ca) if args.tls_ca else None,
+            port=args.tls_port,
+            require_certificate=args.tls_require_cert,
+        )
     settings = Settings()
     db = Database(args.db or settings.resolved_database_url())
     try:
-        result = provision(db, Path(args.out), controller_user=args.controller_user,
-                           topic_root=settings.topic_root, rotate=args.rotate,
-                           broker_config_dir=args.broker_config_dir,
-                           broker_data_dir=args.broker_data_dir, port=args.port, bind=args.bind,
-                           tls=tls, api_user=args.api_user,
-                           controller_replicas=args.controller_replicas)
+        result = provision(
+            db,
+            Path(args.out),
+            controller_user=args.controller_user,
+            topic_root=settings.topic_root,
+            rotate=args.rotate,
+            broker_config_dir=args.broker_config_dir,
+            broker_data_dir=args.broker_data_dir,
+            port=args.port,
+            bind=args.bind,
+            tls=tls,
+            api_user=args.api_user,
+            controller_replicas=args.controller_replicas,
+        )
         if args.chown:
             chown_broker_files(Path(args.out), args.chown)
     except (ProvisionError, CredentialsFileError) as exc:
@@ -539,8 +645,10 @@ def cmd_provision(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UserError(f"Không ghi được vào {args.out}: {exc.strerror}") from None
     except SQLAlchemyError as exc:
-        raise UserError("Không đọc được sổ đăng ký từ CSDL (đã chạy 'alembic upgrade head' "
-                        f"và nhập sổ đăng ký chưa?): {type(exc).__name__}") from None
+        raise UserError(
+            "Không đọc được sổ đăng ký từ CSDL (đã chạy 'alembic upgrade head' "
+            f"và nhập sổ đăng ký chưa?): {type(exc).__name__}"
+        ) from None
     finally:
         db.dispose()
     print(result.text())

@@ -11,8 +11,24 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-LAG_BOUNDS_MS = (10, 25, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10_000,
-                 30_000, 60_000)
+LAG_BOUNDS_MS = (
+    10,
+    25,
+    50,
+    100,
+    200,
+    300,
+    500,
+    750,
+    1000,
+    1500,
+    2000,
+    3000,
+    5000,
+    10_000,
+    30_000,
+    60_000,
+)
 
 
 class LagHistogram:
@@ -43,5 +59,3 @@ def quantile_ms(hist: dict[str, list[int]], q: float) -> int | None:
         if seen >= rank:
             return bound
     return -1
-
-

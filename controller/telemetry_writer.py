@@ -54,8 +54,15 @@ class Batch:
     continuity: list[dict[str, Any]] = field(default_factory=list)  # NodeContinuity rows
 
     def empty(self) -> bool:
-        return not (self.transitions or self.live or self.samples or self.events
-                    or self.rejected or self.pending or self.continuity)
+        return not (
+            self.transitions
+            or self.live
+            or self.samples
+            or self.events
+            or self.rejected
+            or self.pending
+            or self.continuity
+        )
 
     def merge_older(self, older: Batch) -> None:
         """Put a failed earlier batch in front of this one, keeping order and newest state."""
@@ -87,7 +94,7 @@ def storable(column: Any, text: str | None) -> str | None:
     value would fail the whole batch, and every retry of it, so it is fixed here instead."""
     if text is None:
         return None
-    return text.replace("\x00", "\ufffd")[:_length(column)]
+    return text.replace("\x00", "\ufffd")[: _length(column)]
 
 
 _LENGTHS: dict[tuple[type, str], int] = {}
@@ -105,10 +112,15 @@ def _length(column: Any) -> int:
 
 def live_row(rt: NodeRuntime) -> dict[str, Any]:
     return {
-        "node_id": rt.node_id, "state": str(rt.state), "available": rt.available,
-        "since_ms": rt.since_ms, "reasons": ",".join(rt.reasons)[:200],
-        "status_online": bool(rt.status_online), "last_heartbeat_ms": rt.last_heartbeat_ms,
-        "boot_id": storable(NodeLive.boot_id, rt.boot_id), "fw": storable(NodeLive.fw, rt.fw),
+        "node_id": rt.node_id,
+        "state": str(rt.state),
+        "available": rt.available,
+        "since_ms": rt.since_ms,
+        "reasons": ",".join(rt.reasons)[:200],
+        "status_online": bool(rt.status_online),
+        "last_heartbeat_ms": rt.last_heartbeat_ms,
+        "boot_id": storable(NodeLive.boot_id, rt.boot_id),
+        "fw": storable(NodeLive.fw, rt.fw),
         "heartbeat": rt.heartbeat.model_dump(mode="json") if rt.heartbeat else None,
         "clock_skew_ms": rt.clock_skew_ms,
     }
@@ -131,10 +143,20 @@ class TelemetryWriter:
             if batch.transitions:
                 # Core inserts on the tables: the ORM's bulk path costs several times more per
                 # row, and these rows have no ORM behaviour to run.
-                s.execute(insert(core_table(NodeTransition)), [
-                    {"node_id": t.node_id, "at_ms": t.at_ms, "from_state": t.from_state,
-                     "to_state": t.to_state, "available": t.available, "cause": t.cause[:64]}
-                    for t in batch.transitions])
+                s.execute(
+                    insert(core_table(NodeTransition)),
+                    [
+                        {
+                            "node_id": t.node_id,
+                            "at_ms": t.at_ms,
+                            "from_state": t.from_state,
+                            "to_state": t.to_state,
+                            "available": t.available,
+                            "cause": t.cause[:64],
+                        }
+                        for t in batch.transitions
+                    ],
+                )
             if batch.live:
                 self._upsert_live(s, list(batch.live.values()))
             if batch.samples:
@@ -144,8 +166,9 @@ class TelemetryWriter:
             for reason, (count, detail, ms) in batch.rejected.items():
                 self._add_rejected(s, reason, count, detail, ms)
             if batch.pending:
-                room = self.max_pending - (s.scalar(
-                    select(func.count()).select_from(PendingNode)) or 0)
+                room = self.max_pending - (
+                    s.scalar(select(func.count()).select_from(PendingNode)) or 0
+                )
                 for node_id, p in batch.pending.items():
                     if s.get(PendingNode, node_id) is None:
                         if room <= 0:
@@ -177,9 +200,14 @@ class TelemetryWriter:
     @staticmethod
     def _add_rejected(s: Session, reason: str, count: int, detail: str, ms: int) -> None:
         detail = storable(RejectedCount.last_detail, detail)
-        res = cast(CursorResult[Any], s.execute(update(RejectedCount).where(
-            RejectedCount.reason == reason).values(
-            count=RejectedCount.count + count, last_detail=detail, last_ms=ms)))
+        res = cast(
+            CursorResult[Any],
+            s.execute(
+                update(RejectedCount)
+                .where(RejectedCount.reason == reason)
+                .values(count=RejectedCount.count + count, last_detail=detail, last_ms=ms)
+            ),
+        )
         if res.rowcount == 0:
             s.add(RejectedCount(reason=reason, count=count, last_detail=detail, last_ms=ms))
             s.flush()
@@ -189,9 +217,16 @@ class TelemetryWriter:
         row = s.get(PendingNode, node_id)
         payload = storable(PendingNode.last_payload, p.payload)
         if row is None:
-            s.add(PendingNode(id=node_id, first_seen_ms=p.first_seen_ms,
-                              last_seen_ms=p.last_seen_ms, messages=p.messages,
-                              last_channel=p.channel, last_payload=payload))
+            s.add(
+                PendingNode(
+                    id=node_id,
+                    first_seen_ms=p.first_seen_ms,
+                    last_seen_ms=p.last_seen_ms,
+                    messages=p.messages,
+                    last_channel=p.channel,
+                    last_payload=payload,
+                )
+            )
         else:
             row.last_seen_ms = max(row.last_seen_ms, p.last_seen_ms)
             row.messages += p.messages
@@ -205,13 +240,22 @@ class TelemetryWriter:
                 return {r.node_id: r for r in s.scalars(select(NodeLive))}
             ids, out = list(node_ids), dict[str, NodeLive]()
             for i in range(0, len(ids), 900):  # SQLite's bound-parameter limit
-                out.update((r.node_id, r) for r in s.scalars(
-                    select(NodeLive).where(NodeLive.node_id.in_(ids[i:i + 900]))))
+                out.update(
+                    (r.node_id, r)
+                    for r in s.scalars(
+                        select(NodeLive).where(NodeLive.node_id.in_(ids[i : i + 900]))
+                    )
+                )
             return out
 
     def load_states(self) -> list[tuple[str, str, bool, int | None]]:
         """(node, state, available, clock skew) of every node: cheap, no heartbeat documents."""
         with self.db.session() as s:
-            return [(node, state, available, skew) for node, state, available, skew in s.execute(
-                select(NodeLive.node_id, NodeLive.state, NodeLive.available,
-                       NodeLive.clock_skew_ms))]
+            return [
+                (node, state, available, skew)
+                for node, state, available, skew in s.execute(
+                    select(
+                        NodeLive.node_id, NodeLive.state, NodeLive.available, NodeLive.clock_skew_ms
+                    )
+                )
+            ]

@@ -39,8 +39,9 @@ class WatchRecorder:
                 self._set_end(now, "broker_lost")
             try:
                 with self.db.session() as s:
-                    row = ControllerWatch(controller_id=self.controller_id, start_ms=now,
-                                          end_ms=now, end_cause="")
+                    row = ControllerWatch(
+                        controller_id=self.controller_id, start_ms=now, end_ms=now, end_cause=""
+                    )
                     s.add(row)
                     s.flush()
                     self.span_id = row.id
@@ -64,9 +65,11 @@ class WatchRecorder:
         span_id = self.span_id
         try:
             with self.db.session() as s:
-                s.execute(update(ControllerWatch).where(
-                    ControllerWatch.id == span_id, ControllerWatch.end_ms <= now).values(
-                    end_ms=now, end_cause=cause[:32]))
+                s.execute(
+                    update(ControllerWatch)
+                    .where(ControllerWatch.id == span_id, ControllerWatch.end_ms <= now)
+                    .values(end_ms=now, end_cause=cause[:32])
+                )
         except Exception as exc:
             log.error("Không cập nhật được thời gian giám sát: %s", exc)
         if not keep_open:

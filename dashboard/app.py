@@ -35,12 +35,24 @@ from dashboard.routes import (
 from loa.errors import DomainError
 
 # In the order their paths are matched (the pages last: their catch-alls come after the API).
-ROUTERS = (health.router, nodes.router, communes.router, registry.router, auth.router,
-           content.router, tts.router, broadcasts.router, indicators.router, alarms.router,
-           live.router, mic.router,  # live from the phone (issue 18)
-           ui.router, alerts.router,
-           indicator_pages.router,  # indicator drill-down, inspection form (issue 16)
-           notify.router)  # alarm notification settings (issue 18)
+ROUTERS = (
+    health.router,
+    nodes.router,
+    communes.router,
+    registry.router,
+    auth.router,
+    content.router,
+    tts.router,
+    broadcasts.router,
+    indicators.router,
+    alarms.router,
+    live.router,
+    mic.router,  # live from the phone (issue 18)
+    ui.router,
+    alerts.router,
+    indicator_pages.router,  # indicator drill-down, inspection form (issue 16)
+    notify.router,
+)  # alarm notification settings (issue 18)
 
 
 _TOO_LARGE = "Giá trị số quá lớn (vượt quá 64 bit)"
@@ -56,8 +68,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(ctx: AppContext) -> FastAPI:
-    app = FastAPI(title="Loa", version="0.1.0", lifespan=_lifespan,
-                  description="Điều khiển và giám sát hệ thống đài truyền thanh IP cấp xã")
+    app = FastAPI(
+        title="Loa",
+        version="0.1.0",
+        lifespan=_lifespan,
+        description="Điều khiển và giám sát hệ thống đài truyền thanh IP cấp xã",
+    )
     app.state.ctx = ctx
     app.add_exception_handler(OverflowError, _number_too_large)
     app.add_exception_handler(DataError, _value_the_database_refuses)

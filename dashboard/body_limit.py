@@ -34,8 +34,10 @@ MULTIPART_OVERHEAD = 256 * 1024  # part headers and small fields around the file
 CONTENT_UPLOAD_PATH = "/api/v1/content"
 REGISTRY_IMPORT_PATH = "/api/v1/registry/import"
 # Inspection records with their scan (web form) and a scan added to an attestation (API).
-SCAN_UPLOAD_PATHS = re.compile(r"^(/indicator/communes/[^/]+/attestations"
-                               r"|/api/v1/attestations/\d+/scans)$")
+SCAN_UPLOAD_PATHS = re.compile(
+    r"^(/indicator/communes/[^/]+/attestations"
+    r"|/api/v1/attestations/\d+/scans)$"
+)
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Unsafe API requests an anonymous caller may make.
 PUBLIC_UNSAFE = frozenset({("POST", "/api/v1/auth/token")})
@@ -54,9 +56,12 @@ def _mb(limit: int) -> str:
 
 
 def too_large_body(limit: int) -> dict[str, Any]:
-    return {"detail": f"Nội dung gửi lên quá lớn; giới hạn là {_mb(limit)} MB.",
-            "detail_en": f"Request body too large; the limit is {_mb(limit)} MB.",
-            "code": "too_large", "limit_bytes": limit}
+    return {
+        "detail": f"Nội dung gửi lên quá lớn; giới hạn là {_mb(limit)} MB.",
+        "detail_en": f"Request body too large; the limit is {_mb(limit)} MB.",
+        "code": "too_large",
+        "limit_bytes": limit,
+    }
 
 
 def _content_upload_limit(app: Any) -> int:
@@ -87,8 +92,12 @@ def _carries_credentials(scope: dict) -> bool:
 
 def _anonymous_api_write(scope: dict) -> bool:
     method, path = scope["method"], scope["path"].rstrip("/")
-    return (method in UNSAFE_METHODS and path.startswith("/api/v1/")
-            and (method, path) not in PUBLIC_UNSAFE and not _carries_credentials(scope))
+    return (
+        method in UNSAFE_METHODS
+        and path.startswith("/api/v1/")
+        and (method, path) not in PUBLIC_UNSAFE
+        and not _carries_credentials(scope)
+    )
 
 
 def _logged_in(app: Any, scope: dict) -> bool:
@@ -100,15 +109,24 @@ def _logged_in(app: Any, scope: dict) -> bool:
         return _authenticate_request(request, s) is not None
 
 
-async def _answer(send: Send, status: int, body: dict[str, Any],
-                  headers: list[tuple[bytes, bytes]] = ()) -> None:
+async def _answer(
+    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()
+) -> None:
     import json
 
     data = json.dumps(body, ensure_ascii=False).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(data)).encode()),
-                            (b"connection", b"close"), *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                (b"connection", b"close"),
+                *headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
@@ -129,11 +147,13 @@ class BodyLimitMiddleware:
             await _answer(send, 413, too_large_body(limit))
             return
         if _anonymous_api_write(scope) or (
-                needs_login and not await run_in_threadpool(_logged_in, scope["app"], scope)):
+            needs_login and not await run_in_threadpool(_logged_in, scope["app"], scope)
+        ):
             from dashboard.security import MSG_NOT_LOGGED_IN
 
-            await _answer(send, 401, {"detail": MSG_NOT_LOGGED_IN},
-                          [(b"www-authenticate", b"Bearer")])
+            await _answer(
+                send, 401, {"detail": MSG_NOT_LOGGED_IN}, [(b"www-authenticate", b"Bearer")]
+            )
             return
         received = 0
         started = refused = False

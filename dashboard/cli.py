@@ -53,13 +53,24 @@ def cmd_add(args: argparse.Namespace) -> int:
     password = _read_password(args)
     with _db().session() as s:
         try:
-            user = create_user(s, args.name, password, args.role,
-                               resolve_communes(s, _communes_arg(args.communes)),
-                               args.display_name or "")
+            user = create_user(
+                s,
+                args.name,
+                password,
+                args.role,
+                resolve_communes(s, _communes_arg(args.communes)),
+                args.display_name or "",
+            )
         except AccountError as exc:
             raise UserError(str(exc)) from None
-        audit(s, "user.create", username="(cli)", target=user.username, ip="cli",
-              detail={"role": user.role, "communes": sorted(user.commune_ids)})
+        audit(
+            s,
+            "user.create",
+            username="(cli)",
+            target=user.username,
+            ip="cli",
+            detail={"role": user.role, "communes": sorted(user.commune_ids)},
+        )
         print(f"Đã tạo tài khoản {user.username} ({user.role})")
     return 0
 
@@ -81,15 +92,23 @@ def cmd_set(args: argparse.Namespace) -> int:
     with _db().session() as s:
         try:
             user = find_user(s, args.name)
-            communes = (resolve_communes(s, _communes_arg(args.communes))
-                        if args.communes is not None else None)
+            communes = (
+                resolve_communes(s, _communes_arg(args.communes))
+                if args.communes is not None
+                else None
+            )
             active = {"yes": True, "no": False}.get(args.active or "")
             update_user(s, user, role=args.role, commune_ids=communes, active=active)
         except AccountError as exc:
             raise UserError(str(exc)) from None
-        audit(s, "user.update", username="(cli)", target=user.username, ip="cli",
-              detail={"role": user.role, "communes": sorted(user.commune_ids),
-                      "active": user.active})
+        audit(
+            s,
+            "user.update",
+            username="(cli)",
+            target=user.username,
+            ip="cli",
+            detail={"role": user.role, "communes": sorted(user.commune_ids), "active": user.active},
+        )
         print(f"Đã cập nhật {user.username}")
     return 0
 

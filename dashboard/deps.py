@@ -59,7 +59,8 @@ def _slots(app: FastAPI) -> anyio.Semaphore:
     sem = per_loop.get(loop)
     if sem is None:
         total = getattr(app.state, "db_slots_total", None) or db_slot_count(
-            app.state.ctx.db, app.state.ctx.settings.api_db_concurrency)
+            app.state.ctx.db, app.state.ctx.settings.api_db_concurrency
+        )
         sem = per_loop[loop] = anyio.Semaphore(total)
     return sem
 

@@ -22,15 +22,24 @@ from pydantic import BaseModel, ConfigDict, Field
 # --------------------------------------------------------------------------- requests
 
 FIELD_LABELS = {
-    "availability_threshold": "Ngưỡng khả dụng", "aired_threshold": "Ngưỡng tỉ lệ phát",
+    "availability_threshold": "Ngưỡng khả dụng",
+    "aired_threshold": "Ngưỡng tỉ lệ phát",
     "coverage_threshold": "Ngưỡng thời gian giám sát",
     "broadcasts_per_week_min": "Số buổi phát tối thiểu mỗi tuần",
-    "default_period": "Kỳ mặc định", "inspector": "Tên người kiểm tra",
-    "valid_until": "Ngày hết hiệu lực", "attested_on": "Ngày kiểm tra", "note": "Ghi chú",
-    "station_kind": "Loại đài", "indicator_code": "Mã chỉ tiêu",
-    "indicator_text": "Nội dung chỉ tiêu", "name": "Tên bộ tiêu chí",
-    "legal_basis": "Căn cứ pháp lý", "scan": "Tệp biên bản", "period": "Kỳ báo cáo",
-    "scope": "Phạm vi", "format": "Định dạng",
+    "default_period": "Kỳ mặc định",
+    "inspector": "Tên người kiểm tra",
+    "valid_until": "Ngày hết hiệu lực",
+    "attested_on": "Ngày kiểm tra",
+    "note": "Ghi chú",
+    "station_kind": "Loại đài",
+    "indicator_code": "Mã chỉ tiêu",
+    "indicator_text": "Nội dung chỉ tiêu",
+    "name": "Tên bộ tiêu chí",
+    "legal_basis": "Căn cứ pháp lý",
+    "scan": "Tệp biên bản",
+    "period": "Kỳ báo cáo",
+    "scope": "Phạm vi",
+    "format": "Định dạng",
 }
 
 
@@ -356,8 +365,7 @@ def vietnamese_message(errors: list[dict], allowed: list[str]) -> str:
     """One sentence for FastAPI's validation errors, naming the fields (Vietnamese)."""
     unknown = sorted({str(e["loc"][-1]) for e in errors if e["type"] == "extra_forbidden"})
     if unknown:
-        return (f"Trường không được hỗ trợ: {', '.join(unknown)} "
-                f"(được phép: {', '.join(allowed)}).")
+        return f"Trường không được hỗ trợ: {', '.join(unknown)} (được phép: {', '.join(allowed)})."
     parts = []
     for e in errors:
         kind, loc = e["type"], tuple(e.get("loc", ()))
@@ -379,8 +387,9 @@ def vietnamese_message(errors: list[dict], allowed: list[str]) -> str:
         elif kind.startswith("string"):
             parts.append(f"{label} phải là chuỗi.")
         elif kind == "literal_error":
-            parts.append(f"{label} không hợp lệ (được phép: "
-                         f"{e.get('ctx', {}).get('expected', '')}).")
+            parts.append(
+                f"{label} không hợp lệ (được phép: {e.get('ctx', {}).get('expected', '')})."
+            )
         else:
             parts.append(f"{label} không hợp lệ.")
     return " ".join(dict.fromkeys(parts)) or "Dữ liệu gửi lên không hợp lệ."
@@ -403,7 +412,8 @@ class VietnameseValidationRoute(APIRoute):
             try:
                 return await handler(request)
             except RequestValidationError as exc:
-                return JSONResponse({"detail": vietnamese_message(list(exc.errors()), allowed)},
-                                    status_code=422)
+                return JSONResponse(
+                    {"detail": vietnamese_message(list(exc.errors()), allowed)}, status_code=422
+                )
 
         return route

@@ -18,8 +18,11 @@ from controller.alarms import Alarm  # noqa: F401
 from loa.db import Base
 
 ROLES = ("commune", "technician", "province")
-ROLE_LABELS_VI = {"commune": "Cán bộ xã", "technician": "Kỹ thuật viên",
-                  "province": "Quản trị tỉnh"}
+ROLE_LABELS_VI = {
+    "commune": "Cán bộ xã",
+    "technician": "Kỹ thuật viên",
+    "province": "Quản trị tỉnh",
+}
 
 
 class User(Base):
@@ -36,7 +39,8 @@ class User(Base):
     created_ms: Mapped[int] = mapped_column(default=0)
     password_changed_ms: Mapped[int] = mapped_column(default=0)
     communes: Mapped[list[UserCommune]] = relationship(
-        cascade="all, delete-orphan", lazy="selectin")
+        cascade="all, delete-orphan", lazy="selectin"
+    )
 
     @property
     def commune_ids(self) -> frozenset[int]:
@@ -64,8 +68,9 @@ class User(Base):
 
 class UserCommune(Base):
     __tablename__ = "app_user_commune"
-    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id", ondelete="CASCADE"),
-                                         primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("app_user.id", ondelete="CASCADE"), primary_key=True
+    )
     commune_id: Mapped[int] = mapped_column(ForeignKey("commune.id"), primary_key=True)
 
 
@@ -76,8 +81,7 @@ class AuthToken(Base):
     __tablename__ = "auth_token"
     id: Mapped[int] = mapped_column(primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id", ondelete="CASCADE"),
-                                         index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(8))  # "session" | "api"
     csrf_token: Mapped[str] = mapped_column(String(64), default="")
     created_ms: Mapped[int]
@@ -92,8 +96,10 @@ class LoginAttempt(Base):
     address)."""
 
     __tablename__ = "login_attempt"
-    __table_args__ = (Index("ix_login_attempt_key_at", "username_key", "ip", "at_ms"),
-                      Index("ix_login_attempt_ip_at", "ip", "at_ms"))
+    __table_args__ = (
+        Index("ix_login_attempt_key_at", "username_key", "ip", "at_ms"),
+        Index("ix_login_attempt_ip_at", "ip", "at_ms"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     at_ms: Mapped[int]
     username_key: Mapped[str] = mapped_column(String(64))
@@ -122,12 +128,22 @@ class AuditLog(Base):
 _APPEND_ONLY_MSG = "audit_log is append-only"
 
 for _op in ("UPDATE", "DELETE"):
-    event.listen(AuditLog.__table__, "after_create", DDL(
-        f"CREATE TRIGGER audit_log_no_{_op.lower()} BEFORE {_op} ON audit_log "
-        f"BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY_MSG}'); END;").execute_if(dialect="sqlite"))
+    event.listen(
+        AuditLog.__table__,
+        "after_create",
+        DDL(
+            f"CREATE TRIGGER audit_log_no_{_op.lower()} BEFORE {_op} ON audit_log "
+            f"BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY_MSG}'); END;"
+        ).execute_if(dialect="sqlite"),
+    )
 
-event.listen(AuditLog.__table__, "after_create", DDL(
-    "CREATE OR REPLACE FUNCTION audit_log_forbid() RETURNS trigger AS $$ "
-    f"BEGIN RAISE EXCEPTION '{_APPEND_ONLY_MSG}'; END; $$ LANGUAGE plpgsql; "
-    "CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log "
-    "FOR EACH ROW EXECUTE FUNCTION audit_log_forbid();").execute_if(dialect="postgresql"))
+event.listen(
+    AuditLog.__table__,
+    "after_create",
+    DDL(
+        "CREATE OR REPLACE FUNCTION audit_log_forbid() RETURNS trigger AS $$ "
+        f"BEGIN RAISE EXCEPTION '{_APPEND_ONLY_MSG}'; END; $$ LANGUAGE plpgsql; "
+        "CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log "
+        "FOR EACH ROW EXECUTE FUNCTION audit_log_forbid();"
+    ).execute_if(dialect="postgresql"),
+)

@@ -145,19 +145,33 @@ class RateLimitMiddleware:
 
 async def _too_many(send: Callable, wait: float) -> None:
     seconds = max(1, math.ceil(wait))
-    body = json.dumps({"detail": MSG_TOO_MANY.format(seconds=seconds),
-                       "detail_en": MSG_TOO_MANY_EN.format(seconds=seconds),
-                       "retry_after": seconds}, ensure_ascii=False).encode()
-    await send({"type": "http.response.start", "status": 429, "headers": [
-        (b"content-type", b"application/json; charset=utf-8"),
-        (b"retry-after", str(seconds).encode()),
-        (b"content-length", str(len(body)).encode())]})
+    body = json.dumps(
+        {
+            "detail": MSG_TOO_MANY.format(seconds=seconds),
+            "detail_en": MSG_TOO_MANY_EN.format(seconds=seconds),
+            "retry_after": seconds,
+        },
+        ensure_ascii=False,
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 429,
+            "headers": [
+                (b"content-type", b"application/json; charset=utf-8"),
+                (b"retry-after", str(seconds).encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 def install(app: Any, settings: Any) -> RateLimiter:
-    limiter = RateLimiter(Rate(settings.rate_anon_burst, settings.rate_anon_per_s),
-                          Rate(settings.rate_user_burst, settings.rate_user_per_s))
+    limiter = RateLimiter(
+        Rate(settings.rate_anon_burst, settings.rate_anon_per_s),
+        Rate(settings.rate_user_burst, settings.rate_user_per_s),
+    )
     app.add_middleware(RateLimitMiddleware, limiter=limiter)
     app.state.rate_limiter = limiter
     return limiter

@@ -127,16 +127,27 @@ def unsign_session(secret_key: str, cookie: str) -> str | None:
         return None
 
 
-def issue_token(s: Session, user: User, kind: str, ip: str = "",
-                ttl_ms: int | None = None) -> tuple[str, AuthToken]:
+def issue_token(
+    s: Session, user: User, kind: str, ip: str = "", ttl_ms: int | None = None
+) -> tuple[str, AuthToken]:
     """A new random secret for ``user``; returns (secret shown once, stored row)."""
     raw = secrets.token_urlsafe(32)
     now = now_ms()
-    ttl = ttl_ms if ttl_ms is not None else (SESSION_TTL_MS if kind == "session"
-                                             else API_TOKEN_TTL_MS)
-    token = AuthToken(token_hash=_digest(raw), user_id=user.id, kind=kind,
-                      csrf_token=secrets.token_urlsafe(24) if kind == "session" else "",
-                      created_ms=now, expires_ms=now + ttl, last_used_ms=now, ip=ip[:64])
+    ttl = (
+        ttl_ms
+        if ttl_ms is not None
+        else (SESSION_TTL_MS if kind == "session" else API_TOKEN_TTL_MS)
+    )
+    token = AuthToken(
+        token_hash=_digest(raw),
+        user_id=user.id,
+        kind=kind,
+        csrf_token=secrets.token_urlsafe(24) if kind == "session" else "",
+        created_ms=now,
+        expires_ms=now + ttl,
+        last_used_ms=now,
+        ip=ip[:64],
+    )
     s.add(token)
     s.flush()
     return raw, token
@@ -144,8 +155,9 @@ def issue_token(s: Session, user: User, kind: str, ip: str = "",
 
 def resolve_token(s: Session, raw: str, kind: str) -> tuple[User, AuthToken] | None:
     """The active user behind a secret, or None when unknown, expired, revoked or disabled."""
-    token = s.scalar(select(AuthToken).where(AuthToken.token_hash == _digest(raw),
-                                             AuthToken.kind == kind))
+    token = s.scalar(
+        select(AuthToken).where(AuthToken.token_hash == _digest(raw), AuthToken.kind == kind)
+    )
     now = now_ms()
     if token is None or token.revoked or token.expires_ms <= now:
         return None
@@ -158,8 +170,9 @@ def resolve_token(s: Session, raw: str, kind: str) -> tuple[User, AuthToken] | N
 
 
 def revoke_user_tokens(s: Session, user_id: int) -> None:
-    for token in s.scalars(select(AuthToken).where(AuthToken.user_id == user_id,
-                                                   AuthToken.revoked.is_(False))):
+    for token in s.scalars(
+        select(AuthToken).where(AuthToken.user_id == user_id, AuthToken.revoked.is_(False))
+    ):
         token.revoked = True
 
 
@@ -167,8 +180,11 @@ def revoke_user_tokens(s: Session, user_id: int) -> None:
 
 
 def _failures_since(s: Session, since_ms: int, *conditions: Any) -> tuple[int, int | None]:
-    count, first = s.execute(select(func.count(), func.min(LoginAttempt.at_ms)).where(
-        LoginAttempt.ok.is_(False), LoginAttempt.at_ms >= since_ms, *conditions)).one()
+    count, first = s.execute(
+        select(func.count(), func.min(LoginAttempt.at_ms)).where(
+            LoginAttempt.ok.is_(False), LoginAttempt.at_ms >= since_ms, *conditions
+        )
+    ).one()
     return count, first
 
 
@@ -189,22 +205,42 @@ def authenticate(s: Session, username: str, password: str, ip: str) -> User:
     ip = ip[:64]
     now = now_ms()
     window = now - LOGIN_WINDOW_MS
-    last_ok = s.scalar(select(func.max(LoginAttempt.at_ms)).where(
-        LoginAttempt.username_key == key, LoginAttempt.ip == ip, LoginAttempt.ok.is_(True)))
-    last_ok_any = s.scalar(select(func.max(LoginAttempt.at_ms)).where(
-        LoginAttempt.username_key == key, LoginAttempt.ok.is_(True)))
+    last_ok = s.scalar(
+        select(func.max(LoginAttempt.at_ms)).where(
+            LoginAttempt.username_key == key, LoginAttempt.ip == ip, LoginAttempt.ok.is_(True)
+        )
+    )
+    last_ok_any = s.scalar(
+        select(func.max(LoginAttempt.at_ms)).where(
+            LoginAttempt.username_key == key, LoginAttempt.ok.is_(True)
+        )
+    )
     for count, first, limit in (
-            (*_failures_since(s, max(window, (last_ok or 0) + 1),
-                              LoginAttempt.username_key == key, LoginAttempt.ip == ip),
-             LOGIN_MAX_FAILURES),
-            (*_failures_since(s, max(window, (last_ok_any or 0) + 1),
-                              LoginAttempt.username_key == key), LOGIN_MAX_FAILURES_ACCOUNT),
-            (*_failures_since(s, window, LoginAttempt.ip == ip), LOGIN_MAX_FAILURES_ADDRESS)):
+        (
+            *_failures_since(
+                s,
+                max(window, (last_ok or 0) + 1),
+                LoginAttempt.username_key == key,
+                LoginAttempt.ip == ip,
+            ),
+            LOGIN_MAX_FAILURES,
+        ),
+        (
+            *_failures_since(
+                s, max(window, (last_ok_any or 0) + 1), LoginAttempt.username_key == key
+            ),
+            LOGIN_MAX_FAILURES_ACCOUNT,
+        ),
+        (*_failures_since(s, window, LoginAttempt.ip == ip), LOGIN_MAX_FAILURES_ADDRESS),
+    ):
         if count >= limit:
             wait_s = max(1, ((first or now) + LOGIN_WINDOW_MS - now) // 1000)
             minutes = max(1, -(-wait_s // 60))
-            raise LoginError("Đăng nhập sai quá nhiều lần. Vui lòng thử lại sau {minutes} phút.",
-                             status.HTTP_429_TOO_MANY_REQUESTS, minutes=minutes)
+            raise LoginError(
+                "Đăng nhập sai quá nhiều lần. Vui lòng thử lại sau {minutes} phút.",
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                minutes=minutes,
+            )
     user = s.scalar(select(User).where(User.username_key == key)) if key else None
     ok = verify_password(user.password_hash if user else _DUMMY_HASH, password)
     ok = bool(ok and user is not None and user.active)
@@ -223,19 +259,33 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def audit(s: Session, action: str, *, user: User | None = None, username: str | None = None,
-          target: str = "", request: Request | None = None, ip: str = "",
-          status_code: int | None = None, detail: dict[str, Any] | None = None) -> AuditLog:
+def audit(
+    s: Session,
+    action: str,
+    *,
+    user: User | None = None,
+    username: str | None = None,
+    target: str = "",
+    request: Request | None = None,
+    ip: str = "",
+    status_code: int | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditLog:
     """Append one audit row in the caller's transaction (so the record and the change it
     describes commit together). Marks the request as audited so the catch-all audit
     middleware does not write a second, vaguer row."""
     entry = AuditLog(
-        at_ms=now_ms(), user_id=user.id if user else None,
-        username=(user.username if user else (username or ""))[:64], action=action[:80],
-        target=str(target)[:200], method=request.method if request else "",
+        at_ms=now_ms(),
+        user_id=user.id if user else None,
+        username=(user.username if user else (username or ""))[:64],
+        action=action[:80],
+        target=str(target)[:200],
+        method=request.method if request else "",
         path=request.url.path[:300] if request else "",
-        ip=(client_ip(request) if request else ip)[:64], status_code=status_code,
-        detail=detail)
+        ip=(client_ip(request) if request else ip)[:64],
+        status_code=status_code,
+        detail=detail,
+    )
     s.add(entry)
     if request is not None:
         request.state.audited = True
@@ -289,11 +339,16 @@ class AuditMiddleware:
         user_id, username = state.get("loa_actor") or (None, "")
         client = scope.get("client")
         entry = AuditLog(
-            at_ms=now_ms(), user_id=user_id, username=username,
+            at_ms=now_ms(),
+            user_id=user_id,
+            username=username,
             action=f"{scope['method']} {getattr(route, 'path', scope['path'])}"[:80],
             target=",".join(f"{k}={v}" for k, v in (scope.get("path_params") or {}).items())[:200],
-            method=scope["method"], path=scope["path"][:300],
-            ip=(client[0] if client else "")[:64], status_code=status_code)
+            method=scope["method"],
+            path=scope["path"][:300],
+            ip=(client[0] if client else "")[:64],
+            status_code=status_code,
+        )
         with self.db_getter().session() as s:
             s.add(entry)
 
@@ -302,8 +357,9 @@ class AuditMiddleware:
 
 
 def _unauthorized() -> HTTPException:
-    return HTTPException(status.HTTP_401_UNAUTHORIZED, MSG_NOT_LOGGED_IN,
-                         headers={"WWW-Authenticate": "Bearer"})
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, MSG_NOT_LOGGED_IN, headers={"WWW-Authenticate": "Bearer"}
+    )
 
 
 def _authenticate_request(request: Request, s: Session) -> tuple[User, AuthToken] | None:
@@ -338,16 +394,23 @@ async def optional_user(request: Request, s: DbSession) -> User | None:
     if found is None:
         return None
     user, token = found
-    if (token.kind == "session" and request.method in UNSAFE_METHODS
-            and not await _csrf_ok(request, token)):
+    if (
+        token.kind == "session"
+        and request.method in UNSAFE_METHODS
+        and not await _csrf_ok(request, token)
+    ):
         raise HTTPException(status.HTTP_403_FORBIDDEN, MSG_CSRF)
     request.state.loa_user = user
     request.state.loa_token = token
     # Plain values for the audit middleware and error pages: ORM objects expire when a
     # failing request rolls the session back.
     request.state.loa_actor = (user.id, user.username)
-    request.state.loa_profile = {"id": user.id, "username": user.username,
-                                 "display_name": user.display_name, "role": user.role}
+    request.state.loa_profile = {
+        "id": user.id,
+        "username": user.username,
+        "display_name": user.display_name,
+        "role": user.role,
+    }
     request.state.loa_csrf = token.csrf_token
     return user
 
@@ -383,8 +446,11 @@ def require_commune_access(user: User, commune_id: int | None) -> None:
 
 
 def node_commune_id(s: Session, node_id: str) -> int | None:
-    return s.scalar(select(Village.commune_id).join(Node, Node.village_id == Village.id)
-                    .where(Node.id == node_id))
+    return s.scalar(
+        select(Village.commune_id)
+        .join(Node, Node.village_id == Village.id)
+        .where(Node.id == node_id)
+    )
 
 
 def can_access_node(s: Session, user: User, node_id: str) -> bool:
@@ -425,9 +491,15 @@ def _check_role_scope(role: str, commune_ids: list[int]) -> None:
         raise AccountError("Cán bộ xã phải được gán ít nhất một xã")
 
 
-def create_user(s: Session, username: str, password: str, role: str,
-                commune_ids: Iterable[int] = (), display_name: str = "",
-                check_password: bool = True) -> User:
+def create_user(
+    s: Session,
+    username: str,
+    password: str,
+    role: str,
+    commune_ids: Iterable[int] = (),
+    display_name: str = "",
+    check_password: bool = True,
+) -> User:
     name = username.strip()
     if not name or len(name) > 64 or any(c.isspace() for c in name):
         raise AccountError("Tên đăng nhập phải có 1-64 ký tự, không có khoảng trắng")
@@ -438,10 +510,16 @@ def create_user(s: Session, username: str, password: str, role: str,
     if s.scalar(select(User.id).where(User.username_key == username_key(name))) is not None:
         raise AccountError(f"Tên đăng nhập “{name}” đã tồn tại")
     now = now_ms()
-    user = User(username=name, username_key=username_key(name),
-                display_name=display_name.strip()[:200] or name, role=role,
-                password_hash=hash_password(password), created_ms=now,
-                password_changed_ms=now, communes=[UserCommune(commune_id=c) for c in ids])
+    user = User(
+        username=name,
+        username_key=username_key(name),
+        display_name=display_name.strip()[:200] or name,
+        role=role,
+        password_hash=hash_password(password),
+        created_ms=now,
+        password_changed_ms=now,
+        communes=[UserCommune(commune_id=c) for c in ids],
+    )
     s.add(user)
     s.flush()
     return user
@@ -462,9 +540,15 @@ def set_password(s: Session, user: User, password: str) -> None:
     revoke_user_tokens(s, user.id)
 
 
-def update_user(s: Session, user: User, *, role: str | None = None,
-                commune_ids: Iterable[int] | None = None, active: bool | None = None,
-                display_name: str | None = None) -> None:
+def update_user(
+    s: Session,
+    user: User,
+    *,
+    role: str | None = None,
+    commune_ids: Iterable[int] | None = None,
+    active: bool | None = None,
+    display_name: str | None = None,
+) -> None:
     new_role = role if role is not None else user.role
     ids = list(dict.fromkeys(commune_ids)) if commune_ids is not None else list(user.commune_ids)
     _check_role_scope(new_role, ids)
@@ -489,11 +573,16 @@ def ensure_demo_accounts(db: Database) -> list[dict[str, str]]:
     The short password is allowed here only: these accounts exist for the demo."""
     out = []
     with db.session() as s:
-        commune = s.scalar(select(Commune).where(Commune.name_folded == fold(DEMO_COMMUNE_NAME))
-                           .order_by(Commune.id)) or s.scalar(select(Commune).order_by(Commune.id))
-        for name, role, display in (("province", "province", "Quản trị tỉnh (demo)"),
-                                    ("technician", "technician", "Kỹ thuật viên (demo)"),
-                                    ("commune", "commune", "Cán bộ văn hóa xã (demo)")):
+        commune = s.scalar(
+            select(Commune)
+            .where(Commune.name_folded == fold(DEMO_COMMUNE_NAME))
+            .order_by(Commune.id)
+        ) or s.scalar(select(Commune).order_by(Commune.id))
+        for name, role, display in (
+            ("province", "province", "Quản trị tỉnh (demo)"),
+            ("technician", "technician", "Kỹ thuật viên (demo)"),
+            ("commune", "commune", "Cán bộ văn hóa xã (demo)"),
+        ):
             ids = [commune.id] if (role == "commune" and commune is not None) else []
             user = s.scalar(select(User).where(User.username_key == name))
             if user is None:
@@ -503,6 +592,5 @@ def ensure_demo_accounts(db: Database) -> list[dict[str, str]]:
             elif role == "commune" and ids and not user.commune_ids:
                 user.communes = [UserCommune(commune_id=ids[0])]
             scope = commune.name if (role == "commune" and commune) else "toàn tỉnh"
-            out.append({"username": name, "password": DEMO_PASSWORD, "role": role,
-                        "scope": scope})
+            out.append({"username": name, "password": DEMO_PASSWORD, "role": role, "scope": scope})
     return out

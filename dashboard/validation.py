@@ -31,8 +31,11 @@ def body_message(errors: list[dict[str, Any]], model: type[BaseModel] | None) ->
         kind, loc, ctx = e["type"], tuple(e.get("loc", ())), e.get("ctx") or {}
         if kind == "json_invalid":
             return "Nội dung gửi lên không phải JSON hợp lệ."
-        if len(loc) <= 1 or kind in ("model_type", "model_attributes_type", "dict_type") \
-                and len(loc) == 1:
+        if (
+            len(loc) <= 1
+            or kind in ("model_type", "model_attributes_type", "dict_type")
+            and len(loc) == 1
+        ):
             return "Yêu cầu phải là một đối tượng JSON."
         name = str(loc[1])
         if name in refusals:
@@ -91,8 +94,9 @@ def typed_post(router: APIRouter, path: str, **kwargs: Any) -> Callable[[Callabl
     """``@router.post(path, ...)`` with Vietnamese body errors (``VietnameseBodyRoute``)."""
 
     def register(endpoint: Callable) -> Callable:
-        router.add_api_route(path, endpoint, methods=["POST"],
-                             route_class_override=VietnameseBodyRoute, **kwargs)
+        router.add_api_route(
+            path, endpoint, methods=["POST"], route_class_override=VietnameseBodyRoute, **kwargs
+        )
         return endpoint
 
     return register

@@ -68,8 +68,13 @@ async def bare_clients(host: str, port: int, n: int, rate: float) -> dict:
     rss = rss_mb() - rss0
     for c in clients:
         await c.__aexit__(None, None, None)
-    return {"clients": n, "connect_s": round(connect_s, 2), "rss_mb": round(rss, 1),
-            "kb_per_client": round(rss * 1024 / n, 1), "cpu_percent_idle": round(cpu * 100, 1)}
+    return {
+        "clients": n,
+        "connect_s": round(connect_s, 2),
+        "rss_mb": round(rss, 1),
+        "kb_per_client": round(rss * 1024 / n, 1),
+        "cpu_percent_idle": round(cpu * 100, 1),
+    }
 
 
 class HeartbeatCounter:
@@ -78,9 +83,18 @@ class HeartbeatCounter:
     def __init__(self, host: str, port: int) -> None:
         self.count = 0
         self.proc = subprocess.Popen(
-            ["mosquitto_sub", "-h", host, "-p", str(port),
-             "-t", f"{TOPICS.root}/nodes/+/heartbeat"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            [
+                "mosquitto_sub",
+                "-h",
+                host,
+                "-p",
+                str(port),
+                "-t",
+                f"{TOPICS.root}/nodes/+/heartbeat",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
@@ -94,14 +108,23 @@ class HeartbeatCounter:
         self.proc.wait(5)
 
 
-async def fleet_run(host: str, port: int, n: int, heartbeat_s: float, rate: float,
-                    window_s: float, audio_dir: Path, lead_s: float) -> dict:
+async def fleet_run(
+    host: str,
+    port: int,
+    n: int,
+    heartbeat_s: float,
+    rate: float,
+    window_s: float,
+    audio_dir: Path,
+    lead_s: float,
+) -> dict:
     counter = HeartbeatCounter(host, port)
     try:
         await asyncio.sleep(0.5)
         rss0 = rss_mb()
-        fleet = Fleet(host, port, heartbeat_s=heartbeat_s, keepalive_s=60, connect_rate=rate,
-                      seed=1)
+        fleet = Fleet(
+            host, port, heartbeat_s=heartbeat_s, keepalive_s=60, connect_rate=rate, seed=1
+        )
         ids = generate_node_ids(n, "bench")
         t0 = time.monotonic()
         connected = await fleet.start(ids)
@@ -114,15 +137,19 @@ async def fleet_run(host: str, port: int, n: int, heartbeat_s: float, rate: floa
         cpu = (cpu_s() - c0) / elapsed
         hb_rate = (counter.count - b0) / elapsed
         result = {
-            "nodes": n, "connected": connected, "heartbeat_s": heartbeat_s,
-            "start_s": round(start_s, 2), "rss_mb": round(rss_connected, 1),
+            "nodes": n,
+            "connected": connected,
+            "heartbeat_s": heartbeat_s,
+            "start_s": round(start_s, 2),
+            "rss_mb": round(rss_connected, 1),
             "kb_per_node": round(rss_connected * 1024 / n, 1),
             "cpu_percent_steady": round(cpu * 100, 1),
             "heartbeats_per_s": round(hb_rate, 1),
             "heartbeats_per_s_expected": round(n / heartbeat_s, 1),
         }
-        result["play_to_all"] = await play_to_all(host, port, fleet, ids, audio_dir,
-                                                  lead_ms=int(lead_s * 1000))
+        result["play_to_all"] = await play_to_all(
+            host, port, fleet, ids, audio_dir, lead_ms=int(lead_s * 1000)
+        )
         result["reconnects"] = sum(node.stats.connects for node in fleet.nodes.values()) - n
         t1 = time.monotonic()
         await fleet.stop()
@@ -132,17 +159,35 @@ async def fleet_run(host: str, port: int, n: int, heartbeat_s: float, rate: floa
         counter.close()
 
 
-async def play_to_all(host: str, port: int, fleet: Fleet, ids: list[str], audio_dir: Path,
-                      size: int = 64_000, lead_ms: int = 45_000) -> dict:
+async def play_to_all(
+    host: str,
+    port: int,
+    fleet: Fleet,
+    ids: list[str],
+    audio_dir: Path,
+    size: int = 64_000,
+    lead_ms: int = 45_000,
+) -> dict:
     """One bulletin to every node for the same instant; lateness by each node's clock."""
     data = os.urandom(size)
     (audio_dir / "b.mp3").write_bytes(data)
     # The content server runs in its own process, as the dashboard does in production;
     # in this process it would compete with the fleet for the GIL.
     http_port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(http_port), "--bind",
-                               "127.0.0.1", "--directory", str(audio_dir)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "http.server",
+            str(http_port),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(audio_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         await asyncio.sleep(1.0)
         url = f"http://127.0.0.1:{http_port}/b.mp3"
@@ -153,20 +198,52 @@ async def play_to_all(host: str, port: int, fleet: Fleet, ids: list[str], audio_
         # fleet and the figures would measure their load on it instead of the nodes.
         out = audio_dir / "phases.json"
         collector = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "firmware_sim.bench", "--collect", str(out), "--host", host,
-            "--port", str(port), "--expect", str(len(ids)), "--until-ms", str(start_at + 60_000),
-            stdout=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "firmware_sim.bench",
+            "--collect",
+            str(out),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--expect",
+            str(len(ids)),
+            "--until-ms",
+            str(start_at + 60_000),
+            stdout=asyncio.subprocess.PIPE,
+        )
         assert collector.stdout
         await collector.stdout.readline()  # "ready": subscribed
-        cmds = [[TOPICS.cmd(node_id), PlayCmd(
-            cmd_id=f"bench-{i}", issued_at=now_ms(), broadcast_id="bench-b", url=url,
-            sha256=sha, bytes=size, duration_ms=1000, start_at=start_at,
-        ).model_dump_json(exclude_none=True)] for i, node_id in enumerate(ids)]
+        cmds = [
+            [
+                TOPICS.cmd(node_id),
+                PlayCmd(
+                    cmd_id=f"bench-{i}",
+                    issued_at=now_ms(),
+                    broadcast_id="bench-b",
+                    url=url,
+                    sha256=sha,
+                    bytes=size,
+                    duration_ms=1000,
+                    start_at=start_at,
+                ).model_dump_json(exclude_none=True),
+            ]
+            for i, node_id in enumerate(ids)
+        ]
         (audio_dir / "cmds.json").write_text(json.dumps(cmds))
         t_pub = now_ms()
         publisher = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "firmware_sim.bench", "--publish", str(audio_dir / "cmds.json"),
-            "--host", host, "--port", str(port))
+            sys.executable,
+            "-m",
+            "firmware_sim.bench",
+            "--publish",
+            str(audio_dir / "cmds.json"),
+            "--host",
+            host,
+            "--port",
+            str(port),
+        )
         await publisher.wait()
         publish_ms = now_ms() - t_pub
         await collector.wait()
@@ -186,21 +263,24 @@ async def play_to_all(host: str, port: int, fleet: Fleet, ids: list[str], audio_
     def pct(values: list[int], q: float) -> int | None:
         return values[min(len(values) - 1, int(q * len(values)))] if values else None
 
-    return {"nodes": len(ids), "bytes": size, "lead_ms": lead_ms,
-            "publish_all_cmds_ms": publish_ms,
-            "fetched": len(fetched),
-            "fetched_rel_start_ms_p50": pct(fetched, 0.5),
-            "fetched_rel_start_ms_max": fetched[-1] if fetched else None,
-            "started": sum("started" in p for p in phases.values()),
-            "finished": sum("finished" in p for p in phases.values()),
-            "failed": sum("failed" in p for p in phases.values()), "errors": errors,
-            "fetched_in_time": len(ready),
-            "start_late_ms_p50": pct(late, 0.5), "start_late_ms_p95": pct(late, 0.95),
-            "start_late_ms_max": late[-1] if late else None,
-            "start_early": sum(x < 0 for x in late)}
-
-
-
+    return {
+        "nodes": len(ids),
+        "bytes": size,
+        "lead_ms": lead_ms,
+        "publish_all_cmds_ms": publish_ms,
+        "fetched": len(fetched),
+        "fetched_rel_start_ms_p50": pct(fetched, 0.5),
+        "fetched_rel_start_ms_max": fetched[-1] if fetched else None,
+        "started": sum("started" in p for p in phases.values()),
+        "finished": sum("finished" in p for p in phases.values()),
+        "failed": sum("failed" in p for p in phases.values()),
+        "errors": errors,
+        "fetched_in_time": len(ready),
+        "start_late_ms_p50": pct(late, 0.5),
+        "start_late_ms_p95": pct(late, 0.95),
+        "start_late_ms_max": late[-1] if late else None,
+        "start_early": sum(x < 0 for x in late),
+    }
 
 
 async def main_async(args: argparse.Namespace) -> dict:
@@ -210,13 +290,26 @@ async def main_async(args: argparse.Namespace) -> dict:
         broker.start()
         try:
             baseline = await bare_clients(broker.host, broker.port, args.nodes, args.rate)
-            fleet = await fleet_run(broker.host, broker.port, args.nodes, args.heartbeat_s,
-                                    args.rate, args.window_s, Path(tmp), args.lead_s)
+            fleet = await fleet_run(
+                broker.host,
+                broker.port,
+                args.nodes,
+                args.heartbeat_s,
+                args.rate,
+                args.window_s,
+                Path(tmp),
+                args.lead_s,
+            )
         finally:
             broker.cleanup()
-    return {"name": "firmware_sim_fleet", "when_ms": now_ms(), "cpu_count": os.cpu_count(),
-            "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-            "baseline_bare_aiomqtt": baseline, "fleet": fleet}
+    return {
+        "name": "firmware_sim_fleet",
+        "when_ms": now_ms(),
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
+        "baseline_bare_aiomqtt": baseline,
+        "fleet": fleet,
+    }
 
 
 def publish_file(path: str, host: str, port: int) -> None:
@@ -283,8 +376,9 @@ def main() -> None:
     parser.add_argument("--heartbeat-s", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=200.0, help="connects per second")
     parser.add_argument("--window-s", type=float, default=20.0)
-    parser.add_argument("--lead-s", type=float, default=45.0,
-                        help="play command sent this long before its start_at")
+    parser.add_argument(
+        "--lead-s", type=float, default=45.0, help="play command sent this long before its start_at"
+    )
     parser.add_argument("--out", default="bench/results/firmware_sim_fleet.json")
     args = parser.parse_args()
     if args.publish:

@@ -41,60 +41,121 @@ DEFAULT_NODES = 10
 DEFAULT_CONNECT_RATE = 200.0
 
 
-def register(subparsers: argparse._SubParsersAction, *,
-             registry_nodes: Callable[[Database], list[NodeSpec]] | None = None) -> None:
+def register(
+    subparsers: argparse._SubParsersAction,
+    *,
+    registry_nodes: Callable[[Database], list[NodeSpec]] | None = None,
+) -> None:
     """``registry_nodes`` reads the simulated clusters of a registry (``--from-registry``);
     the simulator stands on the protocol alone, so the composition root lends it."""
     p = subparsers.add_parser(
-        "sim", help="chạy các cụm loa mô phỏng theo giao thức Loa",
+        "sim",
+        help="chạy các cụm loa mô phỏng theo giao thức Loa",
         description="Chạy nhiều cụm loa mô phỏng (mỗi cụm một kết nối MQTT) cho tới khi "
-                    "nhấn Ctrl-C hoặc nhận SIGTERM, rồi dừng sạch.")
+        "nhấn Ctrl-C hoặc nhận SIGTERM, rồi dừng sạch.",
+    )
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--nodes", type=_positive_int, metavar="N",
-                        help=f"số cụm loa tự sinh mã (mặc định {DEFAULT_NODES})")
-    source.add_argument("--from-registry", action="store_true",
-                        help="lấy các cụm có simulated=True trong sổ đăng ký")
-    source.add_argument("--virtual", type=_positive_int, metavar="N",
-                        help="chế độ tải ingest: N cụm loa ảo dùng chung vài kết nối MQTT "
-                             "(--connections); không có di chúc riêng từng cụm, không nhận lệnh")
+    source.add_argument(
+        "--nodes",
+        type=_positive_int,
+        metavar="N",
+        help=f"số cụm loa tự sinh mã (mặc định {DEFAULT_NODES})",
+    )
+    source.add_argument(
+        "--from-registry",
+        action="store_true",
+        help="lấy các cụm có simulated=True trong sổ đăng ký",
+    )
+    source.add_argument(
+        "--virtual",
+        type=_positive_int,
+        metavar="N",
+        help="chế độ tải ingest: N cụm loa ảo dùng chung vài kết nối MQTT "
+        "(--connections); không có di chúc riêng từng cụm, không nhận lệnh",
+    )
     p.add_argument("--db", metavar="URL", help="CSDL của sổ đăng ký (mặc định LOA_DATABASE_URL)")
     p.add_argument("--mqtt-host", metavar="H", help="máy chủ MQTT (mặc định LOA_MQTT_HOST)")
-    p.add_argument("--mqtt-port", type=_port, metavar="P",
-                   help="cổng MQTT (mặc định LOA_MQTT_PORT)")
-    p.add_argument("--heartbeat-s", type=_positive_float, metavar="S",
-                   help="chu kỳ nhịp tim, giây (mặc định LOA_HEARTBEAT_S hoặc theo sổ đăng ký)")
-    p.add_argument("--keepalive-s", type=_positive_int, metavar="S",
-                   help="keepalive MQTT, giây (mặc định LOA_KEEPALIVE_S)")
-    p.add_argument("--kill-after", action="extend", nargs="+", default=[],
-                   metavar="NODE:SECONDS",
-                   help="ngắt đột ngột cụm NODE sau SECONDS giây (broker phát di chúc 'lost')")
-    p.add_argument("--fault", action="extend", nargs="+", default=[],
-                   metavar="NODE:FAULT[=VALUE]",
-                   help="gây lỗi cho cụm NODE khi đã kết nối: amp_fault, speaker_line[=số đường "
-                        "hỏng], power_cut, weak_signal[=dBm], clock_offset[=ms]")
-    p.add_argument("--clock-offset-ms", type=int, default=0, metavar="N",
-                   help="lệch đồng hồ của mọi cụm, mili giây (mô phỏng lỗi NTP)")
-    p.add_argument("--connect-rate", type=_positive_float, metavar="R",
-                   help=f"số cụm kết nối mỗi giây khi khởi động (mặc định "
-                        f"{DEFAULT_CONNECT_RATE:g}; với --virtual: số cụm ảo báo trực tuyến "
-                        f"mỗi giây, mặc định "
-                        f"{DEFAULT_ANNOUNCE_RATE:g})")
-    p.add_argument("--connections", type=_positive_int, metavar="C",
-                   help=f"với --virtual: số kết nối MQTT chở các cụm ảo (mặc định "
-                        f"{DEFAULT_CONNECTIONS})")
-    p.add_argument("--stats-file", metavar="PATH",
-                   help="với --virtual: ghi số liệu (nhịp tim đã gửi, tốc độ, độ trễ so với lịch) "
-                        "ra tệp JSON này mỗi giây và khi dừng")
+    p.add_argument(
+        "--mqtt-port", type=_port, metavar="P", help="cổng MQTT (mặc định LOA_MQTT_PORT)"
+    )
+    p.add_argument(
+        "--heartbeat-s",
+        type=_positive_float,
+        metavar="S",
+        help="chu kỳ nhịp tim, giây (mặc định LOA_HEARTBEAT_S hoặc theo sổ đăng ký)",
+    )
+    p.add_argument(
+        "--keepalive-s",
+        type=_positive_int,
+        metavar="S",
+        help="keepalive MQTT, giây (mặc định LOA_KEEPALIVE_S)",
+    )
+    p.add_argument(
+        "--kill-after",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NODE:SECONDS",
+        help="ngắt đột ngột cụm NODE sau SECONDS giây (broker phát di chúc 'lost')",
+    )
+    p.add_argument(
+        "--fault",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NODE:FAULT[=VALUE]",
+        help="gây lỗi cho cụm NODE khi đã kết nối: amp_fault, speaker_line[=số đường "
+        "hỏng], power_cut, weak_signal[=dBm], clock_offset[=ms]",
+    )
+    p.add_argument(
+        "--clock-offset-ms",
+        type=int,
+        default=0,
+        metavar="N",
+        help="lệch đồng hồ của mọi cụm, mili giây (mô phỏng lỗi NTP)",
+    )
+    p.add_argument(
+        "--connect-rate",
+        type=_positive_float,
+        metavar="R",
+        help=f"số cụm kết nối mỗi giây khi khởi động (mặc định "
+        f"{DEFAULT_CONNECT_RATE:g}; với --virtual: số cụm ảo báo trực tuyến "
+        f"mỗi giây, mặc định "
+        f"{DEFAULT_ANNOUNCE_RATE:g})",
+    )
+    p.add_argument(
+        "--connections",
+        type=_positive_int,
+        metavar="C",
+        help=f"với --virtual: số kết nối MQTT chở các cụm ảo (mặc định {DEFAULT_CONNECTIONS})",
+    )
+    p.add_argument(
+        "--stats-file",
+        metavar="PATH",
+        help="với --virtual: ghi số liệu (nhịp tim đã gửi, tốc độ, độ trễ so với lịch) "
+        "ra tệp JSON này mỗi giây và khi dừng",
+    )
     p.add_argument("--mqtt-version", choices=["3.1.1", "5"], default="3.1.1")
     p.add_argument("--prefix", default="sim", help="tiền tố mã cụm tự sinh (mặc định 'sim')")
-    p.add_argument("--shard", type=_shard, metavar="K/N",
-                   help="chỉ chạy phần thứ K (0..N-1) trong N phần của đội, để chia một đội "
-                        "lớn cho nhiều tiến trình (mỗi nhân CPU một tiến trình)")
-    p.add_argument("--run-for", type=_positive_float, metavar="SECONDS",
-                   help="tự dừng sau SECONDS giây (mặc định: chạy đến khi Ctrl-C)")
-    p.add_argument("--credentials", metavar="CSV",
-                   help="credentials.csv của 'loa nodes provision': mật khẩu MQTT từng cụm, "
-                        "cho broker bắt buộc mật khẩu và ACL")
+    p.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="K/N",
+        help="chỉ chạy phần thứ K (0..N-1) trong N phần của đội, để chia một đội "
+        "lớn cho nhiều tiến trình (mỗi nhân CPU một tiến trình)",
+    )
+    p.add_argument(
+        "--run-for",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="tự dừng sau SECONDS giây (mặc định: chạy đến khi Ctrl-C)",
+    )
+    p.add_argument(
+        "--credentials",
+        metavar="CSV",
+        help="credentials.csv của 'loa nodes provision': mật khẩu MQTT từng cụm, "
+        "cho broker bắt buộc mật khẩu và ACL",
+    )
     p.set_defaults(func=run, registry_nodes=registry_nodes)
 
 
@@ -167,8 +228,9 @@ def parse_faults(items: list[str], known: set[str]) -> list[tuple[str, FaultSpec
     for item in items:
         node_id, sep, fault = item.partition(":")
         if not sep or not node_id or not fault:
-            raise UserError(f"--fault cần dạng MÃ_CỤM:LỖI[=GIÁ_TRỊ] (ví dụ sim-0004:amp_fault), "
-                            f"nhận '{item}'")
+            raise UserError(
+                f"--fault cần dạng MÃ_CỤM:LỖI[=GIÁ_TRỊ] (ví dụ sim-0004:amp_fault), nhận '{item}'"
+            )
         if node_id not in known:
             raise UserError(f"--fault: không có cụm loa '{node_id}' trong đội mô phỏng")
         try:
@@ -190,13 +252,16 @@ def _load_specs(args: argparse.Namespace, settings) -> list[NodeSpec]:
         try:
             specs = args.registry_nodes(db)
         except SQLAlchemyError as exc:
-            raise UserError(f"Không đọc được sổ đăng ký tại {url}: "
-                            f"{str(exc).splitlines()[0][:200]}") from None
+            raise UserError(
+                f"Không đọc được sổ đăng ký tại {url}: {str(exc).splitlines()[0][:200]}"
+            ) from None
         finally:
             db.dispose()
         if not specs:
-            raise UserError("Sổ đăng ký không có cụm loa mô phỏng nào (simulated=True). "
-                            "Hãy nhập sổ đăng ký trước hoặc dùng --nodes N.")
+            raise UserError(
+                "Sổ đăng ký không có cụm loa mô phỏng nào (simulated=True). "
+                "Hãy nhập sổ đăng ký trước hoặc dùng --nodes N."
+            )
         bad = [s.node_id for s in specs if not NODE_ID_RE.match(s.node_id)]
         if bad:
             raise UserError(f"Mã cụm loa không hợp lệ trong sổ đăng ký: {', '.join(bad[:5])}")
@@ -214,8 +279,10 @@ def _load_passwords(path: str, known: set[str]) -> dict[str, str]:
         raise UserError(str(exc)) from None
     missing = sorted(known - set(passwords))
     if missing:
-        raise UserError(f"--credentials: thiếu mật khẩu của {len(missing)} cụm loa, ví dụ "
-                        f"{', '.join(missing[:5])} (chạy lại 'loa nodes provision')")
+        raise UserError(
+            f"--credentials: thiếu mật khẩu của {len(missing)} cụm loa, ví dụ "
+            f"{', '.join(missing[:5])} (chạy lại 'loa nodes provision')"
+        )
     return passwords
 
 
@@ -225,8 +292,10 @@ def _check_broker(host: str, port: int) -> None:
         with socket.create_connection((host, port), timeout=3):
             pass
     except OSError as exc:
-        raise UserError(f"Không kết nối được broker MQTT {host}:{port} ({exc.strerror or exc}). "
-                        f"Hãy chạy 'loa broker' hoặc chỉ đúng --mqtt-host/--mqtt-port.") from None
+        raise UserError(
+            f"Không kết nối được broker MQTT {host}:{port} ({exc.strerror or exc}). "
+            f"Hãy chạy 'loa broker' hoặc chỉ đúng --mqtt-host/--mqtt-port."
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -236,11 +305,9 @@ def run(args: argparse.Namespace) -> int:
     if args.virtual:
         return run_virtual(args, settings)
     if args.connections or args.stats_file:
-
         raise UserError("--connections và --stats-file chỉ dùng với --virtual N")
     specs = take_shard(_load_specs(args, settings), args.shard)
     if not specs:
-
         raise UserError(f"Phần {args.shard[0]}/{args.shard[1]} không có cụm loa nào")
     known = {s.node_id for s in specs}
     kills = parse_kill_after(args.kill_after, known)
@@ -249,19 +316,30 @@ def run(args: argparse.Namespace) -> int:
     host = args.mqtt_host or settings.mqtt_host
     port = args.mqtt_port or settings.mqtt_port
     _check_broker(host, port)
-    fleet = Fleet(host, port, topics=Topics(settings.topic_root),
-                  heartbeat_s=args.heartbeat_s or settings.heartbeat_s,
-                  keepalive_s=args.keepalive_s or settings.keepalive_s,
-                  connect_rate=args.connect_rate or DEFAULT_CONNECT_RATE,
-                  clock_offset_ms=args.clock_offset_ms,
-                  mqtt_version=5 if args.mqtt_version == "5" else 4, passwords=passwords)
+    fleet = Fleet(
+        host,
+        port,
+        topics=Topics(settings.topic_root),
+        heartbeat_s=args.heartbeat_s or settings.heartbeat_s,
+        keepalive_s=args.keepalive_s or settings.keepalive_s,
+        connect_rate=args.connect_rate or DEFAULT_CONNECT_RATE,
+        clock_offset_ms=args.clock_offset_ms,
+        mqtt_version=5 if args.mqtt_version == "5" else 4,
+        passwords=passwords,
+    )
     summary = asyncio.run(_serve(fleet, specs, kills, faults, args.run_for, f"{host}:{port}"))
     print(summary, flush=True)
     return 0
 
 
-async def _serve(fleet: Fleet, specs: list[NodeSpec], kills: list[tuple[str, float]],
-                 faults: list[tuple[str, FaultSpec]], run_for: float | None, where: str) -> str:
+async def _serve(
+    fleet: Fleet,
+    specs: list[NodeSpec],
+    kills: list[tuple[str, float]],
+    faults: list[tuple[str, FaultSpec]],
+    run_for: float | None,
+    where: str,
+) -> str:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -277,14 +355,19 @@ async def _serve(fleet: Fleet, specs: list[NodeSpec], kills: list[tuple[str, flo
 
     for node_id, delay in kills:
         loop.call_later(delay, _kill, node_id)
-    done, _ = await asyncio.wait({starting, asyncio.create_task(stop.wait())},
-                                 return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait(
+        {starting, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
+    )
     if starting in done:
         connected = starting.result()
         for node_id, spec in faults:
             fleet.inject(node_id, spec.fault, spec.value)
-        print(f"Đang chạy {len(specs):,} cụm loa mô phỏng ({connected:,} đã kết nối) tới broker "
-              f"{where}; nhấn Ctrl-C để dừng.".replace(",", "."), file=sys.stderr, flush=True)
+        print(
+            f"Đang chạy {len(specs):,} cụm loa mô phỏng ({connected:,} đã kết nối) tới broker "
+            f"{where}; nhấn Ctrl-C để dừng.".replace(",", "."),
+            file=sys.stderr,
+            flush=True,
+        )
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(run_for):
             await stop.wait()
@@ -304,12 +387,21 @@ async def _serve(fleet: Fleet, specs: list[NodeSpec], kills: list[tuple[str, flo
 def run_virtual(args: argparse.Namespace, settings) -> int:
     """``loa sim --virtual N``: the multiplexed ingest-load mode (see firmware_sim.multiplex)."""
 
-    refused = [flag for flag, given in (("--kill-after", args.kill_after), ("--fault", args.fault),
-                                        ("--credentials", args.credentials)) if given]
+    refused = [
+        flag
+        for flag, given in (
+            ("--kill-after", args.kill_after),
+            ("--fault", args.fault),
+            ("--credentials", args.credentials),
+        )
+        if given
+    ]
     if refused:
-        raise UserError(f"{', '.join(refused)} không dùng được với --virtual: cụm loa ảo dùng "
-                        f"chung kết nối nên không có di chúc, lỗi phần cứng hay mật khẩu riêng. "
-                        f"Hãy dùng --nodes N.")
+        raise UserError(
+            f"{', '.join(refused)} không dùng được với --virtual: cụm loa ảo dùng "
+            f"chung kết nối nên không có di chúc, lỗi phần cứng hay mật khẩu riêng. "
+            f"Hãy dùng --nodes N."
+        )
     ids = generate_node_ids(args.virtual, args.prefix)
     if args.shard is not None:
         k, n = args.shard
@@ -318,29 +410,36 @@ def run_virtual(args: argparse.Namespace, settings) -> int:
             raise UserError(f"Phần {k}/{n} không có cụm loa ảo nào")
     bad = [i for i in ids[:1] if not NODE_ID_RE.match(i)]
     if bad:
-        raise UserError(f"--prefix '{args.prefix}' cho mã cụm không hợp lệ ({bad[0]}): "
-                        f"chỉ dùng A-Z a-z 0-9 _ -")
+        raise UserError(
+            f"--prefix '{args.prefix}' cho mã cụm không hợp lệ ({bad[0]}): chỉ dùng A-Z a-z 0-9 _ -"
+        )
     host = args.mqtt_host or settings.mqtt_host
     port = args.mqtt_port or settings.mqtt_port
     _check_broker(host, port)
-    fleet = VirtualFleet(host, port, ids, connections=args.connections or DEFAULT_CONNECTIONS,
-                         heartbeat_s=args.heartbeat_s or settings.heartbeat_s,
-                         topics=Topics(settings.topic_root),
-                         keepalive_s=args.keepalive_s or settings.keepalive_s,
-                         announce_rate=args.connect_rate or DEFAULT_ANNOUNCE_RATE,
-                         mqtt_version=5 if args.mqtt_version == "5" else 4,
-                         clock_offset_ms=args.clock_offset_ms, client_prefix=args.prefix)
+    fleet = VirtualFleet(
+        host,
+        port,
+        ids,
+        connections=args.connections or DEFAULT_CONNECTIONS,
+        heartbeat_s=args.heartbeat_s or settings.heartbeat_s,
+        topics=Topics(settings.topic_root),
+        keepalive_s=args.keepalive_s or settings.keepalive_s,
+        announce_rate=args.connect_rate or DEFAULT_ANNOUNCE_RATE,
+        mqtt_version=5 if args.mqtt_version == "5" else 4,
+        clock_offset_ms=args.clock_offset_ms,
+        client_prefix=args.prefix,
+    )
     stats_file = Path(args.stats_file) if args.stats_file else None
-    stats, failure = asyncio.run(_serve_virtual(fleet, args.run_for, stats_file,
-                                                f"{host}:{port}"))
+    stats, failure = asyncio.run(_serve_virtual(fleet, args.run_for, stats_file, f"{host}:{port}"))
     print(stats.vietnamese(), flush=True)
     if failure is not None:
         raise UserError(f"Không khởi động được đội cụm loa ảo: {failure}")
     return 0
 
 
-async def _serve_virtual(fleet: VirtualFleet, run_for: float | None, stats_file: Path | None,
-                         where: str) -> tuple[VirtualFleetStats, BaseException | None]:
+async def _serve_virtual(
+    fleet: VirtualFleet, run_for: float | None, stats_file: Path | None, where: str
+) -> tuple[VirtualFleetStats, BaseException | None]:
     """Run until a signal or ``run_for``; the final figures, and why start-up failed if it
     did (the nodes already announced are still shut down cleanly)."""
     loop = asyncio.get_running_loop()
@@ -356,16 +455,20 @@ async def _serve_virtual(fleet: VirtualFleet, run_for: float | None, stats_file:
 
     reporter = asyncio.create_task(report()) if stats_file else None
     starting = asyncio.create_task(fleet.start())
-    done, _ = await asyncio.wait({starting, asyncio.create_task(stop.wait())},
-                                 return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait(
+        {starting, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
+    )
     failure = starting.exception() if starting in done else None
     if failure is not None:
         stop.set()
     elif starting in done:
         s = fleet.stats()
-        print(f"Đang chạy {_n(s.nodes)} cụm loa ảo trên {s.connections} kết nối tới broker "
-              f"{where} ({_n(s.announced)} đã báo trực tuyến); nhấn Ctrl-C để dừng.",
-              file=sys.stderr, flush=True)
+        print(
+            f"Đang chạy {_n(s.nodes)} cụm loa ảo trên {s.connections} kết nối tới broker "
+            f"{where} ({_n(s.announced)} đã báo trực tuyến); nhấn Ctrl-C để dừng.",
+            file=sys.stderr,
+            flush=True,
+        )
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(run_for):
             await stop.wait()

@@ -39,16 +39,26 @@ class SharedHttp:
     @classmethod
     def create(cls, max_downloads: int = 64) -> SharedHttp:
         client = httpx.AsyncClient(
-            timeout=DEFAULT_TIMEOUT, follow_redirects=True, trust_env=False,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+            timeout=DEFAULT_TIMEOUT,
+            follow_redirects=True,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        )
         return cls(client, max_downloads)
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
 
-async def download_verified(http: SharedHttp, url: str, expected_bytes: int, sha256: str,
-                            *, attempts: int = 4, retry_delay_s: float = 0.3) -> int:
+async def download_verified(
+    http: SharedHttp,
+    url: str,
+    expected_bytes: int,
+    sha256: str,
+    *,
+    attempts: int = 4,
+    retry_delay_s: float = 0.3,
+) -> int:
     """Download ``url`` without keeping it, checking size and SHA-256 on the fly.
 
     A transfer cut short is resumed with ``Range: bytes=N-`` (the protocol promises Range
@@ -75,8 +85,9 @@ async def download_verified(http: SharedHttp, url: str, expected_bytes: int, sha
                     async for chunk in resp.aiter_bytes():
                         got += len(chunk)
                         if got > expected_bytes:
-                            raise FetchError("checksum",
-                                             f"nhận hơn {expected_bytes} byte đã báo trước")
+                            raise FetchError(
+                                "checksum", f"nhận hơn {expected_bytes} byte đã báo trước"
+                            )
                         digest.update(chunk)
             except httpx.InvalidURL as exc:
                 raise FetchError("download", f"URL không hợp lệ: {exc}") from None
@@ -97,8 +108,9 @@ async def download_verified(http: SharedHttp, url: str, expected_bytes: int, sha
     return got
 
 
-async def read_stream(http: SharedHttp, url: str, *, on_open: Callable[[], None],
-                      on_bytes: Callable[[int], None]) -> str:
+async def read_stream(
+    http: SharedHttp, url: str, *, on_open: Callable[[], None], on_bytes: Callable[[int], None]
+) -> str:
     """Read a live stream (Icecast in production) until it ends; the bytes are discarded.
 
     ``on_open`` runs once the server has answered 200, which is when the node would start

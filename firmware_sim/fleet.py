@@ -45,13 +45,17 @@ class FleetSummary:
     events: int
 
     def vietnamese(self, *, stopped: bool = False) -> str:
-        head = (f"Đã dừng mô phỏng {_n(self.nodes)} cụm loa ({_n(self.connected)} còn kết nối "
-                f"đến lúc dừng), " if stopped else
-                f"Mô phỏng {_n(self.nodes)} cụm loa: {_n(self.connected)} đang kết nối, ")
-        return (head +
-                f"{_n(self.killed)} bị ngắt đột ngột, {_n(self.hung)} bị treo; "
-                f"đã gửi {_n(self.heartbeats)} nhịp tim và {_n(self.events)} sự kiện, "
-                f"nhận {_n(self.commands)} lệnh ({_n(self.duplicates)} lệnh trùng).")
+        head = (
+            f"Đã dừng mô phỏng {_n(self.nodes)} cụm loa ({_n(self.connected)} còn kết nối "
+            f"đến lúc dừng), "
+            if stopped
+            else f"Mô phỏng {_n(self.nodes)} cụm loa: {_n(self.connected)} đang kết nối, "
+        )
+        return (
+            head + f"{_n(self.killed)} bị ngắt đột ngột, {_n(self.hung)} bị treo; "
+            f"đã gửi {_n(self.heartbeats)} nhịp tim và {_n(self.events)} sự kiện, "
+            f"nhận {_n(self.commands)} lệnh ({_n(self.duplicates)} lệnh trùng)."
+        )
 
 
 def _n(value: int) -> str:
@@ -75,13 +79,22 @@ def raise_fd_limit(wanted: int) -> int:
 
 
 class Fleet:
-    def __init__(self, host: str = "127.0.0.1", port: int = 1883, *,
-                 topics: Topics | None = None, heartbeat_s: float = 30,
-                 keepalive_s: int = 60, connect_rate: float = 200.0,
-                 mqtt_version: Literal[4, 5] = 4, clock_offset_ms: int = 0,
-                 passwords: Mapping[str, str] | Callable[[str], str | None] | None = None,
-                 seed: int | None = None, max_downloads: int = 64,
-                 battery_drain_v_per_h: float | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        topics: Topics | None = None,
+        heartbeat_s: float = 30,
+        keepalive_s: int = 60,
+        connect_rate: float = 200.0,
+        mqtt_version: Literal[4, 5] = 4,
+        clock_offset_ms: int = 0,
+        passwords: Mapping[str, str] | Callable[[str], str | None] | None = None,
+        seed: int | None = None,
+        max_downloads: int = 64,
+        battery_drain_v_per_h: float | None = None,
+    ) -> None:
         self.host, self.port = host, port
         self.topics = topics or Topics()
         self.heartbeat_s = heartbeat_s
@@ -105,8 +118,9 @@ class Fleet:
 
     # ------------------------------------------------------------------ start / stop
 
-    async def start(self, nodes: Iterable[str | NodeSpec], *, wait: bool = True,
-                    timeout: float | None = None) -> int:
+    async def start(
+        self, nodes: Iterable[str | NodeSpec], *, wait: bool = True, timeout: float | None = None
+    ) -> int:
         """Boot the given nodes, staggered; returns how many are connected when it returns
         (all of them, unless ``timeout`` ran out; the rest keep retrying in the background)."""
         specs = [n if isinstance(n, NodeSpec) else NodeSpec(n) for n in nodes]
@@ -137,13 +151,21 @@ class Fleet:
         return sum(n.connected.is_set() for n in started)
 
     def _make_node(self, spec: NodeSpec) -> SimNode:
-        return SimNode(spec.node_id, self.host, self.port, topics=self.topics,
-                       heartbeat_s=spec.heartbeat_s or self.heartbeat_s,
-                       keepalive_s=self.keepalive_s, speakers=spec.speakers,
-                       password=self._password(spec.node_id),
-                       clock_offset_ms=self.clock_offset_ms, http=self.http, rng=self.rng,
-                       mqtt_version=self.mqtt_version,
-                       battery_drain_v_per_h=self.battery_drain_v_per_h)
+        return SimNode(
+            spec.node_id,
+            self.host,
+            self.port,
+            topics=self.topics,
+            heartbeat_s=spec.heartbeat_s or self.heartbeat_s,
+            keepalive_s=self.keepalive_s,
+            speakers=spec.speakers,
+            password=self._password(spec.node_id),
+            clock_offset_ms=self.clock_offset_ms,
+            http=self.http,
+            rng=self.rng,
+            mqtt_version=self.mqtt_version,
+            battery_drain_v_per_h=self.battery_drain_v_per_h,
+        )
 
     def _password(self, node_id: str) -> str | None:
         if self.passwords is None:
@@ -216,4 +238,5 @@ class Fleet:
             heartbeats=sum(n.stats.heartbeats for n in nodes),
             commands=sum(n.stats.commands for n in nodes),
             duplicates=sum(n.stats.duplicates for n in nodes),
-            events=sum(n.stats.events for n in nodes))
+            events=sum(n.stats.events for n in nodes),
+        )

@@ -18,16 +18,19 @@ Net = Literal["4g", "3g", "eth", "wifi"]
 PowerSource = Literal["mains", "solar"]
 
 # Typical received signal levels (dBm) per access technology: (worst, best) base level.
-NET_RSSI_RANGE: dict[str, tuple[int, int]] = {"4g": (-100, -72), "3g": (-104, -80),
-                                              "wifi": (-75, -50)}
+NET_RSSI_RANGE: dict[str, tuple[int, int]] = {
+    "4g": (-100, -72),
+    "3g": (-104, -80),
+    "wifi": (-75, -50),
+}
 RSSI_FLOOR, RSSI_CEIL = -125, -45
 WEAK_SIGNAL_DEFAULT_DBM = -112
 
-BATTERY_FULL_V = 13.6       # float charge of a 12 V lead-acid battery on mains
-BATTERY_CUTOFF_V = 10.8     # low-voltage disconnect: the amplifier switches off
-BATTERY_RESUME_V = 11.6     # amplifier back on once recharged past this
+BATTERY_FULL_V = 13.6  # float charge of a 12 V lead-acid battery on mains
+BATTERY_CUTOFF_V = 10.8  # low-voltage disconnect: the amplifier switches off
+BATTERY_RESUME_V = 11.6  # amplifier back on once recharged past this
 CHARGE_V_PER_H = 0.8
-DRAIN_V_PER_H = 0.6         # idle; doubled while playing (amplifier load)
+DRAIN_V_PER_H = 0.6  # idle; doubled while playing (amplifier load)
 
 ICT_OFFSET_H = 7
 
@@ -45,13 +48,31 @@ def _pick_net(h: int) -> Net:
 class Hardware:
     """Mutable hardware state plus the physics that moves it between heartbeats."""
 
-    __slots__ = ("amp", "battery_v", "drain_v_per_h", "mains_cut", "net", "power_source",
-                 "rssi", "rssi_base", "speakers_ok", "speakers_total", "temp_bias",
-                 "weak_rssi", "_amp_fault")
+    __slots__ = (
+        "amp",
+        "battery_v",
+        "drain_v_per_h",
+        "mains_cut",
+        "net",
+        "power_source",
+        "rssi",
+        "rssi_base",
+        "speakers_ok",
+        "speakers_total",
+        "temp_bias",
+        "weak_rssi",
+        "_amp_fault",
+    )
 
-    def __init__(self, node_id: str, *, speakers_total: int = 2, net: Net | None = None,
-                 power_source: PowerSource | None = None,
-                 drain_v_per_h: float = DRAIN_V_PER_H) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        *,
+        speakers_total: int = 2,
+        net: Net | None = None,
+        power_source: PowerSource | None = None,
+        drain_v_per_h: float = DRAIN_V_PER_H,
+    ) -> None:
         h = zlib.crc32(node_id.encode())
         self.net: Net = net or _pick_net(h)
         self.power_source: PowerSource = power_source or ("solar" if h % 7 == 0 else "mains")
@@ -103,8 +124,10 @@ class Hardware:
     def _update_amp(self) -> None:
         if self._amp_fault:
             self.amp = "fault"
-        elif self.mains_cut and (self.battery_v <= BATTERY_CUTOFF_V or (
-                self.amp == "off" and self.battery_v < BATTERY_RESUME_V)):
+        elif self.mains_cut and (
+            self.battery_v <= BATTERY_CUTOFF_V
+            or (self.amp == "off" and self.battery_v < BATTERY_RESUME_V)
+        ):
             self.amp = "off"  # low-voltage disconnect, with hysteresis until recharged
         else:
             self.amp = "ok"

@@ -69,10 +69,10 @@ log = logging.getLogger(__name__)
 mqtt_log = logging.getLogger("firmware_sim.mqtt")
 
 MUX_FW_VERSION = f"{FW_VERSION}+mux"
-MIN_TICK_S = 0.01           # scheduler granularity: beats due within 10 ms go out together
-BLOCK_S = 0.01              # consecutive nodes per link: about this many seconds of beats
-MAX_BATCH = 2_000           # beats per loop turn before yielding, so sockets get written
-INFLIGHT_QOS1 = 1_000       # per connection: statuses in flight before paho queues them
+MIN_TICK_S = 0.01  # scheduler granularity: beats due within 10 ms go out together
+BLOCK_S = 0.01  # consecutive nodes per link: about this many seconds of beats
+MAX_BATCH = 2_000  # beats per loop turn before yielding, so sockets get written
+INFLIGHT_QOS1 = 1_000  # per connection: statuses in flight before paho queues them
 RECONNECT_MAX_S = 30.0
 DEFAULT_CONNECTIONS = 40
 DEFAULT_ANNOUNCE_RATE = 5_000.0
@@ -131,15 +131,15 @@ class VirtualFleetStats:
     connected: int
     heartbeat_s: float
     phase: Phase
-    announced: int          # online statuses acknowledged by the broker (QoS 1)
-    announce_s: float       # from the first online status to the last acknowledgement
-    heartbeats: int         # heartbeats handed to a connected link (ts stamped just before)
-    skipped: int            # beats that fell due while their link was down
-    shutdowns: int          # shutdown statuses acknowledged by the broker
+    announced: int  # online statuses acknowledged by the broker (QoS 1)
+    announce_s: float  # from the first online status to the last acknowledgement
+    heartbeats: int  # heartbeats handed to a connected link (ts stamped just before)
+    skipped: int  # beats that fell due while their link was down
+    shutdowns: int  # shutdown statuses acknowledged by the broker
     disconnects: int
-    beating_s: float        # time since the heartbeat schedule started
-    rate_per_s: float       # achieved: heartbeats / beating_s
-    expected_per_s: float   # nodes / heartbeat_s
+    beating_s: float  # time since the heartbeat schedule started
+    rate_per_s: float  # achieved: heartbeats / beating_s
+    expected_per_s: float  # nodes / heartbeat_s
     late_ms_p50: float | None
     late_ms_p99: float | None
     late_ms_max: float | None
@@ -154,13 +154,15 @@ class VirtualFleetStats:
         def ms(v: float | None) -> str:
             return "-" if v is None else f"{v:.0f}"
 
-        return (f"Cụm loa ảo: {n(self.nodes)} cụm trên {self.connections} kết nối MQTT "
-                f"({self.connected} đang nối); {n(self.announced)} đã báo trực tuyến, "
-                f"{n(self.shutdowns)} đã báo tắt (shutdown); đã gửi {n(self.heartbeats)} nhịp "
-                f"tim ({self.rate_per_s:.1f}/giây, kế hoạch {self.expected_per_s:.1f}/giây), "
-                f"{n(self.skipped)} nhịp bỏ lỡ do mất kết nối; trễ so với lịch p50 "
-                f"{ms(self.late_ms_p50)} ms, p99 {ms(self.late_ms_p99)} ms, tối đa "
-                f"{ms(self.late_ms_max)} ms.")
+        return (
+            f"Cụm loa ảo: {n(self.nodes)} cụm trên {self.connections} kết nối MQTT "
+            f"({self.connected} đang nối); {n(self.announced)} đã báo trực tuyến, "
+            f"{n(self.shutdowns)} đã báo tắt (shutdown); đã gửi {n(self.heartbeats)} nhịp "
+            f"tim ({self.rate_per_s:.1f}/giây, kế hoạch {self.expected_per_s:.1f}/giây), "
+            f"{n(self.skipped)} nhịp bỏ lỡ do mất kết nối; trễ so với lịch p50 "
+            f"{ms(self.late_ms_p50)} ms, p99 {ms(self.late_ms_p99)} ms, tối đa "
+            f"{ms(self.late_ms_max)} ms."
+        )
 
 
 class _Link:
@@ -176,11 +178,21 @@ class _Link:
 
     def _make_client(self) -> aiomqtt.Client:
         f = self.fleet
-        kw: dict = ({"protocol": aiomqtt.ProtocolVersion.V5} if f.mqtt_version == 5 else
-                    {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": True})
-        return aiomqtt.Client(f.host, f.port, identifier=self.client_id,
-                              keepalive=f.keepalive_s, timeout=10, logger=mqtt_log,
-                              max_inflight_messages=INFLIGHT_QOS1, **kw)
+        kw: dict = (
+            {"protocol": aiomqtt.ProtocolVersion.V5}
+            if f.mqtt_version == 5
+            else {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": True}
+        )
+        return aiomqtt.Client(
+            f.host,
+            f.port,
+            identifier=self.client_id,
+            keepalive=f.keepalive_s,
+            timeout=10,
+            logger=mqtt_log,
+            max_inflight_messages=INFLIGHT_QOS1,
+            **kw,
+        )
 
     async def run(self) -> None:
         backoff = 1.0
@@ -209,8 +221,9 @@ class _Link:
             self.fleet.disconnects += 1
             await asyncio.sleep(backoff * (0.5 + random.random()))
 
-    def publish(self, topic: str, payload: bytes, qos: int,
-                retain: bool = False) -> mqtt.MQTTMessageInfo | None:
+    def publish(
+        self, topic: str, payload: bytes, qos: int, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo | None:
         """Hand to paho without awaiting (no task per message); None when the link is down."""
         client = self.client
         if client is None or not self.up.is_set():
@@ -231,8 +244,13 @@ class _Link:
         # Private paho 2.x API (checked against 2.2): _packet_queue(command, packet, mid, qos,
         # info). paho writes the bytes in order with its other packets and handles partial
         # writes; PUBLISH with qos 0 marks ``info`` published once all bytes are out.
-        inner._packet_queue(mqtt.PUBLISH, b"".join(frames), 0, 0,  # noqa: SLF001
-                            mqtt.MQTTMessageInfo(0))
+        inner._packet_queue(
+            mqtt.PUBLISH,
+            b"".join(frames),
+            0,
+            0,  # noqa: SLF001
+            mqtt.MQTTMessageInfo(0),
+        )
         return True
 
     async def close(self) -> None:
@@ -253,12 +271,23 @@ class VirtualFleet:
     heartbeat schedule share a link in blocks of ~``BLOCK_S`` of beats, blocks go round-robin
     over the links (see the module docstring for why)."""
 
-    def __init__(self, host: str, port: int, node_ids: Sequence[str], *,
-                 connections: int = DEFAULT_CONNECTIONS, heartbeat_s: float = 30.0,
-                 topics: Topics | None = None, keepalive_s: int = 60,
-                 announce_rate: float = DEFAULT_ANNOUNCE_RATE, mqtt_version: Literal[4, 5] = 4,
-                 clock_offset_ms: int = 0, client_prefix: str = "sim", seed: int | None = None,
-                 clock: Callable[[], int] = real_now_ms) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        node_ids: Sequence[str],
+        *,
+        connections: int = DEFAULT_CONNECTIONS,
+        heartbeat_s: float = 30.0,
+        topics: Topics | None = None,
+        keepalive_s: int = 60,
+        announce_rate: float = DEFAULT_ANNOUNCE_RATE,
+        mqtt_version: Literal[4, 5] = 4,
+        clock_offset_ms: int = 0,
+        client_prefix: str = "sim",
+        seed: int | None = None,
+        clock: Callable[[], int] = real_now_ms,
+    ) -> None:
         if not node_ids:
             raise ValueError("Cần ít nhất một cụm loa ảo")
         bad = [i for i in node_ids if not NODE_ID_RE.match(i)]
@@ -279,9 +308,16 @@ class VirtualFleet:
         token = secrets.token_hex(3)  # two fleets (or shards) never share a client id
         self.links = [_Link(self, k, f"{client_prefix}-mux-{token}-{k}") for k in range(n_links)]
         block = max(1, math.ceil(len(node_ids) / heartbeat_s * BLOCK_S))
-        self.nodes = [VirtualNode(node_id, (i // block) % n_links, self.topics.status(node_id),
-                                  self.topics.heartbeat(node_id), Hardware(node_id))
-                      for i, node_id in enumerate(node_ids)]
+        self.nodes = [
+            VirtualNode(
+                node_id,
+                (i // block) % n_links,
+                self.topics.status(node_id),
+                self.topics.heartbeat(node_id),
+                Hardware(node_id),
+            )
+            for i, node_id in enumerate(node_ids)
+        ]
         self._v5 = mqtt_version == 5
         self._frames: list[list[bytes]] = [[] for _ in self.links]
         self._framed: list[list[float]] = [[] for _ in self.links]  # due time of each frame
@@ -312,8 +348,10 @@ class VirtualFleet:
                 await asyncio.gather(*(link.up.wait() for link in self.links))
         except TimeoutError:
             up = sum(link.up.is_set() for link in self.links)
-            raise ConnectionError(f"chỉ {up}/{len(self.links)} kết nối MQTT tới {self.host}:"
-                                  f"{self.port} thành công sau {connect_timeout:g} giây") from None
+            raise ConnectionError(
+                f"chỉ {up}/{len(self.links)} kết nối MQTT tới {self.host}:"
+                f"{self.port} thành công sau {connect_timeout:g} giây"
+            ) from None
         self.phase = "announcing"
         await self._announce_all()
         self.phase = "beating"
@@ -363,8 +401,9 @@ class VirtualFleet:
             while i < due:
                 node = self.nodes[i]
                 node.boot_mono = loop.time()
-                status = Status(online=True, fw=MUX_FW_VERSION, boot_id=secrets.token_hex(8),
-                                ts=self.now_ms())
+                status = Status(
+                    online=True, fw=MUX_FW_VERSION, boot_id=secrets.token_hex(8), ts=self.now_ms()
+                )
                 info = self.links[node.link].publish(node.status_topic, encode(status), 1, True)
                 if info is not None:
                     infos.append(info)
@@ -399,13 +438,23 @@ class VirtualFleet:
         hw.advance(self.heartbeat_s if seq else 0.0, False, self.rng)
         now = time.monotonic()
         ts = self.now_ms()
-        hb = Heartbeat(seq=seq, ts=ts, uptime_s=int(now - node.boot_mono) if node.boot_mono
-                       else 0, volume=DEFAULT_VOLUME, amp=hw.amp, speakers_ok=hw.speakers_ok,
-                       speakers_total=hw.speakers_total, power=hw.power, net=hw.net,
-                       rssi_dbm=hw.rssi_dbm(), playing=None, battery_v=round(hw.battery_v, 2),
-                       temp_c=hw.temp_c(ts, False), fw=MUX_FW_VERSION)
-        self._frames[node.link].append(
-            publish_frame(node.heartbeat_topic, encode(hb), v5=self._v5))
+        hb = Heartbeat(
+            seq=seq,
+            ts=ts,
+            uptime_s=int(now - node.boot_mono) if node.boot_mono else 0,
+            volume=DEFAULT_VOLUME,
+            amp=hw.amp,
+            speakers_ok=hw.speakers_ok,
+            speakers_total=hw.speakers_total,
+            power=hw.power,
+            net=hw.net,
+            rssi_dbm=hw.rssi_dbm(),
+            playing=None,
+            battery_v=round(hw.battery_v, 2),
+            temp_c=hw.temp_c(ts, False),
+            fw=MUX_FW_VERSION,
+        )
+        self._frames[node.link].append(publish_frame(node.heartbeat_topic, encode(hb), v5=self._v5))
         self._framed[node.link].append(due_at)
 
     def _send_framed(self) -> None:
@@ -425,20 +474,31 @@ class VirtualFleet:
     # ------------------------------------------------------------------ figures
 
     def stats(self) -> VirtualFleetStats:
-        beating_s = ((self._beat_t1 or time.monotonic()) - self._beat_t0
-                     if self._beat_t0 is not None else 0.0)
+        beating_s = (
+            (self._beat_t1 or time.monotonic()) - self._beat_t0
+            if self._beat_t0 is not None
+            else 0.0
+        )
         return VirtualFleetStats(
-            nodes=len(self.nodes), connections=len(self.links),
-            connected=sum(link.up.is_set() for link in self.links), heartbeat_s=self.heartbeat_s,
-            phase=self.phase, announced=self.announced,
-            announce_s=round(self._announce_s, 3), heartbeats=self.heartbeats,
-            skipped=self.skipped, shutdowns=self.shutdowns, disconnects=self.disconnects,
+            nodes=len(self.nodes),
+            connections=len(self.links),
+            connected=sum(link.up.is_set() for link in self.links),
+            heartbeat_s=self.heartbeat_s,
+            phase=self.phase,
+            announced=self.announced,
+            announce_s=round(self._announce_s, 3),
+            heartbeats=self.heartbeats,
+            skipped=self.skipped,
+            shutdowns=self.shutdowns,
+            disconnects=self.disconnects,
             beating_s=round(beating_s, 3),
             rate_per_s=round(self.heartbeats / beating_s, 2) if beating_s > 0 else 0.0,
             expected_per_s=round(len(self.nodes) / self.heartbeat_s, 2),
-            late_ms_p50=self.lateness.quantile(0.5), late_ms_p99=self.lateness.quantile(0.99),
+            late_ms_p50=self.lateness.quantile(0.5),
+            late_ms_p99=self.lateness.quantile(0.99),
             late_ms_max=round(self.lateness.max_ms, 1) if self.lateness.total else None,
-            at_ms=real_now_ms())
+            at_ms=real_now_ms(),
+        )
 
 
 async def _wait_acked(infos: list[mqtt.MQTTMessageInfo], timeout: float) -> int:
@@ -470,8 +530,16 @@ def publish_frame(topic: str, payload: bytes, *, v5: bool = False) -> bytes:
     length, payload. QoS 0 has no packet identifier."""
     t = topic.encode()
     body_len = 2 + len(t) + (1 if v5 else 0) + len(payload)
-    return b"".join((b"\x30", _remaining_length(body_len), len(t).to_bytes(2, "big"), t,
-                     b"\x00" if v5 else b"", payload))
+    return b"".join(
+        (
+            b"\x30",
+            _remaining_length(body_len),
+            len(t).to_bytes(2, "big"),
+            t,
+            b"\x00" if v5 else b"",
+            payload,
+        )
+    )
 
 
 def _remaining_length(n: int) -> bytes:

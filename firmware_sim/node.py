@@ -60,8 +60,8 @@ mqtt_log = logging.getLogger("firmware_sim.mqtt")
 
 FW_VERSION = "sim-1.0.0"
 DEFAULT_CLOCK_OFFSET_FAULT_MS = 120_000
-SEEN_CMD_IDS = 512          # duplicate detection window (a QoS 1 redelivery comes soon)
-OUTBOX_MAX = 200            # events kept while offline, oldest dropped first
+SEEN_CMD_IDS = 512  # duplicate detection window (a QoS 1 redelivery comes soon)
+OUTBOX_MAX = 200  # events kept while offline, oldest dropped first
 SESSION_EXPIRY_S = 7 * 86400  # MQTT 5: keep the session (queued commands) for a week
 RECONNECT_MAX_S = 30.0
 
@@ -79,13 +79,27 @@ class NodeStats:
 
 
 class SimNode:
-    def __init__(self, node_id: str, host: str, port: int, *, topics: Topics | None = None,
-                 heartbeat_s: float = 30, keepalive_s: int = 60, speakers: int = 2,
-                 net: Net | None = None, power_source: PowerSource | None = None,
-                 password: str | None = None, clock_offset_ms: int = 0,
-                 default_volume: int = 70, http: SharedHttp | None = None,
-                 rng: random.Random | None = None, mqtt_version: Literal[4, 5] = 4,
-                 fw: str = FW_VERSION, battery_drain_v_per_h: float | None = None) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        host: str,
+        port: int,
+        *,
+        topics: Topics | None = None,
+        heartbeat_s: float = 30,
+        keepalive_s: int = 60,
+        speakers: int = 2,
+        net: Net | None = None,
+        power_source: PowerSource | None = None,
+        password: str | None = None,
+        clock_offset_ms: int = 0,
+        default_volume: int = 70,
+        http: SharedHttp | None = None,
+        rng: random.Random | None = None,
+        mqtt_version: Literal[4, 5] = 4,
+        fw: str = FW_VERSION,
+        battery_drain_v_per_h: float | None = None,
+    ) -> None:
         if not NODE_ID_RE.match(node_id):
             raise ValueError(f"Mã cụm loa không hợp lệ: '{node_id}' (3-64 ký tự A-Z a-z 0-9 _ -)")
         self.node_id = node_id
@@ -100,8 +114,9 @@ class SimNode:
         self.fw = fw
         self.rng = rng or random.Random()
         hw_kw = {} if battery_drain_v_per_h is None else {"drain_v_per_h": battery_drain_v_per_h}
-        self.hw = Hardware(node_id, speakers_total=speakers, net=net, power_source=power_source,
-                           **hw_kw)
+        self.hw = Hardware(
+            node_id, speakers_total=speakers, net=net, power_source=power_source, **hw_kw
+        )
         self.faults: dict[Fault, int | None] = {}
         self.stats = NodeStats()
         self.connected = asyncio.Event()
@@ -236,13 +251,21 @@ class SimNode:
         if self.mqtt_version == 5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = SESSION_EXPIRY_S
-            kw = {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": False,
-                  "properties": props}
+            kw = {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": False, "properties": props}
         else:
             kw = {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": False}
-        client = aiomqtt.Client(self.host, self.port, identifier=self.node_id,
-                                username=self.node_id, password=self.password, will=will,
-                                keepalive=self.keepalive_s, timeout=10, logger=mqtt_log, **kw)
+        client = aiomqtt.Client(
+            self.host,
+            self.port,
+            identifier=self.node_id,
+            username=self.node_id,
+            password=self.password,
+            will=will,
+            keepalive=self.keepalive_s,
+            timeout=10,
+            logger=mqtt_log,
+            **kw,
+        )
         # Registered before CONNECT: a persistent session delivers queued commands at once.
         mqtt_link.paho(client).message_callback_add(self._cmd_topic, self._on_cmd_message)
         return client
@@ -297,8 +320,7 @@ class SimNode:
             self.player.shutdown(emit=True)
         status = Status(online=False, reason="shutdown", ts=self.now_ms())
         try:
-            await client.publish(self._status_topic, encode(status), qos=1, retain=True,
-                                 timeout=5)
+            await client.publish(self._status_topic, encode(status), qos=1, retain=True, timeout=5)
             await client.__aexit__(None, None, None)
         except (aiomqtt.MqttError, TimeoutError) as exc:
             log.warning("%s: clean shutdown incomplete: %s", self.node_id, exc)
@@ -324,8 +346,9 @@ class SimNode:
                 self._last_beat = now
                 self._next_beat = now + self.heartbeat_s
             self._wakeup = loop.create_future()
-            done, _ = await asyncio.wait((lost, self._wakeup),
-                                         timeout=max(0.0, self._next_beat - loop.time()))
+            done, _ = await asyncio.wait(
+                (lost, self._wakeup), timeout=max(0.0, self._next_beat - loop.time())
+            )
             if lost in done:
                 exc = lost.exception()
                 raise aiomqtt.MqttError(f"disconnected: {exc}")
@@ -357,12 +380,21 @@ class SimNode:
         playing = self.playing
         hw = self.hw
         hb = Heartbeat(
-            seq=self.seq, ts=self.now_ms(),
+            seq=self.seq,
+            ts=self.now_ms(),
             uptime_s=int(asyncio.get_running_loop().time() - self._boot_mono),
-            volume=self.effective_volume, amp=hw.amp, speakers_ok=hw.speakers_ok,
-            speakers_total=hw.speakers_total, power=hw.power, net=hw.net,
-            rssi_dbm=hw.rssi_dbm(), playing=playing, battery_v=round(hw.battery_v, 2),
-            temp_c=hw.temp_c(self.now_ms(), playing is not None), fw=self.fw)
+            volume=self.effective_volume,
+            amp=hw.amp,
+            speakers_ok=hw.speakers_ok,
+            speakers_total=hw.speakers_total,
+            power=hw.power,
+            net=hw.net,
+            rssi_dbm=hw.rssi_dbm(),
+            playing=playing,
+            battery_v=round(hw.battery_v, 2),
+            temp_c=hw.temp_c(self.now_ms(), playing is not None),
+            fw=self.fw,
+        )
         self._send(self._heartbeat_topic, encode(hb), 0)
         self.seq += 1
         self.stats.heartbeats += 1
@@ -374,8 +406,9 @@ class SimNode:
 
     # ================================================================== commands
 
-    def _on_cmd_message(self, _client: mqtt.Client, _userdata: object,
-                        message: mqtt.MQTTMessage) -> None:
+    def _on_cmd_message(
+        self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage
+    ) -> None:
         # Runs inside paho's read callback: an exception here would tear the connection down.
         try:
             self._handle_command(message.payload)
@@ -443,9 +476,14 @@ class SimNode:
         hw = self.hw
         ok = hw.amp == "ok" and hw.speakers_ok == hw.speakers_total and hw.speakers_total > 0
         detail = f"ampli {AMP_VI[hw.amp]}, {hw.speakers_ok}/{hw.speakers_total} loa tốt"
-        return SelftestEvent(type="selftest", ts=self.now_ms(), ok=ok,
-                             speakers_ok=hw.speakers_ok, speakers_total=hw.speakers_total,
-                             detail=detail)
+        return SelftestEvent(
+            type="selftest",
+            ts=self.now_ms(),
+            ok=ok,
+            speakers_ok=hw.speakers_ok,
+            speakers_total=hw.speakers_total,
+            detail=detail,
+        )
 
     # ================================================================== faults
 
@@ -461,8 +499,10 @@ class SimNode:
             self._fault_event("amp_fault", "Ampli báo lỗi (quá nhiệt hoặc chập mạch)")
         elif fault is Fault.SPEAKER_LINE:
             hw.set_speaker_lines_lost(1 if value is None else value)
-            self._fault_event("speaker_line", f"Đường dây loa hở/chập: còn "
-                                              f"{hw.speakers_ok}/{hw.speakers_total} loa hoạt động")
+            self._fault_event(
+                "speaker_line",
+                f"Đường dây loa hở/chập: còn {hw.speakers_ok}/{hw.speakers_total} loa hoạt động",
+            )
         elif fault is Fault.POWER_CUT:
             hw.set_mains_cut(True)
             self._fault_event("power_lost", "Mất điện lưới, đang chạy bằng ắc quy")
@@ -491,4 +531,3 @@ class SimNode:
 
     def _fault_event(self, code: str, detail: str) -> None:
         self.emit(FaultEvent(type="fault", ts=self.now_ms(), code=code, detail=detail))
-

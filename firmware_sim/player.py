@@ -83,14 +83,16 @@ class Player:
     def submit(self, cmd: PlayCmd | StreamCmd) -> Job:
         job = Job(cmd, next(self._order))
         self.jobs.add(job)
-        job.task = asyncio.get_running_loop().create_task(self._life(job),
-                                                          name=f"job-{cmd.cmd_id}")
+        job.task = asyncio.get_running_loop().create_task(self._life(job), name=f"job-{cmd.cmd_id}")
         return job
 
     def stop(self, broadcast_id: str | None = None) -> int:
         """End the matching jobs (all when ``broadcast_id`` is None); returns how many."""
-        victims = [j for j in self.jobs
-                   if not j.ended and (broadcast_id is None or j.broadcast_id == broadcast_id)]
+        victims = [
+            j
+            for j in self.jobs
+            if not j.ended and (broadcast_id is None or j.broadcast_id == broadcast_id)
+        ]
         for job in victims:
             if job in self.waiting:
                 self.waiting.remove(job)
@@ -131,9 +133,12 @@ class Player:
                 await asyncio.sleep(total_ms / 1000)
                 self._end(job, "finished")
             else:
-                why = await read_stream(self.http, cmd.url,
-                                        on_open=lambda: self._mark_started(job),
-                                        on_bytes=lambda n: self._count_stream(job, n))
+                why = await read_stream(
+                    self.http,
+                    cmd.url,
+                    on_open=lambda: self._mark_started(job),
+                    on_bytes=lambda n: self._count_stream(job, n),
+                )
                 self._end(job, "finished", reason=why)
         except FetchError as exc:
             log.info("broadcast %s failed: %s", job.broadcast_id, exc)
@@ -204,8 +209,18 @@ class Player:
         job.ended = True
         self._event(job, phase, **extra)
 
-    def _event(self, job: Job, phase: PlaybackPhase, error: str | None = None,
-               **extra: Any) -> None:
+    def _event(
+        self, job: Job, phase: PlaybackPhase, error: str | None = None, **extra: Any
+    ) -> None:
         now = self.host.now_ms()
-        self.host.emit(PlaybackEvent(type="playback", ts=now, broadcast_id=job.broadcast_id,
-                                     phase=phase, at=now, error=error, **extra))
+        self.host.emit(
+            PlaybackEvent(
+                type="playback",
+                ts=now,
+                broadcast_id=job.broadcast_id,
+                phase=phase,
+                at=now,
+                error=error,
+                **extra,
+            )
+        )

@@ -77,14 +77,19 @@ class AnswerCache:
     def _fresh(self, key: Hashable, stamp: tuple, at_ms: int) -> bytes | None:
         with self._lock:
             entry = self._entries.get(key)
-            if entry is None or entry[0] != stamp or at_ms - entry[1] > self.ttl_ms \
-                    or at_ms < entry[1]:
+            if (
+                entry is None
+                or entry[0] != stamp
+                or at_ms - entry[1] > self.ttl_ms
+                or at_ms < entry[1]
+            ):
                 return None
             self._entries.move_to_end(key)
             return entry[2]
 
-    def answer(self, session: Session, key: Hashable, at_ms: int,
-               judge: Callable[[int], bytes]) -> bytes:
+    def answer(
+        self, session: Session, key: Hashable, at_ms: int, judge: Callable[[int], bytes]
+    ) -> bytes:
         """The cached answer to ``key`` if still valid, else ``judge(at_ms)`` (stored).
         Two requests missing at once judge once: the second waits for the first."""
         if self.ttl_ms <= 0:

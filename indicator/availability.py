@@ -28,29 +28,33 @@ from registry.models import Node
 _CHUNK = 900
 
 
-def _last_transition_value(session: Session, column, before,
-                           node_ids: Sequence[str] | None) -> list:
+def _last_transition_value(
+    session: Session, column, before, node_ids: Sequence[str] | None
+) -> list:
     """(node id, ``column`` of that node's last transition matching ``before``) for every
     node or the given ones: one indexed lookup per node, in chunks of ids."""
     t = NodeTransition
-    last = (select(column)
-            .where(t.node_id == Node.id, before)
-            .order_by(t.at_ms.desc(), t.id.desc())
-            .limit(1)
-            .correlate(Node)
-            .scalar_subquery())
+    last = (
+        select(column)
+        .where(t.node_id == Node.id, before)
+        .order_by(t.at_ms.desc(), t.id.desc())
+        .limit(1)
+        .correlate(Node)
+        .scalar_subquery()
+    )
     stmt = select(Node.id, last)
     if node_ids is None:
         return list(session.execute(stmt))
     rows: list = []
     ids = list(dict.fromkeys(node_ids))
     for i in range(0, len(ids), _CHUNK):
-        rows.extend(session.execute(stmt.where(Node.id.in_(ids[i:i + _CHUNK]))))
+        rows.extend(session.execute(stmt.where(Node.id.in_(ids[i : i + _CHUNK]))))
     return rows
 
 
-def _initial_flags(session: Session, start_ms: int,
-                   node_ids: Sequence[str] | None) -> dict[str, bool]:
+def _initial_flags(
+    session: Session, start_ms: int, node_ids: Sequence[str] | None
+) -> dict[str, bool]:
     """The ``available`` flag of each node's last transition before ``start`` (one indexed
     lookup per node through ``ix_transition_node_at_available``, portable to PostgreSQL)."""
     t = NodeTransition
@@ -63,11 +67,13 @@ _WINDOW_SQL = (
     # each node's window from the index alone, in time order, whatever the table's size.
     "SELECT n.id, t.at_ms, t.available FROM node n {join} node_transition t "
     "ON t.node_id = n.id AND t.at_ms >= :start AND t.at_ms < :end {where} "
-    "ORDER BY n.id, t.at_ms, t.id")
+    "ORDER BY n.id, t.at_ms, t.id"
+)
 
 
-def _window_batches(session: Session, start_ms: int, end_ms: int,
-                    node_ids: Sequence[str] | None) -> Iterator[list[tuple[str, int, int]]]:
+def _window_batches(
+    session: Session, start_ms: int, end_ms: int, node_ids: Sequence[str] | None
+) -> Iterator[list[tuple[str, int, int]]]:
     """``(node, at_ms, available)`` of the window, grouped by node, in time order."""
     params = {"start": start_ms, "end": end_ms}
     join = ordered_join(session)
@@ -76,15 +82,18 @@ def _window_batches(session: Session, start_ms: int, end_ms: int,
         return
     ids = sorted(set(node_ids))
     for i in range(0, len(ids), _CHUNK):
-        chunk = ids[i:i + _CHUNK]
+        chunk = ids[i : i + _CHUNK]
         marks = ", ".join(f":n{j}" for j in range(len(chunk)))
         yield from stream_batches(
-            session, _WINDOW_SQL.format(join=join, where=f"WHERE n.id IN ({marks})"),
-            {**params, **{f"n{j}": node for j, node in enumerate(chunk)}})
+            session,
+            _WINDOW_SQL.format(join=join, where=f"WHERE n.id IN ({marks})"),
+            {**params, **{f"n{j}": node for j, node in enumerate(chunk)}},
+        )
 
 
-def available_intervals(session: Session, start_ms: int, end_ms: int,
-                        node_ids: Sequence[str] | None = None) -> dict[str, list[Interval]]:
+def available_intervals(
+    session: Session, start_ms: int, end_ms: int, node_ids: Sequence[str] | None = None
+) -> dict[str, list[Interval]]:
     """Bulk: each node's available intervals inside the window (two queries in all).
 
     One streaming pass: rows arrive grouped by node, so each node's intervals are closed
@@ -117,14 +126,17 @@ def available_intervals(session: Session, start_ms: int, end_ms: int,
     return out
 
 
-def availability_by_node(session: Session, start_ms: int, end_ms: int,
-                         node_ids: Sequence[str] | None = None) -> dict[str, float]:
+def availability_by_node(
+    session: Session, start_ms: int, end_ms: int, node_ids: Sequence[str] | None = None
+) -> dict[str, float]:
     """Bulk: share of the window each node was available (0.0-1.0)."""
     length = end_ms - start_ms
     if length <= 0:
         raise ValueError("empty window")
-    return {node: total(ivs) / length
-            for node, ivs in available_intervals(session, start_ms, end_ms, node_ids).items()}
+    return {
+        node: total(ivs) / length
+        for node, ivs in available_intervals(session, start_ms, end_ms, node_ids).items()
+    }
 
 
 def availability(session: Session, node_id: str, start_ms: int, end_ms: int) -> float:
@@ -132,8 +144,9 @@ def availability(session: Session, node_id: str, start_ms: int, end_ms: int) -> 
     return availability_by_node(session, start_ms, end_ms, [node_id]).get(node_id, 0.0)
 
 
-def states_at(session: Session, at_ms: int,
-              node_ids: Sequence[str] | None = None) -> dict[str, str]:
+def states_at(
+    session: Session, at_ms: int, node_ids: Sequence[str] | None = None
+) -> dict[str, str]:
     """Each node's state at an instant ("unknown" before its first transition), for the
     report's "clusters by state" at the end of a period."""
     t = NodeTransition

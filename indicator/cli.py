@@ -1,10 +1,10 @@
 """``loa report 8.3``, ``loa attest`` and ``loa indicator ...``: the indicator from a shell.
 
-    loa report 8.3 --period 2026-Q3 --format xlsx -o bao-cao-q3.xlsx
-    loa report 8.3 --period last30                  # summary on the terminal
-    loa attest ls-vule --inspector "Nguyễn Văn A" --until 31/12/2027 --note "Đài FM tốt"
-    loa indicator settings --availability 0.9 --aired 0.8
-    loa indicator seed-history --days 90            # demo telemetry for the registered nodes
+loa report 8.3 --period 2026-Q3 --format xlsx -o bao-cao-q3.xlsx
+loa report 8.3 --period last30                  # summary on the terminal
+loa attest ls-vule --inspector "Nguyễn Văn A" --until 31/12/2027 --note "Đài FM tốt"
+loa indicator settings --availability 0.9 --aired 0.8
+loa indicator seed-history --days 90            # demo telemetry for the registered nodes
 """
 
 from __future__ import annotations
@@ -22,8 +22,16 @@ from loa.timeutil import now_ms
 
 FORMATS = ("html", "pdf", "docx", "xlsx", "csv", "text")
 BINARY = ("pdf", "docx", "xlsx")
-LETTERHEAD_FLAGS = ("issuer", "superior", "number_symbol", "place", "signer_authority",
-                    "signer_title", "signer_name", "recipients")
+LETTERHEAD_FLAGS = (
+    "issuer",
+    "superior",
+    "number_symbol",
+    "place",
+    "signer_authority",
+    "signer_title",
+    "signer_name",
+    "recipients",
+)
 
 
 def _user_error(message: str) -> Exception:
@@ -52,8 +60,9 @@ def _format(args: argparse.Namespace) -> str:
         suffix = Path(args.output).suffix.lower().lstrip(".")
         if suffix in FORMATS:
             return suffix
-        raise _user_error(f"Không đoán được định dạng từ '{args.output}': thêm --format "
-                          "html|pdf|xlsx|csv.")
+        raise _user_error(
+            f"Không đoán được định dạng từ '{args.output}': thêm --format html|pdf|xlsx|csv."
+        )
     return "text"
 
 
@@ -64,15 +73,15 @@ def _report(args: argparse.Namespace, db: Database) -> int:
     from indicator.reports import build_report, render
 
     if args.folder:
-        raise _user_error(f"Thừa tham số '{args.folder}' (thư mục chỉ dùng với "
-                          "'loa report verify THƯ_MỤC').")
+        raise _user_error(
+            f"Thừa tham số '{args.folder}' (thư mục chỉ dùng với 'loa report verify THƯ_MỤC')."
+        )
     fmt = _format(args)
     if fmt in BINARY and not args.output:
         raise _user_error(f"Báo cáo {fmt.upper()} cần tệp đích: thêm -o TỆP.")
     at = now_ms()
     with db.session() as s:
-        period = parse_period(args.period, now_ms=at,
-                              default=current_thresholds(s).default_period)
+        period = parse_period(args.period, now_ms=at, default=current_thresholds(s).default_period)
         if args.evidence:
             from indicator.evidence import write_evidence
 
@@ -81,10 +90,13 @@ def _report(args: argparse.Namespace, db: Database) -> int:
             try:
                 files = write_evidence(s, e, folder)
             except OSError as exc:
-                raise _user_error(f"Không ghi được bằng chứng vào '{folder}': "
-                                  f"{exc.strerror}.") from None
-            print(f"Đã ghi {len(files)} tệp bằng chứng ({e.summary.text}) và MANIFEST.sha256 "
-                  f"vào {folder}; kiểm tra lại bằng: loa report verify {folder}")
+                raise _user_error(
+                    f"Không ghi được bằng chứng vào '{folder}': {exc.strerror}."
+                ) from None
+            print(
+                f"Đã ghi {len(files)} tệp bằng chứng ({e.summary.text}) và MANIFEST.sha256 "
+                f"vào {folder}; kiểm tra lại bằng: loa report verify {folder}"
+            )
             if fmt == "text":
                 return 0
         if fmt == "text":
@@ -103,8 +115,7 @@ def _report(args: argparse.Namespace, db: Database) -> int:
                 for r in c.reasons:
                     print(f"    {r.text}")
             return 0
-        overrides = {k: getattr(args, k) for k in LETTERHEAD_FLAGS
-                     if getattr(args, k) is not None}
+        overrides = {k: getattr(args, k) for k in LETTERHEAD_FLAGS if getattr(args, k) is not None}
         if args.recipients is not None:
             overrides["recipients"] = args.recipients.replace(";", "\n")
         report = build_report(s, period, now=at, scope=args.scope, letterhead=overrides)
@@ -147,11 +158,19 @@ def _attest(args: argparse.Namespace, db: Database) -> int:
 
     with db.session() as s:
         row = add_attestation(
-            s, args.commune, inspector=args.inspector, valid_until=parse_day(args.until),
-            attested_on=parse_day(args.on) if args.on else None, note=args.note or "",
-            station_kind=args.kind, by="cli")
-        print(f"Đã ghi xác nhận số {row.id}: xã {args.commune}, đài {row.station_kind}, kiểm "
-              f"tra ngày {row.attested_on:%d/%m/%Y}, hiệu lực đến {row.valid_until:%d/%m/%Y}.")
+            s,
+            args.commune,
+            inspector=args.inspector,
+            valid_until=parse_day(args.until),
+            attested_on=parse_day(args.on) if args.on else None,
+            note=args.note or "",
+            station_kind=args.kind,
+            by="cli",
+        )
+        print(
+            f"Đã ghi xác nhận số {row.id}: xã {args.commune}, đài {row.station_kind}, kiểm "
+            f"tra ngày {row.attested_on:%d/%m/%Y}, hiệu lực đến {row.valid_until:%d/%m/%Y}."
+        )
     return 0
 
 
@@ -159,28 +178,42 @@ def _settings(args: argparse.Namespace, db: Database) -> int:
     from indicator.manual_inputs import current_thresholds, update_thresholds
 
     with db.session() as s:
-        changes = {k: v for k, v in (("availability", args.availability),
-                                     ("aired", args.aired),
-                                     ("broadcasts_per_week_min", args.per_week),
-                                     ("default_period", args.default_period),
-                                     ("coverage", args.coverage)) if v is not None}
+        changes = {
+            k: v
+            for k, v in (
+                ("availability", args.availability),
+                ("aired", args.aired),
+                ("broadcasts_per_week_min", args.per_week),
+                ("default_period", args.default_period),
+                ("coverage", args.coverage),
+            )
+            if v is not None
+        }
         th = update_thresholds(s, by="cli", **changes) if changes else current_thresholds(s)
-        print(f"Ngưỡng khả dụng: {th.availability}\nNgưỡng tỉ lệ phát: {th.aired}\n"
-              f"Số buổi phát tối thiểu/tuần: {th.broadcasts_per_week_min}\n"
-              f"Kỳ mặc định: {th.default_period}\n"
-              f"Ngưỡng thời gian giám sát: {th.coverage}")
+        print(
+            f"Ngưỡng khả dụng: {th.availability}\nNgưỡng tỉ lệ phát: {th.aired}\n"
+            f"Số buổi phát tối thiểu/tuần: {th.broadcasts_per_week_min}\n"
+            f"Kỳ mặc định: {th.default_period}\n"
+            f"Ngưỡng thời gian giám sát: {th.coverage}"
+        )
     return 0
 
 
 def _criteria(args: argparse.Namespace, db: Database) -> int:
     from indicator.criteria import all_sets, update_set
 
-    changes = {k: v for k, v in (("indicator_code", args.code),
-                                 ("indicator_text", args.text),
-                                 ("legal_basis", args.legal_basis),
-                                 ("availability_threshold", args.availability),
-                                 ("aired_threshold", args.aired),
-                                 ("broadcasts_per_week_min", args.per_week)) if v is not None}
+    changes = {
+        k: v
+        for k, v in (
+            ("indicator_code", args.code),
+            ("indicator_text", args.text),
+            ("legal_basis", args.legal_basis),
+            ("availability_threshold", args.availability),
+            ("aired_threshold", args.aired),
+            ("broadcasts_per_week_min", args.per_week),
+        )
+        if v is not None
+    }
     with db.session() as s:
         if changes:
             if not args.set:
@@ -189,8 +222,10 @@ def _criteria(args: argparse.Namespace, db: Database) -> int:
         for c in all_sets(s):
             until = c.valid_to.strftime("%d/%m/%Y") if c.valid_to else "nay"
             code = c.indicator_code or "(chưa nhập mã)"
-            print(f"{c.key}: {c.name}\n  Căn cứ: {c.legal_basis}\n  Hiệu lực: "
-                  f"{c.valid_from:%d/%m/%Y} – {until}\n  Chỉ tiêu: {code} — {c.indicator_text}")
+            print(
+                f"{c.key}: {c.name}\n  Căn cứ: {c.legal_basis}\n  Hiệu lực: "
+                f"{c.valid_from:%d/%m/%Y} – {until}\n  Chỉ tiêu: {code} — {c.indicator_text}"
+            )
     return 0
 
 
@@ -207,24 +242,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument("--db", metavar="URL", help="CSDL (mặc định theo cấu hình LOA_)")
 
     p = subparsers.add_parser("report", parents=[common], help="báo cáo chỉ tiêu 8.3")
-    p.add_argument("indicator", choices=("8.3", "radio", "verify"),
-                   help="chỉ tiêu (8.3 hoặc radio: như nhau, theo bộ tiêu chí có hiệu lực), "
-                        "hoặc verify THƯ_MỤC để kiểm tra một thư mục bằng chứng")
+    p.add_argument(
+        "indicator",
+        choices=("8.3", "radio", "verify"),
+        help="chỉ tiêu (8.3 hoặc radio: như nhau, theo bộ tiêu chí có hiệu lực), "
+        "hoặc verify THƯ_MỤC để kiểm tra một thư mục bằng chứng",
+    )
     p.add_argument("folder", nargs="?", metavar="THƯ_MỤC", help="với verify")
-    p.add_argument("--evidence", metavar="THƯ_MỤC",
-                   help="ghi dữ liệu gốc (CSV) và MANIFEST.sha256 để người khác tính lại")
-    p.add_argument("--period", metavar="KỲ",
-                   help="2026-Q3, 2026-H1, 2026, 2026-07, last30 hoặc 01/07/2026-30/09/2026")
+    p.add_argument(
+        "--evidence",
+        metavar="THƯ_MỤC",
+        help="ghi dữ liệu gốc (CSV) và MANIFEST.sha256 để người khác tính lại",
+    )
+    p.add_argument(
+        "--period",
+        metavar="KỲ",
+        help="2026-Q3, 2026-H1, 2026, 2026-07, last30 hoặc 01/07/2026-30/09/2026",
+    )
     p.add_argument("--format", choices=FORMATS, help="mặc định theo đuôi tệp, hoặc text")
     p.add_argument("--scope", metavar="PHẠM_VI", help="province, district:MÃ, commune:MÃ")
     p.add_argument("-o", "--output", metavar="TỆP", help="tệp đích (- = màn hình)")
     for flag in LETTERHEAD_FLAGS:  # this report only; the province's defaults are settings
-        p.add_argument(f"--{flag.replace('_', '-')}", metavar="…",
-                       help="nơi nhận, phân cách bằng ';'" if flag == "recipients" else None)
+        p.add_argument(
+            f"--{flag.replace('_', '-')}",
+            metavar="…",
+            help="nơi nhận, phân cách bằng ';'" if flag == "recipients" else None,
+        )
     p.set_defaults(func=_report_or_verify)
 
-    p = subparsers.add_parser("attest", parents=[common],
-                              help="xác nhận thủ công đài FM/hữu tuyến của một xã")
+    p = subparsers.add_parser(
+        "attest", parents=[common], help="xác nhận thủ công đài FM/hữu tuyến của một xã"
+    )
     p.add_argument("commune", metavar="MÃ_XÃ")
     p.add_argument("--inspector", required=True, metavar="NGƯỜI_KIỂM_TRA")
     p.add_argument("--until", required=True, metavar="dd/mm/yyyy", help="hiệu lực đến ngày")
@@ -241,11 +289,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--aired", type=float, metavar="0-1")
     s.add_argument("--per-week", type=int, metavar="N")
     s.add_argument("--default-period", metavar="KỲ")
-    s.add_argument("--coverage", type=float, metavar="0-1",
-                   help="thời gian giám sát tối thiểu để kết luận (mặc định 0.9)")
+    s.add_argument(
+        "--coverage",
+        type=float,
+        metavar="0-1",
+        help="thời gian giám sát tối thiểu để kết luận (mặc định 0.9)",
+    )
     s.set_defaults(func=_run(_settings))
-    s = sub.add_parser("criteria", parents=[common],
-                       help="xem hoặc sửa bộ tiêu chí (mã, nội dung, ngưỡng của chỉ tiêu)")
+    s = sub.add_parser(
+        "criteria",
+        parents=[common],
+        help="xem hoặc sửa bộ tiêu chí (mã, nội dung, ngưỡng của chỉ tiêu)",
+    )
     s.add_argument("--set", metavar="KHÓA", help="bộ cần sửa: 2021-2025 hoặc 2026-2030")
     s.add_argument("--code", metavar="MÃ", help="mã chỉ tiêu, ví dụ 6.2")
     s.add_argument("--text", metavar="NỘI_DUNG", help="nội dung chỉ tiêu")
@@ -254,8 +309,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--aired", type=float, metavar="0-1")
     s.add_argument("--per-week", type=int, metavar="N")
     s.set_defaults(func=_run(_criteria))
-    s = sub.add_parser("seed-history", parents=[common],
-                       help="ghi lịch sử mẫu (trạng thái, buổi phát) cho các cụm đã đăng ký")
+    s = sub.add_parser(
+        "seed-history",
+        parents=[common],
+        help="ghi lịch sử mẫu (trạng thái, buổi phát) cho các cụm đã đăng ký",
+    )
     s.add_argument("--days", type=int, default=90)
     s.add_argument("--seed", type=int, default=83)
     s.set_defaults(func=_run(_seed))

@@ -25,13 +25,17 @@ _CHUNK = 900
 def watched(session: Session, start_ms: int, end_ms: int) -> list[Interval]:
     """The window's observed time: union of all controllers' watch spans, clipped."""
     w = ControllerWatch
-    rows = session.execute(select(w.start_ms, w.end_ms).where(
-        w.start_ms < end_ms, w.end_ms > start_ms).order_by(w.start_ms)).all()
+    rows = session.execute(
+        select(w.start_ms, w.end_ms)
+        .where(w.start_ms < end_ms, w.end_ms > start_ms)
+        .order_by(w.start_ms)
+    ).all()
     return union(clip([(a, b) for a, b in rows if b > a], start_ms, end_ms))
 
 
-def continuity(session: Session, start_ms: int, end_ms: int,
-               node_ids: Sequence[str] | None = None) -> dict[str, list[Interval]]:
+def continuity(
+    session: Session, start_ms: int, end_ms: int, node_ids: Sequence[str] | None = None
+) -> dict[str, list[Interval]]:
     """node -> the gaps it proved it ran through, clipped to the window."""
     c = NodeContinuity
     stmt = select(c.node_id, c.from_ms, c.to_ms).where(c.from_ms < end_ms, c.to_ms > start_ms)
@@ -41,20 +45,26 @@ def continuity(session: Session, start_ms: int, end_ms: int,
     else:
         ids = sorted(set(node_ids))
         for i in range(0, len(ids), _CHUNK):
-            rows.extend(session.execute(stmt.where(c.node_id.in_(ids[i:i + _CHUNK]))))
+            rows.extend(session.execute(stmt.where(c.node_id.in_(ids[i : i + _CHUNK]))))
     out: dict[str, list[Interval]] = defaultdict(list)
     for node, a, b in rows:
         out[node].append((a, b))
     return {n: union(clip(sorted(ivs), start_ms, end_ms)) for n, ivs in out.items()}
 
 
-def continuity_rows(session: Session, start_ms: int, end_ms: int,
-                    node_ids: Sequence[str]) -> list[NodeContinuity]:
+def continuity_rows(
+    session: Session, start_ms: int, end_ms: int, node_ids: Sequence[str]
+) -> list[NodeContinuity]:
     """The continuity records themselves, for the evidence a verdict shows."""
     c = NodeContinuity
     out: list[NodeContinuity] = []
     ids = sorted(set(node_ids))
     for i in range(0, len(ids), _CHUNK):
-        out.extend(session.scalars(select(c).where(
-            c.node_id.in_(ids[i:i + _CHUNK]), c.from_ms < end_ms, c.to_ms > start_ms)))
+        out.extend(
+            session.scalars(
+                select(c).where(
+                    c.node_id.in_(ids[i : i + _CHUNK]), c.from_ms < end_ms, c.to_ms > start_ms
+                )
+            )
+        )
     return sorted(out, key=lambda r: (r.node_id, r.from_ms))

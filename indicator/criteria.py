@@ -48,8 +48,11 @@ class Criteria:
     def label(self) -> str:
         """How a sentence names the indicator: "chỉ tiêu 8.3", or, before the province has
         entered the 2026-2030 code, "chỉ tiêu truyền thanh cơ sở"."""
-        return f"chỉ tiêu {self.indicator_code}" if self.indicator_code else \
-            "chỉ tiêu truyền thanh cơ sở"
+        return (
+            f"chỉ tiêu {self.indicator_code}"
+            if self.indicator_code
+            else "chỉ tiêu truyền thanh cơ sở"
+        )
 
     @property
     def start_ms(self) -> int:
@@ -63,41 +66,67 @@ class Criteria:
         """The province's thresholds with this set's own where it has them."""
         return replace(
             province,
-            availability=province.availability if self.availability is None
-            else self.availability,
+            availability=province.availability if self.availability is None else self.availability,
             aired=province.aired if self.aired is None else self.aired,
             broadcasts_per_week_min=province.broadcasts_per_week_min
-            if self.broadcasts_per_week_min is None else self.broadcasts_per_week_min)
+            if self.broadcasts_per_week_min is None
+            else self.broadcasts_per_week_min,
+        )
 
     def as_dict(self) -> dict:
-        return {"key": self.key, "code": self.indicator_code, "name": self.name,
-                "legal_basis": self.legal_basis, "indicator_text": self.indicator_text,
-                "label": self.label,
-                "valid_from": self.valid_from.strftime("%d/%m/%Y"),
-                "valid_to": self.valid_to.strftime("%d/%m/%Y") if self.valid_to else None,
-                "availability_threshold": self.availability,
-                "aired_threshold": self.aired,
-                "broadcasts_per_week_min": self.broadcasts_per_week_min,
-                "changed_by": self.changed_by or None}
+        return {
+            "key": self.key,
+            "code": self.indicator_code,
+            "name": self.name,
+            "legal_basis": self.legal_basis,
+            "indicator_text": self.indicator_text,
+            "label": self.label,
+            "valid_from": self.valid_from.strftime("%d/%m/%Y"),
+            "valid_to": self.valid_to.strftime("%d/%m/%Y") if self.valid_to else None,
+            "availability_threshold": self.availability,
+            "aired_threshold": self.aired,
+            "broadcasts_per_week_min": self.broadcasts_per_week_min,
+            "changed_by": self.changed_by or None,
+        }
 
 
 BUILT_IN = (
-    Criteria("2021-2025",
-             "Bộ tiêu chí quốc gia về xã nông thôn mới giai đoạn 2021-2025",
-             "Quyết định số 318/QĐ-TTg ngày 08/3/2022 của Thủ tướng Chính phủ",
-             "8.3", RADIO_WORDING, date(2021, 1, 1), date(2026, 2, 14)),
-    Criteria("2026-2030",
-             "Bộ tiêu chí quốc gia về xã nông thôn mới giai đoạn 2026-2030",
-             "Quyết định số 51/2025/QĐ-TTg của Thủ tướng Chính phủ",
-             "", RADIO_WORDING, date(2026, 2, 15), date(2030, 12, 31)),
+    Criteria(
+        "2021-2025",
+        "Bộ tiêu chí quốc gia về xã nông thôn mới giai đoạn 2021-2025",
+        "Quyết định số 318/QĐ-TTg ngày 08/3/2022 của Thủ tướng Chính phủ",
+        "8.3",
+        RADIO_WORDING,
+        date(2021, 1, 1),
+        date(2026, 2, 14),
+    ),
+    Criteria(
+        "2026-2030",
+        "Bộ tiêu chí quốc gia về xã nông thôn mới giai đoạn 2026-2030",
+        "Quyết định số 51/2025/QĐ-TTg của Thủ tướng Chính phủ",
+        "",
+        RADIO_WORDING,
+        date(2026, 2, 15),
+        date(2030, 12, 31),
+    ),
 )
 
 
 def _from_row(row: CriteriaSet) -> Criteria:
-    return Criteria(row.key, row.name, row.legal_basis, row.indicator_code,
-                    row.indicator_text, row.valid_from, row.valid_to,
-                    row.availability_threshold, row.aired_threshold,
-                    row.broadcasts_per_week_min, row.changed_ms, row.changed_by)
+    return Criteria(
+        row.key,
+        row.name,
+        row.legal_basis,
+        row.indicator_code,
+        row.indicator_text,
+        row.valid_from,
+        row.valid_to,
+        row.availability_threshold,
+        row.aired_threshold,
+        row.broadcasts_per_week_min,
+        row.changed_ms,
+        row.changed_by,
+    )
 
 
 def all_sets(session: Session) -> list[Criteria]:
@@ -111,8 +140,9 @@ def get_set(session: Session, key: str) -> Criteria:
     for c in all_sets(session):
         if c.key == key:
             return c
-    raise NotFoundError(f"Không có bộ tiêu chí '{key}' "
-                        f"(có: {', '.join(c.key for c in all_sets(session))}).")
+    raise NotFoundError(
+        f"Không có bộ tiêu chí '{key}' (có: {', '.join(c.key for c in all_sets(session))})."
+    )
 
 
 def sets_for(session: Session, start_ms: int, end_ms: int) -> list[tuple[int, int, Criteria]]:
@@ -128,19 +158,27 @@ def sets_for(session: Session, start_ms: int, end_ms: int) -> list[tuple[int, in
     return parts
 
 
-def update_set(session: Session, key: str, changes: dict, *, by: str = "",
-               at_ms: int | None = None) -> Criteria:
+def update_set(
+    session: Session, key: str, changes: dict, *, by: str = "", at_ms: int | None = None
+) -> Criteria:
     """Change the code, wording, legal basis, name or thresholds of a set (its dates are
     the law's and stay). Every value is checked before anything is written."""
     old = get_set(session, key)
-    values = {"name": old.name, "legal_basis": old.legal_basis,
-              "indicator_code": old.indicator_code, "indicator_text": old.indicator_text,
-              "availability_threshold": old.availability, "aired_threshold": old.aired,
-              "broadcasts_per_week_min": old.broadcasts_per_week_min}
+    values = {
+        "name": old.name,
+        "legal_basis": old.legal_basis,
+        "indicator_code": old.indicator_code,
+        "indicator_text": old.indicator_text,
+        "availability_threshold": old.availability,
+        "aired_threshold": old.aired,
+        "broadcasts_per_week_min": old.broadcasts_per_week_min,
+    }
     unknown = sorted(set(changes) - set(values))
     if unknown:
-        raise InvalidInputError(f"Trường không được hỗ trợ: {', '.join(unknown)} "
-                                f"(được phép: {', '.join(sorted(values))}).")
+        raise InvalidInputError(
+            f"Trường không được hỗ trợ: {', '.join(unknown)} "
+            f"(được phép: {', '.join(sorted(values))})."
+        )
     for field_name, value in changes.items():
         if field_name in MAX_TEXT:
             if not isinstance(value, str):
@@ -148,17 +186,24 @@ def update_set(session: Session, key: str, changes: dict, *, by: str = "",
             value = value.strip()
             if len(value) > MAX_TEXT[field_name]:
                 raise InvalidInputError(
-                    f"Trường {field_name} dài quá {MAX_TEXT[field_name]} ký tự.")
+                    f"Trường {field_name} dài quá {MAX_TEXT[field_name]} ký tự."
+                )
             if field_name in ("name", "legal_basis", "indicator_text") and not value:
                 raise InvalidInputError(f"Trường {field_name} không được để trống.")
         elif field_name == "broadcasts_per_week_min":
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or not 0 <= value <= 100):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100
+            ):
                 raise InvalidInputError(
-                    "Số buổi phát tối thiểu mỗi tuần phải là số nguyên 0-100 (hoặc null).")
+                    "Số buổi phát tối thiểu mỗi tuần phải là số nguyên 0-100 (hoặc null)."
+                )
         elif value is not None:
-            value = _share("Ngưỡng khả dụng" if field_name == "availability_threshold"
-                           else "Ngưỡng tỉ lệ phát", value)
+            value = _share(
+                "Ngưỡng khả dụng"
+                if field_name == "availability_threshold"
+                else "Ngưỡng tỉ lệ phát",
+                value,
+            )
         values[field_name] = value
     row = session.get(CriteriaSet, key)
     if row is None:

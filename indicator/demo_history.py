@@ -73,8 +73,10 @@ class SeedSummary:
     def text(self) -> str:
         if self.skipped:
             return "Lịch sử mẫu đã có, bỏ qua."
-        return (f"Lịch sử mẫu {self.transitions} chuyển trạng thái, {self.airings} buổi phát, "
-                f"{self.targets} lượt phát tới {self.nodes} cụm loa.")
+        return (
+            f"Lịch sử mẫu {self.transitions} chuyển trạng thái, {self.airings} buổi phát, "
+            f"{self.targets} lượt phát tới {self.nodes} cụm loa."
+        )
 
 
 @dataclass
@@ -97,12 +99,15 @@ def day_start(t: int) -> int:
 def _already_seeded(s: Session) -> bool:
     from scheduler.models import Broadcast
 
-    return s.scalar(select(func.count()).select_from(Broadcast)
-                    .where(Broadcast.created_by == MARKER)) > 0
+    return (
+        s.scalar(select(func.count()).select_from(Broadcast).where(Broadcast.created_by == MARKER))
+        > 0
+    )
 
 
-def _outages(rng: random.Random, start: int, end: int, per_day: float,
-             forced: list[tuple[int, int, str]]) -> list[tuple[int, int, str, bool, str]]:
+def _outages(
+    rng: random.Random, start: int, end: int, per_day: float, forced: list[tuple[int, int, str]]
+) -> list[tuple[int, int, str, bool, str]]:
     """Random non-overlapping spells ``(from, to, state, available, cause)`` around the
     ``forced`` ones (which always stay: they are what makes a village fail on purpose)."""
     mean = per_day * (end - start) / DAY_MS
@@ -111,7 +116,8 @@ def _outages(rng: random.Random, start: int, end: int, per_day: float,
     randoms = []
     for _ in range(n):
         state, available, cause, _w = rng.choices(
-            OUTAGE_CAUSES, weights=[c[3] for c in OUTAGE_CAUSES])[0]
+            OUTAGE_CAUSES, weights=[c[3] for c in OUTAGE_CAUSES]
+        )[0]
         length = int(rng.uniform(4, 90) * MINUTE_MS)
         if not available:
             length = int(length * rng.choice((0.3, 0.5, 1, 1, 2)))
@@ -122,7 +128,7 @@ def _outages(rng: random.Random, start: int, end: int, per_day: float,
     for spell in randoms:
         if last_end is not None and spell[0] <= last_end:
             continue
-        if any(spell[0] <= f[1] and f[0] <= spell[1] for f in kept[:len(forced)]):
+        if any(spell[0] <= f[1] and f[0] <= spell[1] for f in kept[: len(forced)]):
             continue
         kept.append(spell)
         last_end = spell[1]
@@ -130,9 +136,16 @@ def _outages(rng: random.Random, start: int, end: int, per_day: float,
     return kept
 
 
-def seed_history(db: Database, *, days: int = 90, now_ms: int, seed: int = 8_3,
-                 outages_per_day: float = 0.12, cover_previous_quarter: bool = True,
-                 attest: bool = True) -> SeedSummary:
+def seed_history(
+    db: Database,
+    *,
+    days: int = 90,
+    now_ms: int,
+    seed: int = 8_3,
+    outages_per_day: float = 0.12,
+    cover_previous_quarter: bool = True,
+    attest: bool = True,
+) -> SeedSummary:
     """Write the history ending at ``now_ms``: ``days`` days, extended back to the start of
     the previous quarter when ``cover_previous_quarter`` (so the demo's quarterly report has
     a whole quarter to judge). ``outages_per_day`` is the mean number of spells per cluster
@@ -155,8 +168,9 @@ def seed_history(db: Database, *, days: int = 90, now_ms: int, seed: int = 8_3,
     return summary
 
 
-def _seed(s: Session, start: int, end: int, rng: random.Random, per_day: float,
-          attest: bool) -> SeedSummary:
+def _seed(
+    s: Session, start: int, end: int, rng: random.Random, per_day: float, attest: bool
+) -> SeedSummary:
     from scheduler.models import Airing, AiringTarget, Broadcast
 
     summary = SeedSummary(False, start, end)
@@ -169,13 +183,17 @@ def _seed(s: Session, start: int, end: int, rng: random.Random, per_day: float,
     nodes_by_village: dict[int, list[str]] = defaultdict(list)
     for span in history.placements(s, end - 1, end):
         nodes_by_village[span.owner_id].append(span.member_id)
-    commissioned = set(s.scalars(select(Node.id).where(Node.simulated.is_(True),
-                                                       Node.retired_ms.is_(None))))
+    commissioned = set(
+        s.scalars(select(Node.id).where(Node.simulated.is_(True), Node.retired_ms.is_(None)))
+    )
     village_names = dict(s.execute(select(Village.id, Village.name)).all())
 
-    ip = [c for c in communes if c.station_kind == "ip"
-          and any(n in commissioned for v in villages_by_commune[c.id]
-                  for n in nodes_by_village[v])]
+    ip = [
+        c
+        for c in communes
+        if c.station_kind == "ip"
+        and any(n in commissioned for v in villages_by_commune[c.id] for n in nodes_by_village[v])
+    ]
     ip.sort(key=lambda c: c.code)
 
     def first_reached_village(c: Commune) -> int | None:
@@ -209,15 +227,39 @@ def _seed(s: Session, start: int, end: int, rng: random.Random, per_day: float,
             continue
         forced = power_cut if node_village[node] == low_av_village else []
         first = start + rng.randrange(0, 30 * MINUTE_MS)
-        rows.append(dict(node_id=node, at_ms=first, from_state="unknown", to_state="online",
-                         available=True, cause="first_heartbeat"))
+        rows.append(
+            dict(
+                node_id=node,
+                at_ms=first,
+                from_state="unknown",
+                to_state="online",
+                available=True,
+                cause="first_heartbeat",
+            )
+        )
         hist = _NodeHistory()
         for a, b, state, available, cause in _outages(rng, first, end, per_day, forced):
-            rows.append(dict(node_id=node, at_ms=a, from_state="online", to_state=state,
-                             available=available, cause=cause))
+            rows.append(
+                dict(
+                    node_id=node,
+                    at_ms=a,
+                    from_state="online",
+                    to_state=state,
+                    available=available,
+                    cause=cause,
+                )
+            )
             if b < end:
-                rows.append(dict(node_id=node, at_ms=b, from_state=state, to_state="online",
-                                 available=True, cause="recovered"))
+                rows.append(
+                    dict(
+                        node_id=node,
+                        at_ms=b,
+                        from_state=state,
+                        to_state="online",
+                        available=True,
+                        cause="recovered",
+                    )
+                )
             if not available:
                 hist.down.append((a, min(b, end)))
         hist.down.insert(0, (0, first))
@@ -235,8 +277,10 @@ def _seed(s: Session, start: int, end: int, rng: random.Random, per_day: float,
     spans = [(start, end)]
     if start < maintenance and maintenance + 2 * HOUR_MS < end:
         spans = [(start, maintenance), (maintenance + 2 * HOUR_MS, end)]
-    s.execute(ControllerWatch.__table__.insert(), [
-        dict(controller_id=MARKER, start_ms=a, end_ms=b, end_cause="stop") for a, b in spans])
+    s.execute(
+        ControllerWatch.__table__.insert(),
+        [dict(controller_id=MARKER, start_ms=a, end_ms=b, end_cause="stop") for a, b in spans],
+    )
     summary.watch_gaps = len(spans) - 1
 
     # ---- broadcasts, airings, targets
@@ -246,18 +290,40 @@ def _seed(s: Session, start: int, end: int, rng: random.Random, per_day: float,
     emergency_day = day0 + ((end - day0) // DAY_MS - 10) * DAY_MS
     emergency_slot = emergency_day + 17 * HOUR_MS + 5 * MINUTE_MS
 
-    def add_broadcast(title: str, language: str, priority: str, targets_doc: dict,
-                      owner: int | None, duration: int) -> int:
-        b = Broadcast(title=title, tts_text=title, language=language, priority=priority,
-                      targets=targets_doc, status="aired", owner_commune_id=owner,
-                      created_by=MARKER, approved_by=MARKER, created_ms=start,
-                      duration_ms=duration)
+    def add_broadcast(
+        title: str,
+        language: str,
+        priority: str,
+        targets_doc: dict,
+        owner: int | None,
+        duration: int,
+    ) -> int:
+        b = Broadcast(
+            title=title,
+            tts_text=title,
+            language=language,
+            priority=priority,
+            targets=targets_doc,
+            status="aired",
+            owner_commune_id=owner,
+            created_by=MARKER,
+            approved_by=MARKER,
+            created_ms=start,
+            duration_ms=duration,
+        )
         s.add(b)
         s.flush()
         return b.id
 
-    def air(broadcast_id: int, slot: int, duration: int, language: str, priority: str,
-            nodes: list[str], play) -> None:
+    def air(
+        broadcast_id: int,
+        slot: int,
+        duration: int,
+        language: str,
+        priority: str,
+        nodes: list[str],
+        play,
+    ) -> None:
         nonlocal next_airing
         aid = next_airing
         next_airing += 1
@@ -266,17 +332,37 @@ def _seed(s: Session, start: int, end: int, rng: random.Random, per_day: float,
             phase, started, finished, error = play(node, slot, duration)
             played += phase in ("finished", "preempted")
             v = node_village[node]
-            targets.append(dict(
-                airing_id=aid, node_id=node, village_id=v, commune_id=village_of.get(v),
-                cmd_id=f"{MARKER}-{aid}-{node}", phase=phase, started_at_ms=started,
-                finished_at_ms=finished, error=error,
-                lateness_ms=None if started is None else started - slot, updated_ms=slot))
+            targets.append(
+                dict(
+                    airing_id=aid,
+                    node_id=node,
+                    village_id=v,
+                    commune_id=village_of.get(v),
+                    cmd_id=f"{MARKER}-{aid}-{node}",
+                    phase=phase,
+                    started_at_ms=started,
+                    finished_at_ms=finished,
+                    error=error,
+                    lateness_ms=None if started is None else started - slot,
+                    updated_ms=slot,
+                )
+            )
         status = "aired" if played == len(nodes) else "partly_aired" if played else "missed"
-        airings.append(dict(id=aid, broadcast_id=broadcast_id, slot_ms=slot,
-                            duration_ms=duration, language=language, priority=priority,
-                            status=status, dispatched_ms=slot - 2 * MINUTE_MS,
-                            start_at_ms=slot, ends_ms=slot + duration,
-                            finalized_ms=slot + duration + 5 * MINUTE_MS))
+        airings.append(
+            dict(
+                id=aid,
+                broadcast_id=broadcast_id,
+                slot_ms=slot,
+                duration_ms=duration,
+                language=language,
+                priority=priority,
+                status=status,
+                dispatched_ms=slot - 2 * MINUTE_MS,
+                start_at_ms=slot,
+                ends_ms=slot + duration,
+                finalized_ms=slot + duration + 5 * MINUTE_MS,
+            )
+        )
 
     weak_village_misses: dict[int, bool] = {}
 
@@ -305,8 +391,9 @@ def _seed(s: Session, start: int, end: int, rng: random.Random, per_day: float,
         for k, (title, offset) in enumerate(MORNING):
             language = "vi" if k == 0 else LANGUAGE_ROTATION[idx % len(LANGUAGE_ROTATION)]
             duration = (20 if k == 0 else 15) * MINUTE_MS + rng.randrange(0, 10) * MINUTE_MS
-            bid = add_broadcast(f"{title} {c.name}", language, "normal",
-                                {"communes": [c.id]}, c.id, duration)
+            bid = add_broadcast(
+                f"{title} {c.name}", language, "normal", {"communes": [c.id]}, c.id, duration
+            )
             day = day0
             while day + offset < end - duration:
                 slot = day + offset + rng.randrange(0, 3) * MINUTE_MS
@@ -314,35 +401,55 @@ def _seed(s: Session, start: int, end: int, rng: random.Random, per_day: float,
                     air(bid, slot, duration, language, "normal", nodes, play_normal)
                 day += DAY_MS
     ip_nodes = [n for n in all_nodes if village_of.get(node_village[n]) in {c.id for c in ip}]
-    weekly = add_broadcast("Bản tin tỉnh hằng tuần", "vi", "priority", {"province": True},
-                           None, 12 * MINUTE_MS)
+    weekly = add_broadcast(
+        "Bản tin tỉnh hằng tuần", "vi", "priority", {"province": True}, None, 12 * MINUTE_MS
+    )
     day = day0 + 6 * DAY_MS
     while day + 19 * HOUR_MS < end - 12 * MINUTE_MS:
         if day + 19 * HOUR_MS >= start:
-            air(weekly, day + 19 * HOUR_MS, 12 * MINUTE_MS, "vi", "priority", ip_nodes,
-                play_normal)
+            air(weekly, day + 19 * HOUR_MS, 12 * MINUTE_MS, "vi", "priority", ip_nodes, play_normal)
         day += 7 * DAY_MS
     if start < emergency_slot < end - HOUR_MS:
-        alarm = add_broadcast("Cảnh báo mưa lũ, sạt lở đất", "vi", "emergency",
-                              {"province": True}, None, 3 * MINUTE_MS)
-        air(alarm, emergency_slot, 3 * MINUTE_MS, "vi", "emergency", ip_nodes,
-            lambda n, sl, d: play_normal(n, sl, d, 0.0))
+        alarm = add_broadcast(
+            "Cảnh báo mưa lũ, sạt lở đất",
+            "vi",
+            "emergency",
+            {"province": True},
+            None,
+            3 * MINUTE_MS,
+        )
+        air(
+            alarm,
+            emergency_slot,
+            3 * MINUTE_MS,
+            "vi",
+            "emergency",
+            ip_nodes,
+            lambda n, sl, d: play_normal(n, sl, d, 0.0),
+        )
     s.execute(Airing.__table__.insert(), airings)
     for i in range(0, len(targets), 50_000):
-        s.execute(AiringTarget.__table__.insert(), targets[i:i + 50_000])
+        s.execute(AiringTarget.__table__.insert(), targets[i : i + 50_000])
     summary.airings, summary.targets = len(airings), len(targets)
 
     # ---- manual attestation
-    manual = sorted((c for c in communes if c.station_kind in ("fm", "wired")),
-                    key=lambda c: c.code)
+    manual = sorted(
+        (c for c in communes if c.station_kind in ("fm", "wired")), key=lambda c: c.code
+    )
     if attest and manual:
         first_day = ms_to_dt(start).date()
-        s.add(ManualAttestation(
-            commune_id=manual[0].id, attested_on=first_day + timedelta(days=2),
-            valid_until=ms_to_dt(end).date() + timedelta(days=300),
-            inspector="Hoàng Văn Thắng (Phòng Văn hóa - Thông tin)",
-            note="Đài hoạt động bình thường, loa đến đủ các thôn.",
-            station_kind=manual[0].station_kind, created_ms=end, created_by=MARKER))
+        s.add(
+            ManualAttestation(
+                commune_id=manual[0].id,
+                attested_on=first_day + timedelta(days=2),
+                valid_until=ms_to_dt(end).date() + timedelta(days=300),
+                inspector="Hoàng Văn Thắng (Phòng Văn hóa - Thông tin)",
+                note="Đài hoạt động bình thường, loa đến đủ các thôn.",
+                station_kind=manual[0].station_kind,
+                created_ms=end,
+                created_by=MARKER,
+            )
+        )
         summary.attested = manual[0].code
     elif attest:
         summary.notes.append("Không có xã đài FM/hữu tuyến nào để xác nhận thủ công.")

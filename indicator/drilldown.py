@@ -80,30 +80,39 @@ def _played(phase: str, started_ms: int | None) -> bool:
     return phase in PLAYED_PHASES or (phase in PLAYED_IF_STARTED and started_ms is not None)
 
 
-def cluster_timeline(session: Session, node_id: str, start_ms: int, end_ms: int,
-                     evaluated_ms: int) -> ClusterTimeline:
+def cluster_timeline(
+    session: Session, node_id: str, start_ms: int, end_ms: int, evaluated_ms: int
+) -> ClusterTimeline:
     node = session.get(Node, node_id)
     if node is None:
         raise NotFoundError(f"Không tìm thấy cụm loa '{node_id}'.")
     t = NodeTransition
     before_row = session.execute(
-        select(t.to_state).where(t.node_id == node_id, t.at_ms < start_ms)
-        .order_by(t.at_ms.desc(), t.id.desc()).limit(1)).first()
+        select(t.to_state)
+        .where(t.node_id == node_id, t.at_ms < start_ms)
+        .order_by(t.at_ms.desc(), t.id.desc())
+        .limit(1)
+    ).first()
     before = before_row[0] if before_row else "unknown"
     rows = session.execute(
         select(t.at_ms, t.from_state, t.to_state, t.available, t.cause)
         .where(t.node_id == node_id, t.at_ms >= start_ms, t.at_ms < end_ms)
-        .order_by(t.at_ms, t.id).limit(MAX_ROWS + 1)).all()
+        .order_by(t.at_ms, t.id)
+        .limit(MAX_ROWS + 1)
+    ).all()
     truncated = len(rows) > MAX_ROWS
     rows = rows[:MAX_ROWS]
-    transitions = [{"at_ms": a, "from_state": f, "to_state": to, "available": bool(av),
-                    "cause": c} for a, f, to, av, c in rows]
+    transitions = [
+        {"at_ms": a, "from_state": f, "to_state": to, "available": bool(av), "cause": c}
+        for a, f, to, av, c in rows
+    ]
     seen = watched(session, start_ms, end_ms)
     proven = continuity(session, start_ms, end_ms, [node_id]).get(node_id, [])
     unobserved = iv.intersect([(start_ms, end_ms)], _gaps(seen, start_ms, end_ms))
     observed = iv.union(seen, proven)
-    up = iv.intersect(available_intervals(session, start_ms, end_ms, [node_id])
-                      .get(node_id, []), observed)
+    up = iv.intersect(
+        available_intervals(session, start_ms, end_ms, [node_id]).get(node_id, []), observed
+    )
     # State bands, cut at every watch boundary so each band is wholly observed or not.
     cuts = sorted({start_ms, end_ms, *(x for a, b in unobserved for x in (a, b))})
     changes = [(tr["at_ms"], tr["to_state"], tr["available"]) for tr in transitions]
@@ -111,8 +120,11 @@ def cluster_timeline(session: Session, node_id: str, start_ms: int, end_ms: int,
     state, available = before, False
     if before_row is not None:
         prev = session.execute(
-            select(t.available).where(t.node_id == node_id, t.at_ms < start_ms)
-            .order_by(t.at_ms.desc(), t.id.desc()).limit(1)).scalar()
+            select(t.available)
+            .where(t.node_id == node_id, t.at_ms < start_ms)
+            .order_by(t.at_ms.desc(), t.id.desc())
+            .limit(1)
+        ).scalar()
         available = bool(prev)
     points = sorted(set(cuts) | {a for a, _s, _v in changes if start_ms <= a < end_ms})
     ci = 0
@@ -121,36 +133,62 @@ def cluster_timeline(session: Session, node_id: str, start_ms: int, end_ms: int,
             _at, state, available = changes[ci]
             ci += 1
         in_gap = any(x <= a < y for x, y in unobserved)
-        segments.append(Segment(a, b, state, available, not in_gap,
-                                in_gap and any(x <= a < y for x, y in proven)))
-    placements = [{"village_id": s.owner_id, "from_ms": s.start_ms, "to_ms": s.end_ms,
-                   "village": history.name_at(session, "village", s.owner_id, s.end_ms - 1)
-                   or str(s.owner_id)}
-                  for s in history.placements(session, start_ms, end_ms)
-                  if s.member_id == node_id]
+        segments.append(
+            Segment(
+                a, b, state, available, not in_gap, in_gap and any(x <= a < y for x, y in proven)
+            )
+        )
+    placements = [
+        {
+            "village_id": s.owner_id,
+            "from_ms": s.start_ms,
+            "to_ms": s.end_ms,
+            "village": history.name_at(session, "village", s.owner_id, s.end_ms - 1)
+            or str(s.owner_id),
+        }
+        for s in history.placements(session, start_ms, end_ms)
+        if s.member_id == node_id
+    ]
     a, tg, b = Airing, AiringTarget, Broadcast
     aired = session.execute(
         select(a.id, a.slot_ms, a.duration_ms, b.title, tg.phase, tg.started_at_ms, a.status)
-        .join(tg, tg.airing_id == a.id).join(b, b.id == a.broadcast_id)
+        .join(tg, tg.airing_id == a.id)
+        .join(b, b.id == a.broadcast_id)
         .where(tg.node_id == node_id, a.slot_ms >= start_ms, a.slot_ms < end_ms)
-        .order_by(a.slot_ms, a.id).limit(MAX_ROWS + 1)).all()
+        .order_by(a.slot_ms, a.id)
+        .limit(MAX_ROWS + 1)
+    ).all()
     truncated = truncated or len(aired) > MAX_ROWS
     airings = []
     for aid, slot, duration, title, phase, started, status in aired[:MAX_ROWS]:
         played = _played(phase, started)
-        if status == "cancelled" or (not played and slot + (duration or 0) + SETTLE_MS
-                                     > evaluated_ms):
+        if status == "cancelled" or (
+            not played and slot + (duration or 0) + SETTLE_MS > evaluated_ms
+        ):
             counted = "excluded"
         else:
             counted = "played" if played else "missed"
-        airings.append(AiredRow(aid, slot, duration or 0, title, phase, started, status,
-                                counted))
-    counts = {k: sum(1 for r in airings if r.counted == k)
-              for k in ("played", "missed", "excluded")}
-    return ClusterTimeline(node_id, node.label or "", start_ms, end_ms, before, transitions,
-                           segments, unobserved, iv.intersect(proven, unobserved),
-                           placements, airings, iv.total(observed), iv.total(up), truncated,
-                           counts)
+        airings.append(AiredRow(aid, slot, duration or 0, title, phase, started, status, counted))
+    counts = {
+        k: sum(1 for r in airings if r.counted == k) for k in ("played", "missed", "excluded")
+    }
+    return ClusterTimeline(
+        node_id,
+        node.label or "",
+        start_ms,
+        end_ms,
+        before,
+        transitions,
+        segments,
+        unobserved,
+        iv.intersect(proven, unobserved),
+        placements,
+        airings,
+        iv.total(observed),
+        iv.total(up),
+        truncated,
+        counts,
+    )
 
 
 def _gaps(ivs: list[iv.Interval], lo: int, hi: int) -> list[iv.Interval]:

@@ -97,9 +97,15 @@ class Reason:
     detail: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {"code": self.code, "text": self.text, "level": self.level,
-                "village_id": self.village_id, "value": self.value,
-                "threshold": self.threshold, "detail": copy.deepcopy(self.detail)}
+        return {
+            "code": self.code,
+            "text": self.text,
+            "level": self.level,
+            "village_id": self.village_id,
+            "value": self.value,
+            "threshold": self.threshold,
+            "detail": copy.deepcopy(self.detail),
+        }
 
 
 @dataclass
@@ -113,8 +119,12 @@ class ClusterEvidence:
 
 
 VERDICTS = ("pass", "fail", "insufficient_data", "not_in_service")
-VERDICT_TEXT = {"pass": "Đạt", "fail": "Không đạt", "insufficient_data": "Không đủ dữ liệu",
-                "not_in_service": "Chưa đưa vào sử dụng"}
+VERDICT_TEXT = {
+    "pass": "Đạt",
+    "fail": "Không đạt",
+    "insufficient_data": "Không đủ dữ liệu",
+    "not_in_service": "Chưa đưa vào sử dụng",
+}
 
 
 @dataclass
@@ -252,8 +262,9 @@ def _commune_window(c: Commune, start_ms: int, end_ms: int) -> tuple[int, int]:
     return lo, hi
 
 
-def _select_communes(session: Session, scope: str | None, start_ms: int,
-                     end_ms: int) -> tuple[list[Commune], str]:
+def _select_communes(
+    session: Session, scope: str | None, start_ms: int, end_ms: int
+) -> tuple[list[Commune], str]:
     """Communes alive in the window, narrowed by ``scope``: ``province[:CODE]``,
     ``district:CODE`` or ``commune:CODE`` (codes or numeric ids)."""
     communes = history.communes_existing(session, start_ms, end_ms)
@@ -264,10 +275,12 @@ def _select_communes(session: Session, scope: str | None, start_ms: int,
         return communes, scope
     if kind not in ("province", "district", "commune") or not ref:
         raise NotFoundError(
-            f"Phạm vi '{scope}' không hợp lệ (province, district:MÃ hoặc commune:MÃ).")
+            f"Phạm vi '{scope}' không hợp lệ (province, district:MÃ hoặc commune:MÃ)."
+        )
     model = {"province": Province, "district": District, "commune": Commune}[kind]
-    cond = model.code == ref if not ref.isdecimal() else or_(model.code == ref,
-                                                           model.id == int(ref))
+    cond = (
+        model.code == ref if not ref.isdecimal() else or_(model.code == ref, model.id == int(ref))
+    )
     target = session.scalars(select(model).where(cond)).first()
     noun = {"province": "tỉnh", "district": "huyện", "commune": "xã"}[kind]
     if target is None:
@@ -279,11 +292,15 @@ def _select_communes(session: Session, scope: str | None, start_ms: int,
     return chosen, scope
 
 
-_PLAYED = (f"CASE WHEN t.phase IN ({', '.join(repr(p) for p in PLAYED_PHASES)}) THEN 1 "
-           f"WHEN t.phase IN ({', '.join(repr(p) for p in PLAYED_IF_STARTED)}) "
-           "AND t.started_at_ms IS NOT NULL THEN 1 ELSE 0 END")
-_WINDOW = ("a.slot_ms >= :start AND a.slot_ms < :end AND a.status <> 'cancelled' "
-           f"AND ({_PLAYED} = 1 OR a.slot_ms + a.duration_ms + :settle <= :now)")
+_PLAYED = (
+    f"CASE WHEN t.phase IN ({', '.join(repr(p) for p in PLAYED_PHASES)}) THEN 1 "
+    f"WHEN t.phase IN ({', '.join(repr(p) for p in PLAYED_IF_STARTED)}) "
+    "AND t.started_at_ms IS NOT NULL THEN 1 ELSE 0 END"
+)
+_WINDOW = (
+    "a.slot_ms >= :start AND a.slot_ms < :end AND a.status <> 'cancelled' "
+    f"AND ({_PLAYED} = 1 OR a.slot_ms + a.duration_ms + :settle <= :now)"
+)
 # One row per target aimed in the window, attributed to (commune, village). Targets carry
 # the village and commune of their node when the airing was aimed at it (written by the
 # dispatcher): exactly the "as it was" attribution, no join needed. Targets written without
@@ -299,7 +316,8 @@ _RESOLVED = (
     "JOIN village_membership m ON m.village_id = p.village_id "
     "AND m.valid_from_ms <= a.slot_ms AND (m.valid_to_ms IS NULL OR m.valid_to_ms > a.slot_ms) "
     f"WHERE {_WINDOW} AND (t.village_id IS NULL OR t.commune_id IS NULL) "
-    "{resolved}")
+    "{resolved}"
+)
 _RECORDED = f"WHERE {_WINDOW} AND t.village_id IS NOT NULL AND t.commune_id IS NOT NULL "
 # One row per target aimed in the window, attributed to (commune, village). Targets carry
 # the village and commune of their node when the airing was aimed at it (written by the
@@ -308,11 +326,17 @@ _TARGETS_CTE = (
     "WITH tt AS ("
     f"SELECT a.id AS airing_id, t.commune_id AS c, t.village_id AS v, {_PLAYED} AS p "
     "FROM airing a {join} airing_target t ON t.airing_id = a.id "
-    + _RECORDED + "{recorded} UNION ALL " + _RESOLVED + ") ")
+    + _RECORDED
+    + "{recorded} UNION ALL "
+    + _RESOLVED
+    + ") "
+)
 # The attributed targets themselves, for the evidence folder (``evidence.py``).
-TARGET_ROWS_SQL = (_TARGETS_CTE + "SELECT tt.c, tt.v, tt.airing_id, tt.p, a.slot_ms, "
-                   "a.duration_ms, a.language FROM tt JOIN airing a ON a.id = tt.airing_id "
-                   "ORDER BY tt.c, tt.v, tt.airing_id")
+TARGET_ROWS_SQL = (
+    _TARGETS_CTE + "SELECT tt.c, tt.v, tt.airing_id, tt.p, a.slot_ms, "
+    "a.duration_ms, a.language FROM tt JOIN airing a ON a.id = tt.airing_id "
+    "ORDER BY tt.c, tt.v, tt.airing_id"
+)
 # A village counts an airing once however many of its clusters got it, and has played it
 # when any of them did. The two aggregations below first reduce the recorded targets per
 # (commune, village, airing), resp. per (airing, commune), in the order of a covering index
@@ -324,10 +348,12 @@ _PER_VILLAGE_SQL = (
     "WITH tt AS ("
     f"SELECT t.airing_id AS airing_id, t.commune_id AS c, t.village_id AS v, MAX({_PLAYED}) "
     "AS p FROM airing_target t {village_index} {join} airing a ON a.id = t.airing_id "
-    + _RECORDED + "{recorded} GROUP BY t.commune_id, t.village_id, t.airing_id "
+    + _RECORDED
+    + "{recorded} GROUP BY t.commune_id, t.village_id, t.airing_id "
     "UNION ALL " + _RESOLVED + ") "
     "SELECT c, v, COUNT(DISTINCT airing_id), "
-    "COUNT(DISTINCT CASE WHEN p = 1 THEN airing_id END) FROM tt GROUP BY c, v")
+    "COUNT(DISTINCT CASE WHEN p = 1 THEN airing_id END) FROM tt GROUP BY c, v"
+)
 _HEARD_SQL = (
     "WITH tt AS ("
     f"SELECT a.id AS airing_id, t.commune_id AS c, MIN(t.village_id) AS v, MAX({_PLAYED}) "
@@ -336,7 +362,8 @@ _HEARD_SQL = (
     "UNION ALL " + _RESOLVED + ") "
     "SELECT g.c, a.id, a.slot_ms, a.duration_ms, a.language FROM "
     "(SELECT c, airing_id FROM tt GROUP BY airing_id, c HAVING MAX(p) = 1) g "
-    "JOIN airing a ON a.id = g.airing_id")
+    "JOIN airing a ON a.id = g.airing_id"
+)
 _OUTCOME_INDEXES = ("ix_airing_target_outcome", "ix_airing_target_village_outcome")
 
 
@@ -349,15 +376,23 @@ class AiringEvidence:
     heard: dict[int, list[tuple[int, int, int, str]]]
 
 
-def _target_query(session: Session, sql: str, start_ms: int, end_ms: int, evaluated_ms: int,
-                  commune_ids: list[int] | None) -> tuple[str, dict]:
+def _target_query(
+    session: Session,
+    sql: str,
+    start_ms: int,
+    end_ms: int,
+    evaluated_ms: int,
+    commune_ids: list[int] | None,
+) -> tuple[str, dict]:
     params: dict = {"start": start_ms, "end": end_ms, "settle": SETTLE_MS, "now": evaluated_ms}
     clauses = {"recorded": "", "resolved": ""}
     if commune_ids is not None:
         marks = ", ".join(f":c{i}" for i in range(len(commune_ids))) or "NULL"
         params.update({f"c{i}": c for i, c in enumerate(commune_ids)})
-        clauses = {"recorded": f"AND t.commune_id IN ({marks})",
-                   "resolved": f"AND m.commune_id IN ({marks})"}
+        clauses = {
+            "recorded": f"AND t.commune_id IN ({marks})",
+            "resolved": f"AND m.commune_id IN ({marks})",
+        }
     # Province-wide: walk the window's airings, then their targets. Scoped: let the planner
     # start from the targets of the asked communes (pinning airings first would scan every
     # airing's targets for each commune: seconds instead of milliseconds).
@@ -367,9 +402,11 @@ def _target_query(session: Session, sql: str, start_ms: int, end_ms: int, evalua
         # SQLite without statistics would drive from the slot index (airings out of id
         # order: a sort of every target); pinned, it walks airings by id and each one's
         # targets in index order. PostgreSQL's planner is trusted.
-        clauses.update(village_index=f"INDEXED BY {_OUTCOME_INDEXES[1]}",
-                       outcome_index=f"INDEXED BY {_OUTCOME_INDEXES[0]}",
-                       airing_scan="NOT INDEXED")
+        clauses.update(
+            village_index=f"INDEXED BY {_OUTCOME_INDEXES[1]}",
+            outcome_index=f"INDEXED BY {_OUTCOME_INDEXES[0]}",
+            airing_scan="NOT INDEXED",
+        )
     return sql.format(**clauses), params
 
 
@@ -379,16 +416,18 @@ def _sqlite_outcome_indexes(session: Session) -> bool:
     if session.get_bind().dialect.name != "sqlite":
         return False
     marks = ", ".join(f"'{n}'" for n in _OUTCOME_INDEXES)
-    found = session.execute(text(
-        f"SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name IN ({marks})"))
+    found = session.execute(
+        text(f"SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name IN ({marks})")
+    )
     return found.scalar() == len(_OUTCOME_INDEXES)
 
 
 def _aimed_played(session: Session, *window) -> dict[tuple[int, int], tuple[int, int]]:
     """(commune, village) -> (airings aimed, airings played), grouped by the database."""
     sql, params = _target_query(session, _PER_VILLAGE_SQL, *window)
-    return {(c, v): (aimed, played or 0)
-            for c, v, aimed, played in stream_rows(session, sql, params)}
+    return {
+        (c, v): (aimed, played or 0) for c, v, aimed, played in stream_rows(session, sql, params)
+    }
 
 
 def _heard(session: Session, *window) -> dict[int, list[tuple[int, int, int, str]]]:
@@ -400,8 +439,9 @@ def _heard(session: Session, *window) -> dict[int, list[tuple[int, int, int, str
     return heard
 
 
-def _airing_evidence_async(session: Session, start_ms: int, end_ms: int, evaluated_ms: int,
-                           commune_ids: list[int] | None) -> Callable[[], AiringEvidence]:
+def _airing_evidence_async(
+    session: Session, start_ms: int, end_ms: int, evaluated_ms: int, commune_ids: list[int] | None
+) -> Callable[[], AiringEvidence]:
     """Start the two airing aggregations (a province has about a million targets a quarter;
     the database groups them and a few thousand rows come back), each on a connection of
     its own, while this thread reads the transitions; returns the function that waits.
@@ -414,10 +454,8 @@ def _airing_evidence_async(session: Session, start_ms: int, end_ms: int, evaluat
     window = (start_ms, end_ms, evaluated_ms, commune_ids)
     bind = session.get_bind()
     in_memory = bind.dialect.name == "sqlite" and bind.url.database in (None, "", ":memory:")
-    if (not isinstance(bind, Engine) or in_memory or session.new or session.dirty
-            or session.deleted):
-        return lambda: AiringEvidence(_aimed_played(session, *window),
-                                      _heard(session, *window))
+    if not isinstance(bind, Engine) or in_memory or session.new or session.dirty or session.deleted:
+        return lambda: AiringEvidence(_aimed_played(session, *window), _heard(session, *window))
 
     def on_own_connection(fn):
         with Session(bind) as other:
@@ -441,8 +479,9 @@ def _query_pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
-                                       thread_name_prefix="loa-8.3")
+            _POOL = ThreadPoolExecutor(
+                max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="loa-8.3"
+            )
         return _POOL
 
 
@@ -486,12 +525,18 @@ class _Facts:
         if got is None:
             got = self._watched_in[window] = iv.clip(self.observed, *window)
         return got
+
     predecessors: dict[int, list[dict]] = field(default_factory=dict)
 
 
-def _village_verdict(village: Village, name: str, window: list[iv.Interval],
-                     spans: list[history.Span], f: _Facts,
-                     aimed_played: tuple[int, int] | None) -> VillageVerdict:
+def _village_verdict(
+    village: Village,
+    name: str,
+    window: list[iv.Interval],
+    spans: list[history.Span],
+    f: _Facts,
+    aimed_played: tuple[int, int] | None,
+) -> VillageVerdict:
     """One village over its window. In service from its first cluster's placement (before
     that: "chưa đưa vào sử dụng", not counted); of the in-service time only what Loa
     observed counts (the watch, plus gaps a cluster proved it ran through); availability
@@ -507,8 +552,12 @@ def _village_verdict(village: Village, name: str, window: list[iv.Interval],
     watched_all = not f.unobserved  # the usual case: the controller watched throughout
     for node, placed in sorted(by_node.items()):
         up = f.available.get(node, [])
-        if (len(window) == 1 and len(placed) == 1 and placed[0] == window[0]
-                and node not in f.bridges):
+        if (
+            len(window) == 1
+            and len(placed) == 1
+            and placed[0] == window[0]
+            and node not in f.bridges
+        ):
             # Placed for the whole window, and the node's intervals were computed over the
             # period, which contains the window: only the edges can differ.
             seen, bridge = placed, []
@@ -522,44 +571,81 @@ def _village_verdict(village: Village, name: str, window: list[iv.Interval],
             if not placed:
                 continue
             bridge = iv.intersect(f.bridges.get(node, []), placed) if f.bridges else []
-            seen = placed if watched_all else iv.intersect(
-                placed, iv.union(f.observed, bridge) if bridge else f.observed)
+            seen = (
+                placed
+                if watched_all
+                else iv.intersect(placed, iv.union(f.observed, bridge) if bridge else f.observed)
+            )
             up = iv.intersect(up, seen)
         placed_all.append(placed)
         observed_parts.append(bridge)
         covered.append(up)
         up_ms, seen_ms = iv.total(up), iv.total(seen)
-        bridged = iv.total(iv.intersect(bridge, iv.intersect(placed, f.unobserved))) \
-            if bridge else 0
-        clusters.append(ClusterEvidence(node, iv.total(placed), up_ms,
-                                        up_ms / seen_ms if seen_ms else 0.0, seen_ms, bridged))
+        bridged = (
+            iv.total(iv.intersect(bridge, iv.intersect(placed, f.unobserved))) if bridge else 0
+        )
+        clusters.append(
+            ClusterEvidence(
+                node, iv.total(placed), up_ms, up_ms / seen_ms if seen_ms else 0.0, seen_ms, bridged
+            )
+        )
         if bridged:
-            continuity.extend({"node_id": node, "from_ms": a, "to_ms": b,
-                               "text": f"Cụm {node} chứng minh hoạt động liên tục "
-                                       f"{format_datetime(a)}–{format_datetime(b)} "
-                                       "(cùng boot_id, thời gian chạy bao trùm khoảng mất "
-                                       "giám sát)"}
-                              for a, b in iv.intersect(bridge, f.unobserved))
+            continuity.extend(
+                {
+                    "node_id": node,
+                    "from_ms": a,
+                    "to_ms": b,
+                    "text": f"Cụm {node} chứng minh hoạt động liên tục "
+                    f"{format_datetime(a)}–{format_datetime(b)} "
+                    "(cùng boot_id, thời gian chạy bao trùm khoảng mất "
+                    "giám sát)",
+                }
+                for a, b in iv.intersect(bridge, f.unobserved)
+            )
     reasons: list[Reason] = []
     aimed, played = aimed_played or (0, 0)
     aired_ratio = played / aimed if aimed else None
     if not clusters:
-        reasons.append(Reason("no_cluster", f"{title}: không có cụm loa nào trong kỳ",
-                              village_id=village.id, value=0.0,
-                              threshold=th.availability))
+        reasons.append(
+            Reason(
+                "no_cluster",
+                f"{title}: không có cụm loa nào trong kỳ",
+                village_id=village.id,
+                value=0.0,
+                threshold=th.availability,
+            )
+        )
         seen_window = iv.intersect(window, f.observed)
         coverage = iv.total(seen_window) / window_ms if window_ms else None
-        return VillageVerdict(village.id, village.code, name, window_ms, False, 0.0,
-                              aired_ratio, aimed, played, clusters, reasons, "fail",
-                              coverage, window_ms, iv.total(seen_window), None)
+        return VillageVerdict(
+            village.id,
+            village.code,
+            name,
+            window_ms,
+            False,
+            0.0,
+            aired_ratio,
+            aimed,
+            played,
+            clusters,
+            reasons,
+            "fail",
+            coverage,
+            window_ms,
+            iv.total(seen_window),
+            None,
+        )
     # In service from the first placement to the end of the window: a cluster taken away
     # and not replaced leaves the village unreached, which is a failure.
     first = min(p[0][0] for p in placed_all)
     in_service = iv.clip(window, first, window[-1][1])
     service_ms = iv.total(in_service)
     # Observed: the watch over the in-service time, plus gaps a cluster proved it ran.
-    observed = in_service if watched_all else iv.union(
-        iv.intersect(in_service, f.observed), *observed_parts)
+    observed = (
+        in_service
+        if watched_all
+        else iv.union(iv.intersect(in_service, f.observed), *observed_parts)
+    )
     observed_ms = iv.total(observed)
     covered_ms = iv.total(iv.union(*covered))
     coverage = observed_ms / service_ms if service_ms else 0.0
@@ -567,46 +653,94 @@ def _village_verdict(village: Village, name: str, window: list[iv.Interval],
     verdict = "pass"
     if not _at_least(observed_ms, service_ms, th.coverage):
         verdict = "insufficient_data"
-        reasons.append(Reason(
-            "insufficient_data",
-            f"{title}: chỉ giám sát được {percent(coverage)} thời gian sử dụng trong kỳ "
-            f"(cần {percent(th.coverage)}): không đủ dữ liệu",
-            level="insufficient", village_id=village.id, value=coverage,
-            threshold=th.coverage))
+        reasons.append(
+            Reason(
+                "insufficient_data",
+                f"{title}: chỉ giám sát được {percent(coverage)} thời gian sử dụng trong kỳ "
+                f"(cần {percent(th.coverage)}): không đủ dữ liệu",
+                level="insufficient",
+                village_id=village.id,
+                value=coverage,
+                threshold=th.coverage,
+            )
+        )
     elif not _at_least(covered_ms, observed_ms, th.availability):
         verdict = "fail"
-        reasons.append(Reason(
-            "availability_low",
-            f"{title}: khả dụng {percent(availability)} < {percent(th.availability)}",
-            village_id=village.id, value=availability, threshold=th.availability,
-            detail={"observed_ms": observed_ms, "available_ms": covered_ms}))
+        reasons.append(
+            Reason(
+                "availability_low",
+                f"{title}: khả dụng {percent(availability)} < {percent(th.availability)}",
+                village_id=village.id,
+                value=availability,
+                threshold=th.availability,
+                detail={"observed_ms": observed_ms, "available_ms": covered_ms},
+            )
+        )
     if aimed == 0:
         verdict = "fail"
-        reasons.append(Reason("nothing_aimed",
-                              f"{title}: không có buổi phát nào tới thôn trong kỳ",
-                              village_id=village.id, value=None, threshold=th.aired))
+        reasons.append(
+            Reason(
+                "nothing_aimed",
+                f"{title}: không có buổi phát nào tới thôn trong kỳ",
+                village_id=village.id,
+                value=None,
+                threshold=th.aired,
+            )
+        )
     elif not _at_least(played, aimed, th.aired):
         verdict = "fail"
-        reasons.append(Reason(
-            "aired_low",
-            f"{title}: phát {played}/{aimed} buổi ({percent(aired_ratio)}) "
-            f"< {percent(th.aired)}",
-            village_id=village.id, value=aired_ratio, threshold=th.aired,
-            detail={"aimed": aimed, "played": played}))
+        reasons.append(
+            Reason(
+                "aired_low",
+                f"{title}: phát {played}/{aimed} buổi ({percent(aired_ratio)}) "
+                f"< {percent(th.aired)}",
+                village_id=village.id,
+                value=aired_ratio,
+                threshold=th.aired,
+                detail={"aimed": aimed, "played": played},
+            )
+        )
     if first > window[0][0]:
-        reasons.append(Reason(
-            "in_service_from",
-            f"{title}: đưa vào sử dụng từ {format_date(first)}; thời gian trước đó chưa "
-            "đưa vào sử dụng, không tính", level="info", village_id=village.id))
+        reasons.append(
+            Reason(
+                "in_service_from",
+                f"{title}: đưa vào sử dụng từ {format_date(first)}; thời gian trước đó chưa "
+                "đưa vào sử dụng, không tính",
+                level="info",
+                village_id=village.id,
+            )
+        )
     passed = {"pass": True, "fail": False}.get(verdict)
-    return VillageVerdict(village.id, village.code, name, window_ms, passed,
-                          availability, aired_ratio, aimed, played, clusters, reasons,
-                          verdict, coverage, service_ms, observed_ms, first, continuity)
+    return VillageVerdict(
+        village.id,
+        village.code,
+        name,
+        window_ms,
+        passed,
+        availability,
+        aired_ratio,
+        aimed,
+        played,
+        clusters,
+        reasons,
+        verdict,
+        coverage,
+        service_ms,
+        observed_ms,
+        first,
+        continuity,
+    )
 
 
-def evaluate(session: Session, period: Period, *, now: int | None = None,
-             scope: str | None = None, thresholds: Thresholds | None = None,
-             allowed_commune_ids: Collection[int] | None = None) -> Evaluation:
+def evaluate(
+    session: Session,
+    period: Period,
+    *,
+    now: int | None = None,
+    scope: str | None = None,
+    thresholds: Thresholds | None = None,
+    allowed_commune_ids: Collection[int] | None = None,
+) -> Evaluation:
     """Judge every commune of the scope over the period (so far), in a fixed number of
     queries whatever the number of communes. ``allowed_commune_ids`` narrows the answer to
     the communes a user may see (a commune officer's roll-up counts only their own)."""
@@ -616,13 +750,20 @@ def evaluate(session: Session, period: Period, *, now: int | None = None,
     parts = sets_for(session, start_ms, end_ms)
     evaluations = []
     for lo, hi, criteria in parts:
-        part = period if len(parts) == 1 else Period(
-            period.key, period.kind, lo, hi,
-            f"{period.label}, phần từ {format_date(lo)} đến {format_date(hi - 1)}",
-            f"{period.title} (phần từ {format_date(lo)} đến {format_date(hi - 1)})")
+        part = (
+            period
+            if len(parts) == 1
+            else Period(
+                period.key,
+                period.kind,
+                lo,
+                hi,
+                f"{period.label}, phần từ {format_date(lo)} đến {format_date(hi - 1)}",
+                f"{period.title} (phần từ {format_date(lo)} đến {format_date(hi - 1)})",
+            )
+        )
         th = thresholds or criteria.thresholds(province)
-        e = _evaluate(session, part, evaluated_ms, scope, th, allowed_commune_ids,
-                      criteria)
+        e = _evaluate(session, part, evaluated_ms, scope, th, allowed_commune_ids, criteria)
         e.criteria = criteria
         evaluations.append(e)
     last = evaluations[-1]
@@ -632,9 +773,15 @@ def evaluate(session: Session, period: Period, *, now: int | None = None,
     return last
 
 
-def _evaluate(session: Session, period: Period, evaluated_ms: int, scope: str | None,
-              th: Thresholds, allowed_commune_ids: Collection[int] | None,
-              criteria: Criteria) -> Evaluation:
+def _evaluate(
+    session: Session,
+    period: Period,
+    evaluated_ms: int,
+    scope: str | None,
+    th: Thresholds,
+    allowed_commune_ids: Collection[int] | None,
+    criteria: Criteria,
+) -> Evaluation:
     start_ms, end_ms = period.evaluation_window(evaluated_ms)
     communes, scope = _select_communes(session, scope, start_ms, end_ms)
     if allowed_commune_ids is not None:
@@ -644,8 +791,7 @@ def _evaluate(session: Session, period: Period, evaluated_ms: int, scope: str | 
     communes, folded = _fold_merged(session, communes, start_ms, end_ms, province_wide)
     commune_ids = [c.id for c in communes] + sorted(folded)
     ids_filter = None if province_wide else commune_ids
-    airing_evidence = _airing_evidence_async(session, start_ms, end_ms, evaluated_ms,
-                                             ids_filter)
+    airing_evidence = _airing_evidence_async(session, start_ms, end_ms, evaluated_ms, ids_filter)
     name_at = end_ms - 1
     commune_names = history.names_at(session, "commune", commune_ids, name_at)
     windows = {c.id: _commune_window(c, start_ms, end_ms) for c in communes}
@@ -666,21 +812,35 @@ def _evaluate(session: Session, period: Period, evaluated_ms: int, scope: str | 
     village_ids = sorted({v for vw in village_windows.values() for v in vw})
     villages: dict[int, Village] = {}
     for i in range(0, len(village_ids), 900):
-        villages.update({v.id: v for v in session.scalars(
-            select(Village).where(Village.id.in_(village_ids[i:i + 900])))})
+        villages.update(
+            {
+                v.id: v
+                for v in session.scalars(
+                    select(Village).where(Village.id.in_(village_ids[i : i + 900]))
+                )
+            }
+        )
     spans_by_village = history.nodes_by_village(
-        session, start_ms, end_ms, None if province_wide else village_ids)
+        session, start_ms, end_ms, None if province_wide else village_ids
+    )
     node_ids = sorted({s.member_id for v in village_ids for s in spans_by_village.get(v, [])})
     attestations: dict[int, list[ManualAttestation]] = defaultdict(list)
     for row in session.scalars(select(ManualAttestation)):
         attestations[row.commune_id].append(row)
     facts = _Facts(
-        th, windows, village_windows, villages,
-        history.names_at(session, "village", village_ids, name_at), spans_by_village,
+        th,
+        windows,
+        village_windows,
+        villages,
+        history.names_at(session, "village", village_ids, name_at),
+        spans_by_village,
         available_intervals(session, start_ms, end_ms, None if province_wide else node_ids),
         states_at(session, end_ms - 1, None if province_wide else node_ids),
-        airing_evidence(), attestations,
-        {d.id: d for d in session.scalars(select(District))}, ms_to_dt(end_ms - 1).date())
+        airing_evidence(),
+        attestations,
+        {d.id: d for d in session.scalars(select(District))},
+        ms_to_dt(end_ms - 1).date(),
+    )
     facts.members = {c.id: [c.id] for c in communes}
     for old, (new, _w) in folded.items():
         facts.members[new].append(old)
@@ -688,15 +848,21 @@ def _evaluate(session: Session, period: Period, evaluated_ms: int, scope: str | 
     facts.observed = watched(session, start_ms, end_ms)
     facts.unobserved = _complement(facts.observed, start_ms, end_ms)
     if facts.unobserved:
-        facts.bridges = continuity(session, start_ms, end_ms,
-                                   None if province_wide else node_ids)
+        facts.bridges = continuity(session, start_ms, end_ms, None if province_wide else node_ids)
     facts.first_cluster_after = _first_cluster_after(
-        session, [c.id for c in communes if not any(
-            spans_by_village.get(v) for v in village_windows.get(c.id, {}))], end_ms)
+        session,
+        [
+            c.id
+            for c in communes
+            if not any(spans_by_village.get(v) for v in village_windows.get(c.id, {}))
+        ],
+        end_ms,
+    )
 
     verdicts = [_judge_commune(c, commune_names.get(c.id, c.name), facts) for c in communes]
-    province_played = {aid: (duration, language) for v in verdicts
-                       for aid, _slot, duration, language in v.heard}
+    province_played = {
+        aid: (duration, language) for v in verdicts for aid, _slot, duration, language in v.heard
+    }
     totals_by_language = dict.fromkeys(LANGUAGE_ORDER, 0)
     for duration, language in province_played.values():
         totals_by_language[language] += duration
@@ -708,35 +874,60 @@ def _evaluate(session: Session, period: Period, evaluated_ms: int, scope: str | 
     if province is None:
         province = session.scalars(select(Province).limit(1)).first()
     return Evaluation(
-        period, start_ms, end_ms, evaluated_ms, th, province.name if province else "",
-        scope, verdicts,
-        summarize(verdicts, criteria.label,
-                  observed=iv.total(facts.observed) / (end_ms - start_ms)),
+        period,
+        start_ms,
+        end_ms,
+        evaluated_ms,
+        th,
+        province.name if province else "",
+        scope,
+        verdicts,
+        summarize(
+            verdicts, criteria.label, observed=iv.total(facts.observed) / (end_ms - start_ms)
+        ),
         # Since 01/07/2025 there are no districts: a period reaching past it groups by
         # commune only (the old district stays a column, "Huyện (cũ)").
-        district_rollups(verdicts, criteria.label) if end_ms <= DISTRICTS_ABOLISHED_MS
-        else [],
-        len(province_played), sum(d for d, _ in province_played.values()),
-        totals_by_language, states_total, unobserved=facts.unobserved, facts=facts)
+        district_rollups(verdicts, criteria.label) if end_ms <= DISTRICTS_ABOLISHED_MS else [],
+        len(province_played),
+        sum(d for d, _ in province_played.values()),
+        totals_by_language,
+        states_total,
+        unobserved=facts.unobserved,
+        facts=facts,
+    )
 
 
 def _judge_commune(c: Commune, name: str, f: _Facts) -> CommuneVerdict:
     lo, hi = f.windows[c.id]
     vverdicts = []
     commune_nodes: set[str] = set()
-    for vid, vwindow in sorted(f.village_windows.get(c.id, {}).items(),
-                               key=lambda kv: f.villages[kv[0]].code):
+    for vid, vwindow in sorted(
+        f.village_windows.get(c.id, {}).items(), key=lambda kv: f.villages[kv[0]].code
+    ):
         village = f.villages[vid]
-        counts = [f.evidence.aimed_played[(m, vid)] for m in f.members.get(c.id, [c.id])
-                  if (m, vid) in f.evidence.aimed_played]
-        vv = _village_verdict(village, f.village_names.get(vid, village.name), vwindow,
-                              f.spans_by_village.get(vid, []), f,
-                              (sum(a for a, _ in counts), sum(p for _, p in counts))
-                              if counts else None)
+        counts = [
+            f.evidence.aimed_played[(m, vid)]
+            for m in f.members.get(c.id, [c.id])
+            if (m, vid) in f.evidence.aimed_played
+        ]
+        vv = _village_verdict(
+            village,
+            f.village_names.get(vid, village.name),
+            vwindow,
+            f.spans_by_village.get(vid, []),
+            f,
+            (sum(a for a, _ in counts), sum(p for _, p in counts)) if counts else None,
+        )
         commune_nodes.update(ce.node_id for ce in vv.clusters)
         vverdicts.append(vv)
-    heard = list({p[0]: p for m in f.members.get(c.id, [c.id])
-                  for p in f.evidence.heard.get(m, ()) if lo <= p[1] < hi}.values())
+    heard = list(
+        {
+            p[0]: p
+            for m in f.members.get(c.id, [c.id])
+            for p in f.evidence.heard.get(m, ())
+            if lo <= p[1] < hi
+        }.values()
+    )
     heard.sort(key=lambda p: p[1])
     measured = [v for v in vverdicts if v.in_service_from_ms is not None]
     service_from = min((v.in_service_from_ms for v in measured), default=None)
@@ -752,14 +943,32 @@ def _judge_commune(c: Commune, name: str, f: _Facts) -> CommuneVerdict:
     cluster_states = dict.fromkeys(STATE_ORDER, 0)
     for node in commune_nodes:
         cluster_states[f.states.get(node, "unknown")] += 1
-    station = ("ip" if commune_nodes else
-               c.station_kind if c.station_kind in MANUAL_KINDS else "none")
+    station = (
+        "ip" if commune_nodes else c.station_kind if c.station_kind in MANUAL_KINDS else "none"
+    )
     district = f.districts.get(c.district_id) if c.district_id else None
     verdict = CommuneVerdict(
-        c.id, c.code, name, c.district_id, district.name if district else None,
-        c.station_kind, station, lo, hi, False, False, [], vverdicts, len(commune_nodes),
+        c.id,
+        c.code,
+        name,
+        c.district_id,
+        district.name if district else None,
+        c.station_kind,
+        station,
+        lo,
+        hi,
+        False,
+        False,
+        [],
+        vverdicts,
+        len(commune_nodes),
         [(a, b, n) for (a, b), n in zip(week_bounds, week_counts, strict=True)],
-        len(heard), sum(p[2] for p in heard), by_language, cluster_states, heard=heard)
+        len(heard),
+        sum(p[2] for p in heard),
+        by_language,
+        cluster_states,
+        heard=heard,
+    )
     verdict.predecessors = f.predecessors.get(c.id, [])
     verdict.in_service_from_ms = service_from
     verdict.in_service_ms = sum(v.in_service_ms for v in measured)
@@ -767,9 +976,11 @@ def _judge_commune(c: Commune, name: str, f: _Facts) -> CommuneVerdict:
     verdict.first_cluster_after_ms = f.first_cluster_after.get(c.id)
     if verdict.in_service_ms:
         verdict.coverage = verdict.observed_ms / verdict.in_service_ms
-    verdict.weeks = [w for w in verdict.weeks
-                     if _at_least(iv.total(iv.clip(f.observed, w[0], w[1])), w[1] - w[0],
-                                  f.thresholds.coverage)]
+    verdict.weeks = [
+        w
+        for w in verdict.weeks
+        if _at_least(iv.total(iv.clip(f.observed, w[0], w[1])), w[1] - w[0], f.thresholds.coverage)
+    ]
     verdict.skipped_weeks = len(week_bounds) - len(verdict.weeks)
     manual_path = c.station_kind in MANUAL_KINDS or not commune_nodes
     attestation, expired = _covering_attestation(f.attestations.get(c.id, []), f.last_day)
@@ -781,14 +992,19 @@ def _judge_commune(c: Commune, name: str, f: _Facts) -> CommuneVerdict:
         _not_in_service(verdict)
     else:
         _judge_telemetry(verdict, f.thresholds)
-    verdict.verdict = ("pass" if verdict.passed else verdict.verdict
-                       if verdict.verdict in ("insufficient_data", "not_in_service")
-                       else "fail")
+    verdict.verdict = (
+        "pass"
+        if verdict.passed
+        else verdict.verdict
+        if verdict.verdict in ("insufficient_data", "not_in_service")
+        else "fail"
+    )
     return verdict
 
 
-def _fold_merged(session: Session, communes: list[Commune], start_ms: int, end_ms: int,
-                 province_wide: bool) -> tuple[list[Commune], dict]:
+def _fold_merged(
+    session: Session, communes: list[Commune], start_ms: int, end_ms: int, province_wide: bool
+) -> tuple[list[Commune], dict]:
     """Communes merged during the window into one that is answered for: judged as part of
     their successor (its name, their villages on the days they had them), not as a line of
     their own. Returns the communes to judge and {merged id: (successor id, its window)}."""
@@ -815,13 +1031,20 @@ def _predecessors(session: Session, commune_ids: list[int], end_ms: int) -> dict
     out: dict[int, list[dict]] = defaultdict(list)
     rows = []
     for i in range(0, len(commune_ids), 900):
-        rows += list(session.scalars(select(Commune).where(
-            Commune.merged_into_id.in_(commune_ids[i:i + 900]), Commune.retired_ms <= end_ms)))
+        rows += list(
+            session.scalars(
+                select(Commune).where(
+                    Commune.merged_into_id.in_(commune_ids[i : i + 900]),
+                    Commune.retired_ms <= end_ms,
+                )
+            )
+        )
     for r in sorted(rows, key=lambda r: (r.retired_ms, r.code)):
         # the name it bore on its last day (a handful of rows: one lookup each)
         name = history.name_at(session, "commune", r.id, r.retired_ms - 1) or r.name
-        out[r.merged_into_id].append({"id": r.id, "code": r.code, "name": name,
-                                      "merged_on": format_date(r.retired_ms)})
+        out[r.merged_into_id].append(
+            {"id": r.id, "code": r.code, "name": name, "merged_on": format_date(r.retired_ms)}
+        )
     return out
 
 
@@ -845,8 +1068,10 @@ def _first_cluster_after(session: Session, commune_ids: list[int], end_ms: int) 
     out: dict[int, int] = {}
     for i in range(0, len(commune_ids), 900):
         rows = session.execute(
-            select(m.commune_id, p.valid_from_ms).join(m, m.village_id == p.village_id)
-            .where(m.commune_id.in_(commune_ids[i:i + 900]), p.valid_from_ms >= end_ms))
+            select(m.commune_id, p.valid_from_ms)
+            .join(m, m.village_id == p.village_id)
+            .where(m.commune_id.in_(commune_ids[i : i + 900]), p.valid_from_ms >= end_ms)
+        )
         for cid, at in rows:
             out[cid] = min(out.get(cid, at), at)
     return out
@@ -854,25 +1079,37 @@ def _first_cluster_after(session: Session, commune_ids: list[int], end_ms: int) 
 
 def _not_in_service(v: CommuneVerdict) -> None:
     v.passed, v.verdict = False, "not_in_service"
-    v.reasons.append(Reason(
-        "not_in_service",
-        f"Đài IP của xã chưa đưa vào sử dụng trong kỳ (cụm loa đầu tiên từ "
-        f"{format_date(v.first_cluster_after_ms)})", level="info"))
+    v.reasons.append(
+        Reason(
+            "not_in_service",
+            f"Đài IP của xã chưa đưa vào sử dụng trong kỳ (cụm loa đầu tiên từ "
+            f"{format_date(v.first_cluster_after_ms)})",
+            level="info",
+        )
+    )
 
 
 def _judge_manual(v: CommuneVerdict, row: ManualAttestation) -> None:
     v.passed, v.manual = True, True
-    v.attestation = {"id": row.id, "attested_on": row.attested_on.strftime("%d/%m/%Y"),
-                     "valid_until": row.valid_until.strftime("%d/%m/%Y"),
-                     "inspector": row.inspector, "note": row.note,
-                     "station_kind": row.station_kind}
+    v.attestation = {
+        "id": row.id,
+        "attested_on": row.attested_on.strftime("%d/%m/%Y"),
+        "valid_until": row.valid_until.strftime("%d/%m/%Y"),
+        "inspector": row.inspector,
+        "note": row.note,
+        "station_kind": row.station_kind,
+    }
     kind = {"fm": "FM", "wired": "hữu tuyến"}.get(row.station_kind, row.station_kind)
     v.station = row.station_kind if v.station == "none" else v.station
-    v.reasons.append(Reason(
-        "manual_attestation",
-        f"Đài {kind}: xác nhận thủ công ngày {row.attested_on:%d/%m/%Y} "
-        f"({row.inspector}), hiệu lực đến {row.valid_until:%d/%m/%Y}",
-        level="info", detail=dict(v.attestation)))
+    v.reasons.append(
+        Reason(
+            "manual_attestation",
+            f"Đài {kind}: xác nhận thủ công ngày {row.attested_on:%d/%m/%Y} "
+            f"({row.inspector}), hiệu lực đến {row.valid_until:%d/%m/%Y}",
+            level="info",
+            detail=dict(v.attestation),
+        )
+    )
     _unmeasured(v)
 
 
@@ -885,12 +1122,13 @@ def _unmeasured(v: CommuneVerdict) -> None:
             vv.availability = vv.aired_ratio = None
 
 
-def _fail_unattested(v: CommuneVerdict, expired: ManualAttestation | None,
-                     last_day: date) -> None:
+def _fail_unattested(v: CommuneVerdict, expired: ManualAttestation | None, last_day: date) -> None:
     kind = {"fm": "FM", "wired": "hữu tuyến"}[v.station_kind]
     if expired is not None:
-        text = (f"Đài {kind}: xác nhận ngày {expired.attested_on:%d/%m/%Y} đã hết hiệu lực "
-                f"từ {expired.valid_until:%d/%m/%Y}")
+        text = (
+            f"Đài {kind}: xác nhận ngày {expired.attested_on:%d/%m/%Y} đã hết hiệu lực "
+            f"từ {expired.valid_until:%d/%m/%Y}"
+        )
     else:
         text = f"Đài {kind}: chưa có xác nhận kiểm tra còn hiệu lực đến {last_day:%d/%m/%Y}"
     v.passed = False
@@ -908,20 +1146,32 @@ def _judge_telemetry(v: CommuneVerdict, th: Thresholds) -> None:
         if short:
             listed = ", ".join(f"{format_date(a)}–{format_date(b - 1)}" for a, b, _ in short[:4])
             more = f" và {len(short) - 4} tuần khác" if len(short) > 4 else ""
-            v.reasons.append(Reason(
-                "weeks_without_broadcast",
-                f"Đài không phát đủ {th.broadcasts_per_week_min} buổi/tuần trong "
-                f"{len(short)}/{len(v.weeks)} tuần: {listed}{more}",
-                value=float(len(short)), threshold=float(th.broadcasts_per_week_min),
-                detail={"weeks": [{"from": format_date(a), "to": format_date(b - 1),
-                                   "airings": n} for a, b, n in short]}))
+            v.reasons.append(
+                Reason(
+                    "weeks_without_broadcast",
+                    f"Đài không phát đủ {th.broadcasts_per_week_min} buổi/tuần trong "
+                    f"{len(short)}/{len(v.weeks)} tuần: {listed}{more}",
+                    value=float(len(short)),
+                    threshold=float(th.broadcasts_per_week_min),
+                    detail={
+                        "weeks": [
+                            {"from": format_date(a), "to": format_date(b - 1), "airings": n}
+                            for a, b, n in short
+                        ]
+                    },
+                )
+            )
     for vv in v.villages:
         v.reasons.extend(vv.reasons)
     if v.skipped_weeks:
-        v.reasons.append(Reason(
-            "weeks_unobserved",
-            f"{v.skipped_weeks} tuần giám sát dưới {percent(th.coverage)} thời gian: không "
-            "xét số buổi phát của các tuần đó", level="info"))
+        v.reasons.append(
+            Reason(
+                "weeks_unobserved",
+                f"{v.skipped_weeks} tuần giám sát dưới {percent(th.coverage)} thời gian: không "
+                "xét số buổi phát của các tuần đó",
+                level="info",
+            )
+        )
     failing = [r for r in v.reasons if r.level == "fail"]
     v.passed = not failing and not any(vv.verdict == "insufficient_data" for vv in v.villages)
     if not failing and not v.passed:
@@ -931,17 +1181,25 @@ def _judge_telemetry(v: CommuneVerdict, th: Thresholds) -> None:
 # --------------------------------------------------------------------------- roll-ups
 
 
-def summarize(verdicts: list[CommuneVerdict], label: str = "chỉ tiêu 8.3",
-              observed: float | None = None) -> Summary:
+def summarize(
+    verdicts: list[CommuneVerdict], label: str = "chỉ tiêu 8.3", observed: float | None = None
+) -> Summary:
     """Counts as the province writes them: "9/13 xã đạt ...", then the communes that
     could not be judged (too little observed time, or not yet in service)."""
     passed = [v for v in verdicts if v.passed]
     stations = {"ip": 0, "fm": 0, "wired": 0, "none": 0}
     for v in verdicts:
         stations[v.station] = stations.get(v.station, 0) + 1
-    failing = [{"id": v.id, "code": v.code, "name": v.name,
-                "reasons": [r.text for r in v.reasons if r.level == "fail"]}
-               for v in verdicts if v.verdict == "fail"]
+    failing = [
+        {
+            "id": v.id,
+            "code": v.code,
+            "name": v.name,
+            "reasons": [r.text for r in v.reasons if r.level == "fail"],
+        }
+        for v in verdicts
+        if v.verdict == "fail"
+    ]
     insufficient = sum(1 for v in verdicts if v.verdict == "insufficient_data")
     idle = sum(1 for v in verdicts if v.verdict == "not_in_service")
     text = f"{len(passed)}/{len(verdicts)} xã đạt {label}"
@@ -949,13 +1207,23 @@ def summarize(verdicts: list[CommuneVerdict], label: str = "chỉ tiêu 8.3",
         text += f"; {insufficient} xã không đủ dữ liệu"
     if idle:
         text += f"; {idle} xã chưa đưa vào sử dụng"
-    return Summary(len(verdicts), len(passed), len(failing),
-                   sum(1 for v in passed if v.manual), text, stations, failing,
-                   insufficient, idle, observed)
+    return Summary(
+        len(verdicts),
+        len(passed),
+        len(failing),
+        sum(1 for v in passed if v.manual),
+        text,
+        stations,
+        failing,
+        insufficient,
+        idle,
+        observed,
+    )
 
 
-def district_rollups(verdicts: list[CommuneVerdict],
-                     label: str = "chỉ tiêu 8.3") -> list[DistrictRollup]:
+def district_rollups(
+    verdicts: list[CommuneVerdict], label: str = "chỉ tiêu 8.3"
+) -> list[DistrictRollup]:
     groups: dict[int, list[CommuneVerdict]] = defaultdict(list)
     for v in verdicts:
         if v.district_id is not None:
@@ -964,8 +1232,9 @@ def district_rollups(verdicts: list[CommuneVerdict],
     for did, members in groups.items():
         n = sum(1 for v in members if v.passed)
         name = members[0].district_name or str(did)
-        out.append(DistrictRollup(did, name, len(members), n,
-                                  f"{name}: {n}/{len(members)} xã đạt {label}"))
+        out.append(
+            DistrictRollup(did, name, len(members), n, f"{name}: {n}/{len(members)} xã đạt {label}")
+        )
     return sorted(out, key=lambda d: d.name)
 
 
@@ -973,56 +1242,98 @@ def district_rollups(verdicts: list[CommuneVerdict],
 
 
 def village_as_dict(v: VillageVerdict) -> dict:
-    return {"id": v.id, "code": v.code, "name": v.name, "passed": v.passed,
-            "verdict": v.verdict, "verdict_text": VERDICT_TEXT.get(v.verdict, ""),
-            "coverage": v.coverage,
-            "coverage_text": (f"đã giám sát {percent(v.coverage)} thời gian kỳ báo cáo"
-                              if v.coverage is not None else None),
-            "in_service_from": (format_date(v.in_service_from_ms)
-                                if v.in_service_from_ms is not None else None),
-            "observed_hours": round(v.observed_ms / 3_600_000, 2),
-            "continuity": v.continuity,
-            "availability": v.availability,
-            "aired_ratio": v.aired_ratio, "aimed": v.aimed, "played": v.played,
-            # Written out rather than asdict(): asdict deep-copies field by field and was a
-            # third of the time of a 3,000-cluster answer.
-            "clusters": [{"node_id": c.node_id, "placed_ms": c.placed_ms,
-                          "available_ms": c.available_ms, "availability": c.availability,
-                          "observed_ms": c.observed_ms, "bridged_ms": c.bridged_ms}
-                         for c in v.clusters],
-            "reasons": [r.as_dict() for r in v.reasons]}
+    return {
+        "id": v.id,
+        "code": v.code,
+        "name": v.name,
+        "passed": v.passed,
+        "verdict": v.verdict,
+        "verdict_text": VERDICT_TEXT.get(v.verdict, ""),
+        "coverage": v.coverage,
+        "coverage_text": (
+            f"đã giám sát {percent(v.coverage)} thời gian kỳ báo cáo"
+            if v.coverage is not None
+            else None
+        ),
+        "in_service_from": (
+            format_date(v.in_service_from_ms) if v.in_service_from_ms is not None else None
+        ),
+        "observed_hours": round(v.observed_ms / 3_600_000, 2),
+        "continuity": v.continuity,
+        "availability": v.availability,
+        "aired_ratio": v.aired_ratio,
+        "aimed": v.aimed,
+        "played": v.played,
+        # Written out rather than asdict(): asdict deep-copies field by field and was a
+        # third of the time of a 3,000-cluster answer.
+        "clusters": [
+            {
+                "node_id": c.node_id,
+                "placed_ms": c.placed_ms,
+                "available_ms": c.available_ms,
+                "availability": c.availability,
+                "observed_ms": c.observed_ms,
+                "bridged_ms": c.bridged_ms,
+            }
+            for c in v.clusters
+        ],
+        "reasons": [r.as_dict() for r in v.reasons],
+    }
 
 
 def commune_as_dict(v: CommuneVerdict) -> dict:
-    return {"id": v.id, "code": v.code, "name": v.name, "district": v.district_name,
-            "station_kind": v.station_kind, "station": v.station, "passed": v.passed,
-            "predecessors": v.predecessors,
-            "verdict": v.verdict, "verdict_text": VERDICT_TEXT.get(v.verdict, ""),
-            "coverage": v.coverage,
-            "coverage_text": (f"đã giám sát {percent(v.coverage)} thời gian kỳ báo cáo"
-                              if v.coverage is not None else None),
-            "in_service_from": (format_date(v.in_service_from_ms)
-                                if v.in_service_from_ms is not None else None),
-            "manual": v.manual, "reasons": [r.as_dict() for r in v.reasons],
-            "clusters": v.clusters, "clusters_by_state": v.clusters_by_state,
-            "airings": v.airings, "hours_aired": round(v.aired_ms / 3_600_000, 2),
-            "hours_by_language": {k: round(ms / 3_600_000, 2)
-                                  for k, ms in v.aired_ms_by_language.items()},
-            "weeks": [{"from": format_date(a), "to": format_date(b - 1), "airings": n}
-                      for a, b, n in v.weeks],
-            "attestation": v.attestation,
-            "villages": [village_as_dict(x) for x in v.villages]}
+    return {
+        "id": v.id,
+        "code": v.code,
+        "name": v.name,
+        "district": v.district_name,
+        "station_kind": v.station_kind,
+        "station": v.station,
+        "passed": v.passed,
+        "predecessors": v.predecessors,
+        "verdict": v.verdict,
+        "verdict_text": VERDICT_TEXT.get(v.verdict, ""),
+        "coverage": v.coverage,
+        "coverage_text": (
+            f"đã giám sát {percent(v.coverage)} thời gian kỳ báo cáo"
+            if v.coverage is not None
+            else None
+        ),
+        "in_service_from": (
+            format_date(v.in_service_from_ms) if v.in_service_from_ms is not None else None
+        ),
+        "manual": v.manual,
+        "reasons": [r.as_dict() for r in v.reasons],
+        "clusters": v.clusters,
+        "clusters_by_state": v.clusters_by_state,
+        "airings": v.airings,
+        "hours_aired": round(v.aired_ms / 3_600_000, 2),
+        "hours_by_language": {
+            k: round(ms / 3_600_000, 2) for k, ms in v.aired_ms_by_language.items()
+        },
+        "weeks": [
+            {"from": format_date(a), "to": format_date(b - 1), "airings": n} for a, b, n in v.weeks
+        ],
+        "attestation": v.attestation,
+        "villages": [village_as_dict(x) for x in v.villages],
+    }
 
 
 def split_text(e: Evaluation) -> str | None:
     """The sentence that says a period was judged in parts, by which sets."""
     if not e.parts:
         return None
-    pieces = [f"từ {format_date(p.start_ms)} đến {format_date(p.end_ms - 1)} theo "
-              f"{p.criteria.name} ({p.criteria.legal_basis}): {p.summary.text}"
-              for p in e.parts if p.criteria is not None]
-    return (f"Kỳ báo cáo được chia làm {len(e.parts)} phần theo bộ tiêu chí có hiệu lực: "
-            + "; ".join(pieces) + ".")
+    pieces = [
+        f"từ {format_date(p.start_ms)} đến {format_date(p.end_ms - 1)} theo "
+        f"{p.criteria.name} ({p.criteria.legal_basis}): {p.summary.text}"
+        for p in e.parts
+        if p.criteria is not None
+    ]
+    return (
+        f"Kỳ báo cáo được chia làm {len(e.parts)} phần theo bộ tiêu chí có hiệu lực: "
+        + "; ".join(pieces)
+        + "."
+    )
 
 
 def _part_as_dict(e: Evaluation) -> dict:
@@ -1033,28 +1344,40 @@ def evaluation_as_dict(e: Evaluation) -> dict:
     whole = e.whole or e.period
     start = e.parts[0].start_ms if e.parts else e.start_ms
     return {
-        "period": {"key": whole.key, "label": whole.label,
-                   "from": format_date(start), "to": format_date(e.end_ms - 1),
-                   "start_ms": start, "end_ms": e.end_ms,
-                   "complete": e.end_ms == whole.end_ms},
+        "period": {
+            "key": whole.key,
+            "label": whole.label,
+            "from": format_date(start),
+            "to": format_date(e.end_ms - 1),
+            "start_ms": start,
+            "end_ms": e.end_ms,
+            "complete": e.end_ms == whole.end_ms,
+        },
         "criteria": e.criteria.as_dict() if e.criteria else None,
         # A period spanning two criteria sets: the top level is the part judged by the set
         # in force at its end; "split" says so and carries every part in full.
         "split": {"text": split_text(e), "parts": [_part_as_dict(p) for p in e.parts]}
-        if e.parts else None,
+        if e.parts
+        else None,
         "scope": e.scope,
         "province": e.province_name,
         "evaluated_ms": e.evaluated_ms,
         "thresholds": e.thresholds.as_dict(),
         "observed": e.summary.observed,
-        "watch_gaps": [{"from": format_datetime(a), "to": format_datetime(b),
-                        "from_ms": a, "to_ms": b} for a, b in e.unobserved],
-        "summary": {**e.summary.as_dict(),
-                    "districts": [asdict(d) for d in e.districts],
-                    "airings": e.airings, "hours_aired": round(e.aired_ms / 3_600_000, 2),
-                    "hours_by_language": {k: round(ms / 3_600_000, 2)
-                                          for k, ms in e.aired_ms_by_language.items()},
-                    "clusters_by_state": e.clusters_by_state,
-                    "hours_aired_text": hours(e.aired_ms)},
+        "watch_gaps": [
+            {"from": format_datetime(a), "to": format_datetime(b), "from_ms": a, "to_ms": b}
+            for a, b in e.unobserved
+        ],
+        "summary": {
+            **e.summary.as_dict(),
+            "districts": [asdict(d) for d in e.districts],
+            "airings": e.airings,
+            "hours_aired": round(e.aired_ms / 3_600_000, 2),
+            "hours_by_language": {
+                k: round(ms / 3_600_000, 2) for k, ms in e.aired_ms_by_language.items()
+            },
+            "clusters_by_state": e.clusters_by_state,
+            "hours_aired_text": hours(e.aired_ms),
+        },
         "communes": [commune_as_dict(c) for c in e.communes],
     }

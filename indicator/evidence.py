@@ -40,9 +40,21 @@ from loa.timeutil import ms_to_dt
 from registry import history
 
 MANIFEST = "MANIFEST.sha256"
-FILES = ("period.json", "criteria.csv", "communes.csv", "villages.csv", "placements.csv",
-         "transitions.csv", "watch.csv", "watch_gaps.csv", "continuity.csv", "airings.csv",
-         "attestations.csv", "attestation_scans.csv", "verdicts.csv")
+FILES = (
+    "period.json",
+    "criteria.csv",
+    "communes.csv",
+    "villages.csv",
+    "placements.csv",
+    "transitions.csv",
+    "watch.csv",
+    "watch_gaps.csv",
+    "continuity.csv",
+    "airings.csv",
+    "attestations.csv",
+    "attestation_scans.csv",
+    "verdicts.csv",
+)
 
 
 def _ivs(text: str) -> list[iv.Interval]:
@@ -81,8 +93,10 @@ def write_evidence(session: Session, e: ev.Evaluation, folder: Path) -> list[Pat
         target = folder if len(parts) == 1 else folder / f"part-{i}"
         target.mkdir(parents=True, exist_ok=True)
         written += _write_part(session, part, target)
-    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(folder)}"
-             for p in sorted(written)]
+    lines = [
+        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(folder)}"
+        for p in sorted(written)
+    ]
     (folder / MANIFEST).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return written
 
@@ -92,56 +106,157 @@ def _write_part(session: Session, e: ev.Evaluation, d: Path) -> list[Path]:
     if f is None:
         raise InvalidInputError("Đánh giá này không giữ dữ liệu gốc để xuất bằng chứng.")
     th, c = e.thresholds, e.criteria
-    (d / "period.json").write_text(json.dumps({
-        "key": e.period.key, "label": e.period.label, "start_ms": e.start_ms,
-        "end_ms": e.end_ms, "evaluated_ms": e.evaluated_ms, "scope": e.scope,
-        "province": e.province_name}, ensure_ascii=False, indent=1), encoding="utf-8")
-    _write(d / "criteria.csv",
-           ["key", "code", "name", "legal_basis", "valid_from", "valid_to", "availability",
-            "aired", "broadcasts_per_week_min", "coverage"],
-           [[c.key if c else "", c.indicator_code if c else "", c.name if c else "",
-             c.legal_basis if c else "", c.valid_from.isoformat() if c else "",
-             c.valid_to.isoformat() if c and c.valid_to else "", repr(th.availability),
-             repr(th.aired), th.broadcasts_per_week_min, repr(th.coverage)]])
-    _write(d / "communes.csv",
-           ["id", "code", "name", "district_id", "district_name", "station_kind",
-            "window_start_ms", "window_end_ms", "members", "first_cluster_after_ms"],
-           [[v.id, v.code, v.name, v.district_id or "", v.district_name or "",
-             v.station_kind, *f.windows[v.id],
-             ";".join(str(m) for m in f.members.get(v.id, [v.id])),
-             f.first_cluster_after.get(v.id, "")] for v in e.communes])
-    _write(d / "villages.csv", ["commune_id", "village_id", "code", "name", "window"],
-           [[cid, vid, f.villages[vid].code, f.village_names.get(vid, f.villages[vid].name),
-             _ivs_text(w)] for cid, vw in sorted(f.village_windows.items())
-            for vid, w in sorted(vw.items())])
+    (d / "period.json").write_text(
+        json.dumps(
+            {
+                "key": e.period.key,
+                "label": e.period.label,
+                "start_ms": e.start_ms,
+                "end_ms": e.end_ms,
+                "evaluated_ms": e.evaluated_ms,
+                "scope": e.scope,
+                "province": e.province_name,
+            },
+            ensure_ascii=False,
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
+    _write(
+        d / "criteria.csv",
+        [
+            "key",
+            "code",
+            "name",
+            "legal_basis",
+            "valid_from",
+            "valid_to",
+            "availability",
+            "aired",
+            "broadcasts_per_week_min",
+            "coverage",
+        ],
+        [
+            [
+                c.key if c else "",
+                c.indicator_code if c else "",
+                c.name if c else "",
+                c.legal_basis if c else "",
+                c.valid_from.isoformat() if c else "",
+                c.valid_to.isoformat() if c and c.valid_to else "",
+                repr(th.availability),
+                repr(th.aired),
+                th.broadcasts_per_week_min,
+                repr(th.coverage),
+            ]
+        ],
+    )
+    _write(
+        d / "communes.csv",
+        [
+            "id",
+            "code",
+            "name",
+            "district_id",
+            "district_name",
+            "station_kind",
+            "window_start_ms",
+            "window_end_ms",
+            "members",
+            "first_cluster_after_ms",
+        ],
+        [
+            [
+                v.id,
+                v.code,
+                v.name,
+                v.district_id or "",
+                v.district_name or "",
+                v.station_kind,
+                *f.windows[v.id],
+                ";".join(str(m) for m in f.members.get(v.id, [v.id])),
+                f.first_cluster_after.get(v.id, ""),
+            ]
+            for v in e.communes
+        ],
+    )
+    _write(
+        d / "villages.csv",
+        ["commune_id", "village_id", "code", "name", "window"],
+        [
+            [
+                cid,
+                vid,
+                f.villages[vid].code,
+                f.village_names.get(vid, f.villages[vid].name),
+                _ivs_text(w),
+            ]
+            for cid, vw in sorted(f.village_windows.items())
+            for vid, w in sorted(vw.items())
+        ],
+    )
     village_ids = sorted({v for vw in f.village_windows.values() for v in vw})
     spans = [s for v in village_ids for s in f.spans_by_village.get(v, [])]
-    _write(d / "placements.csv", ["village_id", "node_id", "from_ms", "to_ms"],
-           [[s.owner_id, s.member_id, s.start_ms, s.end_ms] for s in spans])
+    _write(
+        d / "placements.csv",
+        ["village_id", "node_id", "from_ms", "to_ms"],
+        [[s.owner_id, s.member_id, s.start_ms, s.end_ms] for s in spans],
+    )
     nodes = sorted({str(s.member_id) for s in spans})
-    _write(d / "transitions.csv", ["node_id", "at_ms", "to_state", "available"],
-           _transition_rows(session, nodes, e.start_ms, e.end_ms))
+    _write(
+        d / "transitions.csv",
+        ["node_id", "at_ms", "to_state", "available"],
+        _transition_rows(session, nodes, e.start_ms, e.end_ms),
+    )
     w = ControllerWatch
-    watch = session.execute(select(w.controller_id, w.start_ms, w.end_ms, w.end_cause).where(
-        w.start_ms < e.end_ms, w.end_ms > e.start_ms).order_by(w.start_ms, w.id)).all()
-    _write(d / "watch.csv", ["controller_id", "start_ms", "end_ms", "end_cause"],
-           [list(r) for r in watch])
+    watch = session.execute(
+        select(w.controller_id, w.start_ms, w.end_ms, w.end_cause)
+        .where(w.start_ms < e.end_ms, w.end_ms > e.start_ms)
+        .order_by(w.start_ms, w.id)
+    ).all()
+    _write(
+        d / "watch.csv",
+        ["controller_id", "start_ms", "end_ms", "end_cause"],
+        [list(r) for r in watch],
+    )
     _write(d / "watch_gaps.csv", ["from_ms", "to_ms"], [list(g) for g in f.unobserved])
-    _write(d / "continuity.csv", ["node_id", "from_ms", "to_ms", "boot_id", "uptime_s"],
-           [[r.node_id, r.from_ms, r.to_ms, r.boot_id, r.uptime_s]
-            for r in continuity_rows(session, e.start_ms, e.end_ms, nodes)])
+    _write(
+        d / "continuity.csv",
+        ["node_id", "from_ms", "to_ms", "boot_id", "uptime_s"],
+        [
+            [r.node_id, r.from_ms, r.to_ms, r.boot_id, r.uptime_s]
+            for r in continuity_rows(session, e.start_ms, e.end_ms, nodes)
+        ],
+    )
     ids = sorted({m for v in e.communes for m in f.members.get(v.id, [v.id])})
-    sql, params = ev._target_query(session, ev.TARGET_ROWS_SQL, e.start_ms, e.end_ms,
-                                   e.evaluated_ms, ids)
-    _write(d / "airings.csv", ["commune_id", "village_id", "airing_id", "played", "slot_ms",
-                               "duration_ms", "language"],
-           [list(r) for r in stream_rows(session, sql, params)])
-    _write(d / "attestations.csv", ["id", "commune_id", "attested_on", "valid_until",
-                                    "inspector", "note", "station_kind"],
-           [[r.id, cid, r.attested_on.isoformat(), r.valid_until.isoformat(), r.inspector,
-             r.note, r.station_kind] for cid in ids for r in f.attestations.get(cid, [])])
-    scan_files = _write_scans(session, [r.id for cid in ids
-                                        for r in f.attestations.get(cid, [])], d)
+    sql, params = ev._target_query(
+        session, ev.TARGET_ROWS_SQL, e.start_ms, e.end_ms, e.evaluated_ms, ids
+    )
+    _write(
+        d / "airings.csv",
+        ["commune_id", "village_id", "airing_id", "played", "slot_ms", "duration_ms", "language"],
+        [list(r) for r in stream_rows(session, sql, params)],
+    )
+    _write(
+        d / "attestations.csv",
+        ["id", "commune_id", "attested_on", "valid_until", "inspector", "note", "station_kind"],
+        [
+            [
+                r.id,
+                cid,
+                r.attested_on.isoformat(),
+                r.valid_until.isoformat(),
+                r.inspector,
+                r.note,
+                r.station_kind,
+            ]
+            for cid in ids
+            for r in f.attestations.get(cid, [])
+        ],
+    )
+    scan_files = _write_scans(
+        session, [r.id for cid in ids for r in f.attestations.get(cid, [])], d
+    )
     _write(d / "verdicts.csv", _VERDICT_HEADER, _verdict_rows(e.communes))
     return [d / name for name in FILES] + scan_files
 
@@ -158,11 +273,34 @@ def _write_scans(session: Session, attestation_ids: list[int], d: Path) -> list[
             (d / name).parent.mkdir(parents=True, exist_ok=True)
             (d / name).write_bytes(scan.data)
             files.append(d / name)
-            rows.append([aid, scan.id, name, scan.filename, scan.media_type, scan.size_bytes,
-                         scan.sha256, scan.created_ms, scan.created_by])
-    _write(d / "attestation_scans.csv", ["attestation_id", "scan_id", "file", "original_name",
-                                          "media_type", "size_bytes", "sha256", "uploaded_ms",
-                                          "uploaded_by"], rows)
+            rows.append(
+                [
+                    aid,
+                    scan.id,
+                    name,
+                    scan.filename,
+                    scan.media_type,
+                    scan.size_bytes,
+                    scan.sha256,
+                    scan.created_ms,
+                    scan.created_by,
+                ]
+            )
+    _write(
+        d / "attestation_scans.csv",
+        [
+            "attestation_id",
+            "scan_id",
+            "file",
+            "original_name",
+            "media_type",
+            "size_bytes",
+            "sha256",
+            "uploaded_ms",
+            "uploaded_by",
+        ],
+        rows,
+    )
     return files
 
 
@@ -170,32 +308,60 @@ def _transition_rows(session: Session, nodes: list[str], start_ms: int, end_ms: 
     t = NodeTransition
     rows: list = []
     for i in range(0, len(nodes), 900):
-        chunk = nodes[i:i + 900]
+        chunk = nodes[i : i + 900]
         for node in chunk:  # the state each node started the period in
-            last = session.execute(select(t.at_ms, t.to_state, t.available).where(
-                t.node_id == node, t.at_ms < start_ms).order_by(t.at_ms.desc(), t.id.desc())
-                .limit(1)).first()
+            last = session.execute(
+                select(t.at_ms, t.to_state, t.available)
+                .where(t.node_id == node, t.at_ms < start_ms)
+                .order_by(t.at_ms.desc(), t.id.desc())
+                .limit(1)
+            ).first()
             if last is not None:
                 rows.append([node, last[0], last[1], int(last[2])])
-        rows += [[n, a, s, int(av)] for n, a, s, av in session.execute(
-            select(t.node_id, t.at_ms, t.to_state, t.available).where(
-                t.node_id.in_(chunk), t.at_ms >= start_ms, t.at_ms < end_ms)
-            .order_by(t.node_id, t.at_ms, t.id))]
+        rows += [
+            [n, a, s, int(av)]
+            for n, a, s, av in session.execute(
+                select(t.node_id, t.at_ms, t.to_state, t.available)
+                .where(t.node_id.in_(chunk), t.at_ms >= start_ms, t.at_ms < end_ms)
+                .order_by(t.node_id, t.at_ms, t.id)
+            )
+        ]
     return rows
 
 
-_VERDICT_HEADER = ["level", "commune_id", "village_id", "verdict", "passed", "coverage",
-                   "availability", "aimed", "played"]
+_VERDICT_HEADER = [
+    "level",
+    "commune_id",
+    "village_id",
+    "verdict",
+    "passed",
+    "coverage",
+    "availability",
+    "aimed",
+    "played",
+]
 
 
 def _verdict_rows(communes: list[ev.CommuneVerdict]) -> list[list]:
     rows = []
     for c in communes:
-        rows.append(["commune", c.id, "", c.verdict, c.passed, _fraction(c.coverage), "",
-                     c.airings, ""])
-        rows += [["village", c.id, v.id, v.verdict, "" if v.passed is None else v.passed,
-                  _fraction(v.coverage),
-                  _fraction(v.availability), v.aimed, v.played] for v in c.villages]
+        rows.append(
+            ["commune", c.id, "", c.verdict, c.passed, _fraction(c.coverage), "", c.airings, ""]
+        )
+        rows += [
+            [
+                "village",
+                c.id,
+                v.id,
+                v.verdict,
+                "" if v.passed is None else v.passed,
+                _fraction(v.coverage),
+                _fraction(v.availability),
+                v.aimed,
+                v.played,
+            ]
+            for v in c.villages
+        ]
     return rows
 
 
@@ -211,20 +377,27 @@ class VerifyResult:
 
     def text(self) -> str:
         if self.tampered:
-            return ("Bằng chứng đã bị thay đổi: " + "; ".join(self.tampered)
-                    + ". Không thể xác nhận kết quả.")
+            return (
+                "Bằng chứng đã bị thay đổi: "
+                + "; ".join(self.tampered)
+                + ". Không thể xác nhận kết quả."
+            )
         if self.mismatches:
-            return ("Tính lại từ dữ liệu gốc KHÔNG khớp với kết quả đã ghi: "
-                    + "; ".join(self.mismatches[:10]))
-        return (f"Khớp: tính lại {self.communes} xã từ dữ liệu gốc cho cùng kết quả; "
-                "mọi tệp đúng mã SHA-256 trong MANIFEST.sha256.")
+            return "Tính lại từ dữ liệu gốc KHÔNG khớp với kết quả đã ghi: " + "; ".join(
+                self.mismatches[:10]
+            )
+        return (
+            f"Khớp: tính lại {self.communes} xã từ dữ liệu gốc cho cùng kết quả; "
+            "mọi tệp đúng mã SHA-256 trong MANIFEST.sha256."
+        )
 
 
 def verify_evidence(folder: Path) -> VerifyResult:
     manifest = folder / MANIFEST
     if not manifest.is_file():
-        raise InvalidInputError(f"Thư mục '{folder}' không có {MANIFEST}: không phải thư mục "
-                                "bằng chứng của Loa.")
+        raise InvalidInputError(
+            f"Thư mục '{folder}' không có {MANIFEST}: không phải thư mục bằng chứng của Loa."
+        )
     listed: dict[str, str] = {}
     for line in manifest.read_text(encoding="utf-8").splitlines():
         digest, _, name = line.partition("  ")
@@ -237,9 +410,11 @@ def verify_evidence(folder: Path) -> VerifyResult:
             result.tampered.append(f"thiếu {name}")
         elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
             result.tampered.append(f"{name} khác mã SHA-256 đã ghi")
-    present = {str(p.relative_to(folder)) for p in folder.rglob("*.csv")} | {
-        str(p.relative_to(folder)) for p in folder.rglob("period.json")} | {
-        str(p.relative_to(folder)) for p in folder.rglob("scans/*") if p.is_file()}
+    present = (
+        {str(p.relative_to(folder)) for p in folder.rglob("*.csv")}
+        | {str(p.relative_to(folder)) for p in folder.rglob("period.json")}
+        | {str(p.relative_to(folder)) for p in folder.rglob("scans/*") if p.is_file()}
+    )
     result.tampered += [f"tệp lạ {n}" for n in sorted(present - set(listed))]
     if result.tampered:
         return result
@@ -254,8 +429,12 @@ def _recompute(d: Path, result: VerifyResult) -> list[str]:
     period = json.loads((d / "period.json").read_text(encoding="utf-8"))
     start, end = period["start_ms"], period["end_ms"]
     crit = _read(d / "criteria.csv")[0]
-    th = Thresholds(float(crit["availability"]), float(crit["aired"]),
-                    int(crit["broadcasts_per_week_min"]), coverage=float(crit["coverage"]))
+    th = Thresholds(
+        float(crit["availability"]),
+        float(crit["aired"]),
+        int(crit["broadcasts_per_week_min"]),
+        coverage=float(crit["coverage"]),
+    )
     communes = _read(d / "communes.csv")
     village_windows: dict[int, dict[int, list[iv.Interval]]] = defaultdict(dict)
     villages, names = {}, {}
@@ -266,11 +445,17 @@ def _recompute(d: Path, result: VerifyResult) -> list[str]:
         names[vid] = r["name"]
     spans: dict[int, list[history.Span]] = defaultdict(list)
     for r in _read(d / "placements.csv"):
-        spans[int(r["village_id"])].append(history.Span(
-            int(r["village_id"]), r["node_id"], int(r["from_ms"]), int(r["to_ms"])))
+        spans[int(r["village_id"])].append(
+            history.Span(int(r["village_id"]), r["node_id"], int(r["from_ms"]), int(r["to_ms"]))
+        )
     available, states = _intervals_from(_read(d / "transitions.csv"), start, end)
-    observed = iv.union(iv.clip(sorted((int(r["start_ms"]), int(r["end_ms"]))
-                                       for r in _read(d / "watch.csv")), start, end))
+    observed = iv.union(
+        iv.clip(
+            sorted((int(r["start_ms"]), int(r["end_ms"])) for r in _read(d / "watch.csv")),
+            start,
+            end,
+        )
+    )
     bridges: dict[str, list[iv.Interval]] = defaultdict(list)
     for r in _read(d / "continuity.csv"):
         bridges[r["node_id"]].append((int(r["from_ms"]), int(r["to_ms"])))
@@ -282,36 +467,61 @@ def _recompute(d: Path, result: VerifyResult) -> list[str]:
         aimed[key].add(aid)
         if r["played"] == "1":
             played[key].add(aid)
-            heard[key[0]][aid] = (aid, int(r["slot_ms"]), int(r["duration_ms"] or 0),
-                                  language_key(r["language"]))
+            heard[key[0]][aid] = (
+                aid,
+                int(r["slot_ms"]),
+                int(r["duration_ms"] or 0),
+                language_key(r["language"]),
+            )
     attestations: dict[int, list] = defaultdict(list)
     for r in _read(d / "attestations.csv"):
-        attestations[int(r["commune_id"])].append(SimpleNamespace(
-            id=int(r["id"]), attested_on=date.fromisoformat(r["attested_on"]),
-            valid_until=date.fromisoformat(r["valid_until"]), inspector=r["inspector"],
-            note=r["note"], station_kind=r["station_kind"]))
+        attestations[int(r["commune_id"])].append(
+            SimpleNamespace(
+                id=int(r["id"]),
+                attested_on=date.fromisoformat(r["attested_on"]),
+                valid_until=date.fromisoformat(r["valid_until"]),
+                inspector=r["inspector"],
+                note=r["note"],
+                station_kind=r["station_kind"],
+            )
+        )
     facts = ev._Facts(
-        th, {int(r["id"]): (int(r["window_start_ms"]), int(r["window_end_ms"]))
-             for r in communes}, village_windows, villages, names, spans, available, states,
-        ev.AiringEvidence({k: (len(v), len(played.get(k, ()))) for k, v in aimed.items()},
-                          {c: sorted(h.values(), key=lambda p: p[1])
-                           for c, h in heard.items()}),
-        attestations, {}, ms_to_dt(end - 1).date())
+        th,
+        {int(r["id"]): (int(r["window_start_ms"]), int(r["window_end_ms"])) for r in communes},
+        village_windows,
+        villages,
+        names,
+        spans,
+        available,
+        states,
+        ev.AiringEvidence(
+            {k: (len(v), len(played.get(k, ()))) for k, v in aimed.items()},
+            {c: sorted(h.values(), key=lambda p: p[1]) for c, h in heard.items()},
+        ),
+        attestations,
+        {},
+        ms_to_dt(end - 1).date(),
+    )
     facts.observed = observed
     facts.unobserved = ev._complement(observed, start, end)
     facts.bridges = {n: iv.union(iv.clip(sorted(b), start, end)) for n, b in bridges.items()}
-    facts.members = {int(r["id"]): [int(m) for m in r["members"].split(";")]
-                     for r in communes}
-    facts.first_cluster_after = {int(r["id"]): int(r["first_cluster_after_ms"])
-                                 for r in communes if r["first_cluster_after_ms"]}
+    facts.members = {int(r["id"]): [int(m) for m in r["members"].split(";")] for r in communes}
+    facts.first_cluster_after = {
+        int(r["id"]): int(r["first_cluster_after_ms"])
+        for r in communes
+        if r["first_cluster_after_ms"]
+    }
     recomputed = []
     for r in communes:
-        c = SimpleNamespace(id=int(r["id"]), code=r["code"], station_kind=r["station_kind"],
-                            district_id=int(r["district_id"]) if r["district_id"] else None)
+        c = SimpleNamespace(
+            id=int(r["id"]),
+            code=r["code"],
+            station_kind=r["station_kind"],
+            district_id=int(r["district_id"]) if r["district_id"] else None,
+        )
         recomputed.append(ev._judge_commune(c, r["name"], facts))
     result.communes += len(recomputed)
-    written = {(r["level"], r["commune_id"], r["village_id"]): r
-               for r in _read(d / "verdicts.csv")}
+    written = {(r["level"], r["commune_id"], r["village_id"]): r for r in _read(d / "verdicts.csv")}
     again = {(r[0], str(r[1]), str(r[2])): r for r in _verdict_rows(recomputed)}
     out = []
     for key in sorted(set(written) | set(again)):
@@ -322,9 +532,11 @@ def _recompute(d: Path, result: VerifyResult) -> list[str]:
         fresh = dict(zip(_VERDICT_HEADER, [str(x) for x in b], strict=True))
         diff = [k for k in _VERDICT_HEADER if a[k] != fresh[k]]
         if diff:
-            out.append(f"{'xã' if key[0] == 'commune' else 'thôn'} {key[1]}"
-                       f"{'/' + key[2] if key[2] else ''}: "
-                       + ", ".join(f"{k} ghi {a[k]!r}, tính lại {fresh[k]!r}" for k in diff))
+            out.append(
+                f"{'xã' if key[0] == 'commune' else 'thôn'} {key[1]}"
+                f"{'/' + key[2] if key[2] else ''}: "
+                + ", ".join(f"{k} ghi {a[k]!r}, tính lại {fresh[k]!r}" for k in diff)
+            )
     return out
 
 

@@ -32,18 +32,26 @@ class Letterhead:
     signer_authority: str = "KT. GIÁM ĐỐC"  # "TM. ỦY BAN NHÂN DÂN", "KT. GIÁM ĐỐC"...
     signer_title: str = "PHÓ GIÁM ĐỐC"
     signer_name: str = ""
-    recipients: str = ("Cục Thông tin cơ sở và Thông tin đối ngoại (Bộ VHTTDL);\n"
-                       "UBND tỉnh (để báo cáo);\nUBND các xã;\nLưu: VT.")
+    recipients: str = (
+        "Cục Thông tin cơ sở và Thông tin đối ngoại (Bộ VHTTDL);\n"
+        "UBND tỉnh (để báo cáo);\nUBND các xã;\nLưu: VT."
+    )
 
     def for_province(self, province_name: str) -> Letterhead:
         """Blank superior/place filled from the province ("Lạng Sơn" -> "UBND TỈNH ...")."""
-        return replace(self, superior=self.superior or province_heading(province_name or "…"),
-                       place=self.place or province_place(province_name or "…"))
+        return replace(
+            self,
+            superior=self.superior or province_heading(province_name or "…"),
+            place=self.place or province_place(province_name or "…"),
+        )
 
     @property
     def recipient_lines(self) -> list[str]:
-        return [f"- {line.strip().lstrip('- ').strip()}" for line in self.recipients.splitlines()
-                if line.strip()]
+        return [
+            f"- {line.strip().lstrip('- ').strip()}"
+            for line in self.recipients.splitlines()
+            if line.strip()
+        ]
 
     @property
     def number_line(self) -> str:
@@ -61,8 +69,9 @@ def check(changes: dict) -> dict:
     """Validated changes (strings, not too long); unknown fields refused by name."""
     unknown = sorted(set(changes) - set(FIELDS))
     if unknown:
-        raise InvalidInputError(f"Trường không được hỗ trợ: {', '.join(unknown)} "
-                                f"(được phép: {', '.join(FIELDS)}).")
+        raise InvalidInputError(
+            f"Trường không được hỗ trợ: {', '.join(unknown)} (được phép: {', '.join(FIELDS)})."
+        )
     out = {}
     for key, value in changes.items():
         if value is None:
@@ -77,19 +86,24 @@ def check(changes: dict) -> dict:
 
 
 def current(session: Session) -> Letterhead:
-    row = session.scalars(select(ReportSettings).order_by(ReportSettings.id.desc())
-                          .limit(1)).first()
+    row = session.scalars(
+        select(ReportSettings).order_by(ReportSettings.id.desc()).limit(1)
+    ).first()
     if row is None:
         return Letterhead()
     return Letterhead(**{k: v for k, v in (row.doc or {}).items() if k in FIELDS})
 
 
-def update(session: Session, changes: dict, *, by: str = "",
-           at_ms: int | None = None) -> Letterhead:
+def update(
+    session: Session, changes: dict, *, by: str = "", at_ms: int | None = None
+) -> Letterhead:
     """Record a new version of the province's letterhead (nothing written if invalid)."""
     new = replace(current(session), **check(changes))
-    session.add(ReportSettings(doc=new.as_dict(), changed_ms=now_ms() if at_ms is None
-                               else at_ms, changed_by=by[:64]))
+    session.add(
+        ReportSettings(
+            doc=new.as_dict(), changed_ms=now_ms() if at_ms is None else at_ms, changed_by=by[:64]
+        )
+    )
     session.flush()
     return new
 

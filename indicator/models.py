@@ -30,8 +30,7 @@ class ProvinceIndicatorSettings(Base):
     default_period: Mapped[str] = mapped_column(String(40), default="last30")
     # A verdict needs Loa to have observed at least this share of the in-service time;
     # below it the answer is "không đủ dữ liệu", never pass or fail.
-    coverage_threshold: Mapped[float] = mapped_column(Float, default=0.90,
-                                                      server_default="0.9")
+    coverage_threshold: Mapped[float] = mapped_column(Float, default=0.90, server_default="0.9")
     changed_ms: Mapped[int] = mapped_column(default=0)
     changed_by: Mapped[str] = mapped_column(String(64), default="")
 
@@ -94,8 +93,7 @@ class AttestationScan(Base):
 
     __tablename__ = "attestation_scan"
     id: Mapped[int] = mapped_column(primary_key=True)
-    attestation_id: Mapped[int] = mapped_column(ForeignKey("manual_attestation.id"),
-                                                index=True)
+    attestation_id: Mapped[int] = mapped_column(ForeignKey("manual_attestation.id"), index=True)
     filename: Mapped[str] = mapped_column(String(200))
     media_type: Mapped[str] = mapped_column(String(40))
     size_bytes: Mapped[int]

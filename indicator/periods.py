@@ -33,8 +33,7 @@ _LAST = re.compile(r"^last-?(\d{1,4})(?:d|days?)?$")
 _DATE = r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}/\d{1,2}/\d{4}"
 _RANGE = re.compile(rf"^({_DATE})\s*(?:\.\.|–|—|-|đến|to)\s*({_DATE})$")
 
-FORMS_HELP = ("2026-Q3, 2026-H1, 2026, 2026-07, last30 hoặc khoảng ngày "
-              "01/07/2026-30/09/2026")
+FORMS_HELP = "2026-Q3, 2026-H1, 2026, 2026-07, last30 hoặc khoảng ngày 01/07/2026-30/09/2026"
 
 
 @dataclass(frozen=True)
@@ -96,29 +95,46 @@ def parse_day(text: str) -> date:
 def quarter(year: int, q: int) -> Period:
     start = date(year, 3 * q - 2, 1)
     end = date(year + 1, 1, 1) if q == 4 else date(year, 3 * q + 1, 1)
-    return Period(f"{year}-Q{q}", "quarter", _midnight_ms(start), _midnight_ms(end),
-                  f"Quý {q}/{year}", f"quý {q} năm {year}")
+    return Period(
+        f"{year}-Q{q}",
+        "quarter",
+        _midnight_ms(start),
+        _midnight_ms(end),
+        f"Quý {q}/{year}",
+        f"quý {q} năm {year}",
+    )
 
 
 def half_year(year: int, h: int) -> Period:
     start = date(year, 1 if h == 1 else 7, 1)
     end = date(year, 7, 1) if h == 1 else date(year + 1, 1, 1)
     words = f"6 tháng {'đầu' if h == 1 else 'cuối'} năm {year}"
-    return Period(f"{year}-H{h}", "half", _midnight_ms(start), _midnight_ms(end),
-                  words, words)
+    return Period(f"{year}-H{h}", "half", _midnight_ms(start), _midnight_ms(end), words, words)
 
 
 def whole_year(year: int) -> Period:
-    return Period(str(year), "year", _midnight_ms(date(year, 1, 1)),
-                  _midnight_ms(date(year + 1, 1, 1)), f"Năm {year}", f"năm {year}")
+    return Period(
+        str(year),
+        "year",
+        _midnight_ms(date(year, 1, 1)),
+        _midnight_ms(date(year + 1, 1, 1)),
+        f"Năm {year}",
+        f"năm {year}",
+    )
 
 
 def month(year: int, m: int) -> Period:
     if not 1 <= m <= 12:
         raise PeriodError(f"Tháng {m} không tồn tại.")
     end = date(year + 1, 1, 1) if m == 12 else date(year, m + 1, 1)
-    return Period(f"{year}-{m:02d}", "month", _midnight_ms(date(year, m, 1)), _midnight_ms(end),
-                  f"Tháng {m}/{year}", f"tháng {m} năm {year}")
+    return Period(
+        f"{year}-{m:02d}",
+        "month",
+        _midnight_ms(date(year, m, 1)),
+        _midnight_ms(end),
+        f"Tháng {m}/{year}",
+        f"tháng {m} năm {year}",
+    )
 
 
 def last_days(days: int, now_ms: int) -> Period:
@@ -126,9 +142,14 @@ def last_days(days: int, now_ms: int) -> Period:
         raise PeriodError(f"Số ngày phải từ 1 đến {MAX_LAST_DAYS}, nhận được {days}.")
     start = now_ms - days * DAY_MS
     dates = f"{format_date(start)} – {format_date(now_ms - 1)}"
-    return Period(f"last{days}", "last_days", start, now_ms,
-                  f"{days} ngày gần nhất ({dates})",
-                  f"{days} ngày gần nhất (từ {format_date(start)} đến {format_date(now_ms - 1)})")
+    return Period(
+        f"last{days}",
+        "last_days",
+        start,
+        now_ms,
+        f"{days} ngày gần nhất ({dates})",
+        f"{days} ngày gần nhất (từ {format_date(start)} đến {format_date(now_ms - 1)})",
+    )
 
 
 def day_range(first: date, last: date) -> Period:
@@ -137,8 +158,14 @@ def day_range(first: date, last: date) -> Period:
         raise PeriodError(f"Ngày kết thúc {last:%d/%m/%Y} trước ngày bắt đầu {first:%d/%m/%Y}.")
     start, end = _midnight_ms(first), _midnight_ms(last + timedelta(days=1))
     text = f"từ {first:%d/%m/%Y} đến {last:%d/%m/%Y}"
-    return Period(f"{first.isoformat()}..{last.isoformat()}", "range", start, end,
-                  text[0].upper() + text[1:], text)
+    return Period(
+        f"{first.isoformat()}..{last.isoformat()}",
+        "range",
+        start,
+        end,
+        text[0].upper() + text[1:],
+        text,
+    )
 
 
 def parse_period(text: str | None, *, now_ms: int, default: str = "last30") -> Period:

@@ -56,20 +56,38 @@ MEDIA_TYPES = {
     "csv": "text/csv; charset=utf-8",
     "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
 }
-KIND_TITLES = {"quarter": "Báo cáo quý", "half": "Báo cáo 6 tháng", "year": "Báo cáo năm",
-               "month": "Báo cáo tháng"}
+KIND_TITLES = {
+    "quarter": "Báo cáo quý",
+    "half": "Báo cáo 6 tháng",
+    "year": "Báo cáo năm",
+    "month": "Báo cáo tháng",
+}
 
 COMMUNE_COLUMNS = [  # (key, heading) shared by every format
-    ("stt", "STT"), ("code", "Mã xã"), ("name", "Tên xã"), ("district", "Huyện (cũ)"),
-    ("station", "Loại đài"), ("villages", "Số thôn"), ("villages_passed", "Số thôn đạt"),
-    ("clusters", "Số cụm loa"), ("min_availability", "Khả dụng thấp nhất"),
-    ("min_aired", "Tỉ lệ phát thấp nhất"), ("airings", "Số buổi phát"),
-    ("hours", "Số giờ phát"), ("result", "Kết quả"), ("evidence", "Lý do / căn cứ"),
+    ("stt", "STT"),
+    ("code", "Mã xã"),
+    ("name", "Tên xã"),
+    ("district", "Huyện (cũ)"),
+    ("station", "Loại đài"),
+    ("villages", "Số thôn"),
+    ("villages_passed", "Số thôn đạt"),
+    ("clusters", "Số cụm loa"),
+    ("min_availability", "Khả dụng thấp nhất"),
+    ("min_aired", "Tỉ lệ phát thấp nhất"),
+    ("airings", "Số buổi phát"),
+    ("hours", "Số giờ phát"),
+    ("result", "Kết quả"),
+    ("evidence", "Lý do / căn cứ"),
 ]
 VILLAGE_COLUMNS = [
-    ("commune", "Xã"), ("village", "Thôn"), ("clusters", "Số cụm loa"),
-    ("availability", "Khả dụng"), ("aired", "Đã phát / số buổi phát tới thôn"),
-    ("aired_ratio", "Tỉ lệ phát"), ("result", "Kết quả"), ("reasons", "Lý do"),
+    ("commune", "Xã"),
+    ("village", "Thôn"),
+    ("clusters", "Số cụm loa"),
+    ("availability", "Khả dụng"),
+    ("aired", "Đã phát / số buổi phát tới thôn"),
+    ("aired_ratio", "Tỉ lệ phát"),
+    ("result", "Kết quả"),
+    ("reasons", "Lý do"),
 ]
 
 
@@ -109,8 +127,11 @@ class Report:
     @property
     def indicator_text(self) -> str:
         c = self.criteria
-        return c.indicator_text if c is not None else "Xã có đài truyền thanh và hệ thống " \
-            "loa đến các thôn"
+        return (
+            c.indicator_text
+            if c is not None
+            else "Xã có đài truyền thanh và hệ thống loa đến các thôn"
+        )
 
     @property
     def basis_line(self) -> str:
@@ -140,36 +161,52 @@ def _result_text(c: CommuneVerdict) -> str:
 def _evidence(c: CommuneVerdict) -> str:
     """For a failing commune, its reasons; for a passing one, the figures that carried it."""
     if not c.passed or c.manual:
-        return "; ".join(r.text for r in c.reasons if r.level != "info" or c.manual
-                         or c.verdict == "not_in_service")
-    worst_av = min((v.availability for v in c.villages if v.availability is not None),
-                   default=None)
-    worst_aired = min((v.aired_ratio for v in c.villages if v.aired_ratio is not None),
-                      default=None)
-    return (f"Cả {len(c.villages)} thôn đạt; khả dụng thấp nhất {percent(worst_av)}; "
-            f"tỉ lệ phát thấp nhất {percent(worst_aired)}; có buổi phát mọi tuần "
-            f"({c.airings} buổi); đã giám sát {percent(c.coverage)} thời gian")
+        return "; ".join(
+            r.text
+            for r in c.reasons
+            if r.level != "info" or c.manual or c.verdict == "not_in_service"
+        )
+    worst_av = min((v.availability for v in c.villages if v.availability is not None), default=None)
+    worst_aired = min(
+        (v.aired_ratio for v in c.villages if v.aired_ratio is not None), default=None
+    )
+    return (
+        f"Cả {len(c.villages)} thôn đạt; khả dụng thấp nhất {percent(worst_av)}; "
+        f"tỉ lệ phát thấp nhất {percent(worst_aired)}; có buổi phát mọi tuần "
+        f"({c.airings} buổi); đã giám sát {percent(c.coverage)} thời gian"
+    )
 
 
 def _commune_row(i: int, c: CommuneVerdict) -> dict:
     measured = [v for v in c.villages if v.passed is not None]
     return {
-        "stt": i, "code": c.code, "name": c.name + (
-            " (hợp nhất từ " + ", ".join(f"{p['name']} ngày {p['merged_on']}"
-                                         for p in c.predecessors) + ")"
-            if c.predecessors else ""),
+        "stt": i,
+        "code": c.code,
+        "name": c.name
+        + (
+            " (hợp nhất từ "
+            + ", ".join(f"{p['name']} ngày {p['merged_on']}" for p in c.predecessors)
+            + ")"
+            if c.predecessors
+            else ""
+        ),
         "district": c.district_name or "",
         "station": STATION_NAMES.get(c.station, c.station),
         "villages": len(c.villages),
         "villages_passed": sum(1 for v in measured if v.passed) if not c.manual else None,
         "clusters": c.clusters,
-        "min_availability": min((v.availability for v in measured
-                                 if v.availability is not None), default=None),
+        "min_availability": min(
+            (v.availability for v in measured if v.availability is not None), default=None
+        ),
         "coverage": c.coverage,
-        "min_aired": min((v.aired_ratio for v in measured if v.aired_ratio is not None),
-                         default=None),
-        "airings": c.airings, "hours": c.aired_ms / 3_600_000,
-        "result": _result_text(c), "passed": c.passed, "manual": c.manual,
+        "min_aired": min(
+            (v.aired_ratio for v in measured if v.aired_ratio is not None), default=None
+        ),
+        "airings": c.airings,
+        "hours": c.aired_ms / 3_600_000,
+        "result": _result_text(c),
+        "passed": c.passed,
+        "manual": c.manual,
         "evidence": _evidence(c),
     }
 
@@ -181,36 +218,51 @@ def _village_rows(c: CommuneVerdict) -> list[dict]:
             result = "Không đo (đài FM/hữu tuyến)"
         else:
             result = VERDICT_TEXT.get(v.verdict, "Không đạt")
-        rows.append({"commune": c.name, "commune_code": c.code,
-                     "village": village_title(v.name),
-                     "clusters": len(v.clusters), "availability": v.availability,
-                     "coverage": v.coverage,
-                     "aired": f"{v.played}/{v.aimed}" if v.passed is not None else "",
-                     "aimed": v.aimed, "played": v.played, "aired_ratio": v.aired_ratio,
-                     "result": result, "passed": v.passed,
-                     "reasons": "; ".join(r.text.split(": ", 1)[-1] for r in v.reasons)})
+        rows.append(
+            {
+                "commune": c.name,
+                "commune_code": c.code,
+                "village": village_title(v.name),
+                "clusters": len(v.clusters),
+                "availability": v.availability,
+                "coverage": v.coverage,
+                "aired": f"{v.played}/{v.aimed}" if v.passed is not None else "",
+                "aimed": v.aimed,
+                "played": v.played,
+                "aired_ratio": v.aired_ratio,
+                "result": result,
+                "passed": v.passed,
+                "reasons": "; ".join(r.text.split(": ", 1)[-1] for r in v.reasons),
+            }
+        )
     return rows
 
 
-def build_report(session: Session, period: Period, *, now: int | None = None,
-                 scope: str | None = None,
-                 allowed_commune_ids: Collection[int] | None = None,
-                 letterhead: dict | None = None) -> Report:
+def build_report(
+    session: Session,
+    period: Period,
+    *,
+    now: int | None = None,
+    scope: str | None = None,
+    allowed_commune_ids: Collection[int] | None = None,
+    letterhead: dict | None = None,
+) -> Report:
     """``letterhead``: this report's overrides of the province's letterhead settings."""
     generated = now_ms() if now is None else now
-    e = evaluate(session, period, now=generated, scope=scope,
-                 allowed_commune_ids=allowed_commune_ids)
+    e = evaluate(
+        session, period, now=generated, scope=scope, allowed_commune_ids=allowed_commune_ids
+    )
     province = e.province_name or "…"
     s = e.summary
-    lines = [f"{s.text} ({s.manual} xã đạt theo xác nhận thủ công)." if s.manual
-             else f"{s.text}."]
+    lines = [f"{s.text} ({s.manual} xã đạt theo xác nhận thủ công)." if s.manual else f"{s.text}."]
     if e.parts:
         lines.append(split_text(e))
     if s.observed is not None:
         gaps = len(e.unobserved)
-        lines.append(f"Hệ thống đã giám sát {percent(s.observed)} thời gian kỳ báo cáo"
-                     + (f" ({gaps} khoảng mất giám sát, không tính vào khả dụng)." if gaps
-                        else "."))
+        lines.append(
+            f"Hệ thống đã giám sát {percent(s.observed)} thời gian kỳ báo cáo"
+            + (f" ({gaps} khoảng mất giám sát, không tính vào khả dụng)." if gaps else ".")
+        )
     if e.end_ms < period.end_ms:
         lines.append(f"Kỳ báo cáo chưa kết thúc: số liệu tính đến {format_datetime(e.end_ms)}.")
     th = e.thresholds
@@ -218,27 +270,36 @@ def build_report(session: Session, period: Period, *, now: int | None = None,
         f"Tiêu chí áp dụng: mỗi thôn có cụm loa khả dụng từ {percent(th.availability)} thời "
         f"gian và phát từ {percent(th.aired)} số buổi phát tới thôn; đài phát ít nhất "
         f"{th.broadcasts_per_week_min} buổi mỗi tuần; chỉ tính thời gian hệ thống giám sát, "
-        f"cần giám sát từ {percent(th.coverage)} thời gian sử dụng để kết luận.")
+        f"cần giám sát từ {percent(th.coverage)} thời gian sử dụng để kết luận."
+    )
     lines.append(
-        f"Tổng số buổi phát: {number(e.airings, 0)}; tổng thời lượng: {hours(e.aired_ms)} giờ.")
+        f"Tổng số buổi phát: {number(e.airings, 0)}; tổng thời lượng: {hours(e.aired_ms)} giờ."
+    )
     total_ms = e.aired_ms or 1
     lh = letterheads.for_report(session, letterhead).for_province(province)
     report = Report(
-        evaluation=e, generated_ms=generated, heading=lh.superior,
+        evaluation=e,
+        generated_ms=generated,
+        heading=lh.superior,
         date_line=admin_date_line(lh.place, generated),
         kind_title=KIND_TITLES.get(period.kind, "Báo cáo"),
         title=f"Kết quả thực hiện {e.criteria.label if e.criteria else 'chỉ tiêu 8.3'} "
-              f"{(e.whole or period).title}", summary_lines=lines,
+        f"{(e.whole or period).title}",
+        summary_lines=lines,
         commune_rows=[_commune_row(i, c) for i, c in enumerate(e.communes, 1)],
         village_rows=[r for c in e.communes for r in _village_rows(c)],
-        language_rows=[(LANGUAGE_NAMES[k], hours(ms), percent(ms / total_ms))
-                       for k, ms in e.aired_ms_by_language.items()],
+        language_rows=[
+            (LANGUAGE_NAMES[k], hours(ms), percent(ms / total_ms))
+            for k, ms in e.aired_ms_by_language.items()
+        ],
         state_rows=[(STATE_NAMES[k], n) for k, n in e.clusters_by_state.items()],
         letterhead=lh,
-        station_rows=[("Đài IP (cụm loa CNTT-VT)", s.stations.get("ip", 0)),
-                      ("Đài FM", s.stations.get("fm", 0)),
-                      ("Đài hữu tuyến", s.stations.get("wired", 0)),
-                      ("Chưa có đài", s.stations.get("none", 0))],
+        station_rows=[
+            ("Đài IP (cụm loa CNTT-VT)", s.stations.get("ip", 0)),
+            ("Đài FM", s.stations.get("fm", 0)),
+            ("Đài hữu tuyến", s.stations.get("wired", 0)),
+            ("Chưa có đài", s.stations.get("none", 0)),
+        ],
     )
     return report
 
@@ -256,17 +317,26 @@ def _cell(key: str, value) -> str:
 
 # --------------------------------------------------------------------------- HTML
 
-_env = Environment(loader=PackageLoader("indicator", "templates"),
-                   autoescape=select_autoescape(["html"]), trim_blocks=True,
-                   lstrip_blocks=True)
+_env = Environment(
+    loader=PackageLoader("indicator", "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 
 
 def render_html(report: Report) -> str:
     e = report.evaluation
     return _env.get_template("report_8_3.html").render(
-        r=report, e=e, cell=_cell, commune_columns=COMMUNE_COLUMNS,
-        village_columns=VILLAGE_COLUMNS, generated=format_datetime(report.generated_ms),
-        first_day=format_date(e.start_ms), last_day=format_date(e.end_ms - 1))
+        r=report,
+        e=e,
+        cell=_cell,
+        commune_columns=COMMUNE_COLUMNS,
+        village_columns=VILLAGE_COLUMNS,
+        generated=format_datetime(report.generated_ms),
+        first_day=format_date(e.start_ms),
+        last_day=format_date(e.end_ms - 1),
+    )
 
 
 # --------------------------------------------------------------------------- PDF
@@ -276,10 +346,20 @@ def render_html(report: Report) -> str:
 # fonts-liberation2 has the same metrics and, unlike 1.x, every Vietnamese letter), A4,
 # margins top/bottom 20-25 mm, left 30-35 mm, right 15-20 mm; sizes below in points.
 FONT_SETS = (  # (directory, regular, bold, italic, bold italic), first found wins
-    (Path("/usr/share/fonts/truetype/liberation2"), "LiberationSerif-Regular",
-     "LiberationSerif-Bold", "LiberationSerif-Italic", "LiberationSerif-BoldItalic"),
-    (Path("/usr/share/fonts/truetype/dejavu"), "DejaVuSerif", "DejaVuSerif-Bold",
-     "DejaVuSerif-Italic", "DejaVuSerif-BoldItalic"),
+    (
+        Path("/usr/share/fonts/truetype/liberation2"),
+        "LiberationSerif-Regular",
+        "LiberationSerif-Bold",
+        "LiberationSerif-Italic",
+        "LiberationSerif-BoldItalic",
+    ),
+    (
+        Path("/usr/share/fonts/truetype/dejavu"),
+        "DejaVuSerif",
+        "DejaVuSerif-Bold",
+        "DejaVuSerif-Italic",
+        "DejaVuSerif-BoldItalic",
+    ),
 )
 MARGINS_MM = {"top": 20, "bottom": 20, "left": 30, "right": 15}
 
@@ -288,19 +368,41 @@ def _fonts() -> tuple[Path, tuple[str, str, str, str]]:
     for directory, *names in FONT_SETS:
         if all((directory / f"{n}.ttf").exists() for n in names):
             return directory, tuple(names)  # type: ignore[return-value]
-    raise ReportUnavailable("Thiếu phông chữ để xuất PDF tiếng Việt (cài gói Debian "
-                            "fonts-liberation2, phông tương đương Times New Roman).")
+    raise ReportUnavailable(
+        "Thiếu phông chữ để xuất PDF tiếng Việt (cài gói Debian "
+        "fonts-liberation2, phông tương đương Times New Roman)."
+    )
 
 
 def _annex_rows(report: Report) -> list[list[str]]:
-    keys = ["commune", "village", "clusters", "coverage", "availability", "aired",
-            "aired_ratio", "result", "reasons"]
-    return [[_cell(k, row.get(k)) if row.get(k) not in ("", None) else "—" for k in keys]
-            for row in report.village_rows]
+    keys = [
+        "commune",
+        "village",
+        "clusters",
+        "coverage",
+        "availability",
+        "aired",
+        "aired_ratio",
+        "result",
+        "reasons",
+    ]
+    return [
+        [_cell(k, row.get(k)) if row.get(k) not in ("", None) else "—" for k in keys]
+        for row in report.village_rows
+    ]
 
 
-ANNEX_HEADINGS = ["Xã", "Thôn", "Số cụm loa", "Đã giám sát", "Khả dụng",
-                  "Đã phát / số buổi", "Tỉ lệ phát", "Kết quả", "Lý do"]
+ANNEX_HEADINGS = [
+    "Xã",
+    "Thôn",
+    "Số cụm loa",
+    "Đã giám sát",
+    "Khả dụng",
+    "Đã phát / số buổi",
+    "Tỉ lệ phát",
+    "Kết quả",
+    "Lý do",
+]
 
 
 def render_pdf(report: Report) -> bytes:
@@ -320,14 +422,28 @@ def render_pdf(report: Report) -> bytes:
     pdf.add_page()
     e = report.evaluation
 
-    def text(width: float, height: float, value: str, style: str = "", size: float = 13,
-             align: str = "L", stay_in_column: bool = False) -> None:
+    def text(
+        width: float,
+        height: float,
+        value: str,
+        style: str = "",
+        size: float = 13,
+        align: str = "L",
+        stay_in_column: bool = False,
+    ) -> None:
         pdf.set_font("Serif", style, size)
-        pdf.multi_cell(width, height, value, align=align,
-                       new_x="LEFT" if stay_in_column else "LMARGIN", new_y="NEXT")
+        pdf.multi_cell(
+            width,
+            height,
+            value,
+            align=align,
+            new_x="LEFT" if stay_in_column else "LMARGIN",
+            new_y="NEXT",
+        )
 
-    def rule_under(x: float, width: float, label: str, style: str, size: float,
-                   share: float) -> None:
+    def rule_under(
+        x: float, width: float, label: str, style: str, size: float, share: float
+    ) -> None:
         """A solid line under a centred text, ``share`` of the text's length (Phụ lục I)."""
         pdf.set_font("Serif", style, size)
         length = min(pdf.get_string_width(label), width) * share
@@ -359,20 +475,37 @@ def render_pdf(report: Report) -> bytes:
     text(0, 6, f"({report.indicator_text})", "I", 13, "C")
     if report.basis_line:
         text(0, 6, report.basis_line, "I", 12, "C")
-    text(0, 6.5, f"Kỳ báo cáo: {(e.whole or e.period).label}, từ ngày "
-                 f"{report.first_day} đến ngày {format_date(e.end_ms - 1)}.", "", 13, "C")
+    text(
+        0,
+        6.5,
+        f"Kỳ báo cáo: {(e.whole or e.period).label}, từ ngày "
+        f"{report.first_day} đến ngày {format_date(e.end_ms - 1)}.",
+        "",
+        13,
+        "C",
+    )
     pdf.ln(3)
 
     def section(title: str) -> None:
         pdf.ln(2)
         text(0, 7, title, "B", 13)
 
-    def table(headings: list[str], rows: list[list[str]], widths: list[float],
-              size: float = 11, line_height: float = 5.5) -> None:
+    def table(
+        headings: list[str],
+        rows: list[list[str]],
+        widths: list[float],
+        size: float = 11,
+        line_height: float = 5.5,
+    ) -> None:
         pdf.set_font("Serif", "", size)
-        with pdf.table(col_widths=widths, width=sum(widths), align="LEFT",
-                       text_align="LEFT", line_height=line_height,
-                       headings_style=FontFace(emphasis="BOLD")) as t:
+        with pdf.table(
+            col_widths=widths,
+            width=sum(widths),
+            align="LEFT",
+            text_align="LEFT",
+            line_height=line_height,
+            headings_style=FontFace(emphasis="BOLD"),
+        ) as t:
             t.row(headings)
             for row in rows:
                 t.row([str(x) for x in row])
@@ -385,24 +518,44 @@ def render_pdf(report: Report) -> bytes:
     section("II. TÌNH TRẠNG CỤM LOA (cuối kỳ)")
     table(["Trạng thái", "Số cụm"], [list(r) for r in report.state_rows], [80, 30])
     section("III. THỜI LƯỢNG PHÁT THANH THEO NGÔN NGỮ")
-    table(["Ngôn ngữ", "Số giờ", "Tỉ lệ"], [list(r) for r in report.language_rows],
-          [60, 30, 30])
+    table(["Ngôn ngữ", "Số giờ", "Tỉ lệ"], [list(r) for r in report.language_rows], [60, 30, 30])
 
     pdf.add_page(orientation="L")
     section(f"IV. KẾT QUẢ {report.label.upper()} THEO XÃ")
-    keys = ["stt", "name", "station", "villages", "clusters", "coverage", "min_availability",
-            "min_aired", "airings", "result", "evidence"]
+    keys = [
+        "stt",
+        "name",
+        "station",
+        "villages",
+        "clusters",
+        "coverage",
+        "min_availability",
+        "min_aired",
+        "airings",
+        "result",
+        "evidence",
+    ]
     heads = dict(COMMUNE_COLUMNS) | {"coverage": "Đã giám sát"}
-    table([heads[k] for k in keys],
-          [[_cell(k, row.get(k)) for k in keys] for row in report.commune_rows],
-          [10, 34, 14, 13, 13, 18, 18, 18, 15, 22, 77], 10, 4.8)
+    table(
+        [heads[k] for k in keys],
+        [[_cell(k, row.get(k)) for k in keys] for row in report.commune_rows],
+        [10, 34, 14, 13, 13, 18, 18, 18, 15, 22, 77],
+        10,
+        4.8,
+    )
     pdf.ln(3)
-    text(0, 5.5, "Chi tiết từng thôn tại Phụ lục kèm theo báo cáo này. Khả dụng: tỉ lệ thời "
-                 "gian hệ thống giám sát mà thôn có ít nhất một cụm loa hoạt động (trực "
-                 "tuyến, ampli tốt, ít nhất một loa tốt); thời gian hệ thống không giám sát "
-                 "và thời gian trước khi cụm loa đưa vào sử dụng không tính. Báo cáo lập từ "
-                 f"số liệu giám sát của hệ thống Loa lúc {format_datetime(report.generated_ms)}.",
-         "I", 11, "J")
+    text(
+        0,
+        5.5,
+        "Chi tiết từng thôn tại Phụ lục kèm theo báo cáo này. Khả dụng: tỉ lệ thời "
+        "gian hệ thống giám sát mà thôn có ít nhất một cụm loa hoạt động (trực "
+        "tuyến, ampli tốt, ít nhất một loa tốt); thời gian hệ thống không giám sát "
+        "và thời gian trước khi cụm loa đưa vào sử dụng không tính. Báo cáo lập từ "
+        f"số liệu giám sát của hệ thống Loa lúc {format_datetime(report.generated_ms)}.",
+        "I",
+        11,
+        "J",
+    )
 
     # Recipients on the left, the signer on the right (Phụ lục I, mục 8-9).
     pdf.ln(5)
@@ -413,8 +566,7 @@ def render_pdf(report: Report) -> bytes:
     text(half, 5.5, "Nơi nhận:", "BI", 12, "L", True)
     text(half, 5, "\n".join(lh.recipient_lines), "", 11, "L", True)
     pdf.set_xy(pdf.l_margin + half, y)
-    text(half, 6, f"{lh.signer_authority}\n{lh.signer_title}".strip().upper(), "B", 13, "C",
-         True)
+    text(half, 6, f"{lh.signer_authority}\n{lh.signer_title}".strip().upper(), "B", 13, "C", True)
     pdf.set_x(pdf.l_margin + half)
     text(half, 6, "(Ký, ghi rõ họ tên, đóng dấu)", "I", 11, "C", True)
     pdf.set_xy(pdf.l_margin + half, pdf.get_y() + 22)
@@ -423,10 +575,23 @@ def render_pdf(report: Report) -> bytes:
     # The annex: every village, so the body is complete without the other formats.
     pdf.add_page(orientation="L")
     text(0, 6.5, "PHỤ LỤC", "B", 13, "C")
-    text(0, 6.5, f"KẾT QUẢ THEO THÔN — {report.label.upper()} {(e.whole or e.period).label}",
-         "B", 13, "C")
-    text(0, 6, f"(Kèm theo Báo cáo {lh.number_line.replace('Số:', 'số').strip()} "
-               f"{report.date_line.split(', ', 1)[-1]})", "I", 12, "C")
+    text(
+        0,
+        6.5,
+        f"KẾT QUẢ THEO THÔN — {report.label.upper()} {(e.whole or e.period).label}",
+        "B",
+        13,
+        "C",
+    )
+    text(
+        0,
+        6,
+        f"(Kèm theo Báo cáo {lh.number_line.replace('Số:', 'số').strip()} "
+        f"{report.date_line.split(', ', 1)[-1]})",
+        "I",
+        12,
+        "C",
+    )
     pdf.ln(2)
     table(ANNEX_HEADINGS, _annex_rows(report), [30, 34, 12, 18, 17, 22, 16, 26, 77], 10, 4.8)
     return bytes(pdf.output())
@@ -456,9 +621,16 @@ def render_docx(report: Report) -> bytes:
     sec.top_margin, sec.bottom_margin = Mm(MARGINS_MM["top"]), Mm(MARGINS_MM["bottom"])
     sec.left_margin, sec.right_margin = Mm(MARGINS_MM["left"]), Mm(MARGINS_MM["right"])
 
-    def para(value: str, *, bold: bool = False, italic: bool = False, size: float = 13,
-             align=WD_ALIGN_PARAGRAPH.LEFT, cell=None):
-        p = (cell.add_paragraph() if cell is not None else doc.add_paragraph())
+    def para(
+        value: str,
+        *,
+        bold: bool = False,
+        italic: bool = False,
+        size: float = 13,
+        align=WD_ALIGN_PARAGRAPH.LEFT,
+        cell=None,
+    ):
+        p = cell.add_paragraph() if cell is not None else doc.add_paragraph()
         p.alignment = align
         run = p.add_run(value)
         run.bold, run.italic, run.font.size = bold, italic, Pt(size)
@@ -481,8 +653,11 @@ def render_docx(report: Report) -> bytes:
     para(f"({report.indicator_text})", italic=True, align=center)
     if report.basis_line:
         para(report.basis_line, italic=True, size=12, align=center)
-    para(f"Kỳ báo cáo: {(e.whole or e.period).label}, từ ngày {report.first_day} đến ngày "
-         f"{format_date(e.end_ms - 1)}.", align=center)
+    para(
+        f"Kỳ báo cáo: {(e.whole or e.period).label}, từ ngày {report.first_day} đến ngày "
+        f"{format_date(e.end_ms - 1)}.",
+        align=center,
+    )
 
     def table(headings: list[str], rows: list[list[str]], size: float = 11) -> None:
         t = doc.add_table(rows=1, cols=len(headings))
@@ -506,11 +681,25 @@ def render_docx(report: Report) -> bytes:
     para("III. THỜI LƯỢNG PHÁT THANH THEO NGÔN NGỮ", bold=True)
     table(["Ngôn ngữ", "Số giờ", "Tỉ lệ"], [list(r) for r in report.language_rows])
     para(f"IV. KẾT QUẢ {report.label.upper()} THEO XÃ", bold=True)
-    keys = ["stt", "name", "station", "villages", "clusters", "coverage", "min_availability",
-            "min_aired", "airings", "result", "evidence"]
+    keys = [
+        "stt",
+        "name",
+        "station",
+        "villages",
+        "clusters",
+        "coverage",
+        "min_availability",
+        "min_aired",
+        "airings",
+        "result",
+        "evidence",
+    ]
     heads = dict(COMMUNE_COLUMNS) | {"coverage": "Đã giám sát"}
-    table([heads[k] for k in keys],
-          [[_cell(k, row.get(k)) for k in keys] for row in report.commune_rows], 9)
+    table(
+        [heads[k] for k in keys],
+        [[_cell(k, row.get(k)) for k in keys] for row in report.commune_rows],
+        9,
+    )
     para("Chi tiết từng thôn tại Phụ lục kèm theo báo cáo này.", italic=True, size=12)
     sign = doc.add_table(rows=1, cols=2)
     rl, rr = sign.rows[0].cells
@@ -518,8 +707,12 @@ def render_docx(report: Report) -> bytes:
     para("Nơi nhận:", bold=True, italic=True, size=12, cell=rl)
     for line in lh.recipient_lines:
         para(line, size=11, cell=rl)
-    para(f"{lh.signer_authority}\n{lh.signer_title}".strip().upper(), bold=True,
-         align=center, cell=rr)
+    para(
+        f"{lh.signer_authority}\n{lh.signer_title}".strip().upper(),
+        bold=True,
+        align=center,
+        cell=rr,
+    )
     para("(Ký, ghi rõ họ tên, đóng dấu)", italic=True, size=11, align=center, cell=rr)
     para("\n\n\n" + lh.signer_name, bold=True, align=center, cell=rr)
 
@@ -527,8 +720,11 @@ def render_docx(report: Report) -> bytes:
     annex.orientation = WD_ORIENT.LANDSCAPE
     annex.page_width, annex.page_height = Mm(297), Mm(210)
     para("PHỤ LỤC", bold=True, align=center)
-    para(f"KẾT QUẢ THEO THÔN — {report.label.upper()} {(e.whole or e.period).label}",
-         bold=True, align=center)
+    para(
+        f"KẾT QUẢ THEO THÔN — {report.label.upper()} {(e.whole or e.period).label}",
+        bold=True,
+        align=center,
+    )
     table(ANNEX_HEADINGS, _annex_rows(report), 9)
     out = io.BytesIO()
     doc.save(out)
@@ -550,8 +746,12 @@ def render_xlsx(report: Report) -> bytes:
     bold = Font(bold=True)
     ws.append([report.heading])
     ws.append([f"BÁO CÁO {report.title}"])
-    ws.append([f"Kỳ: {e.period.label} ({format_date(e.start_ms)} – {format_date(e.end_ms - 1)})"
-               f" — {e.summary.text}"])
+    ws.append(
+        [
+            f"Kỳ: {e.period.label} ({format_date(e.start_ms)} – {format_date(e.end_ms - 1)})"
+            f" — {e.summary.text}"
+        ]
+    )
     ws.append([])
     header_row = ws.max_row + 1
     ws.append([h for _, h in COMMUNE_COLUMNS])
@@ -565,16 +765,22 @@ def render_xlsx(report: Report) -> bytes:
             ws.cell(r, [k for k, _ in COMMUNE_COLUMNS].index(key) + 1).number_format = "0.0%"
         ws.cell(r, [k for k, _ in COMMUNE_COLUMNS].index("hours") + 1).number_format = "0.0"
     ws.freeze_panes = ws.cell(header_row + 1, 1)
-    ws.auto_filter.ref = (f"A{header_row}:{get_column_letter(len(COMMUNE_COLUMNS))}"
-                          f"{ws.max_row}")
+    ws.auto_filter.ref = f"A{header_row}:{get_column_letter(len(COMMUNE_COLUMNS))}{ws.max_row}"
     for i, width in enumerate([5, 14, 22, 16, 14, 8, 8, 8, 10, 10, 10, 10, 18, 80], 1):
         ws.column_dimensions[get_column_letter(i)].width = width
 
     vs = wb.create_sheet("Theo thôn")
-    vcols = [("commune", "Xã"), ("village", "Thôn"), ("clusters", "Số cụm loa"),
-             ("availability", "Khả dụng"), ("aimed", "Buổi phát tới thôn"),
-             ("played", "Buổi đã phát"), ("aired_ratio", "Tỉ lệ phát"), ("result", "Kết quả"),
-             ("reasons", "Lý do")]
+    vcols = [
+        ("commune", "Xã"),
+        ("village", "Thôn"),
+        ("clusters", "Số cụm loa"),
+        ("availability", "Khả dụng"),
+        ("aimed", "Buổi phát tới thôn"),
+        ("played", "Buổi đã phát"),
+        ("aired_ratio", "Tỉ lệ phát"),
+        ("result", "Kết quả"),
+        ("reasons", "Lý do"),
+    ]
     vs.append([h for _, h in vcols])
     for cell in vs[1]:
         cell.font = bold
@@ -609,12 +815,21 @@ def render_xlsx(report: Report) -> bytes:
     return out.getvalue()
 
 
-CSV_COLUMNS = [("code", "ma_xa"), ("name", "ten_xa"), ("district", "huyen_cu"),
-               ("station", "loai_dai"), ("villages", "so_thon"),
-               ("villages_passed", "so_thon_dat"), ("clusters", "so_cum_loa"),
-               ("min_availability", "kha_dung_thap_nhat_pct"),
-               ("min_aired", "ti_le_phat_thap_nhat_pct"), ("airings", "so_buoi_phat"),
-               ("hours", "so_gio_phat"), ("result", "ket_qua"), ("evidence", "ly_do")]
+CSV_COLUMNS = [
+    ("code", "ma_xa"),
+    ("name", "ten_xa"),
+    ("district", "huyen_cu"),
+    ("station", "loai_dai"),
+    ("villages", "so_thon"),
+    ("villages_passed", "so_thon_dat"),
+    ("clusters", "so_cum_loa"),
+    ("min_availability", "kha_dung_thap_nhat_pct"),
+    ("min_aired", "ti_le_phat_thap_nhat_pct"),
+    ("airings", "so_buoi_phat"),
+    ("hours", "so_gio_phat"),
+    ("result", "ket_qua"),
+    ("evidence", "ly_do"),
+]
 
 
 def render_csv(report: Report) -> bytes:
@@ -634,8 +849,13 @@ def render_csv(report: Report) -> bytes:
     return ("\ufeff" + out.getvalue()).encode("utf-8")
 
 
-RENDERERS = {"html": lambda r: render_html(r).encode("utf-8"), "pdf": render_pdf,
-             "xlsx": render_xlsx, "csv": render_csv, "docx": render_docx}
+RENDERERS = {
+    "html": lambda r: render_html(r).encode("utf-8"),
+    "pdf": render_pdf,
+    "xlsx": render_xlsx,
+    "csv": render_csv,
+    "docx": render_docx,
+}
 
 
 def render(report: Report, fmt: str) -> bytes:

@@ -26,8 +26,10 @@ MAX_SCAN_BYTES = 10 * 1024 * 1024  # a multi-page 300 dpi scan fits; a film does
 EXTENSIONS = {"application/pdf": "pdf", "image/jpeg": "jpg", "image/png": "png"}
 KIND_NAMES = {"application/pdf": "PDF", "image/jpeg": "JPEG", "image/png": "PNG"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-MSG_TYPE = ("Tệp biên bản phải là bản quét PDF, JPEG hoặc PNG (nội dung tệp '{name}' không "
-            "phải định dạng nào trong số đó).")
+MSG_TYPE = (
+    "Tệp biên bản phải là bản quét PDF, JPEG hoặc PNG (nội dung tệp '{name}' không "
+    "phải định dạng nào trong số đó)."
+)
 
 
 def sniff(data: bytes) -> str | None:
@@ -35,8 +37,11 @@ def sniff(data: bytes) -> str | None:
     tail = data[-2048:].rstrip(b"\x00\r\n\t ")
     if data.startswith(b"%PDF-") and b"%%EOF" in tail[-1024:]:
         return "application/pdf"
-    if (data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR"
-            and tail.endswith(b"IEND\xaeB`\x82")):
+    if (
+        data.startswith(PNG_SIGNATURE)
+        and data[12:16] == b"IHDR"
+        and tail.endswith(b"IEND\xaeB`\x82")
+    ):
         return "image/png"
     if data.startswith(b"\xff\xd8\xff") and tail.endswith(b"\xff\xd9"):
         return "image/jpeg"
@@ -60,22 +65,35 @@ def check_scan(data: bytes, filename: str) -> str:
     if len(data) > MAX_SCAN_BYTES:
         raise InvalidInputError(
             f"Tệp biên bản '{shown}' lớn {len(data) / 1048576:.1f} MB, vượt giới hạn "
-            f"{MAX_SCAN_BYTES // 1048576} MB.")
+            f"{MAX_SCAN_BYTES // 1048576} MB."
+        )
     media_type = sniff(data)
     if media_type is None:
         raise InvalidInputError(MSG_TYPE.format(name=shown))
     return media_type
 
 
-def add_scan(session: Session, attestation: ManualAttestation, data: bytes, filename: str,
-             *, by: str = "", at_ms: int | None = None) -> AttestationScan:
+def add_scan(
+    session: Session,
+    attestation: ManualAttestation,
+    data: bytes,
+    filename: str,
+    *,
+    by: str = "",
+    at_ms: int | None = None,
+) -> AttestationScan:
     """Check and store one scan for ``attestation`` (in the caller's transaction)."""
     media_type = check_scan(data, filename)
-    row = AttestationScan(attestation_id=attestation.id,
-                          filename=_safe_filename(filename, media_type),
-                          media_type=media_type, size_bytes=len(data),
-                          sha256=hashlib.sha256(data).hexdigest(), data=data,
-                          created_ms=now_ms() if at_ms is None else at_ms, created_by=by[:64])
+    row = AttestationScan(
+        attestation_id=attestation.id,
+        filename=_safe_filename(filename, media_type),
+        media_type=media_type,
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        data=data,
+        created_ms=now_ms() if at_ms is None else at_ms,
+        created_by=by[:64],
+    )
     session.add(row)
     session.flush()
     return row
@@ -93,20 +111,28 @@ def scans_of(session: Session, attestation_ids: list[int]) -> dict[int, list[Att
     out: dict[int, list[AttestationScan]] = {}
     ids = sorted(set(attestation_ids))
     for i in range(0, len(ids), 900):
-        for row in session.scalars(select(AttestationScan).where(
-                AttestationScan.attestation_id.in_(ids[i:i + 900]))
-                .order_by(AttestationScan.id)):
+        for row in session.scalars(
+            select(AttestationScan)
+            .where(AttestationScan.attestation_id.in_(ids[i : i + 900]))
+            .order_by(AttestationScan.id)
+        ):
             out.setdefault(row.attestation_id, []).append(row)
     return out
 
 
 def scan_as_dict(row: AttestationScan) -> dict:
-    return {"id": row.id, "attestation_id": row.attestation_id, "filename": row.filename,
-            "media_type": row.media_type, "kind": KIND_NAMES[row.media_type],
-            "size_bytes": row.size_bytes, "sha256": row.sha256,
-            "uploaded_at": format_datetime(row.created_ms) if row.created_ms else None,
-            "uploaded_by": row.created_by or None,
-            "url": f"/api/v1/attestations/{row.attestation_id}/scans/{row.id}"}
+    return {
+        "id": row.id,
+        "attestation_id": row.attestation_id,
+        "filename": row.filename,
+        "media_type": row.media_type,
+        "kind": KIND_NAMES[row.media_type],
+        "size_bytes": row.size_bytes,
+        "sha256": row.sha256,
+        "uploaded_at": format_datetime(row.created_ms) if row.created_ms else None,
+        "uploaded_by": row.created_by or None,
+        "url": f"/api/v1/attestations/{row.attestation_id}/scans/{row.id}",
+    }
 
 
 def evidence_name(row: AttestationScan) -> str:

@@ -12,20 +12,27 @@ import math
 from loa.text import fold
 from loa.timeutil import ms_to_dt
 
-LANGUAGE_NAMES = {"vi": "Tiếng Việt", "tay": "Tiếng Tày", "nung": "Tiếng Nùng",
-                  "dao": "Tiếng Dao", "other": "Khác"}
+LANGUAGE_NAMES = {
+    "vi": "Tiếng Việt",
+    "tay": "Tiếng Tày",
+    "nung": "Tiếng Nùng",
+    "dao": "Tiếng Dao",
+    "other": "Khác",
+}
 LANGUAGE_ORDER = tuple(LANGUAGE_NAMES)
 
-STATE_NAMES = {"online": "Hoạt động", "degraded": "Suy giảm", "offline": "Mất kết nối",
-               "unknown": "Chưa rõ"}
+STATE_NAMES = {
+    "online": "Hoạt động",
+    "degraded": "Suy giảm",
+    "offline": "Mất kết nối",
+    "unknown": "Chưa rõ",
+}
 STATE_ORDER = tuple(STATE_NAMES)
 
-STATION_NAMES = {"ip": "IP", "fm": "FM", "wired": "Hữu tuyến",
-                 "none": "Chưa có"}
+STATION_NAMES = {"ip": "IP", "fm": "FM", "wired": "Hữu tuyến", "none": "Chưa có"}
 
 # A name that already starts with its kind of settlement is not prefixed with "Thôn".
-_SETTLEMENT_WORDS = ("thon ", "khoi ", "to dan pho ", "khu ", "xom ", "ap ", "lang ",
-                     "pho ")
+_SETTLEMENT_WORDS = ("thon ", "khoi ", "to dan pho ", "khu ", "xom ", "ap ", "lang ", "pho ")
 
 
 def language_key(code: str | None) -> str:
@@ -55,7 +62,7 @@ def hours(ms: int) -> str:
 
 
 def village_title(name: str) -> str:
-    """"Bản Cắm" -> "Thôn Bản Cắm"; "Khối 3" stays "Khối 3"."""
+    """ "Bản Cắm" -> "Thôn Bản Cắm"; "Khối 3" stays "Khối 3"."""
     folded = fold(name) + " "
     if folded.startswith(_SETTLEMENT_WORDS):
         return name
@@ -63,7 +70,7 @@ def village_title(name: str) -> str:
 
 
 def admin_date_line(place: str, at_ms: int) -> str:
-    """"Lạng Sơn, ngày 05 tháng 10 năm 2026" (Nghị định 30/2020/NĐ-CP, Phụ lục I)."""
+    """ "Lạng Sơn, ngày 05 tháng 10 năm 2026" (Nghị định 30/2020/NĐ-CP, Phụ lục I)."""
     d = ms_to_dt(at_ms).date()
     day = f"{d.day:02d}"
     mon = f"{d.month:02d}" if d.month < 3 else str(d.month)
@@ -71,15 +78,15 @@ def admin_date_line(place: str, at_ms: int) -> str:
 
 
 def province_place(name: str) -> str:
-    """"Tỉnh Lạng Sơn" -> "Lạng Sơn" for the date line."""
+    """ "Tỉnh Lạng Sơn" -> "Lạng Sơn" for the date line."""
     for prefix in ("Tỉnh ", "tỉnh ", "Thành phố ", "TP. ", "TP "):
         if name.startswith(prefix):
-            return name[len(prefix):]
+            return name[len(prefix) :]
     return name
 
 
 def province_heading(name: str) -> str:
-    """"Lạng Sơn" -> "UBND TỈNH LẠNG SƠN" (a city province: "UBND THÀNH PHỐ ...")."""
+    """ "Lạng Sơn" -> "UBND TỈNH LẠNG SƠN" (a city province: "UBND THÀNH PHỐ ...")."""
     place = province_place(name)
     kind = "THÀNH PHỐ" if name.startswith(("Thành phố", "TP")) else "TỈNH"
     return f"UBND {kind} {place.upper()}"

@@ -14,8 +14,17 @@ import socket
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-INTERNAL_SUFFIXES = (".localhost", ".local", ".internal", ".intranet", ".lan", ".home",
-                      ".home.arpa", ".localdomain", ".corp")
+INTERNAL_SUFFIXES = (
+    ".localhost",
+    ".local",
+    ".internal",
+    ".intranet",
+    ".lan",
+    ".home",
+    ".home.arpa",
+    ".localdomain",
+    ".corp",
+)
 RESOLVE_TIMEOUT_S = 2.0
 
 IpNet = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -24,8 +33,11 @@ IpAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 def parse_networks(text: str) -> list[IpNet]:
     """``"10.8.0.0/16, 2001:db8::/32"`` -> networks (a bad entry is a configuration error)."""
-    return [ipaddress.ip_network(part.strip(), strict=False)
-            for part in (text or "").split(",") if part.strip()]
+    return [
+        ipaddress.ip_network(part.strip(), strict=False)
+        for part in (text or "").split(",")
+        if part.strip()
+    ]
 
 
 def internal_why(addr: IpAddr) -> str | None:
@@ -87,7 +99,8 @@ def internal_reason(url: str, allowed_networks: Iterable[IpNet] = ()) -> str | N
         addresses = resolve(host)
     for addr in addresses:
         why = internal_why(addr)
-        if why is not None and not any(addr in net for net in networks
-                                       if net.version == addr.version):
+        if why is not None and not any(
+            addr in net for net in networks if net.version == addr.version
+        ):
             return why
     return None

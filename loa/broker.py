@@ -46,8 +46,15 @@ def mosquitto_binary() -> str | None:
     return None
 
 
-def mosquitto_config(port: int, host: str, data_dir: Path, *, password_file: Path | None = None,
-                     acl_file: Path | None = None, extra: str = "") -> str:
+def mosquitto_config(
+    port: int,
+    host: str,
+    data_dir: Path,
+    *,
+    password_file: Path | None = None,
+    acl_file: Path | None = None,
+    extra: str = "",
+) -> str:
     lines = [
         f"listener {port} {host}",
         f"max_packet_size {MAX_PACKET_BYTES}",
@@ -100,8 +107,9 @@ def _mosquitto_user(data_dir: Path) -> str | None:
     return None
 
 
-def wait_for_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout_s: float,
-                  log_path: Path) -> None:
+def wait_for_port(
+    host: str, port: int, proc: subprocess.Popen[bytes], timeout_s: float, log_path: Path
+) -> None:
     """Until ``port`` accepts TCP; a broker that exits first fails with its log."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -138,13 +146,15 @@ class EmbeddedBroker:
         if not self.port:
             self.port = free_port()
         if not is_loopback(self.host) and (
-                self.kind != "mosquitto" or not (self.password_file and self.acl_file)):
+            self.kind != "mosquitto" or not (self.password_file and self.acl_file)
+        ):
             # Beyond loopback anyone on the network could publish as any node or send
             # commands: only with per-node passwords and the ACL (`loa nodes provision`).
             raise BrokerError(
                 f"Broker nhúng chỉ nghe trên {self.host} khi có mật khẩu và ACL "
                 "(mosquitto với password_file và acl_file, tạo bằng 'loa nodes provision'); "
-                "nếu không, chỉ nghe trên 127.0.0.1.")
+                "nếu không, chỉ nghe trên 127.0.0.1."
+            )
 
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         if self.data_dir is None:
@@ -157,21 +167,34 @@ class EmbeddedBroker:
                 raise BrokerError("Chưa cài mosquitto (apt-get install mosquitto)")
             user = _mosquitto_user(self.data_dir)
             conf = self.data_dir / "mosquitto.conf"
-            conf.write_text(mosquitto_config(self.port, self.host, self.data_dir,
-                                             password_file=self.password_file,
-                                             acl_file=self.acl_file,
-                                             extra=self.extra_config
-                                             + (f"user {user}\n" if user else "")))
+            conf.write_text(
+                mosquitto_config(
+                    self.port,
+                    self.host,
+                    self.data_dir,
+                    password_file=self.password_file,
+                    acl_file=self.acl_file,
+                    extra=self.extra_config + (f"user {user}\n" if user else ""),
+                )
+            )
             cmd = [binary, "-c", str(conf)]
         else:
-            cmd = [sys.executable, "-m", "loa.broker", "--host", self.host,
-                   "--port", str(self.port)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "loa.broker",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+            ]
         # Own session: a Ctrl-C in the terminal reaches Loa, which stops the broker last.
         # The log goes to a file: an undrained pipe would block the broker once full.
         self.log_path = self.data_dir / "broker.log"
         with open(self.log_path, "ab") as log_file:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log_file,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True
+            )
         wait_for_port(self.host, self.port, self.proc, timeout_s, self.log_path)
         return self
 

@@ -17,11 +17,14 @@ def load_node_passwords(path: Path) -> dict[str, str]:
     try:
         with Path(path).open(encoding="utf-8-sig", newline="") as fh:
             reader = csv.DictReader(fh)
-            if not reader.fieldnames or not {"node_id", "mqtt_password"} <= set(
-                    reader.fieldnames):
-                raise CredentialsFileError(f"{path} không phải tệp mật khẩu của Loa "
-                                           "(cần cột node_id, mqtt_password).")
-            return {row["node_id"]: row["mqtt_password"] for row in reader
-                    if row.get("node_id") and row.get("mqtt_password")}
+            if not reader.fieldnames or not {"node_id", "mqtt_password"} <= set(reader.fieldnames):
+                raise CredentialsFileError(
+                    f"{path} không phải tệp mật khẩu của Loa (cần cột node_id, mqtt_password)."
+                )
+            return {
+                row["node_id"]: row["mqtt_password"]
+                for row in reader
+                if row.get("node_id") and row.get("mqtt_password")
+            }
     except OSError as exc:
         raise CredentialsFileError(f"Không đọc được {path}: {exc.strerror}") from None

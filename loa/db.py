@@ -43,8 +43,11 @@ def private_sqlite_file(url: str) -> None:
     db_file = Path(path)
     if not db_file.exists() and db_file.parent.is_dir():
         os.close(os.open(db_file, os.O_CREAT | os.O_WRONLY, 0o600))
-    for f in (db_file, db_file.with_name(db_file.name + "-wal"),
-              db_file.with_name(db_file.name + "-shm")):
+    for f in (
+        db_file,
+        db_file.with_name(db_file.name + "-wal"),
+        db_file.with_name(db_file.name + "-shm"),
+    ):
         try:
             if f.stat().st_mode & 0o077 and f.stat().st_uid == os.getuid():
                 f.chmod(0o600)
@@ -60,12 +63,14 @@ def make_engine(url: str, *, pool_size: int | None = None, max_overflow: int = 1
         private_sqlite_file(url)
         if ":memory:" in url or url in ("sqlite://", "sqlite+pysqlite://"):
             sized = {}  # one shared in-memory connection (SingletonThreadPool): no sizes
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               **sized)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **sized
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(  # pragma: no cover - trivial
-                dbapi_conn: DBAPIConnection, _record: object) -> None:
+            dbapi_conn: DBAPIConnection, _record: object
+        ) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
@@ -73,8 +78,9 @@ def make_engine(url: str, *, pool_size: int | None = None, max_overflow: int = 1
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True,
-                         **(sized or {"pool_size": 10, "max_overflow": 20}))
+    return create_engine(
+        url, pool_pre_ping=True, **(sized or {"pool_size": 10, "max_overflow": 20})
+    )
 
 
 class Database:

@@ -24,10 +24,11 @@ from loa.db import Base
 from loa.errors import DomainError
 
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{8,80}")
-MSG_BAD_KEY = ("Khóa chống gửi trùng («Idempotency-Key») phải có 8–80 ký tự "
-               "chữ, số hoặc _ . : -.")
-MSG_REUSED = ("Khóa chống gửi trùng («Idempotency-Key») này đã dùng cho một yêu cầu khác; "
-              "hãy gửi lại đúng yêu cầu cũ hoặc dùng khóa mới.")
+MSG_BAD_KEY = "Khóa chống gửi trùng («Idempotency-Key») phải có 8–80 ký tự chữ, số hoặc _ . : -."
+MSG_REUSED = (
+    "Khóa chống gửi trùng («Idempotency-Key») này đã dùng cho một yêu cầu khác; "
+    "hãy gửi lại đúng yêu cầu cũ hoặc dùng khóa mới."
+)
 
 
 class IdempotencyKeyInvalid(DomainError):
@@ -67,17 +68,18 @@ def check_key(key: str | None, error: type[DomainError] = IdempotencyKeyInvalid)
 
 def fingerprint(action: str, body: Any) -> str:
     """A stable digest of what was asked (key order and spacing do not matter)."""
-    text = json.dumps([action, body], sort_keys=True, ensure_ascii=False, default=str,
-                      separators=(",", ":"))
+    text = json.dumps(
+        [action, body], sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":")
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def earlier(s: Session, username: str, key: str, action: str, body: Any
-            ) -> IdempotencyKey | None:
+def earlier(s: Session, username: str, key: str, action: str, body: Any) -> IdempotencyKey | None:
     """The earlier use of ``key`` by ``username`` for this very request, or None when the key
     is new; the key used for another request is refused (409)."""
-    row = s.scalar(select(IdempotencyKey).where(IdempotencyKey.username == username,
-                                                IdempotencyKey.key == key))
+    row = s.scalar(
+        select(IdempotencyKey).where(IdempotencyKey.username == username, IdempotencyKey.key == key)
+    )
     if row is None:
         return None
     if row.action != action or row.fingerprint != fingerprint(action, body):
@@ -85,13 +87,29 @@ def earlier(s: Session, username: str, key: str, action: str, body: Any
     return row
 
 
-def remember(s: Session, username: str, key: str, action: str, body: Any, *,
-             resource_id: Any = None, response: Any = None, now_ms: int) -> None:
+def remember(
+    s: Session,
+    username: str,
+    key: str,
+    action: str,
+    body: Any,
+    *,
+    resource_id: Any = None,
+    response: Any = None,
+    now_ms: int,
+) -> None:
     """Store the key in the caller's transaction, flushed at once so that a concurrent request
     with the same key fails here (IntegrityError) before anything commits; the caller then
     rolls back and answers with :func:`earlier`."""
-    s.add(IdempotencyKey(username=username[:64], key=key, action=action[:80],
-                         fingerprint=fingerprint(action, body),
-                         resource_id=None if resource_id is None else str(resource_id),
-                         response=response, created_ms=now_ms))
+    s.add(
+        IdempotencyKey(
+            username=username[:64],
+            key=key,
+            action=action[:80],
+            fingerprint=fingerprint(action, body),
+            resource_id=None if resource_id is None else str(resource_id),
+            response=response,
+            created_ms=now_ms,
+        )
+    )
     s.flush()

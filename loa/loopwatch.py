@@ -59,14 +59,37 @@ class Stall:
 
 
 # Modules whose frames on the loop thread mean a blocking call.
-_BLOCKING = ("/sqlalchemy/engine/", "/sqlalchemy/pool/", "/sqlalchemy/orm/session.py",
-             "/sqlite3/", "/psycopg", "/subprocess.py", "/pathlib.py",
-             "/shutil.py", "/socket.py", "/apscheduler/jobstores/", "/tempfile.py")
+_BLOCKING = (
+    "/sqlalchemy/engine/",
+    "/sqlalchemy/pool/",
+    "/sqlalchemy/orm/session.py",
+    "/sqlite3/",
+    "/psycopg",
+    "/subprocess.py",
+    "/pathlib.py",
+    "/shutil.py",
+    "/socket.py",
+    "/apscheduler/jobstores/",
+    "/tempfile.py",
+)
 _GIL_NOTE = "\n(loop waiting for the GIL"
 
 # Where a thread waits without holding the GIL (the loop's poll, pools' queues, locks).
-_IDLE = frozenset({"select", "poll", "wait", "_wait_for_tstate_lock", "_worker", "get",
-                   "acquire", "sleep", "recv", "accept", "_run_once"})
+_IDLE = frozenset(
+    {
+        "select",
+        "poll",
+        "wait",
+        "_wait_for_tstate_lock",
+        "_worker",
+        "get",
+        "acquire",
+        "sleep",
+        "recv",
+        "accept",
+        "_run_once",
+    }
+)
 
 
 def _busy_threads(frames: dict[int, FrameType], skip: int) -> str:
@@ -77,8 +100,9 @@ def _busy_threads(frames: dict[int, FrameType], skip: int) -> str:
         if ident in (skip, threading.get_ident()) or frame.f_code.co_name in _IDLE:
             continue
         stack = traceback.extract_stack(frame)[-6:]
-        out.append(f"\n  [thread {names.get(ident, ident)}]\n" + "".join(
-            traceback.format_list(stack)))
+        out.append(
+            f"\n  [thread {names.get(ident, ident)}]\n" + "".join(traceback.format_list(stack))
+        )
     return _GIL_NOTE + "; other threads running:)" + "".join(out) if out else ""
 
 
@@ -88,8 +112,14 @@ class LoopWatch:
     Use ``async with LoopWatch(threshold_ms=100) as watch:`` or ``start()``/``stop()`` on the
     loop to watch."""
 
-    def __init__(self, *, threshold_ms: float = 100.0, interval_ms: float = 10.0,
-                 log_stalls: bool = True, keep: int = 100) -> None:
+    def __init__(
+        self,
+        *,
+        threshold_ms: float = 100.0,
+        interval_ms: float = 10.0,
+        log_stalls: bool = True,
+        keep: int = 100,
+    ) -> None:
         self.threshold_ms = threshold_ms
         self.interval_ms = interval_ms
         self.log_stalls = log_stalls
@@ -115,8 +145,7 @@ class LoopWatch:
         self._beat = time.monotonic()
         self._stop.clear()
         self._task = asyncio.create_task(self._watch(), name="loa-loopwatch")
-        self._thread = threading.Thread(target=self._watchdog, name="loa-loopwatch",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._watchdog, name="loa-loopwatch", daemon=True)
         self._thread.start()
         gc.callbacks.append(self._on_gc)
 
@@ -191,22 +220,31 @@ class LoopWatch:
 
     def _record(self, stall: Stall) -> None:
         self.stalls.append(stall)
-        del self.stalls[:-self.keep]
+        del self.stalls[: -self.keep]
         if self.log_stalls:
-            log.warning("Vòng sự kiện bị chặn %.0f ms (ngưỡng %.0f ms; thu gom rác %.0f ms) / "
-                        "event loop blocked %.0f ms:\n%s", stall.lateness_ms,
-                        self.threshold_ms, stall.gc_ms, stall.lateness_ms,
-                        stall.stack or "(không bắt được ngăn xếp)")
+            log.warning(
+                "Vòng sự kiện bị chặn %.0f ms (ngưỡng %.0f ms; thu gom rác %.0f ms) / "
+                "event loop blocked %.0f ms:\n%s",
+                stall.lateness_ms,
+                self.threshold_ms,
+                stall.gc_ms,
+                stall.lateness_ms,
+                stall.stack or "(không bắt được ngăn xếp)",
+            )
 
     def report(self) -> str:
         """The stalls seen, longest first, each with its stack (for a failing test)."""
-        lines = [f"{len(self.stalls)} stall(s) over {self.threshold_ms:.0f} ms, worst "
-                 f"{self.max_lateness_ms:.0f} ms, {self.ticks} ticks, longest garbage "
-                 f"collection {self.gc_max_ms:.0f} ms"]
+        lines = [
+            f"{len(self.stalls)} stall(s) over {self.threshold_ms:.0f} ms, worst "
+            f"{self.max_lateness_ms:.0f} ms, {self.ticks} ticks, longest garbage "
+            f"collection {self.gc_max_ms:.0f} ms"
+        ]
         for st in sorted(self.stalls, key=lambda x: -x.lateness_ms):
             blocking = f", BLOCKING CALL {st.blocking_call}" if st.blocking_call else ""
-            lines.append(f"--- {st.lateness_ms:.0f} ms (gc {st.gc_ms:.0f} ms{blocking})\n"
-                         f"{st.stack or '(no stack caught)'}")
+            lines.append(
+                f"--- {st.lateness_ms:.0f} ms (gc {st.gc_ms:.0f} ms{blocking})\n"
+                f"{st.stack or '(no stack caught)'}"
+            )
         return "\n".join(lines)
 
 

@@ -58,15 +58,17 @@ class Topics:
         across controllers. Statuses stay plain: they are retained, and a broker never
         delivers retained messages to a shared subscription."""
         prefix = f"$share/{share_group}/" if share_group else ""
-        return [f"{self.root}/nodes/+/{Channel.STATUS}",
-                *(f"{prefix}{self.root}/nodes/+/{c}" for c in (Channel.HEARTBEAT, Channel.EVENTS))]
+        return [
+            f"{self.root}/nodes/+/{Channel.STATUS}",
+            *(f"{prefix}{self.root}/nodes/+/{c}" for c in (Channel.HEARTBEAT, Channel.EVENTS)),
+        ]
 
     def parse(self, topic: str) -> tuple[str, Channel] | None:
         """``loa/v1/nodes/{id}/{channel}`` -> (id, channel); None when it is not a node topic."""
         head = f"{self.root}/nodes/"
         if not topic.startswith(head):
             return None
-        rest = topic[len(head):]
+        rest = topic[len(head) :]
         node_id, sep, channel = rest.partition("/")
         if not sep or "/" in channel:
             return None
@@ -79,8 +81,9 @@ class Topics:
 # --------------------------------------------------------------------------- payloads
 
 # Upper bound: 31/12/9999. A larger number is no time, and would overflow 64-bit storage.
-Epoch = Annotated[int, Field(ge=0, le=253_402_300_799_999,
-                             description="Unix epoch milliseconds, UTC")]
+Epoch = Annotated[
+    int, Field(ge=0, le=253_402_300_799_999, description="Unix epoch milliseconds, UTC")
+]
 
 
 class _Msg(BaseModel):
@@ -139,8 +142,16 @@ class PlaybackEvent(_Msg):
 
 # "clock" and "audio_output" were added for the real node agent (docs/protocol.md, additive
 # extensions): an unsynchronised clock and a sound output that does not open.
-FaultCode = Literal["amp_fault", "speaker_line", "power_lost", "power_restored", "tamper",
-                    "storage", "clock", "audio_output"]
+FaultCode = Literal[
+    "amp_fault",
+    "speaker_line",
+    "power_lost",
+    "power_restored",
+    "tamper",
+    "storage",
+    "clock",
+    "audio_output",
+]
 
 
 class FaultEvent(_Msg):
@@ -217,8 +228,9 @@ class SelftestCmd(_Cmd):
     type: Literal["selftest"] = "selftest"
 
 
-Command = Annotated[PlayCmd | StreamCmd | StopCmd | VolumeCmd | ConfigCmd | SelftestCmd,
-                    Field(discriminator="type")]
+Command = Annotated[
+    PlayCmd | StreamCmd | StopCmd | VolumeCmd | ConfigCmd | SelftestCmd, Field(discriminator="type")
+]
 _command_adapter: TypeAdapter[Command] = TypeAdapter(Command)
 
 
@@ -260,7 +272,8 @@ def _validation_reason(err: ValidationError) -> str:
     if "json_invalid" in kinds or "json_type" in kinds:
         return "not_json"
     if kinds <= {"model_type", "model_attributes_type", "dict_type"} and all(
-            not e["loc"] for e in err.errors()):
+        not e["loc"] for e in err.errors()
+    ):
         return "not_object"
     return "missing_field" if kinds == {"missing"} else "invalid_field"
 
@@ -315,7 +328,8 @@ def guess_cmd_id(payload: bytes) -> str:
 
 
 def decode_command(
-        payload: bytes) -> PlayCmd | StreamCmd | StopCmd | VolumeCmd | ConfigCmd | SelftestCmd:
+    payload: bytes,
+) -> PlayCmd | StreamCmd | StopCmd | VolumeCmd | ConfigCmd | SelftestCmd:
     return _validate_json(_command_adapter, payload)
 
 

@@ -10,9 +10,20 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Secrets published as examples (``.env.example``, docs): never accepted outside the demo.
-KNOWN_EXAMPLE_SECRETS = frozenset({"change-me", "changeme", "change_me", "change-this",
-                                   "secret", "secret-key", "secret_key", "password",
-                                   "your-secret-key", "loa"})
+KNOWN_EXAMPLE_SECRETS = frozenset(
+    {
+        "change-me",
+        "changeme",
+        "change_me",
+        "change-this",
+        "secret",
+        "secret-key",
+        "secret_key",
+        "password",
+        "your-secret-key",
+        "loa",
+    }
+)
 
 
 class InsecureSettingError(ValueError):
@@ -148,9 +159,10 @@ class Settings(BaseSettings):
             raise InsecureSettingError(
                 f"LOA_SECRET_KEY đang là giá trị mẫu hoặc rỗng ({value or 'rỗng'!r}): ai cũng "
                 "giả được phiên đăng nhập và mã tải âm thanh. Hãy đặt một chuỗi ngẫu nhiên, ví "
-                "dụ: python3 -c \"import secrets; print(secrets.token_urlsafe(32))\", hoặc bỏ "
+                'dụ: python3 -c "import secrets; print(secrets.token_urlsafe(32))", hoặc bỏ '
                 "trống biến này để Loa tự tạo khóa trong thư mục dữ liệu. / LOA_SECRET_KEY is "
-                "an example or empty value; set a long random secret.")
+                "an example or empty value; set a long random secret."
+            )
 
     def resolved_secret_key(self) -> str:
         if self.secret_key:

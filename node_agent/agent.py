@@ -129,8 +129,9 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stopping.set)
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=30.0),
-                                      follow_redirects=False, trust_env=False)
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(10.0, read=30.0), follow_redirects=False, trust_env=False
+        )
         self._check_clock()
         self._recover_jobs()
         try:
@@ -147,12 +148,17 @@ class Agent:
         if scheme == "mqtts":
             tls = aiomqtt.TLSParameters(ca_certs=self.cfg.ca_file or None)
         return aiomqtt.Client(
-            host, port, identifier=self.node_id, username=self.cfg.mqtt_username,
-            password=self.cfg.password or None, clean_session=False,
-            keepalive=self.cfg.keepalive_s, tls_params=tls,
-            will=aiomqtt.Will(self.topics.status(self.node_id), lost_will(), qos=1,
-                              retain=True),
-            max_queued_outgoing_messages=1000)
+            host,
+            port,
+            identifier=self.node_id,
+            username=self.cfg.mqtt_username,
+            password=self.cfg.password or None,
+            clean_session=False,
+            keepalive=self.cfg.keepalive_s,
+            tls_params=tls,
+            will=aiomqtt.Will(self.topics.status(self.node_id), lost_will(), qos=1, retain=True),
+            max_queued_outgoing_messages=1000,
+        )
 
     async def _mqtt_loop(self) -> None:
         backoff = 1.0
@@ -173,14 +179,15 @@ class Agent:
 
     async def _session(self, client: aiomqtt.Client) -> None:
         status = Status(online=True, fw=FW_VERSION, boot_id=self.boot_id, ts=now_ms())
-        await client.publish(self.topics.status(self.node_id), encode(status), qos=1,
-                             retain=True)
+        await client.publish(self.topics.status(self.node_id), encode(status), qos=1, retain=True)
         await client.subscribe(self.topics.cmd(self.node_id), qos=1)
         self.connected = True
         log.info("đã kết nối %s", self.cfg.broker)
-        tasks = [asyncio.create_task(self._receive(client)),
-                 asyncio.create_task(self._flush_outbox(client)),
-                 asyncio.create_task(self._heartbeats(client))]
+        tasks = [
+            asyncio.create_task(self._receive(client)),
+            asyncio.create_task(self._flush_outbox(client)),
+            asyncio.create_task(self._heartbeats(client)),
+        ]
         stop = asyncio.create_task(self._stopping.wait())
         try:
             done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
@@ -192,10 +199,12 @@ class Agent:
             self._flush.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drain(), 3)
-            bye = Status(online=False, reason="shutdown", fw=FW_VERSION, boot_id=self.boot_id,
-                         ts=now_ms())
-            await client.publish(self.topics.status(self.node_id), encode(bye), qos=1,
-                                 retain=True, timeout=3)
+            bye = Status(
+                online=False, reason="shutdown", fw=FW_VERSION, boot_id=self.boot_id, ts=now_ms()
+            )
+            await client.publish(
+                self.topics.status(self.node_id), encode(bye), qos=1, retain=True, timeout=3
+            )
         finally:
             for t in [*tasks, stop]:
                 t.cancel()
@@ -240,16 +249,25 @@ class Agent:
         pw = telemetry.power(self.sys_root)
         net = telemetry.network(self.sys_root)
         hb = Heartbeat(
-            seq=self.seq, ts=now_ms(), uptime_s=telemetry.uptime_s(),
+            seq=self.seq,
+            ts=now_ms(),
+            uptime_s=telemetry.uptime_s(),
             volume=self.current_volume(),
-            amp=self.amp_state(), speakers_ok=min(self.speakers_ok, self.cfg.speakers_total),
-            speakers_total=self.cfg.speakers_total, power=pw.source, net=net.kind,
-            rssi_dbm=net.rssi_dbm, playing=self.playing_id, battery_v=pw.battery_v,
+            amp=self.amp_state(),
+            speakers_ok=min(self.speakers_ok, self.cfg.speakers_total),
+            speakers_total=self.cfg.speakers_total,
+            power=pw.source,
+            net=net.kind,
+            rssi_dbm=net.rssi_dbm,
+            playing=self.playing_id,
+            battery_v=pw.battery_v,
             temp_c=telemetry.cpu_temp_c(self.sys_root),
             ntp_offset_ms=self.clock.offset_ms if self.clock else None,
-            cache_free_mb=min(self.cache.free_mb(),
-                              telemetry.disk_free_mb(self.cfg.cache_dir) or 0.0),
-            fw=FW_VERSION)
+            cache_free_mb=min(
+                self.cache.free_mb(), telemetry.disk_free_mb(self.cfg.cache_dir) or 0.0
+            ),
+            fw=FW_VERSION,
+        )
         self.seq += 1
         return hb
 
@@ -344,8 +362,9 @@ class Agent:
             return f"url_refused: không phải URL http(s): {url[:120]}"
         if isinstance(cmd, PlayCmd):
             if not url.startswith(self.cfg.content_base):
-                return (f"url_refused: {url[:120]} không thuộc địa chỉ nội dung "
-                        f"{self.cfg.content_base}")
+                return (
+                    f"url_refused: {url[:120]} không thuộc địa chỉ nội dung {self.cfg.content_base}"
+                )
             return None
         if self.cfg.stream_base:
             if not url.startswith(self.cfg.stream_base):
@@ -353,8 +372,10 @@ class Agent:
             return None
         base = urlsplit(self.cfg.content_base)
         if parts.hostname != base.hostname:
-            return (f"url_refused: luồng {url[:120]} không cùng máy chủ với "
-                    f"{self.cfg.content_base} (đặt stream_base)")
+            return (
+                f"url_refused: luồng {url[:120]} không cùng máy chủ với "
+                f"{self.cfg.content_base} (đặt stream_base)"
+            )
         return None
 
     def _execute(self, cmd: Any) -> None:
@@ -382,8 +403,9 @@ class Agent:
     def submit(self, cmd: PlayCmd | StreamCmd, *, resume: bool = False) -> Job:
         job = Job(cmd, next(self._order), rank=PRIORITY_RANK[cmd.priority])
         self.jobs.add(job)
-        job.task = asyncio.get_running_loop().create_task(self._life(job, resume),
-                                                          name=f"job-{cmd.broadcast_id}")
+        job.task = asyncio.get_running_loop().create_task(
+            self._life(job, resume), name=f"job-{cmd.broadcast_id}"
+        )
         return job
 
     def _recover_jobs(self) -> None:
@@ -394,20 +416,28 @@ class Agent:
                 self.store.set_phase(bid, "failed")
                 continue
             assert isinstance(cmd, PlayCmd | StreamCmd)
-            if phase == "started" or (cmd.start_at and cmd.start_at / 1000
-                                      < time.time() - LATE_LIMIT_S):
+            if phase == "started" or (
+                cmd.start_at and cmd.start_at / 1000 < time.time() - LATE_LIMIT_S
+            ):
                 # It was on air (or its slot is long gone) when the agent died: playing it
                 # now would be the second airing or a wrong-time one. Close it.
                 self.store.set_phase(bid, "failed")
-                self._event(bid, "failed", error="shutdown",
-                            detail="bộ điều khiển nút khởi động lại giữa chừng; không phát lại")
+                self._event(
+                    bid,
+                    "failed",
+                    error="shutdown",
+                    detail="bộ điều khiển nút khởi động lại giữa chừng; không phát lại",
+                )
                 continue
             log.info("tiếp tục bản tin %s sau khi khởi động lại", bid)
             self.submit(cmd, resume=True)
 
     def stop(self, broadcast_id: str | None) -> int:
-        victims = [j for j in self.jobs
-                   if not j.ended and (broadcast_id is None or j.broadcast_id == broadcast_id)]
+        victims = [
+            j
+            for j in self.jobs
+            if not j.ended and (broadcast_id is None or j.broadcast_id == broadcast_id)
+        ]
         for job in victims:
             if job in self.waiting:
                 self.waiting.remove(job)
@@ -443,8 +473,7 @@ class Agent:
                 job.extra["fetched_at"] = now_ms()
                 # Decoded PCM is large (5.8 MB a minute): made shortly before the slot, and
                 # shared by the jobs that play the same file, not held for every queued job.
-                await self._sleep_until(cmd.start_at / 1000 - DECODE_AHEAD_S
-                                        if cmd.start_at else 0)
+                await self._sleep_until(cmd.start_at / 1000 - DECODE_AHEAD_S if cmd.start_at else 0)
                 pcm = await self._decoded(cmd.sha256, path)
                 gap = int(cmd.gap_ms * audio.RATE / 1000) * audio.FRAME
                 source: Any = RepeatSource(pcm, cmd.repeat, gap)
@@ -452,16 +481,18 @@ class Agent:
                 source = None
             if self.relay is not None and cmd.start_at:
                 # Switch the amplifier on early enough that its warm-up ends at the slot.
-                await self._sleep_until(cmd.start_at / 1000 - PREPARE_S
-                                        - self.cfg.amp_warmup_ms / 1000)
+                await self._sleep_until(
+                    cmd.start_at / 1000 - PREPARE_S - self.cfg.amp_warmup_ms / 1000
+                )
                 await self._amp_on()
             await self._sleep_until(cmd.start_at / 1000 - PREPARE_S if cmd.start_at else 0)
             victim = await self._take_turn(job)
             await self._amp_on()
             if source is None:
                 source = await self._open_stream(cmd.url)
-            start_at = max(cmd.start_at / 1000,
-                           time.time() + self.cfg.output_latency_ms / 1000 + 0.1)
+            start_at = max(
+                cmd.start_at / 1000, time.time() + self.cfg.output_latency_ms / 1000 + 0.1
+            )
             if victim is not None:
                 self._preempt(victim)
             await self._play(job, source, start_at)
@@ -483,8 +514,9 @@ class Agent:
                 self.waiting.remove(job)
             if isinstance(cmd, PlayCmd):
                 self._release_pcm(cmd.sha256)
-                if not any(isinstance(j.cmd, PlayCmd) and j.cmd.sha256 == cmd.sha256
-                           for j in self.jobs):
+                if not any(
+                    isinstance(j.cmd, PlayCmd) and j.cmd.sha256 == cmd.sha256 for j in self.jobs
+                ):
                     self.cache.in_use.discard(cmd.sha256)
             if self.current is job:
                 self.current = None
@@ -557,8 +589,15 @@ class Agent:
         def finished(outcome: str) -> None:
             loop.call_soon_threadsafe(lambda: done.done() or done.set_result(outcome))
 
-        job.playout = audio.Playout(sink, source, start_at, self.cfg.output_latency_ms / 1000,
-                                    lambda: self.effective_volume(job), started, finished)
+        job.playout = audio.Playout(
+            sink,
+            source,
+            start_at,
+            self.cfg.output_latency_ms / 1000,
+            lambda: self.effective_volume(job),
+            started,
+            finished,
+        )
         job.playout.start()
         try:
             outcome = await asyncio.shield(done)
@@ -578,8 +617,9 @@ class Agent:
         elif outcome == "end":
             if self.audio_fault:
                 self.audio_fault = None
-            self._end(job, "finished", **({"reason": "end"} if isinstance(job.cmd, StreamCmd)
-                                          else {}))
+            self._end(
+                job, "finished", **({"reason": "end"} if isinstance(job.cmd, StreamCmd) else {})
+            )
 
     def _audio_fault(self, detail: str) -> None:
         if self.audio_fault != detail:
@@ -593,8 +633,9 @@ class Agent:
         self.store.set_phase(job.broadcast_id, "started")
         # fetched_at repeats the fetch on the start (docs/protocol.md), for a controller that
         # took over after the fetched event went to its predecessor.
-        self._event(job.broadcast_id, "started", at=int(at * 1000),
-                    fetched_at=job.extra.get("fetched_at"))
+        self._event(
+            job.broadcast_id, "started", at=int(at * 1000), fetched_at=job.extra.get("fetched_at")
+        )
         self._beat_now.set()
 
     def _end(self, job: Job, phase: str, **extra: Any) -> None:
@@ -605,12 +646,27 @@ class Agent:
         self._event(job.broadcast_id, phase, **extra)
         self._beat_now.set()
 
-    def _event(self, broadcast_id: str, phase: str, *, at: int | None = None,
-               error: str | None = None, **extra: Any) -> None:
+    def _event(
+        self,
+        broadcast_id: str,
+        phase: str,
+        *,
+        at: int | None = None,
+        error: str | None = None,
+        **extra: Any,
+    ) -> None:
         ts = now_ms()
-        self.emit(PlaybackEvent(type="playback", ts=ts, broadcast_id=broadcast_id,
-                                phase=phase, at=at or ts, error=error,  # type: ignore[arg-type]
-                                **{k: v for k, v in extra.items() if v is not None}))
+        self.emit(
+            PlaybackEvent(
+                type="playback",
+                ts=ts,
+                broadcast_id=broadcast_id,
+                phase=phase,
+                at=at or ts,
+                error=error,  # type: ignore[arg-type]
+                **{k: v for k, v in extra.items() if v is not None},
+            )
+        )
 
     # ================================================================== streams
 
@@ -641,10 +697,14 @@ class Agent:
     async def selftest(self) -> SelftestEvent:
         total = self.cfg.speakers_total
         if self.current is not None:
-            return SelftestEvent(type="selftest", ts=now_ms(), ok=self.speakers_ok == total,
-                                 speakers_ok=self.speakers_ok, speakers_total=total,
-                                 detail="Đang phát bản tin: không phát âm thử; báo kết quả "
-                                        "kiểm tra gần nhất")
+            return SelftestEvent(
+                type="selftest",
+                ts=now_ms(),
+                ok=self.speakers_ok == total,
+                speakers_ok=self.speakers_ok,
+                speakers_total=total,
+                detail="Đang phát bản tin: không phát âm thử; báo kết quả kiểm tra gần nhất",
+            )
         pcm = audio.tone(SELFTEST_FREQ, SELFTEST_S, 0.5)
         recorder = None
         if self.cfg.capture:
@@ -658,10 +718,15 @@ class Agent:
         done: asyncio.Future[str] = loop.create_future()
         sink = audio.make_sink(self.cfg.output, self.cfg.output_latency_ms, self.epoch)
         await self._amp_on()
-        playout = audio.Playout(sink, pcm, time.time() + 0.15, self.cfg.output_latency_ms / 1000,
-                                lambda: 100, lambda _at: None,
-                                lambda o: loop.call_soon_threadsafe(
-                                    lambda: done.done() or done.set_result(o)))
+        playout = audio.Playout(
+            sink,
+            pcm,
+            time.time() + 0.15,
+            self.cfg.output_latency_ms / 1000,
+            lambda: 100,
+            lambda _at: None,
+            lambda o: loop.call_soon_threadsafe(lambda: done.done() or done.set_result(o)),
+        )
         playout.start()
         outcome = await done
         await asyncio.sleep(0.3)
@@ -671,30 +736,58 @@ class Agent:
                 recorder.stop()
             self._audio_fault(outcome[6:])
             self.speakers_ok = 0
-            return SelftestEvent(type="selftest", ts=now_ms(), ok=False, speakers_ok=0,
-                                 speakers_total=total,
-                                 detail=f"Không phát được âm thử: {outcome[6:]}")
+            return SelftestEvent(
+                type="selftest",
+                ts=now_ms(),
+                ok=False,
+                speakers_ok=0,
+                speakers_total=total,
+                detail=f"Không phát được âm thử: {outcome[6:]}",
+            )
         self.audio_fault = None
         if recorder is None:
-            detail = ("Đã phát âm thử 1 kHz; không có micro/nguồn thu (capture) nên không kiểm "
-                      "tra được loa có kêu")
+            detail = (
+                "Đã phát âm thử 1 kHz; không có micro/nguồn thu (capture) nên không kiểm "
+                "tra được loa có kêu"
+            )
             if self.cfg.capture:
                 detail = f"Đã phát âm thử; không thu được âm: {capture_problem}"
-            return SelftestEvent(type="selftest", ts=now_ms(), ok=True, speakers_ok=total,
-                                 speakers_total=total, detail=detail)
+            return SelftestEvent(
+                type="selftest",
+                ts=now_ms(),
+                ok=True,
+                speakers_ok=total,
+                speakers_total=total,
+                detail=detail,
+            )
         recorded = await asyncio.to_thread(recorder.stop)
         level = audio.goertzel_level(recorded, SELFTEST_FREQ)
         heard = level >= SELFTEST_MIN_LEVEL
         self.speakers_ok = total if heard else 0
         if not heard:
-            self.emit(FaultEvent(type="fault", ts=now_ms(), code="speaker_line",
-                                 detail=f"Tự kiểm tra: không nghe thấy âm thử (mức {level:.0f})"))
+            self.emit(
+                FaultEvent(
+                    type="fault",
+                    ts=now_ms(),
+                    code="speaker_line",
+                    detail=f"Tự kiểm tra: không nghe thấy âm thử (mức {level:.0f})",
+                )
+            )
         self._beat_now.set()
-        detail = (f"Nghe thấy âm thử 1 kHz qua {self.cfg.capture} (mức {level:.0f})" if heard
-                  else f"Không nghe thấy âm thử qua {self.cfg.capture} (mức {level:.0f} < "
-                       f"{SELFTEST_MIN_LEVEL:.0f})")
-        return SelftestEvent(type="selftest", ts=now_ms(), ok=heard,
-                             speakers_ok=self.speakers_ok, speakers_total=total, detail=detail)
+        detail = (
+            f"Nghe thấy âm thử 1 kHz qua {self.cfg.capture} (mức {level:.0f})"
+            if heard
+            else f"Không nghe thấy âm thử qua {self.cfg.capture} (mức {level:.0f} < "
+            f"{SELFTEST_MIN_LEVEL:.0f})"
+        )
+        return SelftestEvent(
+            type="selftest",
+            ts=now_ms(),
+            ok=heard,
+            speakers_ok=self.speakers_ok,
+            speakers_total=total,
+            detail=detail,
+        )
 
 
 class RepeatSource:
@@ -712,7 +805,7 @@ class RepeatSource:
             limit = self.gap if self.in_gap else len(self.view)
             if self.pos < limit:
                 n = min(self.chunk, limit - self.pos)
-                data = bytes(n) if self.in_gap else bytes(self.view[self.pos:self.pos + n])
+                data = bytes(n) if self.in_gap else bytes(self.view[self.pos : self.pos + n])
                 self.pos += n
                 return data
             self.pos = 0
@@ -740,10 +833,34 @@ class LiveSource:
 
     def _spawn(self) -> tuple[bytes, str]:
         self.proc = subprocess.Popen(
-            ["ffmpeg", "-nostdin", "-v", "error", "-reconnect", "1", "-reconnect_streamed",
-             "1", "-reconnect_delay_max", "2", "-rw_timeout", "10000000", "-i", self.url,
-             "-vn", "-f", "s16le", "-ac", "1", "-ar", str(audio.RATE), "-"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-v",
+                "error",
+                "-reconnect",
+                "1",
+                "-reconnect_streamed",
+                "1",
+                "-reconnect_delay_max",
+                "2",
+                "-rw_timeout",
+                "10000000",
+                "-i",
+                self.url,
+                "-vn",
+                "-f",
+                "s16le",
+                "-ac",
+                "1",
+                "-ar",
+                str(audio.RATE),
+                "-",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         assert self.proc.stdout is not None
         first = self.proc.stdout.read(self._chunk)
         if first:
@@ -804,17 +921,35 @@ class Recorder:
     def __init__(self, spec: str) -> None:
         kind, _, target = spec.partition(":")
         if kind == "pulse":
-            self.cmd = ["parec", "--raw", "--format=s16le", f"--rate={audio.RATE}",
-                        "--channels=1", "--latency-msec=20", f"--device={target}"]
+            self.cmd = [
+                "parec",
+                "--raw",
+                "--format=s16le",
+                f"--rate={audio.RATE}",
+                "--channels=1",
+                "--latency-msec=20",
+                f"--device={target}",
+            ]
         else:
-            self.cmd = ["arecord", "-q", "-D", target, "-t", "raw", "-f", "S16_LE", "-r",
-                        str(audio.RATE), "-c", "1"]
+            self.cmd = [
+                "arecord",
+                "-q",
+                "-D",
+                target,
+                "-t",
+                "raw",
+                "-f",
+                "S16_LE",
+                "-r",
+                str(audio.RATE),
+                "-c",
+                "1",
+            ]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         try:
-            self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE)
+            self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except FileNotFoundError:
             raise audio.AudioError(f"không có {self.cmd[0]}") from None
         time.sleep(0.1)

@@ -40,16 +40,34 @@ def decode(path: str | Path, *, timeout: float = 120) -> bytes:
     """Whole file -> PCM (s16le mono 48 kHz). Raises AudioError when it is not audio."""
     try:
         out = subprocess.run(
-            ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-vn", "-f", "s16le",
-             "-ac", "1", "-ar", str(RATE), "-"], capture_output=True, timeout=timeout)
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-v",
+                "error",
+                "-i",
+                str(path),
+                "-vn",
+                "-f",
+                "s16le",
+                "-ac",
+                "1",
+                "-ar",
+                str(RATE),
+                "-",
+            ],
+            capture_output=True,
+            timeout=timeout,
+        )
     except FileNotFoundError:
         raise AudioError("không có ffmpeg (apt-get install ffmpeg)") from None
     except subprocess.TimeoutExpired:
         raise AudioError("giải mã quá lâu") from None
     if out.returncode != 0 or len(out.stdout) < FRAME * RATE // 100:
         msg = out.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise AudioError("tệp không giải mã được thành âm thanh"
-                         + (f": {msg[-1][:160]}" if msg else ""))
+        raise AudioError(
+            "tệp không giải mã được thành âm thanh" + (f": {msg[-1][:160]}" if msg else "")
+        )
     return out.stdout
 
 
@@ -57,9 +75,13 @@ def tone(freq: float = 1000.0, seconds: float = 1.0, level: float = 0.5) -> byte
     n = int(RATE * seconds)
     amp = int(32767 * level)
     ramp = RATE // 200  # 5 ms fade so the tone does not click
-    samples = array.array("h", (
-        int(amp * math.sin(2 * math.pi * freq * i / RATE) * min(1.0, i / ramp, (n - i) / ramp))
-        for i in range(n)))
+    samples = array.array(
+        "h",
+        (
+            int(amp * math.sin(2 * math.pi * freq * i / RATE) * min(1.0, i / ramp, (n - i) / ramp))
+            for i in range(n)
+        ),
+    )
     return samples.tobytes()
 
 
@@ -127,12 +149,16 @@ class ProcessSink(Sink):
     def open(self) -> None:
         if not shutil.which(self.cmd[0]):
             raise AudioError(f"không có {self.cmd[0]} ({self.what})")
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            self.cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         time.sleep(0.02)
         if self.proc.poll() is not None:
-            err = self.proc.stderr.read().decode("utf-8", "replace").strip() if (
-                self.proc.stderr) else ""
+            err = (
+                self.proc.stderr.read().decode("utf-8", "replace").strip()
+                if (self.proc.stderr)
+                else ""
+            )
             raise AudioError(f"không mở được đầu ra âm thanh {self.what}: {err[:200]}")
 
     def write(self, pcm: bytes) -> None:
@@ -169,18 +195,41 @@ class ProcessSink(Sink):
 
 
 def pulse_sink(target: str, latency_ms: int) -> ProcessSink:
-    cmd = ["pacat", "--playback", "--raw", "--format=s16le", f"--rate={RATE}", "--channels=1",
-           f"--latency-msec={latency_ms}", "--client-name=loa-node",
-           "--stream-name=loa-node"]
+    cmd = [
+        "pacat",
+        "--playback",
+        "--raw",
+        "--format=s16le",
+        f"--rate={RATE}",
+        "--channels=1",
+        f"--latency-msec={latency_ms}",
+        "--client-name=loa-node",
+        "--stream-name=loa-node",
+    ]
     if target and target != "@DEFAULT_SINK@":
         cmd.append(f"--device={target}")
     return ProcessSink(cmd, f"pulse:{target}")
 
 
 def alsa_sink(device: str, latency_ms: int) -> ProcessSink:
-    return ProcessSink(["aplay", "-q", "-D", device, "-t", "raw", "-f", "S16_LE", "-r",
-                        str(RATE), "-c", "1", f"--buffer-time={latency_ms * 1000}"],
-                       f"alsa:{device}")
+    return ProcessSink(
+        [
+            "aplay",
+            "-q",
+            "-D",
+            device,
+            "-t",
+            "raw",
+            "-f",
+            "S16_LE",
+            "-r",
+            str(RATE),
+            "-c",
+            "1",
+            f"--buffer-time={latency_ms * 1000}",
+        ],
+        f"alsa:{device}",
+    )
 
 
 class FileSink(Sink):
@@ -268,9 +317,16 @@ class Playout:
     reads ``t`` is heard at ``t + lead`` (the sink keeps exactly ``lead`` queued), so
     content is written from ``start_at - lead`` on and heard from ``start_at``."""
 
-    def __init__(self, sink: Sink, source: bytes | Callable[[], bytes], start_at: float,
-                 lead_s: float, volume: Callable[[], int],
-                 on_started: Callable[[float], None], on_done: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        source: bytes | Callable[[], bytes],
+        start_at: float,
+        lead_s: float,
+        volume: Callable[[], int],
+        on_started: Callable[[float], None],
+        on_done: Callable[[str], None],
+    ) -> None:
         self.sink, self.source, self.start_at = sink, source, start_at
         self.lead = lead_s
         self.volume = volume
@@ -335,7 +391,7 @@ class Playout:
                 self.started_at = heard_at
                 self.on_started(heard_at)
             if isinstance(self.source, bytes):
-                data = self.source[offset: offset + chunk]
+                data = self.source[offset : offset + chunk]
                 offset += len(data)
             else:
                 data = self.source()

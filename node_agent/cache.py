@@ -43,9 +43,22 @@ def probe_audio(path: Path) -> float | None:
     """Duration in seconds when ffprobe finds an audio stream it can decode, else None."""
     try:
         out = subprocess.run(
-            ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
-             "stream=codec_name:format=duration", "-of", "default=nw=1", str(path)],
-            capture_output=True, text=True, timeout=30)
+            [
+                "ffprobe",
+                "-v",
+                "error",
+                "-select_streams",
+                "a:0",
+                "-show_entries",
+                "stream=codec_name:format=duration",
+                "-of",
+                "default=nw=1",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0 or "codec_name=" not in out.stdout:
@@ -76,7 +89,8 @@ class ContentCache:
 
     def used_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.root.glob("*.audio")) + sum(
-            p.stat().st_size for p in self.partial.glob("*.part"))
+            p.stat().st_size for p in self.partial.glob("*.part")
+        )
 
     def free_mb(self) -> float:
         return round(max(0, self.max_bytes - self.used_bytes()) / 1_048_576, 1)
@@ -114,9 +128,16 @@ class ContentCache:
             removed.append(sha)
         return removed
 
-    async def fetch(self, client: httpx.AsyncClient, url: str, sha256: str, size: int,
-                    *, on_progress: Callable[[int], None] | None = None,
-                    attempts: int = 5) -> tuple[Path, bool]:
+    async def fetch(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        sha256: str,
+        size: int,
+        *,
+        on_progress: Callable[[int], None] | None = None,
+        attempts: int = 5,
+    ) -> tuple[Path, bool]:
         """The cached file for ``sha256``, downloading it if needed. Returns (path,
         downloaded_now)."""
         lock = self._locks.setdefault(sha256, asyncio.Lock())
@@ -126,8 +147,9 @@ class ContentCache:
                 self.touch(sha256)
                 return final, False
             if size > self.max_bytes:
-                raise FetchError("download", f"tệp {size} byte lớn hơn bộ nhớ đệm "
-                                 f"{self.max_bytes} byte")
+                raise FetchError(
+                    "download", f"tệp {size} byte lớn hơn bộ nhớ đệm {self.max_bytes} byte"
+                )
             self.evict(keep=size)
             part = self.partial / f"{sha256}.part"
             for fresh in (False, True):
@@ -146,12 +168,19 @@ class ContentCache:
             await asyncio.to_thread(_commit, part, final)
             return final, True
 
-    async def _download(self, client: httpx.AsyncClient, url: str, part: Path, size: int,
-                        attempts: int, on_progress: Callable[[int], None] | None) -> None:
+    async def _download(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        part: Path,
+        size: int,
+        attempts: int,
+        on_progress: Callable[[int], None] | None,
+    ) -> None:
         problem = "chưa thử"
         for attempt in range(attempts):
             if attempt:
-                await asyncio.sleep(min(5.0, 0.3 * 2 ** attempt))
+                await asyncio.sleep(min(5.0, 0.3 * 2**attempt))
             have = part.stat().st_size if part.exists() else 0
             if have > size:
                 part.unlink()
@@ -165,8 +194,11 @@ class ContentCache:
                         have = 0  # Range ignored: start over
                     elif resp.status_code not in (200, 206):
                         problem = f"HTTP {resp.status_code}"
-                        if 400 <= resp.status_code < 500 and resp.status_code not in (408, 416,
-                                                                                      429):
+                        if 400 <= resp.status_code < 500 and resp.status_code not in (
+                            408,
+                            416,
+                            429,
+                        ):
                             break
                         continue
                     with part.open("r+b" if have else "wb") as fh:
@@ -175,8 +207,7 @@ class ContentCache:
                         async for chunk in resp.aiter_bytes(CHUNK):
                             have += len(chunk)
                             if have > size:
-                                raise FetchError("checksum",
-                                                 f"nhận hơn {size} byte đã báo trước")
+                                raise FetchError("checksum", f"nhận hơn {size} byte đã báo trước")
                             fh.write(chunk)
                             if on_progress:
                                 on_progress(have)
@@ -206,5 +237,3 @@ def _commit(part: Path, final: Path) -> None:
         os.fsync(fh.fileno())
     os.replace(part, final)
     _fsync_dir(final.parent)
-
-

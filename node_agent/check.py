@@ -21,32 +21,50 @@ async def _broker(cfg: NodeConfig) -> tuple[bool, str]:
     scheme, host, port = cfg.broker_parts
     tls = aiomqtt.TLSParameters(ca_certs=cfg.ca_file or None) if scheme == "mqtts" else None
     # A different client id: checking must not take over the running agent's session.
-    client = aiomqtt.Client(host, port, identifier=f"{cfg.id}-check",
-                            username=cfg.mqtt_username, password=cfg.password or None,
-                            tls_params=tls, timeout=10)
+    client = aiomqtt.Client(
+        host,
+        port,
+        identifier=f"{cfg.id}-check",
+        username=cfg.mqtt_username,
+        password=cfg.password or None,
+        tls_params=tls,
+        timeout=10,
+    )
     try:
         async with client:
-            return True, f"Kết nối broker {host}:{port} được, tài khoản {cfg.mqtt_username} " \
-                         f"được chấp nhận"
+            return (
+                True,
+                f"Kết nối broker {host}:{port} được, tài khoản {cfg.mqtt_username} được chấp nhận",
+            )
     except aiomqtt.MqttCodeError as exc:
         rc = getattr(exc, "rc", None)
         text = str(exc).lower()
         if rc in (4, 5, 134, 135) or "not authorised" in text or "bad user" in text:
-            return False, (f"Broker {host}:{port} từ chối tài khoản {cfg.mqtt_username}: sai "
-                           "mật khẩu hoặc chưa được cấp (chạy lại loa nodes provision, dán đúng "
-                           "dòng credentials.csv)")
+            return False, (
+                f"Broker {host}:{port} từ chối tài khoản {cfg.mqtt_username}: sai "
+                "mật khẩu hoặc chưa được cấp (chạy lại loa nodes provision, dán đúng "
+                "dòng credentials.csv)"
+            )
         return False, f"Broker {host}:{port} từ chối kết nối: {exc}"
     except aiomqtt.MqttError as exc:
-        return False, (f"Không tới được broker {host}:{port}: {exc} (kiểm tra mạng, địa chỉ, "
-                       "cổng, tường lửa)")
+        return False, (
+            f"Không tới được broker {host}:{port}: {exc} (kiểm tra mạng, địa chỉ, cổng, tường lửa)"
+        )
 
 
 def _audio(cfg: NodeConfig, sound: bool) -> tuple[bool, str]:
     sink = audio.make_sink(cfg.output, cfg.output_latency_ms, time.time())
     pcm = audio.tone(1000.0, 0.5, 0.3) if sound else bytes(audio.RATE // 10 * audio.FRAME)
     outcome: list[str] = []
-    playout = audio.Playout(sink, pcm, time.time() + 0.1, cfg.output_latency_ms / 1000,
-                            lambda: cfg.default_volume, lambda _at: None, outcome.append)
+    playout = audio.Playout(
+        sink,
+        pcm,
+        time.time() + 0.1,
+        cfg.output_latency_ms / 1000,
+        lambda: cfg.default_volume,
+        lambda _at: None,
+        outcome.append,
+    )
     playout.start()
     playout.thread.join(10)
     if not outcome:
@@ -64,19 +82,34 @@ async def run_checks(cfg: NodeConfig, *, sound: bool = True) -> int:
     results.append(await asyncio.to_thread(_audio, cfg, sound))
     clock = await asyncio.to_thread(read_clock, cfg.clock_source)
     fault = clock.fault(cfg.clock_max_offset_ms)
-    results.append((fault is None, fault or (
-        f"Đồng hồ đã đồng bộ ({clock.source}"
-        + (f", lệch {clock.offset_ms} ms" if clock.offset_ms is not None else "") + ")")))
+    results.append(
+        (
+            fault is None,
+            fault
+            or (
+                f"Đồng hồ đã đồng bộ ({clock.source}"
+                + (f", lệch {clock.offset_ms} ms" if clock.offset_ms is not None else "")
+                + ")"
+            ),
+        )
+    )
     try:
         cache = ContentCache(cfg.cache_dir, cfg.cache_max_mb * 1_048_576)
         problem = cache.writable()
     except OSError as exc:
         problem = f"{cfg.cache_dir}: {exc.strerror}"
-    results.append((problem is None, f"Không ghi được bộ nhớ đệm: {problem}" if problem
-                    else f"Bộ nhớ đệm {cfg.cache_dir} ghi được, còn {cache.free_mb():.0f} MB"))
+    results.append(
+        (
+            problem is None,
+            f"Không ghi được bộ nhớ đệm: {problem}"
+            if problem
+            else f"Bộ nhớ đệm {cfg.cache_dir} ghi được, còn {cache.free_mb():.0f} MB",
+        )
+    )
     for ok, line in results:
         print(f"{OK if ok else BAD} {line}")
     failed = sum(1 for ok, _ in results if not ok)
-    print("Tất cả đều đạt." if not failed else f"{failed} mục lỗi: sửa rồi chạy lại "
-          "'loa node check'.")
+    print(
+        "Tất cả đều đạt." if not failed else f"{failed} mục lỗi: sửa rồi chạy lại 'loa node check'."
+    )
     return 0 if not failed else 1

@@ -26,8 +26,10 @@ class ClockState:
         if self.synchronized is False:
             return f"Đồng hồ chưa đồng bộ NTP ({self.source})"
         if self.offset_ms is not None and abs(self.offset_ms) > max_offset_ms:
-            return (f"Đồng hồ lệch {self.offset_ms} ms so với NTP (cho phép "
-                    f"{max_offset_ms} ms; {self.source})")
+            return (
+                f"Đồng hồ lệch {self.offset_ms} ms so với NTP (cho phép "
+                f"{max_offset_ms} ms; {self.source})"
+            )
         if self.synchronized is None:
             return "Không đọc được trạng thái đồng bộ đồng hồ (không có chrony/timesyncd)"
         return None
@@ -84,8 +86,11 @@ def read_clock(source: str = "auto") -> ClockState:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             return ClockState(None, None, f"file:{path}", f"không đọc được: {exc.strerror}")
-        return (parse_chronyc(text) or parse_timedatectl(text)
-                or ClockState(None, None, f"file:{path}", "nội dung không nhận ra"))
+        return (
+            parse_chronyc(text)
+            or parse_timedatectl(text)
+            or ClockState(None, None, f"file:{path}", "nội dung không nhận ra")
+        )
     text = _run(["chronyc", "tracking"])
     if text and (state := parse_chronyc(text)):
         return state

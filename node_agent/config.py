@@ -63,8 +63,9 @@ class NodeConfig:
         """(scheme, host, port) of ``broker``."""
         u = urlsplit(self.broker if "://" in self.broker else f"mqtt://{self.broker}")
         if u.scheme not in ("mqtt", "mqtts"):
-            raise ConfigError(f"broker: cần dạng mqtt://máy:cổng hoặc mqtts://máy:cổng "
-                              f"(nhận {self.broker!r})")
+            raise ConfigError(
+                f"broker: cần dạng mqtt://máy:cổng hoặc mqtts://máy:cổng (nhận {self.broker!r})"
+            )
         try:
             port = u.port or (8883 if u.scheme == "mqtts" else 1883)
         except ValueError:
@@ -83,39 +84,53 @@ class NodeConfig:
         if self.credentials_line:
             row = next(csv.reader([self.credentials_line.strip()]), [])
             if len(row) < 3 or row[0] == "node_id":
-                raise ConfigError("credentials_line: cần một dòng của credentials.csv "
-                                  "(node_id,mqtt_username,mqtt_password,...), không phải "
-                                  "dòng tiêu đề")
+                raise ConfigError(
+                    "credentials_line: cần một dòng của credentials.csv "
+                    "(node_id,mqtt_username,mqtt_password,...), không phải "
+                    "dòng tiêu đề"
+                )
             self.id = self.id or row[0]
             self.username = self.username or row[1]
             self.password = self.password or row[2]
         if not NODE_ID_RE.match(self.id or ""):
-            raise ConfigError(f"id: mã cụm loa phải gồm 3-64 ký tự A-Z, a-z, 0-9, '_' hoặc '-' "
-                              f"(nhận {self.id!r})")
+            raise ConfigError(
+                f"id: mã cụm loa phải gồm 3-64 ký tự A-Z, a-z, 0-9, '_' hoặc '-' (nhận {self.id!r})"
+            )
         self.broker_parts  # noqa: B018 - raises ConfigError on a bad URL
         if self.ca_file and not Path(self.ca_file).is_file():
             raise ConfigError(f"ca_file: không tìm thấy tệp CA {self.ca_file}")
         if not self.content_base:
-            raise ConfigError("content_base: cần địa chỉ nội dung của bộ điều khiển, ví dụ "
-                              "http://dai-xa.local:8080/media/ (chỉ tải âm thanh từ đây)")
+            raise ConfigError(
+                "content_base: cần địa chỉ nội dung của bộ điều khiển, ví dụ "
+                "http://dai-xa.local:8080/media/ (chỉ tải âm thanh từ đây)"
+            )
         if urlsplit(self.content_base).scheme not in ("http", "https"):
-            raise ConfigError(f"content_base: phải là http:// hoặc https:// "
-                              f"(nhận {self.content_base!r})")
+            raise ConfigError(
+                f"content_base: phải là http:// hoặc https:// (nhận {self.content_base!r})"
+            )
         kind, _, target = self.output.partition(":")
         if kind not in ("pulse", "alsa", "file") or not target:
-            raise ConfigError(f"output: cần pulse:SINK, alsa:THIẾT_BỊ hoặc file:ĐƯỜNG_DẪN "
-                              f"(nhận {self.output!r})")
+            raise ConfigError(
+                f"output: cần pulse:SINK, alsa:THIẾT_BỊ hoặc file:ĐƯỜNG_DẪN (nhận {self.output!r})"
+            )
         if self.capture:
             ckind, _, ctarget = self.capture.partition(":")
             if ckind not in ("pulse", "alsa") or not ctarget:
-                raise ConfigError(f"capture: cần pulse:NGUỒN hoặc alsa:THIẾT_BỊ "
-                                  f"(nhận {self.capture!r})")
-        for name, lo, hi in (("heartbeat_s", 5, 3600), ("keepalive_s", 5, 3600),
-                             ("default_volume", 0, 100), ("speakers_total", 0, 16),
-                             ("cache_max_mb", 8, 1_000_000), ("output_latency_ms", 5, 2000),
-                             ("amp_warmup_ms", 0, 60_000), ("clock_max_offset_ms", 1, 3_600_000),
-                             ("max_command_age_s", 0, 30 * 86400),
-                             ("stream_reconnect_s", 0, 600)):
+                raise ConfigError(
+                    f"capture: cần pulse:NGUỒN hoặc alsa:THIẾT_BỊ (nhận {self.capture!r})"
+                )
+        for name, lo, hi in (
+            ("heartbeat_s", 5, 3600),
+            ("keepalive_s", 5, 3600),
+            ("default_volume", 0, 100),
+            ("speakers_total", 0, 16),
+            ("cache_max_mb", 8, 1_000_000),
+            ("output_latency_ms", 5, 2000),
+            ("amp_warmup_ms", 0, 60_000),
+            ("clock_max_offset_ms", 1, 3_600_000),
+            ("max_command_age_s", 0, 30 * 86400),
+            ("stream_reconnect_s", 0, 600),
+        ):
             value = getattr(self, name)
             if not lo <= value <= hi:
                 raise ConfigError(f"{name}: phải trong khoảng {lo}-{hi} (nhận {value})")
@@ -139,17 +154,25 @@ def _coerce(name: str, raw: Any) -> Any:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every key as ``--key-name`` (defaults None: unset flags do not override)."""
-    parser.add_argument("--config", metavar="TỆP",
-                        help="tệp cấu hình TOML (vd. /etc/loa-node/node.toml)")
+    parser.add_argument(
+        "--config", metavar="TỆP", help="tệp cấu hình TOML (vd. /etc/loa-node/node.toml)"
+    )
     for name in _KEYS:
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=f"cfg_{name}", default=None,
-                            metavar=name.upper(),
-                            help=f"ghi đè khóa '{name}' (biến môi trường {ENV_PREFIX}"
-                                 f"{name.upper()})")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=f"cfg_{name}",
+            default=None,
+            metavar=name.upper(),
+            help=f"ghi đè khóa '{name}' (biến môi trường {ENV_PREFIX}{name.upper()})",
+        )
 
 
-def load(path: str | os.PathLike | None, *, env: dict[str, str] | None = None,
-         flags: dict[str, Any] | None = None) -> NodeConfig:
+def load(
+    path: str | os.PathLike | None,
+    *,
+    env: dict[str, str] | None = None,
+    flags: dict[str, Any] | None = None,
+) -> NodeConfig:
     """File < environment < flags. Unknown keys in the file are an error: a typo in a key
     must not silently leave the default in place."""
     values: dict[str, Any] = {}

@@ -46,13 +46,16 @@ class Store:
 
     def push(self, payload: bytes) -> int:
         with self._lock:
-            return self._db.execute("INSERT INTO outbox(payload) VALUES (?)",
-                                    (payload,)).lastrowid or 0
+            return (
+                self._db.execute("INSERT INTO outbox(payload) VALUES (?)", (payload,)).lastrowid
+                or 0
+            )
 
     def pending(self, limit: int = 100) -> list[tuple[int, bytes]]:
         with self._lock:
-            return list(self._db.execute(
-                "SELECT id, payload FROM outbox ORDER BY id LIMIT ?", (limit,)))
+            return list(
+                self._db.execute("SELECT id, payload FROM outbox ORDER BY id LIMIT ?", (limit,))
+            )
 
     def delivered(self, row_id: int) -> None:
         with self._lock:
@@ -67,11 +70,15 @@ class Store:
     def first_sight(self, cmd_id: str) -> bool:
         """Record ``cmd_id``; False when it was seen before."""
         with self._lock:
-            cur = self._db.execute("INSERT OR IGNORE INTO seen(cmd_id, at) VALUES (?, ?)",
-                                   (cmd_id, time.time()))
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO seen(cmd_id, at) VALUES (?, ?)", (cmd_id, time.time())
+            )
             if cur.rowcount and int(cur.lastrowid or 0) % 500 == 0:
-                self._db.execute("DELETE FROM seen WHERE cmd_id NOT IN (SELECT cmd_id FROM "
-                                 "seen ORDER BY at DESC LIMIT ?)", (SEEN_KEEP,))
+                self._db.execute(
+                    "DELETE FROM seen WHERE cmd_id NOT IN (SELECT cmd_id FROM "
+                    "seen ORDER BY at DESC LIMIT ?)",
+                    (SEEN_KEEP,),
+                )
             return bool(cur.rowcount)
 
     # ------------------------------------------------------------------ settings
@@ -89,24 +96,32 @@ class Store:
 
     def job_phase(self, broadcast_id: str) -> str | None:
         with self._lock:
-            row = self._db.execute("SELECT phase FROM jobs WHERE broadcast_id = ?",
-                                   (broadcast_id,)).fetchone()
+            row = self._db.execute(
+                "SELECT phase FROM jobs WHERE broadcast_id = ?", (broadcast_id,)
+            ).fetchone()
         return row[0] if row else None
 
     def put_job(self, broadcast_id: str, cmd: dict[str, Any], phase: str) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?)",
-                             (broadcast_id, json.dumps(cmd), phase, time.time()))
+            self._db.execute(
+                "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?)",
+                (broadcast_id, json.dumps(cmd), phase, time.time()),
+            )
 
     def set_phase(self, broadcast_id: str, phase: str) -> None:
         with self._lock:
-            self._db.execute("UPDATE jobs SET phase = ?, at = ? WHERE broadcast_id = ?",
-                             (phase, time.time(), broadcast_id))
+            self._db.execute(
+                "UPDATE jobs SET phase = ?, at = ? WHERE broadcast_id = ?",
+                (phase, time.time(), broadcast_id),
+            )
 
     def unfinished_jobs(self) -> list[tuple[str, dict[str, Any], str]]:
         with self._lock:
-            rows = list(self._db.execute(
-                "SELECT broadcast_id, cmd, phase FROM jobs WHERE phase IN "
-                "('accepted', 'fetched', 'started') ORDER BY at"))
+            rows = list(
+                self._db.execute(
+                    "SELECT broadcast_id, cmd, phase FROM jobs WHERE phase IN "
+                    "('accepted', 'fetched', 'started') ORDER BY at"
+                )
+            )
             self._db.execute("DELETE FROM jobs WHERE at < ?", (time.time() - 7 * 86400,))
         return [(b, json.loads(c), p) for b, c, p in rows]

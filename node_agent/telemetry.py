@@ -53,11 +53,13 @@ def power(sys_root: Path = SYS) -> Power:
     base = sys_root / "class" / "power_supply"
     mains_online, discharging, volts = False, False, None
     for dev in sorted(base.glob("*")):
+
         def read(name: str, dev: Path = dev) -> str | None:
             try:
                 return (dev / name).read_text().strip()
             except OSError:
                 return None
+
         kind = (read("type") or "").lower()
         if kind == "battery":
             if (read("status") or "").lower() == "discharging":
@@ -97,10 +99,12 @@ def _mmcli() -> tuple[str | None, int | None]:
     if not shutil.which("mmcli"):
         return None, None
     try:
-        text = subprocess.run(["mmcli", "-m", "any", "--signal-get"], capture_output=True,
-                              text=True, timeout=3).stdout
-        text += subprocess.run(["mmcli", "-m", "any"], capture_output=True, text=True,
-                               timeout=3).stdout
+        text = subprocess.run(
+            ["mmcli", "-m", "any", "--signal-get"], capture_output=True, text=True, timeout=3
+        ).stdout
+        text += subprocess.run(
+            ["mmcli", "-m", "any"], capture_output=True, text=True, timeout=3
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None, None
     tech = _MM_TECH.search(text)
@@ -172,8 +176,12 @@ class AmpRelay:
             else:
                 if not shutil.which("gpioset"):
                     return False
-                subprocess.run(["gpioset", self.kind, f"{self.line}={int(on)}"], check=True,
-                               capture_output=True, timeout=3)
+                subprocess.run(
+                    ["gpioset", self.kind, f"{self.line}={int(on)}"],
+                    check=True,
+                    capture_output=True,
+                    timeout=3,
+                )
         except (OSError, subprocess.SubprocessError):
             return False
         self._last = on
@@ -182,8 +190,11 @@ class AmpRelay:
     def state(self) -> bool | None:
         try:
             if self.kind == "sysfs":
-                raw = (self.sys_root / "class" / "gpio" / f"gpio{self.line}" / "value"
-                       ).read_text().strip()
+                raw = (
+                    (self.sys_root / "class" / "gpio" / f"gpio{self.line}" / "value")
+                    .read_text()
+                    .strip()
+                )
                 return raw == "1"
         except OSError:
             return None

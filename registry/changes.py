@@ -62,31 +62,40 @@ def resolve_time(at_ms: int | None) -> int:
     if at_ms is None:
         return current
     if at_ms > current + FUTURE_TOLERANCE_MS:
-        raise InvalidInputError(f"Thời điểm {format_datetime(at_ms)} ở tương lai; chỉ ghi "
-                                "những thay đổi đã có hiệu lực.")
+        raise InvalidInputError(
+            f"Thời điểm {format_datetime(at_ms)} ở tương lai; chỉ ghi "
+            "những thay đổi đã có hiệu lực."
+        )
     return at_ms
 
 
 def _not_before(at_ms: int, since_ms: int, what: str) -> None:
     if at_ms < since_ms:
         raise InvalidInputError(
-            f"Thời điểm {format_datetime(at_ms)} sớm hơn {what} ({format_datetime(since_ms)}).")
+            f"Thời điểm {format_datetime(at_ms)} sớm hơn {what} ({format_datetime(since_ms)})."
+        )
 
 
 # --------------------------------------------------------------------------- lookups
 
 
 def get_province(s: Session, ref: Ref) -> Province:
-    row = s.get(Province, ref) if isinstance(ref, int) else s.scalar(
-        select(Province).where(Province.code == ref))
+    row = (
+        s.get(Province, ref)
+        if isinstance(ref, int)
+        else s.scalar(select(Province).where(Province.code == ref))
+    )
     if row is None:
         raise NotFoundError(f"Không tìm thấy tỉnh '{ref}'.")
     return row
 
 
 def get_district(s: Session, ref: Ref) -> District:
-    row = s.get(District, ref) if isinstance(ref, int) else s.scalar(
-        select(District).where(District.code == ref))
+    row = (
+        s.get(District, ref)
+        if isinstance(ref, int)
+        else s.scalar(select(District).where(District.code == ref))
+    )
     if row is None:
         raise NotFoundError(f"Không tìm thấy huyện '{ref}'.")
     return row
@@ -94,26 +103,44 @@ def get_district(s: Session, ref: Ref) -> District:
 
 def get_commune(s: Session, ref: Ref, *, current: bool = True) -> Commune:
     """A commune by id or code; with ``current`` a retired one is refused, naming its heir."""
-    row = s.get(Commune, ref) if isinstance(ref, int) else s.scalar(
-        select(Commune).where(Commune.code == ref))
+    row = (
+        s.get(Commune, ref)
+        if isinstance(ref, int)
+        else s.scalar(select(Commune).where(Commune.code == ref))
+    )
     if row is None:
         raise NotFoundError(f"Không tìm thấy xã '{ref}'.")
     if current and row.retired_ms is not None:
-        raise ConflictError(_retired_message("Xã", row.name, row.code, row.retired_ms,
-                                             s.get(Commune, row.merged_into_id)
-                                             if row.merged_into_id else None))
+        raise ConflictError(
+            _retired_message(
+                "Xã",
+                row.name,
+                row.code,
+                row.retired_ms,
+                s.get(Commune, row.merged_into_id) if row.merged_into_id else None,
+            )
+        )
     return row
 
 
 def get_village(s: Session, ref: Ref, *, current: bool = True) -> Village:
-    row = s.get(Village, ref) if isinstance(ref, int) else s.scalar(
-        select(Village).where(Village.code == ref))
+    row = (
+        s.get(Village, ref)
+        if isinstance(ref, int)
+        else s.scalar(select(Village).where(Village.code == ref))
+    )
     if row is None:
         raise NotFoundError(f"Không tìm thấy thôn '{ref}'.")
     if current and row.retired_ms is not None:
-        raise ConflictError(_retired_message("Thôn", row.name, row.code, row.retired_ms,
-                                             s.get(Village, row.merged_into_id)
-                                             if row.merged_into_id else None))
+        raise ConflictError(
+            _retired_message(
+                "Thôn",
+                row.name,
+                row.code,
+                row.retired_ms,
+                s.get(Village, row.merged_into_id) if row.merged_into_id else None,
+            )
+        )
     return row
 
 
@@ -123,12 +150,14 @@ def get_node(s: Session, node_id: str, *, current: bool = True) -> Node:
         raise NotFoundError(f"Không tìm thấy cụm loa '{node_id}'.")
     if current and row.retired_ms is not None:
         raise ConflictError(
-            f"Cụm loa '{node_id}' đã ngừng sử dụng từ {format_date(row.retired_ms)}.")
+            f"Cụm loa '{node_id}' đã ngừng sử dụng từ {format_date(row.retired_ms)}."
+        )
     return row
 
 
-def _retired_message(noun: str, name: str, code: str, retired_ms: int,
-                     heir: Commune | Village | None) -> str:
+def _retired_message(
+    noun: str, name: str, code: str, retired_ms: int, heir: Commune | Village | None
+) -> str:
     text = f"{noun} {name} ({code}) đã ngừng từ {format_date(retired_ms)}"
     if heir is not None:
         text += f", sáp nhập vào {heir.name} ({heir.code})"
@@ -139,51 +168,74 @@ def _retired_message(noun: str, name: str, code: str, retired_ms: int,
 
 
 def _open_name(s: Session, entity: str, entity_id: int) -> NameHistory | None:
-    return s.scalar(select(NameHistory).where(
-        NameHistory.entity == entity, NameHistory.entity_id == entity_id,
-        NameHistory.valid_to_ms.is_(None)))
+    return s.scalar(
+        select(NameHistory).where(
+            NameHistory.entity == entity,
+            NameHistory.entity_id == entity_id,
+            NameHistory.valid_to_ms.is_(None),
+        )
+    )
 
 
 def _open_membership(s: Session, village_id: int) -> VillageMembership | None:
-    return s.scalar(select(VillageMembership).where(
-        VillageMembership.village_id == village_id, VillageMembership.valid_to_ms.is_(None)))
+    return s.scalar(
+        select(VillageMembership).where(
+            VillageMembership.village_id == village_id, VillageMembership.valid_to_ms.is_(None)
+        )
+    )
 
 
 def _open_placement(s: Session, node_id: str) -> NodePlacement | None:
-    return s.scalar(select(NodePlacement).where(
-        NodePlacement.node_id == node_id, NodePlacement.valid_to_ms.is_(None)))
+    return s.scalar(
+        select(NodePlacement).where(
+            NodePlacement.node_id == node_id, NodePlacement.valid_to_ms.is_(None)
+        )
+    )
 
 
 def _current_villages(s: Session, commune_id: int) -> list[Village]:
-    return list(s.scalars(select(Village).where(
-        Village.commune_id == commune_id, Village.retired_ms.is_(None)).order_by(Village.code)))
+    return list(
+        s.scalars(
+            select(Village)
+            .where(Village.commune_id == commune_id, Village.retired_ms.is_(None))
+            .order_by(Village.code)
+        )
+    )
 
 
 def _current_nodes(s: Session, village_id: int) -> list[Node]:
-    return list(s.scalars(select(Node).where(
-        Node.village_id == village_id, Node.retired_ms.is_(None)).order_by(Node.id)))
+    return list(
+        s.scalars(
+            select(Node)
+            .where(Node.village_id == village_id, Node.retired_ms.is_(None))
+            .order_by(Node.id)
+        )
+    )
 
 
 def _check_membership_movable(s: Session, village: Village, at_ms: int) -> VillageMembership:
     membership = _open_membership(s, village.id)
     if membership is None:  # only possible if rows were edited by hand
-        raise ConflictError(f"Thôn {village.name} ({village.code}) không có thời hạn thuộc xã "
-                            "đang mở; sổ đăng ký cần kiểm tra lại.")
-    _not_before(at_ms, membership.valid_from_ms,
-                f"lần thôn {village.name} được gắn vào xã hiện tại")
+        raise ConflictError(
+            f"Thôn {village.name} ({village.code}) không có thời hạn thuộc xã "
+            "đang mở; sổ đăng ký cần kiểm tra lại."
+        )
+    _not_before(
+        at_ms, membership.valid_from_ms, f"lần thôn {village.name} được gắn vào xã hiện tại"
+    )
     return membership
 
 
 def _check_placement_movable(s: Session, node: Node, at_ms: int) -> NodePlacement | None:
     placement = _open_placement(s, node.id)
     if placement is not None:
-        _not_before(at_ms, placement.valid_from_ms,
-                    f"lần cụm {node.id} được lắp vào thôn hiện tại")
+        _not_before(at_ms, placement.valid_from_ms, f"lần cụm {node.id} được lắp vào thôn hiện tại")
     return placement
 
 
-def _check_name_changeable(s: Session, entity: str, entity_id: int, at_ms: int,
-                           noun: str) -> NameHistory | None:
+def _check_name_changeable(
+    s: Session, entity: str, entity_id: int, at_ms: int, noun: str
+) -> NameHistory | None:
     current = _open_name(s, entity, entity_id)
     if current is not None:
         _not_before(at_ms, current.valid_from_ms, f"lần đặt tên {noun} hiện tại")
@@ -191,8 +243,11 @@ def _check_name_changeable(s: Session, entity: str, entity_id: int, at_ms: int,
 
 
 def _open_new_name(s: Session, entity: str, entity_id: int, name: str, at_ms: int) -> None:
-    s.add(NameHistory(entity=entity, entity_id=entity_id, name=name, valid_from_ms=at_ms,
-                      valid_to_ms=None))
+    s.add(
+        NameHistory(
+            entity=entity, entity_id=entity_id, name=name, valid_from_ms=at_ms, valid_to_ms=None
+        )
+    )
 
 
 def _close(interval: Any, at_ms: int) -> None:
@@ -252,9 +307,18 @@ def _district_for(s: Session, district: Ref | None, province_id: int) -> int | N
     return row.id
 
 
-def add_commune(s: Session, code: str, name: str, province: Ref, *, district: Ref | None = None,
-                station_kind: str = "ip", lat: float | None = None, lon: float | None = None,
-                at_ms: int | None = None) -> Commune:
+def add_commune(
+    s: Session,
+    code: str,
+    name: str,
+    province: Ref,
+    *,
+    district: Ref | None = None,
+    station_kind: str = "ip",
+    lat: float | None = None,
+    lon: float | None = None,
+    at_ms: int | None = None,
+) -> Commune:
     code, name = v.check_code("commune", code), v.check_name("commune", name)
     station_kind = v.check_station_kind(station_kind)
     lat, lon = v.check_lat(lat), v.check_lon(lon)
@@ -263,28 +327,53 @@ def add_commune(s: Session, code: str, name: str, province: Ref, *, district: Re
     district_id = _district_for(s, district, parent.id)
     if s.scalar(select(Commune.id).where(Commune.code == code)) is not None:
         raise ConflictError(f"Mã xã '{code}' đã có.")
-    row = insert_commune(s, parent.id, district_id, code, name, at, station_kind=station_kind,
-                         lat=lat, lon=lon)
+    row = insert_commune(
+        s, parent.id, district_id, code, name, at, station_kind=station_kind, lat=lat, lon=lon
+    )
     s.flush()
     return row
 
 
-def insert_commune(s: Session, province_id: int, district_id: int | None, code: str, name: str,
-                   at_ms: int, *, station_kind: str = "ip", lat: float | None = None,
-                   lon: float | None = None) -> Commune:
+def insert_commune(
+    s: Session,
+    province_id: int,
+    district_id: int | None,
+    code: str,
+    name: str,
+    at_ms: int,
+    *,
+    station_kind: str = "ip",
+    lat: float | None = None,
+    lon: float | None = None,
+) -> Commune:
     """The rows of a new commune (commune, open name), unchecked; for the importer."""
-    row = Commune(code=code, name=name, name_folded=fold(name), province_id=province_id,
-                  district_id=district_id, station_kind=station_kind, lat=lat, lon=lon,
-                  created_ms=at_ms)
+    row = Commune(
+        code=code,
+        name=name,
+        name_folded=fold(name),
+        province_id=province_id,
+        district_id=district_id,
+        station_kind=station_kind,
+        lat=lat,
+        lon=lon,
+        created_ms=at_ms,
+    )
     s.add(row)
     s.flush()
     _open_new_name(s, "commune", row.id, name, at_ms)
     return row
 
 
-def update_commune(s: Session, ref: Ref, *, province: Ref = UNSET, district: Ref | None = UNSET,
-                   station_kind: str = UNSET, lat: float | None = UNSET,
-                   lon: float | None = UNSET) -> Commune:
+def update_commune(
+    s: Session,
+    ref: Ref,
+    *,
+    province: Ref = UNSET,
+    district: Ref | None = UNSET,
+    station_kind: str = UNSET,
+    lat: float | None = UNSET,
+    lon: float | None = UNSET,
+) -> Commune:
     """Attributes without history. Names change only through ``rename_commune``."""
     row = get_commune(s, ref)
     province_id = get_province(s, province).id if province is not UNSET else row.province_id
@@ -341,8 +430,11 @@ def merge_communes(s: Session, source: Ref, target: Ref, at_ms: int | None = Non
 
     for village, membership in zip(villages, memberships, strict=True):
         _close(membership, at)
-        s.add(VillageMembership(village_id=village.id, commune_id=dst.id, valid_from_ms=at,
-                                valid_to_ms=None))
+        s.add(
+            VillageMembership(
+                village_id=village.id, commune_id=dst.id, valid_from_ms=at, valid_to_ms=None
+            )
+        )
         village.commune_id = dst.id
     _close(src_name, at)
     src.retired_ms, src.merged_into_id = at, dst.id
@@ -350,9 +442,17 @@ def merge_communes(s: Session, source: Ref, target: Ref, at_ms: int | None = Non
     return MergeResult(src.code, dst.code, at, [village.code for village in villages])
 
 
-def split_commune(s: Session, source: Ref, new_code: str, new_name: str,
-                  villages: Iterable[Ref], at_ms: int | None = None, *,
-                  district: Ref | None = UNSET, station_kind: str | None = None) -> Commune:
+def split_commune(
+    s: Session,
+    source: Ref,
+    new_code: str,
+    new_name: str,
+    villages: Iterable[Ref],
+    at_ms: int | None = None,
+    *,
+    district: Ref | None = UNSET,
+    station_kind: str | None = None,
+) -> Commune:
     """Create a commune from some villages of ``source``; ``source`` keeps the rest."""
     src = get_commune(s, source)
     chosen = [get_village(s, ref) for ref in villages]
@@ -366,10 +466,20 @@ def split_commune(s: Session, source: Ref, new_code: str, new_name: str,
     at = resolve_time(at_ms)
     for village in chosen:
         _check_membership_movable(s, village, at)
-    district_ref = (s.get(District, src.district_id).code if src.district_id else None) \
-        if district is UNSET else district
-    new = add_commune(s, new_code, new_name, src.province_id, district=district_ref,
-                      station_kind=station_kind or src.station_kind, at_ms=at)
+    district_ref = (
+        (s.get(District, src.district_id).code if src.district_id else None)
+        if district is UNSET
+        else district
+    )
+    new = add_commune(
+        s,
+        new_code,
+        new_name,
+        src.province_id,
+        district=district_ref,
+        station_kind=station_kind or src.station_kind,
+        at_ms=at,
+    )
     for village in chosen:
         _move_village(s, village, new, at)
     s.flush()
@@ -382,8 +492,10 @@ def retire_commune(s: Session, ref: Ref, at_ms: int | None = None) -> Commune:
     _not_before(at, row.created_ms, f"ngày lập xã {row.name}")
     remaining = _current_villages(s, row.id)
     if remaining:
-        raise ConflictError(f"Xã {row.name} còn {len(remaining)} thôn; hãy chuyển hoặc sáp nhập "
-                            "các thôn trước khi cho xã ngừng.")
+        raise ConflictError(
+            f"Xã {row.name} còn {len(remaining)} thôn; hãy chuyển hoặc sáp nhập "
+            "các thôn trước khi cho xã ngừng."
+        )
     name = _check_name_changeable(s, "commune", row.id, at, "xã")
     _close(name, at)
     row.retired_ms = at
@@ -394,8 +506,9 @@ def retire_commune(s: Session, ref: Ref, at_ms: int | None = None) -> Commune:
 # --------------------------------------------------------------------------- villages
 
 
-def add_village(s: Session, commune: Ref, code: str, name: str,
-                at_ms: int | None = None) -> Village:
+def add_village(
+    s: Session, commune: Ref, code: str, name: str, at_ms: int | None = None
+) -> Village:
     code, name = v.check_code("village", code), v.check_name("village", name)
     at = resolve_time(at_ms)
     parent = get_commune(s, commune)
@@ -410,12 +523,16 @@ def add_village(s: Session, commune: Ref, code: str, name: str,
 def insert_village(s: Session, commune_id: int, code: str, name: str, at_ms: int) -> Village:
     """The rows of a new village (village, open membership, open name), unchecked; flushed
     once for the id only. For the importer, like ``insert_node``."""
-    row = Village(code=code, name=name, name_folded=fold(name), commune_id=commune_id,
-                  created_ms=at_ms)
+    row = Village(
+        code=code, name=name, name_folded=fold(name), commune_id=commune_id, created_ms=at_ms
+    )
     s.add(row)
     s.flush()
-    s.add(VillageMembership(village_id=row.id, commune_id=commune_id, valid_from_ms=at_ms,
-                            valid_to_ms=None))
+    s.add(
+        VillageMembership(
+            village_id=row.id, commune_id=commune_id, valid_from_ms=at_ms, valid_to_ms=None
+        )
+    )
     _open_new_name(s, "village", row.id, name, at_ms)
     return row
 
@@ -437,8 +554,11 @@ def rename_village(s: Session, ref: Ref, new_name: str, at_ms: int | None = None
 def _move_village(s: Session, village: Village, target: Commune, at: int) -> None:
     membership = _check_membership_movable(s, village, at)
     _close(membership, at)
-    s.add(VillageMembership(village_id=village.id, commune_id=target.id, valid_from_ms=at,
-                            valid_to_ms=None))
+    s.add(
+        VillageMembership(
+            village_id=village.id, commune_id=target.id, valid_from_ms=at, valid_to_ms=None
+        )
+    )
     village.commune_id = target.id
 
 
@@ -468,8 +588,7 @@ def merge_villages(s: Session, source: Ref, target: Ref, at_ms: int | None = Non
 
     for node, placement in zip(nodes, placements, strict=True):
         _close(placement, at)
-        s.add(NodePlacement(node_id=node.id, village_id=dst.id, valid_from_ms=at,
-                            valid_to_ms=None))
+        s.add(NodePlacement(node_id=node.id, village_id=dst.id, valid_from_ms=at, valid_to_ms=None))
         node.village_id = dst.id
     _close(membership, at)
     _close(name, at)
@@ -483,8 +602,9 @@ def retire_village(s: Session, ref: Ref, at_ms: int | None = None) -> Village:
     at = resolve_time(at_ms)
     nodes = _current_nodes(s, row.id)
     if nodes:
-        raise ConflictError(f"Thôn {row.name} còn {len(nodes)} cụm loa; hãy chuyển hoặc cho "
-                            "các cụm ngừng trước.")
+        raise ConflictError(
+            f"Thôn {row.name} còn {len(nodes)} cụm loa; hãy chuyển hoặc cho các cụm ngừng trước."
+        )
     membership = _check_membership_movable(s, row, at)
     name = _check_name_changeable(s, "village", row.id, at, "thôn")
     _close(membership, at)
@@ -497,9 +617,20 @@ def retire_village(s: Session, ref: Ref, at_ms: int | None = None) -> Village:
 # --------------------------------------------------------------------------- nodes
 
 
-def add_node(s: Session, node_id: str, village: Ref, *, label: str = "", speakers: int = 2,
-             simulated: bool = True, lat: float | None = None, lon: float | None = None,
-             vendor: str = "", heartbeat_s: int = 30, at_ms: int | None = None) -> Node:
+def add_node(
+    s: Session,
+    node_id: str,
+    village: Ref,
+    *,
+    label: str = "",
+    speakers: int = 2,
+    simulated: bool = True,
+    lat: float | None = None,
+    lon: float | None = None,
+    vendor: str = "",
+    heartbeat_s: int = 30,
+    at_ms: int | None = None,
+) -> Node:
     node_id = v.check_code("node", node_id)
     label, vendor = v.check_label(label), v.check_vendor(vendor)
     speakers, heartbeat_s = v.check_speakers(speakers), v.check_heartbeat_s(heartbeat_s)
@@ -510,31 +641,71 @@ def add_node(s: Session, node_id: str, village: Ref, *, label: str = "", speaker
     if existing is not None:
         state = "đã ngừng sử dụng" if existing.retired_ms is not None else "đã được đăng ký"
         raise ConflictError(f"Cụm loa '{node_id}' {state}.")
-    row = insert_node(s, node_id, parent.id, at, label=label, vendor=vendor, speakers=speakers,
-                      heartbeat_s=heartbeat_s, simulated=bool(simulated), lat=lat, lon=lon)
+    row = insert_node(
+        s,
+        node_id,
+        parent.id,
+        at,
+        label=label,
+        vendor=vendor,
+        speakers=speakers,
+        heartbeat_s=heartbeat_s,
+        simulated=bool(simulated),
+        lat=lat,
+        lon=lon,
+    )
     s.flush()
     return row
 
 
-def insert_node(s: Session, node_id: str, village_id: int, at_ms: int, *, label: str = "",
-                vendor: str = "", speakers: int = 2, heartbeat_s: int = 30,
-                simulated: bool = True, lat: float | None = None,
-                lon: float | None = None) -> Node:
+def insert_node(
+    s: Session,
+    node_id: str,
+    village_id: int,
+    at_ms: int,
+    *,
+    label: str = "",
+    vendor: str = "",
+    speakers: int = 2,
+    heartbeat_s: int = 30,
+    simulated: bool = True,
+    lat: float | None = None,
+    lon: float | None = None,
+) -> Node:
     """The rows of a new cluster (node + open placement), unchecked and unflushed: for the
     importer, which has validated every value and looked up every id before writing, and
     lets SQLAlchemy insert thousands of clusters in a few batched statements."""
-    row = Node(id=node_id, village_id=village_id, label=label, vendor=vendor,
-               speakers=speakers, heartbeat_s=heartbeat_s, simulated=simulated, lat=lat,
-               lon=lon, registered_ms=at_ms)
+    row = Node(
+        id=node_id,
+        village_id=village_id,
+        label=label,
+        vendor=vendor,
+        speakers=speakers,
+        heartbeat_s=heartbeat_s,
+        simulated=simulated,
+        lat=lat,
+        lon=lon,
+        registered_ms=at_ms,
+    )
     s.add(row)
-    s.add(NodePlacement(node_id=node_id, village_id=village_id, valid_from_ms=at_ms,
-                        valid_to_ms=None))
+    s.add(
+        NodePlacement(node_id=node_id, village_id=village_id, valid_from_ms=at_ms, valid_to_ms=None)
+    )
     return row
 
 
-def update_node(s: Session, node_id: str, *, label: str = UNSET, speakers: int = UNSET,
-                simulated: bool = UNSET, lat: float | None = UNSET, lon: float | None = UNSET,
-                vendor: str = UNSET, heartbeat_s: int = UNSET) -> Node:
+def update_node(
+    s: Session,
+    node_id: str,
+    *,
+    label: str = UNSET,
+    speakers: int = UNSET,
+    simulated: bool = UNSET,
+    lat: float | None = UNSET,
+    lon: float | None = UNSET,
+    vendor: str = UNSET,
+    heartbeat_s: int = UNSET,
+) -> Node:
     """Attributes without history; a change of village goes through ``move_node``."""
     row = get_node(s, node_id)
     values = {
@@ -544,8 +715,9 @@ def update_node(s: Session, node_id: str, *, label: str = UNSET, speakers: int =
         "lat": v.check_lat(lat) if lat is not UNSET else row.lat,
         "lon": v.check_lon(lon) if lon is not UNSET else row.lon,
         "vendor": v.check_vendor(vendor) if vendor is not UNSET else row.vendor,
-        "heartbeat_s": (v.check_heartbeat_s(heartbeat_s) if heartbeat_s is not UNSET
-                        else row.heartbeat_s),
+        "heartbeat_s": (
+            v.check_heartbeat_s(heartbeat_s) if heartbeat_s is not UNSET else row.heartbeat_s
+        ),
     }
     for key, value in values.items():
         setattr(row, key, value)
@@ -561,8 +733,7 @@ def move_node(s: Session, node_id: str, village: Ref, at_ms: int | None = None) 
     _not_before(at, target.created_ms, f"ngày lập thôn {target.name}")
     placement = _check_placement_movable(s, node, at)
     _close(placement, at)
-    s.add(NodePlacement(node_id=node.id, village_id=target.id, valid_from_ms=at,
-                        valid_to_ms=None))
+    s.add(NodePlacement(node_id=node.id, village_id=target.id, valid_from_ms=at, valid_to_ms=None))
     node.village_id = target.id
     s.flush()
     return node
@@ -578,15 +749,23 @@ def retire_node(s: Session, node_id: str, at_ms: int | None = None) -> Node:
     return node
 
 
-def approve_pending(s: Session, node_id: str, village: Ref, *, label: str = "",
-                    speakers: int = 2, at_ms: int | None = None) -> Node:
+def approve_pending(
+    s: Session,
+    node_id: str,
+    village: Ref,
+    *,
+    label: str = "",
+    speakers: int = 2,
+    at_ms: int | None = None,
+) -> Node:
     """Register a device that announced itself (a real one: ``simulated=False``) and drop it
     from the pending list, in one step so it is never both or neither."""
     pending = s.get(PendingNode, node_id)
     if pending is None:
         raise NotFoundError(f"Không có cụm loa '{node_id}' trong danh sách chờ duyệt.")
-    node = add_node(s, node_id, village, label=label, speakers=speakers, simulated=False,
-                    at_ms=at_ms)
+    node = add_node(
+        s, node_id, village, label=label, speakers=speakers, simulated=False, at_ms=at_ms
+    )
     s.delete(pending)
     s.flush()
     return node

@@ -96,8 +96,11 @@ def _search(args: argparse.Namespace, db: Database) -> int:
             where = ", ".join(ref.name for ref in (hit.village, hit.commune) if ref)
             extra = f" — {where}" if where else ""
             if hit.retired:
-                extra += " (đã ngừng" + (f", nay thuộc {hit.merged_into.name}"
-                                         if hit.merged_into else "") + ")"
+                extra += (
+                    " (đã ngừng"
+                    + (f", nay thuộc {hit.merged_into.name}" if hit.merged_into else "")
+                    + ")"
+                )
             print(f"  {hit.code}\t{hit.name}{extra}")
     return 0
 
@@ -106,9 +109,11 @@ def _merge_communes(args: argparse.Namespace, db: Database) -> int:
     at_ms = parse_date(args.at) if args.at else None
     with db.session() as s:
         result = changes.merge_communes(s, args.source, args.target, at_ms)
-    print(f"Đã sáp nhập xã {result.source_code} vào {result.target_code} từ "
-          f"{format_datetime(result.at_ms)}; {len(result.moved)} thôn chuyển sang: "
-          f"{', '.join(result.moved) or '(không có)'}.")
+    print(
+        f"Đã sáp nhập xã {result.source_code} vào {result.target_code} từ "
+        f"{format_datetime(result.at_ms)}; {len(result.moved)} thôn chuyển sang: "
+        f"{', '.join(result.moved) or '(không có)'}."
+    )
     return 0
 
 
@@ -118,7 +123,8 @@ def _rename(args: argparse.Namespace, db: Database) -> int:
     noun = "xã" if args.kind == "commune" else "thôn"
     with db.session() as s:
         old = (changes.get_commune if args.kind == "commune" else changes.get_village)(
-            s, args.code).name
+            s, args.code
+        ).name
         row = rename(s, args.code, args.name, at_ms)
         print(f"Đã đổi tên {noun} {row.code}: {old} → {row.name} (tên cũ vẫn lưu trong lịch sử).")
     return 0
@@ -156,8 +162,10 @@ def _load_demo(args: argparse.Namespace, db: Database) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "registry", help="sổ đăng ký tỉnh/xã/thôn/cụm loa",
-        description="Sổ đăng ký: tỉnh > huyện (không bắt buộc) > xã > thôn > cụm loa.")
+        "registry",
+        help="sổ đăng ký tỉnh/xã/thôn/cụm loa",
+        description="Sổ đăng ký: tỉnh > huyện (không bắt buộc) > xã > thôn > cụm loa.",
+    )
     parser.set_defaults(func=lambda _args: (parser.print_help(), 2)[1])
     sub = parser.add_subparsers(dest="registry_command", metavar="LỆNH")
     common = argparse.ArgumentParser(add_help=False)
@@ -165,8 +173,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("import", parents=[common], help="nhập tệp YAML hoặc CSV")
     p.add_argument("file", metavar="TỆP")
-    p.add_argument("--from", dest="effective", metavar="dd/mm/yyyy",
-                   help="ngày hiệu lực của các thay đổi (mặc định: bây giờ)")
+    p.add_argument(
+        "--from",
+        dest="effective",
+        metavar="dd/mm/yyyy",
+        help="ngày hiệu lực của các thay đổi (mặc định: bây giờ)",
+    )
     p.set_defaults(func=_run(_import))
 
     p = sub.add_parser("export", parents=[common], help="xuất ra tệp .yaml hoặc .csv")

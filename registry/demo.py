@@ -39,18 +39,31 @@ def _merge_of_2025(s) -> None:
     into = s.scalar(select(Commune).where(Commune.code == MERGED_INTO))
     if into is None:
         return
-    old = Commune(code=MERGED_CODE, name=MERGED_NAME, name_folded=fold(MERGED_NAME),
-                  province_id=into.province_id, district_id=into.district_id,
-                  station_kind="ip", created_ms=BEFORE_REFORM_MS,
-                  retired_ms=DEMO_EFFECTIVE_MS, merged_into_id=into.id)
+    old = Commune(
+        code=MERGED_CODE,
+        name=MERGED_NAME,
+        name_folded=fold(MERGED_NAME),
+        province_id=into.province_id,
+        district_id=into.district_id,
+        station_kind="ip",
+        created_ms=BEFORE_REFORM_MS,
+        retired_ms=DEMO_EFFECTIVE_MS,
+        merged_into_id=into.id,
+    )
     s.add(old)
     s.flush()
     into.created_ms = BEFORE_REFORM_MS
     for village in s.scalars(select(Village).where(Village.commune_id == into.id)):
         village.created_ms = min(village.created_ms or BEFORE_REFORM_MS, BEFORE_REFORM_MS)
         owner = old.id if village.code in MERGED_VILLAGES else into.id
-        s.add(VillageMembership(village_id=village.id, commune_id=owner,
-                                valid_from_ms=BEFORE_REFORM_MS, valid_to_ms=DEMO_EFFECTIVE_MS))
+        s.add(
+            VillageMembership(
+                village_id=village.id,
+                commune_id=owner,
+                valid_from_ms=BEFORE_REFORM_MS,
+                valid_to_ms=DEMO_EFFECTIVE_MS,
+            )
+        )
     s.flush()
 
 
@@ -70,11 +83,13 @@ class DemoSummary:
         return self.text()
 
     def text(self) -> str:
-        return (f"{self.province_name} ({self.province}): {self.communes} xã, "
-                f"{self.villages} thôn, {self.nodes} cụm loa "
-                f"({len(self.simulated_nodes)} mô phỏng, "
-                f"{len(self.uncommissioned_nodes)} chờ thiết bị thật: "
-                f"{', '.join(self.uncommissioned_nodes)}).")
+        return (
+            f"{self.province_name} ({self.province}): {self.communes} xã, "
+            f"{self.villages} thôn, {self.nodes} cụm loa "
+            f"({len(self.simulated_nodes)} mô phỏng, "
+            f"{len(self.uncommissioned_nodes)} chờ thiết bị thật: "
+            f"{', '.join(self.uncommissioned_nodes)})."
+        )
 
 
 def demo_yaml() -> str:
@@ -91,22 +106,39 @@ def load_demo_province(db: Database, at_ms: int | None = DEMO_EFFECTIVE_MS) -> D
             _merge_of_2025(s)
     with db.session() as s:
         province_id = select(Province.id).where(Province.code == DEMO_PROVINCE_CODE)
-        communes = list(s.scalars(select(Commune).where(
-            Commune.retired_ms.is_(None), Commune.province_id.in_(province_id))
-            .order_by(Commune.code)))
+        communes = list(
+            s.scalars(
+                select(Commune)
+                .where(Commune.retired_ms.is_(None), Commune.province_id.in_(province_id))
+                .order_by(Commune.code)
+            )
+        )
         commune_ids = [c.id for c in communes]
-        villages = s.scalar(select(func.count(Village.id)).where(
-            Village.retired_ms.is_(None), Village.commune_id.in_(commune_ids))) or 0
-        nodes = list(s.execute(
-            select(Node.id, Node.simulated).join(Village, Node.village_id == Village.id)
-            .where(Node.retired_ms.is_(None), Village.commune_id.in_(commune_ids))
-            .order_by(Node.id)))
+        villages = (
+            s.scalar(
+                select(func.count(Village.id)).where(
+                    Village.retired_ms.is_(None), Village.commune_id.in_(commune_ids)
+                )
+            )
+            or 0
+        )
+        nodes = list(
+            s.execute(
+                select(Node.id, Node.simulated)
+                .join(Village, Node.village_id == Village.id)
+                .where(Node.retired_ms.is_(None), Village.commune_id.in_(commune_ids))
+                .order_by(Node.id)
+            )
+        )
         return DemoSummary(
             province=DEMO_PROVINCE_CODE,
-            province_name=s.scalar(select(Province.name).where(
-                Province.code == DEMO_PROVINCE_CODE)) or DEMO_PROVINCE_CODE,
-            communes=len(communes), villages=villages,
-            nodes=len(nodes), simulated_nodes=[n for n, sim in nodes if sim],
+            province_name=s.scalar(select(Province.name).where(Province.code == DEMO_PROVINCE_CODE))
+            or DEMO_PROVINCE_CODE,
+            communes=len(communes),
+            villages=villages,
+            nodes=len(nodes),
+            simulated_nodes=[n for n, sim in nodes if sim],
             uncommissioned_nodes=[n for n, sim in nodes if not sim],
             manual_communes=[c.code for c in communes if c.station_kind != "ip"],
-            imported=imported)
+            imported=imported,
+        )

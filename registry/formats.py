@@ -46,9 +46,23 @@ from registry.errors import ImportIssue, InvalidInputError
 FORMAT_TAG = "loa-registry/1"
 MAX_FILE_BYTES = 5 * 1024 * 1024
 MAX_YAML_NODES = 500_000  # alias expansion guard ("billion laughs")
-CSV_COLUMNS = ("province", "district", "commune_code", "commune", "village_code", "village",
-               "node_id", "label", "speakers", "simulated", "lat", "lon", "station_kind",
-               "province_code", "district_code")
+CSV_COLUMNS = (
+    "province",
+    "district",
+    "commune_code",
+    "commune",
+    "village_code",
+    "village",
+    "node_id",
+    "label",
+    "speakers",
+    "simulated",
+    "lat",
+    "lon",
+    "station_kind",
+    "province_code",
+    "district_code",
+)
 CSV_REQUIRED = CSV_COLUMNS[:13]
 _TRUE = {"true", "yes", "1", "có", "co", "x"}
 _FALSE = {"false", "no", "0", "không", "khong"}
@@ -111,7 +125,8 @@ def detect_format(filename: str) -> str:
     if lower.endswith(".csv"):
         return "csv"
     raise InvalidInputError(
-        f"Không rõ định dạng tệp '{filename}': dùng đuôi .yaml, .yml hoặc .csv.")
+        f"Không rõ định dạng tệp '{filename}': dùng đuôi .yaml, .yml hoặc .csv."
+    )
 
 
 def decode_bytes(data: bytes) -> str:
@@ -120,9 +135,10 @@ def decode_bytes(data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise InvalidInputError(
-            f"Dòng {line}: tệp không phải mã UTF-8; hãy lưu lại với bảng mã UTF-8.") from exc
+            f"Dòng {line}: tệp không phải mã UTF-8; hãy lưu lại với bảng mã UTF-8."
+        ) from exc
 
 
 def parse(text: str, fmt: str) -> tuple[RegistryDoc, list[ImportIssue]]:
@@ -237,9 +253,12 @@ def _convert(node: yaml.Node, issues: _Issues, budget: list[int]) -> Any:
             issues.add(key_line, "", "khóa YAML phức tạp (hoặc '<<') không được hỗ trợ")
             continue
         if key_node.value in result.items:
-            issues.add(key_line, key_node.value,
-                       f"khóa '{key_node.value}' lặp lại (đã có ở dòng "
-                       f"{result.key_lines[key_node.value]})")
+            issues.add(
+                key_line,
+                key_node.value,
+                f"khóa '{key_node.value}' lặp lại (đã có ở dòng "
+                f"{result.key_lines[key_node.value]})",
+            )
             continue
         result.items[key_node.value] = _convert(value_node, issues, budget)
         result.key_lines[key_node.value] = key_line
@@ -275,9 +294,11 @@ class _YamlReader:
             return RegistryDoc()
         fmt = top.items.get("format")
         if fmt is not None and (not isinstance(fmt, _Scalar) or fmt.text != FORMAT_TAG):
-            self.issues.add(top.key_lines["format"], "format",
-                            f"định dạng '{getattr(fmt, 'text', fmt)}' không hỗ trợ "
-                            f"(cần '{FORMAT_TAG}')")
+            self.issues.add(
+                top.key_lines["format"],
+                "format",
+                f"định dạng '{getattr(fmt, 'text', fmt)}' không hỗ trợ (cần '{FORMAT_TAG}')",
+            )
         provinces = self._list(top, "provinces", required=True)
         return RegistryDoc([p for p in (self._province(item) for item in provinces) if p])
 
@@ -290,8 +311,11 @@ class _YamlReader:
             return None
         for key, key_line in value.key_lines.items():
             if key not in allowed:
-                self.issues.add(key_line, key, f"khóa '{key}' không dùng được ở {what} "
-                                               f"(dùng: {', '.join(sorted(allowed))})")
+                self.issues.add(
+                    key_line,
+                    key,
+                    f"khóa '{key}' không dùng được ở {what} (dùng: {', '.join(sorted(allowed))})",
+                )
         return value
 
     def _list(self, parent: _Map, key: str, required: bool = False) -> list[Any]:
@@ -368,8 +392,9 @@ class _YamlReader:
             return None
         code = self._checked(m, "code", lambda t: v.check_code("commune", t))
         name = self._checked(m, "name", lambda t: v.check_name("commune", t))
-        commune = CommuneRec(code or "", name or "", m.line, district,
-                             self._attrs(m, COMMUNE_FIELDS))
+        commune = CommuneRec(
+            code or "", name or "", m.line, district, self._attrs(m, COMMUNE_FIELDS)
+        )
         for item in self._list(m, "villages"):
             vm = self._map(item, "thôn", {"code", "name", "nodes"})
             if vm is None:
@@ -442,11 +467,16 @@ class _CsvReader:
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) > len(columns):
-                self.issues.add(reader.line_num, "",
-                                f"dòng có {len(row)} ô, nhiều hơn {len(columns)} cột tiêu đề")
+                self.issues.add(
+                    reader.line_num,
+                    "",
+                    f"dòng có {len(row)} ô, nhiều hơn {len(columns)} cột tiêu đề",
+                )
                 continue
-            cells = {col: (spreadsheet_text(row[i].strip()) if i < len(row) else "")
-                     for i, col in enumerate(columns)}
+            cells = {
+                col: (spreadsheet_text(row[i].strip()) if i < len(row) else "")
+                for i, col in enumerate(columns)
+            }
             self._row(reader.line_num, cells)
         return self.doc
 
@@ -459,8 +489,9 @@ class _CsvReader:
                 ok = False
             seen.add(col)
             if col not in CSV_COLUMNS:
-                self.issues.add(1, col, f"cột '{col}' không được hỗ trợ "
-                                        f"(các cột: {', '.join(CSV_COLUMNS)})")
+                self.issues.add(
+                    1, col, f"cột '{col}' không được hỗ trợ (các cột: {', '.join(CSV_COLUMNS)})"
+                )
                 ok = False
         for col in CSV_REQUIRED:
             if col not in seen:
@@ -500,8 +531,9 @@ class _CsvReader:
         if node_id is None:
             return
         if node_id in self.nodes:
-            self.issues.add(line, "node_id",
-                            f"cụm '{node_id}' lặp lại (đã có ở dòng {self.nodes[node_id]})")
+            self.issues.add(
+                line, "node_id", f"cụm '{node_id}' lặp lại (đã có ở dòng {self.nodes[node_id]})"
+            )
             return
         self.nodes[node_id] = line
         if village is not None and len(self.issues.items) == before:
@@ -511,8 +543,7 @@ class _CsvReader:
         name = self.issues.check(line, "province", lambda: v.check_name("province", c["province"]))
         code = c.get("province_code") or None
         if code is not None:
-            code = self.issues.check(line, "province_code",
-                                     lambda: v.check_code("province", code))
+            code = self.issues.check(line, "province_code", lambda: v.check_code("province", code))
         if name is None:
             return None
         key = code or f"name:{fold(name)}"
@@ -534,8 +565,7 @@ class _CsvReader:
             return None
         name = self.issues.check(line, "district", lambda: v.check_name("district", c["district"]))
         if code is not None:
-            code = self.issues.check(line, "district_code",
-                                     lambda: v.check_code("district", code))
+            code = self.issues.check(line, "district_code", lambda: v.check_code("district", code))
         if name is None or province is None:
             return None
         key = code or f"name:{fold(name)}"
@@ -550,15 +580,18 @@ class _CsvReader:
         # Communes point at the district by this key until the importer resolves codes.
         return key
 
-    def _commune(self, line: int, c: dict[str, str], province: ProvinceRec | None,
-                 district_key: str | None) -> CommuneRec | None:
-        code = self.issues.check(line, "commune_code",
-                                 lambda: v.check_code("commune", c["commune_code"]))
+    def _commune(
+        self, line: int, c: dict[str, str], province: ProvinceRec | None, district_key: str | None
+    ) -> CommuneRec | None:
+        code = self.issues.check(
+            line, "commune_code", lambda: v.check_code("commune", c["commune_code"])
+        )
         name = self.issues.check(line, "commune", lambda: v.check_name("commune", c["commune"]))
         attrs: dict[str, Any] = {}
         if c["station_kind"]:
-            kind = self.issues.check(line, "station_kind",
-                                     lambda: v.check_station_kind(c["station_kind"]))
+            kind = self.issues.check(
+                line, "station_kind", lambda: v.check_station_kind(c["station_kind"])
+            )
             if kind is not None:
                 attrs["station_kind"] = kind
         if code is None or name is None or province is None:
@@ -573,20 +606,24 @@ class _CsvReader:
         if commune.name != name:
             self.issues.add(line, "commune", f"xã '{code}' mang tên khác ở dòng {commune.line}")
         if pkey != self.province_key[id(province)] or dkey != district_key:
-            self.issues.add(line, "commune_code",
-                            f"xã '{code}' thuộc tỉnh/huyện khác ở dòng {commune.line}")
+            self.issues.add(
+                line, "commune_code", f"xã '{code}' thuộc tỉnh/huyện khác ở dòng {commune.line}"
+            )
         kind = attrs.get("station_kind")
         if kind and commune.attrs.get("station_kind", kind) != kind:
-            self.issues.add(line, "station_kind",
-                            f"xã '{code}' có loại đài khác ở dòng {commune.line}")
+            self.issues.add(
+                line, "station_kind", f"xã '{code}' có loại đài khác ở dòng {commune.line}"
+            )
         elif kind:
             commune.attrs["station_kind"] = kind
         return commune
 
-    def _village(self, line: int, c: dict[str, str],
-                 commune: CommuneRec | None) -> VillageRec | None:
-        code = self.issues.check(line, "village_code",
-                                 lambda: v.check_code("village", c["village_code"]))
+    def _village(
+        self, line: int, c: dict[str, str], commune: CommuneRec | None
+    ) -> VillageRec | None:
+        code = self.issues.check(
+            line, "village_code", lambda: v.check_code("village", c["village_code"])
+        )
         name = self.issues.check(line, "village", lambda: v.check_name("village", c["village"]))
         if code is None or name is None or commune is None:
             return None
@@ -600,8 +637,9 @@ class _CsvReader:
         if village.name != name:
             self.issues.add(line, "village", f"thôn '{code}' mang tên khác ở dòng {village.line}")
         if commune_code != commune.code:
-            self.issues.add(line, "village_code",
-                            f"thôn '{code}' thuộc xã khác ở dòng {village.line}")
+            self.issues.add(
+                line, "village_code", f"thôn '{code}' thuộc xã khác ở dòng {village.line}"
+            )
         return village
 
 
@@ -627,8 +665,11 @@ def _node_yaml(node: NodeRec) -> dict[str, Any]:
 
 
 def _commune_yaml(commune: CommuneRec) -> dict[str, Any]:
-    out: dict[str, Any] = {"code": commune.code, "name": commune.name,
-                           "station_kind": commune.attrs.get("station_kind", "ip")}
+    out: dict[str, Any] = {
+        "code": commune.code,
+        "name": commune.name,
+        "station_kind": commune.attrs.get("station_kind", "ip"),
+    }
     for key in ("lat", "lon"):
         if commune.attrs.get(key) is not None:
             out[key] = commune.attrs[key]
@@ -660,8 +701,13 @@ def render_yaml(doc: RegistryDoc, header: str = "") -> str:
         if loose:
             entry["communes"] = loose
         provinces.append(entry)
-    body = yaml.safe_dump({"format": FORMAT_TAG, "provinces": provinces}, allow_unicode=True,
-                          sort_keys=False, width=100, default_flow_style=False)
+    body = yaml.safe_dump(
+        {"format": FORMAT_TAG, "provinces": provinces},
+        allow_unicode=True,
+        sort_keys=False,
+        width=100,
+        default_flow_style=False,
+    )
     return header + body
 
 
@@ -687,21 +733,40 @@ def render_csv(doc: RegistryDoc) -> str:
         used = {commune.district for commune in province.communes}
         for district in province.districts:  # a district without communes: a row of its own
             if district.code not in used:
-                writer.writerow([_fmt({**base, "district": district.name,
-                                       "district_code": district.code}.get(col))
-                                 for col in CSV_COLUMNS])
+                writer.writerow(
+                    [
+                        _fmt(
+                            {**base, "district": district.name, "district_code": district.code}.get(
+                                col
+                            )
+                        )
+                        for col in CSV_COLUMNS
+                    ]
+                )
         for commune in province.communes:
             district = districts.get(commune.district) if commune.district else None
-            crow = {**base, "commune_code": commune.code, "commune": commune.name,
-                    "station_kind": commune.attrs.get("station_kind", "ip"),
-                    "district": district.name if district else None,
-                    "district_code": district.code if district else None}
+            crow = {
+                **base,
+                "commune_code": commune.code,
+                "commune": commune.name,
+                "station_kind": commune.attrs.get("station_kind", "ip"),
+                "district": district.name if district else None,
+                "district_code": district.code if district else None,
+            }
             rows: list[dict[str, Any]] = []
             for village in commune.villages:
                 vrow = {**crow, "village_code": village.code, "village": village.name}
-                rows.extend({**vrow, "node_id": n.id, **{k: n.attrs.get(k) for k in
-                             ("label", "speakers", "simulated", "lat", "lon")}}
-                            for n in village.nodes)
+                rows.extend(
+                    {
+                        **vrow,
+                        "node_id": n.id,
+                        **{
+                            k: n.attrs.get(k)
+                            for k in ("label", "speakers", "simulated", "lat", "lon")
+                        },
+                    }
+                    for n in village.nodes
+                )
                 if not village.nodes:
                     rows.append(vrow)
             if not commune.villages:

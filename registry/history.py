@@ -44,13 +44,14 @@ class Span:
 
 def _chunks(ids: Sequence) -> Iterator[Sequence]:
     for i in range(0, len(ids), _CHUNK):
-        yield ids[i:i + _CHUNK]
+        yield ids[i : i + _CHUNK]
 
 
 def _overlapping(model, start_ms: int, end_ms: int):
     """Intervals ``[valid_from, valid_to)`` that share at least one instant with the window."""
-    return and_(model.valid_from_ms < end_ms,
-                or_(model.valid_to_ms.is_(None), model.valid_to_ms > start_ms))
+    return and_(
+        model.valid_from_ms < end_ms, or_(model.valid_to_ms.is_(None), model.valid_to_ms > start_ms)
+    )
 
 
 def _spans(rows: Iterable, start_ms: int, end_ms: int) -> list[Span]:
@@ -76,17 +77,20 @@ def _filtered(session: Session, stmt, column, ids: Sequence | None) -> list:
 # --------------------------------------------------------------------------- memberships
 
 
-def memberships(session: Session, start_ms: int, end_ms: int,
-                commune_ids: Sequence[int] | None = None) -> list[Span]:
+def memberships(
+    session: Session, start_ms: int, end_ms: int, commune_ids: Sequence[int] | None = None
+) -> list[Span]:
     """Village-in-commune spans overlapping the window (owner = commune, member = village)."""
     m = VillageMembership
-    stmt = (select(m.commune_id, m.village_id, m.valid_from_ms, m.valid_to_ms)
-            .where(_overlapping(m, start_ms, end_ms)))
+    stmt = select(m.commune_id, m.village_id, m.valid_from_ms, m.valid_to_ms).where(
+        _overlapping(m, start_ms, end_ms)
+    )
     return _spans(_filtered(session, stmt, m.commune_id, commune_ids), start_ms, end_ms)
 
 
-def villages_by_commune(session: Session, start_ms: int, end_ms: int,
-                        commune_ids: Sequence[int] | None = None) -> dict[int, list[Span]]:
+def villages_by_commune(
+    session: Session, start_ms: int, end_ms: int, commune_ids: Sequence[int] | None = None
+) -> dict[int, list[Span]]:
     """Bulk: for each commune, the spans of its villages within the window."""
     out: dict[int, list[Span]] = defaultdict(list)
     for span in memberships(session, start_ms, end_ms, commune_ids):
@@ -94,34 +98,40 @@ def villages_by_commune(session: Session, start_ms: int, end_ms: int,
     return dict(out)
 
 
-def villages_of_commune(session: Session, commune_id: int, start_ms: int,
-                        end_ms: int) -> list[Span]:
+def villages_of_commune(
+    session: Session, commune_id: int, start_ms: int, end_ms: int
+) -> list[Span]:
     """The villages a commune had at any time in the window, each with when it had them."""
     return memberships(session, start_ms, end_ms, [commune_id])
 
 
-def communes_of_village(session: Session, village_id: int, start_ms: int,
-                        end_ms: int) -> list[Span]:
+def communes_of_village(
+    session: Session, village_id: int, start_ms: int, end_ms: int
+) -> list[Span]:
     m = VillageMembership
-    stmt = (select(m.commune_id, m.village_id, m.valid_from_ms, m.valid_to_ms)
-            .where(_overlapping(m, start_ms, end_ms), m.village_id == village_id))
+    stmt = select(m.commune_id, m.village_id, m.valid_from_ms, m.valid_to_ms).where(
+        _overlapping(m, start_ms, end_ms), m.village_id == village_id
+    )
     return _spans(session.execute(stmt), start_ms, end_ms)
 
 
 # --------------------------------------------------------------------------- placements
 
 
-def placements(session: Session, start_ms: int, end_ms: int,
-               village_ids: Sequence[int] | None = None) -> list[Span]:
+def placements(
+    session: Session, start_ms: int, end_ms: int, village_ids: Sequence[int] | None = None
+) -> list[Span]:
     """Node-in-village spans overlapping the window (owner = village, member = node id)."""
     p = NodePlacement
-    stmt = (select(p.village_id, p.node_id, p.valid_from_ms, p.valid_to_ms)
-            .where(_overlapping(p, start_ms, end_ms)))
+    stmt = select(p.village_id, p.node_id, p.valid_from_ms, p.valid_to_ms).where(
+        _overlapping(p, start_ms, end_ms)
+    )
     return _spans(_filtered(session, stmt, p.village_id, village_ids), start_ms, end_ms)
 
 
-def nodes_by_village(session: Session, start_ms: int, end_ms: int,
-                     village_ids: Sequence[int] | None = None) -> dict[int, list[Span]]:
+def nodes_by_village(
+    session: Session, start_ms: int, end_ms: int, village_ids: Sequence[int] | None = None
+) -> dict[int, list[Span]]:
     """Bulk: for each village, the spans of the clusters placed in it within the window."""
     out: dict[int, list[Span]] = defaultdict(list)
     for span in placements(session, start_ms, end_ms, village_ids):
@@ -129,8 +139,7 @@ def nodes_by_village(session: Session, start_ms: int, end_ms: int,
     return dict(out)
 
 
-def nodes_of_village(session: Session, village_id: int, start_ms: int,
-                     end_ms: int) -> list[Span]:
+def nodes_of_village(session: Session, village_id: int, start_ms: int, end_ms: int) -> list[Span]:
     return placements(session, start_ms, end_ms, [village_id])
 
 
@@ -150,14 +159,19 @@ def names_at(session: Session, entity: str, ids: Sequence[int], at_ms: int) -> d
     ids = list(dict.fromkeys(ids))
     names: dict[int, str] = {}
     for chunk in _chunks(ids):
-        names.update(list(session.execute(
-            select(model.id, model.name).where(model.id.in_(chunk)))))
+        names.update(list(session.execute(select(model.id, model.name).where(model.id.in_(chunk)))))
     h = NameHistory
     for chunk in _chunks(ids):
-        stmt = (select(h.entity_id, h.name, h.valid_from_ms)
-                .where(h.entity == entity, h.entity_id.in_(chunk), h.valid_from_ms <= at_ms,
-                       or_(h.valid_to_ms.is_(None), h.valid_to_ms > at_ms))
-                .order_by(h.valid_from_ms))
+        stmt = (
+            select(h.entity_id, h.name, h.valid_from_ms)
+            .where(
+                h.entity == entity,
+                h.entity_id.in_(chunk),
+                h.valid_from_ms <= at_ms,
+                or_(h.valid_to_ms.is_(None), h.valid_to_ms > at_ms),
+            )
+            .order_by(h.valid_from_ms)
+        )
         for entity_id, name, _ in session.execute(stmt):
             names[entity_id] = name  # latest-starting row wins if intervals ever overlap
     return names
@@ -172,7 +186,9 @@ def communes_existing(session: Session, start_ms: int, end_ms: int) -> list[Comm
     """Communes that existed at some instant of the window (created before its end, not
     retired before its start): a merged commune still answers for the quarters it lived."""
     c = Commune
-    stmt = (select(c).where(c.created_ms < end_ms,
-                            or_(c.retired_ms.is_(None), c.retired_ms > start_ms))
-            .order_by(c.code))
+    stmt = (
+        select(c)
+        .where(c.created_ms < end_ms, or_(c.retired_ms.is_(None), c.retired_ms > start_ms))
+        .order_by(c.code)
+    )
     return list(session.scalars(stmt))

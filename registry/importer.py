@@ -49,8 +49,10 @@ from registry.models import (
 )
 
 KINDS = ("province", "district", "commune", "village", "node")
-YAML_HEADER = ("# Sổ đăng ký Loa (loa-registry/1): tỉnh > huyện (không bắt buộc) > xã > thôn > "
-               "cụm loa.\n# Sửa rồi nhập lại bằng: loa registry import TỆP\n")
+YAML_HEADER = (
+    "# Sổ đăng ký Loa (loa-registry/1): tỉnh > huyện (không bắt buộc) > xã > thôn > "
+    "cụm loa.\n# Sửa rồi nhập lại bằng: loa registry import TỆP\n"
+)
 
 
 @dataclass
@@ -63,19 +65,28 @@ class ImportSummary:
 
     @property
     def changed(self) -> bool:
-        return any(self.created.values()) or any(self.updated.values()) or bool(
-            self.renamed or self.moved or self.pending_approved)
+        return (
+            any(self.created.values())
+            or any(self.updated.values())
+            or bool(self.renamed or self.moved or self.pending_approved)
+        )
 
     def as_dict(self) -> dict[str, object]:
-        return {"created": dict(self.created), "updated": dict(self.updated),
-                "renamed": self.renamed, "moved": self.moved,
-                "pending_approved": self.pending_approved}
+        return {
+            "created": dict(self.created),
+            "updated": dict(self.updated),
+            "renamed": self.renamed,
+            "moved": self.moved,
+            "pending_approved": self.pending_approved,
+        }
 
     def text(self) -> str:
         c, u = self.created, self.updated
-        return (f"Thêm mới: {c['province']} tỉnh, {c['district']} huyện, {c['commune']} xã, "
-                f"{c['village']} thôn, {c['node']} cụm loa. Cập nhật: {sum(u.values())} mục; "
-                f"đổi tên {self.renamed}; chuyển {self.moved}.")
+        return (
+            f"Thêm mới: {c['province']} tỉnh, {c['district']} huyện, {c['commune']} xã, "
+            f"{c['village']} thôn, {c['node']} cụm loa. Cập nhật: {sum(u.values())} mục; "
+            f"đổi tên {self.renamed}; chuyển {self.moved}."
+        )
 
 
 # --------------------------------------------------------------------------- entry points
@@ -94,8 +105,7 @@ def import_text(s: Session, text: str, fmt: str, at_ms: int | None = None) -> Im
     return _apply(s, doc, at, reg)
 
 
-def import_bytes(s: Session, data: bytes, filename: str,
-                 at_ms: int | None = None) -> ImportSummary:
+def import_bytes(s: Session, data: bytes, filename: str, at_ms: int | None = None) -> ImportSummary:
     return import_text(s, decode_bytes(data), detect_format(filename), at_ms)
 
 
@@ -130,10 +140,12 @@ def export_doc(s: Session) -> RegistryDoc:
     """The current register (retired units are history, not part of a snapshot)."""
     provinces = list(s.scalars(select(Province).order_by(Province.code)))
     districts = list(s.scalars(select(District).order_by(District.code)))
-    communes = list(s.scalars(select(Commune).where(Commune.retired_ms.is_(None))
-                              .order_by(Commune.code)))
-    villages = list(s.scalars(select(Village).where(Village.retired_ms.is_(None))
-                              .order_by(Village.code)))
+    communes = list(
+        s.scalars(select(Commune).where(Commune.retired_ms.is_(None)).order_by(Commune.code))
+    )
+    villages = list(
+        s.scalars(select(Village).where(Village.retired_ms.is_(None)).order_by(Village.code))
+    )
     nodes = list(s.scalars(select(Node).where(Node.retired_ms.is_(None)).order_by(Node.id)))
     district_code = {d.id: d.code for d in districts}
 
@@ -141,13 +153,26 @@ def export_doc(s: Session) -> RegistryDoc:
     for n in nodes:
         if n.village_id is None:
             continue
-        nodes_of.setdefault(n.village_id, []).append(NodeRec(n.id, 0, {
-            "label": n.label, "speakers": n.speakers, "simulated": n.simulated, "lat": n.lat,
-            "lon": n.lon, "vendor": n.vendor, "heartbeat_s": n.heartbeat_s}))
+        nodes_of.setdefault(n.village_id, []).append(
+            NodeRec(
+                n.id,
+                0,
+                {
+                    "label": n.label,
+                    "speakers": n.speakers,
+                    "simulated": n.simulated,
+                    "lat": n.lat,
+                    "lon": n.lon,
+                    "vendor": n.vendor,
+                    "heartbeat_s": n.heartbeat_s,
+                },
+            )
+        )
     villages_of: dict[int, list[VillageRec]] = {}
     for vil in villages:
         villages_of.setdefault(vil.commune_id, []).append(
-            VillageRec(vil.code, vil.name, 0, nodes_of.get(vil.id, [])))
+            VillageRec(vil.code, vil.name, 0, nodes_of.get(vil.id, []))
+        )
     doc = RegistryDoc()
     by_province: dict[int, ProvinceRec] = {}
     for p in provinces:
@@ -156,10 +181,16 @@ def export_doc(s: Session) -> RegistryDoc:
     for d in districts:
         by_province[d.province_id].districts.append(DistrictRec(d.code, d.name, 0))
     for c in communes:
-        by_province[c.province_id].communes.append(CommuneRec(
-            c.code, c.name, 0, district_code.get(c.district_id) if c.district_id else None,
-            {"station_kind": c.station_kind, "lat": c.lat, "lon": c.lon},
-            villages_of.get(c.id, [])))
+        by_province[c.province_id].communes.append(
+            CommuneRec(
+                c.code,
+                c.name,
+                0,
+                district_code.get(c.district_id) if c.district_id else None,
+                {"station_kind": c.station_kind, "lat": c.lat, "lon": c.lon},
+                villages_of.get(c.id, []),
+            )
+        )
     return doc
 
 
@@ -179,12 +210,20 @@ class _Register:
         self.nodes = {row.id: row for row in s.scalars(select(Node))}
         self.communes_by_id = {row.id: row for row in self.communes.values()}
         self.villages_by_id = {row.id: row for row in self.villages.values()}
-        self.open_names = {(row.entity, row.entity_id): row for row in s.scalars(
-            select(NameHistory).where(NameHistory.valid_to_ms.is_(None)))}
-        self.open_memberships = {row.village_id: row for row in s.scalars(
-            select(VillageMembership).where(VillageMembership.valid_to_ms.is_(None)))}
-        self.open_placements = {row.node_id: row for row in s.scalars(
-            select(NodePlacement).where(NodePlacement.valid_to_ms.is_(None)))}
+        self.open_names = {
+            (row.entity, row.entity_id): row
+            for row in s.scalars(select(NameHistory).where(NameHistory.valid_to_ms.is_(None)))
+        }
+        self.open_memberships = {
+            row.village_id: row
+            for row in s.scalars(
+                select(VillageMembership).where(VillageMembership.valid_to_ms.is_(None))
+            )
+        }
+        self.open_placements = {
+            row.node_id: row
+            for row in s.scalars(select(NodePlacement).where(NodePlacement.valid_to_ms.is_(None)))
+        }
 
 
 # --------------------------------------------------------------------------- checks
@@ -209,37 +248,52 @@ class _Checker:
     def _unique(self, kind: str, code: str, line: int, field_name: str) -> bool:
         first = self.seen.setdefault((kind, code), line)
         if first != line:
-            self.add(line, field_name, f"mã {v.KIND_NOUN[kind]} '{code}' lặp lại "
-                                       f"(đã có ở dòng {first})")
+            self.add(
+                line, field_name, f"mã {v.KIND_NOUN[kind]} '{code}' lặp lại (đã có ở dòng {first})"
+            )
             return False
         return True
 
     def _too_early(self, line: int, field_name: str, since_ms: int, what: str) -> None:
         if self.at < since_ms:
-            self.add(line, field_name, f"thời điểm nhập {format_datetime(self.at)} sớm hơn "
-                                       f"{what} ({format_datetime(since_ms)})")
+            self.add(
+                line,
+                field_name,
+                f"thời điểm nhập {format_datetime(self.at)} sớm hơn "
+                f"{what} ({format_datetime(since_ms)})",
+            )
 
     def _province(self, p: ProvinceRec) -> None:
         if p.code is None:  # CSV without province_code: match by name, else derive a code
             same = [row for row in self.reg.provinces.values() if fold(row.name) == fold(p.name)]
             p.code = same[0].code if same else slugify(p.name)[:32]
             if not same and not self._valid_code("province", p.code):
-                self.add(p.line, "province", f"không tạo được mã tỉnh từ tên '{p.name}'; "
-                                             "hãy thêm cột province_code")
+                self.add(
+                    p.line,
+                    "province",
+                    f"không tạo được mã tỉnh từ tên '{p.name}'; hãy thêm cột province_code",
+                )
         self._unique("province", p.code, p.line, "code")
         existing = self.reg.provinces.get(p.code)
         keys: dict[str, str] = {}
         for d in p.districts:
             key = d.code
             if d.code is None:
-                same = [row for row in self.reg.districts.values()
-                        if existing is not None and row.province_id == existing.id
-                        and fold(row.name) == fold(d.name)]
+                same = [
+                    row
+                    for row in self.reg.districts.values()
+                    if existing is not None
+                    and row.province_id == existing.id
+                    and fold(row.name) == fold(d.name)
+                ]
                 d.code = same[0].code if same else slugify(f"{p.code} {d.name}")[:32]
                 key = f"name:{fold(d.name)}"
                 if not same and not self._valid_code("district", d.code):
-                    self.add(d.line, "district", f"không tạo được mã huyện từ tên '{d.name}'; "
-                                                 "hãy thêm cột district_code")
+                    self.add(
+                        d.line,
+                        "district",
+                        f"không tạo được mã huyện từ tên '{d.name}'; hãy thêm cột district_code",
+                    )
             keys[key] = d.code
             self._unique("district", d.code, d.line, "code")
         for c in p.communes:
@@ -261,8 +315,9 @@ class _Checker:
         row = self.reg.communes.get(c.code)
         if row is not None and row.retired_ms is not None:
             heir = self.reg.communes_by_id.get(row.merged_into_id or -1)
-            self.add(c.line, "code", svc._retired_message("xã", row.name, row.code,
-                                                          row.retired_ms, heir))
+            self.add(
+                c.line, "code", svc._retired_message("xã", row.name, row.code, row.retired_ms, heir)
+            )
             return
         if row is not None and row.name != c.name:
             self._name_change("commune", row.id, c.line)
@@ -281,8 +336,11 @@ class _Checker:
         row = self.reg.villages.get(vil.code)
         if row is not None and row.retired_ms is not None:
             heir = self.reg.villages_by_id.get(row.merged_into_id or -1)
-            self.add(vil.line, "code", svc._retired_message("thôn", row.name, row.code,
-                                                            row.retired_ms, heir))
+            self.add(
+                vil.line,
+                "code",
+                svc._retired_message("thôn", row.name, row.code, row.retired_ms, heir),
+            )
             return
         if row is None:
             self._too_early(vil.line, "code", commune_created, "ngày lập xã")
@@ -292,8 +350,12 @@ class _Checker:
             if commune is None or row.commune_id != commune.id:
                 membership = self.reg.open_memberships.get(row.id)
                 if membership is not None:
-                    self._too_early(vil.line, "code", membership.valid_from_ms,
-                                    "lần thôn được gắn vào xã hiện tại")
+                    self._too_early(
+                        vil.line,
+                        "code",
+                        membership.valid_from_ms,
+                        "lần thôn được gắn vào xã hiện tại",
+                    )
                 self._too_early(vil.line, "code", commune_created, "ngày lập xã mới")
         created = row.created_ms if row is not None else self.at
         for node in vil.nodes:
@@ -311,8 +373,9 @@ class _Checker:
         if row is not None and (village is None or row.village_id != village.id):
             placement = self.reg.open_placements.get(n.id)
             if placement is not None:
-                self._too_early(n.line, "id", placement.valid_from_ms,
-                                "lần cụm được lắp vào thôn hiện tại")
+                self._too_early(
+                    n.line, "id", placement.valid_from_ms, "lần cụm được lắp vào thôn hiện tại"
+                )
 
 
 # --------------------------------------------------------------------------- apply
@@ -346,8 +409,7 @@ def _apply(s: Session, doc: RegistryDoc, at: int, reg: _Register) -> ImportSumma
     return summary
 
 
-def _apply_province(s: Session, p: ProvinceRec, reg: _Register,
-                    summary: ImportSummary) -> Province:
+def _apply_province(s: Session, p: ProvinceRec, reg: _Register, summary: ImportSummary) -> Province:
     row = reg.provinces.get(p.code)
     if row is None:
         row = reg.provinces[p.code] = svc.add_province(s, p.code, p.name)
@@ -358,8 +420,9 @@ def _apply_province(s: Session, p: ProvinceRec, reg: _Register,
     return row
 
 
-def _apply_district(s: Session, province: Province, d: DistrictRec, reg: _Register,
-                    summary: ImportSummary) -> None:
+def _apply_district(
+    s: Session, province: Province, d: DistrictRec, reg: _Register, summary: ImportSummary
+) -> None:
     row = reg.districts.get(d.code)
     if row is None:
         reg.districts[d.code] = svc.add_district(s, province.id, d.code, d.name)
@@ -369,15 +432,23 @@ def _apply_district(s: Session, province: Province, d: DistrictRec, reg: _Regist
         summary.updated["district"] += 1
 
 
-def _apply_commune(s: Session, province: Province, c: CommuneRec, at: int, reg: _Register,
-                   summary: ImportSummary) -> Commune:
+def _apply_commune(
+    s: Session, province: Province, c: CommuneRec, at: int, reg: _Register, summary: ImportSummary
+) -> Commune:
     district_id = reg.districts[c.district].id if c.district else None
     row = reg.communes.get(c.code)
     if row is None:
         row = reg.communes[c.code] = svc.insert_commune(
-            s, province.id, district_id, c.code, c.name, at,
-            station_kind=c.attrs.get("station_kind", "ip"), lat=c.attrs.get("lat"),
-            lon=c.attrs.get("lon"))
+            s,
+            province.id,
+            district_id,
+            c.code,
+            c.name,
+            at,
+            station_kind=c.attrs.get("station_kind", "ip"),
+            lat=c.attrs.get("lat"),
+            lon=c.attrs.get("lon"),
+        )
         summary.created["commune"] += 1
         return row
     changes: dict[str, object] = {}
@@ -397,8 +468,9 @@ def _apply_commune(s: Session, province: Province, c: CommuneRec, at: int, reg: 
     return row
 
 
-def _apply_village(s: Session, commune: Commune, vil: VillageRec, at: int, reg: _Register,
-                   summary: ImportSummary) -> Village:
+def _apply_village(
+    s: Session, commune: Commune, vil: VillageRec, at: int, reg: _Register, summary: ImportSummary
+) -> Village:
     row = reg.villages.get(vil.code)
     if row is None:
         row = reg.villages[vil.code] = svc.insert_village(s, commune.id, vil.code, vil.name, at)
@@ -413,8 +485,9 @@ def _apply_village(s: Session, commune: Commune, vil: VillageRec, at: int, reg: 
     return row
 
 
-def _apply_node(s: Session, village: Village, n: NodeRec, at: int, reg: _Register,
-                summary: ImportSummary) -> None:
+def _apply_node(
+    s: Session, village: Village, n: NodeRec, at: int, reg: _Register, summary: ImportSummary
+) -> None:
     row = reg.nodes.get(n.id)
     if row is None:
         # Checked in the first pass (values in parsing, uniqueness and dates by _Checker).

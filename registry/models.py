@@ -122,5 +122,15 @@ class PendingNode(Base):
     last_payload: Mapped[str] = mapped_column(String(2000), default="")
 
 
-__all__ = ["Province", "District", "Commune", "Village", "VillageMembership", "Node",
-           "NodePlacement", "NameHistory", "PendingNode", "UniqueConstraint"]
+__all__ = [
+    "Province",
+    "District",
+    "Commune",
+    "Village",
+    "VillageMembership",
+    "Node",
+    "NodePlacement",
+    "NameHistory",
+    "PendingNode",
+    "UniqueConstraint",
+]

@@ -68,7 +68,8 @@ def _no_formula(text: str, what: str) -> str:
     Exports are guarded as well (``loa.text.spreadsheet_safe``), for names stored before."""
     if is_formula_like(text):
         raise InvalidInputError(
-            f"{what} không được bắt đầu bằng dấu =, +, -, @ hoặc ký tự tab/xuống dòng")
+            f"{what} không được bắt đầu bằng dấu =, +, -, @ hoặc ký tự tab/xuống dòng"
+        )
     return text
 
 
@@ -95,8 +96,7 @@ def check_label(value: object) -> str:
 
 def check_station_kind(value: object) -> str:
     if not isinstance(value, str) or value.strip().lower() not in STATION_KINDS:
-        raise InvalidInputError(
-            f"loại đài '{value}' không hợp lệ (ip, fm hoặc wired)")
+        raise InvalidInputError(f"loại đài '{value}' không hợp lệ (ip, fm hoặc wired)")
     return value.strip().lower()
 
 

@@ -19,11 +19,17 @@ from scheduler.targets import Actor
 from scheduler.workflow import BroadcastService
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], *,
-             broadcast_service: Callable[[], BroadcastService]) -> None:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    *,
+    broadcast_service: Callable[[], BroadcastService],
+) -> None:
     """``broadcast_service`` opens the database and builds the service (``system.root``)."""
-    p = subparsers.add_parser("schedule", help="lịch phát thanh: xem, hủy, thử quy tắc lặp",
-                              description="Lịch phát thanh (thao tác với quyền cấp tỉnh).")
+    p = subparsers.add_parser(
+        "schedule",
+        help="lịch phát thanh: xem, hủy, thử quy tắc lặp",
+        description="Lịch phát thanh (thao tác với quyền cấp tỉnh).",
+    )
     p.set_defaults(broadcast_service=broadcast_service)
     sub = p.add_subparsers(dest="schedule_command", metavar="LỆNH", required=True)
 
@@ -31,8 +37,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], *,
     pv.add_argument("rrule", help='ví dụ "FREQ=DAILY" hoặc "FREQ=WEEKLY;BYDAY=MO,TH"')
     pv.add_argument("--start", required=True, help='lần phát đầu: "dd/mm/yyyy HH:MM" hoặc ISO')
     pv.add_argument("--until", help="ngày kết thúc (dd/mm/yyyy)")
-    pv.add_argument("--except", dest="exceptions", action="append", default=[],
-                    metavar="NGÀY", help="ngày không phát (lặp lại được)")
+    pv.add_argument(
+        "--except",
+        dest="exceptions",
+        action="append",
+        default=[],
+        metavar="NGÀY",
+        help="ngày không phát (lặp lại được)",
+    )
     pv.add_argument("-n", type=int, default=7, help="số lần hiển thị (mặc định 7)")
     pv.set_defaults(func=cmd_preview)
 
@@ -78,8 +90,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     page = svc.list(actor, status=args.status, limit=args.limit)
     for b in page["items"]:
         when = b["next_slot_at"] or b["start_at"] or "-"
-        print(f"{b['id']:>5}  {b['status_label']:<16} {b['priority_label']:<9} {when:<26} "
-              f"{b['title']}")
+        print(
+            f"{b['id']:>5}  {b['status_label']:<16} {b['priority_label']:<9} {when:<26} "
+            f"{b['title']}"
+        )
     print(f"Tổng: {page['total']} bản tin")
     return 0
 
@@ -94,8 +108,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps(b, ensure_ascii=False, indent=2))
         return 0
     ratio = "-" if b["aired_ratio"] is None else f"{b['aired_ratio']:.0%}"
-    print(f"#{b['id']} {b['title']} — {b['status_label']}, mức {b['priority_label']}, "
-          f"tỷ lệ phát {ratio}")
+    print(
+        f"#{b['id']} {b['title']} — {b['status_label']}, mức {b['priority_label']}, "
+        f"tỷ lệ phát {ratio}"
+    )
     for o in b["outcomes"]:
         late = "" if o["lateness_ms"] is None else f" trễ {o['lateness_ms']} ms"
         why = f" ({o['error']})" if o["error"] else ""
@@ -109,6 +125,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         out = svc.cancel(actor, args.id)
     except ScheduleError as err:
         raise UserError(err.message) from None
-    print(f"Đã hủy bản tin #{out['id']}. Bộ điều khiển sẽ dừng phát trên các cụm loa trong vài "
-          "giây.")
+    print(
+        f"Đã hủy bản tin #{out['id']}. Bộ điều khiển sẽ dừng phát trên các cụm loa trong vài giây."
+    )
     return 0

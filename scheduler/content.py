@@ -49,21 +49,37 @@ class ContentGateway:
             raise InvalidBroadcast(f"Không tìm thấy nội dung «{content_id}» trong kho âm thanh.")
         return meta
 
-    def synthesize(self, text: str, *, title: str, language: str, voice: str | None,
-                   engine: str | None, creator: str,
-                   owner_commune_id: int | None = None) -> ContentMeta:
+    def synthesize(
+        self,
+        text: str,
+        *,
+        title: str,
+        language: str,
+        voice: str | None,
+        engine: str | None,
+        creator: str,
+        owner_commune_id: int | None = None,
+    ) -> ContentMeta:
         fn = self.synthesize_fn
         if fn is None:
             from broadcasts.bulletins import synthesize_bulletin
+
             fn = synthesize_bulletin
         try:
-            return fn(self.store, text, title=title, language=language, engine=engine,
-                      voice=voice, creator=creator, owner_commune_id=owner_commune_id)
+            return fn(
+                self.store,
+                text,
+                title=title,
+                language=language,
+                engine=engine,
+                voice=voice,
+                creator=creator,
+                owner_commune_id=owner_commune_id,
+            )
         except ContentError as exc:
             raise _translate(exc) from None
 
-    def spoken_ms(self, text: str, *, language: str, voice: str | None,
-                  engine: str | None) -> int:
+    def spoken_ms(self, text: str, *, language: str, voice: str | None, engine: str | None) -> int:
         """How long ``text`` takes to say: the cached spoken preview (the file "Nghe thử"
         plays), so the summary before sending shows a real length, not a guess. A language
         without a synthetic voice is refused here, before anything is scheduled."""
@@ -93,6 +109,7 @@ class ContentGateway:
         marker = f"node={quote(first, safe='')}&token="
         if token_fn is None or marker not in url or not url.endswith(token_fn(content_id, first)):
             return {n: self.store.node_url(content_id, n, base_url) for n in node_ids}
-        head = url[:url.index(marker)]
-        return {n: f"{head}node={quote(n, safe='')}&token={token_fn(content_id, n)}"
-                for n in node_ids}
+        head = url[: url.index(marker)]
+        return {
+            n: f"{head}node={quote(n, safe='')}&token={token_fn(content_id, n)}" for n in node_ids
+        }

@@ -48,29 +48,49 @@ if TYPE_CHECKING:
         runtime: RuntimeHook | None
         clock: Callable[[], int]
 
-        def create(self, actor: Actor, payload: Any, *, client_key: str | None = None,
-                   replaces: int | None = None, audit: InTransaction | None = None,
-                   asked: Any = None) -> dict[str, Any]: ...
-        def _replay(self, actor: Actor, client_key: str, action: str,
-                    asked: Any) -> dict[str, Any] | None: ...
+        def create(
+            self,
+            actor: Actor,
+            payload: Any,
+            *,
+            client_key: str | None = None,
+            replaces: int | None = None,
+            audit: InTransaction | None = None,
+            asked: Any = None,
+        ) -> dict[str, Any]: ...
+        def _replay(
+            self, actor: Actor, client_key: str, action: str, asked: Any
+        ) -> dict[str, Any] | None: ...
         def _load(self, s: Session, actor: Actor, broadcast_id: int) -> Broadcast: ...
         def _may_manage(self, actor: Actor, b: Broadcast) -> bool: ...
         def _check_level(self, actor: Actor, req: BroadcastRequest) -> None: ...
-        def _check_conflicts(self, s: Session, b: Broadcast, now: int,
-                             exclude: set[int] | None = None) -> None: ...
-        def _owner_commune(self, s: Session, actor: Actor,
-                           targets: dict[str, Any]) -> int | None: ...
+        def _check_conflicts(
+            self, s: Session, b: Broadcast, now: int, exclude: set[int] | None = None
+        ) -> None: ...
+        def _owner_commune(
+            self, s: Session, actor: Actor, targets: dict[str, Any]
+        ) -> int | None: ...
         def _summary(self, s: Session, b: Broadcast) -> dict[str, Any]: ...
         def _notify_scheduled(self, broadcast_id: int) -> None: ...
         def _estimate_ms(self, req: BroadcastRequest) -> int: ...
-        def _managed(self, s: Session, actor: Actor, broadcast_id: int,
-                     verb: str) -> Broadcast: ...
+        def _managed(self, s: Session, actor: Actor, broadcast_id: int, verb: str) -> Broadcast: ...
 
-LANGUAGE_LABELS = {"vi": "Tiếng Việt", "tay": "Tày", "nung": "Nùng", "dao": "Dao",
-                   "other": "Khác"}
+
+LANGUAGE_LABELS = {"vi": "Tiếng Việt", "tay": "Tày", "nung": "Nùng", "dao": "Dao", "other": "Khác"}
 # What an edit may change; anything else is refused by parse_request as usual.
-EDITABLE = ("title", "tts_text", "content_id", "targets", "start_at", "recurrence", "priority",
-            "language", "volume", "repeat", "confirm")
+EDITABLE = (
+    "title",
+    "tts_text",
+    "content_id",
+    "targets",
+    "start_at",
+    "recurrence",
+    "priority",
+    "language",
+    "volume",
+    "repeat",
+    "confirm",
+)
 
 
 def check_client_key(key: str | None) -> str | None:
@@ -80,7 +100,7 @@ def check_client_key(key: str | None) -> str | None:
 
 
 def format_duration(ms: int) -> str:
-    """"2 phút 05 giây", "45 giây", "1 giờ 30 phút": how long, in words a listener uses."""
+    """ "2 phút 05 giây", "45 giây", "1 giờ 30 phút": how long, in words a listener uses."""
     total = max(0, round(ms / 1000))
     hours, rest = divmod(total, 3600)
     minutes, seconds = divmod(rest, 60)
@@ -98,8 +118,17 @@ def when_text(start_ms: int | None, now_choice: bool, rule: str | None) -> str:
         return "–"
     text = describe_slot(start_ms)
     if rule:
-        text += " (lặp lại: " + ("hằng ngày" if "DAILY" in rule else
-                                 "các ngày trong tuần" if "WEEKLY" in rule else rule) + ")"
+        text += (
+            " (lặp lại: "
+            + (
+                "hằng ngày"
+                if "DAILY" in rule
+                else "các ngày trong tuần"
+                if "WEEKLY" in rule
+                else rule
+            )
+            + ")"
+        )
     return text
 
 
@@ -108,8 +137,9 @@ class ControlMixin:
 
     # ------------------------------------------------------------------ check before send
 
-    def check(self: _Service, actor: Actor, payload: Any, *,
-              replaces: int | None = None) -> dict[str, Any]:
+    def check(
+        self: _Service, actor: Actor, payload: Any, *, replaces: int | None = None
+    ) -> dict[str, Any]:
         """What ``create`` would do with ``payload``, in words, without writing anything.
         ``replaces``: the bulletin an edit would supersede (it does not conflict with its
         own new version)."""
@@ -120,8 +150,9 @@ class ControlMixin:
         self._check_level(actor, req)
         duration_ms = self._estimate_ms(req)
         now_choice = req.start_at_ms is None or req.priority == "emergency"
-        start_ms = now + int(self.settings.start_now_delay_s * 1000) if now_choice \
-            else req.start_at_ms
+        start_ms = (
+            now + int(self.settings.start_now_delay_s * 1000) if now_choice else req.start_at_ms
+        )
         with self.db.session() as s:
             if replaces is not None:
                 self._managed(s, actor, replaces, "sửa")
@@ -132,21 +163,30 @@ class ControlMixin:
             if not to_inboxes and not nodes:
                 raise InvalidBroadcast("Nơi phát đã chọn chưa có cụm loa nào đang hoạt động.")
             places = describe_places(s, req.targets, nodes)
-            probe = Broadcast(id=-1, title=req.title, priority=req.priority,
-                              targets=req.targets, start_at_ms=start_ms,
-                              recurrence=req.recurrence.rule if req.recurrence else None,
-                              recurrence_until_ms=(req.recurrence.until_ms
-                                                   if req.recurrence else None),
-                              recurrence_exdates=(list(req.recurrence.exdates)
-                                                  if req.recurrence else None),
-                              owner_commune_id=owner, duration_ms=duration_ms)
+            probe = Broadcast(
+                id=-1,
+                title=req.title,
+                priority=req.priority,
+                targets=req.targets,
+                start_at_ms=start_ms,
+                recurrence=req.recurrence.rule if req.recurrence else None,
+                recurrence_until_ms=(req.recurrence.until_ms if req.recurrence else None),
+                recurrence_exdates=(list(req.recurrence.exdates) if req.recurrence else None),
+                owner_commune_id=owner,
+                duration_ms=duration_ms,
+            )
             self._check_conflicts(s, probe, now, {replaces} if replaces else None)
         limit_s = self.settings.long_bulletin_s
         return {
-            "title": req.title, "places": places, "start_at_ms": start_ms, "now": now_choice,
+            "title": req.title,
+            "places": places,
+            "start_at_ms": start_ms,
+            "now": now_choice,
             "when": when_text(start_ms, now_choice, probe.recurrence),
-            "duration_ms": duration_ms, "duration": format_duration(duration_ms),
-            "priority": req.priority, "priority_label": PRIORITY_LABELS[req.priority],
+            "duration_ms": duration_ms,
+            "duration": format_duration(duration_ms),
+            "priority": req.priority,
+            "priority_label": PRIORITY_LABELS[req.priority],
             "language": req.language,
             "language_label": LANGUAGE_LABELS.get(req.language, req.language),
             "to_inboxes": to_inboxes,
@@ -162,26 +202,35 @@ class ControlMixin:
             return (req.duration_s or self.settings.stream_default_duration_s) * 1000
         if self.content is None:
             from scheduler.errors import Unavailable
+
             raise Unavailable("Kho nội dung âm thanh chưa sẵn sàng.")
         if req.content_id is not None:
             content_ms = int(self.content.require(req.content_id).duration_ms)
         else:
-            content_ms = self.content.spoken_ms(req.tts_text or "", language=req.language,
-                                                voice=req.voice, engine=req.engine)
+            content_ms = self.content.spoken_ms(
+                req.tts_text or "", language=req.language, voice=req.voice, engine=req.engine
+            )
         return airtime_ms(content_ms, req.repeat, gap_ms)
 
     # ------------------------------------------------------------------ control
 
-    def _managed(self: _Service, s: Session, actor: Actor, broadcast_id: int,
-                 verb: str) -> Broadcast:
+    def _managed(
+        self: _Service, s: Session, actor: Actor, broadcast_id: int, verb: str
+    ) -> Broadcast:
         b = self._load(s, actor, broadcast_id)
         if not self._may_manage(actor, b):
             raise Forbidden(f"Bạn không được {verb} bản tin này.")
         return b
 
-    def edit(self: _Service, actor: Actor, broadcast_id: int, payload: Any, *,
-             client_key: str | None = None,
-             audit: InTransaction | None = None) -> dict[str, Any]:
+    def edit(
+        self: _Service,
+        actor: Actor,
+        broadcast_id: int,
+        payload: Any,
+        *,
+        client_key: str | None = None,
+        audit: InTransaction | None = None,
+    ) -> dict[str, Any]:
         """A new version with ``payload``'s changes over the old fields; the old version is
         cancelled (stopped on the clusters if it is on air) and kept as history. The new
         version, the cancelled old one and the audit row are one transaction."""
@@ -204,21 +253,30 @@ class ControlMixin:
         with self.db.session() as s:
             old = self._managed(s, actor, broadcast_id, "sửa")
             if old.status not in ("draft", "submitted", "scheduled", "paused"):
-                raise Conflict(f"Bản tin đang ở trạng thái «{STATUS_LABELS_VI[old.status]}», "
-                               "không sửa được.")
+                raise Conflict(
+                    f"Bản tin đang ở trạng thái «{STATUS_LABELS_VI[old.status]}», không sửa được."
+                )
             if old.stream_url or old.stream_mount:
                 raise InvalidBroadcast("Không sửa được phát trực tiếp; hãy dừng và phát lại.")
             rec = recurrence_of(old)
             merged: dict[str, Any] = {
-                "title": old.title, "targets": old.targets, "priority": old.priority,
-                "language": old.language, "volume": old.volume, "repeat": old.repeat}
+                "title": old.title,
+                "targets": old.targets,
+                "priority": old.priority,
+                "language": old.language,
+                "volume": old.volume,
+                "repeat": old.repeat,
+            }
             if old.start_at_ms is not None and (rec is not None or old.start_at_ms > now):
                 merged["start_at"] = iso(old.start_at_ms)
             else:
                 merged["start_at"] = "now"
             if rec is not None:
-                merged["recurrence"] = {"rrule": rec.rule, "exceptions": list(rec.exdates),
-                                        **({"until": rec.until_ms} if rec.until_ms else {})}
+                merged["recurrence"] = {
+                    "rrule": rec.rule,
+                    "exceptions": list(rec.exdates),
+                    **({"until": rec.until_ms} if rec.until_ms else {}),
+                }
             if "tts_text" in payload or "content_id" in payload:
                 pass
             elif old.tts_text:
@@ -228,8 +286,12 @@ class ControlMixin:
         kept = merged.get("recurrence")
         merged.update(payload)
         new_rec = merged.get("recurrence")
-        if (isinstance(kept, dict) and isinstance(new_rec, dict)
-                and "exceptions" not in new_rec and new_rec.get("rrule") == kept["rrule"]):
+        if (
+            isinstance(kept, dict)
+            and isinstance(new_rec, dict)
+            and "exceptions" not in new_rec
+            and new_rec.get("rrule") == kept["rrule"]
+        ):
             # The same rule edited from the form: the days already skipped stay skipped.
             merged["recurrence"] = {**new_rec, "exceptions": kept["exceptions"]}
         if merged.get("recurrence") in (None, "", {}):
@@ -244,8 +306,14 @@ class ControlMixin:
             if audit is not None:
                 audit(s, out)
 
-        new = self.create(actor, merged, client_key=client_key, replaces=broadcast_id,
-                          audit=retire_old, asked=asked)
+        new = self.create(
+            actor,
+            merged,
+            client_key=client_key,
+            replaces=broadcast_id,
+            audit=retire_old,
+            asked=asked,
+        )
         if new.get("replayed"):
             return new
         if was_live and was_live[0] and self.runtime is not None:
@@ -264,8 +332,9 @@ class ControlMixin:
                 b = s.get(Broadcast, b.previous_version_id) if b.previous_version_id else None
         return out
 
-    def pause(self: _Service, actor: Actor, broadcast_id: int, *,
-              audit: InTransaction | None = None) -> dict[str, Any]:
+    def pause(
+        self: _Service, actor: Actor, broadcast_id: int, *, audit: InTransaction | None = None
+    ) -> dict[str, Any]:
         now = self.clock()
         with self.db.session() as s:
             b = self._managed(s, actor, broadcast_id, "tạm dừng")
@@ -280,16 +349,18 @@ class ControlMixin:
             self.runtime.on_paused(broadcast_id)
         return out
 
-    def resume(self: _Service, actor: Actor, broadcast_id: int, *,
-               audit: InTransaction | None = None) -> dict[str, Any]:
+    def resume(
+        self: _Service, actor: Actor, broadcast_id: int, *, audit: InTransaction | None = None
+    ) -> dict[str, Any]:
         now = self.clock()
         with self.db.session() as s:
             b = self._managed(s, actor, broadcast_id, "tiếp tục")
             if b.status != "paused":
                 raise Conflict("Bản tin không ở trạng thái tạm dừng.")
             if next_slot_at_or_after(b, now) is None:
-                raise InvalidBroadcast("Bản tin không còn lần phát nào trong tương lai; hãy sửa "
-                                       "giờ phát hoặc hủy nó.")
+                raise InvalidBroadcast(
+                    "Bản tin không còn lần phát nào trong tương lai; hãy sửa giờ phát hoặc hủy nó."
+                )
             self._check_conflicts(s, b, now)
             b.status = "scheduled"
             # Slots that passed while paused were skipped on purpose, not missed.
@@ -301,8 +372,14 @@ class ControlMixin:
         self._notify_scheduled(broadcast_id)
         return out
 
-    def skip(self: _Service, actor: Actor, broadcast_id: int,
-             payload: Any, *, audit: InTransaction | None = None) -> dict[str, Any]:
+    def skip(
+        self: _Service,
+        actor: Actor,
+        broadcast_id: int,
+        payload: Any,
+        *,
+        audit: InTransaction | None = None,
+    ) -> dict[str, Any]:
         """Leave out one day of a recurring bulletin (``{"date": "dd/mm/yyyy"}``)."""
         raw = payload.get("date") if isinstance(payload, dict) else None
         if not isinstance(raw, str) or not raw.strip():
@@ -331,9 +408,14 @@ class ControlMixin:
             self._notify_scheduled(broadcast_id)
         return out
 
-    def set_recurrence(self: _Service, actor: Actor, broadcast_id: int,
-                       payload: Any, *,
-                       audit: InTransaction | None = None) -> dict[str, Any]:
+    def set_recurrence(
+        self: _Service,
+        actor: Actor,
+        broadcast_id: int,
+        payload: Any,
+        *,
+        audit: InTransaction | None = None,
+    ) -> dict[str, Any]:
         """End date (``until``, dd/mm/yyyy or empty for none) and exception dates."""
         if not isinstance(payload, dict):
             raise InvalidBroadcast("Yêu cầu phải là một đối tượng JSON {until, exceptions}.")
@@ -349,11 +431,17 @@ class ControlMixin:
             if not isinstance(exceptions, list):
                 raise InvalidBroadcast("«exceptions» phải là danh sách ngày.")
             until = payload.get("until", rec.until_ms)
-            new = build_recurrence(rec.rule, rec.dtstart_ms, until=until or None,
-                                   exceptions=[str(x) for x in exceptions])
+            new = build_recurrence(
+                rec.rule,
+                rec.dtstart_ms,
+                until=until or None,
+                exceptions=[str(x) for x in exceptions],
+            )
             if new.next_after(now - 1) is None:
-                raise InvalidBroadcast("Sau thay đổi này bản tin không còn lần phát nào; hãy "
-                                       "dùng «Hủy» nếu muốn dừng hẳn.")
+                raise InvalidBroadcast(
+                    "Sau thay đổi này bản tin không còn lần phát nào; hãy "
+                    "dùng «Hủy» nếu muốn dừng hẳn."
+                )
             b.recurrence_until_ms = new.until_ms
             b.recurrence_exdates = list(new.exdates)
             b.updated_ms = now

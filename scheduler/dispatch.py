@@ -139,18 +139,29 @@ class DispatchResult:
 
 
 class Dispatcher(IngestObserver):
-    def __init__(self, settings: Settings, db: Database, commands: CommandPublisher, *,
-                 content: ContentGateway | None = None, sched: SchedulerSettings | None = None,
-                 live: LiveLike | None = None, base_url: str | None = None,
-                 clock: Callable[[], int] = now_ms) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        commands: CommandPublisher,
+        *,
+        content: ContentGateway | None = None,
+        sched: SchedulerSettings | None = None,
+        live: LiveLike | None = None,
+        base_url: str | None = None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.commands = commands
         self.content = content
         self.sched = sched or SchedulerSettings()
         self.live = live
-        self.base_url = (base_url or settings.public_base_url
-                         or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")
+        self.base_url = (
+            base_url
+            or settings.public_base_url
+            or f"http://{settings.http_host}:{settings.http_port}"
+        ).rstrip("/")
         self.clock = clock
         self._airings: dict[int, ActiveAiring] = {}
         self._by_cmd: dict[str, TargetState] = {}
@@ -165,8 +176,14 @@ class Dispatcher(IngestObserver):
         self._ready = False
         self._early: deque[tuple[str, NodeEvent, int]] = deque(maxlen=EARLY_EVENTS_MAX)
         self.last_dispatch: dict[str, int] = {}
-        self.stats = {"published": 0, "resent": 0, "events": 0, "unmatched_events": 0,
-                      "duplicate_events": 0, "implausible_events": 0}
+        self.stats = {
+            "published": 0,
+            "resent": 0,
+            "events": 0,
+            "unmatched_events": 0,
+            "duplicate_events": 0,
+            "implausible_events": 0,
+        }
 
     # ------------------------------------------------------------------ wiring
 
@@ -273,16 +290,26 @@ class Dispatcher(IngestObserver):
         self._register(active)
         published = await self._publish(list(active.targets.values()))
         done = self.clock()
-        self.last_dispatch = {"airing_id": active.id, "nodes": len(active.targets),
-                              "prepare_ms": prepared - now, "publish_ms": done - prepared}
-        log.info("Đã gửi lệnh phát %s tới %d/%d cụm loa (chuẩn bị %d ms, gửi %d ms)",
-                 active.wire_id, published, len(active.targets), prepared - now,
-                 done - prepared)
+        self.last_dispatch = {
+            "airing_id": active.id,
+            "nodes": len(active.targets),
+            "prepare_ms": prepared - now,
+            "publish_ms": done - prepared,
+        }
+        log.info(
+            "Đã gửi lệnh phát %s tới %d/%d cụm loa (chuẩn bị %d ms, gửi %d ms)",
+            active.wire_id,
+            published,
+            len(active.targets),
+            prepared - now,
+            done - prepared,
+        )
         return DispatchResult(active.id, len(active.targets), published, True)
 
     def _live_down(self, b: Broadcast) -> bool:
-        return bool(b.stream_mount and self.live is not None
-                    and not getattr(self.live, "running", True))
+        return bool(
+            b.stream_mount and self.live is not None and not getattr(self.live, "running", True)
+        )
 
     def _fail_dead_live(self) -> None:
         """Issue 18: the live server is down, so no cluster that has not started can play;
@@ -301,16 +328,25 @@ class Dispatcher(IngestObserver):
 
     def _find_airing(self, broadcast_id: int, slot_ms: int) -> int | None:
         with self.db.session() as s:
-            return s.scalar(select(Airing.id).where(Airing.broadcast_id == broadcast_id,
-                                                    Airing.slot_ms == slot_ms))
+            return s.scalar(
+                select(Airing.id).where(
+                    Airing.broadcast_id == broadcast_id, Airing.slot_ms == slot_ms
+                )
+            )
 
     def _create_airing(self, broadcast_id: int, slot_ms: int, now: int) -> ActiveAiring | None:
         with self.db.session() as s:
             b = s.get(Broadcast, broadcast_id)
             if b is None or b.status != "scheduled":
                 return None
-            if s.scalar(select(Airing.id).where(Airing.broadcast_id == broadcast_id,
-                                                Airing.slot_ms == slot_ms)) is not None:
+            if (
+                s.scalar(
+                    select(Airing.id).where(
+                        Airing.broadcast_id == broadcast_id, Airing.slot_ms == slot_ms
+                    )
+                )
+                is not None
+            ):
                 return None
             meta = None
             if not b.stream_url:
@@ -323,9 +359,17 @@ class Dispatcher(IngestObserver):
                 late_start = now + int(self.sched.late_start_delay_s * 1000)
                 start_at = slot_ms if slot_ms >= now else late_start
                 ref, ends = start_at, start_at + b.duration_ms
-            airing = Airing(broadcast_id=b.id, slot_ms=slot_ms, duration_ms=b.duration_ms,
-                            language=b.language, priority=b.priority, status="dispatched",
-                            dispatched_ms=now, start_at_ms=ref, ends_ms=ends)
+            airing = Airing(
+                broadcast_id=b.id,
+                slot_ms=slot_ms,
+                duration_ms=b.duration_ms,
+                language=b.language,
+                priority=b.priority,
+                status="dispatched",
+                dispatched_ms=now,
+                start_at_ms=ref,
+                ends_ms=ends,
+            )
             s.add(airing)
             s.flush()
             nodes = resolve_nodes(s, b.targets)
@@ -336,22 +380,50 @@ class Dispatcher(IngestObserver):
             elif self._live_down(b):
                 phase, error = "failed", MSG_LIVE_DOWN
             if nodes:
-                s.execute(insert(core_table(AiringTarget)), [
-                    {"airing_id": airing.id, "node_id": n.node_id, "village_id": n.village_id,
-                     "commune_id": n.commune_id, "cmd_id": new_cmd_id(), "phase": phase,
-                     "error": error, "updated_ms": now, "events": []} for n in nodes])
-            active = ActiveAiring(id=airing.id, broadcast_id=b.id, wire_id=wire,
-                                  priority=b.priority, start_at_ms=ref, ends_ms=ends,
-                                  is_stream=bool(b.stream_url),
-                                  live_mount=b.stream_mount if self.live is not None else None)
-            rows = s.execute(select(AiringTarget.id, AiringTarget.node_id, AiringTarget.cmd_id)
-                             .where(AiringTarget.airing_id == airing.id)).all()
+                s.execute(
+                    insert(core_table(AiringTarget)),
+                    [
+                        {
+                            "airing_id": airing.id,
+                            "node_id": n.node_id,
+                            "village_id": n.village_id,
+                            "commune_id": n.commune_id,
+                            "cmd_id": new_cmd_id(),
+                            "phase": phase,
+                            "error": error,
+                            "updated_ms": now,
+                            "events": [],
+                        }
+                        for n in nodes
+                    ],
+                )
+            active = ActiveAiring(
+                id=airing.id,
+                broadcast_id=b.id,
+                wire_id=wire,
+                priority=b.priority,
+                start_at_ms=ref,
+                ends_ms=ends,
+                is_stream=bool(b.stream_url),
+                live_mount=b.stream_mount if self.live is not None else None,
+            )
+            rows = s.execute(
+                select(AiringTarget.id, AiringTarget.node_id, AiringTarget.cmd_id).where(
+                    AiringTarget.airing_id == airing.id
+                )
+            ).all()
             urls = self._urls(b, meta, [r[1] for r in rows]) if phase == "pending" else {}
             template = self._template(b, meta, wire, start_at, ends, now) if urls else None
             for tid, node_id, cmd_id in rows:
                 assert cmd_id is not None  # every row was inserted with one just above
-                ts = TargetState(id=tid, airing_id=airing.id, node_id=node_id, cmd_id=cmd_id,
-                                 phase=phase, error=error)
+                ts = TargetState(
+                    id=tid,
+                    airing_id=airing.id,
+                    node_id=node_id,
+                    cmd_id=cmd_id,
+                    phase=phase,
+                    error=error,
+                )
                 if template is not None:
                     ts.cmd = self._command(template, urls[node_id], cmd_id)
                 active.targets[node_id] = ts
@@ -362,8 +434,7 @@ class Dispatcher(IngestObserver):
                 return None
             return active
 
-    def _urls(self, b: Broadcast, meta: ContentMeta | None,
-              node_ids: list[str]) -> dict[str, str]:
+    def _urls(self, b: Broadcast, meta: ContentMeta | None, node_ids: list[str]) -> dict[str, str]:
         if b.stream_url:
             url = b.stream_url
             if b.stream_mount and self.live is not None:
@@ -373,22 +444,46 @@ class Dispatcher(IngestObserver):
         assert self.content is not None and meta is not None
         return self.content.node_urls(meta.id, node_ids, self.base_url)
 
-    def _template(self, b: Broadcast, meta: ContentMeta | None, wire: str, start_at: int,
-                  expires_at: int, now: int) -> PlayCmd | StreamCmd:
+    def _template(
+        self,
+        b: Broadcast,
+        meta: ContentMeta | None,
+        wire: str,
+        start_at: int,
+        expires_at: int,
+        now: int,
+    ) -> PlayCmd | StreamCmd:
         """The airing's command, validated once; each node gets a copy with its own
         ``cmd_id`` and signed URL (validating thousands of identical commands is waste)."""
         volume = self.sched.emergency_volume if b.priority == "emergency" else b.volume
         priority = cast(Priority, b.priority)  # checked when the broadcast was created
         if b.stream_url:
-            return StreamCmd(cmd_id="-", issued_at=now, expires_at=expires_at,
-                             broadcast_id=wire, url="-", priority=priority,
-                             start_at=start_at, volume=volume)
+            return StreamCmd(
+                cmd_id="-",
+                issued_at=now,
+                expires_at=expires_at,
+                broadcast_id=wire,
+                url="-",
+                priority=priority,
+                start_at=start_at,
+                volume=volume,
+            )
         assert meta is not None  # as in _urls
-        return PlayCmd(cmd_id="-", issued_at=now, expires_at=expires_at, broadcast_id=wire,
-                       url="-", sha256=meta.sha256, bytes=meta.bytes,
-                       duration_ms=meta.duration_ms, start_at=start_at, priority=priority,
-                       volume=volume, repeat=max(1, b.repeat),
-                       gap_ms=int(self.sched.repeat_gap_s * 1000))
+        return PlayCmd(
+            cmd_id="-",
+            issued_at=now,
+            expires_at=expires_at,
+            broadcast_id=wire,
+            url="-",
+            sha256=meta.sha256,
+            bytes=meta.bytes,
+            duration_ms=meta.duration_ms,
+            start_at=start_at,
+            priority=priority,
+            volume=volume,
+            repeat=max(1, b.repeat),
+            gap_ms=int(self.sched.repeat_gap_s * 1000),
+        )
 
     @staticmethod
     def _command(template: PlayCmd | StreamCmd, url: str, cmd_id: str) -> PlayCmd | StreamCmd:
@@ -420,9 +515,12 @@ class Dispatcher(IngestObserver):
             ts.skew_ms = self._clock_skew(ts.node_id)
             cmd = ts.cmd
             if ts.skew_ms and getattr(cmd, "start_at", 0):
-                cmd = cmd.model_copy(update={
-                    "start_at": cmd.start_at + ts.skew_ms,
-                    "expires_at": (cmd.expires_at + ts.skew_ms) if cmd.expires_at else None})
+                cmd = cmd.model_copy(
+                    update={
+                        "start_at": cmd.start_at + ts.skew_ms,
+                        "expires_at": (cmd.expires_at + ts.skew_ms) if cmd.expires_at else None,
+                    }
+                )
             async with sem:
                 try:
                     await self.commands.send(ts.node_id, cmd)
@@ -497,11 +595,18 @@ class Dispatcher(IngestObserver):
         self._dirty[ts.id] = ts
 
     def _apply_playback(self, ts: TargetState, ev: PlaybackEvent, rx: int) -> None:
-        record: dict[str, Any] = {"type": "playback", "phase": ev.phase, "at": ev.at,
-                                  "error": ev.error,
-                  "rx": rx}
-        extra = {k: v for k, v in (ev.model_extra or {}).items() if isinstance(
-            v, str | int | float | bool)}
+        record: dict[str, Any] = {
+            "type": "playback",
+            "phase": ev.phase,
+            "at": ev.at,
+            "error": ev.error,
+            "rx": rx,
+        }
+        extra = {
+            k: v
+            for k, v in (ev.model_extra or {}).items()
+            if isinstance(v, str | int | float | bool)
+        }
         if extra:
             record["extra"] = extra
         at = ev.at - ts.skew_ms  # the node's clock, brought back to the controller's
@@ -515,8 +620,14 @@ class Dispatcher(IngestObserver):
         if reason is not None:
             # Evidence, not proof: the target's phase and times are left as they were.
             self.stats["implausible_events"] += 1
-            log.warning("Sự kiện phát không hợp lý từ %s cho %s: %s (%s: %s)", ts.node_id,
-                        ev.broadcast_id, ev.phase, reason, IMPLAUSIBLE[reason])
+            log.warning(
+                "Sự kiện phát không hợp lý từ %s cho %s: %s (%s: %s)",
+                ts.node_id,
+                ev.broadcast_id,
+                ev.phase,
+                reason,
+                IMPLAUSIBLE[reason],
+            )
             return
         if ev.phase == "started":
             ts.started_at_ms = at
@@ -530,7 +641,8 @@ class Dispatcher(IngestObserver):
         if ev.phase == "preempted" and ts.error is None:
             ts.error = "Bị ngắt bởi bản tin ưu tiên cao hơn"
         if PHASE_RANK[ev.phase] > PHASE_RANK[ts.phase] or (
-                ts.phase == "started" and ev.phase in ("finished", "preempted", "failed")):
+            ts.phase == "started" and ev.phase in ("finished", "preempted", "failed")
+        ):
             ts.phase = ev.phase
 
     def _implausible(self, ts: TargetState, ev: PlaybackEvent, at: int) -> str | None:
@@ -541,19 +653,24 @@ class Dispatcher(IngestObserver):
         tolerance = int(self.sched.proof_tolerance_s * 1000)
         active = self._airings.get(ts.airing_id)
         if ev.phase == "started":
-            fetched = any(r.get("phase") == "fetched" and not r.get("implausible")
-                          for r in ts.events)
+            fetched = any(
+                r.get("phase") == "fetched" and not r.get("implausible") for r in ts.events
+            )
             extra = ev.model_extra or {}
             cached = extra.get("cached") is True
             # The node's own record of the fetch, repeated on the start: the ``fetched`` event
             # may have gone to a controller that died before writing it (a takeover).
             fetched_at = extra.get("fetched_at")
-            fetched = fetched or (isinstance(fetched_at, int) and not isinstance(fetched_at, bool)
-                                  and fetched_at <= ev.at)
+            fetched = fetched or (
+                isinstance(fetched_at, int)
+                and not isinstance(fetched_at, bool)
+                and fetched_at <= ev.at
+            )
             if active is not None and not active.is_stream and not (fetched or cached):
                 return "no_fetch"
-            if active is not None and not (active.start_at_ms - tolerance <= at
-                                           <= active.ends_ms + tolerance):
+            if active is not None and not (
+                active.start_at_ms - tolerance <= at <= active.ends_ms + tolerance
+            ):
                 return "off_schedule"
         elif ev.phase == "finished":
             if ts.started_at_ms is None:
@@ -567,14 +684,17 @@ class Dispatcher(IngestObserver):
         node_id = transition.node_id
         if transition.to_state in ONLINE_STATES and transition.from_state not in ONLINE_STATES:
             loop = asyncio.get_running_loop()
-            loop.call_later(self.sched.resend_delay_s,
-                            lambda: self._spawn(self.resend_to(node_id)))
+            loop.call_later(self.sched.resend_delay_s, lambda: self._spawn(self.resend_to(node_id)))
 
     async def resend_to(self, node_id: str) -> int:
         now = self.clock()
-        due = [a.targets[node_id] for a in self._airings.values()
-               if node_id in a.targets and now < a.ends_ms
-               and a.targets[node_id].phase in ("pending", "sent")]
+        due = [
+            a.targets[node_id]
+            for a in self._airings.values()
+            if node_id in a.targets
+            and now < a.ends_ms
+            and a.targets[node_id].phase in ("pending", "sent")
+        ]
         sent = await self._publish(due)
         if sent:
             self.stats["resent"] += sent
@@ -600,17 +720,29 @@ class Dispatcher(IngestObserver):
         announced itself online a moment before it subscribed to its command topic, and a
         command lost with a broker restart."""
         every = int(self.sched.ack_retry_s * 1000)
-        due = [t for a in self._airings.values() if now < a.ends_ms and not a.cancelled
-               for t in a.targets.values()
-               if t.phase == "sent" and t.cmd is not None and t.sends < self.sched.max_sends
-               and now - t.last_sent_ms >= every and self._is_online(t.node_id)]
+        due = [
+            t
+            for a in self._airings.values()
+            if now < a.ends_ms and not a.cancelled
+            for t in a.targets.values()
+            if t.phase == "sent"
+            and t.cmd is not None
+            and t.sends < self.sched.max_sends
+            and now - t.last_sent_ms >= every
+            and self._is_online(t.node_id)
+        ]
         if due:
             sent = await self._publish(due)
             self.stats["resent"] += sent
 
     async def _retry_unsent(self, now: int) -> None:
-        due = [t for a in self._airings.values() if now < a.ends_ms
-               for t in a.targets.values() if t.phase == "pending" and t.cmd is not None]
+        due = [
+            t
+            for a in self._airings.values()
+            if now < a.ends_ms
+            for t in a.targets.values()
+            if t.phase == "pending" and t.cmd is not None
+        ]
         if due:
             await self._publish(due)
 
@@ -622,10 +754,19 @@ class Dispatcher(IngestObserver):
                 return 0
             batch, self._dirty = self._dirty, {}
             now = self.clock()
-            rows = [{"id": t.id, "phase": t.phase, "started_at_ms": t.started_at_ms,
-                     "finished_at_ms": t.finished_at_ms, "lateness_ms": t.lateness_ms,
-                     "error": t.error, "updated_ms": now, "events": list(t.events)}
-                    for t in batch.values()]
+            rows = [
+                {
+                    "id": t.id,
+                    "phase": t.phase,
+                    "started_at_ms": t.started_at_ms,
+                    "finished_at_ms": t.finished_at_ms,
+                    "lateness_ms": t.lateness_ms,
+                    "error": t.error,
+                    "updated_ms": now,
+                    "events": list(t.events),
+                }
+                for t in batch.values()
+            ]
             try:
                 await asyncio.to_thread(self._write_rows, rows)
             except Exception:
@@ -643,8 +784,7 @@ class Dispatcher(IngestObserver):
         """Judge every airing whose slot ended more than the margin ago."""
         now = self.clock() if now is None else now
         margin = int(self.sched.ack_margin_s * 1000)
-        due = [a for a in self._airings.values()
-               if now >= a.ends_ms + margin or self._all_done(a)]
+        due = [a for a in self._airings.values() if now >= a.ends_ms + margin or self._all_done(a)]
         if not due:
             return []
         for a in due:
@@ -684,8 +824,11 @@ class Dispatcher(IngestObserver):
                 row = s.get(Airing, a.id)
                 if row is None:
                     continue
-                row.status = ("cancelled" if a.cancelled
-                              else airing_status(t.phase for t in a.targets.values()))
+                row.status = (
+                    "cancelled"
+                    if a.cancelled
+                    else airing_status(t.phase for t in a.targets.values())
+                )
                 row.finalized_ms = now
                 touched.add(a.broadcast_id)
             s.flush()
@@ -710,20 +853,27 @@ class Dispatcher(IngestObserver):
             followed = [a for i in fresh if (a := self._airings.get(i)) is not None]
             nodes = sorted({n for a in followed for n in a.targets})
             for node_id, event, received_ms in await asyncio.to_thread(
-                    self._stored_events, [a.id for a in followed], nodes):
+                self._stored_events, [a.id for a in followed], nodes
+            ):
                 self._apply_event(node_id, event, received_ms)
         self._ready = True
         early, self._early = self._early, deque(maxlen=EARLY_EVENTS_MAX)
         for node_id, event, received_ms in early:
             self._apply_event(node_id, event, received_ms)
         now = self.clock()
-        pending = [t for i in fresh if (a := self._airings.get(i)) and now < a.ends_ms
-                   for t in a.targets.values() if t.phase == "pending"]
+        pending = [
+            t
+            for i in fresh
+            if (a := self._airings.get(i)) and now < a.ends_ms
+            for t in a.targets.values()
+            if t.phase == "pending"
+        ]
         await self._publish(pending)
         return len(fresh)
 
-    def _stored_events(self, airing_ids: list[int],
-                       nodes: list[str]) -> list[tuple[str, NodeEvent, int]]:
+    def _stored_events(
+        self, airing_ids: list[int], nodes: list[str]
+    ) -> list[tuple[str, NodeEvent, int]]:
         """Acks and playback events the ingest stored for these airings' nodes since they
         were dispatched. With several controllers, what nodes said while no controller led
         was stored by whichever took it; the new leader completes proof of play from here.
@@ -731,15 +881,19 @@ class Dispatcher(IngestObserver):
         if not airing_ids:
             return []
         with self.db.session() as s:
-            since = min(s.scalar(select(Airing.dispatched_ms).where(Airing.id == i)) or 0
-                        for i in airing_ids)
+            since = min(
+                s.scalar(select(Airing.dispatched_ms).where(Airing.id == i)) or 0
+                for i in airing_ids
+            )
             rows: list[Row[str, int, dict[str, Any]]] = []
             for i in range(0, len(nodes), 900):  # SQLite's bound-parameter limit
-                rows += s.execute(select(NodeEventLog.node_id, NodeEventLog.at_ms,
-                                         NodeEventLog.payload)
-                                  .where(NodeEventLog.node_id.in_(nodes[i:i + 900]),
-                                         NodeEventLog.at_ms >= since,
-                                         NodeEventLog.type.in_(("cmd_ack", "playback")))).all()
+                rows += s.execute(
+                    select(NodeEventLog.node_id, NodeEventLog.at_ms, NodeEventLog.payload).where(
+                        NodeEventLog.node_id.in_(nodes[i : i + 900]),
+                        NodeEventLog.at_ms >= since,
+                        NodeEventLog.type.in_(("cmd_ack", "playback")),
+                    )
+                ).all()
         out = []
         for node_id, at_ms, payload in sorted(rows, key=lambda r: r[1]):
             try:
@@ -750,8 +904,13 @@ class Dispatcher(IngestObserver):
 
     def _unfinished_airings(self) -> list[int]:
         with self.db.session() as s:
-            return list(s.scalars(select(Airing.id).where(Airing.status == "dispatched",
-                                                          Airing.finalized_ms.is_(None))))
+            return list(
+                s.scalars(
+                    select(Airing.id).where(
+                        Airing.status == "dispatched", Airing.finalized_ms.is_(None)
+                    )
+                )
+            )
 
     def _read_active(self, airing_ids: list[int]) -> list[ActiveAiring]:
         """Airings still being followed, rebuilt from the database. Runs in a worker thread
@@ -771,24 +930,42 @@ class Dispatcher(IngestObserver):
                 if not b.stream_url and self.content is not None and b.content_id:
                     meta = self.content.get(b.content_id)
                 start_at = 0 if b.priority == "emergency" else (a.start_at_ms or a.slot_ms)
-                active = ActiveAiring(id=a.id, broadcast_id=b.id, wire_id=wire,
-                                      priority=b.priority,
-                                      start_at_ms=a.start_at_ms or a.slot_ms,
-                                      ends_ms=a.ends_ms or a.slot_ms + b.duration_ms,
-                                      is_stream=bool(b.stream_url),
-                                      live_mount=b.stream_mount if self.live is not None else None)
+                active = ActiveAiring(
+                    id=a.id,
+                    broadcast_id=b.id,
+                    wire_id=wire,
+                    priority=b.priority,
+                    start_at_ms=a.start_at_ms or a.slot_ms,
+                    ends_ms=a.ends_ms or a.slot_ms + b.duration_ms,
+                    is_stream=bool(b.stream_url),
+                    live_mount=b.stream_mount if self.live is not None else None,
+                )
                 rows = s.scalars(select(AiringTarget).where(AiringTarget.airing_id == a.id)).all()
-                urls = (self._urls(b, meta, [t.node_id for t in rows])
-                        if meta is not None or b.stream_url else {})
-                template = (self._template(b, meta, wire, start_at, active.ends_ms,
-                                           a.dispatched_ms or self.clock()) if urls else None)
+                urls = (
+                    self._urls(b, meta, [t.node_id for t in rows])
+                    if meta is not None or b.stream_url
+                    else {}
+                )
+                template = (
+                    self._template(
+                        b, meta, wire, start_at, active.ends_ms, a.dispatched_ms or self.clock()
+                    )
+                    if urls
+                    else None
+                )
                 for t in rows:
-                    ts = TargetState(id=t.id, airing_id=a.id, node_id=t.node_id,
-                                     cmd_id=t.cmd_id or new_cmd_id(), phase=t.phase,
-                                     started_at_ms=t.started_at_ms,
-                                     finished_at_ms=t.finished_at_ms,
-                                     lateness_ms=t.lateness_ms, error=t.error,
-                                     events=list(t.events or []))
+                    ts = TargetState(
+                        id=t.id,
+                        airing_id=a.id,
+                        node_id=t.node_id,
+                        cmd_id=t.cmd_id or new_cmd_id(),
+                        phase=t.phase,
+                        started_at_ms=t.started_at_ms,
+                        finished_at_ms=t.finished_at_ms,
+                        lateness_ms=t.lateness_ms,
+                        error=t.error,
+                        events=list(t.events or []),
+                    )
                     if template is not None:
                         ts.cmd = self._command(template, urls[t.node_id], ts.cmd_id)
                     active.targets[t.node_id] = ts
@@ -821,8 +998,10 @@ class Dispatcher(IngestObserver):
             nonlocal sent
             async with sem:
                 try:
-                    await self.commands.send(ts.node_id, StopCmd(
-                        cmd_id=new_cmd_id(), issued_at=now, broadcast_id=a.wire_id))
+                    await self.commands.send(
+                        ts.node_id,
+                        StopCmd(cmd_id=new_cmd_id(), issued_at=now, broadcast_id=a.wire_id),
+                    )
                     sent += 1
                 except Exception as exc:
                     log.warning("Không gửi được lệnh dừng tới %s: %s", ts.node_id, exc)

@@ -10,8 +10,13 @@ from typing import Any, Literal
 from loa.errors import DomainError
 
 ErrorKind = Literal["invalid", "forbidden", "not_found", "conflict", "unavailable"]
-STATUS_FOR_KIND: dict[str, int] = {"invalid": 422, "forbidden": 403, "not_found": 404,
-                                   "conflict": 409, "unavailable": 503}
+STATUS_FOR_KIND: dict[str, int] = {
+    "invalid": 422,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "unavailable": 503,
+}
 
 
 class ScheduleError(DomainError):

@@ -23,8 +23,9 @@ def last_slot_ms(s: Session, broadcast_id: int) -> int | None:
     return s.scalar(select(func.max(Airing.slot_ms)).where(Airing.broadcast_id == broadcast_id))
 
 
-def refresh_broadcast_status(s: Session, b: Broadcast, now: int,
-                             settings: SchedulerSettings | None = None) -> None:
+def refresh_broadcast_status(
+    s: Session, b: Broadcast, now: int, settings: SchedulerSettings | None = None
+) -> None:
     """A scheduled broadcast is over when it has no slot after its last airing and every
     airing has been judged; its status then sums up its airings."""
     if b.status != "scheduled":
@@ -41,8 +42,14 @@ def refresh_broadcast_status(s: Session, b: Broadcast, now: int,
     b.updated_ms = now
 
 
-def record_missed(s: Session, b: Broadcast, up_to_ms: int, now: int,
-                  settings: SchedulerSettings | None = None, limit: int = 500) -> list[int]:
+def record_missed(
+    s: Session,
+    b: Broadcast,
+    up_to_ms: int,
+    now: int,
+    settings: SchedulerSettings | None = None,
+    limit: int = 500,
+) -> list[int]:
     """Slots of ``b`` before ``up_to_ms`` that were never dispatched (the controller was down
     past the grace window) become ``missed`` airings. Their nodes are recorded with the phase
     ``pending`` (never sent) so a village's record shows the broadcast aimed at it was not
@@ -56,17 +63,37 @@ def record_missed(s: Session, b: Broadcast, up_to_ms: int, now: int,
         return []
     nodes = resolve_nodes(s, b.targets)
     for slot in missed:
-        airing = Airing(broadcast_id=b.id, slot_ms=slot, duration_ms=b.duration_ms,
-                        language=b.language, priority=b.priority, status="missed",
-                        start_at_ms=slot, ends_ms=slot + b.duration_ms, finalized_ms=now)
+        airing = Airing(
+            broadcast_id=b.id,
+            slot_ms=slot,
+            duration_ms=b.duration_ms,
+            language=b.language,
+            priority=b.priority,
+            status="missed",
+            start_at_ms=slot,
+            ends_ms=slot + b.duration_ms,
+            finalized_ms=now,
+        )
         s.add(airing)
         s.flush()
         if nodes:
-            s.execute(insert(AiringTarget), [
-                {"airing_id": airing.id, "node_id": n.node_id, "village_id": n.village_id,
-                 "commune_id": n.commune_id, "cmd_id": None, "phase": "pending",
-                 "error": MSG_CONTROLLER_DOWN, "updated_ms": now, "events": []}
-                for n in nodes])
+            s.execute(
+                insert(AiringTarget),
+                [
+                    {
+                        "airing_id": airing.id,
+                        "node_id": n.node_id,
+                        "village_id": n.village_id,
+                        "commune_id": n.commune_id,
+                        "cmd_id": None,
+                        "phase": "pending",
+                        "error": MSG_CONTROLLER_DOWN,
+                        "updated_ms": now,
+                        "events": [],
+                    }
+                    for n in nodes
+                ],
+            )
     refresh_broadcast_status(s, b, now, settings)
     return missed
 
@@ -78,5 +105,10 @@ def content_in_use(s: Session) -> set[str]:
     """Content that a broadcast still in play (draft, submitted, approved, scheduled…) refers
     to: the content store's retention must keep it (``ContentStore.purge``)."""
     open_statuses = [st for st in BROADCAST_STATUSES if st not in FINISHED_STATUSES]
-    return set(s.scalars(select(Broadcast.content_id).where(
-        Broadcast.status.in_(open_statuses), Broadcast.content_id.is_not(None))))
+    return set(
+        s.scalars(
+            select(Broadcast.content_id).where(
+                Broadcast.status.in_(open_statuses), Broadcast.content_id.is_not(None)
+            )
+        )
+    )

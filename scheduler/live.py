@@ -62,12 +62,15 @@ from scheduler.errors import Unavailable
 
 log = logging.getLogger("loa.live")
 
-MSG_MISSING = ("Chưa cài máy chủ phát trực tiếp Icecast trên máy này. "
-               "Hãy cài gói Debian «icecast2» (apt-get install -y icecast2) rồi khởi động lại Loa.")
+MSG_MISSING = (
+    "Chưa cài máy chủ phát trực tiếp Icecast trên máy này. "
+    "Hãy cài gói Debian «icecast2» (apt-get install -y icecast2) rồi khởi động lại Loa."
+)
 MSG_NOT_RUNNING = "Máy chủ phát trực tiếp (Icecast) chưa chạy."
 MSG_FAILED = "Không khởi động được máy chủ phát trực tiếp Icecast: {detail}"
-MSG_RELOAD = ("Máy chủ phát trực tiếp (Icecast) không nhận cấu hình điểm phát mới; "
-              "hãy thử lại sau ít phút.")
+MSG_RELOAD = (
+    "Máy chủ phát trực tiếp (Icecast) không nhận cấu hình điểm phát mới; hãy thử lại sau ít phút."
+)
 SOURCE_USER = "source"
 ADMIN_USER = "admin"
 RELOAD_TIMEOUT_S = 5.0
@@ -104,8 +107,9 @@ class _Spawner:
             return fn()
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="loa-child-spawner",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="loa-child-spawner", daemon=True
+                )
                 self._thread.start()
         fut: Future[T] = Future()
         self._jobs.put((fn, fut))
@@ -180,8 +184,15 @@ def _mount_key(path: Path) -> bytes:
 
 
 class IcecastServer:
-    def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int = 0,
-                 binary: str = "icecast2", public_url: str = "") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        binary: str = "icecast2",
+        public_url: str = "",
+    ) -> None:
         self.dir = Path(data_dir) / "icecast"
         self._key_path = Path(data_dir) / "icecast-mount.key"
         self._key: bytes | None = None
@@ -244,8 +255,9 @@ class IcecastServer:
     def source_url(self, mount: str) -> str:
         """Where the broadcast's owner sends audio (``ffmpeg ... -f mp3 URL``). For the
         owner only: it carries the mount's password."""
-        return (f"icecast://{SOURCE_USER}:{self.mount_password(mount)}@"
-                f"{self.host}:{self.port}{mount}")
+        return (
+            f"icecast://{SOURCE_USER}:{self.mount_password(mount)}@{self.host}:{self.port}{mount}"
+        )
 
     def new_mount(self) -> str:
         """A fresh mount with its own source password, in force on the running server
@@ -433,14 +445,22 @@ class IcecastServer:
         self._generation += 1
         want = f"Loa {self._generation}"
         conf = self._write_config()
-        self._proc = spawn([exe, "-c", str(conf)], stdin=subprocess.DEVNULL,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           start_new_session=True, preexec_fn=_child_setup(owner))
+        self._proc = spawn(
+            [exe, "-c", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_child_setup(owner),
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                out = (self._proc.stdout.read() if self._proc.stdout else b"").decode(
-                    "utf-8", "replace").strip()
+                out = (
+                    (self._proc.stdout.read() if self._proc.stdout else b"")
+                    .decode("utf-8", "replace")
+                    .strip()
+                )
                 self._proc = None
                 if self._owned_tmp:
                     shutil.rmtree(self.dir, ignore_errors=True)

@@ -53,8 +53,14 @@ class MicFeed:
 class MicFeeds:
     """Open feeds by broadcast id, and the watchdog that fails the dead ones."""
 
-    def __init__(self, live: IcecastServer, on_failed: Callable[[int, str], None], *,
-                 idle_s: float = IDLE_S, ffmpeg: str = "ffmpeg") -> None:
+    def __init__(
+        self,
+        live: IcecastServer,
+        on_failed: Callable[[int, str], None],
+        *,
+        idle_s: float = IDLE_S,
+        ffmpeg: str = "ffmpeg",
+    ) -> None:
         self.live = live
         self.on_failed = on_failed
         self.idle_s = idle_s
@@ -68,16 +74,44 @@ class MicFeeds:
     # ------------------------------------------------------------------ feeding
 
     def _command(self, mount: str) -> list[str]:
-        return [self.ffmpeg, "-hide_banner", "-loglevel", "error",
-                "-probesize", "32768", "-analyzeduration", "0", "-fflags", "+nobuffer",
-                "-i", "pipe:0", "-vn", "-ac", "1", "-ar", "44100",
-                "-c:a", "libmp3lame", "-b:a", "64k", "-content_type", "audio/mpeg",
-                "-f", "mp3", self.live.source_url(mount)]
+        return [
+            self.ffmpeg,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-probesize",
+            "32768",
+            "-analyzeduration",
+            "0",
+            "-fflags",
+            "+nobuffer",
+            "-i",
+            "pipe:0",
+            "-vn",
+            "-ac",
+            "1",
+            "-ar",
+            "44100",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "64k",
+            "-content_type",
+            "audio/mpeg",
+            "-f",
+            "mp3",
+            self.live.source_url(mount),
+        ]
 
     def _open(self, broadcast_id: int, mount: str) -> MicFeed:
-        proc = spawn(self._command(mount), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.PIPE, start_new_session=True,
-                     preexec_fn=_child_setup(None))
+        proc = spawn(
+            self._command(mount),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=_child_setup(None),
+        )
         feed = MicFeed(broadcast_id, mount, proc)
         self.feeds[broadcast_id] = feed
         self._ensure_watchdog()
@@ -88,16 +122,18 @@ class MicFeeds:
         """Append the chunk ``seq`` (0, 1, 2… in order) of the broadcast's recording; the
         first one starts the feed. Returns the bytes received so far."""
         if len(chunk) > MAX_CHUNK_BYTES:
-            raise InvalidBroadcast(f"Đoạn âm thanh quá lớn ({len(chunk)} byte; tối đa "
-                                   f"{MAX_CHUNK_BYTES} byte).")
+            raise InvalidBroadcast(
+                f"Đoạn âm thanh quá lớn ({len(chunk)} byte; tối đa {MAX_CHUNK_BYTES} byte)."
+            )
         with self._lock:
             if broadcast_id in self.ended:
                 raise Conflict(MSG_NOT_OPEN)
             feed = self.feeds.get(broadcast_id)
             if feed is None:
                 if seq != 0:
-                    raise Conflict("Buổi phát chưa bắt đầu: đoạn âm thanh đầu tiên phải có "
-                                   "số thứ tự 0.")
+                    raise Conflict(
+                        "Buổi phát chưa bắt đầu: đoạn âm thanh đầu tiên phải có số thứ tự 0."
+                    )
                 feed = self._open(broadcast_id, mount)
         with feed.lock:
             if feed.closed:
@@ -105,8 +141,9 @@ class MicFeeds:
             if seq == feed.next_seq - 1:
                 return feed.bytes_in  # a retry of the last chunk: already written
             if seq != feed.next_seq:
-                raise Conflict(f"Đoạn âm thanh số {seq} không đúng thứ tự "
-                               f"(đang chờ đoạn số {feed.next_seq}).")
+                raise Conflict(
+                    f"Đoạn âm thanh số {seq} không đúng thứ tự (đang chờ đoạn số {feed.next_seq})."
+                )
             try:
                 assert feed.proc.stdin is not None
                 feed.proc.stdin.write(chunk)
@@ -159,8 +196,9 @@ class MicFeeds:
     def _ensure_watchdog(self) -> None:
         if self._watchdog is None or not self._watchdog.is_alive():
             self._stop.clear()
-            self._watchdog = threading.Thread(target=self._watch, name="loa-mic-watchdog",
-                                              daemon=True)
+            self._watchdog = threading.Thread(
+                target=self._watch, name="loa-mic-watchdog", daemon=True
+            )
             self._watchdog.start()
 
     def _watch(self) -> None:

@@ -17,12 +17,31 @@ from sqlalchemy.orm import Mapped, mapped_column
 from loa.db import Base
 
 # Workflow of a broadcast (issue: draft -> submitted -> approved -> scheduled -> terminal).
-BROADCAST_STATUSES = ("draft", "submitted", "approved", "scheduled", "paused", "aired",
-                      "partly_aired", "missed", "cancelled", "failed")
+BROADCAST_STATUSES = (
+    "draft",
+    "submitted",
+    "approved",
+    "scheduled",
+    "paused",
+    "aired",
+    "partly_aired",
+    "missed",
+    "cancelled",
+    "failed",
+)
 AIRING_STATUSES = ("scheduled", "dispatched", "aired", "partly_aired", "missed", "cancelled")
 # Phase of one node for one airing. "pending" = not yet sent; "sent" = command published.
-TARGET_PHASES = ("pending", "sent", "acked", "fetched", "started", "finished", "preempted",
-                 "failed", "never_acked")
+TARGET_PHASES = (
+    "pending",
+    "sent",
+    "acked",
+    "fetched",
+    "started",
+    "finished",
+    "preempted",
+    "failed",
+    "never_acked",
+)
 LANGUAGES = ("vi", "tay", "nung", "dao", "other")
 
 
@@ -65,7 +84,8 @@ class Broadcast(Base):
     client_key: Mapped[str | None] = mapped_column(String(80))
     # An edit creates a new version; the old one stays, cancelled, as history.
     previous_version_id: Mapped[int | None] = mapped_column(
-        ForeignKey("broadcast.id", name="fk_broadcast_previous_version"))
+        ForeignKey("broadcast.id", name="fk_broadcast_previous_version")
+    )
 
 
 class Airing(Base):
@@ -102,10 +122,22 @@ class AiringTarget(Base):
         # Covering indexes for the indicator's two aggregations (indicator/evaluate.py): read
         # in these orders, the database groups a year of proof-of-play rows as it walks the
         # index, without sorting millions of rows or visiting the wide table (migration 0015).
-        Index("ix_airing_target_outcome", "airing_id", "commune_id", "village_id", "phase",
-              "started_at_ms"),
-        Index("ix_airing_target_village_outcome", "commune_id", "village_id", "airing_id",
-              "phase", "started_at_ms"),
+        Index(
+            "ix_airing_target_outcome",
+            "airing_id",
+            "commune_id",
+            "village_id",
+            "phase",
+            "started_at_ms",
+        ),
+        Index(
+            "ix_airing_target_village_outcome",
+            "commune_id",
+            "village_id",
+            "airing_id",
+            "phase",
+            "started_at_ms",
+        ),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     airing_id: Mapped[int] = mapped_column(ForeignKey("airing.id"), index=True)

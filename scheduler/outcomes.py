@@ -11,13 +11,27 @@ from collections.abc import Iterable
 AIRED_PHASES = frozenset({"started", "finished"})
 TERMINAL_PHASES = frozenset({"finished", "preempted", "failed", "never_acked"})
 # Order in which playback progress may move; terminal phases all share the top rank.
-PHASE_RANK = {"pending": 0, "sent": 1, "acked": 2, "fetched": 3, "started": 4,
-              "finished": 5, "preempted": 5, "failed": 5, "never_acked": 5}
+PHASE_RANK = {
+    "pending": 0,
+    "sent": 1,
+    "acked": 2,
+    "fetched": 3,
+    "started": 4,
+    "finished": 5,
+    "preempted": 5,
+    "failed": 5,
+    "never_acked": 5,
+}
 
 PHASE_LABELS_VI = {
-    "pending": "Chưa gửi", "sent": "Đã gửi lệnh", "acked": "Đã nhận lệnh",
-    "fetched": "Đã tải nội dung", "started": "Đang phát", "finished": "Đã phát xong",
-    "preempted": "Bị ngắt bởi bản tin ưu tiên hơn", "failed": "Lỗi",
+    "pending": "Chưa gửi",
+    "sent": "Đã gửi lệnh",
+    "acked": "Đã nhận lệnh",
+    "fetched": "Đã tải nội dung",
+    "started": "Đang phát",
+    "finished": "Đã phát xong",
+    "preempted": "Bị ngắt bởi bản tin ưu tiên hơn",
+    "failed": "Lỗi",
     "never_acked": "Không phản hồi",
 }
 

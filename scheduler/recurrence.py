@@ -58,7 +58,8 @@ def parse_instant(text: str, tz: ZoneInfo = ICT) -> int:
         except ValueError:
             raise InvalidBroadcast(
                 f"Thời điểm không hợp lệ: «{raw}» (dùng ISO 8601, ví dụ 2025-03-01T06:00:00+07:00,"
-                " hoặc dd/mm/yyyy HH:MM).") from None
+                " hoặc dd/mm/yyyy HH:MM)."
+            ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=tz)
     if not MIN_YEAR <= dt.year <= MAX_YEAR:
@@ -101,20 +102,43 @@ def _until_ms_from_rule(value: str, tz: ZoneInfo) -> int:
         if re.fullmatch(r"\d{8}", v):
             return _end_of_local_day_ms(datetime.strptime(v, "%Y%m%d").date(), tz)
         if re.fullmatch(r"\d{8}T\d{6}Z", v):
-            return int(datetime.strptime(v, "%Y%m%dT%H%M%SZ").replace(
-                tzinfo=ZoneInfo("UTC")).timestamp() * 1000)
+            return int(
+                datetime.strptime(v, "%Y%m%dT%H%M%SZ").replace(tzinfo=ZoneInfo("UTC")).timestamp()
+                * 1000
+            )
         if re.fullmatch(r"\d{8}T\d{6}", v):
-            return int(datetime.strptime(v, "%Y%m%dT%H%M%S").replace(tzinfo=tz).timestamp()
-                       * 1000)
+            return int(datetime.strptime(v, "%Y%m%dT%H%M%S").replace(tzinfo=tz).timestamp() * 1000)
     except ValueError:
         pass
     raise InvalidBroadcast(f"UNTIL không hợp lệ: «{value}».")
 
 
-ALLOWED_PARTS = {"FREQ", "INTERVAL", "COUNT", "UNTIL", "BYDAY", "BYMONTHDAY", "BYMONTH",
-                 "BYHOUR", "BYMINUTE", "WKST"}
-_MONTH_DAYS = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30,
-               12: 31}
+ALLOWED_PARTS = {
+    "FREQ",
+    "INTERVAL",
+    "COUNT",
+    "UNTIL",
+    "BYDAY",
+    "BYMONTHDAY",
+    "BYMONTH",
+    "BYHOUR",
+    "BYMINUTE",
+    "WKST",
+}
+_MONTH_DAYS = {
+    1: 31,
+    2: 29,
+    3: 31,
+    4: 30,
+    5: 31,
+    6: 30,
+    7: 31,
+    8: 31,
+    9: 30,
+    10: 31,
+    11: 30,
+    12: 31,
+}
 _BYDAY_RE = re.compile(r"^([+-]?[1-5])?(MO|TU|WE|TH|FR|SA|SU)$")
 
 
@@ -143,8 +167,9 @@ def _check_parts(parts: dict[str, str]) -> None:
     if "BYMONTHDAY" in parts:
         days = _int_list(parts, "BYMONTHDAY", 1, 31)
         if not any(abs(d) <= _MONTH_DAYS[m] for m in months for d in days):
-            raise InvalidBroadcast("Quy tắc lặp không bao giờ trúng ngày nào (ngày không có "
-                                   "trong các tháng đã chọn).")
+            raise InvalidBroadcast(
+                "Quy tắc lặp không bao giờ trúng ngày nào (ngày không có trong các tháng đã chọn)."
+            )
     hours = _int_list(parts, "BYHOUR", 0, 23) if "BYHOUR" in parts else [0]
     minutes = _int_list(parts, "BYMINUTE", 0, 59) if "BYMINUTE" in parts else [0]
     if len(set(hours)) * len(set(minutes)) > MAX_SLOTS_PER_DAY:
@@ -172,7 +197,8 @@ class Recurrence:
 
     def _rrule(self, until_local: datetime | None = None) -> rrule:
         start_local = datetime.fromtimestamp(self.dtstart_ms / 1000, tz=self.tz).replace(
-            tzinfo=None)
+            tzinfo=None
+        )
         # One RRULE line (the parser refuses more) gives an rrule, never an rruleset.
         rr = cast(rrule, rrulestr(self.rule, dtstart=start_local, cache=False))
         return rr.replace(until=until_local) if until_local is not None else rr
@@ -201,8 +227,10 @@ class Recurrence:
         start = datetime.fromtimestamp(from_ms / 1000, tz=self.tz).replace(tzinfo=None)
         until_local = self._search_cap(start)
         if self.until_ms is not None:
-            until_local = min(until_local, datetime.fromtimestamp(
-                self.until_ms / 1000, tz=self.tz).replace(tzinfo=None))
+            until_local = min(
+                until_local,
+                datetime.fromtimestamp(self.until_ms / 1000, tz=self.tz).replace(tzinfo=None),
+            )
         if until_local < start:
             return
         rr = self._rrule(until_local)
@@ -238,9 +266,14 @@ class Recurrence:
         return out
 
 
-def build_recurrence(rule: str, dtstart_ms: int, *, until: str | int | None = None,
-                     exceptions: list[str] | None = None,
-                     tz: ZoneInfo = ICT) -> Recurrence:
+def build_recurrence(
+    rule: str,
+    dtstart_ms: int,
+    *,
+    until: str | int | None = None,
+    exceptions: list[str] | None = None,
+    tz: ZoneInfo = ICT,
+) -> Recurrence:
     """Validate a user's RRULE with its bounds; raises :class:`InvalidBroadcast` in Vietnamese.
 
     ``until`` may be a local date (the whole day counts), an ISO date-time, or epoch ms."""
@@ -251,7 +284,8 @@ def build_recurrence(rule: str, dtstart_ms: int, *, until: str | int | None = No
     freq = parts.get("FREQ", "").upper()
     if freq not in ALLOWED_FREQS:
         raise InvalidBroadcast(
-            "Chỉ hỗ trợ lặp theo ngày, tuần, tháng hoặc năm (FREQ=DAILY|WEEKLY|MONTHLY|YEARLY).")
+            "Chỉ hỗ trợ lặp theo ngày, tuần, tháng hoặc năm (FREQ=DAILY|WEEKLY|MONTHLY|YEARLY)."
+        )
     if "COUNT" in parts and ("UNTIL" in parts or until is not None):
         raise InvalidBroadcast("Không dùng đồng thời COUNT và ngày kết thúc (UNTIL).")
 
@@ -262,8 +296,9 @@ def build_recurrence(rule: str, dtstart_ms: int, *, until: str | int | None = No
     if until is not None and until != "":
         if isinstance(until, int) and not isinstance(until, bool):
             if not _year_start_ms(MIN_YEAR) <= until < _year_start_ms(MAX_YEAR + 1):
-                raise InvalidBroadcast(f"Ngày kết thúc phải trong khoảng năm {MIN_YEAR}–"
-                                       f"{MAX_YEAR}.")
+                raise InvalidBroadcast(
+                    f"Ngày kết thúc phải trong khoảng năm {MIN_YEAR}–{MAX_YEAR}."
+                )
             until_candidates.append(until)
         elif re.fullmatch(r"\d{4}-\d{2}-\d{2}|\d{2}/\d{2}/\d{4}", str(until).strip()):
             until_candidates.append(_end_of_local_day_ms(parse_local_date(str(until)), tz))
@@ -282,8 +317,9 @@ def build_recurrence(rule: str, dtstart_ms: int, *, until: str | int | None = No
         order.remove("COUNT")
     clean = ";".join(f"{k}={parts[k]}" for k in order)
     exdates = tuple(sorted({parse_local_date(x).isoformat() for x in (exceptions or [])}))
-    recurrence = Recurrence(rule=clean, dtstart_ms=dtstart_ms, until_ms=until_ms,
-                            exdates=exdates, tz_name=tz.key)
+    recurrence = Recurrence(
+        rule=clean, dtstart_ms=dtstart_ms, until_ms=until_ms, exdates=exdates, tz_name=tz.key
+    )
     try:
         recurrence._rrule()
     except (ValueError, TypeError) as exc:
@@ -291,12 +327,16 @@ def build_recurrence(rule: str, dtstart_ms: int, *, until: str | int | None = No
     if count is not None:
         # COUNT becomes an end time, so every later computation has the same simple bound.
         # (RFC 5545 counts exception dates among the COUNT occurrences; so do we.)
-        plain = Recurrence(rule=clean, dtstart_ms=dtstart_ms, until_ms=until_ms,
-                           tz_name=tz.key)
+        plain = Recurrence(rule=clean, dtstart_ms=dtstart_ms, until_ms=until_ms, tz_name=tz.key)
         slots = plain.first(count, dtstart_ms)
         if slots:
-            recurrence = Recurrence(rule=clean, dtstart_ms=dtstart_ms, until_ms=slots[-1],
-                                    exdates=exdates, tz_name=tz.key)
+            recurrence = Recurrence(
+                rule=clean,
+                dtstart_ms=dtstart_ms,
+                until_ms=slots[-1],
+                exdates=exdates,
+                tz_name=tz.key,
+            )
     return recurrence
 
 

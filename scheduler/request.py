@@ -20,11 +20,26 @@ MAX_TITLE = 300
 MAX_TTS_CHARS = 20_000
 # A requested start this close to "now" in the past is taken as "now" (clock drift, typing).
 PAST_TOLERANCE_MS = 5_000
-MSG_NO_TIME = ("Chưa chọn giờ phát: hãy nhập ngày và giờ phát, hoặc chọn «Phát ngay» "
-               "(«start_at»: \"now\").")
+MSG_NO_TIME = (
+    'Chưa chọn giờ phát: hãy nhập ngày và giờ phát, hoặc chọn «Phát ngay» («start_at»: "now").'
+)
 KNOWN_FIELDS = {
-    "title", "tts_text", "content_id", "stream", "stream_url", "language", "voice", "engine",
-    "targets", "start_at", "recurrence", "priority", "volume", "repeat", "confirm", "draft",
+    "title",
+    "tts_text",
+    "content_id",
+    "stream",
+    "stream_url",
+    "language",
+    "voice",
+    "engine",
+    "targets",
+    "start_at",
+    "recurrence",
+    "priority",
+    "volume",
+    "repeat",
+    "confirm",
+    "draft",
     "duration_s",
 }
 
@@ -69,8 +84,9 @@ def _bool_field(payload: dict[str, Any], key: str) -> bool:
     return value
 
 
-def parse_when(payload: dict[str, Any], now_ms: int, *, allow_past_recurrence: bool = True
-               ) -> tuple[int | None, Recurrence | None]:
+def parse_when(
+    payload: dict[str, Any], now_ms: int, *, allow_past_recurrence: bool = True
+) -> tuple[int | None, Recurrence | None]:
     """``start_at`` (ISO 8601, local time when no offset) and an optional ``recurrence``."""
     start_raw = payload.get("start_at")
     start_ms = None
@@ -95,8 +111,12 @@ def parse_when(payload: dict[str, Any], now_ms: int, *, allow_past_recurrence: b
     exceptions = rec_raw.get("exceptions") or []
     if not isinstance(exceptions, list):
         raise InvalidBroadcast("«recurrence.exceptions» phải là danh sách ngày.")
-    recurrence = build_recurrence(rec_raw["rrule"], start_ms, until=rec_raw.get("until"),
-                                  exceptions=[str(x) for x in exceptions])
+    recurrence = build_recurrence(
+        rec_raw["rrule"],
+        start_ms,
+        until=rec_raw.get("until"),
+        exceptions=[str(x) for x in exceptions],
+    )
     if recurrence.next_after(now_ms - 1) is None:
         raise InvalidBroadcast("Lịch lặp không còn lần phát nào trong tương lai.")
     if not allow_past_recurrence and start_ms < now_ms - PAST_TOLERANCE_MS:
@@ -122,8 +142,10 @@ def parse_request(payload: Any, now_ms: int) -> BroadcastRequest:
     stream_url = payload.get("stream_url")
     sources = [tts_text is not None, content_id is not None, stream or stream_url is not None]
     if sum(sources) != 1:
-        raise InvalidBroadcast("Chọn đúng một nguồn phát: «tts_text» (đọc văn bản), "
-                               "«content_id» (tệp đã tải lên) hoặc «stream» (phát trực tiếp).")
+        raise InvalidBroadcast(
+            "Chọn đúng một nguồn phát: «tts_text» (đọc văn bản), "
+            "«content_id» (tệp đã tải lên) hoặc «stream» (phát trực tiếp)."
+        )
     if tts_text is not None:
         if not isinstance(tts_text, str) or not tts_text.strip():
             raise InvalidBroadcast("Nội dung cần đọc («tts_text») đang trống.")
@@ -131,14 +153,16 @@ def parse_request(payload: Any, now_ms: int) -> BroadcastRequest:
             raise InvalidBroadcast(f"Nội dung cần đọc dài quá {MAX_TTS_CHARS} ký tự.")
     if content_id is not None and (not isinstance(content_id, str) or not content_id.strip()):
         raise InvalidBroadcast("«content_id» không hợp lệ.")
-    if stream_url is not None and (not isinstance(stream_url, str)
-                                   or not stream_url.startswith(("http://", "https://"))):
+    if stream_url is not None and (
+        not isinstance(stream_url, str) or not stream_url.startswith(("http://", "https://"))
+    ):
         raise InvalidBroadcast("«stream_url» phải là địa chỉ http(s) của luồng phát trực tiếp.")
 
     priority = payload.get("priority", "normal")
     if priority not in PRIORITY_RANK:
-        raise InvalidBroadcast("Mức ưu tiên phải là normal (thường), priority (ưu tiên) "
-                               "hoặc emergency (khẩn cấp).")
+        raise InvalidBroadcast(
+            "Mức ưu tiên phải là normal (thường), priority (ưu tiên) hoặc emergency (khẩn cấp)."
+        )
     language = payload.get("language", "vi")
     if not isinstance(language, str) or not language.strip():
         raise InvalidBroadcast("«language» không hợp lệ.")
@@ -168,6 +192,7 @@ def parse_request(payload: Any, now_ms: int) -> BroadcastRequest:
         repeat=int_field(payload, "repeat", 1, MAX_REPEAT, "Số lần phát lặp («repeat»)") or 1,
         confirm=_bool_field(payload, "confirm"),
         draft=_bool_field(payload, "draft"),
-        duration_s=int_field(payload, "duration_s", 10, 6 * 3600,
-                              "Thời lượng phát trực tiếp («duration_s»)"),
+        duration_s=int_field(
+            payload, "duration_s", 10, 6 * 3600, "Thời lượng phát trực tiếp («duration_s»)"
+        ),
     )

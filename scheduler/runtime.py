@@ -54,6 +54,7 @@ log = logging.getLogger("loa.scheduler")
 JOB_PREFIX = "broadcast-"
 JOBS_TABLE = "apscheduler_jobs"
 
+
 def _ms(dt: datetime) -> int:
     return int(dt.timestamp() * 1000)
 
@@ -68,9 +69,17 @@ class SlotTrigger(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 ships no 
     Pickled into the job store, so it holds only plain values and rebuilds the rule when
     asked."""
 
-    def __init__(self, *, start_ms: int, rule: str | None = None, until_ms: int | None = None,
-                 exdates: tuple[str, ...] = (), lead_ms: int = 0, grace_ms: int = 0,
-                 after_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        start_ms: int,
+        rule: str | None = None,
+        until_ms: int | None = None,
+        exdates: tuple[str, ...] = (),
+        lead_ms: int = 0,
+        grace_ms: int = 0,
+        after_ms: int | None = None,
+    ) -> None:
         self.start_ms = start_ms
         # Slots at or before this one already have an airing (dispatched or missed).
         self.after_ms = after_ms
@@ -82,13 +91,18 @@ class SlotTrigger(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 ships no 
 
     def _next_slot(self, from_ms: int) -> int | None:
         if self.rule:
-            rec = Recurrence(rule=self.rule, dtstart_ms=self.start_ms, until_ms=self.until_ms,
-                             exdates=self.exdates)
+            rec = Recurrence(
+                rule=self.rule,
+                dtstart_ms=self.start_ms,
+                until_ms=self.until_ms,
+                exdates=self.exdates,
+            )
             return next(rec.iter_from(from_ms), None)
         return self.start_ms if self.start_ms >= from_ms else None
 
-    def get_next_fire_time(self, previous_fire_time: datetime | None,
-                           now: datetime) -> datetime | None:
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
         if previous_fire_time is None:
             # Slots still playable: up to the grace window in the past.
             from_ms = _ms(now) - self.grace_ms
@@ -135,12 +149,19 @@ class _LoopExecutor(BaseExecutor):  # type: ignore[misc]  # APScheduler 3 is unt
                 self._run_job_success(job.id, [])
             else:
                 self._run_job_error(job.id, exc, exc.__traceback__)
+
         fut.add_done_callback(done)
 
 
 class SchedulerRuntime:
-    def __init__(self, db: Database, settings: SchedulerSettings, dispatcher: Dispatcher,
-                 *, clock: Callable[[], int] = now_ms) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: SchedulerSettings,
+        dispatcher: Dispatcher,
+        *,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
         self.db = db
         self.settings = settings
         self.dispatcher = dispatcher
@@ -157,20 +178,27 @@ class SchedulerRuntime:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         scheduler = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=self.db.engine,
-                                                     tablename=JOBS_TABLE)},
+            jobstores={"default": SQLAlchemyJobStore(engine=self.db.engine, tablename=JOBS_TABLE)},
             executors={"default": _LoopExecutor(self)},
             timezone=ICT,
-            job_defaults={"coalesce": True, "max_instances": 1,
-                          "misfire_grace_time": int((self.lead_ms + self.grace_ms) / 1000) + 1})
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": int((self.lead_ms + self.grace_ms) / 1000) + 1,
+            },
+        )
         await self.dispatcher.recover()
         await asyncio.to_thread(scheduler.start)  # creates the job table, reads the jobs
         self.scheduler = scheduler
         await self.sync()
-        self._housekeeping = asyncio.create_task(self._housekeeping_loop(),
-                                                 name="loa-scheduler-housekeeping")
-        log.info("Bộ lập lịch đã chạy (dẫn trước %.0f s, ân hạn %.0f s)",
-                 self.settings.dispatch_lead_s, self.settings.slot_grace_s)
+        self._housekeeping = asyncio.create_task(
+            self._housekeeping_loop(), name="loa-scheduler-housekeeping"
+        )
+        log.info(
+            "Bộ lập lịch đã chạy (dẫn trước %.0f s, ân hạn %.0f s)",
+            self.settings.dispatch_lead_s,
+            self.settings.slot_grace_s,
+        )
 
     async def stop(self) -> None:
         """Stop without touching the job store: the next start takes over from it."""
@@ -199,18 +227,27 @@ class SchedulerRuntime:
 
     def _trigger(self, b: Broadcast, after_ms: int | None = None) -> SlotTrigger:
         rec = recurrence_of(b)
-        return SlotTrigger(start_ms=b.start_at_ms or 0, rule=rec.rule if rec else None,
-                           until_ms=rec.until_ms if rec else None,
-                           exdates=rec.exdates if rec else (),
-                           lead_ms=0 if b.priority == "emergency" else self.lead_ms,
-                           grace_ms=self.grace_ms, after_ms=after_ms)
+        return SlotTrigger(
+            start_ms=b.start_at_ms or 0,
+            rule=rec.rule if rec else None,
+            until_ms=rec.until_ms if rec else None,
+            exdates=rec.exdates if rec else (),
+            lead_ms=0 if b.priority == "emergency" else self.lead_ms,
+            grace_ms=self.grace_ms,
+            after_ms=after_ms,
+        )
 
     def _ensure_job(self, b: Broadcast, after_ms: int | None = None) -> None:
         if self.scheduler is None:  # stopped: the next start picks it up from the database
             return
-        self.scheduler.add_job(fire_broadcast, trigger=self._trigger(b, after_ms), args=[b.id],
-                               id=f"{JOB_PREFIX}{b.id}", name=b.title[:100],
-                               replace_existing=True)
+        self.scheduler.add_job(
+            fire_broadcast,
+            trigger=self._trigger(b, after_ms),
+            args=[b.id],
+            id=f"{JOB_PREFIX}{b.id}",
+            name=b.title[:100],
+            replace_existing=True,
+        )
 
     def _remove_job(self, broadcast_id: int) -> None:
         if self.scheduler is None:
@@ -222,11 +259,13 @@ class SchedulerRuntime:
         """Run ``fn`` (job store work: database reads and writes) in the calling thread, or
         in a worker thread when called on the event loop. APScheduler's own lock makes it
         safe from any thread."""
+
         def run() -> None:
             try:
                 fn()
             except Exception:
                 log.exception("scheduler job update failed")
+
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -252,11 +291,13 @@ class SchedulerRuntime:
 
     def on_scheduled(self, broadcast_id: int) -> None:
         """A broadcast entered the schedule (thread-safe; called by the workflow)."""
+
         def add() -> None:
             with self.db.session() as s:
                 b = s.get(Broadcast, broadcast_id)
                 if b is not None and b.status == "scheduled":
                     self._ensure_job(b)
+
         if self._loop is not None:
             self._off_loop(add)
 
@@ -267,12 +308,15 @@ class SchedulerRuntime:
 
         def cancel() -> None:
             task = asyncio.get_running_loop().create_task(
-                self.dispatcher.cancel_broadcast(broadcast_id))
+                self.dispatcher.cancel_broadcast(broadcast_id)
+            )
 
             def log_failure(t: asyncio.Task[int]) -> None:
                 if not t.cancelled() and t.exception():
                     log.error("cancel of %s failed: %s", broadcast_id, t.exception())
+
             task.add_done_callback(log_failure)
+
         self._in_loop(cancel)
 
     def on_paused(self, broadcast_id: int) -> None:
@@ -283,8 +327,11 @@ class SchedulerRuntime:
     def job_ids(self) -> set[int]:
         if self.scheduler is None:
             return set()
-        return {int(j.id[len(JOB_PREFIX):]) for j in self.scheduler.get_jobs()
-                if j.id.startswith(JOB_PREFIX)}
+        return {
+            int(j.id[len(JOB_PREFIX) :])
+            for j in self.scheduler.get_jobs()
+            if j.id.startswith(JOB_PREFIX)
+        }
 
     # ------------------------------------------------------------------ slots
 
@@ -315,8 +362,17 @@ class SchedulerRuntime:
             lead = 0 if b.priority == "emergency" else self.lead_ms
             lower = max(now - self.grace_ms, (b.scheduled_ms or 0) - 5_000)
             slots = slots_between(b, lower, now + lead + 2_000, limit=50)
-            done = set(s.scalars(select(Airing.slot_ms).where(
-                Airing.broadcast_id == b.id, Airing.slot_ms.in_(slots)))) if slots else set()
+            done = (
+                set(
+                    s.scalars(
+                        select(Airing.slot_ms).where(
+                            Airing.broadcast_id == b.id, Airing.slot_ms.in_(slots)
+                        )
+                    )
+                )
+                if slots
+                else set()
+            )
             return [x for x in slots if x not in done]
 
     async def sync(self) -> None:
@@ -325,8 +381,9 @@ class SchedulerRuntime:
         worker thread; the loop only gives what it holds (the airings being followed) and
         acts on the answer."""
         now = self.clock()
-        active_ids = sorted({a.broadcast_id for a in self.dispatcher.active_airings()
-                             if not a.cancelled})
+        active_ids = sorted(
+            {a.broadcast_id for a in self.dispatcher.active_airings() if not a.cancelled}
+        )
         cancelled, due = await asyncio.to_thread(self._sync_jobs, now, active_ids)
         for bid in cancelled:
             await self.dispatcher.cancel_broadcast(bid)
@@ -363,8 +420,13 @@ class SchedulerRuntime:
             slots = slots_between(b, lower, now + lead - 1_000, limit=5)
             if not slots:
                 return False
-            done = set(s.scalars(select(Airing.slot_ms).where(
-                Airing.broadcast_id == b.id, Airing.slot_ms.in_(slots))))
+            done = set(
+                s.scalars(
+                    select(Airing.slot_ms).where(
+                        Airing.broadcast_id == b.id, Airing.slot_ms.in_(slots)
+                    )
+                )
+            )
             return any(x not in done for x in slots)
 
     def _record_missed(self, broadcast_id: int, now: int) -> bool:
@@ -377,8 +439,11 @@ class SchedulerRuntime:
                     return False
                 missed = record_missed(s, b, now - self.grace_ms, now, self.settings)
                 if missed:
-                    log.warning("Bản tin %s: %d lượt phát bị lỡ (bộ điều khiển ngừng quá "
-                                "thời gian ân hạn)", broadcast_id, len(missed))
+                    log.warning(
+                        "Bản tin %s: %d lượt phát bị lỡ (bộ điều khiển ngừng quá thời gian ân hạn)",
+                        broadcast_id,
+                        len(missed),
+                    )
                 return b.status == "scheduled"
         except IntegrityError:
             return True  # a dispatch of the same slot got there first: nothing was missed
@@ -390,8 +455,13 @@ class SchedulerRuntime:
         cancelled: list[int] = []
         if active_ids:
             with self.db.session() as s:
-                cancelled = list(s.scalars(select(Broadcast.id).where(
-                    Broadcast.id.in_(active_ids), Broadcast.status == "cancelled")))
+                cancelled = list(
+                    s.scalars(
+                        select(Broadcast.id).where(
+                            Broadcast.id.in_(active_ids), Broadcast.status == "cancelled"
+                        )
+                    )
+                )
         return scheduled, cancelled
 
 

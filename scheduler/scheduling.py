@@ -41,14 +41,19 @@ class Scheduling:
     def leader_role(self) -> LeaderRole:
         """Exactly one scheduler per fleet: it runs on the controller that leads (the only
         one when a controller runs alone)."""
+
         async def start() -> None:
             try:
                 await self.start()
             except Exception:
                 log.exception("Không khởi động được bộ lập lịch phát thanh")
 
-        return LeaderRole("bộ lập lịch phát thanh", start, self.stop,
-                          needs_fleet_mirror=lambda: bool(self.dispatcher.active_airings()))
+        return LeaderRole(
+            "bộ lập lịch phát thanh",
+            start,
+            self.stop,
+            needs_fleet_mirror=lambda: bool(self.dispatcher.active_airings()),
+        )
 
     async def start(self) -> None:
         """Start the live server (if we own one), the dispatch loop and the scheduler."""
@@ -57,8 +62,7 @@ class Scheduling:
         self.started = True
         if self.live is not None and self.owns_live and not self.live.running:
             try:
-                self.live.restore_mounts(
-                    await asyncio.to_thread(self.broadcasts.open_live_mounts))
+                self.live.restore_mounts(await asyncio.to_thread(self.broadcasts.open_live_mounts))
             except Exception:  # the owners of open live broadcasts must make new ones
                 log.exception("Không nạp lại được các điểm phát trực tiếp đang mở")
             try:
@@ -83,11 +87,17 @@ class Scheduling:
             await asyncio.to_thread(self.live.stop)
 
 
-def build_scheduling(settings: Settings, db: Database, controller: ControllerService, *,
-                     content: ContentGateway | None = None,
-                     sched: SchedulerSettings | None = None,
-                     live: IcecastServer | None = None, with_live: bool = False,
-                     base_url: str | None = None) -> Scheduling:
+def build_scheduling(
+    settings: Settings,
+    db: Database,
+    controller: ControllerService,
+    *,
+    content: ContentGateway | None = None,
+    sched: SchedulerSettings | None = None,
+    live: IcecastServer | None = None,
+    with_live: bool = False,
+    base_url: str | None = None,
+) -> Scheduling:
     """Objects only (nothing started): ``controller`` is a ``ControllerService`` whose ingest
     and command publisher the dispatcher uses. With ``with_live`` an Icecast server in
     ``data_dir`` is started by ``Scheduling.start`` when icecast2 is installed; a missing
@@ -96,25 +106,50 @@ def build_scheduling(settings: Settings, db: Database, controller: ControllerSer
     content = content if content is not None else default_content(settings, db)
     owns_live = False
     if live is None and with_live:
-        live = IcecastServer(settings.data_dir, host=sched.icecast_host, port=sched.icecast_port,
-                             binary=sched.icecast_binary, public_url=sched.icecast_public_url)
+        live = IcecastServer(
+            settings.data_dir,
+            host=sched.icecast_host,
+            port=sched.icecast_port,
+            binary=sched.icecast_binary,
+            public_url=sched.icecast_public_url,
+        )
         owns_live = True
-    dispatcher = Dispatcher(settings, db, controller.commands, content=content, sched=sched,
-                            live=live, base_url=base_url)
+    dispatcher = Dispatcher(
+        settings,
+        db,
+        controller.commands,
+        content=content,
+        sched=sched,
+        live=live,
+        base_url=base_url,
+    )
     dispatcher.observe(controller.ingest)
     runtime = SchedulerRuntime(db, sched, dispatcher)
     service = BroadcastService(db, sched, content=content, live=live, runtime=runtime)
     return Scheduling(dispatcher, runtime, service, live, owns_live)
 
 
-async def start_scheduling(settings: Settings, db: Database,
-                           controller: ControllerService, *,
-                           content: ContentGateway | None = None,
-                           sched: SchedulerSettings | None = None,
-                           live: IcecastServer | None = None, start_live: bool = False,
-                           base_url: str | None = None) -> Scheduling:
+async def start_scheduling(
+    settings: Settings,
+    db: Database,
+    controller: ControllerService,
+    *,
+    content: ContentGateway | None = None,
+    sched: SchedulerSettings | None = None,
+    live: IcecastServer | None = None,
+    start_live: bool = False,
+    base_url: str | None = None,
+) -> Scheduling:
     """``build_scheduling`` + ``start`` (the controller must be running)."""
-    scheduling = build_scheduling(settings, db, controller, content=content, sched=sched,
-                                  live=live, with_live=start_live, base_url=base_url)
+    scheduling = build_scheduling(
+        settings,
+        db,
+        controller,
+        content=content,
+        sched=sched,
+        live=live,
+        with_live=start_live,
+        base_url=base_url,
+    )
     await scheduling.start()
     return scheduling

@@ -168,19 +168,20 @@ class GroupIn(BaseModel):
 
 class VolumeIn(BaseModel):
     refusals: ClassVar[dict[str, str]] = {
-        "level": "Âm lượng («level») phải là số nguyên từ 0 đến 100."}
+        "level": "Âm lượng («level») phải là số nguyên từ 0 đến 100."
+    }
     level: StrictInt = Field(ge=0, le=100)
 
 
 class StopIn(BaseModel):
     refusals: ClassVar[dict[str, str]] = {
-        "broadcast_id": "«broadcast_id» phải là chuỗi (mã phát trên cụm loa)."}
+        "broadcast_id": "«broadcast_id» phải là chuỗi (mã phát trên cụm loa)."
+    }
     broadcast_id: StrictStr | None = None
 
 
 class SkipIn(BaseModel):
-    refusals: ClassVar[dict[str, str]] = {
-        "date": "Hãy chọn ngày bỏ phát («date», dd/mm/yyyy)."}
+    refusals: ClassVar[dict[str, str]] = {"date": "Hãy chọn ngày bỏ phát («date», dd/mm/yyyy)."}
     date: StrictStr
 
 
@@ -188,8 +189,7 @@ class RecurrenceEndIn(BaseModel):
     """End date (``until``: dd/mm/yyyy, empty or null for none) and exception dates; a field
     left out keeps its value."""
 
-    refusals: ClassVar[dict[str, str]] = {
-        "exceptions": "«exceptions» phải là danh sách ngày."}
+    refusals: ClassVar[dict[str, str]] = {"exceptions": "«exceptions» phải là danh sách ngày."}
     until: StrictStr | StrictInt | None = None
     exceptions: list[StrictStr] | None = None
 
@@ -214,11 +214,22 @@ class BroadcastIn(BaseModel):
     ``scheduler.request.parse_request``, the one parser the CLI uses too, with a Vietnamese
     sentence each. A field of the wrong type answers the sentence the parser gave for it."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "title": "Thông báo tiêm chủng",
-        "tts_text": "Sáng mai tiêm chủng tại trạm y tế xã.",
-        "targets": {"communes": [1]}, "start_at": "2025-03-01T06:00:00+07:00",
-        "priority": "normal", "volume": 80, "repeat": 2}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "title": "Thông báo tiêm chủng",
+                    "tts_text": "Sáng mai tiêm chủng tại trạm y tế xã.",
+                    "targets": {"communes": [1]},
+                    "start_at": "2025-03-01T06:00:00+07:00",
+                    "priority": "normal",
+                    "volume": 80,
+                    "repeat": 2,
+                }
+            ]
+        },
+    )
     refusals: ClassVar[dict[str, str]] = {
         "title": "Thiếu tiêu đề bản tin («title»).",
         "tts_text": "Nội dung cần đọc («tts_text») đang trống.",
@@ -229,17 +240,20 @@ class BroadcastIn(BaseModel):
         "voice": "«voice» phải là tên giọng đọc / bộ đọc (chuỗi ngắn).",
         "engine": "«engine» phải là tên giọng đọc / bộ đọc (chuỗi ngắn).",
         "targets": "«targets» phải là một đối tượng {communes, villages, nodes}.",
-        "start_at": ("«start_at» phải là ngày giờ ISO 8601 (ví dụ 2026-12-05T06:00:00+07:00) "
-                     "hoặc \"now\"."),
+        "start_at": (
+            '«start_at» phải là ngày giờ ISO 8601 (ví dụ 2026-12-05T06:00:00+07:00) hoặc "now".'
+        ),
         "recurrence": "«recurrence» cần trường «rrule», ví dụ FREQ=DAILY.",
-        "priority": ("Mức ưu tiên phải là normal (thường), priority (ưu tiên) "
-                     "hoặc emergency (khẩn cấp)."),
+        "priority": (
+            "Mức ưu tiên phải là normal (thường), priority (ưu tiên) hoặc emergency (khẩn cấp)."
+        ),
         "volume": "Âm lượng («volume») phải là số nguyên từ 0 đến 100.",
         "repeat": "Số lần phát lặp («repeat») phải là số nguyên từ 1 đến 20.",
         "confirm": "«confirm» phải là true hoặc false.",
         "draft": "«draft» phải là true hoặc false.",
-        "duration_s": ("Thời lượng phát trực tiếp («duration_s») phải là số nguyên từ 10 "
-                       "đến 21600."),
+        "duration_s": (
+            "Thời lượng phát trực tiếp («duration_s») phải là số nguyên từ 10 đến 21600."
+        ),
     }
     title: StrictStr | None = None
     tts_text: StrictStr | None = None

@@ -9,9 +9,12 @@ from scheduler.recurrence import Recurrence
 def recurrence_of(b: Broadcast) -> Recurrence | None:
     if not b.recurrence or b.start_at_ms is None:
         return None
-    return Recurrence(rule=b.recurrence, dtstart_ms=b.start_at_ms,
-                      until_ms=b.recurrence_until_ms,
-                      exdates=tuple(b.recurrence_exdates or ()))
+    return Recurrence(
+        rule=b.recurrence,
+        dtstart_ms=b.start_at_ms,
+        until_ms=b.recurrence_until_ms,
+        exdates=tuple(b.recurrence_exdates or ()),
+    )
 
 
 def slots_between(b: Broadcast, from_ms: int, to_ms: int, limit: int = 5_000) -> list[int]:

@@ -23,11 +23,13 @@ def _refusal(host: str, why: str) -> InvalidBroadcast:
     return InvalidBroadcast(
         f"Không dùng được địa chỉ luồng «{host}»: {why}. Cụm loa chỉ được trỏ tới máy chủ "
         "Icecast của hệ thống hoặc một địa chỉ công khai (quản trị có thể cho phép mạng riêng "
-        "của tỉnh bằng LOA_STREAM_ALLOWED_NETWORKS).")
+        "của tỉnh bằng LOA_STREAM_ALLOWED_NETWORKS)."
+    )
 
 
-def check_stream_url(url: str, own_bases: Iterable[str] = (),
-                     allowed_networks: Iterable[IpNet] = ()) -> str:
+def check_stream_url(
+    url: str, own_bases: Iterable[str] = (), allowed_networks: Iterable[IpNet] = ()
+) -> str:
     """``url`` if nodes may be sent to it; ``InvalidBroadcast`` (Vietnamese) otherwise.
     ``own_bases``: base URLs of the system's own Icecast server."""
     try:

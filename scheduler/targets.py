@@ -73,7 +73,8 @@ def _id_list(raw: Any, key: str, kind: type[int] | type[str]) -> list[int | str]
                 value = int(item)
             except ValueError:
                 raise InvalidBroadcast(
-                    f"Mã không hợp lệ trong «targets.{key}»: {item!r}.") from None
+                    f"Mã không hợp lệ trong «targets.{key}»: {item!r}."
+                ) from None
             if not 0 < value <= MAX_ID:
                 raise InvalidBroadcast(f"Mã không hợp lệ trong «targets.{key}»: {item!r}.")
             out.append(value)
@@ -153,15 +154,19 @@ def check_targets(session: Session, targets: dict[str, Any], actor: Actor) -> No
     for nid in targets["nodes"]:
         node = session.get(Node, nid)
         # Out of scope answers as not found: node ids are not enumerable.
-        if node is None or node.retired_ms is not None or not actor.covers_commune(
-                _node_commune(session, node)[1]):
+        if (
+            node is None
+            or node.retired_ms is not None
+            or not actor.covers_commune(_node_commune(session, node)[1])
+        ):
             raise InvalidBroadcast(f"Không tìm thấy cụm loa «{nid}».")
     for gid in targets["groups"]:
         group = session.get(SavedGroup, gid)
         if group is None:
             raise InvalidBroadcast(f"Không tìm thấy nhóm nơi phát có mã {gid}.")
-        if not actor.is_province and not (group.owner_commune_id is not None
-                                          and actor.covers_commune(group.owner_commune_id)):
+        if not actor.is_province and not (
+            group.owner_commune_id is not None and actor.covers_commune(group.owner_commune_id)
+        ):
             raise Forbidden(f"Nhóm «{group.name}» không thuộc xã bạn quản lý.")
         inner = normalize_targets(group.targets)
         if inner["groups"]:
@@ -180,15 +185,19 @@ def live_nodes(session: Session) -> list[NodeTarget]:
     return [NodeTarget(r[0], r[1], r[2]) for r in rows]
 
 
-def resolve_nodes(session: Session, targets: dict[str, Any], *,
-                  nodes_now: list[NodeTarget] | None = None) -> list[NodeTarget]:
+def resolve_nodes(
+    session: Session, targets: dict[str, Any], *, nodes_now: list[NodeTarget] | None = None
+) -> list[NodeTarget]:
     """The clusters a target selection means now, each with its current village and commune.
 
     ``nodes_now`` lets a caller resolving many selections (conflict checks) load the registry
     once."""
     targets = normalize_targets(targets)
-    group_parts = [normalize_targets(g.targets) for gid in targets["groups"]
-                   if (g := session.get(SavedGroup, gid)) is not None]
+    group_parts = [
+        normalize_targets(g.targets)
+        for gid in targets["groups"]
+        if (g := session.get(SavedGroup, gid)) is not None
+    ]
     province = targets["province"] or any(g["province"] for g in group_parts)
     communes: set[int] = set()
     villages: set[int] = set()
@@ -202,9 +211,14 @@ def resolve_nodes(session: Session, targets: dict[str, Any], *,
                 villages.add(v.id)
         nodes.update(part["nodes"])
 
-    chosen = [t for t in (nodes_now if nodes_now is not None else live_nodes(session))
-              if province or t.node_id in nodes or t.village_id in villages
-              or (t.commune_id is not None and t.commune_id in communes)]
+    chosen = [
+        t
+        for t in (nodes_now if nodes_now is not None else live_nodes(session))
+        if province
+        or t.node_id in nodes
+        or t.village_id in villages
+        or (t.commune_id is not None and t.commune_id in communes)
+    ]
     return sorted(chosen, key=lambda t: t.node_id)
 
 
@@ -214,8 +228,7 @@ def target_communes(session: Session, targets: dict[str, Any]) -> set[int]:
     targets = normalize_targets(targets)
     if targets["province"]:
         return set(session.scalars(select(Commune.id).where(Commune.retired_ms.is_(None))))
-    out = {c.id for cid in targets["communes"]
-           if (c := _current_commune(session, cid)) is not None}
+    out = {c.id for cid in targets["communes"] if (c := _current_commune(session, cid)) is not None}
     for vid in targets["villages"]:
         if (v := _current_village(session, vid)) is not None:
             out.add(v.commune_id)
@@ -223,8 +236,11 @@ def target_communes(session: Session, targets: dict[str, Any]) -> set[int]:
         if (g := session.get(SavedGroup, gid)) is not None:
             out |= target_communes(session, g.targets)
     if targets["nodes"]:
-        out |= {t.commune_id for t in resolve_nodes(session, {"nodes": targets["nodes"]})
-                if t.commune_id is not None}
+        out |= {
+            t.commune_id
+            for t in resolve_nodes(session, {"nodes": targets["nodes"]})
+            if t.commune_id is not None
+        }
     return out
 
 
@@ -238,13 +254,18 @@ class ReachCache:
     village moved, communes merged) show within minutes. Bounded: the oldest half goes when
     it is full."""
 
-    def __init__(self, ttl_s: float = 300.0, max_entries: int = 20_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ttl_s: float = 300.0,
+        max_entries: int = 20_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ttl_s, self.max_entries, self.clock = ttl_s, max_entries, clock
         self._reach: dict[int, tuple[float, frozenset[int]]] = {}
 
-    def reaching(self, session: Session, rows: Iterable[tuple[int, dict[str, Any]]],
-                 commune_ids: set[int]) -> list[int]:
+    def reaching(
+        self, session: Session, rows: Iterable[tuple[int, dict[str, Any]]], commune_ids: set[int]
+    ) -> list[int]:
         """Ids among ``rows`` (broadcast id, targets) whose targets touch ``commune_ids``."""
         now = self.clock()
         out = []
@@ -262,8 +283,11 @@ class ReachCache:
 
 
 def node_commune_id(session: Session, node_id: str) -> int | None:
-    return session.scalar(select(Village.commune_id).join(Node, Node.village_id == Village.id)
-                          .where(Node.id == node_id))
+    return session.scalar(
+        select(Village.commune_id)
+        .join(Node, Node.village_id == Village.id)
+        .where(Node.id == node_id)
+    )
 
 
 def check_node_access(session: Session, actor: Actor, node_id: str) -> None:
@@ -271,8 +295,11 @@ def check_node_access(session: Session, actor: Actor, node_id: str) -> None:
     node = session.get(Node, node_id)
     # A node outside the actor's scope gets the answer of one that does not exist, so node
     # ids cannot be enumerated (403 vs 404).
-    if (node is None or node.retired_ms is not None
-            or not actor.covers_commune(node_commune_id(session, node_id))):
+    if (
+        node is None
+        or node.retired_ms is not None
+        or not actor.covers_commune(node_commune_id(session, node_id))
+    ):
         raise NotFound(f"Không tìm thấy cụm loa «{node_id}».")
 
 
@@ -284,13 +311,15 @@ def check_exclusive(session: Session, targets: dict[str, Any]) -> None:
     ambiguous: did the officer mean the village only, or everybody? Loa refuses rather than
     widen a village choice to the whole commune (the "Toàn xã" box ticked by default was
     exactly this trust bug)."""
-    if targets["province"] and any(targets[k] for k in ("communes", "villages", "nodes",
-                                                         "groups")):
-        raise InvalidBroadcast("Đã chọn cả «Toàn tỉnh» và từng xã, thôn hoặc cụm loa: không rõ "
-                               "phát cho cả tỉnh hay chỉ những nơi đã chọn. Hãy chọn một trong "
-                               "hai.")
-    communes = {cid: c for cid in targets["communes"]
-                if (c := _current_commune(session, cid)) is not None}
+    if targets["province"] and any(targets[k] for k in ("communes", "villages", "nodes", "groups")):
+        raise InvalidBroadcast(
+            "Đã chọn cả «Toàn tỉnh» và từng xã, thôn hoặc cụm loa: không rõ "
+            "phát cho cả tỉnh hay chỉ những nơi đã chọn. Hãy chọn một trong "
+            "hai."
+        )
+    communes = {
+        cid: c for cid in targets["communes"] if (c := _current_commune(session, cid)) is not None
+    }
     if not communes:
         return
     by_id = {c.id: c for c in communes.values()}
@@ -300,7 +329,8 @@ def check_exclusive(session: Session, targets: dict[str, Any]) -> None:
             raise InvalidBroadcast(
                 f"Đã chọn cả «Toàn xã {by_id[village.commune_id].name}» và «{village.name}» của "
                 "xã đó: không rõ phát cho cả xã hay chỉ thôn. Hãy chọn «Toàn xã» hoặc từng "
-                "thôn, không chọn cả hai.")
+                "thôn, không chọn cả hai."
+            )
     for nid in targets["nodes"]:
         node = session.get(Node, nid)
         if node is None:
@@ -309,15 +339,20 @@ def check_exclusive(session: Session, targets: dict[str, Any]) -> None:
         if commune_id in by_id:
             raise InvalidBroadcast(
                 f"Đã chọn cả «Toàn xã {by_id[commune_id].name}» và cụm loa «{nid}» của xã đó: "
-                "không rõ phát cho cả xã hay chỉ cụm loa. Hãy chọn một trong hai.")
+                "không rõ phát cho cả xã hay chỉ cụm loa. Hãy chọn một trong hai."
+            )
 
 
 # --------------------------------------------------------------------------- describing
 
 
-def describe_places(session: Session, targets: dict[str, Any],
-                    nodes: list[NodeTarget] | None = None, *,
-                    counts: bool = True) -> dict[str, Any]:
+def describe_places(
+    session: Session,
+    targets: dict[str, Any],
+    nodes: list[NodeTarget] | None = None,
+    *,
+    counts: bool = True,
+) -> dict[str, Any]:
     """Where a selection plays, in words an officer checks before sending: the villages by
     name (or "Toàn xã …" / "Toàn tỉnh"), how many clusters, and how many of them are not
     reachable right now (offline or never heard from)."""
@@ -338,28 +373,40 @@ def describe_places(session: Session, targets: dict[str, Any],
             villages.append(v.name)
     parts += sorted(villages)
     if targets["nodes"]:
-        rows = session.execute(select(Node.id, Node.label, Village.name)
-                               .join(Village, Village.id == Node.village_id, isouter=True)
-                               .where(Node.id.in_(targets["nodes"]))).all()
+        rows = session.execute(
+            select(Node.id, Node.label, Village.name)
+            .join(Village, Village.id == Node.village_id, isouter=True)
+            .where(Node.id.in_(targets["nodes"]))
+        ).all()
         parts += sorted(place_name(village, label, node_id) for node_id, label, village in rows)
     for gid in targets["groups"]:
         if (g := session.get(SavedGroup, gid)) is not None:
             parts.append(f"Nhóm «{g.name}»")
-    out = {"text": ", ".join(parts) or "–", "villages": sorted(villages),
-           "communes": sorted(commune_names.values())}
+    out = {
+        "text": ", ".join(parts) or "–",
+        "villages": sorted(villages),
+        "communes": sorted(commune_names.values()),
+    }
     if not counts:  # a list of bulletins needs the words only, not a fleet scan each
         return out
     nodes = resolve_nodes(session, targets) if nodes is None else nodes
     # One scan of the reachable set rather than an IN list of every targeted id (a province
     # emergency aims at up to 100,000 clusters).
-    reachable = set(session.scalars(select(NodeLive.node_id).where(
-        NodeLive.state.in_(("online", "degraded"))))) if nodes else set()
+    reachable = (
+        set(
+            session.scalars(
+                select(NodeLive.node_id).where(NodeLive.state.in_(("online", "degraded")))
+            )
+        )
+        if nodes
+        else set()
+    )
     unreachable = sum(1 for t in nodes if t.node_id not in reachable)
     return {**out, "clusters": len(nodes), "offline": unreachable}
 
 
 def place_name(village: str | None, label: str | None, node_id: str) -> str:
-    """"Thôn Nà Pàn – Nhà văn hóa": how a cluster is named to people; the id only when the
+    """ "Thôn Nà Pàn – Nhà văn hóa": how a cluster is named to people; the id only when the
     register knows nothing better."""
     if village and label:
         return f"{village} – {label}"
@@ -372,8 +419,9 @@ def place_names(session: Session, node_ids: list[str]) -> dict[str, str]:
     ids = sorted(set(node_ids))
     for i in range(0, len(ids), 500):
         for nid, label, village in session.execute(
-                select(Node.id, Node.label, Village.name)
-                .join(Village, Village.id == Node.village_id, isouter=True)
-                .where(Node.id.in_(ids[i:i + 500]))):
+            select(Node.id, Node.label, Village.name)
+            .join(Village, Village.id == Node.village_id, isouter=True)
+            .where(Node.id.in_(ids[i : i + 500]))
+        ):
             out[nid] = place_name(village, label, nid)
     return out

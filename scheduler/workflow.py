@@ -67,9 +67,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("loa.scheduler")
 
 STATUS_LABELS_VI = {
-    "draft": "Bản nháp", "submitted": "Chờ duyệt", "approved": "Đã duyệt",
-    "scheduled": "Đã lên lịch", "aired": "Đã phát", "partly_aired": "Phát một phần",
-    "missed": "Không phát được", "cancelled": "Đã hủy", "paused": "Tạm dừng",
+    "draft": "Bản nháp",
+    "submitted": "Chờ duyệt",
+    "approved": "Đã duyệt",
+    "scheduled": "Đã lên lịch",
+    "aired": "Đã phát",
+    "partly_aired": "Phát một phần",
+    "missed": "Không phát được",
+    "cancelled": "Đã hủy",
+    "paused": "Tạm dừng",
     "failed": "Phát trực tiếp bị lỗi",
 }
 OPEN_STATUSES = ("draft", "submitted", "approved", "scheduled", "paused")
@@ -84,10 +90,11 @@ def content_users(s: Session, content_id: str) -> list[str]:
     """The bulletins still in play (not yet aired, missed or cancelled) that use a content
     item, as people name them: "«Title» (Đã lên lịch)". A library item is deleted only
     when this is empty (``ContentStore.delete``)."""
-    rows = s.execute(select(Broadcast.title, Broadcast.status)
-                     .where(Broadcast.content_id == content_id,
-                            Broadcast.status.in_(OPEN_STATUSES))
-                     .order_by(Broadcast.id)).all()
+    rows = s.execute(
+        select(Broadcast.title, Broadcast.status)
+        .where(Broadcast.content_id == content_id, Broadcast.status.in_(OPEN_STATUSES))
+        .order_by(Broadcast.id)
+    ).all()
     return [f"«{title}» ({STATUS_LABELS_VI.get(status, status)})" for title, status in rows]
 
 
@@ -96,10 +103,11 @@ def content_use_counts(s: Session, content_ids: list[str]) -> dict[str, int]:
     «Xóa»)."""
     if not content_ids:
         return {}
-    rows = s.execute(select(Broadcast.content_id, func.count())
-                     .where(Broadcast.content_id.in_(content_ids),
-                            Broadcast.status.in_(OPEN_STATUSES))
-                     .group_by(Broadcast.content_id)).all()
+    rows = s.execute(
+        select(Broadcast.content_id, func.count())
+        .where(Broadcast.content_id.in_(content_ids), Broadcast.status.in_(OPEN_STATUSES))
+        .group_by(Broadcast.content_id)
+    ).all()
     return {str(cid): int(n) for cid, n in rows if cid is not None}
 
 
@@ -128,9 +136,16 @@ def iso(ms: int | None) -> str | None:
 
 
 class BroadcastService(ControlMixin):
-    def __init__(self, db: Database, settings: SchedulerSettings | None = None, *,
-                 content: ContentGateway | None = None, live: LiveLike | None = None,
-                 runtime: RuntimeHook | None = None, clock: Callable[[], int] = now_ms) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: SchedulerSettings | None = None,
+        *,
+        content: ContentGateway | None = None,
+        live: LiveLike | None = None,
+        runtime: RuntimeHook | None = None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
         self.db = db
         self.settings = settings or SchedulerSettings()
         self.content = content
@@ -170,9 +185,16 @@ class BroadcastService(ControlMixin):
 
     # ------------------------------------------------------------------ create
 
-    def create(self, actor: Actor, payload: Any, *, client_key: str | None = None,
-               replaces: int | None = None, audit: InTransaction | None = None,
-               asked: Any = None) -> dict[str, Any]:
+    def create(
+        self,
+        actor: Actor,
+        payload: Any,
+        *,
+        client_key: str | None = None,
+        replaces: int | None = None,
+        audit: InTransaction | None = None,
+        asked: Any = None,
+    ) -> dict[str, Any]:
         """Create (and, when the actor may approve, schedule) a bulletin.
 
         ``client_key`` is the sender's idempotency key: a second request with the same key
@@ -215,26 +237,40 @@ class BroadcastService(ControlMixin):
 
         with self.db.session() as s:
             b = Broadcast(
-                title=req.title, content_id=meta.id if meta else None, tts_text=req.tts_text,
-                stream_url=stream_url, stream_mount=mount,
-                language=(meta.language if meta and getattr(meta, "language", None)
-                          else req.language),
+                title=req.title,
+                content_id=meta.id if meta else None,
+                tts_text=req.tts_text,
+                stream_url=stream_url,
+                stream_mount=mount,
+                language=(
+                    meta.language if meta and getattr(meta, "language", None) else req.language
+                ),
                 priority=req.priority,
-                volume=self.settings.emergency_volume if req.priority == "emergency"
+                volume=self.settings.emergency_volume
+                if req.priority == "emergency"
                 else req.volume,
-                repeat=req.repeat, targets=req.targets, start_at_ms=start_ms,
+                repeat=req.repeat,
+                targets=req.targets,
+                start_at_ms=start_ms,
                 recurrence=rec.rule if rec else None,
                 recurrence_until_ms=rec.until_ms if rec else None,
                 recurrence_exdates=list(rec.exdates) if rec else None,
-                status="draft", owner_commune_id=owner, created_by=actor.username,
-                created_ms=now, updated_ms=now, duration_ms=duration,
-                client_key=client_key, previous_version_id=replaces)
+                status="draft",
+                owner_commune_id=owner,
+                created_by=actor.username,
+                created_ms=now,
+                updated_ms=now,
+                duration_ms=duration,
+                client_key=client_key,
+                previous_version_id=replaces,
+            )
             s.add(b)
             try:
                 s.flush()
                 if client_key is not None:
-                    idempotency.remember(s, actor.username, client_key, action, asked,
-                                         resource_id=b.id, now_ms=now)
+                    idempotency.remember(
+                        s, actor.username, client_key, action, asked, resource_id=b.id, now_ms=now
+                    )
             except IntegrityError:
                 if client_key is None:
                     raise
@@ -244,8 +280,9 @@ class BroadcastService(ControlMixin):
                     raise
                 return earlier
             if not req.draft:
-                self._advance(s, actor, b, now, submit=True,
-                              exclude={replaces} if replaces else None)
+                self._advance(
+                    s, actor, b, now, submit=True, exclude={replaces} if replaces else None
+                )
             out = self._summary(s, b)
             status = b.status
             broadcast_id = b.id
@@ -257,8 +294,9 @@ class BroadcastService(ControlMixin):
             out["source_url"] = self.live.source_url(mount)
         return out
 
-    def _replay(self, actor: Actor, client_key: str, action: str,
-                asked: Any) -> dict[str, Any] | None:
+    def _replay(
+        self, actor: Actor, client_key: str, action: str, asked: Any
+    ) -> dict[str, Any] | None:
         """The bulletin an earlier request with this key created, as it is now; a key used
         for a different request is refused (``loa.idempotency``)."""
         with self.db.session() as s:
@@ -277,7 +315,8 @@ class BroadcastService(ControlMixin):
         raise InvalidBroadcast(
             f"Bản tin dài {format_duration(duration_ms)}, quá {format_duration(limit_s * 1000)}: "
             "hãy xác nhận lần nữa rằng muốn phát bản tin dài này («confirm»: true).",
-            details=[{"needs_confirm": "long", "duration_ms": duration_ms}])
+            details=[{"needs_confirm": "long", "duration_ms": duration_ms}],
+        )
 
     def _check_level(self, actor: Actor, req: BroadcastRequest) -> None:
         if req.priority == "emergency":
@@ -286,7 +325,8 @@ class BroadcastService(ControlMixin):
             if not req.confirm:
                 raise InvalidBroadcast(
                     "Phát khẩn cấp sẽ ngắt mọi nội dung đang phát trên các cụm loa đã chọn và "
-                    "phát ngay ở âm lượng tối đa. Hãy xác nhận bằng «confirm»: true.")
+                    "phát ngay ở âm lượng tối đa. Hãy xác nhận bằng «confirm»: true."
+                )
             if req.recurrence is not None or req.start_at_ms is not None:
                 raise InvalidBroadcast("Bản tin khẩn cấp phát ngay; không hẹn giờ, không lặp.")
             if req.draft:
@@ -300,16 +340,20 @@ class BroadcastService(ControlMixin):
             return touched[0]
         return min(actor.commune_ids) if actor.commune_ids else None
 
-    def _prepare_content(self, actor: Actor, req: BroadcastRequest, owner: int | None = None
-                         ) -> tuple[ContentMeta | None, str | None, str | None, int]:
+    def _prepare_content(
+        self, actor: Actor, req: BroadcastRequest, owner: int | None = None
+    ) -> tuple[ContentMeta | None, str | None, str | None, int]:
         """(meta, stream_url, mount, content duration ms). Content of another commune is
         answered as not found (content is scoped like everything else); speech made for the
         broadcast belongs to its owner commune (None: the province's)."""
         if req.stream:
             duration = (req.duration_s or self.settings.stream_default_duration_s) * 1000
             if req.stream_url:
-                check_stream_url(req.stream_url, self._own_stream_bases(),
-                                 parse_networks(self.settings.stream_allowed_networks))
+                check_stream_url(
+                    req.stream_url,
+                    self._own_stream_bases(),
+                    parse_networks(self.settings.stream_allowed_networks),
+                )
                 return None, req.stream_url, None, duration
             if self.live is None:
                 raise Unavailable("Máy chủ phát trực tiếp (Icecast) chưa được bật trên hệ thống.")
@@ -323,12 +367,18 @@ class BroadcastService(ControlMixin):
             content_owner = getattr(meta, "owner_commune_id", None)
             if content_owner is not None and not actor.covers_commune(content_owner):
                 raise InvalidBroadcast(
-                    f"Không tìm thấy nội dung «{req.content_id}» trong kho âm thanh.")
+                    f"Không tìm thấy nội dung «{req.content_id}» trong kho âm thanh."
+                )
         else:
-            meta = self.content.synthesize(req.tts_text or "", title=req.title,
-                                           language=req.language, voice=req.voice,
-                                           engine=req.engine, creator=actor.username,
-                                           owner_commune_id=owner)
+            meta = self.content.synthesize(
+                req.tts_text or "",
+                title=req.title,
+                language=req.language,
+                voice=req.voice,
+                engine=req.engine,
+                creator=actor.username,
+                owner_commune_id=owner,
+            )
         if not meta.duration_ms or meta.duration_ms <= 0:
             raise InvalidBroadcast(f"Nội dung «{meta.id}» không có thời lượng hợp lệ.")
         return meta, None, None, int(meta.duration_ms)
@@ -336,16 +386,26 @@ class BroadcastService(ControlMixin):
     def _own_stream_bases(self) -> list[str]:
         """Where the system's own Icecast server is reached: always a fit stream source."""
         s = self.settings
-        bases = [getattr(self.live, "base_url", "") if self.live is not None else "",
-                 s.icecast_public_url]
+        bases = [
+            getattr(self.live, "base_url", "") if self.live is not None else "",
+            s.icecast_public_url,
+        ]
         if s.icecast_port:
             bases.append(f"http://{s.icecast_host}:{s.icecast_port}")
         return [b for b in bases if b]
 
     # ------------------------------------------------------------------ workflow
 
-    def _advance(self, s: Session, actor: Actor, b: Broadcast, now: int, *,
-                 submit: bool, exclude: set[int] | None = None) -> None:
+    def _advance(
+        self,
+        s: Session,
+        actor: Actor,
+        b: Broadcast,
+        now: int,
+        *,
+        submit: bool,
+        exclude: set[int] | None = None,
+    ) -> None:
         """From draft: submit, and approve + schedule when the actor may approve."""
         if submit and b.status == "draft":
             self._check_future(b, now)
@@ -372,8 +432,9 @@ class BroadcastService(ControlMixin):
         elif b.start_at_ms is None or b.start_at_ms < now - 5_000:
             raise InvalidBroadcast("Thời điểm phát đã qua; hãy tạo lại với thời điểm mới.")
 
-    def _activate(self, s: Session, actor: Actor, b: Broadcast, now: int,
-                  exclude: set[int] | None = None) -> None:
+    def _activate(
+        self, s: Session, actor: Actor, b: Broadcast, now: int, exclude: set[int] | None = None
+    ) -> None:
         """Approved: a province *normal* bulletin goes to the communes' inboxes; everything
         else is put on the schedule (after a last conflict check)."""
         self._check_future(b, now)
@@ -382,39 +443,55 @@ class BroadcastService(ControlMixin):
         if b.owner_commune_id is None and b.priority == "normal":
             b.status = "approved"
             for commune_id in sorted(target_communes(s, b.targets)):
-                exists = s.scalar(select(InboxItem.id).where(
-                    InboxItem.broadcast_id == b.id, InboxItem.commune_id == commune_id))
+                exists = s.scalar(
+                    select(InboxItem.id).where(
+                        InboxItem.broadcast_id == b.id, InboxItem.commune_id == commune_id
+                    )
+                )
                 if exists is None:
-                    s.add(InboxItem(broadcast_id=b.id, commune_id=commune_id, state="new",
-                                    created_ms=now))
+                    s.add(
+                        InboxItem(
+                            broadcast_id=b.id, commune_id=commune_id, state="new", created_ms=now
+                        )
+                    )
             return
         self._check_conflicts(s, b, now, exclude)
         b.status = "scheduled"
         b.scheduled_ms = now
 
-    def _check_conflicts(self, s: Session, b: Broadcast, now: int,
-                         exclude: set[int] | None = None) -> None:
+    def _check_conflicts(
+        self, s: Session, b: Broadcast, now: int, exclude: set[int] | None = None
+    ) -> None:
         if b.priority == "emergency" or (b.owner_commune_id is None and b.priority == "normal"):
             return
         horizon = now + self.settings.conflict_horizon_days * 86_400_000
         slots = slots_between(b, now, horizon, limit=2_000)
         node_ids = {t.node_id for t in resolve_nodes(s, b.targets)}
-        hits = find_conflicts(s, priority=b.priority, slots=slots, duration_ms=b.duration_ms,
-                              node_ids=node_ids, exclude_broadcast_id=b.id,
-                              exclude_ids=exclude)
+        hits = find_conflicts(
+            s,
+            priority=b.priority,
+            slots=slots,
+            duration_ms=b.duration_ms,
+            node_ids=node_ids,
+            exclude_broadcast_id=b.id,
+            exclude_ids=exclude,
+        )
         if hits:
             raise Conflict(conflict_message(hits), details=[h.as_dict() for h in hits])
 
-    def submit(self, actor: Actor, broadcast_id: int, *,
-               audit: InTransaction | None = None) -> dict[str, Any]:
+    def submit(
+        self, actor: Actor, broadcast_id: int, *, audit: InTransaction | None = None
+    ) -> dict[str, Any]:
         now = self.clock()
         with self.db.session() as s:
             b = self._load(s, actor, broadcast_id)
             if not self._may_manage(actor, b):
                 raise Forbidden("Bạn không được gửi duyệt bản tin này.")
             if b.status != "draft":
-                raise Conflict(f"Bản tin đang ở trạng thái «{STATUS_LABELS_VI[b.status]}», "
-                               "chỉ bản nháp mới gửi duyệt được.")
+                raise Conflict(
+                    f"Bản tin đang ở trạng thái «{STATUS_LABELS_VI[b.status]}», "
+                    "chỉ bản nháp mới gửi duyệt được."
+                )
             self._check_future(b, now)
             self._check_has_nodes(s, b)
             self._check_conflicts(s, b, now)
@@ -425,18 +502,26 @@ class BroadcastService(ControlMixin):
                 audit(s, out)
             return out
 
-    def approve(self, actor: Actor, broadcast_id: int, *,
-                audit: InTransaction | None = None) -> dict[str, Any]:
+    def approve(
+        self, actor: Actor, broadcast_id: int, *, audit: InTransaction | None = None
+    ) -> dict[str, Any]:
         now = self.clock()
         with self.db.session() as s:
             b = self._load(s, actor, broadcast_id)
             if b.status != "submitted":
-                raise Conflict(f"Bản tin đang ở trạng thái «{STATUS_LABELS_VI[b.status]}», "
-                               "chỉ bản tin chờ duyệt mới duyệt được.")
+                raise Conflict(
+                    f"Bản tin đang ở trạng thái «{STATUS_LABELS_VI[b.status]}», "
+                    "chỉ bản tin chờ duyệt mới duyệt được."
+                )
             if not self.can_approve(actor, b):
-                raise Forbidden("Bạn không có quyền duyệt bản tin này."
-                                + (" Bản tin của xã do cấp tỉnh duyệt."
-                                   if self.settings.broadcast_approver == "province" else ""))
+                raise Forbidden(
+                    "Bạn không có quyền duyệt bản tin này."
+                    + (
+                        " Bản tin của xã do cấp tỉnh duyệt."
+                        if self.settings.broadcast_approver == "province"
+                        else ""
+                    )
+                )
             self._activate(s, actor, b, now)
             out = self._summary(s, b)
             status = b.status
@@ -446,21 +531,24 @@ class BroadcastService(ControlMixin):
             self._notify_scheduled(broadcast_id)
         return out
 
-    def cancel(self, actor: Actor, broadcast_id: int, *,
-               audit: InTransaction | None = None) -> dict[str, Any]:
+    def cancel(
+        self, actor: Actor, broadcast_id: int, *, audit: InTransaction | None = None
+    ) -> dict[str, Any]:
         now = self.clock()
         with self.db.session() as s:
             b = self._load(s, actor, broadcast_id)
             if not self._may_manage(actor, b):
                 raise Forbidden("Bạn không được hủy bản tin này.")
             if b.status not in OPEN_STATUSES:
-                raise Conflict(f"Bản tin đã kết thúc («{STATUS_LABELS_VI[b.status]}»), "
-                               "không thể hủy.")
+                raise Conflict(
+                    f"Bản tin đã kết thúc («{STATUS_LABELS_VI[b.status]}»), không thể hủy."
+                )
             was_scheduled = b.status in ("scheduled", "paused")
             b.status = "cancelled"
             b.updated_ms = now
-            for item in s.scalars(select(InboxItem).where(InboxItem.broadcast_id == b.id,
-                                                          InboxItem.state == "new")):
+            for item in s.scalars(
+                select(InboxItem).where(InboxItem.broadcast_id == b.id, InboxItem.state == "new")
+            ):
                 item.state = "dismissed"
                 item.handled_ms = now
                 item.handled_by = actor.username
@@ -501,14 +589,24 @@ class BroadcastService(ControlMixin):
             if state:
                 q = q.where(InboxItem.state == state)
             rows = s.execute(q.order_by(InboxItem.created_ms.desc(), InboxItem.id.desc())).all()
-            return [{
-                "id": item.id, "commune_id": item.commune_id, "state": item.state,
-                "received_at": iso(item.created_ms), "broadcast_id": b.id, "title": b.title,
-                "priority": b.priority, "priority_label": PRIORITY_LABELS[b.priority],
-                "content_id": b.content_id, "duration_ms": b.duration_ms,
-                "suggested_start_at": iso(b.start_at_ms), "created_by": b.created_by,
-                "scheduled_broadcast_id": item.scheduled_broadcast_id,
-            } for item, b in rows]
+            return [
+                {
+                    "id": item.id,
+                    "commune_id": item.commune_id,
+                    "state": item.state,
+                    "received_at": iso(item.created_ms),
+                    "broadcast_id": b.id,
+                    "title": b.title,
+                    "priority": b.priority,
+                    "priority_label": PRIORITY_LABELS[b.priority],
+                    "content_id": b.content_id,
+                    "duration_ms": b.duration_ms,
+                    "suggested_start_at": iso(b.start_at_ms),
+                    "created_by": b.created_by,
+                    "scheduled_broadcast_id": item.scheduled_broadcast_id,
+                }
+                for item, b in rows
+            ]
 
     def _inbox_item(self, s: Session, actor: Actor, item_id: int) -> tuple[InboxItem, Broadcast]:
         item = s.get(InboxItem, item_id)
@@ -518,8 +616,9 @@ class BroadcastService(ControlMixin):
             raise Conflict("Mục này đã được xử lý.")
         return item, s.get_one(Broadcast, item.broadcast_id)
 
-    def schedule_from_inbox(self, actor: Actor, item_id: int, payload: Any, *,
-                            audit: InTransaction | None = None) -> dict[str, Any]:
+    def schedule_from_inbox(
+        self, actor: Actor, item_id: int, payload: Any, *, audit: InTransaction | None = None
+    ) -> dict[str, Any]:
         """The commune takes a province bulletin: a broadcast of its own, same content."""
         if actor.role not in ("commune", "province"):
             raise Forbidden("Chỉ cán bộ xã được lên lịch bản tin từ hộp thư.")
@@ -529,15 +628,16 @@ class BroadcastService(ControlMixin):
         now = self.clock()
         with self.db.session() as s:
             item, original = self._inbox_item(s, actor, item_id)
-            fields: dict[str, Any] = {"start_at": payload.get("start_at"),
-                                      "recurrence": payload.get("recurrence")}
+            fields: dict[str, Any] = {
+                "start_at": payload.get("start_at"),
+                "recurrence": payload.get("recurrence"),
+            }
             if fields["start_at"] is None and original.start_at_ms and original.start_at_ms > now:
                 fields["start_at"] = iso(original.start_at_ms)
             start_ms, rec = parse_when(fields, now)
             if start_ms is None:
                 start_ms = now + int(self.settings.start_now_delay_s * 1000)
-            targets = normalize_targets(payload.get("targets")
-                                        or {"communes": [item.commune_id]})
+            targets = normalize_targets(payload.get("targets") or {"communes": [item.commune_id]})
             officer = Actor("commune", frozenset({item.commune_id}), actor.username)
             check_targets(s, targets, officer)
             if not resolve_nodes(s, targets):
@@ -545,16 +645,27 @@ class BroadcastService(ControlMixin):
             volume = int_field(payload, "volume", 0, 100, "Âm lượng («volume»)")
             volume = original.volume if volume is None else volume
             b = Broadcast(
-                title=original.title, content_id=original.content_id,
-                tts_text=original.tts_text, stream_url=original.stream_url,
-                language=original.language, priority="normal", volume=volume,
-                repeat=original.repeat, targets=targets, start_at_ms=start_ms,
+                title=original.title,
+                content_id=original.content_id,
+                tts_text=original.tts_text,
+                stream_url=original.stream_url,
+                language=original.language,
+                priority="normal",
+                volume=volume,
+                repeat=original.repeat,
+                targets=targets,
+                start_at_ms=start_ms,
                 recurrence=rec.rule if rec else None,
                 recurrence_until_ms=rec.until_ms if rec else None,
-                recurrence_exdates=list(rec.exdates) if rec else None, status="draft",
-                owner_commune_id=item.commune_id, created_by=actor.username, created_ms=now,
-                updated_ms=now, duration_ms=original.duration_ms,
-                source_broadcast_id=original.id)
+                recurrence_exdates=list(rec.exdates) if rec else None,
+                status="draft",
+                owner_commune_id=item.commune_id,
+                created_by=actor.username,
+                created_ms=now,
+                updated_ms=now,
+                duration_ms=original.duration_ms,
+                source_broadcast_id=original.id,
+            )
             s.add(b)
             s.flush()
             self._advance(s, actor, b, now, submit=True)
@@ -584,23 +695,38 @@ class BroadcastService(ControlMixin):
     def _summary(self, s: Session, b: Broadcast) -> dict[str, Any]:
         rec = recurrence_of(b)
         now = self.clock()
-        next_slot = (next_slot_at_or_after(b, now) if b.status in ("scheduled", "submitted",
-                                                                   "approved", "draft",
-                                                                   "paused")
-                     else None)
+        next_slot = (
+            next_slot_at_or_after(b, now)
+            if b.status in ("scheduled", "submitted", "approved", "draft", "paused")
+            else None
+        )
         return {
-            "id": b.id, "title": b.title, "status": b.status,
+            "id": b.id,
+            "title": b.title,
+            "status": b.status,
             "status_label": STATUS_LABELS_VI.get(b.status, b.status),
-            "priority": b.priority, "priority_label": PRIORITY_LABELS.get(b.priority),
-            "content_id": b.content_id, "tts_text": b.tts_text, "stream_url": b.stream_url,
-            "language": b.language, "volume": b.volume, "repeat": b.repeat,
-            "duration_ms": b.duration_ms, "targets": b.targets,
-            "start_at": iso(b.start_at_ms), "start_at_ms": b.start_at_ms,
-            "recurrence": ({"rrule": rec.rule, "until": iso(rec.until_ms),
-                            "exceptions": list(rec.exdates)} if rec else None),
-            "next_slot_at": iso(next_slot), "owner_commune_id": b.owner_commune_id,
+            "priority": b.priority,
+            "priority_label": PRIORITY_LABELS.get(b.priority),
+            "content_id": b.content_id,
+            "tts_text": b.tts_text,
+            "stream_url": b.stream_url,
+            "language": b.language,
+            "volume": b.volume,
+            "repeat": b.repeat,
+            "duration_ms": b.duration_ms,
+            "targets": b.targets,
+            "start_at": iso(b.start_at_ms),
+            "start_at_ms": b.start_at_ms,
+            "recurrence": (
+                {"rrule": rec.rule, "until": iso(rec.until_ms), "exceptions": list(rec.exdates)}
+                if rec
+                else None
+            ),
+            "next_slot_at": iso(next_slot),
+            "owner_commune_id": b.owner_commune_id,
             "source_broadcast_id": b.source_broadcast_id,
-            "created_by": b.created_by, "approved_by": b.approved_by,
+            "created_by": b.created_by,
+            "approved_by": b.approved_by,
             "created_at": iso(b.created_ms),
             "places": describe_places(s, b.targets, counts=False)["text"],
             "previous_version_id": b.previous_version_id,
@@ -610,15 +736,26 @@ class BroadcastService(ControlMixin):
         """Mounts of live broadcasts that may still go on air (restored into a restarted
         Icecast so their owners' source addresses keep working)."""
         with self.db.session() as s:
-            return [m for m in s.scalars(select(Broadcast.stream_mount).where(
-                Broadcast.stream_mount.is_not(None),
-                Broadcast.status.in_(OPEN_STATUSES))) if m]
+            return [
+                m
+                for m in s.scalars(
+                    select(Broadcast.stream_mount).where(
+                        Broadcast.stream_mount.is_not(None), Broadcast.status.in_(OPEN_STATUSES)
+                    )
+                )
+                if m
+            ]
 
     def _source_for_owner(self, actor: Actor, b: Broadcast) -> dict[str, str]:
         """The live source address carries the mount's password: only the officer who
         created the broadcast gets it, and only while it can still go on air."""
-        if (b.stream_mount and self.live is not None and b.status in OPEN_STATUSES
-                and actor.username and actor.username == b.created_by):
+        if (
+            b.stream_mount
+            and self.live is not None
+            and b.status in OPEN_STATUSES
+            and actor.username
+            and actor.username == b.created_by
+        ):
             return {"source_url": self.live.source_url(b.stream_mount)}
         return {}
 
@@ -628,13 +765,16 @@ class BroadcastService(ControlMixin):
         with self.db.session() as s:
             b = self._load(s, actor, broadcast_id)
             if not b.stream_mount:
-                raise InvalidBroadcast("Bản tin này không phải buổi phát trực tiếp qua máy chủ "
-                                       "của hệ thống.")
+                raise InvalidBroadcast(
+                    "Bản tin này không phải buổi phát trực tiếp qua máy chủ của hệ thống."
+                )
             if not actor.username or actor.username != b.created_by:
                 raise Forbidden("Chỉ người tạo buổi phát trực tiếp được phát âm thanh vào đó.")
             if b.status not in OPEN_STATUSES:
-                raise Conflict(f"Buổi phát trực tiếp đã kết thúc "
-                               f"(«{STATUS_LABELS_VI.get(b.status, b.status)}»).")
+                raise Conflict(
+                    f"Buổi phát trực tiếp đã kết thúc "
+                    f"(«{STATUS_LABELS_VI.get(b.status, b.status)}»)."
+                )
             return b.stream_mount
 
     def fail_live(self, broadcast_id: int, reason: str) -> bool:
@@ -665,8 +805,12 @@ class BroadcastService(ControlMixin):
             if not self._may_manage(actor, b):
                 raise Forbidden("Bạn không được dừng buổi phát trực tiếp này.")
             mount = b.stream_mount
-            dispatched = s.scalar(select(func.count()).select_from(Airing).where(
-                Airing.broadcast_id == b.id)) or 0
+            dispatched = (
+                s.scalar(
+                    select(func.count()).select_from(Airing).where(Airing.broadcast_id == b.id)
+                )
+                or 0
+            )
             is_open = b.status in OPEN_STATUSES
         if is_open and not dispatched:
             return self.cancel(actor, broadcast_id)
@@ -681,32 +825,43 @@ class BroadcastService(ControlMixin):
             return []
         out = []
         with self.db.session() as s:
-            rows = s.scalars(select(Broadcast).where(
-                Broadcast.stream_mount.in_(sorted(listeners)))).all()
+            rows = s.scalars(
+                select(Broadcast).where(Broadcast.stream_mount.in_(sorted(listeners)))
+            ).all()
             for b in rows:
                 if not self._may_see(s, actor, b):
                     continue
-                out.append({"broadcast_id": b.id, "title": b.title, "mount": b.stream_mount,
-                            "listeners": listeners.get(b.stream_mount or "", 0),
-                            "mine": bool(actor.username) and actor.username == b.created_by})
+                out.append(
+                    {
+                        "broadcast_id": b.id,
+                        "title": b.title,
+                        "mount": b.stream_mount,
+                        "listeners": listeners.get(b.stream_mount or "", 0),
+                        "mine": bool(actor.username) and actor.username == b.created_by,
+                    }
+                )
         return sorted(out, key=lambda x: x["broadcast_id"])
 
-    def get(self, actor: Actor, broadcast_id: int, airing_id: int | None = None
-            ) -> dict[str, Any]:
+    def get(self, actor: Actor, broadcast_id: int, airing_id: int | None = None) -> dict[str, Any]:
         """The broadcast with proof of play: one row per node of the chosen airing (default the
         latest), and the aired ratio over all its airings."""
         with self.db.session() as s:
             b = self._load(s, actor, broadcast_id)
             out = self._summary(s, b)
             out.update(self._source_for_owner(actor, b))
-            airings = s.scalars(select(Airing).where(Airing.broadcast_id == b.id)
-                                .order_by(Airing.slot_ms)).all()
+            airings = s.scalars(
+                select(Airing).where(Airing.broadcast_id == b.id).order_by(Airing.slot_ms)
+            ).all()
             scope = None if actor.whole_province else set(actor.commune_ids or ())
             all_phases: list[str] = []
             airing_rows = []
             by_airing: dict[int, list[AiringTarget]] = {}
-            for t in s.scalars(select(AiringTarget).join(Airing).where(
-                    Airing.broadcast_id == b.id).order_by(AiringTarget.node_id)):
+            for t in s.scalars(
+                select(AiringTarget)
+                .join(Airing)
+                .where(Airing.broadcast_id == b.id)
+                .order_by(AiringTarget.node_id)
+            ):
                 if scope is not None and t.commune_id not in scope:
                     continue
                 by_airing.setdefault(t.airing_id, []).append(t)
@@ -714,11 +869,18 @@ class BroadcastService(ControlMixin):
                 phases = [t.phase for t in by_airing.get(a.id, [])]
                 if a.status not in ("scheduled", "cancelled"):
                     all_phases += phases
-                airing_rows.append({
-                    "id": a.id, "slot_at": iso(a.slot_ms), "slot_ms": a.slot_ms,
-                    "start_at_ms": a.start_at_ms, "status": a.status,
-                    "status_label": STATUS_LABELS_VI.get(a.status, a.status),
-                    "nodes": len(phases), "aired_ratio": aired_ratio(phases)})
+                airing_rows.append(
+                    {
+                        "id": a.id,
+                        "slot_at": iso(a.slot_ms),
+                        "slot_ms": a.slot_ms,
+                        "start_at_ms": a.start_at_ms,
+                        "status": a.status,
+                        "status_label": STATUS_LABELS_VI.get(a.status, a.status),
+                        "nodes": len(phases),
+                        "aired_ratio": aired_ratio(phases),
+                    }
+                )
             chosen = None
             if airing_id is not None:
                 chosen = next((a for a in airings if a.id == airing_id), None)
@@ -731,31 +893,51 @@ class BroadcastService(ControlMixin):
             if chosen is not None:
                 names = place_names(s, [t.node_id for t in by_airing.get(chosen.id, [])])
                 for t in by_airing.get(chosen.id, []):
-                    outcomes.append({
-                        "node_id": t.node_id, "place": names.get(t.node_id, t.node_id),
-                        "village_id": t.village_id,
-                        "commune_id": t.commune_id, "phase": t.phase,
-                        "phase_label": PHASE_LABELS_VI.get(t.phase, t.phase),
-                        "started_at": iso(t.started_at_ms), "started_at_ms": t.started_at_ms,
-                        "finished_at": iso(t.finished_at_ms),
-                        "finished_at_ms": t.finished_at_ms, "lateness_ms": t.lateness_ms,
-                        "error": t.error})
+                    outcomes.append(
+                        {
+                            "node_id": t.node_id,
+                            "place": names.get(t.node_id, t.node_id),
+                            "village_id": t.village_id,
+                            "commune_id": t.commune_id,
+                            "phase": t.phase,
+                            "phase_label": PHASE_LABELS_VI.get(t.phase, t.phase),
+                            "started_at": iso(t.started_at_ms),
+                            "started_at_ms": t.started_at_ms,
+                            "finished_at": iso(t.finished_at_ms),
+                            "finished_at_ms": t.finished_at_ms,
+                            "lateness_ms": t.lateness_ms,
+                            "error": t.error,
+                        }
+                    )
             if b.owner_commune_id is None and b.priority == "normal":
                 # Where a province bulletin stands in each commune's inbox.
-                out["inbox"] = [{"commune_id": i.commune_id, "state": i.state,
-                                 "scheduled_broadcast_id": i.scheduled_broadcast_id}
-                                for i in s.scalars(select(InboxItem).where(
-                                    InboxItem.broadcast_id == b.id).order_by(
-                                    InboxItem.commune_id))
-                                if scope is None or i.commune_id in scope]
-            out.update({"aired_ratio": aired_ratio(all_phases), "airings": airing_rows,
-                        "airing_id": chosen.id if chosen else None,
-                        "airing_status": chosen.status if chosen else None,
-                        "outcomes": outcomes})
+                out["inbox"] = [
+                    {
+                        "commune_id": i.commune_id,
+                        "state": i.state,
+                        "scheduled_broadcast_id": i.scheduled_broadcast_id,
+                    }
+                    for i in s.scalars(
+                        select(InboxItem)
+                        .where(InboxItem.broadcast_id == b.id)
+                        .order_by(InboxItem.commune_id)
+                    )
+                    if scope is None or i.commune_id in scope
+                ]
+            out.update(
+                {
+                    "aired_ratio": aired_ratio(all_phases),
+                    "airings": airing_rows,
+                    "airing_id": chosen.id if chosen else None,
+                    "airing_status": chosen.status if chosen else None,
+                    "outcomes": outcomes,
+                }
+            )
             return out
 
-    def list(self, actor: Actor, *, status: str | None = None, limit: int = 50,
-             offset: int = 0) -> dict[str, Any]:
+    def list(
+        self, actor: Actor, *, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> dict[str, Any]:
         with self.db.session() as s:
             q = select(Broadcast)
             if status:
@@ -764,20 +946,27 @@ class BroadcastService(ControlMixin):
                 # Their communes' own broadcasts, and the province's that touch them: both in
                 # SQL, so the page and the total cost a few queries however many were sent.
                 ids = set(actor.commune_ids or ())
-                province_rows = s.execute(select(Broadcast.id, Broadcast.targets).where(
-                    Broadcast.owner_commune_id.is_(None))).all()
+                province_rows = s.execute(
+                    select(Broadcast.id, Broadcast.targets).where(
+                        Broadcast.owner_commune_id.is_(None)
+                    )
+                ).all()
                 reaching = self.reach.reaching(s, province_rows, ids)
-                q = q.where(or_(Broadcast.owner_commune_id.in_(sorted(ids)),
-                                Broadcast.id.in_(reaching)))
+                q = q.where(
+                    or_(Broadcast.owner_commune_id.in_(sorted(ids)), Broadcast.id.in_(reaching))
+                )
             q = q.order_by(Broadcast.created_ms.desc(), Broadcast.id.desc())
             total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
             rows = s.scalars(q.limit(limit).offset(offset)).all()
-            return {"items": [self._summary(s, b) for b in rows], "total": total,
-                    "limit": limit, "offset": offset}
+            return {
+                "items": [self._summary(s, b) for b in rows],
+                "total": total,
+                "limit": limit,
+                "offset": offset,
+            }
 
     # ``builtins.list``: inside this class ``list`` names the method above.
-    def occurrences(self, actor: Actor, from_ms: int, to_ms: int
-                    ) -> builtins.list[dict[str, Any]]:
+    def occurrences(self, actor: Actor, from_ms: int, to_ms: int) -> builtins.list[dict[str, Any]]:
         """Every slot in ``[from_ms, to_ms)`` for a calendar: past ones from the airings (with
         how they went), future ones from the rules."""
         if to_ms <= from_ms:
@@ -786,35 +975,66 @@ class BroadcastService(ControlMixin):
             raise InvalidBroadcast(f"Chỉ xem lịch tối đa {MAX_CALENDAR_DAYS} ngày một lần.")
         out: dict[tuple[int, int], dict[str, Any]] = {}
         with self.db.session() as s:
-            candidates = s.scalars(select(Broadcast).where(
-                Broadcast.status.in_(("scheduled", "submitted", "approved", "aired",
-                                      "partly_aired", "missed")))).all()
+            candidates = s.scalars(
+                select(Broadcast).where(
+                    Broadcast.status.in_(
+                        ("scheduled", "submitted", "approved", "aired", "partly_aired", "missed")
+                    )
+                )
+            ).all()
             for b in candidates:
                 if not self._may_see(s, actor, b):
                     continue
-                base = {"broadcast_id": b.id, "title": b.title, "priority": b.priority,
-                        "broadcast_status": b.status, "duration_ms": b.duration_ms}
-                for a in s.scalars(select(Airing).where(
-                        Airing.broadcast_id == b.id, Airing.slot_ms >= from_ms,
-                        Airing.slot_ms < to_ms)):
-                    out[(b.id, a.slot_ms)] = {**base, "start_at": iso(a.slot_ms),
-                                              "start_ms": a.slot_ms,
-                                              "end_ms": a.slot_ms + b.duration_ms,
-                                              "airing_id": a.id, "status": a.status}
+                base = {
+                    "broadcast_id": b.id,
+                    "title": b.title,
+                    "priority": b.priority,
+                    "broadcast_status": b.status,
+                    "duration_ms": b.duration_ms,
+                }
+                for a in s.scalars(
+                    select(Airing).where(
+                        Airing.broadcast_id == b.id,
+                        Airing.slot_ms >= from_ms,
+                        Airing.slot_ms < to_ms,
+                    )
+                ):
+                    out[(b.id, a.slot_ms)] = {
+                        **base,
+                        "start_at": iso(a.slot_ms),
+                        "start_ms": a.slot_ms,
+                        "end_ms": a.slot_ms + b.duration_ms,
+                        "airing_id": a.id,
+                        "status": a.status,
+                    }
                 if b.status in ("scheduled", "submitted", "approved"):
-                    for slot in slots_between(b, max(from_ms, b.scheduled_ms or 0), to_ms,
-                                              limit=1_000):
-                        out.setdefault((b.id, slot), {
-                            **base, "start_at": iso(slot), "start_ms": slot,
-                            "end_ms": slot + b.duration_ms, "airing_id": None,
-                            "status": "planned" if b.status == "scheduled" else b.status})
+                    for slot in slots_between(
+                        b, max(from_ms, b.scheduled_ms or 0), to_ms, limit=1_000
+                    ):
+                        out.setdefault(
+                            (b.id, slot),
+                            {
+                                **base,
+                                "start_at": iso(slot),
+                                "start_ms": slot,
+                                "end_ms": slot + b.duration_ms,
+                                "airing_id": None,
+                                "status": "planned" if b.status == "scheduled" else b.status,
+                            },
+                        )
         return sorted(out.values(), key=lambda r: (r["start_ms"], r["broadcast_id"]))
 
     # ------------------------------------------------------------------ saved groups
 
-    def create_group(self, actor: Actor, name: Any, targets: Any, *,
-                     client_key: str | None = None,
-                     audit: InTransaction | None = None) -> dict[str, Any]:
+    def create_group(
+        self,
+        actor: Actor,
+        name: Any,
+        targets: Any,
+        *,
+        client_key: str | None = None,
+        audit: InTransaction | None = None,
+    ) -> dict[str, Any]:
         """A saved set of places; ``client_key`` and ``audit`` as for ``create``."""
         if actor.role not in ("province", "commune"):
             raise Forbidden("Chỉ cán bộ xã hoặc cấp tỉnh được tạo nhóm nơi phát.")
@@ -826,29 +1046,51 @@ class BroadcastService(ControlMixin):
         client_key = check_client_key(client_key)
         asked = {"name": name, "targets": targets}
         with self.db.session() as s:
-            row = (idempotency.earlier(s, actor.username, client_key, "group.create", asked)
-                   if client_key else None)
+            row = (
+                idempotency.earlier(s, actor.username, client_key, "group.create", asked)
+                if client_key
+                else None
+            )
             if row is not None:
                 earlier: dict[str, Any] = row.response
                 return earlier
             check_targets(s, targets, actor)
             owner = self._owner_commune(s, actor, targets)
-            g = SavedGroup(name=name.strip(), owner_commune_id=owner, targets=targets,
-                           created_by=actor.username, created_ms=self.clock())
+            g = SavedGroup(
+                name=name.strip(),
+                owner_commune_id=owner,
+                targets=targets,
+                created_by=actor.username,
+                created_ms=self.clock(),
+            )
             s.add(g)
             s.flush()
             out = self._group_dict(s, g)
             if client_key:
-                idempotency.remember(s, actor.username, client_key, "group.create", asked,
-                                     resource_id=g.id, response=out, now_ms=self.clock())
+                idempotency.remember(
+                    s,
+                    actor.username,
+                    client_key,
+                    "group.create",
+                    asked,
+                    resource_id=g.id,
+                    response=out,
+                    now_ms=self.clock(),
+                )
             if audit is not None:
                 audit(s, out)
             return out
 
     def _group_dict(self, s: Session, g: SavedGroup) -> dict[str, Any]:
-        return {"id": g.id, "name": g.name, "owner_commune_id": g.owner_commune_id,
-                "targets": g.targets, "nodes": len(resolve_nodes(s, g.targets)),
-                "created_by": g.created_by, "created_at": iso(g.created_ms)}
+        return {
+            "id": g.id,
+            "name": g.name,
+            "owner_commune_id": g.owner_commune_id,
+            "targets": g.targets,
+            "nodes": len(resolve_nodes(s, g.targets)),
+            "created_by": g.created_by,
+            "created_at": iso(g.created_ms),
+        }
 
     def list_groups(self, actor: Actor) -> builtins.list[dict[str, Any]]:
         with self.db.session() as s:
@@ -860,12 +1102,23 @@ class BroadcastService(ControlMixin):
     def delete_group(self, actor: Actor, group_id: int) -> None:
         with self.db.session() as s:
             g = s.get(SavedGroup, group_id)
-            if g is None or not (actor.is_province or (
-                    g.owner_commune_id is not None and actor.role == "commune"
-                    and actor.covers_commune(g.owner_commune_id))):
+            if g is None or not (
+                actor.is_province
+                or (
+                    g.owner_commune_id is not None
+                    and actor.role == "commune"
+                    and actor.covers_commune(g.owner_commune_id)
+                )
+            ):
                 raise NotFound(f"Không tìm thấy nhóm nơi phát số {group_id}.")
             s.delete(g)
 
 
-__all__ = ["BroadcastService", "Recurrence", "STATUS_LABELS_VI", "content_use_counts",
-           "content_users", "iso"]
+__all__ = [
+    "BroadcastService",
+    "Recurrence",
+    "STATUS_LABELS_VI",
+    "content_use_counts",
+    "content_users",
+    "iso",
+]

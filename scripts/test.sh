@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .  # one formatter, applied once (issue 15)
 .venv/bin/mypy  # strict on loa/, controller/, scheduler/ ([tool.mypy] in pyproject.toml)
 
 PYTEST=(.venv/bin/python -m pytest -q -p no:cacheprovider)

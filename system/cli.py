@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Every command that creates tables creates all of them.
     import_all_models()
     parser = argparse.ArgumentParser(
-        prog="loa", description="Loa — điều khiển và giám sát đài truyền thanh IP cấp xã")
+        prog="loa", description="Loa — điều khiển và giám sát đài truyền thanh IP cấp xã"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     processes.register(sub)
     registry.cli.register(sub)

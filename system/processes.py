@@ -75,8 +75,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _logging() -> None:
-    logging.basicConfig(level=os.environ.get("LOA_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("LOA_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -99,11 +101,14 @@ async def _until_signal() -> None:
     await stop.wait()
 
 
-
-
-async def _run(settings: Settings, *, http: bool, controller: bool,
-               on_ready: Callable[[System], Awaitable[None]] | None = None,
-               on_stop: Callable[[], None] | None = None) -> None:
+async def _run(
+    settings: Settings,
+    *,
+    http: bool,
+    controller: bool,
+    on_ready: Callable[[System], Awaitable[None]] | None = None,
+    on_stop: Callable[[], None] | None = None,
+) -> None:
     """Build the process (``System``), start it, serve HTTP, run until a signal, stop."""
     watch = await watch_loop_from_settings(settings.loop_stall_warn_ms)
     system = System(settings, controller=controller, http=http)
@@ -113,12 +118,16 @@ async def _run(settings: Settings, *, http: bool, controller: bool,
     serving: asyncio.Task[None] | None = None
     try:
         if system.app is not None:
-            config = uvicorn.Config(system.app, host=settings.http_host,
-                                    port=settings.http_port, log_level="warning",
-                                    lifespan="on",
-                                    **settings.proxy_options(),  # type: ignore[arg-type]
-                                    # An open live-stream tab must not hold up Ctrl-C.
-                                    timeout_graceful_shutdown=3)
+            config = uvicorn.Config(
+                system.app,
+                host=settings.http_host,
+                port=settings.http_port,
+                log_level="warning",
+                lifespan="on",
+                **settings.proxy_options(),  # type: ignore[arg-type]
+                # An open live-stream tab must not hold up Ctrl-C.
+                timeout_graceful_shutdown=3,
+            )
             server = uvicorn.Server(config)
             server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
             serving = asyncio.create_task(server.serve())
@@ -189,8 +198,10 @@ def _seed_demo(db: Database, settings: Settings, history_days: int) -> list[str]
         seeded = seed_history(db, days=history_days, now_ms=now_ms())
         lines.append(seeded.text())
     ensure_demo_accounts(db)
-    lines.append("Tài khoản mẫu (mật khẩu: demo): province (tỉnh), technician (kỹ thuật "
-                 "viên), commune (cán bộ văn hóa xã)")
+    lines.append(
+        "Tài khoản mẫu (mật khẩu: demo): province (tỉnh), technician (kỹ thuật "
+        "viên), commune (cán bộ văn hóa xã)"
+    )
     return lines
 
 
@@ -201,12 +212,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.data_dir:
         settings.data_dir = Path("var/demo")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    broker = EmbeddedBroker(port=args.mqtt_port or 0, kind=args.broker,
-                            data_dir=settings.data_dir / "broker")
+    broker = EmbeddedBroker(
+        port=args.mqtt_port or 0, kind=args.broker, data_dir=settings.data_dir / "broker"
+    )
     broker.start()
     settings.mqtt_port = broker.port
     settings.public_base_url = settings.public_base_url or (
-        f"http://{settings.http_host}:{settings.http_port}")
+        f"http://{settings.http_host}:{settings.http_port}"
+    )
     db = open_database(settings)
     for line in _seed_demo(db, settings, args.history_days):
         print(line, flush=True)
@@ -217,15 +230,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
         nonlocal sim
         if not args.no_sim:
             sim = subprocess.Popen(
-                [sys.executable, "-m", "system", "sim", "--from-registry",
-                 "--db", settings.resolved_database_url(), "--mqtt-host", settings.mqtt_host,
-                 "--mqtt-port", str(broker.port)],
-                stdout=sys.stdout, stderr=sys.stderr, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "system",
+                    "sim",
+                    "--from-registry",
+                    "--db",
+                    settings.resolved_database_url(),
+                    "--mqtt-host",
+                    settings.mqtt_host,
+                    "--mqtt-port",
+                    str(broker.port),
+                ],
+                stdout=sys.stdout,
+                stderr=sys.stderr,
+                start_new_session=True,
+            )
         base = f"http://{settings.http_host}:{settings.http_port}"
-        print(f"\nLoa đang chạy.\n  Bảng điều khiển: {base}/\n  API: {base}/docs\n"
-              f"  MQTT: mqtt://{broker.host}:{broker.port} (broker {broker.kind})\n"
-              "  Đăng nhập: province / technician / commune, mật khẩu: demo\n"
-              "Nhấn Ctrl-C để dừng.", flush=True)
+        print(
+            f"\nLoa đang chạy.\n  Bảng điều khiển: {base}/\n  API: {base}/docs\n"
+            f"  MQTT: mqtt://{broker.host}:{broker.port} (broker {broker.kind})\n"
+            "  Đăng nhập: province / technician / commune, mật khẩu: demo\n"
+            "Nhấn Ctrl-C để dừng.",
+            flush=True,
+        )
 
     def stop_sim() -> None:
         """Nodes shut down cleanly (status "shutdown") while broker and controller still run."""
@@ -237,8 +266,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 sim.kill()
 
     try:
-        asyncio.run(_run(settings, http=True, controller=True, on_ready=ready,
-                         on_stop=stop_sim))
+        asyncio.run(_run(settings, http=True, controller=True, on_ready=ready, on_stop=stop_sim))
     finally:
         stop_sim()
         broker.cleanup()

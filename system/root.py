@@ -47,15 +47,23 @@ def api_database(settings: Settings) -> Database:
     """The API's own engine, its pool above the API's database slots (``dashboard.deps``):
     ingest, dispatch and the scheduler write through another, so a flood of API requests
     cannot take the connections their writes need (issue 17, finding 2)."""
-    return Database(settings.resolved_database_url(),
-                    pool_size=2 * settings.api_db_concurrency + 2, max_overflow=10)
+    return Database(
+        settings.resolved_database_url(),
+        pool_size=2 * settings.api_db_concurrency + 2,
+        max_overflow=10,
+    )
 
 
-def api_context(settings: Settings, db: Database, *, services_db: Database | None = None,
-                content: ContentStore | None = None,
-                controller: ControllerService | None = None,
-                scheduling: Scheduling | None = None,
-                node_commands: NodeCommands | None = None) -> AppContext:
+def api_context(
+    settings: Settings,
+    db: Database,
+    *,
+    services_db: Database | None = None,
+    content: ContentStore | None = None,
+    controller: ControllerService | None = None,
+    scheduling: Scheduling | None = None,
+    node_commands: NodeCommands | None = None,
+) -> AppContext:
     """What the API sees: the in-process controller's and scheduler's services when they run
     here, else services that only write rows for the processes that run them. Routes read
     through ``db``; the services write through ``services_db`` (default: the same)."""
@@ -66,24 +74,34 @@ def api_context(settings: Settings, db: Database, *, services_db: Database | Non
         broadcasts = scheduling.broadcasts
     else:
         broadcasts = BroadcastService(services_db, SchedulerSettings(), content=gateway)
-    alerts = AlertService(services_db, broadcasts, AlertSettings(), content=gateway,
-                          audit=alerts_audit)
+    alerts = AlertService(
+        services_db, broadcasts, AlertSettings(), content=gateway, audit=alerts_audit
+    )
     if node_commands is None and controller is not None:
         node_commands = controller.node_commands
-    return AppContext(settings, db, store, broadcasts, alerts, node_commands=node_commands,
-                      live=scheduling.live if scheduling is not None else None,
-                      controller=controller)
+    return AppContext(
+        settings,
+        db,
+        store,
+        broadcasts,
+        alerts,
+        node_commands=node_commands,
+        live=scheduling.live if scheduling is not None else None,
+        controller=controller,
+    )
 
 
 def user_scope(db: Database):
     """For ``controller.notify``: a user's communes (None = the whole province), False for
     an unknown or disabled account. Users live in the dashboard, above the controller."""
+
     def scope_of(username: str) -> frozenset[int] | None | bool:
         with db.session() as s:
             user = s.scalar(select(User).where(User.username_key == username_key(username)))
             if user is None or not user.active:
                 return False
             return user.scope_commune_ids()
+
     return scope_of
 
 
@@ -98,10 +116,19 @@ class System:
     fleet-wide duties; ``http``: build the API (``app``); without a controller the API sends
     node commands through a connection of its own (``command_link``)."""
 
-    def __init__(self, settings: Settings, *, controller: bool = True, http: bool = True,
-                 db: Database | None = None, api_db: Database | None = None,
-                 client_id: str | None = None, sched: SchedulerSettings | None = None,
-                 live: bool = True, command_link: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        controller: bool = True,
+        http: bool = True,
+        db: Database | None = None,
+        api_db: Database | None = None,
+        client_id: str | None = None,
+        sched: SchedulerSettings | None = None,
+        live: bool = True,
+        command_link: bool = True,
+    ) -> None:
         self.settings = settings
         self._owns_db = db is None
         self.db = db if db is not None else open_database(settings)
@@ -119,38 +146,53 @@ class System:
         node_commands: NodeCommands | None = None
         if controller:
             self.controller = ControllerService(settings, self.db, client_id=client_id)
-            self.scheduling = build_scheduling(settings, self.db, self.controller,
-                                               content=ContentGateway(self.content),
-                                               sched=sched, with_live=live)
+            self.scheduling = build_scheduling(
+                settings,
+                self.db,
+                self.controller,
+                content=ContentGateway(self.content),
+                sched=sched,
+                with_live=live,
+            )
             self.controller.add_leader_role(self.scheduling.leader_role())
             self.alarms = AlarmService.from_settings(self.db, settings)
             self.controller.add_leader_role(
-                LeaderRole("cảnh báo", self._start_alarms, self.alarms.stop))
+                LeaderRole("cảnh báo", self._start_alarms, self.alarms.stop)
+            )
             # Alarm e-mails and webhooks: on the leader only (one sender), own thread.
-            self.notifications = NotificationService(Notifier(
-                self.db, NotifyConfig.from_settings(settings), user_scope(self.db)))
-            self.controller.add_leader_role(LeaderRole(
-                "thông báo", self.notifications.start, self.notifications.stop))
+            self.notifications = NotificationService(
+                Notifier(self.db, NotifyConfig.from_settings(settings), user_scope(self.db))
+            )
+            self.controller.add_leader_role(
+                LeaderRole("thông báo", self.notifications.start, self.notifications.stop)
+            )
             influx = InfluxSettings.from_settings(settings)
             if influx.url:
                 self.influx = InfluxSink(influx)
                 self.controller.ingest.observe(self.influx)
-                log.info("Ghi số liệu nhịp tim vào InfluxDB %s (bucket %s)", influx.url,
-                         influx.bucket)
+                log.info(
+                    "Ghi số liệu nhịp tim vào InfluxDB %s (bucket %s)", influx.url, influx.bucket
+                )
         elif http and command_link:
             self.command_link = CommandLink(settings, self.db)
             node_commands = self.command_link.node_commands
         # In-process services write through the controller's engine (as the scheduler
         # does); without a controller, through the API's.
-        self.api = api_context(settings, self.api_db,
-                               services_db=self.db if controller else self.api_db,
-                               content=self.content, controller=self.controller,
-                               scheduling=self.scheduling, node_commands=node_commands)
+        self.api = api_context(
+            settings,
+            self.api_db,
+            services_db=self.db if controller else self.api_db,
+            content=self.content,
+            controller=self.controller,
+            scheduling=self.scheduling,
+            node_commands=node_commands,
+        )
         self.alerts = self.api.alerts
         if self.controller is not None:
             self.alert_runtime = AlertRuntime(self.alerts)
-            self.controller.add_leader_role(LeaderRole(
-                "cảnh báo CAP", self.alert_runtime.start, self.alert_runtime.stop))
+            self.controller.add_leader_role(
+                LeaderRole("cảnh báo CAP", self.alert_runtime.start, self.alert_runtime.stop)
+            )
         self.app: FastAPI | None = create_app(self.api) if http else None
 
     async def _start_alarms(self) -> None:

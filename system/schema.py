@@ -20,9 +20,18 @@ import registry.models
 import scheduler.models
 from loa.db import Base, Database
 
-MODEL_MODULES = (alerts.models, broadcasts.models, controller.alarms, controller.models,
-                 dashboard.models, indicator.models, registry.models, scheduler.models,
-                 controller.notify, loa.idempotency)
+MODEL_MODULES = (
+    alerts.models,
+    broadcasts.models,
+    controller.alarms,
+    controller.models,
+    dashboard.models,
+    indicator.models,
+    registry.models,
+    scheduler.models,
+    controller.notify,
+    loa.idempotency,
+)
 
 
 def import_all_models() -> MetaData:

@@ -39,8 +39,11 @@ BROKER_KINDS = ["mosquitto", "amqtt"]
 
 
 def _need_mosquitto(kind: str) -> None:
-    if kind == "mosquitto" and not shutil.which("mosquitto") and not Path(
-            "/usr/sbin/mosquitto").exists():
+    if (
+        kind == "mosquitto"
+        and not shutil.which("mosquitto")
+        and not Path("/usr/sbin/mosquitto").exists()
+    ):
         pytest.fail("Debian mosquitto is required: run the README test command (it installs it)")
 
 
@@ -99,8 +102,7 @@ class Databases:
             if schema:
                 database.create_all()
             return database
-        return Database(self.cluster.create_database(
-            template=self.template if schema else None))
+        return Database(self.cluster.create_database(template=self.template if schema else None))
 
     def clone(self, source: Database, sqlite_path: Path) -> Database:
         """A copy of ``source`` with its data, for tests that share an expensive seed. The
@@ -128,8 +130,7 @@ def databases(request) -> Databases:
         return Databases()
     # Looked up here, not declared as a parameter: a test that declares ``pg_cluster`` itself
     # is one of the explicit PostgreSQL-vs-SQLite tests (see EXPLICIT_POSTGRESQL_FIXTURES).
-    return Databases(request.getfixturevalue("pg_cluster"),
-                     request.getfixturevalue("pg_template"))
+    return Databases(request.getfixturevalue("pg_cluster"), request.getfixturevalue("pg_template"))
 
 
 @pytest.fixture
@@ -141,8 +142,10 @@ def db(tmp_path, databases):
 
 def pytest_configure(config):
     if backend() not in BACKENDS:
-        raise pytest.UsageError(f"{BACKEND_VARIABLE}={os.environ[BACKEND_VARIABLE]!r}: "
-                                f"expected one of {', '.join(BACKENDS)}")
+        raise pytest.UsageError(
+            f"{BACKEND_VARIABLE}={os.environ[BACKEND_VARIABLE]!r}: "
+            f"expected one of {', '.join(BACKENDS)}"
+        )
     if backend() == "postgresql" and missing_message() and in_ci():
         raise pytest.UsageError(missing_message())
 
@@ -177,19 +180,24 @@ def pytest_terminal_summary(terminalreporter):
     if _DESELECTED_FOR_BACKEND:
         terminalreporter.write_line(
             f"{BACKEND_VARIABLE}=postgresql: {_DESELECTED_FOR_BACKEND[-1]} tests that use no "
-            "database were deselected (the SQLite pass runs them).")
+            "database were deselected (the SQLite pass runs them)."
+        )
 
 
 @pytest.fixture
 def settings(tmp_path, db):
-    return Settings(data_dir=tmp_path / "data", database_url=db.url, heartbeat_s=30,
-                    flush_interval_s=0.2, secret_key="test-secret")
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=db.url,
+        heartbeat_s=30,
+        flush_interval_s=0.2,
+        secret_key="test-secret",
+    )
 
 
 def settings_for(base: Settings, broker: EmbeddedBroker, **overrides) -> Settings:
     """``base`` pointed at ``broker``."""
-    return base.model_copy(update={"mqtt_host": broker.host, "mqtt_port": broker.port,
-                                   **overrides})
+    return base.model_copy(update={"mqtt_host": broker.host, "mqtt_port": broker.port, **overrides})
 
 
 # --------------------------------------------------------------------------- reliability
@@ -209,8 +217,9 @@ def pytest_sessionfinish(session):
     """Write the outcome of every test docs/reliability.md cites (tests/artifacts/)."""
     from tests.test_reliability_doc import cited_tests
 
-    rows = [(f"{p}::{n}", *_OUTCOMES[f"{p}::{n}"]) for p, n in cited_tests()
-            if f"{p}::{n}" in _OUTCOMES]
+    rows = [
+        (f"{p}::{n}", *_OUTCOMES[f"{p}::{n}"]) for p, n in cited_tests() if f"{p}::{n}" in _OUTCOMES
+    ]
     if not rows:
         return
     suffix = "" if backend() == "sqlite" else f"-{backend()}"

@@ -35,9 +35,12 @@ INSTALL_HINT = "apt-get install -y postgresql (the README's test command install
 
 def find_bindir() -> Path | None:
     """The newest ``/usr/lib/postgresql/<v>/bin`` with ``initdb``, else one on PATH."""
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                        key=lambda p: int(Path(p).parent.parent.name)
-                        if Path(p).parent.parent.name.isdigit() else 0)
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: (
+            int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0
+        ),
+    )
     if candidates:
         return Path(candidates[-1]).parent
     on_path = shutil.which("initdb")
@@ -72,11 +75,13 @@ class PgCluster:
         return list(args)
 
     def _run(self, *args: str, timeout: float = 60) -> None:
-        proc = subprocess.run(self._cmd(*args), capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(
+            self._cmd(*args), capture_output=True, text=True, timeout=timeout, check=False
+        )
         if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(args[:2])} failed ({proc.returncode}): "
-                               f"{proc.stdout}\n{proc.stderr}")
+            raise RuntimeError(
+                f"{' '.join(args[:2])} failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}"
+            )
 
     def start(self) -> PgCluster:
         self.sockdir.mkdir(parents=True, exist_ok=True)
@@ -84,13 +89,37 @@ class PgCluster:
             pg = pwd.getpwnam(self.user)
             for p in (self.root, self.sockdir):
                 os.chown(p, pg.pw_uid, pg.pw_gid)
-        self._run(str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
-                  "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
-        options = (f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                   "-c max_connections=60 -c shared_buffers=32MB")
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", options,
-                  "-l", str(self.root / "server.log"), "-w", "-t", "60", "start")
+        self._run(
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.datadir),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        )
+        options = (
+            f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c max_connections=60 -c shared_buffers=32MB"
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         return self
 
     def stop(self) -> None:
@@ -98,8 +127,16 @@ class PgCluster:
             with contextlib.suppress(Exception):
                 self._admin.close()
         with contextlib.suppress(Exception):
-            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate",
-                      "-w", "stop", timeout=30)
+            self._run(
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+                timeout=30,
+            )
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
@@ -109,8 +146,9 @@ class PgCluster:
         cannot run inside a transaction)."""
         import psycopg
 
-        return psycopg.connect(host="127.0.0.1", port=self.port, user="postgres",
-                               dbname="postgres", autocommit=True)
+        return psycopg.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
+        )
 
     def _admin_execute(self, sql: str) -> None:
         """Run ``sql`` on one admin connection kept for the session (a new backend per

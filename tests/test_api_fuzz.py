@@ -19,8 +19,12 @@ from system.root import api_context
 from tests.factories import make_registry
 
 # Never-ending (SSE) or self-defeating for the fuzzer's own login.
-SKIPPED = [("GET", "/api/v1/live/fleet"), ("DELETE", "/api/v1/auth/token"),
-           ("PATCH", "/api/v1/users/{user_id}"), ("POST", "/api/v1/users/{user_id}/password")]
+SKIPPED = [
+    ("GET", "/api/v1/live/fleet"),
+    ("DELETE", "/api/v1/auth/token"),
+    ("PATCH", "/api/v1/users/{user_id}"),
+    ("POST", "/api/v1/users/{user_id}/password"),
+]
 
 # Schemathesis reads the schema at collection time, before any fixture exists; the schema
 # does not depend on data, so the app starts on a database it never opens (an in-memory
@@ -36,16 +40,21 @@ def token(tmp_path_factory, databases) -> Iterator[str]:
     """The app on a seeded database of the run's backend; a province admin's bearer token."""
     tmp = tmp_path_factory.mktemp("api-fuzz")
     db = databases.create(tmp / "api.db")
-    make_registry(db, communes={"Đội Cấn": {"Thôn Nà Pàn": ["dc-01", "dc-02"]},
-                                "<b>Hòa Lạc</b>": {"Thôn Pò Mỏ": ["hl-01"]}})
+    make_registry(
+        db,
+        communes={
+            "Đội Cấn": {"Thôn Nà Pàn": ["dc-01", "dc-02"]},
+            "<b>Hòa Lạc</b>": {"Thôn Pò Mỏ": ["hl-01"]},
+        },
+    )
     ensure_demo_accounts(db)
     placeholder = APP.state.ctx
-    APP.state.ctx = api_context(Settings(data_dir=tmp / "data", database_url=db.url,
-                                         secret_key="fuzz"), db)
+    APP.state.ctx = api_context(
+        Settings(data_dir=tmp / "data", database_url=db.url, secret_key="fuzz"), db
+    )
     try:
         with TestClient(APP) as client:
-            r = client.post("/api/v1/auth/token",
-                            data={"username": "province", "password": "demo"})
+            r = client.post("/api/v1/auth/token", data={"username": "province", "password": "demo"})
         assert r.status_code == 200, r.text
         yield r.json()["access_token"]
     finally:

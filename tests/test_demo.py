@@ -16,9 +16,20 @@ from loa.broker import free_port
 def test_demo_brings_every_simulated_node_online_and_stops_cleanly(tmp_path):
     http_port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "system", "demo", "--data-dir", str(tmp_path / "demo"),
-         "--http-port", str(http_port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "system",
+            "demo",
+            "--data-dir",
+            str(tmp_path / "demo"),
+            "--http-port",
+            str(http_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     summary = None
     try:
         started = time.monotonic()
@@ -26,13 +37,18 @@ def test_demo_brings_every_simulated_node_online_and_stops_cleanly(tmp_path):
             assert proc.poll() is None, proc.stdout.read()
             try:
                 with urllib.request.urlopen(
-                        f"http://127.0.0.1:{http_port}/api/v1/health/summary", timeout=2) as r:
+                    f"http://127.0.0.1:{http_port}/api/v1/health/summary", timeout=2
+                ) as r:
                     summary = json.load(r)
             except OSError:
                 summary = None
-            if summary and summary["nodes"]["online"] + summary["nodes"]["degraded"] >= (
-                    summary["nodes"]["total"] - summary["nodes"]["unknown"]) and summary[
-                    "nodes"]["online"] > 0 and summary["nodes"]["offline"] == 0:
+            if (
+                summary
+                and summary["nodes"]["online"] + summary["nodes"]["degraded"]
+                >= (summary["nodes"]["total"] - summary["nodes"]["unknown"])
+                and summary["nodes"]["online"] > 0
+                and summary["nodes"]["offline"] == 0
+            ):
                 break
             time.sleep(1)
         assert summary is not None, "the dashboard never answered"

@@ -64,16 +64,22 @@ def test_no_new_import_points_up_or_sideways():
     new = sorted(upward_imports() - KNOWN_UPWARD)
     assert not new, (
         "These modules import a package of the same or a higher layer "
-        "(docs/architecture.md): " + "; ".join(f"{f} imports {p}" for f, p in new))
+        "(docs/architecture.md): " + "; ".join(f"{f} imports {p}" for f, p in new)
+    )
 
 
 def test_the_list_of_known_upward_imports_only_shrinks():
     gone = sorted(KNOWN_UPWARD - upward_imports())
-    assert not gone, ("These upward imports no longer exist; remove them from KNOWN_UPWARD: "
-                      + "; ".join(f"{f} -> {p}" for f, p in gone))
+    assert not gone, (
+        "These upward imports no longer exist; remove them from KNOWN_UPWARD: "
+        + "; ".join(f"{f} -> {p}" for f, p in gone)
+    )
 
 
 def test_every_product_package_has_a_layer():
-    packages = {p.name for p in REPO.iterdir()
-                if (p / "__init__.py").exists() and p.name not in {"tests", "bench", "migrations"}}
+    packages = {
+        p.name
+        for p in REPO.iterdir()
+        if (p / "__init__.py").exists() and p.name not in {"tests", "bench", "migrations"}
+    }
     assert packages <= RANK.keys(), f"give these packages a rank: {packages - RANK.keys()}"

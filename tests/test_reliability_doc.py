@@ -25,8 +25,11 @@ def test_every_test_the_reliability_doc_cites_exists():
         if not file.exists():
             missing.append(f"{path} (no such file)")
             continue
-        names = {n.name for n in ast.walk(ast.parse(file.read_text()))
-                 if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+        names = {
+            n.name
+            for n in ast.walk(ast.parse(file.read_text()))
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+        }
         if name not in names:
             missing.append(f"{path}::{name}")
     assert not missing, "docs/reliability.md cites tests that do not exist: " + ", ".join(missing)
@@ -35,15 +38,18 @@ def test_every_test_the_reliability_doc_cites_exists():
 def test_every_dependency_is_pinned_in_the_lock_file():
     import tomllib
 
-    lock = {line.split("==")[0].lower().replace("_", "-")
-            for line in (REPO / "requirements.lock").read_text().splitlines()
-            if "==" in line}
+    lock = {
+        line.split("==")[0].lower().replace("_", "-")
+        for line in (REPO / "requirements.lock").read_text().splitlines()
+        if "==" in line
+    }
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     wanted = list(project["dependencies"])
     for extra in project["optional-dependencies"].values():
         wanted += extra
-    names = {re.split(r"[<>=\[ ;]", spec, maxsplit=1)[0].lower().replace("_", "-")
-             for spec in wanted}
+    names = {
+        re.split(r"[<>=\[ ;]", spec, maxsplit=1)[0].lower().replace("_", "-") for spec in wanted
+    }
     assert not names - lock, f"not pinned in requirements.lock: {sorted(names - lock)}"
     setup = (REPO / "scripts" / "setup.sh").read_text()
     assert "-c requirements.lock" in setup

@@ -16,9 +16,13 @@ from system.root import api_context
 from tests.factories import make_registry
 
 PUBLIC = {
-    ("GET", "/api/v1/health/summary"), ("GET", "/api/v1/health/live"),
-    ("POST", "/api/v1/auth/token"), ("GET", "/login"), ("POST", "/login"),
-    ("GET", "/lang/{code}"), ("GET", "/openapi.json"),
+    ("GET", "/api/v1/health/summary"),
+    ("GET", "/api/v1/health/live"),
+    ("POST", "/api/v1/auth/token"),
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("GET", "/lang/{code}"),
+    ("GET", "/openapi.json"),
 }
 # Nodes fetch audio with a per-node HMAC token instead of a login (401/403 without it).
 NODE_TOKEN = {("GET", "/media/{name}"), ("HEAD", "/media/{name}")}
@@ -48,8 +52,7 @@ def test_every_route_refuses_an_anonymous_caller(app):
     checked = 0
     for route in all_routes():
         for method in route.methods:
-            if (method, route.path) in PUBLIC or method == "HEAD" and (
-                    "GET", route.path) in PUBLIC:
+            if (method, route.path) in PUBLIC or method == "HEAD" and ("GET", route.path) in PUBLIC:
                 continue
             r = client.request(method, concrete(route.path))
             checked += 1
@@ -59,8 +62,7 @@ def test_every_route_refuses_an_anonymous_caller(app):
                 assert r.status_code == 401, (method, route.path, r.status_code, r.text[:200])
                 assert r.json()["detail"] == "Chưa đăng nhập"
             else:  # pages: to the login page (or 401/403 for their form posts)
-                assert r.status_code in (303, 307, 401, 403), (method, route.path,
-                                                               r.status_code)
+                assert r.status_code in (303, 307, 401, 403), (method, route.path, r.status_code)
                 if r.status_code in (303, 307):
                     assert r.headers["location"].startswith("/login")
     assert checked > 40

@@ -64,8 +64,9 @@ def _scoped(q, user: User):
     return q if scope is None else q.where(Alarm.commune_id.in_(scope))
 
 
-def alarm_query(user: User, state: str = "open", node: str | None = None,
-                commune: int | None = None):
+def alarm_query(
+    user: User, state: str = "open", node: str | None = None, commune: int | None = None
+):
     q = _scoped(select(Alarm), user)
     if state == "open":
         q = q.where(Alarm.cleared_ms.is_(None))
@@ -78,55 +79,96 @@ def alarm_query(user: User, state: str = "open", node: str | None = None,
     return q
 
 
-def list_alarms(s: Session, user: User, *, state: str = "open", node: str | None = None,
-                commune: int | None = None, limit: int = 50, offset: int = 0) -> AlarmPage:
+def list_alarms(
+    s: Session,
+    user: User,
+    *,
+    state: str = "open",
+    node: str | None = None,
+    commune: int | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> AlarmPage:
     """Open alarms first, the worst kinds first, newest first; used by the API and pages."""
     q = alarm_query(user, state, node, commune)
     total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
     severity = case(*[(Alarm.kind == k, v) for k, v in ALARM_SEVERITY.items()], else_=1)
-    rows = s.scalars(q.order_by(Alarm.cleared_ms.is_not(None), severity.desc(),
-                                Alarm.raised_ms.desc(), Alarm.id.desc())
-                     .limit(limit).offset(offset)).all()
+    rows = s.scalars(
+        q.order_by(
+            Alarm.cleared_ms.is_not(None), severity.desc(), Alarm.raised_ms.desc(), Alarm.id.desc()
+        )
+        .limit(limit)
+        .offset(offset)
+    ).all()
     node_ids = {a.node_id for a in rows}
-    info = {n: (label, village, commune) for n, label, village, commune in s.execute(
-        select(Node.id, Node.label, Village.name, Commune.name)
-        .outerjoin(Village, Village.id == Node.village_id)
-        .outerjoin(Commune, Commune.id == Village.commune_id)
-        .where(Node.id.in_(node_ids)))} if node_ids else {}
+    info = (
+        {
+            n: (label, village, commune)
+            for n, label, village, commune in s.execute(
+                select(Node.id, Node.label, Village.name, Commune.name)
+                .outerjoin(Village, Village.id == Node.village_id)
+                .outerjoin(Commune, Commune.id == Village.commune_id)
+                .where(Node.id.in_(node_ids))
+            )
+        }
+        if node_ids
+        else {}
+    )
     items = []
     for a in rows:
         label, village, commune_name = info.get(a.node_id, ("", None, None))
-        items.append(AlarmItem(
-            id=a.id, node_id=a.node_id, node_label=label or "", kind=a.kind,
-            label=ALARM_LABELS_VI.get(a.kind, a.kind), severity=ALARM_SEVERITY.get(a.kind, 1),
-            active=a.cleared_ms is None, commune_id=a.commune_id, commune=commune_name,
-            village=village, raised=format_datetime(a.raised_ms), raised_ms=a.raised_ms,
-            cleared=format_datetime(a.cleared_ms) if a.cleared_ms else None,
-            acked_by=a.acked_by, acked=format_datetime(a.acked_ms) if a.acked_ms else None,
-            ack_note=a.ack_note, severity_label=SEVERITY_LABELS_VI.get(
-                ALARM_SEVERITY.get(a.kind, 1), ""),
-            flaps=a.flaps, detail=a.detail))
+        items.append(
+            AlarmItem(
+                id=a.id,
+                node_id=a.node_id,
+                node_label=label or "",
+                kind=a.kind,
+                label=ALARM_LABELS_VI.get(a.kind, a.kind),
+                severity=ALARM_SEVERITY.get(a.kind, 1),
+                active=a.cleared_ms is None,
+                commune_id=a.commune_id,
+                commune=commune_name,
+                village=village,
+                raised=format_datetime(a.raised_ms),
+                raised_ms=a.raised_ms,
+                cleared=format_datetime(a.cleared_ms) if a.cleared_ms else None,
+                acked_by=a.acked_by,
+                acked=format_datetime(a.acked_ms) if a.acked_ms else None,
+                ack_note=a.ack_note,
+                severity_label=SEVERITY_LABELS_VI.get(ALARM_SEVERITY.get(a.kind, 1), ""),
+                flaps=a.flaps,
+                detail=a.detail,
+            )
+        )
     open_rows = alarm_query(user, "open").subquery()
-    counts = s.execute(select(func.count(), func.count().filter(open_rows.c.acked_ms.is_(None)))
-                       .select_from(open_rows)).one()
+    counts = s.execute(
+        select(func.count(), func.count().filter(open_rows.c.acked_ms.is_(None))).select_from(
+            open_rows
+        )
+    ).one()
     return AlarmPage(items=items, total=total, open=counts[0] or 0, open_unacked=counts[1] or 0)
 
 
 @router.get("/alarms", response_model=AlarmPage)
-def get_alarms(*, state: Literal["open", "cleared", "all"] = "open",
-               node: str | None = Query(None, max_length=64),
-               commune: int | None = None, limit: int = Query(50, ge=1, le=500),
-               offset: int = Query(0, ge=0), user: User = Depends(current_user),
-               s: DbSession):
-    return list_alarms(s, user, state=state, node=node, commune=commune, limit=limit,
-                       offset=offset)
+def get_alarms(
+    *,
+    state: Literal["open", "cleared", "all"] = "open",
+    node: str | None = Query(None, max_length=64),
+    commune: int | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+    user: User = Depends(current_user),
+    s: DbSession,
+):
+    return list_alarms(s, user, state=state, node=node, commune=commune, limit=limit, offset=offset)
 
 
 MAX_NOTE = 500
 
 
-def acknowledge_alarm(s: Session, user: User, alarm_id: int, note: str | None,
-                      request: Request) -> AlarmItem:
+def acknowledge_alarm(
+    s: Session, user: User, alarm_id: int, note: str | None, request: Request
+) -> AlarmItem:
     """Acknowledge with an optional note ("đã báo điện lực"), for the API and the page
     alike; out of scope looks the same as missing (no probing of other communes' alarms)."""
     alarm = s.get(Alarm, alarm_id)
@@ -138,8 +180,15 @@ def acknowledge_alarm(s: Session, user: User, alarm_id: int, note: str | None,
     if len(note) > MAX_NOTE:
         raise HTTPException(422, f"Ghi chú dài quá {MAX_NOTE} ký tự.")
     acknowledge(s, alarm_id, user.username, note=note or None)
-    audit(s, "alarm.ack", user=user, target=f"{alarm.node_id}:{alarm.kind}", request=request,
-          status_code=200, detail={"alarm_id": alarm_id, **({"note": note} if note else {})})
+    audit(
+        s,
+        "alarm.ack",
+        user=user,
+        target=f"{alarm.node_id}:{alarm.kind}",
+        request=request,
+        status_code=200,
+        detail={"alarm_id": alarm_id, **({"note": note} if note else {})},
+    )
     s.commit()
     page = list_alarms(s, user, state="all", node=alarm.node_id, limit=500)
     return next(i for i in page.items if i.id == alarm_id)
@@ -153,10 +202,13 @@ class AckIn(BaseModel):
 
 
 @typed_post(router, "/alarms/{alarm_id}/ack", response_model=AlarmItem)
-def ack_alarm(*, alarm_id: int, request: Request, body: AckIn | None = None,
-              user: User = Depends(require_role("technician", "province")),
-              s: DbSession):
+def ack_alarm(
+    *,
+    alarm_id: int,
+    request: Request,
+    body: AckIn | None = None,
+    user: User = Depends(require_role("technician", "province")),
+    s: DbSession,
+):
     """Body (optional): ``{"note": "…"}``, what was done or who was told."""
     return acknowledge_alarm(s, user, alarm_id, body.note if body else None, request)
-
-

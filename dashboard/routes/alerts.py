@@ -61,30 +61,44 @@ def _answer(out: dict[str, Any]) -> JSONResponse:
     return JSONResponse(out, status_code=200 if out.get("result") == "duplicate" else 202)
 
 
-async def _receive(request: Request, user: User, svc: AlertService, raw: bytes,
-                   truncated: int | None, source: str) -> JSONResponse:
+async def _receive(
+    request: Request, user: User, svc: AlertService, raw: bytes, truncated: int | None, source: str
+) -> JSONResponse:
     request.state.audited = True  # the service writes its own audit rows (see the hook)
     # ``Idempotency-Key`` as for every creating endpoint (``loa.idempotency``).
-    out = await run_in_threadpool(svc.receive, raw, source=source, source_ref=user.username,
-                                  trusted_source=True, truncated_from=truncated,
-                                  client_key=request.headers.get("idempotency-key"))
+    out = await run_in_threadpool(
+        svc.receive,
+        raw,
+        source=source,
+        source_ref=user.username,
+        trusted_source=True,
+        truncated_from=truncated,
+        client_key=request.headers.get("idempotency-key"),
+    )
     return _answer(out)
 
 
 @api.post("/cap", status_code=202)
-async def post_cap(request: Request, user: User = Depends(require_role("province")),
-                   svc: AlertService = Depends(get_alerts)):
+async def post_cap(
+    request: Request,
+    user: User = Depends(require_role("province")),
+    svc: AlertService = Depends(get_alerts),
+):
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in XML_TYPES:
-        raise HTTPException(415, "Nội dung phải là tài liệu CAP 1.2 dạng XML "
-                                 "(Content-Type: application/xml).")
+        raise HTTPException(
+            415, "Nội dung phải là tài liệu CAP 1.2 dạng XML (Content-Type: application/xml)."
+        )
     raw, truncated = await _body(request, svc.settings.max_bytes)
     return await _receive(request, user, svc, raw, truncated, "api")
 
 
 @api.post("/upload", status_code=202)
-async def upload_cap(request: Request, user: User = Depends(require_role("province")),
-                     svc: AlertService = Depends(get_alerts)):
+async def upload_cap(
+    request: Request,
+    user: User = Depends(require_role("province")),
+    svc: AlertService = Depends(get_alerts),
+):
     form = await request.form(max_files=1, max_fields=4)
     file = form.get("file")
     if file is None or isinstance(file, str):
@@ -99,9 +113,11 @@ async def upload_cap(request: Request, user: User = Depends(require_role("provin
 
 
 @api.post("/preview")
-async def preview_cap(request: Request,
-                      user: User = Depends(require_role("province", "commune")),
-                      svc: AlertService = Depends(get_alerts)):
+async def preview_cap(
+    request: Request,
+    user: User = Depends(require_role("province", "commune")),
+    svc: AlertService = Depends(get_alerts),
+):
     """Which clusters (by village, with coordinates) and what text, before anything airs."""
     raw, truncated = await _body(request, svc.settings.max_bytes)
     if truncated is not None:
@@ -111,83 +127,114 @@ async def preview_cap(request: Request,
 
 
 @api.get("")
-async def list_alerts(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
-                      user: User = Depends(current_user),
-                      svc: AlertService = Depends(get_alerts)):
+async def list_alerts(
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+    user: User = Depends(current_user),
+    svc: AlertService = Depends(get_alerts),
+):
     return await run_in_threadpool(svc.list, actor_of(user), limit=limit, offset=offset)
 
 
 @api.get("/messages")
-async def list_messages(limit: int = Query(50, ge=1, le=500),
-                        user: User = Depends(require_role("province", "technician")),
-                        svc: AlertService = Depends(get_alerts)):
+async def list_messages(
+    limit: int = Query(50, ge=1, le=500),
+    user: User = Depends(require_role("province", "technician")),
+    svc: AlertService = Depends(get_alerts),
+):
     return await run_in_threadpool(svc.messages, limit=limit)
 
 
 @api.get("/messages/{message_id}/raw")
-async def raw_message(message_id: int = Path(..., ge=1, le=MAX_ID),
-                      user: User = Depends(require_role("province", "technician")),
-                      svc: AlertService = Depends(get_alerts)):
+async def raw_message(
+    message_id: int = Path(..., ge=1, le=MAX_ID),
+    user: User = Depends(require_role("province", "technician")),
+    svc: AlertService = Depends(get_alerts),
+):
     raw = await run_in_threadpool(svc.raw, message_id)
     # Served as an attachment of a neutral type: never rendered by the browser.
-    return Response(raw, media_type="application/octet-stream",
-                    headers={"Content-Disposition":
-                             f'attachment; filename="cap-{message_id}.xml"'})
+    return Response(
+        raw,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="cap-{message_id}.xml"'},
+    )
 
 
 @api.get("/templates")
-async def templates(user: User = Depends(current_user),
-                    svc: AlertService = Depends(get_alerts)):
+async def templates(user: User = Depends(current_user), svc: AlertService = Depends(get_alerts)):
     return await run_in_threadpool(svc.templates)
 
 
 @api.put("/templates")
-async def set_template(request: Request, payload: dict = Body(..., examples=[{
-        "event": "Lũ quét", "template": "Thông báo khẩn cấp về {su_kien}.\n{huong_dan}"}]),
-        user: User = Depends(require_role("province")),
-        svc: AlertService = Depends(get_alerts)):
+async def set_template(
+    request: Request,
+    payload: dict = Body(
+        ...,
+        examples=[
+            {"event": "Lũ quét", "template": "Thông báo khẩn cấp về {su_kien}.\n{huong_dan}"}
+        ],
+    ),
+    user: User = Depends(require_role("province")),
+    svc: AlertService = Depends(get_alerts),
+):
     request.state.audited = True
     event, template = payload.get("event"), payload.get("template")
     if not isinstance(event, str) or not isinstance(template, str):
-        raise HTTPException(422, "Cần «event» (loại sự kiện, hoặc *) và «template» (mẫu lời "
-                                 "đọc).")
-    return await run_in_threadpool(svc.set_template, actor_of(user), event, template,
-                                   payload.get("recordings"))
+        raise HTTPException(422, "Cần «event» (loại sự kiện, hoặc *) và «template» (mẫu lời đọc).")
+    return await run_in_threadpool(
+        svc.set_template, actor_of(user), event, template, payload.get("recordings")
+    )
 
 
 @api.get("/{alert_id}/proof.{fmt}")
-async def alert_proof_file(alert_id: int = Path(..., ge=1, le=MAX_ID),
-                           fmt: str = Path(..., pattern="^(csv|json)$"),
-                           user: User = Depends(current_user),
-                           svc: AlertService = Depends(get_alerts)) -> Response:
+async def alert_proof_file(
+    alert_id: int = Path(..., ge=1, le=MAX_ID),
+    fmt: str = Path(..., pattern="^(csv|json)$"),
+    user: User = Depends(current_user),
+    svc: AlertService = Depends(get_alerts),
+) -> Response:
     """One alert's proof as a download (``alerts.proof``): CSV formula-safe, or JSON."""
     from alerts.proof import proof_csv, proof_json
 
     report = await run_in_threadpool(svc.report, actor_of(user), alert_id)
-    body, media = ((proof_csv(report), "text/csv; charset=utf-8") if fmt == "csv"
-                   else (proof_json(report), "application/json"))
-    return Response(body, media_type=media, headers={
-        "Content-Disposition": f'attachment; filename="canh-bao-{alert_id}-bang-chung.{fmt}"'})
+    body, media = (
+        (proof_csv(report), "text/csv; charset=utf-8")
+        if fmt == "csv"
+        else (proof_json(report), "application/json")
+    )
+    return Response(
+        body,
+        media_type=media,
+        headers={
+            "Content-Disposition": f'attachment; filename="canh-bao-{alert_id}-bang-chung.{fmt}"'
+        },
+    )
 
 
 @api.get("/{alert_id}")
-async def get_alert(alert_id: int = Path(..., ge=1, le=MAX_ID),
-                    user: User = Depends(current_user),
-                    svc: AlertService = Depends(get_alerts)):
+async def get_alert(
+    alert_id: int = Path(..., ge=1, le=MAX_ID),
+    user: User = Depends(current_user),
+    svc: AlertService = Depends(get_alerts),
+):
     return await run_in_threadpool(svc.report, actor_of(user), alert_id)
 
 
 def _decision(name: str):
-    async def route(request: Request, alert_id: int = Path(..., ge=1, le=MAX_ID),
-                    payload: dict | None = Body(None),
-                    user: User = Depends(require_role("province", "commune")),
-                    svc: AlertService = Depends(get_alerts)):
+    async def route(
+        request: Request,
+        alert_id: int = Path(..., ge=1, le=MAX_ID),
+        payload: dict | None = Body(None),
+        user: User = Depends(require_role("province", "commune")),
+        svc: AlertService = Depends(get_alerts),
+    ):
         request.state.audited = True
         fn = getattr(svc, name)
         if name == "reject":
             reason = (payload or {}).get("reason") or ""
             return await run_in_threadpool(fn, actor_of(user), alert_id, str(reason))
         return await run_in_threadpool(fn, actor_of(user), alert_id)
+
     route.__name__ = f"{name}_alert"
     return route
 
@@ -201,27 +248,42 @@ api.post("/{alert_id}/stop")(_decision("stop"))
 
 
 @pages.get("/alerts")
-async def alerts_page(request: Request, user: User = Depends(page_role("province", "commune")),
-                      svc: AlertService = Depends(get_alerts)):
+async def alerts_page(
+    request: Request,
+    user: User = Depends(page_role("province", "commune")),
+    svc: AlertService = Depends(get_alerts),
+):
     data = await run_in_threadpool(svc.list, actor_of(user), limit=100)
-    messages = (await run_in_threadpool(svc.messages, limit=30)
-                if user.role == "province" else [])
+    messages = await run_in_threadpool(svc.messages, limit=30) if user.role == "province" else []
     templates = await run_in_threadpool(svc.templates) if user.role == "province" else []
-    return render(request, "alerts.html", user, alerts=data["items"], messages=messages,
-                  templates=templates, page={"view": "alerts"})
+    return render(
+        request,
+        "alerts.html",
+        user,
+        alerts=data["items"],
+        messages=messages,
+        templates=templates,
+        page={"view": "alerts"},
+    )
 
 
 @pages.post("/alerts/templates")
-async def alerts_template_page(request: Request, user: User = Depends(page_role("province")),
-                               svc: AlertService = Depends(get_alerts)):
+async def alerts_template_page(
+    request: Request,
+    user: User = Depends(page_role("province")),
+    svc: AlertService = Depends(get_alerts),
+):
     """The province edits the spoken template of an event type from the alerts page."""
     form = await request.form(max_fields=5)
     event, template = form.get("event"), form.get("template")
     request.state.audited = True
     try:
         if not isinstance(event, str) or not isinstance(template, str):
-            raise AlertError("bad_template", "Cần loại sự kiện và mẫu lời đọc.",
-                             "Event and template are required.")
+            raise AlertError(
+                "bad_template",
+                "Cần loại sự kiện và mẫu lời đọc.",
+                "Event and template are required.",
+            )
         await run_in_threadpool(svc.set_template, actor_of(user), event, template)
     except AlertError as exc:
         return await _list_page(request, user, svc, template_error=exc.message)
@@ -232,14 +294,25 @@ async def _list_page(request: Request, user: User, svc: AlertService, **extra: A
     data = await run_in_threadpool(svc.list, actor_of(user), limit=100)
     messages = await run_in_threadpool(svc.messages, limit=30)
     templates = await run_in_threadpool(svc.templates)
-    return render(request, "alerts.html", user, 422, alerts=data["items"], messages=messages,
-                  templates=templates, page={"view": "alerts"}, **extra)
+    return render(
+        request,
+        "alerts.html",
+        user,
+        422,
+        alerts=data["items"],
+        messages=messages,
+        templates=templates,
+        page={"view": "alerts"},
+        **extra,
+    )
 
 
 @pages.post("/alerts/upload")
-async def alerts_upload_page(request: Request,
-                             user: User = Depends(page_role("province")),
-                             svc: AlertService = Depends(get_alerts)):
+async def alerts_upload_page(
+    request: Request,
+    user: User = Depends(page_role("province")),
+    svc: AlertService = Depends(get_alerts),
+):
     """The web upload: the alert's page on success; the list with the reason on refusal."""
     form = await request.form(max_files=1, max_fields=4)
     file = form.get("file")
@@ -252,9 +325,14 @@ async def alerts_upload_page(request: Request,
         truncated = (file.size or len(raw)) if len(raw) > limit else None
         request.state.audited = True  # the service writes its own audit rows
         try:
-            out = await run_in_threadpool(svc.receive, raw[:limit], source="upload",
-                                          source_ref=user.username, trusted_source=True,
-                                          truncated_from=truncated)
+            out = await run_in_threadpool(
+                svc.receive,
+                raw[:limit],
+                source="upload",
+                source_ref=user.username,
+                trusted_source=True,
+                truncated_from=truncated,
+            )
         except CapRefused as exc:
             error = exc.message
         else:
@@ -263,12 +341,16 @@ async def alerts_upload_page(request: Request,
 
 
 @pages.get("/alerts/{alert_id}")
-async def alert_page(request: Request, alert_id: int = Path(..., ge=1, le=MAX_ID),
-                     user: User = Depends(page_role("province", "commune")),
-                     svc: AlertService = Depends(get_alerts)):
+async def alert_page(
+    request: Request,
+    alert_id: int = Path(..., ge=1, le=MAX_ID),
+    user: User = Depends(page_role("province", "commune")),
+    svc: AlertService = Depends(get_alerts),
+):
     report = await run_in_threadpool(svc.report, actor_of(user), alert_id)
-    return render(request, "alert.html", user, a=report, map=cluster_map(report),
-                  page={"view": "alert"})
+    return render(
+        request, "alert.html", user, a=report, map=cluster_map(report), page={"view": "alert"}
+    )
 
 
 def cluster_map(report: dict[str, Any], w: int = 640, h: int = 320) -> dict | None:
@@ -289,18 +371,26 @@ def cluster_map(report: dict[str, Any], w: int = 640, h: int = 320) -> dict | No
     out = []
     for c in pts:
         state = "pending" if not aired else ("missing" if c["node_id"] in missing else "started")
-        out.append({"x": round(pad + (c["lon"] - lo_lon) * scale, 1),
-                    "y": round(h - pad - (c["lat"] - lo_lat) * scale, 1), "state": state,
-                    "fill": {"started": "#2e7d32", "missing": "#c62828"}.get(state, "#757575"),
-                    "title": f"{c['node_id']} · {c['village']} · {c['commune']}"})
+        out.append(
+            {
+                "x": round(pad + (c["lon"] - lo_lon) * scale, 1),
+                "y": round(h - pad - (c["lat"] - lo_lat) * scale, 1),
+                "state": state,
+                "fill": {"started": "#2e7d32", "missing": "#c62828"}.get(state, "#757575"),
+                "title": f"{c['node_id']} · {c['village']} · {c['commune']}",
+            }
+        )
     return {"w": w, "h": h, "points": out}
 
 
 @pages.post("/alerts/{alert_id}/{action}")
-async def alert_action_page(request: Request, alert_id: int = Path(..., ge=1, le=MAX_ID),
-                            action: str = Path(..., pattern="^(approve|reject|stop)$"),
-                            user: User = Depends(page_role("province", "commune")),
-                            svc: AlertService = Depends(get_alerts)):
+async def alert_action_page(
+    request: Request,
+    alert_id: int = Path(..., ge=1, le=MAX_ID),
+    action: str = Path(..., pattern="^(approve|reject|stop)$"),
+    user: User = Depends(page_role("province", "commune")),
+    svc: AlertService = Depends(get_alerts),
+):
     request.state.audited = True
     fn = getattr(svc, action)
     await run_in_threadpool(fn, actor_of(user), alert_id)
@@ -310,7 +400,6 @@ async def alert_action_page(request: Request, alert_id: int = Path(..., ge=1, le
 router = APIRouter()
 router.include_router(api)
 router.include_router(pages)
-
 
 
 __all__ = ["router"]

@@ -74,37 +74,54 @@ class PasswordIn(BaseModel):
 
 def user_out(user: User) -> UserOut:
     scope = user.scope_commune_ids()
-    return UserOut(id=user.id, username=user.username, display_name=user.display_name,
-                   role=user.role, active=user.active,
-                   communes=sorted(scope) if scope is not None else None,
-                   created=format_datetime(user.created_ms) if user.created_ms else "")
+    return UserOut(
+        id=user.id,
+        username=user.username,
+        display_name=user.display_name,
+        role=user.role,
+        active=user.active,
+        communes=sorted(scope) if scope is not None else None,
+        created=format_datetime(user.created_ms) if user.created_ms else "",
+    )
 
 
 @router.post("/auth/token", response_model=TokenOut)
-def login_for_token(*, request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()],
-                    ttl_s: int | None = Query(None, ge=60, le=MAX_API_TOKEN_TTL_MS // 1000),
-                    s: DbSession):
+def login_for_token(
+    *,
+    request: Request,
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    ttl_s: int | None = Query(None, ge=60, le=MAX_API_TOKEN_TTL_MS // 1000),
+    s: DbSession,
+):
     """OAuth2 password flow: form fields ``username`` and ``password``."""
     ip = client_ip(request)
     try:
         user = authenticate(s, form.username, form.password, ip)
     except LoginError as exc:
-        audit(s, "auth.token_failed", username=form.username, request=request,
-              status_code=exc.status_code)
+        audit(
+            s,
+            "auth.token_failed",
+            username=form.username,
+            request=request,
+            status_code=exc.status_code,
+        )
         s.commit()  # the failed attempt must count even though the request fails
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         raise HTTPException(exc.status_code, exc.message, headers=headers) from None
     raw, token = issue_token(s, user, "api", ip, ttl_ms=ttl_s * 1000 if ttl_s else None)
     audit(s, "auth.token", user=user, request=request, status_code=200)
     s.commit()  # durable before the client holds the token (see commit note in security.py)
-    return TokenOut(access_token=raw, expires_in=(token.expires_ms - token.created_ms) // 1000,
-                    expires_at=format_datetime(token.expires_ms), username=user.username,
-                    role=user.role)
+    return TokenOut(
+        access_token=raw,
+        expires_in=(token.expires_ms - token.created_ms) // 1000,
+        expires_at=format_datetime(token.expires_ms),
+        username=user.username,
+        role=user.role,
+    )
 
 
 @router.delete("/auth/token", status_code=204)
-def revoke_token(*, request: Request, user: User = Depends(current_user),
-                 s: DbSession) -> None:
+def revoke_token(*, request: Request, user: User = Depends(current_user), s: DbSession) -> None:
     token = s.merge(request.state.loa_token)
     token.revoked = True
     audit(s, "auth.logout", user=user, request=request, status_code=204)
@@ -114,8 +131,10 @@ def revoke_token(*, request: Request, user: User = Depends(current_user),
 @router.get("/auth/me")
 def me(request: Request, user: User = Depends(current_user)) -> dict:
     token = request.state.loa_token
-    return {**user_out(user).model_dump(),
-            "csrf_token": token.csrf_token if token.kind == "session" else None}
+    return {
+        **user_out(user).model_dump(),
+        "csrf_token": token.csrf_token if token.kind == "session" else None,
+    }
 
 
 def _communes(s: Session, refs: list[str] | None) -> list[int] | None:
@@ -133,16 +152,34 @@ def list_users(*, _: User = Depends(require_role("province")), s: DbSession):
 
 
 @router.post("/users", response_model=UserOut, status_code=201)
-def add_user(*, body: UserCreate, request: Request,
-             admin: User = Depends(require_role("province")), s: DbSession):
+def add_user(
+    *,
+    body: UserCreate,
+    request: Request,
+    admin: User = Depends(require_role("province")),
+    s: DbSession,
+):
     try:
-        user = create_user(s, body.username, body.password, body.role,
-                           _communes(s, body.communes) or [], body.display_name)
+        user = create_user(
+            s,
+            body.username,
+            body.password,
+            body.role,
+            _communes(s, body.communes) or [],
+            body.display_name,
+        )
     except AccountError as exc:
         code = 409 if "đã tồn tại" in str(exc) else 422
         raise HTTPException(code, str(exc)) from None
-    audit(s, "user.create", user=admin, target=user.username, request=request, status_code=201,
-          detail={"role": user.role, "communes": sorted(user.commune_ids)})
+    audit(
+        s,
+        "user.create",
+        user=admin,
+        target=user.username,
+        request=request,
+        status_code=201,
+        detail={"role": user.role, "communes": sorted(user.commune_ids)},
+    )
     s.commit()
     return user_out(user)
 
@@ -155,48 +192,88 @@ def _user_or_404(s: Session, user_id: int) -> User:
 
 
 @router.patch("/users/{user_id}", response_model=UserOut)
-def change_user(*, user_id: int, body: UserUpdate, request: Request,
-                admin: User = Depends(require_role("province")),
-                s: DbSession):
+def change_user(
+    *,
+    user_id: int,
+    body: UserUpdate,
+    request: Request,
+    admin: User = Depends(require_role("province")),
+    s: DbSession,
+):
     user = _user_or_404(s, user_id)
     if user.id == admin.id and (body.active is False or (body.role and body.role != "province")):
         raise HTTPException(422, "Không thể tự khóa hoặc tự hạ quyền tài khoản đang dùng")
     if body.role is not None and body.role not in ROLES:
         raise HTTPException(422, "Vai trò không hợp lệ (chọn: commune, technician, province)")
     try:
-        update_user(s, user, role=body.role, commune_ids=_communes(s, body.communes),
-                    active=body.active, display_name=body.display_name)
+        update_user(
+            s,
+            user,
+            role=body.role,
+            commune_ids=_communes(s, body.communes),
+            active=body.active,
+            display_name=body.display_name,
+        )
     except AccountError as exc:
         raise HTTPException(422, str(exc)) from None
-    audit(s, "user.update", user=admin, target=user.username, request=request, status_code=200,
-          detail=body.model_dump(exclude_none=True))
+    audit(
+        s,
+        "user.update",
+        user=admin,
+        target=user.username,
+        request=request,
+        status_code=200,
+        detail=body.model_dump(exclude_none=True),
+    )
     s.commit()
     return user_out(user)
 
 
 @router.post("/users/{user_id}/password", status_code=204)
-def reset_password(*, user_id: int, body: PasswordIn, request: Request,
-                   admin: User = Depends(require_role("province")),
-                   s: DbSession) -> None:
+def reset_password(
+    *,
+    user_id: int,
+    body: PasswordIn,
+    request: Request,
+    admin: User = Depends(require_role("province")),
+    s: DbSession,
+) -> None:
     user = _user_or_404(s, user_id)
     try:
         set_password(s, user, body.password)
     except AccountError as exc:
         raise HTTPException(422, str(exc)) from None
-    audit(s, "user.password_reset", user=admin, target=user.username, request=request,
-          status_code=204)
+    audit(
+        s, "user.password_reset", user=admin, target=user.username, request=request, status_code=204
+    )
     s.commit()
 
 
 @router.get("/audit")
-def audit_log(*, limit: int = Query(100, ge=1, le=1000), before_id: int | None = None,
-              _: User = Depends(require_role("province")), s: DbSession):
+def audit_log(
+    *,
+    limit: int = Query(100, ge=1, le=1000),
+    before_id: int | None = None,
+    _: User = Depends(require_role("province")),
+    s: DbSession,
+):
     q = select(AuditLog).order_by(AuditLog.id.desc()).limit(limit)
     if before_id is not None:
         q = q.where(AuditLog.id < before_id)
-    return [{"id": a.id, "at": format_datetime(a.at_ms), "at_ms": a.at_ms,
-             "username": a.username, "action": a.action, "target": a.target, "ip": a.ip,
-             "status": a.status_code, "detail": a.detail} for a in s.scalars(q)]
+    return [
+        {
+            "id": a.id,
+            "at": format_datetime(a.at_ms),
+            "at_ms": a.at_ms,
+            "username": a.username,
+            "action": a.action,
+            "target": a.target,
+            "ip": a.ip,
+            "status": a.status_code,
+            "detail": a.detail,
+        }
+        for a in s.scalars(q)
+    ]
 
 
 def setup(app: FastAPI) -> None:

@@ -15,7 +15,8 @@ router = APIRouter(prefix="/api/v1", tags=["communes"])
 
 
 @router.get("/communes", response_model=CommunePage)
-def list_communes(*, 
+def list_communes(
+    *,
     q: str | None = Query(None, description="tìm theo tên hoặc mã, không cần dấu: 'doi can'"),
     district: str | None = Query(None, description="mã (hoặc mã số) huyện"),
     province: str | None = Query(None, description="mã (hoặc mã số) tỉnh"),
@@ -24,14 +25,19 @@ def list_communes(*,
     user: User = Depends(current_user),
     s: DbSession,
 ):
-    return commune_directory.list_communes(s, q=q, district=district, province=province,
-                                           limit=limit, offset=offset,
-                                           scope=scope_commune_ids(user))
+    return commune_directory.list_communes(
+        s,
+        q=q,
+        district=district,
+        province=province,
+        limit=limit,
+        offset=offset,
+        scope=scope_commune_ids(user),
+    )
 
 
 @router.get("/communes/{commune_id}", response_model=CommuneDetail)
-def commune_detail(*, commune_id: int, user: User = Depends(current_user),
-                   s: DbSession):
+def commune_detail(*, commune_id: int, user: User = Depends(current_user), s: DbSession):
     detail = commune_directory.commune_detail(s, commune_id)
     require_commune_access(user, commune_id)
     return detail

@@ -52,7 +52,9 @@ _MULTIPART_OVERHEAD = 256 * 1024  # headers and small fields around the file
 PROVINCE_LIBRARY_VI = "Thư viện của tỉnh"
 _AUDIO_RESPONSES: dict[int | str, dict] = {
     200: {"content": {"audio/mpeg": {}, "audio/ogg": {}}, "description": "the audio"},
-    206: {"description": "a Range of the audio"}, 304: {"description": "not modified"}}
+    206: {"description": "a Range of the audio"},
+    304: {"description": "not modified"},
+}
 
 
 class LibraryItemOut(ContentOut):
@@ -89,8 +91,11 @@ def reject_oversized(request: Request, store: ContentStore = Depends(get_store))
     """Refuse by Content-Length before reading a byte (and before authentication parses
     anything), when the client says how big the body is."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdecimal() and \
-            int(declared) > store.cfg.max_upload_bytes + _MULTIPART_OVERHEAD:
+    if (
+        declared
+        and declared.isdecimal()
+        and int(declared) > store.cfg.max_upload_bytes + _MULTIPART_OVERHEAD
+    ):
         raise too_large(store.cfg.max_upload_bytes)
 
 
@@ -137,13 +142,20 @@ def _managed(store: ContentStore, content_id: str, user: User) -> ContentMeta:
         raise ContentNotFound(content_id)
     if not may_manage(user, meta):
         if meta.owner_commune_id is None:
-            raise ContentError("province_library",
-                               "Âm thanh này thuộc thư viện của tỉnh: chỉ cán bộ tỉnh được đổi "
-                               "tên hoặc xóa. Xã vẫn dùng được để phát.",
-                               "This item belongs to the province library: only province "
-                               "staff may rename or delete it.", http_status=403)
-        raise ContentError("not_allowed", "Bạn không có quyền sửa hoặc xóa âm thanh này.",
-                           "You may not change this item.", http_status=403)
+            raise ContentError(
+                "province_library",
+                "Âm thanh này thuộc thư viện của tỉnh: chỉ cán bộ tỉnh được đổi "
+                "tên hoặc xóa. Xã vẫn dùng được để phát.",
+                "This item belongs to the province library: only province "
+                "staff may rename or delete it.",
+                http_status=403,
+            )
+        raise ContentError(
+            "not_allowed",
+            "Bạn không có quyền sửa hoặc xóa âm thanh này.",
+            "You may not change this item.",
+            http_status=403,
+        )
     return meta
 
 
@@ -154,16 +166,27 @@ def library_items(s: Session, user: User, details: list[ContentDetails]) -> list
     ids = [d.meta.id for d in details]
     uses = content_use_counts(s, ids)
     owners = {d.meta.owner_commune_id for d in details} - {None}
-    names = dict(s.execute(select(Commune.id, Commune.name)
-                           .where(Commune.id.in_(sorted(owners)))).all()) if owners else {}
+    names = (
+        dict(
+            s.execute(select(Commune.id, Commune.name).where(Commune.id.in_(sorted(owners)))).all()
+        )
+        if owners
+        else {}
+    )
     out = []
     for d in details:
         base = ContentOut.of(d, scope).model_dump()
         owner_id = d.meta.owner_commune_id
-        out.append(LibraryItemOut(
-            **base, owner=PROVINCE_LIBRARY_VI if owner_id is None
-            else names.get(owner_id, f"Xã {owner_id}"),
-            in_use=uses.get(d.meta.id, 0), can_manage=may_manage(user, d.meta)))
+        out.append(
+            LibraryItemOut(
+                **base,
+                owner=PROVINCE_LIBRARY_VI
+                if owner_id is None
+                else names.get(owner_id, f"Xã {owner_id}"),
+                in_use=uses.get(d.meta.id, 0),
+                can_manage=may_manage(user, d.meta),
+            )
+        )
     return out
 
 
@@ -175,8 +198,12 @@ def _flag(value: str | None) -> bool | None:
 
 async def _read_upload(request: Request, store: ContentStore) -> Upload:
     try:
-        return await receive_upload(request.stream(), request.headers.get("content-type", ""),
-                                    store.tmp_dir, max_file_bytes=store.cfg.max_upload_bytes)
+        return await receive_upload(
+            request.stream(),
+            request.headers.get("content-type", ""),
+            store.tmp_dir,
+            max_file_bytes=store.cfg.max_upload_bytes,
+        )
     except RuntimeError:
         # The body was already parsed as a form (a browser session without the CSRF
         # header makes the auth layer read the form). Use that copy, with the same checks.
@@ -187,8 +214,9 @@ async def _read_upload(request: Request, store: ContentStore) -> Upload:
 async def _upload_from_form(form: FormData, store: ContentStore) -> Upload:
     item = form.get("file")
     if item is None or isinstance(item, str):
-        raise ContentError("missing_file", "Chưa chọn tệp âm thanh (trường 'file').",
-                           "No file in field 'file'.")
+        raise ContentError(
+            "missing_file", "Chưa chọn tệp âm thanh (trường 'file').", "No file in field 'file'."
+        )
     filename = check_filename(item.filename or "")
     store.tmp_dir.mkdir(parents=True, exist_ok=True)
     path = store.tmp_dir / f".upload-{os.getpid()}-{os.urandom(8).hex()}"
@@ -205,10 +233,15 @@ async def _upload_from_form(form: FormData, store: ContentStore) -> Upload:
     return Upload(path=path, filename=filename, size=size, fields=fields)
 
 
-@router.post("/api/v1/content", status_code=201, response_model=ContentOut,
-             dependencies=[Depends(reject_oversized)])
-async def upload_content(request: Request, user: User = Depends(current_user),
-                         store: ContentStore = Depends(get_store)) -> ContentOut:
+@router.post(
+    "/api/v1/content",
+    status_code=201,
+    response_model=ContentOut,
+    dependencies=[Depends(reject_oversized)],
+)
+async def upload_content(
+    request: Request, user: User = Depends(current_user), store: ContentStore = Depends(get_store)
+) -> ContentOut:
     upload = await _read_upload(request, store)
     try:
         fields = upload.fields
@@ -216,25 +249,38 @@ async def upload_content(request: Request, user: User = Depends(current_user),
         owner = owner_for(user, fields.get("commune_id"))
         source = "province" if user.role == "province" else "upload"
         meta = await run_in_threadpool(
-            store.add_file, upload.path, filename=upload.filename, title=title,
-            language=fields.get("language") or "vi", source=source, creator=user.username,
-            chime=_flag(fields.get("chime")), owner_commune_id=owner)
+            store.add_file,
+            upload.path,
+            filename=upload.filename,
+            title=title,
+            language=fields.get("language") or "vi",
+            source=source,
+            creator=user.username,
+            chime=_flag(fields.get("chime")),
+            owner_commune_id=owner,
+        )
     finally:
         upload.path.unlink(missing_ok=True)
-    return ContentOut.of(await run_in_threadpool(store.details, meta.id),
-                         user.scope_commune_ids())
+    return ContentOut.of(await run_in_threadpool(store.details, meta.id), user.scope_commune_ids())
 
 
 @router.post("/api/v1/content/tts", status_code=201, response_model=ContentOut)
-async def create_tts_content(body: TtsContentIn, user: User = Depends(current_user),
-                             store: ContentStore = Depends(get_store)) -> ContentOut:
+async def create_tts_content(
+    body: TtsContentIn, user: User = Depends(current_user), store: ContentStore = Depends(get_store)
+) -> ContentOut:
     owner = owner_for(user, body.commune_id)
-    meta = await run_in_threadpool(synthesize_bulletin, store, body.text, title=body.title,
-                                   language=body.language, engine=body.engine,
-                                   voice=body.voice, creator=user.username,
-                                   owner_commune_id=owner)
-    return ContentOut.of(await run_in_threadpool(store.details, meta.id),
-                         user.scope_commune_ids())
+    meta = await run_in_threadpool(
+        synthesize_bulletin,
+        store,
+        body.text,
+        title=body.title,
+        language=body.language,
+        engine=body.engine,
+        voice=body.voice,
+        creator=user.username,
+        owner_commune_id=owner,
+    )
+    return ContentOut.of(await run_in_threadpool(store.details, meta.id), user.scope_commune_ids())
 
 
 @router.get("/api/v1/content", response_model=LibraryPage)
@@ -245,51 +291,84 @@ def list_content(
     language: str | None = Query(None, pattern="^(" + "|".join(CONTENT_LANGUAGES) + ")$"),
     source: str | None = Query(None, pattern="^(" + "|".join(CONTENT_SOURCES) + ")$"),
     q: str | None = Query(None, max_length=100, description="tìm theo tiêu đề, không dấu"),
-    shared: bool | None = Query(None, description="true: only the province library; "
-                                                  "false: only the communes' own"),
+    shared: bool | None = Query(
+        None, description="true: only the province library; false: only the communes' own"
+    ),
     user: User = Depends(current_user),
     store: ContentStore = Depends(get_store),
 ) -> LibraryPage:
     scope = user.scope_commune_ids()
-    items, total = store.list(offset=offset, limit=limit, language=language, source=source, q=q,
-                              scope=scope, shared=shared)
-    return LibraryPage(items=library_items(s, user, items), total=total, limit=limit,
-                       offset=offset)
+    items, total = store.list(
+        offset=offset,
+        limit=limit,
+        language=language,
+        source=source,
+        q=q,
+        scope=scope,
+        shared=shared,
+    )
+    return LibraryPage(items=library_items(s, user, items), total=total, limit=limit, offset=offset)
 
 
 @router.get("/api/v1/content/{content_id}", response_model=LibraryItemOut)
-def get_content(content_id: str, s: DbSession, user: User = Depends(current_user),
-                store: ContentStore = Depends(get_store)) -> LibraryItemOut:
+def get_content(
+    content_id: str,
+    s: DbSession,
+    user: User = Depends(current_user),
+    store: ContentStore = Depends(get_store),
+) -> LibraryItemOut:
     _visible(store, content_id, user)
     return library_items(s, user, [store.details(content_id)])[0]
 
 
 @router.patch("/api/v1/content/{content_id}", response_model=LibraryItemOut)
-def rename_content(content_id: str, body: RenameIn, request: Request, s: DbSession,
-                   user: User = Depends(current_user),
-                   store: ContentStore = Depends(get_store)) -> LibraryItemOut:
+def rename_content(
+    content_id: str,
+    body: RenameIn,
+    request: Request,
+    s: DbSession,
+    user: User = Depends(current_user),
+    store: ContentStore = Depends(get_store),
+) -> LibraryItemOut:
     before = _managed(store, content_id, user)
     meta = store.rename(content_id, body.title)
-    audit(s, "content.rename", user=user, target=content_id, request=request,
-          detail={"from": before.title, "to": meta.title})
+    audit(
+        s,
+        "content.rename",
+        user=user,
+        target=content_id,
+        request=request,
+        detail={"from": before.title, "to": meta.title},
+    )
     return library_items(s, user, [store.details(content_id)])[0]
 
 
-@router.delete("/api/v1/content/{content_id}", response_model=DeletedOut,
-               responses={409: {"description": "bulletins still in play use it; "
-                                               "detail names them"}})
-def delete_content(content_id: str, request: Request, s: DbSession,
-                   user: User = Depends(current_user),
-                   store: ContentStore = Depends(get_store)) -> DeletedOut:
+@router.delete(
+    "/api/v1/content/{content_id}",
+    response_model=DeletedOut,
+    responses={409: {"description": "bulletins still in play use it; detail names them"}},
+)
+def delete_content(
+    content_id: str,
+    request: Request,
+    s: DbSession,
+    user: User = Depends(current_user),
+    store: ContentStore = Depends(get_store),
+) -> DeletedOut:
     _managed(store, content_id, user)
     meta = store.delete(content_id, users_of=content_users)
-    audit(s, "content.delete", user=user, target=content_id, request=request,
-          detail={"title": meta.title})
+    audit(
+        s,
+        "content.delete",
+        user=user,
+        target=content_id,
+        request=request,
+        detail={"title": meta.title},
+    )
     return DeletedOut(id=meta.id, title=meta.title)
 
 
-def _audio_response(request: Request, store: ContentStore, content_id: str,
-                    cache: str) -> Response:
+def _audio_response(request: Request, store: ContentStore, content_id: str, cache: str) -> Response:
     meta = store.get(content_id)
     path = store.path(content_id)
     etag = f'"{meta.sha256}"'
@@ -300,35 +379,54 @@ def _audio_response(request: Request, store: ContentStore, content_id: str,
     return FileResponse(path, media_type=meta.mime, headers=headers)
 
 
-@router.get("/api/v1/content/{content_id}/audio", response_class=FileResponse,
-            responses=_AUDIO_RESPONSES)
-def content_audio(content_id: str, request: Request, user: User = Depends(current_user),
-                  store: ContentStore = Depends(get_store)) -> Response:
+@router.get(
+    "/api/v1/content/{content_id}/audio", response_class=FileResponse, responses=_AUDIO_RESPONSES
+)
+def content_audio(
+    content_id: str,
+    request: Request,
+    user: User = Depends(current_user),
+    store: ContentStore = Depends(get_store),
+) -> Response:
     _visible(store, content_id, user)
     return _audio_response(request, store, content_id, "private, max-age=3600")
 
 
-@router.api_route("/media/{name}", methods=["GET", "HEAD"], include_in_schema=True,
-                  summary="Node download (Range, ETag); needs ?node=&token=",
-                  response_class=FileResponse, responses=_AUDIO_RESPONSES)
-def node_media(*, name: str, request: Request, node: str | None = Query(None, max_length=64),
-               token: str | None = Query(None, max_length=128),
-               s: DbSession, store: ContentStore = Depends(get_store)) -> Response:
+@router.api_route(
+    "/media/{name}",
+    methods=["GET", "HEAD"],
+    include_in_schema=True,
+    summary="Node download (Range, ETag); needs ?node=&token=",
+    response_class=FileResponse,
+    responses=_AUDIO_RESPONSES,
+)
+def node_media(
+    *,
+    name: str,
+    request: Request,
+    node: str | None = Query(None, max_length=64),
+    token: str | None = Query(None, max_length=128),
+    s: DbSession,
+    store: ContentStore = Depends(get_store),
+) -> Response:
     content_id = name[:CONTENT_ID_LENGTH] if "." in name else name
     if not node or not token:
-        raise HTTPException(401, "Thiếu mã truy cập của cụm loa (tham số node và token).",
-                            headers={"WWW-Authenticate": 'Token realm="loa-media"'})
+        raise HTTPException(
+            401,
+            "Thiếu mã truy cập của cụm loa (tham số node và token).",
+            headers={"WWW-Authenticate": 'Token realm="loa-media"'},
+        )
     row = s.get(Node, node)
     verdict = store.token_status(content_id, node, token)
     # One answer for an unknown node and a wrong token: node ids are not enumerable.
     if row is None or row.retired_ms is not None or verdict == "bad":
         raise HTTPException(403, "Mã truy cập không hợp lệ cho cụm loa và nội dung này.")
     if verdict == "expired":
-        raise HTTPException(403, "Mã truy cập đã hết hạn; cụm loa sẽ nhận địa chỉ mới ở lệnh "
-                                 "phát sau.")
+        raise HTTPException(
+            403, "Mã truy cập đã hết hạn; cụm loa sẽ nhận địa chỉ mới ở lệnh phát sau."
+        )
     try:
         # Content is immutable under its id: nodes may cache it for good.
-        return _audio_response(request, store, content_id, "private, max-age=31536000, "
-                               "immutable")
+        return _audio_response(request, store, content_id, "private, max-age=31536000, immutable")
     except ContentNotFound:
         raise HTTPException(404, f"Không tìm thấy nội dung '{content_id}'.") from None

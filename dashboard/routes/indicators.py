@@ -65,13 +65,25 @@ from indicator.scans import MAX_SCAN_BYTES, add_scan, get_scan, scan_as_dict, sc
 from loa.timeutil import format_datetime, now_ms
 
 router = APIRouter(prefix="/api/v1", tags=["indicators"], route_class=VietnameseValidationRoute)
-SETTINGS_FIELDS = {"availability_threshold": "availability", "aired_threshold": "aired",
-                   "broadcasts_per_week_min": "broadcasts_per_week_min",
-                   "default_period": "default_period", "coverage_threshold": "coverage"}
-FILE_RESPONSES = {200: {"content": {t: {} for t in sorted(set(MEDIA_TYPES.values()))},
-                        "description": "Báo cáo (html, pdf, docx, xlsx, csv)"}}
-SCAN_RESPONSES = {200: {"content": {"application/pdf": {}, "image/jpeg": {}, "image/png": {}},
-                        "description": "Bản quét biên bản, đúng như khi tải lên"}}
+SETTINGS_FIELDS = {
+    "availability_threshold": "availability",
+    "aired_threshold": "aired",
+    "broadcasts_per_week_min": "broadcasts_per_week_min",
+    "default_period": "default_period",
+    "coverage_threshold": "coverage",
+}
+FILE_RESPONSES = {
+    200: {
+        "content": {t: {} for t in sorted(set(MEDIA_TYPES.values()))},
+        "description": "Báo cáo (html, pdf, docx, xlsx, csv)",
+    }
+}
+SCAN_RESPONSES = {
+    200: {
+        "content": {"application/pdf": {}, "image/jpeg": {}, "image/png": {}},
+        "description": "Bản quét biên bản, đúng như khi tải lên",
+    }
+}
 
 
 def _changes(body: object, allowed: str) -> dict:
@@ -128,12 +140,17 @@ def _answers(request: Request) -> AnswerCache:
 
 @router.get("/indicators/radio", response_model=EvaluationOut)
 @router.get("/indicators/8.3", response_model=EvaluationOut)
-def indicator_8_3(*, request: Request,
-    period: str | None = Query(None, max_length=60,
-                               description="2026-Q3, 2026-H1, 2026, 2026-07, last30, "
-                                           "01/07/2026-30/09/2026"),
-    scope: str | None = Query(None, max_length=80,
-                              description="province, district:MÃ hoặc commune:MÃ"),
+def indicator_8_3(
+    *,
+    request: Request,
+    period: str | None = Query(
+        None,
+        max_length=60,
+        description="2026-Q3, 2026-H1, 2026, 2026-07, last30, 01/07/2026-30/09/2026",
+    ),
+    scope: str | None = Query(
+        None, max_length=80, description="province, district:MÃ hoặc commune:MÃ"
+    ),
     user: User = Depends(current_user),
     s: DbSession,
 ) -> Response:
@@ -141,8 +158,9 @@ def indicator_8_3(*, request: Request,
     allowed = _visible(s, user, scope)
 
     def judge(at_ms: int) -> bytes:
-        result = evaluate(s, _period(s, period, at_ms), now=at_ms, scope=scope,
-                          allowed_commune_ids=allowed)
+        result = evaluate(
+            s, _period(s, period, at_ms), now=at_ms, scope=scope, allowed_commune_ids=allowed
+        )
         return _encode(evaluation_as_dict(result))
 
     key = ("verdicts", period, scope, None if allowed is None else tuple(sorted(allowed)))
@@ -151,7 +169,8 @@ def indicator_8_3(*, request: Request,
 
 @router.get("/indicators/radio/report", response_class=Response, responses=FILE_RESPONSES)
 @router.get("/indicators/8.3/report", response_class=Response, responses=FILE_RESPONSES)
-def indicator_8_3_report(*,
+def indicator_8_3_report(
+    *,
     period: str | None = Query(None, max_length=60),
     format: str = Query("pdf", max_length=10, description="html, pdf, docx, xlsx, csv"),
     scope: str | None = Query(None, max_length=80),
@@ -159,28 +178,40 @@ def indicator_8_3_report(*,
     signer_authority: str | None = Query(None, max_length=300),
     signer_title: str | None = Query(None, max_length=300),
     signer_name: str | None = Query(None, max_length=300),
-    recipients: str | None = Query(None, max_length=2000,
-                                   description="một nơi nhận mỗi dòng"),
+    recipients: str | None = Query(None, max_length=2000, description="một nơi nhận mỗi dòng"),
     user: User = Depends(current_user),
     s: DbSession,
 ) -> Response:
     fmt = format.lower()
     if fmt not in MEDIA_TYPES:
-        raise InvalidInputError(f"Định dạng '{format}' không hỗ trợ "
-                                "(html, pdf, docx, xlsx, csv).")
+        raise InvalidInputError(f"Định dạng '{format}' không hỗ trợ (html, pdf, docx, xlsx, csv).")
     at = now_ms()
-    overrides = {k: v for k, v in (("number_symbol", number_symbol),
-                                   ("signer_authority", signer_authority),
-                                   ("signer_title", signer_title),
-                                   ("signer_name", signer_name),
-                                   ("recipients", recipients)) if v is not None}
-    report = build_report(s, _period(s, period, at), now=at, scope=scope,
-                          allowed_commune_ids=_visible(s, user, scope),
-                          letterhead=overrides)
+    overrides = {
+        k: v
+        for k, v in (
+            ("number_symbol", number_symbol),
+            ("signer_authority", signer_authority),
+            ("signer_title", signer_title),
+            ("signer_name", signer_name),
+            ("recipients", recipients),
+        )
+        if v is not None
+    }
+    report = build_report(
+        s,
+        _period(s, period, at),
+        now=at,
+        scope=scope,
+        allowed_commune_ids=_visible(s, user, scope),
+        letterhead=overrides,
+    )
     content = render(report, fmt)
     disposition = "inline" if fmt == "html" else "attachment"
-    return Response(content, media_type=MEDIA_TYPES[fmt], headers={
-        "Content-Disposition": f'{disposition}; filename="{report.filename(fmt)}"'})
+    return Response(
+        content,
+        media_type=MEDIA_TYPES[fmt],
+        headers={"Content-Disposition": f'{disposition}; filename="{report.filename(fmt)}"'},
+    )
 
 
 # --------------------------------------------------------------------------- settings
@@ -188,11 +219,15 @@ def indicator_8_3_report(*,
 
 def _settings_doc(s: Session) -> dict:
     th = current_thresholds(s)
-    return {"availability_threshold": th.availability, "aired_threshold": th.aired,
-            "broadcasts_per_week_min": th.broadcasts_per_week_min,
-            "default_period": th.default_period, "coverage_threshold": th.coverage,
-            "changed_at": format_datetime(th.changed_ms) if th.changed_ms else None,
-            "changed_by": th.changed_by or None}
+    return {
+        "availability_threshold": th.availability,
+        "aired_threshold": th.aired,
+        "broadcasts_per_week_min": th.broadcasts_per_week_min,
+        "default_period": th.default_period,
+        "coverage_threshold": th.coverage,
+        "changed_at": format_datetime(th.changed_ms) if th.changed_ms else None,
+        "changed_by": th.changed_by or None,
+    }
 
 
 @router.get("/indicators/settings", response_model=SettingsOut)
@@ -201,14 +236,26 @@ def get_settings_(*, user: User = Depends(current_user), s: DbSession) -> dict:
 
 
 @router.put("/indicators/settings", response_model=SettingsOut)
-def put_settings(*, request: Request, body: Annotated[SettingsIn | None, Body()] = None,
-                 user: User = Depends(require_role("province")), s: DbSession) -> dict:
+def put_settings(
+    *,
+    request: Request,
+    body: Annotated[SettingsIn | None, Body()] = None,
+    user: User = Depends(require_role("province")),
+    s: DbSession,
+) -> dict:
     changes = _changes(body, ", ".join(SETTINGS_FIELDS))
     before = _settings_doc(s)
     update_thresholds(s, by=user.username, **{SETTINGS_FIELDS[k]: v for k, v in changes.items()})
     after = _settings_doc(s)
-    audit(s, "indicator.settings.update", user=user, target="8.3", request=request,
-          status_code=200, detail={"before": before, "after": after})
+    audit(
+        s,
+        "indicator.settings.update",
+        user=user,
+        target="8.3",
+        request=request,
+        status_code=200,
+        detail={"before": before, "after": after},
+    )
     return after
 
 
@@ -222,13 +269,25 @@ def get_report_settings(*, user: User = Depends(current_user), s: DbSession) -> 
 
 
 @router.put("/indicators/report-settings", response_model=LetterheadOut)
-def put_report_settings(*, request: Request, body: Annotated[LetterheadIn | None, Body()] = None,
-                        user: User = Depends(require_role("province")), s: DbSession) -> dict:
+def put_report_settings(
+    *,
+    request: Request,
+    body: Annotated[LetterheadIn | None, Body()] = None,
+    user: User = Depends(require_role("province")),
+    s: DbSession,
+) -> dict:
     changes = _changes(body, ", ".join(letterheads.FIELDS))
     before = letterheads.current(s).as_dict()
     after = letterheads.update(s, changes, by=user.username).as_dict()
-    audit(s, "indicator.report_settings.update", user=user, target="letterhead",
-          request=request, status_code=200, detail={"before": before, "after": after})
+    audit(
+        s,
+        "indicator.report_settings.update",
+        user=user,
+        target="letterhead",
+        request=request,
+        status_code=200,
+        detail={"before": before, "after": after},
+    )
     return after
 
 
@@ -243,14 +302,26 @@ def get_criteria(*, user: User = Depends(current_user), s: DbSession) -> dict:
 
 
 @router.put("/indicators/criteria/{key}", response_model=CriteriaOut)
-def put_criteria(*, key: str, request: Request,
-                 body: Annotated[CriteriaIn | None, Body()] = None,
-                 user: User = Depends(require_role("province")), s: DbSession) -> dict:
+def put_criteria(
+    *,
+    key: str,
+    request: Request,
+    body: Annotated[CriteriaIn | None, Body()] = None,
+    user: User = Depends(require_role("province")),
+    s: DbSession,
+) -> dict:
     changes = _changes(body, ", ".join(CriteriaIn.model_fields))
     before = get_set(s, key).as_dict()
     after = update_set(s, key, changes, by=user.username).as_dict()
-    audit(s, "indicator.criteria.update", user=user, target=key, request=request,
-          status_code=200, detail={"before": before, "after": after})
+    audit(
+        s,
+        "indicator.criteria.update",
+        user=user,
+        target=key,
+        request=request,
+        status_code=200,
+        detail={"before": before, "after": after},
+    )
     return after
 
 
@@ -258,32 +329,51 @@ def put_criteria(*, key: str, request: Request,
 
 
 @router.get("/communes/{commune_ref}/attestations", response_model=AttestationList)
-def get_attestations(*, commune_ref: str, user: User = Depends(current_user),
-                     s: DbSession) -> dict:
+def get_attestations(*, commune_ref: str, user: User = Depends(current_user), s: DbSession) -> dict:
     commune = find_commune(s, commune_ref)
     require_commune_access(user, commune.id)
     rows = list_attestations(s, commune.id)
     scans = scans_of(s, [r.id for r in rows])
-    return {"commune_id": commune.id, "commune": commune.name,
-            "items": [{**attestation_as_dict(r),
-                       "scans": [scan_as_dict(x) for x in scans.get(r.id, [])]}
-                      for r in rows]}
+    return {
+        "commune_id": commune.id,
+        "commune": commune.name,
+        "items": [
+            {**attestation_as_dict(r), "scans": [scan_as_dict(x) for x in scans.get(r.id, [])]}
+            for r in rows
+        ],
+    }
 
 
-@router.post("/communes/{commune_ref}/attestations", status_code=201,
-             response_model=AttestationOut)
-def post_attestation(*, commune_ref: str, request: Request,
-                     body: Annotated[AttestationIn | None, Body()] = None,
-                     user: User = Depends(require_role("province")), s: DbSession) -> dict:
+@router.post("/communes/{commune_ref}/attestations", status_code=201, response_model=AttestationOut)
+def post_attestation(
+    *,
+    commune_ref: str,
+    request: Request,
+    body: Annotated[AttestationIn | None, Body()] = None,
+    user: User = Depends(require_role("province")),
+    s: DbSession,
+) -> dict:
     body = body or AttestationIn()
     row = add_attestation(
-        s, commune_ref, inspector=body.inspector or "",
+        s,
+        commune_ref,
+        inspector=body.inspector or "",
         valid_until=_day(body.valid_until, "Ngày hết hiệu lực", True),
         attested_on=_day(body.attested_on, "Ngày kiểm tra", False),
-        note=body.note or "", station_kind=body.station_kind or None, by=user.username)
+        note=body.note or "",
+        station_kind=body.station_kind or None,
+        by=user.username,
+    )
     doc = attestation_as_dict(row)
-    audit(s, "indicator.attestation.create", user=user, target=f"commune:{row.commune_id}",
-          request=request, status_code=201, detail=doc)
+    audit(
+        s,
+        "indicator.attestation.create",
+        user=user,
+        target=f"commune:{row.commune_id}",
+        request=request,
+        status_code=201,
+        detail=doc,
+    )
     return {**doc, "scans": []}
 
 
@@ -291,28 +381,49 @@ def post_attestation(*, commune_ref: str, request: Request,
 
 
 @router.post("/attestations/{attestation_id}/scans", status_code=201, response_model=ScanOut)
-def post_attestation_scan(*, attestation_id: int, request: Request,
-                          scan: UploadFile = File(...),
-                          user: User = Depends(require_role("province")), s: DbSession) -> dict:
+def post_attestation_scan(
+    *,
+    attestation_id: int,
+    request: Request,
+    scan: UploadFile = File(...),
+    user: User = Depends(require_role("province")),
+    s: DbSession,
+) -> dict:
     """Attach the scanned paper record (PDF, JPEG or PNG, checked by content) to an
     inspection already recorded; audited with the scan's SHA-256."""
     row = s.get(ManualAttestation, attestation_id)
     if row is None:
         raise NotFoundError(f"Không tìm thấy biên bản kiểm tra số {attestation_id}.")
     require_commune_access(user, row.commune_id)
-    saved = add_scan(s, row, scan.file.read(MAX_SCAN_BYTES + 1), scan.filename or "",
-                     by=user.username)
+    saved = add_scan(
+        s, row, scan.file.read(MAX_SCAN_BYTES + 1), scan.filename or "", by=user.username
+    )
     doc = scan_as_dict(saved)
-    audit(s, "indicator.attestation.scan.create", user=user,
-          target=f"attestation:{attestation_id}", request=request, status_code=201,
-          detail=doc)
+    audit(
+        s,
+        "indicator.attestation.scan.create",
+        user=user,
+        target=f"attestation:{attestation_id}",
+        request=request,
+        status_code=201,
+        detail=doc,
+    )
     return doc
 
 
-@router.get("/attestations/{attestation_id}/scans/{scan_id}", response_class=Response,
-            responses=SCAN_RESPONSES)
-def get_attestation_scan(*, attestation_id: int, scan_id: int, download: bool = False,
-                         user: User = Depends(current_user), s: DbSession) -> Response:
+@router.get(
+    "/attestations/{attestation_id}/scans/{scan_id}",
+    response_class=Response,
+    responses=SCAN_RESPONSES,
+)
+def get_attestation_scan(
+    *,
+    attestation_id: int,
+    scan_id: int,
+    download: bool = False,
+    user: User = Depends(current_user),
+    s: DbSession,
+) -> Response:
     """The scan as it was received, shown in the browser (or downloaded with
     ``?download=1``); sandboxed so a PDF cannot run anything on this site."""
     row = get_scan(s, scan_id)
@@ -321,8 +432,14 @@ def get_attestation_scan(*, attestation_id: int, scan_id: int, download: bool = 
         raise NotFoundError(f"Không tìm thấy bản quét biên bản số {scan_id}.")
     require_commune_access(user, attestation.commune_id)
     disposition = "attachment" if download else "inline"
-    return Response(row.data, media_type=row.media_type, headers={
-        "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(row.filename)}",
-        "Content-Security-Policy": "default-src 'none'; sandbox",
-        "X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store",
-        "X-Scan-SHA256": row.sha256})
+    return Response(
+        row.data,
+        media_type=row.media_type,
+        headers={
+            "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(row.filename)}",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "private, no-store",
+            "X-Scan-SHA256": row.sha256,
+        },
+    )

@@ -52,10 +52,14 @@ class NodeView:
     commune_id: int | None
 
     def as_json(self, node_id: str) -> dict:
-        return {"id": node_id, "state": self.state, "available": self.available,
-                "reasons": [r for r in self.reasons.split(",") if r],
-                "since": format_datetime(self.since_ms) if self.since_ms else None,
-                "commune_id": self.commune_id}
+        return {
+            "id": node_id,
+            "state": self.state,
+            "available": self.available,
+            "reasons": [r for r in self.reasons.split(",") if r],
+            "since": format_datetime(self.since_ms) if self.since_ms else None,
+            "commune_id": self.commune_id,
+        }
 
 
 @dataclass(eq=False)  # identity: each open stream is its own subscriber
@@ -84,16 +88,32 @@ class FleetWatcher:
     def _poll(self) -> tuple[dict[str, NodeView], tuple]:
         with self.db.session() as s:
             rows = s.execute(
-                select(Node.id, Village.commune_id, NodeLive.state, NodeLive.reasons,
-                       NodeLive.available, NodeLive.since_ms)
+                select(
+                    Node.id,
+                    Village.commune_id,
+                    NodeLive.state,
+                    NodeLive.reasons,
+                    NodeLive.available,
+                    NodeLive.since_ms,
+                )
                 .outerjoin(NodeLive, NodeLive.node_id == Node.id)
                 .outerjoin(Village, Village.id == Node.village_id)
-                .where(Node.retired_ms.is_(None))).all()
-            version = tuple(s.execute(select(func.count(), func.max(Alarm.id),
-                                             func.max(Alarm.cleared_ms),
-                                             func.max(Alarm.acked_ms))).one())
-        nodes = {nid: NodeView(state or "unknown", reasons or "", bool(avail), since, commune)
-                 for nid, commune, state, reasons, avail, since in rows}
+                .where(Node.retired_ms.is_(None))
+            ).all()
+            version = tuple(
+                s.execute(
+                    select(
+                        func.count(),
+                        func.max(Alarm.id),
+                        func.max(Alarm.cleared_ms),
+                        func.max(Alarm.acked_ms),
+                    )
+                ).one()
+            )
+        nodes = {
+            nid: NodeView(state or "unknown", reasons or "", bool(avail), since, commune)
+            for nid, commune, state, reasons, avail, since in rows
+        }
         return nodes, version
 
     async def _run(self) -> None:
@@ -136,7 +156,8 @@ class FleetWatcher:
         c: Counter[str] = Counter()
         for v in self.nodes.values():
             if (scope is None or v.commune_id in scope) and (
-                    commune_id is None or v.commune_id == commune_id):
+                commune_id is None or v.commune_id == commune_id
+            ):
                 c[v.state] += 1
         out = {st: c.get(st, 0) for st in STATES}
         out["total"] = sum(c.values())
@@ -180,9 +201,12 @@ def get_watcher(request: Request) -> FleetWatcher:
 
 
 @router.get("/live/fleet")
-async def live_fleet(request: Request, commune: int | None = None,
-                     user: User = Depends(current_user),
-                     watcher: FleetWatcher = Depends(get_watcher)) -> StreamingResponse:
+async def live_fleet(
+    request: Request,
+    commune: int | None = None,
+    user: User = Depends(current_user),
+    watcher: FleetWatcher = Depends(get_watcher),
+) -> StreamingResponse:
     """Server-Sent Events stream of fleet changes in the user's scope (see module doc)."""
     scope = scope_commune_ids(user)
     if commune is not None and scope is not None and commune not in scope:
@@ -212,8 +236,11 @@ async def live_fleet(request: Request, commune: int | None = None,
         finally:
             watcher.unsubscribe(sub)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 async def stop_watcher(app: FastAPI) -> None:

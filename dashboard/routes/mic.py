@@ -41,13 +41,19 @@ def get_feeds(request: Request) -> MicFeeds:
 
 
 @router.get("/live")
-def live_page(*, request: Request, user: User = Depends(page_role("commune", "province")),
-              s: DbSession):
+def live_page(
+    *, request: Request, user: User = Depends(page_role("commune", "province")), s: DbSession
+):
     """Choose villages, confirm, speak into the phone; see the level and who hears it."""
     communes = scoped_communes(s, user)
-    return render(request, "live.html", user, communes=communes,
-                  villages=_villages_by_commune(s, communes),
-                  page={"view": "live", "role": user.role, "max_chunk": MAX_CHUNK_BYTES})
+    return render(
+        request,
+        "live.html",
+        user,
+        communes=communes,
+        villages=_villages_by_commune(s, communes),
+        page={"view": "live", "role": user.role, "max_chunk": MAX_CHUNK_BYTES},
+    )
 
 
 class ChunkOut(BaseModel):
@@ -84,11 +90,14 @@ class MicStopOut(BaseModel):
 
 
 @router.post("/api/v1/broadcasts/{broadcast_id}/mic", response_model=ChunkOut)
-async def mic_chunk(request: Request, broadcast_id: int = id_param(),
-                    seq: int = Query(..., ge=0, le=10_000_000),
-                    user: User = Depends(current_user),
-                    svc: BroadcastService = Depends(get_service),
-                    feeds: MicFeeds = Depends(get_feeds)):
+async def mic_chunk(
+    request: Request,
+    broadcast_id: int = id_param(),
+    seq: int = Query(..., ge=0, le=10_000_000),
+    user: User = Depends(current_user),
+    svc: BroadcastService = Depends(get_service),
+    feeds: MicFeeds = Depends(get_feeds),
+):
     """One chunk of the officer's recording (raw bytes, in order from ``seq`` 0)."""
     try:
         mount = await run_in_threadpool(svc.mic_mount, actor_of(user), broadcast_id)
@@ -102,8 +111,14 @@ async def mic_chunk(request: Request, broadcast_id: int = id_param(),
 
         def write() -> None:
             with ctx.db.session() as s:
-                audit(s, "broadcast.live_start", user=user, target=str(broadcast_id),
-                      request=request, status_code=200)
+                audit(
+                    s,
+                    "broadcast.live_start",
+                    user=user,
+                    target=str(broadcast_id),
+                    request=request,
+                    status_code=200,
+                )
 
         await run_in_threadpool(write)
     else:
@@ -112,10 +127,13 @@ async def mic_chunk(request: Request, broadcast_id: int = id_param(),
 
 
 @router.get("/api/v1/broadcasts/{broadcast_id}/mic", response_model=MicStatusOut)
-async def mic_status(request: Request, broadcast_id: int = id_param(),
-                     user: User = Depends(current_user),
-                     svc: BroadcastService = Depends(get_service),
-                     feeds: MicFeeds = Depends(get_feeds)):
+async def mic_status(
+    request: Request,
+    broadcast_id: int = id_param(),
+    user: User = Depends(current_user),
+    svc: BroadcastService = Depends(get_service),
+    feeds: MicFeeds = Depends(get_feeds),
+):
     """Is the microphone on air, how many clusters listen (Icecast), and each cluster's
     progress by village and place."""
     actor = actor_of(user)
@@ -124,21 +142,34 @@ async def mic_status(request: Request, broadcast_id: int = id_param(),
     listeners = await run_in_threadpool(live.listeners)
     mount = (b.get("stream_url") or "").removeprefix(live.base_url)
     playing = [o for o in b.get("outcomes", []) if o.get("phase") == "started"]
-    return {"broadcast_id": broadcast_id, "status": b["status"],
-            "status_label": b.get("status_label"), "places": b.get("places"),
-            "feed": feeds.status(broadcast_id), "listeners": listeners.get(mount, 0),
-            "playing": [{"place": o.get("place"), "node_id": o.get("node_id")}
-                        for o in playing],
-            "outcomes": [{"place": o.get("place"), "phase": o.get("phase"),
-                          "phase_label": o.get("phase_label"), "error": o.get("error")}
-                         for o in b.get("outcomes", [])]}
+    return {
+        "broadcast_id": broadcast_id,
+        "status": b["status"],
+        "status_label": b.get("status_label"),
+        "places": b.get("places"),
+        "feed": feeds.status(broadcast_id),
+        "listeners": listeners.get(mount, 0),
+        "playing": [{"place": o.get("place"), "node_id": o.get("node_id")} for o in playing],
+        "outcomes": [
+            {
+                "place": o.get("place"),
+                "phase": o.get("phase"),
+                "phase_label": o.get("phase_label"),
+                "error": o.get("error"),
+            }
+            for o in b.get("outcomes", [])
+        ],
+    }
 
 
 @router.post("/api/v1/broadcasts/{broadcast_id}/mic/stop", response_model=MicStopOut)
-async def mic_stop(request: Request, broadcast_id: int = id_param(),
-                   user: User = Depends(current_user),
-                   svc: BroadcastService = Depends(get_service),
-                   feeds: MicFeeds = Depends(get_feeds)):
+async def mic_stop(
+    request: Request,
+    broadcast_id: int = id_param(),
+    user: User = Depends(current_user),
+    svc: BroadcastService = Depends(get_service),
+    feeds: MicFeeds = Depends(get_feeds),
+):
     """The big stop button: close the source cleanly, then end the broadcast."""
     actor = actor_of(user)
     await run_in_threadpool(svc.mic_mount, actor, broadcast_id)  # the owner, still open
@@ -148,12 +179,21 @@ async def mic_stop(request: Request, broadcast_id: int = id_param(),
 
     def write() -> None:
         with ctx.db.session() as s:
-            audit(s, "broadcast.live_stop", user=user, target=str(broadcast_id),
-                  request=request, status_code=200)
+            audit(
+                s,
+                "broadcast.live_stop",
+                user=user,
+                target=str(broadcast_id),
+                request=request,
+                status_code=200,
+            )
 
     await run_in_threadpool(write)
-    return {"broadcast_id": broadcast_id, "status": out["status"],
-            "status_label": out.get("status_label")}
+    return {
+        "broadcast_id": broadcast_id,
+        "status": out["status"],
+        "status_label": out.get("status_label"),
+    }
 
 
 async def stop_feeds(app: FastAPI) -> None:

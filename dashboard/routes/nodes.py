@@ -28,21 +28,26 @@ def _flags(live, skew_warn_ms: int) -> list[str]:
 def _item(node, live, village, commune, skew_warn_ms: int = 2000) -> dict:
     return {
         "flags": _flags(live, skew_warn_ms),
-        "id": node.id, "state": live.state if live else NodeState.UNKNOWN.value,
+        "id": node.id,
+        "state": live.state if live else NodeState.UNKNOWN.value,
         "available": bool(live and live.available),
         "reasons": [r for r in (live.reasons.split(",") if live and live.reasons else []) if r],
         "since": format_datetime(live.since_ms) if live and live.since_ms else None,
-        "last_heartbeat": (format_datetime(live.last_heartbeat_ms)
-                           if live and live.last_heartbeat_ms else None),
-        "label": node.label, "village_id": village.id if village else None,
+        "last_heartbeat": (
+            format_datetime(live.last_heartbeat_ms) if live and live.last_heartbeat_ms else None
+        ),
+        "label": node.label,
+        "village_id": village.id if village else None,
         "village": village.name if village else None,
         "commune_id": commune.id if commune else None,
-        "commune": commune.name if commune else None, "simulated": node.simulated,
+        "commune": commune.name if commune else None,
+        "simulated": node.simulated,
     }
 
 
 @router.get("/nodes", response_model=Page[NodeItem])
-def list_nodes(*, 
+def list_nodes(
+    *,
     state: NodeState | None = None,
     commune: int | None = Query(None, description="commune id"),
     village: int | None = Query(None, description="village id"),
@@ -54,17 +59,28 @@ def list_nodes(*,
     user: User = Depends(current_user),
 ):
     rows, total = fleet_queries.list_nodes(
-        s, NodeFilter(state=state.value if state else None, commune_id=commune,
-                      village_id=village, q=q, commune_scope=scope_commune_ids(user)),
-        limit=limit, offset=offset)
+        s,
+        NodeFilter(
+            state=state.value if state else None,
+            commune_id=commune,
+            village_id=village,
+            q=q,
+            commune_scope=scope_commune_ids(user),
+        ),
+        limit=limit,
+        offset=offset,
+    )
     items = [_item(*r, settings.clock_skew_warn_ms) for r in rows]
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
 @router.get("/nodes/{node_id}", response_model=NodeDetail)
-def node_detail(node_id: str, s: DbSession,
-                settings: Settings = Depends(get_settings),
-                user: User = Depends(current_user)):
+def node_detail(
+    node_id: str,
+    s: DbSession,
+    settings: Settings = Depends(get_settings),
+    user: User = Depends(current_user),
+):
     try:
         node, live, village, commune = fleet_queries.get_node(s, node_id)
     except NodeNotFound as exc:
@@ -72,12 +88,22 @@ def node_detail(node_id: str, s: DbSession,
     if not user.can_access_commune(commune.id if commune else None):
         # The same answer as for an id that does not exist: node ids are not enumerable.
         raise HTTPException(404, str(NodeNotFound(node_id)))
-    transitions = [TransitionItem(at=format_datetime(t.at_ms), at_ms=t.at_ms,
-                                  from_state=t.from_state, to_state=t.to_state,
-                                  available=t.available, cause=t.cause)
-                   for t in fleet_queries.recent_transitions(s, node_id)]
-    return {**_item(node, live, village, commune, settings.clock_skew_warn_ms),
-            "heartbeat": live.heartbeat if live else None,
-            "clock_skew_ms": live.clock_skew_ms if live else None,
-            "fw": live.fw if live else None, "heartbeat_s": node.heartbeat_s,
-            "transitions": transitions}
+    transitions = [
+        TransitionItem(
+            at=format_datetime(t.at_ms),
+            at_ms=t.at_ms,
+            from_state=t.from_state,
+            to_state=t.to_state,
+            available=t.available,
+            cause=t.cause,
+        )
+        for t in fleet_queries.recent_transitions(s, node_id)
+    ]
+    return {
+        **_item(node, live, village, commune, settings.clock_skew_warn_ms),
+        "heartbeat": live.heartbeat if live else None,
+        "clock_skew_ms": live.clock_skew_ms if live else None,
+        "fw": live.fw if live else None,
+        "heartbeat_s": node.heartbeat_s,
+        "transitions": transitions,
+    }

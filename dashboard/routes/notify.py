@@ -35,11 +35,13 @@ Channel = Literal["email", "webhook"]
 class SubscriptionIn(BaseModel):
     address: str = Field(max_length=500, description="e-mail address or webhook URL")
     severities: list[int] = Field(default=[3, 2, 1], max_length=3)
-    communes: list[int] = Field(default=[], max_length=500,
-                                description="[] = every commune in the user's scope")
+    communes: list[int] = Field(
+        default=[], max_length=500, description="[] = every commune in the user's scope"
+    )
     active: bool = True
-    secret: str | None = Field(None, max_length=200,
-                               description="webhook HMAC key; null keeps it, \"\" removes it")
+    secret: str | None = Field(
+        None, max_length=200, description='webhook HMAC key; null keeps it, "" removes it'
+    )
 
 
 class SubscriptionOut(BaseModel):
@@ -84,50 +86,83 @@ class StoppedOut(BaseModel):
 
 
 def _out(sub: NotifySubscription) -> SubscriptionOut:
-    return SubscriptionOut(channel=sub.channel, address=sub.address,
-                           severities=list(sub.severities or []),
-                           communes=list(sub.communes or []), active=sub.active,
-                           signed=bool(sub.secret))
+    return SubscriptionOut(
+        channel=sub.channel,
+        address=sub.address,
+        severities=list(sub.severities or []),
+        communes=list(sub.communes or []),
+        active=sub.active,
+        signed=bool(sub.secret),
+    )
 
 
 @router.get("/api/v1/notifications/me", response_model=NotifySettingsOut)
-def my_notifications(request: Request, s: DbSession,
-                     user: User = Depends(current_user)) -> NotifySettingsOut:
-    subs = {sub.channel: _out(sub) for sub in s.scalars(
-        select(NotifySubscription).where(NotifySubscription.username == user.username))}
+def my_notifications(
+    request: Request, s: DbSession, user: User = Depends(current_user)
+) -> NotifySettingsOut:
+    subs = {
+        sub.channel: _out(sub)
+        for sub in s.scalars(
+            select(NotifySubscription).where(NotifySubscription.username == user.username)
+        )
+    }
     settings = request.app.state.ctx.settings
     return NotifySettingsOut(
-        email=subs.get("email"), webhook=subs.get("webhook"),
+        email=subs.get("email"),
+        webhook=subs.get("webhook"),
         email_ready=bool(getattr(settings, "smtp_host", "")),
-        severities=[Choice(id=k, name=v) for k, v in sorted(SEVERITY_LABELS_VI.items(),
-                                                            reverse=True)],
+        severities=[
+            Choice(id=k, name=v) for k, v in sorted(SEVERITY_LABELS_VI.items(), reverse=True)
+        ],
         communes=[Choice(id=c.id, name=c.name) for c in scoped_communes(s, user)],
-        deliveries=[DeliveryOut(**d) for d in recent_deliveries(s, user.username)])
+        deliveries=[DeliveryOut(**d) for d in recent_deliveries(s, user.username)],
+    )
 
 
 @router.put("/api/v1/notifications/me/{channel}", response_model=SubscriptionOut)
-def save_my_subscription(channel: Channel, body: SubscriptionIn, request: Request,
-                         s: DbSession, user: User = Depends(current_user)) -> SubscriptionOut:
-    sub = save_subscription(s, user.username, channel, address=body.address,
-                            severities=body.severities, communes=body.communes,
-                            active=body.active, secret=body.secret,
-                            scope=user.scope_commune_ids(),
-                            webhook_networks=request.app.state.ctx.settings
-                            .notify_webhook_allowed_networks)
-    audit(s, "notify.subscribe", user=user, target=channel, request=request,
-          detail={"severities": sub.severities, "communes": sub.communes,
-                  "active": sub.active})
+def save_my_subscription(
+    channel: Channel,
+    body: SubscriptionIn,
+    request: Request,
+    s: DbSession,
+    user: User = Depends(current_user),
+) -> SubscriptionOut:
+    sub = save_subscription(
+        s,
+        user.username,
+        channel,
+        address=body.address,
+        severities=body.severities,
+        communes=body.communes,
+        active=body.active,
+        secret=body.secret,
+        scope=user.scope_commune_ids(),
+        webhook_networks=request.app.state.ctx.settings.notify_webhook_allowed_networks,
+    )
+    audit(
+        s,
+        "notify.subscribe",
+        user=user,
+        target=channel,
+        request=request,
+        detail={"severities": sub.severities, "communes": sub.communes, "active": sub.active},
+    )
     return _out(sub)
 
 
 @router.delete("/api/v1/notifications/me/{channel}", response_model=StoppedOut)
-def stop_my_subscription(channel: Channel, request: Request, s: DbSession,
-                         user: User = Depends(current_user)) -> StoppedOut:
-    ids = select(NotifySubscription.id).where(NotifySubscription.username == user.username,
-                                              NotifySubscription.channel == channel)
+def stop_my_subscription(
+    channel: Channel, request: Request, s: DbSession, user: User = Depends(current_user)
+) -> StoppedOut:
+    ids = select(NotifySubscription.id).where(
+        NotifySubscription.username == user.username, NotifySubscription.channel == channel
+    )
     s.execute(delete(NotifyDelivery).where(NotifyDelivery.subscription_id.in_(ids)))
-    gone = s.execute(delete(NotifySubscription).where(
-        NotifySubscription.username == user.username, NotifySubscription.channel == channel))
+    gone = s.execute(
+        delete(NotifySubscription).where(
+            NotifySubscription.username == user.username, NotifySubscription.channel == channel
+        )
+    )
     audit(s, "notify.unsubscribe", user=user, target=channel, request=request)
     return StoppedOut(channel=channel, stopped=bool(gone.rowcount))
 

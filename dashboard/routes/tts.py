@@ -30,30 +30,42 @@ router = APIRouter(prefix="/api/v1/tts", tags=["tts"])
 
 
 @router.post("/normalize", response_model=NormalizeOut)
-def normalize_text(body: TextIn, _user: User = Depends(current_user),
-                   store: ContentStore = Depends(get_store)):
+def normalize_text(
+    body: TextIn, _user: User = Depends(current_user), store: ContentStore = Depends(get_store)
+):
     return {"spoken": store.tts.normalize(body.text)}
 
 
 @router.post("/preview", response_model=PreviewOut)
-async def preview_speech(body: TextIn, _user: User = Depends(current_user),
-                         store: ContentStore = Depends(get_store)):
-    result = await run_in_threadpool(preview, store, body.text, engine=body.engine,
-                                     voice=body.voice)
-    return {"spoken": result.spoken, "engine": result.engine, "voice": result.voice,
-            "fallback_reason": result.fallback_reason, "duration_ms": result.duration_ms,
-            "audio_url": f"/api/v1/tts/preview/{result.key}{result.path.suffix}",
-            "mime": result.mime}
+async def preview_speech(
+    body: TextIn, _user: User = Depends(current_user), store: ContentStore = Depends(get_store)
+):
+    result = await run_in_threadpool(
+        preview, store, body.text, engine=body.engine, voice=body.voice
+    )
+    return {
+        "spoken": result.spoken,
+        "engine": result.engine,
+        "voice": result.voice,
+        "fallback_reason": result.fallback_reason,
+        "duration_ms": result.duration_ms,
+        "audio_url": f"/api/v1/tts/preview/{result.key}{result.path.suffix}",
+        "mime": result.mime,
+    }
 
 
 @router.get("/preview/{name}")
-def preview_audio(name: str, _user: User = Depends(current_user),
-                  store: ContentStore = Depends(get_store)):
+def preview_audio(
+    name: str, _user: User = Depends(current_user), store: ContentStore = Depends(get_store)
+):
     path = preview_path(store, name.split(".", 1)[0])
     if path is None:
         raise HTTPException(404, "Bản nghe thử không còn; hãy bấm nghe thử lại.")
-    return FileResponse(path, media_type="audio/mpeg" if path.suffix == ".mp3" else "audio/ogg",
-                        headers={"cache-control": "private, max-age=3600"})
+    return FileResponse(
+        path,
+        media_type="audio/mpeg" if path.suffix == ".mp3" else "audio/ogg",
+        headers={"cache-control": "private, max-age=3600"},
+    )
 
 
 # --------------------------------------------------------------------------- abbreviations
@@ -69,8 +81,13 @@ def list_abbreviations(*, _user: User = Depends(current_user), s: DbSession):
 
 
 @router.post("/abbreviations", status_code=201)
-def add_abbreviation(*, request: Request, payload: Any = Body(...),
-                     user: User = Depends(require_role("province")), s: DbSession):
+def add_abbreviation(
+    *,
+    request: Request,
+    payload: Any = Body(...),
+    user: User = Depends(require_role("province")),
+    s: DbSession,
+):
     """``{"abbr": "BQLDA", "spoken": "ban quản lý dự án"}``; the same written form again
     replaces its reading. Read out from the next preview or bulletin on."""
     from broadcasts import abbreviations
@@ -78,19 +95,37 @@ def add_abbreviation(*, request: Request, payload: Any = Body(...),
     if not isinstance(payload, dict):
         raise HTTPException(422, "Yêu cầu phải là một đối tượng JSON {abbr, spoken}.")
     out = abbreviations.add(s, payload.get("abbr"), payload.get("spoken"), user.username)
-    audit(s, "tts.abbreviation_add", user=user, target=out["abbr"], request=request,
-          status_code=201, detail={"spoken": out["spoken"]})
+    audit(
+        s,
+        "tts.abbreviation_add",
+        user=user,
+        target=out["abbr"],
+        request=request,
+        status_code=201,
+        detail={"spoken": out["spoken"]},
+    )
     s.commit()
     return out
 
 
 @router.delete("/abbreviations/{entry_id}", status_code=204)
-def delete_abbreviation(*, request: Request, entry_id: int = Path(..., ge=1, le=2**63 - 1),
-                        user: User = Depends(require_role("province")), s: DbSession):
+def delete_abbreviation(
+    *,
+    request: Request,
+    entry_id: int = Path(..., ge=1, le=2**63 - 1),
+    user: User = Depends(require_role("province")),
+    s: DbSession,
+):
     from broadcasts import abbreviations
 
     if not abbreviations.remove(s, entry_id):
         raise HTTPException(404, "Không tìm thấy từ viết tắt này.")
-    audit(s, "tts.abbreviation_delete", user=user, target=str(entry_id), request=request,
-          status_code=204)
+    audit(
+        s,
+        "tts.abbreviation_delete",
+        user=user,
+        target=str(entry_id),
+        request=request,
+        status_code=204,
+    )
     s.commit()

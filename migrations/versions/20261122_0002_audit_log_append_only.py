@@ -25,13 +25,19 @@ def upgrade() -> None:
     dialect = op.get_bind().dialect.name
     if dialect == "sqlite":
         for verb in ("UPDATE", "DELETE"):
-            op.execute(f"CREATE TRIGGER audit_log_no_{verb.lower()} BEFORE {verb} ON audit_log "
-                       f"BEGIN SELECT RAISE(ABORT, '{MESSAGE}'); END;")
+            op.execute(
+                f"CREATE TRIGGER audit_log_no_{verb.lower()} BEFORE {verb} ON audit_log "
+                f"BEGIN SELECT RAISE(ABORT, '{MESSAGE}'); END;"
+            )
     elif dialect == "postgresql":
-        op.execute("CREATE OR REPLACE FUNCTION audit_log_forbid() RETURNS trigger AS $$ "
-                   f"BEGIN RAISE EXCEPTION '{MESSAGE}'; END; $$ LANGUAGE plpgsql")
-        op.execute("CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log "
-                   "FOR EACH ROW EXECUTE FUNCTION audit_log_forbid()")
+        op.execute(
+            "CREATE OR REPLACE FUNCTION audit_log_forbid() RETURNS trigger AS $$ "
+            f"BEGIN RAISE EXCEPTION '{MESSAGE}'; END; $$ LANGUAGE plpgsql"
+        )
+        op.execute(
+            "CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log "
+            "FOR EACH ROW EXECUTE FUNCTION audit_log_forbid()"
+        )
 
 
 def downgrade() -> None:

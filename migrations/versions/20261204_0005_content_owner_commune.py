@@ -23,17 +23,23 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("content", schema=None) as batch_op:
-        batch_op.add_column(sa.Column(
-            "owner_commune_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=True))
-        batch_op.create_index(batch_op.f("ix_content_owner_commune_id"), ["owner_commune_id"],
-                              unique=False)
+        batch_op.add_column(
+            sa.Column(
+                "owner_commune_id",
+                sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+                nullable=True,
+            )
+        )
+        batch_op.create_index(
+            batch_op.f("ix_content_owner_commune_id"), ["owner_commune_id"], unique=False
+        )
     op.execute(
         "UPDATE content SET owner_commune_id = ("
         " SELECT MIN(uc.commune_id) FROM app_user u"
         " JOIN app_user_commune uc ON uc.user_id = u.id"
         " WHERE u.username = content.creator AND u.role = 'commune')"
-        " WHERE source <> 'province'")
+        " WHERE source <> 'province'"
+    )
 
 
 def downgrade() -> None:

@@ -31,10 +31,10 @@ def upgrade() -> None:
     with op.batch_alter_table("broadcast", schema=None) as batch_op:
         batch_op.add_column(sa.Column("client_key", sa.String(length=80), nullable=True))
         batch_op.add_column(sa.Column("previous_version_id", BIGINT, nullable=True))
-        batch_op.create_foreign_key("fk_broadcast_previous_version", "broadcast",
-                                    ["previous_version_id"], ["id"])
-        batch_op.create_unique_constraint("uq_broadcast_client_key",
-                                          ["created_by", "client_key"])
+        batch_op.create_foreign_key(
+            "fk_broadcast_previous_version", "broadcast", ["previous_version_id"], ["id"]
+        )
+        batch_op.create_unique_constraint("uq_broadcast_client_key", ["created_by", "client_key"])
     with op.batch_alter_table("alarm", schema=None) as batch_op:
         batch_op.add_column(sa.Column("ack_note", sa.String(length=500), nullable=True))
     op.create_table(

@@ -39,8 +39,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("attestation_scan", schema=None) as batch_op:
-        batch_op.create_index("ix_attestation_scan_attestation_id", ["attestation_id"],
-                              unique=False)
+        batch_op.create_index(
+            "ix_attestation_scan_attestation_id", ["attestation_id"], unique=False
+        )
 
 
 def downgrade() -> None:

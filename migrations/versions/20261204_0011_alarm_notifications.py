@@ -49,14 +49,14 @@ def upgrade() -> None:
         sa.Column("created_ms", BIGINT, nullable=False),
         sa.Column("sent_ms", BIGINT, nullable=True),
         sa.ForeignKeyConstraint(["alarm_id"], ["alarm.id"]),
-        sa.ForeignKeyConstraint(["subscription_id"], ["notify_subscription.id"],
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["subscription_id"], ["notify_subscription.id"], ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("alarm_id", "subscription_id", name="uq_notify_delivery"),
     )
     op.create_index("ix_notify_delivery_alarm_id", "notify_delivery", ["alarm_id"])
-    op.create_index("ix_notify_delivery_subscription_id", "notify_delivery",
-                    ["subscription_id"])
+    op.create_index("ix_notify_delivery_subscription_id", "notify_delivery", ["subscription_id"])
     op.create_index("ix_notify_delivery_status", "notify_delivery", ["status"])
 
 

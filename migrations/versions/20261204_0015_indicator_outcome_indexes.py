@@ -22,10 +22,16 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_airing_target_outcome", "airing_target",
-                    ["airing_id", "commune_id", "village_id", "phase", "started_at_ms"])
-    op.create_index("ix_airing_target_village_outcome", "airing_target",
-                    ["commune_id", "village_id", "airing_id", "phase", "started_at_ms"])
+    op.create_index(
+        "ix_airing_target_outcome",
+        "airing_target",
+        ["airing_id", "commune_id", "village_id", "phase", "started_at_ms"],
+    )
+    op.create_index(
+        "ix_airing_target_village_outcome",
+        "airing_target",
+        ["commune_id", "village_id", "airing_id", "phase", "started_at_ms"],
+    )
 
 
 def downgrade() -> None:

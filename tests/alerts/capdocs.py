@@ -57,9 +57,15 @@ def homeland_security(identifier: str = "43b080713727", sent: str | None = None)
 CITY_POLYGON = "21.80,106.70 21.80,106.82 21.90,106.82 21.90,106.70 21.80,106.70"
 
 
-def thunderstorm(identifier: str = "KSTO1055887203", *, polygon: str = CITY_POLYGON,
-                 expires_in_min: float = 60, sender: str = "KSTO@NWS.NOAA.GOV",
-                 status: str = "Actual", sent: str | None = None) -> bytes:
+def thunderstorm(
+    identifier: str = "KSTO1055887203",
+    *,
+    polygon: str = CITY_POLYGON,
+    expires_in_min: float = 60,
+    sender: str = "KSTO@NWS.NOAA.GOV",
+    status: str = "Actual",
+    sent: str | None = None,
+) -> bytes:
     """Spec A.2: severe thunderstorm warning with a polygon and a geocode (moved here)."""
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <alert xmlns="{NS}">
@@ -93,8 +99,9 @@ def thunderstorm(identifier: str = "KSTO1055887203", *, polygon: str = CITY_POLY
 </alert>""".encode()
 
 
-def earthquake_update(identifier: str = "TRI13970876.2", *, references: str,
-                      circle: str = "21.85,106.76 3") -> bytes:
+def earthquake_update(
+    identifier: str = "TRI13970876.2", *, references: str, circle: str = "21.85,106.76 3"
+) -> bytes:
     """Spec A.3: an earthquake report as an Update referencing the first report, with a
     circle area; Minor/Past, so it never airs automatically."""
     return f"""<?xml version="1.0" encoding="UTF-8"?>
@@ -123,24 +130,38 @@ def earthquake_update(identifier: str = "TRI13970876.2", *, references: str,
 </alert>""".encode()
 
 
-def flood(identifier: str = "KTTV-LS-2026-001", *, communes: list[str],
-          sender: str = "canhbao@kttv.gov.vn", status: str = "Actual",
-          msg_type: str = "Alert", references: str | None = None,
-          severity: str = "Extreme", expires_in_min: float = 120,
-          sent: str | None = None, value_name: str = "MA_XA",
-          instruction: str = "Bà con không đi qua ngầm tràn, di chuyển người và tài sản "
-                             "lên chỗ cao.") -> bytes:
+def flood(
+    identifier: str = "KTTV-LS-2026-001",
+    *,
+    communes: list[str],
+    sender: str = "canhbao@kttv.gov.vn",
+    status: str = "Actual",
+    msg_type: str = "Alert",
+    references: str | None = None,
+    severity: str = "Extreme",
+    expires_in_min: float = 120,
+    sent: str | None = None,
+    value_name: str = "MA_XA",
+    instruction: str = "Bà con không đi qua ngầm tràn, di chuyển người và tài sản lên chỗ cao.",
+) -> bytes:
     """A Vietnamese flash-flood alert in the shape of a national hydro-met feed: a Vietnamese
     and an English info block (several languages), one area per commune by geocode."""
     refs = f"<references>{escape(references)}</references>" if references else ""
     areas = "".join(
         f"<area><areaDesc>Xã {c}</areaDesc><geocode><valueName>{value_name}</valueName>"
-        f"<value>{c}</value></geocode></area>" for c in communes)
+        f"<value>{c}</value></geocode></area>"
+        for c in communes
+    )
     info = []
     for lang, event, headline, instr in (
-            ("vi-VN", "Lũ quét", "Cảnh báo lũ quét, sạt lở đất cấp 3", instruction),
-            ("en-US", "Flash flood", "Flash flood and landslide warning, level 3",
-             "Do not cross spillways; move to higher ground.")):
+        ("vi-VN", "Lũ quét", "Cảnh báo lũ quét, sạt lở đất cấp 3", instruction),
+        (
+            "en-US",
+            "Flash flood",
+            "Flash flood and landslide warning, level 3",
+            "Do not cross spillways; move to higher ground.",
+        ),
+    ):
         info.append(f"""<info>
     <language>{lang}</language>
     <category>Met</category><category>Geo</category>
@@ -165,7 +186,7 @@ def flood(identifier: str = "KTTV-LS-2026-001", *, communes: list[str],
   <msgType>{msg_type}</msgType>
   <scope>Public</scope>
   {refs}
-  {''.join(info)}
+  {"".join(info)}
 </alert>""".encode()
 
 
@@ -182,8 +203,7 @@ def cancel(identifier: str, *, references: str, sender: str = "canhbao@kttv.gov.
 </alert>""".encode()
 
 
-def ack(identifier: str = "ACK-1", references: str = "a@b,x,2026-01-01T00:00:00+07:00"
-        ) -> bytes:
+def ack(identifier: str = "ACK-1", references: str = "a@b,x,2026-01-01T00:00:00+07:00") -> bytes:
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <alert xmlns="{NS}">
   <identifier>{identifier}</identifier>
@@ -197,7 +217,7 @@ def ack(identifier: str = "ACK-1", references: str = "a@b,x,2026-01-01T00:00:00+
 
 
 def ref_of(doc: bytes) -> str:
-    """"sender,identifier,sent" of a document, for references."""
+    """ "sender,identifier,sent" of a document, for references."""
     from alerts.cap import load
 
     _, a = load(doc)

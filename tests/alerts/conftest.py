@@ -33,26 +33,45 @@ COMMUNES = {
     "Đồng Đăng": {"Khu Ga": ["dd-01", "dd-02"]},
 }
 COORDS = {
-    "hvt-01": (21.848, 106.757), "hvt-02": (21.852, 106.763), "hvt-03": (21.846, 106.771),
-    "mp-01": (21.830, 106.730), "mp-02": (21.835, 106.745),
-    "dd-01": (21.950, 106.700), "dd-02": (21.960, 106.710),
+    "hvt-01": (21.848, 106.757),
+    "hvt-02": (21.852, 106.763),
+    "hvt-03": (21.846, 106.771),
+    "mp-01": (21.830, 106.730),
+    "mp-02": (21.835, 106.745),
+    "dd-01": (21.950, 106.700),
+    "dd-02": (21.960, 106.710),
 }
 TWO_COMMUNES = ["hvt-01", "hvt-02", "hvt-03", "mp-01", "mp-02"]
 TRUSTED = "canhbao@kttv.gov.vn"
 
 
-def tone_speech(store: Any, text: str, *, title: str, language: str = "vi",
-                engine: str | None = None, voice: str | None = None, creator: str = "",
-                owner_commune_id: int | None = None):
+def tone_speech(
+    store: Any,
+    text: str,
+    *,
+    title: str,
+    language: str = "vi",
+    engine: str | None = None,
+    voice: str | None = None,
+    creator: str = "",
+    owner_commune_id: int | None = None,
+):
     """Stands in for the TTS engine: one second of tone through the real audio pipeline."""
     from pydub.generators import Sine
 
     store.tmp_dir.mkdir(parents=True, exist_ok=True)
     path = Path(store.tmp_dir) / "tone.wav"
     Sine(660).to_audio_segment(duration=1000).export(path, format="wav")
-    return store.add_file(path, filename="tone.wav", title=title, language=language,
-                          source="tts", creator=creator, chime=False,
-                          owner_commune_id=owner_commune_id)
+    return store.add_file(
+        path,
+        filename="tone.wav",
+        title=title,
+        language=language,
+        source="tts",
+        creator=creator,
+        chime=False,
+        owner_commune_id=owner_commune_id,
+    )
 
 
 def place_clusters(db: Database, coords: dict[str, tuple[float, float]]) -> None:
@@ -97,8 +116,13 @@ def make_env(db: Database, settings, **alert_settings: Any) -> Env:
     content = ContentGateway(ContentStore(settings, db), synthesize_fn=tone_speech)
     broadcasts = BroadcastService(db, SchedulerSettings(), content=content)
     cfg = AlertSettings(**{"auto_senders": [TRUSTED], **alert_settings})
-    return Env(db, ids, AlertService(db, broadcasts, cfg, content=content), broadcasts,
-               Actor("province", None, "so-vhtt"))
+    return Env(
+        db,
+        ids,
+        AlertService(db, broadcasts, cfg, content=content),
+        broadcasts,
+        Actor("province", None, "so-vhtt"),
+    )
 
 
 @pytest.fixture

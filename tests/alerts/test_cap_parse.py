@@ -25,9 +25,15 @@ def refusal(raw: bytes, **kw) -> CapRefused:
 def test_homeland_security_example():
     _, a = cap.load(d.homeland_security(sent="2003-04-02T14:39:01-05:00"))
     assert (a.identifier, a.sender, a.status, a.msg_type, a.scope) == (
-        "43b080713727", "hsas@dhs.gov", "Actual", "Alert", "Public")
-    assert a.sent_ms == int(datetime.datetime(2003, 4, 2, 19, 39, 1,
-                                              tzinfo=datetime.UTC).timestamp() * 1000)
+        "43b080713727",
+        "hsas@dhs.gov",
+        "Actual",
+        "Alert",
+        "Public",
+    )
+    assert a.sent_ms == int(
+        datetime.datetime(2003, 4, 2, 19, 39, 1, tzinfo=datetime.UTC).timestamp() * 1000
+    )
     [info] = a.infos
     assert info.language == "en-US"  # the schema's default
     assert info.categories == ["Security"] and info.severity == "Severe"
@@ -74,22 +80,34 @@ BILLION_LAUGHS = b"""<?xml version="1.0"?>
 <alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>&lol9;</identifier></alert>"""
 
 
-@pytest.mark.parametrize("raw,code", [
-    (BILLION_LAUGHS, "doctype"),
-    (b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-     b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>&x;</identifier>'
-     b'</alert>', "doctype"),
-    (b'<?xml version="1.0"?><!DOCTYPE alert SYSTEM "http://127.0.0.1:9/cap.dtd">'
-     b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"/>', "doctype"),
-    (b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>&x;</identifier>'
-     b'</alert>', "entities"),
-    (b"<alert", "malformed"),
-    (b"\xff\xfe\x00garbage", "malformed"),
-    (b"   ", "empty"),
-    (b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.1"/>', "cap_version"),
-    (b"<alert/>", "namespace"),
-    (b'<feed xmlns="http://www.w3.org/2005/Atom"/>', "namespace"),
-])
+@pytest.mark.parametrize(
+    "raw,code",
+    [
+        (BILLION_LAUGHS, "doctype"),
+        (
+            b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+            b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>&x;</identifier>'
+            b"</alert>",
+            "doctype",
+        ),
+        (
+            b'<?xml version="1.0"?><!DOCTYPE alert SYSTEM "http://127.0.0.1:9/cap.dtd">'
+            b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"/>',
+            "doctype",
+        ),
+        (
+            b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>&x;</identifier>'
+            b"</alert>",
+            "entities",
+        ),
+        (b"<alert", "malformed"),
+        (b"\xff\xfe\x00garbage", "malformed"),
+        (b"   ", "empty"),
+        (b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.1"/>', "cap_version"),
+        (b"<alert/>", "namespace"),
+        (b'<feed xmlns="http://www.w3.org/2005/Atom"/>', "namespace"),
+    ],
+)
 def test_hostile_and_wrong_documents_are_refused(raw, code):
     err = refusal(raw)
     assert err.code == code, (err.code, err.message)
@@ -97,29 +115,36 @@ def test_hostile_and_wrong_documents_are_refused(raw, code):
 
 
 def test_xxe_file_content_never_appears():
-    raw = (b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/hostname">]>'
-           + d.flood(communes=["c0"]).split(b"?>", 1)[1].replace("Xã c0".encode(), b"&x;"))
+    raw = (
+        b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/hostname">]>'
+        + d.flood(communes=["c0"]).split(b"?>", 1)[1].replace("Xã c0".encode(), b"&x;")
+    )
     err = refusal(raw)
     assert err.code == "doctype"
 
 
 def test_size_is_capped_before_parsing():
-    big = d.flood(communes=["c0"]).replace(b"<description>",
-                                           b"<description>" + b"x" * 600_000)
+    big = d.flood(communes=["c0"]).replace(b"<description>", b"<description>" + b"x" * 600_000)
     err = refusal(big)
     assert err.code == "too_large" and err.status == 413
     assert cap.load(big, max_bytes=2_000_000)[1].identifier  # valid when allowed
 
 
-@pytest.mark.parametrize("old,new,code", [
-    (b"<status>Actual", b"<status>Real", "schema"),
-    (b"<scope>Public</scope>", b"", "schema"),
-    (b"<msgType>Alert", b"<msgType>Update", "bad_references"),
-    (b"21.80,106.70 21.80,106.82 21.90,106.82 21.90,106.70 21.80,106.70",
-     b"21.80,106.70 21.80,106.82 21.80,106.70", "bad_area"),
-    (b"21.80,106.70 21.80,106.82", b"121.80,106.70 21.80,106.82", "bad_area"),
-    (b"<sender>KSTO@NWS.NOAA.GOV", b"<sender>KSTO NWS", "schema"),
-])
+@pytest.mark.parametrize(
+    "old,new,code",
+    [
+        (b"<status>Actual", b"<status>Real", "schema"),
+        (b"<scope>Public</scope>", b"", "schema"),
+        (b"<msgType>Alert", b"<msgType>Update", "bad_references"),
+        (
+            b"21.80,106.70 21.80,106.82 21.90,106.82 21.90,106.70 21.80,106.70",
+            b"21.80,106.70 21.80,106.82 21.80,106.70",
+            "bad_area",
+        ),
+        (b"21.80,106.70 21.80,106.82", b"121.80,106.70 21.80,106.82", "bad_area"),
+        (b"<sender>KSTO@NWS.NOAA.GOV", b"<sender>KSTO NWS", "schema"),
+    ],
+)
 def test_values_the_schema_leaves_free_are_checked(old, new, code):
     raw = d.thunderstorm()
     assert old in raw
@@ -143,13 +168,24 @@ def _cert(cn: str):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
-    return (key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()),
-            cert.public_bytes(serialization.Encoding.PEM).decode())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    return (
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        cert.public_bytes(serialization.Encoding.PEM).decode(),
+    )
 
 
 def sign(raw: bytes, key: bytes, cert: str) -> bytes:
@@ -157,7 +193,8 @@ def sign(raw: bytes, key: bytes, cert: str) -> bytes:
     from signxml import XMLSigner
 
     signed = XMLSigner(c14n_algorithm="http://www.w3.org/2001/10/xml-exc-c14n#").sign(
-        etree.fromstring(raw), key=key, cert=cert)
+        etree.fromstring(raw), key=key, cert=cert
+    )
     return etree.tostring(signed, xml_declaration=True, encoding="UTF-8")
 
 
@@ -193,13 +230,15 @@ def test_service_signature_policy(db, settings, certs, tmp_path):
 
     (key, cert), _ = certs
     (tmp_path / "kttv.pem").write_text(cert)
-    env = make_env(db, settings, signature_policy="require",
-                   trusted_certs=[str(tmp_path / "kttv.pem")])
+    env = make_env(
+        db, settings, signature_policy="require", trusted_certs=[str(tmp_path / "kttv.pem")]
+    )
     with pytest.raises(CapRefused) as err:
         env.alerts.receive(d.flood(communes=["c0"]), source="api", trusted_source=True)
     assert err.value.code == "unsigned" and err.value.status == 403
-    out = env.alerts.receive(sign(d.flood("S-1", communes=["c0"]), key, cert), source="feed",
-                             trusted_source=False)
+    out = env.alerts.receive(
+        sign(d.flood("S-1", communes=["c0"]), key, cert), source="feed", trusted_source=False
+    )
     assert out["state"] == "airing"
 
 
@@ -222,7 +261,7 @@ def test_random_bytes_are_refused_cleanly(raw):
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, len(SEED) - 1), st.integers(0, 40), st.binary(max_size=40))
 def test_mutated_alerts_parse_or_are_refused(pos, cut, insert):
-    raw = SEED[:pos] + insert + SEED[pos + cut:]
+    raw = SEED[:pos] + insert + SEED[pos + cut :]
     try:
         _, a = cap.load(raw)
     except CapRefused as err:
@@ -252,7 +291,8 @@ def test_any_text_in_a_field_is_read_or_refused(text):
 
 def test_entity_declarations_in_utf16_are_refused_too():
     """The byte scan for <!DOCTYPE misses UTF-16; the parsed document's DTD check does not."""
-    text = BILLION_LAUGHS.decode().replace('<?xml version="1.0"?>',
-                                           '<?xml version="1.0" encoding="UTF-16"?>')
+    text = BILLION_LAUGHS.decode().replace(
+        '<?xml version="1.0"?>', '<?xml version="1.0" encoding="UTF-16"?>'
+    )
     err = refusal(text.encode("utf-16"))
     assert err.code in ("doctype", "entities"), err.message

@@ -48,29 +48,47 @@ async def stack(tmp_path, mosquitto_broker, settings, db):
 
     http_port = free_port()
     base_url = f"http://127.0.0.1:{http_port}"
-    cfg = settings_for(settings, mosquitto_broker, http_port=http_port,
-                       public_base_url=base_url, heartbeat_s=10)
+    cfg = settings_for(
+        settings, mosquitto_broker, http_port=http_port, public_base_url=base_url, heartbeat_s=10
+    )
     ids = make_registry(db, communes=COMMUNES, heartbeat_s=10)
     place_clusters(db, COORDS)
     store = ContentStore(cfg, db)
-    net = Network(settings=cfg, db=db, ids=ids, broker=mosquitto_broker, base_url=base_url,
-                  store=store, content=ContentGateway(store), sched=SchedulerSettings(**FAST),
-                  fleet=Fleet(mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=10,
-                              connect_rate=500, seed=11))
+    net = Network(
+        settings=cfg,
+        db=db,
+        ids=ids,
+        broker=mosquitto_broker,
+        base_url=base_url,
+        store=store,
+        content=ContentGateway(store),
+        sched=SchedulerSettings(**FAST),
+        fleet=Fleet(
+            mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=10, connect_rate=500, seed=11
+        ),
+    )
     await net.start_controller()
-    net.ctx = api_context(cfg, db, content=store, controller=net.controller,
-                          scheduling=net.scheduling)
+    net.ctx = api_context(
+        cfg, db, content=store, controller=net.controller, scheduling=net.scheduling
+    )
     net.ctx.alerts = AlertService(
-        db, net.scheduling.broadcasts, AlertSettings(auto_senders=[TRUSTED]),
-        content=net.content, audit=alerts_audit)
+        db,
+        net.scheduling.broadcasts,
+        AlertSettings(auto_senders=[TRUSTED]),
+        content=net.content,
+        audit=alerts_audit,
+    )
     app = create_app(net.ctx)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=http_port,
-                                           log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=http_port, log_level="warning", lifespan="on")
+    )
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     serving = asyncio.create_task(server.serve())
     await wait_for(lambda: server.started or serving.done(), 15, "the dashboard to serve")
-    tokens = {"province": _token(db, "he-thong-tinh", "province", []),
-              "officer": _token(db, "canbo-hvt", "commune", [ids["Hoàng Văn Thụ"]])}
+    tokens = {
+        "province": _token(db, "he-thong-tinh", "province", []),
+        "officer": _token(db, "canbo-hvt", "commune", [ids["Hoàng Văn Thụ"]]),
+    }
     try:
         async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
             yield net, client, tokens
@@ -84,8 +102,11 @@ async def stack(tmp_path, mosquitto_broker, settings, db):
 
 
 def _post(client, token: str, body: bytes, ctype: str = "application/xml"):
-    return client.post("/api/v1/alerts/cap", content=body,
-                       headers={"Authorization": f"Bearer {token}", "Content-Type": ctype})
+    return client.post(
+        "/api/v1/alerts/cap",
+        content=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": ctype},
+    )
 
 
 async def test_cap_alert_for_two_communes_plays_on_their_online_clusters_only(stack):
@@ -102,13 +123,16 @@ async def test_cap_alert_for_two_communes_plays_on_their_online_clusters_only(st
     prefix = f"b{bid}-"
 
     def playing_in_area():
-        return all((net.fleet.node(n).player.playing_id or "").startswith(prefix)
-                   for n in ONLINE_IN_AREA)
+        return all(
+            (net.fleet.node(n).player.playing_id or "").startswith(prefix) for n in ONLINE_IN_AREA
+        )
+
     await wait_for(playing_in_area, 40, "the alert to play on every online cluster in the area")
     for n in ELSEWHERE:
         assert net.fleet.node(n).player.playing_id is None
-    assert all(net.fleet.node(n).effective_volume == net.sched.emergency_volume
-               for n in ONLINE_IN_AREA)
+    assert all(
+        net.fleet.node(n).effective_volume == net.sched.emergency_volume for n in ONLINE_IN_AREA
+    )
 
     # The same document again (a feed re-delivering it) is a duplicate: nothing new airs.
     again = await _post(client, tokens["province"], doc)
@@ -116,10 +140,13 @@ async def test_cap_alert_for_two_communes_plays_on_their_online_clusters_only(st
 
     # Proof on the alert's page, from the nodes' own playback reports.
     async def proof():
-        r = await client.get(f"/api/v1/alerts/{alert['id']}",
-                             headers={"Authorization": f"Bearer {tokens['province']}"})
+        r = await client.get(
+            f"/api/v1/alerts/{alert['id']}",
+            headers={"Authorization": f"Bearer {tokens['province']}"},
+        )
         p = r.json()["proof"]
         return p if p and p["started"] == 4 else None
+
     p = await wait_for(proof, 20, "the started reports to be recorded")
     assert p["targeted"] == 5 and p["first_started_s"] is not None
     assert p["p50_s"] is not None and p["p50_s"] >= p["first_started_s"]
@@ -127,28 +154,37 @@ async def test_cap_alert_for_two_communes_plays_on_their_online_clusters_only(st
     [missing] = p["not_started"]
     assert missing["node_id"] == "hvt-03" and missing["commune"] == "Hoàng Văn Thụ"
     # The same proof as a download from the alert's page (alerts.proof).
-    r = await client.get(f"/api/v1/alerts/{alert['id']}/proof.csv",
-                         headers={"Authorization": f"Bearer {tokens['province']}"})
+    r = await client.get(
+        f"/api/v1/alerts/{alert['id']}/proof.csv",
+        headers={"Authorization": f"Bearer {tokens['province']}"},
+    )
     assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
     lines = r.content.decode("utf-8").lstrip("\ufeff").splitlines()
     assert lines[0].startswith("section,at,at_ms,action")
     assert [ln for ln in lines if ",not_started," in ln and ",hvt-03," in ln]
-    r = await client.get(f"/api/v1/alerts/{alert['id']}/proof.xlsx",
-                         headers={"Authorization": f"Bearer {tokens['province']}"})
+    r = await client.get(
+        f"/api/v1/alerts/{alert['id']}/proof.xlsx",
+        headers={"Authorization": f"Bearer {tokens['province']}"},
+    )
     assert r.status_code == 422
     with net.db.session() as s:
         aimed = set(s.scalars(select(AiringTarget.node_id)))
     assert aimed == set(ONLINE_IN_AREA) | {"hvt-03"}
 
     # Cancel: stopped on the air, all-clear scheduled on the same clusters.
-    resp = await _post(client, tokens["province"],
-                       d.cancel("KTTV-E2E-2", references=d.ref_of(doc)))
+    resp = await _post(client, tokens["province"], d.cancel("KTTV-E2E-2", references=d.ref_of(doc)))
     assert resp.status_code == 202 and "Đã hủy 1" in resp.json()["state_reason"]
-    await wait_for(lambda: all(not (net.fleet.node(n).player.playing_id or "")
-                               .startswith(prefix) for n in ONLINE_IN_AREA), 15,
-                   "the alert to stop on every cluster")
-    r = await client.get(f"/api/v1/alerts/{alert['id']}",
-                         headers={"Authorization": f"Bearer {tokens['province']}"})
+    await wait_for(
+        lambda: all(
+            not (net.fleet.node(n).player.playing_id or "").startswith(prefix)
+            for n in ONLINE_IN_AREA
+        ),
+        15,
+        "the alert to stop on every cluster",
+    )
+    r = await client.get(
+        f"/api/v1/alerts/{alert['id']}", headers={"Authorization": f"Bearer {tokens['province']}"}
+    )
     body = r.json()
     assert body["state"] == "cancelled" and body["all_clear_broadcast_id"]
     assert [st["action"] for st in body["steps"]][:3] == ["received", "area_matched", "aired"]
@@ -158,8 +194,14 @@ async def test_cap_alert_for_two_communes_plays_on_their_online_clusters_only(st
 
     with net.db.session() as s:
         actions = set(s.scalars(select(AuditLog.action)))
-    assert {"alert.received", "alert.area_matched", "alert.aired", "alert.duplicate",
-            "alert.cancelled", "alert.all_clear"} <= actions
+    assert {
+        "alert.received",
+        "alert.area_matched",
+        "alert.aired",
+        "alert.duplicate",
+        "alert.cancelled",
+        "alert.all_clear",
+    } <= actions
 
 
 async def test_bad_documents_are_refused_over_http_and_nothing_airs(stack):
@@ -167,13 +209,20 @@ async def test_bad_documents_are_refused_over_http_and_nothing_airs(stack):
     auth = {"Authorization": f"Bearer {tokens['province']}"}
     cases = [
         (d.flood(communes=["c0"])[:-20], "application/xml", 422, "malformed"),
-        (b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-         b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">&x;</alert>',
-         "application/xml", 422, "doctype"),
-        (d.flood(communes=["c0"]).replace(b"cap:1.2", b"cap:1.1"), "text/xml", 422,
-         "cap_version"),
-        (b"<alert>" + b"<note>x</note>" * 60_000 + b"</alert>", "application/xml", 413,
-         "too_large"),
+        (
+            b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+            b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">&x;</alert>',
+            "application/xml",
+            422,
+            "doctype",
+        ),
+        (d.flood(communes=["c0"]).replace(b"cap:1.2", b"cap:1.1"), "text/xml", 422, "cap_version"),
+        (
+            b"<alert>" + b"<note>x</note>" * 60_000 + b"</alert>",
+            "application/xml",
+            413,
+            "too_large",
+        ),
     ]
     for body, ctype, status, code in cases:
         r = await _post(client, tokens["province"], body, ctype)
@@ -183,13 +232,20 @@ async def test_bad_documents_are_refused_over_http_and_nothing_airs(stack):
     assert r.status_code == 415
     r = await _post(client, tokens["officer"], d.flood(communes=["c0"]))
     assert r.status_code == 403
-    r = await client.post("/api/v1/alerts/cap", content=d.flood(communes=["c0"]),
-                          headers={"Content-Type": "application/xml"})
+    r = await client.post(
+        "/api/v1/alerts/cap",
+        content=d.flood(communes=["c0"]),
+        headers={"Content-Type": "application/xml"},
+    )
     assert r.status_code == 401
     # Every refused document is kept, byte for byte, with its reason.
     msgs = (await client.get("/api/v1/alerts/messages", headers=auth)).json()
-    assert [m["reason_code"] for m in msgs][:4] == ["too_large", "cap_version", "doctype",
-                                                    "malformed"]
+    assert [m["reason_code"] for m in msgs][:4] == [
+        "too_large",
+        "cap_version",
+        "doctype",
+        "malformed",
+    ]
     raw = await client.get(f"/api/v1/alerts/messages/{msgs[2]['id']}/raw", headers=auth)
     assert raw.content.startswith(b'<?xml version="1.0"?><!DOCTYPE')
     assert (await client.get("/api/v1/alerts", headers=auth)).json()["total"] == 0

@@ -58,10 +58,13 @@ class FeedServer:
         entries = "".join(
             f"<entry><id>{u}</id><title>Cảnh báo</title><updated>2026-12-05T00:00:00Z</updated>"
             f'<link rel="alternate" type="application/cap+xml" href="{self.base}{u}"/></entry>'
-            for u in links)
-        return (f'<?xml version="1.0" encoding="UTF-8"?><feed xmlns="http://www.w3.org/2005/'
-                f'Atom"><id>kttv</id><title>KTTV</title><updated>2026-12-05T00:00:00Z</updated>'
-                f"{entries}</feed>").encode()
+            for u in links
+        )
+        return (
+            f'<?xml version="1.0" encoding="UTF-8"?><feed xmlns="http://www.w3.org/2005/'
+            f'Atom"><id>kttv</id><title>KTTV</title><updated>2026-12-05T00:00:00Z</updated>'
+            f"{entries}</feed>"
+        ).encode()
 
 
 @pytest.fixture
@@ -89,8 +92,7 @@ async def test_atom_feed_with_etag(db, settings, server):
     # A new entry: the feed changes, the old entry comes back as a duplicate.
     server.version = 2
     server.files["/cap/2.xml"] = (d.flood("FEED-2", communes=["c1"]), "application/cap+xml")
-    server.files["/feed.atom"] = (server.atom(["/cap/2.xml", "/cap/1.xml"]),
-                                  "application/atom+xml")
+    server.files["/feed.atom"] = (server.atom(["/cap/2.xml", "/cap/1.xml"]), "application/atom+xml")
     counts = await poller.poll(url)
     assert counts["accepted"] == 1 and counts["duplicate"] == 1
     assert len(env.broadcasts_all()) == 2
@@ -102,11 +104,14 @@ async def test_atom_feed_with_etag(db, settings, server):
 async def test_rss_and_bare_cap_and_untrusted_feed(db, settings, server):
     env = make_env(db, settings, feed_trusted=False)
     server.files["/a.xml"] = (d.flood("RSS-1", communes=["c0"]), "application/xml")
-    server.files["/rss.xml"] = ((
-        '<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
-        f'<item><title>x</title><enclosure url="{server.base}/a.xml" '
-        'type="application/cap+xml" length="1"/></item></channel></rss>').encode(),
-        "application/rss+xml")
+    server.files["/rss.xml"] = (
+        (
+            '<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+            f'<item><title>x</title><enclosure url="{server.base}/a.xml" '
+            'type="application/cap+xml" length="1"/></item></channel></rss>'
+        ).encode(),
+        "application/rss+xml",
+    )
     poller = FeedPoller(env.alerts)
     # An untrusted feed's unsigned alert is refused, and kept with the reason.
     assert (await poller.poll(server.base + "/rss.xml"))["refused"] == 1
@@ -118,10 +123,14 @@ async def test_rss_and_bare_cap_and_untrusted_feed(db, settings, server):
     assert counts == {"accepted": 0, "refused": 0, "duplicate": 0, "not_modified": 0}
     with db.session() as s:
         assert s.get(AlertFeed, server.base + "/missing.xml").last_status == "HTTP 404"
-        outcomes = [(m.outcome, m.reason_code, m.source_ref)
-                    for m in s.scalars(select(CapMessage).order_by(CapMessage.id))]
-    assert outcomes == [("refused", "unsigned", server.base + "/a.xml"),
-                        ("accepted", None, server.base + "/b.xml")]
+        outcomes = [
+            (m.outcome, m.reason_code, m.source_ref)
+            for m in s.scalars(select(CapMessage).order_by(CapMessage.id))
+        ]
+    assert outcomes == [
+        ("refused", "unsigned", server.base + "/a.xml"),
+        ("accepted", None, server.base + "/b.xml"),
+    ]
 
 
 async def test_runtime_ticks_and_polls_while_running(db, settings, server):
@@ -131,10 +140,19 @@ async def test_runtime_ticks_and_polls_while_running(db, settings, server):
     from alerts.runtime import AlertRuntime
     from system.root import System
 
-    env = make_env(db, settings, tick_s=0.05, approval_timeout_s=0.2, feed_trusted=True,
-                   feed_interval_s=5, feed_urls=[server.base + "/cap.xml"])
-    server.files["/cap.xml"] = (d.flood("RT-1", communes=["c0"], sender="x@y.vn"),
-                                "application/cap+xml")
+    env = make_env(
+        db,
+        settings,
+        tick_s=0.05,
+        approval_timeout_s=0.2,
+        feed_trusted=True,
+        feed_interval_s=5,
+        feed_urls=[server.base + "/cap.xml"],
+    )
+    server.files["/cap.xml"] = (
+        d.flood("RT-1", communes=["c0"], sender="x@y.vn"),
+        "application/cap+xml",
+    )
     runtime = AlertRuntime(env.alerts)
     await runtime.start()
     try:

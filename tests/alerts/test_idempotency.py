@@ -19,10 +19,12 @@ def alerts_stored(env) -> int:
 
 def test_the_same_key_receives_once_and_another_document_is_refused(env):
     doc = d.flood(communes=["c0"])
-    first = env.alerts.receive(doc, source="api", source_ref="so-vhtt", trusted_source=True,
-                               client_key="cap-2f6a91d0")
-    again = env.alerts.receive(doc, source="api", source_ref="so-vhtt", trusted_source=True,
-                               client_key="cap-2f6a91d0")
+    first = env.alerts.receive(
+        doc, source="api", source_ref="so-vhtt", trusted_source=True, client_key="cap-2f6a91d0"
+    )
+    again = env.alerts.receive(
+        doc, source="api", source_ref="so-vhtt", trusted_source=True, client_key="cap-2f6a91d0"
+    )
     assert first["result"] == "accepted"
     assert again["result"] == "duplicate" and again["replayed"] is True
     assert again["id"] == first["id"]
@@ -30,14 +32,25 @@ def test_the_same_key_receives_once_and_another_document_is_refused(env):
 
     other = d.flood("KTTV-LS-2026-002", communes=["c1"])
     with pytest.raises(IdempotencyKeyReused) as err:
-        env.alerts.receive(other, source="api", source_ref="so-vhtt", trusted_source=True,
-                           client_key="cap-2f6a91d0")
+        env.alerts.receive(
+            other,
+            source="api",
+            source_ref="so-vhtt",
+            trusted_source=True,
+            client_key="cap-2f6a91d0",
+        )
     assert err.value.status == 409 and "yêu cầu khác" in err.value.message
     assert alerts_stored(env) == 1
     with pytest.raises(IdempotencyKeyInvalid, match="8–80 ký tự"):
-        env.alerts.receive(other, source="api", source_ref="so-vhtt", trusted_source=True,
-                           client_key="ngắn")
+        env.alerts.receive(
+            other, source="api", source_ref="so-vhtt", trusted_source=True, client_key="ngắn"
+        )
     # Another sender's keys are their own.
-    env.alerts.receive(other, source="api", source_ref="he-thong-tinh", trusted_source=True,
-                       client_key="cap-2f6a91d0")
+    env.alerts.receive(
+        other,
+        source="api",
+        source_ref="he-thong-tinh",
+        trusted_source=True,
+        client_key="cap-2f6a91d0",
+    )
     assert alerts_stored(env) == 2

@@ -19,16 +19,18 @@ def _rows(body: bytes) -> list[dict[str, str]]:
 
 
 def test_aired_alert_proof_lists_steps_figures_and_every_cluster_not_started(env):
-    out = env.alerts.receive(d.flood(communes=["c0", "c1"]), source="api",
-                             trusted_source=True)
+    out = env.alerts.receive(d.flood(communes=["c0", "c1"]), source="api", trusted_source=True)
     report = env.alerts.report(env.province, out["id"])
     rows = _rows(proof_csv(report))
     assert list(rows[0]) == HEADER
     steps = [r["action"] for r in rows if r["section"] == "step"]
     assert steps[:3] == ["received", "area_matched", "aired"]
     [bid] = out["broadcast_ids"]
-    airing = {r["action"]: r for r in rows if r["section"] == f"airing {bid}"
-              and r["action"] != "not_started"}
+    airing = {
+        r["action"]: r
+        for r in rows
+        if r["section"] == f"airing {bid}" and r["action"] != "not_started"
+    }
     assert airing["targeted"]["value"] == "5" and airing["started"]["value"] == "0"
     assert airing["p99"]["value"] == "" and airing["p99"]["label"] == "99 % cụm loa đã phát"
     # Nothing has played in this test (no fleet): each targeted cluster is listed with why.
@@ -36,14 +38,17 @@ def test_aired_alert_proof_lists_steps_figures_and_every_cluster_not_started(env
     assert missing == sorted(["hvt-01", "hvt-02", "hvt-03", "mp-01", "mp-02"])
     assert all(r["detail"] for r in rows if r["action"] == "not_started")
     assert {r["commune"] for r in rows if r["action"] == "not_started"} == {
-        "Hoàng Văn Thụ", "Mai Pha"}
+        "Hoàng Văn Thụ",
+        "Mai Pha",
+    }
     # JSON is the page's report, whole.
     assert json.loads(proof_json(report))["proof"]["targeted"] == 5
 
 
 def test_formula_like_text_is_written_as_text(env):
-    out = env.alerts.receive(d.flood(communes=["c0"], sender="other@example.org"),
-                             source="api", trusted_source=True)
+    out = env.alerts.receive(
+        d.flood(communes=["c0"], sender="other@example.org"), source="api", trusted_source=True
+    )
     hostile = '=HYPERLINK("http://x","bấm")'
     env.alerts.reject(env.province, out["id"], hostile)
     rows = _rows(proof_csv(env.alerts.report(env.province, out["id"])))

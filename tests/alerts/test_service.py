@@ -15,8 +15,12 @@ from tests.alerts.conftest import TRUSTED, TWO_COMMUNES, make_env
 
 
 def test_trusted_extreme_flood_for_two_communes_airs_at_once_on_exactly_their_clusters(env):
-    out = env.alerts.receive(d.flood(communes=["c0", "c1"]), source="api",
-                             source_ref="he-thong-tinh", trusted_source=True)
+    out = env.alerts.receive(
+        d.flood(communes=["c0", "c1"]),
+        source="api",
+        source_ref="he-thong-tinh",
+        trusted_source=True,
+    )
     assert out["result"] == "accepted"
     assert out["state"] == "airing" and out["decision"] == "auto"
     assert out["clusters"] == 5
@@ -38,8 +42,7 @@ def test_trusted_extreme_flood_for_two_communes_airs_at_once_on_exactly_their_cl
 def test_duplicate_is_recorded_and_ignored(env):
     doc = d.flood(communes=["c0"])
     first = env.alerts.receive(doc, source="api", trusted_source=True)
-    again = env.alerts.receive(doc, source="feed", source_ref="http://x/feed",
-                               trusted_source=True)
+    again = env.alerts.receive(doc, source="feed", source_ref="http://x/feed", trusted_source=True)
     assert again["result"] == "duplicate" and again["alert_id"] == first["id"]
     assert len(env.broadcasts_all()) == 1
     with env.db.session() as s:
@@ -48,8 +51,11 @@ def test_duplicate_is_recorded_and_ignored(env):
 
 
 def test_untrusted_sender_waits_for_approval_and_commune_officer_limits(env):
-    out = env.alerts.receive(d.flood(communes=["c0", "c1"], sender="other@example.org"),
-                             source="api", trusted_source=True)
+    out = env.alerts.receive(
+        d.flood(communes=["c0", "c1"], sender="other@example.org"),
+        source="api",
+        trusted_source=True,
+    )
     assert out["state"] == "pending_approval" and out["broadcast_ids"] == []
     # An officer of one of the two communes may not air it in the other.
     with pytest.raises(AlertForbidden):
@@ -58,20 +64,24 @@ def test_untrusted_sender_waits_for_approval_and_commune_officer_limits(env):
     assert approved["state"] == "airing" and approved["approved_by"] == "so-vhtt"
     assert approved["approved_at"] is not None
     # A moderate alert from the trusted sender also needs approval.
-    mod = env.alerts.receive(d.flood("M-1", communes=["c0"], severity="Moderate"),
-                             source="api", trusted_source=True)
+    mod = env.alerts.receive(
+        d.flood("M-1", communes=["c0"], severity="Moderate"), source="api", trusted_source=True
+    )
     assert mod["state"] == "pending_approval"
     ok = env.alerts.approve(env.officer("Hoàng Văn Thụ"), mod["id"])
     assert ok["state"] == "airing"
 
 
-@pytest.mark.parametrize("maker,state,words", [
-    (lambda: d.flood(communes=["c0"], status="System"), "not_aired", "System"),
-    (lambda: d.flood(communes=["c0"], status="Draft"), "not_aired", "Draft"),
-    (lambda: d.flood(communes=["c0"], expires_in_min=-5), "expired", "hết hiệu lực"),
-    (lambda: d.ack(), "info", "không bao giờ phát"),
-    (lambda: d.flood(communes=["khong-co"]), "not_aired", "Không có cụm loa"),
-])
+@pytest.mark.parametrize(
+    "maker,state,words",
+    [
+        (lambda: d.flood(communes=["c0"], status="System"), "not_aired", "System"),
+        (lambda: d.flood(communes=["c0"], status="Draft"), "not_aired", "Draft"),
+        (lambda: d.flood(communes=["c0"], expires_in_min=-5), "expired", "hết hiệu lực"),
+        (lambda: d.ack(), "info", "không bao giờ phát"),
+        (lambda: d.flood(communes=["khong-co"]), "not_aired", "Không có cụm loa"),
+    ],
+)
 def test_what_never_airs(env, maker, state, words):
     out = env.alerts.receive(maker(), source="api", trusted_source=True)
     assert out["state"] == state, out
@@ -81,18 +91,24 @@ def test_what_never_airs(env, maker, state, words):
 
 def test_exercise_airs_only_on_drill_groups(db, settings):
     env = make_env(db, settings)
-    out = env.alerts.receive(d.flood(communes=["c0", "c1"], status="Exercise"), source="api",
-                             trusted_source=True)
+    out = env.alerts.receive(
+        d.flood(communes=["c0", "c1"], status="Exercise"), source="api", trusted_source=True
+    )
     assert out["state"] == "not_aired" and "diễn tập" in out["state_reason"]
     with db.session() as s:
-        g = SavedGroup(name="Nhóm diễn tập", targets={"nodes": ["hvt-01", "dd-01"]},
-                       created_by="so", created_ms=0)
+        g = SavedGroup(
+            name="Nhóm diễn tập",
+            targets={"nodes": ["hvt-01", "dd-01"]},
+            created_by="so",
+            created_ms=0,
+        )
         s.add(g)
         s.flush()
         gid = g.id
     env.alerts.settings.drill_group_ids = [gid]
-    out = env.alerts.receive(d.flood("EX-2", communes=["c0", "c1"], status="Test"),
-                             source="api", trusted_source=True)
+    out = env.alerts.receive(
+        d.flood("EX-2", communes=["c0", "c1"], status="Test"), source="api", trusted_source=True
+    )
     assert out["state"] == "airing" and out["drill"]
     [bid] = out["broadcast_ids"]
     assert env.nodes_of(bid) == ["hvt-01"]  # in the drill group AND in the area
@@ -103,26 +119,31 @@ def test_exercise_airs_only_on_drill_groups(db, settings):
 def test_update_supersedes_and_stops_the_earlier_alert(env):
     first_doc = d.flood("F-1", communes=["c0"])
     first = env.alerts.receive(first_doc, source="api", trusted_source=True)
-    upd = env.alerts.receive(d.flood("F-2", communes=["c0", "c1"], msg_type="Update",
-                                     references=d.ref_of(first_doc)),
-                             source="api", trusted_source=True)
+    upd = env.alerts.receive(
+        d.flood("F-2", communes=["c0", "c1"], msg_type="Update", references=d.ref_of(first_doc)),
+        source="api",
+        trusted_source=True,
+    )
     assert upd["state"] == "airing" and upd["references"] == [first["id"]]
     old = env.alerts.summary(first["id"])
     assert old["state"] == "superseded" and old["closed_by_id"] == upd["id"]
     assert env.broadcast(first["broadcast_ids"][0]).status == "cancelled"
     assert sorted(env.nodes_of(upd["broadcast_ids"][0])) == TWO_COMMUNES
     # An earthquake report Update whose reference is unknown still stores, never fails.
-    eq = env.alerts.receive(d.earthquake_update(references="trinet@caltech.edu,TRI1,"
-                                                "2003-06-11T20:30:00-07:00"),
-                            source="api", trusted_source=True)
+    eq = env.alerts.receive(
+        d.earthquake_update(references="trinet@caltech.edu,TRI1,2003-06-11T20:30:00-07:00"),
+        source="api",
+        trusted_source=True,
+    )
     assert eq["references"] == [] and eq["state"] == "pending_approval"
 
 
 def test_cancel_stops_it_and_schedules_all_clear(env):
     doc = d.flood("C-1", communes=["c0", "c1"])
     alert = env.alerts.receive(doc, source="api", trusted_source=True)
-    out = env.alerts.receive(d.cancel("C-2", references=d.ref_of(doc)), source="api",
-                             trusted_source=True)
+    out = env.alerts.receive(
+        d.cancel("C-2", references=d.ref_of(doc)), source="api", trusted_source=True
+    )
     assert out["state"] == "info" and "Đã hủy 1" in out["state_reason"]
     old = env.alerts.summary(alert["id"])
     assert old["state"] == "cancelled" and old["next_repeat_at"] is None
@@ -131,15 +152,17 @@ def test_cancel_stops_it_and_schedules_all_clear(env):
     assert clear.priority == "priority" and "bãi bỏ" in clear.tts_text
     assert sorted(env.nodes_of(clear.id)) == TWO_COMMUNES
     # A second Cancel of the same alert changes nothing.
-    again = env.alerts.receive(d.cancel("C-3", references=d.ref_of(doc)), source="api",
-                               trusted_source=True)
+    again = env.alerts.receive(
+        d.cancel("C-3", references=d.ref_of(doc)), source="api", trusted_source=True
+    )
     assert "Không có cảnh báo" in again["state_reason"]
 
 
 def test_repeats_until_expiry_and_reuses_the_audio(db, settings):
     env = make_env(db, settings, repeat_every_min=1)
-    out = env.alerts.receive(d.flood(communes=["c0"], expires_in_min=3), source="api",
-                             trusted_source=True)
+    out = env.alerts.receive(
+        d.flood(communes=["c0"], expires_in_min=3), source="api", trusted_source=True
+    )
     base = env.alerts.clock()
     env.alerts.clock = lambda: base + 61_000
     assert env.alerts.tick()["repeated"] == 1
@@ -155,8 +178,9 @@ def test_repeats_until_expiry_and_reuses_the_audio(db, settings):
 
 def test_unapproved_alert_escalates_to_the_province(db, settings):
     env = make_env(db, settings, approval_timeout_s=60)
-    out = env.alerts.receive(d.flood(communes=["c0"], sender="x@y.vn"), source="api",
-                             trusted_source=True)
+    out = env.alerts.receive(
+        d.flood(communes=["c0"], sender="x@y.vn"), source="api", trusted_source=True
+    )
     base = env.alerts.clock()
     env.alerts.clock = lambda: base + 61_000
     assert env.alerts.tick()["escalated"] == 1
@@ -170,9 +194,11 @@ def test_polygon_and_circle_select_clusters_by_coordinates(db, settings):
     storm = env.alerts.receive(d.thunderstorm(), source="api", trusted_source=True)
     assert storm["state"] == "airing"
     assert sorted(env.nodes_of(storm["broadcast_ids"][0])) == TWO_COMMUNES
-    quake = env.alerts.receive(d.earthquake_update(references="a,b,2003-06-11T20:30:00-07:00",
-                                                   circle="21.85,106.76 1"),
-                               source="api", trusted_source=True)
+    quake = env.alerts.receive(
+        d.earthquake_update(references="a,b,2003-06-11T20:30:00-07:00", circle="21.85,106.76 1"),
+        source="api",
+        trusted_source=True,
+    )
     rep = env.alerts.report(env.province, quake["id"])
     assert sorted(c["node_id"] for c in rep["clusters_detail"]) == ["hvt-01", "hvt-02"]
 
@@ -189,18 +215,19 @@ def test_province_template_per_event(env):
     with pytest.raises(AlertError) as err:
         env.alerts.set_template(env.province, "Lũ quét", "Có {khong_ton_tai}")
     assert "khong_ton_tai" in err.value.message
-    env.alerts.set_template(env.province, "Lũ quét",
-                            "Khẩn cấp! {tieu_de}\nHướng dẫn: {huong_dan}\nLiên hệ: {noi_gui}")
+    env.alerts.set_template(
+        env.province, "Lũ quét", "Khẩn cấp! {tieu_de}\nHướng dẫn: {huong_dan}\nLiên hệ: {noi_gui}"
+    )
     out = env.alerts.receive(d.flood(communes=["c0"]), source="api", trusted_source=True)
     assert env.broadcast(out["broadcast_ids"][0]).tts_text.startswith(
-        "Khẩn cấp! Cảnh báo lũ quét, sạt lở đất cấp 3. Hướng dẫn: Bà con")
+        "Khẩn cấp! Cảnh báo lũ quét, sạt lở đất cấp 3. Hướng dẫn: Bà con"
+    )
 
 
 def test_refused_document_is_stored_with_its_reason_and_nothing_airs(env):
     bad = d.flood(communes=["c0"]).replace(b"<status>Actual", b"<status>Real")
     with pytest.raises(CapRefused) as err:
-        env.alerts.receive(bad, source="api", source_ref="he-thong-tinh",
-                           trusted_source=True)
+        env.alerts.receive(bad, source="api", source_ref="he-thong-tinh", trusted_source=True)
     assert err.value.code == "schema" and err.value.status == 422
     unsigned = d.flood(communes=["c0"])
     with pytest.raises(CapRefused) as err:
@@ -208,8 +235,10 @@ def test_refused_document_is_stored_with_its_reason_and_nothing_airs(env):
     assert err.value.code == "unsigned"
     with env.db.session() as s:
         rows = s.scalars(select(CapMessage).order_by(CapMessage.id)).all()
-        assert [(m.outcome, m.reason_code) for m in rows] == [("refused", "schema"),
-                                                              ("refused", "unsigned")]
+        assert [(m.outcome, m.reason_code) for m in rows] == [
+            ("refused", "schema"),
+            ("refused", "unsigned"),
+        ]
         assert rows[0].raw == bad and "Real" in rows[0].reason
         assert s.scalar(select(AlertStep.id)) is None
     assert env.broadcasts_all() == []
@@ -226,9 +255,12 @@ def test_warning_tones_are_generated_before_the_speech(db, settings):
     assert b.content_id and b.tts_text is None
     meta = store.get(b.content_id)
     path = store.path(b.content_id)
-    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration",
-                            "-of", "csv=p=0", str(path)], capture_output=True, text=True,
-                           check=True)
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     # 3 x 1 s tones + 2 x 0.5 s gaps + 1 s pause = 5 s before a few seconds of speech.
     assert meta.duration_ms > 6_000
     assert abs(float(probe.stdout) * 1000 - meta.duration_ms) < 300
@@ -249,7 +281,10 @@ def test_preview_shows_clusters_by_village_and_changes_nothing(env):
     out = env.alerts.preview(d.flood(communes=["c0", "c1"]))
     assert out["clusters"] == 5 and out["decision"] == "auto"
     assert [(v["commune"], v["village"]) for v in out["by_village"]] == [
-        ("Hoàng Văn Thụ", "Khối 1"), ("Hoàng Văn Thụ", "Khối 2"), ("Mai Pha", "Thôn Nà Chuông")]
+        ("Hoàng Văn Thụ", "Khối 1"),
+        ("Hoàng Văn Thụ", "Khối 2"),
+        ("Mai Pha", "Thôn Nà Chuông"),
+    ]
     assert out["by_village"][0]["clusters"][0]["lat"] == 21.848
     assert out["text"].startswith("Thông báo khẩn cấp về Lũ quét.")
     assert env.alerts.list(env.province)["total"] == 0 and env.broadcasts_all() == []
@@ -281,23 +316,31 @@ def test_the_same_alert_arriving_twice_at_once_airs_once(env):
 
     doc = d.flood("RACE-1", communes=["c0"])
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda src: env.alerts.receive(doc, source=src,
-                                                               trusted_source=True),
-                                ["api", "feed", "upload", "api"]))
-    assert sorted(r["result"] for r in results) == ["accepted", "duplicate", "duplicate",
-                                                    "duplicate"]
+        results = list(
+            pool.map(
+                lambda src: env.alerts.receive(doc, source=src, trusted_source=True),
+                ["api", "feed", "upload", "api"],
+            )
+        )
+    assert sorted(r["result"] for r in results) == [
+        "accepted",
+        "duplicate",
+        "duplicate",
+        "duplicate",
+    ]
     assert len(env.broadcasts_all()) == 1
 
 
 def test_per_sender_rules(db, settings):
-    env = make_env(db, settings, auto_rules={"dieuhanh@langson.gov.vn": ["Moderate"],
-                                             TRUSTED: []})
-    out = env.alerts.receive(d.flood("R-1", communes=["c0"], sender="dieuhanh@langson.gov.vn",
-                                     severity="Moderate"), source="api", trusted_source=True)
+    env = make_env(db, settings, auto_rules={"dieuhanh@langson.gov.vn": ["Moderate"], TRUSTED: []})
+    out = env.alerts.receive(
+        d.flood("R-1", communes=["c0"], sender="dieuhanh@langson.gov.vn", severity="Moderate"),
+        source="api",
+        trusted_source=True,
+    )
     assert out["decision"] == "auto" and out["state"] == "airing"
     # The rule for the hydro-met sender overrides the general list: everything is approved.
-    out = env.alerts.receive(d.flood("R-2", communes=["c0"]), source="api",
-                             trusted_source=True)
+    out = env.alerts.receive(d.flood("R-2", communes=["c0"]), source="api", trusted_source=True)
     assert out["state"] == "pending_approval"
 
 
@@ -306,5 +349,4 @@ def test_a_long_list_of_areas_is_read_short():
 
     _, a = cap.load(d.flood(communes=[f"c{i}" for i in range(9)]))
     text = speech.compose(a, a.info_for(), speech.DEFAULT_TEMPLATE, drill=False)
-    assert "Khu vực ảnh hưởng: Xã c0, Xã c1, Xã c2, Xã c3, Xã c4, Xã c5 và 3 khu vực khác." \
-        in text
+    assert "Khu vực ảnh hưởng: Xã c0, Xã c1, Xã c2, Xã c3, Xã c4, Xã c5 và 3 khu vực khác." in text

@@ -42,8 +42,9 @@ def _reconfigure(api, **content_settings) -> None:
 
 def _upload(api, path, **fields):
     with path.open("rb") as fh:
-        return api.post("/api/v1/content", files={"file": (path.name, fh, "audio/mpeg")},
-                        data=fields)
+        return api.post(
+            "/api/v1/content", files={"file": (path.name, fh, "audio/mpeg")}, data=fields
+        )
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def test_content_api_needs_a_login(api, uploaded):
 def test_refusals_are_4xx_with_their_own_vietnamese_message(api, tmp_path):
     corrupt = make_tone(tmp_path / "good.mp3", 3.0)
     data = bytearray(corrupt.read_bytes())
-    data[len(data) // 3: len(data) // 3 + 3000] = bytes(range(256)) * 11 + bytes(184)
+    data[len(data) // 3 : len(data) // 3 + 3000] = bytes(range(256)) * 11 + bytes(184)
     (tmp_path / "hong.mp3").write_bytes(bytes(data))
     (tmp_path / "vanban.mp3").write_text("không phải âm thanh " * 100, encoding="utf-8")
     cases = {
@@ -109,20 +110,30 @@ def test_size_cap_is_enforced_while_streaming(api, tmp_path):
     boundary = "loa-test-boundary"
 
     def body():  # chunked: no Content-Length, so only the streaming check can stop it
-        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-               f"filename=\"lon.wav\"\r\nContent-Type: audio/wav\r\n\r\n").encode()
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="lon.wav"\r\nContent-Type: audio/wav\r\n\r\n'
+        ).encode()
         for _ in range(100):  # 6.4 MB if it were all read
             yield b"\0" * 65536
         yield f"\r\n--{boundary}--\r\n".encode()
 
-    r = api.post("/api/v1/content", content=body(),
-                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    r = api.post(
+        "/api/v1/content",
+        content=body(),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert r.status_code == 413 and r.json()["code"] == "too_large"
     assert not [p for p in api.store.tmp_dir.rglob("*") if p.is_file()]
     # A declared length over the cap is refused before reading anything.
-    r = api.post("/api/v1/content", content=b"x" * 10,
-                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}",
-                          "Content-Length": "900000000"})
+    r = api.post(
+        "/api/v1/content",
+        content=b"x" * 10,
+        headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Content-Length": "900000000",
+        },
+    )
     assert r.status_code == 413
 
 
@@ -146,8 +157,10 @@ def test_node_download_supports_range_and_etag(api, uploaded):
     tail = api.get(path, headers={**anonymous, "Range": "bytes=-500"})
     assert tail.status_code == 206 and tail.content == whole[-500:]
 
-    assert api.get(path, headers={**anonymous, "If-None-Match": full.headers["etag"]}
-                   ).status_code == 304
+    assert (
+        api.get(path, headers={**anonymous, "If-None-Match": full.headers["etag"]}).status_code
+        == 304
+    )
     head = api.head(path, headers=anonymous)
     assert head.status_code == 200 and int(head.headers["content-length"]) == len(whole)
     assert decode_bytes_ok(whole, tmp_dir=store.tmp_dir)
@@ -169,22 +182,22 @@ def test_node_download_refuses_without_a_valid_token(api, uploaded):
     good = store.node_token(cid, NODE)
     anonymous = {"Authorization": ""}
     assert api.get(f"/media/{cid}.mp3", headers=anonymous).status_code == 401
-    assert api.get(f"/media/{cid}.mp3", params={"node": NODE},
-                   headers=anonymous).status_code == 401
+    assert api.get(f"/media/{cid}.mp3", params={"node": NODE}, headers=anonymous).status_code == 401
     # Someone else's token, a forged one, an unknown node, another item: all forbidden, with
     # one answer (whether a node id exists is not told).
     other = store.node_token(cid, "lso-hd-002")
     answers = set()
     for node, token in ((NODE, other), (NODE, "0" * 64), ("lso-unknown-9", good)):
-        r = api.get(f"/media/{cid}.mp3", params={"node": node, "token": token},
-                    headers=anonymous)
+        r = api.get(f"/media/{cid}.mp3", params={"node": node, "token": token}, headers=anonymous)
         assert r.status_code == 403, (node, r.text)
         answers.add(r.json()["detail"])
     assert len(answers) == 1
     missing = "ct" + "a" * 24
-    r = api.get(f"/media/{missing}.mp3",
-                params={"node": NODE, "token": store.node_token(missing, NODE)},
-                headers=anonymous)
+    r = api.get(
+        f"/media/{missing}.mp3",
+        params={"node": NODE, "token": store.node_token(missing, NODE)},
+        headers=anonymous,
+    )
     assert r.status_code == 404
 
 
@@ -205,14 +218,17 @@ def test_tts_preview_gives_the_spoken_form_and_playable_audio(api):
 
 
 def test_typed_bulletin_becomes_content(api):
-    r = api.post("/api/v1/content/tts", json={"text": "Thông báo lịch cắt điện ngày 02/7.",
-                                              "title": "Lịch cắt điện"})
+    r = api.post(
+        "/api/v1/content/tts",
+        json={"text": "Thông báo lịch cắt điện ngày 02/7.", "title": "Lịch cắt điện"},
+    )
     assert r.status_code == 201, r.text
     item = r.json()
     assert item["source"] == "tts" and item["tts_engine"] == "espeak"
     assert "ngày mồng hai tháng bảy" in item["spoken_text"]
-    r = api.post("/api/v1/content/tts", json={"text": "Pỉ noọng", "title": "Tày",
-                                              "language": "tay"})
+    r = api.post(
+        "/api/v1/content/tts", json={"text": "Pỉ noọng", "title": "Tày", "language": "tay"}
+    )
     assert r.status_code == 422 and r.json()["code"] == "no_voice_for_language"
 
 
@@ -229,14 +245,21 @@ def test_browser_form_upload_with_session_cookie_and_csrf_field(api, settings, d
     browser = {"Authorization": "", "Cookie": f"{SESSION_COOKIE}={cookie}"}
     src = make_tone(tmp_path / "form.wav", 1.5)
     with src.open("rb") as fh:
-        r = api.post("/api/v1/content", headers=browser,
-                     files={"file": (src.name, fh, "audio/wav")},
-                     data={"title": "Từ biểu mẫu", CSRF_FIELD: csrf})
+        r = api.post(
+            "/api/v1/content",
+            headers=browser,
+            files={"file": (src.name, fh, "audio/wav")},
+            data={"title": "Từ biểu mẫu", CSRF_FIELD: csrf},
+        )
     assert r.status_code == 201, r.text
     assert r.json()["title"] == "Từ biểu mẫu"
     with src.open("rb") as fh:
-        r = api.post("/api/v1/content", headers=browser,
-                     files={"file": (src.name, fh, "audio/wav")}, data={"title": "x"})
+        r = api.post(
+            "/api/v1/content",
+            headers=browser,
+            files={"file": (src.name, fh, "audio/wav")},
+            data={"title": "x"},
+        )
     assert r.status_code == 403
 
 
@@ -257,8 +280,10 @@ def test_node_download_tokens_expire_but_outlive_a_scheduled_slot(api, uploaded)
     token = parse_qs(urlparse(store.node_url(cid, NODE, "http://testserver")).query)["token"][0]
     slot_end = minted + sched.dispatch_lead_s + store.cfg.max_duration_s + sched.slot_grace_s
     assert store.token_status(cid, NODE, token, now_s=slot_end) == "ok"
-    assert store.token_status(cid, NODE, token,
-                              now_s=minted + store.cfg.media_token_ttl_s + 61) == "expired"
+    assert (
+        store.token_status(cid, NODE, token, now_s=minted + store.cfg.media_token_ttl_s + 61)
+        == "expired"
+    )
     old = store.node_token(cid, NODE, now_s=minted - store.cfg.media_token_ttl_s - 120)
     r = api.get(f"/media/{cid}.mp3", params={"node": NODE, "token": old}, headers=anonymous)
     assert r.status_code == 403 and "hết hạn" in r.json()["detail"]
@@ -266,6 +291,5 @@ def test_node_download_tokens_expire_but_outlive_a_scheduled_slot(api, uploaded)
     forged = str(int(old.split(".")[0]) + 10 * 86400) + "." + old.split(".")[1]
     r = api.get(f"/media/{cid}.mp3", params={"node": NODE, "token": forged}, headers=anonymous)
     assert r.status_code == 403 and "hết hạn" not in r.json()["detail"]
-    fresh = api.get(f"/media/{cid}.mp3", params={"node": NODE, "token": token},
-                    headers=anonymous)
+    fresh = api.get(f"/media/{cid}.mp3", params={"node": NODE, "token": token}, headers=anonymous)
     assert fresh.status_code == 200

@@ -36,13 +36,26 @@ def test_tts_normalize_prints_the_spoken_form(env, capsys):
     assert cli.main(["tts", "normalize", "UBND xã: 09/13 thôn đạt 100% lúc 17h30"]) == 0
     assert capsys.readouterr().out.strip() == (
         "ủy ban nhân dân xã: chín trên mười ba thôn đạt một trăm phần trăm lúc mười bảy giờ "
-        "ba mươi phút")
+        "ba mươi phút"
+    )
 
 
 def test_tts_say_writes_a_playable_file(env, capsys):
     out = env / "ban-tin.mp3"
-    assert cli.main(["tts", "say", "Kính thưa bà con, ngày 5/7 có lịch tiêm phòng.",
-                     "-o", str(out), "--engine", "gtts"]) == 0
+    assert (
+        cli.main(
+            [
+                "tts",
+                "say",
+                "Kính thưa bà con, ngày 5/7 có lịch tiêm phòng.",
+                "-o",
+                str(out),
+                "--engine",
+                "gtts",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "gtts không dùng được" in captured.err  # no internet here: offline voice used
     d = decode(out)
@@ -54,8 +67,10 @@ def test_tts_say_writes_a_playable_file(env, capsys):
 def test_content_add_and_list(content_env, capsys):
     env = content_env
     src = make_tone(env / "Họp thôn.flac", 1.5)
-    assert cli.main(["content", "add", str(src), "--title", "Họp thôn Nà Pàn",
-                     "--language", "tay"]) == 0
+    assert (
+        cli.main(["content", "add", str(src), "--title", "Họp thôn Nà Pàn", "--language", "tay"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("Đã thêm ct") and "LUFS" in out
     assert cli.main(["content", "list", "--search", "hop thon"]) == 0

@@ -22,8 +22,9 @@ def pipeline(tmp_path) -> AudioPipeline:
     return AudioPipeline(ContentSettings(chime=False), tmp_path / "assets")
 
 
-def _assert_broadcast_ready(path: Path, *, expect_s: float | None, tolerance_s: float = 0.6,
-                            target: float = TARGET) -> Decoded:
+def _assert_broadcast_ready(
+    path: Path, *, expect_s: float | None, tolerance_s: float = 0.6, target: float = TARGET
+) -> Decoded:
     d = decode(path)
     assert d.codec == "mp3"
     assert d.channels == 1
@@ -35,12 +36,25 @@ def _assert_broadcast_ready(path: Path, *, expect_s: float | None, tolerance_s: 
     return d
 
 
-@pytest.mark.parametrize(("suffix", "codec_args"), [
-    (".mp3", ()), (".wav", ()), (".ogg", ("-c:a", "libopus")), (".m4a", ()), (".flac", ()),
-])
+@pytest.mark.parametrize(
+    ("suffix", "codec_args"),
+    [
+        (".mp3", ()),
+        (".wav", ()),
+        (".ogg", ("-c:a", "libopus")),
+        (".m4a", ()),
+        (".flac", ()),
+    ],
+)
 def test_each_accepted_format_becomes_mono_levelled_mp3(tmp_path, pipeline, suffix, codec_args):
-    src = make_tone(tmp_path / f"in{suffix}", 2.0, volume_db=-30, channels=2,
-                    rate=48000 if suffix == ".ogg" else 44100, codec_args=codec_args)
+    src = make_tone(
+        tmp_path / f"in{suffix}",
+        2.0,
+        volume_db=-30,
+        channels=2,
+        rate=48000 if suffix == ".ogg" else 44100,
+        codec_args=codec_args,
+    )
     out = pipeline.process(src, src.name, tmp_path / "out")
     d = _assert_broadcast_ready(out.path, expect_s=2.0)
     # What the pipeline reports is what the decoder sees.
@@ -53,8 +67,9 @@ def test_each_accepted_format_becomes_mono_levelled_mp3(tmp_path, pipeline, suff
 def test_real_speech_is_levelled_and_trimmed(tmp_path, pipeline, speech_wav):
     # Speech with two seconds of silence before and three after, recorded far too quietly.
     padded = tmp_path / "quiet.wav"
-    ffmpeg("-i", str(speech_wav), "-af", "volume=-20dB,adelay=2000:all=1,apad=pad_dur=3",
-           str(padded))
+    ffmpeg(
+        "-i", str(speech_wav), "-af", "volume=-20dB,adelay=2000:all=1,apad=pad_dur=3", str(padded)
+    )
     speech_s = decode(speech_wav).duration_s
     out = pipeline.process(padded, "ghi-am.wav", tmp_path / "out")
     d = _assert_broadcast_ready(out.path, expect_s=None)
@@ -88,6 +103,7 @@ def test_province_target_and_opus_delivery(tmp_path, speech_wav):
 
 # --------------------------------------------------------------------------- refusals
 
+
 def _refusal(pipeline: AudioPipeline, path: Path, filename: str | None = None) -> AudioRejected:
     with pytest.raises(AudioRejected) as info:
         pipeline.process(path, filename or path.name, path.parent / "out")
@@ -102,7 +118,7 @@ def test_corrupt_mp3_is_refused(tmp_path, pipeline):
     good = make_tone(tmp_path / "good.mp3", 6.0)
     data = bytearray(good.read_bytes())
     mid = len(data) // 3
-    data[mid:mid + 3000] = bytes((i * 37 + 11) % 256 for i in range(3000))
+    data[mid : mid + 3000] = bytes((i * 37 + 11) % 256 for i in range(3000))
     bad = tmp_path / "hong.mp3"
     bad.write_bytes(bytes(data))
     err = _refusal(pipeline, bad)
@@ -158,18 +174,25 @@ def test_file_whose_header_understates_its_length_is_stopped_at_the_limit(tmp_pa
     cfg = ContentSettings(chime=False, max_duration_s=10)
     pipeline = AudioPipeline(cfg, tmp_path / "assets")
     short = make_tone(tmp_path / "short.mp3", 2.0, channels=1)
-    long = make_tone(tmp_path / "long.mp3", 30.0, channels=1,
-                     codec_args=("-write_xing", "0", "-id3v2_version", "0"))
+    long = make_tone(
+        tmp_path / "long.mp3",
+        30.0,
+        channels=1,
+        codec_args=("-write_xing", "0", "-id3v2_version", "0"),
+    )
     liar = tmp_path / "liar.mp3"
     liar.write_bytes(short.read_bytes() + long.read_bytes())
     err = _refusal(pipeline, liar)
     assert err.code == "too_long"
 
 
-@pytest.mark.parametrize(("name", "content"), [
-    ("ghi-chu.mp3", "Đây là văn bản, không phải âm thanh.\n" * 50),
-    ("anh.wav", None),  # a PNG picture renamed
-])
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("ghi-chu.mp3", "Đây là văn bản, không phải âm thanh.\n" * 50),
+        ("anh.wav", None),  # a PNG picture renamed
+    ],
+)
 def test_not_audio_is_refused(tmp_path, pipeline, name, content):
     path = tmp_path / name
     if content is None:
@@ -196,10 +219,21 @@ def test_too_large_file_is_refused_before_decoding(tmp_path):
     assert err.code == "too_large" and err.http_status == 413
 
 
-@pytest.mark.parametrize("name", [
-    "../../etc/passwd.mp3", "/etc/passwd.mp3", "thu\\muc.mp3", "..mp3", ".an.mp3",
-    "a\x00b.mp3", "dong\nmoi.mp3", "C:ghi.mp3", "", "x" * 300 + ".mp3",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../etc/passwd.mp3",
+        "/etc/passwd.mp3",
+        "thu\\muc.mp3",
+        "..mp3",
+        ".an.mp3",
+        "a\x00b.mp3",
+        "dong\nmoi.mp3",
+        "C:ghi.mp3",
+        "",
+        "x" * 300 + ".mp3",
+    ],
+)
 def test_path_tricks_in_file_names_are_refused(name):
     with pytest.raises(AudioRejected) as info:
         check_filename(name)
@@ -218,7 +252,7 @@ def test_wav_header_check_handles_streamed_wav(tmp_path, pipeline):
     src = make_tone(tmp_path / "stream.wav", 2.0, channels=1)
     data = bytearray(src.read_bytes())
     at = data.index(b"data") + 4
-    data[at:at + 4] = struct.pack("<I", 0xFFFFFFFF)
+    data[at : at + 4] = struct.pack("<I", 0xFFFFFFFF)
     src.write_bytes(bytes(data))
     out = pipeline.process(src, src.name, tmp_path / "out")
     assert abs(decode(out.path).duration_s - 2.0) < 0.5

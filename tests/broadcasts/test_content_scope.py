@@ -24,25 +24,35 @@ SECRET_TEXT = "Họp chi bộ thôn Nà Pàn lúc 19 giờ, nội dung mật."
 
 @pytest.fixture
 def clients(settings, db, content_settings):
-    ids = make_registry(db, communes={"Đội Cấn": {"Thôn Nà Pàn": ["dc-001"]},
-                                      "Tân Trào": {"Thôn Mới": ["tt-001"]}})
+    ids = make_registry(
+        db, communes={"Đội Cấn": {"Thôn Nà Pàn": ["dc-001"]}, "Tân Trào": {"Thôn Mới": ["tt-001"]}}
+    )
     tokens = {}
     with db.session() as s:
-        for name, role, communes in (("canbo.doican", "commune", [ids["Đội Cấn"]]),
-                                     ("canbo.tantrao", "commune", [ids["Tân Trào"]]),
-                                     ("so.vhtt", "province", [])):
+        for name, role, communes in (
+            ("canbo.doican", "commune", [ids["Đội Cấn"]]),
+            ("canbo.tantrao", "commune", [ids["Tân Trào"]]),
+            ("so.vhtt", "province", []),
+        ):
             user = create_user(s, name, "mat-khau-dai-123", role, communes)
             tokens[name], _ = issue_token(s, user, "api")
     ctx = api_context(settings, db, content=ContentStore(settings, db, content_settings))
     with TestClient(create_app(ctx)) as client:
-        yield {name: {"Authorization": f"Bearer {raw}"} for name, raw in tokens.items()}, \
-            client, ids
+        yield (
+            {name: {"Authorization": f"Bearer {raw}"} for name, raw in tokens.items()},
+            client,
+            ids,
+        )
 
 
 def _upload(client, headers, path, title):
     with path.open("rb") as fh:
-        r = client.post("/api/v1/content", headers=headers, data={"title": title},
-                        files={"file": (path.name, fh, "audio/mpeg")})
+        r = client.post(
+            "/api/v1/content",
+            headers=headers,
+            data={"title": title},
+            files={"file": (path.name, fh, "audio/mpeg")},
+        )
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -51,8 +61,11 @@ def test_an_officer_sees_only_their_communes_content_and_the_provinces(clients, 
     auth, api, ids = clients
     tone = make_tone(tmp_path / "tone.mp3", 1.5)
     mine = _upload(api, auth["canbo.doican"], tone, "Lịch tiêm phòng Đội Cấn")
-    r = api.post("/api/v1/content/tts", headers=auth["canbo.doican"],
-                 json={"text": SECRET_TEXT, "title": "Họp chi bộ", "language": "vi"})
+    r = api.post(
+        "/api/v1/content/tts",
+        headers=auth["canbo.doican"],
+        json={"text": SECRET_TEXT, "title": "Họp chi bộ", "language": "vi"},
+    )
     assert r.status_code == 201, r.text
     spoken = r.json()
     province = _upload(api, auth["so.vhtt"], tone, "Thông báo của tỉnh")
@@ -72,22 +85,27 @@ def test_an_officer_sees_only_their_communes_content_and_the_provinces(clients, 
     assert api.get("/api/v1/content/" + "a" * len(mine["id"]), headers=other).status_code == 404
     # Nor can it be broadcast on their loudspeakers.
     start = datetime.fromtimestamp((now_ms() + 3_600_000) / 1000, tz=ICT).isoformat()
-    body = {"title": "Phát lại", "targets": {"communes": [ids["Tân Trào"]]},
-            "start_at": start, "draft": True}
+    body = {
+        "title": "Phát lại",
+        "targets": {"communes": [ids["Tân Trào"]]},
+        "start_at": start,
+        "draft": True,
+    }
     r = api.post("/api/v1/broadcasts", headers=other, json={**body, "content_id": mine["id"]})
     assert r.status_code == 422 and "Không tìm thấy nội dung" in r.json()["detail"], r.text
-    r = api.post("/api/v1/broadcasts", headers=other,
-                 json={**body, "content_id": province["id"]})
+    r = api.post("/api/v1/broadcasts", headers=other, json={**body, "content_id": province["id"]})
     assert r.status_code == 201, r.text
 
     # The owner sees their own items in full; the province sees everything.
     own = api.get("/api/v1/content", headers=auth["canbo.doican"]).json()
     assert {i["id"] for i in own["items"]} == {mine["id"], spoken["id"], province["id"]}
-    assert api.get(f"/api/v1/content/{spoken['id']}",
-                   headers=auth["canbo.doican"]).json()["spoken_text"]
+    assert api.get(f"/api/v1/content/{spoken['id']}", headers=auth["canbo.doican"]).json()[
+        "spoken_text"
+    ]
     assert api.get("/api/v1/content", headers=auth["so.vhtt"]).json()["total"] == 3
-    assert api.get(f"/api/v1/content/{mine['id']}/audio",
-                   headers=auth["so.vhtt"]).status_code == 200
+    assert (
+        api.get(f"/api/v1/content/{mine['id']}/audio", headers=auth["so.vhtt"]).status_code == 200
+    )
     assert mine["owner_commune_id"] == ids["Đội Cấn"] and province["owner_commune_id"] is None
 
 
@@ -95,8 +113,11 @@ def test_an_officer_cannot_file_content_under_another_commune(clients, tmp_path)
     auth, api, ids = clients
     tone = make_tone(tmp_path / "tone.mp3", 1.0)
     with tone.open("rb") as fh:
-        r = api.post("/api/v1/content", headers=auth["canbo.tantrao"],
-                     data={"title": "Giả mạo", "commune_id": str(ids["Đội Cấn"])},
-                     files={"file": (tone.name, fh, "audio/mpeg")})
+        r = api.post(
+            "/api/v1/content",
+            headers=auth["canbo.tantrao"],
+            data={"title": "Giả mạo", "commune_id": str(ids["Đội Cấn"])},
+            files={"file": (tone.name, fh, "audio/mpeg")},
+        )
     assert r.status_code == 403 and r.json()["detail"] == "Không có quyền"
     assert api.get("/api/v1/content", headers=auth["so.vhtt"]).json()["total"] == 0

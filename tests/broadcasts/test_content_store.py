@@ -24,8 +24,9 @@ DAY_MS = 86_400_000
 @pytest.fixture
 def stored(tmp_path, store: ContentStore):
     src = make_tone(tmp_path / "Thông báo.m4a", 2.5)
-    return store.add_file(src, filename=src.name, title="  Thông báo   tiêm phòng ",
-                          language="vi", creator="canbo.xa")
+    return store.add_file(
+        src, filename=src.name, title="  Thông báo   tiêm phòng ", language="vi", creator="canbo.xa"
+    )
 
 
 def test_added_file_has_truthful_metadata(store: ContentStore, stored):
@@ -37,7 +38,11 @@ def test_added_file_has_truthful_metadata(store: ContentStore, stored):
     assert abs(d.duration_s * 1000 - stored.duration_ms) < 60
     assert stored.title == "Thông báo tiêm phòng"
     assert (stored.mime, stored.language, stored.source, stored.creator) == (
-        "audio/mpeg", "vi", "upload", "canbo.xa")
+        "audio/mpeg",
+        "vi",
+        "upload",
+        "canbo.xa",
+    )
     assert store.get(stored.id) == stored
     details = store.details(stored.id)
     assert details.channels == 1 and details.sample_rate == 44100
@@ -60,9 +65,11 @@ def test_unknown_ids_and_bad_fields(tmp_path, store: ContentStore):
         with pytest.raises(ContentNotFound):
             store.get(bad)
     src = make_tone(tmp_path / "a.wav", 1.0)
-    for kwargs, code in (({"title": "  "}, "empty_title"),
-                         ({"title": "x", "language": "fr"}, "bad_language"),
-                         ({"title": "x", "source": "email"}, "bad_source")):
+    for kwargs, code in (
+        ({"title": "  "}, "empty_title"),
+        ({"title": "x", "language": "fr"}, "bad_language"),
+        ({"title": "x", "source": "email"}, "bad_source"),
+    ):
         with pytest.raises(ContentError) as info:
             store.add_file(src, filename="a.wav", **kwargs)
         assert info.value.code == code
@@ -86,10 +93,21 @@ def _clone(store: ContentStore, meta, **changes) -> str:
 
 
 def test_list_is_newest_first_paged_and_searchable_without_diacritics(store, stored):
-    _clone(store, stored, title="Bản tin tiếng Tày", title_folded="ban tin tieng tay",
-           language="tay", created_ms=stored.created_ms + 1000)
-    _clone(store, stored, title="Lịch cắt điện", title_folded="lich cat dien",
-           created_ms=stored.created_ms + 2000)
+    _clone(
+        store,
+        stored,
+        title="Bản tin tiếng Tày",
+        title_folded="ban tin tieng tay",
+        language="tay",
+        created_ms=stored.created_ms + 1000,
+    )
+    _clone(
+        store,
+        stored,
+        title="Lịch cắt điện",
+        title_folded="lich cat dien",
+        created_ms=stored.created_ms + 2000,
+    )
     items, total = store.list(limit=2)
     assert total == 3 and [d.meta.title for d in items] == ["Lịch cắt điện", "Bản tin tiếng Tày"]
     items, total = store.list(offset=2, limit=2)
@@ -106,8 +124,9 @@ def test_node_url_carries_a_token_bound_to_node_and_content(store, stored, setti
     qs = parse_qs(parsed.query)
     assert qs["node"] == ["lso-dc-001"]
     expires = int(qs["token"][0].split(".")[0])
-    assert qs["token"] == [node_token(settings.resolved_secret_key(), "lso-dc-001", stored.id,
-                                      expires)]
+    assert qs["token"] == [
+        node_token(settings.resolved_secret_key(), "lso-dc-001", stored.id, expires)
+    ]
     assert store.token_ok(stored.id, "lso-dc-001", qs["token"][0])
     assert not store.token_ok(stored.id, "lso-dc-002", qs["token"][0])
     with pytest.raises(ContentNotFound):
@@ -134,14 +153,16 @@ def test_purge_keeps_what_a_live_broadcast_needs(store: ContentStore, stored, db
 
 def test_purge_deletes_a_file_once_no_item_refers_to_it(store: ContentStore, stored):
     path = store.path(stored.id)
-    report = store.purge(in_use=content_in_use, now=stored.created_ms + 10 * 400 * DAY_MS,
-                         retention_days=30)
+    report = store.purge(
+        in_use=content_in_use, now=stored.created_ms + 10 * 400 * DAY_MS, retention_days=30
+    )
     assert report.removed_ids == [stored.id]
     # Young files are protected for an hour (an upload may be landing); later they go.
     assert path.exists()
     os.utime(path, (path.stat().st_atime - 7200, path.stat().st_mtime - 7200))
-    report = store.purge(in_use=content_in_use, now=stored.created_ms + 10 * 400 * DAY_MS,
-                         retention_days=30)
+    report = store.purge(
+        in_use=content_in_use, now=stored.created_ms + 10 * 400 * DAY_MS, retention_days=30
+    )
     assert report.removed_files == 1 and not path.exists()
 
 

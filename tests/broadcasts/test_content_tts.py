@@ -15,8 +15,10 @@ from broadcasts.tts import TtsService, split_sentences
 
 from .conftest import decode
 
-SENTENCE = ("Ủy ban nhân dân xã Hoàng Đồng thông báo: từ ngày 01/7/2025, trạm y tế tiêm "
-            "phòng miễn phí cho trẻ em dưới 5 tuổi, lúc 7h30 sáng.")
+SENTENCE = (
+    "Ủy ban nhân dân xã Hoàng Đồng thông báo: từ ngày 01/7/2025, trạm y tế tiêm "
+    "phòng miễn phí cho trẻ em dưới 5 tuổi, lúc 7h30 sáng."
+)
 
 
 @pytest.fixture
@@ -42,8 +44,9 @@ def test_gtts_without_network_falls_back_to_espeak_and_says_why(tmp_path, caplog
         speech = tts.speak("Xin chào bà con thôn Nà Pàn.", tmp_path / "out.wav")
     assert speech.engine == "espeak"
     assert speech.fallback_reason and "gtts" in speech.fallback_reason
-    assert any("espeak-ng" in r.getMessage() and "gtts" in r.getMessage()
-               for r in caplog.records), caplog.text
+    assert any(
+        "espeak-ng" in r.getMessage() and "gtts" in r.getMessage() for r in caplog.records
+    ), caplog.text
     assert decode(speech.path).duration_s > 1.0
     # Within the retry window gTTS is not tried again (no timeout per bulletin), still logged.
     caplog.clear()
@@ -76,10 +79,15 @@ def test_piper_without_its_model_file_is_a_clear_error(tmp_path):
     assert info.value.code == "piper_model_missing"
 
 
-@pytest.mark.parametrize(("text", "code"), [
-    ("", "empty_text"), ("   \n ", "empty_text"), ("... !!!", "empty_text"),
-    ("a" * 20001, "text_too_long"),
-])
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("", "empty_text"),
+        ("   \n ", "empty_text"),
+        ("... !!!", "empty_text"),
+        ("a" * 20001, "text_too_long"),
+    ],
+)
 def test_unspeakable_text_is_refused(tmp_path, tts, text, code):
     with pytest.raises(TtsError) as info:
         tts.speak(text, tmp_path / "out.wav")
@@ -109,8 +117,12 @@ def test_long_text_is_split_into_sentences_no_longer_than_the_limit():
 
 
 def test_bulletin_is_synthesised_into_the_store(store: ContentStore):
-    meta = synthesize_bulletin(store, "UBND xã thông báo lịch tiêm phòng lúc 17h30.",
-                               title="Lịch tiêm phòng", creator="canbo.xa")
+    meta = synthesize_bulletin(
+        store,
+        "UBND xã thông báo lịch tiêm phòng lúc 17h30.",
+        title="Lịch tiêm phòng",
+        creator="canbo.xa",
+    )
     assert meta.source == "tts" and meta.language == "vi" and meta.creator == "canbo.xa"
     d = decode(store.path(meta.id))
     assert d.channels == 1 and abs(d.integrated_lufs - -16) <= 1.0

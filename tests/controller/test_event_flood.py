@@ -36,17 +36,38 @@ EVENTS = 20_000
 def seed(db, start_ms: int) -> tuple[int, str]:
     make_registry(db, communes={"Xã Bình Gia": {"Thôn Nà Mò": [NODE]}})
     with db.session() as s:
-        b = Broadcast(title="Lịch tiêm phòng", targets={"nodes": [NODE]}, status="scheduled",
-                      stream_url="http://127.0.0.1:1/live", duration_ms=600_000)
+        b = Broadcast(
+            title="Lịch tiêm phòng",
+            targets={"nodes": [NODE]},
+            status="scheduled",
+            stream_url="http://127.0.0.1:1/live",
+            duration_ms=600_000,
+        )
         s.add(b)
         s.flush()
-        a = Airing(broadcast_id=b.id, slot_ms=start_ms, duration_ms=600_000, language="vi",
-                   priority="normal", status="dispatched", dispatched_ms=start_ms - 5_000,
-                   start_at_ms=start_ms, ends_ms=start_ms + 600_000)
+        a = Airing(
+            broadcast_id=b.id,
+            slot_ms=start_ms,
+            duration_ms=600_000,
+            language="vi",
+            priority="normal",
+            status="dispatched",
+            dispatched_ms=start_ms - 5_000,
+            start_at_ms=start_ms,
+            ends_ms=start_ms + 600_000,
+        )
         s.add(a)
         s.flush()
-        s.add(AiringTarget(airing_id=a.id, node_id=NODE, cmd_id="cmd-flood", phase="sent",
-                           events=[], updated_ms=start_ms - 5_000))
+        s.add(
+            AiringTarget(
+                airing_id=a.id,
+                node_id=NODE,
+                cmd_id="cmd-flood",
+                phase="sent",
+                events=[],
+                updated_ms=start_ms - 5_000,
+            )
+        )
         return a.id, wire_broadcast_id(b.id, a.id)
 
 
@@ -60,7 +81,8 @@ async def wait_for(predicate, timeout_s: float) -> None:
 
 
 async def test_twenty_thousand_playback_events_from_one_node_are_bounded_and_counted(
-        mosquitto_broker, settings, db):
+    mosquitto_broker, settings, db
+):
     start = now_ms()
     airing_id, wire = seed(db, start)
     svc = ControllerService(settings_for(settings, mosquitto_broker), db, client_id="ctl-flood")
@@ -72,19 +94,37 @@ async def test_twenty_thousand_playback_events_from_one_node_are_bounded_and_cou
     ingest = svc.ingest
 
     def counted() -> int:
-        return (ingest.accepted["events"] + ingest.rejected["rate_limited"]
-                + ingest.rejected["duplicate_event"])
+        return (
+            ingest.accepted["events"]
+            + ingest.rejected["rate_limited"]
+            + ingest.rejected["duplicate_event"]
+        )
 
     try:
-        async with aiomqtt.Client("127.0.0.1", mosquitto_broker.port, identifier=NODE,
-                                  max_inflight_messages=200) as node:
+        async with aiomqtt.Client(
+            "127.0.0.1", mosquitto_broker.port, identifier=NODE, max_inflight_messages=200
+        ) as node:
             topic = f"loa/v1/nodes/{NODE}/events"
             phases = ("fetched", "started", "finished")
             for first in range(0, EVENTS, 100):
-                await asyncio.gather(*(node.publish(topic, json.dumps({
-                    "type": "playback", "ts": start + i, "broadcast_id": wire,
-                    "phase": phases[i % 3], "at": start + i}).encode(), qos=1)
-                    for i in range(first, first + 100)))
+                await asyncio.gather(
+                    *(
+                        node.publish(
+                            topic,
+                            json.dumps(
+                                {
+                                    "type": "playback",
+                                    "ts": start + i,
+                                    "broadcast_id": wire,
+                                    "phase": phases[i % 3],
+                                    "at": start + i,
+                                }
+                            ).encode(),
+                            qos=1,
+                        )
+                        for i in range(first, first + 100)
+                    )
+                )
         await wait_for(lambda: counted() >= EVENTS, 120)
         assert counted() == EVENTS  # every event applied or counted, none lost silently
         dropped = ingest.rejected["rate_limited"] + ingest.rejected["duplicate_event"]
@@ -93,8 +133,9 @@ async def test_twenty_thousand_playback_events_from_one_node_are_bounded_and_cou
         await ingest.flush()
         with db.session() as s:
             target = s.scalar(select(AiringTarget).where(AiringTarget.airing_id == airing_id))
-            logged = s.scalar(select(func.count()).select_from(NodeEventLog)
-                              .where(NodeEventLog.node_id == NODE))
+            logged = s.scalar(
+                select(func.count()).select_from(NodeEventLog).where(NodeEventLog.node_id == NODE)
+            )
             user = create_user(s, "kythuat", "mat-khau-dai-123", "technician")
             token, _ = issue_token(s, user, "api")
         # One record per kind of event on the target (the first of each), not 20,000.
@@ -103,8 +144,9 @@ async def test_twenty_thousand_playback_events_from_one_node_are_bounded_and_cou
         assert len(json.dumps(target.events)) < 2_000
         assert logged <= 3  # the event log keeps what is new, not the flood
         with TestClient(create_app(api_context(svc.settings, db, controller=svc))) as api:
-            summary = api.get("/api/v1/health/summary",
-                              headers={"Authorization": f"Bearer {token}"}).json()
+            summary = api.get(
+                "/api/v1/health/summary", headers={"Authorization": f"Bearer {token}"}
+            ).json()
         shown = summary["rejected_messages"]
         assert shown.get("rate_limited", 0) + shown.get("duplicate_event", 0) == dropped
     finally:

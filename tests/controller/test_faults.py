@@ -40,7 +40,8 @@ def registry(db):
 
 
 async def test_broker_restart_nodes_and_controller_reconnect_and_queued_command_arrives(
-        tmp_path, settings, db, registry):
+    tmp_path, settings, db, registry
+):
     broker = EmbeddedBroker(kind="mosquitto", data_dir=tmp_path / "broker").start()
     try:
         cfg = settings_for(settings, broker, heartbeat_s=1)
@@ -53,8 +54,9 @@ async def test_broker_restart_nodes_and_controller_reconnect_and_queued_command_
             # One node is away (clean stop) when a command is sent: its persistent session
             # queues it, and the queue must survive the broker restart.
             await fleet.stop_node(NODES[0])
-            await svc.commands.send(NODES[0], VolumeCmd(cmd_id="vol-33", issued_at=now_ms(),
-                                                        level=33))
+            await svc.commands.send(
+                NODES[0], VolumeCmd(cmd_id="vol-33", issued_at=now_ms(), level=33)
+            )
             await asyncio.sleep(0.5)
             broker.restart()
             await wait_for(lambda: svc.connected.is_set(), 20)
@@ -67,10 +69,10 @@ async def test_broker_restart_nodes_and_controller_reconnect_and_queued_command_
         broker.cleanup()
 
 
-async def test_flapping_node_gives_one_transition_per_real_change(broker, settings, db,
-                                                                  registry):
-    svc = ControllerService(settings_for(settings, broker, heartbeat_s=1), db,
-                            client_id=f"ctl-flap-{broker.kind}")
+async def test_flapping_node_gives_one_transition_per_real_change(broker, settings, db, registry):
+    svc = ControllerService(
+        settings_for(settings, broker, heartbeat_s=1), db, client_id=f"ctl-flap-{broker.kind}"
+    )
     await svc.start()
     await svc.wait_connected()
     node = NODES[1]
@@ -82,9 +84,11 @@ async def test_flapping_node_gives_one_transition_per_real_change(broker, settin
             await wait_for(lambda: svc.ingest.fleet.nodes[node].state == "offline", 10)
     await svc.stop()
     with db.session() as s:
-        rows = s.execute(select(NodeTransition.to_state, NodeTransition.cause)
-                         .where(NodeTransition.node_id == node)
-                         .order_by(NodeTransition.at_ms, NodeTransition.id)).all()
+        rows = s.execute(
+            select(NodeTransition.to_state, NodeTransition.cause)
+            .where(NodeTransition.node_id == node)
+            .order_by(NodeTransition.at_ms, NodeTransition.id)
+        ).all()
     states = [r.to_state for r in rows]
     # online (status) -> online+audible (first heartbeat) -> offline (will), four times.
     assert states.count("offline") == 4
@@ -93,12 +97,21 @@ async def test_flapping_node_gives_one_transition_per_real_change(broker, settin
 
 
 def _controller_process(settings, client_id: str) -> subprocess.Popen:
-    env = {**os.environ, "LOA_DATABASE_URL": settings.database_url,
-           "LOA_MQTT_PORT": str(settings.mqtt_port), "LOA_DATA_DIR": str(settings.data_dir),
-           "LOA_CONTROLLER_CLIENT_ID": client_id, "LOA_FLUSH_INTERVAL_S": "0.2",
-           "LOA_LOG_LEVEL": "WARNING"}
-    return subprocess.Popen([sys.executable, "-m", "system", "controller"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "LOA_DATABASE_URL": settings.database_url,
+        "LOA_MQTT_PORT": str(settings.mqtt_port),
+        "LOA_DATA_DIR": str(settings.data_dir),
+        "LOA_CONTROLLER_CLIENT_ID": client_id,
+        "LOA_FLUSH_INTERVAL_S": "0.2",
+        "LOA_LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "system", "controller"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _live_states(db) -> dict[str, str]:
@@ -107,16 +120,23 @@ def _live_states(db) -> dict[str, str]:
 
 
 async def test_controller_kill_9_and_restart_rebuilds_state_without_false_outages(
-        mosquitto_broker, settings, db, registry):
+    mosquitto_broker, settings, db, registry
+):
     cfg = settings_for(settings, mosquitto_broker, heartbeat_s=1)
     proc = _controller_process(cfg, "ctl-kill9")
     try:
-        async with Fleet(mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=1,
-                         keepalive_s=5) as fleet:
+        async with Fleet(
+            mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=1, keepalive_s=5
+        ) as fleet:
             await fleet.start(NODES)
             # Up = online or degraded (a simulated signal may dip below the threshold).
-            await wait_for(lambda: set(_live_states(db).values()) <= UP
-                           and len(_live_states(db)) == len(NODES), 30, step=0.3)
+            await wait_for(
+                lambda: (
+                    set(_live_states(db).values()) <= UP and len(_live_states(db)) == len(NODES)
+                ),
+                30,
+                step=0.3,
+            )
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             killed_at = now_ms()
@@ -124,8 +144,11 @@ async def test_controller_kill_9_and_restart_rebuilds_state_without_false_outage
             proc = _controller_process(cfg, "ctl-kill9")
             await asyncio.sleep(4)  # > 3 x heartbeat_s: a lost state would show as outages
             with db.session() as s:
-                outages = s.scalar(select(func.count()).select_from(NodeTransition).where(
-                    NodeTransition.to_state == "offline", NodeTransition.at_ms >= killed_at))
+                outages = s.scalar(
+                    select(func.count())
+                    .select_from(NodeTransition)
+                    .where(NodeTransition.to_state == "offline", NodeTransition.at_ms >= killed_at)
+                )
             assert outages == 0
             assert set(_live_states(db).values()) <= UP
             # And the restarted controller still sees a real outage.
@@ -137,9 +160,11 @@ async def test_controller_kill_9_and_restart_rebuilds_state_without_false_outage
 
 
 async def test_database_refusing_writes_keeps_everything_until_it_accepts_again(
-        mosquitto_broker, settings, db, registry):
-    svc = ControllerService(settings_for(settings, mosquitto_broker, heartbeat_s=1), db,
-                            client_id="ctl-diskfull")
+    mosquitto_broker, settings, db, registry
+):
+    svc = ControllerService(
+        settings_for(settings, mosquitto_broker, heartbeat_s=1), db, client_id="ctl-diskfull"
+    )
     full = {"on": False}
 
     @event.listens_for(db.engine, "before_cursor_execute")
@@ -164,23 +189,28 @@ async def test_database_refusing_writes_keeps_everything_until_it_accepts_again(
         await wait_for(lambda: svc.ingest.batch.empty() and not svc.ingest._dirty, 10)
     await svc.stop()
     with db.session() as s:
-        written = s.scalars(select(NodeTransition).where(
-            NodeTransition.node_id.in_(NODES[:4]))).all()
+        written = s.scalars(
+            select(NodeTransition).where(NodeTransition.node_id.in_(NODES[:4]))
+        ).all()
     # Each node: online on status, audible on first heartbeat, offline on clean stop.
     assert sorted({t.node_id for t in written}) == NODES[:4]
-    assert all(any(t.to_state in UP and t.available for t in written if t.node_id == n)
-               for n in NODES[:4])
+    assert all(
+        any(t.to_state in UP and t.available for t in written if t.node_id == n) for n in NODES[:4]
+    )
 
 
 @pytest.mark.parametrize("offset_ms", [5 * 60_000, -5 * 60_000])
 async def test_node_clock_five_minutes_off_is_flagged_not_refused(
-        mosquitto_broker, settings, db, registry, offset_ms):
-    svc = ControllerService(settings_for(settings, mosquitto_broker, heartbeat_s=1), db,
-                            client_id="ctl-skew")
+    mosquitto_broker, settings, db, registry, offset_ms
+):
+    svc = ControllerService(
+        settings_for(settings, mosquitto_broker, heartbeat_s=1), db, client_id="ctl-skew"
+    )
     await svc.start()
     await svc.wait_connected()
-    async with Fleet(mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=1,
-                     clock_offset_ms=offset_ms) as fleet:
+    async with Fleet(
+        mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=1, clock_offset_ms=offset_ms
+    ) as fleet:
         await fleet.start(NODES[:1])
         await wait_for(lambda: svc.ingest.fleet.nodes[NODES[0]].state in UP, 10)
     skew = svc.ingest.fleet.nodes[NODES[0]].clock_skew_ms
@@ -192,9 +222,11 @@ async def test_node_clock_five_minutes_off_is_flagged_not_refused(
 
 
 async def test_heartbeat_from_far_future_is_refused_and_the_next_good_one_applies(
-        mosquitto_broker, settings, db, registry):
-    svc = ControllerService(settings_for(settings, mosquitto_broker, heartbeat_s=1), db,
-                            client_id="ctl-future")
+    mosquitto_broker, settings, db, registry
+):
+    svc = ControllerService(
+        settings_for(settings, mosquitto_broker, heartbeat_s=1), db, client_id="ctl-future"
+    )
     await svc.start()
     await svc.wait_connected()
     async with aiomqtt.Client(mosquitto_broker.host, mosquitto_broker.port) as c:

@@ -21,11 +21,25 @@ from tests.factories import make_registry
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12), children, max_size=6), max_leaves=20)
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
+    max_leaves=20,
+)
 
-HB_FIELDS = ["seq", "ts", "uptime_s", "volume", "amp", "speakers_ok", "speakers_total",
-             "power", "net", "rssi_dbm", "playing"]
+HB_FIELDS = [
+    "seq",
+    "ts",
+    "uptime_s",
+    "volume",
+    "amp",
+    "speakers_ok",
+    "speakers_total",
+    "power",
+    "net",
+    "rssi_dbm",
+    "playing",
+]
 
 
 @st.composite
@@ -39,16 +53,21 @@ def mutated_heartbeat(draw) -> bytes:
     return json.dumps(body).encode()
 
 
-payloads = st.one_of(st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode()),
-                     mutated_heartbeat())
+payloads = st.one_of(
+    st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode()), mutated_heartbeat()
+)
 channels = st.sampled_from(["heartbeat", "status", "events", "cmd", "bogus"])
 
 
-@settings(max_examples=1000, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=1000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(channel=channels, payload=payloads)
 def test_any_payload_on_any_channel_is_applied_or_counted_never_raised(
-        ingest_fixture, channel, payload):
+    ingest_fixture, channel, payload
+):
     ing = ingest_fixture
     before = sum(ing.rejected.values()) + sum(ing.accepted.values())
     ing.handle(f"loa/v1/nodes/fuzz-node/{channel}", payload)
@@ -74,12 +93,12 @@ def ingest_fixture(tmp_path_factory):
 
 
 async def test_two_thousand_random_payloads_on_a_real_broker_leave_the_controller_serving(
-        mosquitto_broker, settings, db):
+    mosquitto_broker, settings, db
+):
     """The issue's acceptance: 2,000 random payloads on a node's topics, each counted, and a
     good heartbeat right after them is applied."""
     make_registry(db, communes={"Tú Xuyên": {"Thôn Khòn Pát": ["storm-01"]}})
-    svc = ControllerService(settings_for(settings, mosquitto_broker), db,
-                            client_id="ctl-storm")
+    svc = ControllerService(settings_for(settings, mosquitto_broker), db, client_id="ctl-storm")
     await svc.start()
     await svc.wait_connected()
     rng = random.Random(83)
@@ -104,8 +123,13 @@ async def test_two_thousand_random_payloads_on_a_real_broker_leave_the_controlle
             await c.publish(f"loa/v1/nodes/storm-01/{channel}", payload, qos=1)
             sent_bad += 1
         await c.publish("loa/v1/nodes/storm-01/heartbeat", heartbeat(4242).encode(), qos=1)
-    await wait_for(lambda: (svc.ingest.fleet.nodes["storm-01"].heartbeat is not None
-                            and svc.ingest.fleet.nodes["storm-01"].heartbeat.seq == 4242), 30)
+    await wait_for(
+        lambda: (
+            svc.ingest.fleet.nodes["storm-01"].heartbeat is not None
+            and svc.ingest.fleet.nodes["storm-01"].heartbeat.seq == 4242
+        ),
+        30,
+    )
     rejected_total = sum(svc.ingest.rejected.values())
     # status payloads that happen to be valid JSON objects may be accepted only if valid;
     # every one of the 2,000 was either counted as a rejection or validly applied.

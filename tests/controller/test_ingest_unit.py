@@ -16,9 +16,19 @@ T0 = 1_790_000_000_000
 
 
 def hb(seq=0, ts=T0, **over) -> bytes:
-    body = {"seq": seq, "ts": ts, "uptime_s": 10, "volume": 70, "amp": "ok", "speakers_ok": 2,
-            "speakers_total": 2, "power": "mains", "net": "4g", "rssi_dbm": -80,
-            "playing": None}
+    body = {
+        "seq": seq,
+        "ts": ts,
+        "uptime_s": 10,
+        "volume": 70,
+        "amp": "ok",
+        "speakers_ok": 2,
+        "speakers_total": 2,
+        "power": "mains",
+        "net": "4g",
+        "rssi_dbm": -80,
+        "playing": None,
+    }
     body.update(over)
     return json.dumps(body).encode()
 
@@ -81,8 +91,7 @@ def test_each_bad_payload_is_counted_by_reason_and_good_ones_around_apply(settin
     assert pending is not None and pending.messages == 1
 
 
-def test_silent_node_goes_offline_after_three_heartbeats_and_transitions_are_stored(
-        settings, db):
+def test_silent_node_goes_offline_after_three_heartbeats_and_transitions_are_stored(settings, db):
     ing = make(settings, db)
     ing.handle(topic("node-a", "status"), b'{"online": true}', T0)
     ing.handle(topic("node-a", "heartbeat"), hb(), T0)
@@ -97,7 +106,7 @@ def test_silent_node_goes_offline_after_three_heartbeats_and_transitions_are_sto
         samples = s.scalars(select(HeartbeatSample)).all()
     assert [(r.from_state, r.to_state, r.cause) for r in rows] == [
         ("unknown", "online", "status_online"),  # online on status, awaiting heartbeat
-        ("online", "online", "heartbeat"),       # first heartbeat: now audible
+        ("online", "online", "heartbeat"),  # first heartbeat: now audible
         ("online", "offline", "heartbeat_timeout"),
     ]
     assert [r.available for r in rows] == [False, True, False]
@@ -143,10 +152,14 @@ def test_odd_text_from_a_node_is_stored_without_failing_the_flush(settings, db):
     would fail the whole batch and every retry of it. The flush stores them cut and cleaned."""
     ing = make(settings, db)
     long_fw, long_boot = "2.1.0-" + "x" * 60, "b" * 100
-    assert ing.handle(topic("node-a", "status"), json.dumps(
-        {"online": True, "fw": long_fw, "boot_id": long_boot}).encode(), T0)
-    assert ing.handle(topic("node-b", "status"), json.dumps(
-        {"online": True, "fw": "2.1\u00000"}).encode(), T0)
+    assert ing.handle(
+        topic("node-a", "status"),
+        json.dumps({"online": True, "fw": long_fw, "boot_id": long_boot}).encode(),
+        T0,
+    )
+    assert ing.handle(
+        topic("node-b", "status"), json.dumps({"online": True, "fw": "2.1\u00000"}).encode(), T0
+    )
     assert not ing.handle(topic("ghost-9", "heartbeat"), "\x00\x01 firmware lạ".encode(), T0 + 1)
     assert not ing.handle(topic("node-a", "heartbeat"), b'{"seq": "\x00"}', T0 + 2)
     assert asyncio.run(ing.flush()) is True

@@ -23,10 +23,16 @@ async def test_a_stop_ends_the_loop_even_when_a_cancellation_was_swallowed(mosqu
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(30)
 
-    task = asyncio.create_task(stay_connected(
-        lambda: aiomqtt.Client(mosquitto_broker.host, mosquitto_broker.port,
-                               identifier="loa-stop-test"),
-        on_up, lambda: None, stopping))
+    task = asyncio.create_task(
+        stay_connected(
+            lambda: aiomqtt.Client(
+                mosquitto_broker.host, mosquitto_broker.port, identifier="loa-stop-test"
+            ),
+            on_up,
+            lambda: None,
+            stopping,
+        )
+    )
     await asyncio.wait_for(subscribing.wait(), 10)
     stopping.set()
     task.cancel()

@@ -18,16 +18,30 @@ from tests.factories import make_registry
 
 @pytest.fixture
 def api(settings, db):
-    ids = make_registry(db, communes={
-        "Đội Cấn": {"Thôn Nà Pàn": ["dc-01", "dc-02"]},
-        "Hữu Lễ": {"Thôn Pá Lò": ["hl-01"]},
-    })
+    ids = make_registry(
+        db,
+        communes={
+            "Đội Cấn": {"Thôn Nà Pàn": ["dc-01", "dc-02"]},
+            "Hữu Lễ": {"Thôn Pá Lò": ["hl-01"]},
+        },
+    )
     ensure_demo_accounts(db)
     ing = Ingest(settings, db)
     ing.load_registry()
     t = now_ms()
-    hb = {"seq": 0, "ts": t, "uptime_s": 1, "volume": 50, "amp": "fault", "speakers_ok": 1,
-          "speakers_total": 2, "power": "mains", "net": "4g", "rssi_dbm": -70, "playing": None}
+    hb = {
+        "seq": 0,
+        "ts": t,
+        "uptime_s": 1,
+        "volume": 50,
+        "amp": "fault",
+        "speakers_ok": 1,
+        "speakers_total": 2,
+        "power": "mains",
+        "net": "4g",
+        "rssi_dbm": -70,
+        "playing": None,
+    }
     ing.handle("loa/v1/nodes/dc-01/status", b'{"online": true}', t)
     ing.handle("loa/v1/nodes/dc-01/heartbeat", json.dumps(hb).encode(), t)
     ing.handle("loa/v1/nodes/hl-01/heartbeat", b"garbage", t)
@@ -45,8 +59,7 @@ def api(settings, db):
 def test_summary_is_public_and_counts_states_and_rejections(api):
     client, _, _ = api
     body = client.get("/api/v1/health/summary").json()
-    assert body["nodes"] == {"total": 3, "online": 0, "degraded": 1, "offline": 0,
-                             "unknown": 2}
+    assert body["nodes"] == {"total": 3, "online": 0, "degraded": 1, "offline": 0, "unknown": 2}
     assert body["rejected_messages"] == {"not_json": 1}
 
 
@@ -63,8 +76,9 @@ def test_nodes_need_a_login_and_a_commune_officer_sees_only_their_commune(api):
     outside = client.get("/api/v1/nodes/hl-01", headers=officer)
     missing = client.get("/api/v1/nodes/hl-99", headers=officer)
     assert outside.status_code == missing.status_code == 404
-    assert outside.json()["detail"].replace("hl-01", "X") == \
-        missing.json()["detail"].replace("hl-99", "X")
+    assert outside.json()["detail"].replace("hl-01", "X") == missing.json()["detail"].replace(
+        "hl-99", "X"
+    )
     detail = client.get("/api/v1/nodes/dc-01", headers=officer).json()
     assert detail["state"] == "degraded"
     assert detail["reasons"] == ["amp_fault", "speaker_line"]
@@ -76,8 +90,9 @@ def test_nodes_need_a_login_and_a_commune_officer_sees_only_their_commune(api):
 def test_filters_search_without_diacritics_and_paging(api):
     client, login, ids = api
     h = login("technician")
-    assert [n["id"] for n in client.get("/api/v1/nodes?state=degraded", headers=h)
-            .json()["items"]] == ["dc-01"]
+    assert [
+        n["id"] for n in client.get("/api/v1/nodes?state=degraded", headers=h).json()["items"]
+    ] == ["dc-01"]
     found = client.get("/api/v1/nodes", params={"q": "huu le"}, headers=h).json()
     assert [n["id"] for n in found["items"]] == ["hl-01"]
     page = client.get("/api/v1/nodes?limit=2&offset=2", headers=h).json()

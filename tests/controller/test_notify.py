@@ -48,8 +48,9 @@ class Inbox:
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
         self.raw.append(envelope.content)
-        self.messages.append(email.message_from_bytes(envelope.content,
-                                                      policy=email.policy.default))
+        self.messages.append(
+            email.message_from_bytes(envelope.content, policy=email.policy.default)
+        )
         return "250 OK"
 
 
@@ -96,20 +97,30 @@ def receiver():
 
 @pytest.fixture
 def place(db):
-    ids = make_registry(db, communes={"Đội Cấn": {"Thôn Nà Pàn": ["dc-01"]},
-                                      "Tân Trào": {"Thôn Tân Lập": ["tt-01"]}})
+    ids = make_registry(
+        db,
+        communes={"Đội Cấn": {"Thôn Nà Pàn": ["dc-01"]}, "Tân Trào": {"Thôn Tân Lập": ["tt-01"]}},
+    )
     with db.session() as s:
         s.get(Node, "dc-01").label = "Nhà văn hóa"
-        for name, role, communes in (("kythuat", "technician", [ids["Đội Cấn"]]),
-                                     ("xa.tt", "commune", [ids["Tân Trào"]])):
+        for name, role, communes in (
+            ("kythuat", "technician", [ids["Đội Cấn"]]),
+            ("xa.tt", "commune", [ids["Tân Trào"]]),
+        ):
             create_user(s, name, "mat-khau-dai-123", role, communes)
     return ids
 
 
 def raise_alarm(db, ids, kind="offline", node="dc-01", commune="Đội Cấn") -> int:
     with db.session() as s:
-        a = Alarm(node_id=node, kind=kind, commune_id=ids[commune], first_seen_ms=now_ms(),
-                  raised_ms=now_ms(), detail="3 lần mất kết nối trong 1 giờ qua")
+        a = Alarm(
+            node_id=node,
+            kind=kind,
+            commune_id=ids[commune],
+            first_seen_ms=now_ms(),
+            raised_ms=now_ms(),
+            detail="3 lần mất kết nối trong 1 giờ qua",
+        )
         s.add(a)
         s.flush()
         return a.id
@@ -121,23 +132,34 @@ LOOPBACK = "127.0.0.0/8"  # where the test's SMTP server and webhook receiver li
 def subscribe(db, username, channel, address, **kw) -> None:
     scope = user_scope(db)(username)
     with db.session() as s:
-        save_subscription(s, username, channel, address=address,
-                          severities=kw.get("severities", [3, 2, 1]),
-                          communes=kw.get("communes", []), active=True,
-                          secret=kw.get("secret"), scope=scope,
-                          webhook_networks=LOOPBACK)
+        save_subscription(
+            s,
+            username,
+            channel,
+            address=address,
+            severities=kw.get("severities", [3, 2, 1]),
+            communes=kw.get("communes", []),
+            active=True,
+            secret=kw.get("secret"),
+            scope=scope,
+            webhook_networks=LOOPBACK,
+        )
 
 
 def notifier(db, port: int, **kw) -> Notifier:
-    cfg = NotifyConfig(smtp_host="127.0.0.1", smtp_port=port, smtp_from="loa@tinh.gov.vn",
-                       webhook_networks=LOOPBACK,
-                       timeout_s=kw.pop("timeout_s", 5.0), retry_s=kw.pop("retry_s", 30.0),
-                       **kw)
+    cfg = NotifyConfig(
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        smtp_from="loa@tinh.gov.vn",
+        webhook_networks=LOOPBACK,
+        timeout_s=kw.pop("timeout_s", 5.0),
+        retry_s=kw.pop("retry_s", 30.0),
+        **kw,
+    )
     return Notifier(db, cfg, user_scope(db))
 
 
-def test_an_alarm_reaches_the_smtp_server_and_the_webhook_in_vietnamese(db, place, smtp,
-                                                                        receiver):
+def test_an_alarm_reaches_the_smtp_server_and_the_webhook_in_vietnamese(db, place, smtp, receiver):
     subscribe(db, "kythuat", "email", "kythuat@doican.gov.vn")
     subscribe(db, "kythuat", "webhook", receiver.url, secret="bi-mat-zalo")
     subscribe(db, "xa.tt", "email", "xa@tantrao.gov.vn")  # another commune: nothing for them
@@ -148,8 +170,9 @@ def test_an_alarm_reaches_the_smtp_server_and_the_webhook_in_vietnamese(db, plac
     assert len(smtp.messages) == 1
     msg = smtp.messages[0]
     assert msg["To"] == "kythuat@doican.gov.vn"
-    assert msg["Subject"] == ("[Loa] Mất kết nối: Thôn Nà Pàn – Nhà văn hóa, xã Đội Cấn "
-                              "(Nghiêm trọng)")
+    assert msg["Subject"] == (
+        "[Loa] Mất kết nối: Thôn Nà Pàn – Nhà văn hóa, xã Đội Cấn (Nghiêm trọng)"
+    )
     assert b"=?utf-8?" in smtp.raw[0]  # the subject is MIME-encoded, not raw bytes
     assert msg.get_content_type() == "text/plain" and msg.get_content_charset() == "utf-8"
     body = msg.get_content()
@@ -180,9 +203,17 @@ def test_severities_and_communes_choose_what_is_sent(db, place, smtp):
     raise_alarm(db, place, kind="weak_signal")
     # A commune officer cannot ask for another commune's alarms.
     with db.session() as s, pytest.raises(NotifyError, match="không thuộc phạm vi"):
-        save_subscription(s, "xa.tt", "email", address="a@b.vn", severities=[3],
-                          communes=[place["Đội Cấn"]], active=True, secret=None,
-                          scope=user_scope(db)("xa.tt"))
+        save_subscription(
+            s,
+            "xa.tt",
+            "email",
+            address="a@b.vn",
+            severities=[3],
+            communes=[place["Đội Cấn"]],
+            active=True,
+            secret=None,
+            scope=user_scope(db)("xa.tt"),
+        )
     assert notifier(db, smtp.port).run_once()["queued"] == 0
     raise_alarm(db, place, kind="offline")
     assert notifier(db, smtp.port).run_once()["sent"] == 1
@@ -238,8 +269,9 @@ def test_a_hung_smtp_server_does_not_stall_the_event_loop(db, place):
     threading.Thread(target=accept, daemon=True).start()
     subscribe(db, "kythuat", "email", "kythuat@doican.gov.vn")
     raise_alarm(db, place)
-    service = NotificationService(notifier(db, listener.getsockname()[1], timeout_s=3.0,
-                                           interval_s=0.1))
+    service = NotificationService(
+        notifier(db, listener.getsockname()[1], timeout_s=3.0, interval_s=0.1)
+    )
 
     async def scenario() -> tuple[int, str]:
         await service.start()
@@ -274,21 +306,32 @@ def test_settings_api_refuses_bad_input_in_vietnamese(settings, db, place, recei
         c.headers["Authorization"] = f"Bearer {raw}"
         r = c.put("/api/v1/notifications/me/email", json={"address": "khong-phai-email"})
         assert r.status_code == 422 and "không hợp lệ" in r.json()["detail"]
-        r = c.put("/api/v1/notifications/me/email",
-                  json={"address": "a@b.vn", "communes": [place["Tân Trào"]]})
+        r = c.put(
+            "/api/v1/notifications/me/email",
+            json={"address": "a@b.vn", "communes": [place["Tân Trào"]]},
+        )
         assert r.status_code == 422 and "không thuộc phạm vi" in r.json()["detail"]
         r = c.put("/api/v1/notifications/me/webhook", json={"address": "ftp://x", "secret": "k"})
         assert r.status_code == 422 and "webhook" in r.json()["detail"]
         # Server-side request forgery: the server would post into its own networks.
-        for inside in ("http://169.254.169.254/latest/meta-data", "http://10.0.0.5/sms",
-                       "http://localhost:8080/x", "http://gateway.local/x",
-                       "http://[::1]/x", "http://user:pw@sms.example.vn/x"):
+        for inside in (
+            "http://169.254.169.254/latest/meta-data",
+            "http://10.0.0.5/sms",
+            "http://localhost:8080/x",
+            "http://gateway.local/x",
+            "http://[::1]/x",
+            "http://user:pw@sms.example.vn/x",
+        ):
             r = c.put("/api/v1/notifications/me/webhook", json={"address": inside})
             assert r.status_code == 422, (inside, r.text)
-            assert "Không dùng được địa chỉ webhook" in r.json()["detail"] or \
-                "tên đăng nhập" in r.json()["detail"], r.json()
-        r = c.put("/api/v1/notifications/me/webhook",
-                  json={"address": receiver.url, "secret": "k", "severities": [3, 2]})
+            assert (
+                "Không dùng được địa chỉ webhook" in r.json()["detail"]
+                or "tên đăng nhập" in r.json()["detail"]
+            ), r.json()
+        r = c.put(
+            "/api/v1/notifications/me/webhook",
+            json={"address": receiver.url, "secret": "k", "severities": [3, 2]},
+        )
         assert r.status_code == 200 and r.json()["signed"] is True
         got = c.get("/api/v1/notifications/me").json()
         assert got["webhook"]["severities"] == [2, 3] and got["email"] is None
@@ -302,14 +345,24 @@ def test_a_webhook_is_checked_again_when_it_is_sent(db, receiver):
     rebinding): the sender refuses an internal address whatever the subscription said."""
     from controller.notify import AlarmNotice, DeliveryError
 
-    notice = AlarmNotice(alarm_id=1, kind="offline", label="Mất kết nối", severity=3,
-                         severity_label="Nghiêm trọng", place="Thôn Nà Pàn – Cụm 1",
-                         commune="Đội Cấn", commune_id=None, raised_ms=now_ms(), detail="",
-                         node_id="dc-001")
+    notice = AlarmNotice(
+        alarm_id=1,
+        kind="offline",
+        label="Mất kết nối",
+        severity=3,
+        severity_label="Nghiêm trọng",
+        place="Thôn Nà Pàn – Cụm 1",
+        commune="Đội Cấn",
+        commune_id=None,
+        raised_ms=now_ms(),
+        detail="",
+        node_id="dc-001",
+    )
     closed = Notifier(db, NotifyConfig(), lambda _u: None)
     with pytest.raises(DeliveryError, match="trỏ vào địa chỉ loopback"):
         closed.send_webhook(receiver.url, None, notice)
     assert not receiver.requests
     Notifier(db, NotifyConfig(webhook_networks=LOOPBACK), lambda _u: None).send_webhook(
-        receiver.url, None, notice)
+        receiver.url, None, notice
+    )
     assert len(receiver.requests) == 1

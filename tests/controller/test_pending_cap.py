@@ -26,19 +26,29 @@ INVENTED = 1_500
 
 
 async def test_invented_node_ids_fill_a_capped_pending_list_that_is_paged(
-        mosquitto_broker, settings, db):
+    mosquitto_broker, settings, db
+):
     make_registry(db, communes={"Xã Bình Gia": {"Thôn Nà Mò": ["real-01"]}})
-    svc = ControllerService(settings_for(settings, mosquitto_broker, max_pending_nodes=CAP),
-                            db, client_id="ctl-pending")
+    svc = ControllerService(
+        settings_for(settings, mosquitto_broker, max_pending_nodes=CAP), db, client_id="ctl-pending"
+    )
     await svc.start()
     await svc.wait_connected()
     try:
-        async with aiomqtt.Client("127.0.0.1", mosquitto_broker.port,
-                                  identifier="attacker", max_inflight_messages=100) as c:
+        async with aiomqtt.Client(
+            "127.0.0.1", mosquitto_broker.port, identifier="attacker", max_inflight_messages=100
+        ) as c:
             for first in range(0, INVENTED, 100):
-                await asyncio.gather(*(c.publish(
-                    f"loa/v1/nodes/fake-{i:05d}/heartbeat", json.dumps({"seq": i}).encode(),
-                    qos=1) for i in range(first, first + 100)))
+                await asyncio.gather(
+                    *(
+                        c.publish(
+                            f"loa/v1/nodes/fake-{i:05d}/heartbeat",
+                            json.dumps({"seq": i}).encode(),
+                            qos=1,
+                        )
+                        for i in range(first, first + 100)
+                    )
+                )
         deadline = time.monotonic() + 30
         while svc.ingest.rejected["unknown_node"] < INVENTED and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -55,8 +65,9 @@ async def test_invented_node_ids_fill_a_capped_pending_list_that_is_paged(
             assert summary["controller"]["dropped_pending_nodes"] == INVENTED - CAP
             assert summary["pending_nodes"] == CAP
             first = api.get("/api/v1/pending-nodes", params={"limit": 40}, headers=auth)
-            rest = api.get("/api/v1/pending-nodes", params={"limit": 500, "offset": 40},
-                           headers=auth)
+            rest = api.get(
+                "/api/v1/pending-nodes", params={"limit": 500, "offset": 40}, headers=auth
+            )
             assert first.headers["x-total-count"] == str(CAP)
             assert len(first.json()) == 40 and len(rest.json()) == CAP - 40
             assert not {p["id"] for p in first.json()} & {p["id"] for p in rest.json()}

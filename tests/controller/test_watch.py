@@ -26,14 +26,15 @@ from tests.controller.test_ingest_broker import wait_for
 from tests.factories import make_registry
 
 UP = {"online", "degraded"}
-COMMUNES = {"Hữu Lễ": {"Thôn Pá Lò": ["watch-a"]},
-            "Yên Trạch": {"Thôn Khuổi Phầy": ["watch-b"]},
-            "Mai Pha": {"Thôn Khòn Khuyên": ["watch-c"]}}
+COMMUNES = {
+    "Hữu Lễ": {"Thôn Pá Lò": ["watch-a"]},
+    "Yên Trạch": {"Thôn Khuổi Phầy": ["watch-b"]},
+    "Mai Pha": {"Thôn Khòn Khuyên": ["watch-c"]},
+}
 
 
 def _service(settings, broker, db) -> ControllerService:
-    cfg = settings_for(settings, broker, heartbeat_s=1, watch_extend_s=0.2,
-                       flush_interval_s=0.2)
+    cfg = settings_for(settings, broker, heartbeat_s=1, watch_extend_s=0.2, flush_interval_s=0.2)
     return ControllerService(cfg, db, client_id=f"ctl-watch-{broker.port}")
 
 
@@ -51,9 +52,16 @@ def _aired(db, slot_ms: int, nodes: list[str]) -> None:
         s.add(a)
         s.flush()
         for i, node in enumerate(nodes):
-            s.add(AiringTarget(airing_id=a.id, node_id=node, phase="finished",
-                               started_at_ms=slot_ms, finished_at_ms=slot_ms + 1000,
-                               cmd_id=f"w{a.id}-{i}"))
+            s.add(
+                AiringTarget(
+                    airing_id=a.id,
+                    node_id=node,
+                    phase="finished",
+                    started_at_ms=slot_ms,
+                    finished_at_ms=slot_ms + 1000,
+                    cmd_id=f"w{a.id}-{i}",
+                )
+            )
 
 
 def _judge(db, start_ms: int, end_ms: int) -> dict:
@@ -66,13 +74,19 @@ def _judge(db, start_ms: int, end_ms: int) -> dict:
 
 def _transitions(db, node: str) -> list[tuple[int, str, str]]:
     with db.session() as s:
-        return [tuple(r) for r in s.execute(
-            select(NodeTransition.at_ms, NodeTransition.to_state, NodeTransition.cause)
-            .where(NodeTransition.node_id == node).order_by(NodeTransition.id))]
+        return [
+            tuple(r)
+            for r in s.execute(
+                select(NodeTransition.at_ms, NodeTransition.to_state, NodeTransition.cause)
+                .where(NodeTransition.node_id == node)
+                .order_by(NodeTransition.id)
+            )
+        ]
 
 
 async def test_controller_stopped_while_a_node_died_and_another_rebooted(
-        mosquitto_broker, settings, db):
+    mosquitto_broker, settings, db
+):
     """Stop the controller for ~5 s (> 3 x heartbeat). Meanwhile watch-b dies and watch-c
     reboots (new boot_id); watch-a runs on. After the restart: watch-b's outage is dated at
     its last heartbeat + time-out, not at the restart; watch-a proves it ran through the gap
@@ -114,8 +128,11 @@ async def test_controller_stopped_while_a_node_died_and_another_rebooted(
     assert offline_b[0][0] < restarted
     assert not [t for t in _transitions(db, "watch-a") if t[0] >= begin]  # no outage
     with db.session() as s:
-        spans = s.execute(select(ControllerWatch.start_ms, ControllerWatch.end_ms,
-                                 ControllerWatch.end_cause).order_by(ControllerWatch.id)).all()
+        spans = s.execute(
+            select(
+                ControllerWatch.start_ms, ControllerWatch.end_ms, ControllerWatch.end_cause
+            ).order_by(ControllerWatch.id)
+        ).all()
         bridges = s.scalars(select(NodeContinuity)).all()
     assert [c for *_, c in spans] == ["stop", "stop"]
     assert spans[0][1] <= stopped and spans[1][0] >= stopped + 4000
@@ -151,7 +168,8 @@ async def test_controller_stopped_while_a_node_died_and_another_rebooted(
 
 
 async def test_broker_outage_longer_than_three_heartbeats_is_a_watch_gap_not_outages(
-        tmp_path, settings, db):
+    tmp_path, settings, db
+):
     """The broker is down ~4.5 s (> 3 x heartbeat_s). The controller records the gap, marks
     no node offline for it, and gives every node a fresh grace on reconnection; the nodes
     come back with the same boot_id and an uptime covering the gap, which proves they ran
@@ -173,11 +191,13 @@ async def test_broker_outage_longer_than_three_heartbeats_is_a_watch_gap_not_out
             broker.stop()
             await asyncio.sleep(4.5)
             assert all(_state(svc, n) in UP for n in nodes), [  # the sweeper waited
-                (n, _state(svc, n), svc.ingest.fleet.nodes[n].reasons) for n in nodes]
+                (n, _state(svc, n), svc.ingest.fleet.nodes[n].reasons) for n in nodes
+            ]
             broker.start()
             await wait_for(lambda: svc.connected.is_set(), 20)
-            await wait_for(lambda: all(svc.ingest.fleet.nodes[n].grace_ms is None
-                                       for n in nodes), 15)
+            await wait_for(
+                lambda: all(svc.ingest.fleet.nodes[n].grace_ms is None for n in nodes), 15
+            )
             await asyncio.sleep(1.0)
             end = now_ms()
             await svc.stop()
@@ -187,8 +207,11 @@ async def test_broker_outage_longer_than_three_heartbeats_is_a_watch_gap_not_out
     for node in nodes:
         assert not [t for t in _transitions(db, node) if t[0] >= down], node
     with db.session() as s:
-        spans = s.execute(select(ControllerWatch.start_ms, ControllerWatch.end_ms,
-                                 ControllerWatch.end_cause).order_by(ControllerWatch.id)).all()
+        spans = s.execute(
+            select(
+                ControllerWatch.start_ms, ControllerWatch.end_ms, ControllerWatch.end_cause
+            ).order_by(ControllerWatch.id)
+        ).all()
         bridged = sorted(s.scalars(select(NodeContinuity.node_id)))
     assert [c for *_, c in spans] == ["broker_lost", "stop"]
     assert spans[1][0] - spans[0][1] >= 4000  # the gap is recorded

@@ -28,8 +28,15 @@ from tests.factories import make_registry
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "tests" / "artifacts" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 # Villages and nodes of the test province. One commune name is markup, to prove escaping.
 XSS_NAME = "<script>alert('xss')</script>"
@@ -43,22 +50,35 @@ REGISTRY = {
 class LiveStack:
     """The API (and, when asked, broker + controller + fleet) on one loop in a thread."""
 
-    def __init__(self, tmp_path: Path, db: Database, *, heartbeat_s: int = 30,
-                 broker: Any = None, fleet_nodes: list[str] | None = None,
-                 alarm_raise_s: float = 1.0, alarm_clear_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        db: Database,
+        *,
+        heartbeat_s: int = 30,
+        broker: Any = None,
+        fleet_nodes: list[str] | None = None,
+        alarm_raise_s: float = 1.0,
+        alarm_clear_s: float = 5.0,
+    ) -> None:
         self.tmp = tmp_path
         self.db = db
         self.ids = make_registry(self.db, communes=REGISTRY, heartbeat_s=heartbeat_s)
         self.accounts = ensure_demo_accounts(self.db)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.settings = Settings(data_dir=tmp_path / "data", database_url=self.db.url,
-                                 heartbeat_s=heartbeat_s, flush_interval_s=0.2,
-                                 secret_key="ui-test-secret", http_port=self.port,
-                                 alarm_interval_s=0.5, alarm_raise_after_s=alarm_raise_s,
-                                 alarm_clear_after_s=alarm_clear_s,
-                                 **({"mqtt_host": broker.host, "mqtt_port": broker.port}
-                                    if broker else {}))
+        self.settings = Settings(
+            data_dir=tmp_path / "data",
+            database_url=self.db.url,
+            heartbeat_s=heartbeat_s,
+            flush_interval_s=0.2,
+            secret_key="ui-test-secret",
+            http_port=self.port,
+            alarm_interval_s=0.5,
+            alarm_raise_after_s=alarm_raise_s,
+            alarm_clear_after_s=alarm_clear_s,
+            **({"mqtt_host": broker.host, "mqtt_port": broker.port} if broker else {}),
+        )
         self.broker = broker
         self.fleet_nodes = fleet_nodes or []
         self.heartbeat_s = heartbeat_s
@@ -81,16 +101,23 @@ class LiveStack:
     async def _start(self) -> None:
         if self.broker is not None:
             # As ``loa serve`` runs: controller, scheduling, alarms and the API in one process.
-            self.system = System(self.settings, db=self.db, api_db=self.db,
-                                 client_id=f"ui-test-{self.port}")
+            self.system = System(
+                self.settings, db=self.db, api_db=self.db, client_id=f"ui-test-{self.port}"
+            )
             self.controller = self.system.controller
             await self.system.start()
             await self.controller.wait_connected(60)
             self.app = self.system.app
         else:
             self.app = create_app(api_context(self.settings, self.db))
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="on", timeout_graceful_shutdown=1)
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=1,
+        )
         self.server = uvicorn.Server(config)
         self._server_task = asyncio.get_running_loop().create_task(self.server.serve())
         while not self.server.started:
@@ -100,8 +127,9 @@ class LiveStack:
         if self.fleet_nodes:
             from firmware_sim.fleet import Fleet
 
-            self.fleet = Fleet(self.broker.host, self.broker.port,
-                               heartbeat_s=self.heartbeat_s, seed=7)
+            self.fleet = Fleet(
+                self.broker.host, self.broker.port, heartbeat_s=self.heartbeat_s, seed=7
+            )
             connected = await self.fleet.start(self.fleet_nodes, timeout=90)
             assert connected == len(self.fleet_nodes)
 
@@ -138,8 +166,10 @@ class LiveStack:
         c = self.client()
         page = c.get("/login")
         form_csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-        r = c.post("/login", data={"username": username, "password": password,
-                                   "csrf_token": form_csrf, "next": "/"})
+        r = c.post(
+            "/login",
+            data={"username": username, "password": password, "csrf_token": form_csrf, "next": "/"},
+        )
         assert r.status_code == 303, r.text
         me = c.get("/api/v1/auth/me").json()
         return c, me["csrf_token"]
@@ -174,8 +204,12 @@ def chromium():
 def browser_context(chromium):
     # bypass_csp only lets the test's own wait_for_function() polls run (they use eval); the
     # pages' escaping is then proven without the CSP's help. The CSP itself is checked apart.
-    context = chromium.new_context(viewport={"width": 1280, "height": 900}, locale="vi-VN",
-                                   timezone_id="Asia/Ho_Chi_Minh", bypass_csp=True)
+    context = chromium.new_context(
+        viewport={"width": 1280, "height": 900},
+        locale="vi-VN",
+        timezone_id="Asia/Ho_Chi_Minh",
+        bypass_csp=True,
+    )
     yield context
     context.close()
 

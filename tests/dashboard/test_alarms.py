@@ -11,16 +11,25 @@ from tests.factories import make_registry
 T0 = 1_750_000_000_000
 
 
-def set_live(db, node_id: str, state: str, at_ms: int, reasons: str = "",
-             heartbeat: dict | None = None) -> None:
+def set_live(
+    db, node_id: str, state: str, at_ms: int, reasons: str = "", heartbeat: dict | None = None
+) -> None:
     with db.session() as s:
         row = s.get(NodeLive, node_id)
         if row is None:
             row = NodeLive(node_id=node_id, state=state, since_ms=at_ms)
             s.add(row)
         if row.state != state:
-            s.add(NodeTransition(node_id=node_id, at_ms=at_ms, from_state=row.state,
-                                 to_state=state, available=state != "offline", cause="test"))
+            s.add(
+                NodeTransition(
+                    node_id=node_id,
+                    at_ms=at_ms,
+                    from_state=row.state,
+                    to_state=state,
+                    available=state != "offline",
+                    cause="test",
+                )
+            )
             row.since_ms = at_ms
         row.state, row.reasons, row.heartbeat = state, reasons, heartbeat
         row.available = state != "offline"
@@ -34,9 +43,10 @@ def alarms(db) -> list[Alarm]:
 def test_conditions_from_live_record():
     assert conditions("offline", "amp_fault", None) == {"offline"}
     assert conditions("degraded", "amp_fault,speaker_line", "mains") == {
-        "amp_fault", "speaker_line"}
-    assert conditions("degraded", "battery_low,weak_signal", None) == {"on_battery",
-                                                                       "weak_signal"}
+        "amp_fault",
+        "speaker_line",
+    }
+    assert conditions("degraded", "battery_low,weak_signal", None) == {"on_battery", "weak_signal"}
     assert conditions("online", "", "battery") == {"on_battery"}
     assert conditions("unknown", "", None) == set()
 
@@ -86,8 +96,14 @@ def test_debounce_raise_clear_and_flapping(db):
 def test_faults_are_not_cleared_by_going_offline(db):
     make_registry(db, communes={"Đội Cấn": {"Thôn A": ["n1"]}})
     engine = AlarmEngine(db, raise_after_ms=5_000, clear_after_ms=5_000)
-    hb = {"amp": "fault", "speakers_ok": 1, "speakers_total": 2, "power": "battery",
-          "battery_v": 11.1, "rssi_dbm": -110}
+    hb = {
+        "amp": "fault",
+        "speakers_ok": 1,
+        "speakers_total": 2,
+        "power": "battery",
+        "battery_v": 11.1,
+        "rssi_dbm": -110,
+    }
     set_live(db, "n1", "degraded", T0, "amp_fault,speaker_line,battery_low,weak_signal", hb)
     engine.evaluate(T0)
     engine.evaluate(T0 + 6_000)
@@ -134,15 +150,16 @@ def test_alarm_api_scope_and_ack(stack):
         mine = c.get("/api/v1/alarms", headers={"Authorization": f"Bearer {officer}"}).json()
         assert [a["node_id"] for a in mine["items"]] == ["dc-001"]
         other = next(a for a in page["items"] if a["node_id"] == "hvt-001")
-        r = c.post(f"/api/v1/alarms/{other['id']}/ack",
-                   headers={"Authorization": f"Bearer {officer}"})
+        r = c.post(
+            f"/api/v1/alarms/{other['id']}/ack", headers={"Authorization": f"Bearer {officer}"}
+        )
         assert r.status_code == 403
         auth = {"Authorization": f"Bearer {tech}"}
-        r = c.post(f"/api/v1/alarms/{item['id']}/ack", headers=auth,
-                   json={"note": "x" * 501})
+        r = c.post(f"/api/v1/alarms/{item['id']}/ack", headers=auth, json={"note": "x" * 501})
         assert r.status_code == 422 and "500" in r.json()["detail"]  # refused, not cut
-        r = c.post(f"/api/v1/alarms/{item['id']}/ack", headers=auth,
-                   json={"note": " Đã báo điện lực "})
+        r = c.post(
+            f"/api/v1/alarms/{item['id']}/ack", headers=auth, json={"note": " Đã báo điện lực "}
+        )
         assert r.status_code == 200 and r.json()["acked_by"] == "technician"
         assert r.json()["ack_note"] == "Đã báo điện lực" and r.json()["severity"] == 3
         page = c.get("/api/v1/alarms", headers={"Authorization": f"Bearer {tech}"}).json()
@@ -150,9 +167,10 @@ def test_alarm_api_scope_and_ack(stack):
         # The page's form (it once answered HTTP 500) acknowledges with a note too.
         web, csrf = stack.login_client("technician")
         try:
-            r = web.post(f"/tech/alarms/{other['id']}/ack",
-                         data={"csrf_token": csrf, "note": "Thay cầu chì",
-                               "next": "/tech/alarms"})
+            r = web.post(
+                f"/tech/alarms/{other['id']}/ack",
+                data={"csrf_token": csrf, "note": "Thay cầu chì", "next": "/tech/alarms"},
+            )
             assert r.status_code == 303 and r.headers["location"] == "/tech/alarms?ok=acked"
             assert "Thay cầu chì" in web.get("/tech/alarms?state=all").text
         finally:

@@ -38,14 +38,24 @@ class Server:
         self.port = free_port()
         self.tmp = tmp_path / "server-tmp"
         self.tmp.mkdir()
-        env = {**os.environ, "LOA_DATABASE_URL": db_url, "LOA_DATA_DIR": str(tmp_path / "data"),
-               "LOA_HTTP_PORT": str(self.port), "LOA_MQTT_PORT": str(free_port()),
-               "LOA_SECRET_KEY": "body-limit-test", "LOA_LOG_LEVEL": "WARNING",
-               "LOA_CONTENT_MAX_UPLOAD_BYTES": str(CONTENT_LIMIT),
-               "LOA_ICECAST_BINARY": "/nonexistent/icecast2", "TMPDIR": str(self.tmp)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "system", "serve", "--no-controller"],
-                                     env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        env = {
+            **os.environ,
+            "LOA_DATABASE_URL": db_url,
+            "LOA_DATA_DIR": str(tmp_path / "data"),
+            "LOA_HTTP_PORT": str(self.port),
+            "LOA_MQTT_PORT": str(free_port()),
+            "LOA_SECRET_KEY": "body-limit-test",
+            "LOA_LOG_LEVEL": "WARNING",
+            "LOA_CONTENT_MAX_UPLOAD_BYTES": str(CONTENT_LIMIT),
+            "LOA_ICECAST_BINARY": "/nonexistent/icecast2",
+            "TMPDIR": str(self.tmp),
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "system", "serve", "--no-controller"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.base = f"http://127.0.0.1:{self.port}"
         for _ in range(300):
             try:
@@ -90,8 +100,12 @@ def server(tmp_path_factory):
     s.stop()
 
 
-def flood(server: Server, path: str, headers: dict[str, str], head: bytes = b"",
-          ) -> tuple[int, dict, int, int]:
+def flood(
+    server: Server,
+    path: str,
+    headers: dict[str, str],
+    head: bytes = b"",
+) -> tuple[int, dict, int, int]:
     """POST a chunked body of up to GIVE_UP bytes; stop when the server answers.
 
     Returns (status, JSON answer, bytes sent, peak server RSS growth while sending)."""
@@ -110,8 +124,12 @@ def flood(server: Server, path: str, headers: dict[str, str], head: bytes = b"",
     sampler.start()
     sock = socket.create_connection(("127.0.0.1", server.port))
     sock.settimeout(30)
-    lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{server.port}",
-             "Transfer-Encoding: chunked", *[f"{k}: {v}" for k, v in headers.items()]]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{server.port}",
+        "Transfer-Encoding: chunked",
+        *[f"{k}: {v}" for k, v in headers.items()],
+    ]
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
     sent = 0
     answer = b""
@@ -153,24 +171,31 @@ def _expected(answer: bytes) -> int:
 def _multipart_head(boundary: str, fields: dict[str, str], filename: str) -> bytes:
     out = b""
     for name, value in fields.items():
-        out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n"
-                f"{value}\r\n").encode()
-    out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-            f"filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+        out += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        ).encode()
+    out += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    ).encode()
     return out
 
 
 def test_anonymous_huge_json_body_is_refused_while_streaming(server):
-    status, body, sent, growth = flood(server, "/api/v1/broadcasts",
-                                       {"Content-Type": "application/json"}, b'{"title": "')
+    status, body, sent, growth = flood(
+        server, "/api/v1/broadcasts", {"Content-Type": "application/json"}, b'{"title": "'
+    )
     # No credential at all: refused before the body is read.
     assert status == 401 and body["detail"] == "Chưa đăng nhập", body
     assert sent < 64 * MB, f"{sent / MB:.0f} MB were taken before the answer"
     assert growth < 64 * MB, f"server RSS grew {growth / MB:.0f} MB"
     # A forged bearer token gets the body counted, and refused at the JSON limit (1 MiB).
     status, body, sent, growth = flood(
-        server, "/api/v1/broadcasts",
-        {"Content-Type": "application/json", "Authorization": "Bearer forged"}, b'{"title": "')
+        server,
+        "/api/v1/broadcasts",
+        {"Content-Type": "application/json", "Authorization": "Bearer forged"},
+        b'{"title": "',
+    )
     assert status == 413, body
     assert body["code"] == "too_large" and "quá lớn" in body["detail"]
     assert sent < 64 * MB and growth < 64 * MB
@@ -181,9 +206,11 @@ def test_anonymous_huge_json_body_is_refused_while_streaming(server):
 def test_anonymous_registry_import_is_refused_before_its_body_is_read(server):
     boundary = "loa-flood"
     status, body, sent, growth = flood(
-        server, "/api/v1/registry/import",
+        server,
+        "/api/v1/registry/import",
         {"Content-Type": f"multipart/form-data; boundary={boundary}"},
-        _multipart_head(boundary, {}, "tinh.csv"))
+        _multipart_head(boundary, {}, "tinh.csv"),
+    )
     assert status == 401 and body["detail"] == "Chưa đăng nhập"
     assert sent < 64 * MB and growth < 64 * MB
     assert server.largest_tmp_file() < MB  # nothing spooled to /tmp
@@ -195,16 +222,20 @@ def test_logged_in_cookie_upload_stops_at_the_content_limit(server):
     with httpx.Client(base_url=server.base) as c:
         page = c.get("/login")
         form_csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-        r = c.post("/login", data={"username": "commune", "password": "demo",
-                                   "csrf_token": form_csrf, "next": "/"})
+        r = c.post(
+            "/login",
+            data={"username": "commune", "password": "demo", "csrf_token": form_csrf, "next": "/"},
+        )
         assert r.status_code == 303, r.text
         csrf = c.get("/api/v1/auth/me").json()["csrf_token"]
         cookie = "; ".join(f"{k}={v}" for k, v in c.cookies.items())
     boundary = "loa-flood"
     status, body, sent, growth = flood(
-        server, "/api/v1/content",
+        server,
+        "/api/v1/content",
         {"Content-Type": f"multipart/form-data; boundary={boundary}", "Cookie": cookie},
-        _multipart_head(boundary, {"csrf_token": csrf, "title": "Lũ"}, "lu.mp3"))
+        _multipart_head(boundary, {"csrf_token": csrf, "title": "Lũ"}, "lu.mp3"),
+    )
     assert status == 413 and body["code"] == "too_large", body
     assert sent < CONTENT_LIMIT + 32 * MB
     assert growth < 64 * MB and server.largest_tmp_file() <= CONTENT_LIMIT + MB
@@ -213,8 +244,10 @@ def test_logged_in_cookie_upload_stops_at_the_content_limit(server):
 def test_declared_length_over_the_limit_is_refused_before_reading(server):
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.settimeout(10)
-        sock.sendall(b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                     b"application/x-www-form-urlencoded\r\nContent-Length: 1000000000\r\n\r\n")
+        sock.sendall(
+            b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: "
+            b"application/x-www-form-urlencoded\r\nContent-Length: 1000000000\r\n\r\n"
+        )
         answer = b""
         while b"\r\n\r\n" not in answer or len(answer) < _expected(answer):
             part = sock.recv(65536)

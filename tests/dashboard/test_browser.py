@@ -19,26 +19,73 @@ def seed_telemetry(db, node_ids: list[str]) -> None:
     with db.session() as s:
         for i, node_id in enumerate(node_ids):
             state = ("online", "degraded", "offline", "online")[i % 4]
-            s.add(NodeLive(node_id=node_id, state=state, available=state != "offline",
-                           since_ms=now - 3_600_000, status_online=state != "offline",
-                           last_heartbeat_ms=now - 20_000,
-                           reasons="weak_signal" if state == "degraded" else "",
-                           heartbeat={"volume": 70, "amp": "ok", "speakers_ok": 2,
-                                      "speakers_total": 2, "power": "mains", "net": "4g",
-                                      "rssi_dbm": -108 if state == "degraded" else -75,
-                                      "temp_c": 41.5}))
+            s.add(
+                NodeLive(
+                    node_id=node_id,
+                    state=state,
+                    available=state != "offline",
+                    since_ms=now - 3_600_000,
+                    status_online=state != "offline",
+                    last_heartbeat_ms=now - 20_000,
+                    reasons="weak_signal" if state == "degraded" else "",
+                    heartbeat={
+                        "volume": 70,
+                        "amp": "ok",
+                        "speakers_ok": 2,
+                        "speakers_total": 2,
+                        "power": "mains",
+                        "net": "4g",
+                        "rssi_dbm": -108 if state == "degraded" else -75,
+                        "temp_c": 41.5,
+                    },
+                )
+            )
             for k in range(288):
                 at = now - 86_400_000 + k * 300_000
-                s.add(HeartbeatSample(node_id=node_id, at_ms=at, rssi_dbm=-75 - (k % 30),
-                                      temp_c=30 + (k % 48) / 4, battery_v=12.6 - k / 400,
-                                      volume=70, amp="ok", speakers_ok=2, speakers_total=2,
-                                      power="mains"))
-            s.add(NodeTransition(node_id=node_id, at_ms=now - 80_000_000, from_state="unknown",
-                                 to_state="online", available=True, cause="status"))
-            s.add(NodeTransition(node_id=node_id, at_ms=now - 40_000_000, from_state="online",
-                                 to_state="offline", available=False, cause="timeout"))
-            s.add(NodeTransition(node_id=node_id, at_ms=now - 36_000_000, from_state="offline",
-                                 to_state=state, available=state != "offline", cause="status"))
+                s.add(
+                    HeartbeatSample(
+                        node_id=node_id,
+                        at_ms=at,
+                        rssi_dbm=-75 - (k % 30),
+                        temp_c=30 + (k % 48) / 4,
+                        battery_v=12.6 - k / 400,
+                        volume=70,
+                        amp="ok",
+                        speakers_ok=2,
+                        speakers_total=2,
+                        power="mains",
+                    )
+                )
+            s.add(
+                NodeTransition(
+                    node_id=node_id,
+                    at_ms=now - 80_000_000,
+                    from_state="unknown",
+                    to_state="online",
+                    available=True,
+                    cause="status",
+                )
+            )
+            s.add(
+                NodeTransition(
+                    node_id=node_id,
+                    at_ms=now - 40_000_000,
+                    from_state="online",
+                    to_state="offline",
+                    available=False,
+                    cause="timeout",
+                )
+            )
+            s.add(
+                NodeTransition(
+                    node_id=node_id,
+                    at_ms=now - 36_000_000,
+                    from_state="offline",
+                    to_state=state,
+                    available=state != "offline",
+                    cause="status",
+                )
+            )
 
 
 @pytest.fixture
@@ -60,7 +107,8 @@ def test_login_failures_show_vietnamese_messages(stack, page):
         login(page, stack.base_url, "technician", "sai-mat-khau")
     login(page, stack.base_url, "technician", "demo")  # right password, but locked for now
     assert page.inner_text("#login-error") == (
-        "Đăng nhập sai quá nhiều lần. Vui lòng thử lại sau 5 phút.")
+        "Đăng nhập sai quá nhiều lần. Vui lòng thử lại sau 5 phút."
+    )
     # The same page in English, after the switch in the header.
     page.click("a[lang=en]")
     login(page, stack.base_url, "province", "wrong")
@@ -83,13 +131,16 @@ def test_technician_pages_escape_names_and_render_charts(stack, page):
     assert "<b>Lạ</b>" in page.inner_text("tr[data-node-id='xss-001']")
     # Diacritic-insensitive search, live (no submit button press needed).
     page.fill("#f-q", "doi can")
-    page.wait_for_function("document.querySelectorAll('#nodes tbody tr[data-node-id]').length"
-                           " === 3")
+    page.wait_for_function(
+        "document.querySelectorAll('#nodes tbody tr[data-node-id]').length === 3"
+    )
     assert page.locator("#nodes tbody tr[data-node-id]").all_inner_texts()[0].startswith("dc-")
     page.fill("#f-q", "")
     page.select_option("#f-state", "degraded")
-    page.wait_for_function("[...document.querySelectorAll('#nodes tbody tr[data-node-id]')]"
-                           ".every(r => r.dataset.state === 'degraded')")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#nodes tbody tr[data-node-id]')]"
+        ".every(r => r.dataset.state === 'degraded')"
+    )
     screenshot(page, "technician-fleet")
 
     page.goto(f"{stack.base_url}/tech/nodes/dc-002")
@@ -106,8 +157,13 @@ def test_technician_pages_escape_names_and_render_charts(stack, page):
 
 
 def test_phone_layout_does_not_scroll_sideways(stack, chromium):
-    context = chromium.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
-                                   has_touch=True, device_scale_factor=2, bypass_csp=True)
+    context = chromium.new_context(
+        viewport={"width": 390, "height": 844},
+        is_mobile=True,
+        has_touch=True,
+        device_scale_factor=2,
+        bypass_csp=True,
+    )
     try:
         p = context.new_page()
         login(p, stack.base_url, "technician")
@@ -186,8 +242,16 @@ def test_technician_approves_an_unknown_node(stack, page):
 
     now = now_ms()
     with stack.db.session() as s:
-        s.add(PendingNode(id="moi-001", first_seen_ms=now - 60_000, last_seen_ms=now,
-                          messages=4, last_channel="heartbeat", last_payload="{}"))
+        s.add(
+            PendingNode(
+                id="moi-001",
+                first_seen_ms=now - 60_000,
+                last_seen_ms=now,
+                messages=4,
+                last_channel="heartbeat",
+                last_payload="{}",
+            )
+        )
     login(page, stack.base_url, "technician")
     item = page.wait_for_selector("#pending-list li[data-pending='moi-001']")
     item.query_selector("select").select_option(str(stack.ids["Thôn Nà Pàn"]))

@@ -21,16 +21,19 @@ def page(browser_context):
 
 def test_province_uploads_refused_and_good_alerts_and_approves(stack, page, tmp_path):
     bad = tmp_path / "xxe.xml"
-    bad.write_bytes(b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-                    b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">&x;</alert>')
+    bad.write_bytes(
+        b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+        b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">&x;</alert>'
+    )
     good = tmp_path / "lu-quet.xml"
     # Not from an automatic sender: it waits for the officer's decision.
     good.write_bytes(d.flood("WEB-1", communes=["c0"], sender="ubnd@langson.gov.vn"))
 
     from tests.alerts.conftest import place_clusters
 
-    place_clusters(stack.db, {"dc-001": (22.28, 106.48), "dc-002": (22.29, 106.48),
-                              "dc-003": (22.32, 106.49)})
+    place_clusters(
+        stack.db, {"dc-001": (22.28, 106.48), "dc-002": (22.29, 106.48), "dc-003": (22.32, 106.49)}
+    )
     login(page, stack.base_url, "province")
     page.wait_for_url("**/province")
     page.click("nav >> text=Cảnh báo khẩn cấp")
@@ -48,8 +51,9 @@ def test_province_uploads_refused_and_good_alerts_and_approves(stack, page, tmp_
     page.wait_for_selector("#template-error")
     assert "sai_ten" in page.inner_text("#template-error")
     page.fill("#template-form input[name=event]", "Lũ quét")
-    page.fill("#template-form textarea[name=template]",
-              "Khẩn cấp: {tieu_de}\nHướng dẫn: {huong_dan}")
+    page.fill(
+        "#template-form textarea[name=template]", "Khẩn cấp: {tieu_de}\nHướng dẫn: {huong_dan}"
+    )
     page.click("#template-form button[type=submit]")
     page.wait_for_url("**/alerts?ok=saved")
     assert "lu quet" in page.inner_text("#template-form >> xpath=..")
@@ -59,12 +63,15 @@ def test_province_uploads_refused_and_good_alerts_and_approves(stack, page, tmp_
     page.wait_for_url("**/alerts/*")
     assert page.get_attribute("#alert-state", "data-state") == "pending_approval"
     assert page.inner_text("#alert-facts + p").startswith(
-        "Lời đọc: Khẩn cấp: Cảnh báo lũ quét, sạt lở đất cấp 3. Hướng dẫn: Bà con")
+        "Lời đọc: Khẩn cấp: Cảnh báo lũ quét, sạt lở đất cấp 3. Hướng dẫn: Bà con"
+    )
     page.click("#approve")
     page.wait_for_selector("#alert-state[data-state=airing]", timeout=60_000)
     assert "province" in page.inner_text("#alert-facts")
-    steps = [page.get_attribute(f"#alert-steps li:nth-child({i}) span", "data-action")
-             for i in range(1, 6)]
+    steps = [
+        page.get_attribute(f"#alert-steps li:nth-child({i}) span", "data-action")
+        for i in range(1, 6)
+    ]
     assert steps == ["received", "area_matched", "awaiting_approval", "approved", "aired"]
     assert "Nhận tài liệu" in page.inner_text("#alert-steps")
     assert "Bằng chứng phát" in page.content()

@@ -40,10 +40,14 @@ def stack(tmp_path_factory, databases):
 
 
 def new_page(chromium, viewport):
-    context = chromium.new_context(viewport=viewport, locale="en-US",  # a foreign locale:
-                                   timezone_id="Asia/Ho_Chi_Minh",     # dates stay dd/mm
-                                   bypass_csp=True, is_mobile=viewport is PHONE,
-                                   has_touch=viewport is PHONE)
+    context = chromium.new_context(
+        viewport=viewport,
+        locale="en-US",  # a foreign locale:
+        timezone_id="Asia/Ho_Chi_Minh",  # dates stay dd/mm
+        bypass_csp=True,
+        is_mobile=viewport is PHONE,
+        has_touch=viewport is PHONE,
+    )
     page = context.new_page()
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
@@ -142,10 +146,13 @@ def test_desktop_officer_sends_now_then_edits_skips_pauses_and_cancels(stack, ch
 
         # A daily bulletin made through the API with an idempotency key: a retry sends once.
         day = datetime.now(ICT) + timedelta(days=2)
-        payload = {"title": "Bản tin sáng", "tts_text": "Chào buổi sáng bà con.",
-                   "targets": {"villages": [stack.ids["Thôn Nà Pàn"]]},
-                   "start_at": day.strftime("%Y-%m-%dT05:45:00"),
-                   "recurrence": {"rrule": "FREQ=DAILY"}}
+        payload = {
+            "title": "Bản tin sáng",
+            "tts_text": "Chào buổi sáng bà con.",
+            "targets": {"villages": [stack.ids["Thôn Nà Pàn"]]},
+            "start_at": day.strftime("%Y-%m-%dT05:45:00"),
+            "recurrence": {"rrule": "FREQ=DAILY"},
+        }
         headers = {"X-CSRF-Token": csrf, "Idempotency-Key": "retry-5b1e0c77"}
         first = client.post("/api/v1/broadcasts", json=payload, headers=headers)
         again = client.post("/api/v1/broadcasts", json=payload, headers=headers)
@@ -202,10 +209,21 @@ def test_desktop_officer_sends_now_then_edits_skips_pauses_and_cancels(stack, ch
 def test_phone_technician_acknowledges_an_alarm_with_a_note(stack, chromium):
     with stack.db.session() as s:
         commune = stack.ids["Đội Cấn"]
-        for kind, node in (("weak_signal", "dc-002"), ("offline", "dc-001"),
-                           ("amp_fault", "dc-003")):
-            s.add(Alarm(node_id=node, kind=kind, commune_id=commune, first_seen_ms=now_ms(),
-                        raised_ms=now_ms(), detail=""))
+        for kind, node in (
+            ("weak_signal", "dc-002"),
+            ("offline", "dc-001"),
+            ("amp_fault", "dc-003"),
+        ):
+            s.add(
+                Alarm(
+                    node_id=node,
+                    kind=kind,
+                    commune_id=commune,
+                    first_seen_ms=now_ms(),
+                    raised_ms=now_ms(),
+                    detail="",
+                )
+            )
     context, page, dialogs = new_page(chromium, PHONE)
     try:
         login(page, stack.base_url, "technician")
@@ -222,7 +240,10 @@ def test_phone_technician_acknowledges_an_alarm_with_a_note(stack, chromium):
         cards = page.locator("#alarms-list li.alarm-card")
         # Worst first: offline, then the amplifier fault, then weak signal; with colours.
         assert [c.get_attribute("class").split()[-1] for c in cards.all()] == [
-            "sev-3", "sev-2", "sev-1"]
+            "sev-3",
+            "sev-2",
+            "sev-1",
+        ]
         assert "Thôn Đồng Bầu" in cards.nth(0).inner_text()
         assert no_sideways_scroll(page), "/tech/alarms scrolls sideways at 390 px"
         first = cards.nth(0)
@@ -234,8 +255,10 @@ def test_phone_technician_acknowledges_an_alarm_with_a_note(stack, chromium):
         with stack.db.session() as s:
             a = s.scalar(select(Alarm).where(Alarm.kind == "offline"))
             assert a.acked_by == "technician" and a.ack_note == "Đã báo điện lực, chờ có điện"
-            assert s.scalar(select(func.count()).select_from(Alarm)
-                            .where(Alarm.acked_ms.is_not(None))) == 1
+            assert (
+                s.scalar(select(func.count()).select_from(Alarm).where(Alarm.acked_ms.is_not(None)))
+                == 1
+            )
         screenshot(page, "phone-alarms")
         # A missing page answers in Vietnamese.
         page.goto(f"{stack.base_url}/khong-co-trang-nay")

@@ -40,10 +40,19 @@ DATE = re.compile(r"\b\d{2}/\d{2}/\d{4}\b")
 
 def png_bytes() -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
+        + chunk(b"IEND", b"")
+    )
 
 
 class Server:
@@ -53,14 +62,25 @@ class Server:
         self.db = db
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        settings = Settings(data_dir=tmp / "data", database_url=db.url,
-                            secret_key="indicator-ui-test", http_port=self.port)
-        self.server = uvicorn.Server(uvicorn.Config(
-            create_app(api_context(settings, db)), host="127.0.0.1", port=self.port,
-            log_level="warning", timeout_graceful_shutdown=1))
+        settings = Settings(
+            data_dir=tmp / "data",
+            database_url=db.url,
+            secret_key="indicator-ui-test",
+            http_port=self.port,
+        )
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(api_context(settings, db)),
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                timeout_graceful_shutdown=1,
+            )
+        )
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_until_complete,
-                                       args=(self.server.serve(),), daemon=True)
+        self.thread = threading.Thread(
+            target=self.loop.run_until_complete, args=(self.server.serve(),), daemon=True
+        )
 
     def start(self) -> Server:
         self.thread.start()
@@ -89,9 +109,14 @@ def server(tmp_path_factory, databases):
 
 
 def new_page(chromium, viewport):
-    context = chromium.new_context(viewport=viewport, locale="en-US",  # dates stay dd/mm
-                                   timezone_id="Asia/Ho_Chi_Minh", bypass_csp=True,
-                                   is_mobile=viewport is PHONE, has_touch=viewport is PHONE)
+    context = chromium.new_context(
+        viewport=viewport,
+        locale="en-US",  # dates stay dd/mm
+        timezone_id="Asia/Ho_Chi_Minh",
+        bypass_csp=True,
+        is_mobile=viewport is PHONE,
+        has_touch=viewport is PHONE,
+    )
     return context, context.new_page()
 
 
@@ -171,8 +196,12 @@ def test_inspection_form_with_scan(server, chromium, viewport, tmp_path):
         assert page.input_value("#attest-form input[name=inspector]") == inspector
         assert page.input_value("#attest-form textarea[name=note]") == "Đài FM phủ sóng 6/6 thôn"
         with server.db.session() as s:
-            assert s.scalars(select(ManualAttestation).where(
-                ManualAttestation.inspector == inspector)).first() is None
+            assert (
+                s.scalars(
+                    select(ManualAttestation).where(ManualAttestation.inspector == inspector)
+                ).first()
+                is None
+            )
 
         scan = tmp_path / "biên-bản-kiểm-tra.png"
         scan.write_bytes(png_bytes())
@@ -189,9 +218,14 @@ def test_inspection_form_with_scan(server, chromium, viewport, tmp_path):
         assert no_sideways_scroll(page)
         screenshot(page, f"indicator-{viewport['width']}-attestation")
         with server.db.session() as s:
-            att = s.scalars(select(ManualAttestation).where(
-                ManualAttestation.inspector == inspector)).one()
-            assert s.scalars(select(AttestationScan).where(
-                AttestationScan.attestation_id == att.id)).one().media_type == "image/png"
+            att = s.scalars(
+                select(ManualAttestation).where(ManualAttestation.inspector == inspector)
+            ).one()
+            assert (
+                s.scalars(select(AttestationScan).where(AttestationScan.attestation_id == att.id))
+                .one()
+                .media_type
+                == "image/png"
+            )
     finally:
         context.close()

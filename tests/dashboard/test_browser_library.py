@@ -42,13 +42,18 @@ def no_sideways_scroll(page) -> bool:
 
 
 @pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
-def test_library_upload_search_rename_reuse_and_refused_delete(stack, chromium, recording,
-                                                                viewport):
+def test_library_upload_search_rename_reuse_and_refused_delete(
+    stack, chromium, recording, viewport
+):
     tag = "phone" if viewport is PHONE else "desktop"
     title = f"Lịch tiêm phòng {tag}"
-    context = chromium.new_context(viewport=viewport, locale="en-US",
-                                   timezone_id="Asia/Ho_Chi_Minh", is_mobile=viewport is PHONE,
-                                   has_touch=viewport is PHONE)
+    context = chromium.new_context(
+        viewport=viewport,
+        locale="en-US",
+        timezone_id="Asia/Ho_Chi_Minh",
+        is_mobile=viewport is PHONE,
+        has_touch=viewport is PHONE,
+    )
     page = context.new_page()
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
@@ -60,9 +65,15 @@ def test_library_upload_search_rename_reuse_and_refused_delete(stack, chromium, 
         # Upload at ~400 kB/s: the bar and the percentage move through real progress events.
         cdp = context.new_cdp_session(page)
         cdp.send("Network.enable")
-        cdp.send("Network.emulateNetworkConditions", {
-            "offline": False, "latency": 20, "downloadThroughput": -1,
-            "uploadThroughput": 400 * 1024})
+        cdp.send(
+            "Network.emulateNetworkConditions",
+            {
+                "offline": False,
+                "latency": 20,
+                "downloadThroughput": -1,
+                "uploadThroughput": 400 * 1024,
+            },
+        )
         page.evaluate("""() => { window.__pct = [];
             new MutationObserver(() => window.__pct.push(
                 document.getElementById('upload-percent').textContent))
@@ -72,8 +83,10 @@ def test_library_upload_search_rename_reuse_and_refused_delete(stack, chromium, 
         page.fill("#upload input[name=title]", title)
         page.click("#upload button[type=submit]")
         page.wait_for_selector("#upload-status.ok", timeout=60_000)
-        cdp.send("Network.emulateNetworkConditions", {
-            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+        cdp.send(
+            "Network.emulateNetworkConditions",
+            {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+        )
         seen = [int(p.rstrip("%")) for p in page.evaluate("window.__pct")]
         assert seen[-1] == 100 and any(0 < p < 100 for p in seen), seen
         assert seen == sorted(seen), f"progress went backwards: {seen}"
@@ -90,9 +103,11 @@ def test_library_upload_search_rename_reuse_and_refused_delete(stack, chromium, 
 
         # Play in the page: an audio element that the browser can decode.
         item.locator(".lib-play").click()
-        page.wait_for_function("""() => { const a = document.querySelector(
+        page.wait_for_function(
+            """() => { const a = document.querySelector(
             '#library li.lib-item audio'); return a && a.readyState >= 1 && a.duration > 9; }""",
-                               timeout=30_000)
+            timeout=30_000,
+        )
 
         # Rename.
         renamed = f"Tiêm phòng sởi {tag}"

@@ -23,8 +23,15 @@ def page(browser_context):
 @pytest.fixture
 def live_stack(tmp_path, db, mosquitto_broker):
     nodes = ["dc-001", "dc-002", "dc-003", "hvt-001", "hvt-002", "xss-001"]
-    s = LiveStack(tmp_path, db, heartbeat_s=2, broker=mosquitto_broker, fleet_nodes=nodes,
-                  alarm_raise_s=1.0, alarm_clear_s=10.0).start()
+    s = LiveStack(
+        tmp_path,
+        db,
+        heartbeat_s=2,
+        broker=mosquitto_broker,
+        fleet_nodes=nodes,
+        alarm_raise_s=1.0,
+        alarm_clear_s=10.0,
+    ).start()
     yield s
     s.stop()
 
@@ -35,18 +42,21 @@ def test_technician_sees_a_killed_node_turn_red_without_reload(live_stack, page)
     page.wait_for_url("**/tech")
     page.wait_for_selector("#live-status.on")
     # The simulated fleet comes online on the page as its heartbeats arrive.
-    page.wait_for_function("document.getElementById('count-online').textContent"
-                           " === '6'", timeout=20_000)
+    page.wait_for_function(
+        "document.getElementById('count-online').textContent === '6'", timeout=20_000
+    )
     page.wait_for_selector("tr[data-node-id='dc-002'][data-state='online']")
     page.evaluate("window.__sameDocument = 'yes'")
 
     stack.run(stack.fleet.kill("dc-002", "silent"))  # no goodbye, no will: heartbeats stop
     offline_limit_ms = 3 * stack.heartbeat_s * 1000
-    page.wait_for_selector("tr[data-node-id='dc-002'][data-state='offline']",
-                           timeout=offline_limit_ms + 5_000)
+    page.wait_for_selector(
+        "tr[data-node-id='dc-002'][data-state='offline']", timeout=offline_limit_ms + 5_000
+    )
     assert page.evaluate("window.__sameDocument") == "yes"  # updated live, not reloaded
-    red = page.eval_on_selector("tr[data-node-id='dc-002'] td",
-                                "td => getComputedStyle(td).backgroundColor")
+    red = page.eval_on_selector(
+        "tr[data-node-id='dc-002'] td", "td => getComputedStyle(td).backgroundColor"
+    )
     assert red == "rgb(255, 205, 210)"
     assert page.inner_text("tr[data-node-id='dc-002'] .state") == "Mất kết nối"
     assert page.inner_text("#count-offline") == "1"
@@ -71,7 +81,8 @@ def test_technician_sees_a_killed_node_turn_red_without_reload(live_stack, page)
     assert page.inner_text(".flash.ok") == "Cụm loa đã nhận và thực hiện lệnh."
     for _ in range(20):  # the node's answers reach the event list with the next flush
         if page.query_selector("#events tr[data-type=selftest]") and page.query_selector(
-                "#events tr[data-type=cmd_ack]"):
+            "#events tr[data-type=cmd_ack]"
+        ):
             break
         page.wait_for_timeout(500)
         page.reload()

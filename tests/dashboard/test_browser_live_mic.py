@@ -14,8 +14,11 @@ from dashboard.models import AuditLog
 from scheduler.models import Airing, Broadcast
 from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS, LiveStack, login, screenshot
 
-FAKE_MIC = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-            "--autoplay-policy=no-user-gesture-required"]
+FAKE_MIC = [
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+]
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +29,7 @@ def mic_chromium():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM),
-                                    args=CHROMIUM_ARGS + FAKE_MIC)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + FAKE_MIC)
         yield browser
         browser.close()
 
@@ -38,8 +40,13 @@ def mic_stack(tmp_path, db, mosquitto_broker, monkeypatch):
     # when the microphone is on air.
     monkeypatch.setenv("LOA_START_NOW_DELAY_S", "6")
     monkeypatch.setenv("LOA_DISPATCH_LEAD_S", "1")
-    s = LiveStack(tmp_path, db, heartbeat_s=2, broker=mosquitto_broker,
-                  fleet_nodes=["dc-001", "dc-002", "dc-003"]).start()
+    s = LiveStack(
+        tmp_path,
+        db,
+        heartbeat_s=2,
+        broker=mosquitto_broker,
+        fleet_nodes=["dc-001", "dc-002", "dc-003"],
+    ).start()
     if s.system.scheduling.live is None or not s.system.scheduling.live.running:
         s.stop()
         pytest.fail("Icecast did not start: apt-get install -y icecast2")
@@ -48,9 +55,13 @@ def mic_stack(tmp_path, db, mosquitto_broker, monkeypatch):
 
 
 def _phone(chromium):
-    ctx = chromium.new_context(viewport={"width": 390, "height": 844}, locale="vi-VN",
-                               timezone_id="Asia/Ho_Chi_Minh", bypass_csp=True,
-                               permissions=["microphone"])
+    ctx = chromium.new_context(
+        viewport={"width": 390, "height": 844},
+        locale="vi-VN",
+        timezone_id="Asia/Ho_Chi_Minh",
+        bypass_csp=True,
+        permissions=["microphone"],
+    )
     return ctx, ctx.new_page()
 
 
@@ -99,16 +110,24 @@ def test_officer_goes_live_from_the_phone_and_the_village_hears_it(mic_stack, mi
         bid = _go_live(stack, page, "Thôn Nà Pàn")
 
         # The browser's microphone reaches the one node of Thôn Nà Pàn through Icecast.
-        _wait(lambda: fleet.node("dc-003").player.stream_bytes_total > 16_000, 45,
-              "the live mount's MP3 bytes at dc-003")
+        _wait(
+            lambda: fleet.node("dc-003").player.stream_bytes_total > 16_000,
+            45,
+            "the live mount's MP3 bytes at dc-003",
+        )
         wire_playing = fleet.node("dc-003").player.playing_id
         assert wire_playing is not None
         page.wait_for_function(
-            "document.getElementById('live-listeners').textContent === '1'", timeout=15_000)
+            "document.getElementById('live-listeners').textContent === '1'", timeout=15_000
+        )
         page.wait_for_function(
-            "document.getElementById('live-state').dataset.state === 'on_air'", timeout=15_000)
-        _wait(lambda: float(page.get_attribute("#live-level", "data-level") or 0) > 0.01, 10,
-              "a non-zero level on the meter (the fake microphone beeps)")
+            "document.getElementById('live-state').dataset.state === 'on_air'", timeout=15_000
+        )
+        _wait(
+            lambda: float(page.get_attribute("#live-level", "data-level") or 0) > 0.01,
+            10,
+            "a non-zero level on the meter (the fake microphone beeps)",
+        )
         assert page.locator("#live-nodes li:has-text('Thôn Nà Pàn')").count() == 1
         # Nothing else was targeted: the other village's nodes heard nothing.
         assert fleet.node("dc-001").player.stream_bytes_total == 0
@@ -121,20 +140,27 @@ def test_officer_goes_live_from_the_phone_and_the_village_hears_it(mic_stack, mi
         screenshot(page, "live-mic-phone-on-air")
 
         page.click("#live-stop")
-        _wait(lambda: fleet.node("dc-003").player.playing_id is None, 20,
-              "dc-003 to stop playing after the stop button")
+        _wait(
+            lambda: fleet.node("dc-003").player.playing_id is None,
+            20,
+            "dc-003 to stop playing after the stop button",
+        )
         _wait(lambda: _status(stack, bid) == "aired", 30, "the live broadcast judged aired")
         with stack.db.session() as s:
             assert s.query(Airing).filter_by(broadcast_id=bid).one().status == "aired"
         # The audit log has who went live and who stopped, not a row per chunk (the stop's
         # row follows the clusters' reports: the stream ends before the mount is withdrawn).
         page.wait_for_selector("#live-stop:disabled")
-        _wait(lambda: _actions(stack, bid).count("broadcast.live_stop") == 1, 15,
-              "the stop in the audit log")
+        _wait(
+            lambda: _actions(stack, bid).count("broadcast.live_stop") == 1,
+            15,
+            "the stop in the audit log",
+        )
         assert _actions(stack, bid).count("broadcast.live_start") == 1
         with stack.db.session() as s:
-            chunk_rows = s.query(AuditLog).filter(
-                AuditLog.path == f"/api/v1/broadcasts/{bid}/mic").count()
+            chunk_rows = (
+                s.query(AuditLog).filter(AuditLog.path == f"/api/v1/broadcasts/{bid}/mic").count()
+            )
             assert chunk_rows == 1, chunk_rows  # the first chunk's, as live_start
     finally:
         ctx.close()
@@ -145,49 +171,68 @@ def test_officer_goes_live_from_the_phone_and_the_village_hears_it(mic_stack, mi
     page2.wait_for_url("**/commune")
     before = fleet.node("dc-003").player.stream_bytes_total
     bid2 = _go_live(stack, page2, "Thôn Nà Pàn")
-    _wait(lambda: fleet.node("dc-003").player.stream_bytes_total > before + 16_000, 45,
-          "the second live broadcast at dc-003")
+    _wait(
+        lambda: fleet.node("dc-003").player.stream_bytes_total > before + 16_000,
+        45,
+        "the second live broadcast at dc-003",
+    )
     client, csrf = stack.login_client("commune")
     try:
-        same_slot = {"title": "Thử", "stream": True, "start_at": "now", "duration_s": 600,
-                     "targets": {"villages": [stack.ids["Thôn Nà Pàn"]]}}
-        busy = client.post("/api/v1/broadcasts/check", json=same_slot,
-                           headers={"X-CSRF-Token": csrf})
+        same_slot = {
+            "title": "Thử",
+            "stream": True,
+            "start_at": "now",
+            "duration_s": 600,
+            "targets": {"villages": [stack.ids["Thôn Nà Pàn"]]},
+        }
+        busy = client.post(
+            "/api/v1/broadcasts/check", json=same_slot, headers={"X-CSRF-Token": csrf}
+        )
         ctx2.close()  # the phone is gone: no more chunks, no stop request
         _wait(lambda: _status(stack, bid2) == "failed", 20, "the broadcast marked failed")
-        _wait(lambda: fleet.node("dc-003").player.playing_id is None, 20,
-              "dc-003 to stop playing the failed broadcast")
+        _wait(
+            lambda: fleet.node("dc-003").player.playing_id is None,
+            20,
+            "dc-003 to stop playing the failed broadcast",
+        )
         detail = client.get(f"/api/v1/broadcasts/{bid2}/mic").json()
         assert detail["status"] == "failed" and detail["status_label"] == "Phát trực tiếp bị lỗi"
         assert detail["feed"]["state"] == "failed"
         assert "trình duyệt" in detail["feed"]["error"]
         # Its slot is free again; while it was on air the same slot was refused.
-        free = client.post("/api/v1/broadcasts/check", json=same_slot,
-                           headers={"X-CSRF-Token": csrf})
+        free = client.post(
+            "/api/v1/broadcasts/check", json=same_slot, headers={"X-CSRF-Token": csrf}
+        )
         assert free.status_code == 200, free.text
         assert busy.status_code == 409, busy.text
         # Chunks for the failed broadcast are refused with a clear message.
-        late = client.post(f"/api/v1/broadcasts/{bid2}/mic?seq=999", content=b"x",
-                           headers={"X-CSRF-Token": csrf})
+        late = client.post(
+            f"/api/v1/broadcasts/{bid2}/mic?seq=999", content=b"x", headers={"X-CSRF-Token": csrf}
+        )
         assert late.status_code == 409 and "kết thúc" in late.json()["detail"], late.text
         # Only the officer who went live may feed it; nobody anonymous at all.
         other, other_csrf = stack.login_client("province")
         try:
-            r = other.post(f"/api/v1/broadcasts/{bid2}/mic?seq=0", content=b"x",
-                           headers={"X-CSRF-Token": other_csrf})
+            r = other.post(
+                f"/api/v1/broadcasts/{bid2}/mic?seq=0",
+                content=b"x",
+                headers={"X-CSRF-Token": other_csrf},
+            )
             assert r.status_code == 403 and "người tạo" in r.json()["detail"], r.text
         finally:
             other.close()
         with stack.client() as anon:
-            assert anon.post(f"/api/v1/broadcasts/{bid2}/mic?seq=0",
-                             content=b"x").status_code == 401
+            assert (
+                anon.post(f"/api/v1/broadcasts/{bid2}/mic?seq=0", content=b"x").status_code == 401
+            )
     finally:
         client.close()
 
     # On a desktop (1366 × 900) the page lays out without horizontal scrolling too, and the
     # failed broadcast is not on air anywhere.
-    desk = mic_chromium.new_context(viewport={"width": 1366, "height": 900}, locale="vi-VN",
-                                    timezone_id="Asia/Ho_Chi_Minh")
+    desk = mic_chromium.new_context(
+        viewport={"width": 1366, "height": 900}, locale="vi-VN", timezone_id="Asia/Ho_Chi_Minh"
+    )
     try:
         dp = desk.new_page()
         login(dp, stack.base_url, "commune")

@@ -39,8 +39,9 @@ class Inbox:
         self.messages: list = []
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
-        self.messages.append(email.message_from_bytes(envelope.content,
-                                                      policy=email.policy.default))
+        self.messages.append(
+            email.message_from_bytes(envelope.content, policy=email.policy.default)
+        )
         return "250 OK"
 
 
@@ -48,9 +49,13 @@ class Inbox:
 def test_officer_subscribes_and_the_alarm_email_arrives(stack, chromium, viewport):
     tag = "phone" if viewport is PHONE else "desktop"
     address = f"canbo.{tag}@doican.gov.vn"
-    context = chromium.new_context(viewport=viewport, locale="en-US",
-                                   timezone_id="Asia/Ho_Chi_Minh", is_mobile=viewport is PHONE,
-                                   has_touch=viewport is PHONE)
+    context = chromium.new_context(
+        viewport=viewport,
+        locale="en-US",
+        timezone_id="Asia/Ho_Chi_Minh",
+        is_mobile=viewport is PHONE,
+        has_touch=viewport is PHONE,
+    )
     page = context.new_page()
     inbox = Inbox()
     smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
@@ -72,14 +77,22 @@ def test_officer_subscribes_and_the_alarm_email_arrives(stack, chromium, viewpor
         form.locator("button[type=submit]").click()
         form.locator(".status.ok").wait_for()
         with stack.db.session() as s:
-            sub = s.scalar(select(NotifySubscription).where(
-                NotifySubscription.address == address))
+            sub = s.scalar(select(NotifySubscription).where(NotifySubscription.address == address))
             assert sub is not None and sub.severities == [2, 3]
             node = "dc-001" if viewport is PHONE else "dc-002"
-            s.add(Alarm(node_id=node, kind="offline", commune_id=stack.ids["Đội Cấn"],
-                        first_seen_ms=now_ms(), raised_ms=now_ms(), detail=""))
-        notifier = Notifier(stack.db, NotifyConfig(smtp_host="127.0.0.1", smtp_port=smtp.port),
-                            user_scope(stack.db))
+            s.add(
+                Alarm(
+                    node_id=node,
+                    kind="offline",
+                    commune_id=stack.ids["Đội Cấn"],
+                    first_seen_ms=now_ms(),
+                    raised_ms=now_ms(),
+                    detail="",
+                )
+            )
+        notifier = Notifier(
+            stack.db, NotifyConfig(smtp_host="127.0.0.1", smtp_port=smtp.port), user_scope(stack.db)
+        )
         notifier.run_once()
         mine = [m for m in inbox.messages if m["To"] == address]
         assert len(mine) == 1
@@ -91,9 +104,9 @@ def test_officer_subscribes_and_the_alarm_email_arrives(stack, chromium, viewpor
         assert "Đã gửi lúc" in page.inner_text("#deliveries")
         assert page.input_value("#notify-email input[name=address]") == address
         if viewport is PHONE:
-            assert page.evaluate(
-                "document.documentElement.scrollWidth <= window.innerWidth + 1"), \
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), (
                 "the notifications page scrolls sideways at 390 px"
+            )
         screenshot(page, f"{tag}-notifications")
     finally:
         smtp.stop()

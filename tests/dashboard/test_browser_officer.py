@@ -27,9 +27,19 @@ def page(browser_context):
 @pytest.fixture
 def speech_wav(tmp_path):
     path = tmp_path / "thong-bao.wav"
-    subprocess.run(["espeak-ng", "-v", "vi", "-w", str(path),
-                    "Thông báo của ủy ban nhân dân xã về lịch tiêm chủng tuần này."],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "espeak-ng",
+            "-v",
+            "vi",
+            "-w",
+            str(path),
+            "Thông báo của ủy ban nhân dân xã về lịch tiêm chủng tuần này.",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return path
 
 
@@ -46,8 +56,9 @@ def test_officer_composes_previews_uploads_and_schedules(stack, page, speech_wav
     page.fill("#compose input[name=title]", "Lịch tiêm chủng")
     page.fill("#compose textarea[name=text]", "Ngày 5/12 tiêm chủng lúc 7h30 tại trạm y tế xã.")
     page.click("#preview-btn")
-    page.wait_for_function("document.getElementById('spoken').textContent.includes('tháng')",
-                           timeout=30_000)
+    page.wait_for_function(
+        "document.getElementById('spoken').textContent.includes('tháng')", timeout=30_000
+    )
     spoken = page.inner_text("#spoken")
     assert "5/12" not in spoken  # numbers and dates are read out in words
     assert page.get_attribute("#preview-audio", "src").startswith("/api/v1/tts/preview/")
@@ -74,8 +85,9 @@ def test_officer_composes_previews_uploads_and_schedules(stack, page, speech_wav
     assert "17:00" in page.inner_text(f"#calendar .day[data-day='{tomorrow:%d/%m/%Y}']")
     with stack.db.session() as s:
         b = s.scalar(select(Broadcast).where(Broadcast.title == "Lịch tiêm chủng"))
-        assert b.content_id and b.recurrence and b.targets["villages"] == [
-            stack.ids["Thôn Đồng Bầu"]]
+        assert (
+            b.content_id and b.recurrence and b.targets["villages"] == [stack.ids["Thôn Đồng Bầu"]]
+        )
     page.wait_for_selector("#results-list [data-broadcast]")
     page.click("#results-list [data-broadcast] button.view")
     page.wait_for_selector("#results-list .outcomes")
@@ -94,10 +106,14 @@ def test_officer_composes_previews_uploads_and_schedules(stack, page, speech_wav
 
 def test_province_indicator_map_reports_and_emergency(stack, page):
     with stack.db.session() as s:
-        s.execute(update(Commune).where(Commune.id == stack.ids["Đội Cấn"])
-                  .values(lat=21.85, lon=106.76))
-        s.execute(update(Commune).where(Commune.id == stack.ids["Hoàng Văn Thụ"])
-                  .values(lat=21.60, lon=106.45))
+        s.execute(
+            update(Commune).where(Commune.id == stack.ids["Đội Cấn"]).values(lat=21.85, lon=106.76)
+        )
+        s.execute(
+            update(Commune)
+            .where(Commune.id == stack.ids["Hoàng Văn Thụ"])
+            .values(lat=21.60, lon=106.45)
+        )
     login(page, stack.base_url, "province")
     page.wait_for_url("**/province")
     page.wait_for_selector("#indicator tbody tr[data-commune]", timeout=30_000)

@@ -12,8 +12,13 @@ from tests.dashboard.conftest import LiveStack, login, screenshot
 @pytest.fixture
 def officer_stack(tmp_path, db, mosquitto_broker, monkeypatch):
     monkeypatch.setenv("LOA_DISPATCH_LEAD_S", "5")  # prefetch window; the default is 2 min
-    s = LiveStack(tmp_path, db, heartbeat_s=2, broker=mosquitto_broker,
-                  fleet_nodes=["dc-001", "dc-002", "dc-003"]).start()
+    s = LiveStack(
+        tmp_path,
+        db,
+        heartbeat_s=2,
+        broker=mosquitto_broker,
+        fleet_nodes=["dc-001", "dc-002", "dc-003"],
+    ).start()
     yield s
     s.stop()
 
@@ -32,8 +37,9 @@ def test_officer_sends_a_tts_bulletin_and_sees_who_played_it(officer_stack, page
     page.fill("#compose input[name=title]", "Thông báo họp thôn")
     page.fill("#compose textarea[name=text]", "Thôn Đồng Bầu họp lúc 19h30 tại nhà văn hóa.")
     page.click("#preview-btn")
-    page.wait_for_function("document.getElementById('spoken').textContent.includes('giờ')",
-                           timeout=30_000)
+    page.wait_for_function(
+        "document.getElementById('spoken').textContent.includes('giờ')", timeout=30_000
+    )
     assert "19h30" not in page.inner_text("#spoken")
     # The whole commune, now: both chosen explicitly, then confirmed on the summary.
     page.check("#compose input[name=commune]")

@@ -28,7 +28,8 @@ def test_missing_pages_and_crashes_answer_in_the_users_language(settings, db):
     assert "secret internals" not in r.text and "Internal Server Error" not in r.text
     r = client.get("/api/v1/boom")
     assert r.status_code == 500 and r.json() == {
-        "detail": "Máy chủ gặp lỗi; đã ghi lại để kỹ thuật viên xem. Hãy thử lại sau."}
+        "detail": "Máy chủ gặp lỗi; đã ghi lại để kỹ thuật viên xem. Hãy thử lại sau."
+    }
     client.cookies.set("loa_lang", "en")
     r = client.get("/khong-co", headers=HTML)
     assert "This page does not exist." in r.text and "Error 404" in r.text

@@ -40,9 +40,15 @@ TOO_MANY_LOGINS = "Đăng nhập sai quá nhiều lần"
 
 
 def _env(tmp_path, db_url: str, port: int, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "LOA_DATABASE_URL": db_url, "LOA_DATA_DIR": str(tmp_path / "data"),
-           "LOA_HTTP_PORT": str(port), "LOA_SECRET_KEY": "hardening-test-secret",
-           "LOA_LOG_LEVEL": "WARNING", "LOA_ICECAST_BINARY": "/nonexistent/icecast2"}
+    env = {
+        **os.environ,
+        "LOA_DATABASE_URL": db_url,
+        "LOA_DATA_DIR": str(tmp_path / "data"),
+        "LOA_HTTP_PORT": str(port),
+        "LOA_SECRET_KEY": "hardening-test-secret",
+        "LOA_LOG_LEVEL": "WARNING",
+        "LOA_ICECAST_BINARY": "/nonexistent/icecast2",
+    }
     for key in [k for k in env if k in ("LOA_TRUSTED_PROXIES",) or k.startswith("LOA_RATE_")]:
         del env[key]
     env.update(extra)
@@ -53,9 +59,12 @@ def _env(tmp_path, db_url: str, port: int, **extra: str) -> dict[str, str]:
 def api_server(tmp_path, db_url: str, **extra: str) -> Iterator[str]:
     """``loa serve --no-controller`` (the API process of the compose file) on a free port."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "system", "serve", "--no-controller"],
-                            env=_env(tmp_path, db_url, port, **extra),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "system", "serve", "--no-controller"],
+        env=_env(tmp_path, db_url, port, **extra),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -81,13 +90,15 @@ def api_server(tmp_path, db_url: str, **extra: str) -> Iterator[str]:
 
 def client_from(base: str, address: str) -> httpx.Client:
     """A client whose connections leave from ``address`` (any 127.0.0.x is loopback)."""
-    return httpx.Client(base_url=base, timeout=30,
-                        transport=httpx.HTTPTransport(local_address=address))
+    return httpx.Client(
+        base_url=base, timeout=30, transport=httpx.HTTPTransport(local_address=address)
+    )
 
 
 def login(c: httpx.Client, username: str, password: str, **headers: str) -> httpx.Response:
-    return c.post("/api/v1/auth/token", data={"username": username, "password": password},
-                  headers=headers)
+    return c.post(
+        "/api/v1/auth/token", data={"username": username, "password": password}, headers=headers
+    )
 
 
 @pytest.fixture
@@ -101,7 +112,8 @@ def seeded(db):
 
 
 def test_a_disabled_account_answers_like_a_wrong_password_after_the_same_hash_check(
-        tmp_path, seeded, monkeypatch):
+    tmp_path, seeded, monkeypatch
+):
     db = seeded
     with db.session() as s:
         user = create_user(s, "bi.khoa", "mat-khau-dung", "technician")
@@ -110,17 +122,19 @@ def test_a_disabled_account_answers_like_a_wrong_password_after_the_same_hash_ch
         right, wrong = login(c, "bi.khoa", "mat-khau-dung"), login(c, "bi.khoa", "sai-roi")
     assert right.status_code == wrong.status_code == 401
     assert right.json() == wrong.json() == {"detail": MSG_BAD_LOGIN}
-    assert {k: v for k, v in right.headers.items() if k not in ("date", "content-length")} == \
-        {k: v for k, v in wrong.headers.items() if k not in ("date", "content-length")}
+    assert {k: v for k, v in right.headers.items() if k not in ("date", "content-length")} == {
+        k: v for k, v in wrong.headers.items() if k not in ("date", "content-length")
+    }
     with db.session() as s:  # the right password of a disabled account is not a success
-        assert [a.ok for a in s.scalars(select(LoginAttempt).where(
-            LoginAttempt.username_key == "bi.khoa"))] == [False, False]
+        assert [
+            a.ok
+            for a in s.scalars(select(LoginAttempt).where(LoginAttempt.username_key == "bi.khoa"))
+        ] == [False, False]
 
     # Same time: the stored hash is verified in both cases (argon2 dominates the answer).
     checked: list[str] = []
     real = security.verify_password
-    monkeypatch.setattr(security, "verify_password",
-                        lambda h, p: checked.append(p) or real(h, p))
+    monkeypatch.setattr(security, "verify_password", lambda h, p: checked.append(p) or real(h, p))
     for password in ("mat-khau-dung", "sai-roi"):
         with db.session() as s, pytest.raises(LoginError) as exc:
             authenticate(s, "bi.khoa", password, "127.0.0.22")
@@ -131,15 +145,26 @@ def test_a_disabled_account_answers_like_a_wrong_password_after_the_same_hash_ch
 # --------------------------------------------------------------------------- finding 9
 
 
-@pytest.mark.parametrize(("command", "secret"), [("serve", "change-me"),
-                                                  ("controller", "CHANGE-ME"),
-                                                  ("serve", "  "), ("controller", "")])
+@pytest.mark.parametrize(
+    ("command", "secret"),
+    [("serve", "change-me"), ("controller", "CHANGE-ME"), ("serve", "  "), ("controller", "")],
+)
 def test_an_example_or_empty_secret_is_refused_at_start(tmp_path, secret, command):
     port = free_port()
-    env = _env(tmp_path, f"sqlite:///{tmp_path / 'x.db'}", port, LOA_SECRET_KEY=secret,
-               LOA_MQTT_PORT=str(free_port()))
-    run = subprocess.run([sys.executable, "-m", "system", command], env=env,
-                         capture_output=True, text=True, timeout=60)
+    env = _env(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'x.db'}",
+        port,
+        LOA_SECRET_KEY=secret,
+        LOA_MQTT_PORT=str(free_port()),
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "system", command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 1
     assert "LOA_SECRET_KEY đang là giá trị mẫu hoặc rỗng" in run.stderr
     assert "secrets.token_urlsafe" in run.stderr
@@ -161,8 +186,10 @@ def test_x_forwarded_for_is_ignored_unless_the_proxy_is_trusted(tmp_path, seeded
     with api_server(tmp_path, db.url) as base, client_from(base, "127.0.0.1") as c:
         # The attack of the issue, from loopback (uvicorn's default trusted proxy): each try
         # claims a new address. All count for the real peer.
-        codes = [login(c, "commune", "sai", **{"X-Forwarded-For": f"10.9.0.{i}"}).status_code
-                 for i in range(LOGIN_MAX_FAILURES + 1)]
+        codes = [
+            login(c, "commune", "sai", **{"X-Forwarded-For": f"10.9.0.{i}"}).status_code
+            for i in range(LOGIN_MAX_FAILURES + 1)
+        ]
         assert codes == [401] * LOGIN_MAX_FAILURES + [429]
         r = login(c, "commune", "demo", **{"X-Forwarded-For": "10.9.0.200"})
         assert r.status_code == 429 and TOO_MANY_LOGINS in r.json()["detail"]
@@ -170,19 +197,26 @@ def test_x_forwarded_for_is_ignored_unless_the_proxy_is_trusted(tmp_path, seeded
         assert set(s.scalars(select(LoginAttempt.ip))) == {"127.0.0.1"}
 
     # Behind a configured proxy the forwarded address is the client (and is audited).
-    with api_server(tmp_path, db.url, LOA_TRUSTED_PROXIES="127.0.0.32") as base, \
-            client_from(base, "127.0.0.32") as proxy:
+    with (
+        api_server(tmp_path, db.url, LOA_TRUSTED_PROXIES="127.0.0.32") as base,
+        client_from(base, "127.0.0.32") as proxy,
+    ):
         r = login(proxy, "technician", "demo", **{"X-Forwarded-For": "10.9.1.7"})
         assert r.status_code == 200, r.text
         # The same header from a host that is not the proxy is not believed.
         with client_from(base, "127.0.0.33") as other:
-            assert login(other, "technician", "sai",
-                         **{"X-Forwarded-For": "10.9.1.8"}).status_code == 401
+            assert (
+                login(other, "technician", "sai", **{"X-Forwarded-For": "10.9.1.8"}).status_code
+                == 401
+            )
     with db.session() as s:
-        audited = {(a.action, a.ip) for a in s.scalars(select(AuditLog).where(
-            AuditLog.username == "technician"))}
-        attempts = set(s.scalars(select(LoginAttempt.ip).where(
-            LoginAttempt.username_key == "technician")))
+        audited = {
+            (a.action, a.ip)
+            for a in s.scalars(select(AuditLog).where(AuditLog.username == "technician"))
+        }
+        attempts = set(
+            s.scalars(select(LoginAttempt.ip).where(LoginAttempt.username_key == "technician"))
+        )
     assert attempts == {"10.9.1.7", "127.0.0.33"}
     assert audited == {("auth.token", "10.9.1.7"), ("auth.token_failed", "127.0.0.33")}
 
@@ -192,8 +226,10 @@ def test_password_spraying_is_limited_per_address_and_per_account(tmp_path, seed
     with api_server(tmp_path, db.url) as base:
         # One password against many accounts from one address.
         with client_from(base, "127.0.0.41") as sprayer:
-            codes = [login(sprayer, f"nguoi-dung-{i}", "Matkhau@2024").status_code
-                     for i in range(LOGIN_MAX_FAILURES_ADDRESS)]
+            codes = [
+                login(sprayer, f"nguoi-dung-{i}", "Matkhau@2024").status_code
+                for i in range(LOGIN_MAX_FAILURES_ADDRESS)
+            ]
             assert codes == [401] * LOGIN_MAX_FAILURES_ADDRESS
             r = login(sprayer, "province", "demo")
             assert r.status_code == 429 and TOO_MANY_LOGINS in r.json()["detail"]
@@ -223,20 +259,29 @@ def test_password_spraying_is_limited_per_address_and_per_account(tmp_path, seed
 async def test_per_client_rate_limits_answer_429_with_retry_after(tmp_path, seeded):
     db = seeded
     burst = 10
-    with api_server(tmp_path, db.url, LOA_RATE_ANON_BURST=str(burst),
-                    LOA_RATE_ANON_PER_S="0.2", LOA_RATE_USER_BURST="60",
-                    LOA_RATE_USER_PER_S="0.2") as base:
+    with api_server(
+        tmp_path,
+        db.url,
+        LOA_RATE_ANON_BURST=str(burst),
+        LOA_RATE_ANON_PER_S="0.2",
+        LOA_RATE_USER_BURST="60",
+        LOA_RATE_USER_PER_S="0.2",
+    ) as base:
+
         def transport(address: str) -> httpx.AsyncHTTPTransport:
             return httpx.AsyncHTTPTransport(local_address=address)
 
-        async def many(address: str, n: int, headers: dict | None = None,
-                       path: str = "/api/v1/health/summary") -> list[httpx.Response]:
-            async with httpx.AsyncClient(base_url=base, timeout=30,
-                                         transport=transport(address)) as c:
+        async def many(
+            address: str, n: int, headers: dict | None = None, path: str = "/api/v1/health/summary"
+        ) -> list[httpx.Response]:
+            async with httpx.AsyncClient(
+                base_url=base, timeout=30, transport=transport(address)
+            ) as c:
                 return await asyncio.gather(*(c.get(path, headers=headers) for _ in range(n)))
 
-        flood, other = await asyncio.gather(many("127.0.0.51", 3 * burst),
-                                            many("127.0.0.52", burst))
+        flood, other = await asyncio.gather(
+            many("127.0.0.51", 3 * burst), many("127.0.0.52", burst)
+        )
         codes = Counter(r.status_code for r in flood)
         assert codes == {200: burst, 429: 2 * burst}, codes
         refused = next(r for r in flood if r.status_code == 429)
@@ -250,23 +295,27 @@ async def test_per_client_rate_limits_answer_429_with_retry_after(tmp_path, seed
         assert [r.status_code for r in media] == [401] * 3
 
         # A logged-in officer has a budget of their own, larger than an address's.
-        async with httpx.AsyncClient(base_url=base, timeout=30,
-                                     transport=transport("127.0.0.53")) as c:
-            token = (await c.post("/api/v1/auth/token", data={
-                "username": "commune", "password": "demo"})).json()["access_token"]
+        async with httpx.AsyncClient(
+            base_url=base, timeout=30, transport=transport("127.0.0.53")
+        ) as c:
+            token = (
+                await c.post("/api/v1/auth/token", data={"username": "commune", "password": "demo"})
+            ).json()["access_token"]
             auth = {"Authorization": f"Bearer {token}"}
             assert (await c.get("/api/v1/auth/me", headers=auth)).status_code == 200
         officer = await many("127.0.0.53", 3 * burst, auth, "/api/v1/nodes")
-        assert all(r.status_code == 200 for r in officer), Counter(
-            r.status_code for r in officer)
+        assert all(r.status_code == 200 for r in officer), Counter(r.status_code for r in officer)
 
         # Made-up tokens do not buy fresh budgets: they count against their address.
-        async with httpx.AsyncClient(base_url=base, timeout=30,
-                                     transport=transport("127.0.0.54")) as c:
+        async with httpx.AsyncClient(
+            base_url=base, timeout=30, transport=transport("127.0.0.54")
+        ) as c:
             codes = Counter()
             for _ in range(2 * burst):
-                r = await c.get("/api/v1/nodes", headers={
-                    "Authorization": f"Bearer {secrets.token_urlsafe(32)}"})
+                r = await c.get(
+                    "/api/v1/nodes",
+                    headers={"Authorization": f"Bearer {secrets.token_urlsafe(32)}"},
+                )
                 codes[r.status_code] += 1
         assert codes == {401: burst, 429: burst}, codes
 
@@ -277,8 +326,9 @@ def test_the_rate_limiter_refills_and_forgets_idle_clients(monkeypatch):
     from dashboard import ratelimit
 
     now = [0.0]
-    limiter = ratelimit.RateLimiter(ratelimit.Rate(3, 1.0), ratelimit.Rate(10, 5.0),
-                                    clock=lambda: now[0])
+    limiter = ratelimit.RateLimiter(
+        ratelimit.Rate(3, 1.0), ratelimit.Rate(10, 5.0), clock=lambda: now[0]
+    )
     assert [limiter.check("10.0.0.1", None) for _ in range(3)] == [0, 0, 0]
     assert limiter.check("10.0.0.1", None) == pytest.approx(1.0)
     now[0] += 0.5

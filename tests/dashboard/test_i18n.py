@@ -43,7 +43,8 @@ def test_every_script_string_is_sent_to_the_browser_and_translated():
 def test_translate_with_values():
     msg = "Đăng nhập sai quá nhiều lần. Vui lòng thử lại sau {minutes} phút."
     assert translate("vi", msg, minutes=4) == (
-        "Đăng nhập sai quá nhiều lần. Vui lòng thử lại sau 4 phút.")
+        "Đăng nhập sai quá nhiều lần. Vui lòng thử lại sau 4 phút."
+    )
     assert translate("en", msg, minutes=4) == "Too many failed logins. Try again in 4 minutes."
     assert translate("en", "chuỗi lạ") == "chuỗi lạ"  # falls back to Vietnamese
 
@@ -73,17 +74,24 @@ def test_a_flash_takes_only_small_counts_from_the_url():
     from dashboard.routes.ui import flash_message
 
     def flash(query: str, lang: str = "vi"):
-        return flash_message(Request({"type": "http", "query_string": query.encode(),
-                                      "headers": []}), lang)
+        return flash_message(
+            Request({"type": "http", "query_string": query.encode(), "headers": []}), lang
+        )
 
-    assert flash("ok=selftest_pass&sp=2&st=2") == (
-        "Tự kiểm tra đạt: 2/2 loa hoạt động.", "ok")
+    assert flash("ok=selftest_pass&sp=2&st=2") == ("Tự kiểm tra đạt: 2/2 loa hoạt động.", "ok")
     assert flash("ok=selftest_fail&sp=1&st=2", "en") == (
-        "Self-test failed: 1/2 speakers working.", "error")
+        "Self-test failed: 1/2 speakers working.",
+        "error",
+    )
     assert flash("ok=cmd_pending")[1] == "error"
-    for bad in ("ok=selftest_pass", "ok=selftest_pass&sp=x&st=2",
-                "ok=selftest_pass&sp=-1&st=2", "ok=selftest_pass&sp=2&st=99999",
-                "ok=Bạn đã bị hack", "ok="):
+    for bad in (
+        "ok=selftest_pass",
+        "ok=selftest_pass&sp=x&st=2",
+        "ok=selftest_pass&sp=-1&st=2",
+        "ok=selftest_pass&sp=2&st=99999",
+        "ok=Bạn đã bị hack",
+        "ok=",
+    ):
         assert flash(bad) is None, bad
 
 
@@ -96,19 +104,29 @@ def test_node_events_read_as_sentences_in_both_languages():
     assert describe_event("vi", ack) == "Đã thực hiện lệnh (8fc9a91d)"
     refused = {**ack, "ok": False, "error": "expired"}
     assert describe_event("en", refused) == "Command refused: the command expired (8fc9a91d)"
-    st = {"type": "selftest", "ok": False, "speakers_ok": 1, "speakers_total": 2,
-          "detail": "loa 2 hở mạch"}
+    st = {
+        "type": "selftest",
+        "ok": False,
+        "speakers_ok": 1,
+        "speakers_total": 2,
+        "detail": "loa 2 hở mạch",
+    }
     assert describe_event("vi", st) == "Không đạt: 1/2 loa hoạt động — loa 2 hở mạch"
-    failed = {"type": "playback", "broadcast_id": "b-12", "phase": "failed",
-              "error": "sha256 mismatch"}
+    failed = {
+        "type": "playback",
+        "broadcast_id": "b-12",
+        "phase": "failed",
+        "error": "sha256 mismatch",
+    }
     assert describe_event("vi", failed) == "Phát lỗi «b-12»: tệp tải về bị hỏng (sai mã kiểm tra)"
     # Issue 18: the node's error codes and the wire id read as words and the bulletin's title.
-    stream = {"type": "playback", "broadcast_id": "b29-a3469", "phase": "failed",
-              "error": "stream"}
+    stream = {"type": "playback", "broadcast_id": "b29-a3469", "phase": "failed", "error": "stream"}
     assert describe_event("vi", stream, {"b29-a3469": "Họp thôn"}) == (
-        "Phát lỗi «Họp thôn»: không nhận được luồng phát trực tiếp")
+        "Phát lỗi «Họp thôn»: không nhận được luồng phát trực tiếp"
+    )
     assert describe_event("en", stream) == (
-        "Playback failed «b29-a3469»: could not receive the live stream")
+        "Playback failed «b29-a3469»: could not receive the live stream"
+    )
     assert describe_event("en", {"type": "fault", "code": "power_lost"}) == "Mains power lost"
     # A type this version does not know keeps its fields rather than vanishing.
     assert describe_event("vi", {"type": "x_vendor", "ts": 1, "temp": 71}) == "temp: 71"

@@ -24,8 +24,7 @@ def test_live_page_languages_and_refusals(stack):
         assert "Review before going live" in en and "Microphone level" in en
         assert "Stop broadcast" in en
         c.cookies.delete("loa_lang")
-        r = c.post("/api/v1/broadcasts/1/mic?seq=0", content=b"x",
-                   headers={"X-CSRF-Token": csrf})
+        r = c.post("/api/v1/broadcasts/1/mic?seq=0", content=b"x", headers={"X-CSRF-Token": csrf})
         assert r.status_code == 503, r.text
         assert "Icecast" in r.json()["detail"] and "chưa được bật" in r.json()["detail"]
     finally:

@@ -35,26 +35,50 @@ CONCURRENT = 200
 
 
 def serve(db_url: str, data_dir, mqtt_port: int, http_port: int) -> subprocess.Popen:
-    env = {**os.environ, "LOA_DATABASE_URL": db_url, "LOA_DATA_DIR": str(data_dir),
-           "LOA_MQTT_PORT": str(mqtt_port), "LOA_HTTP_PORT": str(http_port),
-           "LOA_PUBLIC_BASE_URL": f"http://127.0.0.1:{http_port}",
-           "LOA_SECRET_KEY": "load-test-secret", "LOA_LOG_LEVEL": "WARNING",
-           # Every heartbeat becomes a stored sample, so "nothing lost" can be counted.
-           "LOA_HISTORY_SAMPLE_S": "0", "LOA_FLUSH_INTERVAL_S": "0.2",
-           "LOA_ICECAST_BINARY": "/nonexistent/icecast2"}
-    return subprocess.Popen([sys.executable, "-m", "system", "serve"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "LOA_DATABASE_URL": db_url,
+        "LOA_DATA_DIR": str(data_dir),
+        "LOA_MQTT_PORT": str(mqtt_port),
+        "LOA_HTTP_PORT": str(http_port),
+        "LOA_PUBLIC_BASE_URL": f"http://127.0.0.1:{http_port}",
+        "LOA_SECRET_KEY": "load-test-secret",
+        "LOA_LOG_LEVEL": "WARNING",
+        # Every heartbeat becomes a stored sample, so "nothing lost" can be counted.
+        "LOA_HISTORY_SAMPLE_S": "0",
+        "LOA_FLUSH_INTERVAL_S": "0.2",
+        "LOA_ICECAST_BINARY": "/nonexistent/icecast2",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "system", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def heartbeat(seq: int) -> str:
-    return json.dumps({"seq": seq, "ts": now_ms(), "uptime_s": seq, "volume": 60, "amp": "ok",
-                       "speakers_ok": 2, "speakers_total": 2, "power": "mains", "net": "4g",
-                       "rssi_dbm": -85, "playing": None})
+    return json.dumps(
+        {
+            "seq": seq,
+            "ts": now_ms(),
+            "uptime_s": seq,
+            "volume": 60,
+            "amp": "ok",
+            "speakers_ok": 2,
+            "speakers_total": 2,
+            "power": "mains",
+            "net": "4g",
+            "rssi_dbm": -85,
+            "playing": None,
+        }
+    )
 
 
 def fault(seq: int) -> str:
-    return json.dumps({"type": "fault", "ts": now_ms(), "code": "amp_fault",
-                       "detail": f"load {seq}"})
+    return json.dumps(
+        {"type": "fault", "ts": now_ms(), "code": "amp_fault", "detail": f"load {seq}"}
+    )
 
 
 async def wait_up(base: str) -> None:
@@ -86,11 +110,18 @@ async def burst(base: str, tokens: dict[str, str]) -> Counter:
     plan: list[tuple[str, str | None]] = []
     for i in range(CONCURRENT):
         kind = i % 5
-        plan.append({0: ("/api/v1/health/summary", None), 1: ("/login", None),
-                     2: ("/api/v1/nodes", "commune"), 3: ("/api/v1/nodes", "province"),
-                     4: ("/api/v1/health/summary", "commune")}[kind])
+        plan.append(
+            {
+                0: ("/api/v1/health/summary", None),
+                1: ("/login", None),
+                2: ("/api/v1/nodes", "commune"),
+                3: ("/api/v1/nodes", "province"),
+                4: ("/api/v1/health/summary", "commune"),
+            }[kind]
+        )
     limits = httpx.Limits(max_connections=CONCURRENT, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as c:
+
         async def one(path: str, who: str | None) -> tuple[str, int]:
             headers = {"Authorization": f"Bearer {tokens[who]}"} if who else {}
             try:
@@ -106,9 +137,15 @@ async def burst(base: str, tokens: dict[str, str]) -> Counter:
 
 
 async def test_two_hundred_concurrent_requests_get_answers_and_no_write_is_lost(
-        tmp_path, mosquitto_broker, db):
-    make_registry(db, communes={"Đội Cấn": {"Thôn Nà Pàn": NODES[:6]},
-                                "Hoàng Văn Thụ": {"Thôn Pác Mòng": NODES[6:]}})
+    tmp_path, mosquitto_broker, db
+):
+    make_registry(
+        db,
+        communes={
+            "Đội Cấn": {"Thôn Nà Pàn": NODES[:6]},
+            "Hoàng Văn Thụ": {"Thôn Pác Mòng": NODES[6:]},
+        },
+    )
     ensure_demo_accounts(db)
     http_port = free_port()
     base = f"http://127.0.0.1:{http_port}"
@@ -122,8 +159,11 @@ async def test_two_hundred_concurrent_requests_get_answers_and_no_write_is_lost(
                 assert r.status_code == 200, r.text
                 tokens[who] = r.json()["access_token"]
                 # One accepted request: the token now has its logged-in budget.
-                assert (await c.get("/api/v1/auth/me", headers={
-                    "Authorization": f"Bearer {tokens[who]}"})).status_code == 200
+                assert (
+                    await c.get(
+                        "/api/v1/auth/me", headers={"Authorization": f"Bearer {tokens[who]}"}
+                    )
+                ).status_code == 200
             # The controller is subscribed before anything is published.
             for _ in range(100):
                 summary = (await c.get("/api/v1/health/summary")).json()
@@ -144,10 +184,16 @@ async def test_two_hundred_concurrent_requests_get_answers_and_no_write_is_lost(
 
         def stored() -> tuple[int, int]:
             with db.session() as s:
-                samples = s.scalar(select(func.count()).select_from(HeartbeatSample).where(
-                    HeartbeatSample.node_id.in_(NODES)))
-                events = s.scalar(select(func.count()).select_from(NodeEventLog).where(
-                    NodeEventLog.node_id.in_(NODES), NodeEventLog.type == "fault"))
+                samples = s.scalar(
+                    select(func.count())
+                    .select_from(HeartbeatSample)
+                    .where(HeartbeatSample.node_id.in_(NODES))
+                )
+                events = s.scalar(
+                    select(func.count())
+                    .select_from(NodeEventLog)
+                    .where(NodeEventLog.node_id.in_(NODES), NodeEventLog.type == "fault")
+                )
             return samples, events
 
         for _ in range(150):
@@ -187,19 +233,28 @@ async def test_a_pool_of_two_connections_serves_a_burst_without_deadlock(tmp_pat
     ensure_demo_accounts(db)
     tight = Database(db.url, pool_size=2, max_overflow=0)
     port = free_port()
-    settings = Settings(data_dir=tmp_path / "data", database_url=db.url, http_port=port,
-                        secret_key="tight-pool-secret")
-    server = uvicorn.Server(uvicorn.Config(create_app(api_context(settings, tight)),
-                                           host="127.0.0.1", port=port, log_level="warning",
-                                           **settings.proxy_options()))
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=db.url,
+        http_port=port,
+        secret_key="tight-pool-secret",
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(api_context(settings, tight)),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            **settings.proxy_options(),
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
     try:
         await wait_up(base)
         async with httpx.AsyncClient(base_url=base, timeout=60) as c:
-            r = await c.post("/api/v1/auth/token", data={"username": "commune",
-                                                        "password": "demo"})
+            r = await c.post("/api/v1/auth/token", data={"username": "commune", "password": "demo"})
             auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
             assert (await c.get("/api/v1/auth/me", headers=auth)).status_code == 200
         limits = httpx.Limits(max_connections=120, max_keepalive_connections=0)

@@ -14,8 +14,9 @@ from tests.dashboard.conftest import LiveStack
 
 @pytest.fixture
 def live_stack(tmp_path, db, mosquitto_broker):
-    s = LiveStack(tmp_path, db, heartbeat_s=2, broker=mosquitto_broker,
-                  fleet_nodes=["dc-001"]).start()
+    s = LiveStack(
+        tmp_path, db, heartbeat_s=2, broker=mosquitto_broker, fleet_nodes=["dc-001"]
+    ).start()
     yield s
     s.stop()
 
@@ -33,10 +34,14 @@ def test_the_same_key_sends_a_node_command_once(live_stack, db):
         other = c.post("/api/v1/nodes/dc-001/volume", json={"level": 90}, headers=key)
         assert other.status_code == 409
         assert "Idempotency-Key" in other.json()["detail"]
-        bad = c.post("/api/v1/nodes/dc-001/volume", json={"level": 40},
-                     headers={**auth, "Idempotency-Key": "x"})
+        bad = c.post(
+            "/api/v1/nodes/dc-001/volume",
+            json={"level": 40},
+            headers={**auth, "Idempotency-Key": "x"},
+        )
         assert bad.status_code == 422 and "8–80 ký tự" in bad.json()["detail"]
     with db.session() as s:
-        sent = s.scalar(select(func.count()).select_from(AuditLog)
-                        .where(AuditLog.action == "node.volume"))
+        sent = s.scalar(
+            select(func.count()).select_from(AuditLog).where(AuditLog.action == "node.volume")
+        )
     assert sent == 1

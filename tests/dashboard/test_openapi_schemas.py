@@ -64,10 +64,14 @@ def gaps(spec: dict) -> set[tuple[str, str, str]]:
                 found.add((method, path, "request"))
             if (method, path) in DOWNLOADS:
                 continue
-            answers = {code: r for code, r in op.get("responses", {}).items()
-                       if code.startswith("2")}
-            typed = any(code == "204" or _real(r.get("content", {}).get(
-                "application/json", {}).get("schema", {})) for code, r in answers.items())
+            answers = {
+                code: r for code, r in op.get("responses", {}).items() if code.startswith("2")
+            }
+            typed = any(
+                code == "204"
+                or _real(r.get("content", {}).get("application/json", {}).get("schema", {}))
+                for code, r in answers.items()
+            )
             if not typed:
                 found.add((method, path, "response"))
     return found

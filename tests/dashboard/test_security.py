@@ -48,10 +48,13 @@ def test_token_flow_and_unauthenticated_api_is_401(stack):
         body = r.json()
         assert r.status_code == 200 and body["token_type"] == "bearer"
         assert body["role"] == "technician" and body["expires_in"] == 86400
-        assert c.get("/api/v1/auth/me", headers=bearer(body["access_token"])).json()[
-            "username"] == "technician"
-        assert c.delete("/api/v1/auth/token",
-                        headers=bearer(body["access_token"])).status_code == 204
+        assert (
+            c.get("/api/v1/auth/me", headers=bearer(body["access_token"])).json()["username"]
+            == "technician"
+        )
+        assert (
+            c.delete("/api/v1/auth/token", headers=bearer(body["access_token"])).status_code == 204
+        )
         assert c.get("/api/v1/auth/me", headers=bearer(body["access_token"])).status_code == 401
 
 
@@ -65,8 +68,12 @@ def test_wrong_password_gives_vietnamese_401_and_rate_limit_429(stack):
         assert r.status_code == 429
         assert "Đăng nhập sai quá nhiều lần" in r.json()["detail"]
         # The limit is per user (and address): another account still logs in.
-        assert c.post("/api/v1/auth/token",
-                      data={"username": "technician", "password": "demo"}).status_code == 200
+        assert (
+            c.post(
+                "/api/v1/auth/token", data={"username": "technician", "password": "demo"}
+            ).status_code
+            == 200
+        )
     with stack.db.session() as s:
         attempts = s.scalars(select(LoginAttempt).where(LoginAttempt.username_key == "commune"))
         assert [a.ok for a in attempts] == [False] * LOGIN_MAX_FAILURES
@@ -131,8 +138,10 @@ def test_session_cookie_flags(stack):
     with stack.client() as c:
         page = c.get("/login")
         form_csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-        r = c.post("/login", data={"username": "province", "password": "demo",
-                                   "csrf_token": form_csrf, "next": "/"})
+        r = c.post(
+            "/login",
+            data={"username": "province", "password": "demo", "csrf_token": form_csrf, "next": "/"},
+        )
         cookie = next(h for h in r.headers.get_list("set-cookie") if h.startswith("loa_session"))
         assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
         assert "Secure" not in cookie  # plain http on loopback; https sets Secure
@@ -144,55 +153,103 @@ def test_session_cookie_flags(stack):
 
 def test_login_form_rejects_missing_csrf_and_open_redirect(stack):
     with stack.client() as c:
-        r = c.post("/login", data={"username": "province", "password": "demo",
-                                   "csrf_token": "forged", "next": "/"})
+        r = c.post(
+            "/login",
+            data={"username": "province", "password": "demo", "csrf_token": "forged", "next": "/"},
+        )
         assert r.status_code == 400 and "Phiên đăng nhập đã hết hạn" in r.text
         page = c.get("/login?next=https://evil.example/")
         form_csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-        r = c.post("/login", data={"username": "province", "password": "demo",
-                                   "csrf_token": form_csrf, "next": "//evil.example/x"})
+        r = c.post(
+            "/login",
+            data={
+                "username": "province",
+                "password": "demo",
+                "csrf_token": form_csrf,
+                "next": "//evil.example/x",
+            },
+        )
         assert r.status_code == 303 and r.headers["location"] == "/"
 
 
 def test_admin_manages_users_and_every_action_is_audited(stack):
     admin = bearer(stack.token("province"))
     with stack.client() as c:
-        r = c.post("/api/v1/users", headers=admin, json={
-            "username": "canbo.hvt", "password": "ngắn", "role": "commune",
-            "communes": ["Hoang Van Thu"]})
+        r = c.post(
+            "/api/v1/users",
+            headers=admin,
+            json={
+                "username": "canbo.hvt",
+                "password": "ngắn",
+                "role": "commune",
+                "communes": ["Hoang Van Thu"],
+            },
+        )
         assert r.status_code == 422 and "ít nhất 8 ký tự" in r.json()["detail"]
-        r = c.post("/api/v1/users", headers=admin, json={
-            "username": "canbo.hvt", "password": "matkhau-dai", "role": "commune",
-            "communes": []})
+        r = c.post(
+            "/api/v1/users",
+            headers=admin,
+            json={
+                "username": "canbo.hvt",
+                "password": "matkhau-dai",
+                "role": "commune",
+                "communes": [],
+            },
+        )
         assert r.status_code == 422 and "ít nhất một xã" in r.json()["detail"]
-        r = c.post("/api/v1/users", headers=admin, json={
-            "username": "canbo.hvt", "password": "matkhau-dai", "role": "commune",
-            "communes": ["Hoang Van Thu"]})  # a name without diacritics finds the commune
+        r = c.post(
+            "/api/v1/users",
+            headers=admin,
+            json={
+                "username": "canbo.hvt",
+                "password": "matkhau-dai",
+                "role": "commune",
+                "communes": ["Hoang Van Thu"],
+            },
+        )  # a name without diacritics finds the commune
         assert r.status_code == 201, r.text
         uid = r.json()["id"]
         assert r.json()["communes"] == [stack.ids["Hoàng Văn Thụ"]]
-        r = c.post("/api/v1/users", headers=admin, json={
-            "username": "CANBO.HVT", "password": "matkhau-dai", "role": "technician"})
+        r = c.post(
+            "/api/v1/users",
+            headers=admin,
+            json={"username": "CANBO.HVT", "password": "matkhau-dai", "role": "technician"},
+        )
         assert r.status_code == 409
         officer = stack.token("canbo.hvt", "matkhau-dai")
         # Disable: the user's token stops working at once.
-        assert c.patch(f"/api/v1/users/{uid}", headers=admin,
-                       json={"active": False}).status_code == 200
+        assert (
+            c.patch(f"/api/v1/users/{uid}", headers=admin, json={"active": False}).status_code
+            == 200
+        )
         assert c.get("/api/v1/auth/me", headers=bearer(officer)).status_code == 401
-        r = c.post("/api/v1/auth/token", data={"username": "canbo.hvt",
-                                                "password": "matkhau-dai"})
+        r = c.post("/api/v1/auth/token", data={"username": "canbo.hvt", "password": "matkhau-dai"})
         # The same answer as a wrong password (issue 17, finding 10): no oracle.
         assert r.status_code == 401 and r.json()["detail"] == "Sai tên đăng nhập hoặc mật khẩu"
-        assert c.patch(f"/api/v1/users/{uid}", headers=admin,
-                       json={"active": True, "role": "technician",
-                             "communes": []}).status_code == 200
-        assert c.post(f"/api/v1/users/{uid}/password", headers=admin,
-                      json={"password": "mat-khau-moi"}).status_code == 204
+        assert (
+            c.patch(
+                f"/api/v1/users/{uid}",
+                headers=admin,
+                json={"active": True, "role": "technician", "communes": []},
+            ).status_code
+            == 200
+        )
+        assert (
+            c.post(
+                f"/api/v1/users/{uid}/password", headers=admin, json={"password": "mat-khau-moi"}
+            ).status_code
+            == 204
+        )
         assert stack.token("canbo.hvt", "mat-khau-moi")
         audit = c.get("/api/v1/audit", headers=admin).json()
     actions = [a["action"] for a in audit]
-    for expected in ("user.create", "user.update", "user.password_reset", "auth.token",
-                     "auth.token_failed"):
+    for expected in (
+        "user.create",
+        "user.update",
+        "user.password_reset",
+        "auth.token",
+        "auth.token_failed",
+    ):
         assert expected in actions
     create = next(a for a in audit if a["action"] == "user.create")
     assert create["username"] == "province" and create["target"] == "canbo.hvt"
@@ -243,23 +300,62 @@ def test_cli_user_add_and_passwd(stack, tmp_path, monkeypatch, capsys):
         return main(list(args))
 
     try:
-        assert loa("user", "add", "kythuat2", "--role", "technician", "--communes", "c0,c1",
-                   "--password-stdin", stdin="mat-khau-cli\n") == 0
+        assert (
+            loa(
+                "user",
+                "add",
+                "kythuat2",
+                "--role",
+                "technician",
+                "--communes",
+                "c0,c1",
+                "--password-stdin",
+                stdin="mat-khau-cli\n",
+            )
+            == 0
+        )
         assert "Đã tạo tài khoản kythuat2" in capsys.readouterr().out
-        assert loa("user", "add", "kythuat2", "--role", "technician", "--password-stdin",
-                   stdin="mat-khau-cli\n") == 1
+        assert (
+            loa(
+                "user",
+                "add",
+                "kythuat2",
+                "--role",
+                "technician",
+                "--password-stdin",
+                stdin="mat-khau-cli\n",
+            )
+            == 1
+        )
         assert "đã tồn tại" in capsys.readouterr().err
-        assert loa("user", "add", "x", "--role", "commune", "--communes", "khong-co",
-                   "--password-stdin", stdin="mat-khau-cli\n") == 1
+        assert (
+            loa(
+                "user",
+                "add",
+                "x",
+                "--role",
+                "commune",
+                "--communes",
+                "khong-co",
+                "--password-stdin",
+                stdin="mat-khau-cli\n",
+            )
+            == 1
+        )
         assert "Không tìm thấy xã" in capsys.readouterr().err
         assert stack.token("kythuat2", "mat-khau-cli")
-        assert loa("user", "passwd", "kythuat2", "--password-stdin",
-                   stdin="mat-khau-moi-2\n") == 0
+        assert loa("user", "passwd", "kythuat2", "--password-stdin", stdin="mat-khau-moi-2\n") == 0
         assert stack.token("kythuat2", "mat-khau-moi-2")
     finally:
         get_settings.cache_clear()
     with stack.db.session() as s:
         user = s.scalar(select(User).where(User.username_key == "kythuat2"))
         assert user.commune_ids == {stack.ids["Đội Cấn"], stack.ids["Hoàng Văn Thụ"]}
-        assert s.scalar(select(AuditLog).where(AuditLog.action == "user.create",
-                                               AuditLog.target == "kythuat2")).ip == "cli"
+        assert (
+            s.scalar(
+                select(AuditLog).where(
+                    AuditLog.action == "user.create", AuditLog.target == "kythuat2"
+                )
+            ).ip
+            == "cli"
+        )

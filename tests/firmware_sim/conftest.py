@@ -76,15 +76,23 @@ class RawController:
             parsed = TOPICS.parse(str(msg.topic))
             if parsed is None:
                 continue
-            rec = Received(parsed[0], parsed[1], bytes(msg.payload), msg.retain,
-                           time.monotonic(), time.time_ns() // 1_000_000)
+            rec = Received(
+                parsed[0],
+                parsed[1],
+                bytes(msg.payload),
+                msg.retain,
+                time.monotonic(),
+                time.time_ns() // 1_000_000,
+            )
             async with self._cond:
                 self.received.append(rec)
                 self._cond.notify_all()
 
-    async def wait_for(self, pred: Callable[[Received], bool], timeout: float = 5.0,
-                       after: int = 0) -> Received:
+    async def wait_for(
+        self, pred: Callable[[Received], bool], timeout: float = 5.0, after: int = 0
+    ) -> Received:
         """First message (from index ``after`` on) matching ``pred``; fails after timeout."""
+
         def find() -> Received | None:
             return next((r for r in self.received[after:] if pred(r)), None)
 
@@ -113,6 +121,7 @@ class RawController:
 
     async def wait_event(self, node_id: str, timeout: float = 5.0, **match):
         """Wait for an event of ``node_id`` whose fields equal ``match``; returns it decoded."""
+
         def pred(r: Received) -> bool:
             if r.node_id != node_id or r.channel != Channel.EVENTS:
                 return False
@@ -121,11 +130,15 @@ class RawController:
 
         return decode_event((await self.wait_for(pred, timeout)).payload)
 
-    async def wait_heartbeat(self, node_id: str, timeout: float = 5.0, after: int = 0,
-                             pred: Callable = lambda hb: True):
+    async def wait_heartbeat(
+        self, node_id: str, timeout: float = 5.0, after: int = 0, pred: Callable = lambda hb: True
+    ):
         def match(r: Received) -> bool:
-            return (r.node_id == node_id and r.channel == Channel.HEARTBEAT
-                    and pred(decode_heartbeat(r.payload)))
+            return (
+                r.node_id == node_id
+                and r.channel == Channel.HEARTBEAT
+                and pred(decode_heartbeat(r.payload))
+            )
 
         return decode_heartbeat((await self.wait_for(match, timeout, after)).payload)
 
@@ -140,14 +153,12 @@ class RawController:
         return decode_status(rec.payload), rec
 
     def phases(self, node_id: str, broadcast_id: str) -> list[str]:
-        return [e.phase for e in self.events(node_id, "playback")
-                if e.broadcast_id == broadcast_id]
+        return [e.phase for e in self.events(node_id, "playback") if e.broadcast_id == broadcast_id]
 
     async def send(self, node_id: str, cmd) -> None:
         """Publish a command (a protocol model, or raw bytes for malformed ones)."""
         assert self._client
-        payload = cmd if isinstance(cmd, bytes) else cmd.model_dump_json(
-            exclude_none=True).encode()
+        payload = cmd if isinstance(cmd, bytes) else cmd.model_dump_json(exclude_none=True).encode()
         await self._client.publish(TOPICS.cmd(node_id), payload, qos=1)
 
 
@@ -159,8 +170,14 @@ async def controller(mosquitto_broker):
 
 @pytest.fixture
 async def fleet(mosquitto_broker):
-    f = Fleet(mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=1, keepalive_s=3,
-              connect_rate=500, seed=7)
+    f = Fleet(
+        mosquitto_broker.host,
+        mosquitto_broker.port,
+        heartbeat_s=1,
+        keepalive_s=3,
+        connect_rate=500,
+        seed=7,
+    )
     yield f
     await f.stop()
 

@@ -48,8 +48,13 @@ async def test_amp_and_speaker_faults_publish_events_and_degrade(fleet, controll
 
 async def test_power_cut_runs_on_a_draining_battery_then_restores(mosquitto_broker, controller):
     # 3,600 V/h = 1 V/s, so a test second shows what an hour does in the field.
-    f = Fleet(mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=1, keepalive_s=3,
-              battery_drain_v_per_h=3600)
+    f = Fleet(
+        mosquitto_broker.host,
+        mosquitto_broker.port,
+        heartbeat_s=1,
+        keepalive_s=3,
+        battery_drain_v_per_h=3600,
+    )
     try:
         await f.start(["flt-node-2"])
         before = await controller.wait_heartbeat("flt-node-2")
@@ -57,12 +62,15 @@ async def test_power_cut_runs_on_a_draining_battery_then_restores(mosquitto_brok
         f.inject("flt-node-2", Fault.POWER_CUT)
         await controller.wait_event("flt-node-2", type="fault", code="power_lost")
         on_battery = await controller.wait_heartbeat(
-            "flt-node-2", pred=lambda h: h.power == "battery", timeout=3)
+            "flt-node-2", pred=lambda h: h.power == "battery", timeout=3
+        )
         later = await controller.wait_heartbeat(
-            "flt-node-2", after=len(controller.received), timeout=3)
+            "flt-node-2", after=len(controller.received), timeout=3
+        )
         assert later.power == "battery" and later.battery_v < on_battery.battery_v
         low = await controller.wait_heartbeat(
-            "flt-node-2", pred=lambda h: h.battery_v < TH.battery_low_v, timeout=6)
+            "flt-node-2", pred=lambda h: h.battery_v < TH.battery_low_v, timeout=6
+        )
         assert "battery_low" in degradation_reasons(low, TH)
         f.clear("flt-node-2", Fault.POWER_CUT)
         await controller.wait_event("flt-node-2", type="fault", code="power_restored")
@@ -88,22 +96,35 @@ async def test_clock_offset_shifts_timestamps_and_start_time(fleet, controller, 
     fleet.inject("flt-clock", Fault.CLOCK_OFFSET, 5000)
     mark = len(controller.received)
     await controller.wait_heartbeat("flt-clock", after=mark)
-    rec = next(r for r in controller.received[mark:] if r.node_id == "flt-clock"
-               and r.channel == "heartbeat")
+    rec = next(
+        r
+        for r in controller.received[mark:]
+        if r.node_id == "flt-clock" and r.channel == "heartbeat"
+    )
     hb = decode_heartbeat(rec.payload)
     assert 4700 < hb.ts - rec.wall_ms <= 5000
 
     node = fleet.node("flt-clock")
     start_at = node.now_ms() + 1000  # node clock: 5 s ahead of the real one
     served = http_server.add("/clock.mp3", b"\x00" * 5000)
-    await controller.send("flt-clock", PlayCmd(
-        cmd_id="clock-1", issued_at=now_ms(), broadcast_id="b-clock",
-        url=f"{http_server.base}/clock.mp3", sha256=served.sha256, bytes=5000,
-        duration_ms=100, start_at=start_at))
+    await controller.send(
+        "flt-clock",
+        PlayCmd(
+            cmd_id="clock-1",
+            issued_at=now_ms(),
+            broadcast_id="b-clock",
+            url=f"{http_server.base}/clock.mp3",
+            sha256=served.sha256,
+            bytes=5000,
+            duration_ms=100,
+            start_at=start_at,
+        ),
+    )
     started = await controller.wait_event("flt-clock", type="playback", phase="started")
     assert 0 <= started.at - start_at < 200  # on time by its own clock...
-    arrived = next(r for r in controller.received if r.node_id == "flt-clock"
-                   and b'"started"' in r.payload)
+    arrived = next(
+        r for r in controller.received if r.node_id == "flt-clock" and b'"started"' in r.payload
+    )
     assert abs(arrived.wall_ms - (start_at - 5000)) < 300  # ...so 5 s early for the world
 
 
@@ -121,8 +142,8 @@ def test_hardware_values_are_plausible_and_move():
     assert all(-125 <= r <= -45 for r in seen)
     # daily temperature cycle in ICT: mid-afternoon warmer than before dawn
     day = 1_750_000_000_000 - (1_750_000_000_000 % 86_400_000)  # 00:00 UTC = 07:00 ICT
-    afternoon = hw.temp_c(day + 8 * 3_600_000, False)   # 15:00 ICT
-    night = hw.temp_c(day + 20 * 3_600_000, False)      # 03:00 ICT
+    afternoon = hw.temp_c(day + 8 * 3_600_000, False)  # 15:00 ICT
+    night = hw.temp_c(day + 20 * 3_600_000, False)  # 03:00 ICT
     assert afternoon > night + 5
     assert hw.temp_c(day, True) > hw.temp_c(day, False)
 

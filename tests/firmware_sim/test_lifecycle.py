@@ -36,7 +36,8 @@ async def retained_status(broker, node_id: str, timeout: float = 3.0):
     """What a controller connecting *now* gets: the retained status message."""
     async with RawController(broker.host, broker.port, client_id="late-joiner") as late:
         rec = await late.wait_for(
-            lambda r: r.node_id == node_id and r.channel == Channel.STATUS, timeout)
+            lambda r: r.node_id == node_id and r.channel == Channel.STATUS, timeout
+        )
     assert rec.retain, "status must be retained"
     return late.statuses(node_id)[0]
 
@@ -98,8 +99,9 @@ async def test_abrupt_kill_makes_the_broker_publish_the_will(broker, ctl, nodes)
 async def test_silent_death_is_found_by_the_broker_keepalive(mosquitto_broker):
     """The link just goes quiet (no FIN, no pings): the broker times the node out."""
     async with RawController(mosquitto_broker.host, mosquitto_broker.port) as ctl:
-        f = Fleet(mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=1,
-                  keepalive_s=KEEPALIVE_S)
+        f = Fleet(
+            mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=1, keepalive_s=KEEPALIVE_S
+        )
         try:
             await _kill_and_expect_will(mosquitto_broker, ctl, f, "lc-node-6", "silent")
         finally:
@@ -127,8 +129,13 @@ async def test_hang_keeps_the_link_but_stops_heartbeats(broker, ctl, nodes):
 
 async def test_mqtt5_node_speaks_the_same_protocol(mosquitto_broker):
     async with RawController(mosquitto_broker.host, mosquitto_broker.port) as ctl:
-        f = Fleet(mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=1,
-                  keepalive_s=KEEPALIVE_S, mqtt_version=5)
+        f = Fleet(
+            mosquitto_broker.host,
+            mosquitto_broker.port,
+            heartbeat_s=1,
+            keepalive_s=KEEPALIVE_S,
+            mqtt_version=5,
+        )
         try:
             await f.start(["lc-v5-node"])
             await ctl.wait_status("lc-v5-node", online=True)
@@ -143,8 +150,9 @@ async def test_mqtt5_node_speaks_the_same_protocol(mosquitto_broker):
 async def test_restart_is_a_new_boot_and_queued_commands_arrive(mosquitto_broker, http_server):
     """Persistent session: a command sent while the node is dead is delivered on reboot."""
     async with RawController(mosquitto_broker.host, mosquitto_broker.port) as ctl:
-        f = Fleet(mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=1,
-                  keepalive_s=KEEPALIVE_S)
+        f = Fleet(
+            mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=1, keepalive_s=KEEPALIVE_S
+        )
         try:
             await f.start(["lc-node-5"])
             first_boot = f.node("lc-node-5").boot_id
@@ -152,30 +160,38 @@ async def test_restart_is_a_new_boot_and_queued_commands_arrive(mosquitto_broker
             await f.kill("lc-node-5")
             await ctl.wait_status("lc-node-5", online=False)
             served = http_server.add("/a.mp3", b"x" * 1000)
-            await ctl.send("lc-node-5", PlayCmd(
-                cmd_id="while-away", issued_at=now_ms(), broadcast_id="b-away",
-                url=f"{http_server.base}/a.mp3", sha256=served.sha256, bytes=1000,
-                duration_ms=100))
+            await ctl.send(
+                "lc-node-5",
+                PlayCmd(
+                    cmd_id="while-away",
+                    issued_at=now_ms(),
+                    broadcast_id="b-away",
+                    url=f"{http_server.base}/a.mp3",
+                    sha256=served.sha256,
+                    bytes=1000,
+                    duration_ms=100,
+                ),
+            )
             mark = len(ctl.received)
             assert await f.restart("lc-node-5")
-            status, _ = await ctl.wait_status("lc-node-5", online=True, boot_id=f.node(
-                "lc-node-5").boot_id)
+            status, _ = await ctl.wait_status(
+                "lc-node-5", online=True, boot_id=f.node("lc-node-5").boot_id
+            )
             assert status.boot_id != first_boot
             hb = await ctl.wait_heartbeat("lc-node-5", after=mark)
             assert hb.seq == 0 and hb.uptime_s == 0
             await ctl.wait_event("lc-node-5", type="cmd_ack", cmd_id="while-away", ok=True)
-            await ctl.wait_event("lc-node-5", type="playback", broadcast_id="b-away",
-                                 phase="finished")
+            await ctl.wait_event(
+                "lc-node-5", type="playback", broadcast_id="b-away", phase="finished"
+            )
         finally:
             await f.stop()
 
 
-async def test_node_reconnects_after_a_broker_restart_and_delivers_what_it_kept(
-        mosquitto_broker):
+async def test_node_reconnects_after_a_broker_restart_and_delivers_what_it_kept(mosquitto_broker):
     """Same boot (seq goes on); a fault event raised while the broker was away is sent
     once the link is back."""
-    f = Fleet(mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=1,
-              keepalive_s=KEEPALIVE_S)
+    f = Fleet(mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=1, keepalive_s=KEEPALIVE_S)
     try:
         async with RawController(mosquitto_broker.host, mosquitto_broker.port) as ctl:
             await f.start(["lc-node-7"])
@@ -190,8 +206,9 @@ async def test_node_reconnects_after_a_broker_restart_and_delivers_what_it_kept(
         assert not f.node("lc-node-7").connected.is_set()
         f.inject("lc-node-7", "amp_fault")  # happens while offline
         await asyncio.to_thread(mosquitto_broker.start)
-        async with RawController(mosquitto_broker.host, mosquitto_broker.port,
-                                 client_id="ctl-after") as ctl:
+        async with RawController(
+            mosquitto_broker.host, mosquitto_broker.port, client_id="ctl-after"
+        ) as ctl:
             await ctl.wait_event("lc-node-7", type="fault", code="amp_fault", timeout=15)
             status, _ = await ctl.wait_status("lc-node-7", online=True, boot_id=boot_id)
             hb = await ctl.wait_heartbeat("lc-node-7", pred=lambda h: h.seq > last_seq)

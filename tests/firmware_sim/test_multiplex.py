@@ -26,24 +26,38 @@ from tests.firmware_sim.test_fleet_cli import run_cli
 async def retained_statuses(broker, count: int) -> dict[str, object]:
     """What a controller connecting now would be told: the retained status of each node."""
     async with RawController(broker.host, broker.port, client_id="late-joiner") as late:
-        await late.wait_for(lambda _r: sum(r.channel == Channel.STATUS
-                                           for r in late.received) >= count, timeout=10)
+        await late.wait_for(
+            lambda _r: sum(r.channel == Channel.STATUS for r in late.received) >= count, timeout=10
+        )
         assert all(r.retain for r in late.received if r.channel == Channel.STATUS)
-        return {r.node_id: decode_status(r.payload) for r in late.received
-                if r.channel == Channel.STATUS}
+        return {
+            r.node_id: decode_status(r.payload)
+            for r in late.received
+            if r.channel == Channel.STATUS
+        }
 
 
 def broker_connections(port: int) -> int:
     """Established TCP connections from this process to the broker (the real sockets)."""
-    return sum(1 for c in psutil.Process().net_connections("tcp")
-               if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+    return sum(
+        1
+        for c in psutil.Process().net_connections("tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    )
 
 
 async def test_three_connections_carry_300_nodes_with_even_valid_heartbeats(mosquitto_broker):
     ids = generate_node_ids(300, "v")
     async with RawController(mosquitto_broker.host, mosquitto_broker.port) as ctl:
-        fleet = VirtualFleet(mosquitto_broker.host, mosquitto_broker.port, ids, connections=3,
-                             heartbeat_s=2, announce_rate=1000, seed=3)
+        fleet = VirtualFleet(
+            mosquitto_broker.host,
+            mosquitto_broker.port,
+            ids,
+            connections=3,
+            heartbeat_s=2,
+            announce_rate=1000,
+            seed=3,
+        )
         await fleet.start()
         try:
             assert broker_connections(mosquitto_broker.port) == 3 + 1  # + the controller
@@ -54,8 +68,12 @@ async def test_three_connections_carry_300_nodes_with_even_valid_heartbeats(mosq
         finally:
             await fleet.stop()
         stats = fleet.stats()
-        await ctl.wait_for(lambda _r: sum(r.channel == Channel.HEARTBEAT
-                                          for r in ctl.received) >= stats.heartbeats, timeout=5)
+        await ctl.wait_for(
+            lambda _r: (
+                sum(r.channel == Channel.HEARTBEAT for r in ctl.received) >= stats.heartbeats
+            ),
+            timeout=5,
+        )
 
     beats = [r for r in ctl.received if r.channel == Channel.HEARTBEAT]
     assert len(beats) == stats.heartbeats and stats.skipped == 0  # nothing lost on the way
@@ -65,8 +83,7 @@ async def test_three_connections_carry_300_nodes_with_even_valid_heartbeats(mosq
     # some delay, but a ts stamped at start or on schedule would drift by seconds)
     lags = sorted(r.wall_ms - hb.ts for r, hb in decoded)
     assert lags[0] >= 0 and lags[len(lags) // 2] < 200 and lags[-1] < 3000
-    assert all(hb.speakers_ok <= hb.speakers_total and hb.fw.endswith("+mux")
-               for _, hb in decoded)
+    assert all(hb.speakers_ok <= hb.speakers_total and hb.fw.endswith("+mux") for _, hb in decoded)
     seqs: dict[str, list[int]] = {}
     for r, hb in decoded:
         seqs.setdefault(r.node_id, []).append(hb.seq)
@@ -94,8 +111,14 @@ async def test_the_controller_accepts_every_virtual_node(mosquitto_broker, setti
     await svc.wait_connected()
     nodes = svc.ingest.fleet.nodes
     try:
-        fleet = VirtualFleet(mosquitto_broker.host, mosquitto_broker.port, ids, connections=4,
-                             heartbeat_s=1, announce_rate=2000)
+        fleet = VirtualFleet(
+            mosquitto_broker.host,
+            mosquitto_broker.port,
+            ids,
+            connections=4,
+            heartbeat_s=1,
+            announce_rate=2000,
+        )
         await fleet.start()
         for _ in range(100):
             if all(nodes[i].heartbeat is not None for i in ids):
@@ -109,8 +132,10 @@ async def test_the_controller_accepts_every_virtual_node(mosquitto_broker, setti
             await asyncio.sleep(0.1)
         await fleet.stop()
         for _ in range(100):
-            if (svc.ingest.accepted["heartbeat"] == fleet.stats().heartbeats
-                    and svc.ingest.accepted["status"] == 400):
+            if (
+                svc.ingest.accepted["heartbeat"] == fleet.stats().heartbeats
+                and svc.ingest.accepted["status"] == 400
+            ):
                 break
             await asyncio.sleep(0.1)
         # each heartbeat processed exactly once, nothing rejected
@@ -125,11 +150,27 @@ async def test_the_controller_accepts_every_virtual_node(mosquitto_broker, setti
 async def test_cli_reports_its_rate_and_lateness_and_stops_cleanly(mosquitto_broker, tmp_path):
     stats_path = tmp_path / "mux.json"
     async with RawController(mosquitto_broker.host, mosquitto_broker.port) as ctl:
-        proc = run_cli(["--virtual", "120", "--connections", "3", "--heartbeat-s", "1",
-                        "--prefix", "cli", "--mqtt-host", mosquitto_broker.host,
-                        "--mqtt-port", str(mosquitto_broker.port), "--stats-file",
-                        str(stats_path), "--shard", "0/2"],
-                       env_extra={"LOA_DATA_DIR": str(tmp_path)})
+        proc = run_cli(
+            [
+                "--virtual",
+                "120",
+                "--connections",
+                "3",
+                "--heartbeat-s",
+                "1",
+                "--prefix",
+                "cli",
+                "--mqtt-host",
+                mosquitto_broker.host,
+                "--mqtt-port",
+                str(mosquitto_broker.port),
+                "--stats-file",
+                str(stats_path),
+                "--shard",
+                "0/2",
+            ],
+            env_extra={"LOA_DATA_DIR": str(tmp_path)},
+        )
         try:
             for _ in range(100):
                 if stats_path.exists() and json.loads(stats_path.read_text())["heartbeats"]:
@@ -145,8 +186,11 @@ async def test_cli_reports_its_rate_and_lateness_and_stops_cleanly(mosquitto_bro
                 proc.kill()
         assert proc.returncode == 0, err
         final = json.loads(stats_path.read_text())
-        await ctl.wait_for(lambda _r: sum(r.channel == Channel.HEARTBEAT
-                                          for r in ctl.received) >= final["heartbeats"])
+        await ctl.wait_for(
+            lambda _r: (
+                sum(r.channel == Channel.HEARTBEAT for r in ctl.received) >= final["heartbeats"]
+            )
+        )
     assert "60 cụm trên 3 kết nối" in out and "60 đã báo tắt" in out
     assert final["phase"] == "stopped" and final["shutdowns"] == 60
     assert 55 <= final["rate_per_s"] <= 65 and final["late_ms_max"] is not None

@@ -29,15 +29,21 @@ from tests.indicator.world import DAY, HOUR, World, ict
 START = ict(2026, 11, 1)
 END = START + 10 * DAY
 NODES = ("a1-n1", "a1-n2", "a2-n", "b1-n")
-PHASES = ("finished", "failed", "preempted", "preempted-before-start", "sent", "pending",
-          "started")
+PHASES = ("finished", "failed", "preempted", "preempted-before-start", "sent", "pending", "started")
 _seq = itertools.count()
 
-target = st.tuples(st.sampled_from(NODES), st.sampled_from(PHASES),
-                   st.sampled_from(["register", "recorded", "elsewhere"]))
-airing = st.tuples(st.integers(-DAY, 11 * DAY), st.sampled_from(["aired", "cancelled"]),
-                   st.integers(60_000, 2 * HOUR), st.sampled_from(["vi", "tay", "nung"]),
-                   st.lists(target, min_size=1, max_size=5, unique_by=lambda t: t[0]))
+target = st.tuples(
+    st.sampled_from(NODES),
+    st.sampled_from(PHASES),
+    st.sampled_from(["register", "recorded", "elsewhere"]),
+)
+airing = st.tuples(
+    st.integers(-DAY, 11 * DAY),
+    st.sampled_from(["aired", "cancelled"]),
+    st.integers(60_000, 2 * HOUR),
+    st.sampled_from(["vi", "tay", "nung"]),
+    st.lists(target, min_size=1, max_size=5, unique_by=lambda t: t[0]),
+)
 
 
 def build(db) -> dict:
@@ -48,16 +54,26 @@ def build(db) -> dict:
     b1 = w.village("b1", "Thôn 3", b)
     for node, vid in zip(NODES, (a1, a1, a2, b1), strict=True):
         w.node(node, vid)
-    return {"world": w, "a": a, "b": b,
-            "where": {"a1-n1": (a, a1), "a1-n2": (a, a1), "a2-n": (a, a2), "b1-n": (b, b1)},
-            "elsewhere": (b, b1), "elsewhere_b": (a, a2)}
+    return {
+        "world": w,
+        "a": a,
+        "b": b,
+        "where": {"a1-n1": (a, a1), "a1-n2": (a, a1), "a2-n": (a, a2), "b1-n": (b, b1)},
+        "elsewhere": (b, b1),
+        "elsewhere_b": (a, a2),
+    }
 
 
 def write_airing(db, state: dict, spec: tuple) -> None:
     slot, status, duration, language, targets = spec
     with db.session() as s:
-        row = Airing(broadcast_id=state["world"]._broadcast(s), slot_ms=START + slot,
-                     duration_ms=duration, language=language, status=status)
+        row = Airing(
+            broadcast_id=state["world"]._broadcast(s),
+            slot_ms=START + slot,
+            duration_ms=duration,
+            language=language,
+            status=status,
+        )
         s.add(row)
         s.flush()
         for node, phase, attribution in targets:
@@ -66,13 +82,20 @@ def write_airing(db, state: dict, spec: tuple) -> None:
                 phase = "preempted"
             where: dict = {}
             if attribution == "recorded":
-                where = dict(zip(("commune_id", "village_id"), state["where"][node],
-                                 strict=True))
+                where = dict(zip(("commune_id", "village_id"), state["where"][node], strict=True))
             elif attribution == "elsewhere":  # dispatched while placed in another village
                 other = state["elsewhere"] if node != "b1-n" else state["elsewhere_b"]
                 where = dict(zip(("commune_id", "village_id"), other, strict=True))
-            s.add(AiringTarget(airing_id=row.id, node_id=node, phase=phase,
-                               started_at_ms=started, cmd_id=f"c{next(_seq)}", **where))
+            s.add(
+                AiringTarget(
+                    airing_id=row.id,
+                    node_id=node,
+                    phase=phase,
+                    started_at_ms=started,
+                    cmd_id=f"c{next(_seq)}",
+                    **where,
+                )
+            )
 
 
 def by_hand(session, now: int, commune_ids: list[int] | None):
@@ -86,14 +109,18 @@ def by_hand(session, now: int, commune_ids: list[int] | None):
         if p == 1:
             played[(c, v)].add(aid)
             heard[c].add((aid, slot, duration or 0, language_key(language)))
-    return ({k: (len(ids), len(played[k])) for k, ids in airings.items()},
-            {c: sorted(rows) for c, rows in heard.items()})
+    return (
+        {k: (len(ids), len(played[k])) for k, ids in airings.items()},
+        {c: sorted(rows) for c, rows in heard.items()},
+    )
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(airings=st.lists(airing, min_size=1, max_size=12),
-       now=st.integers(2 * DAY, 12 * DAY))
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(airings=st.lists(airing, min_size=1, max_size=12), now=st.integers(2 * DAY, 12 * DAY))
 def test_grouped_targets_equal_raw_targets_reduced_by_hand(databases, tmp_path, airings, now):
     db = databases.create(tmp_path / f"aggregation-{next(_seq)}.db")
     try:
@@ -120,8 +147,10 @@ def test_the_province_wide_plan_walks_the_covering_indexes(db):
         sql, _ = ev._target_query(s, ev._HEARD_SQL, START, END, END, None)
         if db.engine.dialect.name == "sqlite":
             assert "INDEXED BY ix_airing_target_outcome" in sql
-            assert "INDEXED BY ix_airing_target_village_outcome" in ev._target_query(
-                s, ev._PER_VILLAGE_SQL, START, END, END, None)[0]
+            assert (
+                "INDEXED BY ix_airing_target_village_outcome"
+                in ev._target_query(s, ev._PER_VILLAGE_SQL, START, END, END, None)[0]
+            )
         else:
             assert "INDEXED BY" not in sql
         scoped, _ = ev._target_query(s, ev._HEARD_SQL, START, END, END, [1])

@@ -50,13 +50,22 @@ def build(db) -> dict:
 
 
 op = st.one_of(
-    st.tuples(st.just("transition"), st.sampled_from(NODES), st.integers(0, 10 * DAY - 1),
-              st.booleans()),
-    st.tuples(st.just("airing"), st.sampled_from(NODES), st.integers(0, 10 * DAY - 1),
-              st.sampled_from(["finished", "failed", "preempted", "sent"])),
+    st.tuples(
+        st.just("transition"), st.sampled_from(NODES), st.integers(0, 10 * DAY - 1), st.booleans()
+    ),
+    st.tuples(
+        st.just("airing"),
+        st.sampled_from(NODES),
+        st.integers(0, 10 * DAY - 1),
+        st.sampled_from(["finished", "failed", "preempted", "sent"]),
+    ),
     st.tuples(st.just("watch"), st.integers(0, 10 * DAY - 1), st.integers(HOUR, 3 * DAY)),
-    st.tuples(st.just("continuity"), st.sampled_from(NODES), st.integers(2 * DAY, 9 * DAY),
-              st.integers(HOUR, DAY)),
+    st.tuples(
+        st.just("continuity"),
+        st.sampled_from(NODES),
+        st.integers(2 * DAY, 9 * DAY),
+        st.integers(HOUR, DAY),
+    ),
     st.tuples(st.just("attest"), st.integers(0, 9)),
     # the merger falls across a day boundary: 23:00 on some day of the period
     st.tuples(st.just("merge"), st.integers(1, 8)),
@@ -82,8 +91,14 @@ def apply(state: dict, s, o: tuple) -> None:
         w.continuity(node, START + at, START + at + length)
     elif kind == "attest":
         day = ms_to_dt(START + o[1] * DAY).date()
-        add_attestation(s, "ls-fm", inspector="Thanh tra", attested_on=day,
-                        valid_until=day.replace(year=day.year + 1), at_ms=START + 40 * DAY)
+        add_attestation(
+            s,
+            "ls-fm",
+            inspector="Thanh tra",
+            attested_on=day,
+            valid_until=day.replace(year=day.year + 1),
+            at_ms=START + 40 * DAY,
+        )
         s.commit()
     elif kind == "merge" and not state.get("merged"):
         at = START + o[1] * DAY + 23 * HOUR
@@ -95,8 +110,11 @@ def apply(state: dict, s, o: tuple) -> None:
         s.commit()
 
 
-@settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(ops=st.lists(op, min_size=1, max_size=14), running=st.booleans())
 def test_reused_answers_equal_raw_verdicts(databases, tmp_path, ops, running):
     db = databases.create(tmp_path / f"answers-{next(_seq)}.db")
@@ -113,8 +131,11 @@ def test_reused_answers_equal_raw_verdicts(databases, tmp_path, ops, running):
                 clock += o[1]
 
                 def judge(at_ms: int) -> bytes:
-                    return encode(evaluation_as_dict(evaluate(
-                        s, parse_period(PERIOD, now_ms=at_ms), now=at_ms)))
+                    return encode(
+                        evaluation_as_dict(
+                            evaluate(s, parse_period(PERIOD, now_ms=at_ms), now=at_ms)
+                        )
+                    )
 
                 s.expire_all()  # read what the other sessions wrote
                 body = cache.answer(s, ("verdicts", PERIOD), clock, judge)

@@ -45,8 +45,7 @@ def seeded(tmp_path_factory, databases):
 def api(seeded, databases, tmp_path, monkeypatch):
     source, tokens = seeded
     db = databases.clone(source, tmp_path / "loa.db")
-    settings = Settings(data_dir=tmp_path / "data", database_url=db.url,
-                        secret_key="test-secret")
+    settings = Settings(data_dir=tmp_path / "data", database_url=db.url, secret_key="test-secret")
     with TestClient(create_app(api_context(settings, db))) as client:
         client.tokens = tokens
         client.db = db
@@ -95,12 +94,15 @@ def test_commune_officer_is_counted_over_their_commune_only(api):
     assert r.status_code == 403
 
 
-@pytest.mark.parametrize("query, status, detail", [
-    ("period=2026-Q9", 422, "Không hiểu kỳ báo cáo '2026-Q9'"),
-    ("period=2099", 422, "chưa bắt đầu"),
-    ("scope=district:khong-co", 404, "Không tìm thấy huyện 'khong-co'"),
-    ("scope=planet:earth", 404, "Phạm vi 'planet:earth' không hợp lệ"),
-])
+@pytest.mark.parametrize(
+    "query, status, detail",
+    [
+        ("period=2026-Q9", 422, "Không hiểu kỳ báo cáo '2026-Q9'"),
+        ("period=2099", 422, "chưa bắt đầu"),
+        ("scope=district:khong-co", 404, "Không tìm thấy huyện 'khong-co'"),
+        ("scope=planet:earth", 404, "Phạm vi 'planet:earth' không hợp lệ"),
+    ],
+)
 def test_bad_queries_get_vietnamese_4xx(api, query, status, detail):
     r = api.get(f"/api/v1/indicators/8.3?{query}", headers=api.tokens["tinh"])
     assert r.status_code == status and detail in r.json()["detail"]
@@ -113,8 +115,7 @@ def test_report_downloads(api):
     assert r.headers["content-type"].startswith("application/vnd.openxmlformats")
     assert 'filename="bao-cao-truyen-thanh-co-so-last30.xlsx"' in r.headers["content-disposition"]
     ws = load_workbook(io.BytesIO(r.content))["Theo xã"]
-    codes = [row[1] for row in ws.iter_rows(values_only=True)
-             if row and isinstance(row[0], int)]
+    codes = [row[1] for row in ws.iter_rows(values_only=True) if row and isinstance(row[0], int)]
     assert len(codes) == 13
     r = api.get("/api/v1/indicators/8.3/report?format=pdf&scope=commune:ls-hoacu", headers=auth)
     assert r.status_code == 200 and r.content.startswith(b"%PDF-")
@@ -126,13 +127,20 @@ def test_report_downloads(api):
 
 def test_settings_change_reevaluates_and_is_audited(api):
     auth = api.tokens["tinh"]
-    assert api.get("/api/v1/indicators/settings", headers=auth).json()[
-        "availability_threshold"] == 0.9
-    r = api.put("/api/v1/indicators/settings", headers=api.tokens["xa"],
-                json={"availability_threshold": 0.5})
+    assert (
+        api.get("/api/v1/indicators/settings", headers=auth).json()["availability_threshold"] == 0.9
+    )
+    r = api.put(
+        "/api/v1/indicators/settings",
+        headers=api.tokens["xa"],
+        json={"availability_threshold": 0.5},
+    )
     assert r.status_code == 403
-    r = api.put("/api/v1/indicators/settings", headers=auth,
-                json={"availability_threshold": 0.5, "aired_threshold": 0.5})
+    r = api.put(
+        "/api/v1/indicators/settings",
+        headers=auth,
+        json={"availability_threshold": 0.5, "aired_threshold": 0.5},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["availability_threshold"] == 0.5 and r.json()["changed_by"] == "tinh"
     doc = api.get("/api/v1/indicators/8.3", headers=auth).json()
@@ -143,15 +151,18 @@ def test_settings_change_reevaluates_and_is_audited(api):
     assert "indicator.settings.update" in actions
 
 
-@pytest.mark.parametrize("body, detail", [
-    ({"availability_threshold": 2}, "không quá 1"),
-    ({"availability_threshold": "cao"}, "phải là một số"),
-    ({"broadcasts_per_week_min": 1.5}, "số nguyên"),
-    ({"default_period": "hôm qua"}, "Kỳ mặc định: Không hiểu kỳ báo cáo"),
-    ({"ngưỡng": 1}, "Trường không được hỗ trợ: ngưỡng"),
-    ({}, "Không có thay đổi nào"),
-    ([], "phải là một đối tượng JSON"),
-])
+@pytest.mark.parametrize(
+    "body, detail",
+    [
+        ({"availability_threshold": 2}, "không quá 1"),
+        ({"availability_threshold": "cao"}, "phải là một số"),
+        ({"broadcasts_per_week_min": 1.5}, "số nguyên"),
+        ({"default_period": "hôm qua"}, "Kỳ mặc định: Không hiểu kỳ báo cáo"),
+        ({"ngưỡng": 1}, "Trường không được hỗ trợ: ngưỡng"),
+        ({}, "Không có thay đổi nào"),
+        ([], "phải là một đối tượng JSON"),
+    ],
+)
 def test_bad_settings_are_refused_and_nothing_changes(api, body, detail):
     auth = api.tokens["tinh"]
     r = api.put("/api/v1/indicators/settings", headers=auth, json=body)
@@ -160,16 +171,25 @@ def test_bad_settings_are_refused_and_nothing_changes(api, body, detail):
 
 
 def test_non_json_settings_body(api):
-    r = api.put("/api/v1/indicators/settings", headers={**api.tokens["tinh"],
-                "content-type": "application/json"}, content=b"{availability")
+    r = api.put(
+        "/api/v1/indicators/settings",
+        headers={**api.tokens["tinh"], "content-type": "application/json"},
+        content=b"{availability",
+    )
     assert r.status_code == 422 and "không phải JSON" in r.json()["detail"]
 
 
 def test_attestation_passes_an_fm_commune(api):
     auth = api.tokens["tinh"]
-    r = api.post("/api/v1/communes/ls-vule/attestations", headers=auth,
-                 json={"inspector": "Lương Thị Hoa", "valid_until": "31/12/2027",
-                       "note": "Đài FM hoạt động, loa đến 3/3 thôn"})
+    r = api.post(
+        "/api/v1/communes/ls-vule/attestations",
+        headers=auth,
+        json={
+            "inspector": "Lương Thị Hoa",
+            "valid_until": "31/12/2027",
+            "note": "Đài FM hoạt động, loa đến 3/3 thôn",
+        },
+    )
     assert r.status_code == 201, r.text
     assert r.json()["station_kind"] == "fm" and r.json()["valid_until"] == "31/12/2027"
     doc = api.get("/api/v1/indicators/8.3", headers=auth).json()
@@ -181,20 +201,26 @@ def test_attestation_passes_an_fm_commune(api):
     assert [a["inspector"] for a in listed["items"]] == ["Lương Thị Hoa"]
 
 
-@pytest.mark.parametrize("ref, body, status, detail", [
-    ("ls-doican", {"inspector": "A", "valid_until": "31/12/2027"}, 422, "dùng đài IP"),
-    ("ls-vule", {"valid_until": "31/12/2027"}, 422, "Thiếu tên người kiểm tra"),
-    ("ls-vule", {"inspector": "A"}, 422, "Thiếu Ngày hết hiệu lực"),
-    ("ls-vule", {"inspector": "A", "valid_until": "31/13/2027"}, 422, "không tồn tại"),
-    ("ls-vule", {"inspector": "A", "valid_until": "mai"}, 422, "dd/mm/yyyy"),
-    ("khong-co", {"inspector": "A", "valid_until": "31/12/2027"}, 404, "Không tìm thấy xã"),
-])
+@pytest.mark.parametrize(
+    "ref, body, status, detail",
+    [
+        ("ls-doican", {"inspector": "A", "valid_until": "31/12/2027"}, 422, "dùng đài IP"),
+        ("ls-vule", {"valid_until": "31/12/2027"}, 422, "Thiếu tên người kiểm tra"),
+        ("ls-vule", {"inspector": "A"}, 422, "Thiếu Ngày hết hiệu lực"),
+        ("ls-vule", {"inspector": "A", "valid_until": "31/13/2027"}, 422, "không tồn tại"),
+        ("ls-vule", {"inspector": "A", "valid_until": "mai"}, 422, "dd/mm/yyyy"),
+        ("khong-co", {"inspector": "A", "valid_until": "31/12/2027"}, 404, "Không tìm thấy xã"),
+    ],
+)
 def test_bad_attestations_are_refused(api, ref, body, status, detail):
     r = api.post(f"/api/v1/communes/{ref}/attestations", headers=api.tokens["tinh"], json=body)
     assert r.status_code == status and detail in r.json()["detail"], r.text
 
 
 def test_only_the_province_attests(api):
-    r = api.post("/api/v1/communes/ls-vule/attestations", headers=api.tokens["xa"],
-                 json={"inspector": "A", "valid_until": "31/12/2027"})
+    r = api.post(
+        "/api/v1/communes/ls-vule/attestations",
+        headers=api.tokens["xa"],
+        json={"inspector": "A", "valid_until": "31/12/2027"},
+    )
     assert r.status_code == 403

@@ -51,9 +51,16 @@ def test_availability_boundary_is_exact_on_observed_time(unwatched, db):
     for code, down in (("P", down_900), ("F", down_899)):
         node = _commune(unwatched, code, f"n-{code}")
         t = ict(2026, 9, 1)
-        unwatched.transitions(node, [(Q3_START - DAY, True),
-                                     (gap_from + DAY, False), (gap_to - DAY, True),  # in gap
-                                     (t, False), (t + down, True)])
+        unwatched.transitions(
+            node,
+            [
+                (Q3_START - DAY, True),
+                (gap_from + DAY, False),
+                (gap_to - DAY, True),  # in gap
+                (t, False),
+                (t + down, True),
+            ],
+        )
     verdicts = _judge(db)
     p, f = verdicts["P"], verdicts["F"]
     assert p["villages"][0]["availability"] == 0.9
@@ -64,10 +71,13 @@ def test_availability_boundary_is_exact_on_observed_time(unwatched, db):
     assert f["villages"][0]["reasons"][0]["text"] == "Thôn Bản F: khả dụng 89,9% < 90%"
 
 
-@pytest.mark.parametrize(("gap_ms", "verdict"), [
-    (Q3_MS // 10, "pass"),  # observed exactly 90.0% of the quarter
-    (Q3_MS * 101 // 1000, "insufficient_data"),  # 89.9%
-])
+@pytest.mark.parametrize(
+    ("gap_ms", "verdict"),
+    [
+        (Q3_MS // 10, "pass"),  # observed exactly 90.0% of the quarter
+        (Q3_MS * 101 // 1000, "insufficient_data"),  # 89.9%
+    ],
+)
 def test_coverage_boundary_is_exact(unwatched, db, gap_ms, verdict):
     gap_from = ict(2026, 8, 1)
     unwatched.watch(Q3_START, gap_from)
@@ -82,7 +92,8 @@ def test_coverage_boundary_is_exact(unwatched, db, gap_ms, verdict):
         assert c["passed"] is False and village["passed"] is None
         assert village["reasons"][0]["text"] == (
             "Thôn Bản C: chỉ giám sát được 89,9% thời gian sử dụng trong kỳ (cần 90%): "
-            "không đủ dữ liệu")
+            "không đủ dữ liệu"
+        )
         assert village["availability"] == 1.0  # measured, but on too little time
 
 
@@ -140,7 +151,8 @@ def test_commune_whose_first_cluster_comes_after_the_period_is_not_in_service(wo
         e = evaluate(s, parse_period("2026-Q3", now_ms=AFTER_Q3), now=AFTER_Q3)
     c = next(v for v in e.communes if v.code == "L")
     assert (c.verdict, c.passed) == ("not_in_service", False)
-    assert c.reasons[0].text == ("Đài IP của xã chưa đưa vào sử dụng trong kỳ (cụm loa đầu "
-                                 "tiên từ 02/11/2026)")
+    assert c.reasons[0].text == (
+        "Đài IP của xã chưa đưa vào sử dụng trong kỳ (cụm loa đầu tiên từ 02/11/2026)"
+    )
     assert e.summary.text == "1/2 xã đạt chỉ tiêu truyền thanh cơ sở; 1 xã chưa đưa vào sử dụng"
     assert e.summary.failed == 0 and e.summary.not_in_service == 1

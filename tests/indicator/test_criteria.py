@@ -25,8 +25,9 @@ def _station(world, down_from: int, down_ms: int) -> None:
     cid = world.commune("S", "Xã Tân Thành")
     vid = world.village("S-1", "Bản Pẻn", cid)
     world.node("n-s", vid)
-    world.transitions("n-s", [(Q1_START - DAY, True), (down_from, False),
-                              (down_from + down_ms, True)])
+    world.transitions(
+        "n-s", [(Q1_START - DAY, True), (down_from, False), (down_from + down_ms, True)]
+    )
     world.daily_airings(Q1_START, Q1_END, ["n-s"])
 
 
@@ -36,13 +37,24 @@ def test_quarter_spanning_15_02_2026_is_split_and_each_part_names_its_set(world,
     part2 = Q1_END - SWITCH
     _station(world, ict(2026, 3, 10), part2 * 6 // 100)
     with db.session() as s:
-        update_set(s, "2026-2030", {"indicator_code": "6.2", "availability_threshold": 0.95,
-                                    "indicator_text": "Xã có hệ thống thông tin cơ sở "
-                                                      "hoạt động đến các thôn"}, by="tinh")
+        update_set(
+            s,
+            "2026-2030",
+            {
+                "indicator_code": "6.2",
+                "availability_threshold": 0.95,
+                "indicator_text": "Xã có hệ thống thông tin cơ sở hoạt động đến các thôn",
+            },
+            by="tinh",
+        )
         e = evaluate(s, parse_period("2026-Q1", now_ms=AFTER_Q1), now=AFTER_Q1)
     first, second = e.parts
     assert (first.start_ms, first.end_ms, second.start_ms, second.end_ms) == (
-        Q1_START, SWITCH, SWITCH, Q1_END)
+        Q1_START,
+        SWITCH,
+        SWITCH,
+        Q1_END,
+    )
     assert first.criteria.key == "2021-2025" and second.criteria.key == "2026-2030"
     assert first.summary.text == "1/1 xã đạt chỉ tiêu 8.3"
     assert first.thresholds.availability == 0.9
@@ -51,12 +63,12 @@ def test_quarter_spanning_15_02_2026_is_split_and_each_part_names_its_set(world,
     doc = evaluation_as_dict(e)
     assert doc["period"]["from"] == "01/01/2026" and doc["period"]["to"] == "31/03/2026"
     assert doc["criteria"]["code"] == "6.2"
-    assert doc["criteria"]["legal_basis"] == "Quyết định số 51/2025/QĐ-TTg của Thủ tướng " \
-                                             "Chính phủ"
+    assert doc["criteria"]["legal_basis"] == "Quyết định số 51/2025/QĐ-TTg của Thủ tướng Chính phủ"
     assert doc["criteria"]["valid_from"] == "15/02/2026"
     assert doc["split"]["text"].startswith(
         "Kỳ báo cáo được chia làm 2 phần theo bộ tiêu chí có hiệu lực: từ 01/01/2026 đến "
-        "14/02/2026 theo Bộ tiêu chí quốc gia về xã nông thôn mới giai đoạn 2021-2025")
+        "14/02/2026 theo Bộ tiêu chí quốc gia về xã nông thôn mới giai đoạn 2021-2025"
+    )
     assert [p["criteria"]["key"] for p in doc["split"]["parts"]] == ["2021-2025", "2026-2030"]
     with db.session() as s:
         report = build_report(s, parse_period("2026-Q1", now_ms=AFTER_Q1), now=AFTER_Q1)
@@ -77,11 +89,12 @@ def test_period_inside_one_set_is_not_split(world, db):
 def test_criteria_input_is_checked_and_nothing_half_written(db):
     with db.session() as s:
         for changes, message in (
-                ({"indicator_code": 62}, "phải là chuỗi"),
-                ({"availability_threshold": 1.5}, "không quá 1"),
-                ({"indicator_text": "  "}, "không được để trống"),
-                ({"valid_from": "01/01/2026"}, "Trường không được hỗ trợ: valid_from"),
-                ({"indicator_code": "6.2", "broadcasts_per_week_min": -1}, "0-100")):
+            ({"indicator_code": 62}, "phải là chuỗi"),
+            ({"availability_threshold": 1.5}, "không quá 1"),
+            ({"indicator_text": "  "}, "không được để trống"),
+            ({"valid_from": "01/01/2026"}, "Trường không được hỗ trợ: valid_from"),
+            ({"indicator_code": "6.2", "broadcasts_per_week_min": -1}, "0-100"),
+        ):
             with pytest.raises(InvalidInputError, match=message):
                 update_set(s, "2026-2030", changes)
         assert get_set(s, "2026-2030").indicator_code == ""
@@ -93,14 +106,17 @@ def test_criteria_over_the_api_named_in_every_answer_and_audited(api):  # noqa: 
     tinh, xa = api.tokens["tinh"], api.tokens["xa"]
     r = api.get("/api/v1/indicators/criteria", headers=xa)
     assert [c["key"] for c in r.json()["items"]] == ["2021-2025", "2026-2030"]
-    r = api.put("/api/v1/indicators/criteria/2026-2030", headers=xa,
-                json={"indicator_code": "6.2"})
+    r = api.put("/api/v1/indicators/criteria/2026-2030", headers=xa, json={"indicator_code": "6.2"})
     assert r.status_code == 403
-    r = api.put("/api/v1/indicators/criteria/2026-2030", headers=tinh,
-                json={"availability_threshold": "chín mươi"})
+    r = api.put(
+        "/api/v1/indicators/criteria/2026-2030",
+        headers=tinh,
+        json={"availability_threshold": "chín mươi"},
+    )
     assert r.status_code == 422 and "Ngưỡng khả dụng" in r.json()["detail"]
-    r = api.put("/api/v1/indicators/criteria/2026-2030", headers=tinh,
-                json={"indicator_code": "6.2"})
+    r = api.put(
+        "/api/v1/indicators/criteria/2026-2030", headers=tinh, json={"indicator_code": "6.2"}
+    )
     assert r.status_code == 200 and r.json()["label"] == "chỉ tiêu 6.2"
     for path in ("/api/v1/indicators/radio", "/api/v1/indicators/8.3"):
         doc = api.get(path, headers=tinh).json()
@@ -109,8 +125,9 @@ def test_criteria_over_the_api_named_in_every_answer_and_audited(api):  # noqa: 
         assert doc["summary"]["text"].endswith("xã đạt chỉ tiêu 6.2")
         assert all({"coverage", "verdict", "passed"} <= set(c) for c in doc["communes"])
     with api.db.session() as s:
-        row = s.scalars(select(AuditLog).where(
-            AuditLog.action == "indicator.criteria.update")).one()
+        row = s.scalars(
+            select(AuditLog).where(AuditLog.action == "indicator.criteria.update")
+        ).one()
     assert row.target == "2026-2030"
 
 
@@ -123,7 +140,10 @@ def test_evidence_of_a_split_period_has_a_folder_per_part_and_verifies(world, db
         e = evaluate(s, parse_period("2026-Q1", now_ms=AFTER_Q1), now=AFTER_Q1)
         write_evidence(s, e, tmp_path / "ev")
     assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == [
-        "MANIFEST.sha256", "part-1", "part-2"]
+        "MANIFEST.sha256",
+        "part-1",
+        "part-2",
+    ]
     result = verify_evidence(tmp_path / "ev")
     assert result.ok and result.communes == 2, result.text()
     criteria = (tmp_path / "ev" / "part-2" / "criteria.csv").read_text()

@@ -36,11 +36,13 @@ def test_seeded_demo_province(db):
         failing = {f["code"]: f["reasons"] for f in e.summary.failing}
         assert set(failing) == {"ls-doican", "ls-hoacu", "ls-vule"}
         assert failing["ls-doican"][0].startswith("Thôn Nà Pàn: khả dụng ")
-        assert failing["ls-hoacu"] == [r for r in failing["ls-hoacu"]
-                                       if r.startswith("Thôn Bản Hẻo: phát ")]
+        assert failing["ls-hoacu"] == [
+            r for r in failing["ls-hoacu"] if r.startswith("Thôn Bản Hẻo: phát ")
+        ]
         huule = next(c for c in e.communes if c.code == "ls-huule")
         assert [(p["name"], p["merged_on"]) for p in huule.predecessors] == [
-            ("Yên Phúc", "01/07/2025")]  # the demo's one merger of the 2025 reform
+            ("Yên Phúc", "01/07/2025")
+        ]  # the demo's one merger of the 2025 reform
         assert e.districts == []  # after 01/07/2025: communes only
         tumich = next(c for c in e.communes if c.code == "ls-tumich")
         assert tumich.passed and tumich.manual

@@ -32,8 +32,9 @@ def _outages(start_ms: int, total_down_ms: int, pieces: int = 25) -> list[tuple[
     return changes
 
 
-def _commune_with_one_village(world, code: str, village: str, node: str,
-                              changes: list[tuple[int, bool]]) -> tuple[int, int]:
+def _commune_with_one_village(
+    world, code: str, village: str, node: str, changes: list[tuple[int, bool]]
+) -> tuple[int, int]:
     cid = world.commune(code, f"Xã {code}")
     vid = world.village(f"{code}-V1", village, cid)
     world.node(node, vid)
@@ -85,8 +86,7 @@ def test_commune_with_a_village_never_reached_fails_naming_it(world, db):
 
 
 @pytest.mark.parametrize("recorded", [False, True], ids=["via-register", "recorded-on-target"])
-def test_merged_commune_past_quarter_is_judged_on_its_old_villages_and_names(world, db,
-                                                                            recorded):
+def test_merged_commune_past_quarter_is_judged_on_its_old_villages_and_names(world, db, recorded):
     merge_at = ict(2026, 7, 1)
     old = world.commune("OLD", "Xã Bắc La", created_ms=0)
     keep = world.commune("KEEP", "Xã Tân Đoàn", created_ms=0)
@@ -96,8 +96,9 @@ def test_merged_commune_past_quarter_is_judged_on_its_old_villages_and_names(wor
     for node, vid in (("n-x1", x1), ("n-x2", x2), ("n-y1", y1)):
         world.node(node, vid)
     q2_start = ict(2026, 4, 1)
-    world.transitions("n-x1", [(q2_start - DAY, True), (q2_start + 20 * DAY, False),
-                               (q2_start + 40 * DAY, True)])  # ~22% down in Q2
+    world.transitions(
+        "n-x1", [(q2_start - DAY, True), (q2_start + 20 * DAY, False), (q2_start + 40 * DAY, True)]
+    )  # ~22% down in Q2
     world.transitions("n-x2", [(q2_start - DAY, True)])
     world.transitions("n-y1", [(q2_start - DAY, True)])
     # 1 July 2026: Bắc La merges into Tân Đoàn, which takes the name "Xã Văn Lang".
@@ -131,8 +132,9 @@ def test_transition_at_235959_on_the_last_day_of_a_quarter_falls_in_that_quarter
     vid = world.village("E-1", "Bản Pjạc", cid)
     world.node("n-e", vid)
     last_second = ict(2026, 9, 30, 23, 59, 59)
-    world.transitions("n-e", [(Q3_START - DAY, True), (last_second, False),
-                              (ict(2026, 10, 1), True)])
+    world.transitions(
+        "n-e", [(Q3_START - DAY, True), (last_second, False), (ict(2026, 10, 1), True)]
+    )
     q3 = parse_period("2026-Q3", now_ms=AFTER_Q3)
     q4 = parse_period("2026-Q4", now_ms=ict(2027, 1, 5))
     assert (q3.start_ms, q3.end_ms) == (Q3_START, Q3_END)
@@ -172,8 +174,12 @@ def test_aired_ratio_counts_finished_and_started_then_preempted_only(world, db):
     world.node("n-g", vid)
     world.transitions("n-g", [(Q3_START - DAY, True)])
     # one airing a week keeps the station operating; the phases decide the ratio
-    phases = (["finished"] * 7 + ["preempted"] + ["preempted-before-start", "failed",
-                                                  "never_acked", "acked"] + ["finished"])
+    phases = (
+        ["finished"] * 7
+        + ["preempted"]
+        + ["preempted-before-start", "failed", "never_acked", "acked"]
+        + ["finished"]
+    )
     for week, phase in enumerate(phases):
         world.airing(Q3_START + week * 7 * DAY + 6 * HOUR, {"n-g": phase})
     world.airing(Q3_START + 3 * DAY, {"n-g": "failed"}, status="cancelled")  # not counted
@@ -184,7 +190,8 @@ def test_aired_ratio_counts_finished_and_started_then_preempted_only(world, db):
     assert [r.text for r in c.reasons] == [
         "Đài không phát đủ 1 buổi/tuần trong 4/13 tuần: 26/08/2026–01/09/2026, "
         "02/09/2026–08/09/2026, 09/09/2026–15/09/2026, 16/09/2026–22/09/2026",
-        "Thôn Phai Sen: phát 9/13 buổi (69,2%) < 80%"]
+        "Thôn Phai Sen: phát 9/13 buổi (69,2%) < 80%",
+    ]
     with db.session() as s:
         update_thresholds(s, aired=0.69, broadcasts_per_week_min=0, at_ms=AFTER_Q3)
         period = parse_period("2026-Q3", now_ms=AFTER_Q3)
@@ -202,8 +209,9 @@ def test_a_week_without_broadcast_fails_the_station(world, db):
         c = evaluate(s, parse_period("2026-Q3", now_ms=AFTER_Q3), now=AFTER_Q3).communes[0]
     assert not c.passed
     assert [r.code for r in c.reasons] == ["weeks_without_broadcast"]
-    assert c.reasons[0].text == ("Đài không phát đủ 1 buổi/tuần trong 1/13 tuần: "
-                                 "05/08/2026–11/08/2026")
+    assert c.reasons[0].text == (
+        "Đài không phát đủ 1 buổi/tuần trong 1/13 tuần: 05/08/2026–11/08/2026"
+    )
 
 
 def test_a_cluster_placed_mid_quarter_counts_only_from_its_placement(world, db):
@@ -225,7 +233,8 @@ def test_a_cluster_placed_mid_quarter_counts_only_from_its_placement(world, db):
     assert villages["Nà Pàn"].in_service_ms == Q3_END - placed
     assert villages["Nà Pàn"].verdict == "pass"
     assert "Thôn Nà Pàn: đưa vào sử dụng từ 15/08/2026" in " ".join(
-        r.text for r in villages["Nà Pàn"].reasons)
+        r.text for r in villages["Nà Pàn"].reasons
+    )
     assert villages["Bản Chúc"].availability == pytest.approx((placed - Q3_START) / Q3_MS)
     assert villages["Bản Chúc"].verdict == "fail"
     # bulletins count for the village the cluster stood in at the slot
@@ -240,24 +249,39 @@ def test_fm_commune_passes_only_with_an_attestation_covering_the_period(world, d
     with db.session() as s:
         c = evaluate(s, period, now=AFTER_Q3).communes[0]
     assert not c.passed and not c.manual
-    assert c.reasons[0].text == ("Đài hữu tuyến: chưa có xác nhận kiểm tra còn hiệu lực "
-                                 "đến 30/09/2026")
+    assert c.reasons[0].text == (
+        "Đài hữu tuyến: chưa có xác nhận kiểm tra còn hiệu lực đến 30/09/2026"
+    )
     with db.session() as s:
-        add_attestation(s, "FM", inspector="Nguyễn Văn Hùng", attested_on=date(2026, 3, 2),
-                        valid_until=date(2026, 8, 31), note="Kiểm tra định kỳ",
-                        at_ms=AFTER_Q3)
+        add_attestation(
+            s,
+            "FM",
+            inspector="Nguyễn Văn Hùng",
+            attested_on=date(2026, 3, 2),
+            valid_until=date(2026, 8, 31),
+            note="Kiểm tra định kỳ",
+            at_ms=AFTER_Q3,
+        )
         c = evaluate(s, period, now=AFTER_Q3).communes[0]
     assert not c.passed  # expired before the quarter ended
     assert "đã hết hiệu lực từ 31/08/2026" in c.reasons[0].text
     with db.session() as s:
-        add_attestation(s, "FM", inspector="Nguyễn Văn Hùng", attested_on=date(2026, 9, 10),
-                        valid_until=date(2027, 9, 9), at_ms=AFTER_Q3)
+        add_attestation(
+            s,
+            "FM",
+            inspector="Nguyễn Văn Hùng",
+            attested_on=date(2026, 9, 10),
+            valid_until=date(2027, 9, 9),
+            at_ms=AFTER_Q3,
+        )
         e = evaluate(s, period, now=AFTER_Q3)
     c = e.communes[0]
     assert c.passed and c.manual and c.station == "wired"
     assert c.reasons[0].level == "info"
-    assert c.reasons[0].text == ("Đài hữu tuyến: xác nhận thủ công ngày 10/09/2026 "
-                                 "(Nguyễn Văn Hùng), hiệu lực đến 09/09/2027")
+    assert c.reasons[0].text == (
+        "Đài hữu tuyến: xác nhận thủ công ngày 10/09/2026 "
+        "(Nguyễn Văn Hùng), hiệu lực đến 09/09/2027"
+    )
     assert c.villages[0].passed is None and c.villages[0].availability is None
     assert e.summary.manual == 1 and e.summary.stations["wired"] == 1
 
@@ -267,17 +291,27 @@ def test_attestation_input_is_checked(world, db):
     world.commune("FM2", "Xã Song Giáp", station_kind="fm")
     with db.session() as s:
         with pytest.raises(InvalidInputError, match="dùng đài IP"):
-            add_attestation(s, "IP", inspector="A", valid_until=date(2027, 1, 1),
-                            at_ms=AFTER_Q3)
+            add_attestation(s, "IP", inspector="A", valid_until=date(2027, 1, 1), at_ms=AFTER_Q3)
         with pytest.raises(InvalidInputError, match="Thiếu tên người kiểm tra"):
-            add_attestation(s, "FM2", inspector="  ", valid_until=date(2027, 1, 1),
-                            at_ms=AFTER_Q3)
+            add_attestation(s, "FM2", inspector="  ", valid_until=date(2027, 1, 1), at_ms=AFTER_Q3)
         with pytest.raises(InvalidInputError, match="trước ngày kiểm tra"):
-            add_attestation(s, "FM2", inspector="A", attested_on=date(2026, 10, 1),
-                            valid_until=date(2026, 9, 1), at_ms=AFTER_Q3)
+            add_attestation(
+                s,
+                "FM2",
+                inspector="A",
+                attested_on=date(2026, 10, 1),
+                valid_until=date(2026, 9, 1),
+                at_ms=AFTER_Q3,
+            )
         with pytest.raises(InvalidInputError, match="ở tương lai"):
-            add_attestation(s, "FM2", inspector="A", attested_on=date(2026, 12, 1),
-                            valid_until=date(2027, 9, 1), at_ms=AFTER_Q3)
+            add_attestation(
+                s,
+                "FM2",
+                inspector="A",
+                attested_on=date(2026, 12, 1),
+                valid_until=date(2027, 9, 1),
+                at_ms=AFTER_Q3,
+            )
 
 
 def test_rollups_read_like_the_province_reports(world, db):
@@ -287,8 +321,9 @@ def test_rollups_read_like_the_province_reports(world, db):
     q1_start, q1_end = ict(2025, 1, 1), ict(2025, 4, 1)
     north = world.district("HL", "Huyện Hữu Lũng")
     south = world.district("CL", "Huyện Chi Lăng")
-    for i, (district, ok) in enumerate([(north, True), (north, True), (north, False),
-                                        (south, True), (south, False)]):
+    for i, (district, ok) in enumerate(
+        [(north, True), (north, True), (north, False), (south, True), (south, False)]
+    ):
         cid = world.commune(f"R{i}", f"Xã R{i}", district_id=district)
         vid = world.village(f"R{i}-1", f"Thôn {i}", cid)
         world.node(f"n-r{i}", vid)
@@ -297,12 +332,15 @@ def test_rollups_read_like_the_province_reports(world, db):
         world.daily_airings(Q3_START, Q3_END, [f"n-r{i}"])
     with db.session() as s:
         e = evaluate(s, parse_period("2025-Q1", now_ms=AFTER_Q3), now=AFTER_Q3)
-        one = evaluate(s, parse_period("2025-Q1", now_ms=AFTER_Q3), now=AFTER_Q3,
-                       scope="district:CL")
+        one = evaluate(
+            s, parse_period("2025-Q1", now_ms=AFTER_Q3), now=AFTER_Q3, scope="district:CL"
+        )
         later = evaluate(s, parse_period("2026-Q3", now_ms=AFTER_Q3), now=AFTER_Q3)
     assert e.summary.text == "3/5 xã đạt chỉ tiêu 8.3"
-    assert [(d.text) for d in e.districts] == ["Huyện Chi Lăng: 1/2 xã đạt chỉ tiêu 8.3",
-                                              "Huyện Hữu Lũng: 2/3 xã đạt chỉ tiêu 8.3"]
+    assert [(d.text) for d in e.districts] == [
+        "Huyện Chi Lăng: 1/2 xã đạt chỉ tiêu 8.3",
+        "Huyện Hữu Lũng: 2/3 xã đạt chỉ tiêu 8.3",
+    ]
     assert [f["code"] for f in e.summary.failing] == ["R2", "R4"]
     assert e.summary.failing[0]["reasons"] == ["Thôn 2: khả dụng 0% < 90%"]
     assert one.summary.text == "1/2 xã đạt chỉ tiêu 8.3"
@@ -319,6 +357,7 @@ def test_ongoing_period_is_judged_so_far_and_future_one_is_refused(world, db):
     _commune_with_one_village(world, "J", "Nà Cạn", "n-j", [(Q3_START - DAY, True)])
     now = ict(2026, 8, 20, 12)
     from indicator.errors import PeriodError
+
     with db.session() as s:
         e = evaluate(s, parse_period("2026-Q3", now_ms=now), now=now)
         assert e.end_ms == now and e.communes[0].passed
@@ -338,8 +377,11 @@ def test_in_memory_database_runs_sequentially_with_the_same_verdicts(db):
     for database in (db, memory):
         small_province(World(database), Q3_START, Q3_END)
         with database.session() as s:
-            docs.append(evaluation_as_dict(
-                evaluate(s, parse_period("2026-Q3", now_ms=AFTER_Q3), now=AFTER_Q3)))
+            docs.append(
+                evaluation_as_dict(
+                    evaluate(s, parse_period("2026-Q3", now_ms=AFTER_Q3), now=AFTER_Q3)
+                )
+            )
     memory.dispose()
     assert docs[0] == docs[1]
     assert docs[0]["summary"]["text"] == "2/3 xã đạt chỉ tiêu truyền thanh cơ sở"
@@ -357,8 +399,9 @@ def test_period_spanning_a_merge_shows_the_new_commune_with_its_predecessor(worl
     y1 = world.village("KEEP-1", "Còn Pheo", keep)
     world.node("n-x1", x1)
     world.node("n-y1", y1)
-    world.transitions("n-x1", [(Q3_START - DAY, True), (Q3_START + 5 * DAY, False),
-                               (Q3_START + 20 * DAY, True)])  # down 15 days, before merge
+    world.transitions(
+        "n-x1", [(Q3_START - DAY, True), (Q3_START + 5 * DAY, False), (Q3_START + 20 * DAY, True)]
+    )  # down 15 days, before merge
     world.transitions("n-y1", [(Q3_START - DAY, True)])
     world.move_village(x1, keep, merge_at)
     world.retire_commune(old, keep, merge_at)
@@ -369,8 +412,9 @@ def test_period_spanning_a_merge_shows_the_new_commune_with_its_predecessor(worl
     doc = evaluation_as_dict(e)
     assert [c["name"] for c in doc["communes"]] == ["Xã Văn Lang"]
     c = doc["communes"][0]
-    assert c["predecessors"] == [{"id": old, "code": "OLD", "name": "Xã Bắc La",
-                                  "merged_on": "01/08/2026"}]
+    assert c["predecessors"] == [
+        {"id": old, "code": "OLD", "name": "Xã Bắc La", "merged_on": "01/08/2026"}
+    ]
     villages = {v["name"]: v for v in c["villages"]}
     assert set(villages) == {"Pò Cại", "Còn Pheo"}
     assert villages["Pò Cại"]["aimed"] == 184  # its bulletins under both communes

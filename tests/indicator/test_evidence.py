@@ -33,17 +33,31 @@ def test_evidence_folder_recomputes_and_detects_tampering(world, db, tmp_path, c
     # A watch gap and a bridged node, so coverage and continuity are in the evidence too.
     world.continuity("a1-n", Q3_START + 10 * DAY, Q3_START + 11 * DAY)
     folder = tmp_path / "bang-chung"
-    code, out, err = _loa(capsys, "report", "8.3", "--period", "2026-Q3", "--db", db.url,
-                          "--evidence", str(folder))
+    code, out, err = _loa(
+        capsys, "report", "8.3", "--period", "2026-Q3", "--db", db.url, "--evidence", str(folder)
+    )
     assert code == 0, err
     assert "MANIFEST.sha256" in out
     names = sorted(p.name for p in folder.iterdir())
-    for expected in ("MANIFEST.sha256", "airings.csv", "attestations.csv", "criteria.csv",
-                     "transitions.csv", "verdicts.csv", "watch.csv", "watch_gaps.csv"):
+    for expected in (
+        "MANIFEST.sha256",
+        "airings.csv",
+        "attestations.csv",
+        "criteria.csv",
+        "transitions.csv",
+        "verdicts.csv",
+        "watch.csv",
+        "watch_gaps.csv",
+    ):
         assert expected in names
     # The manifest is what sha256sum checks.
-    check = subprocess.run(["sha256sum", "-c", "MANIFEST.sha256"], cwd=folder,
-                           capture_output=True, text=True, timeout=30)
+    check = subprocess.run(
+        ["sha256sum", "-c", "MANIFEST.sha256"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
     code, out, _ = _loa(capsys, "report", "verify", str(folder))
@@ -52,16 +66,25 @@ def test_evidence_folder_recomputes_and_detects_tampering(world, db, tmp_path, c
 
     # A changed transition (Bản Cắm's outage erased) is caught by the manifest...
     transitions = folder / "transitions.csv"
-    _rewrite(transitions, lambda rows: rows.__setitem__(
-        slice(None), [r for r in rows if not (r[0] == "b1-n" and r[3] == "0")]))
+    _rewrite(
+        transitions,
+        lambda rows: rows.__setitem__(
+            slice(None), [r for r in rows if not (r[0] == "b1-n" and r[3] == "0")]
+        ),
+    )
     code, out, _ = _loa(capsys, "report", "verify", str(folder))
     assert code == 3
     assert "transitions.csv khác mã SHA-256 đã ghi" in out
     # ... and, with a manifest forged to match, by the recomputation itself.
     manifest = folder / "MANIFEST.sha256"
-    lines = [(f"{hashlib.sha256(transitions.read_bytes()).hexdigest()}  transitions.csv"
-              if line.endswith("  transitions.csv") else line)
-             for line in manifest.read_text().splitlines()]
+    lines = [
+        (
+            f"{hashlib.sha256(transitions.read_bytes()).hexdigest()}  transitions.csv"
+            if line.endswith("  transitions.csv")
+            else line
+        )
+        for line in manifest.read_text().splitlines()
+    ]
     manifest.write_text("\n".join(lines) + "\n")
     code, out, _ = _loa(capsys, "report", "verify", str(folder))
     assert code == 3

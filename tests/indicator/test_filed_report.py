@@ -26,7 +26,8 @@ PROVINCE_LETTERHEAD = {
     "superior": "UBND tỉnh Lạng Sơn",
     "issuer": "Sở Văn hóa, Thể thao và Du lịch",
     "number_symbol": "/BC-SVHTTDL",
-    "signer_authority": "KT. GIÁM ĐỐC", "signer_title": "PHÓ GIÁM ĐỐC",
+    "signer_authority": "KT. GIÁM ĐỐC",
+    "signer_title": "PHÓ GIÁM ĐỐC",
     "signer_name": "Nguyễn Văn Bình",
     "recipients": "Cục Thông tin cơ sở và Thông tin đối ngoại;\nUBND tỉnh;\nLưu: VT, TTCS.",
 }
@@ -37,31 +38,48 @@ def report(world, db):
     small_province(world, Q3_START, Q3_END)
     with db.session() as s:
         letterhead.update(s, PROVINCE_LETTERHEAD, by="tinh")
-        return build_report(s, parse_period("2026-Q3", now_ms=REPORT_DAY), now=REPORT_DAY,
-                            letterhead={"signer_name": "Hoàng Thị Lan",
-                                        "number_symbol": "125/BC-SVHTTDL"})
+        return build_report(
+            s,
+            parse_period("2026-Q3", now_ms=REPORT_DAY),
+            now=REPORT_DAY,
+            letterhead={"signer_name": "Hoàng Thị Lan", "number_symbol": "125/BC-SVHTTDL"},
+        )
 
 
 def _pdf_text(tmp_path, data: bytes) -> tuple[str, str]:
     path = tmp_path / "bao-cao.pdf"
     path.write_bytes(data)
-    text = subprocess.run(["pdftotext", str(path), "-"], check=True,
-                          capture_output=True, text=True, timeout=60).stdout
-    fonts = subprocess.run(["pdffonts", str(path)], check=True, capture_output=True,
-                           text=True, timeout=60).stdout
+    text = subprocess.run(
+        ["pdftotext", str(path), "-"], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
+    fonts = subprocess.run(
+        ["pdffonts", str(path)], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
     return text, fonts
 
 
 def test_pdf_has_the_letterhead_layout_and_the_village_annex(report, tmp_path):
     text, fonts = _pdf_text(tmp_path, render(report, "pdf"))
     flat = " ".join(text.split())
-    for expected in ("UBND TỈNH LẠNG SƠN", "SỞ VĂN HÓA, THỂ THAO", "DU LỊCH",
-                     "Số: 125/BC-SVHTTDL", "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM",
-                     "Độc lập - Tự do - Hạnh phúc", "Lạng Sơn, ngày 05 tháng 10 năm 2026",
-                     "BÁO CÁO", "Kết quả thực hiện chỉ tiêu truyền thanh cơ sở quý 3 năm 2026",
-                     "Nơi nhận:", "- Cục Thông tin cơ sở và Thông tin đối ngoại;",
-                     "- Lưu: VT, TTCS.", "KT. GIÁM ĐỐC", "PHÓ GIÁM ĐỐC", "Hoàng Thị Lan",
-                     "PHỤ LỤC", "KẾT QUẢ THEO THÔN"):
+    for expected in (
+        "UBND TỈNH LẠNG SƠN",
+        "SỞ VĂN HÓA, THỂ THAO",
+        "DU LỊCH",
+        "Số: 125/BC-SVHTTDL",
+        "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM",
+        "Độc lập - Tự do - Hạnh phúc",
+        "Lạng Sơn, ngày 05 tháng 10 năm 2026",
+        "BÁO CÁO",
+        "Kết quả thực hiện chỉ tiêu truyền thanh cơ sở quý 3 năm 2026",
+        "Nơi nhận:",
+        "- Cục Thông tin cơ sở và Thông tin đối ngoại;",
+        "- Lưu: VT, TTCS.",
+        "KT. GIÁM ĐỐC",
+        "PHÓ GIÁM ĐỐC",
+        "Hoàng Thị Lan",
+        "PHỤ LỤC",
+        "KẾT QUẢ THEO THÔN",
+    ):
         assert expected in flat, expected
     # Every village is in the annex, passing ones too: the PDF is complete in itself.
     for village in ("Thôn Khau Bang", "Thôn Pò Mã", "Thôn Nà Sao", "Thôn Bản Cắm"):
@@ -77,10 +95,17 @@ def test_docx_is_the_same_report_editable(report):
     paragraphs = [p.text for p in doc.paragraphs]
     cells = [c.text for t in doc.tables for r in t.rows for c in r.cells]
     everything = " ".join(paragraphs + cells)
-    for expected in ("BÁO CÁO", "Kết quả thực hiện chỉ tiêu truyền thanh cơ sở quý 3 năm 2026",
-                     "SỞ VĂN HÓA, THỂ THAO VÀ DU LỊCH", "Số: 125/BC-SVHTTDL",
-                     "Lạng Sơn, ngày 05 tháng 10 năm 2026", "Hoàng Thị Lan", "PHỤ LỤC",
-                     "Thôn Bản Cắm", "khả dụng 83,6% < 90%"):
+    for expected in (
+        "BÁO CÁO",
+        "Kết quả thực hiện chỉ tiêu truyền thanh cơ sở quý 3 năm 2026",
+        "SỞ VĂN HÓA, THỂ THAO VÀ DU LỊCH",
+        "Số: 125/BC-SVHTTDL",
+        "Lạng Sơn, ngày 05 tháng 10 năm 2026",
+        "Hoàng Thị Lan",
+        "PHỤ LỤC",
+        "Thôn Bản Cắm",
+        "khả dụng 83,6% < 90%",
+    ):
         assert expected in everything, expected
     assert doc.styles["Normal"].font.name == "Times New Roman"
     first = doc.sections[0]
@@ -104,15 +129,22 @@ def test_letterhead_over_the_api_is_audited_and_used_by_the_report(api):  # noqa
     tinh, xa = api.tokens["tinh"], api.tokens["xa"]
     r = api.put("/api/v1/indicators/report-settings", headers=xa, json={"signer_name": "A"})
     assert r.status_code == 403
-    r = api.put("/api/v1/indicators/report-settings", headers=tinh,
-                json={"signer_name": "Nguyễn Văn Bình", "place": "Lạng Sơn"})
+    r = api.put(
+        "/api/v1/indicators/report-settings",
+        headers=tinh,
+        json={"signer_name": "Nguyễn Văn Bình", "place": "Lạng Sơn"},
+    )
     assert r.status_code == 200 and r.json()["signer_name"] == "Nguyễn Văn Bình"
-    r = api.get("/api/v1/indicators/radio/report", headers=tinh,
-                params={"format": "docx", "recipients": "UBND tỉnh\nLưu: VT."})
+    r = api.get(
+        "/api/v1/indicators/radio/report",
+        headers=tinh,
+        params={"format": "docx", "recipients": "UBND tỉnh\nLưu: VT."},
+    )
     assert r.status_code == 200
     doc = Document(io.BytesIO(r.content))
     cells = " ".join(c.text for t in doc.tables for row in t.rows for c in row.cells)
     assert "Nguyễn Văn Bình" in cells and "- UBND tỉnh" in cells
     with api.db.session() as s:
-        assert s.scalars(select(AuditLog).where(
-            AuditLog.action == "indicator.report_settings.update")).one()
+        assert s.scalars(
+            select(AuditLog).where(AuditLog.action == "indicator.report_settings.update")
+        ).one()

@@ -33,16 +33,19 @@ def _merged(world):
 def test_villages_of_a_commune_over_a_period(world, db):
     a, b, v1, v2 = _merged(world)
     with db.session() as s:
-        assert [(x.member_id, x.start_ms, x.end_ms)
-                for x in history.villages_of_commune(s, a, JUL, OCT)] == [(v1, JUL, MERGE)]
-        assert sorted((x.member_id, x.start_ms, x.end_ms)
-                      for x in history.villages_of_commune(s, b, JUL, OCT)) == sorted(
-            [(v2, JUL, OCT), (v1, MERGE, OCT)])
+        assert [
+            (x.member_id, x.start_ms, x.end_ms) for x in history.villages_of_commune(s, a, JUL, OCT)
+        ] == [(v1, JUL, MERGE)]
+        assert sorted(
+            (x.member_id, x.start_ms, x.end_ms) for x in history.villages_of_commune(s, b, JUL, OCT)
+        ) == sorted([(v2, JUL, OCT), (v1, MERGE, OCT)])
         assert history.villages_of_commune(s, a, MERGE, OCT) == []
         bulk = history.villages_by_commune(s, JUL, OCT)
         assert {k: len(v) for k, v in bulk.items()} == {a: 1, b: 2}
         assert [x.owner_id for x in history.communes_of_village(s, v1, JUL, OCT)] in (
-            [a, b], [b, a])
+            [a, b],
+            [b, a],
+        )
 
 
 def test_nodes_of_a_village_over_a_period(world, db):
@@ -50,7 +53,9 @@ def test_nodes_of_a_village_over_a_period(world, db):
     with db.session() as s:
         spans = history.nodes_of_village(s, v1, JUL, OCT)
         assert sorted((x.member_id, x.start_ms, x.end_ms) for x in spans) == [
-            ("n1", JUL, OCT), ("n2", ict(2026, 9, 1), OCT)]
+            ("n1", JUL, OCT),
+            ("n2", ict(2026, 9, 1), OCT),
+        ]
         assert [x.member_id for x in history.nodes_of_village(s, v1, JUL, JUL + DAY)] == ["n1"]
         assert set(history.nodes_by_village(s, JUL, OCT)) == {v1}
 
@@ -89,8 +94,9 @@ def _province(world, n: int, prefix: str) -> None:
         for j in range(3):
             vid = world.village(f"{prefix}{i}-{j}", f"Thôn {j}", cid)
             node = world.node(f"{prefix}{i}-{j}-n", vid)
-            world.transitions(node, [(JUL - DAY, True), (JUL + 5 * DAY, False),
-                                     (JUL + 6 * DAY, True)])
+            world.transitions(
+                node, [(JUL - DAY, True), (JUL + 5 * DAY, False), (JUL + 6 * DAY, True)]
+            )
             world.airing(JUL + (i * 3 + j) * DAY, {node: "finished"})
 
 

@@ -12,21 +12,44 @@ from tests.indicator.world import DAY, ict
 NOW = ict(2026, 11, 21, 23, 30)
 
 
-@pytest.mark.parametrize("text, start, end, label, title", [
-    ("2026-Q3", ict(2026, 7, 1), ict(2026, 10, 1), "Quý 3/2026", "quý 3 năm 2026"),
-    ("q4/2025", ict(2025, 10, 1), ict(2026, 1, 1), "Quý 4/2025", "quý 4 năm 2025"),
-    ("2026-H1", ict(2026, 1, 1), ict(2026, 7, 1), "6 tháng đầu năm 2026",
-     "6 tháng đầu năm 2026"),
-    ("2026-h2", ict(2026, 7, 1), ict(2027, 1, 1), "6 tháng cuối năm 2026",
-     "6 tháng cuối năm 2026"),
-    ("2026", ict(2026, 1, 1), ict(2027, 1, 1), "Năm 2026", "năm 2026"),
-    ("2026-07", ict(2026, 7, 1), ict(2026, 8, 1), "Tháng 7/2026", "tháng 7 năm 2026"),
-    ("02/2026", ict(2026, 2, 1), ict(2026, 3, 1), "Tháng 2/2026", "tháng 2 năm 2026"),
-    ("01/07/2026-30/09/2026", ict(2026, 7, 1), ict(2026, 10, 1),
-     "Từ 01/07/2026 đến 30/09/2026", "từ 01/07/2026 đến 30/09/2026"),
-    ("2026-07-01..2026-07-01", ict(2026, 7, 1), ict(2026, 7, 2),
-     "Từ 01/07/2026 đến 01/07/2026", "từ 01/07/2026 đến 01/07/2026"),
-])
+@pytest.mark.parametrize(
+    "text, start, end, label, title",
+    [
+        ("2026-Q3", ict(2026, 7, 1), ict(2026, 10, 1), "Quý 3/2026", "quý 3 năm 2026"),
+        ("q4/2025", ict(2025, 10, 1), ict(2026, 1, 1), "Quý 4/2025", "quý 4 năm 2025"),
+        (
+            "2026-H1",
+            ict(2026, 1, 1),
+            ict(2026, 7, 1),
+            "6 tháng đầu năm 2026",
+            "6 tháng đầu năm 2026",
+        ),
+        (
+            "2026-h2",
+            ict(2026, 7, 1),
+            ict(2027, 1, 1),
+            "6 tháng cuối năm 2026",
+            "6 tháng cuối năm 2026",
+        ),
+        ("2026", ict(2026, 1, 1), ict(2027, 1, 1), "Năm 2026", "năm 2026"),
+        ("2026-07", ict(2026, 7, 1), ict(2026, 8, 1), "Tháng 7/2026", "tháng 7 năm 2026"),
+        ("02/2026", ict(2026, 2, 1), ict(2026, 3, 1), "Tháng 2/2026", "tháng 2 năm 2026"),
+        (
+            "01/07/2026-30/09/2026",
+            ict(2026, 7, 1),
+            ict(2026, 10, 1),
+            "Từ 01/07/2026 đến 30/09/2026",
+            "từ 01/07/2026 đến 30/09/2026",
+        ),
+        (
+            "2026-07-01..2026-07-01",
+            ict(2026, 7, 1),
+            ict(2026, 7, 2),
+            "Từ 01/07/2026 đến 01/07/2026",
+            "từ 01/07/2026 đến 01/07/2026",
+        ),
+    ],
+)
 def test_named_periods_are_ict_midnights(text, start, end, label, title):
     p = parse_period(text, now_ms=NOW)
     assert (p.start_ms, p.end_ms, p.label, p.title) == (start, end, label, title)
@@ -46,15 +69,18 @@ def test_last_days_ends_now_and_is_the_default():
     assert parse_period("last7", now_ms=NOW).start_ms == NOW - 7 * DAY
 
 
-@pytest.mark.parametrize("text, message", [
-    ("2026-Q5", "Không hiểu kỳ báo cáo '2026-Q5'"),
-    ("quý ba", "Dạng hợp lệ: 2026-Q3"),
-    ("1999", "nằm ngoài khoảng"),
-    ("2026-13", "Tháng 13 không tồn tại"),
-    ("31/02/2026-01/03/2026", "Ngày '31/02/2026' không tồn tại"),
-    ("30/09/2026-01/07/2026", "trước ngày bắt đầu"),
-    ("last0", "Số ngày phải từ 1"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("2026-Q5", "Không hiểu kỳ báo cáo '2026-Q5'"),
+        ("quý ba", "Dạng hợp lệ: 2026-Q3"),
+        ("1999", "nằm ngoài khoảng"),
+        ("2026-13", "Tháng 13 không tồn tại"),
+        ("31/02/2026-01/03/2026", "Ngày '31/02/2026' không tồn tại"),
+        ("30/09/2026-01/07/2026", "trước ngày bắt đầu"),
+        ("last0", "Số ngày phải từ 1"),
+    ],
+)
 def test_bad_periods_say_what_is_wrong(text, message):
     with pytest.raises(PeriodError, match=message.replace("(", r"\(")):
         parse_period(text, now_ms=NOW)

@@ -47,12 +47,20 @@ def test_report_figures(report):
     sundays = 13
     assert e.aired_ms_by_language["tay"] == sundays * 3 * 10 * 60_000
     assert dict(report.language_rows and [(n, h) for n, h, _ in report.language_rows]) == {
-        "Tiếng Việt": "39,5", "Tiếng Tày": "6,5", "Tiếng Nùng": "0", "Tiếng Dao": "0",
-        "Khác": "0"}
+        "Tiếng Việt": "39,5",
+        "Tiếng Tày": "6,5",
+        "Tiếng Nùng": "0",
+        "Tiếng Dao": "0",
+        "Khác": "0",
+    }
     assert dict(report.station_rows)["Đài FM"] == 1
     assert dict(report.station_rows)["Đài IP (cụm loa CNTT-VT)"] == 2
-    assert dict(report.state_rows) == {"Hoạt động": 4, "Suy giảm": 0, "Mất kết nối": 0,
-                                       "Chưa rõ": 0}
+    assert dict(report.state_rows) == {
+        "Hoạt động": 4,
+        "Suy giảm": 0,
+        "Mất kết nối": 0,
+        "Chưa rõ": 0,
+    }
 
 
 @pytest.mark.skipif(not shutil.which("pdftoppm"), reason="needs poppler-utils")
@@ -61,8 +69,9 @@ def test_pdf_renders_vietnamese_pages(report, tmp_path):
     assert pdf.startswith(b"%PDF-")
     path = tmp_path / "bao-cao.pdf"
     path.write_bytes(pdf)
-    subprocess.run(["pdftoppm", "-r", "40", "-png", str(path), str(tmp_path / "page")],
-                   check=True, timeout=60)
+    subprocess.run(
+        ["pdftoppm", "-r", "40", "-png", str(path), str(tmp_path / "page")], check=True, timeout=60
+    )
     pages = sorted(tmp_path.glob("page-*.png"))
     assert len(pages) >= 2  # portrait summary + landscape tables
     for page in pages:
@@ -71,13 +80,25 @@ def test_pdf_renders_vietnamese_pages(report, tmp_path):
     first = Image.open(pages[0])
     assert first.width < first.height  # A4 portrait
     assert Image.open(pages[1]).width > Image.open(pages[1]).height  # landscape table
-    text = subprocess.run(["pdftotext", "-layout", str(path), "-"], check=True,
-                          capture_output=True, text=True, timeout=60).stdout
-    for expected in ("UBND TỈNH LẠNG SƠN", "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM",
-                     "Độc lập - Tự do - Hạnh phúc", "Lạng Sơn, ngày 05 tháng 10 năm 2026",
-                     "Kết quả thực hiện chỉ tiêu truyền thanh cơ sở quý 3 năm 2026",
-                     "2/3 xã đạt chỉ tiêu truyền thanh cơ sở", "Quốc Khánh", "Tiếng Tày",
-                     "Không đạt", "khả dụng 83,6% < 90%"):
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(path), "-"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    for expected in (
+        "UBND TỈNH LẠNG SƠN",
+        "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM",
+        "Độc lập - Tự do - Hạnh phúc",
+        "Lạng Sơn, ngày 05 tháng 10 năm 2026",
+        "Kết quả thực hiện chỉ tiêu truyền thanh cơ sở quý 3 năm 2026",
+        "2/3 xã đạt chỉ tiêu truyền thanh cơ sở",
+        "Quốc Khánh",
+        "Tiếng Tày",
+        "Không đạt",
+        "khả dụng 83,6% < 90%",
+    ):
         assert expected in text, expected
 
 
@@ -87,7 +108,7 @@ def test_xlsx_has_one_row_per_commune(report):
     ws = wb["Theo xã"]
     rows = list(ws.iter_rows(values_only=True))
     header_at = next(i for i, r in enumerate(rows) if r and r[0] == "STT")
-    header, body = rows[header_at], [r for r in rows[header_at + 1:] if any(r)]
+    header, body = rows[header_at], [r for r in rows[header_at + 1 :] if any(r)]
     assert len(body) == len(report.evaluation.communes) == 3
     col = {name: i for i, name in enumerate(header)}
     by_code = {r[col["Mã xã"]]: r for r in body}
@@ -126,20 +147,27 @@ class _Cells(HTMLParser):
 
 def test_html_is_a_provincial_report_and_escapes_names(report):
     html = render(report, "html").decode("utf-8")
-    for expected in ("UBND TỈNH LẠNG SƠN", "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM",
-                     "Độc lập - Tự do - Hạnh phúc", "Lạng Sơn, ngày 05 tháng 10 năm 2026",
-                     "<h1>BÁO CÁO</h1>",
-                     "Kết quả thực hiện chỉ tiêu truyền thanh cơ sở quý 3 năm 2026",
-                     "Thôn Bản Cắm: khả dụng 83,6% &lt; 90%",
-                     "Căn cứ: Bộ tiêu chí quốc gia về xã nông thôn mới giai đoạn 2026-2030",
-                     "Thôn Nà &lt;b&gt;Pàn&lt;/b&gt;"):
+    for expected in (
+        "UBND TỈNH LẠNG SƠN",
+        "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM",
+        "Độc lập - Tự do - Hạnh phúc",
+        "Lạng Sơn, ngày 05 tháng 10 năm 2026",
+        "<h1>BÁO CÁO</h1>",
+        "Kết quả thực hiện chỉ tiêu truyền thanh cơ sở quý 3 năm 2026",
+        "Thôn Bản Cắm: khả dụng 83,6% &lt; 90%",
+        "Căn cứ: Bộ tiêu chí quốc gia về xã nông thôn mới giai đoạn 2026-2030",
+        "Thôn Nà &lt;b&gt;Pàn&lt;/b&gt;",
+    ):
         assert expected in html, expected
     # Q3/2026 is after 01/07/2025: no district subtotals, no "8.3" (issue 16).
     assert "Tràng Định: 1/2" not in html and "8.3" not in html
     cells = _Cells()
     cells.feed(html)
     assert [(r["data-code"], r["class"]) for r in cells.rows] == [
-        ("ls-doican", "pass"), ("ls-quockhanh", "fail"), ("ls-vule", "pass")]
+        ("ls-doican", "pass"),
+        ("ls-quockhanh", "fail"),
+        ("ls-vule", "pass"),
+    ]
     assert cells.scripts == 0  # the markup in a village name stayed text
 
 

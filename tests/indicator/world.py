@@ -51,13 +51,23 @@ class World:
     def watch(self, start_ms: int, end_ms: int, controller_id: str = "ctl-test") -> None:
         """A span during which a controller ran connected to the broker."""
         with self.db.session() as s:
-            s.add(ControllerWatch(controller_id=controller_id, start_ms=start_ms,
-                                  end_ms=end_ms, end_cause="stop"))
+            s.add(
+                ControllerWatch(
+                    controller_id=controller_id, start_ms=start_ms, end_ms=end_ms, end_cause="stop"
+                )
+            )
 
     def continuity(self, node_id: str, from_ms: int, to_ms: int, boot_id: str = "b1") -> None:
         with self.db.session() as s:
-            s.add(NodeContinuity(node_id=node_id, from_ms=from_ms, to_ms=to_ms,
-                                 boot_id=boot_id, uptime_s=(to_ms - from_ms) // 1000 + 60))
+            s.add(
+                NodeContinuity(
+                    node_id=node_id,
+                    from_ms=from_ms,
+                    to_ms=to_ms,
+                    boot_id=boot_id,
+                    uptime_s=(to_ms - from_ms) // 1000 + 60,
+                )
+            )
 
     @staticmethod
     def _broadcast(s) -> int:
@@ -74,44 +84,78 @@ class World:
             s.flush()
             return d.id
 
-    def commune(self, code: str, name: str, *, station_kind: str = "ip",
-                district_id: int | None = None, created_ms: int = 0,
-                retired_ms: int | None = None) -> int:
+    def commune(
+        self,
+        code: str,
+        name: str,
+        *,
+        station_kind: str = "ip",
+        district_id: int | None = None,
+        created_ms: int = 0,
+        retired_ms: int | None = None,
+    ) -> int:
         with self.db.session() as s:
-            c = Commune(code=code, name=name, name_folded=fold(name),
-                        province_id=self.province_id, district_id=district_id,
-                        station_kind=station_kind, created_ms=created_ms,
-                        retired_ms=retired_ms)
+            c = Commune(
+                code=code,
+                name=name,
+                name_folded=fold(name),
+                province_id=self.province_id,
+                district_id=district_id,
+                station_kind=station_kind,
+                created_ms=created_ms,
+                retired_ms=retired_ms,
+            )
             s.add(c)
             s.flush()
             return c.id
 
-    def village(self, code: str, name: str, commune_id: int, *, from_ms: int = 0,
-                to_ms: int | None = None) -> int:
+    def village(
+        self, code: str, name: str, commune_id: int, *, from_ms: int = 0, to_ms: int | None = None
+    ) -> int:
         with self.db.session() as s:
-            v = Village(code=code, name=name, name_folded=fold(name), commune_id=commune_id,
-                        created_ms=from_ms)
+            v = Village(
+                code=code,
+                name=name,
+                name_folded=fold(name),
+                commune_id=commune_id,
+                created_ms=from_ms,
+            )
             s.add(v)
             s.flush()
-            s.add(VillageMembership(village_id=v.id, commune_id=commune_id,
-                                    valid_from_ms=from_ms, valid_to_ms=to_ms))
+            s.add(
+                VillageMembership(
+                    village_id=v.id, commune_id=commune_id, valid_from_ms=from_ms, valid_to_ms=to_ms
+                )
+            )
             return v.id
 
     def move_village(self, village_id: int, commune_id: int, at_ms: int) -> None:
         with self.db.session() as s:
-            for m in s.query(VillageMembership).filter_by(village_id=village_id,
-                                                          valid_to_ms=None):
+            for m in s.query(VillageMembership).filter_by(village_id=village_id, valid_to_ms=None):
                 m.valid_to_ms = at_ms
-            s.add(VillageMembership(village_id=village_id, commune_id=commune_id,
-                                    valid_from_ms=at_ms, valid_to_ms=None))
+            s.add(
+                VillageMembership(
+                    village_id=village_id,
+                    commune_id=commune_id,
+                    valid_from_ms=at_ms,
+                    valid_to_ms=None,
+                )
+            )
             s.get(Village, village_id).commune_id = commune_id
 
     def rename(self, entity: str, entity_id: int, new_name: str, at_ms: int) -> None:
         model = {"commune": Commune, "village": Village}[entity]
         with self.db.session() as s:
             row = s.get(model, entity_id)
-            s.add(NameHistory(entity=entity, entity_id=entity_id, name=row.name,
-                              valid_from_ms=row.created_ms or 0, valid_to_ms=at_ms))
+            s.add(
+                NameHistory(
+                    entity=entity,
+                    entity_id=entity_id,
+                    name=row.name,
+                    valid_from_ms=row.created_ms or 0,
+                    valid_to_ms=at_ms,
+                )
+            )
             row.name, row.name_folded = new_name, fold(new_name)
 
     def retire_commune(self, commune_id: int, into_id: int, at_ms: int) -> None:
@@ -119,14 +163,18 @@ class World:
             c = s.get(Commune, commune_id)
             c.retired_ms, c.merged_into_id = at_ms, into_id
 
-    def node(self, node_id: str, village_id: int, *, from_ms: int = 0,
-             to_ms: int | None = None) -> str:
+    def node(
+        self, node_id: str, village_id: int, *, from_ms: int = 0, to_ms: int | None = None
+    ) -> str:
         with self.db.session() as s:
             if s.get(Node, node_id) is None:
                 s.add(Node(id=node_id, village_id=village_id, registered_ms=from_ms))
                 s.flush()
-            s.add(NodePlacement(node_id=node_id, village_id=village_id,
-                                valid_from_ms=from_ms, valid_to_ms=to_ms))
+            s.add(
+                NodePlacement(
+                    node_id=node_id, village_id=village_id, valid_from_ms=from_ms, valid_to_ms=to_ms
+                )
+            )
         return node_id
 
     def transitions(self, node_id: str, changes: list[tuple[int, bool]]) -> None:
@@ -135,58 +183,116 @@ class World:
             prev = "unknown"
             for at, available in changes:
                 to = "online" if available else "offline"
-                s.add(NodeTransition(node_id=node_id, at_ms=at, from_state=prev, to_state=to,
-                                     available=available, cause="test"))
+                s.add(
+                    NodeTransition(
+                        node_id=node_id,
+                        at_ms=at,
+                        from_state=prev,
+                        to_state=to,
+                        available=available,
+                        cause="test",
+                    )
+                )
                 prev = to
 
-    def airing(self, slot_ms: int, targets: dict[str, str], *, duration_ms: int = 10 * 60_000,
-               language: str = "vi", status: str = "aired") -> int:
+    def airing(
+        self,
+        slot_ms: int,
+        targets: dict[str, str],
+        *,
+        duration_ms: int = 10 * 60_000,
+        language: str = "vi",
+        status: str = "aired",
+    ) -> int:
         """One airing with a phase per node; "finished"/"preempted" get start times."""
         with self.db.session() as s:
-            a = Airing(broadcast_id=self._broadcast(s), slot_ms=slot_ms,
-                       duration_ms=duration_ms, language=language, status=status)
+            a = Airing(
+                broadcast_id=self._broadcast(s),
+                slot_ms=slot_ms,
+                duration_ms=duration_ms,
+                language=language,
+                status=status,
+            )
             s.add(a)
             s.flush()
             for node_id, phase in targets.items():
                 started = slot_ms if phase in ("finished", "preempted", "started") else None
                 if phase == "preempted-before-start":
                     phase, started = "preempted", None
-                s.add(AiringTarget(airing_id=a.id, node_id=node_id, phase=phase,
-                                   started_at_ms=started,
-                                   finished_at_ms=slot_ms + duration_ms
-                                   if phase == "finished" else None,
-                                   cmd_id=f"c{next(self._ids)}"))
+                s.add(
+                    AiringTarget(
+                        airing_id=a.id,
+                        node_id=node_id,
+                        phase=phase,
+                        started_at_ms=started,
+                        finished_at_ms=slot_ms + duration_ms if phase == "finished" else None,
+                        cmd_id=f"c{next(self._ids)}",
+                    )
+                )
             return a.id
 
-    def daily_airings(self, start_ms: int, end_ms: int, nodes: list[str], *,
-                      phase: str = "finished", hours_ict: tuple[int, ...] = (6, 17),
-                      record: bool = False) -> int:
+    def daily_airings(
+        self,
+        start_ms: int,
+        end_ms: int,
+        nodes: list[str],
+        *,
+        phase: str = "finished",
+        hours_ict: tuple[int, ...] = (6, 17),
+        record: bool = False,
+    ) -> int:
         """Airings at the given ICT hours every day of ``[start, end)``; returns how many.
         ``start`` is a midnight ICT (period starts are). ``record`` writes each target's
         village and commune at the slot, as the dispatcher does; without it the evaluation
         attributes targets through the register."""
         with self.db.session() as s:
             broadcast_id = self._broadcast(s)
-            slots = [day + h * HOUR for day in range(start_ms, end_ms, DAY) for h in hours_ict
-                     if start_ms <= day + h * HOUR < end_ms]
-            airings = [Airing(broadcast_id=broadcast_id, slot_ms=slot, duration_ms=10 * 60_000,
-                              language="vi", status="aired") for slot in slots]
+            slots = [
+                day + h * HOUR
+                for day in range(start_ms, end_ms, DAY)
+                for h in hours_ict
+                if start_ms <= day + h * HOUR < end_ms
+            ]
+            airings = [
+                Airing(
+                    broadcast_id=broadcast_id,
+                    slot_ms=slot,
+                    duration_ms=10 * 60_000,
+                    language="vi",
+                    status="aired",
+                )
+                for slot in slots
+            ]
             s.add_all(airings)
             s.flush()  # one batched INSERT ... RETURNING gives every id
             where = self._attribution(s, nodes) if record else None
-            s.add_all([AiringTarget(airing_id=a.id, node_id=node_id, phase=phase,
-                                    started_at_ms=a.slot_ms, finished_at_ms=a.slot_ms + 600_000,
-                                    cmd_id=f"c{next(self._ids)}",
-                                    **(where(node_id, a.slot_ms) if where else {}))
-                       for a in airings for node_id in nodes])
+            s.add_all(
+                [
+                    AiringTarget(
+                        airing_id=a.id,
+                        node_id=node_id,
+                        phase=phase,
+                        started_at_ms=a.slot_ms,
+                        finished_at_ms=a.slot_ms + 600_000,
+                        cmd_id=f"c{next(self._ids)}",
+                        **(where(node_id, a.slot_ms) if where else {}),
+                    )
+                    for a in airings
+                    for node_id in nodes
+                ]
+            )
         return len(slots)
 
     @staticmethod
     def _attribution(s, nodes: list[str]):
-        placements = [(p.node_id, p.village_id, p.valid_from_ms, p.valid_to_ms)
-                      for p in s.query(NodePlacement).filter(NodePlacement.node_id.in_(nodes))]
-        memberships = [(m.village_id, m.commune_id, m.valid_from_ms, m.valid_to_ms)
-                       for m in s.query(VillageMembership)]
+        placements = [
+            (p.node_id, p.village_id, p.valid_from_ms, p.valid_to_ms)
+            for p in s.query(NodePlacement).filter(NodePlacement.node_id.in_(nodes))
+        ]
+        memberships = [
+            (m.village_id, m.commune_id, m.valid_from_ms, m.valid_to_ms)
+            for m in s.query(VillageMembership)
+        ]
 
         def at(node_id: str, t: int) -> dict:
             def inside(lo, hi):
@@ -232,7 +338,13 @@ def small_province(world: World, start_ms: int, end_ms: int) -> dict[str, str]:
             if ms_to_dt(airing.slot_ms).weekday() == 6:
                 airing.language = "tay"
         first = ms_to_dt(start_ms).date()
-        add_attestation(s, "ls-vule", inspector="Hoàng Văn Thắng", attested_on=first,
-                        valid_until=first + timedelta(days=400), note="Đài FM hoạt động tốt",
-                        at_ms=end_ms)
+        add_attestation(
+            s,
+            "ls-vule",
+            inspector="Hoàng Văn Thắng",
+            attested_on=first,
+            valid_until=first + timedelta(days=400),
+            note="Đài FM hoạt động tốt",
+            at_ms=end_ms,
+        )
     return {"pass": "ls-doican", "fail": "ls-quockhanh", "manual": "ls-vule"}

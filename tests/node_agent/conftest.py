@@ -31,9 +31,11 @@ REPO = Path(__file__).resolve().parents[2]
 SINKS = ["n1", "n2", "n3"]
 NODES = {"dc-01": "n1", "dc-02": "n2", "dc-03": "n3"}
 COMMUNES = {"Đội Cấn": {"Thôn Đồng Tâm": ["dc-01", "dc-02"], "Thôn Tân Lập": ["dc-03"]}}
-SYNCED = ("Reference ID    : C0A80001 (ntp.local)\nStratum         : 3\n"
-          "System time     : 0.000210000 seconds fast of NTP time\n"
-          "Leap status     : Normal\n")
+SYNCED = (
+    "Reference ID    : C0A80001 (ntp.local)\nStratum         : 3\n"
+    "System time     : 0.000210000 seconds fast of NTP time\n"
+    "Leap status     : Normal\n"
+)
 
 
 def now_ms() -> int:
@@ -50,12 +52,31 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def make_audio(path: Path, *, seconds: float, freq: int = 440, volume: float = 4.0,
-               bitrate: str = "96k") -> Path:
+def make_audio(
+    path: Path, *, seconds: float, freq: int = 440, volume: float = 4.0, bitrate: str = "96k"
+) -> Path:
     """An MP3 tone; lavfi's sine is at 1/8 of full scale, so volume 4 makes it half."""
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
-                    f"sine=frequency={freq}:duration={seconds}:sample_rate=48000", "-af",
-                    f"volume={volume}", "-ac", "1", "-b:a", bitrate, str(path)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency={freq}:duration={seconds}:sample_rate=48000",
+            "-af",
+            f"volume={volume}",
+            "-ac",
+            "1",
+            "-b:a",
+            bitrate,
+            str(path),
+        ],
+        check=True,
+    )
     return path
 
 
@@ -81,14 +102,21 @@ class NodeProc:
         values: dict[str, Any] = {
             "credentials_line": rig.credential_lines[node_id],
             "broker": f"mqtt://{rig.broker.host}:{rig.broker.port}",
-            "content_base": rig.content_base, "output": f"pulse:{sink}",
-            "capture": f"pulse:{sink}.monitor", "cache_dir": str(self.dir / "cache"),
-            "state_dir": str(self.dir / "state"), "heartbeat_s": 5, "keepalive_s": 5,
-            "clock_source": f"file:{self.clock_file}", "output_latency_ms": 40,
+            "content_base": rig.content_base,
+            "output": f"pulse:{sink}",
+            "capture": f"pulse:{sink}.monitor",
+            "cache_dir": str(self.dir / "cache"),
+            "state_dir": str(self.dir / "state"),
+            "heartbeat_s": 5,
+            "keepalive_s": 5,
+            "clock_source": f"file:{self.clock_file}",
+            "output_latency_ms": 40,
         } | overrides
         self.config = self.dir / "node.toml"
-        self.config.write_text("".join(f"{k} = {json.dumps(v, ensure_ascii=False)}\n"
-                                       for k, v in values.items()), encoding="utf-8")
+        self.config.write_text(
+            "".join(f"{k} = {json.dumps(v, ensure_ascii=False)}\n" for k, v in values.items()),
+            encoding="utf-8",
+        )
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "node.log"
 
@@ -96,7 +124,11 @@ class NodeProc:
         env = {**os.environ, **self.rig.pulse.env, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "system", "node", "run", "--config", str(self.config)],
-            cwd=REPO, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+            cwd=REPO,
+            env=env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
         return self
 
     def kill9(self) -> None:
@@ -151,9 +183,14 @@ class Rig:
     def listen(self) -> Mqtt:
         if self.listener is None:
             # A persistent session: what nodes send while a broker restarts is queued for it.
-            c = Mqtt(self.broker.host, self.broker.port, self.controller_user,
-                     self.controller_password, client_id=f"test-{uuid.uuid4().hex[:6]}",
-                     clean_session=False)
+            c = Mqtt(
+                self.broker.host,
+                self.broker.port,
+                self.controller_user,
+                self.controller_password,
+                client_id=f"test-{uuid.uuid4().hex[:6]}",
+                clean_session=False,
+            )
             assert c.connect().ok
             c.subscribe("loa/v1/nodes/+/events")
             c.subscribe("loa/v1/nodes/+/heartbeat")
@@ -181,19 +218,26 @@ class Rig:
         return self.seen
 
     def events(self, node_id: str, **match: Any) -> list[dict]:
-        return [e for t, e in self.collect() if t == f"{node_id}/events"
-                and all(e.get(k) == v for k, v in match.items())]
+        return [
+            e
+            for t, e in self.collect()
+            if t == f"{node_id}/events" and all(e.get(k) == v for k, v in match.items())
+        ]
 
     def heartbeats(self, node_id: str) -> list[dict]:
         return [e for t, e in self.collect() if t == f"{node_id}/heartbeat"]
 
     def wait_event(self, node_id: str, timeout: float = 15, **match: Any) -> dict:
-        return wait_until(lambda: (self.events(node_id, **match) or [None])[-1], timeout,
-                          f"{node_id} event {match}")
+        return wait_until(
+            lambda: (self.events(node_id, **match) or [None])[-1],
+            timeout,
+            f"{node_id} event {match}",
+        )
 
     def wait_online(self, *node_ids: str, timeout: float = 20) -> None:
         def ok():
             return all(any(t == f"{n}/heartbeat" for t, _ in self.collect()) for n in node_ids)
+
         wait_until(ok, timeout, f"heartbeats of {node_ids}")
 
     # ------------------------------------------------------------------ commands
@@ -205,13 +249,28 @@ class Rig:
         data = target.read_bytes()
         return self.media.base + name, hashlib.sha256(data).hexdigest(), len(data)
 
-    def play(self, node_id: str, name: str, *, start_in: float = 2.0, bid: str | None = None,
-             duration_ms: int = 1000, **extra: Any) -> dict:
+    def play(
+        self,
+        node_id: str,
+        name: str,
+        *,
+        start_in: float = 2.0,
+        bid: str | None = None,
+        duration_ms: int = 1000,
+        **extra: Any,
+    ) -> dict:
         url, sha, size = self.publish_file(name, self.media.root / name)
-        cmd = {"cmd_id": uuid.uuid4().hex, "type": "play", "issued_at": now_ms(),
-               "broadcast_id": bid or f"b-{uuid.uuid4().hex[:8]}", "url": url, "sha256": sha,
-               "bytes": size, "duration_ms": duration_ms,
-               "start_at": now_ms() + int(start_in * 1000) if start_in else 0} | extra
+        cmd = {
+            "cmd_id": uuid.uuid4().hex,
+            "type": "play",
+            "issued_at": now_ms(),
+            "broadcast_id": bid or f"b-{uuid.uuid4().hex[:8]}",
+            "url": url,
+            "sha256": sha,
+            "bytes": size,
+            "duration_ms": duration_ms,
+            "start_at": now_ms() + int(start_in * 1000) if start_in else 0,
+        } | extra
         self.send(node_id, cmd)
         return cmd
 
@@ -230,16 +289,26 @@ def rig(tmp_path, db, pulse):
         config_dir, data_dir = root / "mqtt", root / "data"
         result = provision(db, config_dir)
         hand_to_broker(config_dir, data_dir)
-        broker = EmbeddedBroker(kind="mosquitto", data_dir=data_dir,
-                                password_file=config_dir / "passwd",
-                                acl_file=config_dir / "acl")
+        broker = EmbeddedBroker(
+            kind="mosquitto",
+            data_dir=data_dir,
+            password_file=config_dir / "passwd",
+            acl_file=config_dir / "acl",
+        )
         broker.start()
         with (config_dir / "credentials.csv").open(encoding="utf-8") as fh:
             rows = list(csv.reader(fh))
         lines = {r[0]: ",".join(r) for r in rows[1:]}
-        r = Rig(tmp=tmp_path, broker=broker, pulse=pulse, media=media, credential_lines=lines,
-                controller_user=result.controller_user,
-                controller_password=result.controller_password, content_base=media.base)
+        r = Rig(
+            tmp=tmp_path,
+            broker=broker,
+            pulse=pulse,
+            media=media,
+            credential_lines=lines,
+            controller_user=result.controller_user,
+            controller_password=result.controller_password,
+            content_base=media.base,
+        )
         try:
             yield r
         finally:

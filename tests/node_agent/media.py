@@ -55,8 +55,8 @@ class MediaServer:
                         if server.broken:
                             self.close_connection = True
                             return
-                        self.wfile.write(body[i:i + step])
-                        sent += len(body[i:i + step])
+                        self.wfile.write(body[i : i + step])
+                        sent += len(body[i : i + step])
                         if server.rate_bps:
                             ahead = sent * 8 / server.rate_bps - (time.monotonic() - t0)
                             if ahead > 0:

@@ -30,22 +30,34 @@ class PulseServer:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"PULSE_SERVER": f"unix:{self.socket}", "PULSE_RUNTIME_PATH": str(
-            self.root / "run"), "XDG_RUNTIME_DIR": str(self.root / "xdg"),
-            "HOME": str(self.root / "home"), "PULSE_STATE_PATH": str(self.root / "state")}
+        return {
+            "PULSE_SERVER": f"unix:{self.socket}",
+            "PULSE_RUNTIME_PATH": str(self.root / "run"),
+            "XDG_RUNTIME_DIR": str(self.root / "xdg"),
+            "HOME": str(self.root / "home"),
+            "PULSE_STATE_PATH": str(self.root / "state"),
+        }
 
     def start(self) -> None:
         if not shutil.which("pulseaudio"):
             raise RuntimeError("pulseaudio is required (scripts/setup.sh installs it)")
         for d in ("run", "xdg", "home", "state"):
             (self.root / d).mkdir(parents=True, exist_ok=True, mode=0o700)
-        args = ["pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit",
-                "-n", "--use-pid-file=no", "--system=no", "--disable-shm=yes",
-                "--log-target=stderr", "--log-level=error"]
+        args = [
+            "pulseaudio",
+            "--daemonize=no",
+            "--exit-idle-time=-1",
+            "--disallow-exit",
+            "-n",
+            "--use-pid-file=no",
+            "--system=no",
+            "--disable-shm=yes",
+            "--log-target=stderr",
+            "--log-level=error",
+        ]
         for name in self.sinks:
             args.append(f"--load=module-null-sink sink_name={name} rate={RATE} channels=1")
-        args.append(f"--load=module-native-protocol-unix socket={self.socket} "
-                    "auth-anonymous=1")
+        args.append(f"--load=module-native-protocol-unix socket={self.socket} auth-anonymous=1")
         env = {**os.environ, **self.env}
         self.log = (self.root / "pulseaudio.log").open("wb")
         self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=self.log)
@@ -59,8 +71,14 @@ class PulseServer:
         raise RuntimeError("pulseaudio did not start")
 
     def pactl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["pactl", *args], env={**os.environ, **self.env},
-                              capture_output=True, text=True, check=check, timeout=10)
+        return subprocess.run(
+            ["pactl", *args],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=10,
+        )
 
     def mute(self, sink: str, on: bool) -> None:
         self.pactl("set-sink-mute", sink, "1" if on else "0")
@@ -87,9 +105,19 @@ class Recording:
         self.anchor = math.inf
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
-            ["parec", "--raw", "--format=s16le", f"--rate={RATE}", "--channels=1",
-             "--latency-msec=10", f"--device={sink}.monitor"],
-            env={**os.environ, **server.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            [
+                "parec",
+                "--raw",
+                "--format=s16le",
+                f"--rate={RATE}",
+                "--channels=1",
+                "--latency-msec=10",
+                f"--device={sink}.monitor",
+            ],
+            env={**os.environ, **server.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
@@ -136,13 +164,14 @@ class Recording:
     def level(self, t1: float, t2: float) -> float:
         """RMS between two wall times."""
         s = self.samples()
-        part = s[self.index_of(t1): self.index_of(t2)]
+        part = s[self.index_of(t1) : self.index_of(t2)]
         if not part:
             return 0.0
         return math.sqrt(sum(x * x for x in part) / len(part))
 
-    def onsets(self, threshold: int = 1000, quiet_s: float = 0.3,
-               after: float = 0.0) -> list[float]:
+    def onsets(
+        self, threshold: int = 1000, quiet_s: float = 0.3, after: float = 0.0
+    ) -> list[float]:
         """Wall times where sound starts after at least ``quiet_s`` of silence."""
         s = self.samples()
         quiet = int(quiet_s * RATE)

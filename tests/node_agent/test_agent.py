@@ -47,8 +47,11 @@ def test_a_play_is_heard_at_start_at_with_every_event(rig):
     bye = [e for t, e in rig.collect() if t == "dc-01/status"][-1]
     assert bye == {**bye, "online": False, "reason": "shutdown"}
     node.start()
-    wait_until(lambda: any(h["seq"] == 0 and h["volume"] == 35 for h in rig.heartbeats("dc-01")),
-               15, "a heartbeat after the restart at the configured default volume")
+    wait_until(
+        lambda: any(h["seq"] == 0 and h["volume"] == 35 for h in rig.heartbeats("dc-01")),
+        15,
+        "a heartbeat after the restart at the configured default volume",
+    )
 
 
 def test_volume_stop_and_emergency_preemption_are_audible(rig):
@@ -70,12 +73,14 @@ def test_volume_stop_and_emergency_preemption_are_audible(rig):
     quiet = rec.level(changed / 1000 + 0.3, changed / 1000 + 0.9)
     # gain(50) = 0.25: about -12 dB, heard in the samples.
     assert 0.18 < quiet / loud < 0.33, (loud, quiet)
-    hb = wait_until(lambda: [h for h in rig.heartbeats("dc-01") if h["volume"] == 50], 10,
-                    "a heartbeat with the new volume")
+    hb = wait_until(
+        lambda: [h for h in rig.heartbeats("dc-01") if h["volume"] == 50],
+        10,
+        "a heartbeat with the new volume",
+    )
     assert hb[-1]["playing"] == normal["broadcast_id"]
 
-    emergency = rig.play("dc-01", "alarm.mp3", start_in=1.0, priority="emergency",
-                         volume=100)
+    emergency = rig.play("dc-01", "alarm.mp3", start_in=1.0, priority="emergency", volume=100)
     e_started = rig.wait_event("dc-01", phase="started", broadcast_id=emergency["broadcast_id"])
     pre = rig.wait_event("dc-01", phase="preempted", broadcast_id=normal["broadcast_id"])
     assert pre["at"] <= e_started["at"] + 100
@@ -114,14 +119,20 @@ def test_listening_selftest_fails_when_muted_and_passes_when_heard(rig):
 
     rig.pulse.mute("n2", True)
     rig.simple("dc-02", "selftest")
-    failed = wait_until(lambda: [e for e in rig.events("dc-02", type="selftest")
-                                 if not e["ok"]], 15, "the muted self-test")[-1]
+    failed = wait_until(
+        lambda: [e for e in rig.events("dc-02", type="selftest") if not e["ok"]],
+        15,
+        "the muted self-test",
+    )[-1]
     assert failed["speakers_ok"] == 0 and "Không nghe thấy" in failed["detail"]
     fault = rig.wait_event("dc-02", type="fault", code="speaker_line")
     assert "không nghe thấy" in fault["detail"]
     # The heartbeat now says the speaker is not working (the controller shows it degraded).
-    wait_until(lambda: any(h["speakers_ok"] == 0 for h in rig.heartbeats("dc-02")), 10,
-               "a heartbeat with speakers_ok 0")
+    wait_until(
+        lambda: any(h["speakers_ok"] == 0 for h in rig.heartbeats("dc-02")),
+        10,
+        "a heartbeat with speakers_ok 0",
+    )
 
 
 def test_without_a_capture_device_the_selftest_says_what_it_could_not_check(rig):
@@ -144,21 +155,25 @@ def test_bad_commands_get_failed_acks_and_nothing_is_played(rig):
 
     rig.send("dc-01", b"{not json")
     assert "not_json" in rig.wait_event("dc-01", type="cmd_ack", cmd_id="")["error"]
-    rig.send("dc-01", json.dumps({"cmd_id": "m1", "type": "play", "issued_at": now_ms()}
-                                 ).encode())
+    rig.send("dc-01", json.dumps({"cmd_id": "m1", "type": "play", "issued_at": now_ms()}).encode())
     assert rig.wait_event("dc-01", cmd_id="m1")["error"].startswith("missing_field")
     # Over 64 KiB, under the broker's 64 KiB + 1 KiB packet limit (docs/protocol.md).
-    big = json.dumps({"cmd_id": "big", "type": "volume", "issued_at": now_ms(), "level": 5,
-                      "pad": "x" * 65_700}).encode()
+    big = json.dumps(
+        {"cmd_id": "big", "type": "volume", "issued_at": now_ms(), "level": 5, "pad": "x" * 65_700}
+    ).encode()
     assert 64 * 1024 < len(big) < 65 * 1024
     rig.send("dc-01", big)
-    wait_until(lambda: [e for e in rig.events("dc-01", type="cmd_ack")
-                        if "oversized" in (e.get("error") or "")], 10, "oversized ack")
+    wait_until(
+        lambda: [
+            e for e in rig.events("dc-01", type="cmd_ack") if "oversized" in (e.get("error") or "")
+        ],
+        10,
+        "oversized ack",
+    )
     expired = rig.simple("dc-01", "volume", level=10, expires_at=now_ms() - 1000)
     assert rig.wait_event("dc-01", cmd_id=expired["cmd_id"])["error"] == "expired"
     foreign = rig.play("dc-01", "ok.mp3", url="http://evil.example/ok.mp3")
-    assert rig.wait_event("dc-01", cmd_id=foreign["cmd_id"])["error"].startswith(
-        "url_refused")
+    assert rig.wait_event("dc-01", cmd_id=foreign["cmd_id"])["error"].startswith("url_refused")
     wrong = rig.play("dc-01", "ok.mp3", sha256="0" * 64)
     assert rig.wait_event("dc-01", cmd_id=wrong["cmd_id"])["ok"] is True
     failed = rig.wait_event("dc-01", phase="failed", broadcast_id=wrong["broadcast_id"])
@@ -179,8 +194,9 @@ def test_bad_commands_get_failed_acks_and_nothing_is_played(rig):
 
 def test_a_clock_five_seconds_off_is_reported_as_a_fault(rig):
     node = rig.node("dc-03")
-    node.clock_file.write_text("System time     : 5.012000000 seconds slow of NTP time\n"
-                               "Leap status     : Normal\n")
+    node.clock_file.write_text(
+        "System time     : 5.012000000 seconds slow of NTP time\nLeap status     : Normal\n"
+    )
     node.start()
     rig.listen()
     fault = rig.wait_event("dc-03", type="fault", code="clock", timeout=20)
@@ -188,8 +204,15 @@ def test_a_clock_five_seconds_off_is_reported_as_a_fault(rig):
     hb = wait_until(lambda: rig.heartbeats("dc-03"), 15, "a heartbeat")[-1]
     assert hb["ntp_offset_ms"] == -5012
     node.clock_file.write_text("Leap status     : Not synchronised\n")
-    unsynced = wait_until(lambda: [e for e in rig.events("dc-03", type="fault", code="clock")
-                                   if "chưa đồng bộ" in e["detail"]], 15, "unsynchronised")
+    unsynced = wait_until(
+        lambda: [
+            e
+            for e in rig.events("dc-03", type="fault", code="clock")
+            if "chưa đồng bộ" in e["detail"]
+        ],
+        15,
+        "unsynchronised",
+    )
     assert unsynced
 
 
@@ -233,14 +256,16 @@ def test_the_amplifier_relay_is_on_only_around_a_bulletin_and_telemetry_is_read(
     assert (hb["amp"], hb["temp_c"], hb["power"]) == ("off", 47.8, "mains")
     assert "battery_v" not in hb
     cmd = rig.play("dc-01", "tone.mp3", start_in=2.0)
-    on_at = wait_until(lambda: (gpio / "value").read_text() == "1" and time.time(), 10,
-                       "the relay to switch on")
+    on_at = wait_until(
+        lambda: (gpio / "value").read_text() == "1" and time.time(), 10, "the relay to switch on"
+    )
     # Switched on ahead of the slot by at least the warm-up time.
     assert cmd["start_at"] / 1000 - on_at > 0.35
     started = rig.wait_event("dc-01", phase="started", broadcast_id=cmd["broadcast_id"])
     assert abs(started["at"] - cmd["start_at"]) < 50
-    playing = wait_until(lambda: [h for h in rig.heartbeats("dc-01") if h["playing"]], 5,
-                         "a heartbeat while playing")
+    playing = wait_until(
+        lambda: [h for h in rig.heartbeats("dc-01") if h["playing"]], 5, "a heartbeat while playing"
+    )
     assert playing[-1]["amp"] == "ok"
     rig.wait_event("dc-01", phase="finished", broadcast_id=cmd["broadcast_id"])
     wait_until(lambda: (gpio / "value").read_text() == "0", 5, "the relay to switch off")

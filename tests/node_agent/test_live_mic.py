@@ -16,19 +16,35 @@ from tests.node_agent.pulse import RATE
 
 
 def _zero_crossing_hz(samples) -> float:
-    crossings = sum(1 for a, b in zip(samples, samples[1:], strict=False)
-                    if (a < 0) != (b < 0))
+    crossings = sum(1 for a, b in zip(samples, samples[1:], strict=False) if (a < 0) != (b < 0))
     return crossings / 2 / (len(samples) / RATE) if samples else 0.0
 
 
 def test_browser_chunks_through_icecast_are_heard_at_a_real_node(rig, tmp_path):
     tone = tmp_path / "mic.webm"
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
-                    "sine=frequency=440:duration=14", "-af", "volume=4", "-c:a", "libopus",
-                    "-b:a", "48k", str(tone)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=14",
+            "-af",
+            "volume=4",
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "48k",
+            str(tone),
+        ],
+        check=True,
+    )
     data = tone.read_bytes()
     step = max(1, len(data) // 28)  # ~0.5 s a chunk, as the page sends them
-    chunks = [data[i:i + step] for i in range(0, len(data), step)]
+    chunks = [data[i : i + step] for i in range(0, len(data), step)]
     server = IcecastServer(tmp_path / "live")
     server.start()
     failed: list[tuple[int, str]] = []
@@ -52,15 +68,21 @@ def test_browser_chunks_through_icecast_are_heard_at_a_real_node(rig, tmp_path):
         rig.listen()
         rec = rig.record("dc-01")
         rig.wait_online("dc-01")
-        cmd = rig.simple("dc-01", "stream", broadcast_id="live-mic", priority="normal",
-                         url=server.listen_url(mount), start_at=0)
+        cmd = rig.simple(
+            "dc-01",
+            "stream",
+            broadcast_id="live-mic",
+            priority="normal",
+            url=server.listen_url(mount),
+            start_at=0,
+        )
         assert rig.wait_event("dc-01", cmd_id=cmd["cmd_id"])["ok"] is True
         started = rig.wait_event("dc-01", phase="started", broadcast_id="live-mic")
         t0 = started["at"] / 1000
         wait_until(lambda: now_ms() / 1000 > t0 + 4, 10, "four seconds of the live stream")
         assert server.listeners().get(mount) == 1  # the node is the mount's one listener
         assert rec.level(t0 + 1.5, t0 + 3.5) > 3000
-        heard = rec.samples()[rec.index_of(t0 + 1.5):rec.index_of(t0 + 3.5)]
+        heard = rec.samples()[rec.index_of(t0 + 1.5) : rec.index_of(t0 + 3.5)]
         assert 420 <= _zero_crossing_hz(heard) <= 460  # the microphone's tone, not noise
 
         # The officer stops: the source closes cleanly and the node reports the end.

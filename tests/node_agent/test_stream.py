@@ -15,8 +15,14 @@ def test_a_stream_is_heard_and_a_lost_one_is_reported(rig):
     rig.listen()
     rec = rig.record("dc-01")
     rig.wait_online("dc-01")
-    cmd = rig.simple("dc-01", "stream", broadcast_id="s-live", url=rig.media.base + "live.mp3",
-                     priority="normal", start_at=0)
+    cmd = rig.simple(
+        "dc-01",
+        "stream",
+        broadcast_id="s-live",
+        url=rig.media.base + "live.mp3",
+        priority="normal",
+        start_at=0,
+    )
     assert rig.wait_event("dc-01", cmd_id=cmd["cmd_id"])["ok"] is True
     started = rig.wait_event("dc-01", phase="started", broadcast_id="s-live")
     wait_until(lambda: now_ms() > started["at"] + 2000, 5, "two seconds of stream")
@@ -27,6 +33,11 @@ def test_a_stream_is_heard_and_a_lost_one_is_reported(rig):
     assert lost["reason"] == "stream_lost", lost
     assert lost["at"] / 1000 - cut < 20
     # A stream from a host that is not the controller's is refused.
-    other = rig.simple("dc-01", "stream", broadcast_id="s-evil", priority="normal",
-                       url="http://203.0.113.5:8000/live")
+    other = rig.simple(
+        "dc-01",
+        "stream",
+        broadcast_id="s-evil",
+        priority="normal",
+        url="http://203.0.113.5:8000/live",
+    )
     assert rig.wait_event("dc-01", cmd_id=other["cmd_id"])["error"].startswith("url_refused")

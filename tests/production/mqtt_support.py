@@ -61,7 +61,8 @@ def hand_to_broker(config_dir: Path, data_dir: Path, *extra: Path) -> None:
 
 def logins(result: ProvisionResult) -> dict[str, str]:
     return {result.controller_user: result.controller_password} | {
-        n.node_id: n.password for n in result.nodes}
+        n.node_id: n.password for n in result.nodes
+    }
 
 
 @dataclass
@@ -74,13 +75,24 @@ class Mqtt:
     """One paho client: ``connect`` returns the broker's CONNACK verdict; every message
     the broker delivers lands in ``inbox`` (a queue of ``(topic, payload)``)."""
 
-    def __init__(self, host: str, port: int, username: str | None, password: str | None,
-                 *, client_id: str | None = None, clean_session: bool = True,
-                 tls_ca: Path | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        username: str | None,
+        password: str | None,
+        *,
+        client_id: str | None = None,
+        clean_session: bool = True,
+        tls_ca: Path | None = None,
+    ) -> None:
         self.host, self.port = host, port
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=client_id or username or "",
-                                  clean_session=clean_session, protocol=mqtt.MQTTv311)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or username or "",
+            clean_session=clean_session,
+            protocol=mqtt.MQTTv311,
+        )
         if username is not None:
             self.client.username_pw_set(username, password)
         if tls_ca is not None:

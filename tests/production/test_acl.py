@@ -51,9 +51,21 @@ ROOT = "loa/v1/nodes"
 
 
 def heartbeat(seq: int = 0) -> bytes:
-    return json.dumps({"seq": seq, "ts": now_ms(), "uptime_s": 5, "volume": 70, "amp": "ok",
-                       "speakers_ok": 2, "speakers_total": 2, "power": "mains", "net": "4g",
-                       "rssi_dbm": -75, "playing": None}).encode()
+    return json.dumps(
+        {
+            "seq": seq,
+            "ts": now_ms(),
+            "uptime_s": 5,
+            "volume": 70,
+            "amp": "ok",
+            "speakers_ok": 2,
+            "speakers_total": 2,
+            "power": "mains",
+            "net": "4g",
+            "rssi_dbm": -75,
+            "playing": None,
+        }
+    ).encode()
 
 
 @dataclass
@@ -90,9 +102,12 @@ def secured(db):
         config_dir, data_dir = root / "mqtt", root / "data"
         result = provision(db, config_dir)
         hand_to_broker(config_dir, data_dir)
-        broker = EmbeddedBroker(kind="mosquitto", data_dir=data_dir,
-                                password_file=config_dir / "passwd",
-                                acl_file=config_dir / "acl")
+        broker = EmbeddedBroker(
+            kind="mosquitto",
+            data_dir=data_dir,
+            password_file=config_dir / "passwd",
+            acl_file=config_dir / "acl",
+        )
         broker.start()
         clients: list[Mqtt] = []
         sec = Secured(broker, result, config_dir, data_dir)
@@ -131,7 +146,8 @@ def test_provision_writes_private_credentials_and_hashed_password_file(secured, 
     assert not any(p in passwd for p in passwords)  # hashes only
     assert read_controller_env(out)["LOA_MQTT_USERNAME"] == "loa-controller"
     assert load_node_passwords(out / "credentials.csv") == {
-        n: r["mqtt_password"] for n, r in rows.items()}
+        n: r["mqtt_password"] for n, r in rows.items()
+    }
     (out / "other.csv").write_text("ma,mat_khau\nnode-a,x\n", encoding="utf-8")
     with pytest.raises(CredentialsFileError, match="không phải tệp mật khẩu"):
         load_node_passwords(out / "other.csv")
@@ -247,17 +263,23 @@ def test_only_the_controller_publishes_commands(secured):
 
 async def test_controller_with_its_credentials_ingests_and_commands(secured, settings, db):
     env = read_controller_env(secured.config_dir)
-    cfg = settings_for(settings, secured.broker, mqtt_username=env["LOA_MQTT_USERNAME"],
-                       mqtt_password=env["LOA_MQTT_PASSWORD"],
-                       shared_subscription_group="loa", controller_client_id="loa-ctl-1")
+    cfg = settings_for(
+        settings,
+        secured.broker,
+        mqtt_username=env["LOA_MQTT_USERNAME"],
+        mqtt_password=env["LOA_MQTT_PASSWORD"],
+        shared_subscription_group="loa",
+        controller_client_id="loa-ctl-1",
+    )
     service = ControllerService(cfg, db)
     await service.start()
     try:
         await service.wait_connected()
         node = secured.connected("node-a")
         await asyncio.to_thread(node.subscribe, f"{ROOT}/node-a/cmd")
-        await asyncio.to_thread(node.publish, f"{ROOT}/node-a/status",
-                                b'{"online": true, "fw": "2.1.0"}')
+        await asyncio.to_thread(
+            node.publish, f"{ROOT}/node-a/status", b'{"online": true, "fw": "2.1.0"}'
+        )
         await asyncio.to_thread(node.publish, f"{ROOT}/node-a/heartbeat", heartbeat())
         rt = service.ingest.fleet.nodes["node-a"]
         for _ in range(200):
@@ -278,9 +300,11 @@ async def test_controller_with_its_credentials_ingests_and_commands(secured, set
 
 
 async def test_controller_with_a_wrong_password_is_refused_and_ingests_nothing(
-        secured, settings, db):
-    cfg = settings_for(settings, secured.broker, mqtt_username=secured.controller,
-                       mqtt_password="wrong")
+    secured, settings, db
+):
+    cfg = settings_for(
+        settings, secured.broker, mqtt_username=secured.controller, mqtt_password="wrong"
+    )
     service = ControllerService(cfg, db)
     await service.start()
     try:
@@ -296,10 +320,29 @@ async def test_controller_with_a_wrong_password_is_refused_and_ingests_nothing(
 
 def _self_signed(dir_: Path) -> tuple[Path, Path]:
     cert, key = dir_ / "server.crt", dir_ / "server.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return cert, key
 
 
@@ -313,16 +356,25 @@ def test_generated_mosquitto_conf_with_tls_listener_and_python_hashes(db):
         cert, key = _self_signed(certs)
         plain_port, tls_port = free_port(), free_port()
         config_dir, data_dir = root / "mqtt", root / "data"
-        result = provision(db, config_dir, broker_data_dir=str(data_dir), port=plain_port,
-                           bind="127.0.0.1", tls=TlsOptions(cert, key, port=tls_port),
-                           use_tool=False)
+        result = provision(
+            db,
+            config_dir,
+            broker_data_dir=str(data_dir),
+            port=plain_port,
+            bind="127.0.0.1",
+            tls=TlsOptions(cert, key, port=tls_port),
+            use_tool=False,
+        )
         assert result.hasher.startswith("Python")
         certs.chmod(0o711)
         hand_to_broker(config_dir, data_dir, cert, key)
         log_path = data_dir / "mosquitto.log"
         with open(log_path, "ab") as log_file:
-            proc = subprocess.Popen(["mosquitto", "-c", str(config_dir / "mosquitto.conf")],
-                                    stdout=log_file, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                ["mosquitto", "-c", str(config_dir / "mosquitto.conf")],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
         clients: list[Mqtt] = []
         try:
             wait_for_port("127.0.0.1", tls_port, proc, 15, log_path)
@@ -362,15 +414,23 @@ def test_cli_provisions_from_the_database_and_explains_bad_arguments(db, tmp_pat
     assert "2 cụm loa" in printed and "credentials.csv" in printed
     assert (out / "passwd").exists() and (out / "acl").read_text().count("pattern") == 4
 
-    assert loa_main(["nodes", "provision", "--out", str(out), "--db", db.url,
-                     "--tls-cert", "x.pem"]) == 1
+    assert (
+        loa_main(["nodes", "provision", "--out", str(out), "--db", db.url, "--tls-cert", "x.pem"])
+        == 1
+    )
     assert "--tls-key" in capsys.readouterr().err
-    assert loa_main(["nodes", "provision", "--out", str(out), "--db", db.url,
-                     "--controller-user", "node-a"]) == 1
+    assert (
+        loa_main(
+            ["nodes", "provision", "--out", str(out), "--db", db.url, "--controller-user", "node-a"]
+        )
+        == 1
+    )
     assert "trùng mã một cụm" in capsys.readouterr().err
     empty = tmp_path / "empty.db"
-    assert loa_main(["nodes", "provision", "--out", str(tmp_path / "x"),
-                     "--db", f"sqlite:///{empty}"]) == 1
+    assert (
+        loa_main(["nodes", "provision", "--out", str(tmp_path / "x"), "--db", f"sqlite:///{empty}"])
+        == 1
+    )
     assert "sổ đăng ký" in capsys.readouterr().err
     # A failed run leaves the earlier files untouched.
     assert (out / "passwd").exists() and os.listdir(out)
@@ -385,12 +445,20 @@ async def test_simulated_fleet_logs_in_with_the_provisioned_passwords(secured, s
 
     passwords = load_node_passwords(secured.config_dir / "credentials.csv")
     env = read_controller_env(secured.config_dir)
-    cfg = settings_for(settings, secured.broker, mqtt_username=env["LOA_MQTT_USERNAME"],
-                       mqtt_password=env["LOA_MQTT_PASSWORD"])
+    cfg = settings_for(
+        settings,
+        secured.broker,
+        mqtt_username=env["LOA_MQTT_USERNAME"],
+        mqtt_password=env["LOA_MQTT_PASSWORD"],
+    )
     service = ControllerService(cfg, db)
     await service.start()
-    fleet = Fleet(secured.broker.host, secured.broker.port, heartbeat_s=1,
-                  passwords=passwords | {"node-b": "wrong"})
+    fleet = Fleet(
+        secured.broker.host,
+        secured.broker.port,
+        heartbeat_s=1,
+        passwords=passwords | {"node-b": "wrong"},
+    )
     try:
         await service.wait_connected()
         connected = await fleet.start(["node-a", "node-b"], timeout=3)

@@ -29,29 +29,45 @@ ROUNDS = 20
 
 
 def heartbeat(seq: int) -> bytes:
-    return json.dumps({"seq": seq, "ts": now_ms(), "uptime_s": 5 + seq, "volume": 70,
-                       "amp": "ok", "speakers_ok": 2, "speakers_total": 2, "power": "mains",
-                       "net": "4g", "rssi_dbm": -75, "playing": None}).encode()
+    return json.dumps(
+        {
+            "seq": seq,
+            "ts": now_ms(),
+            "uptime_s": 5 + seq,
+            "volume": 70,
+            "amp": "ok",
+            "speakers_ok": 2,
+            "speakers_total": 2,
+            "power": "mains",
+            "net": "4g",
+            "rssi_dbm": -75,
+            "playing": None,
+        }
+    ).encode()
 
 
 def fault(i: int) -> bytes:
-    return json.dumps({"type": "fault", "ts": now_ms(), "code": "tamper",
-                       "detail": f"lần {i}"}).encode()
+    return json.dumps(
+        {"type": "fault", "ts": now_ms(), "code": "tamper", "detail": f"lần {i}"}
+    ).encode()
 
 
-async def test_a_node_cannot_take_the_client_id_of_the_controller_or_another_node(
-        db, settings):
+async def test_a_node_cannot_take_the_client_id_of_the_controller_or_another_node(db, settings):
     make_registry(db, communes={"Đội Cấn": {"Thôn Nà Pàn": ["node-a", "node-b", "node-c"]}})
     with broker_dir() as root:
         port = free_port()
         config_dir, data_dir = root / "mqtt", root / "data"
-        result = provision(db, config_dir, broker_data_dir=str(data_dir), port=port,
-                           bind="127.0.0.1")
+        result = provision(
+            db, config_dir, broker_data_dir=str(data_dir), port=port, bind="127.0.0.1"
+        )
         hand_to_broker(config_dir, data_dir)
         log_path = data_dir / "mosquitto.log"
         with open(log_path, "ab") as log_file:
-            proc = subprocess.Popen(["mosquitto", "-c", str(config_dir / "mosquitto.conf")],
-                                    stdout=log_file, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                ["mosquitto", "-c", str(config_dir / "mosquitto.conf")],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
         clients: list[Mqtt] = []
         service = link = None
         try:
@@ -65,15 +81,20 @@ async def test_a_node_cannot_take_the_client_id_of_the_controller_or_another_nod
 
             broker = type("Address", (), {"host": "127.0.0.1", "port": port})()
             ctl_user = result.controller_user
-            cfg = settings_for(settings, broker, mqtt_username=ctl_user,
-                               mqtt_password=pw[ctl_user], heartbeat_s=30)
+            cfg = settings_for(
+                settings, broker, mqtt_username=ctl_user, mqtt_password=pw[ctl_user], heartbeat_s=30
+            )
             service = ControllerService(cfg, db)
             assert service.client_id == ctl_user  # the id the broker gives it anyway
             await service.start()
             await service.wait_connected()
             api_user = result.api_user
-            api_cfg = settings_for(settings, broker, mqtt_username=api_user,
-                                   mqtt_password=result.process_logins[api_user][1])
+            api_cfg = settings_for(
+                settings,
+                broker,
+                mqtt_username=api_user,
+                mqtt_password=result.process_logins[api_user][1],
+            )
             link = CommandLink(api_cfg, db)
             link.start()
             for _ in range(100):
@@ -99,8 +120,14 @@ async def test_a_node_cannot_take_the_client_id_of_the_controller_or_another_nod
             def attack() -> None:
                 while not stop.is_set():
                     for stolen in (ctl_user, api_user, "node-b"):
-                        thief = Mqtt("127.0.0.1", port, "node-a", pw["node-a"],
-                                     client_id=stolen, clean_session=True)
+                        thief = Mqtt(
+                            "127.0.0.1",
+                            port,
+                            "node-a",
+                            pw["node-a"],
+                            client_id=stolen,
+                            clean_session=True,
+                        )
                         verdicts.append(thief.connect().ok)
                         thief.close()
 
@@ -110,8 +137,9 @@ async def test_a_node_cannot_take_the_client_id_of_the_controller_or_another_nod
                 node_c = client("node-c")
                 assert node_c.connect().ok
                 for i in range(ROUNDS):
-                    await asyncio.to_thread(node_c.publish, f"{ROOT}/node-c/heartbeat",
-                                            heartbeat(i))
+                    await asyncio.to_thread(
+                        node_c.publish, f"{ROOT}/node-c/heartbeat", heartbeat(i)
+                    )
                     await asyncio.to_thread(node_c.publish, f"{ROOT}/node-c/events", fault(i))
                     await asyncio.sleep(0.05)
             finally:
@@ -133,8 +161,7 @@ async def test_a_node_cannot_take_the_client_id_of_the_controller_or_another_nod
             await link.commands.send("node-b", fresh)
             back = client("node-b", clean_session=False)
             assert back.connect().ok
-            got = [decode_command((await asyncio.to_thread(back.next))[1]).cmd_id
-                   for _ in range(2)]
+            got = [decode_command((await asyncio.to_thread(back.next))[1]).cmd_id for _ in range(2)]
             assert got == [queued.cmd_id, fresh.cmd_id]
         finally:
             for c in clients:
@@ -159,8 +186,10 @@ def test_provision_gives_every_process_its_own_login(db, tmp_path):
     make_registry(db, communes={"Đội Cấn": {"Thôn Nà Pàn": ["node-a"]}})
     out = tmp_path / "mqtt"
     result = provision(db, out, controller_replicas=3)
-    envs = {name: read_controller_env(out, name)
-            for name in ("controller.env", "controller-2.env", "controller-3.env", "api.env")}
+    envs = {
+        name: read_controller_env(out, name)
+        for name in ("controller.env", "controller-2.env", "controller-3.env", "api.env")
+    }
     users = [e["LOA_MQTT_USERNAME"] for e in envs.values()]
     assert users == ["loa-controller", "loa-controller-2", "loa-controller-3", "loa-api"]
     assert len({e["LOA_MQTT_PASSWORD"] for e in envs.values()}) == 4
@@ -173,8 +202,10 @@ def test_provision_gives_every_process_its_own_login(db, tmp_path):
     conf = (out / "mosquitto.conf").read_text().splitlines()
     assert conf[conf.index("listener 1883") + 1] == "use_username_as_clientid true"
     assert "mqtt.use_username_as_clientid = true" in (out / "emqx/loa.hocon").read_text()
-    assert '{allow, {username, "loa-api"}, publish, ["loa/v1/nodes/+/cmd"]}.' in (
-        out / "emqx/acl.conf").read_text()
+    assert (
+        '{allow, {username, "loa-api"}, publish, ["loa/v1/nodes/+/cmd"]}.'
+        in (out / "emqx/acl.conf").read_text()
+    )
     assert "api.env" in result.text()
     again = provision(db, out, controller_replicas=3)
     assert again.process_logins == result.process_logins
@@ -195,13 +226,22 @@ async def test_two_controllers_need_two_logins_on_the_provisioned_broker(db, set
     with broker_dir() as root:
         port = free_port()
         config_dir, data_dir = root / "mqtt", root / "data"
-        result = provision(db, config_dir, broker_data_dir=str(data_dir), port=port,
-                           bind="127.0.0.1", controller_replicas=2)
+        result = provision(
+            db,
+            config_dir,
+            broker_data_dir=str(data_dir),
+            port=port,
+            bind="127.0.0.1",
+            controller_replicas=2,
+        )
         hand_to_broker(config_dir, data_dir)
         log_path = data_dir / "mosquitto.log"
         with open(log_path, "ab") as log_file:
-            proc = subprocess.Popen(["mosquitto", "-c", str(config_dir / "mosquitto.conf")],
-                                    stdout=log_file, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                ["mosquitto", "-c", str(config_dir / "mosquitto.conf")],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
         broker = type("Address", (), {"host": "127.0.0.1", "port": port})()
         services: list[ControllerService] = []
         node = None
@@ -209,10 +249,15 @@ async def test_two_controllers_need_two_logins_on_the_provisioned_broker(db, set
             wait_for_port("127.0.0.1", port, proc, 15, log_path)
 
             def controller(user: str, cluster_id: str) -> ControllerService:
-                cfg = settings_for(settings, broker, mqtt_username=user,
-                                   mqtt_password=result.process_logins[user][1],
-                                   shared_subscription_group="loa",
-                                   controller_client_id=cluster_id, heartbeat_s=30)
+                cfg = settings_for(
+                    settings,
+                    broker,
+                    mqtt_username=user,
+                    mqtt_password=result.process_logins[user][1],
+                    shared_subscription_group="loa",
+                    controller_client_id=cluster_id,
+                    heartbeat_s=30,
+                )
                 services.append(ControllerService(cfg, db))
                 return services[-1]
 
@@ -234,8 +279,13 @@ async def test_two_controllers_need_two_logins_on_the_provisioned_broker(db, set
 
             # Another process reusing the first one's login (whatever client id it asks
             # for): the broker gives it the same id, and the first is knocked off.
-            clash = Mqtt("127.0.0.1", port, "loa-controller", result.controller_password,
-                         client_id="loa-controller-somewhere-else")
+            clash = Mqtt(
+                "127.0.0.1",
+                port,
+                "loa-controller",
+                result.controller_password,
+                client_id="loa-controller-somewhere-else",
+            )
             assert clash.connect().ok
             for _ in range(100):
                 if one.reconnects:

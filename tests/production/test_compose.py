@@ -29,10 +29,16 @@ COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict] = COMPOSE["services"]
 DOCKERFILE = (REPO / "Dockerfile").read_text()
 
-THIRD_PARTY = {"mosquitto": ("eclipse-mosquitto", "2"), "postgres": ("postgres", "16"),
-               "influxdb": ("influxdb", "2")}
-STATEFUL_DATA = {"mosquitto": "/mosquitto/data", "postgres": "/var/lib/postgresql/data",
-                 "influxdb": "/var/lib/influxdb2"}
+THIRD_PARTY = {
+    "mosquitto": ("eclipse-mosquitto", "2"),
+    "postgres": ("postgres", "16"),
+    "influxdb": ("influxdb", "2"),
+}
+STATEFUL_DATA = {
+    "mosquitto": "/mosquitto/data",
+    "postgres": "/var/lib/postgresql/data",
+    "influxdb": "/var/lib/influxdb2",
+}
 LOA_SERVICES = {"migrate", "controller", "dashboard", "sim", "cli"}
 # LOA_* variables read straight from the environment rather than through Settings.
 DIRECT_ENV = {"LOA_LOG_LEVEL": REPO / "system" / "processes.py"}
@@ -73,7 +79,7 @@ def loa_invocation(argv: list[str]) -> list[str]:
     """``[loa, sub, ..., --flags]`` from a plain argv or from ``sh -c '... exec loa ...'``."""
     if argv[:2] == ["sh", "-c"]:
         tokens = shlex.split(argv[2])
-        return tokens[tokens.index("exec") + 1:]
+        return tokens[tokens.index("exec") + 1 :]
     return argv
 
 
@@ -87,8 +93,16 @@ def setting_env_names() -> set[str]:
 
 
 def test_the_services_a_province_needs_are_there():
-    assert set(SERVICES) == {"mosquitto", "postgres", "influxdb", "migrate", "controller",
-                             "dashboard", "sim", "cli"}
+    assert set(SERVICES) == {
+        "mosquitto",
+        "postgres",
+        "influxdb",
+        "migrate",
+        "controller",
+        "dashboard",
+        "sim",
+        "cli",
+    }
     assert SERVICES["sim"]["profiles"] == ["sim"]
     assert SERVICES["cli"]["profiles"] == ["tools"]
     for name in ("mosquitto", "postgres", "influxdb", "migrate", "controller", "dashboard"):
@@ -141,16 +155,22 @@ def test_startup_waits_for_healthy_dependencies_and_the_migration():
     for name, svc in SERVICES.items():
         for dep, spec in (svc.get("depends_on") or {}).items():
             assert dep in SERVICES and spec.get("condition") in (
-                "service_healthy", "service_completed_successfully", "service_started"), \
-                f"{name} -> {dep}"
+                "service_healthy",
+                "service_completed_successfully",
+                "service_started",
+            ), f"{name} -> {dep}"
             if dep in STATEFUL_DATA:
                 assert spec["condition"] == "service_healthy", f"{name} -> {dep}"
     ctl = SERVICES["controller"]["depends_on"]
     assert {d for d, s in ctl.items() if s["condition"] == "service_healthy"} == {
-        "mosquitto", "postgres", "influxdb"}
+        "mosquitto",
+        "postgres",
+        "influxdb",
+    }
     for name in ("controller", "dashboard", "sim"):
-        assert SERVICES[name]["depends_on"]["migrate"]["condition"] == \
-            "service_completed_successfully"
+        assert (
+            SERVICES[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        )
     assert SERVICES["migrate"]["restart"] == "no"
 
 
@@ -183,9 +203,14 @@ def test_controllers_scale_out_with_unique_client_ids_and_a_shared_subscription(
     argv = argv_of(svc)
     ids = set()
     for hostname in ("3f2a9c1d0b7e", "9d8c7b6a5f4e"):
-        out = subprocess.run(argv, env={"PATH": f"{tmp_path}:/usr/bin:/bin",
-                                        "HOSTNAME": hostname},
-                             capture_output=True, text=True, check=True, timeout=10).stdout
+        out = subprocess.run(
+            argv,
+            env={"PATH": f"{tmp_path}:/usr/bin:/bin", "HOSTNAME": hostname},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
         client_id, _, rest = out.strip().partition(" ")
         assert rest == "controller" and hostname in client_id
         ids.add(client_id)
@@ -212,17 +237,22 @@ def test_every_loa_variable_is_a_real_setting(db, tmp_path):
         used.setdefault(key, CONTROLLER_ENV)
 
     loa_vars = {k: where for k, where in used.items() if k.startswith("LOA_")}
-    assert {"LOA_DATABASE_URL", "LOA_MQTT_HOST", "LOA_MQTT_USERNAME", "LOA_MQTT_PASSWORD",
-            "LOA_CONTROLLER_CLIENT_ID", "LOA_SHARED_SUBSCRIPTION_GROUP",
-            "LOA_INFLUX_URL"} <= set(loa_vars)
+    assert {
+        "LOA_DATABASE_URL",
+        "LOA_MQTT_HOST",
+        "LOA_MQTT_USERNAME",
+        "LOA_MQTT_PASSWORD",
+        "LOA_CONTROLLER_CLIENT_ID",
+        "LOA_SHARED_SUBSCRIPTION_GROUP",
+        "LOA_INFLUX_URL",
+    } <= set(loa_vars)
     known = setting_env_names()
     for key, where in loa_vars.items():
         if key in DIRECT_ENV:
             assert key in DIRECT_ENV[key].read_text(), f"{key} is no longer read"
             continue
         assert key in known, f"{key} ({where}) is not a Loa setting"
-    assert env_of(SERVICES["controller"])["LOA_DATABASE_URL"].startswith(
-        "postgresql+psycopg://")
+    assert env_of(SERVICES["controller"])["LOA_DATABASE_URL"].startswith("postgresql+psycopg://")
 
 
 def test_compose_variables_have_a_default_or_an_entry_in_env_example():
@@ -258,21 +288,34 @@ def test_every_command_the_containers_run_exists():
     assert invocations["dashboard"] == ["loa", "serve", "--no-controller"]
     # ...which publishes node commands itself, under its own login (issue 17 finding 3: the
     # broker uses the user name as client id, so sharing the controller's would knock it off).
-    assert SERVICES["dashboard"]["env_file"] == [{"path": "./deploy/mqtt/api.env",
-                                                  "required": False}]
-    assert SERVICES["controller"]["env_file"] == [{"path": "./deploy/mqtt/controller.env",
-                                                   "required": False}]
+    assert SERVICES["dashboard"]["env_file"] == [
+        {"path": "./deploy/mqtt/api.env", "required": False}
+    ]
+    assert SERVICES["controller"]["env_file"] == [
+        {"path": "./deploy/mqtt/controller.env", "required": False}
+    ]
     assert invocations["sim"][:3] == ["loa", "sim", "--from-registry"]
     assert invocations["migrate"] == ["alembic", "upgrade", "head"]
 
     # The installed `loa` and `alembic` entry points start (one process each, in parallel:
     # starting `loa` imports every package, which is slow on a busy machine) ...
     env = {**os.environ, "LOA_DATA_DIR": "/tmp"}
-    entry = subprocess.Popen([str(BIN / "loa"), "--help"], cwd=REPO, env=env, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    alembic = subprocess.Popen([str(BIN / "alembic"), "-c", str(REPO / "alembic.ini"), "heads"],
-                               cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
+    entry = subprocess.Popen(
+        [str(BIN / "loa"), "--help"],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    alembic = subprocess.Popen(
+        [str(BIN / "alembic"), "-c", str(REPO / "alembic.ini"), "heads"],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     # ... and each subcommand a container runs answers `--help` listing every option used
     # (the same parser the `loa` entry point runs, in this process).
     for where, argv in invocations.items():
@@ -322,6 +365,9 @@ def test_dockerfile_builds_the_whole_application():
 
 
 def test_secrets_and_local_state_stay_out_of_the_image():
-    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert {".git", ".venv", ".env", "deploy/", "var/"} <= ignored

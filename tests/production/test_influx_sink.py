@@ -41,10 +41,16 @@ class VictoriaMetrics:
 
     def start(self) -> VictoriaMetrics:
         self.proc = subprocess.Popen(
-            [self.binary, f"-storageDataPath={self.root / 'data'}",
-             f"-httpListenAddr=127.0.0.1:{self.port}", "-retentionPeriod=1y",
-             "-loggerLevel=ERROR"],
-            stdout=subprocess.DEVNULL, stderr=(self.root / "vm.log").open("ab"))
+            [
+                self.binary,
+                f"-storageDataPath={self.root / 'data'}",
+                f"-httpListenAddr=127.0.0.1:{self.port}",
+                "-retentionPeriod=1y",
+                "-loggerLevel=ERROR",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.root / "vm.log").open("ab"),
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -74,8 +80,11 @@ class VictoriaMetrics:
             row = json.loads(line)
             key = (row["metric"]["__name__"], row["metric"]["node"])
             out[key].update(zip(row["timestamps"], row["values"], strict=True))
-            out[key]["tags"] = {k: v for k, v in row["metric"].items()  # type: ignore[index]
-                                if k not in ("__name__", "node")}
+            out[key]["tags"] = {
+                k: v
+                for k, v in row["metric"].items()  # type: ignore[index]
+                if k not in ("__name__", "node")
+            }
         return out
 
     def cleanup(self) -> None:
@@ -93,9 +102,19 @@ def vm():
 
 
 def _hb(seq: int, ts: int, **over) -> bytes:
-    body = {"seq": seq, "ts": ts, "uptime_s": 100 + seq, "volume": 60, "amp": "ok",
-            "speakers_ok": 2, "speakers_total": 2, "power": "mains", "net": "4g",
-            "rssi_dbm": -70 - seq % 100, "playing": None}
+    body = {
+        "seq": seq,
+        "ts": ts,
+        "uptime_s": 100 + seq,
+        "volume": 60,
+        "amp": "ok",
+        "speakers_ok": 2,
+        "speakers_total": 2,
+        "power": "mains",
+        "net": "4g",
+        "rssi_dbm": -70 - seq % 100,
+        "playing": None,
+    }
     body.update(over)
     return json.dumps(body).encode()
 
@@ -104,8 +123,17 @@ def _ingest_with_sink(settings, db, vm_url: str, **cfg) -> tuple[Ingest, InfluxS
     make_registry(db, communes={"Đội Cấn": {"Thôn Nà Pàn": NODES}})
     ingest = Ingest(settings, db)
     ingest.load_registry()
-    sink = InfluxSink(InfluxSettings(url=vm_url, token="t", org="loa", bucket="telemetry",
-                                     flush_interval_s=0.05, timeout_s=3, **cfg))
+    sink = InfluxSink(
+        InfluxSettings(
+            url=vm_url,
+            token="t",
+            org="loa",
+            bucket="telemetry",
+            flush_interval_s=0.05,
+            timeout_s=3,
+            **cfg,
+        )
+    )
     ingest.observe(sink)
     return ingest, sink
 
@@ -131,7 +159,8 @@ async def test_heartbeats_are_written_in_batches_and_read_back(settings, db, vm)
         sink.close()
     rssi_b = stored[("heartbeat_rssi_dbm", "vm-b")]
     assert {ts: v for ts, v in rssi_b.items() if ts != "tags"} == {
-        t0 + seq * 1000 + 1: -70 - seq for seq in range(40)}
+        t0 + seq * 1000 + 1: -70 - seq for seq in range(40)
+    }
     assert rssi_b["tags"] == {"power": "mains", "net": "4g", "amp": "ok"}
     battery = stored[("heartbeat_battery_v", "vm-c")]
     assert battery[t0 + 39 * 1000 + 2] == pytest.approx(12.11)
@@ -165,8 +194,9 @@ async def test_server_down_ingest_goes_on_drops_counted_then_writing_resumes(set
         assert sink.dropped == 51
         assert await sink.flush(force=True)
         assert (sink.written, sink.queued) == (151, 0)
-        seqs = sorted(v for k, v in vm.series("vm-a")[("heartbeat_seq", "vm-a")].items()
-                      if k != "tags")
+        seqs = sorted(
+            v for k, v in vm.series("vm-a")[("heartbeat_seq", "vm-a")].items() if k != "tags"
+        )
         # The oldest 150 of the outage were kept, the newest 50 and the one after dropped.
         assert seqs == [0, *range(1, 151)]
         assert _beat(ingest, "vm-a", 202, t0 + 202 * 100)
@@ -176,8 +206,7 @@ async def test_server_down_ingest_goes_on_drops_counted_then_writing_resumes(set
         sink.close()
 
 
-async def test_the_root_wires_the_sink_only_when_a_url_is_configured(settings, db, vm,
-                                                                     monkeypatch):
+async def test_the_root_wires_the_sink_only_when_a_url_is_configured(settings, db, vm, monkeypatch):
     make_registry(db, communes={"Đội Cấn": {"Thôn Nà Pàn": ["vm-z"]}})
     monkeypatch.delenv("LOA_INFLUX_URL", raising=False)
     assert System(settings, db=db, http=False).influx is None

@@ -54,11 +54,15 @@ def test_registry_import_on_postgresql_matches_sqlite_and_is_idempotent(pg_db, d
     with pg_db.session() as s:
         commune = s.scalar(select(Commune).where(Commune.code == "ls-doican"))
         assert commune.name == "Đội Cấn Mới"
-        old = s.scalar(select(NameHistory).where(NameHistory.entity == "commune",
-                                                 NameHistory.entity_id == commune.id))
+        old = s.scalar(
+            select(NameHistory).where(
+                NameHistory.entity == "commune", NameHistory.entity_id == commune.id
+            )
+        )
         assert (old.name, old.valid_to_ms) == ("Đội Cấn", T0 + 2000)
-        found = s.scalars(select(Commune.code).where(
-            Commune.name_folded.contains(fold("doi can moi")))).all()
+        found = s.scalars(
+            select(Commune.code).where(Commune.name_folded.contains(fold("doi can moi")))
+        ).all()
         assert found == ["ls-doican"]
         assert s.scalar(select(func.count(Node.id))) == 92
         assert s.scalar(select(func.count(Village.id))) == 54
@@ -68,9 +72,19 @@ def test_registry_import_on_postgresql_matches_sqlite_and_is_idempotent(pg_db, d
 
 
 def _hb(seq: int, ts: int, **over) -> bytes:
-    body = {"seq": seq, "ts": ts, "uptime_s": 10 + seq, "volume": 70, "amp": "ok",
-            "speakers_ok": 2, "speakers_total": 2, "power": "mains", "net": "4g",
-            "rssi_dbm": -80, "playing": None}
+    body = {
+        "seq": seq,
+        "ts": ts,
+        "uptime_s": 10 + seq,
+        "volume": 70,
+        "amp": "ok",
+        "speakers_ok": 2,
+        "speakers_total": 2,
+        "power": "mains",
+        "net": "4g",
+        "rssi_dbm": -80,
+        "playing": None,
+    }
     body.update(over)
     return json.dumps(body).encode()
 
@@ -92,9 +106,13 @@ async def _feed(db: Database, tmp_path) -> dict:
     assert await ingest.flush()
 
     assert ingest.handle(t("pg-a", "heartbeat"), _hb(1, T0 + 30_000, amp="fault"), T0 + 30_000)
-    assert ingest.handle(t("pg-a", "events"), json.dumps(
-        {"type": "fault", "ts": T0 + 30_000, "code": "amp_fault",
-         "detail": "Ampli quá nhiệt"}).encode(), T0 + 30_001)
+    assert ingest.handle(
+        t("pg-a", "events"),
+        json.dumps(
+            {"type": "fault", "ts": T0 + 30_000, "code": "amp_fault", "detail": "Ampli quá nhiệt"}
+        ).encode(),
+        T0 + 30_001,
+    )
     assert not ingest.handle(t("ghost-01", "heartbeat"), _hb(1, T0), T0 + 30_002)
     assert not ingest.handle(t("pg-b", "heartbeat"), b"{still not json", T0 + 30_003)
     assert await ingest.flush()
@@ -105,16 +123,23 @@ async def _feed(db: Database, tmp_path) -> dict:
     with db.session() as s:
         pending = s.get(PendingNode, "ghost-01")
         return {
-            "live": {r.node_id: (r.state, r.available, r.fw, r.heartbeat, r.last_heartbeat_ms)
-                     for r in s.scalars(select(NodeLive))},
-            "transitions": [(r.node_id, r.at_ms, r.from_state, r.to_state, r.available, r.cause)
-                            for r in s.scalars(select(NodeTransition).order_by(
-                                NodeTransition.at_ms, NodeTransition.node_id))],
+            "live": {
+                r.node_id: (r.state, r.available, r.fw, r.heartbeat, r.last_heartbeat_ms)
+                for r in s.scalars(select(NodeLive))
+            },
+            "transitions": [
+                (r.node_id, r.at_ms, r.from_state, r.to_state, r.available, r.cause)
+                for r in s.scalars(
+                    select(NodeTransition).order_by(NodeTransition.at_ms, NodeTransition.node_id)
+                )
+            ],
             "events": [(r.node_id, r.type, r.payload) for r in s.scalars(select(NodeEventLog))],
             "pending": (pending.messages, pending.first_seen_ms, pending.last_seen_ms),
             "rejected": {r.reason: r.count for r in s.scalars(select(RejectedCount))},
-            "restarted": {n: (rt.state.value, rt.heartbeat.amp if rt.heartbeat else None)
-                          for n, rt in restarted.fleet.nodes.items()},
+            "restarted": {
+                n: (rt.state.value, rt.heartbeat.amp if rt.heartbeat else None)
+                for n, rt in restarted.fleet.nodes.items()
+            },
         }
 
 
@@ -125,9 +150,13 @@ async def test_ingest_flush_upserts_on_postgresql(pg_db, db, tmp_path):
     assert pg["live"]["pg-a"][3]["amp"] == "fault"
     assert pg["live"]["pg-b"][:2] == ("online", True)
     assert [tr[3] for tr in pg["transitions"] if tr[0] == "pg-a"][-1] == "degraded"
-    assert pg["events"] == [("pg-a", "fault", {"type": "fault", "ts": T0 + 30_000,
-                                               "code": "amp_fault",
-                                               "detail": "Ampli quá nhiệt"})]
+    assert pg["events"] == [
+        (
+            "pg-a",
+            "fault",
+            {"type": "fault", "ts": T0 + 30_000, "code": "amp_fault", "detail": "Ampli quá nhiệt"},
+        )
+    ]
     assert pg["pending"] == (2, T0 + 30, T0 + 30_002)
     assert pg["rejected"] == {"unknown_node": 2, "not_json": 2}
     # A restarted controller reads the stored state back from PostgreSQL.
@@ -155,7 +184,8 @@ def test_indicator_evaluation_on_postgresql_gives_the_sqlite_verdicts(pg_db, db)
     assert by_code[codes["pass"]].passed
     assert not by_code[codes["fail"]].passed
     assert [r.text for r in by_code[codes["fail"]].reasons] == [
-        "Thôn Bản Cắm: khả dụng 83,6% < 90%"]
+        "Thôn Bản Cắm: khả dụng 83,6% < 90%"
+    ]
     assert by_code[codes["manual"]].passed and by_code[codes["manual"]].manual
     assert pg.airings == 92 * 3
     assert evaluation_as_dict(pg) == evaluation_as_dict(results["sqlite"])

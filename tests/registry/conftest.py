@@ -30,8 +30,9 @@ def small_registry(db: Database) -> Database:
         svc.add_village(s, "ls-doican", "ls-doican-t01", "Thôn Nà Pàn", t0)
         svc.add_village(s, "ls-doican", "ls-doican-t02", "Thôn Khau Bang", t0)
         svc.add_village(s, "ls-hoalac", "ls-hoalac-t01", "Thôn Đồng Tâm", t0)
-        svc.add_node(s, "ls-doican-t01-a", "ls-doican-t01", label="Nhà văn hóa thôn Nà Pàn",
-                     at_ms=t0)
+        svc.add_node(
+            s, "ls-doican-t01-a", "ls-doican-t01", label="Nhà văn hóa thôn Nà Pàn", at_ms=t0
+        )
         svc.add_node(s, "ls-doican-t01-b", "ls-doican-t01", label="Đầu thôn Nà Pàn", at_ms=t0)
         svc.add_node(s, "ls-doican-t02-a", "ls-doican-t02", label="Chợ Khau Bang", at_ms=t0)
         svc.add_node(s, "ls-hoalac-t01-a", "ls-hoalac-t01", label="Ngã ba Đồng Tâm", at_ms=t0)

@@ -32,8 +32,9 @@ def test_import_export_search_merge_rename(tmp_path: Path, capsys, url: str):
     source = tmp_path / "tinh.yaml"
     source.write_text(demo_yaml(), encoding="utf-8")
 
-    code, out, _ = _loa(capsys, "registry", "import", str(source), "--db", url,
-                        "--from", "01/07/2025")
+    code, out, _ = _loa(
+        capsys, "registry", "import", str(source), "--db", url, "--from", "01/07/2025"
+    )
     assert code == 0 and "13 xã, 54 thôn, 92 cụm loa" in out
 
     csv_path = tmp_path / "ra.csv"
@@ -45,12 +46,22 @@ def test_import_export_search_merge_rename(tmp_path: Path, capsys, url: str):
     code, out, _ = _loa(capsys, "registry", "search", "kien moc", "--db", url)
     assert code == 0 and "ls-kienmoc\tKiên Mộc" in out
 
-    code, out, _ = _loa(capsys, "registry", "merge-communes", "ls-hoacu", "ls-tanlien",
-                        "--at", "01/09/2025", "--db", url)
+    code, out, _ = _loa(
+        capsys,
+        "registry",
+        "merge-communes",
+        "ls-hoacu",
+        "ls-tanlien",
+        "--at",
+        "01/09/2025",
+        "--db",
+        url,
+    )
     assert code == 0 and "từ 01/09/2025 00:00:00; 3 thôn chuyển sang" in out
 
-    code, out, _ = _loa(capsys, "registry", "rename", "village", "ls-tanlien-t01",
-                        "Thôn Nà Mò Mới", "--db", url)
+    code, out, _ = _loa(
+        capsys, "registry", "rename", "village", "ls-tanlien-t01", "Thôn Nà Mò Mới", "--db", url
+    )
     assert code == 0 and "Thôn Nà Mò → Thôn Nà Mò Mới" in out
 
     db = Database(url)
@@ -59,24 +70,29 @@ def test_import_export_search_merge_rename(tmp_path: Path, capsys, url: str):
         tanlien = s.scalar(select(Commune).where(Commune.code == "ls-tanlien"))
         assert hoacu.merged_into_id == tanlien.id
         assert s.scalar(select(Village.name).where(Village.code == "ls-tanlien-t01")) == (
-            "Thôn Nà Mò Mới")
+            "Thôn Nà Mò Mới"
+        )
     db.dispose()
 
 
 def test_user_errors_are_vietnamese_and_exit_1(tmp_path: Path, capsys, url: str):
     bad = tmp_path / "xau.csv"
-    bad.write_text("province,district,commune_code,commune,village_code,village,node_id,label,"
-                   "speakers,simulated,lat,lon,station_kind\n"
-                   "Lạng Sơn,,ls-a,Xã A,ls-a-t1,Thôn 1,ab,,,,,,\n"
-                   "Lạng Sơn,,ls-a,Xã A,ls-a-t1,Thôn 1,ls-a-t1-b,,5,,,,\n", encoding="utf-8")
+    bad.write_text(
+        "province,district,commune_code,commune,village_code,village,node_id,label,"
+        "speakers,simulated,lat,lon,station_kind\n"
+        "Lạng Sơn,,ls-a,Xã A,ls-a-t1,Thôn 1,ab,,,,,,\n"
+        "Lạng Sơn,,ls-a,Xã A,ls-a-t1,Thôn 1,ls-a-t1-b,,5,,,,\n",
+        encoding="utf-8",
+    )
     code, _, err = _loa(capsys, "registry", "import", str(bad), "--db", url)
     assert code == 1
     assert "Dòng 2: mã cụm 'ab' không hợp lệ (3-64 ký tự A-Z a-z 0-9 _ -)" in err
     assert "Dòng 3: số loa '5' không hợp lệ (số nguyên 1-4)" in err
     assert "Lỗi: Tệp nhập có 2 lỗi; chưa ghi gì vào sổ đăng ký." in err
 
-    code, _, err = _loa(capsys, "registry", "merge-communes", "a", "b", "--at", "31/02/2025",
-                        "--db", url)
+    code, _, err = _loa(
+        capsys, "registry", "merge-communes", "a", "b", "--at", "31/02/2025", "--db", url
+    )
     assert code == 1 and "Ngày '31/02/2025' không hợp lệ" in err
     code, _, err = _loa(capsys, "registry", "rename", "commune", "khong-co", "X", "--db", url)
     assert code == 1 and "Không tìm thấy xã 'khong-co'" in err
@@ -92,19 +108,37 @@ def test_pending_and_approve(capsys, url: str):
 
     db = Database(url)
     with db.session() as s:
-        s.add(PendingNode(id="vendor-x-0042", first_seen_ms=1_751_302_800_000,
-                          last_seen_ms=1_751_306_400_000, messages=12, last_channel="heartbeat"))
+        s.add(
+            PendingNode(
+                id="vendor-x-0042",
+                first_seen_ms=1_751_302_800_000,
+                last_seen_ms=1_751_306_400_000,
+                messages=12,
+                last_channel="heartbeat",
+            )
+        )
     code, out, _ = _loa(capsys, "registry", "pending", "--db", url)
     assert "vendor-x-0042\t01/07/2025 00:00:00\t01/07/2025 01:00:00\t12\theartbeat" in out
 
-    code, out, _ = _loa(capsys, "registry", "approve", "vendor-x-0042", "--village",
-                        "ls-caolau-t02", "--label", "Cụm loa chợ", "--db", url)
+    code, out, _ = _loa(
+        capsys,
+        "registry",
+        "approve",
+        "vendor-x-0042",
+        "--village",
+        "ls-caolau-t02",
+        "--label",
+        "Cụm loa chợ",
+        "--db",
+        url,
+    )
     assert code == 0 and "Đã duyệt cụm loa vendor-x-0042 vào Thôn Bản Mới" in out
     with db.session() as s:
         node = s.get(Node, "vendor-x-0042")
         assert node.simulated is False and node.label == "Cụm loa chợ"
         assert s.get(PendingNode, "vendor-x-0042") is None
-    code, _, err = _loa(capsys, "registry", "approve", "vendor-x-0042", "--village",
-                        "ls-caolau-t02", "--db", url)
+    code, _, err = _loa(
+        capsys, "registry", "approve", "vendor-x-0042", "--village", "ls-caolau-t02", "--db", url
+    )
     assert code == 1 and "Không có cụm loa 'vendor-x-0042' trong danh sách chờ duyệt" in err
     db.dispose()

@@ -8,8 +8,16 @@ from loa.text import fold
 from registry.demo import DEMO_EFFECTIVE_MS, load_demo_province
 from registry.models import Commune, District, Node, Village, VillageMembership
 
-REAL_NAMES = ["Đội Cấn", "Hòa Lạc", "Kiên Mộc", "Hữu Lễ", "Tú Xuyên", "Liên Hội", "Cao Lâu",
-              "Tân Liên"]
+REAL_NAMES = [
+    "Đội Cấn",
+    "Hòa Lạc",
+    "Kiên Mộc",
+    "Hữu Lễ",
+    "Tú Xuyên",
+    "Liên Hội",
+    "Cao Lâu",
+    "Tân Liên",
+]
 
 
 def test_demo_province_meets_the_counts(db):
@@ -40,8 +48,14 @@ def test_demo_province_meets_the_counts(db):
             assert 21.0 < node.lat < 22.8 and 106.0 < node.lon < 107.5, node.id
         # The register as it is starts on 01/07/2025 (two-level local government); its one
         # earlier history is the 2025 merger of Yên Phúc into Hữu Lễ (issue 16).
-        assert s.scalar(select(func.min(VillageMembership.valid_from_ms)).where(
-            VillageMembership.valid_to_ms.is_(None))) == DEMO_EFFECTIVE_MS
+        assert (
+            s.scalar(
+                select(func.min(VillageMembership.valid_from_ms)).where(
+                    VillageMembership.valid_to_ms.is_(None)
+                )
+            )
+            == DEMO_EFFECTIVE_MS
+        )
         merged = next(c for c in communes if c.retired_ms is not None)
         assert (merged.name, merged.retired_ms) == ("Yên Phúc", DEMO_EFFECTIVE_MS)
         assert s.get(Commune, merged.merged_into_id).name == "Hữu Lễ"

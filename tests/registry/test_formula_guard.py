@@ -23,8 +23,10 @@ from tests.factories import make_registry
 
 ATTACK = "-2+3+cmd|' /C calc'!A0"
 # Stored before the input guard knew these (make_registry writes rows without validation).
-NAMES = {ATTACK: {"+Thôn cộng": ["fg-001"], "@Thôn a còng": ["fg-002"]},
-         "=HYPERLINK(\"http://x\")": {"\tThôn tab": ["fg-003"], "\rThôn cr": ["fg-004"]}}
+NAMES = {
+    ATTACK: {"+Thôn cộng": ["fg-001"], "@Thôn a còng": ["fg-002"]},
+    '=HYPERLINK("http://x")': {"\tThôn tab": ["fg-003"], "\rThôn cr": ["fg-004"]},
+}
 
 
 def test_every_formula_start_is_guarded_and_read_back():
@@ -49,10 +51,19 @@ def test_registry_export_writes_no_formula_and_import_refuses_one(db):
     assert f"'{ATTACK}" in [c for row in rows for c in row]
     header = rows[0]
     line = dict(zip(header, rows[1], strict=False))
-    line.update(commune=ATTACK, commune_code="fg-new", village_code="fg-new-t1",
-                node_id="fg-new-01", village="Thôn Mới")
-    bad = ",".join(header) + "\r\n" + ",".join(
-        '"' + str(line.get(c, "")).replace('"', '""') + '"' for c in header) + "\r\n"
+    line.update(
+        commune=ATTACK,
+        commune_code="fg-new",
+        village_code="fg-new-t1",
+        node_id="fg-new-01",
+        village="Thôn Mới",
+    )
+    bad = (
+        ",".join(header)
+        + "\r\n"
+        + ",".join('"' + str(line.get(c, "")).replace('"', '""') + '"' for c in header)
+        + "\r\n"
+    )
     with db.session() as s, pytest.raises(InvalidInputError) as err:
         importer.import_text(s, bad, "csv")
     assert "không được bắt đầu bằng dấu =, +, -, @" in str(err.value.extra())
@@ -68,5 +79,6 @@ def test_indicator_csv_and_xlsx_write_no_formula(db):
     wb = load_workbook(io.BytesIO(render(report, "xlsx")))
     cells = [c for ws in wb for row in ws.iter_rows() for c in row if c.value is not None]
     assert not [c.value for c in cells if c.data_type == "f"]
-    assert not [c.value for c in cells
-                if isinstance(c.value, str) and c.value[:1] in FORMULA_STARTS]
+    assert not [
+        c.value for c in cells if isinstance(c.value, str) and c.value[:1] in FORMULA_STARTS
+    ]

@@ -27,10 +27,11 @@ from registry.models import (
 )
 from tests.registry.conftest import ms
 
-MODELS = (Province, District, Commune, Village, VillageMembership, Node, NodePlacement,
-          NameHistory)
-HEADER = ("province,district,commune_code,commune,village_code,village,node_id,label,speakers,"
-          "simulated,lat,lon,station_kind")
+MODELS = (Province, District, Commune, Village, VillageMembership, Node, NodePlacement, NameHistory)
+HEADER = (
+    "province,district,commune_code,commune,village_code,village,node_id,label,speakers,"
+    "simulated,lat,lon,station_kind"
+)
 
 
 def _counts(db: Database) -> dict[str, int]:
@@ -100,17 +101,19 @@ def test_reimport_is_idempotent(db):
     assert _counts(db) == before
 
 
-BAD_CSV = "\n".join([
-    HEADER,                                                                      # line 1
-    "Lạng Sơn,,ls-doican,Đội Cấn,ls-doican-t01,Thôn Nà Pàn,ls-doican-t01-a,A,2,true,22.3,106.4,ip",
-    "Lạng Sơn,,ls-doican,Đội Cấn,ls-doican-t01,Thôn Nà Pàn,ab,B,2,true,22.3,106.4,ip",  # 3
-    "Lạng Sơn,,ls-doican,Đội Cấn,ls-doican-t01,Thôn Nà Pàn,ls-doican-t01-c,C,nine,true,,,ip",
-    "Lạng Sơn,,ls-doican,Đội Cấn,ls-doican-t02,Thôn Khau Bang,ls-doican-t02-a,D,2,true,200,1,ip",
-    "Lạng Sơn,,ls-doican,Đội Cấn,ls-doican-t02,Thôn Khau Bang,ls-doican-t01-a,E,2,true,,,ip",
-    "Lạng Sơn,,ls-hoalac,Hòa Lạc,ls-hoalac-t01,Thôn Đồng Tâm,ls-hoalac-t01-a,F,2,maybe,,,am",
-    "Lạng Sơn,,ls-tanlien,,ls-tanlien-t01,Thôn Nà Mò,,,,,,,ip",                    # line 8
-    "Lạng Sơn,,ls-caolau,Cao Lâu,x,Thôn Nà Thâm,,,,,,,ip",                          # line 9
-])
+BAD_CSV = "\n".join(
+    [
+        HEADER,  # line 1
+        "Lạng Sơn,,ls-doican,Đội Cấn,ls-doican-t01,Thôn Nà Pàn,ls-doican-t01-a,A,2,true,22.3,106.4,ip",  # noqa: E501
+        "Lạng Sơn,,ls-doican,Đội Cấn,ls-doican-t01,Thôn Nà Pàn,ab,B,2,true,22.3,106.4,ip",  # 3
+        "Lạng Sơn,,ls-doican,Đội Cấn,ls-doican-t01,Thôn Nà Pàn,ls-doican-t01-c,C,nine,true,,,ip",
+        "Lạng Sơn,,ls-doican,Đội Cấn,ls-doican-t02,Thôn Khau Bang,ls-doican-t02-a,D,2,true,200,1,ip",  # noqa: E501
+        "Lạng Sơn,,ls-doican,Đội Cấn,ls-doican-t02,Thôn Khau Bang,ls-doican-t01-a,E,2,true,,,ip",
+        "Lạng Sơn,,ls-hoalac,Hòa Lạc,ls-hoalac-t01,Thôn Đồng Tâm,ls-hoalac-t01-a,F,2,maybe,,,am",
+        "Lạng Sơn,,ls-tanlien,,ls-tanlien-t01,Thôn Nà Mò,,,,,,,ip",  # line 8
+        "Lạng Sơn,,ls-caolau,Cao Lâu,x,Thôn Nà Thâm,,,,,,,ip",  # line 9
+    ]
+)
 
 
 def test_bad_csv_reports_every_bad_row_with_its_line_and_writes_nothing(db):
@@ -176,7 +179,8 @@ def test_bad_yaml_reports_lines_from_the_yaml_marks(db):
     with pytest.raises(ImportFailed) as err:
         _import(db, fixed, "yaml")
     assert [i.message for i in err.value.issues] == [
-        "Dòng 18: mã xã 'ls-doican' lặp lại (đã có ở dòng 6)"]
+        "Dòng 18: mã xã 'ls-doican' lặp lại (đã có ở dòng 6)"
+    ]
     assert _counts(db)["Province"] == 0
 
 
@@ -188,8 +192,10 @@ def test_yaml_syntax_error_names_its_line(db):
 
 
 def test_codes_stay_text_and_bad_encoding_is_reported(db):
-    text = ("provinces:\n  - code: '01'\n    name: Tỉnh Số Một\n    communes:\n"
-            "      - code: 00123\n        name: Xã Số\n")
+    text = (
+        "provinces:\n  - code: '01'\n    name: Tỉnh Số Một\n    communes:\n"
+        "      - code: 00123\n        name: Xã Số\n"
+    )
     _import(db, text, "yaml")
     with db.session() as s:
         assert s.scalar(select(Commune.code)) == "00123"  # not the integer 123
@@ -203,13 +209,18 @@ def test_codes_stay_text_and_bad_encoding_is_reported(db):
 
 
 def test_csv_with_semicolons_bom_and_decimal_commas(db):
-    text = "\ufeff" + HEADER.replace(",", ";") + "\n" + (
-        "Lạng Sơn;Cao Lộc;ls-caolau;Cao Lâu;ls-caolau-t01;Thôn Nà Thâm;ls-caolau-t01-a;"
-        "Nhà văn hóa;3;có;21,95;106,93;ip\n")
+    text = (
+        "\ufeff"
+        + HEADER.replace(",", ";")
+        + "\n"
+        + (
+            "Lạng Sơn;Cao Lộc;ls-caolau;Cao Lâu;ls-caolau-t01;Thôn Nà Thâm;ls-caolau-t01-a;"
+            "Nhà văn hóa;3;có;21,95;106,93;ip\n"
+        )
+    )
     with db.session() as s:
         summary = importer.import_bytes(s, text.encode("utf-8"), "so.csv")
-    assert summary.created == {"province": 1, "district": 1, "commune": 1, "village": 1,
-                               "node": 1}
+    assert summary.created == {"province": 1, "district": 1, "commune": 1, "village": 1, "node": 1}
     with db.session() as s:
         node = s.get(Node, "ls-caolau-t01-a")
         assert (node.lat, node.lon, node.speakers, node.simulated) == (21.95, 106.93, 3, True)
@@ -239,14 +250,21 @@ def test_import_changes_keep_history(db):
     assert (summary.renamed, summary.moved, summary.updated["node"]) == (1, 1, 1)
     with db.session() as s:
         village = s.scalar(select(Village).where(Village.code == "ls-doican-t01"))
-        names = s.scalars(select(NameHistory.name).where(
-            NameHistory.entity == "village", NameHistory.entity_id == village.id)
-            .order_by(NameHistory.valid_from_ms)).all()
+        names = s.scalars(
+            select(NameHistory.name)
+            .where(NameHistory.entity == "village", NameHistory.entity_id == village.id)
+            .order_by(NameHistory.valid_from_ms)
+        ).all()
         assert names == ["Thôn Nà Pàn", "Thôn Nà Pàn Mới"]
-        placements = s.scalars(select(NodePlacement).where(
-            NodePlacement.node_id == "ls-doican-t02-a").order_by(NodePlacement.valid_from_ms)).all()
+        placements = s.scalars(
+            select(NodePlacement)
+            .where(NodePlacement.node_id == "ls-doican-t02-a")
+            .order_by(NodePlacement.valid_from_ms)
+        ).all()
         assert [(p.valid_from_ms, p.valid_to_ms) for p in placements] == [
-            (ms(1, 7, 2025), at), (at, None)]
+            (ms(1, 7, 2025), at),
+            (at, None),
+        ]
         assert s.get(Node, "ls-doican-t02-a").village_id == village.id
 
 
@@ -260,8 +278,10 @@ def test_retired_units_in_a_file_are_errors_naming_the_heir(db):
     issue = err.value.issues[0]
     line = demo_yaml().splitlines().index("    - code: ls-lienhoi") + 1
     assert issue.line == line
-    assert issue.message == (f"Dòng {line}: xã Liên Hội (ls-lienhoi) đã ngừng từ 01/08/2025, "
-                             "sáp nhập vào Tú Xuyên (ls-tuxuyen).")
+    assert issue.message == (
+        f"Dòng {line}: xã Liên Hội (ls-lienhoi) đã ngừng từ 01/08/2025, "
+        "sáp nhập vào Tú Xuyên (ls-tuxuyen)."
+    )
 
 
 def test_importing_a_pending_node_registers_it(db):
@@ -292,5 +312,4 @@ def test_yaml_alias_bomb_is_refused_not_expanded(db):
     lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
     with pytest.raises(ImportFailed) as err:
         _import(db, "\n".join(lines) + "\nprovinces: *a8\n", "yaml")
-    assert err.value.issues[0].message == (
-        "Dòng 1: tệp YAML quá lớn hoặc lồng bí danh quá sâu")
+    assert err.value.issues[0].message == ("Dòng 1: tệp YAML quá lớn hoặc lồng bí danh quá sâu")

@@ -47,8 +47,12 @@ def attempt(db: Database, text: str, fmt: str) -> bool:
         return False
 
 
-cells = st.one_of(st.text(max_size=20), st.sampled_from(
-    ["", "x", "ab", "-1", "200", "1e9", "maybe", "=cmd()", "<script>", "Đội Cấn", "ls-x-01"]))
+cells = st.one_of(
+    st.text(max_size=20),
+    st.sampled_from(
+        ["", "x", "ab", "-1", "200", "1e9", "maybe", "=cmd()", "<script>", "Đội Cấn", "ls-x-01"]
+    ),
+)
 
 
 @st.composite
@@ -65,9 +69,15 @@ def mutated_csv(draw, valid: str) -> str:
     return out.getvalue()
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.data_too_large])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
 @given(data=st.data())
 def test_mutated_csv_imports_or_is_refused_without_half_writes(seeded, data):
     db, valid = seeded
@@ -77,8 +87,11 @@ def test_mutated_csv_imports_or_is_refused_without_half_writes(seeded, data):
         assert counts(db) == before
 
 
-@settings(max_examples=120, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(text=st.text(max_size=400), fmt=st.sampled_from(["csv", "yaml"]))
 def test_arbitrary_text_never_crashes_the_import(seeded, text, fmt):
     db, _ = seeded

@@ -22,8 +22,17 @@ def demo_db(db):
     return db
 
 
-@pytest.mark.parametrize("typed", ["Doi Can", "doi  can", "ĐỘI CẤN", "Đội Cấn",
-                                   unicodedata.normalize("NFD", "Đội Cấn"), "can doi"])
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "Doi Can",
+        "doi  can",
+        "ĐỘI CẤN",
+        "Đội Cấn",
+        unicodedata.normalize("NFD", "Đội Cấn"),
+        "can doi",
+    ],
+)
 def test_commune_found_whatever_the_diacritics(demo_db, typed):
     with demo_db.session() as s:
         result = queries.search(s, typed)
@@ -35,8 +44,7 @@ def test_villages_and_clusters_found_by_folded_name(demo_db):
     with demo_db.session() as s:
         result = queries.search(s, "na pan")
     assert [(h.name, h.commune.name) for h in result.villages] == [("Thôn Nà Pàn", "Đội Cấn")]
-    assert [h.id for h in result.nodes] == ["ls-doican-t01-a", "ls-doican-t01-b",
-                                            "ls-doican-t01-c"]
+    assert [h.id for h in result.nodes] == ["ls-doican-t01-a", "ls-doican-t01-b", "ls-doican-t01-c"]
     assert result.nodes[0].village.name == "Thôn Nà Pàn"
     assert result.nodes[0].commune.name == "Đội Cấn"
     assert result.communes == []

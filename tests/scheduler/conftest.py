@@ -32,9 +32,19 @@ from tests.conftest import settings_for
 from tests.factories import make_registry
 
 # Small figures so a slot goes by in seconds, not minutes.
-FAST = dict(dispatch_lead_s=3.0, slot_grace_s=20.0, ack_margin_s=1.5, housekeeping_s=0.5,
-            dispatch_flush_s=0.2, resend_delay_s=1.0, ack_retry_s=2.0, start_now_delay_s=4.0,
-            late_start_delay_s=2.0, repeat_gap_s=0.5, stream_default_duration_s=30)
+FAST = dict(
+    dispatch_lead_s=3.0,
+    slot_grace_s=20.0,
+    ack_margin_s=1.5,
+    housekeeping_s=0.5,
+    dispatch_flush_s=0.2,
+    resend_delay_s=1.0,
+    ack_retry_s=2.0,
+    start_now_delay_s=4.0,
+    late_start_delay_s=2.0,
+    repeat_gap_s=0.5,
+    stream_default_duration_s=30,
+)
 
 COMMUNES = {
     "Đội Cấn": {"Thôn Đồng Tâm": ["dc-01", "dc-02"], "Thôn Tân Lập": ["dc-03", "dc-04"]},
@@ -42,8 +52,9 @@ COMMUNES = {
 }
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
-                   interval: float = 0.1) -> Any:
+async def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -87,9 +98,14 @@ class Network:
         self.controller = ControllerService(self.settings, self.db)
         # As ``loa serve`` wires it: the dispatcher listens before the controller connects,
         # so events queued by the broker while we were down are not missed.
-        self.scheduling = build_scheduling(self.settings, self.db, self.controller,
-                                           content=self.content, sched=self.sched,
-                                           base_url=self.base_url)
+        self.scheduling = build_scheduling(
+            self.settings,
+            self.db,
+            self.controller,
+            content=self.content,
+            sched=self.sched,
+            base_url=self.base_url,
+        )
         await self.controller.start()
         await self.controller.wait_connected()
         await self.scheduling.start()
@@ -122,18 +138,26 @@ class Network:
 
     def targets(self, airing_id: int) -> dict[str, AiringTarget]:
         with self.db.session() as s:
-            return {t.node_id: t for t in s.scalars(select(AiringTarget).where(
-                AiringTarget.airing_id == airing_id))}
+            return {
+                t.node_id: t
+                for t in s.scalars(select(AiringTarget).where(AiringTarget.airing_id == airing_id))
+            }
 
     def airings(self, broadcast_id: int) -> list[Airing]:
         with self.db.session() as s:
-            return list(s.scalars(select(Airing).where(Airing.broadcast_id == broadcast_id)
-                                  .order_by(Airing.slot_ms)))
+            return list(
+                s.scalars(
+                    select(Airing)
+                    .where(Airing.broadcast_id == broadcast_id)
+                    .order_by(Airing.slot_ms)
+                )
+            )
 
     async def wait_final(self, broadcast_id: int, timeout: float = 40.0) -> Airing:
         def done():
             rows = self.airings(broadcast_id)
             return rows[-1] if rows and rows[-1].finalized_ms else None
+
         return await wait_for(done, timeout, f"broadcast {broadcast_id} to be judged")
 
     async def online(self, node_ids: list[str], timeout: float = 15.0) -> None:
@@ -142,6 +166,7 @@ class Network:
 
         def ok():
             return all(fleet_state[n].state.value in ("online", "degraded") for n in node_ids)
+
         await wait_for(ok, timeout, f"nodes {node_ids} online at the controller")
 
 
@@ -153,20 +178,32 @@ async def network(tmp_path, mosquitto_broker, settings, db):
 
     http_port = free_port()
     base_url = f"http://127.0.0.1:{http_port}"
-    cfg = settings_for(settings, mosquitto_broker, http_port=http_port, public_base_url=base_url,
-                       heartbeat_s=10)
+    cfg = settings_for(
+        settings, mosquitto_broker, http_port=http_port, public_base_url=base_url, heartbeat_s=10
+    )
     ids = make_registry(db, communes=COMMUNES, heartbeat_s=10)
     store = ContentStore(cfg, db)
-    net = Network(settings=cfg, db=db, ids=ids, broker=mosquitto_broker, base_url=base_url,
-                  store=store, content=ContentGateway(store), sched=SchedulerSettings(**FAST),
-                  fleet=Fleet(mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=10,
-                              connect_rate=500, seed=7))
+    net = Network(
+        settings=cfg,
+        db=db,
+        ids=ids,
+        broker=mosquitto_broker,
+        base_url=base_url,
+        store=store,
+        content=ContentGateway(store),
+        sched=SchedulerSettings(**FAST),
+        fleet=Fleet(
+            mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=10, connect_rate=500, seed=7
+        ),
+    )
     await net.start_controller()
-    net.ctx = api_context(cfg, db, content=store, controller=net.controller,
-                          scheduling=net.scheduling)
+    net.ctx = api_context(
+        cfg, db, content=store, controller=net.controller, scheduling=net.scheduling
+    )
     app = create_app(net.ctx)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=http_port,
-                                           log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=http_port, log_level="warning", lifespan="on")
+    )
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     serving = asyncio.create_task(server.serve())
     await wait_for(lambda: server.started or serving.done(), 15, "the dashboard to serve")

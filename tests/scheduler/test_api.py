@@ -30,8 +30,10 @@ async def api(network):
         "technician": _token(net.db, "kythuat", "technician", []),
     }
     async with httpx.AsyncClient(base_url=net.base_url, timeout=30) as client:
+
         def as_(who: str) -> dict[str, str]:
             return {"Authorization": f"Bearer {tokens[who]}"}
+
         yield net, client, as_
 
 
@@ -42,21 +44,40 @@ def at(seconds: float) -> str:
 async def test_bad_requests_get_clear_vietnamese_refusals(api):
     net, client, as_ = api
     commune = net.ids["Đội Cấn"]
-    good = {"title": "Thông báo", "tts_text": "Xin chào bà con.",
-            "targets": {"communes": [commune]}, "start_at": at(3600)}
+    good = {
+        "title": "Thông báo",
+        "tts_text": "Xin chào bà con.",
+        "targets": {"communes": [commune]},
+        "start_at": at(3600),
+    }
     cases = [
         ("officer", {**good, "start_at": at(-3600)}, 422, "đã qua"),
         ("officer", {**good, "targets": {}}, 422, "Chưa chọn nơi phát"),
-        ("officer", {**good, "targets": {"communes": [net.ids["Tân Trào"]]}}, 403,
-         "không thuộc phạm vi"),
+        (
+            "officer",
+            {**good, "targets": {"communes": [net.ids["Tân Trào"]]}},
+            403,
+            "không thuộc phạm vi",
+        ),
         # Another commune's cluster answers as one that does not exist (ids not enumerable).
         ("officer", {**good, "targets": {"nodes": ["tt-01"]}}, 422, "Không tìm thấy cụm loa"),
         ("officer", {**good, "targets": {"nodes": ["khong-co"]}}, 422, "Không tìm thấy cụm loa"),
-        ("officer", {**{k: v for k, v in good.items() if k != "tts_text"},
-                     "content_id": "c_000000000000000000000000"}, 422, "Không tìm thấy nội dung"),
+        (
+            "officer",
+            {
+                **{k: v for k, v in good.items() if k != "tts_text"},
+                "content_id": "c_000000000000000000000000",
+            },
+            422,
+            "Không tìm thấy nội dung",
+        ),
         ("province", {**good, "priority": "emergency", "start_at": None}, 422, "xác nhận"),
-        ("officer", {**good, "priority": "emergency", "start_at": None, "confirm": True}, 403,
-         "cấp tỉnh"),
+        (
+            "officer",
+            {**good, "priority": "emergency", "start_at": None, "confirm": True},
+            403,
+            "cấp tỉnh",
+        ),
         ("technician", good, 403, "tạo bản tin"),
         ("officer", {**good, "tts_text": "   "}, 422, "trống"),
         ("officer", ["không", "phải", "đối tượng"], 422, "đối tượng JSON"),
@@ -72,8 +93,9 @@ async def test_bad_requests_get_clear_vietnamese_refusals(api):
     # A conflict comes back as 409 with what it clashes with.
     first = await client.post("/api/v1/broadcasts", json=good, headers=as_("officer"))
     assert first.status_code == 201, first.text
-    clash = await client.post("/api/v1/broadcasts", json={**good, "title": "Khác"},
-                              headers=as_("officer"))
+    clash = await client.post(
+        "/api/v1/broadcasts", json={**good, "title": "Khác"}, headers=as_("officer")
+    )
     assert clash.status_code == 409
     assert "Trùng lịch" in clash.json()["detail"]
     assert clash.json()["conflicts"][0]["broadcast_id"] == first.json()["id"]
@@ -84,23 +106,35 @@ async def test_schedule_play_and_read_proof_of_play_over_http(api):
     nodes = ["dc-01", "dc-02", "dc-03", "dc-04"]
     await net.fleet.start(nodes)
     await net.online(nodes)
-    resp = await client.post("/api/v1/broadcasts", headers=as_("officer"), json={
-        "title": "Họp dân", "tts_text": "Mời bà con dự họp lúc bảy giờ tối nay.",
-        "targets": {"villages": [net.ids["Thôn Đồng Tâm"]], "nodes": ["dc-03"]},
-        "start_at": at(6), "volume": 65, "repeat": 1})
+    resp = await client.post(
+        "/api/v1/broadcasts",
+        headers=as_("officer"),
+        json={
+            "title": "Họp dân",
+            "tts_text": "Mời bà con dự họp lúc bảy giờ tối nay.",
+            "targets": {"villages": [net.ids["Thôn Đồng Tâm"]], "nodes": ["dc-03"]},
+            "start_at": at(6),
+            "volume": 65,
+            "repeat": 1,
+        },
+    )
     assert resp.status_code == 201, resp.text
     created = resp.json()
     assert created["status"] == "scheduled" and created["id"]
     bid = created["id"]
 
-    cal = await client.get("/api/v1/schedule", headers=as_("officer"),
-                           params={"from": datetime.now(ICT).date().isoformat()})
+    cal = await client.get(
+        "/api/v1/schedule",
+        headers=as_("officer"),
+        params={"from": datetime.now(ICT).date().isoformat()},
+    )
     assert any(item["broadcast_id"] == bid for item in cal.json()["items"])
 
     async def judged():
         r = await client.get(f"/api/v1/broadcasts/{bid}", headers=as_("officer"))
         body = r.json()
         return body if body["status"] in ("aired", "partly_aired", "missed") else None
+
     body = await wait_for(judged, 40, "the broadcast to be judged", interval=0.5)
     assert body["status"] == "aired" and body["aired_ratio"] == 1.0
     outcomes = {o["node_id"]: o for o in body["outcomes"]}
@@ -110,40 +144,54 @@ async def test_schedule_play_and_read_proof_of_play_over_http(api):
         assert abs(o["lateness_ms"]) <= 200
 
     # Node commands: the technician sets a volume and runs a self-test; the node answers.
-    vol = await client.post("/api/v1/nodes/dc-01/volume", json={"level": 35},
-                            headers=as_("technician"))
+    vol = await client.post(
+        "/api/v1/nodes/dc-01/volume", json={"level": 35}, headers=as_("technician")
+    )
     assert vol.status_code == 200 and vol.json()["acked"] is True
     await wait_for(lambda: net.fleet.node("dc-01").volume == 35, 5, "the volume to change")
     st = await client.post("/api/v1/nodes/dc-02/selftest", headers=as_("technician"))
     assert st.status_code == 200 and st.json()["selftest"]["speakers_total"] >= 1
     stop = await client.post("/api/v1/nodes/dc-02/stop", headers=as_("officer"))
     assert stop.status_code == 200 and stop.json()["acked"] is True
-    bad = await client.post("/api/v1/nodes/dc-01/volume", json={"level": 300},
-                            headers=as_("technician"))
+    bad = await client.post(
+        "/api/v1/nodes/dc-01/volume", json={"level": 300}, headers=as_("technician")
+    )
     assert bad.status_code == 422 and "0 đến 100" in bad.json()["detail"]
-    outside = await client.post("/api/v1/nodes/tt-01/volume", json={"level": 10},
-                                headers=as_("officer"))
-    missing = await client.post("/api/v1/nodes/khong-co/volume", json={"level": 10},
-                                headers=as_("officer"))
+    outside = await client.post(
+        "/api/v1/nodes/tt-01/volume", json={"level": 10}, headers=as_("officer")
+    )
+    missing = await client.post(
+        "/api/v1/nodes/khong-co/volume", json={"level": 10}, headers=as_("officer")
+    )
     # Outside the officer's scope answers exactly as a node that does not exist.
     assert outside.status_code == missing.status_code == 404
-    assert outside.json()["detail"].replace("tt-01", "X") == \
-        missing.json()["detail"].replace("khong-co", "X")
+    assert outside.json()["detail"].replace("tt-01", "X") == missing.json()["detail"].replace(
+        "khong-co", "X"
+    )
     missing = await client.post("/api/v1/nodes/khong-co/selftest", headers=as_("technician"))
     assert missing.status_code == 404
 
 
 async def test_province_bulletin_inbox_and_cancel_over_http(api):
     net, client, as_ = api
-    resp = await client.post("/api/v1/broadcasts", headers=as_("province"), json={
-        "title": "Tuyên truyền bầu cử", "tts_text": "Ngày bầu cử là ngày hội của toàn dân.",
-        "targets": {"communes": [net.ids["Đội Cấn"], net.ids["Tân Trào"]]},
-        "start_at": at(7200)})
+    resp = await client.post(
+        "/api/v1/broadcasts",
+        headers=as_("province"),
+        json={
+            "title": "Tuyên truyền bầu cử",
+            "tts_text": "Ngày bầu cử là ngày hội của toàn dân.",
+            "targets": {"communes": [net.ids["Đội Cấn"], net.ids["Tân Trào"]]},
+            "start_at": at(7200),
+        },
+    )
     assert resp.status_code == 201 and resp.json()["status"] == "approved"
     inbox = (await client.get("/api/v1/inbox", headers=as_("officer"))).json()
     assert inbox["total"] == 1 and inbox["items"][0]["title"] == "Tuyên truyền bầu cử"
-    taken = await client.post(f"/api/v1/inbox/{inbox['items'][0]['id']}/schedule",
-                              headers=as_("officer"), json={"start_at": at(3 * 3600)})
+    taken = await client.post(
+        f"/api/v1/inbox/{inbox['items'][0]['id']}/schedule",
+        headers=as_("officer"),
+        json={"start_at": at(3 * 3600)},
+    )
     assert taken.status_code == 201, taken.text
     assert taken.json()["status"] == "scheduled"
     copy_id = taken.json()["id"]

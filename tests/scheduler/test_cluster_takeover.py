@@ -39,39 +39,57 @@ def leader(db) -> ControllerLease | None:
         return row if row is not None and row.expires_ms > now_ms() else None
 
 
-async def test_scheduler_moves_to_a_standby_and_plays_exactly_once(
-        tmp_path, mosquitto_broker, db):
+async def test_scheduler_moves_to_a_standby_and_plays_exactly_once(tmp_path, mosquitto_broker, db):
     make_registry(db, communes={"Xã Tân Thành": {"Thôn Khuổi Phầy": NODES}}, heartbeat_s=10)
     ensure_demo_accounts(db)
     http_port = free_port()
     shared = tmp_path / "shared"
-    common = {"PUBLIC_BASE_URL": f"http://127.0.0.1:{http_port}", "DISPATCH_LEAD_S": "8",
-              "ICECAST_BINARY": "/nonexistent/icecast2", "HOUSEKEEPING_S": "0.5",
-              "ACK_MARGIN_S": "3", "ACK_RETRY_S": "2"}
+    common = {
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{http_port}",
+        "DISPATCH_LEAD_S": "8",
+        "ICECAST_BINARY": "/nonexistent/icecast2",
+        "HOUSEKEEPING_S": "0.5",
+        "ACK_MARGIN_S": "3",
+        "ACK_RETRY_S": "2",
+    }
     api = start_api(db.url, mosquitto_broker.port, http_port, shared, **common)
 
     def controller(name: str) -> subprocess.Popen:
-        return start_controller(name, db.url, mosquitto_broker.port, tmp_path,
-                                lease_s=LEASE_S, data_dir=shared, **common)
+        return start_controller(
+            name,
+            db.url,
+            mosquitto_broker.port,
+            tmp_path,
+            lease_s=LEASE_S,
+            data_dir=shared,
+            **common,
+        )
 
     procs = {"ctl-1": controller("ctl-1")}
     fleet = Fleet(mosquitto_broker.host, mosquitto_broker.port, heartbeat_s=10, seed=7)
     try:
         await up(http_port)
-        await wait_for(lambda: (row := leader(db)) and row.holder == "ctl-1", 30,
-                       "ctl-1 to lead", interval=0.2)
+        await wait_for(
+            lambda: (row := leader(db)) and row.holder == "ctl-1", 30, "ctl-1 to lead", interval=0.2
+        )
         procs["ctl-2"] = controller("ctl-2")
         procs["ctl-3"] = controller("ctl-3")
         await fleet.start(NODES)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}",
-                                     timeout=60) as c:
-            token = (await c.post("/api/v1/auth/token", data={
-                "username": "commune", "password": "demo"})).json()["access_token"]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=60) as c:
+            token = (
+                await c.post("/api/v1/auth/token", data={"username": "commune", "password": "demo"})
+            ).json()["access_token"]
             start = datetime.fromtimestamp((now_ms() + 30_000) / 1000, tz=ICT).isoformat()
-            r = await c.post("/api/v1/broadcasts", headers={"Authorization": f"Bearer {token}"},
-                             json={"title": "Tiêm phòng gia súc",
-                                   "tts_text": "Thôn tiêm phòng gia súc lúc 8h sáng mai.",
-                                   "targets": {"nodes": NODES}, "start_at": start})
+            r = await c.post(
+                "/api/v1/broadcasts",
+                headers={"Authorization": f"Bearer {token}"},
+                json={
+                    "title": "Tiêm phòng gia súc",
+                    "tts_text": "Thôn tiêm phòng gia súc lúc 8h sáng mai.",
+                    "targets": {"nodes": NODES},
+                    "start_at": start,
+                },
+            )
             assert r.status_code == 201, r.text
             bid = r.json()["id"]
 
@@ -79,8 +97,12 @@ async def test_scheduler_moves_to_a_standby_and_plays_exactly_once(
         first = Lease(db, "leader", "ctl-1", 0).read()
         procs["ctl-1"].send_signal(signal.SIGKILL)
         procs["ctl-1"].wait(10)
-        second = await wait_for(lambda: (row := leader(db)) and row.holder != "ctl-1" and row,
-                                30, "a standby to take the scheduler", interval=0.2)
+        second = await wait_for(
+            lambda: (row := leader(db)) and row.holder != "ctl-1" and row,
+            30,
+            "a standby to take the scheduler",
+            interval=0.2,
+        )
         # Taken at the first try after the dead leader's lease ran out.
         assert second.term == first.term + 1
         assert second.acquired_ms - first.expires_ms <= (RENEW_S + 2) * 1000
@@ -91,20 +113,33 @@ async def test_scheduler_moves_to_a_standby_and_plays_exactly_once(
                 if not airings:
                     return None
                 assert len(airings) == 1
-                return airings[0], {t.node_id: t for t in s.scalars(select(AiringTarget).where(
-                    AiringTarget.airing_id == airings[0].id))}
+                return airings[0], {
+                    t.node_id: t
+                    for t in s.scalars(
+                        select(AiringTarget).where(AiringTarget.airing_id == airings[0].id)
+                    )
+                }
 
         # 2. The new leader dispatches; it dies as soon as every node has acknowledged,
         # before the slot starts.
-        await wait_for(lambda: (at := airing_targets()) and all(
-            PHASE_RANK[t.phase] >= PHASE_RANK["acked"] for t in at[1].values()), 40,
-            "the new leader's dispatch")
+        await wait_for(
+            lambda: (
+                (at := airing_targets())
+                and all(PHASE_RANK[t.phase] >= PHASE_RANK["acked"] for t in at[1].values())
+            ),
+            40,
+            "the new leader's dispatch",
+        )
         assert now_ms() < airing_targets()[0].start_at_ms, "too slow: the slot has begun"
         procs[second.holder].send_signal(signal.SIGKILL)
         procs[second.holder].wait(10)
         last = next(n for n in procs if procs[n].poll() is None)
-        await wait_for(lambda: (row := leader(db)) and row.holder == last, 30,
-                       "the last controller to take the scheduler", interval=0.2)
+        await wait_for(
+            lambda: (row := leader(db)) and row.holder == last,
+            30,
+            "the last controller to take the scheduler",
+            interval=0.2,
+        )
 
         def final():
             at = airing_targets()

@@ -28,6 +28,7 @@ STREAM = "http://14.160.0.10:8000/live"
 @dataclass
 class FakeMeta:
     """A stored item as the content gateway returns it (real gateway: browser tests)."""
+
     id: str
     duration_ms: int
     title: str = "Bản ghi"
@@ -68,13 +69,20 @@ class Hook:
 
 @pytest.fixture
 def world(db):
-    ids = make_registry(db, communes={
-        "Đội Cấn": {"Thôn Đồng Tâm": ["dc-1", "dc-2"], "Thôn Tân Lập": ["dc-3"]},
-        "Tân Trào": {"Thôn Mới": ["tt-1"]},
-    })
+    ids = make_registry(
+        db,
+        communes={
+            "Đội Cấn": {"Thôn Đồng Tâm": ["dc-1", "dc-2"], "Thôn Tân Lập": ["dc-3"]},
+            "Tân Trào": {"Thôn Mới": ["tt-1"]},
+        },
+    )
     hook = Hook()
-    svc = BroadcastService(db, SchedulerSettings(long_bulletin_s=600),
-                           content=Items({"short": 60_000, "long": 3_600_000}), runtime=hook)
+    svc = BroadcastService(
+        db,
+        SchedulerSettings(long_bulletin_s=600),
+        content=Items({"short": 60_000, "long": 3_600_000}),
+        runtime=hook,
+    )
     officer = Actor("commune", frozenset({ids["Đội Cấn"]}), "canbo-doican")
     other = Actor("commune", frozenset({ids["Tân Trào"]}), "canbo-tantrao")
     return svc, ids, officer, other, hook
@@ -90,8 +98,13 @@ def tomorrow(hour: int = 6) -> str:
 
 
 def body(ids, **kw):
-    base = {"title": "Họp thôn", "stream_url": STREAM, "duration_s": 600,
-            "targets": {"villages": [ids["Thôn Tân Lập"]]}, "start_at": at(30)}
+    base = {
+        "title": "Họp thôn",
+        "stream_url": STREAM,
+        "duration_s": 600,
+        "targets": {"villages": [ids["Thôn Tân Lập"]]},
+        "start_at": at(30),
+    }
     base.update(kw)
     return base
 
@@ -105,15 +118,16 @@ def test_a_village_choice_never_widens_to_the_whole_commune(world, db):
     svc, ids, officer, _, _ = world
     # Both the whole commune and one of its villages: ambiguous, refused, nothing written.
     with pytest.raises(InvalidBroadcast) as err:
-        svc.create(officer, body(ids, targets={"communes": [ids["Đội Cấn"]],
-                                               "villages": [ids["Thôn Tân Lập"]]}))
+        svc.create(
+            officer,
+            body(ids, targets={"communes": [ids["Đội Cấn"]], "villages": [ids["Thôn Tân Lập"]]}),
+        )
     assert "Toàn xã Đội Cấn" in err.value.message and "Thôn Tân Lập" in err.value.message
     with pytest.raises(InvalidBroadcast, match="cụm loa «dc-1»"):
         svc.check(officer, body(ids, targets={"communes": [ids["Đội Cấn"]], "nodes": ["dc-1"]}))
     province = Actor("province", None, "so-vhtt")
     with pytest.raises(InvalidBroadcast, match="Toàn tỉnh"):
-        svc.create(province, body(ids, targets={"province": True,
-                                                "communes": [ids["Tân Trào"]]}))
+        svc.create(province, body(ids, targets={"province": True, "communes": [ids["Tân Trào"]]}))
     assert count(db) == 0
     # The village alone plays on that village's clusters only, and says so by name.
     out = svc.create(officer, body(ids))
@@ -136,17 +150,31 @@ def test_an_empty_time_is_refused_and_now_must_be_said(world, db):
 
 def test_the_summary_before_sending_names_places_clusters_time_and_length(world, db):
     svc, ids, officer, _, _ = world
-    summary = svc.check(officer, body(ids, stream_url=None, duration_s=None, content_id="short",
-                                      targets={"villages": [ids["Thôn Đồng Tâm"]]},
-                                      start_at=tomorrow(6)))
-    assert summary["places"] == {"text": "Thôn Đồng Tâm", "villages": ["Thôn Đồng Tâm"],
-                                 "communes": [], "clusters": 2, "offline": 2}
+    summary = svc.check(
+        officer,
+        body(
+            ids,
+            stream_url=None,
+            duration_s=None,
+            content_id="short",
+            targets={"villages": [ids["Thôn Đồng Tâm"]]},
+            start_at=tomorrow(6),
+        ),
+    )
+    assert summary["places"] == {
+        "text": "Thôn Đồng Tâm",
+        "villages": ["Thôn Đồng Tâm"],
+        "communes": [],
+        "clusters": 2,
+        "offline": 2,
+    }
     assert summary["when"].startswith("06:00 ") and not summary["now"]
     assert summary["duration"] == "1 phút" and summary["priority_label"] == "Thường"
     assert summary["language_label"] == "Tiếng Việt" and summary["long"] is False
     assert count(db) == 0  # a check writes nothing
-    now = svc.check(officer, body(ids, stream_url=None, duration_s=None, content_id="short",
-                                  start_at="now"))
+    now = svc.check(
+        officer, body(ids, stream_url=None, duration_s=None, content_id="short", start_at="now")
+    )
     assert now["now"] and now["when"] == "Phát ngay"
 
 
@@ -171,8 +199,9 @@ def test_the_same_idempotency_key_sends_once(world, db):
     assert again["id"] == first["id"] and again["replayed"] is True
     assert count(db) == 1
     # Another person's key space is their own; a malformed key is refused.
-    svc.create(other, body(ids, targets={"villages": [ids["Thôn Mới"]]}),
-               client_key="form-6f1c2a9e")
+    svc.create(
+        other, body(ids, targets={"villages": [ids["Thôn Mới"]]}), client_key="form-6f1c2a9e"
+    )
     assert count(db) == 2
     with pytest.raises(InvalidBroadcast, match="Idempotency-Key"):
         svc.create(officer, body(ids), client_key="x y")
@@ -180,8 +209,9 @@ def test_the_same_idempotency_key_sends_once(world, db):
 
 def test_edit_makes_a_new_version_and_keeps_the_history(world, db):
     svc, ids, officer, other, hook = world
-    old = svc.create(officer, body(ids, start_at=at(40), stream_url=None, duration_s=None,
-                                   content_id="short"))
+    old = svc.create(
+        officer, body(ids, start_at=at(40), stream_url=None, duration_s=None, content_id="short")
+    )
     # A new version at the same slot does not conflict with the version it replaces.
     new = svc.edit(officer, old["id"], {"title": "Họp thôn (sửa)"})
     assert new["title"] == "Họp thôn (sửa)" and new["previous_version_id"] == old["id"]
@@ -201,8 +231,9 @@ def test_edit_makes_a_new_version_and_keeps_the_history(world, db):
 
 def test_pause_resume_skip_and_end_date_of_a_recurring_bulletin(world, db):
     svc, ids, officer, other, hook = world
-    daily = svc.create(officer, body(ids, start_at=tomorrow(17),
-                                     recurrence={"rrule": "FREQ=DAILY"}))
+    daily = svc.create(
+        officer, body(ids, start_at=tomorrow(17), recurrence={"rrule": "FREQ=DAILY"})
+    )
     bid = daily["id"]
     for action in (svc.pause, svc.resume):
         with pytest.raises(NotFound):

@@ -10,8 +10,10 @@ from datetime import datetime
 from loa.timeutil import ICT, now_ms
 from tests.scheduler.conftest import wait_for
 
-BULLETIN = ("Ủy ban nhân dân xã thông báo: sáng thứ Bảy tuần này, trạm y tế xã tổ chức tiêm "
-            "chủng cho trẻ em dưới năm tuổi. Đề nghị các gia đình đưa trẻ đến đúng giờ.")
+BULLETIN = (
+    "Ủy ban nhân dân xã thông báo: sáng thứ Bảy tuần này, trạm y tế xã tổ chức tiêm "
+    "chủng cho trẻ em dưới năm tuổi. Đề nghị các gia đình đưa trẻ đến đúng giờ."
+)
 SHORT = "Thông báo khẩn: nước sông đang lên nhanh, bà con không đi qua ngầm tràn."
 
 DC_NODES = ["dc-01", "dc-02", "dc-03", "dc-04"]
@@ -31,9 +33,17 @@ async def test_commune_bulletin_starts_together_and_a_returning_node_plays_it(ne
     await net.fleet.start(online)
     await net.online(online)
     start_at = iso_in(10)
-    out = await asyncio.to_thread(net.service.create, net.officer(), {
-        "title": "Lịch tiêm chủng", "tts_text": BULLETIN,
-        "targets": {"communes": [net.ids["Đội Cấn"]]}, "start_at": start_at, "volume": 70})
+    out = await asyncio.to_thread(
+        net.service.create,
+        net.officer(),
+        {
+            "title": "Lịch tiêm chủng",
+            "tts_text": BULLETIN,
+            "targets": {"communes": [net.ids["Đội Cấn"]]},
+            "start_at": start_at,
+            "volume": 70,
+        },
+    )
     assert out["status"] == "scheduled"
     bid = out["id"]
 
@@ -73,33 +83,50 @@ async def test_emergency_preempts_a_normal_broadcast_on_the_same_nodes(network):
     net = network
     await net.fleet.start(DC_NODES)
     await net.online(DC_NODES)
-    normal = await asyncio.to_thread(net.service.create, net.officer(), {
-        "title": "Bản tin thường", "tts_text": BULLETIN, "repeat": 3, "volume": 40,
-        "targets": {"communes": [net.ids["Đội Cấn"]]}})
+    normal = await asyncio.to_thread(
+        net.service.create,
+        net.officer(),
+        {
+            "title": "Bản tin thường",
+            "tts_text": BULLETIN,
+            "repeat": 3,
+            "volume": 40,
+            "targets": {"communes": [net.ids["Đội Cấn"]]},
+        },
+    )
     first = (await wait_for(lambda: net.airings(normal["id"]), 15, "dispatch"))[0]
 
     def all_started():
         a = net.scheduling.dispatcher._airings.get(first.id)
         return a is not None and all(t.phase == "started" for t in a.targets.values())
+
     await wait_for(all_started, 20, "the normal bulletin to be playing everywhere")
 
     # Without confirmation it is refused; with it, it goes out at once.
-    emergency_body = {"title": "Khẩn cấp: lũ", "tts_text": SHORT, "priority": "emergency",
-                      "targets": {"communes": [net.ids["Đội Cấn"]]}}
+    emergency_body = {
+        "title": "Khẩn cấp: lũ",
+        "tts_text": SHORT,
+        "priority": "emergency",
+        "targets": {"communes": [net.ids["Đội Cấn"]]},
+    }
     refused = await asyncio.to_thread(
-        lambda: _error_of(net.service.create, net.province, emergency_body))
+        lambda: _error_of(net.service.create, net.province, emergency_body)
+    )
     assert "xác nhận" in refused
-    emergency = await asyncio.to_thread(net.service.create, net.province,
-                                        {**emergency_body, "confirm": True})
+    emergency = await asyncio.to_thread(
+        net.service.create, net.province, {**emergency_body, "confirm": True}
+    )
     assert emergency["volume"] == net.sched.emergency_volume
 
     def playing_emergency():
-        return all(net.fleet.node(n).player.playing_id
-                   and net.fleet.node(n).player.playing_id.startswith(f"b{emergency['id']}-")
-                   for n in DC_NODES)
+        return all(
+            net.fleet.node(n).player.playing_id
+            and net.fleet.node(n).player.playing_id.startswith(f"b{emergency['id']}-")
+            for n in DC_NODES
+        )
+
     await wait_for(playing_emergency, 20, "the emergency to play on every node")
-    assert all(net.fleet.node(n).effective_volume == net.sched.emergency_volume
-               for n in DC_NODES)
+    assert all(net.fleet.node(n).effective_volume == net.sched.emergency_volume for n in DC_NODES)
 
     e_airing = await net.wait_final(emergency["id"])
     n_airing = await net.wait_final(normal["id"])
@@ -133,12 +160,26 @@ async def test_controller_restart_between_scheduling_and_slot_plays_exactly_once
     await net.online(DC_NODES)
     officer = net.officer()
     # Slot A is dispatched before the crash (its lead time falls before it), slot B after.
-    a = await asyncio.to_thread(net.service.create, officer, {
-        "title": "Bản tin A", "tts_text": SHORT, "start_at": iso_in(6),
-        "targets": {"villages": [net.ids["Thôn Tân Lập"]]}})
-    b = await asyncio.to_thread(net.service.create, officer, {
-        "title": "Bản tin B", "tts_text": SHORT, "start_at": iso_in(11),
-        "targets": {"villages": [net.ids["Thôn Đồng Tâm"]]}})
+    a = await asyncio.to_thread(
+        net.service.create,
+        officer,
+        {
+            "title": "Bản tin A",
+            "tts_text": SHORT,
+            "start_at": iso_in(6),
+            "targets": {"villages": [net.ids["Thôn Tân Lập"]]},
+        },
+    )
+    b = await asyncio.to_thread(
+        net.service.create,
+        officer,
+        {
+            "title": "Bản tin B",
+            "tts_text": SHORT,
+            "start_at": iso_in(11),
+            "targets": {"villages": [net.ids["Thôn Đồng Tâm"]]},
+        },
+    )
     await wait_for(lambda: net.airings(a["id"]), 10, "slot A dispatched")
     assert net.airings(b["id"]) == []
 
@@ -166,19 +207,31 @@ async def test_cancelling_a_playing_broadcast_stops_it_on_its_nodes(network):
     nodes = ["dc-01", "dc-02"]
     await net.fleet.start(nodes)
     await net.online(nodes)
-    out = await asyncio.to_thread(net.service.create, net.officer(), {
-        "title": "Sẽ hủy giữa chừng", "tts_text": BULLETIN, "repeat": 3,
-        "targets": {"villages": [net.ids["Thôn Đồng Tâm"]]}})
+    out = await asyncio.to_thread(
+        net.service.create,
+        net.officer(),
+        {
+            "title": "Sẽ hủy giữa chừng",
+            "tts_text": BULLETIN,
+            "repeat": 3,
+            "targets": {"villages": [net.ids["Thôn Đồng Tâm"]]},
+        },
+    )
     first = (await wait_for(lambda: net.airings(out["id"]), 15, "dispatch"))[0]
 
     def playing():
-        return all(net.fleet.node(n).player.playing_id == f"b{out['id']}-a{first.id}"
-                   for n in nodes)
+        return all(
+            net.fleet.node(n).player.playing_id == f"b{out['id']}-a{first.id}" for n in nodes
+        )
+
     await wait_for(playing, 20, "the bulletin to play")
     cancelled = await asyncio.to_thread(net.service.cancel, net.officer(), out["id"])
     assert cancelled["status"] == "cancelled"
-    await wait_for(lambda: all(net.fleet.node(n).player.playing_id is None for n in nodes), 10,
-                   "the nodes to stop")
+    await wait_for(
+        lambda: all(net.fleet.node(n).player.playing_id is None for n in nodes),
+        10,
+        "the nodes to stop",
+    )
     airing = await net.wait_final(out["id"], timeout=10)
     assert airing.status == "cancelled"
     for t in net.targets(airing.id).values():
@@ -194,16 +247,27 @@ async def test_node_with_a_clock_five_minutes_fast_still_starts_on_time(network)
 
     net = network
     await net.fleet.start(["dc-01"])
-    fast = Fleet(net.broker.host, net.broker.port, heartbeat_s=10, seed=3,
-                 clock_offset_ms=5 * 60_000)
+    fast = Fleet(
+        net.broker.host, net.broker.port, heartbeat_s=10, seed=3, clock_offset_ms=5 * 60_000
+    )
     try:
         await fast.start(["dc-02"])
         await net.online(["dc-01", "dc-02"])
-        await wait_for(lambda: (net.controller.ingest.fleet.nodes["dc-02"].clock_skew_ms or 0)
-                       > 4 * 60_000, 15, "the skew to be measured")
-        out = await asyncio.to_thread(net.service.create, net.officer(), {
-            "title": "Giờ phát thống nhất", "tts_text": SHORT,
-            "targets": {"nodes": ["dc-01", "dc-02"]}, "start_at": iso_in(10)})
+        await wait_for(
+            lambda: (net.controller.ingest.fleet.nodes["dc-02"].clock_skew_ms or 0) > 4 * 60_000,
+            15,
+            "the skew to be measured",
+        )
+        out = await asyncio.to_thread(
+            net.service.create,
+            net.officer(),
+            {
+                "title": "Giờ phát thống nhất",
+                "tts_text": SHORT,
+                "targets": {"nodes": ["dc-01", "dc-02"]},
+                "start_at": iso_in(10),
+            },
+        )
         airing = await net.wait_final(out["id"])
         targets = net.targets(airing.id)
         for node_id in ("dc-01", "dc-02"):
@@ -224,12 +288,22 @@ async def test_broker_restart_during_a_dispatch_loses_no_broadcast(network):
     nodes = ["dc-01", "dc-02", "dc-03"]
     await net.fleet.start(nodes)
     await net.online(nodes)
-    out = await asyncio.to_thread(net.service.create, net.officer(), {
-        "title": "Thông báo mất điện", "tts_text": BULLETIN,
-        "targets": {"nodes": nodes}, "start_at": iso_in(8)})
+    out = await asyncio.to_thread(
+        net.service.create,
+        net.officer(),
+        {
+            "title": "Thông báo mất điện",
+            "tts_text": BULLETIN,
+            "targets": {"nodes": nodes},
+            "start_at": iso_in(8),
+        },
+    )
     airing = (await wait_for(lambda: net.airings(out["id"]), 15, "the slot to be dispatched"))[0]
-    await wait_for(lambda: all(t.phase in ("acked", "fetched") for t in
-                               net.targets(airing.id).values()), 15, "the nodes to ack")
+    await wait_for(
+        lambda: all(t.phase in ("acked", "fetched") for t in net.targets(airing.id).values()),
+        15,
+        "the nodes to ack",
+    )
     await asyncio.to_thread(net.broker.restart)
     airing = await net.wait_final(out["id"], timeout=60)
     targets = net.targets(airing.id)

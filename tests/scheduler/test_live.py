@@ -29,17 +29,40 @@ async def test_live_stream_from_a_source_client_reaches_the_nodes(network, tmp_p
         nodes = ["dc-01", "dc-02"]
         await net.fleet.start(nodes)
         await net.online(nodes)
-        out = await asyncio.to_thread(net.service.create, net.officer(), {
-            "title": "Trực tiếp: họp khẩn thôn", "stream": True, "duration_s": 20,
-            "targets": {"villages": [net.ids["Thôn Đồng Tâm"]]}})
+        out = await asyncio.to_thread(
+            net.service.create,
+            net.officer(),
+            {
+                "title": "Trực tiếp: họp khẩn thôn",
+                "stream": True,
+                "duration_s": 20,
+                "targets": {"villages": [net.ids["Thôn Đồng Tâm"]]},
+            },
+        )
         assert out["status"] == "scheduled"
         assert out["source_url"].startswith("icecast://source:")
         assert out["stream_url"].startswith(server.base_url)
         # The officer goes on air with any Icecast source client; here ffmpeg, 9 s of tone.
         source = await asyncio.create_subprocess_exec(
-            "ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
-            "sine=frequency=440:duration=9", "-c:a", "libmp3lame", "-b:a", "64k",
-            "-content_type", "audio/mpeg", "-f", "mp3", out["source_url"])
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=9",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "64k",
+            "-content_type",
+            "audio/mpeg",
+            "-f",
+            "mp3",
+            out["source_url"],
+        )
         airing = await net.wait_final(out["id"], timeout=45)
         targets = net.targets(airing.id)
         assert sorted(targets) == nodes
@@ -60,9 +83,21 @@ async def test_live_stream_from_a_source_client_reaches_the_nodes(network, tmp_p
             await asyncio.sleep(0.1)
         assert mount not in await asyncio.to_thread(server.configured_mounts)
         late = await asyncio.create_subprocess_exec(
-            "ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
-            "sine=duration=2", "-c:a", "libmp3lame", "-f", "mp3", out["source_url"],
-            stderr=asyncio.subprocess.PIPE)
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=2",
+            "-c:a",
+            "libmp3lame",
+            "-f",
+            "mp3",
+            out["source_url"],
+            stderr=asyncio.subprocess.PIPE,
+        )
         _, err = await late.communicate()
         assert late.returncode != 0 and b"401" in err, err
     finally:
@@ -86,8 +121,10 @@ def test_missing_icecast_is_a_clear_vietnamese_error(tmp_path, db):
     ids = make_registry(db, communes={"Đội Cấn": {"Thôn 1": ["dc-1"]}})
     svc = BroadcastService(db, SchedulerSettings(), live=server)
     with pytest.raises(Unavailable) as err:
-        svc.create(Actor("province", None, "so"), {
-            "title": "Trực tiếp", "stream": True, "targets": {"communes": [ids["Đội Cấn"]]}})
+        svc.create(
+            Actor("province", None, "so"),
+            {"title": "Trực tiếp", "stream": True, "targets": {"communes": [ids["Đội Cấn"]]}},
+        )
     assert "icecast2" in err.value.message
 
 
@@ -108,8 +145,12 @@ async def test_live_broadcast_whose_stream_fails_is_closed_and_frees_its_slot(ne
         up = ["dc-01", "dc-02", "dc-03"]  # dc-04 never comes up
         await net.fleet.start(up)
         await net.online(up)
-        spec = {"title": "Trực tiếp", "stream": True, "duration_s": 1800,
-                "targets": {"villages": [net.ids["Thôn Đồng Tâm"], net.ids["Thôn Tân Lập"]]}}
+        spec = {
+            "title": "Trực tiếp",
+            "stream": True,
+            "duration_s": 1800,
+            "targets": {"villages": [net.ids["Thôn Đồng Tâm"], net.ids["Thôn Tân Lập"]]},
+        }
         out = await asyncio.to_thread(net.service.create, net.officer(), spec)
         assert out["status"] == "scheduled"
         await asyncio.to_thread(server.stop)  # the server dies before anyone goes on air
@@ -177,14 +218,46 @@ def test_a_restarted_server_keeps_the_owners_source_address(tmp_path):
     try:
         url = address.replace(f":{first.port}/", f":{again.port}/")
         assert url == again.source_url(mount)
-        ok = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
-                             "sine=duration=1", "-c:a", "libmp3lame", "-f", "mp3", url],
-                            capture_output=True, timeout=30)
+        ok = subprocess.run(
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=duration=1",
+                "-c:a",
+                "libmp3lame",
+                "-f",
+                "mp3",
+                url,
+            ],
+            capture_output=True,
+            timeout=30,
+        )
         assert ok.returncode == 0, ok.stderr
         wrong = url.replace(again.mount_password(mount), again.source_password)
-        refused = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi",
-                                  "-i", "sine=duration=1", "-c:a", "libmp3lame", "-f", "mp3",
-                                  wrong], capture_output=True, timeout=30)
+        refused = subprocess.run(
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=duration=1",
+                "-c:a",
+                "libmp3lame",
+                "-f",
+                "mp3",
+                wrong,
+            ],
+            capture_output=True,
+            timeout=30,
+        )
         assert refused.returncode != 0 and b"401" in refused.stderr
     finally:
         again.stop()

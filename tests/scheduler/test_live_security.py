@@ -78,10 +78,29 @@ def http_status(url: str, user: str | None = None, password: str | None = None) 
 
 def ffmpeg_source(url: str, seconds: float) -> subprocess.Popen:
     return subprocess.Popen(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
-         f"sine=frequency=440:duration={seconds}", "-c:a", "libmp3lame", "-b:a", "32k",
-         "-content_type", "audio/mpeg", "-f", "mp3", url],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:duration={seconds}",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "32k",
+            "-content_type",
+            "audio/mpeg",
+            "-f",
+            "mp3",
+            url,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def split_source(url: str) -> tuple[str, str, str, int, str]:
@@ -104,6 +123,7 @@ class Serve:
                     if b"icecast" in Path(f"/proc/{pid}/cmdline").read_bytes():
                         return pid
             return None
+
         return wait_until(find, 20, "loa serve to start its Icecast")
 
     def icecast_config(self) -> str:
@@ -112,43 +132,71 @@ class Serve:
         return Path(args[args.index(b"-c") + 1].decode()).read_text()
 
     def token(self, username: str, password: str) -> str:
-        r = httpx.post(f"{self.base}/api/v1/auth/token",
-                       data={"username": username, "password": password}, timeout=30)
+        r = httpx.post(
+            f"{self.base}/api/v1/auth/token",
+            data={"username": username, "password": password},
+            timeout=30,
+        )
         assert r.status_code == 200, r.text
         return r.json()["access_token"]
 
 
 @pytest.fixture
 def serve(tmp_path, db, mosquitto_broker):
-    ids = make_registry(db, communes={"Đội Cấn": {"Thôn Nà Pàn": ["ls-a-01"]},
-                                      "Tân Trào": {"Thôn Mới": ["ls-b-01"]}})
+    ids = make_registry(
+        db,
+        communes={"Đội Cấn": {"Thôn Nà Pàn": ["ls-a-01"]}, "Tân Trào": {"Thôn Mới": ["ls-b-01"]}},
+    )
     ensure_demo_accounts(db)
     with db.session() as s:
         create_user(s, "canbo-a", PASSWORD, "commune", [ids["Đội Cấn"]], "Cán bộ A")
         create_user(s, "canbo-b", PASSWORD, "commune", [ids["Tân Trào"]], "Cán bộ B")
     http_port, icecast_port = free_port(), free_port()
-    env = {**os.environ, "LOA_DATABASE_URL": db.url, "LOA_DATA_DIR": str(tmp_path / "data"),
-           "LOA_MQTT_PORT": str(mosquitto_broker.port), "LOA_HTTP_PORT": str(http_port),
-           "LOA_PUBLIC_BASE_URL": f"http://127.0.0.1:{http_port}",
-           "LOA_SECRET_KEY": "live-security-test-key", "LOA_LOG_LEVEL": "WARNING",
-           "LOA_ICECAST_PORT": str(icecast_port)}
+    env = {
+        **os.environ,
+        "LOA_DATABASE_URL": db.url,
+        "LOA_DATA_DIR": str(tmp_path / "data"),
+        "LOA_MQTT_PORT": str(mosquitto_broker.port),
+        "LOA_HTTP_PORT": str(http_port),
+        "LOA_PUBLIC_BASE_URL": f"http://127.0.0.1:{http_port}",
+        "LOA_SECRET_KEY": "live-security-test-key",
+        "LOA_LOG_LEVEL": "WARNING",
+        "LOA_ICECAST_PORT": str(icecast_port),
+    }
     env.pop("LOA_ICECAST_BINARY", None)
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "system", "serve"], env=env,
-                                stdout=log_file, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "system", "serve"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     server = Serve(proc, f"http://127.0.0.1:{http_port}", icecast_port, ids)
     try:
+
         def ready():
             assert proc.poll() is None, log_path.read_text(errors="replace")[-2000:]
             with contextlib.suppress(httpx.HTTPError):
                 return httpx.get(f"{server.base}/api/v1/health/live", timeout=2).status_code == 200
             return False
+
         # Generous: a busy 2-core CI machine with PostgreSQL starts it in 5-30 s.
         wait_until(ready, 120, "loa serve to answer")
         tok = server.token("province", "demo")
-        wait_until(lambda: httpx.get(f"{server.base}/api/v1/live/server", timeout=10, headers={
-            "Authorization": f"Bearer {tok}"}).json().get("available"), 60, "Icecast up")
+        wait_until(
+            lambda: (
+                httpx.get(
+                    f"{server.base}/api/v1/live/server",
+                    timeout=10,
+                    headers={"Authorization": f"Bearer {tok}"},
+                )
+                .json()
+                .get("available")
+            ),
+            60,
+            "Icecast up",
+        )
         yield server
     finally:
         if proc.poll() is None:
@@ -161,21 +209,45 @@ def serve(tmp_path, db, mosquitto_broker):
 
 
 def test_an_officer_cannot_hijack_or_kill_another_live_broadcast(serve):
-    auth = {u: {"Authorization": f"Bearer {serve.token(u, p)}"} for u, p in (
-        ("province", "demo"), ("canbo-a", PASSWORD), ("canbo-b", PASSWORD))}
+    auth = {
+        u: {"Authorization": f"Bearer {serve.token(u, p)}"}
+        for u, p in (("province", "demo"), ("canbo-a", PASSWORD), ("canbo-b", PASSWORD))
+    }
     c = httpx.Client(base_url=serve.base, timeout=30)
     # The province goes live to every commune; officers A and B each make their own draft.
-    prov = c.post("/api/v1/broadcasts", headers=auth["province"], json={
-        "title": "Trực tiếp: chỉ đạo phòng chống bão", "stream": True, "priority": "priority",
-        "duration_s": 600, "targets": {"province": True}})
+    prov = c.post(
+        "/api/v1/broadcasts",
+        headers=auth["province"],
+        json={
+            "title": "Trực tiếp: chỉ đạo phòng chống bão",
+            "stream": True,
+            "priority": "priority",
+            "duration_s": 600,
+            "targets": {"province": True},
+        },
+    )
     assert prov.status_code == 201, prov.text
     prov = prov.json()
-    a = c.post("/api/v1/broadcasts", headers=auth["canbo-a"], json={
-        "title": "Trực tiếp xã Đội Cấn", "stream": True, "draft": True,
-        "targets": {"communes": [serve.ids["Đội Cấn"]]}}).json()
-    b = c.post("/api/v1/broadcasts", headers=auth["canbo-b"], json={
-        "title": "Trực tiếp xã Tân Trào", "stream": True, "draft": True,
-        "targets": {"communes": [serve.ids["Tân Trào"]]}}).json()
+    a = c.post(
+        "/api/v1/broadcasts",
+        headers=auth["canbo-a"],
+        json={
+            "title": "Trực tiếp xã Đội Cấn",
+            "stream": True,
+            "draft": True,
+            "targets": {"communes": [serve.ids["Đội Cấn"]]},
+        },
+    ).json()
+    b = c.post(
+        "/api/v1/broadcasts",
+        headers=auth["canbo-b"],
+        json={
+            "title": "Trực tiếp xã Tân Trào",
+            "stream": True,
+            "draft": True,
+            "targets": {"communes": [serve.ids["Tân Trào"]]},
+        },
+    ).json()
     p_user, p_pass, host, port, p_mount = split_source(prov["source_url"])
     b_user, b_pass, _, _, b_mount = split_source(b["source_url"])
     _, a_pass, _, _, a_mount = split_source(a["source_url"])
@@ -192,8 +264,9 @@ def test_an_officer_cannot_hijack_or_kill_another_live_broadcast(serve):
 
     # B's own password, and the server-wide source password (known to Loa only), are
     # refused on the province's mount; nothing goes on air there.
-    global_pass = re.search(r"<source-password>([^<]+)</source-password>",
-                            serve.icecast_config())[1]
+    global_pass = re.search(r"<source-password>([^<]+)</source-password>", serve.icecast_config())[
+        1
+    ]
     for password in (b_pass, global_pass):
         attacker = ffmpeg_source(f"icecast://{b_user}:{password}@{host}:{port}{p_mount}", 3)
         _, err = attacker.communicate(timeout=30)
@@ -203,10 +276,15 @@ def test_an_officer_cannot_hijack_or_kill_another_live_broadcast(serve):
     b_source = ffmpeg_source(b["source_url"], 12)
     a_source = ffmpeg_source(a["source_url"], 12)
     try:
+
         def on_air(user):
             return c.get("/api/v1/live/server", headers=auth[user]).json()
-        wait_until(lambda: {p_mount, a_mount, b_mount} <= set(on_air("province")["on_air"]),
-                   15, "three live sources on air")
+
+        wait_until(
+            lambda: {p_mount, a_mount, b_mount} <= set(on_air("province")["on_air"]),
+            15,
+            "three live sources on air",
+        )
         # B sees the province's broadcast (it targets B's commune) and B's own, not A's.
         assert set(on_air("canbo-b")["on_air"]) == {p_mount, b_mount}
         mine = {x["mount"]: x["mine"] for x in on_air("canbo-b")["broadcasts"]}
@@ -214,8 +292,12 @@ def test_an_officer_cannot_hijack_or_kill_another_live_broadcast(serve):
 
         # killsource on the province's mount with every credential an officer can see,
         # or the global source password: refused; the owner stays on air.
-        for user, password in ((b_user, b_pass), ("source", global_pass),
-                               ("admin", b_pass), ("admin", global_pass)):
+        for user, password in (
+            (b_user, b_pass),
+            ("source", global_pass),
+            ("admin", b_pass),
+            ("admin", global_pass),
+        ):
             status = http_status(f"{icecast}/admin/killsource?mount={p_mount}", user, password)
             assert status == 401, (user, status)
         # B may stop B's own source.

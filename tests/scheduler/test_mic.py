@@ -21,12 +21,27 @@ from scheduler.mic import MAX_CHUNK_BYTES, MicFeeds
 def webm_chunks(tmp_path_factory) -> list[bytes]:
     """8 s of a 440 Hz tone as WebM/Opus, cut in ~0.5 s pieces (the page's chunk size)."""
     path = tmp_path_factory.mktemp("mic") / "tone.webm"
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
-                    "sine=frequency=440:duration=8", "-c:a", "libopus", "-b:a", "48k",
-                    str(path)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=8",
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "48k",
+            str(path),
+        ],
+        check=True,
+    )
     data = path.read_bytes()
     n = max(1, len(data) // 16)
-    return [data[i:i + n] for i in range(0, len(data), n)]
+    return [data[i : i + n] for i in range(0, len(data), n)]
 
 
 @pytest.fixture

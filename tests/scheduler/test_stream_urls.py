@@ -25,11 +25,11 @@ OWN_ICECAST_PORT = 18000
 def api(settings, db):
     make_registry(db, communes={"Đội Cấn": {"Thôn Nà Pàn": ["dc-001"]}})
     with db.session() as s:
-        token, _ = issue_token(s, create_user(s, "so.vhtt", "mat-khau-dai-123", "province"),
-                               "api")
+        token, _ = issue_token(s, create_user(s, "so.vhtt", "mat-khau-dai-123", "province"), "api")
     ctx = api_context(settings, db)
-    ctx.broadcasts = BroadcastService(db, SchedulerSettings(
-        icecast_port=OWN_ICECAST_PORT, stream_allowed_networks="10.8.0.0/16"))
+    ctx.broadcasts = BroadcastService(
+        db, SchedulerSettings(icecast_port=OWN_ICECAST_PORT, stream_allowed_networks="10.8.0.0/16")
+    )
     with TestClient(create_app(ctx)) as client:
         client.headers["Authorization"] = f"Bearer {token}"
         yield client
@@ -37,9 +37,17 @@ def api(settings, db):
 
 def _create(api, url: str):
     start = (datetime.now(ICT) + timedelta(hours=1)).isoformat(timespec="seconds")
-    return api.post("/api/v1/broadcasts", json={
-        "title": "Tiếp sóng", "stream_url": url, "duration_s": 600, "draft": True,
-        "targets": {"nodes": ["dc-001"]}, "start_at": start})
+    return api.post(
+        "/api/v1/broadcasts",
+        json={
+            "title": "Tiếp sóng",
+            "stream_url": url,
+            "duration_s": 600,
+            "draft": True,
+            "targets": {"nodes": ["dc-001"]},
+            "start_at": start,
+        },
+    )
 
 
 REFUSED = [

@@ -34,8 +34,7 @@ STREAM = "http://14.160.0.10:8000/live"
 def api(settings, db):
     make_registry(db, communes={"Đội Cấn": {"Thôn Nà Pàn": ["dc-001"]}})
     with db.session() as s:
-        token, _ = issue_token(s, create_user(s, "so.vhtt", "mat-khau-dai-123", "province"),
-                               "api")
+        token, _ = issue_token(s, create_user(s, "so.vhtt", "mat-khau-dai-123", "province"), "api")
     ctx = api_context(settings, db)
     ctx.broadcasts = BroadcastService(db, SchedulerSettings(), content=ctx.broadcasts.content)
     with TestClient(create_app(ctx), raise_server_exceptions=False) as client:
@@ -45,8 +44,15 @@ def api(settings, db):
 
 def bulletin(title: str = "Họp thôn", **kw) -> dict:
     start = (datetime.now(ICT) + timedelta(hours=1)).isoformat(timespec="seconds")
-    return {"title": title, "stream_url": STREAM, "duration_s": 600, "draft": True,
-            "targets": {"nodes": ["dc-001"]}, "start_at": start, **kw}
+    return {
+        "title": title,
+        "stream_url": STREAM,
+        "duration_s": 600,
+        "draft": True,
+        "targets": {"nodes": ["dc-001"]},
+        "start_at": start,
+        **kw,
+    }
 
 
 def count(db, model, *where) -> int:
@@ -82,8 +88,12 @@ def test_a_failed_audit_stores_nothing_and_the_retry_creates_exactly_one(api, db
 
 
 def test_a_failed_audit_leaves_a_transition_and_an_edit_undone(api, db, monkeypatch):
-    spoken = {**bulletin(), "stream_url": None, "duration_s": None,
-              "tts_text": "Chiều nay họp thôn."}
+    spoken = {
+        **bulletin(),
+        "stream_url": None,
+        "duration_s": None,
+        "tts_text": "Chiều nay họp thôn.",
+    }
     created = api.post("/api/v1/broadcasts", json=spoken).json()
     with monkeypatch.context() as m:
         m.setattr(broadcast_routes, "audit", failing_audit)
@@ -170,10 +180,12 @@ def test_the_broadcast_body_model_names_exactly_the_fields_the_parser_reads(api,
 
     assert set(BroadcastIn.model_fields) == KNOWN_FIELDS
     # A field of the wrong type answers the parser's own sentence; nothing is written.
-    cases = [({"title": 5}, "Thiếu tiêu đề bản tin («title»)."),
-             ({"volume": "to"}, "Âm lượng («volume») phải là số nguyên từ 0 đến 100."),
-             ({"draft": "có"}, "«draft» phải là true hoặc false."),
-             ({"mau": 1}, "Trường không rõ: mau.")]
+    cases = [
+        ({"title": 5}, "Thiếu tiêu đề bản tin («title»)."),
+        ({"volume": "to"}, "Âm lượng («volume») phải là số nguyên từ 0 đến 100."),
+        ({"draft": "có"}, "«draft» phải là true hoặc false."),
+        ({"mau": 1}, "Trường không rõ: mau."),
+    ]
     for change, words in cases:
         r = api.post("/api/v1/broadcasts", json={**bulletin(), **change})
         assert r.status_code == 422 and r.json()["detail"] == words, r.text

@@ -24,11 +24,14 @@ STREAM = "http://14.160.0.10:8000/live"
 
 @pytest.fixture
 def world(db):
-    ids = make_registry(db, communes={
-        "Đội Cấn": {"Thôn Đồng Tâm": ["dc-1", "dc-2"], "Thôn Tân Lập": ["dc-3"]},
-        "Tân Trào": {"Thôn Mới": ["tt-1"]},
-        "Xã Trống": {"Thôn Vắng": []},
-    })
+    ids = make_registry(
+        db,
+        communes={
+            "Đội Cấn": {"Thôn Đồng Tâm": ["dc-1", "dc-2"], "Thôn Tân Lập": ["dc-3"]},
+            "Tân Trào": {"Thôn Mới": ["tt-1"]},
+            "Xã Trống": {"Thôn Vắng": []},
+        },
+    )
     svc = BroadcastService(db, SchedulerSettings(start_now_delay_s=15))
     province = Actor("province", None, "so-vhtt")
     officer = Actor("commune", frozenset({ids["Đội Cấn"]}), "canbo-doican")
@@ -40,8 +43,13 @@ def at(minutes: float) -> str:
 
 
 def body(ids, **kw):
-    base = {"title": "Thông báo lịch tiêm chủng", "stream_url": STREAM, "duration_s": 600,
-            "targets": {"communes": [ids["Đội Cấn"]]}, "start_at": at(30)}
+    base = {
+        "title": "Thông báo lịch tiêm chủng",
+        "stream_url": STREAM,
+        "duration_s": 600,
+        "targets": {"communes": [ids["Đội Cấn"]]},
+        "start_at": at(30),
+    }
     base.update(kw)
     return base
 
@@ -63,32 +71,52 @@ def test_bad_input_is_refused_with_clear_messages_and_nothing_written(world, db)
         (officer, body(ids, start_at=at(-10)), InvalidBroadcast, "đã qua"),
         (officer, body(ids, targets={}), InvalidBroadcast, "Chưa chọn nơi phát"),
         (officer, body(ids, targets={"communes": []}), InvalidBroadcast, "Chưa chọn nơi phát"),
-        (officer, body(ids, targets={"communes": [ids["Tân Trào"]]}), Forbidden,
-         "không thuộc phạm vi"),
+        (
+            officer,
+            body(ids, targets={"communes": [ids["Tân Trào"]]}),
+            Forbidden,
+            "không thuộc phạm vi",
+        ),
         # Another commune's cluster answers as a missing one: node ids are not enumerable.
-        (officer, body(ids, targets={"nodes": ["tt-1"]}), InvalidBroadcast,
-         "Không tìm thấy cụm loa"),
-        (officer, body(ids, targets={"villages": [ids["Thôn Mới"]]}), Forbidden,
-         "không thuộc xã"),
+        (
+            officer,
+            body(ids, targets={"nodes": ["tt-1"]}),
+            InvalidBroadcast,
+            "Không tìm thấy cụm loa",
+        ),
+        (officer, body(ids, targets={"villages": [ids["Thôn Mới"]]}), Forbidden, "không thuộc xã"),
         (officer, body(ids, targets={"province": True}), Forbidden, "toàn tỉnh"),
-        (province, body(ids, targets={"communes": [99999]}), InvalidBroadcast,
-         "Không tìm thấy xã"),
-        (province, body(ids, targets={"communes": [ids["Xã Trống"]]}, priority="priority"),
-         InvalidBroadcast, "chưa có cụm loa"),
-        (officer, body(ids, targets={"villages": [ids["Thôn Đồng Tâm"]]}, start_at=at(30),
-                       recurrence={"rrule": "FREQ=DAILY", "until": "2001-01-01"}),
-         InvalidBroadcast, "kết thúc lặp"),
-        (province, body(ids, priority="emergency", start_at=None), InvalidBroadcast,
-         "xác nhận"),
-        (officer, body(ids, priority="emergency", start_at=None, confirm=True), Forbidden,
-         "cấp tỉnh"),
+        (province, body(ids, targets={"communes": [99999]}), InvalidBroadcast, "Không tìm thấy xã"),
+        (
+            province,
+            body(ids, targets={"communes": [ids["Xã Trống"]]}, priority="priority"),
+            InvalidBroadcast,
+            "chưa có cụm loa",
+        ),
+        (
+            officer,
+            body(
+                ids,
+                targets={"villages": [ids["Thôn Đồng Tâm"]]},
+                start_at=at(30),
+                recurrence={"rrule": "FREQ=DAILY", "until": "2001-01-01"},
+            ),
+            InvalidBroadcast,
+            "kết thúc lặp",
+        ),
+        (province, body(ids, priority="emergency", start_at=None), InvalidBroadcast, "xác nhận"),
+        (
+            officer,
+            body(ids, priority="emergency", start_at=None, confirm=True),
+            Forbidden,
+            "cấp tỉnh",
+        ),
         (officer, body(ids, title=" "), InvalidBroadcast, "tiêu đề"),
         (officer, body(ids, volume=130), InvalidBroadcast, "0–100"),
         (officer, body(ids, repeat=0), InvalidBroadcast, "1–20"),
         (officer, body(ids, priority="urgent"), InvalidBroadcast, "Mức ưu tiên"),
         (officer, body(ids, tts_text="xin chào"), InvalidBroadcast, "đúng một nguồn"),
-        (officer, body(ids, recurrence={"rrule": "FREQ=MINUTELY"}), InvalidBroadcast,
-         "ngày, tuần"),
+        (officer, body(ids, recurrence={"rrule": "FREQ=MINUTELY"}), InvalidBroadcast, "ngày, tuần"),
         (officer, body(ids, colour="red"), InvalidBroadcast, "Trường không rõ"),
         (Actor("technician", None, "kt"), body(ids), Forbidden, "tạo bản tin"),
     ]
@@ -105,27 +133,53 @@ def test_same_node_same_time_same_level_is_a_conflict_other_levels_are_not(world
     first = svc.create(officer, body(ids, start_at=at(60)))
     # The same village, overlapping time, same level: refused, and says with what.
     with pytest.raises(Conflict) as err:
-        svc.create(officer, body(ids, title="Họp thôn", start_at=at(65),
-                                 targets={"villages": [ids["Thôn Tân Lập"]]}))
+        svc.create(
+            officer,
+            body(
+                ids, title="Họp thôn", start_at=at(65), targets={"villages": [ids["Thôn Tân Lập"]]}
+            ),
+        )
     assert "Trùng lịch" in err.value.message and "Thôn Tân Lập" in err.value.message
     assert "bấm «Hủy»" in err.value.message  # points at a button that exists
     assert "Thông báo lịch tiêm chủng" in err.value.message
     assert err.value.details[0]["broadcast_id"] == first["id"]
     # Another commune at the same time, or after the first ends: fine.
-    svc.create(province, body(ids, title="Tân Trào", start_at=at(60),
-                              targets={"communes": [ids["Tân Trào"]]}, priority="priority"))
+    svc.create(
+        province,
+        body(
+            ids,
+            title="Tân Trào",
+            start_at=at(60),
+            targets={"communes": [ids["Tân Trào"]]},
+            priority="priority",
+        ),
+    )
     svc.create(officer, body(ids, title="Sau đó", start_at=at(71)))
     # Province priority over the commune's normal item at the same time: not a conflict.
-    out = svc.create(province, body(ids, title="Ưu tiên", start_at=at(60), priority="priority",
-                                    targets={"communes": [ids["Đội Cấn"]]}))
+    out = svc.create(
+        province,
+        body(
+            ids,
+            title="Ưu tiên",
+            start_at=at(60),
+            priority="priority",
+            targets={"communes": [ids["Đội Cấn"]]},
+        ),
+    )
     assert out["status"] == "scheduled"
     # A recurring item that meets the one-off on its third day is caught too.
     day3 = datetime.now(ICT).replace(second=0, microsecond=0) + timedelta(days=3, hours=2)
     svc.create(officer, body(ids, title="Một lần", start_at=day3.isoformat()))
     with pytest.raises(Conflict):
-        svc.create(officer, body(ids, title="Hằng ngày",
-                                 start_at=(day3 - timedelta(days=2, minutes=5)).isoformat(),
-                                 recurrence={"rrule": "FREQ=DAILY"}))
+        svc.create(
+            officer,
+            body(
+                ids,
+                title="Hằng ngày",
+                start_at=(day3 - timedelta(days=2, minutes=5)).isoformat(),
+                recurrence={"rrule": "FREQ=DAILY"},
+            ),
+        )
 
 
 def test_approval_by_province_when_configured(world, db):
@@ -147,8 +201,14 @@ def test_approval_by_province_when_configured(world, db):
 
 def test_province_normal_bulletin_goes_to_commune_inboxes(world, db):
     svc, ids, province, officer = world
-    out = svc.create(province, body(ids, targets={"communes": [ids["Đội Cấn"], ids["Tân Trào"]]},
-                                    title="Tuyên truyền phòng chống bão"))
+    out = svc.create(
+        province,
+        body(
+            ids,
+            targets={"communes": [ids["Đội Cấn"], ids["Tân Trào"]]},
+            title="Tuyên truyền phòng chống bão",
+        ),
+    )
     assert out["status"] == "approved"  # not on the nodes: the communes decide
     mine = svc.inbox(officer)
     assert [i["title"] for i in mine] == ["Tuyên truyền phòng chống bão"]
@@ -174,8 +234,9 @@ def test_province_normal_bulletin_goes_to_commune_inboxes(world, db):
 def test_visibility_and_calendar(world, db):
     svc, ids, province, officer = world
     other = Actor("commune", frozenset({ids["Tân Trào"]}), "canbo-tantrao")
-    mine = svc.create(officer, body(ids, start_at=at(60),
-                                    recurrence={"rrule": "FREQ=DAILY", "exceptions": []}))
+    mine = svc.create(
+        officer, body(ids, start_at=at(60), recurrence={"rrule": "FREQ=DAILY", "exceptions": []})
+    )
     with pytest.raises(NotFound):
         svc.get(other, mine["id"])
     assert svc.list(other)["total"] == 0
@@ -203,8 +264,7 @@ def test_slots_passed_beyond_grace_are_recorded_missed_not_played(world, db):
     with db.session() as s:
         rows = s.scalars(select(Airing).where(Airing.broadcast_id == out["id"])).all()
         assert [a.status for a in rows] == ["missed"] * 3
-        targets = s.scalars(select(AiringTarget).where(
-            AiringTarget.airing_id == rows[0].id)).all()
+        targets = s.scalars(select(AiringTarget).where(AiringTarget.airing_id == rows[0].id)).all()
         assert sorted(t.node_id for t in targets) == ["dc-1", "dc-2", "dc-3"]
         assert all(t.phase == "pending" and "lỡ" in t.error for t in targets)
     # Recording again adds nothing: never twice.
@@ -216,8 +276,9 @@ def test_slots_passed_beyond_grace_are_recorded_missed_not_played(world, db):
 
 def test_saved_groups_resolve_at_dispatch_time_and_respect_scope(world, db):
     svc, ids, province, officer = world
-    group = svc.create_group(officer, "Loa đầu làng", {"villages": [ids["Thôn Tân Lập"]],
-                                                       "nodes": ["dc-1"]})
+    group = svc.create_group(
+        officer, "Loa đầu làng", {"villages": [ids["Thôn Tân Lập"]], "nodes": ["dc-1"]}
+    )
     assert group["nodes"] == 2 and group["owner_commune_id"] == ids["Đội Cấn"]
     out = svc.create(officer, body(ids, targets={"groups": [group["id"]]}))
     with db.session() as s:
@@ -225,6 +286,7 @@ def test_saved_groups_resolve_at_dispatch_time_and_respect_scope(world, db):
         assert [t.node_id for t in resolve_nodes(s, b.targets)] == ["dc-1", "dc-3"]
         # A cluster installed later in the village is included when the slot is dispatched.
         from registry.models import Node
+
         s.add(Node(id="dc-9", village_id=ids["Thôn Tân Lập"]))
     with db.session() as s:
         b = s.get(Broadcast, out["id"])
@@ -247,15 +309,34 @@ def test_an_officers_list_pages_in_the_database_whatever_was_sent(world, db):
     svc, ids, province, officer = world
     with db.session() as s:  # history: many broadcasts, as rows (creating them is not tested)
         for i in range(120):
-            s.add(Broadcast(title=f"Tỉnh {i}", targets={"communes": [ids["Tân Trào"]]},
-                            status="aired", created_ms=1_000 + i))
-            s.add(Broadcast(title=f"Xã {i}", targets={"communes": [ids["Đội Cấn"]]},
-                            status="aired", owner_commune_id=ids["Đội Cấn"],
-                            created_ms=1_000 + i))
-        s.add(Broadcast(title="Cả tỉnh", targets={"province": True}, status="aired",
-                        created_ms=5_000))
-        s.add(Broadcast(title="Thôn Tân Lập", targets={"villages": [ids["Thôn Tân Lập"]]},
-                        status="aired", created_ms=5_001))
+            s.add(
+                Broadcast(
+                    title=f"Tỉnh {i}",
+                    targets={"communes": [ids["Tân Trào"]]},
+                    status="aired",
+                    created_ms=1_000 + i,
+                )
+            )
+            s.add(
+                Broadcast(
+                    title=f"Xã {i}",
+                    targets={"communes": [ids["Đội Cấn"]]},
+                    status="aired",
+                    owner_commune_id=ids["Đội Cấn"],
+                    created_ms=1_000 + i,
+                )
+            )
+        s.add(
+            Broadcast(title="Cả tỉnh", targets={"province": True}, status="aired", created_ms=5_000)
+        )
+        s.add(
+            Broadcast(
+                title="Thôn Tân Lập",
+                targets={"villages": [ids["Thôn Tân Lập"]]},
+                status="aired",
+                created_ms=5_001,
+            )
+        )
 
     def queries_of(call) -> tuple[object, int]:
         count = 0
@@ -263,6 +344,7 @@ def test_an_officers_list_pages_in_the_database_whatever_was_sent(world, db):
         def counted(*_args):
             nonlocal count
             count += 1
+
         event.listen(db.engine, "before_cursor_execute", counted)
         try:
             return call(), count

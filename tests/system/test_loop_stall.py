@@ -56,8 +56,9 @@ def _registry(db) -> dict:
     ids = [f"sim-{i:04d}" for i in range(1, NODES + 1)]
     communes: dict[str, dict[str, list[str]]] = {}
     for c, name in enumerate(("Đội Cấn", "Tân Trào", "Minh Thanh")):
-        communes[name] = {f"Thôn {c}-{v}": ids[(c * 5 + v) * 20:(c * 5 + v + 1) * 20]
-                          for v in range(5)}
+        communes[name] = {
+            f"Thôn {c}-{v}": ids[(c * 5 + v) * 20 : (c * 5 + v + 1) * 20] for v in range(5)
+        }
     return make_registry(db, communes=communes, heartbeat_s=1)
 
 
@@ -72,11 +73,27 @@ def _fleet(broker, data_dir: Path) -> subprocess.Popen:
     """``loa sim`` in a process of its own: its CPU is not the loop under test."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "LOA_DATA_DIR": str(data_dir)}
     entry = "import sys; from system.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.Popen([sys.executable, "-c", entry, "sim", "--nodes", str(NODES),
-                             "--heartbeat-s", "1", "--mqtt-host", broker.host,
-                             "--mqtt-port", str(broker.port)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            entry,
+            "sim",
+            "--nodes",
+            str(NODES),
+            "--heartbeat-s",
+            "1",
+            "--mqtt-host",
+            broker.host,
+            "--mqtt-port",
+            str(broker.port),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _hold_write_lock(db, stop: threading.Event, errors: list[BaseException]) -> None:
@@ -94,8 +111,9 @@ def _hold(db, stop: threading.Event) -> None:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             else:
                 conn.exec_driver_sql("BEGIN")
-                conn.exec_driver_sql(f"LOCK TABLE {JOBS_TABLE}, {Broadcast.__tablename__} "
-                                     "IN EXCLUSIVE MODE")
+                conn.exec_driver_sql(
+                    f"LOCK TABLE {JOBS_TABLE}, {Broadcast.__tablename__} IN EXCLUSIVE MODE"
+                )
             time.sleep(0.4)
             conn.exec_driver_sql("ROLLBACK")
 
@@ -107,11 +125,19 @@ def _at(seconds: float) -> str:
 async def test_the_loop_is_never_held_over_100_ms(tmp_path, settings, db, mosquitto_broker):
     ids = _registry(db)
     communes = [ids[n] for n in ("Đội Cấn", "Tân Trào", "Minh Thanh")]
-    cfg = settings_for(settings, mosquitto_broker, heartbeat_s=1, flush_interval_s=0.2,
-                       alarm_interval_s=0.5, indicator_answer_ttl_s=0)
-    tokens = {"province": _token(db, "so-vhtt", "province", []),
-              "officer": _token(db, "canbo", "commune", [communes[0]]),
-              "technician": _token(db, "kythuat", "technician", [])}
+    cfg = settings_for(
+        settings,
+        mosquitto_broker,
+        heartbeat_s=1,
+        flush_interval_s=0.2,
+        alarm_interval_s=0.5,
+        indicator_answer_ttl_s=0,
+    )
+    tokens = {
+        "province": _token(db, "so-vhtt", "province", []),
+        "officer": _token(db, "canbo", "commune", [communes[0]]),
+        "technician": _token(db, "kythuat", "technician", []),
+    }
     system = System(cfg, db=db, api_db=db, live=False, sched=SCHED)
     fleet = _fleet(mosquitto_broker, tmp_path / "sim")
     await system.start()
@@ -125,23 +151,34 @@ async def test_the_loop_is_never_held_over_100_ms(tmp_path, settings, db, mosqui
             await asyncio.sleep(0.05)
         assert system.scheduling.started
         transport = httpx.ASGITransport(app=system.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://loa",
-                                     timeout=60) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://loa", timeout=60
+        ) as client:
+
             def as_(who: str) -> dict[str, str]:
                 return {"Authorization": f"Bearer {tokens[who]}"}
 
             # Recurring broadcasts (daily and weekly), so the
             # scheduler's housekeeping expands rules and queries each one.
             for i in range(6):
-                r = await client.post("/api/v1/broadcasts", headers=as_("province"), json={
-                    "title": f"Bản tin định kỳ {i}", "tts_text": "Xin chào bà con.",
-                    "targets": {"communes": [communes[i % 3]]}, "start_at": _at(3600 + i * 600),
-                    "recurrence": {"rrule": "FREQ=DAILY" if i % 2 else "FREQ=WEEKLY"}})
+                r = await client.post(
+                    "/api/v1/broadcasts",
+                    headers=as_("province"),
+                    json={
+                        "title": f"Bản tin định kỳ {i}",
+                        "tts_text": "Xin chào bà con.",
+                        "targets": {"communes": [communes[i % 3]]},
+                        "start_at": _at(3600 + i * 600),
+                        "recurrence": {"rrule": "FREQ=DAILY" if i % 2 else "FREQ=WEEKLY"},
+                    },
+                )
                 assert r.status_code == 201, r.text
             online = system.controller.ingest.fleet.nodes
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and sum(
-                    1 for rt in online.values() if rt.state.value == "online") < NODES * 0.9:
+            while (
+                time.monotonic() < deadline
+                and sum(1 for rt in online.values() if rt.state.value == "online") < NODES * 0.9
+            ):
                 await asyncio.sleep(0.2)
             assert sum(1 for rt in online.values() if rt.state.value == "online") >= NODES * 0.9
 
@@ -169,15 +206,21 @@ async def test_the_loop_is_never_held_over_100_ms(tmp_path, settings, db, mosqui
                         hit("GET", "/api/v1/schedule", "officer"),
                     )
                     if n % 3 == 0:  # an audit-producing write that schedules a job
-                        await hit("POST", "/api/v1/broadcasts", "province", json={
-                            "title": f"Thông báo {k}-{n}", "tts_text": "Họp thôn tối nay.",
-                            "targets": {"communes": [communes[k % 3]]},
-                            "start_at": _at(7 * 86400 + (k * 1000 + n) * 300)})
+                        await hit(
+                            "POST",
+                            "/api/v1/broadcasts",
+                            "province",
+                            json={
+                                "title": f"Thông báo {k}-{n}",
+                                "tts_text": "Họp thôn tối nay.",
+                                "targets": {"communes": [communes[k % 3]]},
+                                "start_at": _at(7 * 86400 + (k * 1000 + n) * 300),
+                            },
+                        )
 
             stop_lock = threading.Event()
             lock_errors: list[BaseException] = []
-            locker = threading.Thread(target=_hold_write_lock,
-                                      args=(db, stop_lock, lock_errors))
+            locker = threading.Thread(target=_hold_write_lock, args=(db, stop_lock, lock_errors))
             await watch.start()
             locker.start()
             try:
@@ -197,9 +240,11 @@ async def test_the_loop_is_never_held_over_100_ms(tmp_path, settings, db, mosqui
         await system.stop()
         sys.setswitchinterval(switch_interval)
         gc.unfreeze()
-    print(f"\nloop watch: {watch.ticks} ticks, worst lateness {watch.max_lateness_ms:.0f} ms, "
-          f"longest gc {watch.gc_max_ms:.0f} ms; "
-          f"requests {counts}; {heard} clusters online")
+    print(
+        f"\nloop watch: {watch.ticks} ticks, worst lateness {watch.max_lateness_ms:.0f} ms, "
+        f"longest gc {watch.gc_max_ms:.0f} ms; "
+        f"requests {counts}; {heard} clusters online"
+    )
     assert not failures, failures
     assert not lock_errors, lock_errors
     assert counts["/api/v1/indicators/8.3"] >= 10 and counts["/api/v1/broadcasts"] >= 10

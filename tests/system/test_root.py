@@ -30,7 +30,11 @@ async def test_a_process_starts_in_order_and_stops_in_reverse(settings, db, mosq
     assert system.alerts.broadcasts is system.scheduling.broadcasts
     # The fleet-wide duties are roles of the leader, in the order they start.
     assert [r.name for r in system.controller.leader_roles] == [
-        "bộ lập lịch phát thanh", "cảnh báo", "thông báo", "cảnh báo CAP"]
+        "bộ lập lịch phát thanh",
+        "cảnh báo",
+        "thông báo",
+        "cảnh báo CAP",
+    ]
     # The dispatcher and node command answers observe the ingest.
     observers = system.controller.ingest._observers
     assert system.scheduling.dispatcher in observers
@@ -71,12 +75,28 @@ async def test_an_api_only_process_sends_node_commands_through_its_own_link(sett
 
 
 def test_every_command_is_registered():
-    out = subprocess.run([sys.executable, "-m", "system", "--help"], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "system", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
-    for command in ("broker", "controller", "serve", "demo", "registry", "sim", "tts",
-                    "content", "schedule", "report", "attest", "indicator", "user", "nodes", "node",
-                    "alerts"):
+    for command in (
+        "broker",
+        "controller",
+        "serve",
+        "demo",
+        "registry",
+        "sim",
+        "tts",
+        "content",
+        "schedule",
+        "report",
+        "attest",
+        "indicator",
+        "user",
+        "nodes",
+        "node",
+        "alerts",
+    ):
         assert command in out.stdout, f"'loa {command}' is missing from loa --help"
 
 
@@ -85,11 +105,21 @@ def test_one_shot_commands_act_through_the_root_on_a_fresh_database(tmp_path):
     on a database nobody created yet, every table is made and the lists answer."""
     import os
 
-    env = {**os.environ, "LOA_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}",
-           "LOA_DATA_DIR": str(tmp_path / "data")}
-    for args, expected in ((["schedule", "list"], "Tổng: 0 bản tin"),
-                           (["alerts", "list"], "Tổng: 0 cảnh báo")):
-        out = subprocess.run([sys.executable, "-m", "system", *args], capture_output=True,
-                             text=True, timeout=120, env=env)
+    env = {
+        **os.environ,
+        "LOA_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}",
+        "LOA_DATA_DIR": str(tmp_path / "data"),
+    }
+    for args, expected in (
+        (["schedule", "list"], "Tổng: 0 bản tin"),
+        (["alerts", "list"], "Tổng: 0 cảnh báo"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "system", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
         assert out.returncode == 0, out.stderr
         assert expected in out.stdout, out.stdout
