@@ -994,3 +994,6 @@ JS_STRINGS += (
     "Không dùng được micrô: hãy cho phép trình duyệt dùng micrô rồi thử lại.",
     "Trình duyệt này không cho dùng micrô ở đây. Hãy mở trang qua https bằng Chrome hoặc Firefox.",
 )
+
+# An alert's proof as a file (issue 19): alert.html.
+EN.update({"Tải bằng chứng": "Download the proof"})

@@ -96,14 +96,16 @@ async def mic_chunk(
     seq: int = Query(..., ge=0, le=10_000_000),
     user: User = Depends(current_user),
     svc: BroadcastService = Depends(get_service),
-    feeds: MicFeeds = Depends(get_feeds),
 ):
     """One chunk of the officer's recording (raw bytes, in order from ``seq`` 0)."""
+    # Whose broadcast, and is it open, before whether a live server runs: an unknown id is
+    # a 404 whatever this process runs.
     try:
         mount = await run_in_threadpool(svc.mic_mount, actor_of(user), broadcast_id)
     except Conflict:  # over on the server (judged, cancelled, failed): end its feed too
-        await run_in_threadpool(feeds.stop, broadcast_id)
+        await run_in_threadpool(get_feeds(request).stop, broadcast_id)
         raise
+    feeds = get_feeds(request)
     chunk = await request.body()
     received = await run_in_threadpool(feeds.push, broadcast_id, mount, seq, chunk)
     if seq == 0:  # one audit row when the microphone goes on air, not one per chunk
@@ -132,12 +134,12 @@ async def mic_status(
     broadcast_id: int = id_param(),
     user: User = Depends(current_user),
     svc: BroadcastService = Depends(get_service),
-    feeds: MicFeeds = Depends(get_feeds),
 ):
     """Is the microphone on air, how many clusters listen (Icecast), and each cluster's
     progress by village and place."""
     actor = actor_of(user)
     b = await run_in_threadpool(svc.get, actor, broadcast_id)
+    feeds = get_feeds(request)
     live = request.app.state.ctx.live
     listeners = await run_in_threadpool(live.listeners)
     mount = (b.get("stream_url") or "").removeprefix(live.base_url)
@@ -168,12 +170,11 @@ async def mic_stop(
     broadcast_id: int = id_param(),
     user: User = Depends(current_user),
     svc: BroadcastService = Depends(get_service),
-    feeds: MicFeeds = Depends(get_feeds),
 ):
     """The big stop button: close the source cleanly, then end the broadcast."""
     actor = actor_of(user)
     await run_in_threadpool(svc.mic_mount, actor, broadcast_id)  # the owner, still open
-    await run_in_threadpool(feeds.stop, broadcast_id)
+    await run_in_threadpool(get_feeds(request).stop, broadcast_id)
     out = await run_in_threadpool(svc.end_live, actor, broadcast_id)
     ctx = request.app.state.ctx
 

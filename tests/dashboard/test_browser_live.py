@@ -93,7 +93,13 @@ def test_technician_sees_a_killed_node_turn_red_without_reload(live_stack, page)
 
     # The killed node cannot answer: the technician is told so, not that all went well.
     page.goto(f"{stack.base_url}/tech/nodes/dc-002")
-    page.click("form:has(input[value=selftest]) button", no_wait_after=True)
-    assert page.inner_text("form:has(input[value=selftest]) button") == "Đang gửi…"
+    # While the server waits for the node, the button says so and takes no second tap. The
+    # page may come back before that can be read, so hold this first submission in the page.
+    page.evaluate("document.addEventListener('submit', e => e.preventDefault(), {once: true})")
+    button = "form:has(input[value=selftest]) button"
+    page.click(button)
+    assert page.inner_text(button) == "Đang gửi…" and page.is_disabled(button)
+    page.reload()
+    page.click(button, no_wait_after=True)
     page.wait_for_url("**/tech/nodes/dc-002?ok=cmd_pending", timeout=20_000)
     assert "chưa phản hồi" in page.inner_text(".flash.error")
