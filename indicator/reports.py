@@ -315,6 +315,31 @@ def _cell(key: str, value) -> str:
     return str(value)
 
 
+# Section IV, the same columns in the PDF and the DOCX.
+_COMMUNE_TABLE_KEYS = (
+    "stt",
+    "name",
+    "station",
+    "villages",
+    "clusters",
+    "coverage",
+    "min_availability",
+    "min_aired",
+    "airings",
+    "result",
+    "evidence",
+)
+
+
+def _commune_table(report: Report) -> tuple[list[str], list[list[str]]]:
+    """Headings and rows of the per-commune results table (section IV)."""
+    heads = dict(COMMUNE_COLUMNS) | {"coverage": "Đã giám sát"}
+    return (
+        [heads[k] for k in _COMMUNE_TABLE_KEYS],
+        [[_cell(k, row.get(k)) for k in _COMMUNE_TABLE_KEYS] for row in report.commune_rows],
+    )
+
+
 # --------------------------------------------------------------------------- HTML
 
 _env = Environment(
@@ -522,23 +547,8 @@ def render_pdf(report: Report) -> bytes:
 
     pdf.add_page(orientation="L")
     section(f"IV. KẾT QUẢ {report.label.upper()} THEO XÃ")
-    keys = [
-        "stt",
-        "name",
-        "station",
-        "villages",
-        "clusters",
-        "coverage",
-        "min_availability",
-        "min_aired",
-        "airings",
-        "result",
-        "evidence",
-    ]
-    heads = dict(COMMUNE_COLUMNS) | {"coverage": "Đã giám sát"}
     table(
-        [heads[k] for k in keys],
-        [[_cell(k, row.get(k)) for k in keys] for row in report.commune_rows],
+        *_commune_table(report),
         [10, 34, 14, 13, 13, 18, 18, 18, 15, 22, 77],
         10,
         4.8,
@@ -681,23 +691,8 @@ def render_docx(report: Report) -> bytes:
     para("III. THỜI LƯỢNG PHÁT THANH THEO NGÔN NGỮ", bold=True)
     table(["Ngôn ngữ", "Số giờ", "Tỉ lệ"], [list(r) for r in report.language_rows])
     para(f"IV. KẾT QUẢ {report.label.upper()} THEO XÃ", bold=True)
-    keys = [
-        "stt",
-        "name",
-        "station",
-        "villages",
-        "clusters",
-        "coverage",
-        "min_availability",
-        "min_aired",
-        "airings",
-        "result",
-        "evidence",
-    ]
-    heads = dict(COMMUNE_COLUMNS) | {"coverage": "Đã giám sát"}
     table(
-        [heads[k] for k in keys],
-        [[_cell(k, row.get(k)) for k in keys] for row in report.commune_rows],
+        *_commune_table(report),
         9,
     )
     para("Chi tiết từng thôn tại Phụ lục kèm theo báo cáo này.", italic=True, size=12)
