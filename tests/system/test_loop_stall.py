@@ -46,7 +46,7 @@ NODES = 300
 STALL_MS = 100.0
 ANY_STALL_MS = 1000.0
 STRICT = os.environ.get("LOA_STRICT_LOOP_STALL") == "1"
-LOAD_S = 20.0
+LOAD_S = 10.0
 # Housekeeping every 0.5 s (not 5 s): the scheduler's periodic work runs 40 times under load.
 SCHED = SchedulerSettings(housekeeping_s=0.5)
 
@@ -141,7 +141,7 @@ async def test_the_loop_is_never_held_over_100_ms(tmp_path, settings, db, mosqui
     system = System(cfg, db=db, api_db=db, live=False, sched=SCHED)
     fleet = _fleet(mosquitto_broker, tmp_path / "sim")
     await system.start()
-    switch_interval = sys.getswitchinterval()
+    switch_interval, thresholds = sys.getswitchinterval(), gc.get_threshold()
     settle_for_latency()  # as ``loa serve`` does once started
     watch = LoopWatch(threshold_ms=STALL_MS)
     try:
@@ -158,6 +158,16 @@ async def test_the_loop_is_never_held_over_100_ms(tmp_path, settings, db, mosqui
             def as_(who: str) -> dict[str, str]:
                 return {"Authorization": f"Bearer {tokens[who]}"}
 
+            # The audio, synthesised once: TTS and loudness normalisation run in ffmpeg
+            # and espeak subprocesses, which only compete for the CPUs (a broadcast with
+            # ``tts_text`` costs ~3 s of them on this machine).
+            r = await client.post(
+                "/api/v1/content/tts",
+                headers=as_("province"),
+                json={"text": "Xin chào bà con.", "title": "Lời chào"},
+            )
+            assert r.status_code == 201, r.text
+            content_id = r.json()["id"]
             # Recurring broadcasts (daily and weekly), so the
             # scheduler's housekeeping expands rules and queries each one.
             for i in range(6):
@@ -166,7 +176,7 @@ async def test_the_loop_is_never_held_over_100_ms(tmp_path, settings, db, mosqui
                     headers=as_("province"),
                     json={
                         "title": f"Bản tin định kỳ {i}",
-                        "tts_text": "Xin chào bà con.",
+                        "content_id": content_id,
                         "targets": {"communes": [communes[i % 3]]},
                         "start_at": _at(3600 + i * 600),
                         "recurrence": {"rrule": "FREQ=DAILY" if i % 2 else "FREQ=WEEKLY"},
@@ -212,7 +222,7 @@ async def test_the_loop_is_never_held_over_100_ms(tmp_path, settings, db, mosqui
                             "province",
                             json={
                                 "title": f"Thông báo {k}-{n}",
-                                "tts_text": "Họp thôn tối nay.",
+                                "content_id": content_id,
                                 "targets": {"communes": [communes[k % 3]]},
                                 "start_at": _at(7 * 86400 + (k * 1000 + n) * 300),
                             },
@@ -239,12 +249,11 @@ async def test_the_loop_is_never_held_over_100_ms(tmp_path, settings, db, mosqui
             fleet.kill()
         await system.stop()
         sys.setswitchinterval(switch_interval)
+        gc.set_threshold(*thresholds)
         gc.unfreeze()
-    print(
-        f"\nloop watch: {watch.ticks} ticks, worst lateness {watch.max_lateness_ms:.0f} ms, "
-        f"longest gc {watch.gc_max_ms:.0f} ms; "
-        f"requests {counts}; {heard} clusters online"
-    )
+    print(f"\nloop watch: {watch.summary()}; requests {counts}; {heard} clusters online")
+    if os.environ.get("LOA_LOOP_STALL_REPORT"):  # the figures in docs/architecture.md
+        Path(os.environ["LOA_LOOP_STALL_REPORT"]).write_text(watch.report())
     assert not failures, failures
     assert not lock_errors, lock_errors
     assert counts["/api/v1/indicators/8.3"] >= 10 and counts["/api/v1/broadcasts"] >= 10
@@ -252,6 +261,10 @@ async def test_the_loop_is_never_held_over_100_ms(tmp_path, settings, db, mosqui
     assert watch.ticks > LOAD_S * 1000 / watch.interval_ms / 4  # the watch itself ran
     blocked = [st for st in watch.stalls if st.blocking_call]
     assert not blocked, watch.report()
+    # Held by the process itself: it used more than 100 ms of CPU while the loop waited
+    # (its own Python work, the GIL, a collection), not the OS running something else.
+    held = [st for st in watch.stalls if st.own_ms > STALL_MS]
+    assert not held, watch.report()
     assert watch.max_lateness_ms <= ANY_STALL_MS, watch.report()
     if STRICT:
         assert not watch.stalls, watch.report()
