@@ -5,6 +5,7 @@ silently smaller API."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -128,3 +129,41 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     Vietnamese message."""
     assert isinstance(exc, DomainError)
     return JSONResponse({"detail": exc.message, **exc.extra()}, status_code=exc.status)
+
+
+def warm_routes(app: FastAPI) -> int:
+    """Build the app's route table now, in the calling thread, not on the first requests.
+
+    FastAPI (0.165) builds each router's table of routes, with their pydantic response
+    fields, the first time a request goes through it: 570-700 ms of CPU for Loa's routers,
+    which in ``loa serve`` would run on the event loop that runs the ingest and hold it
+    that long (seen by ``tests/system/test_loop_stall.py``: a 337 ms stall inside
+    ``_build_effective_context``). A request for a path no route has walks every router,
+    so it builds them all; it goes to the router alone (no middleware, no route runs) on a
+    loop of this thread's own. The composition root calls this in a worker thread at start.
+    Returns the probe's HTTP status (404)."""
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    path = "/.loa-warm-up/no-such-route"
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "client": ("127.0.0.1", 0),
+        "server": ("loa", 80),
+    }
+    asyncio.run(app.router(scope, receive, send))  # type: ignore[arg-type]
+    return int(sent[0]["status"]) if sent else 0  # type: ignore[call-overload]
