@@ -617,14 +617,28 @@ class BroadcastService(ControlMixin):
         return item, s.get_one(Broadcast, item.broadcast_id)
 
     def schedule_from_inbox(
-        self, actor: Actor, item_id: int, payload: Any, *, audit: InTransaction | None = None
+        self,
+        actor: Actor,
+        item_id: int,
+        payload: Any,
+        *,
+        client_key: str | None = None,
+        audit: InTransaction | None = None,
     ) -> dict[str, Any]:
-        """The commune takes a province bulletin: a broadcast of its own, same content."""
+        """The commune takes a province bulletin: a broadcast of its own, same content.
+        ``client_key`` and ``audit`` as for ``create``: a retry with the same key answers
+        the broadcast the first request made (``replayed``), not "already handled"."""
         if actor.role not in ("commune", "province"):
             raise Forbidden("Chỉ cán bộ xã được lên lịch bản tin từ hộp thư.")
         payload = payload or {}
         if not isinstance(payload, dict):
             raise InvalidBroadcast("Yêu cầu phải là một đối tượng JSON.")
+        client_key = check_client_key(client_key)
+        asked = {"item_id": item_id, "payload": payload}
+        if client_key is not None:
+            earlier = self._replay(actor, client_key, "inbox.schedule", asked)
+            if earlier is not None:
+                return earlier
         now = self.clock()
         with self.db.session() as s:
             item, original = self._inbox_item(s, actor, item_id)
@@ -668,6 +682,16 @@ class BroadcastService(ControlMixin):
             )
             s.add(b)
             s.flush()
+            if client_key is not None:
+                idempotency.remember(
+                    s,
+                    actor.username,
+                    client_key,
+                    "inbox.schedule",
+                    asked,
+                    resource_id=b.id,
+                    now_ms=now,
+                )
             self._advance(s, actor, b, now, submit=True)
             item.state = "scheduled"
             item.handled_ms = now
