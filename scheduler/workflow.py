@@ -820,10 +820,13 @@ class BroadcastService(ControlMixin):
             self._retire_mount(mount)
         return True
 
-    def end_live(self, actor: Actor, broadcast_id: int) -> dict[str, Any]:
+    def end_live(
+        self, actor: Actor, broadcast_id: int, *, audit: InTransaction | None = None
+    ) -> dict[str, Any]:
         """The officer pressed stop after closing the source cleanly: the clusters hear the
         stream end and report it played, and the mount is withdrawn (cutting any listener
-        left). Stopped before its slot came, nothing aired: the broadcast is cancelled."""
+        left). Stopped before its slot came, nothing aired: the broadcast is cancelled, in
+        one transaction with ``audit``'s row."""
         with self.db.session() as s:
             b = self._load(s, actor, broadcast_id)
             if not self._may_manage(actor, b):
@@ -837,10 +840,14 @@ class BroadcastService(ControlMixin):
             )
             is_open = b.status in OPEN_STATUSES
         if is_open and not dispatched:
-            return self.cancel(actor, broadcast_id)
+            return self.cancel(actor, broadcast_id, audit=audit)
         if mount:
             self._retire_mount(mount)
-        return self.get(actor, broadcast_id)
+        out = self.get(actor, broadcast_id)
+        if audit is not None:  # nothing else to write: the record is this step's change
+            with self.db.session() as s:
+                audit(s, out)
+        return out
 
     def live_on_air(self, actor: Actor, listeners: dict[str, int]) -> list[dict[str, Any]]:
         """Live broadcasts on air now that this user may see (``listeners``: mount ->
