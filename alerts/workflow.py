@@ -88,6 +88,29 @@ AUTO_ACTOR = "cap-tu-dong"
 AuditHook = Callable[[Session, str, str, str, dict], None]
 
 
+def targets_by_node(s: Session, broadcast_id: int) -> tuple[dict[str, AiringTarget], int | None]:
+    """Each cluster's target row in a broadcast's first airing that reached it (a repeat is
+    its own broadcast), and when the airing was dispatched."""
+    per_node: dict[str, AiringTarget] = {}
+    dispatched = None
+    for t, a in s.execute(
+        select(AiringTarget, Airing)
+        .join(Airing)
+        .where(Airing.broadcast_id == broadcast_id)
+        .order_by(Airing.slot_ms)
+    ).all():
+        per_node.setdefault(t.node_id, t)
+        dispatched = dispatched or a.dispatched_ms
+    return per_node, dispatched
+
+
+def not_started_reason(t: AiringTarget | None) -> str:
+    """Why a targeted cluster did not start: never sent the command, or its last phase."""
+    if t is None:
+        return "Chưa được gửi lệnh (cụm loa chưa có trong lượt phát)"
+    return f"{t.phase}" + (f": {t.error}" if t.error else "")
+
+
 def _sha(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
@@ -1152,17 +1175,7 @@ class AlertService:
     def _airing_proof(
         s: Session, broadcast_id: int, row: CapAlert, clusters: dict[str, Cluster]
     ) -> dict[str, Any]:
-        targets = s.execute(
-            select(AiringTarget, Airing)
-            .join(Airing)
-            .where(Airing.broadcast_id == broadcast_id)
-            .order_by(Airing.slot_ms)
-        ).all()
-        per_node: dict[str, AiringTarget] = {}
-        dispatched = None
-        for t, a in targets:
-            per_node.setdefault(t.node_id, t)
-            dispatched = dispatched or a.dispatched_ms
+        per_node, dispatched = targets_by_node(s, broadcast_id)
         aimed = sorted(set(row.node_ids or []) | set(per_node))
         started = sorted(t.started_at_ms for t in per_node.values() if t.started_at_ms)
         n = len(aimed)
@@ -1180,11 +1193,7 @@ class AlertService:
             if t is not None and t.started_at_ms:
                 continue
             c = clusters.get(node_id)
-            why = (
-                "Chưa được gửi lệnh (cụm loa chưa có trong lượt phát)"
-                if t is None
-                else f"{t.phase}" + (f": {t.error}" if t.error else "")
-            )
+            why = not_started_reason(t)
             missing.append(
                 {
                     "node_id": node_id,
