@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from alerts import cap as capmod
-from alerts import speech
+from alerts import mapview, speech
 from alerts.areas import Cluster, load_clusters, select_clusters, targets_for
 from alerts.config import AlertSettings
 from alerts.errors import AlertConflict, AlertError, AlertForbidden, AlertNotFound, CapRefused
@@ -814,6 +814,8 @@ class AlertService:
             "unknown_geocodes": selection.unknown_geocodes,
             "text": text,
             "spoken": self._spoken(text) if text else "",
+            "node_ids": [c.node_id for c in selection.clusters],
+            "areas": mapview.areas_of(alert),
         }
 
     # ------------------------------------------------------------------ people
@@ -1169,7 +1171,37 @@ class AlertService:
             out["clusters_detail"] = [
                 clusters[n].as_dict() for n in (row.node_ids or []) if n in clusters
             ]
+            out["areas"] = self._areas(s, row)
         return out
+
+    @staticmethod
+    def _areas(s: Session, row: CapAlert) -> list[dict[str, Any]]:
+        """The polygons and circles of the stored document (it was accepted: it parses)."""
+        message = s.get(CapMessage, row.message_id)
+        if message is None:
+            return []
+        try:
+            _root, alert = capmod.load(bytes(message.raw), max_bytes=len(message.raw) + 1)
+        except CapRefused:
+            return []
+        return mapview.areas_of(alert)
+
+    def area_map(self, report: dict[str, Any]) -> dict[str, Any] | None:
+        """The offline map of a preview or an alert's report (``alerts.mapview``): its
+        areas, the targeted clusters (green/red by the first airing once aired), every
+        other cluster in view grey, the targeted villages listed."""
+        with self.db.session() as s:
+            clusters = load_clusters(s)
+        if "node_ids" in report:  # a preview: nothing aired
+            return mapview.area_map(clusters, report["node_ids"], report["areas"])
+        proof = report.get("proof")
+        targeted = [c["node_id"] for c in report.get("clusters_detail", [])]
+        return mapview.area_map(
+            clusters,
+            targeted,
+            report.get("areas", []),
+            not_started=None if proof is None else [m["node_id"] for m in proof["not_started"]],
+        )
 
     @staticmethod
     def _airing_proof(
