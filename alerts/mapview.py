@@ -16,6 +16,7 @@ from typing import Any
 
 from alerts.areas import Cluster
 from alerts.cap import CapAlert
+from loa.text import fold
 
 KM_PER_DEG_LAT = 111.32
 COLOURS = {
@@ -174,16 +175,16 @@ def villages_of(clusters: list[Cluster], missing: set[str] | None) -> list[dict[
             "started": None if missing is None else sum(c.node_id not in missing for c in cs),
             "placed": sum(c.lat is not None for c in cs),
         }
-        for (commune, village), cs in sorted(groups.items())
+        for (commune, village), cs in sorted(
+            groups.items(), key=lambda kv: (fold(kv[0][0]), fold(kv[0][1]))
+        )
     ]
 
 
-def _nice(km: float) -> float:
-    """A round length for the scale bar (1, 2 or 5 × a power of ten)."""
+def _nice(km: float) -> float | int:
+    """A round length for the scale bar (1, 2 or 5 × a power of ten; "2 km", not "2,0")."""
     if km <= 0:
-        return 1.0
-    power = 10 ** math.floor(math.log10(km))
-    for step in (1, 2, 5, 10):
-        if km <= step * power:
-            return float(step * power)
-    return float(10 * power)
+        return 1
+    power = 10.0 ** math.floor(math.log10(km))
+    value = next((s * power for s in (1, 2, 5) if km <= s * power), 10 * power)
+    return int(value) if value >= 1 else round(value, 3)
