@@ -81,14 +81,25 @@ async def fetch_all(urls: list[str], pid: int) -> dict:
     async with httpx.AsyncClient(
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=64), timeout=60
     ) as client:
+        errors: dict[str, int] = {}
 
         async def one(url: str) -> None:
-            async with sem:
-                r = await client.get(url)
-                r.raise_for_status()
-                hashlib.sha256(r.content).hexdigest()
+            # A node retries a failed download (firmware_sim.fetch); so does this client,
+            # and counts what failed, so a server that drops connections shows in the figures.
+            for _attempt in range(3):
+                async with sem:
+                    try:
+                        r = await client.get(url)
+                        r.raise_for_status()
+                    except httpx.HTTPError as exc:
+                        errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                        continue
+                    hashlib.sha256(r.content).hexdigest()
+                    return
+            errors["gave_up"] = errors.get("gave_up", 0) + 1
 
         await one(urls[0])  # warm
+        errors.clear()
         s0, c0, t0 = cpu(server), cpu(me), time.monotonic()
         await asyncio.gather(*(one(u) for u in urls))
         t1, s1, c1 = time.monotonic(), cpu(server), cpu(me)
@@ -99,6 +110,7 @@ async def fetch_all(urls: list[str], pid: int) -> dict:
         "wall_per_download_ms": round(1000 * (t1 - t0) / n, 2),
         "server_cpu_per_download_ms": round(1000 * (s1 - s0) / n, 2),
         "client_cpu_per_download_ms": round(1000 * (c1 - c0) / n, 2),
+        "errors": errors,
     }
 
 
