@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
 from dashboard.security import create_user, issue_token
 from loa.loopwatch import LoopWatch, settle_for_latency
@@ -40,6 +41,9 @@ from scheduler.runtime import JOBS_TABLE
 from system.root import System
 from tests.conftest import settings_for
 from tests.factories import make_registry
+
+# Runs in the SQLite pass only: the subject is the event loop's latency, not the database.
+pytestmark = pytest.mark.sqlite_pass_only
 
 REPO = Path(__file__).resolve().parents[2]
 NODES = 300
