@@ -17,6 +17,10 @@ from tests.alerts import capdocs as d
 from tests.alerts.conftest import place_clusters
 from tests.dashboard.conftest import login, screenshot
 
+# Runs in the SQLite pass only: the subject is the page in Chromium; the routes it calls are
+# tested on PostgreSQL (tests/alerts/test_alert_map.py, tests/dashboard/test_node_position.py).
+pytestmark = pytest.mark.sqlite_pass_only
+
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1366, "height": 900}
 # Thôn Đồng Bầu (dc-001, dc-002) inside the polygon, Thôn Pác Mòng's hvt-001 in the circle;
