@@ -363,6 +363,36 @@ async def alerts_upload_page(
     return await _list_page(request, user, svc, upload_error=error)
 
 
+@pages.post("/alerts/preview")
+async def alert_preview_page(
+    request: Request,
+    user: User = Depends(page_role("province", "commune")),
+    svc: AlertService = Depends(get_alerts),
+):
+    """What an uploaded document would do, on the map and by village: nothing is stored or
+    aired. A refused document comes back to the list with the reason."""
+    form = await request.form(max_files=1, max_fields=4)
+    file = form.get("file")
+    if file is None or isinstance(file, str):
+        return await _list_page(request, user, svc, preview_error="Chưa chọn tệp CAP.")
+    raw = await file.read(svc.settings.max_bytes + 1)
+    request.state.audited = True  # a preview changes nothing
+    try:
+        preview = await run_in_threadpool(svc.preview, raw)
+    except AlertError as exc:
+        return await _list_page(request, user, svc, preview_error=exc.message)
+    area = await run_in_threadpool(svc.area_map, preview)
+    return render(
+        request,
+        "alert_preview.html",
+        user,
+        p=preview,
+        map=area,
+        filename=file.filename or "",
+        page={"view": "alert_preview"},
+    )
+
+
 @pages.get("/alerts/{alert_id}")
 async def alert_page(
     request: Request,
@@ -371,39 +401,8 @@ async def alert_page(
     svc: AlertService = Depends(get_alerts),
 ):
     report = await run_in_threadpool(svc.report, actor_of(user), alert_id)
-    return render(
-        request, "alert.html", user, a=report, map=cluster_map(report), page={"view": "alert"}
-    )
-
-
-def cluster_map(report: dict[str, Any], w: int = 640, h: int = 320) -> dict | None:
-    """Where the targeted clusters are, as SVG points (equirectangular, fine over a province),
-    green when they started the first airing, red when not."""
-    pts = [c for c in report.get("clusters_detail", []) if c["lat"] is not None]
-    if not pts:
-        return None
-    missing = {m["node_id"] for m in (report.get("proof") or {}).get("not_started", [])}
-    aired = report.get("proof") is not None
-    lats = [c["lat"] for c in pts]
-    lons = [c["lon"] for c in pts]
-    lo_lat, hi_lat = min(lats), max(lats)
-    lo_lon, hi_lon = min(lons), max(lons)
-    span = max(hi_lat - lo_lat, hi_lon - lo_lon, 0.01)
-    pad = 16
-    scale = min((w - 2 * pad) / span, (h - 2 * pad) / span)
-    out = []
-    for c in pts:
-        state = "pending" if not aired else ("missing" if c["node_id"] in missing else "started")
-        out.append(
-            {
-                "x": round(pad + (c["lon"] - lo_lon) * scale, 1),
-                "y": round(h - pad - (c["lat"] - lo_lat) * scale, 1),
-                "state": state,
-                "fill": {"started": "#2e7d32", "missing": "#c62828"}.get(state, "#757575"),
-                "title": f"{c['node_id']} · {c['village']} · {c['commune']}",
-            }
-        )
-    return {"w": w, "h": h, "points": out}
+    area = await run_in_threadpool(svc.area_map, report)
+    return render(request, "alert.html", user, a=report, map=area, page={"view": "alert"})
 
 
 @pages.post("/alerts/{alert_id}/{action}")

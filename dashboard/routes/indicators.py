@@ -27,6 +27,7 @@ from fastapi import APIRouter, Body, Depends, File, Header, Query, Request, Uplo
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from alerts.evidence import period_lines
 from dashboard.deps import DbSession, get_ctx
 from dashboard.indicator_schemas import (
     AttestationIn,
@@ -205,6 +206,7 @@ def indicator_8_3_report(
         scope=scope,
         allowed_commune_ids=_visible(s, user, scope),
         letterhead=overrides,
+        period_alerts=period_lines,
     )
     content = render(report, fmt)
     disposition = "inline" if fmt == "html" else "attachment"
