@@ -167,3 +167,46 @@ def test_an_inspection_with_the_same_key_is_recorded_once(api, db, monkeypatch):
     bad = api.post(url, json=body, headers=as_(api, "tinh", "x y"))
     assert bad.status_code == 422 and "8–80 ký tự" in bad.json()["detail"]
     assert count(db, ManualAttestation) == 1
+
+
+def test_two_requests_with_one_key_at_once_create_one_entry_and_the_other_is_told_to_retry(
+    api, db, monkeypatch
+):
+    """The race the key exists for: the first request holds its transaction open (a slow
+    audit write), the second passes the "key already used?" check meanwhile and can only
+    fail when it stores the key. It is answered 409 in Vietnamese, not 500, and only the
+    first entry exists."""
+    import threading
+    import time
+
+    real_audit = tts_routes.audit
+    calls: list[int] = []
+
+    def slow_first_audit(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.8)
+        return real_audit(*a, **k)
+
+    monkeypatch.setattr(tts_routes, "audit", slow_first_audit)
+    url, key = "/api/v1/tts/abbreviations", as_(api, "tinh", "abbr-race-5d2e")
+    answers: dict[str, object] = {}
+
+    def post(name: str, abbr: str) -> None:
+        answers[name] = api.post(url, json={"abbr": abbr, "spoken": "một cụm từ"}, headers=key)
+
+    first = threading.Thread(target=post, args=("first", "UBMTTQ"))
+    first.start()
+    time.sleep(0.3)  # the first is inside its transaction, asleep in the audit write
+    post("second", "HĐND")
+    first.join(10)
+    # Which one wins depends on the database (SQLite makes the second wait for the first's
+    # write lock; PostgreSQL lets it store the key first): exactly one, and only its entry.
+    by_status = {r.status_code: (name, r) for name, r in answers.items()}
+    assert sorted(by_status) == [201, 409], {n: r.text for n, r in answers.items()}
+    lost = by_status[409][1].json()
+    assert lost["code"] == "idempotency_key_in_flight" and "gửi lại" in lost["detail"]
+    won = by_status[201][1].json()["abbr"]
+    with db.session() as s:
+        assert list(s.scalars(select(TtsAbbreviation.abbr))) == [won]
+    assert audited(db, "tts.abbreviation_add") == 1
