@@ -17,6 +17,21 @@ class _Answer(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class AreaCircleOut(_Answer):
+    lat: float
+    lon: float
+    radius_km: float
+
+
+class AreaShapeOut(_Answer):
+    """One area of the document that has shapes (for the map): polygons as [lat, lon]
+    points, circles by centre and radius."""
+
+    desc: str
+    polygons: list[list[list[float]]]
+    circles: list[AreaCircleOut]
+
+
 class ClusterOut(_Answer):
     """A targeted loudspeaker cluster and where it is (coordinates may be the commune's)."""
 
@@ -122,6 +137,8 @@ class PreviewOut(_Answer):
     unknown_geocodes: list[str]
     text: str
     spoken: str
+    node_ids: list[str]
+    areas: list[AreaShapeOut]
 
 
 class MessageOut(_Answer):
@@ -205,6 +222,7 @@ class AlertReport(AlertOut):
     airings: list[AiringProofOut]
     proof: AiringProofOut | None
     clusters_detail: list[ClusterOut]
+    areas: list[AreaShapeOut]
 
 
 # --------------------------------------------------------------------------- request bodies
