@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from dashboard.body_limit import BodyLimitMiddleware
 from dashboard.context import AppContext
@@ -33,6 +33,7 @@ from dashboard.routes import (
     tts,
     ui,
 )
+from loa import idempotency
 from loa.errors import DomainError
 
 # In the order their paths are matched (the pages last: their catch-alls come after the API).
@@ -79,6 +80,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.add_exception_handler(OverflowError, _number_too_large)
     app.add_exception_handler(DataError, _value_the_database_refuses)
     app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(IntegrityError, _same_key_at_once)
     # Added before the routers' own middlewares, so just inside them: bodies are capped
     # before authentication and parsing, and the audit middleware still records refusals.
     app.add_middleware(BodyLimitMiddleware)
@@ -122,6 +124,22 @@ async def _value_the_database_refuses(_request: Request, exc: Exception) -> JSON
     if detail is None:
         raise exc
     return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def _same_key_at_once(_request: Request, exc: Exception) -> JSONResponse:
+    """Two requests with one idempotency key at the same moment: the loser's transaction,
+    audit included, was rolled back by its session, so it is told to ask again (and then gets
+    the winner's answer), not given a 500. Any other integrity error stays a 500."""
+    if not idempotency.lost_a_key_race(exc):
+        raise exc
+    return JSONResponse(
+        {
+            "detail": idempotency.MSG_IN_FLIGHT,
+            "detail_en": idempotency.MSG_IN_FLIGHT_EN,
+            "code": "idempotency_key_in_flight",
+        },
+        status_code=409,
+    )
 
 
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
