@@ -438,6 +438,7 @@ class Playout:
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="loa-playout", daemon=True)
         self.started_at: float | None = None
+        self.gaps = 0  # sink underruns before the bulletin's last sample was written
 
     def start(self) -> None:
         self.thread.start()
@@ -456,13 +457,13 @@ class Playout:
             outcome = f"error:{type(exc).__name__}: {exc}"
         finally:
             self.sink.close(abort=self._stop.is_set() or outcome.startswith("error"))
-            if isinstance(self.sink, ProcessSink) and self.sink.underruns:
+            if self.gaps:
                 # The queue ran dry mid-bulletin: a gap was heard (the board is overloaded
                 # or output_latency_ms is too small for it). Logged for the technician.
                 log.warning(
                     "đầu ra âm thanh bị cạn dữ liệu %d lần (underrun): máy quá tải hoặc "
                     "output_latency_ms quá nhỏ",
-                    self.sink.underruns,
+                    self.gaps,
                 )
             self.on_done("cut" if self._stop.is_set() else outcome)
 
@@ -514,6 +515,9 @@ class Playout:
             else:
                 data = self.source()
             if not data:
+                # Counted before the tail drains: the stream running dry at the very end is
+                # the normal end of a bulletin, not a gap.
+                self.gaps = getattr(sink, "underruns", 0)
                 if not is_file:  # let the queued tail be heard before closing
                     rest = anchor + written - time.time()
                     if rest > 0 and self._stop.wait(rest):
