@@ -21,6 +21,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -231,9 +232,11 @@ class ProcessSink(Sink):
 
     def heard_anchor(self) -> float | None:
         """Wall time at which written position 0 is heard, from the last readings of the
-        sink's clock, or None before the stream runs. Each reading is late by however long
-        the line took to reach us, never early, so the smallest is the best."""
-        return min(self._anchors) if self._anchors else None
+        sink's clock, or None before the stream runs. The median: a reading is usually late
+        by the fraction of a ms the line took to reach us, but now and then one is off by
+        several ms either way (a late wake-up, or the server's interpolated clock running
+        ahead just after a start; bench/node.py saw a 6 ms one), and one must not decide."""
+        return statistics.median(self._anchors) if self._anchors else None
 
     def write(self, pcm: bytes) -> None:
         assert self.proc is not None and self.proc.stdin is not None

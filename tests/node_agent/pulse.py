@@ -7,7 +7,9 @@ sink's playback clock). ``parec -v`` prints the record stream's clock every 50 m
 sec": the sample at position T is being heard now; PulseAudio counts the monitor source's
 latency as minus the sink's, because a sink hands its samples to the monitor when it
 renders them, up to one sink latency *before* they are played). ``anchor`` = min over
-those readings of (arrival - T): late by at most the time a line takes to reach us.
+those readings of (arrival - T). The median, not the min: a reading is usually late by the
+fraction of a ms a line takes to reach us, but one in a run can be several ms early (seen:
+6.4 ms, which shifted every onset of that recording), and one reading must not decide.
 
 The older estimate, min over chunks of (arrival - samples so far / rate), is kept as
 ``arrival_anchor`` for comparison: it dates samples by when the monitor delivered them,
@@ -22,6 +24,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import threading
 import time
@@ -113,6 +116,7 @@ class Recording:
         self.data = bytearray()
         self.arrival_anchor = math.inf
         self.clock_anchor = math.inf
+        self._clock_readings: list[float] = []
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
             [
@@ -153,7 +157,8 @@ class Recording:
             for line in lines:
                 m = re.search(rb"Time: (\d+(?:\.\d+)?) sec", line)
                 if m and float(m.group(1)) > 0:
-                    self.clock_anchor = min(self.clock_anchor, now - float(m.group(1)))
+                    self._clock_readings.append(now - float(m.group(1)))
+                    self.clock_anchor = statistics.median(self._clock_readings)
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
