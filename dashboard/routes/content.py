@@ -369,8 +369,7 @@ def delete_content(
 
 
 def _audio_response(request: Request, store: ContentStore, content_id: str, cache: str) -> Response:
-    meta = store.get(content_id)
-    path = store.path(content_id)
+    meta, path = store.file(content_id)
     etag = f'"{meta.sha256}"'
     headers = {"etag": etag, "cache-control": cache, "x-content-sha256": meta.sha256}
     if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:

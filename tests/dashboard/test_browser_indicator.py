@@ -33,6 +33,10 @@ from registry.demo import load_demo_province
 from system.root import api_context
 from tests.dashboard.conftest import login, screenshot
 
+# Runs in the SQLite pass only: the subject is the page in Chromium; every route it calls is
+# tested on PostgreSQL.
+pytestmark = pytest.mark.sqlite_pass_only
+
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1366, "height": 900}
 DATE = re.compile(r"\b\d{2}/\d{2}/\d{4}\b")

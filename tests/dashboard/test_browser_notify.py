@@ -20,6 +20,10 @@ from loa.timeutil import now_ms
 from system.root import user_scope
 from tests.dashboard.conftest import LiveStack, login, screenshot
 
+# Runs in the SQLite pass only: the subject is the page in Chromium; every route it calls is
+# tested on PostgreSQL.
+pytestmark = pytest.mark.sqlite_pass_only
+
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1366, "height": 900}
 

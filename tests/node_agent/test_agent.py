@@ -6,8 +6,14 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from node_agent import telemetry
 from tests.node_agent.conftest import make_audio, now_ms, wait_until
+
+# Runs in the SQLite pass only: the subject is the node agent's sound; its database paths run in
+# tests/scheduler.
+pytestmark = pytest.mark.sqlite_pass_only
 
 
 def test_a_play_is_heard_at_start_at_with_every_event(rig):
