@@ -15,14 +15,12 @@ from sqlalchemy import func, select
 from alerts.models import CapMessage
 from tests.alerts import capdocs as d
 from tests.alerts.conftest import place_clusters
-from tests.dashboard.conftest import login, screenshot
+from tests.dashboard.conftest import DESKTOP, PHONE, login, new_page, no_sideways_scroll, screenshot
 
 # Runs in the SQLite pass only: the subject is the page in Chromium; the routes it calls are
 # tested on PostgreSQL (tests/alerts/test_alert_map.py, tests/dashboard/test_node_position.py).
 pytestmark = pytest.mark.sqlite_pass_only
 
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1366, "height": 900}
 # Thôn Đồng Bầu (dc-001, dc-002) inside the polygon, Thôn Pác Mòng's hvt-001 in the circle;
 # dc-003 and hvt-002 nearby, outside both.
 COORDS = {
@@ -47,22 +45,6 @@ def shaped(identifier: str) -> bytes:
     )
     assert b"<polygon>" in doc
     return doc
-
-
-def new_page(chromium, viewport):
-    context = chromium.new_context(
-        viewport=viewport,
-        locale="vi-VN",
-        timezone_id="Asia/Ho_Chi_Minh",
-        bypass_csp=True,
-        is_mobile=viewport is PHONE,
-        has_touch=viewport is PHONE,
-    )
-    return context, context.new_page()
-
-
-def no_sideways_scroll(page) -> bool:
-    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
 
 
 def map_states(page) -> dict[str, str]:
