@@ -173,6 +173,12 @@ def main() -> int:
         help="keep the generated province in PATH and reuse it on later runs "
         "(default: a temporary file, deleted)",
     )
+    parser.add_argument(
+        "--generate-only",
+        action="store_true",
+        help="write the province into --db and stop (a later run with the same --db "
+        "measures it; the 100,000-cluster quarter takes many minutes to generate)",
+    )
     args = parser.parse_args()
 
     load_at_start = [round(x, 2) for x in os.getloadavg()]
@@ -208,6 +214,10 @@ def main() -> int:
         f"{generate_s:.1f} s{' (reused)' if reuse else ''} "
         f"({db_path.stat().st_size / 1e6:.0f} MB)"
     )
+
+    if args.generate_only:
+        db.dispose()
+        return 0
 
     first_day = ms_to_dt(NOW_MS - args.days * DAY_MS).date()
     last_day = ms_to_dt(NOW_MS - 1).date()
