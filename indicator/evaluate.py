@@ -768,7 +768,15 @@ def evaluate(
         )
         th = thresholds or criteria.thresholds(province)
         e = _evaluate(
-            session, part, evaluated_ms, scope, th, allowed_commune_ids, criteria, rollups
+            session,
+            part,
+            evaluated_ms,
+            scope,
+            th,
+            allowed_commune_ids,
+            criteria,
+            rollups,
+            [b for _a, b, _c in parts[:-1]],
         )
         e.criteria = criteria
         evaluations.append(e)
@@ -788,6 +796,7 @@ def _evaluate(
     allowed_commune_ids: Collection[int] | None,
     criteria: Criteria,
     rollups: bool = False,
+    cuts: list[int] | None = None,
 ) -> Evaluation:
     start_ms, end_ms = period.evaluation_window(evaluated_ms)
     communes, scope = _select_communes(session, scope, start_ms, end_ms)
@@ -841,7 +850,7 @@ def _evaluate(
         )
         rolled = load_rollups(
             session,
-            months_within(start_ms, end_ms, bounds),
+            months_within(start_ms, end_ms, bounds, cuts or ()),
             evaluated_ms,
             observed,
             {v: spans_by_village.get(v, []) for v in village_ids},

@@ -250,7 +250,12 @@ def build_report(
     """``letterhead``: this report's overrides of the province's letterhead settings."""
     generated = now_ms() if now is None else now
     e = evaluate(
-        session, period, now=generated, scope=scope, allowed_commune_ids=allowed_commune_ids
+        session,
+        period,
+        now=generated,
+        scope=scope,
+        allowed_commune_ids=allowed_commune_ids,
+        rollups=True,  # closed months from the roll-ups: same verdicts (tested)
     )
     province = e.province_name or "…"
     s = e.summary

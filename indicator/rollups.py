@@ -113,18 +113,24 @@ def _placements(spans: list, lo: int, hi: int) -> str:
     )
 
 
-def months_within(start_ms: int, end_ms: int, bounds: set[int]) -> list[tuple[int, int]]:
-    """Calendar months (ICT) lying wholly in ``[start, end)`` with no bound inside."""
+def months_within(
+    start_ms: int, end_ms: int, bounds: set[int], cuts: Sequence[int] = ()
+) -> list[tuple[int, int]]:
+    """Calendar months (ICT), cut in two at each of ``cuts`` (the day a criteria set takes
+    over: fixed dates, so the pieces are the same for every period), lying wholly in
+    ``[start, end)`` with no bound inside."""
     d = ms_to_dt(start_ms).date()
     d = date(d.year, d.month, 1)
     out = []
     while True:
         nxt = date(d.year + 1, 1, 1) if d.month == 12 else date(d.year, d.month + 1, 1)
         m0, m1 = _midnight_ms(d), _midnight_ms(nxt)
-        if m1 > end_ms:
+        if m0 >= end_ms:
             return out
-        if m0 >= start_ms and not any(m0 < b < m1 for b in bounds):
-            out.append((m0, m1))
+        edges = [m0, *sorted(c for c in cuts if m0 < c < m1), m1]
+        for a, b in zip(edges, edges[1:], strict=False):
+            if a >= start_ms and b <= end_ms and not any(a < x < b for x in bounds):
+                out.append((a, b))
         d = nxt
 
 

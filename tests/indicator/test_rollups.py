@@ -197,7 +197,7 @@ def test_late_rows_for_a_closed_month_recompute_its_rollup(db):
     assert rolled == raw and raw["communes"][0]["verdict"] == "pass"
     with db.session() as s:
         months = s.scalar(select(func.count()).select_from(IndicatorRollupMonth))
-    assert months == 5  # Jan; Feb is split by the criteria sets (raw); Mar-Jun
+    assert months == 7  # Jan, Feb cut at 15/02 by the criteria sets, Mar-Jun
 
     # A late transition in March: the cluster was down from 10/03 until 01/05. Its month
     # and April (no transition of its own) must both change.
