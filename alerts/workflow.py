@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from alerts import cap as capmod
-from alerts import speech
+from alerts import mapview, speech
 from alerts.areas import Cluster, load_clusters, select_clusters, targets_for
 from alerts.config import AlertSettings
 from alerts.errors import AlertConflict, AlertError, AlertForbidden, AlertNotFound, CapRefused
@@ -86,6 +86,29 @@ AUTO_ACTOR = "cap-tu-dong"
 # audit(session, action, username, target, detail): installed by the composition (the
 # dashboard writes the shared audit log); alert_step keeps the alert's own timeline anyway.
 AuditHook = Callable[[Session, str, str, str, dict], None]
+
+
+def targets_by_node(s: Session, broadcast_id: int) -> tuple[dict[str, AiringTarget], int | None]:
+    """Each cluster's target row in a broadcast's first airing that reached it (a repeat is
+    its own broadcast), and when the airing was dispatched."""
+    per_node: dict[str, AiringTarget] = {}
+    dispatched = None
+    for t, a in s.execute(
+        select(AiringTarget, Airing)
+        .join(Airing)
+        .where(Airing.broadcast_id == broadcast_id)
+        .order_by(Airing.slot_ms)
+    ).all():
+        per_node.setdefault(t.node_id, t)
+        dispatched = dispatched or a.dispatched_ms
+    return per_node, dispatched
+
+
+def not_started_reason(t: AiringTarget | None) -> str:
+    """Why a targeted cluster did not start: never sent the command, or its last phase."""
+    if t is None:
+        return "Chưa được gửi lệnh (cụm loa chưa có trong lượt phát)"
+    return f"{t.phase}" + (f": {t.error}" if t.error else "")
 
 
 def _sha(raw: bytes) -> str:
@@ -791,6 +814,8 @@ class AlertService:
             "unknown_geocodes": selection.unknown_geocodes,
             "text": text,
             "spoken": self._spoken(text) if text else "",
+            "node_ids": [c.node_id for c in selection.clusters],
+            "areas": mapview.areas_of(alert),
         }
 
     # ------------------------------------------------------------------ people
@@ -1146,23 +1171,43 @@ class AlertService:
             out["clusters_detail"] = [
                 clusters[n].as_dict() for n in (row.node_ids or []) if n in clusters
             ]
+            out["areas"] = self._areas(s, row)
         return out
+
+    @staticmethod
+    def _areas(s: Session, row: CapAlert) -> list[dict[str, Any]]:
+        """The polygons and circles of the stored document (it was accepted: it parses)."""
+        message = s.get(CapMessage, row.message_id)
+        if message is None:
+            return []
+        try:
+            _root, alert = capmod.load(bytes(message.raw), max_bytes=len(message.raw) + 1)
+        except CapRefused:
+            return []
+        return mapview.areas_of(alert)
+
+    def area_map(self, report: dict[str, Any]) -> dict[str, Any] | None:
+        """The offline map of a preview or an alert's report (``alerts.mapview``): its
+        areas, the targeted clusters (green/red by the first airing once aired), every
+        other cluster in view grey, the targeted villages listed."""
+        with self.db.session() as s:
+            clusters = load_clusters(s)
+        if "node_ids" in report:  # a preview: nothing aired
+            return mapview.area_map(clusters, report["node_ids"], report["areas"])
+        proof = report.get("proof")
+        targeted = [c["node_id"] for c in report.get("clusters_detail", [])]
+        return mapview.area_map(
+            clusters,
+            targeted,
+            report.get("areas", []),
+            not_started=None if proof is None else [m["node_id"] for m in proof["not_started"]],
+        )
 
     @staticmethod
     def _airing_proof(
         s: Session, broadcast_id: int, row: CapAlert, clusters: dict[str, Cluster]
     ) -> dict[str, Any]:
-        targets = s.execute(
-            select(AiringTarget, Airing)
-            .join(Airing)
-            .where(Airing.broadcast_id == broadcast_id)
-            .order_by(Airing.slot_ms)
-        ).all()
-        per_node: dict[str, AiringTarget] = {}
-        dispatched = None
-        for t, a in targets:
-            per_node.setdefault(t.node_id, t)
-            dispatched = dispatched or a.dispatched_ms
+        per_node, dispatched = targets_by_node(s, broadcast_id)
         aimed = sorted(set(row.node_ids or []) | set(per_node))
         started = sorted(t.started_at_ms for t in per_node.values() if t.started_at_ms)
         n = len(aimed)
@@ -1180,11 +1225,7 @@ class AlertService:
             if t is not None and t.started_at_ms:
                 continue
             c = clusters.get(node_id)
-            why = (
-                "Chưa được gửi lệnh (cụm loa chưa có trong lượt phát)"
-                if t is None
-                else f"{t.phase}" + (f": {t.error}" if t.error else "")
-            )
+            why = not_started_reason(t)
             missing.append(
                 {
                     "node_id": node_id,

@@ -6,7 +6,9 @@ idle, and how long a 5-minute MP3 takes to arrive over a 4G-like link.
 
 1. Start accuracy, measured from the audio: two ``loa node run`` processes on their own
    PulseAudio null sinks get the same ``play`` with the same ``start_at``; each sink's monitor
-   is recorded with ``parec`` and the onset of sound is found in the samples. Figures: onset
+   is recorded with ``parec`` and the onset of sound is found in the samples (a sample's
+   wall time comes from the sink's playback clock that ``parec -v`` reports, not from when
+   the monitor delivered it: see tests/node_agent/pulse.py). Figures: onset
    minus ``start_at`` (p50/p99, and of |error|) per agent, and the spread between the two.
    Baseline in the same run: ``paplay`` of the same WAV, started on a third sink by a script
    that sleeps until the deadline (what a naive player does).
@@ -176,6 +178,11 @@ class Bench:
                 p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
+        # Gaps the agents heard themselves (pacat's "Stream underrun"), from their logs.
+        self.underruns = {
+            node_id: (self.tmp / node_id / "log").read_text(errors="replace").count("underrun")
+            for node_id in ("bench-a", "bench-b")
+        }
         if self.listener:
             self.listener.close()
         self.media.stop()
@@ -243,6 +250,13 @@ def accuracy(b: Bench, plays: int, spacing_s: float) -> dict:
     reported = [e["at"] - starts[int(e["broadcast_id"].split("-")[1])] for e in started]
     return {
         "plays": plays,
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),
+        # How far the old recording anchor (chunk arrival) was from the sink's clock
+        # (parec -v): what every onset was off by before the measurement was fixed.
+        "recording_arrival_anchor_minus_clock_anchor_ms": {
+            s: round((r.arrival_anchor - r.clock_anchor) * 1000, 1) for s, r in recs.items()
+        },
+        "errors_ms": {k: [round(x, 1) for x in v] for k, v in errors.items()},
         "agent_a": stats(errors["b1"]),
         "agent_b": stats(errors["b2"]),
         "spread_between_agents": stats(spread),
@@ -355,6 +369,7 @@ def main() -> None:
             result["wall_s"] = round(time.monotonic() - t0, 1)
         finally:
             b.stop()
+        result["agent_underrun_warnings"] = b.underruns
     path = write_result("node", result)
     print(json.dumps(result, indent=2, ensure_ascii=False))
     print(f"-> {path}")

@@ -19,6 +19,10 @@ from loa.timeutil import now_ms
 
 MAX_ABBR = 40
 MAX_SPOKEN = 200
+MSG_BAD_ABBR = f"Từ viết tắt phải có 1–{MAX_ABBR} ký tự, không chứa dấu tab."
+MSG_BAD_SPOKEN = (
+    f"Cách đọc phải là chữ (1–{MAX_SPOKEN} ký tự), viết như khi nói, ví dụ «ban quản lý dự án»."
+)
 _ABBR = re.compile(r"[^\s\t]+(?: [^\s\t]+){0,2}")
 _SPOKEN = re.compile(r"[^\W\d_]+(?:[ ,][^\W\d_]+)*,?")
 
@@ -35,14 +39,13 @@ def check(abbr: object, spoken: object) -> tuple[str, str]:
     if not a or len(a) > MAX_ABBR or not _ABBR.fullmatch(a):
         raise ContentError(
             "bad_abbreviation",
-            f"Từ viết tắt phải có 1–{MAX_ABBR} ký tự, không chứa dấu tab.",
+            MSG_BAD_ABBR,
             f"The abbreviation must be 1-{MAX_ABBR} characters, no tabs.",
         )
     if not s or len(s) > MAX_SPOKEN or not _SPOKEN.fullmatch(s):
         raise ContentError(
             "bad_spoken",
-            f"Cách đọc phải là chữ (1–{MAX_SPOKEN} ký tự), viết như khi nói, "
-            "ví dụ «ban quản lý dự án».",
+            MSG_BAD_SPOKEN,
             "The spoken form must be words only, as they are said.",
         )
     return a, s.lower()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import ClassVar
 
+from pydantic import BaseModel, Field, StrictStr
+
+from broadcasts.abbreviations import MSG_BAD_ABBR, MSG_BAD_SPOKEN
 from broadcasts.audio import vi_duration
 from broadcasts.store import ContentDetails
 from loa.timeutil import format_datetime
@@ -94,3 +97,26 @@ class PreviewOut(BaseModel):
     duration_ms: int
     audio_url: str
     mime: str
+
+
+class AbbreviationIn(BaseModel):
+    """One of the province's abbreviations (``POST /tts/abbreviations``). The model fixes
+    the types; the form of each (no tabs, words only) is checked by
+    ``broadcasts.abbreviations.check``, and a field of the wrong type answers that check's
+    own sentence. Unknown fields are ignored, as they always were."""
+
+    refusals: ClassVar[dict[str, str]] = {"abbr": MSG_BAD_ABBR, "spoken": MSG_BAD_SPOKEN}
+    abbr: StrictStr = Field(examples=["BQLDA"])
+    spoken: StrictStr = Field(examples=["ban quản lý dự án"])
+
+
+class AbbreviationOut(BaseModel):
+    id: int
+    abbr: str
+    spoken: str
+    created_by: str | None
+
+
+class AbbreviationList(BaseModel):
+    items: list[AbbreviationOut]
+    total: int

@@ -5,12 +5,13 @@ silently smaller API."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from dashboard.body_limit import BodyLimitMiddleware
 from dashboard.context import AppContext
@@ -32,6 +33,7 @@ from dashboard.routes import (
     tts,
     ui,
 )
+from loa import idempotency
 from loa.errors import DomainError
 
 # In the order their paths are matched (the pages last: their catch-alls come after the API).
@@ -78,6 +80,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.add_exception_handler(OverflowError, _number_too_large)
     app.add_exception_handler(DataError, _value_the_database_refuses)
     app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(IntegrityError, _same_key_at_once)
     # Added before the routers' own middlewares, so just inside them: bodies are capped
     # before authentication and parsing, and the audit middleware still records refusals.
     app.add_middleware(BodyLimitMiddleware)
@@ -123,8 +126,62 @@ async def _value_the_database_refuses(_request: Request, exc: Exception) -> JSON
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+async def _same_key_at_once(_request: Request, exc: Exception) -> JSONResponse:
+    """Two requests with one idempotency key at the same moment: the loser's transaction,
+    audit included, was rolled back by its session, so it is told to ask again (and then gets
+    the winner's answer), not given a 500. Any other integrity error stays a 500."""
+    if not idempotency.lost_a_key_race(exc):
+        raise exc
+    return JSONResponse(
+        {
+            "detail": idempotency.MSG_IN_FLIGHT,
+            "detail_en": idempotency.MSG_IN_FLIGHT_EN,
+            "code": "idempotency_key_in_flight",
+        },
+        status_code=409,
+    )
+
+
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     """A refusal of the domain (registry, indicator, scheduling, content): its status and
     Vietnamese message."""
     assert isinstance(exc, DomainError)
     return JSONResponse({"detail": exc.message, **exc.extra()}, status_code=exc.status)
+
+
+def warm_routes(app: FastAPI) -> int:
+    """Build the app's route table now, in the calling thread, not on the first requests.
+
+    FastAPI (0.165) builds each router's table of routes, with their pydantic response
+    fields, the first time a request goes through it: 570-700 ms of CPU for Loa's routers,
+    which in ``loa serve`` would run on the event loop that runs the ingest and hold it
+    that long (seen by ``tests/system/test_loop_stall.py``: a 337 ms stall inside
+    ``_build_effective_context``). A request for a path no route has walks every router,
+    so it builds them all; it goes to the router alone (no middleware, no route runs) on a
+    loop of this thread's own. The composition root calls this in a worker thread at start.
+    Returns the probe's HTTP status (404)."""
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    path = "/.loa-warm-up/no-such-route"
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "client": ("127.0.0.1", 0),
+        "server": ("loa", 80),
+    }
+    asyncio.run(app.router(scope, receive, send))  # type: ignore[arg-type]
+    return int(sent[0]["status"]) if sent else 0  # type: ignore[call-overload]

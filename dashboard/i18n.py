@@ -997,3 +997,51 @@ JS_STRINGS += (
 
 # An alert's proof as a file (issue 19): alert.html.
 EN.update({"Tải bằng chứng": "Download the proof"})
+# The alert map and preview, a cluster's coordinates (issue 19).
+EN.update(
+    {
+        k: v
+        for k, v in {
+            "Bản đồ vùng cảnh báo và cụm loa": "Map of the alert area and the clusters",
+            "Đã phát": "Played",
+            "Chưa phát": "Not played",
+            "Trong vùng cảnh báo": "In the alert area",
+            "Cụm loa khác": "Other clusters",
+            "Vùng cảnh báo": "Alert area",
+            "{n} cụm loa chưa có toạ độ": "{n} clusters without coordinates",
+            "Theo thôn": "By village",
+            "cụm đã phát": "clusters played",
+            "cụm loa": "clusters",
+            "Không có cụm loa nào trong vùng.": "No cluster in the area.",
+            "Xem trước cảnh báo": "Alert preview",
+            "Chỉ xem trước: chưa lưu, chưa phát.": "Preview only: nothing stored, nothing aired.",
+            "Cách phát": "How it airs",
+            "Phát ngay (tự động)": "At once (automatic)",
+            "Chờ cán bộ duyệt": "Waits for an officer's approval",
+            "Mã vùng không nhận ra": "Unknown area codes",
+            "Vùng không có cụm loa": "Areas without clusters",
+            "Vùng cảnh báo và các cụm loa chưa có toạ độ để vẽ bản đồ.": (
+                "Neither the alert area nor the clusters have coordinates to draw a map."
+            ),
+            "Xem trước tài liệu CAP": "Preview a CAP document",
+            "Xem cụm loa nào sẽ phát trên bản đồ và theo thôn, lời đọc và cách phát; "
+            "không lưu, không phát.": (
+                "See which clusters would play, on the map and by village, the words and "
+                "how it airs; nothing is stored or aired."
+            ),
+            "Xem trước": "Preview",
+            "Toạ độ": "Coordinates",
+            "Chưa có (dùng toạ độ của xã)": "None (the commune's are used)",
+            "Toạ độ để cảnh báo khẩn cấp theo vùng tới đúng cụm loa (độ thập phân, ví dụ "
+            "21,8537 và 106,7610; để trống cả hai để xoá).": (
+                "Coordinates, so that an emergency alert for an area reaches the right "
+                "clusters (decimal degrees, e.g. 21.8537 and 106.7610; leave both empty to "
+                "clear them)."
+            ),
+            "Vĩ độ": "Latitude",
+            "Kinh độ": "Longitude",
+            "Lưu toạ độ": "Save the coordinates",
+        }.items()
+        if k not in EN
+    }
+)

@@ -5,19 +5,17 @@ field (a test validates real answers against them with extra fields forbidden, s
 documentation cannot drift from the answers).
 
 ``VietnameseValidationRoute`` turns FastAPI's request validation errors on these routes into
-one Vietnamese sentence that names the field, as the rest of the indicator API answers.
+one Vietnamese sentence that names the field (``dashboard.validation``), as the rest of the
+indicator API answers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from fastapi import Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
+
+from dashboard.validation import VietnameseRequestRoute
 
 # --------------------------------------------------------------------------- requests
 
@@ -43,8 +41,16 @@ FIELD_LABELS = {
 }
 
 
+THRESHOLDS = ("availability_threshold", "aired_threshold", "coverage_threshold")
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+    # A share refused for its type says what a share is (the one sentence it always gave).
+    refusals: ClassVar[dict[str, str]] = {
+        name: f"{FIELD_LABELS[name]} phải là một số từ 0 đến 1 (ví dụ 0.9 cho 90%)."
+        for name in THRESHOLDS
+    }
 
 
 class SettingsIn(_Request):
@@ -356,64 +362,10 @@ SplitOut.model_rebuild()
 # --------------------------------------------------------------------------- errors
 
 
-def _label(loc: tuple) -> str:
-    name = str(loc[-1]) if loc else ""
-    return FIELD_LABELS.get(name, f"Trường {name}")
+class VietnameseValidationRoute(VietnameseRequestRoute):
+    """Every request error of the indicator API answered 422 in Vietnamese, naming the field
+    by its Vietnamese label (``dashboard.validation``, the one builder of these sentences)."""
 
-
-def vietnamese_message(errors: list[dict], allowed: list[str]) -> str:
-    """One sentence for FastAPI's validation errors, naming the fields (Vietnamese)."""
-    unknown = sorted({str(e["loc"][-1]) for e in errors if e["type"] == "extra_forbidden"})
-    if unknown:
-        return f"Trường không được hỗ trợ: {', '.join(unknown)} (được phép: {', '.join(allowed)})."
-    parts = []
-    for e in errors:
-        kind, loc = e["type"], tuple(e.get("loc", ()))
-        label = _label(loc)
-        if kind == "json_invalid":
-            return "Nội dung gửi lên không phải JSON hợp lệ."
-        if loc == ("body",) or kind in ("model_type", "model_attributes_type", "dict_type"):
-            return "Nội dung gửi lên phải là một đối tượng JSON."
-        if kind == "missing":
-            parts.append(f"Thiếu {label}.")
-        elif kind.startswith("float") or kind.startswith("decimal"):
-            parts.append(f"{label} phải là một số từ 0 đến 1 (ví dụ 0.9 cho 90%).")
-        elif kind.startswith("int"):
-            parts.append(f"{label} phải là số nguyên.")
-        elif kind.startswith("bool"):
-            parts.append(f"{label} phải là đúng/sai (true/false).")
-        elif kind == "string_too_long":
-            parts.append(f"{label} dài quá {e.get('ctx', {}).get('max_length')} ký tự.")
-        elif kind.startswith("string"):
-            parts.append(f"{label} phải là chuỗi.")
-        elif kind == "literal_error":
-            parts.append(
-                f"{label} không hợp lệ (được phép: {e.get('ctx', {}).get('expected', '')})."
-            )
-        else:
-            parts.append(f"{label} không hợp lệ.")
-    return " ".join(dict.fromkeys(parts)) or "Dữ liệu gửi lên không hợp lệ."
-
-
-class VietnameseValidationRoute(APIRoute):
-    """A route whose request validation errors are answered 422 in Vietnamese, naming the
-    field (``{"detail": "..."}`` as every other refusal of this API)."""
-
-    def get_route_handler(self) -> Callable[[Request], Any]:
-        handler = super().get_route_handler()
-        allowed: list[str] = []
-        for param in self.dependant.body_params:
-            model = getattr(param.field_info, "annotation", None)
-            fields = getattr(model, "model_fields", None)
-            if fields:
-                allowed = list(fields)
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                return JSONResponse(
-                    {"detail": vietnamese_message(list(exc.errors()), allowed)}, status_code=422
-                )
-
-        return route
+    labels = FIELD_LABELS
+    label_format = "Trường {}"
+    unknown_refusal = "Trường không được hỗ trợ: {names} (được phép: {allowed})."

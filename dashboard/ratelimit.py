@@ -80,9 +80,11 @@ class RateLimiter:
             self.refused += 1
         return wait
 
-    def outcome(self, credential: str | None, accepted: bool) -> None:
-        """After the answer: a credential the API accepted earns the logged-in budget."""
-        if credential is None:
+    def outcome(self, credential: str | None, accepted: bool, checked: bool = True) -> None:
+        """After the answer: a credential the API accepted earns the logged-in budget, one it
+        refused loses it. A request whose route never looked at the credential (a health
+        check, a static file) says nothing about it, so the budget stays as it was."""
+        if credential is None or not checked:
             return
         if not accepted:
             self.known.pop(credential, None)
@@ -140,7 +142,11 @@ class RateLimitMiddleware:
         finally:
             # ``dashboard.security.optional_user`` leaves the actor there once it has checked
             # the credential; a route open to everyone answering 200 proves nothing.
-            self.limiter.outcome(credential, bool(state.get("loa_actor")))
+            self.limiter.outcome(
+                credential,
+                bool(state.get("loa_actor")),
+                checked=bool(state.get("loa_credential_checked")),
+            )
 
 
 async def _too_many(send: Callable, wait: float) -> None:

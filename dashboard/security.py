@@ -391,6 +391,8 @@ async def optional_user(request: Request, s: DbSession) -> User | None:
     """The logged-in user, or None. Cookie-authenticated unsafe requests must carry the
     session's CSRF token (403 otherwise); bearer requests cannot be forged by a page."""
     found = await run_in_threadpool(_authenticate_request, request, s)
+    # For the rate limiter: this request's credential was looked at (and found or not).
+    request.state.loa_credential_checked = True
     if found is None:
         return None
     user, token = found

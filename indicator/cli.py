@@ -88,7 +88,9 @@ def _report(args: argparse.Namespace, db: Database) -> int:
             e = evaluate(s, period, now=at, scope=args.scope)
             folder = Path(args.evidence)
             try:
-                files = write_evidence(s, e, folder)
+                files = write_evidence(
+                    s, e, folder, period_tables=getattr(args, "period_tables", None)
+                )
             except OSError as exc:
                 raise _user_error(
                     f"Không ghi được bằng chứng vào '{folder}': {exc.strerror}."
@@ -118,7 +120,14 @@ def _report(args: argparse.Namespace, db: Database) -> int:
         overrides = {k: getattr(args, k) for k in LETTERHEAD_FLAGS if getattr(args, k) is not None}
         if args.recipients is not None:
             overrides["recipients"] = args.recipients.replace(";", "\n")
-        report = build_report(s, period, now=at, scope=args.scope, letterhead=overrides)
+        report = build_report(
+            s,
+            period,
+            now=at,
+            scope=args.scope,
+            letterhead=overrides,
+            period_alerts=getattr(args, "period_alerts", None),
+        )
     data = render(report, fmt)
     if not args.output or args.output == "-":
         sys.stdout.write(data.decode("utf-8"))
@@ -237,7 +246,15 @@ def _seed(args: argparse.Namespace, db: Database) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(
+    subparsers: argparse._SubParsersAction,
+    *,
+    period_tables: Callable | None = None,
+    period_alerts: Callable | None = None,
+) -> None:
+    """``period_tables``/``period_alerts``: what other packages add to a period's evidence
+    folder and report (``indicator.evidence.PeriodTables``, ``indicator.reports.PeriodAlerts``;
+    the emergency alerts), passed in by the composition."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", metavar="URL", help="CSDL (mặc định theo cấu hình LOA_)")
 
@@ -268,7 +285,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             metavar="…",
             help="nơi nhận, phân cách bằng ';'" if flag == "recipients" else None,
         )
-    p.set_defaults(func=_report_or_verify)
+    p.set_defaults(func=_report_or_verify, period_tables=period_tables, period_alerts=period_alerts)
 
     p = subparsers.add_parser(
         "attest", parents=[common], help="xác nhận thủ công đài FM/hữu tuyến của một xã"

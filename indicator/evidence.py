@@ -8,6 +8,11 @@ state), the controller's watch spans and the gaps between them, the continuity n
 the airings aimed at each village with whether they were played, the attestations, and the
 verdicts. ``MANIFEST.sha256`` lists each file's SHA-256 (``sha256sum -c`` reads it).
 
+Other packages add tables of the whole period through a seam the indicator defines
+(``PeriodTables``): the composition passes the emergency alerts' (``alerts.evidence``), written
+at the top of the folder (``alerts.csv``, ``alert_airings.csv``, ``alert_clusters.csv``,
+``alert_steps.csv``) and hashed in the manifest like every other file.
+
 ``verify_evidence`` uses that folder alone: it checks the manifest (a changed, missing or
 extra file is reported by name), rebuilds the facts from the CSV rows and judges every
 commune again with the same rules (``evaluate._judge_commune``), then compares with the
@@ -20,6 +25,7 @@ import csv
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -57,6 +63,14 @@ FILES = (
 )
 
 
+# (session, start_ms, end_ms, commune ids or None for the whole province) ->
+# [(file name, header, rows)]: tables of the whole period another package adds to the folder
+# (the indicator does not import it; the composition root passes it in).
+PeriodTables = Callable[
+    [Session, int, int, Collection[int] | None], list[tuple[str, list[str], list[list]]]
+]
+
+
 def _ivs(text: str) -> list[iv.Interval]:
     return [tuple(int(x) for x in part.split("-")) for part in text.split(";") if part]
 
@@ -84,8 +98,15 @@ def _fraction(value: float | None) -> str:
 # --------------------------------------------------------------------------- writing
 
 
-def write_evidence(session: Session, e: ev.Evaluation, folder: Path) -> list[Path]:
-    """Write the evidence of ``e`` (and of each part when split) under ``folder``."""
+def write_evidence(
+    session: Session,
+    e: ev.Evaluation,
+    folder: Path,
+    *,
+    period_tables: PeriodTables | None = None,
+) -> list[Path]:
+    """Write the evidence of ``e`` (and of each part when split) under ``folder``, with the
+    tables ``period_tables`` gives for the whole period at its top."""
     folder.mkdir(parents=True, exist_ok=True)
     parts = e.parts or [e]
     written: list[Path] = []
@@ -93,12 +114,34 @@ def write_evidence(session: Session, e: ev.Evaluation, folder: Path) -> list[Pat
         target = folder if len(parts) == 1 else folder / f"part-{i}"
         target.mkdir(parents=True, exist_ok=True)
         written += _write_part(session, part, target)
+    if period_tables is not None:
+        start, end = parts[0].start_ms, parts[-1].end_ms
+        for name, header, rows in period_tables(session, start, end, period_communes(e)):
+            if name in FILES or "/" in name or not name.endswith(".csv"):
+                raise ValueError(f"period table name {name!r} is taken or not a CSV file name")
+            _write(folder / name, header, rows)
+            written.append(folder / name)
     lines = [
         f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(folder)}"
         for p in sorted(written)
     ]
     (folder / MANIFEST).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return written
+
+
+def period_communes(e: ev.Evaluation) -> list[int] | None:
+    """The communes an evaluation covers (merged ones included), None when it is the whole
+    province: what the tables of other packages are narrowed to."""
+    if e.scope == "province":
+        return None
+    return sorted(
+        {m for part in e.parts or [e] for c in part.communes for m in _members(part, c.id)}
+    )
+
+
+def _members(e: ev.Evaluation, commune_id: int) -> list[int]:
+    f = e.facts
+    return f.members.get(commune_id, [commune_id]) if f is not None else [commune_id]
 
 
 def _write_part(session: Session, e: ev.Evaluation, d: Path) -> list[Path]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +91,23 @@ VILLAGE_COLUMNS = [
 ]
 
 
+# Section V, the emergency alerts of the period (issue 19): another package's rows, handed
+# in by the composition (``period_alerts``), the indicator does not import it. Each row is a
+# dict with these keys; one definition for the PDF and the DOCX.
+ALERT_COLUMNS = [
+    ("received_ms", "Nhận lúc"),
+    ("title", "Cảnh báo"),
+    ("severity", "Mức độ"),
+    ("state", "Trạng thái"),
+    ("targeted", "Cụm loa nhắm tới"),
+    ("started", "Đã phát (lượt đầu)"),
+    ("first_started_s", "Cụm đầu tiên phát (giây)"),
+    ("p99_s", "99 % cụm đã phát (giây)"),
+]
+# (session, start_ms, end_ms, commune ids or None for the whole province) -> rows
+PeriodAlerts = Callable[[Session, int, int, Collection[int] | None], list[dict]]
+
+
 class ReportUnavailable(IndicatorError):
     status = 503
 
@@ -110,6 +127,8 @@ class Report:
     state_rows: list[tuple[str, int]] = field(default_factory=list)
     station_rows: list[tuple[str, int]] = field(default_factory=list)
     letterhead: Letterhead = field(default_factory=Letterhead)
+    # The period's emergency alerts (section V); None when no source was given.
+    alert_rows: list[dict] | None = None
 
     @property
     def first_day(self) -> str:
@@ -246,8 +265,10 @@ def build_report(
     scope: str | None = None,
     allowed_commune_ids: Collection[int] | None = None,
     letterhead: dict | None = None,
+    period_alerts: PeriodAlerts | None = None,
 ) -> Report:
-    """``letterhead``: this report's overrides of the province's letterhead settings."""
+    """``letterhead``: this report's overrides of the province's letterhead settings;
+    ``period_alerts``: where the period's emergency alerts come from (section V)."""
     generated = now_ms() if now is None else now
     e = evaluate(
         session,
@@ -306,7 +327,48 @@ def build_report(
             ("Chưa có đài", s.stations.get("none", 0)),
         ],
     )
+    if period_alerts is not None:
+        parts = e.parts or [e]
+        narrowed = scope not in (None, "", "province") or allowed_commune_ids is not None
+        communes = (
+            sorted(
+                {
+                    m
+                    for part in parts
+                    for c in part.communes
+                    for m in (part.facts.members.get(c.id, [c.id]) if part.facts else [c.id])
+                }
+            )
+            if narrowed
+            else None
+        )
+        report.alert_rows = period_alerts(session, parts[0].start_ms, parts[-1].end_ms, communes)
     return report
+
+
+def _alert_table(report: Report) -> tuple[list[str], list[list[str]]]:
+    """Headings and rows of section V (the period's emergency alerts)."""
+
+    def cell(key: str, value) -> str:
+        if value is None or value == "":
+            return "—"
+        if key == "received_ms":
+            return format_datetime(value)
+        if key.endswith("_s"):
+            return number(value, 1)
+        return str(value)
+
+    return (
+        [h for _, h in ALERT_COLUMNS],
+        [[cell(k, row.get(k)) for k, _ in ALERT_COLUMNS] for row in report.alert_rows or []],
+    )
+
+
+ALERTS_NONE = "Không có cảnh báo khẩn cấp nào trong kỳ."
+ALERTS_NOTE = (
+    "Thời gian tính từ lúc hệ thống nhận cảnh báo; chi tiết từng cụm loa trong thư mục "
+    "bằng chứng của kỳ báo cáo (alerts.csv, alert_airings.csv, alert_clusters.csv)."
+)
 
 
 def _cell(key: str, value) -> str:
@@ -571,6 +633,14 @@ def render_pdf(report: Report) -> bytes:
         11,
         "J",
     )
+    if report.alert_rows is not None:
+        section("V. CẢNH BÁO KHẨN CẤP TRONG KỲ")
+        if report.alert_rows:
+            table(*_alert_table(report), [34, 70, 18, 32, 24, 24, 25, 25], 10, 4.8)
+            pdf.ln(1)
+            text(0, 5.5, ALERTS_NOTE, "I", 11, "J")
+        else:
+            text(0, 6, ALERTS_NONE, "", 12)
 
     # Recipients on the left, the signer on the right (Phụ lục I, mục 8-9).
     pdf.ln(5)
@@ -701,6 +771,13 @@ def render_docx(report: Report) -> bytes:
         9,
     )
     para("Chi tiết từng thôn tại Phụ lục kèm theo báo cáo này.", italic=True, size=12)
+    if report.alert_rows is not None:
+        para("V. CẢNH BÁO KHẨN CẤP TRONG KỲ", bold=True)
+        if report.alert_rows:
+            table(*_alert_table(report), 9)
+            para(ALERTS_NOTE, italic=True, size=12)
+        else:
+            para(ALERTS_NONE)
     sign = doc.add_table(rows=1, cols=2)
     rl, rr = sign.rows[0].cells
     rl.paragraphs[0].text = ""

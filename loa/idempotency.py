@@ -30,6 +30,23 @@ MSG_REUSED = (
     "hãy gửi lại đúng yêu cầu cũ hoặc dùng khóa mới."
 )
 
+MSG_IN_FLIGHT = (
+    "Một yêu cầu khác với cùng khóa chống gửi trùng («Idempotency-Key») vừa được xử lý cùng "
+    "lúc; không có gì được tạo thêm. Hãy gửi lại đúng yêu cầu đó để nhận kết quả của nó."
+)
+MSG_IN_FLIGHT_EN = (
+    "Another request with the same Idempotency-Key was processed at the same moment; nothing "
+    "more was created. Send the same request again to get its answer."
+)
+
+
+def lost_a_key_race(exc: Exception) -> bool:
+    """True when a database refusal is the unique key of :class:`IdempotencyKey`: two requests
+    with one key ran at once and this one lost. SQLite names the columns, PostgreSQL the
+    constraint."""
+    text = str(getattr(exc, "orig", exc))
+    return "uq_idempotency_key_user_key" in text or "idempotency_key.username" in text
+
 
 class IdempotencyKeyInvalid(DomainError):
     status = 422

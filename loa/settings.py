@@ -3,6 +3,7 @@ embedded demo, the test suite and a docker-compose deployment without code chang
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,6 +29,11 @@ KNOWN_EXAMPLE_SECRETS = frozenset(
 
 class InsecureSettingError(ValueError):
     """A setting that would make the deployment unsafe; the message is Vietnamese first."""
+
+
+def _cpu_slots() -> int:
+    """The API's default database slots: one per CPU, at least 2, at most 8."""
+    return max(2, min(8, os.cpu_count() or 2))
 
 
 class Settings(BaseSettings):
@@ -122,7 +128,11 @@ class Settings(BaseSettings):
     # API under load (issue 17). At most api_db_concurrency requests hold a database session
     # at once; the others wait on the event loop, holding neither a thread nor a connection.
     # The API's pool is sized above it, so a pool and worker-thread deadlock cannot happen.
-    api_db_concurrency: int = Field(default=8, ge=1, le=32)
+    # Default: the CPU count, 2 to 8. A route's ORM and JSON work holds the GIL, so routes
+    # beyond the cores only queue for it inside the process, and the ingest loop waits behind
+    # each of them at every GIL hand-over (tests/system/test_loop_stall.py on 2 cores: 8 slots
+    # gave loop lateness p99 70-110 ms, 2 slots 21-38 ms, and more requests answered).
+    api_db_concurrency: int = Field(default_factory=lambda: _cpu_slots(), ge=1, le=32)
     # Indicator answers reused while no row they read changed, at most this long (issue 16;
     # indicator/answers.py). 0 judges every request again.
     indicator_answer_ttl_s: float = Field(default=30.0, ge=0, le=600)

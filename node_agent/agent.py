@@ -58,9 +58,10 @@ from node_agent.store import Store
 
 log = logging.getLogger("loa.node")
 
-# The turn is taken this long before start_at: enough to spawn the sink and prime it with
-# silence (tens of ms), short enough that a bulletin just ending is not in the way.
-PREPARE_S = 0.3
+# The turn is taken this long before start_at: enough to spawn the sink, prime it with
+# silence and read its playback clock a few times (pacat reports it every 50 ms; the
+# first sample is placed by it), short enough that a bulletin just ending is not in the way.
+PREPARE_S = 0.5
 LATE_LIMIT_S = 120  # a bulletin recovered after a restart more than this late is not played
 DECODE_AHEAD_S = 8.0  # decode this long before start_at (a 5-minute MP3 takes ~1 s on a Pi)
 SELFTEST_FREQ = 1000.0
@@ -491,7 +492,7 @@ class Agent:
             if source is None:
                 source = await self._open_stream(cmd.url)
             start_at = max(
-                cmd.start_at / 1000, time.time() + self.cfg.output_latency_ms / 1000 + 0.1
+                cmd.start_at / 1000, time.time() + self.cfg.output_latency_ms / 1000 + 0.2
             )
             if victim is not None:
                 self._preempt(victim)

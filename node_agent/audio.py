@@ -15,9 +15,13 @@ Format everywhere: signed 16-bit little-endian, mono, 48 kHz."""
 from __future__ import annotations
 
 import array
+import collections
+import logging
 import math
 import os
+import re
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -26,6 +30,8 @@ import time
 import wave
 from collections.abc import Callable
 from pathlib import Path
+
+log = logging.getLogger("loa.node")
 
 RATE = 48_000
 FRAME = 2  # bytes per frame (s16 mono)
@@ -142,24 +148,95 @@ class Sink:
 
 
 class ProcessSink(Sink):
-    def __init__(self, cmd: list[str], what: str) -> None:
-        self.cmd, self.what = cmd, what
+    """A player process fed on stdin. With ``clock=True`` (``pacat -v``) it also reports the
+    sound server's own stream clock: every 50 ms a line ``Time: T sec`` meaning "the sample
+    at position T of what was written is being heard now". ``heard_anchor`` turns that into
+    the wall time at which written position 0 is (was) heard, so the agent places the
+    bulletin's first sample by the sink's real playback position instead of assuming the
+    sink started the instant it was opened (it does not: it waits for its prebuffer, and
+    the server adds its own latency)."""
+
+    def __init__(self, cmd: list[str], what: str, *, clock: bool = False) -> None:
+        self.cmd, self.what, self.clock = cmd, what, clock
         self.proc: subprocess.Popen[bytes] | None = None
+        self._err = bytearray()  # stderr that is not a clock line, for error messages
+        self._anchors: collections.deque[float] = collections.deque(maxlen=ANCHOR_READINGS)
+        self._reader: threading.Thread | None = None
+        self.underruns = 0
 
     def open(self) -> None:
         if not shutil.which(self.cmd[0]):
             raise AudioError(f"không có {self.cmd[0]} ({self.what})")
+        # Clock lines are parsed: keep them in English whatever the board's locale.
+        env = {**os.environ, "LC_ALL": "C"} if self.clock else None
         self.proc = subprocess.Popen(
-            self.cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            self.cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
         )
+        # stderr is always drained: ``pacat -v`` writes a line every 50 ms and would block
+        # (and stall the sound) once a full pipe stops being read.
+        self._reader = threading.Thread(target=self._read_stderr, name="loa-sink-err", daemon=True)
+        self._reader.start()
         time.sleep(0.02)
         if self.proc.poll() is not None:
-            err = (
-                self.proc.stderr.read().decode("utf-8", "replace").strip()
-                if (self.proc.stderr)
-                else ""
-            )
-            raise AudioError(f"không mở được đầu ra âm thanh {self.what}: {err[:200]}")
+            self._reader.join(1)
+            raise AudioError(f"không mở được đầu ra âm thanh {self.what}: {self._error()}")
+
+    def _read_stderr(self) -> None:
+        proc = self.proc
+        if proc is None or proc.stderr is None:
+            return
+        fd = proc.stderr.fileno()
+        buf = b""
+        last_pos = 0.0
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                return
+            now = time.time()
+            if not chunk:
+                return
+            buf += chunk
+            *lines, buf = buf.replace(b"\r", b"\n").split(b"\n")
+            for raw in lines:
+                line = raw.strip()
+                m = _CLOCK_LINE.search(line)
+                if line.startswith(b"Stream underrun"):
+                    # The queue ran dry (the writer was starved): the stream paused, so
+                    # readings from before it place samples too early. Start over.
+                    self.underruns += 1
+                    self._anchors.clear()
+                elif m:
+                    pos = float(m.group(1))
+                    if pos <= last_pos:
+                        # Not advancing: not started yet (prebuffering) or stalled after
+                        # an underrun. Such readings say nothing about when samples play.
+                        self._anchors.clear()
+                    else:
+                        self._anchors.append(now - pos)
+                    last_pos = pos
+                elif line and len(self._err) < 4096:
+                    self._err += line + b"\n"
+
+    def _error(self) -> str:
+        lines = [
+            x
+            for x in self._err.decode("utf-8", "replace").splitlines()
+            if not x.startswith(_PACAT_CHATTER)
+        ]
+        return " ".join(lines).strip()[:200]
+
+    def heard_anchor(self) -> float | None:
+        """Wall time at which written position 0 is heard, from the last readings of the
+        sink's clock, or None before the stream runs. The median: a reading is usually late
+        by the fraction of a ms the line took to reach us, but now and then one is off by
+        several ms either way (a late wake-up, or the server's interpolated clock running
+        ahead just after a start; bench/node.py saw a 6 ms one), and one must not decide."""
+        return statistics.median(self._anchors) if self._anchors else None
 
     def write(self, pcm: bytes) -> None:
         assert self.proc is not None and self.proc.stdin is not None
@@ -167,10 +244,11 @@ class ProcessSink(Sink):
             self.proc.stdin.write(pcm)
             self.proc.stdin.flush()
         except (BrokenPipeError, ValueError, OSError):
-            err = ""
-            if self.proc.stderr:
-                err = self.proc.stderr.read().decode("utf-8", "replace").strip()[:200]
-            raise AudioError(f"đầu ra âm thanh {self.what} bị ngắt {err}".strip()) from None
+            if self._reader is not None:
+                self._reader.join(1)
+            raise AudioError(
+                f"đầu ra âm thanh {self.what} bị ngắt {self._error()}".strip()
+            ) from None
 
     def close(self, *, abort: bool) -> None:
         proc = self.proc
@@ -190,13 +268,42 @@ class ProcessSink(Sink):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if self._reader is not None:
+            self._reader.join(2)
         if proc.stderr:
             proc.stderr.close()
+
+
+# ``pacat -v``: "Time: 1.234 sec; Latency: 70000 usec." (LC_ALL=C); the other -v lines
+# are start-up chatter, not errors.
+_CLOCK_LINE = re.compile(rb"Time: (\d+(?:\.\d+)?) sec")
+_PACAT_CHATTER = (
+    "Opening a ",
+    "Connection established",
+    "Stream successfully created",
+    "Buffer metrics",
+    "Using sample spec",
+    "Connected to device",
+    "Stream started",
+    "Stream underrun",
+    "Stream overrun",
+    "Stream buffer attributes changed",
+    "Stream moved",
+    "Stream device",
+    "Got event",
+    "Got signal",
+    "Exiting",
+    "Got EOF",
+    "Playback stream drained",
+    "Draining connection",
+)
+ANCHOR_READINGS = 6  # 300 ms of clock readings: recent enough to follow an underrun
 
 
 def pulse_sink(target: str, latency_ms: int) -> ProcessSink:
     cmd = [
         "pacat",
+        "-v",  # the stream clock, see ProcessSink.heard_anchor
         "--playback",
         "--raw",
         "--format=s16le",
@@ -208,7 +315,7 @@ def pulse_sink(target: str, latency_ms: int) -> ProcessSink:
     ]
     if target and target != "@DEFAULT_SINK@":
         cmd.append(f"--device={target}")
-    return ProcessSink(cmd, f"pulse:{target}")
+    return ProcessSink(cmd, f"pulse:{target}", clock=True)
 
 
 def alsa_sink(device: str, latency_ms: int) -> ProcessSink:
@@ -334,6 +441,7 @@ class Playout:
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="loa-playout", daemon=True)
         self.started_at: float | None = None
+        self.gaps = 0  # sink underruns before the bulletin's last sample was written
 
     def start(self) -> None:
         self.thread.start()
@@ -352,6 +460,14 @@ class Playout:
             outcome = f"error:{type(exc).__name__}: {exc}"
         finally:
             self.sink.close(abort=self._stop.is_set() or outcome.startswith("error"))
+            if self.gaps:
+                # The queue ran dry mid-bulletin: a gap was heard (the board is overloaded
+                # or output_latency_ms is too small for it). Logged for the technician.
+                log.warning(
+                    "đầu ra âm thanh bị cạn dữ liệu %d lần (underrun): máy quá tải hoặc "
+                    "output_latency_ms quá nhỏ",
+                    self.gaps,
+                )
             self.on_done("cut" if self._stop.is_set() else outcome)
 
     def _play(self) -> str:
@@ -372,6 +488,8 @@ class Playout:
         else:
             # Prime with silence up to lead, then keep exactly lead queued.
             t0, written = now, 0.0
+        clock = sink.heard_anchor if isinstance(sink, ProcessSink) and sink.clock else None
+        anchor = t0
         started = False
         offset = 0
         while not self._stop.is_set():
@@ -380,7 +498,11 @@ class Playout:
             if written >= target:
                 self._stop.wait(min(0.005, written - target))
                 continue
-            heard_at = t0 + written  # when the next sample written will be heard
+            # When the next sample written will be heard: by the sink's own clock where it
+            # reports one (pulse), else assuming it plays from the moment it was opened.
+            if clock is not None and not started:
+                anchor = clock() or t0
+            heard_at = anchor + written
             if heard_at + 1e-4 < self.start_at:
                 frames = min(CHUNK_FRAMES, max(1, round((self.start_at - heard_at) * RATE)))
                 sink.write(silence[: frames * FRAME])
@@ -396,8 +518,11 @@ class Playout:
             else:
                 data = self.source()
             if not data:
+                # Counted before the tail drains: the stream running dry at the very end is
+                # the normal end of a bulletin, not a gap.
+                self.gaps = getattr(sink, "underruns", 0)
                 if not is_file:  # let the queued tail be heard before closing
-                    rest = t0 + written - time.time()
+                    rest = anchor + written - time.time()
                     if rest > 0 and self._stop.wait(rest):
                         return "cut"
                 return "end"

@@ -725,6 +725,21 @@ def update_node(
     return row
 
 
+def set_node_position(
+    s: Session, node_id: str, lat: object, lon: object
+) -> tuple[tuple[float | None, float | None], tuple[float | None, float | None]]:
+    """A cluster's coordinates set (or cleared) by hand, checked to lie in Vietnam
+    (``validate.check_vn_position``): what it was and what it is, for the audit log."""
+    row = get_node(s, node_id)
+    if row.retired_ms is not None:
+        raise InvalidInputError(f"Cụm loa '{node_id}' đã ngừng sử dụng.")
+    new = v.check_vn_position(lat, lon)
+    before = (row.lat, row.lon)
+    row.lat, row.lon = new
+    s.flush()
+    return before, new
+
+
 def move_node(s: Session, node_id: str, village: Ref, at_ms: int | None = None) -> Node:
     node, target = get_node(s, node_id), get_village(s, village)
     at = resolve_time(at_ms)

@@ -137,3 +137,68 @@ def check_vendor(value: object) -> str:
     if not isinstance(value, str) or len(clean_text(value)) > 100:
         raise InvalidInputError("hãng sản xuất phải là chữ, tối đa 100 ký tự")
     return _no_formula(clean_text(value), "hãng sản xuất")
+
+
+# Vietnam's territory, the Hoàng Sa and Trường Sa archipelagos included (degrees, WGS 84):
+# a cluster placed by hand outside it is a typing mistake (lat/lon swapped, a sign or a
+# decimal lost), not a loudspeaker. Mainland extremes: 8.4 N (Mũi Cà Mau) to 23.4 N (Lũng
+# Cú), 102.1 E (A Pa Chải) to 109.5 E (Mũi Đôi); the islands reach 7 N and 117 E.
+VN_LAT = (7.0, 23.5)
+VN_LON = (102.0, 117.5)
+_COORD_TEXT = re.compile(r"^[+-]?\d{1,3}([.,]\d+)?$")
+
+
+def _coordinate_text(value: object, noun: str, example: str) -> float | None:
+    """A coordinate typed in a form: ``21.8537`` or ``21,8537``; empty is None."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise InvalidInputError(f"{noun} '{value}' không phải là số (ví dụ {example})")
+    if isinstance(value, int | float):
+        number = float(value)
+    else:
+        text = str(value).strip()
+        if not _COORD_TEXT.match(text):
+            raise InvalidInputError(
+                f"{noun} '{text[:40]}' không phải là số thập phân (ví dụ {example})"
+            )
+        number = float(text.replace(",", "."))
+    if not math.isfinite(number):
+        raise InvalidInputError(f"{noun} '{value}' không phải là số (ví dụ {example})")
+    return number
+
+
+def _vn(value: float) -> str:
+    return f"{value:g}".replace(".", ",")
+
+
+def check_vn_position(lat: object, lon: object) -> tuple[float | None, float | None]:
+    """A cluster's position set by hand (web, API): both or neither (clearing it), inside
+    Vietnam (``VN_LAT``/``VN_LON``), rounded to 6 decimals (about 0.1 m)."""
+    la = _coordinate_text(lat, "Vĩ độ", "21,8537")
+    lo = _coordinate_text(lon, "Kinh độ", "106,7610")
+    if la is None and lo is None:
+        return None, None
+    if la is None or lo is None:
+        raise InvalidInputError(
+            "Cần nhập cả vĩ độ và kinh độ (hoặc để trống cả hai để xoá toạ độ)."
+        )
+    lat_ok = VN_LAT[0] <= la <= VN_LAT[1]
+    lon_ok = VN_LON[0] <= lo <= VN_LON[1]
+    if not (lat_ok and lon_ok):
+        if VN_LAT[0] <= lo <= VN_LAT[1] and VN_LON[0] <= la <= VN_LON[1]:
+            raise InvalidInputError(
+                f"Vĩ độ {_vn(la)} và kinh độ {_vn(lo)} có vẻ bị nhập đảo: ở Việt Nam vĩ độ "
+                f"(Bắc) từ {_vn(VN_LAT[0])} đến {_vn(VN_LAT[1])}, kinh độ (Đông) từ "
+                f"{_vn(VN_LON[0])} đến {_vn(VN_LON[1])}."
+            )
+        if not lat_ok:
+            raise InvalidInputError(
+                f"Vĩ độ {_vn(la)} nằm ngoài lãnh thổ Việt Nam (từ {_vn(VN_LAT[0])} đến "
+                f"{_vn(VN_LAT[1])} độ Bắc)."
+            )
+        raise InvalidInputError(
+            f"Kinh độ {_vn(lo)} nằm ngoài lãnh thổ Việt Nam (từ {_vn(VN_LON[0])} đến "
+            f"{_vn(VN_LON[1])} độ Đông)."
+        )
+    return round(la, 6), round(lo, 6)

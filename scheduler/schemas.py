@@ -272,3 +272,25 @@ class BroadcastIn(BaseModel):
     confirm: StrictBool | None = None
     draft: StrictBool | None = None
     duration_s: Number | None = None
+
+
+class BroadcastEditIn(BaseModel):
+    """The changes of an edit (``POST /broadcasts/{id}/edit``): only the fields an edit may
+    change (``scheduler.control.EDITABLE``), typed as for a new bulletin and refused with the
+    same sentences; a field left out keeps its value. The merged bulletin is checked by
+    ``parse_request`` as a new one is."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"title": "Sửa"}]})
+    refusals: ClassVar[dict[str, str]] = BroadcastIn.refusals
+    unknown_refusal: ClassVar[str] = "Không sửa được: {names}."
+    title: StrictStr | None = None
+    tts_text: StrictStr | None = None
+    content_id: StrictStr | None = None
+    targets: dict[str, Any] | None = None
+    start_at: StrictStr | None = None
+    recurrence: StrictStr | dict[str, Any] | None = None
+    priority: StrictStr | None = None
+    language: StrictStr | None = None
+    volume: Number | None = None
+    repeat: Number | None = None
+    confirm: StrictBool | None = None

@@ -617,14 +617,28 @@ class BroadcastService(ControlMixin):
         return item, s.get_one(Broadcast, item.broadcast_id)
 
     def schedule_from_inbox(
-        self, actor: Actor, item_id: int, payload: Any, *, audit: InTransaction | None = None
+        self,
+        actor: Actor,
+        item_id: int,
+        payload: Any,
+        *,
+        client_key: str | None = None,
+        audit: InTransaction | None = None,
     ) -> dict[str, Any]:
-        """The commune takes a province bulletin: a broadcast of its own, same content."""
+        """The commune takes a province bulletin: a broadcast of its own, same content.
+        ``client_key`` and ``audit`` as for ``create``: a retry with the same key answers
+        the broadcast the first request made (``replayed``), not "already handled"."""
         if actor.role not in ("commune", "province"):
             raise Forbidden("Chỉ cán bộ xã được lên lịch bản tin từ hộp thư.")
         payload = payload or {}
         if not isinstance(payload, dict):
             raise InvalidBroadcast("Yêu cầu phải là một đối tượng JSON.")
+        client_key = check_client_key(client_key)
+        asked = {"item_id": item_id, "payload": payload}
+        if client_key is not None:
+            earlier = self._replay(actor, client_key, "inbox.schedule", asked)
+            if earlier is not None:
+                return earlier
         now = self.clock()
         with self.db.session() as s:
             item, original = self._inbox_item(s, actor, item_id)
@@ -668,6 +682,16 @@ class BroadcastService(ControlMixin):
             )
             s.add(b)
             s.flush()
+            if client_key is not None:
+                idempotency.remember(
+                    s,
+                    actor.username,
+                    client_key,
+                    "inbox.schedule",
+                    asked,
+                    resource_id=b.id,
+                    now_ms=now,
+                )
             self._advance(s, actor, b, now, submit=True)
             item.state = "scheduled"
             item.handled_ms = now
@@ -796,10 +820,13 @@ class BroadcastService(ControlMixin):
             self._retire_mount(mount)
         return True
 
-    def end_live(self, actor: Actor, broadcast_id: int) -> dict[str, Any]:
+    def end_live(
+        self, actor: Actor, broadcast_id: int, *, audit: InTransaction | None = None
+    ) -> dict[str, Any]:
         """The officer pressed stop after closing the source cleanly: the clusters hear the
         stream end and report it played, and the mount is withdrawn (cutting any listener
-        left). Stopped before its slot came, nothing aired: the broadcast is cancelled."""
+        left). Stopped before its slot came, nothing aired: the broadcast is cancelled, in
+        one transaction with ``audit``'s row."""
         with self.db.session() as s:
             b = self._load(s, actor, broadcast_id)
             if not self._may_manage(actor, b):
@@ -813,10 +840,14 @@ class BroadcastService(ControlMixin):
             )
             is_open = b.status in OPEN_STATUSES
         if is_open and not dispatched:
-            return self.cancel(actor, broadcast_id)
+            return self.cancel(actor, broadcast_id, audit=audit)
         if mount:
             self._retire_mount(mount)
-        return self.get(actor, broadcast_id)
+        out = self.get(actor, broadcast_id)
+        if audit is not None:  # nothing else to write: the record is this step's change
+            with self.db.session() as s:
+                audit(s, out)
+        return out
 
     def live_on_air(self, actor: Actor, listeners: dict[str, int]) -> list[dict[str, Any]]:
         """Live broadcasts on air now that this user may see (``listeners``: mount ->

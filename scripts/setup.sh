@@ -14,7 +14,7 @@ fi
 # Debian packages the runtime and the test suite use.
 APT_PACKAGES=(mosquitto mosquitto-clients ffmpeg espeak-ng icecast2 chromium poppler-utils
               fonts-dejavu-core fonts-liberation2 postgresql victoria-metrics openssl
-              pulseaudio pulseaudio-utils)
+              pulseaudio pulseaudio-utils alsa-utils libasound2-plugins)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

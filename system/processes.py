@@ -113,7 +113,7 @@ async def _run(
     watch = await watch_loop_from_settings(settings.loop_stall_warn_ms)
     system = System(settings, controller=controller, http=http)
     await system.start()
-    settle_for_latency()  # once started: GIL switch interval, start-up objects frozen
+    settle_for_latency()  # once started: GIL switch interval, GC freeze and thresholds
     server: uvicorn.Server | None = None
     serving: asyncio.Task[None] | None = None
     try:

@@ -14,6 +14,7 @@ nothing else assembles services, and nothing finds one by name. What is wired he
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -29,7 +30,7 @@ from controller.influx_sink import InfluxSettings, InfluxSink
 from controller.node_commands import CommandLink, NodeCommands
 from controller.notify import NotificationService, Notifier, NotifyConfig
 from controller.process import ControllerService, LeaderRole
-from dashboard.app import create_app
+from dashboard.app import create_app, warm_routes
 from dashboard.context import AppContext
 from dashboard.models import User
 from dashboard.security import alerts_audit, username_key
@@ -204,6 +205,8 @@ class System:
         leads (at once when it runs alone)."""
         if self.command_link is not None:
             self.command_link.start()
+        if self.app is not None:  # off the loop the ingest is about to run on
+            await asyncio.to_thread(warm_routes, self.app)
         if self.controller is not None:
             await self.controller.start()
         if self.influx is not None:

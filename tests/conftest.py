@@ -4,6 +4,8 @@ per test, settings pointing at both, and a running controller service.
 The database is a SQLite file by default. With ``LOA_TEST_DATABASE=postgresql`` it is a
 PostgreSQL database on a throwaway cluster (``tests/pg_support.py``), and only the tests that
 use a database run: the others already ran in the SQLite pass (``scripts/test.sh`` runs both).
+Tests marked ``sqlite_pass_only`` use a database but are about something else (a page in
+Chromium, the event loop's latency); they run once, in the SQLite pass, to keep CI in budget.
 """
 
 from __future__ import annotations
@@ -165,7 +167,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         uses_db = bool(names & DATABASE_FIXTURES)
-        (keep if uses_db and not names & EXPLICIT_POSTGRESQL_FIXTURES else drop).append(item)
+        once = item.get_closest_marker("sqlite_pass_only") is not None
+        wanted = uses_db and not once and not names & EXPLICIT_POSTGRESQL_FIXTURES
+        (keep if wanted else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
@@ -180,7 +184,8 @@ def pytest_terminal_summary(terminalreporter):
     if _DESELECTED_FOR_BACKEND:
         terminalreporter.write_line(
             f"{BACKEND_VARIABLE}=postgresql: {_DESELECTED_FOR_BACKEND[-1]} tests that use no "
-            "database were deselected (the SQLite pass runs them)."
+            "database, or are marked sqlite_pass_only, were deselected (the SQLite pass runs "
+            "them)."
         )
 
 

@@ -103,6 +103,14 @@ def _alert(d: dict) -> bool:
     )
 
 
+def _media(d: dict) -> bool:
+    return all(
+        _positive(d[size][way]["server_cpu_per_download_ms"]) and d[size][way]["downloads"] == 20
+        for size in ("short_3s", "long_30s")
+        for way in ("media", "baseline_static")
+    )
+
+
 # (name, arguments, results file, check of its figures)
 SMOKE: list[tuple[str, list[str], str, Callable[[dict], bool]]] = [
     ("alert", ["bench/alert.py", "--nodes", "20", "--no-warmup"], "alert.json", _alert),
@@ -123,6 +131,7 @@ SMOKE: list[tuple[str, list[str], str, Callable[[dict], bool]]] = [
         _api,
     ),
     ("content", ["bench/content.py", "--minutes", "0.2"], "content.json", _content),
+    ("media", ["bench/media.py", "--downloads", "20"], "media.json", _media),
     (
         "dispatch",
         ["bench/dispatch.py", "--nodes", "20", "--lead-s", "3"],

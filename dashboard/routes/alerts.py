@@ -20,11 +20,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from alerts.errors import AlertError, CapRefused
+from alerts.schemas import (
+    AlertDuplicate,
+    AlertOut,
+    AlertPage,
+    AlertReceived,
+    AlertReport,
+    MessageOut,
+    PreviewOut,
+    RejectIn,
+    TemplateIn,
+    TemplateOut,
+    TemplateSaved,
+)
 from alerts.workflow import AlertService
 from dashboard.context import AppContext
 from dashboard.deps import get_ctx
@@ -32,6 +45,7 @@ from dashboard.models import User
 from dashboard.routes.broadcasts import actor_of
 from dashboard.routes.ui import page_role, render
 from dashboard.security import current_user, require_role
+from dashboard.validation import typed_route
 
 api = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 pages = APIRouter(include_in_schema=False)
@@ -78,7 +92,15 @@ async def _receive(
     return _answer(out)
 
 
-@api.post("/cap", status_code=202)
+RECEIVED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": AlertReceived | AlertDuplicate,
+        "description": "Đã nhận trước đó / the same document or key again",
+    }
+}
+
+
+@api.post("/cap", status_code=202, response_model=AlertReceived, responses=RECEIVED)
 async def post_cap(
     request: Request,
     user: User = Depends(require_role("province")),
@@ -93,7 +115,7 @@ async def post_cap(
     return await _receive(request, user, svc, raw, truncated, "api")
 
 
-@api.post("/upload", status_code=202)
+@api.post("/upload", status_code=202, response_model=AlertReceived, responses=RECEIVED)
 async def upload_cap(
     request: Request,
     user: User = Depends(require_role("province")),
@@ -112,7 +134,7 @@ async def upload_cap(
     return await _receive(request, user, svc, raw, truncated, "upload")
 
 
-@api.post("/preview")
+@api.post("/preview", response_model=PreviewOut)
 async def preview_cap(
     request: Request,
     user: User = Depends(require_role("province", "commune")),
@@ -126,7 +148,7 @@ async def preview_cap(
     return await run_in_threadpool(svc.preview, raw)
 
 
-@api.get("")
+@api.get("", response_model=AlertPage)
 async def list_alerts(
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0),
@@ -136,7 +158,7 @@ async def list_alerts(
     return await run_in_threadpool(svc.list, actor_of(user), limit=limit, offset=offset)
 
 
-@api.get("/messages")
+@api.get("/messages", response_model=list[MessageOut])
 async def list_messages(
     limit: int = Query(50, ge=1, le=500),
     user: User = Depends(require_role("province", "technician")),
@@ -160,29 +182,22 @@ async def raw_message(
     )
 
 
-@api.get("/templates")
+# Exclude unset: the default template ("*") has no ``recordings`` key, as it never had.
+@api.get("/templates", response_model=list[TemplateOut], response_model_exclude_unset=True)
 async def templates(user: User = Depends(current_user), svc: AlertService = Depends(get_alerts)):
     return await run_in_threadpool(svc.templates)
 
 
-@api.put("/templates")
+@typed_route(api, "PUT", "/templates", response_model=TemplateSaved)
 async def set_template(
     request: Request,
-    payload: dict = Body(
-        ...,
-        examples=[
-            {"event": "Lũ quét", "template": "Thông báo khẩn cấp về {su_kien}.\n{huong_dan}"}
-        ],
-    ),
+    body: TemplateIn,
     user: User = Depends(require_role("province")),
     svc: AlertService = Depends(get_alerts),
 ):
     request.state.audited = True
-    event, template = payload.get("event"), payload.get("template")
-    if not isinstance(event, str) or not isinstance(template, str):
-        raise HTTPException(422, "Cần «event» (loại sự kiện, hoặc *) và «template» (mẫu lời đọc).")
     return await run_in_threadpool(
-        svc.set_template, actor_of(user), event, template, payload.get("recordings")
+        svc.set_template, actor_of(user), body.event, body.template, body.recordings
     )
 
 
@@ -211,7 +226,7 @@ async def alert_proof_file(
     )
 
 
-@api.get("/{alert_id}")
+@api.get("/{alert_id}", response_model=AlertReport)
 async def get_alert(
     alert_id: int = Path(..., ge=1, le=MAX_ID),
     user: User = Depends(current_user),
@@ -224,24 +239,32 @@ def _decision(name: str):
     async def route(
         request: Request,
         alert_id: int = Path(..., ge=1, le=MAX_ID),
-        payload: dict | None = Body(None),
         user: User = Depends(require_role("province", "commune")),
         svc: AlertService = Depends(get_alerts),
     ):
         request.state.audited = True
-        fn = getattr(svc, name)
-        if name == "reject":
-            reason = (payload or {}).get("reason") or ""
-            return await run_in_threadpool(fn, actor_of(user), alert_id, str(reason))
-        return await run_in_threadpool(fn, actor_of(user), alert_id)
+        return await run_in_threadpool(getattr(svc, name), actor_of(user), alert_id)
 
     route.__name__ = f"{name}_alert"
     return route
 
 
-api.post("/{alert_id}/approve")(_decision("approve"))
-api.post("/{alert_id}/reject")(_decision("reject"))
-api.post("/{alert_id}/stop")(_decision("stop"))
+api.post("/{alert_id}/approve", response_model=AlertOut)(_decision("approve"))
+api.post("/{alert_id}/stop", response_model=AlertOut)(_decision("stop"))
+
+
+@typed_route(api, "POST", "/{alert_id}/reject", response_model=AlertOut)
+async def reject_alert(
+    request: Request,
+    alert_id: int = Path(..., ge=1, le=MAX_ID),
+    body: RejectIn | None = None,
+    user: User = Depends(require_role("province", "commune")),
+    svc: AlertService = Depends(get_alerts),
+):
+    """Refuse to air an alert awaiting approval; ``reason`` is kept with it."""
+    request.state.audited = True
+    reason = body.reason if body is not None and body.reason else ""
+    return await run_in_threadpool(svc.reject, actor_of(user), alert_id, reason)
 
 
 # --------------------------------------------------------------------------- pages
@@ -340,6 +363,36 @@ async def alerts_upload_page(
     return await _list_page(request, user, svc, upload_error=error)
 
 
+@pages.post("/alerts/preview")
+async def alert_preview_page(
+    request: Request,
+    user: User = Depends(page_role("province", "commune")),
+    svc: AlertService = Depends(get_alerts),
+):
+    """What an uploaded document would do, on the map and by village: nothing is stored or
+    aired. A refused document comes back to the list with the reason."""
+    form = await request.form(max_files=1, max_fields=4)
+    file = form.get("file")
+    if file is None or isinstance(file, str):
+        return await _list_page(request, user, svc, preview_error="Chưa chọn tệp CAP.")
+    raw = await file.read(svc.settings.max_bytes + 1)
+    request.state.audited = True  # a preview changes nothing
+    try:
+        preview = await run_in_threadpool(svc.preview, raw)
+    except AlertError as exc:
+        return await _list_page(request, user, svc, preview_error=exc.message)
+    area = await run_in_threadpool(svc.area_map, preview)
+    return render(
+        request,
+        "alert_preview.html",
+        user,
+        p=preview,
+        map=area,
+        filename=file.filename or "",
+        page={"view": "alert_preview"},
+    )
+
+
 @pages.get("/alerts/{alert_id}")
 async def alert_page(
     request: Request,
@@ -348,39 +401,8 @@ async def alert_page(
     svc: AlertService = Depends(get_alerts),
 ):
     report = await run_in_threadpool(svc.report, actor_of(user), alert_id)
-    return render(
-        request, "alert.html", user, a=report, map=cluster_map(report), page={"view": "alert"}
-    )
-
-
-def cluster_map(report: dict[str, Any], w: int = 640, h: int = 320) -> dict | None:
-    """Where the targeted clusters are, as SVG points (equirectangular, fine over a province),
-    green when they started the first airing, red when not."""
-    pts = [c for c in report.get("clusters_detail", []) if c["lat"] is not None]
-    if not pts:
-        return None
-    missing = {m["node_id"] for m in (report.get("proof") or {}).get("not_started", [])}
-    aired = report.get("proof") is not None
-    lats = [c["lat"] for c in pts]
-    lons = [c["lon"] for c in pts]
-    lo_lat, hi_lat = min(lats), max(lats)
-    lo_lon, hi_lon = min(lons), max(lons)
-    span = max(hi_lat - lo_lat, hi_lon - lo_lon, 0.01)
-    pad = 16
-    scale = min((w - 2 * pad) / span, (h - 2 * pad) / span)
-    out = []
-    for c in pts:
-        state = "pending" if not aired else ("missing" if c["node_id"] in missing else "started")
-        out.append(
-            {
-                "x": round(pad + (c["lon"] - lo_lon) * scale, 1),
-                "y": round(h - pad - (c["lat"] - lo_lat) * scale, 1),
-                "state": state,
-                "fill": {"started": "#2e7d32", "missing": "#c62828"}.get(state, "#757575"),
-                "title": f"{c['node_id']} · {c['village']} · {c['commune']}",
-            }
-        )
-    return {"w": w, "h": h, "points": out}
+    area = await run_in_threadpool(svc.area_map, report)
+    return render(request, "alert.html", user, a=report, map=area, page={"view": "alert"})
 
 
 @pages.post("/alerts/{alert_id}/{action}")

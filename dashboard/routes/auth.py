@@ -3,9 +3,9 @@ audit log. The web UI logs in through ``dashboard.routes.ui`` with the same func
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -28,8 +28,10 @@ from dashboard.security import (
     resolve_communes,
     set_password,
     update_user,
+    verify_password,
 )
-from loa.timeutil import format_datetime
+from loa import idempotency
+from loa.timeutil import format_datetime, now_ms
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
 
@@ -66,6 +68,20 @@ class UserUpdate(BaseModel):
     communes: list[str] | None = None
     active: bool | None = None
     display_name: str | None = None
+
+
+class AuditEntryOut(BaseModel):
+    """One row of the audit log (``at``: dd/mm/yyyy HH:MM:SS, Asia/Ho_Chi_Minh)."""
+
+    id: int
+    at: str
+    at_ms: int
+    username: str
+    action: str
+    target: str
+    ip: str
+    status: int | None
+    detail: Any = Field(description="what the action changed (JSON), or null")
 
 
 class PasswordIn(BaseModel):
@@ -158,7 +174,22 @@ def add_user(
     request: Request,
     admin: User = Depends(require_role("province")),
     s: DbSession,
+    idempotency_key: str | None = Header(None, max_length=80),
 ):
+    """A new account. ``Idempotency-Key`` (``loa.idempotency``): a retry answers the account
+    the first request made instead of "already exists"; the account, its audit row and the
+    key are one transaction. The key's fingerprint leaves the password out (it would be an
+    unsalted digest of it); a retry's password is checked against the account's hash
+    instead, so a different password with the same key is refused as a different request."""
+    key = idempotency.check_key(idempotency_key)
+    asked = body.model_dump(exclude={"password"})
+    if key is not None:
+        row = idempotency.earlier(s, admin.username, key, "user.create", asked)
+        if row is not None:
+            made = s.get(User, int(row.resource_id or 0))
+            if made is None or not verify_password(made.password_hash, body.password):
+                raise idempotency.IdempotencyKeyReused(idempotency.MSG_REUSED)
+            return row.response
     try:
         user = create_user(
             s,
@@ -180,8 +211,20 @@ def add_user(
         status_code=201,
         detail={"role": user.role, "communes": sorted(user.commune_ids)},
     )
+    out = user_out(user)
+    if key is not None:
+        idempotency.remember(
+            s,
+            admin.username,
+            key,
+            "user.create",
+            asked,
+            resource_id=user.id,
+            response=out.model_dump(),
+            now_ms=now_ms(),
+        )
     s.commit()
-    return user_out(user)
+    return out
 
 
 def _user_or_404(s: Session, user_id: int) -> User:
@@ -249,7 +292,7 @@ def reset_password(
     s.commit()
 
 
-@router.get("/audit")
+@router.get("/audit", response_model=list[AuditEntryOut])
 def audit_log(
     *,
     limit: int = Query(100, ge=1, le=1000),

@@ -16,7 +16,6 @@ from typing import Any
 
 from fastapi import (
     APIRouter,
-    Body,
     Depends,
     Header,
     HTTPException,
@@ -38,6 +37,7 @@ from loa import idempotency
 from loa.timeutil import ICT, now_ms
 from scheduler.recurrence import parse_instant, parse_local_date
 from scheduler.schemas import (
+    BroadcastEditIn,
     BroadcastHistory,
     BroadcastIn,
     BroadcastOut,
@@ -165,11 +165,11 @@ async def check_broadcast(
     )
 
 
-@router.post("/broadcasts/{broadcast_id}/edit", status_code=201, response_model=BroadcastOut)
+@typed_post(router, "/broadcasts/{broadcast_id}/edit", status_code=201, response_model=BroadcastOut)
 async def edit_broadcast(
     request: Request,
+    body: BroadcastEditIn,
     broadcast_id: int = id_param(),
-    payload: Any = Body(...),
     user: User = Depends(current_user),
     svc: BroadcastService = Depends(get_service),
     idempotency_key: str | None = Header(None, max_length=80),
@@ -179,7 +179,7 @@ async def edit_broadcast(
         svc.edit,
         actor_of(user),
         broadcast_id,
-        payload,
+        body.model_dump(exclude_unset=True),
         client_key=idempotency_key,
         audit=_audited(
             request, user, "broadcast.edit", 201, lambda o: (broadcast_id, {"new_id": o["id"]})
@@ -306,17 +306,24 @@ async def schedule_inbox_item(
     body: InboxScheduleIn | None = None,
     user: User = Depends(current_user),
     svc: BroadcastService = Depends(get_service),
+    idempotency_key: str | None = Header(None, max_length=80),
 ):
+    """The commune takes a province bulletin; ``Idempotency-Key`` as for ``POST
+    /broadcasts`` (a retry answers the first broadcast with 200)."""
     payload = body.model_dump(exclude_unset=True) if body is not None else None
-    return await _call(
+    out = await _call(
         svc.schedule_from_inbox,
         actor_of(user),
         item_id,
         payload,
+        client_key=idempotency_key,
         audit=_audited(
             request, user, "inbox.schedule", 201, lambda o: (item_id, {"broadcast_id": o["id"]})
         ),
     )
+    if out.get("replayed"):
+        return JSONResponse(out, status_code=200)
+    return out
 
 
 @router.post("/inbox/{item_id}/dismiss", response_model=InboxDismissed)

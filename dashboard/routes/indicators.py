@@ -23,10 +23,11 @@ from datetime import date
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Depends, File, Query, Request, UploadFile
+from fastapi import APIRouter, Body, Depends, File, Header, Query, Request, UploadFile
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from alerts.evidence import period_lines
 from dashboard.deps import DbSession, get_ctx
 from dashboard.indicator_schemas import (
     AttestationIn,
@@ -62,6 +63,7 @@ from indicator.models import ManualAttestation
 from indicator.periods import Period, parse_day, parse_period
 from indicator.reports import MEDIA_TYPES, build_report, render
 from indicator.scans import MAX_SCAN_BYTES, add_scan, get_scan, scan_as_dict, scans_of
+from loa import idempotency
 from loa.timeutil import format_datetime, now_ms
 
 router = APIRouter(prefix="/api/v1", tags=["indicators"], route_class=VietnameseValidationRoute)
@@ -209,6 +211,7 @@ def indicator_8_3_report(
         scope=scope,
         allowed_commune_ids=_visible(s, user, scope),
         letterhead=overrides,
+        period_alerts=period_lines,
     )
     content = render(report, fmt)
     disposition = "inline" if fmt == "html" else "attachment"
@@ -357,8 +360,18 @@ def post_attestation(
     body: Annotated[AttestationIn | None, Body()] = None,
     user: User = Depends(require_role("province")),
     s: DbSession,
+    idempotency_key: str | None = Header(None, max_length=80),
 ) -> dict:
+    """Record an inspection. ``Idempotency-Key`` (``loa.idempotency``): a retry answers the
+    first record instead of a second one; record, audit row and key are one transaction."""
     body = body or AttestationIn()
+    key = idempotency.check_key(idempotency_key)
+    asked = {"commune": commune_ref, **body.model_dump()}
+    if key is not None:
+        earlier = idempotency.earlier(s, user.username, key, "indicator.attestation.create", asked)
+        if earlier is not None:
+            answer: dict = earlier.response
+            return answer
     row = add_attestation(
         s,
         commune_ref,
@@ -379,7 +392,19 @@ def post_attestation(
         status_code=201,
         detail=doc,
     )
-    return {**doc, "scans": []}
+    out = {**doc, "scans": []}
+    if key is not None:
+        idempotency.remember(
+            s,
+            user.username,
+            key,
+            "indicator.attestation.create",
+            asked,
+            resource_id=row.id,
+            response=out,
+            now_ms=now_ms(),
+        )
+    return out
 
 
 # --------------------------------------------------------------------------- scans

@@ -20,9 +20,11 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from controller.alarms import Alarm
@@ -200,13 +202,57 @@ def get_watcher(request: Request) -> FleetWatcher:
     return watcher
 
 
-@router.get("/live/fleet")
+class EventStream(StreamingResponse):
+    """A Server-Sent Events stream (documented as such in ``/openapi.json``)."""
+
+    media_type = "text/event-stream"
+
+
+class FleetCounts(BaseModel):
+    online: int
+    degraded: int
+    offline: int
+    unknown: int
+    total: int
+
+
+class FleetNode(BaseModel):
+    id: str
+    state: str
+    available: bool
+    reasons: list[str]
+    since: str | None = Field(description="dd/mm/yyyy HH:MM:SS, Asia/Ho_Chi_Minh")
+    commune_id: int | None
+
+
+class FleetHello(BaseModel):
+    counts: FleetCounts
+
+
+class AlarmsChanged(BaseModel):
+    version: list[int | None] = Field(description="changes whenever the alarm list changes")
+
+
+class FleetEvent(BaseModel):
+    """One event of the stream: ``event:`` is the name, ``data:`` one line of JSON of the
+    shape for that name (``hello``: FleetHello, ``counts``: FleetCounts, ``nodes``: a list
+    of FleetNode, ``alarms``: AlarmsChanged)."""
+
+    event: Literal["hello", "counts", "nodes", "alarms"]
+    data: FleetHello | FleetCounts | list[FleetNode] | AlarmsChanged
+
+
+@router.get(
+    "/live/fleet",
+    response_class=EventStream,
+    responses={200: {"model": FleetEvent, "description": "text/event-stream of FleetEvent"}},
+)
 async def live_fleet(
     request: Request,
     commune: int | None = None,
     user: User = Depends(current_user),
     watcher: FleetWatcher = Depends(get_watcher),
-) -> StreamingResponse:
+) -> EventStream:
     """Server-Sent Events stream of fleet changes in the user's scope (see module doc)."""
     scope = scope_commune_ids(user)
     if commune is not None and scope is not None and commune not in scope:
@@ -236,7 +282,7 @@ async def live_fleet(
         finally:
             watcher.unsubscribe(sub)
 
-    return StreamingResponse(
+    return EventStream(
         stream(),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from dashboard.deps import DbSession
 from dashboard.models import User
-from dashboard.routes.broadcasts import actor_of, get_service, id_param
+from dashboard.routes.broadcasts import _audited, actor_of, get_service, id_param
 from dashboard.routes.ui import _villages_by_commune, page_role, render, scoped_communes
 from dashboard.security import audit, current_user
 from scheduler.errors import Conflict, Unavailable
@@ -175,21 +175,14 @@ async def mic_stop(
     actor = actor_of(user)
     await run_in_threadpool(svc.mic_mount, actor, broadcast_id)  # the owner, still open
     await run_in_threadpool(get_feeds(request).stop, broadcast_id)
-    out = await run_in_threadpool(svc.end_live, actor, broadcast_id)
-    ctx = request.app.state.ctx
-
-    def write() -> None:
-        with ctx.db.session() as s:
-            audit(
-                s,
-                "broadcast.live_stop",
-                user=user,
-                target=str(broadcast_id),
-                request=request,
-                status_code=200,
-            )
-
-    await run_in_threadpool(write)
+    # A stop before anything aired cancels the broadcast: the audit row is written in that
+    # transaction (``_audited``), not after it in a session of its own.
+    out = await run_in_threadpool(
+        svc.end_live,
+        actor,
+        broadcast_id,
+        audit=_audited(request, user, "broadcast.live_stop", 200, lambda _o: (broadcast_id, None)),
+    )
     return {
         "broadcast_id": broadcast_id,
         "status": out["status"],

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
 
 from controller import fleet_queries
 from controller.fleet_queries import NodeFilter, NodeNotFound
 from dashboard.deps import DbSession, get_settings
 from dashboard.models import User
 from dashboard.schemas import NodeDetail, NodeItem, Page, TransitionItem
-from dashboard.security import current_user, scope_commune_ids
+from dashboard.security import audit, current_user, require_role, scope_commune_ids
 from loa.protocol import NodeState
 from loa.settings import Settings
 from loa.timeutil import format_datetime
@@ -107,3 +108,47 @@ def node_detail(
         "heartbeat_s": node.heartbeat_s,
         "transitions": transitions,
     }
+
+
+class PositionIn(BaseModel):
+    """Decimal degrees (WGS 84), inside Vietnam; both null to clear them."""
+
+    lat: float | str | None = Field(None, examples=[21.8537])
+    lon: float | str | None = Field(None, examples=[106.761])
+
+
+class PositionOut(BaseModel):
+    id: str
+    lat: float | None
+    lon: float | None
+
+
+@router.put("/nodes/{node_id}/position", response_model=PositionOut)
+def set_position(
+    node_id: str,
+    body: PositionIn,
+    request: Request,
+    s: DbSession,
+    user: User = Depends(require_role("technician", "province")),
+):
+    """Where a cluster stands (an alert's polygon or circle reaches it by this), audited as
+    ``registry.node_position`` with the old and new values."""
+    from registry import changes
+
+    try:
+        _node, _live, _village, commune = fleet_queries.get_node(s, node_id)
+    except NodeNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    if not user.can_access_commune(commune.id if commune else None):
+        raise HTTPException(404, str(NodeNotFound(node_id)))
+    before, after = changes.set_node_position(s, node_id, body.lat, body.lon)
+    audit(
+        s,
+        "registry.node_position",
+        user=user,
+        target=node_id,
+        request=request,
+        status_code=200,
+        detail={"before": list(before), "after": list(after)},
+    )
+    return {"id": node_id, "lat": after[0], "lon": after[1]}

@@ -12,19 +12,28 @@ has no chime; it is kept a week."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
+from broadcasts import abbreviations
 from broadcasts.bulletins import preview, preview_path
-from broadcasts.schemas import NormalizeOut, PreviewOut, TextIn
+from broadcasts.schemas import (
+    AbbreviationIn,
+    AbbreviationList,
+    AbbreviationOut,
+    NormalizeOut,
+    PreviewOut,
+    TextIn,
+)
 from broadcasts.store import ContentStore
 from dashboard.deps import DbSession
 from dashboard.models import User
 from dashboard.routes.content import get_store
 from dashboard.security import audit, current_user, require_role
+from dashboard.validation import typed_post
+from loa import idempotency
+from loa.timeutil import now_ms
 
 router = APIRouter(prefix="/api/v1/tts", tags=["tts"])
 
@@ -71,30 +80,33 @@ def preview_audio(
 # --------------------------------------------------------------------------- abbreviations
 
 
-@router.get("/abbreviations")
+@router.get("/abbreviations", response_model=AbbreviationList)
 def list_abbreviations(*, _user: User = Depends(current_user), s: DbSession):
     """The province's own abbreviations (over the shipped list)."""
-    from broadcasts import abbreviations
-
     items = abbreviations.listing(s)
     return {"items": items, "total": len(items)}
 
 
-@router.post("/abbreviations", status_code=201)
+@typed_post(router, "/abbreviations", status_code=201, response_model=AbbreviationOut)
 def add_abbreviation(
     *,
     request: Request,
-    payload: Any = Body(...),
+    body: AbbreviationIn,
     user: User = Depends(require_role("province")),
     s: DbSession,
+    idempotency_key: str | None = Header(None, max_length=80),
 ):
     """``{"abbr": "BQLDA", "spoken": "ban quản lý dự án"}``; the same written form again
-    replaces its reading. Read out from the next preview or bulletin on."""
-    from broadcasts import abbreviations
-
-    if not isinstance(payload, dict):
-        raise HTTPException(422, "Yêu cầu phải là một đối tượng JSON {abbr, spoken}.")
-    out = abbreviations.add(s, payload.get("abbr"), payload.get("spoken"), user.username)
+    replaces its reading. Read out from the next preview or bulletin on. ``Idempotency-Key``
+    (``loa.idempotency``): a retry answers the first entry and writes nothing again; the
+    entry, its audit row and the key are one transaction."""
+    key = idempotency.check_key(idempotency_key)
+    asked = body.model_dump()
+    if key is not None:
+        row = idempotency.earlier(s, user.username, key, "tts.abbreviation_add", asked)
+        if row is not None:
+            return row.response
+    out = abbreviations.add(s, body.abbr, body.spoken, user.username)
     audit(
         s,
         "tts.abbreviation_add",
@@ -104,7 +116,17 @@ def add_abbreviation(
         status_code=201,
         detail={"spoken": out["spoken"]},
     )
-    s.commit()
+    if key is not None:
+        idempotency.remember(
+            s,
+            user.username,
+            key,
+            "tts.abbreviation_add",
+            asked,
+            resource_id=out["id"],
+            response=out,
+            now_ms=now_ms(),
+        )
     return out
 
 
@@ -116,8 +138,6 @@ def delete_abbreviation(
     user: User = Depends(require_role("province")),
     s: DbSession,
 ):
-    from broadcasts import abbreviations
-
     if not abbreviations.remove(s, entry_id):
         raise HTTPException(404, "Không tìm thấy từ viết tắt này.")
     audit(

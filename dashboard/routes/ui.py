@@ -62,6 +62,8 @@ from dashboard.security import (
     update_user,
 )
 from loa.timeutil import ms_to_dt, now_ms
+from registry import changes
+from registry.errors import RegistryError
 from registry.models import Commune, Node, PendingNode, Village
 from scheduler.models import Broadcast
 
@@ -488,6 +490,18 @@ def node_page(
     user: User = Depends(page_user),
     s: DbSession,
 ):
+    return _node_page(request, user, s, node_id, range)
+
+
+def _node_page(
+    request: Request,
+    user: User,
+    s: Session,
+    node_id: str,
+    range: str = "24h",
+    status_code: int = 200,
+    **extra: Any,
+) -> HTMLResponse:
     node, village, commune = _node_or_error(s, user, node_id)
     span = RANGES.get(range, RANGES["24h"])
     t1 = now_ms()
@@ -542,6 +556,7 @@ def node_page(
         request,
         "node.html",
         user,
+        status_code,
         node=node,
         village=village,
         commune=commune,
@@ -556,8 +571,55 @@ def node_page(
         events=events,
         alarms=alarms.items,
         can_act=user.role in ("technician", "province"),
+        position=extra.pop(
+            "position", {"lat": _coord(node.lat), "lon": _coord(node.lon), "error": None}
+        ),
         page={"view": "node", "node_id": node_id},
+        **extra,
     )
+
+
+def _coord(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}".rstrip("0").rstrip(".")
+
+
+@router.post("/tech/nodes/{node_id}/position")
+def node_position(
+    *,
+    node_id: str,
+    request: Request,
+    lat: str = Form("", max_length=40),
+    lon: str = Form("", max_length=40),
+    user: User = Depends(page_user),
+    s: DbSession,
+):
+    """A cluster's coordinates set by hand (issue 19: the alert area reaches it by them).
+    A refused value comes back with the reason and what was typed; nothing is written."""
+    if user.role not in ("technician", "province"):
+        raise HTTPException(403, MSG_FORBIDDEN)
+    _node_or_error(s, user, node_id)
+    try:
+        before, after = changes.set_node_position(s, node_id, lat, lon)
+    except RegistryError as exc:
+        s.rollback()
+        return _node_page(
+            request,
+            user,
+            s,
+            node_id,
+            status_code=422,
+            position={"lat": lat, "lon": lon, "error": exc.message},
+        )
+    audit(
+        s,
+        "registry.node_position",
+        user=user,
+        target=node_id,
+        request=request,
+        status_code=303,
+        detail={"before": list(before), "after": list(after)},
+    )
+    return RedirectResponse(f"/tech/nodes/{quote(node_id)}?ok=saved#position", 303)
 
 
 @router.post("/tech/nodes/{node_id}/action")

@@ -214,6 +214,29 @@ def browser_context(chromium):
     context.close()
 
 
+# The two screens every page is checked on: a phone and an office desktop.
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1366, "height": 900}
+
+
+def new_page(chromium, viewport: dict, locale: str = "vi-VN"):
+    """A fresh context and page at ``viewport``, touch and mobile on the phone size, in
+    Vietnam's time zone (``locale`` "en-US" checks that dates stay dd/mm/yyyy anyway)."""
+    context = chromium.new_context(
+        viewport=viewport,
+        locale=locale,
+        timezone_id="Asia/Ho_Chi_Minh",
+        bypass_csp=True,
+        is_mobile=viewport is PHONE,
+        has_touch=viewport is PHONE,
+    )
+    return context, context.new_page()
+
+
+def no_sideways_scroll(page) -> bool:
+    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+
+
 def login(page, base_url: str, username: str, password: str = "demo") -> None:
     page.goto(f"{base_url}/login")
     page.fill("input[name=username]", username)

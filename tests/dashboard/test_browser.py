@@ -12,6 +12,10 @@ from controller.models import HeartbeatSample, NodeLive, NodeTransition
 from loa.timeutil import now_ms
 from tests.dashboard.conftest import XSS_NAME, login, screenshot
 
+# Runs in the SQLite pass only: the subject is the page in Chromium; every route it calls is
+# tested on PostgreSQL.
+pytestmark = pytest.mark.sqlite_pass_only
+
 
 def seed_telemetry(db, node_ids: list[str]) -> None:
     """A day of downsampled heartbeats and a few state changes, as the ingest writes them."""

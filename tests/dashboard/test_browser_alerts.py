@@ -12,6 +12,10 @@ from scheduler.models import Broadcast
 from tests.alerts import capdocs as d
 from tests.dashboard.conftest import login, screenshot
 
+# Runs in the SQLite pass only: the subject is the page in Chromium; every route it calls is
+# tested on PostgreSQL.
+pytestmark = pytest.mark.sqlite_pass_only
+
 
 @pytest.fixture
 def page(browser_context):

@@ -23,10 +23,19 @@ from controller.alarms import Alarm
 from loa.timeutil import ICT, now_ms
 from scheduler.models import Broadcast
 from scheduler.targets import resolve_nodes
-from tests.dashboard.conftest import LiveStack, login, screenshot
+from tests.dashboard.conftest import (
+    DESKTOP,
+    PHONE,
+    LiveStack,
+    login,
+    new_page,
+    no_sideways_scroll,
+    screenshot,
+)
 
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1366, "height": 900}
+# Runs in the SQLite pass only: the subject is the page in Chromium; every route it calls is
+# tested on PostgreSQL.
+pytestmark = pytest.mark.sqlite_pass_only
 
 
 @pytest.fixture(scope="module")
@@ -39,23 +48,12 @@ def stack(tmp_path_factory, databases):
     databases.drop(db)
 
 
-def new_page(chromium, viewport):
-    context = chromium.new_context(
-        viewport=viewport,
-        locale="en-US",  # a foreign locale:
-        timezone_id="Asia/Ho_Chi_Minh",  # dates stay dd/mm
-        bypass_csp=True,
-        is_mobile=viewport is PHONE,
-        has_touch=viewport is PHONE,
-    )
-    page = context.new_page()
+def new_page_with_dialogs(chromium, viewport):
+    """A foreign locale (dates stay dd/mm); confirm() dialogs are dismissed and kept."""
+    context, page = new_page(chromium, viewport, locale="en-US")
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     return context, page, dialogs
-
-
-def no_sideways_scroll(page) -> bool:
-    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
 
 
 def broadcasts(stack) -> list[Broadcast]:
@@ -64,7 +62,7 @@ def broadcasts(stack) -> list[Broadcast]:
 
 
 def test_phone_officer_sends_to_one_village_only(stack, chromium):
-    context, page, dialogs = new_page(chromium, PHONE)
+    context, page, dialogs = new_page_with_dialogs(chromium, PHONE)
     try:
         login(page, stack.base_url, "commune")
         page.wait_for_url("**/commune")
@@ -123,7 +121,7 @@ def test_phone_officer_sends_to_one_village_only(stack, chromium):
 
 
 def test_desktop_officer_sends_now_then_edits_skips_pauses_and_cancels(stack, chromium):
-    context, page, dialogs = new_page(chromium, DESKTOP)
+    context, page, dialogs = new_page_with_dialogs(chromium, DESKTOP)
     client, csrf = stack.login_client("commune")
     try:
         login(page, stack.base_url, "commune")
@@ -224,7 +222,7 @@ def test_phone_technician_acknowledges_an_alarm_with_a_note(stack, chromium):
                     detail="",
                 )
             )
-    context, page, dialogs = new_page(chromium, PHONE)
+    context, page, dialogs = new_page_with_dialogs(chromium, PHONE)
     try:
         login(page, stack.base_url, "technician")
         page.wait_for_url("**/tech")

@@ -31,11 +31,17 @@ from loa.settings import Settings
 from loa.timeutil import now_ms
 from registry.demo import load_demo_province
 from system.root import api_context
-from tests.dashboard.conftest import login, screenshot
+from tests.dashboard.conftest import DESKTOP, PHONE, login, new_page, no_sideways_scroll, screenshot
 
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1366, "height": 900}
+# Runs in the SQLite pass only: the subject is the page in Chromium; every route it calls is
+# tested on PostgreSQL.
+pytestmark = pytest.mark.sqlite_pass_only
+
 DATE = re.compile(r"\b\d{2}/\d{2}/\d{4}\b")
+
+
+def new_page_en(chromium, viewport):
+    return new_page(chromium, viewport, locale="en-US")  # dates stay dd/mm
 
 
 def png_bytes() -> bytes:
@@ -108,25 +114,9 @@ def server(tmp_path_factory, databases):
     databases.drop(db)
 
 
-def new_page(chromium, viewport):
-    context = chromium.new_context(
-        viewport=viewport,
-        locale="en-US",  # dates stay dd/mm
-        timezone_id="Asia/Ho_Chi_Minh",
-        bypass_csp=True,
-        is_mobile=viewport is PHONE,
-        has_touch=viewport is PHONE,
-    )
-    return context, context.new_page()
-
-
-def no_sideways_scroll(page) -> bool:
-    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
-
-
 @pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["390x844", "1366x900"])
 def test_drill_down_from_province_to_cluster(server, chromium, viewport):
-    context, page = new_page(chromium, viewport)
+    context, page = new_page_en(chromium, viewport)
     name = f"indicator-{viewport['width']}"
     try:
         login(page, server.base_url, "province")
@@ -173,7 +163,7 @@ def test_drill_down_from_province_to_cluster(server, chromium, viewport):
 
 @pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["390x844", "1366x900"])
 def test_inspection_form_with_scan(server, chromium, viewport, tmp_path):
-    context, page = new_page(chromium, viewport)
+    context, page = new_page_en(chromium, viewport)
     inspector = f"Hoàng Thị Kiểm {viewport['width']}"
     try:
         login(page, server.base_url, "province")

@@ -15,10 +15,18 @@ from broadcasts.models import Content
 from loa.timeutil import ICT
 from scheduler.models import Broadcast
 from tests.broadcasts.conftest import make_tone
-from tests.dashboard.conftest import LiveStack, login, screenshot
+from tests.dashboard.conftest import (
+    DESKTOP,
+    PHONE,
+    LiveStack,
+    login,
+    no_sideways_scroll,
+    screenshot,
+)
 
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1366, "height": 900}
+# Runs in the SQLite pass only: the subject is the page in Chromium; every route it calls is
+# tested on PostgreSQL.
+pytestmark = pytest.mark.sqlite_pass_only
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +43,6 @@ def stack(tmp_path_factory, databases):
 def recording(tmp_path_factory):
     """About 1.7 MB of WAV: long enough for several progress events at the throttled rate."""
     return make_tone(tmp_path_factory.mktemp("rec") / "tiem-phong.wav", 10.0)
-
-
-def no_sideways_scroll(page) -> bool:
-    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
 
 
 @pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])

@@ -10,6 +10,10 @@ import pytest
 
 from tests.dashboard.conftest import LiveStack, login, screenshot
 
+# Runs in the SQLite pass only: the subject is the page in Chromium; every route it calls is
+# tested on PostgreSQL.
+pytestmark = pytest.mark.sqlite_pass_only
+
 
 @pytest.fixture
 def page(browser_context):

@@ -14,6 +14,10 @@ from dashboard.models import AuditLog
 from scheduler.models import Airing, Broadcast
 from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS, LiveStack, login, screenshot
 
+# Runs in the SQLite pass only: the subject is the page in Chromium; every route it calls is
+# tested on PostgreSQL.
+pytestmark = pytest.mark.sqlite_pass_only
+
 FAKE_MIC = [
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",

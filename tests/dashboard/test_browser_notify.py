@@ -18,10 +18,11 @@ from controller.notify import Notifier, NotifyConfig, NotifySubscription
 from loa.broker import free_port
 from loa.timeutil import now_ms
 from system.root import user_scope
-from tests.dashboard.conftest import LiveStack, login, screenshot
+from tests.dashboard.conftest import DESKTOP, PHONE, LiveStack, login, screenshot
 
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1366, "height": 900}
+# Runs in the SQLite pass only: the subject is the page in Chromium; every route it calls is
+# tested on PostgreSQL.
+pytestmark = pytest.mark.sqlite_pass_only
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,10 @@ from registry.models import Commune
 from scheduler.models import Broadcast
 from tests.dashboard.conftest import XSS_NAME, login, screenshot
 
+# Runs in the SQLite pass only: the subject is the page in Chromium; every route it calls is
+# tested on PostgreSQL.
+pytestmark = pytest.mark.sqlite_pass_only
+
 
 @pytest.fixture
 def page(browser_context):

@@ -8,6 +8,10 @@ import pytest
 
 from tests.dashboard.conftest import LiveStack, login, screenshot
 
+# Runs in the SQLite pass only: the subject is the page in Chromium; every route it calls is
+# tested on PostgreSQL.
+pytestmark = pytest.mark.sqlite_pass_only
+
 
 @pytest.fixture
 def officer_stack(tmp_path, db, mosquitto_broker, monkeypatch):

@@ -305,6 +305,16 @@ async def test_per_client_rate_limits_answer_429_with_retry_after(tmp_path, seed
             assert (await c.get("/api/v1/auth/me", headers=auth)).status_code == 200
         officer = await many("127.0.0.53", 3 * burst, auth, "/api/v1/nodes")
         assert all(r.status_code == 200 for r in officer), Counter(r.status_code for r in officer)
+        # A route that never looks at the credential (the health summary) does not make the
+        # limiter forget it: from the flooded address the officer still has their budget.
+        async with httpx.AsyncClient(
+            base_url=base, timeout=30, transport=transport("127.0.0.51")
+        ) as c:
+            steps = [
+                (await c.get(path, headers=auth)).status_code
+                for path in ("/api/v1/nodes", "/api/v1/health/summary", "/api/v1/nodes")
+            ]
+        assert steps == [200, 200, 200], steps
 
         # Made-up tokens do not buy fresh budgets: they count against their address.
         async with httpx.AsyncClient(

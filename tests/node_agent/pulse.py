@@ -2,9 +2,19 @@
 helper's) with null sinks, and recordings of their monitors with wall-clock timestamps, so
 "heard at" can be read from the samples.
 
-Timing of a recording: ``parec`` hands over chunks; each arrives after its last sample was
-played. ``anchor`` = min over chunks of (arrival - samples so far / rate) is the wall time
-of sample 0, late by at most the smallest delivery delay (a few ms at 10 ms latency)."""
+Timing of a recording: the wall time at which sample 0 was *heard* (its position on the
+sink's playback clock). ``parec -v`` prints the record stream's clock every 50 ms ("Time: T
+sec": the sample at position T is being heard now; PulseAudio counts the monitor source's
+latency as minus the sink's, because a sink hands its samples to the monitor when it
+renders them, up to one sink latency *before* they are played). ``anchor`` = min over
+those readings of (arrival - T). The median, not the min: a reading is usually late by the
+fraction of a ms a line takes to reach us, but one in a run can be several ms early (seen:
+6.4 ms, which shifted every onset of that recording), and one reading must not decide.
+
+The older estimate, min over chunks of (arrival - samples so far / rate), is kept as
+``arrival_anchor`` for comparison: it dates samples by when the monitor delivered them,
+i.e. up to one sink latency early (the null sink's latency follows the smallest stream
+latency asked of it: parec's 10 ms), which made every onset look ~10 ms early."""
 
 from __future__ import annotations
 
@@ -12,7 +22,9 @@ import array
 import contextlib
 import math
 import os
+import re
 import shutil
+import statistics
 import subprocess
 import threading
 import time
@@ -102,11 +114,14 @@ class Recording:
     def __init__(self, server: PulseServer, sink: str) -> None:
         self.server, self.sink = server, sink
         self.data = bytearray()
-        self.anchor = math.inf
+        self.arrival_anchor = math.inf
+        self.clock_anchor = math.inf
+        self._clock_readings: list[float] = []
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
             [
                 "parec",
+                "-v",
                 "--raw",
                 "--format=s16le",
                 f"--rate={RATE}",
@@ -114,12 +129,36 @@ class Recording:
                 "--latency-msec=10",
                 f"--device={sink}.monitor",
             ],
-            env={**os.environ, **server.env},
+            env={**os.environ, **server.env, "LC_ALL": "C"},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
+        self.clock_thread = threading.Thread(target=self._read_clock, daemon=True)
+        self.clock_thread.start()
+
+    @property
+    def anchor(self) -> float:
+        """Wall time at which sample 0 was heard (see the module docstring)."""
+        return self.clock_anchor if self.clock_anchor < math.inf else self.arrival_anchor
+
+    def _read_clock(self) -> None:
+        assert self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
+        buf = b""
+        while True:
+            chunk = os.read(fd, 4096)
+            now = time.time()
+            if not chunk:
+                return
+            buf += chunk
+            *lines, buf = buf.replace(b"\r", b"\n").split(b"\n")
+            for line in lines:
+                m = re.search(rb"Time: (\d+(?:\.\d+)?) sec", line)
+                if m and float(m.group(1)) > 0:
+                    self._clock_readings.append(now - float(m.group(1)))
+                    self.clock_anchor = statistics.median(self._clock_readings)
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -132,11 +171,13 @@ class Recording:
             with self._lock:
                 self.data += chunk
                 frames = len(self.data) // 2
-                self.anchor = min(self.anchor, now - frames / RATE)
+                self.arrival_anchor = min(self.arrival_anchor, now - frames / RATE)
 
     def wait_ready(self, timeout: float = 5) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and len(self.data) < RATE // 10:
+        while time.monotonic() < deadline and (
+            len(self.data) < RATE // 10 or self.clock_anchor == math.inf
+        ):
             time.sleep(0.02)
         if len(self.data) < RATE // 10:
             raise RuntimeError("parec records nothing")

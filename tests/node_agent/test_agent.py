@@ -6,8 +6,14 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from node_agent import telemetry
 from tests.node_agent.conftest import make_audio, now_ms, wait_until
+
+# Runs in the SQLite pass only: the subject is the node agent's sound; its database paths run in
+# tests/scheduler.
+pytestmark = pytest.mark.sqlite_pass_only
 
 
 def test_a_play_is_heard_at_start_at_with_every_event(rig):
@@ -269,3 +275,24 @@ def test_the_amplifier_relay_is_on_only_around_a_bulletin_and_telemetry_is_read(
     assert playing[-1]["amp"] == "ok"
     rig.wait_event("dc-01", phase="finished", broadcast_id=cmd["broadcast_id"])
     wait_until(lambda: (gpio / "value").read_text() == "0", 5, "the relay to switch off")
+
+
+def test_alsa_output_is_heard_through_the_alsa_pulse_plugin(rig):
+    """``alsa:DEVICE`` (aplay) on a board with no sound card here: alsa-plugins' ``pulse``
+    PCM carries ALSA playback into our PulseAudio null sink, where parec hears it. The
+    sink input's client proves the sound went through ALSA, not pacat."""
+    make_audio(rig.media.root / "tone.mp3", seconds=1.0)
+    rig.node("dc-02", output="alsa:pulse:n2", capture="").start()
+    rig.listen()
+    rec = rig.record("dc-02")
+    rig.wait_online("dc-02")
+    cmd = rig.play("dc-02", "tone.mp3", start_in=2.0)
+    rig.wait_event("dc-02", phase="started", broadcast_id=cmd["broadcast_id"])
+    clients = rig.pulse.pactl("list", "sink-inputs").stdout
+    assert "ALSA plug-in [aplay]" in clients, clients
+    rig.wait_event("dc-02", phase="finished", broadcast_id=cmd["broadcast_id"])
+    onsets = rec.onsets(after=cmd["start_at"] / 1000 - 1.5)
+    assert len(onsets) == 1, onsets
+    # Functional bound (ALSA has no clock feedback here: see docs/node.md).
+    assert abs(onsets[0] * 1000 - cmd["start_at"]) < 250
+    assert rec.level(onsets[0] + 0.1, onsets[0] + 0.9) > 3000

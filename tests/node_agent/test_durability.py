@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.node_agent.conftest import make_audio, now_ms, wait_until
+
+# Runs in the SQLite pass only: the subject is the node agent's sound; its database paths run in
+# tests/scheduler.
+pytestmark = pytest.mark.sqlite_pass_only
 
 
 def test_kill9_mid_download_resumes_without_corruption_and_plays_once(rig):

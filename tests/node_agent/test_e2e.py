@@ -21,6 +21,10 @@ from tests.scheduler.conftest import FAST, Network
 from tests.scheduler.conftest import wait_for as async_wait_for
 from tests.scheduler.test_dispatch_e2e import SHORT, iso_in
 
+# Runs in the SQLite pass only: the subject is the node agent's sound; its database paths run in
+# tests/scheduler.
+pytestmark = pytest.mark.sqlite_pass_only
+
 
 @pytest.fixture
 async def commune(rig, settings, db):

@@ -9,10 +9,16 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from scheduler.live import IcecastServer
 from scheduler.mic import MicFeeds
 from tests.node_agent.conftest import now_ms, wait_until
 from tests.node_agent.pulse import RATE
+
+# Runs in the SQLite pass only: the subject is the node agent's sound; its database paths run in
+# tests/scheduler.
+pytestmark = pytest.mark.sqlite_pass_only
 
 
 def _zero_crossing_hz(samples) -> float:

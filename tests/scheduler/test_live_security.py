@@ -30,6 +30,9 @@ from dashboard.security import create_user, ensure_demo_accounts
 from loa.broker import free_port
 from tests.factories import make_registry
 
+# Runs in the SQLite pass only: the subject is Icecast and process lifetime, not the database.
+pytestmark = pytest.mark.sqlite_pass_only
+
 PASSWORD = "mat-khau-du-dai-2026"
 
 

@@ -192,3 +192,23 @@ def test_the_broadcast_body_model_names_exactly_the_fields_the_parser_reads(api,
     r = api.post("/api/v1/broadcasts", json={**bulletin(), "volume": 80.0})
     assert r.status_code == 201 and r.json()["volume"] == 80
     assert count(db, Broadcast) == 1
+
+
+def test_the_edit_body_model_names_exactly_the_editable_fields(api, db):
+    from scheduler.control import EDITABLE
+    from scheduler.schemas import BroadcastEditIn
+
+    assert set(BroadcastEditIn.model_fields) == set(EDITABLE)
+    created = api.post("/api/v1/broadcasts", json=bulletin()).json()
+    url = f"/api/v1/broadcasts/{created['id']}/edit"
+    for change, words in (
+        ({"mau": "đỏ"}, "Không sửa được: mau."),
+        ({"volume": "to"}, "Âm lượng («volume») phải là số nguyên từ 0 đến 100."),
+        ([], "Yêu cầu phải là một đối tượng JSON."),
+    ):
+        r = api.post(url, json=change)
+        assert r.status_code == 422 and r.json() == {"detail": words}, r.text
+    assert count(db, Broadcast) == 1
+    # A well-typed body reaches the service, which judges it (a live stream is not edited).
+    r = api.post(url, json={"title": "Họp thôn (sửa)"})
+    assert r.status_code == 422 and "phát trực tiếp" in r.json()["detail"], r.text

@@ -1,20 +1,24 @@
 """The ingest loop is never blocked (docs/architecture.md): the whole in-process system of
 ``loa serve`` (controller with ingest on a real broker, the API on the same loop, the
 scheduler with recurring broadcasts, alarms, the indicator) runs while a simulated fleet of
-300 clusters beating every second loads the ingest and clients hit the API, and the
-loop-stall monitor (``loa/loopwatch.py``) watches the loop:
+300 clusters beating every second loads the ingest and four clients hit the API for 10 s,
+and the loop-stall monitor (``loa/loopwatch.py``) watches the loop.
 
 Meanwhile another connection holds the database's write lock for 0.4 s every 1.5 s (as a
 long import or a slow disk would), so a database write made on the loop waits there, up to
 the 30 s busy timeout, exactly as in production.
 
-- no stall over 100 ms may have the loop thread caught in a blocking call (a database
-  driver, the job store, a subprocess, a file), as Home Assistant's detector would report;
-- no stall at all may pass 1 s (whatever the cause: a collection, a held GIL);
-- with ``LOA_STRICT_LOOP_STALL=1`` (a machine not shared with other work), no stall at all
-  may pass 100 ms. On a 2-core machine shared with other test runs (load average 7-10)
-  the OS and the GIL alone hold a busy process's loop 100-300 ms now and then, with no
-  blocking call on it; the strict form is for a quiet machine."""
+A stall over 100 ms fails the test when
+- the loop thread was caught in a blocking call (a database driver, the job store, a
+  subprocess, a file), as Home Assistant's detector would report; or
+- the process itself used more than 100 ms of CPU during it (its own Python on the loop,
+  worker threads holding the GIL, a collection); or
+- it passed 1 s, whatever the cause; or
+- ``LOA_STRICT_LOOP_STALL=1`` (a machine of its own): any stall over 100 ms at all.
+On the 2-core machine shared with other test runs, the stalls over 100 ms that remain are
+ones during which the process got 5-36 ms of CPU: the OS ran other processes on both
+cores (figures in docs/architecture.md). ``LOA_LOOP_STALL_REPORT=path`` writes the
+monitor's report (percentiles, every stall with its stack, CPU and collector time)."""
 
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
 from dashboard.security import create_user, issue_token
 from loa.loopwatch import LoopWatch, settle_for_latency
@@ -41,12 +46,15 @@ from system.root import System
 from tests.conftest import settings_for
 from tests.factories import make_registry
 
+# Runs in the SQLite pass only: the subject is the event loop's latency, not the database.
+pytestmark = pytest.mark.sqlite_pass_only
+
 REPO = Path(__file__).resolve().parents[2]
 NODES = 300
 STALL_MS = 100.0
 ANY_STALL_MS = 1000.0
 STRICT = os.environ.get("LOA_STRICT_LOOP_STALL") == "1"
-LOAD_S = 20.0
+LOAD_S = 10.0
 # Housekeeping every 0.5 s (not 5 s): the scheduler's periodic work runs 40 times under load.
 SCHED = SchedulerSettings(housekeeping_s=0.5)
 
@@ -141,7 +149,7 @@ async def test_the_loop_is_never_held_over_100_ms(tmp_path, settings, db, mosqui
     system = System(cfg, db=db, api_db=db, live=False, sched=SCHED)
     fleet = _fleet(mosquitto_broker, tmp_path / "sim")
     await system.start()
-    switch_interval = sys.getswitchinterval()
+    switch_interval, thresholds = sys.getswitchinterval(), gc.get_threshold()
     settle_for_latency()  # as ``loa serve`` does once started
     watch = LoopWatch(threshold_ms=STALL_MS)
     try:
@@ -158,6 +166,16 @@ async def test_the_loop_is_never_held_over_100_ms(tmp_path, settings, db, mosqui
             def as_(who: str) -> dict[str, str]:
                 return {"Authorization": f"Bearer {tokens[who]}"}
 
+            # The audio, synthesised once: TTS and loudness normalisation run in ffmpeg
+            # and espeak subprocesses, which only compete for the CPUs (a broadcast with
+            # ``tts_text`` costs ~3 s of them on this machine).
+            r = await client.post(
+                "/api/v1/content/tts",
+                headers=as_("province"),
+                json={"text": "Xin chào bà con.", "title": "Lời chào"},
+            )
+            assert r.status_code == 201, r.text
+            content_id = r.json()["id"]
             # Recurring broadcasts (daily and weekly), so the
             # scheduler's housekeeping expands rules and queries each one.
             for i in range(6):
@@ -166,7 +184,7 @@ async def test_the_loop_is_never_held_over_100_ms(tmp_path, settings, db, mosqui
                     headers=as_("province"),
                     json={
                         "title": f"Bản tin định kỳ {i}",
-                        "tts_text": "Xin chào bà con.",
+                        "content_id": content_id,
                         "targets": {"communes": [communes[i % 3]]},
                         "start_at": _at(3600 + i * 600),
                         "recurrence": {"rrule": "FREQ=DAILY" if i % 2 else "FREQ=WEEKLY"},
@@ -212,7 +230,7 @@ async def test_the_loop_is_never_held_over_100_ms(tmp_path, settings, db, mosqui
                             "province",
                             json={
                                 "title": f"Thông báo {k}-{n}",
-                                "tts_text": "Họp thôn tối nay.",
+                                "content_id": content_id,
                                 "targets": {"communes": [communes[k % 3]]},
                                 "start_at": _at(7 * 86400 + (k * 1000 + n) * 300),
                             },
@@ -239,12 +257,11 @@ async def test_the_loop_is_never_held_over_100_ms(tmp_path, settings, db, mosqui
             fleet.kill()
         await system.stop()
         sys.setswitchinterval(switch_interval)
+        gc.set_threshold(*thresholds)
         gc.unfreeze()
-    print(
-        f"\nloop watch: {watch.ticks} ticks, worst lateness {watch.max_lateness_ms:.0f} ms, "
-        f"longest gc {watch.gc_max_ms:.0f} ms; "
-        f"requests {counts}; {heard} clusters online"
-    )
+    print(f"\nloop watch: {watch.summary()}; requests {counts}; {heard} clusters online")
+    if os.environ.get("LOA_LOOP_STALL_REPORT"):  # the figures in docs/architecture.md
+        Path(os.environ["LOA_LOOP_STALL_REPORT"]).write_text(watch.report())
     assert not failures, failures
     assert not lock_errors, lock_errors
     assert counts["/api/v1/indicators/8.3"] >= 10 and counts["/api/v1/broadcasts"] >= 10
@@ -252,6 +269,10 @@ async def test_the_loop_is_never_held_over_100_ms(tmp_path, settings, db, mosqui
     assert watch.ticks > LOAD_S * 1000 / watch.interval_ms / 4  # the watch itself ran
     blocked = [st for st in watch.stalls if st.blocking_call]
     assert not blocked, watch.report()
+    # Held by the process itself: it used more than 100 ms of CPU while the loop waited
+    # (its own Python work, the GIL, a collection), not the OS running something else.
+    held = [st for st in watch.stalls if st.own_ms > STALL_MS]
+    assert not held, watch.report()
     assert watch.max_lateness_ms <= ANY_STALL_MS, watch.report()
     if STRICT:
         assert not watch.stalls, watch.report()

@@ -1,0 +1,56 @@
+"""A cluster's coordinates set by hand (issue 19, item 3): inside Vietnam, both or neither,
+refused with a Vietnamese reason that names the mistake, nothing written on refusal, and
+every change audited with the old and the new value. Over HTTP on the real stack."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from dashboard.models import AuditLog
+from registry.models import Node
+
+
+def _node(stack, node_id: str) -> tuple[float | None, float | None]:
+    with stack.db.session() as s:
+        n = s.get(Node, node_id)
+        return n.lat, n.lon
+
+
+def test_position_api_checks_vietnam_and_audits(stack):
+    tech = {"Authorization": f"Bearer {stack.token('technician')}"}
+    with stack.client() as c:
+        url = "/api/v1/nodes/dc-001/position"
+        r = c.put(url, json={"lat": "21,853712", "lon": 106.7610004}, headers=tech)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"id": "dc-001", "lat": 21.853712, "lon": 106.761}
+        assert _node(stack, "dc-001") == (21.853712, 106.761)
+        refused = {
+            "swapped": ({"lat": 106.76, "lon": 21.85}, "nhập đảo"),
+            "north": ({"lat": 35.1, "lon": 106.7}, "Vĩ độ 35,1 nằm ngoài lãnh thổ Việt Nam"),
+            "west": ({"lat": 21.8, "lon": 100.5}, "Kinh độ 100,5 nằm ngoài lãnh thổ Việt Nam"),
+            "one": ({"lat": 21.8, "lon": None}, "Cần nhập cả vĩ độ và kinh độ"),
+            "text": ({"lat": "21°51'", "lon": 106.7}, "Vĩ độ '21°51'' không phải là số"),
+            "nan": ({"lat": "NaN", "lon": 106.7}, "không phải là số"),
+        }
+        for case, (body, words) in refused.items():
+            r = c.put(url, json=body, headers=tech)
+            assert r.status_code == 422, (case, r.text)
+            assert words in r.json()["detail"], (case, r.json())
+        assert _node(stack, "dc-001") == (21.853712, 106.761)  # nothing written
+        # Clearing: both empty.
+        assert c.put(url, json={"lat": None, "lon": ""}, headers=tech).status_code == 200
+        assert _node(stack, "dc-001") == (None, None)
+        # A commune officer may not move clusters; an unknown id is 404.
+        commune = {"Authorization": f"Bearer {stack.token('commune')}"}
+        assert c.put(url, json={"lat": 21.8, "lon": 106.7}, headers=commune).status_code == 403
+        r = c.put("/api/v1/nodes/khong-co/position", json={"lat": 21.8, "lon": 106.7}, headers=tech)
+        assert r.status_code == 404
+    with stack.db.session() as s:
+        rows = s.scalars(
+            select(AuditLog)
+            .where(AuditLog.action == "registry.node_position")
+            .order_by(AuditLog.id)
+        ).all()
+        assert [(a.username, a.target) for a in rows] == [("technician", "dc-001")] * 2
+        assert rows[0].detail == {"before": [None, None], "after": [21.853712, 106.761]}
+        assert rows[1].detail == {"before": [21.853712, 106.761], "after": [None, None]}
