@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from controller import fleet_queries
 from controller.fleet_queries import NodeFilter, NodeNotFound
@@ -75,6 +76,19 @@ def list_nodes(
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
+def _visible_node(s: Session, user: User, node_id: str) -> tuple:
+    """The node with its live state, village and commune, if ``user`` may see it; 404 for
+    one outside their communes, the same answer as for an id that does not exist (node ids
+    are not enumerable)."""
+    try:
+        node, live, village, commune = fleet_queries.get_node(s, node_id)
+    except NodeNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    if not user.can_access_commune(commune.id if commune else None):
+        raise HTTPException(404, str(NodeNotFound(node_id)))
+    return node, live, village, commune
+
+
 @router.get("/nodes/{node_id}", response_model=NodeDetail)
 def node_detail(
     node_id: str,
@@ -82,13 +96,7 @@ def node_detail(
     settings: Settings = Depends(get_settings),
     user: User = Depends(current_user),
 ):
-    try:
-        node, live, village, commune = fleet_queries.get_node(s, node_id)
-    except NodeNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
-    if not user.can_access_commune(commune.id if commune else None):
-        # The same answer as for an id that does not exist: node ids are not enumerable.
-        raise HTTPException(404, str(NodeNotFound(node_id)))
+    node, live, village, commune = _visible_node(s, user, node_id)
     transitions = [
         TransitionItem(
             at=format_datetime(t.at_ms),
@@ -135,12 +143,7 @@ def set_position(
     ``registry.node_position`` with the old and new values."""
     from registry import changes
 
-    try:
-        _node, _live, _village, commune = fleet_queries.get_node(s, node_id)
-    except NodeNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
-    if not user.can_access_commune(commune.id if commune else None):
-        raise HTTPException(404, str(NodeNotFound(node_id)))
+    _visible_node(s, user, node_id)
     before, after = changes.set_node_position(s, node_id, body.lat, body.lon)
     audit(
         s,
