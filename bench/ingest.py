@@ -8,6 +8,12 @@ session); the consumer reconnects and the clock runs from its connect until the 
 heartbeat has been received (bare loop) or validated and applied to fleet state (controller,
 with its sweeper and batched database flushes running as in production).
 
+Also in the same run (issue 16): the cost of the roll-ups' day-counter triggers on the write
+path. The controller is measured a second time on a database whose triggers were dropped,
+and, since a heartbeat run writes few transitions (one per node coming online), the worst
+case is measured on its own: transitions inserted in the ingest writer's batches (one
+executemany per flush), every row firing the trigger, with and without it.
+
     .venv/bin/python bench/ingest.py [--messages 100000] [--nodes 5000]
 """
 
@@ -28,7 +34,9 @@ import paho.mqtt.client as paho
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, bulk_register  # noqa: E402
+from controller.models import NodeTransition  # noqa: E402
 from controller.process import ControllerService  # noqa: E402
+from indicator.models import drop_rollup_trigger_ddl  # noqa: E402
 from loa.broker import EmbeddedBroker  # noqa: E402
 from loa.db import Database  # noqa: E402
 from loa.protocol import Topics  # noqa: E402
@@ -154,20 +162,73 @@ def register_nodes(db: Database, k: int) -> None:
     bulk_register(db, node_ids(k))
 
 
+def drop_triggers(db: Database) -> None:
+    """The baseline database: the roll-ups' day-counter triggers dropped."""
+    with db.engine.begin() as conn:
+        for statement in drop_rollup_trigger_ddl(db.engine.dialect.name):
+            conn.exec_driver_sql(statement)
+
+
+def insert_transitions(db: Database, rows: int, batch: int) -> float:
+    """Seconds to insert ``rows`` transitions in batches of ``batch`` (one transaction and
+    one executemany per batch, as the ingest writer flushes), spread over two days."""
+    from sqlalchemy import insert
+
+    ids = node_ids(ARGS.nodes)
+    base = now_ms() - 86_400_000
+    t0 = time.perf_counter()
+    for i in range(0, rows, batch):
+        with db.session() as s:
+            s.execute(
+                insert(NodeTransition),
+                [
+                    {
+                        "node_id": ids[k % len(ids)],
+                        "at_ms": base + k * 1_000,
+                        "from_state": "online",
+                        "to_state": "offline",
+                        "available": False,
+                        "cause": "bench",
+                    }
+                    for k in range(i, min(rows, i + batch))
+                ],
+            )
+    return time.perf_counter() - t0
+
+
 async def main() -> dict:
     n = ARGS.messages
+    load: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="loa-bench-") as tmp:
         tmpdir = Path(tmp)
         db = Database(f"sqlite:///{tmpdir / 'bench.db'}")
         create_schema(db)
         register_nodes(db, ARGS.nodes)
+        bare = Database(f"sqlite:///{tmpdir / 'bench-no-triggers.db'}")
+        create_schema(bare)
+        drop_triggers(bare)
+        register_nodes(bare, ARGS.nodes)
         with EmbeddedBroker(
             kind="mosquitto", data_dir=tmpdir / "broker", extra_config=QUEUE_CONFIG
         ) as broker:
+            load["bare_loop"] = os.getloadavg()[0]
             bare_s = await bare_loop(broker.port, n)
+            load["controller"] = os.getloadavg()[0]
             ctl_s, ctl_info = await controller_loop(broker.port, n, db, tmpdir / "data")
+            load["controller_without_triggers"] = os.getloadavg()[0]
+            nt_s, nt_info = await controller_loop(broker.port, n, bare, tmpdir / "data-nt")
+        # Worst case: every row a transition. Alternated (with, without, with, without),
+        # best of each, so a burst of load on the shared machine does not decide it.
+        rows = ARGS.transitions
+        load["transition_inserts"] = os.getloadavg()[0]
+        with_t, without_t = [], []
+        for _ in range(2):
+            with_t.append(insert_transitions(db, rows, 500))
+            without_t.append(insert_transitions(bare, rows, 500))
         db.dispose()
+        bare.dispose()
     bare_rate, ctl_rate = n / bare_s, n / ctl_s
+    nt_rate = n / nt_s
     result = {
         "benchmark": "ingest",
         "messages": n,
@@ -179,6 +240,19 @@ async def main() -> dict:
         "target_per_s": 10_000,
         "target_ratio": 0.6,
         "controller": ctl_info,
+        "controller_without_rollup_triggers_per_s": round(nt_rate),
+        "controller_without_rollup_triggers": nt_info,
+        "rollup_triggers_cost_pct": round(100 * (1 - ctl_rate / nt_rate), 1),
+        "transition_inserts": {
+            "rows": rows,
+            "batch": 500,
+            "with_triggers_per_s": round(rows / min(with_t)),
+            "without_triggers_per_s": round(rows / min(without_t)),
+            "runs_with_s": [round(x, 3) for x in with_t],
+            "runs_without_s": [round(x, 3) for x in without_t],
+            "rollup_triggers_cost_pct": round(100 * (1 - min(without_t) / min(with_t)), 1),
+        },
+        "load_1m_before": {k: round(v, 2) for k, v in load.items()},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return result
@@ -188,6 +262,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--nodes", type=int, default=5_000)
+    parser.add_argument(
+        "--transitions",
+        type=int,
+        default=50_000,
+        help="transitions inserted directly, with and without the roll-ups' triggers",
+    )
     parser.add_argument(
         "--timeout-s",
         type=float,
@@ -202,4 +282,13 @@ if __name__ == "__main__":
     print(
         f"Loa controller    : {res['controller_per_s']:>8,} heartbeats/s "
         f"({res['ratio']:.0%} of bare; targets >= 10,000/s and >= 60%)"
+    )
+    print(
+        f"without roll-up triggers: {res['controller_without_rollup_triggers_per_s']:>8,} "
+        f"heartbeats/s (triggers cost {res['rollup_triggers_cost_pct']} %)"
+    )
+    ti = res["transition_inserts"]
+    print(
+        f"transition inserts: {ti['with_triggers_per_s']:,}/s with triggers, "
+        f"{ti['without_triggers_per_s']:,}/s without (cost {ti['rollup_triggers_cost_pct']} %)"
     )
