@@ -186,8 +186,21 @@ class IndicatorRollupHeard(Base):
 
 
 # The triggers that raise the day counters. Day of a row: its own time (a transition) or
-# its airing's slot (an airing, a target). SQLite runs them per row; PostgreSQL through one
-# function per table. Kept here and run by migration 0016 as well (one source).
+# its airing's slot (an airing, a target). Kept here and run by migration 0016 as well (one
+# source).
+#
+# SQLite runs them per row: it has one writer at a time, so no two transactions ever wait
+# for each other's counter rows.
+#
+# PostgreSQL runs them once per statement, over the statement's rows (transition tables),
+# raising each day touched once, in ascending day order. Why: the counter of a day is one
+# row, locked by the upsert until the writer commits. Per-row triggers locked the days in
+# the order the rows came, so two writers whose statements touch the same two days in
+# opposite orders (a late transition for yesterday in one flush, a batch of today and
+# yesterday in another; a scheduler writing airings over several days while targets are
+# updated) each held one day and waited for the other: a deadlock, one flush aborted. In
+# ascending order a writer waits, it never holds a later day while waiting for an earlier
+# one within a statement (tests/indicator/test_rollups.py has two writers do it).
 _DAY = "(({ms}) + 25200000) / 86400000"
 _BUMP_SQLITE = (
     "INSERT INTO indicator_day_version (day, version) {select} "
@@ -207,6 +220,23 @@ def _sqlite_bump(row: str, table: str) -> str:
 
 
 ROLLUP_TABLES = ("node_transition", "airing", "airing_target")
+# PostgreSQL: the transition tables each statement-level trigger sees, by event.
+_PG_EVENTS = {
+    "insert": ("new_rows",),
+    "update": ("old_rows", "new_rows"),
+    "delete": ("old_rows",),
+}
+
+
+def _pg_days(table: str, rows: str) -> str:
+    """The day of each row of the transition table ``rows`` of ``table``."""
+    if table == "airing_target":
+        return (
+            f"SELECT {_DAY.format(ms='a.slot_ms')} FROM {rows} r JOIN airing a "
+            "ON a.id = r.airing_id"
+        )
+    col = "at_ms" if table == "node_transition" else "slot_ms"
+    return f"SELECT {_DAY.format(ms=f'r.{col}')} FROM {rows} r"
 
 
 def rollup_trigger_ddl(dialect: str) -> list[str]:
@@ -225,30 +255,33 @@ def rollup_trigger_ddl(dialect: str) -> list[str]:
                     f"ON {table} BEGIN {body} END"
                 )
     elif dialect == "postgresql":
-        out.append(
-            "CREATE OR REPLACE FUNCTION indicator_bump_day(ms BIGINT) RETURNS void AS $$ "
-            "INSERT INTO indicator_day_version (day, version) VALUES "
-            f"({_DAY.format(ms='ms')}, 1) ON CONFLICT (day) DO UPDATE "
-            "SET version = indicator_day_version.version + 1; $$ LANGUAGE sql"
-        )
         for table in ROLLUP_TABLES:
-            if table == "airing_target":
-                old = "PERFORM indicator_bump_day(slot_ms) FROM airing WHERE id = OLD.airing_id;"
-                new = "PERFORM indicator_bump_day(slot_ms) FROM airing WHERE id = NEW.airing_id;"
-            else:
-                col = "at_ms" if table == "node_transition" else "slot_ms"
-                old = f"PERFORM indicator_bump_day(OLD.{col});"
-                new = f"PERFORM indicator_bump_day(NEW.{col});"
-            out.append(
-                f"CREATE OR REPLACE FUNCTION {table}_day_changed() RETURNS trigger AS $$ BEGIN "
-                f"IF TG_OP <> 'INSERT' THEN {old} END IF; "
-                f"IF TG_OP <> 'DELETE' THEN {new} END IF; RETURN NULL; END $$ LANGUAGE plpgsql"
-            )
-            out.append(
-                f"CREATE TRIGGER {table}_day_changed AFTER INSERT OR UPDATE OR DELETE ON {table} "
-                f"FOR EACH ROW EXECUTE FUNCTION {table}_day_changed()"
-            )
+            for event, tables in _PG_EVENTS.items():
+                days = " UNION ALL ".join(_pg_days(table, t) for t in tables)
+                out.append(
+                    f"CREATE OR REPLACE FUNCTION {table}_day_{event}() RETURNS trigger AS $$ "
+                    "BEGIN INSERT INTO indicator_day_version AS v (day, version) "
+                    f"SELECT d, COUNT(*) FROM ({days}) x(d) GROUP BY d ORDER BY d "
+                    "ON CONFLICT (day) DO UPDATE SET version = v.version + EXCLUDED.version; "
+                    "RETURN NULL; END $$ LANGUAGE plpgsql"
+                )
+                referencing = " ".join(
+                    f"{'OLD' if t == 'old_rows' else 'NEW'} TABLE AS {t}" for t in tables
+                )
+                out.append(
+                    f"CREATE TRIGGER {table}_day_{event} AFTER {event.upper()} ON {table} "
+                    f"REFERENCING {referencing} FOR EACH STATEMENT "
+                    f"EXECUTE FUNCTION {table}_day_{event}()"
+                )
     return out
+
+
+def _pg_drop_triggers() -> list[str]:
+    return [
+        f"DROP TRIGGER IF EXISTS {t}_day_{e} ON {t}"
+        for t in ROLLUP_TABLES
+        for e in (*_PG_EVENTS, "changed")  # "changed": the per-row trigger of before
+    ]
 
 
 def drop_rollup_trigger_ddl(dialect: str) -> list[str]:
@@ -258,14 +291,15 @@ def drop_rollup_trigger_ddl(dialect: str) -> list[str]:
             for t in ROLLUP_TABLES
             for v in ("insert", "update", "delete")
         ]
-    return [
-        s
-        for t in ROLLUP_TABLES
-        for s in (
-            f"DROP TRIGGER IF EXISTS {t}_day_changed ON {t}",
-            f"DROP FUNCTION IF EXISTS {t}_day_changed()",
-        )
-    ] + ["DROP FUNCTION IF EXISTS indicator_bump_day(BIGINT)"]
+    return (
+        _pg_drop_triggers()
+        + [
+            f"DROP FUNCTION IF EXISTS {t}_day_{e}()"
+            for t in ROLLUP_TABLES
+            for e in (*_PG_EVENTS, "changed")
+        ]
+        + ["DROP FUNCTION IF EXISTS indicator_bump_day(BIGINT)"]
+    )
 
 
 def _create_triggers(target, connection, tables=(), **_kw) -> None:
@@ -276,9 +310,8 @@ def _create_triggers(target, connection, tables=(), **_kw) -> None:
     if not {"indicator_day_version", *ROLLUP_TABLES} <= names:
         return
     if connection.dialect.name == "postgresql":
-        for statement in drop_rollup_trigger_ddl("postgresql")[:-1]:
-            if statement.startswith("DROP TRIGGER"):
-                connection.exec_driver_sql(statement)
+        for statement in _pg_drop_triggers():
+            connection.exec_driver_sql(statement)
     for statement in rollup_trigger_ddl(connection.dialect.name):
         connection.exec_driver_sql(statement)
 

@@ -16,11 +16,14 @@ rolled-up month must change the answer exactly as the raw rows do.
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from datetime import date
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from controller.models import NodeTransition
 from indicator.evaluate import evaluate, evaluation_as_dict
@@ -251,3 +254,63 @@ def test_late_rows_for_a_closed_month_recompute_its_rollup(db):
     part1 = raw3["split"]["parts"][0]["communes"][0]["villages"][0]
     assert part1["played"] < raw2["split"]["parts"][0]["communes"][0]["villages"][0]["played"]
     assert raw3["communes"][0]["airings"] == raw2["communes"][0]["airings"] + 1
+
+
+def test_two_writers_raising_the_same_days_in_opposite_orders_do_not_deadlock(db):
+    """PostgreSQL: the day counters are rows locked until commit. Writer 1 holds day 1 and
+    goes on to day 2; writer 2's one statement has rows of day 2 then day 1. Per-row
+    triggers made writer 2 take day 2 and wait for day 1: a deadlock (one writer aborted).
+    The statement-level triggers take a statement's days in ascending order, so writer 2
+    waits for day 1 without holding day 2, and both commit (indicator/models.py)."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: nothing to deadlock")
+    d1 = ict(2026, 10, 5, 12)
+    d2 = d1 + DAY
+    row = (
+        "INSERT INTO node_transition (node_id, at_ms, from_state, to_state, available, cause) "
+        "VALUES "
+    )
+    one = "('w-{n}', {at}, 'online', 'offline', false, 'test')"
+    outcome: dict[str, object] = {}
+    pid: list[int] = []
+
+    def writer_2() -> None:
+        try:
+            with db.engine.connect() as c, c.begin():
+                pid.append(c.execute(text("SELECT pg_backend_pid()")).scalar_one())
+                c.execute(text(row + one.format(n=2, at=d2) + ", " + one.format(n=2, at=d1)))
+            outcome["2"] = "committed"
+        except Exception as exc:  # noqa: BLE001 - the failure is what the test reports
+            outcome["2"] = repr(exc)
+
+    with db.engine.connect() as c1:
+        tx = c1.begin()
+        c1.execute(text(row + one.format(n=1, at=d1)))  # writer 1 holds day 1
+        t = threading.Thread(target=writer_2)
+        t.start()
+        deadline = time.monotonic() + 10
+        waiting = False
+        while time.monotonic() < deadline and not waiting:  # writer 2 waits for day 1
+            time.sleep(0.05)
+            waiting = bool(pid) and bool(
+                c1.execute(
+                    text(
+                        "SELECT 1 FROM pg_stat_activity WHERE pid = :p AND wait_event_type = 'Lock'"
+                    ),
+                    {"p": pid[0]},
+                ).first()
+            )
+        assert waiting, "writer 2 never waited for writer 1's day"
+        try:
+            c1.execute(text(row + one.format(n=1, at=d2)))  # writer 1 goes on to day 2
+            tx.commit()
+            outcome["1"] = "committed"
+        except Exception as exc:  # noqa: BLE001
+            tx.rollback()
+            outcome["1"] = repr(exc)
+        t.join(15)
+    assert outcome == {"1": "committed", "2": "committed"}
+    with db.session() as s:
+        got = dict(s.execute(text("SELECT day, version FROM indicator_day_version")).all())
+    day = lambda ms: (ms + 7 * HOUR) // DAY  # noqa: E731
+    assert got[day(d1)] == 2 and got[day(d2)] == 2
