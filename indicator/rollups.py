@@ -34,10 +34,11 @@ evaluation goes on from the raw rows and a later one stores the month.
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from itertools import groupby
+from operator import itemgetter
 
 from sqlalchemy import Engine, delete, insert, select, text
 from sqlalchemy.orm import Session
@@ -56,7 +57,7 @@ from indicator.models import (
     IndicatorRollupVillage,
 )
 from indicator.periods import DAY_MS, _midnight_ms
-from indicator.sqlstream import stream_rows
+from indicator.sqlstream import stream_batches
 from loa.timeutil import ms_to_dt
 from registry import history
 
@@ -217,21 +218,24 @@ def _stored(
         or row.airings_end_ms + settle_ms > evaluated_ms
     ):
         return None
-    villages: dict[int, VillageMonth] = {}
-    for vid, first, covered, sig in stream_rows(
-        session,
-        "SELECT village_id, first_ms, covered_ms, placements FROM indicator_rollup_village "
-        "WHERE month_ms = :m",
-        {"m": m0},
-    ):
-        if wanted is None or vid in wanted:
-            villages[vid] = VillageMonth(first, covered, sig)
-    for vid, node, placed, up, seen, s0, s1 in stream_rows(
+    # Whole result lists and comprehensions, not a generator step per row: a province
+    # month is some 20,000 rows (most of them airings heard) and a year reads twelve.
+    villages = {
+        vid: VillageMonth(first, covered, sig)
+        for vid, first, covered, sig in _all_rows(
+            session,
+            "SELECT village_id, first_ms, covered_ms, placements FROM indicator_rollup_village "
+            "WHERE month_ms = :m",
+            m0,
+        )
+        if wanted is None or vid in wanted
+    }
+    for vid, node, placed, up, seen, s0, s1 in _all_rows(
         session,
         "SELECT village_id, node_id, placed_ms, up_ms, seen_ms, start_available, "
         "end_available FROM indicator_rollup_node WHERE month_ms = :m "
         "ORDER BY village_id, node_id",
-        {"m": m0},
+        m0,
     ):
         x = villages.get(vid)
         if x is not None:
@@ -239,22 +243,32 @@ def _stored(
             x.states[node] = (bool(s0), bool(s1))
     aimed = {
         (c, v): (a, p)
-        for c, v, a, p in stream_rows(
+        for c, v, a, p in _all_rows(
             session,
             "SELECT commune_id, village_id, aimed, played FROM indicator_rollup_aimed "
             "WHERE month_ms = :m",
-            {"m": m0},
+            m0,
         )
     }
-    heard: dict[int, list] = defaultdict(list)
-    for c, aid, slot, duration, language in stream_rows(
-        session,
-        "SELECT commune_id, airing_id, slot_ms, duration_ms, language FROM "
-        "indicator_rollup_heard WHERE month_ms = :m ORDER BY commune_id, slot_ms, airing_id",
-        {"m": m0},
-    ):
-        heard[c].append((aid, slot, duration, language))
-    return MonthRollup(m0, m1, villages, aimed, dict(heard))
+    heard = {
+        c: [row[1:] for row in rows]
+        for c, rows in groupby(
+            _all_rows(
+                session,
+                "SELECT commune_id, airing_id, slot_ms, duration_ms, language FROM "
+                "indicator_rollup_heard WHERE month_ms = :m "
+                "ORDER BY commune_id, slot_ms, airing_id",
+                m0,
+            ),
+            key=itemgetter(0),
+        )
+    }
+    return MonthRollup(m0, m1, villages, aimed, heard)
+
+
+def _all_rows(session: Session, sql: str, m0: int) -> list[tuple]:
+    """Every row of one month's query, as plain tuples."""
+    return [row for batch in stream_batches(session, sql, {"m": m0}) for row in batch]
 
 
 def _consistent(

@@ -8,6 +8,7 @@ năm 2027")."""
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 from loa.text import fold
 from loa.timeutil import ms_to_dt
@@ -61,8 +62,10 @@ def hours(ms: int) -> str:
     return number(ms / 3_600_000, 1)
 
 
+@lru_cache(maxsize=65_536)
 def village_title(name: str) -> str:
-    """ "Bản Cắm" -> "Thôn Bản Cắm"; "Khối 3" stays "Khối 3"."""
+    """ "Bản Cắm" -> "Thôn Bản Cắm"; "Khối 3" stays "Khối 3". Kept per name: a province
+    evaluation asks it for every village of every part (folding is the cost)."""
     folded = fold(name) + " "
     if folded.startswith(_SETTLEMENT_WORDS):
         return name
