@@ -352,7 +352,7 @@ TARGET_ROWS_SQL = (
 _PER_VILLAGE_SQL = (
     "WITH tt AS ("
     f"SELECT t.airing_id AS airing_id, t.commune_id AS c, t.village_id AS v, MAX({_PLAYED}) "
-    "AS p FROM airing_target t {village_index} {join} airing a ON a.id = t.airing_id "
+    "AS p FROM {per_village_from} "
     + _RECORDED
     + "{recorded} GROUP BY t.commune_id, t.village_id, t.airing_id "
     "UNION ALL " + _RESOLVED + ") "
@@ -401,18 +401,42 @@ def _target_query(
     # Province-wide: walk the window's airings, then their targets. Scoped: let the planner
     # start from the targets of the asked communes (pinning airings first would scan every
     # airing's targets for each commune: seconds instead of milliseconds).
-    clauses["join"] = ordered_join(session) if commune_ids is None else "JOIN"
-    clauses.update(village_index="", outcome_index="", airing_scan="")
+    join = clauses["join"] = ordered_join(session) if commune_ids is None else "JOIN"
+    clauses.update(outcome_index="", airing_scan="")
+    clauses["per_village_from"] = f"airing_target t {join} airing a ON a.id = t.airing_id"
     if commune_ids is None and _sqlite_outcome_indexes(session):
         # SQLite without statistics would drive from the slot index (airings out of id
         # order: a sort of every target); pinned, it walks airings by id and each one's
         # targets in index order. PostgreSQL's planner is trusted.
         clauses.update(
-            village_index=f"INDEXED BY {_OUTCOME_INDEXES[1]}",
             outcome_index=f"INDEXED BY {_OUTCOME_INDEXES[0]}",
             airing_scan="NOT INDEXED",
         )
+        if _short_window(session, start_ms, end_ms):
+            # The per-village walk in (commune, village) order reads every target stored,
+            # whatever the window: for the few edge days around rolled months of a year it
+            # is cheaper to take the window's airings and sort their targets (measured on
+            # the bench's province: 10 days 0.09 s instead of 0.29 s; even at a quarter of
+            # a year's airings the full walk wins, so the cut is a fifth).
+            clauses["per_village_from"] = (
+                f"airing a {join} airing_target t INDEXED BY {_OUTCOME_INDEXES[0]} "
+                "ON t.airing_id = a.id"
+            )
+        else:
+            clauses["per_village_from"] = (
+                f"airing_target t INDEXED BY {_OUTCOME_INDEXES[1]} {join} airing a "
+                "ON a.id = t.airing_id"
+            )
     return sql.format(**clauses), params
+
+
+def _short_window(session: Session, start_ms: int, end_ms: int) -> bool:
+    """Whether the window holds under a fifth of the airings stored (two index counts)."""
+    inside = session.execute(
+        text("SELECT COUNT(*) FROM airing WHERE slot_ms >= :a AND slot_ms < :b"),
+        {"a": start_ms, "b": end_ms},
+    ).scalar_one()
+    return inside * 5 < session.execute(text("SELECT COUNT(*) FROM airing")).scalar_one()
 
 
 def _sqlite_outcome_indexes(session: Session) -> bool:

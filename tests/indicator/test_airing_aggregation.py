@@ -121,7 +121,9 @@ def by_hand(session, now: int, commune_ids: list[int] | None):
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(airings=st.lists(airing, min_size=1, max_size=12), now=st.integers(2 * DAY, 12 * DAY))
-def test_grouped_targets_equal_raw_targets_reduced_by_hand(databases, tmp_path, airings, now):
+def test_grouped_targets_equal_raw_targets_reduced_by_hand(
+    databases, tmp_path, monkeypatch, airings, now
+):
     db = databases.create(tmp_path / f"aggregation-{next(_seq)}.db")
     try:
         state = build(db)
@@ -131,7 +133,11 @@ def test_grouped_targets_equal_raw_targets_reduced_by_hand(databases, tmp_path, 
             for commune_ids in (None, [state["a"]], [state["a"], state["b"]]):
                 window = (START, END, START + now, commune_ids)
                 aimed_played, heard = by_hand(s, START + now, commune_ids)
-                assert ev._aimed_played(s, *window) == aimed_played
+                # Both SQLite walks of the per-village count: along the targets' index
+                # (a long window) and from the window's airings (edge days of a year).
+                for short in (False, True):
+                    monkeypatch.setattr(ev, "_short_window", lambda *_a, short=short: short)
+                    assert ev._aimed_played(s, *window) == aimed_played
                 got = ev._heard(s, *window)
                 assert {c: sorted(rows) for c, rows in got.items()} == heard
                 assert all(len(rows) == len(set(rows)) for rows in got.values())
@@ -142,7 +148,8 @@ def test_grouped_targets_equal_raw_targets_reduced_by_hand(databases, tmp_path, 
 def test_the_province_wide_plan_walks_the_covering_indexes(db):
     """On SQLite the province-wide statements are pinned to the two indexes (else a year
     sorts millions of rows); the hint is given only where the indexes exist."""
-    World(db)
+    world = World(db)
+    world.airing(START + HOUR, {})
     with db.session() as s:
         sql, _ = ev._target_query(s, ev._HEARD_SQL, START, END, END, None)
         if db.engine.dialect.name == "sqlite":
@@ -150,6 +157,12 @@ def test_the_province_wide_plan_walks_the_covering_indexes(db):
             assert (
                 "INDEXED BY ix_airing_target_village_outcome"
                 in ev._target_query(s, ev._PER_VILLAGE_SQL, START, END, END, None)[0]
+            )
+            # A window holding under a fifth of the airings stored walks from its airings.
+            short, _ = ev._target_query(s, ev._PER_VILLAGE_SQL, END, END + DAY, END + DAY, None)
+            assert (
+                "FROM airing a CROSS JOIN airing_target t INDEXED BY ix_airing_target_outcome"
+                in short
             )
         else:
             assert "INDEXED BY" not in sql
