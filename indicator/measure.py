@@ -43,11 +43,14 @@ def measure(window: list[iv.Interval], spans: list, f) -> Measured:
         if (
             len(window) == 1
             and len(placed) == 1
-            and placed[0] == window[0]
+            and placed[0][0] <= window[0][0]
+            and placed[0][1] >= window[0][1]
             and node not in f.bridges
         ):
-            # Placed for the whole window, and the node's intervals were computed over a
-            # span containing the window: only the edges can differ.
+            # Placed for the whole window (with roll-ups the window is often the few raw
+            # days of a longer placement): what counts is the window itself, and the
+            # node's intervals need clipping to it at most.
+            placed = window
             seen, bridge = placed, []
             if up and (up[0][0] < window[0][0] or up[-1][1] > window[0][1]):
                 up = iv.clip(up, *window[0])
