@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from firmware_sim.fetch import FetchError, SharedHttp, download_verified, read_stream
 from loa.protocol import PRIORITY_RANK, PlaybackEvent, PlaybackPhase, PlayCmd, StreamCmd
+from loa.tone import fetch_delay_s
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,8 @@ class Player:
     async def _fetch(self, job: Job) -> None:
         """The speech of a toned ``play``, fetched and verified alongside the tone."""
         cmd = job.cmd
-        assert isinstance(cmd, PlayCmd)
+        assert isinstance(cmd, PlayCmd) and cmd.tone is not None
+        await asyncio.sleep(fetch_delay_s(cmd.tone))  # spread over the tone (docs/protocol.md)
         await download_verified(self.http, cmd.url, cmd.bytes, cmd.sha256)
         self._event(job, "fetched")
 

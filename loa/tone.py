@@ -9,10 +9,22 @@ from __future__ import annotations
 
 import array
 import math
+import random
 
 from loa.protocol import TONE_SPEECH_GAP_MS, Tone
 
 FADE_MS = 30  # fade in/out of each blast, so it does not click
+# A node waits a random moment, up to half the tone's lead and at most this long, before it
+# fetches the speech (docs/protocol.md): thousands of nodes then spread their downloads over
+# the tone instead of all asking the content server in the second the alert goes out, when
+# the controller, broker and server are busiest sending it.
+FETCH_SPREAD_MAX_MS = 30_000
+
+
+def fetch_delay_s(tone: Tone, rng: random.Random | None = None) -> float:
+    """How long a node waits before fetching the speech of a toned ``play``."""
+    window = min(tone.lead_ms // 2, FETCH_SPREAD_MAX_MS)
+    return (rng or random).uniform(0, window) / 1000
 
 
 def _sine_second(hz: int, rate: int, amplitude: int) -> array.array[int]:
