@@ -4,6 +4,8 @@ failed fetch fails the airing after the tone; a stop during the tone ends both."
 
 from __future__ import annotations
 
+import json
+
 from loa.protocol import StopCmd, Tone
 from loa.timeutil import now_ms
 from tests.firmware_sim.test_commands import cmd_id, play, started_node
@@ -56,3 +58,13 @@ async def test_stop_during_the_tone_ends_tone_and_speech(fleet, controller, http
         "tone-3", after=len(controller.received), pred=lambda h: h.playing is None
     )
     assert hb.playing is None
+
+
+async def test_a_malformed_tone_is_refused_with_the_field_named(fleet, controller, http_server):
+    await started_node(fleet, controller, "tone-4")
+    cmd = play(http_server, "/a4.mp3", "b-tone-bad-field", tone=TONE)
+    raw = cmd.model_dump() | {"tone": {"hz": 880, "on_ms": 400, "count": 99}}
+    await controller.send("tone-4", json.dumps(raw).encode())
+    ack = await controller.wait_event("tone-4", type="cmd_ack", cmd_id=cmd.cmd_id)
+    assert ack.ok is False and "tone.count" in (ack.error or "")
+    assert controller.phases("tone-4", "b-tone-bad-field") == []
