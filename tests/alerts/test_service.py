@@ -256,6 +256,11 @@ def test_warning_tones_are_sent_for_the_nodes_to_make(db, settings):
     # 3 x 1 s blasts + 2 x 0.5 s gaps + 1 s pause, then the speech alone.
     assert b.duration_ms == 5_000 + meta.duration_ms
     assert meta.duration_ms < 3_000  # tone_speech's one second, not tones baked in
+    # A province officer's edit (a corrected title) keeps the tone in the new version.
+    new = env.broadcasts.edit(
+        env.province, b.id, {"title": "Cảnh báo lũ quét (sửa)", "confirm": True}
+    )
+    assert env.broadcast(new["id"]).tone == b.tone
 
 
 def test_warning_tones_are_generated_before_the_speech(db, settings):
