@@ -1,8 +1,10 @@
 """Node-made warning tone (docs/protocol.md) on the real agent, heard through PulseAudio: the
 tone is heard at start_at without waiting for the download, the speech after it; a speech
-that fails its checksum fails the airing once the tone has sounded."""
+that fails its checksum fails the airing once the tone has sounded; a stop cuts the tone."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -50,3 +52,17 @@ def test_the_tone_is_heard_at_start_at_and_the_speech_after_it(rig):
     assert failed["error"] == "checksum"
     assert failed["at"] - started["at"] >= LEAD_S * 1000 - 100
     assert not rig.events("dc-01", phase="finished", broadcast_id=bad["broadcast_id"])
+
+    # A stop during the tone ends tone and speech alike: silence from then on.
+    long_tone = {"hz": 1000, "on_ms": 5000, "count": 1}
+    cut = rig.play("dc-01", "speech.mp3", start_in=0, tone=long_tone)
+    rig.wait_event("dc-01", phase="started", broadcast_id=cut["broadcast_id"])
+    rig.simple("dc-01", "stop", broadcast_id=cut["broadcast_id"])
+    done = rig.wait_event("dc-01", phase="finished", broadcast_id=cut["broadcast_id"])
+    assert done["reason"] == "stopped"
+    time.sleep(1.5)
+    quiet_from = rec.silent_from(done["at"] / 1000 - 1.0)
+    assert quiet_from is not None and quiet_from < done["at"] / 1000 + 0.5, (
+        quiet_from,
+        done["at"],
+    )
