@@ -23,6 +23,7 @@ import itertools
 import logging
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -69,6 +70,9 @@ log = logging.getLogger("loa.node")
 # silence and read its playback clock a few times (pacat reports it every 50 ms; the
 # first sample is placed by it), short enough that a bulletin just ending is not in the way.
 PREPARE_S = 0.5
+# The sink is opened this long before start_at and held on silence (audio.Playout): enough
+# for a sound server to start a new stream (an idle PulseAudio sink can take 1-2 s).
+OPEN_AHEAD_S = 3.0
 LATE_LIMIT_S = 120  # a bulletin recovered after a restart more than this late is not played
 DECODE_AHEAD_S = 8.0  # decode this long before start_at (a 5-minute MP3 takes ~1 s on a Pi)
 SELFTEST_FREQ = 1000.0
@@ -492,23 +496,23 @@ class Agent:
                 source = RepeatSource(pcm, cmd.repeat, gap)
             else:
                 source = None
+            slot = cmd.start_at / 1000 if cmd.start_at else 0.0
+            # Switch the amplifier on early enough that its warm-up ends at the slot.
+            amp_at = slot - PREPARE_S - self.cfg.amp_warmup_ms / 1000 if self.relay else slot
+            await self._sleep_until(min(slot - OPEN_AHEAD_S, amp_at))
+            done = self._open_playout(job)
             if self.relay is not None and cmd.start_at:
-                # Switch the amplifier on early enough that its warm-up ends at the slot.
-                await self._sleep_until(
-                    cmd.start_at / 1000 - PREPARE_S - self.cfg.amp_warmup_ms / 1000
-                )
+                await self._sleep_until(amp_at)
                 await self._amp_on()
-            await self._sleep_until(cmd.start_at / 1000 - PREPARE_S if cmd.start_at else 0)
+            await self._sleep_until(slot - PREPARE_S)
             victim = await self._take_turn(job)
             await self._amp_on()
             if source is None:
                 source = await self._open_stream(cmd.url)
-            start_at = max(
-                cmd.start_at / 1000, time.time() + self.cfg.output_latency_ms / 1000 + 0.2
-            )
+            start_at = max(slot, time.time() + self.cfg.output_latency_ms / 1000 + 0.2)
             if victim is not None:
                 self._preempt(victim)
-            await self._play(job, source, start_at)
+            await self._play(job, source, start_at, done)
         except FetchError as exc:
             log.warning("bản tin %s lỗi: %s", job.broadcast_id, exc)
             self._end(job, "failed", error=exc.error, detail=exc.detail)
@@ -526,6 +530,8 @@ class Agent:
                 speech.cancel()  # stopped or pre-empted during the tone
                 with contextlib.suppress(asyncio.CancelledError):
                     await speech
+            if job.playout is not None:
+                job.playout.cut()  # a no-op after the end; silences a held one left behind
             self.jobs.discard(job)
             if job in self.waiting:
                 self.waiting.remove(job)
@@ -623,7 +629,9 @@ class Agent:
     def effective_volume(self, job: Job) -> int:
         return job.cmd.volume if job.cmd.volume is not None else self.volume
 
-    async def _play(self, job: Job, source: Any, start_at: float) -> None:
+    def _open_playout(self, job: Job) -> asyncio.Future[str]:
+        """Open the job's sink, held on silence until ``_play`` releases it (see
+        ``audio.Playout``). The future is the playout's outcome."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[str] = loop.create_future()
         sink = audio.make_sink(self.cfg.output, self.cfg.output_latency_ms, self.epoch)
@@ -636,14 +644,21 @@ class Agent:
 
         job.playout = audio.Playout(
             sink,
-            source,
-            start_at,
+            None,
+            0.0,
             self.cfg.output_latency_ms / 1000,
             lambda: self.effective_volume(job),
             started,
             finished,
         )
         job.playout.start()
+        return done
+
+    async def _play(
+        self, job: Job, source: Any, start_at: float, done: asyncio.Future[str]
+    ) -> None:
+        assert job.playout is not None
+        job.playout.release(source, start_at)
         try:
             outcome = await asyncio.shield(done)
         except asyncio.CancelledError:
@@ -1025,24 +1040,39 @@ class Recorder:
                 "1",
             ]
         self.proc: subprocess.Popen[bytes] | None = None
+        self._captured = bytearray()
+        self._reader: threading.Thread | None = None
 
     def start(self) -> None:
         try:
             self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except FileNotFoundError:
             raise audio.AudioError(f"không có {self.cmd[0]}") from None
+        # Drained as it comes: a pipe left unread holds 0.68 s of audio, after which the
+        # recorder stalls and a tone that started a little late is never captured.
+        self._reader = threading.Thread(target=self._drain, name="loa-capture", daemon=True)
+        self._reader.start()
         time.sleep(0.1)
         if self.proc.poll() is not None:
+            self._reader.join(1)
             err = self.proc.stderr.read().decode("utf-8", "replace") if self.proc.stderr else ""
             raise audio.AudioError(f"không mở được nguồn thu: {err.strip()[:200]}")
+
+    def _drain(self) -> None:
+        proc = self.proc
+        assert proc is not None and proc.stdout is not None
+        while chunk := proc.stdout.read1(65536):
+            self._captured += chunk
 
     def stop(self) -> bytes:
         proc = self.proc
         if proc is None:
             return b""
         proc.terminate()
-        out, _ = proc.communicate(timeout=5)
-        return out
+        proc.wait(timeout=5)
+        if self._reader is not None:
+            self._reader.join(5)
+        return bytes(self._captured)
 
 
 def _json_bytes(raw: dict[str, Any]) -> bytes:

@@ -210,6 +210,9 @@ class ProcessSink(Sink):
                     # readings from before it place samples too early. Start over.
                     self.underruns += 1
                     self._anchors.clear()
+                    # The next reading may still be one the server took before it ran dry
+                    # (seen under load): it only serves as the baseline for the next ones.
+                    last_pos = math.inf
                 elif m:
                     pos = float(m.group(1))
                     if pos <= last_pos:
@@ -297,6 +300,11 @@ _PACAT_CHATTER = (
     "Playback stream drained",
     "Draining connection",
 )
+# A player that has reported no running clock this long after it was opened is assumed to
+# play from the moment it was opened (the timing is then best effort, as for ALSA). Until
+# then nothing is started on a guess: an idle PulseAudio null sink starts a new stream only
+# at its next 2 s render tick, and real servers also take their time (docs/node.md).
+CLOCK_WAIT_S = 5.0
 ANCHOR_READINGS = 6  # 300 ms of clock readings: recent enough to follow an underrun
 
 
@@ -422,12 +430,18 @@ class Playout:
 
     Timeline: the sink is opened and fed silence; the sample written when the wall clock
     reads ``t`` is heard at ``t + lead`` (the sink keeps exactly ``lead`` queued), so
-    content is written from ``start_at - lead`` on and heard from ``start_at``."""
+    content is written from ``start_at - lead`` on and heard from ``start_at``.
+
+    Made with ``source=None`` it is *held*: the sink is opened and kept running on silence
+    until ``release`` gives it the source. The agent opens it seconds before the slot,
+    before the bulletin has its turn: a sound server can take a second or two to start a
+    new stream (an idle PulseAudio sink wakes on its own timer; a loaded board spawns
+    ``pacat`` slowly), and that delay must be spent before the slot, not in it."""
 
     def __init__(
         self,
         sink: Sink,
-        source: bytes | Callable[[], bytes],
+        source: bytes | Callable[[], bytes] | None,
         start_at: float,
         lead_s: float,
         volume: Callable[[], int],
@@ -439,9 +453,12 @@ class Playout:
         self.volume = volume
         self.on_started, self.on_done = on_started, on_done
         self._stop = threading.Event()
+        self._released = threading.Event()
+        if source is not None:
+            self._released.set()
         self.thread = threading.Thread(target=self._run, name="loa-playout", daemon=True)
         self.started_at: float | None = None
-        self.gaps = 0  # sink underruns before the bulletin's last sample was written
+        self.gaps = 0  # sink underruns between the bulletin's first and last sample written
 
     def start(self) -> None:
         self.thread.start()
@@ -449,6 +466,12 @@ class Playout:
     def cut(self) -> None:
         """Stop the sound now (stop / pre-emption)."""
         self._stop.set()
+
+    def release(self, source: bytes | Callable[[], bytes], start_at: float) -> None:
+        """Let a held playout play ``source`` from ``start_at`` (or as soon as the sink can,
+        if that is already past)."""
+        self.source, self.start_at = source, start_at
+        self._released.set()
 
     def _run(self) -> None:
         outcome = "end"
@@ -479,6 +502,10 @@ class Playout:
         now = time.time()
         if is_file:
             # A file has no queue: write at the wall position of start_at, in real time.
+            while not self._released.is_set():
+                if self._stop.wait(0.01):
+                    return "cut"
+            now = time.time()
             start = max(self.start_at, now)
             sink.place(start)
             while (left := start - time.time()) > 0:
@@ -492,6 +519,7 @@ class Playout:
         anchor = t0
         started = False
         offset = 0
+        underruns = 0
         while not self._stop.is_set():
             now = time.time()
             target = (now - t0) + (0 if is_file else self.lead)
@@ -500,9 +528,19 @@ class Playout:
                 continue
             # When the next sample written will be heard: by the sink's own clock where it
             # reports one (pulse), else assuming it plays from the moment it was opened.
+            unclocked = False
             if clock is not None and not started:
-                anchor = clock() or t0
+                reading = clock()
+                anchor = reading or t0
+                # Not playing yet (spawning, connecting, waiting for the server to start
+                # the stream, or just after an underrun): nothing starts on a guess until
+                # the clock runs, unless it never does (see CLOCK_WAIT_S).
+                unclocked = reading is None and now - t0 < CLOCK_WAIT_S
             heard_at = anchor + written
+            if unclocked or not self._released.is_set():
+                sink.write(silence)  # held, or not yet playing: keep the stream running
+                written += CHUNK_FRAMES / RATE
+                continue
             if heard_at + 1e-4 < self.start_at:
                 frames = min(CHUNK_FRAMES, max(1, round((self.start_at - heard_at) * RATE)))
                 sink.write(silence[: frames * FRAME])
@@ -510,17 +548,20 @@ class Playout:
                 continue
             if not started:
                 started = True
+                # Underruns while the stream was starting were in silence, not gaps.
+                underruns = getattr(sink, "underruns", 0)
                 self.started_at = heard_at
                 self.on_started(heard_at)
             if isinstance(self.source, bytes):
                 data = self.source[offset : offset + chunk]
                 offset += len(data)
             else:
+                assert self.source is not None  # released
                 data = self.source()
             if not data:
                 # Counted before the tail drains: the stream running dry at the very end is
                 # the normal end of a bulletin, not a gap.
-                self.gaps = getattr(sink, "underruns", 0)
+                self.gaps = getattr(sink, "underruns", 0) - underruns
                 if not is_file:  # let the queued tail be heard before closing
                     rest = anchor + written - time.time()
                     if rest > 0 and self._stop.wait(rest):

@@ -120,8 +120,8 @@ class NodeProc:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "node.log"
 
-    def start(self) -> NodeProc:
-        env = {**os.environ, **self.rig.pulse.env, "PYTHONUNBUFFERED": "1"}
+    def start(self, extra_env: dict[str, str] | None = None) -> NodeProc:
+        env = {**os.environ, **self.rig.pulse.env, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "system", "node", "run", "--config", str(self.config)],
             cwd=REPO,

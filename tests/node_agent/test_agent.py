@@ -4,6 +4,8 @@ timing, stop, volume, pre-emption, self-test that listens, bad input, clock faul
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 
 import pytest
@@ -36,7 +38,8 @@ def test_a_play_is_heard_at_start_at_with_every_event(rig):
     # Functional bound: heard at start_at, not seconds off. The accuracy itself (ms) is
     # measured by bench/node.py; a CI machine under load can stall the sound server.
     assert abs(error_ms) < 250, error_ms
-    assert abs(started["at"] - cmd["start_at"]) < 50, started
+    # The controller is told the time the sound was really heard.
+    assert abs(started["at"] - onsets[0] * 1000) < 50, (started["at"], onsets[0] * 1000)
     # Heard for the bulletin's length.
     assert rec.level(onsets[0] + 0.1, onsets[0] + 0.9) > 3000
     hb = rig.heartbeats("dc-01")[-1]
@@ -120,7 +123,7 @@ def test_listening_selftest_fails_when_muted_and_passes_when_heard(rig):
     ok = rig.simple("dc-02", "selftest")
     rig.wait_event("dc-02", type="cmd_ack", cmd_id=ok["cmd_id"])
     passed = rig.wait_event("dc-02", type="selftest")
-    assert passed["ok"] is True and passed["speakers_ok"] == passed["speakers_total"] == 1
+    assert passed["ok"] is True and passed["speakers_ok"] == passed["speakers_total"] == 1, passed
     assert "Nghe thấy" in passed["detail"]
 
     rig.pulse.mute("n2", True)
@@ -222,6 +225,33 @@ def test_a_clock_five_seconds_off_is_reported_as_a_fault(rig):
     assert unsynced
 
 
+def test_a_sound_server_slow_to_start_the_stream_does_not_make_the_bulletin_late(rig):
+    """On a loaded board ``pacat`` can take a few hundred ms to spawn and connect. The
+    silence written meanwhile waits in the pipe; were it all played before the bulletin,
+    the start would be late by about twice the delay (CI saw +328 ms). ``pacat`` here is a
+    wrapper that waits 800 ms before running the real one."""
+    slow = rig.tmp / "slow-bin"
+    slow.mkdir()
+    real = shutil.which("pacat")
+    assert real
+    (slow / "pacat").write_text(f'#!/bin/sh\nsleep 0.8\nexec {real} "$@"\n')
+    (slow / "pacat").chmod(0o755)
+    make_audio(rig.media.root / "tone.mp3", seconds=1.0)
+    rig.node("dc-01").start({"PATH": f"{slow}:{os.environ['PATH']}"})
+    rig.listen()
+    rec = rig.record("dc-01")
+    rig.wait_online("dc-01")
+    cmd = rig.play("dc-01", "tone.mp3", start_in=2.0)
+    started = rig.wait_event("dc-01", phase="started", broadcast_id=cmd["broadcast_id"])
+    rig.wait_event("dc-01", phase="finished", broadcast_id=cmd["broadcast_id"])
+    onsets = rec.onsets(after=cmd["start_at"] / 1000 - 1.5)
+    assert len(onsets) == 1, onsets
+    # On time despite the slow start (functional bound, as above), and the controller is
+    # told the time it was really heard.
+    assert abs(onsets[0] * 1000 - cmd["start_at"]) < 250, onsets[0] * 1000 - cmd["start_at"]
+    assert abs(started["at"] - onsets[0] * 1000) < 50, (started["at"], onsets[0] * 1000)
+
+
 def test_file_output_is_a_wav_written_in_real_time(rig):
     import array
     import wave
@@ -257,6 +287,7 @@ def test_the_amplifier_relay_is_on_only_around_a_bulletin_and_telemetry_is_read(
     make_audio(rig.media.root / "tone.mp3", seconds=1.0)
     rig.node("dc-01", gpio_amp="sysfs:17", amp_warmup_ms=400, sysfs_root=str(sys_root)).start()
     rig.listen()
+    rec = rig.record("dc-01")
     rig.wait_online("dc-01")
     hb = rig.heartbeats("dc-01")[-1]
     assert (hb["amp"], hb["temp_c"], hb["power"]) == ("off", 47.8, "mains")
@@ -268,13 +299,18 @@ def test_the_amplifier_relay_is_on_only_around_a_bulletin_and_telemetry_is_read(
     # Switched on ahead of the slot by at least the warm-up time.
     assert cmd["start_at"] / 1000 - on_at > 0.35
     started = rig.wait_event("dc-01", phase="started", broadcast_id=cmd["broadcast_id"])
-    assert abs(started["at"] - cmd["start_at"]) < 50
     playing = wait_until(
         lambda: [h for h in rig.heartbeats("dc-01") if h["playing"]], 5, "a heartbeat while playing"
     )
     assert playing[-1]["amp"] == "ok"
     rig.wait_event("dc-01", phase="finished", broadcast_id=cmd["broadcast_id"])
     wait_until(lambda: (gpio / "value").read_text() == "0", 5, "the relay to switch off")
+    # The relay's warm-up did not delay the sound (functional bound, as above), and the
+    # start reported is the one heard.
+    onsets = rec.onsets(after=cmd["start_at"] / 1000 - 1.5)
+    assert len(onsets) == 1, onsets
+    assert abs(onsets[0] * 1000 - cmd["start_at"]) < 250, onsets[0] * 1000 - cmd["start_at"]
+    assert abs(started["at"] - onsets[0] * 1000) < 50, (started["at"], onsets[0] * 1000)
 
 
 def test_alsa_output_is_heard_through_the_alsa_pulse_plugin(rig):
