@@ -56,12 +56,14 @@ def test_the_tone_is_heard_at_start_at_and_the_speech_after_it(rig):
     # A stop during the tone ends tone and speech alike: silence from then on.
     long_tone = {"hz": 1000, "on_ms": 5000, "count": 1}
     cut = rig.play("dc-01", "speech.mp3", start_in=0, tone=long_tone)
-    rig.wait_event("dc-01", phase="started", broadcast_id=cut["broadcast_id"])
+    sounding = rig.wait_event("dc-01", phase="started", broadcast_id=cut["broadcast_id"])
+    time.sleep(max(0.0, sounding["at"] / 1000 + 0.8 - time.time()))  # heard for a while
     rig.simple("dc-01", "stop", broadcast_id=cut["broadcast_id"])
     done = rig.wait_event("dc-01", phase="finished", broadcast_id=cut["broadcast_id"])
     assert done["reason"] == "stopped"
     time.sleep(1.5)
-    quiet_from = rec.silent_from(done["at"] / 1000 - 1.0)
+    assert rec.level(sounding["at"] / 1000 + 0.2, sounding["at"] / 1000 + 0.6) > 3000
+    quiet_from = rec.silent_from(sounding["at"] / 1000)
     assert quiet_from is not None and quiet_from < done["at"] / 1000 + 0.5, (
         quiet_from,
         done["at"],
