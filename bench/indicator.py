@@ -9,17 +9,20 @@ the demo history generator on a real SQLite file.
 Measured in the same run:
 * baseline: reading the window's transitions (and, separately, its airing targets) with
   the bare sqlite3 module, nothing computed: the floor any evaluation pays;
-* ``evaluate`` for the whole province over the 90 days (target: under 2 s), and for one
-  commune; peak Python memory of the province evaluation (tracemalloc, in a separate run
-  so tracing does not slow the timed ones) and the process's peak RSS;
+* baseline: ``evaluate`` for the whole province from the raw rows (``rollups=False``);
+* filling the monthly roll-ups once (every closed month computed from the raw rows and
+  stored: what the first evaluation after a late row or a migration pays);
+* ``evaluate`` for the whole province with the roll-ups (what the API and the reports do;
+  target: under 2 s), its verdicts compared with the raw rows' (must be equal), and for
+  one commune; peak Python memory of the province evaluation (tracemalloc, in a separate
+  run so tracing does not slow the timed ones) and the process's peak RSS;
 * rendering the quarterly report as XLSX and PDF from that evaluation.
+Each figure carries the 1-minute load average read just before it (the machine is shared).
 
 Run: ``.venv/bin/python bench/indicator.py`` (writes bench/results/indicator.json).
-The province's year (issue 16): ``--days 365`` (4,000 clusters; target 2 s, not met: 5.6 s
-before the covering indexes of migration 0015 on a quiet machine, evaluation 1.11 x the
-bare reads; after them 0.8-1.2 x the bare reads, measured under load, see docs/indicator.md
-§7). The 100,000-cluster quarter: ``--communes 5000 --no-report`` (not run to the end: the
-history generator holds the whole quarter in memory, 16 GB and growing after 18 minutes).
+The province's year (issue 16): ``--days 365`` (4,000 clusters). The 100,000-cluster
+quarter: ``--communes 5000 --days 90 --no-report``; generate it once with ``--db PATH
+--generate-only`` (half an hour), then measure with ``--db PATH``.
 """
 
 from __future__ import annotations
@@ -39,14 +42,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import func, insert, select  # noqa: E402
+from sqlalchemy import func, insert, select, text  # noqa: E402
 
 from bench._common import RESULTS  # noqa: E402
 from controller.models import NodeTransition  # noqa: E402
 from indicator.demo_history import seed_history  # noqa: E402
-from indicator.evaluate import evaluate  # noqa: E402
+from indicator.evaluate import evaluate, evaluation_as_dict  # noqa: E402
 from indicator.periods import day_range  # noqa: E402
 from indicator.reports import build_report, render_pdf, render_xlsx  # noqa: E402
+from indicator.rollups import clear as clear_rollups  # noqa: E402
 from loa.db import Database  # noqa: E402
 from loa.text import fold  # noqa: E402
 from loa.timeutil import ms_to_dt  # noqa: E402
@@ -131,6 +135,7 @@ def build_province(db: Database, communes: int, villages: int, nodes: int) -> No
 
 
 CPU_S: dict[str, float] = {}  # name -> median CPU seconds of the process (all threads)
+LOAD_1M: dict[str, float] = {}  # name -> 1-minute load average just before it was timed
 
 
 def timed(fn, repeat: int) -> tuple[float, list[float], object]:
@@ -138,6 +143,7 @@ def timed(fn, repeat: int) -> tuple[float, list[float], object]:
     shared machine under load the wall time includes waiting for a core, the CPU time
     does not, so the two together tell contention from work."""
     times, cpu, result = [], [], None
+    LOAD_1M[fn.__name__] = round(os.getloadavg()[0], 2)
     for _ in range(repeat):
         t0, c0 = time.perf_counter(), time.process_time()
         result = fn()
@@ -172,6 +178,12 @@ def main() -> int:
         metavar="PATH",
         help="keep the generated province in PATH and reuse it on later runs "
         "(default: a temporary file, deleted)",
+    )
+    parser.add_argument(
+        "--generate-only",
+        action="store_true",
+        help="write the province into --db and stop (a later run with the same --db "
+        "measures it; the 100,000-cluster quarter takes many minutes to generate)",
     )
     args = parser.parse_args()
 
@@ -209,6 +221,10 @@ def main() -> int:
         f"({db_path.stat().st_size / 1e6:.0f} MB)"
     )
 
+    if args.generate_only:
+        db.dispose()
+        return 0
+
     first_day = ms_to_dt(NOW_MS - args.days * DAY_MS).date()
     last_day = ms_to_dt(NOW_MS - 1).date()
     period = day_range(first_day, last_day)  # the 90 days, midnight to midnight ICT
@@ -238,22 +254,48 @@ def main() -> int:
         con.close()
         return len(rows)
 
-    def evaluate_province():
+    def evaluate_province_raw():
+        """The baseline: every day of the window from the raw rows."""
         with db.session() as s:
-            return evaluate(s, period, now=NOW_MS)
+            return evaluate(s, period, now=NOW_MS, rollups=False)
+
+    def fill_rollups():
+        """Every closed month computed from the raw rows and stored (cold)."""
+        with db.session() as s:
+            clear_rollups(s)
+        with db.session() as s:
+            return evaluate(s, period, now=NOW_MS, rollups=True)
+
+    def evaluate_province():
+        """Closed months from the stored roll-ups, the open edges from the raw rows."""
+        with db.session() as s:
+            return evaluate(s, period, now=NOW_MS, rollups=True)
 
     def evaluate_commune():
         with db.session() as s:
             # The eighth commune (or the last, in a smoke run with fewer).
             return evaluate(
-                s, period, now=NOW_MS, scope=f"commune:c{min(7, args.communes - 1):04d}"
+                s,
+                period,
+                now=NOW_MS,
+                scope=f"commune:c{min(7, args.communes - 1):04d}",
+                rollups=True,
             )
+
+    def verdicts(evaluation) -> list:
+        """Everything the answer says about each commune and village (whole dicts)."""
+        return evaluation_as_dict(evaluation)["communes"]
 
     read_transitions()  # warm the page cache so the baseline and the evaluation are fair
     base_tr_s, base_tr_all, n_read = timed(read_transitions, args.repeat)
     base_tg_s, base_tg_all, n_tg = timed(read_targets, args.repeat)
+    raw_s, raw_all, raw_evaluation = timed(evaluate_province_raw, args.repeat)
+    fill_s, _, _ = timed(fill_rollups, 1)
     eval_s, eval_all, evaluation = timed(evaluate_province, args.repeat)
     commune_s, _, _ = timed(evaluate_commune, args.repeat)
+    same = verdicts(evaluation) == verdicts(raw_evaluation)
+    with db.session() as s:
+        months_stored = s.scalar(text("SELECT COUNT(*) FROM indicator_rollup_month"))
 
     tracemalloc.start()
     evaluate_province()
@@ -309,7 +351,14 @@ def main() -> int:
             "runs_s": [round(x, 3) for x in base_tr_all + base_tg_all],
         },
         "evaluate_province_s": round(eval_s, 3),
+        "baseline_evaluate_raw_rows_s": round(raw_s, 3),
+        "baseline_evaluate_raw_rows_runs_s": [round(x, 3) for x in raw_all],
+        "rollups_fill_s": round(fill_s, 3),
+        "rollup_months_stored": months_stored,
+        "rollups_vs_raw": round(eval_s / raw_s, 3) if raw_s else None,
+        "verdicts_equal_raw": same,
         "cpu_s": CPU_S,
+        "load_1m_before": LOAD_1M,
         "evaluate_province_runs_s": [round(x, 3) for x in eval_all],
         "evaluate_vs_reading_both": round(eval_s / (base_tr_s + base_tg_s), 2),
         "evaluate_one_commune_s": round(commune_s, 3),
@@ -330,7 +379,11 @@ def main() -> int:
     }
     print(json.dumps(results, ensure_ascii=False, indent=2))
     print(
-        f"\nevaluate province: {eval_s:.3f} s (target < {TARGET_S} s: "
+        f"\nraw rows: {raw_s:.3f} s; roll-ups filled in {fill_s:.3f} s "
+        f"({months_stored} months); verdicts equal: {same}"
+    )
+    print(
+        f"evaluate province with roll-ups: {eval_s:.3f} s (target < {TARGET_S} s: "
         f"{'ok' if eval_s < TARGET_S else 'MISSED'}); baseline read transitions "
         f"{base_tr_s:.3f} s + targets {base_tg_s:.3f} s; peak Python memory "
         f"{peak_bytes / 1e6:.1f} MB; peak RSS {rss_mb:.0f} MB"
@@ -351,6 +404,9 @@ def main() -> int:
         )
         print(f"wrote {RESULT_FILE}")
     db.dispose()
+    if not same:
+        print("VERDICTS FROM ROLL-UPS DIFFER FROM THE RAW ROWS", file=sys.stderr)
+        return 1
     if not keep:
         for p in db_path.parent.glob(db_path.name + "*"):
             p.unlink()

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from broadcasts.errors import ContentError
 from broadcasts.models import TtsAbbreviation
+from loa.db import upsert
 from loa.timeutil import now_ms
 
 MAX_ABBR = 40
@@ -65,12 +66,16 @@ def listing(s: Session) -> list[dict]:
 def add(s: Session, abbr: object, spoken: object, username: str) -> dict:
     """Add or replace (same written form) one entry."""
     a, sp = check(abbr, spoken)
-    row = s.scalar(select(TtsAbbreviation).where(TtsAbbreviation.abbr == a))
-    if row is None:
-        row = TtsAbbreviation(abbr=a)
-        s.add(row)
-    row.spoken, row.created_by, row.created_ms = sp, username, now_ms()
-    s.flush()
+    # One statement: the same written form sent twice at once (two officers, a browser
+    # retry) is a replace, not a unique-constraint failure.
+    upsert(
+        s,
+        TtsAbbreviation,
+        [{"abbr": a, "spoken": sp, "created_by": username, "created_ms": now_ms()}],
+        ["abbr"],
+    )
+    found = select(TtsAbbreviation).where(TtsAbbreviation.abbr == a)
+    row = s.scalars(found.execution_options(populate_existing=True)).one()
     return {"id": row.id, "abbr": row.abbr, "spoken": row.spoken, "created_by": username}
 
 

@@ -26,7 +26,7 @@ from controller.models import (
     NodeTransition,
     RejectedCount,
 )
-from loa.db import Database, core_table
+from loa.db import Database, core_table, upsert
 from registry.models import PendingNode
 
 log = logging.getLogger("loa.ingest")
@@ -158,7 +158,7 @@ class TelemetryWriter:
                     ],
                 )
             if batch.live:
-                self._upsert_live(s, list(batch.live.values()))
+                upsert(s, NodeLive, list(batch.live.values()), ["node_id"])
             if batch.samples:
                 s.execute(insert(core_table(HeartbeatSample)), batch.samples)
             if batch.events:
@@ -179,23 +179,6 @@ class TelemetryWriter:
             if batch.continuity:
                 s.execute(insert(core_table(NodeContinuity)), batch.continuity)
         self.flushes += 1
-
-    def _upsert_live(self, s: Session, rows: list[dict[str, Any]]) -> None:
-        dialect = s.get_bind().dialect.name
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        elif dialect == "postgresql":
-            # Another Insert class with the same on_conflict_do_update(index_elements, set_).
-            from sqlalchemy.dialects.postgresql import (  # type: ignore[assignment]
-                insert as dialect_insert,
-            )
-        else:  # pragma: no cover - other databases are not supported targets
-            for row in rows:
-                s.merge(NodeLive(**row))
-            return
-        stmt = dialect_insert(NodeLive)
-        cols = {c: getattr(stmt.excluded, c) for c in rows[0] if c != "node_id"}
-        s.execute(stmt.on_conflict_do_update(index_elements=["node_id"], set_=cols), rows)
 
     @staticmethod
     def _add_rejected(s: Session, reason: str, count: int, detail: str, ms: int) -> None:

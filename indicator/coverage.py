@@ -30,7 +30,9 @@ def watched(session: Session, start_ms: int, end_ms: int) -> list[Interval]:
         .where(w.start_ms < end_ms, w.end_ms > start_ms)
         .order_by(w.start_ms)
     ).all()
-    return union(clip([(a, b) for a, b in rows if b > a], start_ms, end_ms))
+    # One list per span, so overlapping spans of several controllers are merged (``union``
+    # of a single list returns it as it is).
+    return union(*([x] for x in clip([(a, b) for a, b in rows if b > a], start_ms, end_ms)))
 
 
 def continuity(

@@ -55,8 +55,11 @@ from indicator.coverage import continuity, watched
 from indicator.criteria import Criteria, sets_for
 from indicator.errors import NotFoundError
 from indicator.manual_inputs import MANUAL_KINDS, Thresholds, current_thresholds
+from indicator.measure import measure, subtract
 from indicator.models import ManualAttestation
 from indicator.periods import Period, _midnight_ms, week_index, weeks
+from indicator.rollups import MonthRollup, months_within
+from indicator.rollups import load as load_rollups
 from indicator.sqlstream import ordered_join, stream_rows
 from indicator.vn import (
     LANGUAGE_ORDER,
@@ -485,6 +488,25 @@ def _query_pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+def _merge_evidence(parts: list[AiringEvidence], rolled: list[MonthRollup]) -> AiringEvidence:
+    """The airing evidence of the raw ranges and the rolled months together: an airing
+    lies in one of them (its slot), so counts add and lists join."""
+    if len(parts) == 1 and not rolled:
+        return parts[0]
+    aimed: dict[tuple[int, int], tuple[int, int]] = {}
+    heard: dict[int, list[tuple[int, int, int, str]]] = defaultdict(list)
+    for source in [
+        *((p.aimed_played, p.heard) for p in parts),
+        *((m.aimed, m.heard) for m in rolled),
+    ]:
+        for key, (a, p) in source[0].items():
+            a0, p0 = aimed.get(key, (0, 0))
+            aimed[key] = (a0 + a, p0 + p)
+        for c, rows in source[1].items():
+            heard[c].extend(rows)
+    return AiringEvidence(aimed, dict(heard))
+
+
 def _covering_attestation(rows: list[ManualAttestation], last_day: date):
     covering = [r for r in rows if r.attested_on <= last_day <= r.valid_until]
     if covering:
@@ -527,6 +549,11 @@ class _Facts:
         return got
 
     predecessors: dict[int, list[dict]] = field(default_factory=dict)
+    rolled: list[MonthRollup] = field(default_factory=list)  # months judged from roll-ups
+
+    def rolled_in(self, window: list[iv.Interval]) -> list[MonthRollup]:
+        """The rolled months inside ``window`` (each lies wholly in or out of it)."""
+        return [m for m in self.rolled if any(a <= m.start_ms and m.end_ms <= b for a, b in window)]
 
 
 def _village_verdict(
@@ -544,68 +571,33 @@ def _village_verdict(
     th = f.thresholds
     window_ms = iv.total(window)
     title = village_title(name)
-    clusters: list[ClusterEvidence] = []
-    covered, observed_parts, placed_all, continuity = [], [], [], []
-    by_node: dict[str, list[iv.Interval]] = defaultdict(list)
-    for span in spans:
-        by_node[span.member_id].append((span.start_ms, span.end_ms))
-    watched_all = not f.unobserved  # the usual case: the controller watched throughout
-    for node, placed in sorted(by_node.items()):
-        up = f.available.get(node, [])
-        if (
-            len(window) == 1
-            and len(placed) == 1
-            and placed[0] == window[0]
-            and node not in f.bridges
-        ):
-            # Placed for the whole window, and the node's intervals were computed over the
-            # period, which contains the window: only the edges can differ.
-            seen, bridge = placed, []
-            if up and (up[0][0] < window[0][0] or up[-1][1] > window[0][1]):
-                up = iv.clip(up, *window[0])
-            if not watched_all:
-                seen = f.watched_in(window[0])
-                up = iv.intersect(up, seen)
-        else:
-            placed = iv.intersect(window, iv.union(placed))
-            if not placed:
-                continue
-            bridge = iv.intersect(f.bridges.get(node, []), placed) if f.bridges else []
-            seen = (
-                placed
-                if watched_all
-                else iv.intersect(placed, iv.union(f.observed, bridge) if bridge else f.observed)
-            )
-            up = iv.intersect(up, seen)
-        placed_all.append(placed)
-        observed_parts.append(bridge)
-        covered.append(up)
-        up_ms, seen_ms = iv.total(up), iv.total(seen)
-        bridged = (
-            iv.total(iv.intersect(bridge, iv.intersect(placed, f.unobserved))) if bridge else 0
-        )
-        clusters.append(
-            ClusterEvidence(
-                node, iv.total(placed), up_ms, up_ms / seen_ms if seen_ms else 0.0, seen_ms, bridged
-            )
-        )
-        if bridged:
-            continuity.extend(
-                {
-                    "node_id": node,
-                    "from_ms": a,
-                    "to_ms": b,
-                    "text": f"Cụm {node} chứng minh hoạt động liên tục "
-                    f"{format_datetime(a)}–{format_datetime(b)} "
-                    "(cùng boot_id, thời gian chạy bao trùm khoảng mất "
-                    "giám sát)",
-                }
-                for a, b in iv.intersect(bridge, f.unobserved)
-            )
+    # Closed months rolled up (``rollups``) count from their stored sums, the rest of the
+    # window from the raw rows; a month is rolled only when it lies wholly in the window.
+    rolled = f.rolled_in(window) if f.rolled else []
+    raw_window = subtract(window, [(m.start_ms, m.end_ms) for m in rolled]) if rolled else window
+    m = measure(raw_window, spans, f)
+    nodes, first = m.nodes, m.first
+    covered_ms = iv.total(iv.union(*m.covered)) if m.covered else 0
+    for month in rolled:
+        vr = month.villages.get(village.id)
+        if vr is None:
+            continue
+        first = vr.first_ms if first is None else min(first, vr.first_ms)
+        covered_ms += vr.covered_ms
+        for node, placed_ms, up_ms, seen_ms in vr.nodes:
+            sums = nodes.setdefault(node, [0, 0, 0, 0])
+            sums[0] += placed_ms
+            sums[1] += up_ms
+            sums[2] += seen_ms
+    clusters = [
+        ClusterEvidence(node, placed, up, up / seen if seen else 0.0, seen, bridged)
+        for node, (placed, up, seen, bridged) in sorted(nodes.items())
+    ]
+    continuity = m.continuity
     reasons: list[Reason] = []
     aimed, played = aimed_played or (0, 0)
     aired_ratio = played / aimed if aimed else None
-    if not clusters:
+    if not clusters or first is None:
         reasons.append(
             Reason(
                 "no_cluster",
@@ -637,17 +629,24 @@ def _village_verdict(
         )
     # In service from the first placement to the end of the window: a cluster taken away
     # and not replaced leaves the village unreached, which is a failure.
-    first = min(p[0][0] for p in placed_all)
-    in_service = iv.clip(window, first, window[-1][1])
+    end = window[-1][1]
+    in_service = iv.clip(raw_window, first, end)
     service_ms = iv.total(in_service)
     # Observed: the watch over the in-service time, plus gaps a cluster proved it ran.
+    watched_all = not f.unobserved
     observed = (
-        in_service
-        if watched_all
-        else iv.union(iv.intersect(in_service, f.observed), *observed_parts)
+        in_service if watched_all else iv.union(iv.intersect(in_service, f.observed), *m.bridges)
     )
     observed_ms = iv.total(observed)
-    covered_ms = iv.total(iv.union(*covered))
+    for month in rolled:  # no continuity inside a rolled month: the watch alone
+        lo = max(first, month.start_ms)
+        if lo < month.end_ms:
+            service_ms += month.end_ms - lo
+            observed_ms += (
+                month.end_ms - lo
+                if watched_all
+                else iv.total(iv.clip(f.watched_in((month.start_ms, month.end_ms)), lo, end))
+            )
     coverage = observed_ms / service_ms if service_ms else 0.0
     availability = covered_ms / observed_ms if observed_ms else None
     verdict = "pass"
@@ -740,10 +739,15 @@ def evaluate(
     scope: str | None = None,
     thresholds: Thresholds | None = None,
     allowed_commune_ids: Collection[int] | None = None,
+    rollups: bool = False,
 ) -> Evaluation:
     """Judge every commune of the scope over the period (so far), in a fixed number of
     queries whatever the number of communes. ``allowed_commune_ids`` narrows the answer to
-    the communes a user may see (a commune officer's roll-up counts only their own)."""
+    the communes a user may see (a commune officer's roll-up counts only their own).
+
+    ``rollups``: closed months are taken from the monthly roll-ups (``indicator.rollups``,
+    same verdicts, tested) instead of the raw rows. Off for the evidence and the drill-down,
+    which show the raw rows themselves (``Evaluation.facts``)."""
     evaluated_ms = now_ms() if now is None else now
     start_ms, end_ms = period.evaluation_window(evaluated_ms)
     province = current_thresholds(session) if thresholds is None else None
@@ -763,7 +767,17 @@ def evaluate(
             )
         )
         th = thresholds or criteria.thresholds(province)
-        e = _evaluate(session, part, evaluated_ms, scope, th, allowed_commune_ids, criteria)
+        e = _evaluate(
+            session,
+            part,
+            evaluated_ms,
+            scope,
+            th,
+            allowed_commune_ids,
+            criteria,
+            rollups,
+            [b for _a, b, _c in parts[:-1]],
+        )
         e.criteria = criteria
         evaluations.append(e)
     last = evaluations[-1]
@@ -781,6 +795,8 @@ def _evaluate(
     th: Thresholds,
     allowed_commune_ids: Collection[int] | None,
     criteria: Criteria,
+    rollups: bool = False,
+    cuts: list[int] | None = None,
 ) -> Evaluation:
     start_ms, end_ms = period.evaluation_window(evaluated_ms)
     communes, scope = _select_communes(session, scope, start_ms, end_ms)
@@ -791,7 +807,6 @@ def _evaluate(
     communes, folded = _fold_merged(session, communes, start_ms, end_ms, province_wide)
     commune_ids = [c.id for c in communes] + sorted(folded)
     ids_filter = None if province_wide else commune_ids
-    airing_evidence = _airing_evidence_async(session, start_ms, end_ms, evaluated_ms, ids_filter)
     name_at = end_ms - 1
     commune_names = history.names_at(session, "commune", commune_ids, name_at)
     windows = {c.id: _commune_window(c, start_ms, end_ms) for c in communes}
@@ -824,6 +839,37 @@ def _evaluate(
         session, start_ms, end_ms, None if province_wide else village_ids
     )
     node_ids = sorted({s.member_id for v in village_ids for s in spans_by_village.get(v, [])})
+    observed = watched(session, start_ms, end_ms)
+    rolled: list[MonthRollup] = []
+    if rollups:
+        # A month is rolled only where no commune or village window starts or ends inside
+        # it, so every window holds it whole or not at all.
+        bounds = {b for w in windows.values() for b in w}
+        bounds.update(
+            b for vw in village_windows.values() for w in vw.values() for x in w for b in x
+        )
+        rolled = load_rollups(
+            session,
+            months_within(start_ms, end_ms, bounds, cuts or ()),
+            evaluated_ms,
+            observed,
+            {v: spans_by_village.get(v, []) for v in village_ids},
+            None if province_wide else village_ids,
+            lambda s, a, b, now: (_aimed_played(s, a, b, now, None), _heard(s, a, b, now, None)),
+            SETTLE_MS,
+        )
+    raw_ranges = _complement([(m.start_ms, m.end_ms) for m in rolled], start_ms, end_ms)
+    waits = [
+        _airing_evidence_async(session, lo, hi, evaluated_ms, ids_filter) for lo, hi in raw_ranges
+    ]
+    available: dict[str, list[iv.Interval]] = {}
+    for lo, hi in raw_ranges:
+        for node, ivs in available_intervals(
+            session, lo, hi, None if province_wide else node_ids
+        ).items():
+            if ivs or node not in available:
+                available.setdefault(node, []).extend(ivs)
+    airing_evidence = _merge_evidence([w() for w in waits], rolled)
     attestations: dict[int, list[ManualAttestation]] = defaultdict(list)
     for row in session.scalars(select(ManualAttestation)):
         attestations[row.commune_id].append(row)
@@ -834,9 +880,9 @@ def _evaluate(
         villages,
         history.names_at(session, "village", village_ids, name_at),
         spans_by_village,
-        available_intervals(session, start_ms, end_ms, None if province_wide else node_ids),
+        available,
         states_at(session, end_ms - 1, None if province_wide else node_ids),
-        airing_evidence(),
+        airing_evidence,
         attestations,
         {d.id: d for d in session.scalars(select(District))},
         ms_to_dt(end_ms - 1).date(),
@@ -845,7 +891,8 @@ def _evaluate(
     for old, (new, _w) in folded.items():
         facts.members[new].append(old)
     facts.predecessors = _predecessors(session, [c.id for c in communes], end_ms)
-    facts.observed = watched(session, start_ms, end_ms)
+    facts.observed = observed
+    facts.rolled = rolled
     facts.unobserved = _complement(facts.observed, start_ms, end_ms)
     if facts.unobserved:
         facts.bridges = continuity(session, start_ms, end_ms, None if province_wide else node_ids)

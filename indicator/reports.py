@@ -271,7 +271,12 @@ def build_report(
     ``period_alerts``: where the period's emergency alerts come from (section V)."""
     generated = now_ms() if now is None else now
     e = evaluate(
-        session, period, now=generated, scope=scope, allowed_commune_ids=allowed_commune_ids
+        session,
+        period,
+        now=generated,
+        scope=scope,
+        allowed_commune_ids=allowed_commune_ids,
+        rollups=True,  # closed months from the roll-ups: same verdicts (tested)
     )
     province = e.province_name or "…"
     s = e.summary

@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import BigInteger, Engine, Integer, Table, create_engine, event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -31,6 +32,28 @@ def core_table(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
     return table
+
+
+def upsert(s: Session, model: type[Base], rows: list[dict[str, Any]], key: list[str]) -> None:
+    """Insert ``rows``, or update the columns they carry where a row with the same ``key``
+    (a unique index) exists, in one statement (``INSERT ... ON CONFLICT DO UPDATE``, which
+    SQLite and PostgreSQL both have). One statement, not look-up-then-insert: two writers
+    of the same key at the same moment both succeed, the later one's values staying."""
+    dialect = s.get_bind().dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    elif dialect == "postgresql":
+        # Another Insert class with the same on_conflict_do_update(index_elements, set_).
+        from sqlalchemy.dialects.postgresql import (  # type: ignore[assignment]
+            insert as dialect_insert,
+        )
+    else:  # pragma: no cover - other databases are not supported targets
+        for row in rows:
+            s.merge(model(**row))
+        return
+    stmt = dialect_insert(model)
+    cols = {c: getattr(stmt.excluded, c) for c in rows[0] if c not in key}
+    s.execute(stmt.on_conflict_do_update(index_elements=key, set_=cols), rows)
 
 
 def private_sqlite_file(url: str) -> None:

@@ -71,6 +71,9 @@ def _indicator(d: dict) -> bool:
         _positive(latest["evaluate_province_s"])
         and latest["province"]["communes"] == 3
         and _positive(latest["baseline"]["read_both_s"])
+        and _positive(latest["baseline_evaluate_raw_rows_s"])
+        and latest["verdicts_equal_raw"] is True
+        and latest["rollup_months_stored"] >= 1
     )
 
 
@@ -79,6 +82,8 @@ def _ingest(d: dict) -> bool:
         _positive(d["bare_aiomqtt_per_s"])
         and _positive(d["controller_per_s"])
         and d["controller"]["flush_errors"] == 0
+        and _positive(d["controller_without_rollup_triggers_per_s"])
+        and _positive(d["transition_inserts"]["with_triggers_per_cpu_s"])
     )
 
 
@@ -177,7 +182,7 @@ SMOKE: list[tuple[str, list[str], str, Callable[[dict], bool]]] = [
             "--nodes",
             "1",
             "--days",
-            "7",
+            "60",  # holds October whole: one month rolled up
             "--repeat",
             "1",
         ],
@@ -187,7 +192,19 @@ SMOKE: list[tuple[str, list[str], str, Callable[[dict], bool]]] = [
     ("node", ["bench/node.py", "--smoke"], "node.json", _node),
     (
         "ingest",
-        ["bench/ingest.py", "--messages", "2000", "--nodes", "100", "--timeout-s", "120"],
+        [
+            "bench/ingest.py",
+            "--messages",
+            "2000",
+            "--nodes",
+            "100",
+            "--timeout-s",
+            "120",
+            "--rounds",
+            "1",
+            "--transitions",
+            "2000",
+        ],
         "ingest.json",
         _ingest,
     ),

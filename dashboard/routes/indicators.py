@@ -161,7 +161,12 @@ def indicator_8_3(
 
     def judge(at_ms: int) -> bytes:
         result = evaluate(
-            s, _period(s, period, at_ms), now=at_ms, scope=scope, allowed_commune_ids=allowed
+            s,
+            _period(s, period, at_ms),
+            now=at_ms,
+            scope=scope,
+            allowed_commune_ids=allowed,
+            rollups=True,  # closed months from the roll-ups: same verdicts (tested)
         )
         return _encode(evaluation_as_dict(result))
 

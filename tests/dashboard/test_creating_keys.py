@@ -210,3 +210,45 @@ def test_two_requests_with_one_key_at_once_create_one_entry_and_the_other_is_tol
     with db.session() as s:
         assert list(s.scalars(select(TtsAbbreviation.abbr))) == [won]
     assert audited(db, "tts.abbreviation_add") == 1
+
+
+def test_the_same_abbreviation_added_twice_at_once_without_a_key_is_one_entry_not_a_500(
+    api, db, monkeypatch
+):
+    """Without a key, the same written form sent twice at once (two officers, or a browser
+    retry) is "add or replace": the first holds its transaction open in a slow audit write,
+    the second finds no row yet and inserts too. The second must replace the reading, not
+    fail on the table's unique constraint with a 500."""
+    import threading
+    import time
+
+    real_audit = tts_routes.audit
+    calls: list[int] = []
+
+    def slow_first_audit(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.8)
+        return real_audit(*a, **k)
+
+    monkeypatch.setattr(tts_routes, "audit", slow_first_audit)
+    url = "/api/v1/tts/abbreviations"
+    auth = {"Authorization": f"Bearer {api.tokens['tinh']}"}
+    answers: dict[str, object] = {}
+
+    def post(name: str, spoken: str) -> None:
+        answers[name] = api.post(url, json={"abbr": "BQLDA", "spoken": spoken}, headers=auth)
+
+    first = threading.Thread(target=post, args=("first", "ban quản lý dự án"))
+    first.start()
+    time.sleep(0.3)  # the first is inside its transaction, asleep in the audit write
+    post("second", "ban quản lý các dự án")
+    first.join(10)
+    assert {n: r.status_code for n, r in answers.items()} == {"first": 201, "second": 201}, {
+        n: r.text for n, r in answers.items()
+    }
+    with db.session() as s:
+        rows = list(s.scalars(select(TtsAbbreviation)))
+    assert [r.abbr for r in rows] == ["BQLDA"]
+    assert rows[0].spoken in ("ban quản lý dự án", "ban quản lý các dự án")
+    assert audited(db, "tts.abbreviation_add") == 2

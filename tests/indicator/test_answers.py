@@ -171,3 +171,32 @@ def test_the_stamp_changes_with_every_kind_of_row_a_verdict_reads(db):
             stamp = data_stamp(s)
             assert stamp not in seen, step
             seen.add(stamp)
+
+
+def test_live_telemetry_dated_after_the_answer_keeps_it_and_a_late_row_drops_it(db):
+    """Rule 2 of ``indicator.answers``: a live fleet's transitions (dated after the
+    answer's ``evaluated_ms``) do not make every question be judged again; a transition
+    for a time the answer already judged does."""
+    w: World = build(db)["world"]
+    cache = AnswerCache(ttl_ms=30_000)
+    clock = START + 5 * DAY
+    judged: list[int] = []
+    with db.session() as s:
+
+        def judge(at_ms: int) -> bytes:
+            judged.append(at_ms)
+            return encode(
+                evaluation_as_dict(evaluate(s, parse_period(PERIOD, now_ms=at_ms), now=at_ms))
+            )
+
+        first = cache.answer(s, ("verdicts", PERIOD), clock, judge)
+        w.transitions("a1-n", [(clock + 1_000, False)])  # live telemetry, after the answer
+        w.watch(clock + 1_500, clock + 9_000, controller_id="ctl-live")
+        s.expire_all()
+        assert cache.answer(s, ("verdicts", PERIOD), clock + 2_000, judge) == first
+        assert judged == [clock]
+        w.transitions("a2-n", [(clock - DAY, False)])  # late: a day the answer judged
+        s.expire_all()
+        again = cache.answer(s, ("verdicts", PERIOD), clock + 3_000, judge)
+        assert judged == [clock, clock + 3_000]
+        assert again != first
