@@ -6,7 +6,7 @@ the nodes can sound the alert at once while the speech downloads. Nullable: ever
 broadcast has no tone.
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016 (written against 0015; main gained 0016 meanwhile)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0017"
-down_revision: str | Sequence[str] | None = "0015"
+down_revision: str | Sequence[str] | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
