@@ -122,15 +122,20 @@ def _geocode_targets(
 
 
 def _area_hits(
-    area: Area, c: Cluster, settings: AlertSettings, commune_ids: set[int], province_ids: set[int]
+    area: Area,
+    c: Cluster,
+    by_commune: bool,
+    by_province: bool,
+    commune_ids: set[int],
+    province_ids: set[int],
 ) -> bool:
-    commune_names = {n.lower() for n in settings.geocode_commune_names}
-    province_names = {n.lower() for n in settings.geocode_province_names}
-    for name, _value in area.geocodes:
-        if name.lower() in commune_names and c.commune_id in commune_ids:
-            return True
-        if name.lower() in province_names and c.province_id in province_ids:
-            return True
+    """Whether ``area`` covers cluster ``c``. ``by_commune`` / ``by_province``: whether the
+    area has geocodes of that kind (worked out once per area, not once per cluster: an alert
+    for a province tests thousands of clusters against each of its areas)."""
+    if by_commune and c.commune_id in commune_ids:
+        return True
+    if by_province and c.province_id in province_ids:
+        return True
     if c.lat is None or c.lon is None:
         return False
     for poly in area.polygons:
@@ -158,9 +163,17 @@ def select_clusters(
     _, _, unknown = _geocode_targets(s, areas, settings)
     chosen: dict[str, Cluster] = {}
     empty: list[str] = []
+    commune_names = {n.lower() for n in settings.geocode_commune_names}
+    province_names = {n.lower() for n in settings.geocode_province_names}
     for area in areas:
         commune_ids, province_ids = _area_ids(s, area, settings)
-        hits = [c for c in clusters if _area_hits(area, c, settings, commune_ids, province_ids)]
+        by_commune = any(name.lower() in commune_names for name, _ in area.geocodes)
+        by_province = any(name.lower() in province_names for name, _ in area.geocodes)
+        hits = [
+            c
+            for c in clusters
+            if _area_hits(area, c, by_commune, by_province, commune_ids, province_ids)
+        ]
         if not hits:
             empty.append(area.desc)
         for c in hits:

@@ -56,6 +56,11 @@ class AlertSettings(BaseSettings):
     # Empty = none.
     tone_pattern: str = ""
     tone_hz: float = Field(default=880.0, gt=50, lt=8000)
+    # Who makes the tone: "node" = each node generates it from the ``tone`` of the ``play``
+    # command and sounds it at once while the speech downloads (docs/protocol.md); "file" =
+    # baked into the alert's audio before the speech (every node downloads first), for
+    # nodes whose firmware does not know the ``tone`` field.
+    tone_mode: Literal["node", "file"] = "node"
     # Feeds (Atom/RSS of CAP entries, or a CAP document) polled for alerts.
     feed_urls: list[str] = Field(default_factory=list)
     feed_trusted: bool = False

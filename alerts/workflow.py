@@ -602,7 +602,12 @@ class AlertService:
             text = row.text
         try:
             # A repeat plays the audio made the first time: no second synthesis.
-            content_id = self._first_content(alert_id) or self._tone_content(text, title, username)
+            tone = self._node_tone()
+            if tone is not None:
+                body["tone"] = tone
+            content_id = self._first_content(alert_id) or (
+                None if tone is not None else self._tone_content(text, title, username)
+            )
             if content_id:
                 body["content_id"] = content_id
             else:
@@ -677,6 +682,23 @@ class AlertService:
                 return None
             b = s.get(Broadcast, bids[0])
             return b.content_id if b is not None else None
+
+    def _node_tone(self) -> dict[str, int] | None:
+        """The warning tone as the ``tone`` of each node's ``play`` (``tone_mode`` "node"):
+        the nodes generate it and sound it at once while the speech downloads, instead of
+        downloading it baked into the audio first. None without a pattern or in "file" mode."""
+        if self.settings.tone_mode != "node":
+            return None
+        parsed = speech.parse_tone_pattern(self.settings.tone_pattern)
+        if parsed is None:
+            return None
+        count, blast, gap = parsed
+        return {
+            "hz": round(self.settings.tone_hz),
+            "on_ms": round(blast * 1000),
+            "off_ms": round(gap * 1000),
+            "count": count,
+        }
 
     def _tone_content(self, text: str, title: str, username: str) -> str | None:
         """With a tone pattern set: tones + speech as one stored item; else None (the

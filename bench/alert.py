@@ -7,14 +7,20 @@ route, alert service in automatic mode), a content server (the ``/media`` route)
 worker (``firmware_sim.Fleet``, one MQTT client per node). Every node is in one of the
 alert's communes (geocodes, 250 clusters each).
 
+The alert has warning tones (``--tone``, default 3x20/10) which the nodes make themselves
+(``tone_mode`` "node", docs/protocol.md "Node-made warning tone"): a node sounds the tone the
+moment the command arrives and fetches the speech meanwhile. With ``--download-first`` the
+same is measured a second time the old way (``tone_mode`` "file": tones baked into the
+audio, every node downloads before it starts), for comparison.
+
 1. *baseline*: a bare aiomqtt client publishes the `play` commands the alert will need (the
-   same text already synthesised, emergency priority, ``start_at`` 0, per-node URLs) and the
-   clock runs from the first publish to the 99th-percentile `started` reported by the nodes;
-   then stops them;
+   same text already synthesised, the same ``tone``, emergency priority, ``start_at`` 0,
+   per-node URLs) and the clock runs from the first publish to the 99th-percentile
+   `started` reported by the nodes; then stops them;
 2. *alert*: the clock runs from the moment the HTTP POST of the CAP document is sent; the
    document is parsed and validated, the area matched, the text composed and synthesised
    (offline TTS: that is inside the figure), the emergency broadcast created and dispatched,
-   and the nodes fetch and start; the figure is the 99th-percentile node-reported start.
+   and the nodes start; the figure is the 99th-percentile node-reported start.
 
     .venv/bin/python bench/alert.py --nodes 200          # smoke, seconds
     .venv/bin/python bench/alert.py --nodes 5000         # the issue's figure
@@ -40,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import machine, write_result  # noqa: E402
 from loa.broker import EmbeddedBroker, free_port  # noqa: E402
 from loa.db import Database  # noqa: E402
-from loa.protocol import PlayCmd, StopCmd, Topics, decode_event, encode  # noqa: E402
+from loa.protocol import PlayCmd, StopCmd, Tone, Topics, decode_event, encode  # noqa: E402
 from loa.settings import Settings  # noqa: E402
 from loa.timeutil import now_ms  # noqa: E402
 from system.schema import create_schema  # noqa: E402
@@ -86,7 +92,7 @@ def p99(values: list[int], n: int) -> int | None:
     return s[need - 1] if len(s) >= need else None
 
 
-async def baseline(settings: Settings, gateway, meta, ids: list[str]) -> dict:
+async def baseline(settings: Settings, gateway, meta, ids: list[str], tone: Tone | None) -> dict:
     """Bare aiomqtt: the same emergency play to every node, 99 % `started` timed."""
     topics = Topics(settings.topic_root)
     urls = gateway.node_urls(meta.id, ids, settings.public_base_url)
@@ -105,6 +111,7 @@ async def baseline(settings: Settings, gateway, meta, ids: list[str]) -> dict:
             start_at=0,
             priority="emergency",
             volume=100,
+            tone=tone,
         )
         for n in ids
     }
@@ -179,6 +186,9 @@ async def through_alert(
     ids: list[str],
     communes: list[str],
     run: int,
+    tone_pattern: str,
+    tone_mode: str,
+    tone: Tone | None = None,
 ) -> dict:
     import httpx
     import uvicorn
@@ -198,7 +208,10 @@ async def through_alert(
         settings, db, controller, content=gateway, sched=sched, base_url=settings.public_base_url
     )
     alerts = AlertService(
-        db, scheduling.broadcasts, AlertSettings(auto_senders=[TRUSTED]), content=gateway
+        db,
+        scheduling.broadcasts,
+        AlertSettings(auto_senders=[TRUSTED], tone_pattern=tone_pattern, tone_mode=tone_mode),
+        content=gateway,
     )
     ctx = api_context(
         settings, db, content=gateway.store, controller=controller, scheduling=scheduling
@@ -278,6 +291,25 @@ async def through_alert(
             "dispatch_prepare_ms": dispatcher.last_dispatch.get("prepare_ms"),
             "dispatch_publish_ms": dispatcher.last_dispatch.get("publish_ms"),
         }
+        if tone is not None:
+            # The speech is fetched while the tone sounds: how many nodes had it by the end
+            # of their tone (else their speech starts late, after a silence).
+            lead = tone.lead_ms
+            await asyncio.sleep(max(0, t0 + max(values) + lead + 2000 - now_ms()) / 1000)
+            result["speech_ready_by_tone_end"] = sum(
+                1
+                for t in airing.targets.values()
+                if t.started_at_ms is not None
+                and any(
+                    r.get("phase") == "fetched" and r["at"] <= t.started_at_ms + lead
+                    for r in t.events
+                )
+            )
+            result["speech_fetched"] = sum(
+                1
+                for t in airing.targets.values()
+                if any(r.get("phase") == "fetched" for r in t.events)
+            )
         # Let it end (stop it) so the next size starts from a quiet fleet.
         await asyncio.to_thread(alerts.stop, alerts._actor("bench"), out["id"])
         return result
@@ -288,7 +320,19 @@ async def through_alert(
         await scheduling.stop()
 
 
-async def run_size(count: int, warmup: bool) -> dict:
+def _pair(base: dict, alert: dict) -> dict:
+    return {
+        "baseline_bare_publish": base,
+        "alert": alert,
+        "ratio_99pct": (
+            round(alert["started_99pct_ms"] / max(1, base["started_99pct_ms"]), 2)
+            if alert["started_99pct_ms"] and base["started_99pct_ms"]
+            else None
+        ),
+    }
+
+
+async def run_size(count: int, warmup: bool, tone_pattern: str, download_first: bool) -> dict:
     from broadcasts.bulletins import synthesize_bulletin
     from broadcasts.store import ContentStore
     from controller.process import ControllerService
@@ -352,28 +396,46 @@ async def run_size(count: int, warmup: bool) -> dict:
         text = speech.compose(parsed, parsed.info_for(), speech.DEFAULT_TEMPLATE, drill=False)
         meta = await asyncio.to_thread(synthesize_bulletin, store, text, title="Đo kiểm")
         log(f"{count} nodes online; content {meta.bytes} bytes, {meta.duration_ms} ms")
+        tone = None
+        parsed_tone = speech.parse_tone_pattern(tone_pattern)
+        if parsed_tone is not None:
+            n_blasts, blast_s, gap_s = parsed_tone
+            tone = Tone(
+                hz=880, on_ms=round(blast_s * 1000), off_ms=round(gap_s * 1000), count=n_blasts
+            )
         if warmup:
-            await baseline(settings, gateway, meta, ids)  # warm-up: not recorded
-        base = await baseline(settings, gateway, meta, ids)
-        log(f"baseline: 99% started in {base['started_99pct_ms']} ms")
-        alert = await through_alert(settings, db, controller, gateway, ids, communes, 1)
-        log(
-            f"alert: POST answered in {alert['post_answered_ms']} ms, 99% started in "
-            f"{alert['started_99pct_ms']} ms ({alert['started']}/{count} started)"
-        )
-        return {
+            await baseline(settings, gateway, meta, ids, tone)  # warm-up: not recorded
+        out: dict = {
             "nodes": count,
             "communes": len(communes),
             "content_ms": meta.duration_ms,
             "content_bytes": meta.bytes,
-            "baseline_bare_publish": base,
-            "alert": alert,
-            "ratio_99pct": (
-                round(alert["started_99pct_ms"] / max(1, base["started_99pct_ms"]), 2)
-                if alert["started_99pct_ms"]
-                else None
-            ),
+            "tone": tone_pattern,
         }
+        base = await baseline(settings, gateway, meta, ids, tone)
+        log(f"baseline (node-made tone): 99% started in {base['started_99pct_ms']} ms")
+        alert = await through_alert(
+            settings, db, controller, gateway, ids, communes, 1, tone_pattern, "node", tone
+        )
+        log(
+            f"alert (node-made tone): POST answered in {alert['post_answered_ms']} ms, 99% "
+            f"started in {alert['started_99pct_ms']} ms ({alert['started']}/{count} started); "
+            f"speech ready by the tone's end at {alert.get('speech_ready_by_tone_end')}"
+        )
+        out["node_tone"] = _pair(base, alert)
+        if download_first:
+            await asyncio.sleep(5)  # the stops above land before the old way is measured
+            base = await baseline(settings, gateway, meta, ids, None)
+            log(f"baseline (download first): 99% started in {base['started_99pct_ms']} ms")
+            alert = await through_alert(
+                settings, db, controller, gateway, ids, communes, 2, tone_pattern, "file"
+            )
+            log(
+                f"alert (download first): POST answered in {alert['post_answered_ms']} ms, 99% "
+                f"started in {alert['started_99pct_ms']} ms ({alert['started']}/{count} started)"
+            )
+            out["download_first"] = _pair(base, alert)
+        return out
     finally:
         await controller.stop()
         if fleet_proc is not None:
@@ -393,6 +455,16 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, nargs="+", default=[200])
     parser.add_argument("--name", default="alert", help="bench/results/NAME.json")
     parser.add_argument(
+        "--tone",
+        default="3x20/10",
+        help="warning tone pattern made by the nodes (alerts.speech.parse_tone_pattern)",
+    )
+    parser.add_argument(
+        "--download-first",
+        action="store_true",
+        help="also measure the old way: tones baked into the audio, download before start",
+    )
+    parser.add_argument(
         "--no-warmup",
         action="store_true",
         help="skip the unrecorded first baseline (long at 5,000 nodes)",
@@ -405,9 +477,15 @@ def main() -> int:
         "python bench/alert.py --nodes "
         + " ".join(map(str, args.nodes))
         + (" --no-warmup" if args.no_warmup else "")
+        + (f" --tone {args.tone}" if args.tone != "3x20/10" else "")
+        + (" --download-first" if args.download_first else "")
     )
     for n in args.nodes:  # written after each size: a long run interrupted keeps the others
-        runs.append(asyncio.run(run_size(n, not args.no_warmup)))
+        load_before = Path("/proc/loadavg").read_text().split()[0]
+        run = asyncio.run(run_size(n, not args.no_warmup, args.tone, args.download_first))
+        run["loadavg_1min_before"] = float(load_before)
+        run["loadavg_1min_after"] = float(Path("/proc/loadavg").read_text().split()[0])
+        runs.append(run)
         result = {"benchmark": "alert", **machine(), "runs": runs, "command": command}
         path = write_result(args.name, result)
     print(json.dumps(result, indent=2, ensure_ascii=False))

@@ -5,7 +5,9 @@ Each accepted broadcast becomes a ``Job`` with one task for its whole life: fetc
 (``started``), end (``finished``). Priorities follow Thông tư 39/2020/TT-BTTTT: a higher
 level pre-empts a lower one at once (``preempted`` for the lower, which is dropped); at the
 same or a lower level the newcomer waits until the one playing ends, then the waiting job
-with the highest level (first come first) goes next. No sound is produced: playing is a
+with the highest level (first come first) goes next. A ``play`` with a node-made ``tone``
+starts at ``start_at`` without waiting for its download (``started`` with ``tone: true``),
+the speech following the tone once fetched. No sound is produced: playing is a
 timer for files and a byte-reading loop for live streams.
 
 Every job ends with exactly one terminal event: ``finished``, ``preempted`` or ``failed``.
@@ -23,6 +25,7 @@ from typing import Any, Protocol
 
 from firmware_sim.fetch import FetchError, SharedHttp, download_verified, read_stream
 from loa.protocol import PRIORITY_RANK, PlaybackEvent, PlaybackPhase, PlayCmd, StreamCmd
+from loa.tone import fetch_delay_s
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +123,21 @@ class Player:
     async def _life(self, job: Job) -> None:
         cmd = job.cmd
         fetched_at: int | None = None
+        speech: asyncio.Task[None] | None = None
         try:
+            if isinstance(cmd, PlayCmd) and cmd.tone is not None:
+                # A node-made warning tone: sound it at start_at while the speech downloads
+                # (docs/protocol.md, "Node-made warning tone").
+                speech = asyncio.get_running_loop().create_task(self._fetch(job))
+                await self._sleep_until(cmd.start_at)
+                await self._take_turn(job)
+                self._mark_started(job, tone=True)
+                await asyncio.sleep(cmd.tone.lead_ms / 1000)
+                await speech  # the speech plays when fetched, or the job fails as a fetch does
+                total_ms = cmd.duration_ms * cmd.repeat + cmd.gap_ms * (cmd.repeat - 1)
+                await asyncio.sleep(total_ms / 1000)
+                self._end(job, "finished")
+                return
             if isinstance(cmd, PlayCmd):
                 await download_verified(self.http, cmd.url, cmd.bytes, cmd.sha256)
                 fetched_at = self.host.now_ms()
@@ -150,12 +167,24 @@ class Player:
             log.exception("broadcast %s crashed", job.broadcast_id)
             self._end(job, "failed", error="internal")
         finally:
+            if speech is not None and not speech.done():
+                speech.cancel()  # stopped or pre-empted during the tone: no download left behind
+            elif speech is not None and not speech.cancelled():
+                speech.exception()  # read, so a failure after a stop is not logged as lost
             self.jobs.discard(job)
             if job in self.waiting:
                 self.waiting.remove(job)
             if self.current is job:
                 self.current = None
                 self._next()
+
+    async def _fetch(self, job: Job) -> None:
+        """The speech of a toned ``play``, fetched and verified alongside the tone."""
+        cmd = job.cmd
+        assert isinstance(cmd, PlayCmd) and cmd.tone is not None
+        await asyncio.sleep(fetch_delay_s(cmd.tone))  # spread over the tone (docs/protocol.md)
+        await download_verified(self.http, cmd.url, cmd.bytes, cmd.sha256)
+        self._event(job, "fetched")
 
     async def _sleep_until(self, at_ms: int) -> None:
         if not at_ms:
@@ -193,11 +222,15 @@ class Player:
 
     # ------------------------------------------------------------------ events
 
-    def _mark_started(self, job: Job, fetched_at: int | None = None) -> None:
+    def _mark_started(self, job: Job, fetched_at: int | None = None, *, tone: bool = False) -> None:
         job.started = True
         # ``fetched_at`` repeats the fetch on the start (docs/protocol.md): a controller that
         # took over after the ``fetched`` event went to its dead predecessor still sees it.
-        self._event(job, "started", **({} if fetched_at is None else {"fetched_at": fetched_at}))
+        # ``tone: true``: what started is the node-made warning tone, the speech follows.
+        extra: dict[str, Any] = {} if fetched_at is None else {"fetched_at": fetched_at}
+        if tone:
+            extra["tone"] = True
+        self._event(job, "started", **extra)
 
     def _count_stream(self, job: Job, n: int) -> None:
         job.stream_bytes += n

@@ -185,6 +185,40 @@ class _Cmd(_Msg):
     expires_at: Epoch | None = None
 
 
+# Limits of a node-made warning tone: wide enough for any pattern a province uses ("3x20/10",
+# three 20-second blasts with 10-second gaps), small enough that a node never sounds for
+# more than ~19 minutes on a typo.
+TONE_HZ = (50, 8000)
+TONE_MAX_COUNT = 10
+TONE_MAX_ON_MS = 60_000
+TONE_MAX_OFF_MS = 60_000
+# The pause between the last blast and the speech (as in the tones Loa bakes into audio).
+TONE_SPEECH_GAP_MS = 1000
+
+
+class Tone(BaseModel):
+    """A warning tone the node generates itself (docs/protocol.md, additive extension):
+    ``count`` blasts of a sine at ``hz``, each ``on_ms`` long, ``off_ms`` of silence between
+    them; the speech follows ``TONE_SPEECH_GAP_MS`` after the last blast. Nothing to
+    download, so a node can sound the alert the moment the command arrives."""
+
+    model_config = ConfigDict(extra="allow", strict=False)
+    hz: Annotated[int, Field(ge=TONE_HZ[0], le=TONE_HZ[1])]
+    on_ms: Annotated[int, Field(ge=100, le=TONE_MAX_ON_MS)]
+    off_ms: Annotated[int, Field(ge=0, le=TONE_MAX_OFF_MS)] = 0
+    count: Annotated[int, Field(ge=1, le=TONE_MAX_COUNT)] = 1
+
+    @property
+    def blasts_ms(self) -> int:
+        """From the first blast's start to the last one's end."""
+        return self.count * self.on_ms + (self.count - 1) * self.off_ms
+
+    @property
+    def lead_ms(self) -> int:
+        """From the tone's start to the speech's start."""
+        return self.blasts_ms + TONE_SPEECH_GAP_MS
+
+
 class PlayCmd(_Cmd):
     type: Literal["play"] = "play"
     broadcast_id: str
@@ -197,6 +231,9 @@ class PlayCmd(_Cmd):
     volume: Annotated[int, Field(ge=0, le=100)] | None = None
     repeat: Annotated[int, Field(ge=1)] = 1
     gap_ms: Annotated[int, Field(ge=0)] = 0
+    # Additive: a warning tone made by the node, sounded from start_at while the speech
+    # downloads; the speech (``repeat`` times) follows it.
+    tone: Tone | None = None
 
 
 class StreamCmd(_Cmd):

@@ -7,7 +7,13 @@ level pre-empts the one playing, ``preempted``; the same or lower level waits) -
 ``Playout`` thread writes it to the sink so it is heard at ``start_at`` (``started`` with
 that time) -> ``finished``. Each accepted broadcast ends with exactly one terminal event.
 The job's phase is kept on disk, so a restart resumes a download and never plays a
-bulletin twice."""
+bulletin twice.
+
+A ``play`` with a node-made ``tone`` (docs/protocol.md) does not wait for its download: the
+tone (``loa.tone``) is heard from ``start_at`` (``started`` with ``tone: true``) while the
+speech is fetched and decoded alongside; the speech follows the tone, or, when it is not
+ready by then, as soon as it is (silence meanwhile); a failed fetch ends the job ``failed``
+with the fetch's error once the tone has sounded."""
 
 from __future__ import annotations
 
@@ -51,6 +57,7 @@ from loa.protocol import (
     guess_cmd_id,
     lost_will,
 )
+from loa.tone import fetch_delay_s, tone_pcm
 from node_agent import FW_VERSION, audio, telemetry
 from node_agent.cache import ContentCache, FetchError
 from node_agent.clock import ClockState, read_clock
@@ -468,8 +475,13 @@ class Agent:
 
     async def _life(self, job: Job, resume: bool) -> None:
         cmd = job.cmd
+        speech: asyncio.Task[None] | None = None
         try:
-            if isinstance(cmd, PlayCmd):
+            if isinstance(cmd, PlayCmd) and cmd.tone is not None:
+                job.extra["pcm_held"] = False
+                source: Any = TonedSource(tone_pcm(cmd.tone, audio.RATE))
+                speech = asyncio.get_running_loop().create_task(self._toned_speech(job, source))
+            elif isinstance(cmd, PlayCmd):
                 assert self.http is not None
                 path, _ = await self.cache.fetch(self.http, cmd.url, cmd.sha256, cmd.bytes)
                 self.cache.in_use.add(cmd.sha256)
@@ -481,7 +493,7 @@ class Agent:
                 await self._sleep_until(cmd.start_at / 1000 - DECODE_AHEAD_S if cmd.start_at else 0)
                 pcm = await self._decoded(cmd.sha256, path)
                 gap = int(cmd.gap_ms * audio.RATE / 1000) * audio.FRAME
-                source: Any = RepeatSource(pcm, cmd.repeat, gap)
+                source = RepeatSource(pcm, cmd.repeat, gap)
             else:
                 source = None
             slot = cmd.start_at / 1000 if cmd.start_at else 0.0
@@ -514,12 +526,16 @@ class Agent:
             log.exception("bản tin %s lỗi nội bộ", job.broadcast_id)
             self._end(job, "failed", error="internal", detail=str(exc)[:200])
         finally:
+            if speech is not None and not speech.done():
+                speech.cancel()  # stopped or pre-empted during the tone
+                with contextlib.suppress(asyncio.CancelledError):
+                    await speech
             if job.playout is not None:
                 job.playout.cut()  # a no-op after the end; silences a held one left behind
             self.jobs.discard(job)
             if job in self.waiting:
                 self.waiting.remove(job)
-            if isinstance(cmd, PlayCmd):
+            if isinstance(cmd, PlayCmd) and job.extra.get("pcm_held", True):
                 self._release_pcm(cmd.sha256)
                 if not any(
                     isinstance(j.cmd, PlayCmd) and j.cmd.sha256 == cmd.sha256 for j in self.jobs
@@ -530,6 +546,34 @@ class Agent:
                 self._next()
             if self.current is None and not self.waiting:
                 await self._amp_off()
+
+    async def _toned_speech(self, job: Job, source: TonedSource) -> None:
+        """The speech of a toned ``play``: fetched, verified and decoded while the tone
+        sounds, then handed to the playout (``source``); a failure is handed over too."""
+        cmd = job.cmd
+        assert isinstance(cmd, PlayCmd) and cmd.tone is not None and self.http is not None
+        try:
+            if not self.cache.has(cmd.sha256):  # spread over the tone (docs/protocol.md)
+                await asyncio.sleep(fetch_delay_s(cmd.tone))
+            path, _ = await self.cache.fetch(self.http, cmd.url, cmd.sha256, cmd.bytes)
+            self.cache.in_use.add(cmd.sha256)
+            if not job.started:  # on disk, "started" must stay: a restart never replays it
+                self.store.set_phase(job.broadcast_id, "fetched")
+            self._event(job.broadcast_id, "fetched")
+            job.extra["fetched_at"] = now_ms()
+            pcm = await self._decoded(cmd.sha256, path)
+            job.extra["pcm_held"] = True
+        except FetchError as exc:
+            log.warning("bản tin %s lỗi: %s", job.broadcast_id, exc)
+            source.fail(exc.error, exc.detail)
+            return
+        except OSError as exc:
+            detail = f"bộ nhớ đệm {self.cfg.cache_dir}: {exc.strerror or exc}"
+            self.emit(FaultEvent(type="fault", ts=now_ms(), code="storage", detail=detail))
+            source.fail("storage", detail)
+            return
+        gap = int(cmd.gap_ms * audio.RATE / 1000) * audio.FRAME
+        source.speech = RepeatSource(pcm, cmd.repeat, gap)
 
     async def _decoded(self, sha256: str, path: Any) -> bytes:
         lock = self._decode_locks.setdefault(sha256, asyncio.Lock())
@@ -623,11 +667,14 @@ class Agent:
         finally:
             if isinstance(source, LiveSource):
                 source.close()
+        failure = getattr(source, "failure", None)
         if outcome.startswith("error:"):
             detail = outcome[6:]
             if not job.started:
                 self._audio_fault(detail)
             self._end(job, "failed", error="audio", detail=detail)
+        elif outcome == "end" and failure is not None:  # the tone sounded, the speech did not
+            self._end(job, "failed", error=failure[0], detail=failure[1])
         elif outcome == "end" and getattr(source, "reason", "") == "stream_lost":
             self._end(job, "finished", reason="stream_lost")
         elif outcome == "end":
@@ -650,7 +697,11 @@ class Agent:
         # fetched_at repeats the fetch on the start (docs/protocol.md), for a controller that
         # took over after the fetched event went to its predecessor.
         self._event(
-            job.broadcast_id, "started", at=int(at * 1000), fetched_at=job.extra.get("fetched_at")
+            job.broadcast_id,
+            "started",
+            at=int(at * 1000),
+            fetched_at=job.extra.get("fetched_at"),
+            tone=True if isinstance(job.cmd, PlayCmd) and job.cmd.tone is not None else None,
         )
         self._beat_now.set()
 
@@ -831,6 +882,33 @@ class RepeatSource:
             else:
                 self.in_gap = True
         return b""
+
+
+class TonedSource:
+    """A node-made warning tone, then the speech (a ``RepeatSource`` set by the event loop
+    when it is fetched and decoded), as PCM chunks for ``Playout``. Until the speech is
+    there it yields silence, so the sink keeps running; after ``fail`` it ends."""
+
+    def __init__(self, tone: bytes) -> None:
+        self.tone = memoryview(tone)
+        self.pos = 0
+        self.chunk = audio.CHUNK_FRAMES * audio.FRAME
+        self.speech: RepeatSource | None = None  # set from the event loop (one assignment)
+        self.failure: tuple[str, str] | None = None
+
+    def fail(self, error: str, detail: str) -> None:
+        self.failure = (error, detail)
+
+    def __call__(self) -> bytes:
+        if self.pos < len(self.tone):
+            data = bytes(self.tone[self.pos : self.pos + self.chunk])
+            self.pos += len(data)
+            return data
+        if self.speech is not None:
+            return self.speech()
+        if self.failure is not None:
+            return b""
+        return bytes(self.chunk)
 
 
 class LiveSource:

@@ -267,6 +267,8 @@ class ControlMixin:
                 "volume": old.volume,
                 "repeat": old.repeat,
             }
+            if old.tone:  # an alert's node-made warning tone stays with the new version
+                merged["tone"] = old.tone
             if old.start_at_ms is not None and (rec is not None or old.start_at_ms > now):
                 merged["start_at"] = iso(old.start_at_ms)
             else:

@@ -45,6 +45,7 @@ from loa.protocol import (
     Rejection,
     StopCmd,
     StreamCmd,
+    Tone,
     decode_event,
 )
 from loa.settings import Settings
@@ -128,6 +129,9 @@ class ActiveAiring:
     targets: dict[str, TargetState] = field(default_factory=dict)  # by node id
     stop_sent: bool = False
     cancelled: bool = False
+    # Its ``play`` carries a node-made warning tone: a ``started`` with ``tone: true`` may come
+    # before the speech is fetched (the tone needs no download).
+    toned: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +410,7 @@ class Dispatcher(IngestObserver):
                 ends_ms=ends,
                 is_stream=bool(b.stream_url),
                 live_mount=b.stream_mount if self.live is not None else None,
+                toned=bool(b.tone) and not b.stream_url,
             )
             rows = s.execute(
                 select(AiringTarget.id, AiringTarget.node_id, AiringTarget.cmd_id).where(
@@ -483,6 +488,7 @@ class Dispatcher(IngestObserver):
             volume=volume,
             repeat=max(1, b.repeat),
             gap_ms=int(self.sched.repeat_gap_s * 1000),
+            tone=Tone.model_validate(b.tone) if b.tone else None,
         )
 
     @staticmethod
@@ -666,7 +672,10 @@ class Dispatcher(IngestObserver):
                 and not isinstance(fetched_at, bool)
                 and fetched_at <= ev.at
             )
-            if active is not None and not active.is_stream and not (fetched or cached):
+            # A node-made tone sounds before (and without) the download: its start is proof
+            # that the alert sounded; the speech's own outcome follows (finished or failed).
+            toned = extra.get("tone") is True and active is not None and active.toned
+            if active is not None and not active.is_stream and not (fetched or cached or toned):
                 return "no_fetch"
             if active is not None and not (
                 active.start_at_ms - tolerance <= at <= active.ends_ms + tolerance
@@ -939,6 +948,7 @@ class Dispatcher(IngestObserver):
                     ends_ms=a.ends_ms or a.slot_ms + b.duration_ms,
                     is_stream=bool(b.stream_url),
                     live_mount=b.stream_mount if self.live is not None else None,
+                    toned=bool(b.tone) and not b.stream_url,
                 )
                 rows = s.scalars(select(AiringTarget).where(AiringTarget.airing_id == a.id)).all()
                 urls = (

@@ -86,6 +86,9 @@ class Broadcast(Base):
     previous_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("broadcast.id", name="fk_broadcast_previous_version")
     )
+    # --- added for node-made warning tones (issue 19): a ``loa.protocol.Tone`` as JSON, sent
+    # in each ``play`` so nodes sound it at once while the speech downloads. None = no tone.
+    tone: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Airing(Base):

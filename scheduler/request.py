@@ -9,7 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from loa.protocol import PRIORITY_RANK
+from pydantic import ValidationError
+
+from loa.protocol import (
+    PRIORITY_RANK,
+    TONE_HZ,
+    TONE_MAX_COUNT,
+    TONE_MAX_OFF_MS,
+    TONE_MAX_ON_MS,
+    Tone,
+)
 from scheduler.errors import InvalidBroadcast
 from scheduler.recurrence import Recurrence, build_recurrence, parse_instant
 from scheduler.targets import normalize_targets
@@ -24,6 +33,7 @@ MSG_NO_TIME = (
     'Chưa chọn giờ phát: hãy nhập ngày và giờ phát, hoặc chọn «Phát ngay» («start_at»: "now").'
 )
 KNOWN_FIELDS = {
+    "tone",
     "title",
     "tts_text",
     "content_id",
@@ -63,6 +73,8 @@ class BroadcastRequest:
     confirm: bool = False
     draft: bool = False
     duration_s: int | None = None
+    # A node-made warning tone before the content (``loa.protocol.Tone``; emergency alerts).
+    tone: Tone | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -195,4 +207,24 @@ def parse_request(payload: Any, now_ms: int) -> BroadcastRequest:
         duration_s=int_field(
             payload, "duration_s", 10, 6 * 3600, "Thời lượng phát trực tiếp («duration_s»)"
         ),
+        tone=_tone_field(payload, stream=stream or stream_url is not None),
     )
+
+
+def _tone_field(payload: dict[str, Any], *, stream: bool) -> Tone | None:
+    """``tone``: a warning tone the nodes make themselves before a file (never a stream)."""
+    raw = payload.get("tone")
+    if raw is None:
+        return None
+    if stream:
+        raise InvalidBroadcast(
+            "Tín hiệu cảnh báo («tone») chỉ dùng với tệp âm thanh, không với phát trực tiếp."
+        )
+    try:
+        return Tone.model_validate(raw)
+    except ValidationError as exc:
+        where = ", ".join(".".join(map(str, e["loc"])) or "tone" for e in exc.errors()[:3])
+        raise InvalidBroadcast(
+            f"Tín hiệu cảnh báo («tone») không hợp lệ ({where}): cần hz {TONE_HZ[0]}–{TONE_HZ[1]}, "
+            f"on_ms 100–{TONE_MAX_ON_MS}, off_ms 0–{TONE_MAX_OFF_MS}, count 1–{TONE_MAX_COUNT}."
+        ) from None

@@ -254,6 +254,7 @@ class BroadcastIn(BaseModel):
         "duration_s": (
             "Thời lượng phát trực tiếp («duration_s») phải là số nguyên từ 10 đến 21600."
         ),
+        "tone": ("Tín hiệu cảnh báo («tone») phải là một đối tượng {hz, on_ms, off_ms, count}."),
     }
     title: StrictStr | None = None
     tts_text: StrictStr | None = None
@@ -272,6 +273,8 @@ class BroadcastIn(BaseModel):
     confirm: StrictBool | None = None
     draft: StrictBool | None = None
     duration_s: Number | None = None
+    # A warning tone the nodes make before the content (docs/protocol.md, ``play.tone``).
+    tone: dict[str, Any] | None = None
 
 
 class BroadcastEditIn(BaseModel):

@@ -227,6 +227,8 @@ class BroadcastService(ControlMixin):
         meta, stream_url, mount, content_ms = self._prepare_content(actor, req, owner)
         gap_ms = int(self.settings.repeat_gap_s * 1000)
         duration = airtime_ms(content_ms, req.repeat, gap_ms) if not req.stream else content_ms
+        if req.tone is not None:
+            duration += req.tone.lead_ms  # the nodes sound the tone first
         self._check_long(req, duration)
         start_ms = req.start_at_ms
         if req.priority == "emergency":
@@ -263,6 +265,7 @@ class BroadcastService(ControlMixin):
                 duration_ms=duration,
                 client_key=client_key,
                 previous_version_id=replaces,
+                tone=req.tone.model_dump() if req.tone is not None else None,
             )
             s.add(b)
             try:

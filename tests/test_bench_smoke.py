@@ -100,11 +100,13 @@ def _node(d: dict) -> bool:
 
 def _alert(d: dict) -> bool:
     run = d["runs"][0]
+    toned = run["node_tone"]
     return (
         run["nodes"] == 20
-        and run["alert"]["started"] == 20
-        and _positive(run["alert"]["started_99pct_ms"])
-        and _positive(run["baseline_bare_publish"]["started_99pct_ms"])
+        and toned["alert"]["started"] == 20
+        and _positive(toned["alert"]["started_99pct_ms"])
+        and _positive(toned["baseline_bare_publish"]["started_99pct_ms"])
+        and toned["alert"]["speech_ready_by_tone_end"] == 20
     )
 
 
@@ -118,7 +120,12 @@ def _media(d: dict) -> bool:
 
 # (name, arguments, results file, check of its figures)
 SMOKE: list[tuple[str, list[str], str, Callable[[dict], bool]]] = [
-    ("alert", ["bench/alert.py", "--nodes", "20", "--no-warmup"], "alert.json", _alert),
+    (
+        "alert",
+        ["bench/alert.py", "--nodes", "20", "--tone", "2x1/0.5", "--no-warmup"],
+        "alert.json",
+        _alert,
+    ),
     (
         "api",
         [

@@ -74,7 +74,8 @@ async def stack(tmp_path, mosquitto_broker, settings, db):
     net.ctx.alerts = AlertService(
         db,
         net.scheduling.broadcasts,
-        AlertSettings(auto_senders=[TRUSTED]),
+        # Warning tones made by the nodes (tone_mode "node"): the start is proof at once.
+        AlertSettings(auto_senders=[TRUSTED], tone_pattern="2x0.5/0.3"),
         content=net.content,
         audit=alerts_audit,
     )
@@ -169,7 +170,16 @@ async def test_cap_alert_for_two_communes_plays_on_their_online_clusters_only(st
     assert r.status_code == 422
     with net.db.session() as s:
         aimed = set(s.scalars(select(AiringTarget.node_id)))
+        starts = [
+            r
+            for t in s.scalars(select(AiringTarget))
+            for r in t.events or []
+            if r.get("phase") == "started"
+        ]
     assert aimed == set(ONLINE_IN_AREA) | {"hvt-03"}
+    # Each node sounded the tone it made itself: a plausible start before any download.
+    assert len(starts) == 4
+    assert all(r["extra"].get("tone") is True and "implausible" not in r for r in starts)
 
     # Cancel: stopped on the air, all-clear scheduled on the same clusters.
     resp = await _post(client, tokens["province"], d.cancel("KTTV-E2E-2", references=d.ref_of(doc)))

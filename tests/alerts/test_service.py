@@ -244,15 +244,35 @@ def test_refused_document_is_stored_with_its_reason_and_nothing_airs(env):
     assert env.broadcasts_all() == []
 
 
+def test_warning_tones_are_sent_for_the_nodes_to_make(db, settings):
+    """Default ``tone_mode`` "node": the broadcast is the speech alone plus the tone's
+    parameters, which every ``play`` carries; its airtime counts the tone."""
+    env = make_env(db, settings, tone_pattern="3x1/0.5", tone_hz=1000)
+    out = env.alerts.receive(d.flood(communes=["c0"]), source="api", trusted_source=True)
+    b = env.broadcast(out["broadcast_ids"][0])
+    assert b.tone == {"hz": 1000, "on_ms": 1000, "off_ms": 500, "count": 3}
+    assert b.tts_text and b.content_id
+    meta = env.alerts.content.store.get(b.content_id)
+    # 3 x 1 s blasts + 2 x 0.5 s gaps + 1 s pause, then the speech alone.
+    assert b.duration_ms == 5_000 + meta.duration_ms
+    assert meta.duration_ms < 3_000  # tone_speech's one second, not tones baked in
+    # A province officer's edit (a corrected title) keeps the tone in the new version.
+    new = env.broadcasts.edit(
+        env.province, b.id, {"title": "Cảnh báo lũ quét (sửa)", "confirm": True}
+    )
+    assert env.broadcast(new["id"]).tone == b.tone
+
+
 def test_warning_tones_are_generated_before_the_speech(db, settings):
-    """Three 1-second blasts, 0.5 s apart, then the speech: one stored item, decoded back."""
+    """``tone_mode`` "file" (nodes without the ``tone`` field): three 1-second blasts, 0.5 s
+    apart, then the speech: one stored item, decoded back."""
     import subprocess
 
-    env = make_env(db, settings, tone_pattern="3x1/0.5", tone_hz=1000)
+    env = make_env(db, settings, tone_pattern="3x1/0.5", tone_hz=1000, tone_mode="file")
     store = env.alerts.content.store
     out = env.alerts.receive(d.flood(communes=["c0"]), source="api", trusted_source=True)
     b = env.broadcast(out["broadcast_ids"][0])
-    assert b.content_id and b.tts_text is None
+    assert b.content_id and b.tts_text is None and b.tone is None
     meta = store.get(b.content_id)
     path = store.path(b.content_id)
     probe = subprocess.run(
