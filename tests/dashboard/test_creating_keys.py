@@ -169,6 +169,23 @@ def test_an_inspection_with_the_same_key_is_recorded_once(api, db, monkeypatch):
     assert count(db, ManualAttestation) == 1
 
 
+def slow_first_audit(monkeypatch) -> None:
+    """The first abbreviation request holds its transaction open for 0.8 s in its audit
+    write, so a second one sent meanwhile races it."""
+    import time
+
+    real_audit = tts_routes.audit
+    calls: list[int] = []
+
+    def audit(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.8)
+        return real_audit(*a, **k)
+
+    monkeypatch.setattr(tts_routes, "audit", audit)
+
+
 def test_two_requests_with_one_key_at_once_create_one_entry_and_the_other_is_told_to_retry(
     api, db, monkeypatch
 ):
@@ -179,16 +196,7 @@ def test_two_requests_with_one_key_at_once_create_one_entry_and_the_other_is_tol
     import threading
     import time
 
-    real_audit = tts_routes.audit
-    calls: list[int] = []
-
-    def slow_first_audit(*a, **k):
-        calls.append(1)
-        if len(calls) == 1:
-            time.sleep(0.8)
-        return real_audit(*a, **k)
-
-    monkeypatch.setattr(tts_routes, "audit", slow_first_audit)
+    slow_first_audit(monkeypatch)
     url, key = "/api/v1/tts/abbreviations", as_(api, "tinh", "abbr-race-5d2e")
     answers: dict[str, object] = {}
 
@@ -222,16 +230,7 @@ def test_the_same_abbreviation_added_twice_at_once_without_a_key_is_one_entry_no
     import threading
     import time
 
-    real_audit = tts_routes.audit
-    calls: list[int] = []
-
-    def slow_first_audit(*a, **k):
-        calls.append(1)
-        if len(calls) == 1:
-            time.sleep(0.8)
-        return real_audit(*a, **k)
-
-    monkeypatch.setattr(tts_routes, "audit", slow_first_audit)
+    slow_first_audit(monkeypatch)
     url = "/api/v1/tts/abbreviations"
     auth = {"Authorization": f"Bearer {api.tokens['tinh']}"}
     answers: dict[str, object] = {}
