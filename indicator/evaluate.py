@@ -36,14 +36,12 @@ Decisions taken here (each one is what a report reader would expect):
 from __future__ import annotations
 
 import copy
-import gc
 import os
 import threading
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from fractions import Fraction
@@ -773,35 +771,6 @@ def _village_verdict(
     )
 
 
-_GC_LOCK = threading.Lock()
-_GC = {"pauses": 0, "was_enabled": True}
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off while an evaluation runs, back on after.
-
-    Why: an evaluation allocates hundreds of thousands of small tuples and lists (airings
-    heard, intervals, roll-up rows) that all live until it returns and form no cycles. The
-    allocations trigger collections, and the full ones walk the whole heap, including the
-    answers the caller still holds: about 0.5 s of a province year on the bench. Reference
-    counting still frees everything as usual; only cycles wait for the next collection.
-    Counted, so overlapping evaluations in API threads turn it back on only when the last
-    one ends, and never if something else had turned it off."""
-    with _GC_LOCK:
-        if _GC["pauses"] == 0:
-            _GC["was_enabled"] = gc.isenabled()
-            gc.disable()
-        _GC["pauses"] += 1
-    try:
-        yield
-    finally:
-        with _GC_LOCK:
-            _GC["pauses"] -= 1
-            if _GC["pauses"] == 0 and _GC["was_enabled"]:
-                gc.enable()
-
-
 def evaluate(
     session: Session,
     period: Period,
@@ -819,44 +788,43 @@ def evaluate(
     ``rollups``: closed months are taken from the monthly roll-ups (``indicator.rollups``,
     same verdicts, tested) instead of the raw rows. Off for the evidence and the drill-down,
     which show the raw rows themselves (``Evaluation.facts``)."""
-    with _collector_paused():
-        evaluated_ms = now_ms() if now is None else now
-        start_ms, end_ms = period.evaluation_window(evaluated_ms)
-        province = current_thresholds(session) if thresholds is None else None
-        parts = sets_for(session, start_ms, end_ms)
-        evaluations = []
-        for lo, hi, criteria in parts:
-            part = (
-                period
-                if len(parts) == 1
-                else Period(
-                    period.key,
-                    period.kind,
-                    lo,
-                    hi,
-                    f"{period.label}, phần từ {format_date(lo)} đến {format_date(hi - 1)}",
-                    f"{period.title} (phần từ {format_date(lo)} đến {format_date(hi - 1)})",
-                )
+    evaluated_ms = now_ms() if now is None else now
+    start_ms, end_ms = period.evaluation_window(evaluated_ms)
+    province = current_thresholds(session) if thresholds is None else None
+    parts = sets_for(session, start_ms, end_ms)
+    evaluations = []
+    for lo, hi, criteria in parts:
+        part = (
+            period
+            if len(parts) == 1
+            else Period(
+                period.key,
+                period.kind,
+                lo,
+                hi,
+                f"{period.label}, phần từ {format_date(lo)} đến {format_date(hi - 1)}",
+                f"{period.title} (phần từ {format_date(lo)} đến {format_date(hi - 1)})",
             )
-            th = thresholds or criteria.thresholds(province)
-            e = _evaluate(
-                session,
-                part,
-                evaluated_ms,
-                scope,
-                th,
-                allowed_commune_ids,
-                criteria,
-                rollups,
-                [b for _a, b, _c in parts[:-1]],
-            )
-            e.criteria = criteria
-            evaluations.append(e)
-        last = evaluations[-1]
-        if len(evaluations) > 1:
-            # The set in force at the period's end answers at the top; each part keeps its own.
-            last.parts, last.whole = evaluations, period
-        return last
+        )
+        th = thresholds or criteria.thresholds(province)
+        e = _evaluate(
+            session,
+            part,
+            evaluated_ms,
+            scope,
+            th,
+            allowed_commune_ids,
+            criteria,
+            rollups,
+            [b for _a, b, _c in parts[:-1]],
+        )
+        e.criteria = criteria
+        evaluations.append(e)
+    last = evaluations[-1]
+    if len(evaluations) > 1:
+        # The set in force at the period's end answers at the top; each part keeps its own.
+        last.parts, last.whole = evaluations, period
+    return last
 
 
 def _evaluate(
