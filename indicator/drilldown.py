@@ -108,7 +108,7 @@ def cluster_timeline(
     ]
     seen = watched(session, start_ms, end_ms)
     proven = continuity(session, start_ms, end_ms, [node_id]).get(node_id, [])
-    unobserved = iv.intersect([(start_ms, end_ms)], _gaps(seen, start_ms, end_ms))
+    unobserved = iv.intersect([(start_ms, end_ms)], iv.complement(seen, start_ms, end_ms))
     observed = iv.union(seen, proven)
     up = iv.intersect(
         available_intervals(session, start_ms, end_ms, [node_id]).get(node_id, []), observed
@@ -189,14 +189,3 @@ def cluster_timeline(
         truncated,
         counts,
     )
-
-
-def _gaps(ivs: list[iv.Interval], lo: int, hi: int) -> list[iv.Interval]:
-    out, at = [], lo
-    for a, b in ivs:
-        if a > at:
-            out.append((at, a))
-        at = max(at, b)
-    if hi > at:
-        out.append((at, hi))
-    return out

@@ -898,7 +898,7 @@ def _evaluate(
             lambda s, a, b, now: (_aimed_played(s, a, b, now, None), _heard(s, a, b, now, None)),
             SETTLE_MS,
         )
-    raw_ranges = _complement([(m.start_ms, m.end_ms) for m in rolled], start_ms, end_ms)
+    raw_ranges = iv.complement([(m.start_ms, m.end_ms) for m in rolled], start_ms, end_ms)
     waits = [
         _airing_evidence_async(session, lo, hi, evaluated_ms, ids_filter) for lo, hi in raw_ranges
     ]
@@ -933,7 +933,7 @@ def _evaluate(
     facts.predecessors = _predecessors(session, [c.id for c in communes], end_ms)
     facts.observed = observed
     facts.rolled = rolled
-    facts.unobserved = _complement(facts.observed, start_ms, end_ms)
+    facts.unobserved = iv.complement(facts.observed, start_ms, end_ms)
     if facts.unobserved:
         facts.bridges = continuity(session, start_ms, end_ms, None if province_wide else node_ids)
     facts.first_cluster_after = _first_cluster_after(
@@ -1140,17 +1140,6 @@ def _predecessors(session: Session, commune_ids: list[int], end_ms: int) -> dict
         out[r.merged_into_id].append(
             {"id": r.id, "code": r.code, "name": name, "merged_on": format_date(r.retired_ms)}
         )
-    return out
-
-
-def _complement(ivs: list[iv.Interval], lo: int, hi: int) -> list[iv.Interval]:
-    out, at = [], lo
-    for a, b in ivs:
-        if a > at:
-            out.append((at, a))
-        at = max(at, b)
-    if hi > at:
-        out.append((at, hi))
     return out
 
 

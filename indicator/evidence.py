@@ -546,7 +546,7 @@ def _recompute(d: Path, result: VerifyResult) -> list[str]:
         ms_to_dt(end - 1).date(),
     )
     facts.observed = observed
-    facts.unobserved = ev._complement(observed, start, end)
+    facts.unobserved = iv.complement(observed, start, end)
     facts.bridges = {n: iv.union(iv.clip(sorted(b), start, end)) for n, b in bridges.items()}
     facts.members = {int(r["id"]): [int(m) for m in r["members"].split(";")] for r in communes}
     facts.first_cluster_after = {

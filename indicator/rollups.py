@@ -336,7 +336,7 @@ def _compute(
     f = _Observation(
         available_intervals(session, m0, m1),
         observed,
-        [(a, b) for a, b in _gaps(observed, m0, m1)],
+        [(a, b) for a, b in iv.complement(observed, m0, m1)],
     )
     villages: dict[int, VillageMonth] = {}
     for vid, spans in history.nodes_by_village(session, m0, m1).items():
@@ -357,17 +357,6 @@ def _compute(
     got = MonthRollup(m0, m1, villages, aimed, heard)
     _store(session, got, versions, _signature(observed), airings_end, evaluated_ms)
     return got
-
-
-def _gaps(observed: list[iv.Interval], lo: int, hi: int) -> list[iv.Interval]:
-    out, at = [], lo
-    for a, b in observed:
-        if a > at:
-            out.append((at, a))
-        at = max(at, b)
-    if hi > at:
-        out.append((at, hi))
-    return out
 
 
 def _store(
