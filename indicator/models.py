@@ -302,14 +302,39 @@ def drop_rollup_trigger_ddl(dialect: str) -> list[str]:
     )
 
 
+# Any fixed number: the PostgreSQL advisory lock that makes processes starting at once
+# (the API and the controllers of a cluster) take turns at creating the triggers.
+_PG_TRIGGER_LOCK = 0x10A_0016
+
+
+def _pg_triggers_present(connection) -> bool:
+    wanted = {f"{t}_day_{e}" for t in ROLLUP_TABLES for e in _PG_EVENTS}
+    # The tables as the connection's search path names them: not a namesake in another
+    # schema of the same database.
+    tables = ", ".join(f"'{t}'::regclass" for t in ROLLUP_TABLES)
+    found = connection.exec_driver_sql(
+        f"SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgrelid IN ({tables})"
+    ).scalars()
+    return wanted <= set(found)
+
+
 def _create_triggers(target, connection, tables=(), **_kw) -> None:
-    """After ``create_all`` made every table (the watched ones and the counters); again on
-    a later ``create_all`` of the same database (sqlite: IF NOT EXISTS; postgresql: the
-    triggers are dropped and made again)."""
+    """After ``create_all`` made every table (the watched ones and the counters), and on
+    every later ``create_all`` of the same database, which each process runs at start.
+
+    sqlite: IF NOT EXISTS. postgresql: only when they are missing (a new database, or one
+    with the per-row triggers of before), under an advisory lock. Dropping and re-creating
+    them at every start, as first written, took exclusive locks on the watched tables while
+    the ingest wrote to them, left a moment with no trigger (a transition written then
+    would not invalidate its month), and made processes starting together fail on each
+    other (CI: a controller of a cluster that never came up)."""
     names = set(connection.dialect.get_table_names(connection))
     if not {"indicator_day_version", *ROLLUP_TABLES} <= names:
         return
     if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_TRIGGER_LOCK})")
+        if _pg_triggers_present(connection):
+            return
         for statement in _pg_drop_triggers():
             connection.exec_driver_sql(statement)
     for statement in rollup_trigger_ddl(connection.dialect.name):

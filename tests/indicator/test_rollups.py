@@ -314,3 +314,37 @@ def test_two_writers_raising_the_same_days_in_opposite_orders_do_not_deadlock(db
         got = dict(s.execute(text("SELECT day, version FROM indicator_day_version")).all())
     day = lambda ms: (ms + 7 * HOUR) // DAY  # noqa: E731
     assert got[day(d1)] == 2 and got[day(d2)] == 2
+
+
+def test_processes_starting_together_leave_the_triggers_in_place(db):
+    """Every process runs ``create_all`` at start. On PostgreSQL that used to drop and
+    re-create the triggers each time: the API and three controllers starting together
+    failed on each other (CI: a cluster's controller never came up), and a row written
+    while they were gone did not invalidate its month. Now the triggers present are left
+    alone (the same objects before and after), and four starts at once all succeed."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite: CREATE TRIGGER IF NOT EXISTS, nothing is dropped")
+    query = text(
+        "SELECT tgname, oid FROM pg_trigger WHERE NOT tgisinternal "
+        "AND tgrelid IN ('node_transition'::regclass, 'airing'::regclass, "
+        "'airing_target'::regclass) ORDER BY tgname"
+    )
+    with db.engine.connect() as c:
+        before = c.execute(query).all()
+    assert len(before) == 9
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            db.create_all()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    starters = [threading.Thread(target=start) for _ in range(4)]
+    for t in starters:
+        t.start()
+    for t in starters:
+        t.join(60)
+    assert errors == []
+    with db.engine.connect() as c:
+        assert c.execute(query).all() == before
