@@ -96,6 +96,16 @@ class _Observation:
         return iv.clip(self.observed, *window)
 
 
+# Every table of a month's roll-up, the month's own row first.
+ROLLUP_MODELS = (
+    IndicatorRollupMonth,
+    IndicatorRollupVillage,
+    IndicatorRollupNode,
+    IndicatorRollupAimed,
+    IndicatorRollupHeard,
+)
+
+
 def _day(ms: int) -> int:
     return (ms + ICT_OFFSET_MS) // DAY_MS
 
@@ -377,13 +387,7 @@ def _store(
     m0 = got.start_ms
     try:
         with Session(bind) as s, s.begin():
-            for model in (
-                IndicatorRollupMonth,
-                IndicatorRollupVillage,
-                IndicatorRollupNode,
-                IndicatorRollupAimed,
-                IndicatorRollupHeard,
-            ):
+            for model in ROLLUP_MODELS:
                 col = model.start_ms if model is IndicatorRollupMonth else model.month_ms
                 s.execute(delete(model).where(col == m0))
             s.execute(
@@ -466,11 +470,5 @@ def _insert(s: Session, model, rows: list[dict]) -> None:
 
 def clear(session: Session) -> None:
     """Delete every roll-up (they are recomputed on demand)."""
-    for model in (
-        IndicatorRollupMonth,
-        IndicatorRollupVillage,
-        IndicatorRollupNode,
-        IndicatorRollupAimed,
-        IndicatorRollupHeard,
-    ):
+    for model in ROLLUP_MODELS:
         session.execute(delete(model))
