@@ -57,7 +57,7 @@ from indicator.coverage import continuity, watched
 from indicator.criteria import Criteria, sets_for
 from indicator.errors import NotFoundError
 from indicator.manual_inputs import MANUAL_KINDS, Thresholds, current_thresholds
-from indicator.measure import measure, subtract
+from indicator.measure import measure
 from indicator.models import ManualAttestation
 from indicator.periods import Period, _midnight_ms, weeks
 from indicator.rollups import MonthRollup, months_within
@@ -614,7 +614,7 @@ def _village_verdict(
     # Closed months rolled up (``rollups``) count from their stored sums, the rest of the
     # window from the raw rows; a month is rolled only when it lies wholly in the window.
     rolled = f.rolled_in(window) if f.rolled else []
-    raw_window = subtract(window, [(m.start_ms, m.end_ms) for m in rolled]) if rolled else window
+    raw_window = iv.subtract(window, [(m.start_ms, m.end_ms) for m in rolled]) if rolled else window
     m = measure(raw_window, spans, f)
     nodes, first = m.nodes, m.first
     covered_ms = iv.total(iv.union(*m.covered)) if m.covered else 0

@@ -91,21 +91,3 @@ def measure(window: list[iv.Interval], spans: list, f) -> Measured:
                 for a, b in iv.intersect(bridge, f.unobserved)
             )
     return out
-
-
-def subtract(window: list[iv.Interval], holes: list[iv.Interval]) -> list[iv.Interval]:
-    """``window`` minus the sorted, disjoint ``holes``."""
-    if not holes:
-        return window
-    out: list[iv.Interval] = []
-    for a, b in window:
-        at = a
-        for h0, h1 in holes:
-            if h1 <= at or h0 >= b:
-                continue
-            if h0 > at:
-                out.append((at, h0))
-            at = max(at, h1)
-        if b > at:
-            out.append((at, b))
-    return out
