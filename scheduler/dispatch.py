@@ -112,6 +112,9 @@ class TargetState:
     # Node clock minus controller clock when the command was sent: start_at goes out in the
     # node's clock, and its playback times come back in it.
     skew_ms: int = 0
+    # Queued or in flight in ``_publish``: still "pending" until its PUBACK, and must not be
+    # taken for unsent by housekeeping (a 5,000-node dispatch takes seconds to publish).
+    publishing: bool = False
 
 
 @dataclass(slots=True)
@@ -509,36 +512,45 @@ class Dispatcher(IngestObserver):
 
     async def _publish(self, targets: list[TargetState]) -> int:
         """Publish each target's command, in parallel (bounded). Returns how many went out."""
+        # Claimed here, before the first await: a housekeeping pass or a node coming back
+        # online while this publish is under way sees them as taken, not as unsent.
+        targets = [t for t in targets if t.cmd is not None and not t.publishing]
         if not targets:
             return 0
+        for t in targets:
+            t.publishing = True
         sem = asyncio.Semaphore(self.sched.publish_concurrency)
         sent = 0
 
         async def one(ts: TargetState) -> None:
             nonlocal sent
-            if ts.cmd is None:
-                return
-            ts.skew_ms = self._clock_skew(ts.node_id)
-            cmd = ts.cmd
-            if ts.skew_ms and getattr(cmd, "start_at", 0):
-                cmd = cmd.model_copy(
-                    update={
-                        "start_at": cmd.start_at + ts.skew_ms,
-                        "expires_at": (cmd.expires_at + ts.skew_ms) if cmd.expires_at else None,
-                    }
-                )
-            async with sem:
-                try:
-                    await self.commands.send(ts.node_id, cmd)
-                except Exception as exc:  # NotConnected, MqttError: retried by housekeeping
-                    log.warning("Không gửi được lệnh tới %s: %s", ts.node_id, exc)
-                    return
-            sent += 1
-            ts.sends += 1
-            ts.last_sent_ms = self.clock()
-            if ts.phase == "pending":
-                ts.phase = "sent"
-                self._dirty[ts.id] = ts
+            assert ts.cmd is not None  # filtered above
+            try:
+                ts.skew_ms = self._clock_skew(ts.node_id)
+                cmd = ts.cmd
+                if ts.skew_ms and getattr(cmd, "start_at", 0):
+                    cmd = cmd.model_copy(
+                        update={
+                            "start_at": cmd.start_at + ts.skew_ms,
+                            "expires_at": (
+                                (cmd.expires_at + ts.skew_ms) if cmd.expires_at else None
+                            ),
+                        }
+                    )
+                async with sem:
+                    try:
+                        await self.commands.send(ts.node_id, cmd)
+                    except Exception as exc:  # NotConnected, MqttError: retried by housekeeping
+                        log.warning("Không gửi được lệnh tới %s: %s", ts.node_id, exc)
+                        return
+                sent += 1
+                ts.sends += 1
+                ts.last_sent_ms = self.clock()
+                if ts.phase == "pending":
+                    ts.phase = "sent"
+                    self._dirty[ts.id] = ts
+            finally:
+                ts.publishing = False
 
         await asyncio.gather(*(one(t) for t in targets))
         self.stats["published"] += sent

@@ -144,6 +144,43 @@ async def test_emergency_preempts_a_normal_broadcast_on_the_same_nodes(network):
     assert {o["phase"] for o in detail["outcomes"]} == {"preempted"}
 
 
+async def test_housekeeping_during_a_slow_publish_sends_each_command_once(network, monkeypatch):
+    """A dispatch to thousands of clusters takes seconds to publish; its targets are "pending"
+    until their PUBACK. Housekeeping (every 0.5 s here) took those for unsent and published
+    them a second time, doubling the load on the broker and the nodes in the very seconds an
+    emergency needs. Reproduced with a broker slow to acknowledge and one command at a time."""
+    net = network
+    await net.fleet.start(DC_NODES)
+    await net.online(DC_NODES)
+    dispatcher = net.scheduling.dispatcher
+    plays: list[str] = []
+    real_send = dispatcher.commands.send
+
+    async def slow_send(node_id, cmd, **kw):
+        if cmd.type == "play":
+            plays.append(node_id)
+        await asyncio.sleep(0.6)
+        await real_send(node_id, cmd, **kw)
+
+    monkeypatch.setattr(dispatcher.commands, "send", slow_send)
+    monkeypatch.setattr(dispatcher.sched, "publish_concurrency", 1)
+    out = await asyncio.to_thread(
+        net.service.create,
+        net.province,
+        {
+            "title": "Khẩn cấp: lũ",
+            "tts_text": SHORT,
+            "priority": "emergency",
+            "confirm": True,
+            "targets": {"communes": [net.ids["Đội Cấn"]]},
+        },
+    )
+    airing = await net.wait_final(out["id"])
+    assert airing.status == "aired"
+    assert sorted(plays) == DC_NODES  # each node's command once, though it took 2.4 s
+    assert all(t.phase == "finished" for t in net.targets(airing.id).values())
+
+
 def _error_of(fn, *args) -> str:
     from scheduler.errors import ScheduleError
 
