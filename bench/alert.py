@@ -290,6 +290,9 @@ async def through_alert(
             "phases": phases,
             "dispatch_prepare_ms": dispatcher.last_dispatch.get("prepare_ms"),
             "dispatch_publish_ms": dispatcher.last_dispatch.get("publish_ms"),
+            # Where the figure goes after the POST: the first and last command's PUBACK, and
+            # each node's start after its own command went out (the fleet's share).
+            **_publish_breakdown(airing.targets.values(), t0),
         }
         if tone is not None:
             # The speech is fetched while the tone sounds: how many nodes had it by the end
@@ -318,6 +321,23 @@ async def through_alert(
         with contextlib.suppress(Exception):
             await asyncio.wait_for(serving, 10)
         await scheduling.stop()
+
+
+def _publish_breakdown(targets, t0: int) -> dict:
+    sent = sorted(t.last_sent_ms - t0 for t in targets if t.last_sent_ms)
+    lags = sorted(
+        t.started_at_ms - t.last_sent_ms
+        for t in targets
+        if t.started_at_ms is not None and t.last_sent_ms
+    )
+    if not sent or not lags:
+        return {}
+    return {
+        "first_sent_ms": sent[0],
+        "last_sent_ms": sent[-1],
+        "sent_to_started_p50_ms": lags[len(lags) // 2],
+        "sent_to_started_p99_ms": lags[math.ceil(0.99 * len(lags)) - 1],
+    }
 
 
 def _pair(base: dict, alert: dict) -> dict:
@@ -414,6 +434,9 @@ async def run_size(count: int, warmup: bool, tone_pattern: str, download_first: 
         }
         base = await baseline(settings, gateway, meta, ids, tone)
         log(f"baseline (node-made tone): 99% started in {base['started_99pct_ms']} ms")
+        # The baseline's synthesis filled the TTS sentence cache with the alert's very text: a
+        # real alert's text is new, so its synthesis belongs inside the figure.
+        await asyncio.to_thread(shutil.rmtree, store.tts.cache_dir, True)
         alert = await through_alert(
             settings, db, controller, gateway, ids, communes, 1, tone_pattern, "node", tone
         )
@@ -427,6 +450,7 @@ async def run_size(count: int, warmup: bool, tone_pattern: str, download_first: 
             await asyncio.sleep(5)  # the stops above land before the old way is measured
             base = await baseline(settings, gateway, meta, ids, None)
             log(f"baseline (download first): 99% started in {base['started_99pct_ms']} ms")
+            await asyncio.to_thread(shutil.rmtree, store.tts.cache_dir, True)
             alert = await through_alert(
                 settings, db, controller, gateway, ids, communes, 2, tone_pattern, "file"
             )

@@ -54,9 +54,11 @@ def synthesize_bulletin(
     voice: str | None = None,
     creator: str = "",
     owner_commune_id: int | None = None,
+    urgent: bool = False,
 ) -> ContentMeta:
     """Speak ``text`` and store it as broadcast content (source "tts"), through the same
-    pipeline as uploads: trimmed, levelled, chimed, encoded once."""
+    pipeline as uploads: trimmed, levelled, chimed, encoded once (``urgent``: an emergency's,
+    levelled in fewer renders, see ``AudioPipeline.process``)."""
     check_language(language, engine, store)
     store.tmp_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=store.tmp_dir, prefix="tts-") as tmp:
@@ -74,6 +76,7 @@ def synthesize_bulletin(
             creator=creator,
             origin=origin,
             owner_commune_id=owner_commune_id,
+            urgent=urgent,
         )
 
 

@@ -271,8 +271,10 @@ class ContentStore:
         creator: str,
         origin: TtsOrigin,
         owner_commune_id: int | None = None,
+        urgent: bool = False,
     ) -> ContentMeta:
-        """Store synthesised speech (a WAV from ``TtsService.speak``) with how it was made."""
+        """Store synthesised speech (a WAV from ``TtsService.speak``) with how it was made;
+        ``urgent`` for an emergency's (``AudioPipeline.process``)."""
         return self._add(
             Path(path),
             filename="bulletin.wav",
@@ -283,6 +285,7 @@ class ContentStore:
             chime=None,
             origin=origin,
             owner_commune_id=owner_commune_id,
+            urgent=urgent,
         )
 
     def _add(
@@ -297,9 +300,10 @@ class ContentStore:
         chime: bool | None,
         origin: TtsOrigin | None,
         owner_commune_id: int | None = None,
+        urgent: bool = False,
     ) -> ContentMeta:
         clean_title = self._check_fields(title, language, source, creator)
-        processed = self.pipeline.process(path, filename, self.tmp_dir, chime=chime)
+        processed = self.pipeline.process(path, filename, self.tmp_dir, chime=chime, urgent=urgent)
         final = self._file_for(processed.sha256, processed.mime)
         try:
             row = self._row(processed, filename, clean_title, language, source, creator, origin)

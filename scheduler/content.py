@@ -59,6 +59,7 @@ class ContentGateway:
         engine: str | None,
         creator: str,
         owner_commune_id: int | None = None,
+        urgent: bool = False,
     ) -> ContentMeta:
         fn = self.synthesize_fn
         if fn is None:
@@ -75,6 +76,7 @@ class ContentGateway:
                 voice=voice,
                 creator=creator,
                 owner_commune_id=owner_commune_id,
+                urgent=urgent,
             )
         except ContentError as exc:
             raise _translate(exc) from None

@@ -381,6 +381,8 @@ class BroadcastService(ControlMixin):
                 engine=req.engine,
                 creator=actor.username,
                 owner_commune_id=owner,
+                # An emergency's speech is levelled in fewer renders: it is on the clock.
+                urgent=req.priority == "emergency",
             )
         if not meta.duration_ms or meta.duration_ms <= 0:
             raise InvalidBroadcast(f"Nội dung «{meta.id}» không có thời lượng hợp lệ.")

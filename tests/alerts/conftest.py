@@ -55,8 +55,10 @@ def tone_speech(
     voice: str | None = None,
     creator: str = "",
     owner_commune_id: int | None = None,
+    urgent: bool = False,
 ):
-    """Stands in for the TTS engine: one second of tone through the real audio pipeline."""
+    """Stands in for the TTS engine: one second of tone through the real audio pipeline
+    (``urgent`` is the pipeline's concern; a tone is levelled in one render either way)."""
     from pydub.generators import Sine
 
     store.tmp_dir.mkdir(parents=True, exist_ok=True)

@@ -133,6 +133,41 @@ def test_bulletin_is_synthesised_into_the_store(store: ContentStore):
     assert details.tts_engine == "espeak"
 
 
+def test_emergency_speech_is_levelled_in_one_calibration_and_one_encode(
+    store: ContentStore, tmp_path, monkeypatch
+):
+    """An emergency's speech is on the clock (issue 19: warnings heard in seconds). Once the
+    process has levelled one, the next takes one calibration render and one encode, where
+    the ordinary path may take two of each, and still lands within +-1 LU of the target
+    and under the true-peak ceiling as a node's decoder hears it."""
+    from broadcasts import audio, ffmpeg
+
+    first = store.tts.speak("Cảnh báo lũ quét cấp 3 tại xã Đội Cấn.", tmp_path / "a.wav")
+    store.pipeline.process(first.path, "a.wav", tmp_path / "out", urgent=True)
+
+    runs: list[list[str]] = []
+    real_run = ffmpeg.run
+
+    def counted(args, *a, **k):
+        runs.append(list(args))
+        return real_run(args, *a, **k)
+
+    monkeypatch.setattr(ffmpeg, "run", counted)
+    second = store.tts.speak(
+        "Thông báo khẩn cấp về sạt lở đất. Bà con thôn Nà Pàn di chuyển ngay khỏi chân "
+        "đồi, không quay lại lấy tài sản. Cảnh báo có hiệu lực đến 18 giờ.",
+        tmp_path / "b.wav",
+    )
+    out = store.pipeline.process(second.path, "b.wav", tmp_path / "out", urgent=True)
+    calibrations = [r for r in runs if "alimiter" in " ".join(r) and r[-3:] == ["-f", "null", "-"]]
+    assert len(calibrations) == 1
+    assert out.renders == 1
+    heard = decode(out.path)
+    assert abs(heard.integrated_lufs - store.pipeline.cfg.target_lufs) <= 1.0
+    assert heard.true_peak_dbtp <= store.pipeline.cfg.true_peak_dbtp + 0.1
+    assert audio._urgent_chain_gain[store.pipeline.cfg.delivery_format] != 0.0
+
+
 def test_bulletin_in_an_ethnic_language_asks_for_a_recording(store: ContentStore):
     with pytest.raises(ContentError) as info:
         synthesize_bulletin(store, "Pỉ noọng...", title="Bản tin tiếng Tày", language="tay")
