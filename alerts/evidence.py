@@ -22,14 +22,18 @@ Text that came from outside (headline, sender, a refusal reason) goes through
 
 from __future__ import annotations
 
+import csv
 import json
+from collections import defaultdict
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from alerts.areas import Cluster, load_clusters
+from alerts.figures import DERIVED, start_figures
 from alerts.models import AlertStep, CapAlert
 from alerts.workflow import (
     STATE_LABELS_VI,
@@ -245,10 +249,220 @@ def period_lines(
                 "title": r.headline or r.event or r.msg_type,
                 "severity": r.severity,
                 "state": STATE_LABELS_VI.get(r.state, r.state),
-                "targeted": len(r.node_ids or []),
+                # the first airing's figures (alerts.figures, as alert_airings.csv states them)
+                "targeted": first["targeted"] if first else len(r.node_ids or []),
                 "started": first["started"] if first else None,
                 "first_started_s": first["first_started_s"] if first else None,
                 "p99_s": first["p99_s"] if first else None,
             }
         )
     return out
+
+
+# --------------------------------------------------------------------------- checking
+
+TABLES = {
+    "alerts.csv": ALERTS_HEADER,
+    "alert_airings.csv": AIRINGS_HEADER,
+    "alert_clusters.csv": CLUSTERS_HEADER,
+    "alert_steps.csv": STEPS_HEADER,
+}
+
+
+class AlertEvidenceError(ValueError):
+    """An alert table of an evidence folder cannot be read (a column missing, a time that is
+    not a number): the folder cannot be checked. ``message`` is Vietnamese, ``message_en``
+    English."""
+
+    def __init__(self, message: str, message_en: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.message_en = message_en
+
+
+def read_alert_tables(folder: Path) -> dict[str, list[dict[str, str]]] | None:
+    """The alert tables at the top of an evidence folder, as rows of text; None when the
+    folder has none (written before issue 19, or by a writer without alerts). Each table
+    must carry every column of its header."""
+    present = [name for name in TABLES if (folder / name).is_file()]
+    if not present:
+        return None
+    out: dict[str, list[dict[str, str]]] = {}
+    for name, header in TABLES.items():
+        path = folder / name
+        if not path.is_file():
+            raise AlertEvidenceError(
+                f"Thiếu tệp {name} trong khi có {', '.join(present)}: không kiểm tra được "
+                "số liệu cảnh báo.",
+                f"{name} is missing while {', '.join(present)} is present: the alert "
+                "figures cannot be checked.",
+            )
+        try:
+            with path.open(newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                missing = [c for c in header if c not in (reader.fieldnames or [])]
+                if missing:
+                    raise AlertEvidenceError(
+                        f"Tệp {name} thiếu cột {', '.join(missing)}.",
+                        f"{name} lacks the column(s) {', '.join(missing)}.",
+                    )
+                out[name] = [
+                    {k: (v if isinstance(v, str) else "") for k, v in row.items()} for row in reader
+                ]
+        except UnicodeDecodeError:
+            raise AlertEvidenceError(
+                f"Tệp {name} không phải văn bản UTF-8.", f"{name} is not UTF-8 text."
+            ) from None
+        except csv.Error as exc:
+            raise AlertEvidenceError(
+                f"Tệp {name} không đọc được như CSV: {exc}.", f"{name} is not valid CSV: {exc}."
+            ) from None
+    return out
+
+
+def _int(table: str, line: int, row: dict[str, str], column: str, *, blank: bool = False):
+    """The integer in ``column`` (None when empty and ``blank``), or a clear error naming the
+    file, its line and the column."""
+    value = row.get(column, "")
+    if value == "" and blank:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise AlertEvidenceError(
+            f"Tệp {table}, dòng {line}, cột {column}: '{value}' không phải số nguyên.",
+            f"{table}, line {line}, column {column}: '{value}' is not an integer.",
+        ) from None
+
+
+def _number(table: str, line: int, row: dict[str, str], column: str) -> None:
+    """A figure cell must be empty or a number (seconds may have decimals): otherwise a clear
+    error naming the file, its line and the column."""
+    value = row.get(column, "")
+    if column.endswith("_s") and value != "":
+        try:
+            float(value)
+        except ValueError:
+            raise AlertEvidenceError(
+                f"Tệp {table}, dòng {line}, cột {column}: '{value}' không phải số.",
+                f"{table}, line {line}, column {column}: '{value}' is not a number.",
+            ) from None
+    else:
+        _int(table, line, row, column, blank=True)
+
+
+def _cell(value: Any) -> str:
+    """A value as ``csv.writer`` writes it in these tables (None as an empty cell)."""
+    return "" if value is None else str(value)
+
+
+def check_alert_tables(tables: dict[str, list[dict[str, str]]]) -> list[str]:
+    """Recompute every derived figure of the alert tables from their raw rows and name each
+    difference (Vietnamese: the alert, the airing, the column, both values).
+
+    From ``alert_clusters.csv`` (one row per targeted cluster per airing: played, started at)
+    and each alert's reception in ``alerts.csv``, ``start_figures`` (the writer's own
+    formula) gives targeted, started, first start, 50 % and 99 % (ms and seconds) of every
+    airing of ``alert_airings.csv``. Also checked: each cluster row says played exactly when
+    it has a start time; each alert's broadcasts are its airings; its label and ISO times are
+    those of its state and ms; it targets no more clusters than each airing counts.
+    ``AlertEvidenceError`` when a cell that must be a number is not."""
+    out: list[str] = []
+    alerts: dict[str, dict[str, str]] = {}
+    received: dict[str, int] = {}
+    targeted: dict[str, int] = {}
+    for line, r in enumerate(tables["alerts.csv"], 2):
+        alerts[r["alert_id"]] = r
+        received[r["alert_id"]] = _int("alerts.csv", line, r, "received_ms")
+        _int("alerts.csv", line, r, "approved_ms", blank=True)
+        targeted[r["alert_id"]] = _int("alerts.csv", line, r, "clusters_targeted")
+
+    def name(alert_id: str) -> str:
+        a = alerts.get(alert_id)
+        return f"cảnh báo {alert_id}" + (f" ({a['identifier']})" if a and a["identifier"] else "")
+
+    for alert_id, a in alerts.items():
+        for col, ms_col in (("received_at", "received_ms"), ("approved_at", "approved_ms")):
+            fresh = _cell(iso(int(a[ms_col])) if a[ms_col] else None)
+            if a[col] != fresh:
+                out.append(f"{name(alert_id)}, cột {col}: ghi {a[col]!r}, tính lại {fresh!r}")
+        label = spreadsheet_safe(STATE_LABELS_VI.get(a["state"], a["state"]))
+        if a["state_label"] != label:
+            out.append(
+                f"{name(alert_id)}, cột state_label: ghi {a['state_label']!r}, tính lại {label!r}"
+            )
+
+    rows: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
+    started: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for line, r in enumerate(tables["alert_clusters.csv"], 2):
+        key = (r["alert_id"], r["broadcast_id"])
+        rows[key].append(r)
+        at = _int("alert_clusters.csv", line, r, "started_ms", blank=True)
+        if r["played"] not in ("0", "1"):
+            raise AlertEvidenceError(
+                f"Tệp alert_clusters.csv, dòng {line}, cột played: '{r['played']}' không phải "
+                "0 hoặc 1.",
+                f"alert_clusters.csv, line {line}, column played: '{r['played']}' is not 0 or 1.",
+            )
+        if (r["played"] == "1") != (at is not None):
+            out.append(
+                f"{name(key[0])}, lượt phát {key[1]}, cụm loa {r['node_id']}: cột played ghi "
+                f"{r['played']!r} nhưng started_ms ghi {r['started_ms']!r}"
+            )
+        elif at is not None:
+            started[key].append(at)
+
+    airings: dict[tuple[str, str], dict[str, str]] = {}
+    for line, r in enumerate(tables["alert_airings.csv"], 2):
+        key = (r["alert_id"], r["broadcast_id"])
+        for col in DERIVED:
+            _number("alert_airings.csv", line, r, col)
+        airings[key] = r
+        if key[0] not in received:
+            out.append(f"{name(key[0])}, lượt phát {key[1]}: không có trong alerts.csv")
+            continue
+        fresh = start_figures(len(rows.get(key, [])), started.get(key, []), received[key[0]])
+        for col in DERIVED:
+            if r[col] != _cell(fresh[col]):
+                out.append(
+                    f"{name(key[0])}, lượt phát {key[1]}, cột {col}: ghi {r[col]!r}, "
+                    f"tính lại {_cell(fresh[col])!r} từ alert_clusters.csv"
+                )
+    for key in sorted(set(rows) - set(airings)):
+        out.append(
+            f"{name(key[0])}, lượt phát {key[1]}: có cụm loa trong alert_clusters.csv "
+            "nhưng không có trong alert_airings.csv"
+        )
+    for alert_id, a in alerts.items():
+        listed = [b for b in a["broadcast_ids"].split(";") if b]
+        mine = sorted(b for aid, b in airings if aid == alert_id)
+        if sorted(listed) != mine:
+            out.append(
+                f"{name(alert_id)}, cột broadcast_ids: ghi {a['broadcast_ids']!r}, các lượt "
+                f"phát trong alert_airings.csv là {';'.join(mine)!r}"
+            )
+        n = targeted[alert_id]
+        for b in mine:
+            counted = len(rows.get((alert_id, b), []))
+            if n > counted:
+                out.append(
+                    f"{name(alert_id)}, cột clusters_targeted: ghi {n}, nhiều hơn {counted} "
+                    f"cụm loa của lượt phát {b} trong alert_clusters.csv"
+                )
+    return out
+
+
+def period_checks(folder: Path) -> tuple[list[str], str]:
+    """What ``indicator.evidence.verify_evidence`` asks of this package (the composition
+    passes it in as ``PeriodChecks``): the differences found in the folder's alert tables and
+    what was recomputed (nothing, "", when the folder has no alert tables: written before
+    alerts, verified as before). ``AlertEvidenceError`` (a ``ValueError``) when they cannot
+    be read."""
+    tables = read_alert_tables(folder)
+    if tables is None:
+        return [], ""
+    checked = (
+        f"số liệu {len(tables['alert_airings.csv'])} lượt phát của "
+        f"{len(tables['alerts.csv'])} cảnh báo khẩn cấp (từ từng cụm loa)"
+    )
+    return check_alert_tables(tables), checked

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +35,7 @@ from alerts import mapview, speech
 from alerts.areas import Cluster, load_clusters, select_clusters, targets_for
 from alerts.config import AlertSettings
 from alerts.errors import AlertConflict, AlertError, AlertForbidden, AlertNotFound, CapRefused
+from alerts.figures import start_figures
 from alerts.models import AlertStep, AlertTemplate, CapAlert, CapMessage
 from alerts.signature import has_signature, load_certificates, verify
 from loa import idempotency
@@ -1231,16 +1231,13 @@ class AlertService:
     ) -> dict[str, Any]:
         per_node, dispatched = targets_by_node(s, broadcast_id)
         aimed = sorted(set(row.node_ids or []) | set(per_node))
-        started = sorted(t.started_at_ms for t in per_node.values() if t.started_at_ms)
-        n = len(aimed)
-
-        def at_fraction(q: float) -> int | None:
-            k = max(1, math.ceil(q * n))
-            return started[k - 1] if n and len(started) >= k else None
-
-        base = row.received_ms
-        first = started[0] if started else None
-        p50, p99 = at_fraction(0.5), at_fraction(0.99)
+        # One formula for the page, the evidence folder and its check (alerts.figures).
+        fig = start_figures(
+            len(aimed),
+            (t.started_at_ms for t in per_node.values() if t.started_at_ms),
+            row.received_ms,
+        )
+        first, p50, p99 = fig["first_started_ms"], fig["p50_ms"], fig["p99_ms"]
         missing = []
         for node_id in aimed:
             t = per_node.get(node_id)
@@ -1260,16 +1257,9 @@ class AlertService:
         return {
             "broadcast_id": broadcast_id,
             "dispatched_at": iso(dispatched),
-            "targeted": n,
-            "started": len(started),
+            **fig,
             "first_started_at": iso(first),
             "p50_at": iso(p50),
             "p99_at": iso(p99),
-            "first_started_ms": first,
-            "p50_ms": p50,
-            "p99_ms": p99,
-            "first_started_s": round((first - base) / 1000, 3) if first else None,
-            "p50_s": round((p50 - base) / 1000, 3) if p50 else None,
-            "p99_s": round((p99 - base) / 1000, 3) if p99 else None,
             "not_started": missing,
         }

@@ -156,7 +156,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     if not args.folder:
         raise _user_error("Thiếu thư mục bằng chứng: loa report verify THƯ_MỤC.")
-    result = verify_evidence(Path(args.folder))
+    result = verify_evidence(Path(args.folder), period_checks=getattr(args, "period_checks", None))
     print(result.text())
     return 0 if result.ok else 3
 
@@ -251,10 +251,12 @@ def register(
     *,
     period_tables: Callable | None = None,
     period_alerts: Callable | None = None,
+    period_checks: Callable | None = None,
 ) -> None:
     """``period_tables``/``period_alerts``: what other packages add to a period's evidence
     folder and report (``indicator.evidence.PeriodTables``, ``indicator.reports.PeriodAlerts``;
-    the emergency alerts), passed in by the composition."""
+    the emergency alerts), passed in by the composition; ``period_checks``: how ``verify``
+    recomputes those tables' figures (``indicator.evidence.PeriodChecks``)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", metavar="URL", help="CSDL (mặc định theo cấu hình LOA_)")
 
@@ -285,7 +287,12 @@ def register(
             metavar="…",
             help="nơi nhận, phân cách bằng ';'" if flag == "recipients" else None,
         )
-    p.set_defaults(func=_report_or_verify, period_tables=period_tables, period_alerts=period_alerts)
+    p.set_defaults(
+        func=_report_or_verify,
+        period_tables=period_tables,
+        period_alerts=period_alerts,
+        period_checks=period_checks,
+    )
 
     p = subparsers.add_parser(
         "attest", parents=[common], help="xác nhận thủ công đài FM/hữu tuyến của một xã"

@@ -16,7 +16,11 @@ at the top of the folder (``alerts.csv``, ``alert_airings.csv``, ``alert_cluster
 ``verify_evidence`` uses that folder alone: it checks the manifest (a changed, missing or
 extra file is reported by name), rebuilds the facts from the CSV rows and judges every
 commune again with the same rules (``evaluate._judge_commune``), then compares with the
-verdicts written. A period split at a change of criteria set has one sub-folder per part.
+verdicts written. The package that wrote a period table checks it through a second seam
+(``PeriodChecks``): the alerts' figures (targeted, started, first start, 50 %/99 %) are
+recomputed from ``alert_clusters.csv`` with the writer's own formula, so a forger who edits
+a figure and rewrites the manifest is caught. A period split at a change of criteria set
+has one sub-folder per part.
 """
 
 from __future__ import annotations
@@ -69,6 +73,13 @@ FILES = (
 PeriodTables = Callable[
     [Session, int, int, Collection[int] | None], list[tuple[str, list[str], list[list]]]
 ]
+
+# (folder) -> (differences found, what was recomputed; "" when the folder has none of its
+# tables): the check of those tables, by the package that wrote them and with its own
+# formulas (the emergency alerts' figures are recomputed by ``alerts.evidence.period_checks``).
+# Raises ``ValueError`` (its text for the inspector) when its tables cannot be read. Passed in
+# by the composition root, like ``PeriodTables``.
+PeriodChecks = Callable[[Path], tuple[list[str], str]]
 
 
 def _ivs(text: str) -> list[iv.Interval]:
@@ -417,6 +428,10 @@ class VerifyResult:
     tampered: list[str] = field(default_factory=list)  # files whose hash differs / missing
     mismatches: list[str] = field(default_factory=list)  # verdicts that differ
     communes: int = 0
+    # figures of the period tables (emergency alerts) that differ from their recomputation,
+    # or why those tables could not be read
+    period_mismatches: list[str] = field(default_factory=list)
+    period_checked: str = ""  # what the period checks recomputed, for the text
 
     def text(self) -> str:
         if self.tampered:
@@ -425,17 +440,35 @@ class VerifyResult:
                 + "; ".join(self.tampered)
                 + ". Không thể xác nhận kết quả."
             )
+        said = []
         if self.mismatches:
-            return "Tính lại từ dữ liệu gốc KHÔNG khớp với kết quả đã ghi: " + "; ".join(
-                self.mismatches[:10]
+            said.append(
+                "Tính lại từ dữ liệu gốc KHÔNG khớp với kết quả đã ghi: "
+                + "; ".join(self.mismatches[:10])
             )
+        if self.period_mismatches:
+            said.append(
+                "Số liệu cảnh báo khẩn cấp tính lại KHÔNG khớp với số đã ghi: "
+                + "; ".join(self.period_mismatches[:10])
+                + (
+                    f" (và {len(self.period_mismatches) - 10} chỗ khác)"
+                    if len(self.period_mismatches) > 10
+                    else ""
+                )
+            )
+        if said:
+            return "\n".join(said)
+        also = f"; tính lại {self.period_checked} cũng khớp" if self.period_checked else ""
         return (
-            f"Khớp: tính lại {self.communes} xã từ dữ liệu gốc cho cùng kết quả; "
+            f"Khớp: tính lại {self.communes} xã từ dữ liệu gốc cho cùng kết quả{also}; "
             "mọi tệp đúng mã SHA-256 trong MANIFEST.sha256."
         )
 
 
-def verify_evidence(folder: Path) -> VerifyResult:
+def verify_evidence(folder: Path, *, period_checks: PeriodChecks | None = None) -> VerifyResult:
+    """Check the manifest, then recompute every verdict (``_recompute``) and, through
+    ``period_checks`` (the composition passes the alerts' check), the figures of the period
+    tables; ``ok`` only when every hash and every recomputed figure matches."""
     manifest = folder / MANIFEST
     if not manifest.is_file():
         raise InvalidInputError(
@@ -464,7 +497,13 @@ def verify_evidence(folder: Path) -> VerifyResult:
     parts = sorted({Path(n).parent for n in listed if Path(n).name == "period.json"})
     for part in parts:
         result.mismatches += _recompute(folder / part, result)
-    result.ok = not result.mismatches
+    if period_checks is not None:
+        try:
+            found, result.period_checked = period_checks(folder)
+        except ValueError as exc:
+            found = [f"không đọc được: {exc}"]
+        result.period_mismatches += found
+    result.ok = not result.mismatches and not result.period_mismatches
     return result
 
 

@@ -44,9 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     broadcasts.cli.register(sub, content_in_use=content_in_use)
     scheduler.cli.register(sub, broadcast_service=lambda: command_services().broadcasts)
     # The period's emergency alerts in its evidence folder and report (issue 19, item 6).
-    from alerts.evidence import period_lines, period_tables
+    from alerts.evidence import period_checks, period_lines, period_tables
 
-    indicator.cli.register(sub, period_tables=period_tables, period_alerts=period_lines)
+    indicator.cli.register(
+        sub, period_tables=period_tables, period_alerts=period_lines, period_checks=period_checks
+    )
     dashboard.cli.register(sub)
     controller.provision.register(sub)
     node_agent.cli.register(sub)
