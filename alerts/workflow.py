@@ -1059,10 +1059,12 @@ class AlertService:
         *,
         tone_pattern: str | None = None,
         tone_hz: float | None = None,
+        keep_recordings: bool = False,
     ) -> dict[str, Any]:
         """Save an event type's spoken template, its recordings and its warning tone
         (``tone_pattern`` None = the default, "" = none; ``tone_hz`` None = the default).
-        Everything is checked before anything is saved."""
+        Everything is checked before anything is saved. ``keep_recordings``: the web form,
+        which has no recordings field, keeps the ones saved through the API."""
         if not actor.is_province:
             raise AlertForbidden(
                 "forbidden",
@@ -1079,6 +1081,8 @@ class AlertService:
         recordings = self._check_recordings(recordings or [])
         with self.db.session() as s:
             row = s.get(AlertTemplate, key)
+            if keep_recordings:
+                recordings = list(row.recordings or []) if row is not None else []
             if row is None:
                 row = AlertTemplate(event_key=key, template=template)
                 s.add(row)

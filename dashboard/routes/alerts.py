@@ -281,10 +281,14 @@ async def alerts_page(
     request: Request,
     user: User = Depends(page_role("province", "commune")),
     svc: AlertService = Depends(get_alerts),
+    edit: str | None = Query(None, max_length=200),
 ):
     data = await run_in_threadpool(svc.list, actor_of(user), limit=100)
     messages = await run_in_threadpool(svc.messages, limit=30) if user.role == "province" else []
     templates = await run_in_threadpool(svc.templates) if user.role == "province" else []
+    # ``?edit=lu quet``: the template form comes filled with that event's words and tone,
+    # so changing one of them does not silently reset the other.
+    editing = next((t for t in templates if edit is not None and t["event_key"] == edit), None)
     return render(
         request,
         "alerts.html",
@@ -292,6 +296,7 @@ async def alerts_page(
         alerts=data["items"],
         messages=messages,
         templates=templates,
+        editing=editing,
         page={"view": "alerts"},
     )
 
@@ -321,6 +326,7 @@ async def alerts_template_page(
             template,
             tone_pattern=tone_pattern,
             tone_hz=tone_hz,
+            keep_recordings=True,  # the form has no recordings field: never clear them
         )
     except AlertError as exc:
         return await _list_page(request, user, svc, template_error=exc.message)

@@ -158,6 +158,21 @@ def test_preview_shows_the_tone_that_would_sound(toned):
     assert env.alerts.preview(storm("S-1", ["c2"]))["tone"]["source"] == "default"
 
 
+def test_the_web_form_keeps_recordings_it_cannot_show(toned):
+    """The page's form has no recordings field: saving the words or tone there keeps the
+    pre-recorded messages saved through the API (before, they were silently dropped)."""
+    from tests.alerts.conftest import tone_speech
+
+    env = toned
+    tay = tone_speech(env.alerts.content.store, "", title="Lũ quét tiếng Tày", language="tay")
+    env.alerts.set_template(env.province, "Lũ quét", "{tieu_de}", [tay.id])
+    out = env.alerts.set_template(
+        env.province, "Lũ quét", "Mới: {tieu_de}", tone_pattern="", keep_recordings=True
+    )
+    assert out["recordings"] == [tay.id] and out["tone_pattern"] == ""
+    assert {t["event_key"]: t for t in env.alerts.templates()}["lu quet"]["recordings"] == [tay.id]
+
+
 @pytest.fixture
 def app_client(db, settings):
     from dashboard.app import create_app

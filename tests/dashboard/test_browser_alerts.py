@@ -74,6 +74,16 @@ def test_province_uploads_refused_and_good_alerts_and_approves(stack, page, tmp_
     tone = page.locator("details[data-event='lu quet'] .template-tone")
     assert tone.get_attribute("data-pattern") == "2x20/10"
     assert tone.inner_text().startswith("2 hồi 20 giây, nghỉ 10 giây")
+    # "Sửa" fills the form with the event's words and tone: saving the words again keeps it.
+    page.click("details[data-event='lu quet'] summary")
+    page.click("details[data-event='lu quet'] a.template-edit")
+    page.wait_for_url("**/alerts?edit=*")
+    assert page.is_checked("#template-form input[name=tone][value=custom]")
+    assert page.input_value("#template-form input[name=tone_pattern]") == "2x20/10"
+    assert page.input_value("#template-form textarea[name=template]") == good_words
+    page.click("#template-form button[type=submit]")
+    page.wait_for_url("**/alerts?ok=saved")
+    assert tone.get_attribute("data-pattern") == "2x20/10"
 
     page.set_input_files("#cap-upload input[name=file]", str(good))
     page.click("#cap-upload button[type=submit]")
