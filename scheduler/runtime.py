@@ -38,6 +38,7 @@ from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from controller.schedule_wake import Wake
 from loa.db import Database
 from loa.timeutil import ICT, now_ms
 from scheduler.config import SchedulerSettings
@@ -323,6 +324,17 @@ class SchedulerRuntime:
         """A broadcast was paused: no further slot is dispatched; what plays now finishes."""
         if self._loop is not None:
             self._off_loop(lambda: self._remove_job(broadcast_id))
+
+    def on_wake(self, wake: Wake) -> None:
+        """An API process scheduled or cancelled a broadcast (``controller.schedule_wake``):
+        the same as a change made in this process, instead of waiting for housekeeping.
+        Ignored unless this runtime runs (on the leading controller)."""
+        if self.scheduler is None:
+            return
+        if wake.change == "scheduled":
+            self.on_scheduled(wake.broadcast_id)
+        else:
+            self.on_cancelled(wake.broadcast_id)
 
     def job_ids(self) -> set[int]:
         if self.scheduler is None:
