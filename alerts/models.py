@@ -5,13 +5,23 @@
 - ``cap_alert``: one row per accepted Alert/Update/Cancel/Ack/Error, with what Loa decided
   and did (state, approval, the broadcasts that carried it).
 - ``alert_step``: the alert's timeline (received, approved, aired, repeated, cancelled...).
-- ``alert_template``: the spoken text per event type, edited by the province.
+- ``alert_template``: the spoken text and warning tone per event type, edited by the
+  province.
 - ``alert_feed``: a polled feed's HTTP validators (ETag, Last-Modified).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Float,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from loa.db import Base
@@ -90,6 +100,10 @@ class CapAlert(Base):
     all_clear_broadcast_id: Mapped[int | None]
     # Earlier alerts this one updates or cancels (our ids).
     references: Mapped[list] = mapped_column(JSON, default=list)
+    # The warning tone chosen with the text (migration 0018), so every airing and repeat
+    # sounds the same: {"pattern": "3x20/10" or "" (none), "hz": 880.0, "source": the
+    # template's event key, or "default" (the setting)}. NULL on alerts from before 0018.
+    tone: Mapped[dict | None] = mapped_column(JSON)
 
 
 class AlertStep(Base):
@@ -112,6 +126,11 @@ class AlertTemplate(Base):
     recordings: Mapped[list | None] = mapped_column(JSON)
     updated_by: Mapped[str] = mapped_column(String(64), default="")
     updated_ms: Mapped[int] = mapped_column(default=0)
+    # Warning tone for this event type (migration 0018): NULL = the "*" template's, else the
+    # province setting (``LOA_ALERT_TONE_PATTERN``); "" = no tone; else a pattern such as
+    # "3x20/10" (``alerts.speech.parse_tone_pattern``). ``tone_hz`` NULL likewise falls back.
+    tone_pattern: Mapped[str | None] = mapped_column(String(40))
+    tone_hz: Mapped[float | None] = mapped_column(Float)
 
 
 class AlertFeed(Base):

@@ -45,6 +45,20 @@ class ClusterOut(_Answer):
     lon: float | None
 
 
+class ToneOut(_Answer):
+    """A warning tone: ``pattern`` ("3x20/10"; "" = no tone), its parts (None without a
+    tone), ``hz``, ``source`` (the template's event key, "template" or "default": the
+    province setting) and the Vietnamese ``label`` ("3 hồi 20 giây, nghỉ 10 giây")."""
+
+    pattern: str
+    hz: float | None
+    source: str
+    count: int | None
+    on_s: float | None
+    off_s: float | None
+    label: str
+
+
 class AlertOut(_Answer):
     """One received alert (times ISO 8601, Asia/Ho_Chi_Minh; ``*_ms``: epoch milliseconds)."""
 
@@ -84,6 +98,10 @@ class AlertOut(_Answer):
     all_clear_broadcast_id: int | None
     references: list[Any]
     message_id: int | None
+    tone: ToneOut | None = Field(
+        description="the warning tone chosen with the text (None: decided before 0018 or "
+        "never aired)"
+    )
 
 
 class AlertReceived(AlertOut):
@@ -139,6 +157,7 @@ class PreviewOut(_Answer):
     spoken: str
     node_ids: list[str]
     areas: list[AreaShapeOut]
+    tone: ToneOut = Field(description="the warning tone it would sound")
 
 
 class MessageOut(_Answer):
@@ -168,12 +187,18 @@ class TemplateOut(_Answer):
     recordings: list[str] | None = None
     updated_by: str | None
     updated_at: str | None
+    tone_pattern: str | None = Field(description='own tone: None = default, "" = none')
+    tone_hz: float | None
+    tone: ToneOut = Field(description="what its alerts sound, defaults filled in")
 
 
 class TemplateSaved(_Answer):
     event_key: str
     template: str
     recordings: list[str]
+    tone_pattern: str | None
+    tone_hz: float | None
+    tone: ToneOut
 
 
 class StepOut(_Answer):
@@ -228,6 +253,10 @@ class AlertReport(AlertOut):
 # --------------------------------------------------------------------------- request bodies
 
 MSG_TEMPLATE = "Cần «event» (loại sự kiện, hoặc *) và «template» (mẫu lời đọc)."
+MSG_TONE = (
+    "«tone_pattern»: tín hiệu cảnh báo là chuỗi như 3x20/10 (ba hồi 20 giây, nghỉ 10 giây), "
+    '"" để không có tín hiệu, hoặc bỏ trống để dùng mặc định của tỉnh.'
+)
 
 
 class TemplateIn(BaseModel):
@@ -245,10 +274,15 @@ class TemplateIn(BaseModel):
         "event": MSG_TEMPLATE,
         "template": MSG_TEMPLATE,
         "recordings": "«recordings» là danh sách tối đa 5 mã nội dung.",
+        "tone_pattern": MSG_TONE,
+        "tone_hz": "«tone_hz»: tần số tín hiệu là một số từ 50 đến 8000 Hz.",
     }
     event: StrictStr
     template: StrictStr
     recordings: list[Any] | None = None
+    # Absent/null: the default tone; "": no tone for this event; "3x20/10": its own.
+    tone_pattern: StrictStr | None = None
+    tone_hz: float | None = None
 
 
 class RejectIn(BaseModel):

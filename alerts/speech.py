@@ -15,6 +15,7 @@ from datetime import datetime
 
 from alerts.cap import CapAlert, Info
 from alerts.errors import AlertError
+from loa.protocol import TONE_HZ
 from loa.text import fold
 from loa.timeutil import ICT
 
@@ -177,3 +178,75 @@ def tone_segment(pattern: str, hz: float):
             duration=int((gap if i < count - 1 else 1.0) * 1000), frame_rate=22050
         )
     return out
+
+
+def _num(x: float) -> str:
+    """20.0 -> "20", 0.5 -> "0,5" (Vietnamese decimal comma)."""
+    return f"{x:g}".replace(".", ",")
+
+
+def tone_label(pattern: str | None) -> str:
+    """What an officer reads for a pattern: "3 hồi 20 giây, nghỉ 10 giây"; "" -> "không có".
+    The dashboard translates the same words through its catalogue (``dashboard.i18n``)."""
+    parsed = parse_tone_pattern(pattern or "")
+    if parsed is None:
+        return "không có"
+    count, blast, gap = parsed
+    text = f"{count} hồi {_num(blast)} giây"
+    return f"{text}, nghỉ {_num(gap)} giây" if count > 1 and gap else text
+
+
+def check_tone(pattern: str | None, hz: float | None) -> tuple[str | None, float | None]:
+    """A template's own tone, checked before anything is saved: ``pattern`` None = the
+    default, "" = none, else readable by ``parse_tone_pattern`` (the one parser); ``hz``
+    None = the default, else 50-8000 Hz (what the nodes accept, ``loa.protocol.TONE_HZ``).
+    The error names the field, Vietnamese first."""
+    if pattern is not None:
+        if not isinstance(pattern, str):
+            raise AlertError(
+                "bad_tone",
+                "«tone_pattern» phải là chuỗi, ví dụ 3x20/10.",
+                "'tone_pattern' must be a string such as 3x20/10.",
+            )
+        pattern = pattern.strip()
+        try:
+            parse_tone_pattern(pattern)
+        except AlertError as exc:
+            raise AlertError(
+                "bad_tone", f"«tone_pattern»: {exc.message}", f"'tone_pattern': {exc.message_en}"
+            ) from None
+    if hz is not None:
+        if (
+            isinstance(hz, bool)
+            or not isinstance(hz, int | float)
+            or not (TONE_HZ[0] <= hz <= TONE_HZ[1])
+        ):
+            raise AlertError(
+                "bad_tone",
+                f"«tone_hz»: tần số tín hiệu phải từ {TONE_HZ[0]} đến {TONE_HZ[1]} Hz.",
+                f"'tone_hz': the tone frequency must be {TONE_HZ[0]}-{TONE_HZ[1]} Hz.",
+            )
+        hz = float(hz)
+    return pattern, hz
+
+
+def tone_info(chosen: dict) -> dict:
+    """An alert's or template's tone for people and programs: the pattern, its parts
+    (``count``, ``on_s``, ``off_s``; None without a tone), ``hz``, ``source`` (the template's
+    event key, "template", or "default") and the Vietnamese ``label``."""
+    pattern = chosen.get("pattern") or ""
+    try:
+        parsed = parse_tone_pattern(pattern)
+        label = tone_label(pattern)
+    except AlertError:  # a bad province setting: shown as it is, refused when airing
+        parsed, label = None, f"không đọc được: {pattern}"
+    count, on_s, off_s = parsed if parsed is not None else (None, None, None)
+    return {
+        "pattern": pattern,
+        "hz": chosen.get("hz"),
+        "source": chosen.get("source", ""),
+        "count": count,
+        "on_s": on_s,
+        "off_s": off_s,
+        "label": label,
+    }

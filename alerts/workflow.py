@@ -477,6 +477,7 @@ class AlertService:
                 chosen = [c for c in chosen if c.node_id in allowed]
             targets = targets_for(chosen, clusters) if chosen else None
             template = self._template(s, alert.info_for())
+            tone = self._tone_for(s, alert.info_for())
         info = alert.info_for()
         assert info is not None
         text = speech.compose(alert, info, template, drill=drill)
@@ -488,6 +489,7 @@ class AlertService:
             row.targets = targets
             row.text = text
             row.spoken = spoken
+            row.tone = tone
             row.ends_ms = ends
             self._step(
                 s,
@@ -499,6 +501,7 @@ class AlertService:
                     "empty_areas": selection.empty_areas,
                     "unknown_geocodes": selection.unknown_geocodes,
                     "drill": drill,
+                    "tone": tone,
                 },
             )
         if not chosen:
@@ -546,14 +549,44 @@ class AlertService:
                     out.append(found)
         return out
 
-    def _template_row(self, s: Session, info: capmod.Info | None) -> AlertTemplate | None:
+    @staticmethod
+    def _event_keys(info: capmod.Info | None) -> list[str]:
         keys = [speech.event_key(info.event)] if info else []
-        keys += [speech.event_key(v) for _, v in (info.event_codes if info else [])]
+        return keys + [speech.event_key(v) for _, v in (info.event_codes if info else [])]
+
+    def _template_row(
+        self, s: Session, info: capmod.Info | None, keys: list[str] | None = None
+    ) -> AlertTemplate | None:
+        keys = self._event_keys(info) if keys is None else keys
         for key in [*keys, "*"]:
             t = s.get(AlertTemplate, key)
             if t is not None:
                 return t
         return None
+
+    def _tone_for(
+        self, s: Session, info: capmod.Info | None, keys: list[str] | None = None
+    ) -> dict[str, Any]:
+        """The warning tone of an alert's event type: the event template's own
+        ``tone_pattern`` / ``tone_hz`` where set (the lookup ``_template_row`` does), else the
+        "*" template's, else the province setting. ``pattern`` "" = no tone."""
+        row = self._template_row(s, info, keys)
+        star = s.get(AlertTemplate, "*") if row is None or row.event_key != "*" else None
+        pattern, source = self.settings.tone_pattern, "default"
+        hz = self.settings.tone_hz
+        for t in (star, row):  # the event's own choice wins over "*"
+            if t is not None and t.tone_pattern is not None:
+                pattern, source = t.tone_pattern, t.event_key
+            if t is not None and t.tone_hz is not None:
+                hz = t.tone_hz
+        return {"pattern": pattern or "", "hz": float(hz), "source": source}
+
+    def _alert_tone(self, s: Session, row: CapAlert) -> dict[str, Any]:
+        """The tone chosen with the alert's text; for alerts from before migration 0018 the
+        same lookup by their stored event name."""
+        if row.tone is not None:
+            return row.tone
+        return self._tone_for(s, None, [speech.event_key(row.event)] if row.event else [])
 
     def _template(self, s: Session, info: capmod.Info | None) -> str:
         t = self._template_row(s, info)
@@ -600,13 +633,15 @@ class AlertService:
                 "targets": row.targets,
             }
             text = row.text
+            chosen = self._alert_tone(s, row)
         try:
-            # A repeat plays the audio made the first time: no second synthesis.
-            tone = self._node_tone()
+            # A repeat plays the audio made the first time: no second synthesis; the tone
+            # was chosen with the text, so a repeat sounds the same one.
+            tone = self._node_tone(chosen)
             if tone is not None:
                 body["tone"] = tone
             content_id = self._first_content(alert_id) or (
-                None if tone is not None else self._tone_content(text, title, username)
+                None if tone is not None else self._tone_content(text, title, username, chosen)
             )
             if content_id:
                 body["content_id"] = content_id
@@ -683,27 +718,30 @@ class AlertService:
             b = s.get(Broadcast, bids[0])
             return b.content_id if b is not None else None
 
-    def _node_tone(self) -> dict[str, int] | None:
+    def _node_tone(self, chosen: dict[str, Any]) -> dict[str, int] | None:
         """The warning tone as the ``tone`` of each node's ``play`` (``tone_mode`` "node"):
         the nodes generate it and sound it at once while the speech downloads, instead of
-        downloading it baked into the audio first. None without a pattern or in "file" mode."""
+        downloading it baked into the audio first. None without a pattern or in "file" mode.
+        ``chosen``: the alert's tone (``_tone_for``)."""
         if self.settings.tone_mode != "node":
             return None
-        parsed = speech.parse_tone_pattern(self.settings.tone_pattern)
+        parsed = speech.parse_tone_pattern(chosen["pattern"])
         if parsed is None:
             return None
         count, blast, gap = parsed
         return {
-            "hz": round(self.settings.tone_hz),
+            "hz": round(chosen["hz"]),
             "on_ms": round(blast * 1000),
             "off_ms": round(gap * 1000),
             "count": count,
         }
 
-    def _tone_content(self, text: str, title: str, username: str) -> str | None:
-        """With a tone pattern set: tones + speech as one stored item; else None (the
+    def _tone_content(
+        self, text: str, title: str, username: str, chosen: dict[str, Any]
+    ) -> str | None:
+        """With a tone pattern chosen: tones + speech as one stored item; else None (the
         scheduler synthesises the text itself)."""
-        if not self.settings.tone_pattern or self.content is None:
+        if not chosen["pattern"] or self.content is None:
             return None
         import tempfile
         from pathlib import Path
@@ -711,7 +749,7 @@ class AlertService:
         from pydub import AudioSegment
 
         store = self.content.store
-        tones = speech.tone_segment(self.settings.tone_pattern, self.settings.tone_hz)
+        tones = speech.tone_segment(chosen["pattern"], chosen["hz"])
         store.tmp_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=store.tmp_dir, prefix="alert-") as tmp:
             spoken = store.tts.speak(text, Path(tmp) / "speech.wav")
@@ -808,6 +846,7 @@ class AlertService:
             clusters = load_clusters(s)
             selection = select_clusters(s, alert, self.settings, clusters)
             template = self._template(s, info)
+            tone = self._tone_for(s, info)
         drill = alert.status in ("Exercise", "Test")
         villages: dict[tuple[str, str], list[dict]] = {}
         for c in selection.clusters:
@@ -838,6 +877,7 @@ class AlertService:
             "spoken": self._spoken(text) if text else "",
             "node_ids": [c.node_id for c in selection.clusters],
             "areas": mapview.areas_of(alert),
+            "tone": speech.tone_info(tone),
         }
 
     # ------------------------------------------------------------------ people
@@ -982,9 +1022,11 @@ class AlertService:
                     "recordings": list(t.recordings or []),
                     "updated_by": t.updated_by,
                     "updated_at": iso(t.updated_ms),
+                    **self._template_tone(s, t.event_key),
                 }
                 for t in rows
             ]
+            default_tone = self._template_tone(s, "*")
         if not any(t["event_key"] == "*" for t in out):
             out.append(
                 {
@@ -992,13 +1034,37 @@ class AlertService:
                     "template": speech.DEFAULT_TEMPLATE,
                     "updated_by": "",
                     "updated_at": None,
+                    **default_tone,
                 }
             )
         return out
 
+    def _template_tone(self, s: Session, key: str) -> dict[str, Any]:
+        """A template's own tone (``tone_pattern``/``tone_hz``, None = the default) and, for
+        people, the ``tone`` its alerts sound (``tone_info``: the "*" template's or the
+        province setting filled in where it has none of its own)."""
+        t = s.get(AlertTemplate, key)
+        return {
+            "tone_pattern": t.tone_pattern if t is not None else None,
+            "tone_hz": t.tone_hz if t is not None else None,
+            "tone": speech.tone_info(self._tone_for(s, None, [key] if key != "*" else [])),
+        }
+
     def set_template(
-        self, actor: Actor, event: str, template: str, recordings: list[str] | None = None
+        self,
+        actor: Actor,
+        event: str,
+        template: str,
+        recordings: list[str] | None = None,
+        *,
+        tone_pattern: str | None = None,
+        tone_hz: float | None = None,
+        keep_recordings: bool = False,
     ) -> dict[str, Any]:
+        """Save an event type's spoken template, its recordings and its warning tone
+        (``tone_pattern`` None = the default, "" = none; ``tone_hz`` None = the default).
+        Everything is checked before anything is saved. ``keep_recordings``: the web form,
+        which has no recordings field, keeps the ones saved through the API."""
         if not actor.is_province:
             raise AlertForbidden(
                 "forbidden",
@@ -1011,14 +1077,19 @@ class AlertService:
                 "bad_template", "Tên loại sự kiện không hợp lệ.", "Invalid event type."
             )
         template = speech.check_template(template)
+        tone_pattern, tone_hz = speech.check_tone(tone_pattern, tone_hz)
         recordings = self._check_recordings(recordings or [])
         with self.db.session() as s:
             row = s.get(AlertTemplate, key)
+            if keep_recordings:
+                recordings = list(row.recordings or []) if row is not None else []
             if row is None:
                 row = AlertTemplate(event_key=key, template=template)
                 s.add(row)
             row.template = template
             row.recordings = recordings or None
+            row.tone_pattern = tone_pattern
+            row.tone_hz = tone_hz
             row.updated_by = actor.username
             row.updated_ms = self.clock()
             self._step(
@@ -1026,10 +1097,12 @@ class AlertService:
                 None,
                 "template_saved",
                 actor.username,
-                {"event_key": key},
+                {"event_key": key, "tone_pattern": tone_pattern, "tone_hz": tone_hz},
                 target=f"alert_template:{key}",
             )
-        return {"event_key": key, "template": template, "recordings": recordings}
+            s.flush()
+            tone = self._template_tone(s, key)
+        return {"event_key": key, "template": template, "recordings": recordings, **tone}
 
     def _check_recordings(self, recordings: list) -> list[str]:
         if not isinstance(recordings, list) or len(recordings) > 5:
@@ -1098,6 +1171,7 @@ class AlertService:
             "all_clear_broadcast_id": row.all_clear_broadcast_id,
             "references": list(row.references or []),
             "message_id": row.message_id,
+            "tone": speech.tone_info(row.tone) if row.tone is not None else None,
         }
 
     def list(self, actor: Actor, *, limit: int = 50, offset: int = 0) -> dict[str, Any]:

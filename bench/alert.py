@@ -35,6 +35,7 @@ import importlib.util
 import math
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -189,6 +190,7 @@ async def through_alert(
     tone_pattern: str,
     tone_mode: str,
     tone: Tone | None = None,
+    api_process: bool = False,
 ) -> dict:
     import httpx
     import uvicorn
@@ -218,24 +220,34 @@ async def through_alert(
     )
     ctx.alerts = alerts
     app_port = free_port()  # chosen now: other programs on the machine take ports too
-    app = create_app(ctx)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=app_port,
-            log_level="warning",
-            lifespan="on",
-            access_log=False,
+    server: uvicorn.Server | None = None
+    serving: asyncio.Task | None = None
+    api: subprocess.Popen | None = None
+    if api_process:
+        # As docker-compose runs it: the CAP POST reaches `loa serve --no-controller`, which
+        # synthesises, writes the broadcast and wakes this process's scheduler over MQTT.
+        api = _api_process(settings, app_port, tone_pattern, tone_mode)
+    else:
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(ctx),
+                host="127.0.0.1",
+                port=app_port,
+                log_level="warning",
+                lifespan="on",
+                access_log=False,
+            )
         )
-    )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    serving = asyncio.create_task(server.serve())
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        serving = asyncio.create_task(server.serve())
     with db.session() as s:
         user = create_user(s, f"tinh-{run}", "mat-khau-dai-du", "province", [])
         token, _ = issue_token(s, user, "api")
     try:
-        await dispatch.wait_until(lambda: server.started, 20, "the app to serve")
+        if server is not None:
+            await dispatch.wait_until(lambda: server.started, 20, "the app to serve")
+        else:
+            await _wait_healthy(app_port, api)
         doc = cap_document(f"BENCH-{run}-{now_ms()}", communes)
         async with httpx.AsyncClient(timeout=120) as client:
             t0 = now_ms()
@@ -317,10 +329,61 @@ async def through_alert(
         await asyncio.to_thread(alerts.stop, alerts._actor("bench"), out["id"])
         return result
     finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(serving, 10)
+        if server is not None and serving is not None:
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(serving, 10)
+        if api is not None:
+            api.terminate()
+            try:
+                api.wait(20)
+            except subprocess.TimeoutExpired:
+                api.kill()
         await scheduling.stop()
+
+
+def _api_process(
+    settings: Settings, port: int, tone_pattern: str, tone_mode: str
+) -> subprocess.Popen:
+    import json
+    import os
+
+    env = {
+        **os.environ,
+        "LOA_DATABASE_URL": settings.database_url,
+        "LOA_DATA_DIR": str(settings.data_dir),
+        "LOA_MQTT_HOST": settings.mqtt_host,
+        "LOA_MQTT_PORT": str(settings.mqtt_port),
+        "LOA_HTTP_PORT": str(port),
+        "LOA_SECRET_KEY": settings.secret_key,
+        "LOA_PUBLIC_BASE_URL": settings.public_base_url,
+        "LOA_LOG_LEVEL": "WARNING",
+        "LOA_ALERT_AUTO_SENDERS": json.dumps([TRUSTED]),
+        "LOA_ALERT_TONE_PATTERN": tone_pattern,
+        "LOA_ALERT_TONE_MODE": tone_mode,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "system", "serve", "--no-controller"],
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def _wait_healthy(port: int, proc: subprocess.Popen | None) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=2) as client:
+        for _ in range(600):
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"loa serve --no-controller exited ({proc.returncode})")
+            with contextlib.suppress(httpx.HTTPError):
+                r = await client.get(f"http://127.0.0.1:{port}/api/v1/health/live")
+                if r.status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise RuntimeError("loa serve --no-controller did not answer in 60 s")
 
 
 def _publish_breakdown(targets, t0: int) -> dict:
@@ -352,7 +415,9 @@ def _pair(base: dict, alert: dict) -> dict:
     }
 
 
-async def run_size(count: int, warmup: bool, tone_pattern: str, download_first: bool) -> dict:
+async def run_size(
+    count: int, warmup: bool, tone_pattern: str, download_first: bool, api_process: bool = False
+) -> dict:
     from broadcasts.bulletins import synthesize_bulletin
     from broadcasts.store import ContentStore
     from controller.process import ControllerService
@@ -431,6 +496,7 @@ async def run_size(count: int, warmup: bool, tone_pattern: str, download_first: 
             "content_ms": meta.duration_ms,
             "content_bytes": meta.bytes,
             "tone": tone_pattern,
+            "api": "loa serve --no-controller (own process)" if api_process else "in-process",
         }
         base = await baseline(settings, gateway, meta, ids, tone)
         log(f"baseline (node-made tone): 99% started in {base['started_99pct_ms']} ms")
@@ -438,7 +504,17 @@ async def run_size(count: int, warmup: bool, tone_pattern: str, download_first: 
         # real alert's text is new, so its synthesis belongs inside the figure.
         await asyncio.to_thread(shutil.rmtree, store.tts.cache_dir, True)
         alert = await through_alert(
-            settings, db, controller, gateway, ids, communes, 1, tone_pattern, "node", tone
+            settings,
+            db,
+            controller,
+            gateway,
+            ids,
+            communes,
+            1,
+            tone_pattern,
+            "node",
+            tone,
+            api_process=api_process,
         )
         log(
             f"alert (node-made tone): POST answered in {alert['post_answered_ms']} ms, 99% "
@@ -493,6 +569,12 @@ def main() -> int:
         action="store_true",
         help="skip the unrecorded first baseline (long at 5,000 nodes)",
     )
+    parser.add_argument(
+        "--api-process",
+        action="store_true",
+        help="POST to `loa serve --no-controller` in its own process, as docker-compose runs "
+        "it (the API wakes this process's scheduler over MQTT)",
+    )
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -503,10 +585,13 @@ def main() -> int:
         + (" --no-warmup" if args.no_warmup else "")
         + (f" --tone {args.tone}" if args.tone != "3x20/10" else "")
         + (" --download-first" if args.download_first else "")
+        + (" --api-process" if args.api_process else "")
     )
     for n in args.nodes:  # written after each size: a long run interrupted keeps the others
         load_before = Path("/proc/loadavg").read_text().split()[0]
-        run = asyncio.run(run_size(n, not args.no_warmup, args.tone, args.download_first))
+        run = asyncio.run(
+            run_size(n, not args.no_warmup, args.tone, args.download_first, args.api_process)
+        )
         run["loadavg_1min_before"] = float(load_before)
         run["loadavg_1min_after"] = float(Path("/proc/loadavg").read_text().split()[0])
         runs.append(run)

@@ -41,12 +41,16 @@ class CommandPublisher:
         return self._client is not None
 
     async def send(self, node_id: str, cmd: Command, *, wait_s: float = 10.0) -> None:
-        payload = encode(cmd)
+        await self.publish(self.topics.cmd(node_id), encode(cmd), wait_s=wait_s)
+        self.sent += 1
+
+    async def publish(self, topic: str, payload: bytes, *, wait_s: float = 10.0) -> None:
+        """QoS 1, not retained, on the current client (``send`` for node commands; the
+        scheduler wake, ``controller.schedule_wake``, for the others)."""
         if self._client is None:
             try:
                 await asyncio.wait_for(self._connected.wait(), wait_s)
             except TimeoutError:
                 raise NotConnected("Mất kết nối tới broker MQTT") from None
         assert self._client is not None
-        await self._client.publish(self.topics.cmd(node_id), payload, qos=1, retain=False)
-        self.sent += 1
+        await self._client.publish(topic, payload, qos=1, retain=False)

@@ -25,6 +25,7 @@ from controller.command_publisher import CommandPublisher, new_cmd_id
 from controller.ingest import IngestObserver
 from controller.models import NodeEventLog
 from controller.mqtt_transport import stay_connected
+from controller.schedule_wake import RemoteScheduler
 from loa.db import Database
 from loa.protocol import (
     CmdAck,
@@ -202,6 +203,9 @@ class CommandLink:
         self.settings = settings
         self.commands = CommandPublisher(Topics(settings.topic_root))
         self.node_commands = NodeCommands(db, self.commands, answers_elsewhere=lambda: True)
+        # The scheduler runs in the leading controller: it is told of each broadcast this
+        # process schedules or cancels, at once (controller.schedule_wake).
+        self.scheduler_wake = RemoteScheduler(self.commands, settings.topic_root)
         self.client_id = process_client_id(f"{settings.controller_client_id}-api")
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -230,6 +234,7 @@ class CommandLink:
         log.warning("Đường gửi lệnh mất kết nối broker (%s); đang thử lại", exc)
 
     def start(self) -> None:
+        self.scheduler_wake.bind(asyncio.get_running_loop())
         if self._task is None:
             self._task = asyncio.create_task(
                 stay_connected(

@@ -43,6 +43,7 @@ from controller.mqtt_transport import (
     use_buffered_reads,
 )
 from controller.node_commands import NodeCommands
+from controller.schedule_wake import Wake, decode_wake, wake_topic
 from controller.watch import WatchRecorder
 from loa.db import Database
 from loa.files import write_json_atomically
@@ -95,6 +96,8 @@ class ControllerService:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self.leader_roles: list[LeaderRole] = []
+        self._wake_listeners: list[Callable[[Wake], None]] = []
+        self._wake_topic = wake_topic(settings.topic_root)
         self.is_leader = False
         self.leader_term = 0
         self._client_ref: aiomqtt.Client | None = None
@@ -155,6 +158,11 @@ class ControllerService:
     def add_leader_role(self, role: LeaderRole) -> None:
         """Run ``role`` while this controller leads (the composition root adds them)."""
         self.leader_roles.append(role)
+
+    def on_schedule_wake(self, listener: Callable[[Wake], None]) -> None:
+        """Call ``listener`` (on the event loop) for each scheduler wake an API process sends
+        (``controller.schedule_wake``); the scheduler registers itself here."""
+        self._wake_listeners.append(listener)
 
     async def start(self) -> None:
         self.ingest.pause()  # nothing is observed until the broker connection is up
@@ -494,6 +502,9 @@ class ControllerService:
         payload = message.payload
         if not isinstance(payload, bytes | bytearray):
             payload = str(payload).encode()
+        if message.topic.value == self._wake_topic:
+            self._wake(bytes(payload))
+            return
         if self.router is not None:
             self.router.route(message.topic.value, payload, now_ms(), retained=message.retain)
         else:
@@ -511,6 +522,18 @@ class ControllerService:
             await client.subscribe(topics.forward_filter(self.client_id), qos=1)
         for topic in self.ingest.topics.uplink_filters(self.settings.shared_subscription_group):
             await client.subscribe(topic, qos=1)
+        # Plain, not shared: every controller hears it and the leader's scheduler acts.
+        await client.subscribe(self._wake_topic, qos=1)
+
+    def _wake(self, payload: bytes) -> None:
+        wake = decode_wake(payload)
+        if wake is None:
+            return
+        for listener in self._wake_listeners:
+            try:
+                listener(wake)
+            except Exception:  # one listener's fault must not reach the MQTT loop
+                log.exception("scheduler wake %s failed", wake)
 
     async def _mqtt_loop(self) -> None:
         await stay_connected(

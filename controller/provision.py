@@ -201,8 +201,10 @@ topic write {root}/controllers/#
         ""
         if not api_user
         else (
-            "# The API-only process (`loa serve --no-controller`): node commands only.\n"
-            f"user {api_user}\ntopic write {root}/nodes/+/cmd\n\n"
+            "# The API-only process (`loa serve --no-controller`): node commands, and the\n"
+            "# wake that tells the leading controller's scheduler of a new broadcast.\n"
+            f"user {api_user}\ntopic write {root}/nodes/+/cmd\n"
+            f"topic write {root}/scheduler/wake\n\n"
         )
     )
     return f"""\
@@ -237,7 +239,8 @@ def emqx_acl_text(
         for user in controllers
     )
     if api_user:
-        rules += f"""{{allow, {{username, "{api_user}"}}, publish, ["{root}/nodes/+/cmd"]}}.
+        rules += f"""{{allow, {{username, "{api_user}"}}, publish, ["{root}/nodes/+/cmd",
+                                                       "{root}/scheduler/wake"]}}.
 {{deny, {{username, "{api_user}"}}, all, ["#"]}}.
 """
     return f"""\

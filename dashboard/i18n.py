@@ -509,6 +509,20 @@ EN.update(
         "Chỗ trống dùng được": "Placeholders",
         "Mẫu lời đọc": "Spoken template",
         "Loại sự kiện (hoặc * cho mọi loại)": "Event type (or * for every type)",
+        # Warning tones per event type (issue 19, item 4).
+        "Tín hiệu cảnh báo": "Warning tone",
+        "Tín hiệu cảnh báo trước lời đọc": "Warning tone before the speech",
+        "không có tín hiệu": "no tone",
+        "{count} hồi {on} giây, nghỉ {off} giây": "{count} blasts of {on} s, {off} s apart",
+        "{count} hồi {on} giây": "{count} blast(s) of {on} s",
+        "mặc định của tỉnh": "province default",
+        "theo mẫu": "from template",
+        "Mặc định của tỉnh": "Province default",
+        "Không có tín hiệu (sự kiện nhẹ)": "No tone (minor events)",
+        "Mẫu riêng, ví dụ 3x20/10 = 3 hồi 20 giây, nghỉ 10 giây": (
+            "Own pattern, e.g. 3x20/10 = 3 blasts of 20 s, 10 s apart"
+        ),
+        "Tần số (Hz, bỏ trống = mặc định)": "Frequency (Hz, empty = default)",
     }
 )
 

@@ -292,6 +292,28 @@ def audit(
     return entry
 
 
+def audit_hook(
+    *, user: User, request: Request, status_code: int
+) -> Callable[[Session, str, str, dict[str, Any]], None]:
+    """A domain function's audit hook (``registry.changes.AuditHook``) bound to who asked,
+    from where, and the answer's status: the domain names the action and what changed, the
+    row goes to the one audit log in the caller's transaction. Routes stay thin and the
+    API and the web form of one change write the same record."""
+
+    def write(s: Session, action: str, target: str, detail: dict[str, Any]) -> None:
+        audit(
+            s,
+            action,
+            user=user,
+            target=target,
+            request=request,
+            status_code=status_code,
+            detail=detail,
+        )
+
+    return write
+
+
 def alerts_audit(s: Session, action: str, username: str, target: str, detail: dict) -> None:
     """The alert service's audit hook (``alerts.workflow.AuditHook``): its steps go to the
     one audit log, in the transaction of the step."""

@@ -42,13 +42,24 @@ class PlayerHost(Protocol):
 
 
 class Job:
-    __slots__ = ("cmd", "ended", "order", "rank", "started", "stream_bytes", "task", "turn")
+    __slots__ = (
+        "cmd",
+        "ended",
+        "order",
+        "rank",
+        "speech",
+        "started",
+        "stream_bytes",
+        "task",
+        "turn",
+    )
 
     def __init__(self, cmd: PlayCmd | StreamCmd, order: int) -> None:
         self.cmd = cmd
         self.rank = PRIORITY_RANK[cmd.priority]
         self.order = order
         self.task: asyncio.Task[None] | None = None
+        self.speech: asyncio.Task[None] | None = None  # a toned play's speech fetch
         self.turn: asyncio.Future[None] | None = None
         self.started = False
         self.ended = False
@@ -128,7 +139,7 @@ class Player:
             if isinstance(cmd, PlayCmd) and cmd.tone is not None:
                 # A node-made warning tone: sound it at start_at while the speech downloads
                 # (docs/protocol.md, "Node-made warning tone").
-                speech = asyncio.get_running_loop().create_task(self._fetch(job))
+                speech = job.speech = asyncio.get_running_loop().create_task(self._fetch(job))
                 await self._sleep_until(cmd.start_at)
                 await self._take_turn(job)
                 self._mark_started(job, tone=True)
@@ -184,7 +195,8 @@ class Player:
         assert isinstance(cmd, PlayCmd) and cmd.tone is not None
         await asyncio.sleep(fetch_delay_s(cmd.tone))  # spread over the tone (docs/protocol.md)
         await download_verified(self.http, cmd.url, cmd.bytes, cmd.sha256)
-        self._event(job, "fetched")
+        if not job.ended:  # stopped or pre-empted meanwhile: its terminal event was the last
+            self._event(job, "fetched")
 
     async def _sleep_until(self, at_ms: int) -> None:
         if not at_ms:
@@ -217,6 +229,11 @@ class Player:
             best.turn.set_result(None)
 
     def _cancel(self, job: Job) -> None:
+        # The speech download goes with the job at once, not one loop turn later when the
+        # job's clean-up runs (a fetch completing in between would send "fetched" after the
+        # terminal event), as node_agent does.
+        if job.speech is not None and not job.speech.done():
+            job.speech.cancel()
         if job.task is not None and not job.task.done():
             job.task.cancel()
 

@@ -91,6 +91,8 @@ class Job:
     rank: int = 0
     task: asyncio.Task[None] | None = None
     turn: asyncio.Future[None] | None = None
+    # A toned play's speech: fetched and decoded while the tone sounds (_toned_speech).
+    speech: asyncio.Task[None] | None = None
     playout: audio.Playout | None = None
     started: bool = False
     ended: bool = False
@@ -470,6 +472,13 @@ class Agent:
     def _kill(self, job: Job) -> None:
         if job.playout is not None:
             job.playout.cut()
+        # The speech download goes in the same moment as the sound (docs/protocol.md: a stop
+        # or pre-emption "abandons the download"), not one loop turn later when the job's
+        # own clean-up runs: a fetch finishing in between would say "fetched" after the
+        # job's terminal event and put "fetched" back on disk, and a restart would then
+        # play the pre-empted (or stopped) bulletin.
+        if job.speech is not None and not job.speech.done():
+            job.speech.cancel()
         if job.task is not None and not job.task.done():
             job.task.cancel()
 
@@ -480,7 +489,9 @@ class Agent:
             if isinstance(cmd, PlayCmd) and cmd.tone is not None:
                 job.extra["pcm_held"] = False
                 source: Any = TonedSource(tone_pcm(cmd.tone, audio.RATE))
-                speech = asyncio.get_running_loop().create_task(self._toned_speech(job, source))
+                speech = job.speech = asyncio.get_running_loop().create_task(
+                    self._toned_speech(job, source)
+                )
             elif isinstance(cmd, PlayCmd):
                 assert self.http is not None
                 path, _ = await self.cache.fetch(self.http, cmd.url, cmd.sha256, cmd.bytes)
@@ -556,6 +567,8 @@ class Agent:
             if not self.cache.has(cmd.sha256):  # spread over the tone (docs/protocol.md)
                 await asyncio.sleep(fetch_delay_s(cmd.tone))
             path, _ = await self.cache.fetch(self.http, cmd.url, cmd.sha256, cmd.bytes)
+            if job.ended:  # stopped or pre-empted meanwhile: its terminal event was the last
+                return
             self.cache.in_use.add(cmd.sha256)
             if not job.started:  # on disk, "started" must stay: a restart never replays it
                 self.store.set_phase(job.broadcast_id, "fetched")

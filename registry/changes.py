@@ -15,7 +15,7 @@ import files)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -725,11 +725,21 @@ def update_node(
     return row
 
 
+# audit(session, action, target, detail): the caller's hook that writes the shared audit log
+# in the same transaction (the dashboard owns that table and knows who asked and from where;
+# the registry sits below it and says what changed). See dashboard.security.audit_hook.
+AuditHook = Callable[[Session, str, str, dict[str, Any]], None]
+NODE_POSITION_ACTION = "registry.node_position"
+
+
 def set_node_position(
-    s: Session, node_id: str, lat: object, lon: object
+    s: Session, node_id: str, lat: object, lon: object, *, audit: AuditHook
 ) -> tuple[tuple[float | None, float | None], tuple[float | None, float | None]]:
     """A cluster's coordinates set (or cleared) by hand, checked to lie in Vietnam
-    (``validate.check_vn_position``): what it was and what it is, for the audit log."""
+    (``validate.check_vn_position``), and audited as ``registry.node_position`` with the old
+    and the new value. One function for the API and the web form, so both write the same
+    record; a refused value raises before anything is written, audit included. Returns
+    (before, after)."""
     row = get_node(s, node_id)
     if row.retired_ms is not None:
         raise InvalidInputError(f"Cụm loa '{node_id}' đã ngừng sử dụng.")
@@ -737,6 +747,7 @@ def set_node_position(
     before = (row.lat, row.lon)
     row.lat, row.lon = new
     s.flush()
+    audit(s, NODE_POSITION_ACTION, node_id, {"before": list(before), "after": list(new)})
     return before, new
 
 

@@ -38,6 +38,7 @@ from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from controller.schedule_wake import Wake
 from loa.db import Database
 from loa.timeutil import ICT, now_ms
 from scheduler.config import SchedulerSettings
@@ -324,6 +325,17 @@ class SchedulerRuntime:
         if self._loop is not None:
             self._off_loop(lambda: self._remove_job(broadcast_id))
 
+    def on_wake(self, wake: Wake) -> None:
+        """An API process scheduled or cancelled a broadcast (``controller.schedule_wake``):
+        the same as a change made in this process, instead of waiting for housekeeping.
+        Ignored unless this runtime runs (on the leading controller)."""
+        if self.scheduler is None:
+            return
+        if wake.change == "scheduled":
+            self.on_scheduled(wake.broadcast_id)
+        else:
+            self.on_cancelled(wake.broadcast_id)
+
     def job_ids(self) -> set[int]:
         if self.scheduler is None:
             return set()
@@ -384,18 +396,26 @@ class SchedulerRuntime:
         active_ids = sorted(
             {a.broadcast_id for a in self.dispatcher.active_airings() if not a.cancelled}
         )
-        cancelled, due = await asyncio.to_thread(self._sync_jobs, now, active_ids)
+        # A broadcast whose slot is being dispatched right now (its once-job already fired and
+        # left the job store, its airing not yet written) is not "scheduled without a job":
+        # re-adding its job fired it again at once, and APScheduler logged "skipped: maximum
+        # number of running instances reached" in the middle of every large emergency.
+        busy = set(self._locks)
+        cancelled, due = await asyncio.to_thread(self._sync_jobs, now, active_ids, busy)
         for bid in cancelled:
             await self.dispatcher.cancel_broadcast(bid)
         # Due slots whose job fire was lost (e.g. added while the scheduler was paused).
         for bid in due:
             await self.on_due(bid)
 
-    def _sync_jobs(self, now: int, active_ids: list[int]) -> tuple[list[int], list[int]]:
-        """(broadcasts to stop, broadcasts with a due slot), the job table made to match."""
+    def _sync_jobs(
+        self, now: int, active_ids: list[int], busy: set[int]
+    ) -> tuple[list[int], list[int]]:
+        """(broadcasts to stop, broadcasts with a due slot), the job table made to match;
+        ``busy``: broadcasts being dispatched now, left as they are."""
         scheduled, active_cancelled = self._scan(now, active_ids)
         have = self.job_ids()
-        want = set(scheduled)
+        want = set(scheduled) - busy
         with self.db.session() as s:
             for bid in sorted(want - have):
                 b = s.get(Broadcast, bid)
@@ -406,9 +426,11 @@ class SchedulerRuntime:
                 after = last_slot_ms(s, b.id)
                 if self._trigger(b, after).get_next_fire_time(None, _dt(now)) is not None:
                     self._ensure_job(b, after)
-        for bid in sorted(have - want):
+        for bid in sorted(have - want - busy):
             self._remove_job(bid)
-        return active_cancelled, [bid for bid in scheduled if self._has_due(bid, now)]
+        return active_cancelled, [
+            bid for bid in scheduled if bid not in busy and self._has_due(bid, now)
+        ]
 
     def _has_due(self, broadcast_id: int, now: int) -> bool:
         with self.db.session() as s:

@@ -125,6 +125,9 @@ def build_scheduling(
     )
     dispatcher.observe(controller.ingest)
     runtime = SchedulerRuntime(db, sched, dispatcher)
+    # An API process elsewhere says when it scheduled or cancelled a broadcast (a runtime
+    # that is not running, as on a follower, ignores it).
+    controller.on_schedule_wake(runtime.on_wake)
     service = BroadcastService(db, sched, content=content, live=live, runtime=runtime)
     return Scheduling(dispatcher, runtime, service, live, owns_live)
 

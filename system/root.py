@@ -39,7 +39,7 @@ from loa.settings import Settings, get_settings
 from scheduler.config import SchedulerSettings
 from scheduler.content import ContentGateway
 from scheduler.scheduling import Scheduling, build_scheduling
-from scheduler.workflow import BroadcastService
+from scheduler.workflow import BroadcastService, RuntimeHook
 
 log = logging.getLogger("loa")
 
@@ -64,6 +64,7 @@ def api_context(
     controller: ControllerService | None = None,
     scheduling: Scheduling | None = None,
     node_commands: NodeCommands | None = None,
+    scheduler_hook: RuntimeHook | None = None,
 ) -> AppContext:
     """What the API sees: the in-process controller's and scheduler's services when they run
     here, else services that only write rows for the processes that run them. Routes read
@@ -74,7 +75,10 @@ def api_context(
     if scheduling is not None:
         broadcasts = scheduling.broadcasts
     else:
-        broadcasts = BroadcastService(services_db, SchedulerSettings(), content=gateway)
+        # ``scheduler_hook``: how the scheduler of another process hears of a change.
+        broadcasts = BroadcastService(
+            services_db, SchedulerSettings(), content=gateway, runtime=scheduler_hook
+        )
     alerts = AlertService(
         services_db, broadcasts, AlertSettings(), content=gateway, audit=alerts_audit
     )
@@ -187,6 +191,7 @@ class System:
             controller=self.controller,
             scheduling=self.scheduling,
             node_commands=node_commands,
+            scheduler_hook=self.command_link.scheduler_wake if self.command_link else None,
         )
         self.alerts = self.api.alerts
         if self.controller is not None:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 
 def start_controller(
     name: str,
@@ -68,6 +70,13 @@ def start_api(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+async def demo_login(client: httpx.AsyncClient, username: str) -> dict[str, str]:
+    """The ``Authorization`` header of a demo account (password "demo") on a served API."""
+    r = await client.post("/api/v1/auth/token", data={"username": username, "password": "demo"})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
 def read_stats(tmp: Path, name: str) -> dict:

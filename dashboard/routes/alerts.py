@@ -197,7 +197,13 @@ async def set_template(
 ):
     request.state.audited = True
     return await run_in_threadpool(
-        svc.set_template, actor_of(user), body.event, body.template, body.recordings
+        svc.set_template,
+        actor_of(user),
+        body.event,
+        body.template,
+        body.recordings,
+        tone_pattern=body.tone_pattern,
+        tone_hz=body.tone_hz,
     )
 
 
@@ -275,10 +281,14 @@ async def alerts_page(
     request: Request,
     user: User = Depends(page_role("province", "commune")),
     svc: AlertService = Depends(get_alerts),
+    edit: str | None = Query(None, max_length=200),
 ):
     data = await run_in_threadpool(svc.list, actor_of(user), limit=100)
     messages = await run_in_threadpool(svc.messages, limit=30) if user.role == "province" else []
     templates = await run_in_threadpool(svc.templates) if user.role == "province" else []
+    # ``?edit=lu quet``: the template form comes filled with that event's words and tone,
+    # so changing one of them does not silently reset the other.
+    editing = next((t for t in templates if edit is not None and t["event_key"] == edit), None)
     return render(
         request,
         "alerts.html",
@@ -286,6 +296,7 @@ async def alerts_page(
         alerts=data["items"],
         messages=messages,
         templates=templates,
+        editing=editing,
         page={"view": "alerts"},
     )
 
@@ -297,7 +308,7 @@ async def alerts_template_page(
     svc: AlertService = Depends(get_alerts),
 ):
     """The province edits the spoken template of an event type from the alerts page."""
-    form = await request.form(max_fields=5)
+    form = await request.form(max_fields=8)
     event, template = form.get("event"), form.get("template")
     request.state.audited = True
     try:
@@ -307,10 +318,44 @@ async def alerts_template_page(
                 "Cần loại sự kiện và mẫu lời đọc.",
                 "Event and template are required.",
             )
-        await run_in_threadpool(svc.set_template, actor_of(user), event, template)
+        tone_pattern, tone_hz = _form_tone(form)
+        await run_in_threadpool(
+            svc.set_template,
+            actor_of(user),
+            event,
+            template,
+            tone_pattern=tone_pattern,
+            tone_hz=tone_hz,
+            keep_recordings=True,  # the form has no recordings field: never clear them
+        )
     except AlertError as exc:
         return await _list_page(request, user, svc, template_error=exc.message)
     return RedirectResponse("/alerts?ok=saved", 303)
+
+
+def _form_tone(form: Any) -> tuple[str | None, float | None]:
+    """The template form's tone: ``tone`` "default" (the province's), "none", or "custom"
+    with ``tone_pattern``; ``tone_hz`` empty = the default. The service checks the values."""
+    choice = form.get("tone") or "default"
+    pattern = form.get("tone_pattern")
+    pattern = pattern.strip() if isinstance(pattern, str) else ""
+    raw_hz = form.get("tone_hz")
+    raw_hz = raw_hz.strip().replace(",", ".") if isinstance(raw_hz, str) else ""
+    try:
+        hz = float(raw_hz) if raw_hz else None
+    except ValueError:
+        hz = -1.0  # refused by the service with the field named
+    if choice == "none":
+        return "", hz
+    if choice == "custom":
+        if not pattern:
+            raise AlertError(
+                "bad_tone",
+                "«tone_pattern»: hãy nhập mẫu tín hiệu, ví dụ 3x20/10.",
+                "'tone_pattern': enter a pattern such as 3x20/10.",
+            )
+        return pattern, hz
+    return None, hz
 
 
 async def _list_page(request: Request, user: User, svc: AlertService, **extra: Any):

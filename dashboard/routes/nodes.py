@@ -11,7 +11,7 @@ from controller.fleet_queries import NodeFilter, NodeNotFound
 from dashboard.deps import DbSession, get_settings
 from dashboard.models import User
 from dashboard.schemas import NodeDetail, NodeItem, Page, TransitionItem
-from dashboard.security import audit, current_user, require_role, scope_commune_ids
+from dashboard.security import audit_hook, current_user, require_role, scope_commune_ids
 from loa.protocol import NodeState
 from loa.settings import Settings
 from loa.timeutil import format_datetime
@@ -144,14 +144,6 @@ def set_position(
     from registry import changes
 
     _visible_node(s, user, node_id)
-    before, after = changes.set_node_position(s, node_id, body.lat, body.lon)
-    audit(
-        s,
-        "registry.node_position",
-        user=user,
-        target=node_id,
-        request=request,
-        status_code=200,
-        detail={"before": list(before), "after": list(after)},
-    )
+    hook = audit_hook(user=user, request=request, status_code=200)
+    _, after = changes.set_node_position(s, node_id, body.lat, body.lon, audit=hook)
     return {"id": node_id, "lat": after[0], "lon": after[1]}

@@ -50,6 +50,7 @@ from dashboard.security import (
     AccountError,
     LoginError,
     audit,
+    audit_hook,
     authenticate,
     can_access_node,
     client_ip,
@@ -598,8 +599,9 @@ def node_position(
     if user.role not in ("technician", "province"):
         raise HTTPException(403, MSG_FORBIDDEN)
     _node_or_error(s, user, node_id)
+    hook = audit_hook(user=user, request=request, status_code=303)
     try:
-        before, after = changes.set_node_position(s, node_id, lat, lon)
+        changes.set_node_position(s, node_id, lat, lon, audit=hook)
     except RegistryError as exc:
         s.rollback()
         return _node_page(
@@ -610,15 +612,6 @@ def node_position(
             status_code=422,
             position={"lat": lat, "lon": lon, "error": exc.message},
         )
-    audit(
-        s,
-        "registry.node_position",
-        user=user,
-        target=node_id,
-        request=request,
-        status_code=303,
-        detail={"before": list(before), "after": list(after)},
-    )
     return RedirectResponse(f"/tech/nodes/{quote(node_id)}?ok=saved#position", 303)
 
 

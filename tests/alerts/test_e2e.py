@@ -115,6 +115,13 @@ async def test_cap_alert_for_two_communes_plays_on_their_online_clusters_only(st
     await net.fleet.start(ONLINE_IN_AREA + ELSEWHERE)
     await net.online(ONLINE_IN_AREA + ELSEWHERE)
 
+    # The province gives flash floods their own warning tone (issue 19, item 4).
+    r = await client.put(
+        "/api/v1/alerts/templates",
+        json={"event": "Lũ quét", "template": "{tieu_de}.", "tone_pattern": "1x0.6/0"},
+        headers={"Authorization": f"Bearer {tokens['province']}"},
+    )
+    assert r.status_code == 200, r.text
     doc = d.flood("KTTV-E2E-1", communes=["c0", "c1"])
     resp = await _post(client, tokens["province"], doc)
     assert resp.status_code == 202, resp.text
@@ -131,6 +138,9 @@ async def test_cap_alert_for_two_communes_plays_on_their_online_clusters_only(st
     await wait_for(playing_in_area, 40, "the alert to play on every online cluster in the area")
     for n in ELSEWHERE:
         assert net.fleet.node(n).player.playing_id is None
+    # Each node's ``play`` carried the flood's own tone, not the default 2x0.5/0.3.
+    plays = [net.fleet.node(n).player.current.cmd for n in ONLINE_IN_AREA]
+    assert {(c.tone.count, c.tone.on_ms, c.tone.off_ms) for c in plays} == {(1, 600, 0)}
     assert all(
         net.fleet.node(n).effective_volume == net.sched.emergency_volume for n in ONLINE_IN_AREA
     )
@@ -197,6 +207,17 @@ async def test_cap_alert_for_two_communes_plays_on_their_online_clusters_only(st
     )
     body = r.json()
     assert body["state"] == "cancelled" and body["all_clear_broadcast_id"]
+    assert body["tone"]["pattern"] == "1x0.6/0"
+    # The all-clear never sounds the alarm: its ``play`` on every node carries no tone.
+    clear = f"b{body['all_clear_broadcast_id']}-"
+
+    def clear_jobs():
+        jobs = [net.fleet.node(n).player.current for n in ONLINE_IN_AREA]
+        ok = all(j is not None and j.broadcast_id.startswith(clear) for j in jobs)
+        return jobs if ok else None
+
+    jobs = await wait_for(clear_jobs, 30, "the all-clear to play on every cluster")
+    assert all(j.cmd.tone is None for j in jobs)
     assert [st["action"] for st in body["steps"]][:3] == ["received", "area_matched", "aired"]
     assert "cancelled" in [st["action"] for st in body["steps"]]
     # Every step is in the shared audit log too.

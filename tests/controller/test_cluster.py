@@ -20,7 +20,7 @@ from controller.models import NodeLive, NodeTransition
 from controller.stats import quantile_ms
 from loa.protocol import Heartbeat, Status, Topics, encode
 from loa.timeutil import now_ms
-from tests.cluster_support import read_stats, start_api, start_controller, stop_all
+from tests.cluster_support import demo_login, read_stats, start_api, start_controller, stop_all
 from tests.factories import make_registry
 from tests.scheduler.conftest import wait_for
 
@@ -434,12 +434,7 @@ async def test_an_api_only_process_sends_node_commands_and_reports_the_answers(
         )
         await fleet.start(["api-01"])  # api-02 stays away
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=30) as c:
-            token = (
-                await c.post(
-                    "/api/v1/auth/token", data={"username": "technician", "password": "demo"}
-                )
-            ).json()["access_token"]
-            auth = {"Authorization": f"Bearer {token}"}
+            auth = await demo_login(c, "technician")
 
             async def online() -> bool:
                 r = await c.get("/api/v1/nodes/api-01", headers=auth)

@@ -92,6 +92,8 @@ def test_coordinates_preview_and_alert_map(stack, chromium, viewport, tmp_path):
         page.wait_for_selector("#alert-map")
         assert "chưa lưu, chưa phát" in page.inner_text("#preview-note")
         assert page.inner_text("#preview-clusters") == "3"
+        # Which warning tone would sound: none is set in this province (issue 19, item 4).
+        assert page.inner_text("#preview-tone") == "không có tín hiệu (mặc định của tỉnh)"
         states = map_states(page)
         assert {n for n, s in states.items() if s == "targeted"} == {"dc-001", "dc-002", "hvt-001"}
         assert states["dc-003"] == states["hvt-002"] == "other"

@@ -54,13 +54,36 @@ def test_province_uploads_refused_and_good_alerts_and_approves(stack, page, tmp_
     page.click("#template-form button[type=submit]")
     page.wait_for_selector("#template-error")
     assert "sai_ten" in page.inner_text("#template-error")
+    # Its own warning tone (issue 19, item 4): an unreadable pattern is refused by name.
+    good_words = "Khẩn cấp: {tieu_de}\nHướng dẫn: {huong_dan}"
     page.fill("#template-form input[name=event]", "Lũ quét")
-    page.fill(
-        "#template-form textarea[name=template]", "Khẩn cấp: {tieu_de}\nHướng dẫn: {huong_dan}"
-    )
+    page.fill("#template-form textarea[name=template]", good_words)
+    page.check("#template-form input[name=tone][value=custom]")
+    page.fill("#template-form input[name=tone_pattern]", "ba hồi")
+    page.click("#template-form button[type=submit]")
+    page.wait_for_selector("#template-error")
+    assert "«tone_pattern»" in page.inner_text("#template-error")
+    assert "lu quet" not in page.inner_text("#template-form >> xpath=..")  # nothing saved
+    page.fill("#template-form input[name=event]", "Lũ quét")
+    page.fill("#template-form textarea[name=template]", good_words)
+    page.check("#template-form input[name=tone][value=custom]")
+    page.fill("#template-form input[name=tone_pattern]", "2x20/10")
     page.click("#template-form button[type=submit]")
     page.wait_for_url("**/alerts?ok=saved")
     assert "lu quet" in page.inner_text("#template-form >> xpath=..")
+    tone = page.locator("details[data-event='lu quet'] .template-tone")
+    assert tone.get_attribute("data-pattern") == "2x20/10"
+    assert tone.inner_text().startswith("2 hồi 20 giây, nghỉ 10 giây")
+    # "Sửa" fills the form with the event's words and tone: saving the words again keeps it.
+    page.click("details[data-event='lu quet'] summary")
+    page.click("details[data-event='lu quet'] a.template-edit")
+    page.wait_for_url("**/alerts?edit=*")
+    assert page.is_checked("#template-form input[name=tone][value=custom]")
+    assert page.input_value("#template-form input[name=tone_pattern]") == "2x20/10"
+    assert page.input_value("#template-form textarea[name=template]") == good_words
+    page.click("#template-form button[type=submit]")
+    page.wait_for_url("**/alerts?ok=saved")
+    assert tone.get_attribute("data-pattern") == "2x20/10"
 
     page.set_input_files("#cap-upload input[name=file]", str(good))
     page.click("#cap-upload button[type=submit]")
@@ -69,6 +92,8 @@ def test_province_uploads_refused_and_good_alerts_and_approves(stack, page, tmp_
     assert page.inner_text("#alert-facts + p").startswith(
         "Lời đọc: Khẩn cấp: Cảnh báo lũ quét, sạt lở đất cấp 3. Hướng dẫn: Bà con"
     )
+    assert page.get_attribute("#alert-tone", "data-pattern") == "2x20/10"
+    assert "2 hồi 20 giây, nghỉ 10 giây" in page.inner_text("#alert-tone")
     page.click("#approve")
     page.wait_for_selector("#alert-state[data-state=airing]", timeout=60_000)
     assert "province" in page.inner_text("#alert-facts")

@@ -54,3 +54,40 @@ def test_position_api_checks_vietnam_and_audits(stack):
         assert [(a.username, a.target) for a in rows] == [("technician", "dc-001")] * 2
         assert rows[0].detail == {"before": [None, None], "after": [21.853712, 106.761]}
         assert rows[1].detail == {"before": [21.853712, 106.761], "after": [None, None]}
+
+
+def test_the_api_and_the_web_form_write_the_same_audit_record(stack):
+    """One domain function (``registry.changes.set_node_position``) changes and audits for
+    both: the same change by the API and by the node page's form leaves the same record,
+    only the request's own method, path and status differ; a refused form writes none."""
+    tech = {"Authorization": f"Bearer {stack.token('technician')}"}
+    with stack.client() as c:
+        r = c.put(
+            "/api/v1/nodes/dc-001/position", json={"lat": 21.853712, "lon": 106.761}, headers=tech
+        )
+        assert r.status_code == 200, r.text
+    web, csrf = stack.login_client("technician")
+    try:
+        url = "/tech/nodes/dc-002/position"
+        bad = web.post(url, data={"csrf_token": csrf, "lat": "106,761", "lon": "21,853712"})
+        assert bad.status_code == 422 and "nhập đảo" in bad.text
+        r = web.post(url, data={"csrf_token": csrf, "lat": "21,853712", "lon": "106,7610"})
+        assert r.status_code == 303, r.text
+    finally:
+        web.close()
+    assert _node(stack, "dc-001") == _node(stack, "dc-002") == (21.853712, 106.761)
+    with stack.db.session() as s:
+        rows = s.scalars(
+            select(AuditLog)
+            .where(AuditLog.action == "registry.node_position")
+            .order_by(AuditLog.id)
+        ).all()
+        assert [a.target for a in rows] == ["dc-001", "dc-002"]
+        same = ("user_id", "username", "action", "ip", "detail")
+        api, form = ({k: getattr(a, k) for k in same} for a in rows)
+        assert api == form, (api, form)
+        assert api["detail"] == {"before": [None, None], "after": [21.853712, 106.761]}
+        assert [(a.method, a.path, a.status_code) for a in rows] == [
+            ("PUT", "/api/v1/nodes/dc-001/position", 200),
+            ("POST", "/tech/nodes/dc-002/position", 303),
+        ]

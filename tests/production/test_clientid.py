@@ -198,12 +198,15 @@ def test_provision_gives_every_process_its_own_login(db, tmp_path):
     acl = (out / "acl").read_text()
     for user in users[:3]:
         assert f"user {user}\ntopic read loa/v1/#\n" in acl
-    assert "user loa-api\ntopic write loa/v1/nodes/+/cmd\n\n" in acl  # and nothing else
+    # Node commands and the scheduler wake, nothing else.
+    assert (
+        "user loa-api\ntopic write loa/v1/nodes/+/cmd\ntopic write loa/v1/scheduler/wake\n\n" in acl
+    )
     conf = (out / "mosquitto.conf").read_text().splitlines()
     assert conf[conf.index("listener 1883") + 1] == "use_username_as_clientid true"
     assert "mqtt.use_username_as_clientid = true" in (out / "emqx/loa.hocon").read_text()
     assert (
-        '{allow, {username, "loa-api"}, publish, ["loa/v1/nodes/+/cmd"]}.'
+        '{allow, {username, "loa-api"}, publish, ["loa/v1/nodes/+/cmd",\n'
         in (out / "emqx/acl.conf").read_text()
     )
     assert "api.env" in result.text()

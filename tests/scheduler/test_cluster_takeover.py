@@ -24,7 +24,7 @@ from loa.broker import free_port
 from loa.timeutil import ICT, now_ms
 from scheduler.models import Airing, AiringTarget
 from scheduler.outcomes import PHASE_RANK
-from tests.cluster_support import start_api, start_controller, stop_all
+from tests.cluster_support import demo_login, start_api, start_controller, stop_all
 from tests.factories import make_registry
 from tests.scheduler.conftest import wait_for
 from tests.scheduler.test_kill9 import up
@@ -76,13 +76,11 @@ async def test_scheduler_moves_to_a_standby_and_plays_exactly_once(tmp_path, mos
         procs["ctl-3"] = controller("ctl-3")
         await fleet.start(NODES)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=60) as c:
-            token = (
-                await c.post("/api/v1/auth/token", data={"username": "commune", "password": "demo"})
-            ).json()["access_token"]
+            auth = await demo_login(c, "commune")
             start = datetime.fromtimestamp((now_ms() + 30_000) / 1000, tz=ICT).isoformat()
             r = await c.post(
                 "/api/v1/broadcasts",
-                headers={"Authorization": f"Bearer {token}"},
+                headers=auth,
                 json={
                     "title": "Tiêm phòng gia súc",
                     "tts_text": "Thôn tiêm phòng gia súc lúc 8h sáng mai.",

@@ -181,6 +181,44 @@ async def test_housekeeping_during_a_slow_publish_sends_each_command_once(networ
     assert all(t.phase == "finished" for t in net.targets(airing.id).values())
 
 
+async def test_housekeeping_leaves_a_dispatch_in_progress_alone(network, monkeypatch, caplog):
+    """A once-job leaves the job store when it fires; until the airing is written the
+    broadcast looked "scheduled without a job" to housekeeping, which re-added the job. It
+    fired at once and APScheduler logged "skipped: maximum number of running instances
+    reached" in the middle of every large emergency: a frightening line for whoever reads
+    the log during an alert. Reproduced with a dispatch slow to write its airing."""
+    import logging
+    import time
+
+    net = network
+    await net.fleet.start(DC_NODES)
+    await net.online(DC_NODES)
+    dispatcher = net.scheduling.dispatcher
+    real_create = dispatcher._create_airing
+
+    def slow_create(*args, **kw):
+        time.sleep(1.5)  # 3 housekeeping passes (0.5 s) while the airing is being written
+        return real_create(*args, **kw)
+
+    monkeypatch.setattr(dispatcher, "_create_airing", slow_create)
+    with caplog.at_level(logging.WARNING, logger="apscheduler"):
+        out = await asyncio.to_thread(
+            net.service.create,
+            net.province,
+            {
+                "title": "Khẩn cấp: lũ",
+                "tts_text": SHORT,
+                "priority": "emergency",
+                "confirm": True,
+                "targets": {"communes": [net.ids["Đội Cấn"]]},
+            },
+        )
+        airing = await net.wait_final(out["id"])
+    assert airing.status == "aired"
+    assert len(net.airings(out["id"])) == 1
+    assert "maximum number of running instances" not in caplog.text
+
+
 def _error_of(fn, *args) -> str:
     from scheduler.errors import ScheduleError
 

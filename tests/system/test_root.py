@@ -70,8 +70,10 @@ async def test_an_api_only_process_sends_node_commands_through_its_own_link(sett
     assert system.controller is None and system.scheduling is None
     assert system.command_link is not None
     assert system.api.node_commands is system.command_link.node_commands
-    # Without a scheduler here, broadcasts are rows for the scheduler's process to pick up.
-    assert system.api.broadcasts.runtime is None and system.api.live is None
+    # Without a scheduler here, broadcasts are rows for the scheduler's process, which is
+    # woken on the same link (controller.schedule_wake).
+    assert system.api.broadcasts.runtime is system.command_link.scheduler_wake
+    assert system.api.live is None
 
 
 def test_every_command_is_registered():
