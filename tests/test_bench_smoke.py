@@ -127,6 +127,24 @@ SMOKE: list[tuple[str, list[str], str, Callable[[dict], bool]]] = [
         _alert,
     ),
     (
+        # As docker-compose runs it: the POST to `loa serve --no-controller`, the scheduler
+        # woken over MQTT (controller.schedule_wake).
+        "alert-api-process",
+        [
+            "bench/alert.py",
+            "--nodes",
+            "20",
+            "--tone",
+            "2x1/0.5",
+            "--no-warmup",
+            "--api-process",
+            "--name",
+            "alert-api",
+        ],
+        "alert-api.json",
+        lambda d: _alert(d) and d["runs"][0]["api"].startswith("loa serve --no-controller"),
+    ),
+    (
         "api",
         [
             "bench/api.py",
