@@ -71,19 +71,7 @@ ALERTS_HEADER = [
     "clusters_targeted",
     "broadcast_ids",
 ]
-AIRINGS_HEADER = [
-    "alert_id",
-    "broadcast_id",
-    "dispatched_at",
-    "targeted",
-    "started",
-    "first_started_ms",
-    "first_started_s",
-    "p50_ms",
-    "p50_s",
-    "p99_ms",
-    "p99_s",
-]
+AIRINGS_HEADER = ["alert_id", "broadcast_id", "dispatched_at", *DERIVED]
 CLUSTERS_HEADER = [
     "alert_id",
     "broadcast_id",

@@ -164,17 +164,7 @@ async def test_housekeeping_during_a_slow_publish_sends_each_command_once(networ
 
     monkeypatch.setattr(dispatcher.commands, "send", slow_send)
     monkeypatch.setattr(dispatcher.sched, "publish_concurrency", 1)
-    out = await asyncio.to_thread(
-        net.service.create,
-        net.province,
-        {
-            "title": "Khẩn cấp: lũ",
-            "tts_text": SHORT,
-            "priority": "emergency",
-            "confirm": True,
-            "targets": {"communes": [net.ids["Đội Cấn"]]},
-        },
-    )
+    out = await asyncio.to_thread(net.service.create, net.province, _flood_warning(net))
     airing = await net.wait_final(out["id"])
     assert airing.status == "aired"
     assert sorted(plays) == DC_NODES  # each node's command once, though it took 2.4 s
@@ -202,21 +192,21 @@ async def test_housekeeping_leaves_a_dispatch_in_progress_alone(network, monkeyp
 
     monkeypatch.setattr(dispatcher, "_create_airing", slow_create)
     with caplog.at_level(logging.WARNING, logger="apscheduler"):
-        out = await asyncio.to_thread(
-            net.service.create,
-            net.province,
-            {
-                "title": "Khẩn cấp: lũ",
-                "tts_text": SHORT,
-                "priority": "emergency",
-                "confirm": True,
-                "targets": {"communes": [net.ids["Đội Cấn"]]},
-            },
-        )
+        out = await asyncio.to_thread(net.service.create, net.province, _flood_warning(net))
         airing = await net.wait_final(out["id"])
     assert airing.status == "aired"
     assert len(net.airings(out["id"])) == 1
     assert "maximum number of running instances" not in caplog.text
+
+
+def _flood_warning(net) -> dict:
+    return {
+        "title": "Khẩn cấp: lũ",
+        "tts_text": SHORT,
+        "priority": "emergency",
+        "confirm": True,
+        "targets": {"communes": [net.ids["Đội Cấn"]]},
+    }
 
 
 def _error_of(fn, *args) -> str:
