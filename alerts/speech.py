@@ -16,7 +16,7 @@ from datetime import datetime
 from alerts.cap import CapAlert, Info
 from alerts.errors import AlertError
 from loa.protocol import TONE_HZ
-from loa.text import fold
+from loa.text import decimal_vi, fold
 from loa.timeutil import ICT
 
 PLACEHOLDERS = {
@@ -180,11 +180,6 @@ def tone_segment(pattern: str, hz: float):
     return out
 
 
-def _num(x: float) -> str:
-    """20.0 -> "20", 0.5 -> "0,5" (Vietnamese decimal comma)."""
-    return f"{x:g}".replace(".", ",")
-
-
 def tone_label(pattern: str | None) -> str:
     """What an officer reads for a pattern: "3 hồi 20 giây, nghỉ 10 giây"; "" -> "không có".
     The dashboard translates the same words through its catalogue (``dashboard.i18n``)."""
@@ -192,8 +187,8 @@ def tone_label(pattern: str | None) -> str:
     if parsed is None:
         return "không có"
     count, blast, gap = parsed
-    text = f"{count} hồi {_num(blast)} giây"
-    return f"{text}, nghỉ {_num(gap)} giây" if count > 1 and gap else text
+    text = f"{count} hồi {decimal_vi(blast)} giây"
+    return f"{text}, nghỉ {decimal_vi(gap)} giây" if count > 1 and gap else text
 
 
 def check_tone(pattern: str | None, hz: float | None) -> tuple[str | None, float | None]:

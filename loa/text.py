@@ -19,6 +19,12 @@ def fold(text: str) -> str:
     return _SPACES.sub(" ", stripped).strip().lower()
 
 
+def decimal_vi(value: float) -> str:
+    """A number as Vietnamese writes it, shortest form and a decimal comma: 20.0 -> "20",
+    21.5 -> "21,5" (for messages and labels people read)."""
+    return f"{value:g}".replace(".", ",")
+
+
 def slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", fold(text)).strip("-")
 

@@ -10,7 +10,7 @@ import re
 import unicodedata
 
 from loa.protocol import NODE_ID_RE
-from loa.text import is_formula_like
+from loa.text import decimal_vi, is_formula_like
 from registry.errors import InvalidInputError
 
 # Noun used in messages ("mã xã", "tên thôn") for each kind of unit.
@@ -168,10 +168,6 @@ def _coordinate_text(value: object, noun: str, example: str) -> float | None:
     return number
 
 
-def _vn(value: float) -> str:
-    return f"{value:g}".replace(".", ",")
-
-
 def check_vn_position(lat: object, lon: object) -> tuple[float | None, float | None]:
     """A cluster's position set by hand (web, API): both or neither (clearing it), inside
     Vietnam (``VN_LAT``/``VN_LON``), rounded to 6 decimals (about 0.1 m)."""
@@ -188,17 +184,18 @@ def check_vn_position(lat: object, lon: object) -> tuple[float | None, float | N
     if not (lat_ok and lon_ok):
         if VN_LAT[0] <= lo <= VN_LAT[1] and VN_LON[0] <= la <= VN_LON[1]:
             raise InvalidInputError(
-                f"Vĩ độ {_vn(la)} và kinh độ {_vn(lo)} có vẻ bị nhập đảo: ở Việt Nam vĩ độ "
-                f"(Bắc) từ {_vn(VN_LAT[0])} đến {_vn(VN_LAT[1])}, kinh độ (Đông) từ "
-                f"{_vn(VN_LON[0])} đến {_vn(VN_LON[1])}."
+                f"Vĩ độ {decimal_vi(la)} và kinh độ {decimal_vi(lo)} có vẻ bị nhập đảo: "
+                f"ở Việt Nam vĩ độ (Bắc) từ {decimal_vi(VN_LAT[0])} đến "
+                f"{decimal_vi(VN_LAT[1])}, kinh độ (Đông) từ {decimal_vi(VN_LON[0])} đến "
+                f"{decimal_vi(VN_LON[1])}."
             )
         if not lat_ok:
             raise InvalidInputError(
-                f"Vĩ độ {_vn(la)} nằm ngoài lãnh thổ Việt Nam (từ {_vn(VN_LAT[0])} đến "
-                f"{_vn(VN_LAT[1])} độ Bắc)."
+                f"Vĩ độ {decimal_vi(la)} nằm ngoài lãnh thổ Việt Nam "
+                f"(từ {decimal_vi(VN_LAT[0])} đến {decimal_vi(VN_LAT[1])} độ Bắc)."
             )
         raise InvalidInputError(
-            f"Kinh độ {_vn(lo)} nằm ngoài lãnh thổ Việt Nam (từ {_vn(VN_LON[0])} đến "
-            f"{_vn(VN_LON[1])} độ Đông)."
+            f"Kinh độ {decimal_vi(lo)} nằm ngoài lãnh thổ Việt Nam "
+            f"(từ {decimal_vi(VN_LON[0])} đến {decimal_vi(VN_LON[1])} độ Đông)."
         )
     return round(la, 6), round(lo, 6)
