@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller.command_publisher import CommandPublisher
+from loa.loops import call_in_loop
 
 log = logging.getLogger("loa.scheduler")
 
@@ -90,14 +91,7 @@ class RemoteScheduler:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._spawn(payload)
-        else:
-            loop.call_soon_threadsafe(self._spawn, payload)
+        call_in_loop(loop, self._spawn, payload)
 
     def _spawn(self, payload: bytes) -> None:
         task = asyncio.get_running_loop().create_task(self._publish(payload))

@@ -40,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 
 from controller.schedule_wake import Wake
 from loa.db import Database
+from loa.loops import call_in_loop
 from loa.timeutil import ICT, now_ms
 from scheduler.config import SchedulerSettings
 from scheduler.lifecycle import last_slot_ms, record_missed
@@ -281,14 +282,7 @@ class SchedulerRuntime:
         in a thread pool)."""
         if self._loop is None:
             return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
-            fn()
-        else:
-            self._loop.call_soon_threadsafe(fn)
+        call_in_loop(self._loop, fn)
 
     def on_scheduled(self, broadcast_id: int) -> None:
         """A broadcast entered the schedule (thread-safe; called by the workflow)."""
