@@ -110,6 +110,48 @@ class Env:
             return [t.node_id for t in resolve_nodes(s, b.targets)]
 
 
+def record_airing(
+    env: Env,
+    broadcast_id: int,
+    received_ms: int,
+    targets: list[tuple[str, str, int | None, str | None]],
+    *,
+    updated_ms: int,
+) -> None:
+    """An emergency airing of ``broadcast_id`` dispatched 0.5 s after the alert's reception,
+    with one row per (node, phase, started at, error): what the dispatcher writes, for tests
+    of the alert's proof and evidence."""
+    from scheduler.models import Airing, AiringTarget
+
+    with env.db.session() as s:
+        a = Airing(
+            broadcast_id=broadcast_id,
+            slot_ms=received_ms + 500,
+            duration_ms=60_000,
+            language="vi",
+            priority="emergency",
+            status="dispatched",
+            dispatched_ms=received_ms + 500,
+            start_at_ms=received_ms + 500,
+            ends_ms=received_ms + 60_500,
+        )
+        s.add(a)
+        s.flush()
+        for node, phase, started, error in targets:
+            s.add(
+                AiringTarget(
+                    airing_id=a.id,
+                    node_id=node,
+                    cmd_id=f"cmd-{node}",
+                    phase=phase,
+                    started_at_ms=started,
+                    error=error,
+                    events=[],
+                    updated_ms=updated_ms,
+                )
+            )
+
+
 def make_env(db: Database, settings, **alert_settings: Any) -> Env:
     from broadcasts.store import ContentStore
 

@@ -13,46 +13,26 @@ import subprocess
 
 from docx import Document
 
-from scheduler.models import Airing, AiringTarget
 from system.cli import main
 from tests.alerts import capdocs as d
+from tests.alerts.conftest import record_airing
 
 
 def _proof_rows(env, broadcast_id: int, received_ms: int) -> None:
     """hvt-01/hvt-02 started 2 s and 4 s after reception, mp-01 failed to fetch, hvt-03
     acknowledged and never started, mp-02 never got the command."""
-    with env.db.session() as s:
-        a = Airing(
-            broadcast_id=broadcast_id,
-            slot_ms=received_ms + 500,
-            duration_ms=60_000,
-            language="vi",
-            priority="emergency",
-            status="dispatched",
-            dispatched_ms=received_ms + 500,
-            start_at_ms=received_ms + 500,
-            ends_ms=received_ms + 60_500,
-        )
-        s.add(a)
-        s.flush()
-        for node, phase, started, error in (
+    record_airing(
+        env,
+        broadcast_id,
+        received_ms,
+        [
             ("hvt-01", "started", received_ms + 2_000, None),
             ("hvt-02", "finished", received_ms + 4_000, None),
             ("mp-01", "failed", None, "tải âm thanh: HTTP 503"),
             ("hvt-03", "acked", None, None),
-        ):
-            s.add(
-                AiringTarget(
-                    airing_id=a.id,
-                    node_id=node,
-                    cmd_id=f"cmd-{node}",
-                    phase=phase,
-                    started_at_ms=started,
-                    error=error,
-                    events=[],
-                    updated_ms=received_ms + 5_000,
-                )
-            )
+        ],
+        updated_ms=received_ms + 5_000,
+    )
 
 
 def _csv(path) -> list[dict[str, str]]:

@@ -23,9 +23,9 @@ from alerts.evidence import (
     read_alert_tables,
 )
 from alerts.figures import start_figures
-from scheduler.models import Airing, AiringTarget
 from system.cli import main
 from tests.alerts import capdocs as d
+from tests.alerts.conftest import record_airing
 
 ALERT_FILES = ("alerts.csv", "alert_airings.csv", "alert_clusters.csv", "alert_steps.csv")
 
@@ -33,33 +33,14 @@ ALERT_FILES = ("alerts.csv", "alert_airings.csv", "alert_clusters.csv", "alert_s
 def _all_started(env, broadcast_id: int, received_ms: int) -> None:
     """The five targeted clusters start 2, 3, 4, 5 and 6 s after reception: 50 % at 4 s,
     99 % (the fifth) at 6 s."""
-    with env.db.session() as s:
-        a = Airing(
-            broadcast_id=broadcast_id,
-            slot_ms=received_ms + 500,
-            duration_ms=60_000,
-            language="vi",
-            priority="emergency",
-            status="dispatched",
-            dispatched_ms=received_ms + 500,
-            start_at_ms=received_ms + 500,
-            ends_ms=received_ms + 60_500,
-        )
-        s.add(a)
-        s.flush()
-        for k, node in enumerate(("hvt-01", "hvt-02", "hvt-03", "mp-01", "mp-02")):
-            s.add(
-                AiringTarget(
-                    airing_id=a.id,
-                    node_id=node,
-                    cmd_id=f"cmd-{node}",
-                    phase="started",
-                    started_at_ms=received_ms + 2_000 + 1_000 * k,
-                    error=None,
-                    events=[],
-                    updated_ms=received_ms + 7_000,
-                )
-            )
+    nodes = ("hvt-01", "hvt-02", "hvt-03", "mp-01", "mp-02")
+    record_airing(
+        env,
+        broadcast_id,
+        received_ms,
+        [(node, "started", received_ms + 2_000 + 1_000 * k, None) for k, node in enumerate(nodes)],
+        updated_ms=received_ms + 7_000,
+    )
 
 
 def _rows(path: Path) -> list[list[str]]:
