@@ -45,15 +45,21 @@ def test_position_api_checks_vietnam_and_audits(stack):
         assert c.put(url, json={"lat": 21.8, "lon": 106.7}, headers=commune).status_code == 403
         r = c.put("/api/v1/nodes/khong-co/position", json={"lat": 21.8, "lon": 106.7}, headers=tech)
         assert r.status_code == 404
+    rows = _position_audits(stack)
+    assert [(a.username, a.target) for a in rows] == [("technician", "dc-001")] * 2
+    assert rows[0].detail == {"before": [None, None], "after": [21.853712, 106.761]}
+    assert rows[1].detail == {"before": [21.853712, 106.761], "after": [None, None]}
+
+
+def _position_audits(stack) -> list[AuditLog]:
     with stack.db.session() as s:
-        rows = s.scalars(
-            select(AuditLog)
-            .where(AuditLog.action == "registry.node_position")
-            .order_by(AuditLog.id)
-        ).all()
-        assert [(a.username, a.target) for a in rows] == [("technician", "dc-001")] * 2
-        assert rows[0].detail == {"before": [None, None], "after": [21.853712, 106.761]}
-        assert rows[1].detail == {"before": [21.853712, 106.761], "after": [None, None]}
+        return list(
+            s.scalars(
+                select(AuditLog)
+                .where(AuditLog.action == "registry.node_position")
+                .order_by(AuditLog.id)
+            )
+        )
 
 
 def test_the_api_and_the_web_form_write_the_same_audit_record(stack):
@@ -76,18 +82,13 @@ def test_the_api_and_the_web_form_write_the_same_audit_record(stack):
     finally:
         web.close()
     assert _node(stack, "dc-001") == _node(stack, "dc-002") == (21.853712, 106.761)
-    with stack.db.session() as s:
-        rows = s.scalars(
-            select(AuditLog)
-            .where(AuditLog.action == "registry.node_position")
-            .order_by(AuditLog.id)
-        ).all()
-        assert [a.target for a in rows] == ["dc-001", "dc-002"]
-        same = ("user_id", "username", "action", "ip", "detail")
-        api, form = ({k: getattr(a, k) for k in same} for a in rows)
-        assert api == form, (api, form)
-        assert api["detail"] == {"before": [None, None], "after": [21.853712, 106.761]}
-        assert [(a.method, a.path, a.status_code) for a in rows] == [
-            ("PUT", "/api/v1/nodes/dc-001/position", 200),
-            ("POST", "/tech/nodes/dc-002/position", 303),
-        ]
+    rows = _position_audits(stack)
+    assert [a.target for a in rows] == ["dc-001", "dc-002"]
+    same = ("user_id", "username", "action", "ip", "detail")
+    api, form = ({k: getattr(a, k) for k in same} for a in rows)
+    assert api == form, (api, form)
+    assert api["detail"] == {"before": [None, None], "after": [21.853712, 106.761]}
+    assert [(a.method, a.path, a.status_code) for a in rows] == [
+        ("PUT", "/api/v1/nodes/dc-001/position", 200),
+        ("POST", "/tech/nodes/dc-002/position", 303),
+    ]
