@@ -571,7 +571,8 @@ class AlertService:
         ``tone_pattern`` / ``tone_hz`` where set (the lookup ``_template_row`` does), else the
         "*" template's, else the province setting. ``pattern`` "" = no tone."""
         row = self._template_row(s, info, keys)
-        star = s.get(AlertTemplate, "*") if row is None or row.event_key != "*" else None
+        # No row means there is no "*" template either (``_template_row`` ends with it).
+        star = s.get(AlertTemplate, "*") if row is not None and row.event_key != "*" else None
         pattern, source = self.settings.tone_pattern, "default"
         hz = self.settings.tone_hz
         for t in (star, row):  # the event's own choice wins over "*"

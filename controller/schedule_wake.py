@@ -74,8 +74,6 @@ class RemoteScheduler:
         self.topic = wake_topic(topic_root)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: set[asyncio.Task[None]] = set()
-        self.sent = 0
-        self.failed = 0
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """The event loop the MQTT link runs on (set when the process starts)."""
@@ -101,9 +99,7 @@ class RemoteScheduler:
     async def _publish(self, payload: bytes) -> None:
         try:
             await self.publisher.publish(self.topic, payload, wait_s=2.0)
-            self.sent += 1
         except Exception as exc:  # NotConnected, MqttError: housekeeping covers it
-            self.failed += 1
             log.warning("Không báo được bộ lập lịch (%s); lượt rà soát kế tiếp sẽ nhận", exc)
 
 
