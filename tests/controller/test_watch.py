@@ -126,7 +126,18 @@ async def test_controller_stopped_while_a_node_died_and_another_rebooted(
     # Dated when its silence began: last heartbeat + 3 x heartbeat_s, inside the gap.
     assert offline_b[0][0] == last_hb_b + heartbeat_timeout_ms(1)
     assert offline_b[0][0] < restarted
-    assert not [t for t in _transitions(db, "watch-a") if t[0] >= begin]  # no outage
+    # No outage: watch-a never left the up states nor stopped being audible. Its simulated
+    # signal is a random walk that may cross the weak-signal threshold (online <-> degraded,
+    # still audible): that flip once failed CI here ("online" by heartbeat) and is no outage.
+    with db.session() as s:
+        outages = s.execute(
+            select(NodeTransition.at_ms, NodeTransition.to_state, NodeTransition.available).where(
+                NodeTransition.node_id == "watch-a",
+                NodeTransition.at_ms >= begin,
+                (NodeTransition.to_state.not_in(tuple(UP))) | NodeTransition.available.is_(False),
+            )
+        ).all()
+    assert not outages, outages
     with db.session() as s:
         spans = s.execute(
             select(
